@@ -1,0 +1,70 @@
+"""Decoder interface and the events decoders emit.
+
+Decoders are sans-I/O: ``receive_data(bytes) -> list[Event]``; bytes to send back (link-level
+ACK/NAK, MLLP ACK, ASTM ACK) are queued inside and collected with ``data_to_send()``. An
+acknowledgement that means "stored" is an *input*: the runtime commits the readings of a
+:class:`MessageComplete` and only then calls ``acknowledge(message_id, stored=True)``.
+
+Bad device input is data, not an exception: it becomes :class:`Rejected` with the raw bytes,
+and the decoder resyncs. Only :class:`DecoderMisuse` is raised, for caller bugs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from edge_agent.models import Measurement
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    raw: bytes
+    reason: str  # stable machine text, e.g. "checksum", "no-sync", "truncated"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageComplete:
+    """All measurements of one message/record set were emitted; commit, then acknowledge."""
+
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """Non-measurement device facts (serial number, battery, clock, position fix...)."""
+
+    key: str
+    value: str
+
+
+Event = Measurement | Rejected | MessageComplete | DeviceInfo
+
+
+class DecoderMisuse(Exception):
+    """The caller broke the decoder's contract (e.g. acknowledged an unknown message)."""
+
+
+@runtime_checkable
+class StreamDecoder(Protocol):
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes as they arrive (any split). ``b""`` means end of stream."""
+        ...
+
+    def data_to_send(self) -> bytes:
+        """Bytes the transport must write to the device now (may be empty)."""
+        ...
+
+    def acknowledge(self, message_id: str, *, stored: bool) -> None:
+        """Tell the decoder whether a completed message was committed; queues the reply."""
+        ...
+
+
+class PassiveDecoder:
+    """Mixin for stream protocols with no replies (Nonin, CMS50, NMEA, scales)."""
+
+    def data_to_send(self) -> bytes:
+        return b""
+
+    def acknowledge(self, message_id: str, *, stored: bool) -> None:
+        raise DecoderMisuse(f"this protocol has no messages to acknowledge: {message_id!r}")

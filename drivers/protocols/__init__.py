@@ -1,0 +1,1 @@
+"""Sans-I/O protocol decoders: bytes in, events out. Stdlib and edge_agent.models only."""

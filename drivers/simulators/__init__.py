@@ -1,0 +1,1 @@
+"""Device simulators: encoders (inverse of the decoders) played on pseudo-terminals."""

@@ -1,0 +1,1 @@
+"""Transports: the only modules that touch ports, sockets and radios."""

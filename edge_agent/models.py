@@ -1,0 +1,86 @@
+"""Value types shared by drivers, store and sync. No I/O here.
+
+A :class:`Measurement` is what a decoder got from a device: a quantity from the catalogue,
+its value in a UCUM unit, the device's own time stamp (as the device gave it) and the raw
+bytes it came from. A :class:`Reading` is a measurement the store has accepted: it has a
+stable id, the unit's sequence number and the agent's reception time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from edge_agent.catalogue import quantity as _quantity
+
+
+class ClockSource(StrEnum):
+    """Where the reception time came from; readings stamped by an untrusted clock are flagged."""
+
+    SYSTEM = "system"  # the unit's clock, synchronised (NTP) or confirmed by central
+    GPS = "gps"  # NMEA RMC time from the van's receiver
+    CENTRAL = "central"  # corrected with the offset learnt from central acks
+    UNTRUSTED = "untrusted"  # booted offline, never confirmed
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    quantity: str
+    value: float | None
+    unit: str
+    loinc: str | None = None
+    mdc: int | None = None
+    device_time: str | None = None  # ISO 8601 as the device gave it (no zone when it gave none)
+    flags: tuple[str, ...] = ()  # device status: "artifact", "low-battery", "implausible", ...
+    absent_reason: str | None = None  # FHIR dataAbsentReason code when value is None
+    raw: bytes = b""
+    context: tuple[tuple[str, str], ...] = ()  # e.g. (("site", "finger"),)
+
+
+def measurement(
+    key: str,
+    value: float | None,
+    unit: str | None = None,
+    *,
+    loinc: str | None = None,
+    device_time: str | None = None,
+    flags: tuple[str, ...] = (),
+    absent_reason: str | None = None,
+    raw: bytes = b"",
+    context: tuple[tuple[str, str], ...] = (),
+) -> Measurement:
+    """Build a Measurement with codes and unit defaulted from the catalogue."""
+    q = _quantity(key)
+    return Measurement(
+        quantity=key,
+        value=value,
+        unit=unit or q.ucum,
+        loinc=loinc if loinc is not None else q.loinc,
+        mdc=q.mdc,
+        device_time=device_time,
+        flags=flags,
+        absent_reason=absent_reason,
+        raw=raw,
+        context=context,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A measurement accepted by the store. ``seq`` is set by the store at commit."""
+
+    id: str
+    unit_id: str
+    device_id: str
+    measurement: Measurement
+    received_at: str  # agent clock, UTC, ISO 8601
+    clock_source: ClockSource = ClockSource.SYSTEM
+    flags: tuple[str, ...] = ()  # measurement flags + range flags from the catalogue
+    seq: int | None = None
+    encounter_id: str | None = None
+    context: tuple[tuple[str, str], ...] = field(default=())
+
+
+def new_reading_id() -> str:
+    return str(uuid.uuid4())
