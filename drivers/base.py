@@ -68,3 +68,35 @@ class PassiveDecoder:
 
     def acknowledge(self, message_id: str, *, stored: bool) -> None:
         raise DecoderMisuse(f"this protocol has no messages to acknowledge: {message_id!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class GattWrite:
+    """A write the BLE transport must perform (e.g. a RACP request)."""
+
+    characteristic: str  # 16-bit UUID as 4 lower-case hex digits, e.g. "2a52"
+    value: bytes
+    with_response: bool = True
+
+
+@runtime_checkable
+class GattDecoder(Protocol):
+    """BLE: values arrive already framed, one characteristic value at a time."""
+
+    subscriptions: tuple[str, ...]  # 16-bit UUIDs, 4 lower-case hex digits ("2a35")
+
+    def receive_value(self, characteristic: str, value: bytes) -> list[Event]: ...
+
+    def writes_to_send(self) -> list[GattWrite]: ...
+
+    def acknowledge(self, message_id: str, *, stored: bool) -> None: ...
+
+
+class Sink(Protocol):
+    """Where transports hand decoded events. ``store`` returns only after the COMMIT."""
+
+    async def store(
+        self, device_id: str, measurements: list[Measurement], rejects: list[Rejected]
+    ) -> None: ...
+
+    def device_status(self, device_id: str, state: str, detail: str = "") -> None: ...
