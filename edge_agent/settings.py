@@ -1,0 +1,147 @@
+"""The unit's settings: a TOML file validated by pydantic, with environment overrides.
+
+Environment variables override the file: ``EDGE_AGENT_<SECTION>__<KEY>`` (for example
+``EDGE_AGENT_BROKER__HOST=central.example``). Every error names the file, the field and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edge_agent.errors import ConfigError
+
+ENV_PREFIX = "EDGE_AGENT_"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UnitSettings(_Model):
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
+    language: Literal["fr", "ar", "en"] = "fr"
+
+
+class StoreSettings(_Model):
+    path: Path = Path("/var/lib/edge-agent/edge-agent.db")
+    group_max: Annotated[int, Field(ge=1, le=10_000)] = 500
+    group_wait_ms: Annotated[int, Field(ge=0, le=5_000)] = 20
+
+
+class BrokerSettings(_Model):
+    host: str = "localhost"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8883
+    tls: bool = True
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 60
+
+
+class SyncSettings(_Model):
+    enabled: bool = True
+    batch_size: Annotated[int, Field(ge=1, le=5000)] = 200
+    ack_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    max_in_flight: Annotated[int, Field(ge=1, le=64)] = 4
+
+
+class DeviceSettings(_Model):
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+    kind: str
+    enabled: bool = True
+    port: str | None = None  # serial device path
+    baudrate: Annotated[int, Field(ge=300, le=4_000_000)] | None = None
+    bytesize: Literal[7, 8] | None = None
+    parity: Literal["N", "E", "O"] | None = None
+    stopbits: Literal[1, 2] | None = None
+    address: str | None = None  # BLE address or name
+    listen: str | None = None  # host:port for TCP listeners (MLLP)
+    options: dict[str, Any] = {}
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[^:]+:\d{1,5}", value):
+            raise ValueError("must be HOST:PORT, e.g. 0.0.0.0:2575")
+        return value
+
+
+class Settings(_Model):
+    unit: UnitSettings
+    store: StoreSettings = StoreSettings()
+    broker: BrokerSettings | None = None
+    sync: SyncSettings = SyncSettings()
+    devices: list[DeviceSettings] = []
+
+    @field_validator("devices")
+    @classmethod
+    def _unique_ids(cls, devices: list[DeviceSettings]) -> list[DeviceSettings]:
+        seen: set[str] = set()
+        for d in devices:
+            if d.id in seen:
+                raise ValueError(f"device id {d.id!r} is used twice; give each device its own id")
+            seen.add(d.id)
+        return devices
+
+
+_FIXES = {
+    "missing": "add this key",
+    "extra_forbidden": "remove this key or check its spelling against "
+    "config/edge-agent.example.toml",
+    "string_pattern_mismatch": "use lower-case letters, digits and '-' only",
+    "literal_error": "use one of the values listed",
+}
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def from_mapping(data: dict[str, Any], source: str) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        fix = _FIXES.get(err["type"], "see config/edge-agent.example.toml for this key")
+        raise ConfigError(source, field, err["msg"], fix) from None
+
+
+def load(path: Path, environ: dict[str, str] | None = None) -> Settings:
+    """Load and validate ``path`` with environment overrides."""
+    source = str(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            source, "(file)", "no such file",
+            "copy config/edge-agent.example.toml there, or pass --config PATH",
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            source, "(syntax)", str(exc), "fix the TOML syntax at that line"
+        ) from None
+    env = _env_overrides(dict(os.environ if environ is None else environ))
+    return from_mapping(_merge(data, env), source)
