@@ -1,0 +1,85 @@
+"""Every device kind the agent can read, declared explicitly: one entry per driver.
+
+A :class:`DriverSpec` ties a configured ``kind`` to its transport, its sans-I/O decoder, its
+serial defaults, its simulator and the matchers used for discovery. Decoders and simulators
+are imported lazily so ``edge-agent --help`` stays fast and a broken optional driver cannot
+stop the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from drivers.base import StreamDecoder
+
+Transport = Literal["serial", "tcp", "ble"]
+Options = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SerialDefaults:
+    baudrate: int = 9600
+    bytesize: int = 8
+    parity: str = "N"
+    stopbits: int = 1
+
+
+def _lazy(path: str) -> Callable[..., Any]:
+    module, _, name = path.partition(":")
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    return load
+
+
+@dataclass(frozen=True)
+class DriverSpec:
+    kind: str
+    title: str
+    transport: Transport
+    decoder: Callable[[Options], StreamDecoder] | None = None
+    simulator: Callable[[Options, int], Any] | None = None  # (options, seed) -> DeviceModel
+    serial: SerialDefaults = field(default_factory=SerialDefaults)
+    usb_ids: tuple[str, ...] = ()  # "VID:PID" for `ports`
+    ble_services: tuple[str, ...] = ()  # 16-bit service UUIDs for `ble scan`
+
+
+def _nonin_decoder(options: Options) -> StreamDecoder:
+    decoder: StreamDecoder = _lazy("drivers.protocols.nonin:NoninDecoder")(
+        int(options.get("data_format", 2))
+    )
+    return decoder
+
+
+def _nonin_simulator(options: Options, seed: int) -> Any:
+    return _lazy("drivers.simulators.nonin:NoninModel")(int(options.get("data_format", 2)), seed)
+
+
+DRIVERS: dict[str, DriverSpec] = {
+    spec.kind: spec
+    for spec in (
+        DriverSpec(
+            kind="nonin",
+            title="Nonin pulse oximeter (serial, Data Format 2/7/8/13)",
+            transport="serial",
+            decoder=_nonin_decoder,
+            simulator=_nonin_simulator,
+            serial=SerialDefaults(9600, 8, "N", 1),
+        ),
+    )
+}
+
+
+class UnknownDriver(KeyError):
+    pass
+
+
+def driver(kind: str) -> DriverSpec:
+    try:
+        return DRIVERS[kind]
+    except KeyError:
+        raise UnknownDriver(kind) from None

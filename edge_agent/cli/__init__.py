@@ -1,0 +1,89 @@
+"""The ``edge-agent`` command line: one root Typer app composed of one app per user group.
+
+Errors of the agent (:class:`~edge_agent.errors.EdgeAgentError`) are rendered once, here, as
+a message and a documented exit code: 0 ok, 1 check failed, 2 usage, 3 config, 4 store,
+5 link. Tracebacks only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from edge_agent import __version__
+from edge_agent.errors import EdgeAgentError
+
+app = typer.Typer(
+    name="edge-agent",
+    help="Offline-first agent of a mobile connected medical unit.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edge-agent {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="Log level on stderr: debug, info, warning, error.")
+    ] = "warning",
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else getattr(logging, log_level.upper(), logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _register() -> None:
+    from edge_agent.cli import db, service
+
+    app.add_typer(db.app, name="db", help="Store: statistics.", rich_help_panel="Technician")
+    app.command(rich_help_panel="Services")(service.run)
+    app.command(rich_help_panel="Services")(service.receive)
+    from edge_agent.cli import demo
+
+    app.command(rich_help_panel="Nurse")(demo.demo)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except EdgeAgentError as exc:
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,45 @@
+"""Options shared by several commands."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from edge_agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edge_agent.settings import Settings
+
+DEFAULT_CONFIG = Path(os.environ.get("EDGE_AGENT_CONFIG", "/etc/edge-agent/edge-agent.toml"))
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Unit config (TOML). Default: $EDGE_AGENT_CONFIG or "
+                 "/etc/edge-agent/edge-agent.toml."),
+]
+DbOption = Annotated[Path | None, typer.Option("--db", help="Store file (overrides the config).")]
+
+
+def load_settings(config: Path | None) -> Settings:
+    from edge_agent.settings import load
+
+    return load(config or DEFAULT_CONFIG)
+
+
+def store_path(config: Path | None, db: Path | None) -> Path:
+    if db is not None:
+        if not db.exists():
+            raise ConfigError(str(db), "--db", "no such store file", "check the path")
+        return db
+    return Path(load_settings(config).store.path)
+
+
+def parse_host_port(value: str, option: str = "--broker") -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise typer.BadParameter(f"expected HOST:PORT, e.g. 127.0.0.1:1883, got {value!r}",
+                                 param_hint=option)
+    return host, int(port)

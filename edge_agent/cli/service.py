@@ -1,0 +1,57 @@
+"""Service commands: ``run`` (drivers + sync) and ``receive`` (reference central receiver)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edge_agent.cli.common import ConfigOption, load_settings, parse_host_port
+
+
+def install_stop_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def run(config: ConfigOption = None) -> None:
+    """Run the unit: every configured device and the sync daemon, in one supervised process."""
+    from edge_agent.store import Store
+    from edge_agent.supervisor import Supervisor
+
+    settings = load_settings(config)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_handlers(stop)
+        with Store(
+            settings.store.path,
+            settings.unit.id,
+            group_max=settings.store.group_max,
+            group_wait=settings.store.group_wait_ms / 1000,
+        ) as store:
+            await Supervisor(settings, store).run(stop)
+
+    asyncio.run(main())
+
+
+def receive(
+    broker: Annotated[str, typer.Option("--broker", help="Broker HOST:PORT.")],
+    db: Annotated[Path, typer.Option("--db", help="Central store (SQLite file).")],
+    group: Annotated[str, typer.Option("--group", help="Shared-subscription group.")] = "receivers",
+) -> None:
+    """Reference central receiver: store uplink batches idempotently, then acknowledge."""
+    from sync.receiver import Receiver
+
+    host, port = parse_host_port(broker)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_handlers(stop)
+        await Receiver(host, port, db, group=group).run(stop)
+
+    asyncio.run(main())

@@ -1,0 +1,126 @@
+"""The serial transport on real pseudo-terminals: read, commit, reply, unplug and replug.
+
+The decoder here is a minimal line protocol defined in the test, so the transport is tested
+alone; the Nonin end-to-end test covers a real protocol through the same transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from drivers.base import Event, PassiveDecoder, Rejected
+from drivers.simulators.base import PtyDevice
+from drivers.transports.backoff import Backoff
+from drivers.transports.serial_port import SerialParams, run_serial
+from edge_agent.models import Measurement, measurement
+
+
+class LineDecoder(PassiveDecoder):
+    """'97\\n' -> spo2 97; anything else -> Rejected. Replies 'K' per good line."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.out = b""
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        self.buf += data
+        events: list[Event] = []
+        while b"\n" in self.buf:
+            line, _, self.buf = self.buf.partition(b"\n")
+            if line.isdigit():
+                events.append(measurement("spo2", float(line), raw=line))
+                self.out += b"K"
+            else:
+                events.append(Rejected(line, "not-a-number"))
+        return events
+
+    def data_to_send(self) -> bytes:
+        out, self.out = self.out, b""
+        return out
+
+
+class Counter:
+    """A device model sending 90, 91, ... and a garbage line every 5th time."""
+
+    interval = 0.01
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.received = b""
+
+    def output(self) -> bytes:
+        self.n += 1
+        return b"oops\n" if self.n % 5 == 0 else f"{90 + self.n % 10}\n".encode()
+
+    def receive(self, data: bytes) -> None:
+        self.received += data
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.measurements: list[Measurement] = []
+        self.rejects: list[Rejected] = []
+        self.states: list[str] = []
+        self.changed = asyncio.Event()
+
+    async def store(
+        self, device_id: str, measurements: list[Measurement], rejects: list[Rejected]
+    ) -> None:
+        self.measurements += measurements
+        self.rejects += rejects
+        self.changed.set()
+
+    def device_status(self, device_id: str, state: str, detail: str = "") -> None:
+        self.states.append(state)
+        self.changed.set()
+
+    async def until(self, predicate: object, timeout: float = 10) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():  # type: ignore[operator]
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def test_reads_commits_replies_and_survives_unplug(tmp_path: Path) -> None:
+    model = Counter()
+    sim = PtyDevice(model, link=tmp_path / "ttyUSB0").start()
+    sink = RecordingSink()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_serial(
+            "ox", SerialParams(port=sim.path), LineDecoder, sink, stop,
+            backoff=Backoff(base=0.05, cap=0.2),
+        )
+    )
+    try:
+        await sink.until(lambda: len(sink.measurements) >= 10 and sink.rejects)
+        assert all(r.raw == b"oops" and r.reason == "not-a-number" for r in sink.rejects)
+        assert b"K" in model.received  # replies reached the device
+        sim.unplug()
+        await sink.until(lambda: "disconnected" in sink.states)
+        before = len(sink.measurements)
+        sim.replug()
+        await sink.until(lambda: sink.states.count("connected") >= 2)
+        await sink.until(lambda: len(sink.measurements) >= before + 10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        sim.stop()
+    assert sink.states[-1] == "stopped"
+    assert {m.quantity for m in sink.measurements} == {"spo2"}
+
+
+async def test_missing_port_is_reported_and_retried(tmp_path: Path) -> None:
+    sink = RecordingSink()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_serial(
+            "ox", SerialParams(port=str(tmp_path / "absent")), LineDecoder, sink, stop,
+            backoff=Backoff(base=0.01, cap=0.02),
+        )
+    )
+    await sink.until(lambda: sink.states.count("unavailable") >= 1)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert sink.measurements == []
