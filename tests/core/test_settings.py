@@ -51,7 +51,7 @@ def test_errors_name_file_field_and_fix(tmp_path: Path, text: str, field: str, f
 
 
 def test_missing_file_says_how_to_fix(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="copy config/edge-agent.example.toml"):
+    with pytest.raises(ConfigError, match=r"copy config/edge-agent\.example\.toml"):
         load(tmp_path / "nope.toml", environ={})
 
 

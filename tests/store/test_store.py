@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from drivers.base import Rejected
-from edge_agent.errors import StoreNotDurable
+from edge_agent.errors import StoreError
 from edge_agent.migrations import migrations
 from edge_agent.models import measurement
 from edge_agent.store import Store, open_database
@@ -75,10 +75,12 @@ def test_failing_operation_fails_alone_in_its_group(tmp_path: Path) -> None:
         assert store.stats()["readings_total"] == 2
 
 
-def test_store_refuses_a_file_that_cannot_be_made_durable(tmp_path: Path) -> None:
-    # A store on a path SQLite cannot put in WAL (an in-memory URI is the portable case).
-    with pytest.raises(StoreNotDurable):
-        open_database(Path(":memory:"))
+def test_a_file_that_is_not_a_store_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "unit.db"
+    path.write_bytes(b"this is not SQLite" * 100)
+    with pytest.raises(StoreError, match="not a readable SQLite store"):
+        open_database(path)
+    assert path.read_bytes().startswith(b"this is not SQLite")  # untouched
 
 
 def test_committed_readings_survive_kill_9_mid_stream(tmp_path: Path) -> None:
