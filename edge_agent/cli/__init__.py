@@ -57,7 +57,10 @@ def _register() -> None:
     app.add_typer(db.app, name="db", help="Store: statistics.", rich_help_panel="Technician")
     app.command(rich_help_panel="Services")(service.run)
     app.command(rich_help_panel="Services")(service.receive)
-    from edge_agent.cli import demo
+    from edge_agent.cli import demo, devices
+
+    app.command(rich_help_panel="Technician")(devices.decode)
+    app.command(rich_help_panel="Technician")(devices.simulate)
 
     app.command(rich_help_panel="Nurse")(demo.demo)
 
