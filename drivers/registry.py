@@ -59,6 +59,16 @@ def _nonin_simulator(options: Options, seed: int) -> Any:
     return _lazy("drivers.simulators.nonin:NoninModel")(int(options.get("data_format", 2)), seed)
 
 
+def _astm_decoder(options: Options) -> StreamDecoder:
+    from drivers.decode import STREAM_PROTOCOLS
+
+    return STREAM_PROTOCOLS["astm"](options)
+
+
+def _astm_simulator(options: Options, seed: int) -> Any:
+    return _lazy("drivers.simulators.astm_analyser:AstmAnalyserModel")(seed)
+
+
 DRIVERS: dict[str, DriverSpec] = {
     spec.kind: spec
     for spec in (
@@ -68,6 +78,14 @@ DRIVERS: dict[str, DriverSpec] = {
             transport="serial",
             decoder=_nonin_decoder,
             simulator=_nonin_simulator,
+            serial=SerialDefaults(9600, 8, "N", 1),
+        ),
+        DriverSpec(
+            kind="astm",
+            title="Point-of-care analyser (ASTM E1381/E1394, e.g. Roche cobas c 111)",
+            transport="serial",
+            decoder=_astm_decoder,
+            simulator=_astm_simulator,
             serial=SerialDefaults(9600, 8, "N", 1),
         ),
     )

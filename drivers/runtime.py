@@ -8,6 +8,7 @@ positive reply. A failed commit answers ``stored=False`` (the device will resend
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 
@@ -33,6 +34,7 @@ async def dispatch(
 ) -> list[DeviceInfo]:
     """Commit the events' measurements and rejects; acknowledge completed messages after
     their commit. Returns the device facts for the caller's status."""
+    identifying = bool(getattr(decoder, "carries_identity", False))
     pending: list[Measurement] = []
     rejects: list[Rejected] = []
     infos: list[DeviceInfo] = []
@@ -40,10 +42,7 @@ async def dispatch(
         if isinstance(event, Measurement):
             pending.append(event)
         elif isinstance(event, Rejected):
-            log.warning(
-                "device %s: rejected %d bytes (%s): %s",
-                device_id, len(event.raw), event.reason, event.raw[:64].hex(" "),
-            )
+            _log_reject(device_id, event, identifying)
             rejects.append(event)
         elif isinstance(event, DeviceInfo):
             infos.append(event)
@@ -59,3 +58,16 @@ async def dispatch(
     if pending or rejects:
         await sink.store(device_id, pending, rejects)
     return infos
+
+
+def _log_reject(device_id: str, event: Rejected, identifying: bool) -> None:
+    """Rejects are stored whole (0600 store); the log gets what an operator needs. Text
+    protocols that carry patient identity (HL7 PID, ASTM P records) log a digest, not bytes."""
+    if identifying:
+        shown = "sha256:" + hashlib.sha256(event.raw).hexdigest()[:16]
+    else:
+        shown = event.raw[:64].hex(" ") + (" ..." if len(event.raw) > 64 else "")
+    log.warning(
+        "device %s: rejected %d bytes (%s), kept in the store: %s",
+        device_id, len(event.raw), event.reason, shown,
+    )

@@ -174,6 +174,8 @@ class _Delimiters:
 class AstmDecoder:
     """E1381/E1394 receiver. See the module docstring for the acknowledgement contract."""
 
+    carries_identity = True  # P records hold patient ids: rejects are logged as digests
+
     def __init__(self, test_map: Mapping[str, TestMapping], *, encoding: str = "latin-1") -> None:
         self._map = dict(test_map)
         self._encoding = encoding

@@ -69,24 +69,12 @@ _register()
 
 
 def main() -> None:
+    # Standalone mode: typer renders usage errors (exit 2) and exits; our errors are rendered
+    # here, once, with their documented exit code.
     try:
-        app(standalone_mode=False)
+        app()
     except EdgeAgentError as exc:
         if _state["debug"]:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

@@ -35,7 +35,7 @@ def decode(
         except ValueError as exc:
             raise typer.BadParameter(f"not hex: {exc}", param_hint="--hex") from None
     elif file is not None:
-        if not file.is_file():
+        if not file.exists():
             raise typer.BadParameter(f"no such file: {file}", param_hint="--file")
         data = file.read_bytes()
     else:
