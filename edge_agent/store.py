@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlite_utils import Database
+from sqlite_utils import Database, Migrations
 
 from drivers.base import Rejected
 from edge_agent.catalogue import range_flags
@@ -43,7 +43,7 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def open_database(path: Path) -> Database:
+def open_database(path: Path, migration_set: Migrations = migrations) -> Database:
     """Open (creating 0600) and check durability, then apply pending migrations."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # Create the file ourselves so it is 0600 from the first byte; SQLite gives -wal/-shm
@@ -67,7 +67,7 @@ def open_database(path: Path) -> Database:
         conn.close()
         raise StoreNotDurable(str(path), f"journal_mode={mode}, synchronous={sync}; need WAL/FULL")
     db = Database(conn, strict=True)
-    migrations.apply(db)
+    migration_set.apply(db)
     return db
 
 

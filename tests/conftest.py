@@ -17,3 +17,5 @@ settings.register_profile(
 settings.register_profile("dev", deadline=None, max_examples=100)
 settings.register_profile("fuzz", deadline=None, max_examples=20000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+from tests.broker import mosquitto  # noqa: E402, F401  (the real-broker fixture)

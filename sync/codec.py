@@ -1,0 +1,160 @@
+"""The wire format: a batch of readings as a FHIR R4 Bundle of Observations, compressed.
+
+Envelope (JSON, then zlib): ``{"schema": "mmu.readings/1", "unit", "batch_id", "seq_from",
+"seq_to", "created_at", "bundle": <FHIR Bundle>}``. Each Observation follows the FHIR Personal
+Health Device IG shape: MDC code (mandatory) plus the LOINC coding, ``valueQuantity`` in UCUM or
+``dataAbsentReason``, the device, the reading id and the unit's sequence number as identifiers.
+Decoding is strict and bounded (a decompression bomb is refused): anything malformed raises
+:class:`CodecError` and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+SCHEMA: Final = "mmu.readings/1"
+CONTENT_TYPE: Final = "application/fhir+json; fhirVersion=4.0"
+ENCODING: Final = "zlib"
+MAX_DECOMPRESSED: Final = 32 * 1024 * 1024
+LOINC: Final = "http://loinc.org"
+MDC: Final = "urn:iso:std:iso:11073:10101"
+UCUM: Final = "http://unitsofmeasure.org"
+SEQ_SYSTEM: Final = "urn:mmu:seq"
+EXT_FLAGS: Final = "urn:mmu:fhir:flags"
+EXT_DEVICE_TIME: Final = "urn:mmu:fhir:device-time"
+EXT_CLOCK: Final = "urn:mmu:fhir:clock-source"
+ABSENT: Final = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+
+
+class CodecError(ValueError):
+    """A payload that is not a valid batch (bad compression, JSON, schema or field)."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    unit: str
+    batch_id: str
+    seq_from: int
+    seq_to: int
+    created_at: str
+    observations: list[dict[str, Any]]
+
+
+def _has_zone(stamp: str | None) -> bool:
+    if not stamp or len(stamp) < 7:
+        return False
+    return stamp.endswith("Z") or (stamp[-6] in "+-" and stamp[-3] == ":")
+
+
+def observation(unit: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    codings: list[dict[str, str]] = []
+    if row.get("loinc"):
+        codings.append({"system": LOINC, "code": row["loinc"]})
+    if row.get("mdc") is not None:
+        codings.append({"system": MDC, "code": str(row["mdc"])})
+    obs: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": row["id"],
+        "identifier": [{"system": f"{SEQ_SYSTEM}:{unit}", "value": str(row["seq"])}],
+        "status": "final",
+        "code": {"coding": codings, "text": row["quantity"]},
+        # A device time without a zone cannot be placed on the UTC timeline: use reception.
+        "effectiveDateTime": row["device_time"] if _has_zone(row.get("device_time"))
+        else row["received_at"],
+        "issued": row["received_at"],
+        "device": {"identifier": {"value": row["device_id"]}},
+    }
+    if row.get("value") is not None:
+        obs["valueQuantity"] = {
+            "value": row["value"], "unit": row["unit"], "system": UCUM, "code": row["unit"],
+        }
+    else:
+        obs["dataAbsentReason"] = {
+            "coding": [{"system": ABSENT, "code": row.get("absent_reason") or "unknown"}]
+        }
+    ext = []
+    flags = json.loads(row["flags"]) if isinstance(row.get("flags"), str) else row.get("flags")
+    if flags:
+        ext.append({"url": EXT_FLAGS, "valueString": ",".join(flags)})
+    if row.get("device_time"):
+        ext.append({"url": EXT_DEVICE_TIME, "valueString": row["device_time"]})
+    if row.get("clock_source"):
+        ext.append({"url": EXT_CLOCK, "valueCode": row["clock_source"]})
+    if row.get("encounter_id"):
+        obs["encounter"] = {"reference": f"Encounter/{row['encounter_id']}"}
+    if ext:
+        obs["extension"] = ext
+    return obs
+
+
+def encode_batch(
+    unit: str, batch_id: str, rows: Sequence[Mapping[str, Any]], created_at: str
+) -> bytes:
+    if not rows:
+        raise ValueError("a batch needs at least one reading")
+    envelope = {
+        "schema": SCHEMA,
+        "unit": unit,
+        "batch_id": batch_id,
+        "seq_from": rows[0]["seq"],
+        "seq_to": rows[-1]["seq"],
+        "created_at": created_at,
+        "bundle": {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": observation(unit, r)} for r in rows],
+        },
+    }
+    text = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+    return zlib.compress(text.encode("utf-8"), 9)
+
+
+def _inflate(payload: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(payload, MAX_DECOMPRESSED)
+    except zlib.error as exc:
+        raise CodecError(f"not zlib data: {exc}") from None
+    if inflater.unconsumed_tail:
+        raise CodecError(f"decompressed size over {MAX_DECOMPRESSED} bytes")
+    if not inflater.eof:
+        raise CodecError("truncated zlib stream")
+    return data
+
+
+def decode_batch(payload: bytes) -> Batch:
+    try:
+        env = json.loads(_inflate(payload))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CodecError(f"not JSON: {exc}") from None
+    if not isinstance(env, dict) or env.get("schema") != SCHEMA:
+        raise CodecError(f"schema is not {SCHEMA}")
+    try:
+        unit, batch_id = env["unit"], env["batch_id"]
+        seq_from, seq_to = env["seq_from"], env["seq_to"]
+        entries = env["bundle"]["entry"]
+        observations = [e["resource"] for e in entries]
+    except (KeyError, TypeError) as exc:
+        raise CodecError(f"missing field {exc}") from None
+    if not (isinstance(unit, str) and isinstance(batch_id, str) and isinstance(seq_from, int)
+            and isinstance(seq_to, int) and seq_from <= seq_to):
+        raise CodecError("bad envelope fields")
+    for obs in observations:
+        if not isinstance(obs, dict) or obs.get("resourceType") != "Observation":
+            raise CodecError("bundle entry is not an Observation")
+        if not isinstance(obs.get("id"), str) or seq_of(obs) is None:
+            raise CodecError("Observation without id or sequence number")
+    return Batch(unit, batch_id, seq_from, seq_to, str(env.get("created_at", "")), observations)
+
+
+def seq_of(obs: Mapping[str, Any]) -> int | None:
+    for ident in obs.get("identifier") or []:
+        if isinstance(ident, dict) and str(ident.get("system", "")).startswith(SEQ_SYSTEM):
+            value = ident.get("value")
+            if isinstance(value, str) and value.isdigit():
+                return int(value)
+    return None

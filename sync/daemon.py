@@ -1,0 +1,201 @@
+"""The sync daemon: unsent readings -> batches -> MQTT; sent only on central's acknowledgement.
+
+Runs on the agent's event loop. The store is the queue (never paho): at most
+``max_in_flight`` batches are published and unacknowledged at once; a batch central has not
+acknowledged within ``ack_timeout_s`` is published again (same batch id; the receiver is
+idempotent). After a reconnect every in-flight batch is published again at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from edge_agent import __version__
+from edge_agent.errors import LinkError
+from edge_agent.settings import Settings
+from edge_agent.store import Store, utc_now
+from sync import codec, outbox, topics
+from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles, next_event
+
+log = logging.getLogger(__name__)
+TICK = 0.25  # how often the daemon looks for new readings while idle
+
+
+@dataclass
+class InFlight:
+    batch_id: str
+    seq_from: int
+    seq_to: int
+    count: int
+    payload: bytes
+    published_at: float = 0.0
+    attempts: int = 0
+
+
+class SyncDaemon:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        if settings.broker is None:
+            raise ValueError("sync needs a [broker] section")
+        self.store = store
+        self.settings = settings
+        self.unit = settings.unit.id
+        self.in_flight: dict[str, InFlight] = {}
+        self.connected = False
+        self.last_ack_at: str | None = None
+        self.last_error: str | None = None
+        self.clock_offset_s: float | None = None
+        self.acked_readings = 0
+        self.refused_downlinks = 0
+        self._cursor = 0  # highest seq taken into a batch by this process
+        self._link: MqttLink | None = None
+
+    def link_options(self) -> LinkOptions:
+        broker = self.settings.broker
+        assert broker is not None
+        tls = None
+        if broker.tls:
+            if broker.ca_file is None:
+                raise LinkError("link.tls", "broker.tls is on but broker.ca_file is not set")
+            tls = TlsFiles(broker.ca_file, broker.cert_file, broker.key_file)
+        offline = json.dumps({"state": "offline", "unit": self.unit}).encode()
+        return LinkOptions(
+            client_id=f"edge-agent-{self.unit}",
+            host=broker.host,
+            port=broker.port,
+            keepalive=broker.keepalive_s,
+            tls=tls,
+            will=(topics.STATUS.of(self.unit), offline, True),
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        link = self._link = MqttLink(self.link_options())
+        events = link.start()
+        try:
+            while not stop.is_set():
+                event = await next_event(events, stop, TICK)
+                if event is not None:
+                    await self._handle(link, event)
+                if self.connected:
+                    await self._pump(link)
+        finally:
+            if self.connected:
+                with contextlib.suppress(LinkError):
+                    link.publish(topics.STATUS.of(self.unit), self._status_payload("offline"),
+                                 retain=True)
+            link.stop()
+            self.connected = False
+
+    # --- events ---------------------------------------------------------------------------
+    async def _handle(self, link: MqttLink, event: LinkEvent) -> None:
+        if event.kind == "connected":
+            self.connected = True
+            log.info("sync: connected to %s", self.settings.broker.host if self.settings.broker
+                     else "?")
+            link.subscribe([(topics.ACK.of(self.unit), 1)])
+            link.publish(topics.STATUS.of(self.unit), self._status_payload("online"), retain=True)
+            for batch in self.in_flight.values():
+                batch.published_at = 0.0  # publish again now: the old connection is gone
+        elif event.kind == "disconnected":
+            if self.connected:
+                log.warning("sync: disconnected (%s)", event.reason)
+            self.connected = False
+            self.last_error = event.reason
+        elif event.kind == "message" and event.topic == topics.ACK.of(self.unit):
+            await self._on_ack(event.payload)
+
+    async def _on_ack(self, payload: bytes) -> None:
+        try:
+            ack = json.loads(payload)
+            batch_id = ack["batch_id"]
+            if not isinstance(batch_id, str):
+                raise TypeError("batch_id")
+        except (ValueError, KeyError, TypeError) as exc:
+            self.refused_downlinks += 1
+            log.warning("sync: refused a malformed ack (%d bytes): %s", len(payload), exc)
+            return
+        changed = await asyncio.wrap_future(
+            self.store.submit(lambda db: outbox.mark_acked(db, batch_id, utc_now()))
+        )
+        batch = self.in_flight.pop(batch_id, None)
+        if batch is None and changed == 0:
+            log.info("sync: ack for unknown or already acknowledged batch %s", batch_id)
+            return
+        self.acked_readings += changed
+        self.last_ack_at = utc_now()
+        central = ack.get("central_time")
+        if isinstance(central, (int, float)):
+            self.clock_offset_s = float(central) - time.time()
+
+    # --- publishing -----------------------------------------------------------------------
+    async def _pump(self, link: MqttLink) -> None:
+        sync = self.settings.sync
+        now = time.monotonic()
+        for batch in list(self.in_flight.values()):
+            if now - batch.published_at >= sync.ack_timeout_s:
+                self._publish(link, batch)
+        while len(self.in_flight) < sync.max_in_flight:
+            fresh = await self._take_batch(sync.batch_size)
+            if fresh is None:
+                return
+            self.in_flight[fresh.batch_id] = fresh
+            self._publish(link, fresh)
+
+    async def _take_batch(self, limit: int) -> InFlight | None:
+        after = self._cursor
+        rows = await asyncio.wrap_future(
+            self.store.submit(lambda db: outbox.next_batch(db, after, limit))
+        )
+        if not rows:
+            return None
+        batch_id = str(uuid.uuid4())
+        created = utc_now()
+        payload = codec.encode_batch(self.unit, batch_id, rows, created)
+        seq_from, seq_to = rows[0]["seq"], rows[-1]["seq"]
+        await asyncio.wrap_future(self.store.submit(
+            lambda db: outbox.record_batch(db, batch_id, seq_from, seq_to, len(rows), created)
+        ))
+        self._cursor = seq_to
+        return InFlight(batch_id, seq_from, seq_to, len(rows), payload)
+
+    def _publish(self, link: MqttLink, batch: InFlight) -> None:
+        try:
+            link.publish(
+                topics.READINGS.of(self.unit),
+                batch.payload,
+                qos=topics.READINGS.qos,
+                content_type=codec.CONTENT_TYPE,
+                user_properties=[
+                    ("schema", codec.SCHEMA), ("encoding", codec.ENCODING),
+                    ("batch_id", batch.batch_id), ("seq_from", str(batch.seq_from)),
+                    ("seq_to", str(batch.seq_to)),
+                ],
+            )
+        except LinkError as exc:
+            self.last_error = str(exc)
+            return
+        batch.published_at = time.monotonic()
+        batch.attempts += 1
+
+    # --- status ---------------------------------------------------------------------------
+    def _status_payload(self, state: str) -> bytes:
+        return json.dumps({"state": state, "unit": self.unit, "version": __version__,
+                           "at": utc_now()}).encode()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "in_flight_batches": len(self.in_flight),
+            "in_flight_readings": sum(b.count for b in self.in_flight.values()),
+            "acked_readings": self.acked_readings,
+            "last_ack_at": self.last_ack_at,
+            "last_error": self.last_error,
+            "clock_offset_s": self.clock_offset_s,
+            "refused_downlinks": self.refused_downlinks,
+        }

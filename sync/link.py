@@ -1,0 +1,223 @@
+"""The MQTT 5 link: the only module that imports paho-mqtt.
+
+paho runs its network loop in its own thread (``loop_start``); every callback is turned into a
+:class:`LinkEvent` on an asyncio queue with ``call_soon_threadsafe``, so the sync logic runs on
+the event loop and never inside paho. paho reconnects by itself; before each wait we set its
+delay to a fresh *full-jitter* draw, so 50 units losing the same tower do not come back in the
+same second. Publishes are checked: paho refuses with ``rc=15`` (MQTT_ERR_QUEUE_SIZE) once
+65,535 messages are outstanding (paho issue #377), which our own bounded in-flight window
+keeps us far from; any refusal becomes :class:`~edge_agent.errors.LinkError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_agent.errors import LinkError
+
+log = logging.getLogger(__name__)
+
+EventKind = Literal["connected", "disconnected", "message", "published", "subscribed"]
+
+
+@dataclass(frozen=True)
+class LinkEvent:
+    kind: EventKind
+    topic: str = ""
+    payload: bytes = b""
+    mid: int = 0
+    qos: int = 0
+    reason: str = ""
+    user_properties: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    key_password: str | None = None
+
+
+@dataclass
+class LinkOptions:
+    client_id: str
+    host: str
+    port: int
+    keepalive: int = 60
+    tls: TlsFiles | None = None
+    clean_start: bool = False
+    session_expiry: int = 7 * 24 * 3600  # keep the session (and QoS 1 queue) for a week offline
+    will: tuple[str, bytes, bool] | None = None  # topic, payload, retain
+    backoff_cap: int = 60
+    manual_ack: bool = False  # acknowledge received messages only after our own commit
+    rng: random.Random = field(default_factory=random.Random)
+
+
+class MqttLink:
+    def __init__(self, options: LinkOptions) -> None:
+        self.options = options
+        self.connected = False
+        self._attempt = 0
+        self._queue: asyncio.Queue[LinkEvent] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=options.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            manual_ack=options.manual_ack,
+        )
+        client.max_inflight_messages_set(20)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        if options.tls is not None:
+            tls = options.tls
+            client.tls_set(
+                ca_certs=str(tls.ca_file),
+                certfile=str(tls.cert_file) if tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls.key_file else None,
+                keyfile_password=tls.key_password,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        if options.will is not None:
+            topic, payload, retain = options.will
+            client.will_set(topic, payload, qos=1, retain=retain)
+        self._client = client
+        self._jitter()
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def start(self) -> asyncio.Queue[LinkEvent]:
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: untyped
+        props.SessionExpiryInterval = self.options.session_expiry
+        try:
+            self._client.connect_async(
+                self.options.host,
+                self.options.port,
+                keepalive=self.options.keepalive,
+                clean_start=self.options.clean_start,
+                properties=props,
+            )
+        except (OSError, ValueError) as exc:
+            raise LinkError("link.connect", f"cannot connect: {exc}") from exc
+        self._client.loop_start()
+        return self._queue
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.connected = False
+
+    # --- operations -----------------------------------------------------------------------
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        content_type: str | None = None,
+        user_properties: Sequence[tuple[str, str]] = (),
+    ) -> int:
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: untyped
+        if content_type:
+            props.ContentType = content_type
+        if user_properties:
+            props.UserProperty = list(user_properties)
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            # NO_CONN: paho queues QoS>0 while offline, but we keep the store as the queue.
+            raise LinkError("link.publish", f"publish refused: {mqtt.error_string(info.rc)}",
+                            rc=int(info.rc))
+        return int(info.mid)
+
+    def subscribe(self, topics: Sequence[tuple[str, int]]) -> None:
+        rc, _ = self._client.subscribe(list(topics))
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise LinkError("link.subscribe", f"subscribe refused: {mqtt.error_string(rc)}")
+
+    def ack(self, mid: int, qos: int) -> None:
+        """PUBACK a received message (with ``manual_ack``), after it is safely stored."""
+        self._client.ack(mid, qos)
+
+    # --- paho callbacks (paho's thread) ---------------------------------------------------
+    def _emit(self, event: LinkEvent) -> None:
+        if self._loop is not None and self._queue is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+
+    def _jitter(self) -> None:
+        ceiling = min(self.options.backoff_cap, 2 ** min(self._attempt, 16))
+        delay = self.options.rng.randint(1, max(1, ceiling))
+        self._client.reconnect_delay_set(delay, delay)
+        self._attempt += 1
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        if reason.is_failure:
+            self._jitter()
+            self._emit(LinkEvent("disconnected", reason=f"refused: {reason}"))
+            return
+        self.connected = True
+        self._attempt = 0
+        self._jitter()
+        self._emit(LinkEvent("connected", reason=str(reason)))
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._jitter()
+        self._emit(LinkEvent("disconnected", reason="connect failed"))
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        self.connected = False
+        self._jitter()
+        self._emit(LinkEvent("disconnected", reason=str(reason)))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        user = getattr(msg.properties, "UserProperty", None) or []
+        self._emit(
+            LinkEvent("message", topic=msg.topic, payload=bytes(msg.payload), mid=msg.mid,
+                      qos=msg.qos, user_properties=tuple((str(k), str(v)) for k, v in user))
+        )
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any
+    ) -> None:
+        self._emit(LinkEvent("published", mid=mid, reason=str(reason)))
+
+
+async def next_event(
+    queue: asyncio.Queue[LinkEvent], stop: asyncio.Event, timeout: float
+) -> LinkEvent | None:
+    """The next link event, or None after ``timeout`` or once ``stop`` is set."""
+    if not queue.empty():
+        return queue.get_nowait()
+    getter = asyncio.ensure_future(queue.get())
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({getter, stopper}, timeout=timeout,
+                                 return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if getter in done:
+        return getter.result()
+    getter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await getter
+    return None

@@ -1,0 +1,168 @@
+"""The reference central receiver: store uplink batches idempotently, then acknowledge.
+
+Subscribes with an MQTT 5 shared subscription (``$share/<group>/mmu/v1/+/up/readings``) so
+several receivers can run side by side behind one broker. Each batch is decoded strictly,
+stored in one transaction keyed by reading id (``INSERT ... ON CONFLICT DO NOTHING``: a batch
+sent twice stores nothing new), and only after that COMMIT is the ack published to
+``mmu/v1/{unit}/down/ack`` and the broker's message PUBACKed (``manual_ack``): a receiver
+killed mid-commit leaves the message with the broker and the unit re-sends. A payload that is
+not a valid batch is refused, counted and logged (size and reason, never its content).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlite_utils import Database, Migrations
+
+from edge_agent.store import open_database, utc_now
+from sync import codec, topics
+from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles, next_event
+
+log = logging.getLogger(__name__)
+central_migrations = Migrations("central")
+
+
+@central_migrations()
+def c001_observations(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE observations (
+            id TEXT PRIMARY KEY,
+            unit TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            batch_id TEXT NOT NULL,
+            code TEXT,
+            value REAL,
+            ucum TEXT,
+            effective TEXT,
+            stored_at TEXT NOT NULL,
+            resource TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE UNIQUE INDEX observations_unit_seq ON observations(unit, seq)")
+    db.execute(
+        "CREATE TABLE units (unit TEXT PRIMARY KEY, last_contiguous_seq INTEGER NOT NULL)"
+    )
+
+
+@dataclass
+class ReceiverCounts:
+    batches: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    acks: int = 0
+    by_unit: dict[str, int] = field(default_factory=dict)
+
+
+def store_batch(db: Database, batch: codec.Batch) -> tuple[int, int]:
+    """Insert the batch's observations; returns (new rows, last contiguous seq for the unit)."""
+    now = utc_now()
+    new = 0
+    with db.atomic():
+        for obs in batch.observations:
+            quantity = obs.get("valueQuantity") or {}
+            codings = (obs.get("code") or {}).get("coding") or [{}]
+            cur = db.execute(
+                "INSERT INTO observations (id, unit, seq, batch_id, code, value, ucum, effective,"
+                " stored_at, resource) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                [obs["id"], batch.unit, codec.seq_of(obs), batch.batch_id,
+                 codings[0].get("code"), quantity.get("value"), quantity.get("code"),
+                 obs.get("effectiveDateTime"), now, json.dumps(obs, separators=(",", ":"))],
+            )
+            new += cur.rowcount
+        row = db.execute(
+            "SELECT last_contiguous_seq FROM units WHERE unit = ?", [batch.unit]
+        ).fetchone()
+        last = 0 if row is None else int(row[0])
+        # Advance over what is now contiguous; gaps stay visible until the unit fills them.
+        while db.execute(
+            "SELECT 1 FROM observations WHERE unit = ? AND seq = ?", [batch.unit, last + 1]
+        ).fetchone():
+            last += 1
+        db.execute(
+            "INSERT INTO units (unit, last_contiguous_seq) VALUES (?, ?) ON CONFLICT(unit) "
+            "DO UPDATE SET last_contiguous_seq = excluded.last_contiguous_seq",
+            [batch.unit, last],
+        )
+    return new, last
+
+
+class Receiver:
+    """``await Receiver(host, port, db_path).run(stop)``: runs until ``stop`` is set."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        db_path: Path,
+        *,
+        group: str = "receivers",
+        tls: TlsFiles | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        self.db_path = Path(db_path)
+        self.group = group
+        self.counts = ReceiverCounts()
+        self.connected = asyncio.Event()
+        self.options = LinkOptions(
+            client_id=client_id or f"receiver-{uuid.uuid4().hex[:8]}",
+            host=host, port=port, tls=tls, manual_ack=True,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        db = open_database(self.db_path, central_migrations)
+        link = MqttLink(self.options)
+        events = link.start()
+        try:
+            while not stop.is_set():
+                event = await next_event(events, stop, 1.0)
+                if event is not None:
+                    self._handle(db, link, event)
+        finally:
+            link.stop()
+            db.close()
+
+    def _handle(self, db: Database, link: MqttLink, event: LinkEvent) -> None:
+        if event.kind == "connected":
+            link.subscribe([(topics.shared_readings(self.group), 1)])
+            self.connected.set()
+        elif event.kind == "disconnected":
+            self.connected.clear()
+        elif event.kind == "message":
+            self._on_batch(db, link, event)
+
+    def _on_batch(self, db: Database, link: MqttLink, event: LinkEvent) -> None:
+        unit = topics.unit_of(event.topic)
+        try:
+            batch = codec.decode_batch(event.payload)
+            if batch.unit != unit:
+                raise codec.CodecError(f"batch says unit {batch.unit!r}, topic says {unit!r}")
+        except codec.CodecError as exc:
+            self.counts.rejected += 1
+            log.warning("receiver: refused %d bytes on %s: %s", len(event.payload), event.topic,
+                        exc)
+            link.ack(event.mid, event.qos)  # a bad payload will not get better by redelivery
+            return
+        new, last = store_batch(db, batch)  # committed when this returns
+        self.counts.batches += 1
+        self.counts.stored += new
+        self.counts.duplicates += len(batch.observations) - new
+        self.counts.by_unit[batch.unit] = self.counts.by_unit.get(batch.unit, 0) + new
+        ack = {
+            "batch_id": batch.batch_id, "seq_from": batch.seq_from, "seq_to": batch.seq_to,
+            "stored": len(batch.observations), "last_contiguous_seq": last,
+            "central_time": time.time(),
+        }
+        link.publish(topics.ACK.of(batch.unit), json.dumps(ack).encode(), qos=topics.ACK.qos)
+        link.ack(event.mid, event.qos)
+        self.counts.acks += 1
