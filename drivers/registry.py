@@ -69,6 +69,18 @@ def _astm_simulator(options: Options, seed: int) -> Any:
     return _lazy("drivers.simulators.astm_analyser:AstmAnalyserModel")(seed)
 
 
+def _simple(decoder: str) -> Callable[[Options], StreamDecoder]:
+    def make(options: Options) -> StreamDecoder:
+        made: StreamDecoder = _lazy(decoder)()
+        return made
+
+    return make
+
+
+def _seeded(model: str) -> Callable[[Options, int], Any]:
+    return lambda options, seed: _lazy(model)(seed=seed)
+
+
 DRIVERS: dict[str, DriverSpec] = {
     spec.kind: spec
     for spec in (
@@ -86,6 +98,32 @@ DRIVERS: dict[str, DriverSpec] = {
             transport="serial",
             decoder=_astm_decoder,
             simulator=_astm_simulator,
+            serial=SerialDefaults(9600, 8, "N", 1),
+        ),
+        DriverSpec(
+            kind="cms50",
+            title="Contec CMS50 USB-serial pulse oximeter (legacy live stream)",
+            transport="serial",
+            decoder=_simple("drivers.protocols.cms50:Cms50Decoder"),
+            simulator=_seeded("drivers.simulators.cms50:Cms50Model"),
+            serial=SerialDefaults(19200, 8, "O", 1),
+            usb_ids=("10c4:ea60",),  # Silicon Labs CP210x bridge in the Contec cable
+        ),
+        DriverSpec(
+            kind="nmea",
+            title="GPS receiver (NMEA 0183 GGA/RMC)",
+            transport="serial",
+            decoder=_simple("drivers.protocols.nmea:NmeaDecoder"),
+            simulator=_seeded("drivers.simulators.nmea:GpsModel"),
+            serial=SerialDefaults(9600, 8, "N", 1),
+            usb_ids=("1546:01a7", "1546:01a8"),  # u-blox 7 / 8
+        ),
+        DriverSpec(
+            kind="scale",
+            title="Weighing scale with an ASCII indicator or balance output",
+            transport="serial",
+            decoder=_simple("drivers.protocols.scale:ScaleDecoder"),
+            simulator=_seeded("drivers.simulators.scale:ScaleModel"),
             serial=SerialDefaults(9600, 8, "N", 1),
         ),
     )
