@@ -81,3 +81,10 @@ def m001_initial(db: Database) -> None:
         )
         """
     )
+
+
+@migrations()
+def m002_reading_position(db: Database) -> None:
+    # The van's GPS position when the reading was taken (NULL: no recent fix).
+    db.execute("ALTER TABLE readings ADD COLUMN latitude REAL")
+    db.execute("ALTER TABLE readings ADD COLUMN longitude REAL")

@@ -192,12 +192,17 @@ class Store:
         rejects: Sequence[Rejected] = (),
         *,
         received_at: str | None = None,
+        clock_source: ClockSource | None = None,
+        position: tuple[float, float] | None = None,
         encounter_id: str | None = None,
     ) -> Future[list[int]]:
         """Queue readings (and rejects) for the next group commit; resolves to their seqs."""
         at = received_at or utc_now()
-        clock = self.clock_source
+        clock = clock_source or self.clock_source
         rows = [self._reading_row(device_id, m, at, clock, encounter_id) for m in measurements]
+        if position is not None:
+            for row in rows:
+                row["latitude"], row["longitude"] = position
         reject_rows = [
             {"device_id": device_id, "received_at": at, "reason": r.reason, "raw": r.raw}
             for r in rejects

@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from drivers.base import Rejected, Sink
 from drivers.registry import DriverSpec, driver
 from drivers.transports.backoff import Backoff
-from edge_agent.models import Measurement
+from edge_agent.models import ClockSource, Measurement
 from edge_agent.settings import DeviceSettings, Settings
 from edge_agent.store import Store, utc_now
 
@@ -32,20 +35,89 @@ class DeviceState:
     rejects: int = 0
 
 
-class StoreSink(Sink):
-    """The drivers' sink: commit through the store's single writer, keep device health."""
+@dataclass
+class _Fix:
+    latitude: float | None = None
+    longitude: float | None = None
+    position_at: float | None = None  # monotonic
+    gps_offset: float | None = None  # GPS UTC minus the unit's clock, seconds
+    offset_at: float | None = None  # monotonic
 
-    def __init__(self, store: Store) -> None:
+
+class StoreSink(Sink):
+    """The drivers' sink: commit through the store's single writer, keep device health.
+
+    It also attaches the van's position (from any device that reports latitude/longitude: the
+    GPS) to the other devices' readings, and uses GPS time as the reception clock when the
+    unit's clock disagrees with it by more than ``CLOCK_TOLERANCE`` (a van that booted
+    offline with a wrong clock): such readings are stamped with ``clock_source = "gps"``.
+    """
+
+    POSITION_MAX_AGE = 300.0
+    GPS_TIME_MAX_AGE = 600.0
+    CLOCK_TOLERANCE = 2.0
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
+        self._wall = wall
+        self._monotonic = monotonic
+        self._fix = _Fix()
         self.devices: dict[str, DeviceState] = {}
 
     async def store(
         self, device_id: str, measurements: list[Measurement], rejects: list[Rejected]
     ) -> None:
-        await asyncio.wrap_future(self._store.append(device_id, measurements, rejects))
+        wall, mono = self._wall(), self._monotonic()
+        is_gps = self._learn(measurements, wall, mono)
+        received_at, clock = self._reception_time(wall, mono)
+        position = None if is_gps else self._position(mono)
+        await asyncio.wrap_future(
+            self._store.append(
+                device_id, measurements, rejects,
+                received_at=received_at, clock_source=clock, position=position,
+            )
+        )
         state = self.devices.setdefault(device_id, DeviceState())
         state.readings += len(measurements)
         state.rejects += len(rejects)
+
+    def _learn(self, measurements: list[Measurement], wall: float, mono: float) -> bool:
+        fix = self._fix
+        found = False
+        for m in measurements:
+            if m.quantity == "latitude" and m.value is not None:
+                fix.latitude, found = m.value, True
+            elif m.quantity == "longitude" and m.value is not None:
+                fix.longitude, found = m.value, True
+                fix.position_at = mono
+            if found and m.device_time and m.device_time.endswith("Z"):
+                gps = datetime.fromisoformat(m.device_time.replace("Z", "+00:00"))
+                fix.gps_offset, fix.offset_at = gps.timestamp() - wall, mono
+        return found
+
+    def _position(self, mono: float) -> tuple[float, float] | None:
+        fix = self._fix
+        if fix.position_at is None or mono - fix.position_at > self.POSITION_MAX_AGE:
+            return None
+        assert fix.latitude is not None and fix.longitude is not None
+        return (fix.latitude, fix.longitude)
+
+    def _reception_time(self, wall: float, mono: float) -> tuple[str, ClockSource | None]:
+        fix = self._fix
+        if (
+            fix.gps_offset is not None
+            and fix.offset_at is not None
+            and mono - fix.offset_at <= self.GPS_TIME_MAX_AGE
+            and abs(fix.gps_offset) > self.CLOCK_TOLERANCE
+        ):
+            return _iso(wall + fix.gps_offset), ClockSource.GPS
+        return _iso(wall), None
 
     def device_status(self, device_id: str, state: str, detail: str = "") -> None:
         current = self.devices.setdefault(device_id, DeviceState())
@@ -54,6 +126,11 @@ class StoreSink(Sink):
         current.state, current.detail, current.since = state, detail, utc_now()
         log.info("device %s: %s %s", device_id, state, detail)
         self._store.log_event(f"device.{state}", detail, device_id)
+
+
+def _iso(epoch: float) -> str:
+    stamp = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
 
 
 async def run_device(

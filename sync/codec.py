@@ -27,6 +27,7 @@ SEQ_SYSTEM: Final = "urn:mmu:seq"
 EXT_FLAGS: Final = "urn:mmu:fhir:flags"
 EXT_DEVICE_TIME: Final = "urn:mmu:fhir:device-time"
 EXT_CLOCK: Final = "urn:mmu:fhir:clock-source"
+GEOLOCATION: Final = "http://hl7.org/fhir/StructureDefinition/geolocation"
 ABSENT: Final = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 
 
@@ -84,6 +85,11 @@ def observation(unit: str, row: Mapping[str, Any]) -> dict[str, Any]:
         ext.append({"url": EXT_DEVICE_TIME, "valueString": row["device_time"]})
     if row.get("clock_source"):
         ext.append({"url": EXT_CLOCK, "valueCode": row["clock_source"]})
+    if row.get("latitude") is not None and row.get("longitude") is not None:
+        ext.append({"url": GEOLOCATION, "extension": [
+            {"url": "latitude", "valueDecimal": row["latitude"]},
+            {"url": "longitude", "valueDecimal": row["longitude"]},
+        ]})
     if row.get("encounter_id"):
         obs["encounter"] = {"reference": f"Encounter/{row['encounter_id']}"}
     if ext:

@@ -14,7 +14,7 @@ from sqlite_utils import Database
 
 READING_COLUMNS = (
     "seq, id, device_id, quantity, value, unit, loinc, mdc, device_time, received_at, "
-    "clock_source, flags, absent_reason, encounter_id"
+    "clock_source, flags, absent_reason, encounter_id, latitude, longitude"
 )
 
 
