@@ -77,7 +77,7 @@ def observation(unit: str, row: Mapping[str, Any]) -> dict[str, Any]:
         obs["dataAbsentReason"] = {
             "coding": [{"system": ABSENT, "code": row.get("absent_reason") or "unknown"}]
         }
-    ext = []
+    ext: list[dict[str, Any]] = []
     flags = json.loads(row["flags"]) if isinstance(row.get("flags"), str) else row.get("flags")
     if flags:
         ext.append({"url": EXT_FLAGS, "valueString": ",".join(flags)})
