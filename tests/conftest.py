@@ -15,7 +15,9 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("dev", deadline=None, max_examples=100)
-settings.register_profile("fuzz", deadline=None, max_examples=20000)
+settings.register_profile(
+    "fuzz", deadline=None, max_examples=int(os.environ.get("EDGE_AGENT_FUZZ_EXAMPLES", "20000"))
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 from tests.broker import mosquitto  # noqa: E402, F401  (the real-broker fixture)
