@@ -221,9 +221,7 @@ class Separators:
     @property
     def encoding_characters(self) -> str:
         """MSH-2 as it is written."""
-        return (
-            self.component + self.repetition + self.escape + self.subcomponent + self.truncation
-        )
+        return self.component + self.repetition + self.escape + self.subcomponent + self.truncation
 
     def unescape(self, text: str, charset: str = "utf-8") -> str:
         e = self.escape
@@ -522,7 +520,7 @@ def identify(seg: Segment) -> tuple[str, str | None, int | None, str | None] | N
     """OBX-3 -> (quantity, LOINC sent, MDC code sent, body site), or None when unknown."""
     parts = seg.components(3)
     for start in (0, 3):
-        code, text, system = ([*parts[start:start + 3], "", "", ""])[:3]
+        code, text, system = ([*parts[start : start + 3], "", "", ""])[:3]
         code, text, system = code.strip(), text.strip(), system.strip().upper()
         if system in _LOINC_SYSTEMS and code in LOINC:
             key, site = LOINC[code]

@@ -34,6 +34,7 @@ __all__ = ["AckRecord", "Hl7MonitorModel", "encode_oru", "format_nm"]
 
 MDS: Final = (69965, "MDC_DEV_MON_PHYSIO_MULTI_PARAM_MDS")
 PCD_01: Final = "IHE_PCD_001^IHE PCD^1.3.6.1.4.1.19376.1.6.1.1.1^ISO"
+RESP_PER_MIN: Final = 264928  # MDC_DIM_RESP_PER_MIN
 MOROCCO: Final = timezone(timedelta(hours=1))  # UTC+1 outside Ramadan (PROTOCOLS.md §5)
 
 
@@ -103,9 +104,9 @@ def _obx(
     units: str,
 ) -> list[str]:
     c, esc = s.component, s.escape_text
-    if coding == "mdc" and m.mdc in MDC:
+    if coding == "mdc" and m.mdc is not None and m.mdc in MDC:
         identifier = c.join([str(m.mdc), MDC[m.mdc][1], "MDC"])
-    elif m.loinc in LOINC:
+    elif m.loinc is not None and m.loinc in LOINC:
         identifier = c.join([m.loinc, "", "LN"])
     else:
         raise ValueError(f"cannot code {m.quantity} (mdc={m.mdc}, loinc={m.loinc}) in OBX-3")
@@ -119,6 +120,8 @@ def _obx(
         value_type, value = "NM", ""
         status = "X" if m.absent_reason == "error" else "F"
     code = MDC_UNIT_FOR_UCUM.get(m.unit)
+    if m.quantity == "respiratory_rate" and m.unit == "/min":
+        code = RESP_PER_MIN  # breaths, not beats, per minute
     if units == "mdc" and code is not None:
         unit = c.join([str(code), MDC_UNITS[code][0], "MDC"])
     else:
