@@ -77,6 +77,13 @@ def _simple(decoder: str) -> Callable[[Options], StreamDecoder]:
     return make
 
 
+def _mllp_decoder(options: Options) -> StreamDecoder:
+    # MSH-7 of our ACKs carries the unit's local time with its offset.
+    clock = _lazy("drivers.transports.mllp_tcp:hl7_now")
+    made: StreamDecoder = _lazy("drivers.protocols.mllp:MllpDecoder")(clock=clock)
+    return made
+
+
 def _seeded(model: str) -> Callable[[Options, int], Any]:
     return lambda options, seed: _lazy(model)(seed=seed)
 
@@ -98,6 +105,14 @@ DRIVERS: dict[str, DriverSpec] = {
             transport="serial",
             decoder=_astm_decoder,
             simulator=_astm_simulator,
+            serial=SerialDefaults(9600, 8, "N", 1),
+        ),
+        DriverSpec(
+            kind="hl7-mllp",
+            title="Vital-signs monitor or gateway sending HL7 v2 ORU^R01 over MLLP",
+            transport="tcp",  # a TCP listener (`listen`); on a serial port when `port` is set
+            decoder=_mllp_decoder,
+            simulator=_seeded("drivers.simulators.hl7_monitor:Hl7MonitorModel"),
             serial=SerialDefaults(9600, 8, "N", 1),
         ),
         DriverSpec(

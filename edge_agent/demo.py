@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -31,9 +32,23 @@ from edge_agent.supervisor import Supervisor
 
 # (device id, kind, options): the demo van's equipment
 DEMO_DEVICES: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("oximeter-df7", "nonin", {"data_format": 7}),
-    ("oximeter-df2", "nonin", {"data_format": 2}),
+    ("oximeter-nonin", "nonin", {"data_format": 7}),
+    ("oximeter-cms50", "cms50", {}),
+    ("monitor-hl7", "hl7-mllp", {}),
+    ("analyser-astm", "astm", {"test_map": "astm-test-map.json"}),
+    ("scale", "scale", {}),
+    ("gps", "nmea", {}),
 )
+# The analyser's local test codes, as a site would map them (see config/devices/).
+DEMO_TEST_MAP = {
+    "CHOL": {"quantity": "cholesterol", "loinc": "2093-3"},
+    "HDL": {"quantity": "hdl_cholesterol", "loinc": "2085-9"},
+    "TRIG": {"quantity": "triglycerides", "loinc": "2571-8"},
+    "LDL": {"quantity": "ldl_cholesterol", "loinc": "13457-7"},
+    "GLU": {"quantity": "glucose", "loinc": "2345-7"},
+    "CRP": {"quantity": "crp", "loinc": "1988-5"},
+    "HB": {"quantity": "hemoglobin", "loinc": "718-7"},
+}
 
 
 @dataclass
@@ -60,10 +75,20 @@ def demo_settings(workdir: Path, broker: tuple[str, int] | None, ports: dict[str
         broker=BrokerSettings(host=broker[0], port=broker[1], tls=False) if broker else None,
         sync=SyncSettings(batch_size=100, ack_timeout_s=5.0),
         devices=[
-            DeviceSettings(id=dev_id, kind=kind, port=ports[dev_id], options=options)
+            DeviceSettings(
+                id=dev_id, kind=kind, port=ports[dev_id], options=_local(options, workdir)
+            )
             for dev_id, kind, options in DEMO_DEVICES
         ],
     )
+
+
+def _local(options: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    if "test_map" in options:
+        path = workdir / options["test_map"]
+        path.write_text(json.dumps(DEMO_TEST_MAP), encoding="utf-8")
+        return {**options, "test_map": str(path)}
+    return options
 
 
 def central_count(path: Path) -> int | None:

@@ -136,7 +136,15 @@ def _iso(epoch: float) -> str:
 async def run_device(
     dev: DeviceSettings, spec: DriverSpec, sink: Sink, stop: asyncio.Event
 ) -> None:
-    if spec.transport == "serial":
+    if dev.listen is not None or (spec.transport == "tcp" and dev.port is None):
+        from drivers.transports.mllp_tcp import DEFAULT_PORT, run_mllp
+
+        if spec.decoder is None:
+            raise ValueError(f"device {dev.id}: kind {dev.kind} has no stream decoder")
+        factory = spec.decoder
+        listen = dev.listen or f"127.0.0.1:{DEFAULT_PORT}"
+        await run_mllp(dev.id, listen, sink, stop, decoder_factory=lambda: factory(dev.options))
+    elif spec.transport in ("serial", "tcp"):
         from drivers.transports.serial_port import SerialParams, run_serial
 
         if dev.port is None or spec.decoder is None:

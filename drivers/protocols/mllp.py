@@ -203,16 +203,18 @@ class MllpDecoder:
     def _lost_end(self, events: list[Event]) -> None:
         assert self._frame is not None
         reason = "too-long" if self._overflowed else "truncated"
-        events.append(Rejected(bytes(self._frame), reason))
+        # Keep the start-block octet: a lost frame is never an empty reject.
+        events.append(Rejected(bytes([VT]) + bytes(self._frame), reason))
         self._frame = bytearray()
         self._overflowed = False
 
     def _eof(self, events: list[Event]) -> None:
         self._flush_junk(events)
         if self._frame is not None:
-            if self._frame:
+            if self._frame or not self._overflowed:
                 reason = "too-long" if self._overflowed else "truncated"
-                events.append(Rejected(bytes(self._frame), reason))
+                prefix = b"" if self._overflowed else bytes([VT])
+                events.append(Rejected(prefix + bytes(self._frame), reason))
             self._frame = None
         self._overflowed = False
         self._after_fs = False

@@ -79,8 +79,12 @@ class PtyDevice:
         # Raw at once: with the default line discipline the pty would echo the device's own
         # output back to it and translate CR/LF before a driver has configured the port.
         tty.setraw(slave, termios.TCSANOW)
-        self._master, self._slave = master, slave
         self._path = os.ttyname(slave)
+        # Close our end of the slave: the master then reports POLLHUP until a driver opens
+        # the port, and the model waits for it like a device waiting for DTR. (pyserial
+        # flushes the input queue when it opens a port, so bytes sent earlier would be lost.)
+        os.close(slave)
+        self._master, self._slave = master, None
         os.set_blocking(master, False)
         if self.link is not None:
             tmp = self.link.with_name(self.link.name + ".new")
@@ -105,6 +109,10 @@ class PtyDevice:
             self._stop.wait(self.model.interval)
 
     def _exchange(self, master: int) -> None:
+        poller = select.poll()
+        poller.register(master, select.POLLIN | select.POLLHUP)
+        if any(ev & select.POLLHUP for _, ev in poller.poll(0)):
+            return  # nobody has the port open: the device waits
         try:
             while select.select([master], [], [], 0)[0]:
                 data = os.read(master, 4096)

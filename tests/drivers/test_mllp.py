@@ -141,14 +141,14 @@ def test_garbage_between_frames_is_rejected_and_decoding_resyncs() -> None:
 
 def test_a_frame_that_lost_its_end_is_truncated_and_the_next_one_decodes() -> None:
     events, _ = play(decoder(), [b"\x0b" + MESSAGE[:30] + frame(OTHER)])
-    assert events[0] == Rejected(MESSAGE[:30], "truncated")
+    assert events[0] == Rejected(b"\x0b" + MESSAGE[:30], "truncated")
     assert [m.quantity for m in measurements(events)] == ["pulse_rate"]
 
 
 def test_end_of_stream_rejects_partial_frame_and_junk() -> None:
     dec = decoder()
     assert dec.receive_data(b"\x0b" + MESSAGE[:20]) == []
-    assert dec.receive_data(b"") == [Rejected(MESSAGE[:20], "truncated")]
+    assert dec.receive_data(b"") == [Rejected(b"\x0b" + MESSAGE[:20], "truncated")]
     assert dec.receive_data(b"junk") == []
     assert dec.receive_data(b"") == [Rejected(b"junk", "no-frame")]
 
@@ -254,3 +254,10 @@ def test_without_any_ack_the_monitor_resends_once_then_gives_up() -> None:
     assert model.resent == ["MON1-00001"] and model.failed == ["MON1-00001"]
     assert model.transmissions == 2 and model.delivered == [] and model.acks == []
     assert len(committed) == 2 * len(model.sent["MON1-00001"])  # at-least-once: stored twice
+
+
+def test_an_empty_lost_frame_keeps_its_start_octet() -> None:
+    # Found by tests/drivers/test_fuzz.py: VT VT gave a reject with no bytes.
+    dec = MllpDecoder()
+    events = dec.receive_data(b"\x0b\x0b") + dec.receive_data(b"")
+    assert events == [Rejected(b"\x0b", "truncated"), Rejected(b"\x0b", "truncated")]

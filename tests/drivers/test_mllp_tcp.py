@@ -128,7 +128,7 @@ async def test_client_dropping_mid_message_then_reconnecting_and_resending(
     else:
         writer.close()
     await sink.until(lambda: "disconnected" in sink.states())
-    assert sink.rejects == [Rejected(wire[1:40], "truncated")]  # kept, not silently lost
+    assert sink.rejects == [Rejected(wire[:40], "truncated")]  # kept, not silently lost
     assert sink.measurements == []
     assert ack_of(await exchange(server.port, wire)) == ("AA", "T1")
     assert [m.value for m in sink.measurements] == [97.0, 64.0]
