@@ -44,15 +44,19 @@ class DriverSpec:
     decoder: Callable[[Options], StreamDecoder] | None = None
     simulator: Callable[[Options, int], Any] | None = None  # (options, seed) -> DeviceModel
     serial: SerialDefaults = field(default_factory=SerialDefaults)
+    idle_timeout: float | None = None  # seconds of silence before decoder.timeout()
     usb_ids: tuple[str, ...] = ()  # "VID:PID" for `ports`
     ble_services: tuple[str, ...] = ()  # 16-bit service UUIDs for `ble scan`
 
 
 def _nonin_decoder(options: Options) -> StreamDecoder:
-    decoder: StreamDecoder = _lazy("drivers.protocols.nonin:NoninDecoder")(
-        int(options.get("data_format", 2))
-    )
-    return decoder
+    fmt = int(options.get("data_format", 2))
+    decoder = _lazy("drivers.protocols.nonin:NoninDecoder")(fmt)
+    if options.get("select_format", False):
+        # Sent as soon as the port opens: the device accepts it only in its first 5 s.
+        decoder.request_format(fmt)
+    made: StreamDecoder = decoder
+    return made
 
 
 def _nonin_simulator(options: Options, seed: int) -> Any:
@@ -105,6 +109,7 @@ DRIVERS: dict[str, DriverSpec] = {
             transport="serial",
             decoder=_astm_decoder,
             simulator=_astm_simulator,
+            idle_timeout=30.0,  # E1381: the receiver gives up 30 s after the last frame
             serial=SerialDefaults(9600, 8, "N", 1),
         ),
         DriverSpec(

@@ -157,7 +157,10 @@ async def run_device(
             stopbits=dev.stopbits or spec.serial.stopbits,
         )
         factory = spec.decoder
-        await run_serial(dev.id, params, lambda: factory(dev.options), sink, stop)
+        await run_serial(
+            dev.id, params, lambda: factory(dev.options), sink, stop,
+            idle_timeout=spec.idle_timeout,
+        )
     else:
         raise NotImplementedError(f"transport {spec.transport} for {dev.kind}")
 

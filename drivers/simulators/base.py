@@ -48,6 +48,11 @@ class PtyDevice:
         """The port a driver opens: the stable link when there is one."""
         return str(self.link) if self.link is not None else self._path
 
+    @property
+    def pty(self) -> str:
+        """The current pseudo-terminal itself (changes on replug)."""
+        return self._path
+
     def start(self) -> PtyDevice:
         self._open()
         self._thread = threading.Thread(target=self._run, name="pty-device", daemon=True)

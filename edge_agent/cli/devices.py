@@ -76,7 +76,9 @@ def simulate(
             raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--option")
         options[key] = int(value) if value.isdigit() else value
     sim = PtyDevice(spec.simulator(options, seed), link=port).start()
-    typer.echo(sim.path, err=False)
+    typer.echo(sim.pty)
+    if port is not None:
+        typer.echo(f"linked at {port}", err=True)
     sys.stdout.flush()
     try:
         threading.Event().wait()

@@ -124,3 +124,28 @@ async def test_missing_port_is_reported_and_retried(tmp_path: Path) -> None:
     stop.set()
     await asyncio.wait_for(task, 5)
     assert sink.measurements == []
+
+
+async def test_nonin_select_command_switches_the_device_format_over_a_pty(tmp_path: Path) -> None:
+    from drivers.registry import driver
+    from drivers.simulators.nonin import NoninModel
+
+    model = NoninModel(2, seed=4)  # the device is in DF2 ...
+    sim = PtyDevice(model).start()
+    sink = RecordingSink()
+    stop = asyncio.Event()
+    spec = driver("nonin")
+    assert spec.decoder is not None
+    factory = spec.decoder
+    options = {"data_format": 8, "select_format": True}  # ... the unit wants DF8
+    task = asyncio.create_task(
+        run_serial("ox", SerialParams(port=sim.pty), lambda: factory(options), sink, stop)
+    )
+    try:
+        await sink.until(lambda: len(sink.measurements) >= 4)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        sim.stop()
+    assert model.data_format == 8
+    assert all(len(m.raw) == 4 for m in sink.measurements)  # DF8 frames, not DF2 packets
