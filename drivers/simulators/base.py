@@ -19,7 +19,10 @@ from typing import Protocol
 
 
 class DeviceModel(Protocol):
-    interval: float  # seconds between two outputs
+    @property
+    def interval(self) -> float:
+        """Seconds between two outputs."""
+        ...
 
     def output(self) -> bytes:
         """The next bytes the device sends (may be empty)."""
