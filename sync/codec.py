@@ -18,7 +18,7 @@ from typing import Any, Final
 
 SCHEMA: Final = "mmu.readings/1"
 CONTENT_TYPE: Final = "application/fhir+json; fhirVersion=4.0"
-ENCODING: Final = "zlib"
+ENCODING: Final = "zlib+dict1"  # zlib with the preset dictionary below, version 1
 MAX_DECOMPRESSED: Final = 32 * 1024 * 1024
 LOINC: Final = "http://loinc.org"
 MDC: Final = "urn:iso:std:iso:11073:10101"
@@ -29,6 +29,31 @@ EXT_DEVICE_TIME: Final = "urn:mmu:fhir:device-time"
 EXT_CLOCK: Final = "urn:mmu:fhir:clock-source"
 GEOLOCATION: Final = "http://hl7.org/fhir/StructureDefinition/geolocation"
 ABSENT: Final = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+
+
+# A preset dictionary primes zlib with the FHIR boilerplate every batch repeats, so a batch of
+# one reading (an alert on a flapping 2G link) is small too. Never edit it: add a new version.
+# Most frequent strings last (zlib reaches the end of the window with the shortest distances).
+ZDICT_V1: Final = (
+    b'{"schema":"mmu.readings/1","unit":"mmu-","batch_id":"","seq_from":,"seq_to":,'
+    b'"created_at":"2026-","bundle":{"resourceType":"Bundle","type":"collection","entry":['
+    b'"dataAbsentReason":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/'
+    b'data-absent-reason","code":"unknown"}]},"encounter":{"reference":"Encounter/'
+    b'{"url":"urn:mmu:fhir:flags","valueString":"alert"},'
+    b'{"url":"urn:mmu:fhir:device-time","valueString":"2026-"},'
+    b'{"url":"http://hl7.org/fhir/StructureDefinition/geolocation","extension":['
+    b'{"url":"latitude","valueDecimal":},{"url":"longitude","valueDecimal":-}]},'
+    b'"mm[Hg]","8480-6","150021","systolic_bp""8462-4","150022","diastolic_bp",'
+    b'"Cel","8310-5","150364","body_temperature""kg","29463-7","188736","body_weight",'
+    b'"/min","8867-4","149530","pulse_rate""%","59408-5","150456","spo2",'
+    b'{"resource":{"resourceType":"Observation","id":"","identifier":[{"system":'
+    b'"urn:mmu:seq:mmu-","value":""}],"status":"final","code":{"coding":[{"system":'
+    b'"http://loinc.org","code":""},{"system":"urn:iso:std:iso:11073:10101","code":""}],'
+    b'"text":""},"effectiveDateTime":"2026-11-T:.Z","issued":"2026-11-T:.Z","device":'
+    b'{"identifier":{"value":"oximeter-"}},"valueQuantity":{"value":,"unit":"","system":'
+    b'"http://unitsofmeasure.org","code":""},"extension":[{"url":"urn:mmu:fhir:clock-source",'
+    b'"valueCode":"system"}]}},'
+)
 
 
 class CodecError(ValueError):
@@ -116,11 +141,12 @@ def encode_batch(
         },
     }
     text = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
-    return zlib.compress(text.encode("utf-8"), 9)
+    packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, ZDICT_V1)
+    return packer.compress(text.encode("utf-8")) + packer.flush()
 
 
 def _inflate(payload: bytes) -> bytes:
-    inflater = zlib.decompressobj()
+    inflater = zlib.decompressobj(zdict=ZDICT_V1)
     try:
         data = inflater.decompress(payload, MAX_DECOMPRESSED)
     except zlib.error as exc:

@@ -171,11 +171,8 @@ class SyncDaemon:
                 batch.payload,
                 qos=topics.READINGS.qos,
                 content_type=codec.CONTENT_TYPE,
-                user_properties=[
-                    ("schema", codec.SCHEMA), ("encoding", codec.ENCODING),
-                    ("batch_id", batch.batch_id), ("seq_from", str(batch.seq_from)),
-                    ("seq_to", str(batch.seq_to)),
-                ],
+                # Batch id and seq range are in the payload; 2G bytes are dear.
+                user_properties=[("schema", codec.SCHEMA), ("encoding", codec.ENCODING)],
             )
         except LinkError as exc:
             self.last_error = str(exc)

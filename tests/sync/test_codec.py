@@ -1,0 +1,96 @@
+"""The wire format: round trip, strict refusal of anything else, and its size."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+import zlib
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sync import codec
+
+QUANTITIES = [("spo2", "%", "59408-5", 150456), ("pulse_rate", "/min", "8867-4", 149530),
+              ("glucose", "mg/dL", "41653-7", 160184), ("latitude", "deg", None, None)]
+
+row_strategy = st.builds(
+    lambda q, value, flags, device_time, pos: {
+        "id": str(uuid.uuid4()), "device_id": "ox-1", "quantity": q[0], "value": value,
+        "unit": q[1], "loinc": q[2], "mdc": q[3], "device_time": device_time,
+        "received_at": "2026-11-23T08:00:00.000Z", "clock_source": "system",
+        "flags": json.dumps(flags), "absent_reason": None if value is not None else "error",
+        "encounter_id": None, "latitude": pos[0] if pos else None,
+        "longitude": pos[1] if pos else None,
+    },
+    st.sampled_from(QUANTITIES),
+    st.none() | st.floats(-1e6, 1e6, allow_nan=False),
+    st.lists(st.sampled_from(["alert", "implausible", "artifact"]), unique=True, max_size=2),
+    st.none() | st.sampled_from(["2026-11-23T08:00:00", "2026-11-23T08:00:00+01:00"]),
+    st.none() | st.tuples(st.floats(-90, 90), st.floats(-180, 180)),
+)
+
+
+def numbered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**r, "seq": i + 1} for i, r in enumerate(rows)]
+
+
+@given(st.lists(row_strategy, min_size=1, max_size=30))
+def test_round_trip_keeps_every_reading(rows: list[dict[str, Any]]) -> None:
+    rows = numbered(rows)
+    batch = codec.decode_batch(codec.encode_batch("mmu-01", "b-1", rows, "2026-11-23T08:00:00Z"))
+    assert (batch.unit, batch.batch_id, batch.seq_from, batch.seq_to) == (
+        "mmu-01", "b-1", 1, len(rows))
+    for row, obs in zip(rows, batch.observations, strict=True):
+        assert obs["id"] == row["id"] and codec.seq_of(obs) == row["seq"]
+        if row["value"] is None:
+            assert "valueQuantity" not in obs and obs["dataAbsentReason"]
+        else:
+            assert obs["valueQuantity"] == {"value": row["value"], "unit": row["unit"],
+                                            "system": codec.UCUM, "code": row["unit"]}
+        zoned = row["device_time"] and row["device_time"].endswith("+01:00")
+        assert obs["effectiveDateTime"] == (row["device_time"] if zoned else row["received_at"])
+
+
+@given(st.binary(max_size=2000))
+def test_any_bytes_are_a_batch_or_a_codec_error(data: bytes) -> None:
+    with contextlib.suppress(codec.CodecError):
+        codec.decode_batch(data)
+
+
+def test_a_decompression_bomb_is_refused() -> None:
+    bomb = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, codec.ZDICT_V1)
+    payload = bomb.compress(b"[" + b" " * (codec.MAX_DECOMPRESSED + 10)) + bomb.flush()
+    assert len(payload) < 100_000
+    with pytest.raises(codec.CodecError, match="decompressed size"):
+        codec.decode_batch(payload)
+
+
+@pytest.mark.parametrize("envelope", [
+    {"schema": "other/1"},
+    {"schema": codec.SCHEMA, "unit": "u", "batch_id": "b", "seq_from": 3, "seq_to": 2,
+     "bundle": {"entry": []}},
+    {"schema": codec.SCHEMA, "unit": "u", "batch_id": "b", "seq_from": 1, "seq_to": 1,
+     "bundle": {"entry": [{"resource": {"resourceType": "Patient"}}]}},
+])
+def test_malformed_envelopes_are_refused(envelope: dict[str, Any]) -> None:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, codec.ZDICT_V1)
+    payload = packer.compress(json.dumps(envelope).encode()) + packer.flush()
+    with pytest.raises(codec.CodecError):
+        codec.decode_batch(payload)
+
+
+def test_a_batch_costs_far_less_per_reading_than_one_observation_per_message() -> None:
+    rows = numbered([
+        {"id": str(uuid.UUID(int=i)), "device_id": "ox-1", "quantity": "spo2", "value": 95 + i % 4,
+         "unit": "%", "loinc": "59408-5", "mdc": 150456, "device_time": None,
+         "received_at": f"2026-11-23T08:00:{i % 60:02d}.000Z", "clock_source": "system",
+         "flags": "[]", "absent_reason": None, "encounter_id": None}
+        for i in range(100)
+    ])
+    one_each = sum(len(json.dumps(codec.observation("mmu-01", r)).encode()) for r in rows)
+    batched = len(codec.encode_batch("mmu-01", "b", rows, "2026-11-23T08:00:00Z"))
+    assert batched * 5 < one_each
