@@ -1,15 +1,17 @@
 """The sync daemon: unsent readings -> batches -> MQTT; sent only on central's acknowledgement.
 
-Runs on the agent's event loop. The store is the queue (never paho): at most
-``max_in_flight`` batches are published and unacknowledged at once; a batch central has not
-acknowledged within ``ack_timeout_s`` is published again (same batch id; the receiver is
-idempotent). After a reconnect every in-flight batch is published again at once.
+Runs on the agent's event loop and carries out what the pure :class:`~sync.session.SyncSession`
+decides (publish, mark acked, take a batch): the store is the queue (never paho), at most
+``max_in_flight`` batches are unacknowledged, a batch central has not acknowledged within
+``ack_timeout_s`` is published again (same batch id; the receiver is idempotent), and every
+in-flight batch is published again after a reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -23,6 +25,7 @@ from edge_agent.settings import Settings
 from edge_agent.store import Store, utc_now
 from sync import codec, outbox, topics
 from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles, next_event
+from sync.session import Action, MarkAcked, Publish, SyncSession
 
 log = logging.getLogger(__name__)
 TICK = 0.25  # how often the daemon looks for new readings while idle
@@ -35,7 +38,6 @@ class InFlight:
     seq_to: int
     count: int
     payload: bytes
-    published_at: float = 0.0
     attempts: int = 0
 
 
@@ -46,7 +48,8 @@ class SyncDaemon:
         self.store = store
         self.settings = settings
         self.unit = settings.unit.id
-        self.in_flight: dict[str, InFlight] = {}
+        self.session = SyncSession(settings.sync.max_in_flight, settings.sync.ack_timeout_s)
+        self.batches: dict[str, InFlight] = {}  # payloads of the batches in flight
         self.connected = False
         self.last_ack_at: str | None = None
         self.last_error: str | None = None
@@ -80,10 +83,11 @@ class SyncDaemon:
         try:
             while not stop.is_set():
                 event = await next_event(events, stop, TICK)
-                if event is not None:
-                    await self._handle(link, event)
-                if self.connected:
-                    await self._pump(link)
+                actions = self._handle(link, event) if event is not None else []
+                if event is not None and event.kind == "message":
+                    actions += await self._on_downlink(event)
+                actions += self.session.tick(time.monotonic())
+                await self._execute(link, actions)
         finally:
             if self.connected:
                 with contextlib.suppress(LinkError):
@@ -93,60 +97,64 @@ class SyncDaemon:
             self.connected = False
 
     # --- events ---------------------------------------------------------------------------
-    async def _handle(self, link: MqttLink, event: LinkEvent) -> None:
+    def _handle(self, link: MqttLink, event: LinkEvent) -> list[Action]:
         if event.kind == "connected":
             self.connected = True
-            log.info("sync: connected to %s", self.settings.broker.host if self.settings.broker
-                     else "?")
+            log.info("sync: connected")
             link.subscribe([(topics.ACK.of(self.unit), 1)])
             link.publish(topics.STATUS.of(self.unit), self._status_payload("online"), retain=True)
-            for batch in self.in_flight.values():
-                batch.published_at = 0.0  # publish again now: the old connection is gone
-        elif event.kind == "disconnected":
+            return self.session.connected(time.monotonic())
+        if event.kind == "disconnected":
             if self.connected:
                 log.warning("sync: disconnected (%s)", event.reason)
             self.connected = False
             self.last_error = event.reason
-        elif event.kind == "message" and event.topic == topics.ACK.of(self.unit):
-            await self._on_ack(event.payload)
+            return self.session.disconnected()
+        return []
 
-    async def _on_ack(self, payload: bytes) -> None:
+    async def _on_downlink(self, event: LinkEvent) -> list[Action]:
+        if event.topic != topics.ACK.of(self.unit):
+            return []
         try:
-            ack = json.loads(payload)
+            ack = json.loads(event.payload)
             batch_id = ack["batch_id"]
             if not isinstance(batch_id, str):
-                raise TypeError("batch_id")
+                raise TypeError("batch_id is not a string")
         except (ValueError, KeyError, TypeError) as exc:
             self.refused_downlinks += 1
-            log.warning("sync: refused a malformed ack (%d bytes): %s", len(payload), exc)
-            return
-        changed = await asyncio.wrap_future(
-            self.store.submit(lambda db: outbox.mark_acked(db, batch_id, utc_now()))
-        )
-        batch = self.in_flight.pop(batch_id, None)
-        if batch is None and changed == 0:
-            log.info("sync: ack for unknown or already acknowledged batch %s", batch_id)
-            return
-        self.acked_readings += changed
-        self.last_ack_at = utc_now()
+            log.warning("sync: refused a malformed ack (%d bytes): %s", len(event.payload), exc)
+            return []
         central = ack.get("central_time")
         if isinstance(central, (int, float)):
             self.clock_offset_s = float(central) - time.time()
+        return self.session.central_ack(batch_id)
+
+    async def _execute(self, link: MqttLink, actions: list[Action]) -> None:
+        queue = list(actions)
+        while queue:
+            action = queue.pop(0)
+            if isinstance(action, Publish):
+                batch = self.batches.get(action.batch_id)
+                if batch is not None:
+                    self._publish(link, batch)
+            elif isinstance(action, MarkAcked):
+                batch_id = action.batch_id
+                changed = await asyncio.wrap_future(self.store.submit(
+                    functools.partial(outbox.mark_acked, batch_id=batch_id, acked_at=utc_now())
+                ))
+                self.batches.pop(batch_id, None)
+                if changed:
+                    self.acked_readings += changed
+                    self.last_ack_at = utc_now()
+            else:
+                fresh = await self._take_batch(self.settings.sync.batch_size)
+                if fresh is not None:
+                    self.batches[fresh.batch_id] = fresh
+                queue += self.session.batch_ready(
+                    fresh.batch_id if fresh else None, time.monotonic()
+                )
 
     # --- publishing -----------------------------------------------------------------------
-    async def _pump(self, link: MqttLink) -> None:
-        sync = self.settings.sync
-        now = time.monotonic()
-        for batch in list(self.in_flight.values()):
-            if now - batch.published_at >= sync.ack_timeout_s:
-                self._publish(link, batch)
-        while len(self.in_flight) < sync.max_in_flight:
-            fresh = await self._take_batch(sync.batch_size)
-            if fresh is None:
-                return
-            self.in_flight[fresh.batch_id] = fresh
-            self._publish(link, fresh)
-
     async def _take_batch(self, limit: int) -> InFlight | None:
         after = self._cursor
         rows = await asyncio.wrap_future(
@@ -175,9 +183,8 @@ class SyncDaemon:
                 user_properties=[("schema", codec.SCHEMA), ("encoding", codec.ENCODING)],
             )
         except LinkError as exc:
-            self.last_error = str(exc)
+            self.last_error = str(exc)  # the session publishes it again after the timeout
             return
-        batch.published_at = time.monotonic()
         batch.attempts += 1
 
     # --- status ---------------------------------------------------------------------------
@@ -188,8 +195,8 @@ class SyncDaemon:
     def status(self) -> dict[str, Any]:
         return {
             "connected": self.connected,
-            "in_flight_batches": len(self.in_flight),
-            "in_flight_readings": sum(b.count for b in self.in_flight.values()),
+            "in_flight_batches": len(self.batches),
+            "in_flight_readings": sum(b.count for b in self.batches.values()),
             "acked_readings": self.acked_readings,
             "last_ack_at": self.last_ack_at,
             "last_error": self.last_error,
