@@ -166,8 +166,11 @@ async def run_device(
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, store: Store, *, sync: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, *, acquire: bool = True, sync: bool = True
+    ) -> None:
         self.settings = settings
+        self.acquire = acquire
         self.store = store
         self.sink = StoreSink(store)
         self.sync_enabled = sync and settings.broker is not None and settings.sync.enabled
@@ -175,7 +178,7 @@ class Supervisor:
 
     async def run(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
-            for dev in self.settings.devices:
+            for dev in self.settings.devices if self.acquire else []:
                 if dev.enabled:
                     tg.create_task(self._supervise(dev, stop), name=f"device:{dev.id}")
             if self.sync_enabled:

@@ -101,8 +101,12 @@ class SyncDaemon:
         if event.kind == "connected":
             self.connected = True
             log.info("sync: connected")
-            link.subscribe([(topics.ACK.of(self.unit), 1)])
-            link.publish(topics.STATUS.of(self.unit), self._status_payload("online"), retain=True)
+            try:
+                link.subscribe([(topics.ACK.of(self.unit), 1)])
+                link.publish(topics.STATUS.of(self.unit), self._status_payload("online"),
+                             retain=True)
+            except LinkError as exc:  # lost again already: the disconnect event follows
+                self.last_error = str(exc)
             return self.session.connected(time.monotonic())
         if event.kind == "disconnected":
             if self.connected:

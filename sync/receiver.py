@@ -21,6 +21,7 @@ from pathlib import Path
 
 from sqlite_utils import Database, Migrations
 
+from edge_agent.errors import LinkError
 from edge_agent.store import open_database, utc_now
 from sync import codec, topics
 from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles, next_event
@@ -134,7 +135,11 @@ class Receiver:
 
     def _handle(self, db: Database, link: MqttLink, event: LinkEvent) -> None:
         if event.kind == "connected":
-            link.subscribe([(topics.shared_readings(self.group), 1)])
+            try:
+                link.subscribe([(topics.shared_readings(self.group), 1)])
+            except LinkError as exc:  # lost again already: paho reconnects, we subscribe then
+                log.warning("receiver: subscribe failed: %s", exc)
+                return
             self.connected.set()
         elif event.kind == "disconnected":
             self.connected.clear()
@@ -163,6 +168,13 @@ class Receiver:
             "stored": len(batch.observations), "last_contiguous_seq": last,
             "central_time": time.time(),
         }
-        link.publish(topics.ACK.of(batch.unit), json.dumps(ack).encode(), qos=topics.ACK.qos)
+        try:
+            link.publish(topics.ACK.of(batch.unit), json.dumps(ack).encode(),
+                         qos=topics.ACK.qos)
+        except LinkError as exc:
+            # Stored, not acknowledged: the unit re-sends after its timeout and the duplicate
+            # is stored as nothing new, then acknowledged. No PUBACK: the broker redelivers.
+            log.warning("receiver: stored batch %s but could not ack: %s", batch.batch_id, exc)
+            return
         link.ack(event.mid, event.qos)
         self.counts.acks += 1

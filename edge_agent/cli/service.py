@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -18,8 +19,17 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-def run(config: ConfigOption = None) -> None:
+def run(
+    config: ConfigOption = None,
+    only: Annotated[
+        str | None,
+        typer.Option("--only", help="Run only 'acquire' (the devices) or only 'sync'; the two "
+                     "share nothing but the store, so they can be separate services."),
+    ] = None,
+) -> None:
     """Run the unit: every configured device and the sync daemon, in one supervised process."""
+    if only not in (None, "acquire", "sync"):
+        raise typer.BadParameter("use 'acquire' or 'sync'", param_hint="--only")
     from edge_agent.store import Store
     from edge_agent.supervisor import Supervisor
 
@@ -34,7 +44,9 @@ def run(config: ConfigOption = None) -> None:
             group_max=settings.store.group_max,
             group_wait=settings.store.group_wait_ms / 1000,
         ) as store:
-            await Supervisor(settings, store).run(stop)
+            await Supervisor(
+                settings, store, acquire=only != "sync", sync=only != "acquire"
+            ).run(stop)
 
     asyncio.run(main())
 
@@ -43,6 +55,12 @@ def receive(
     broker: Annotated[str, typer.Option("--broker", help="Broker HOST:PORT.")],
     db: Annotated[Path, typer.Option("--db", help="Central store (SQLite file).")],
     group: Annotated[str, typer.Option("--group", help="Shared-subscription group.")] = "receivers",
+    client_id: Annotated[
+        str | None,
+        typer.Option("--client-id", help="MQTT client id; keep it stable so a restarted "
+                     "receiver resumes its session and gets the batches queued for it. "
+                     "Default: receiver-<hostname>."),
+    ] = None,
 ) -> None:
     """Reference central receiver: store uplink batches idempotently, then acknowledge."""
     from sync.receiver import Receiver
@@ -52,6 +70,7 @@ def receive(
     async def main() -> None:
         stop = asyncio.Event()
         install_stop_handlers(stop)
-        await Receiver(host, port, db, group=group).run(stop)
+        cid = client_id or f"receiver-{socket.gethostname()}"
+        await Receiver(host, port, db, group=group, client_id=cid).run(stop)
 
     asyncio.run(main())

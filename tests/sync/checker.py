@@ -1,0 +1,36 @@
+"""The end-of-test check every sync fault test runs: central holds every reading exactly once,
+sequence numbers contiguous, and the unit marked sent exactly what central holds."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def assert_exactly_once(unit_db: Path, central_db: Path, unit: str = "mmu-t") -> int:
+    with sqlite3.connect(unit_db) as u, sqlite3.connect(central_db) as c:
+        unit_rows = dict(u.execute("SELECT id, seq FROM readings"))
+        unsent = u.execute("SELECT count(*) FROM readings WHERE sent_at IS NULL").fetchone()[0]
+        central = c.execute("SELECT id, seq FROM observations WHERE unit = ?", [unit]).fetchall()
+        last = c.execute("SELECT last_contiguous_seq FROM units WHERE unit = ?",
+                         [unit]).fetchone()
+    ids = [i for i, _ in central]
+    assert len(ids) == len(set(ids)), "a reading is stored twice at central"
+    assert dict(central) == unit_rows, "central and unit disagree (lost or unexpected readings)"
+    seqs = sorted(s for _, s in central)
+    assert seqs == list(range(1, len(seqs) + 1)), "sequence numbers are not contiguous"
+    assert unsent == 0, "readings central holds are not marked sent"
+    assert last is not None and last[0] == len(seqs)
+    return len(seqs)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll a condition on real components (a store, a file) with a bounded deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for: {what}")
+        await asyncio.sleep(0.05)
