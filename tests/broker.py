@@ -38,7 +38,10 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 
 
 class MosquittoBroker:
-    def __init__(self, workdir: Path, *, extra_config: str = "", port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, extra_config: str = "", port: int | None = None,
+        anonymous: bool = True,
+    ) -> None:
         if not os.path.exists(MOSQUITTO):
             pytest.fail("mosquitto is not installed: run the README test command "
                         "(bash scripts/test), which installs it")
@@ -47,16 +50,20 @@ class MosquittoBroker:
         self.conf = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
         self.extra_config = extra_config
+        self.anonymous = anonymous
         self._proc: subprocess.Popen[bytes] | None = None
 
     def write_config(self) -> None:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"allow_anonymous {'true' if self.anonymous else 'false'}\n"
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
             "max_queued_messages 100000\n"
-            f"{self.extra_config}\n"
+            # As root, Mosquitto drops to the "mosquitto" user and cannot read the test's
+            # 0700 temporary folders: keep root (tests only).
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + f"{self.extra_config}\n"
         )
 
     def start(self) -> MosquittoBroker:
@@ -65,7 +72,11 @@ class MosquittoBroker:
             self._proc = subprocess.Popen(
                 [MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
             )
-        wait_for_port(self.port)
+        try:
+            wait_for_port(self.port)
+        except OSError:
+            self.kill()
+            raise RuntimeError(f"mosquitto did not start:\n{self.log.read_text()[-2000:]}")
         return self
 
     def stop(self) -> None:

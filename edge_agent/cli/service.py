@@ -61,9 +61,17 @@ def receive(
                      "receiver resumes its session and gets the batches queued for it. "
                      "Default: receiver-<hostname>."),
     ] = None,
+    ca: Annotated[Path | None, typer.Option("--ca", help="TLS: CA certificate (PEM).")] = None,
+    cert: Annotated[
+        Path | None, typer.Option("--cert", help="TLS: client certificate (CN receiver).")
+    ] = None,
+    key: Annotated[Path | None, typer.Option("--key", help="TLS: client key (0600).")] = None,
 ) -> None:
     """Reference central receiver: store uplink batches idempotently, then acknowledge."""
+    from sync.link import TlsFiles
     from sync.receiver import Receiver
+
+    tls = TlsFiles(ca, cert, key) if ca is not None else None
 
     host, port = parse_host_port(broker)
 
@@ -71,6 +79,6 @@ def receive(
         stop = asyncio.Event()
         install_stop_handlers(stop)
         cid = client_id or f"receiver-{socket.gethostname()}"
-        await Receiver(host, port, db, group=group, client_id=cid).run(stop)
+        await Receiver(host, port, db, group=group, client_id=cid, tls=tls).run(stop)
 
     asyncio.run(main())

@@ -1,0 +1,118 @@
+"""TLS with client certificates and the shipped per-unit ACL (config/mosquitto/edge-agent.acl),
+on a real Mosquitto: a unit syncs; it cannot publish as another unit; no certificate, no link."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_agent.models import measurement
+from edge_agent.settings import BrokerSettings, Settings, StoreSettings, SyncSettings, UnitSettings
+from edge_agent.store import Store
+from sync import topics
+from sync.daemon import SyncDaemon
+from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles
+from sync.receiver import Receiver
+from tests.broker import MosquittoBroker
+from tests.sync.checker import assert_exactly_once, wait_until
+from tests.tls import make_ca, make_cert
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Path:
+    folder = tmp_path / "pki"
+    folder.mkdir()
+    make_ca(folder)
+    make_cert(folder, "broker", server=True)
+    for name in ("mmu-a", "mmu-b", "receiver"):
+        make_cert(folder, name)
+    return folder
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path, pki: Path) -> Iterator[MosquittoBroker]:
+    acl = tmp_path / "edge-agent.acl"
+    shutil.copy(ROOT / "config" / "mosquitto" / "edge-agent.acl", acl)
+    extra = (f"cafile {pki / 'ca.pem'}\ncertfile {pki / 'broker.pem'}\n"
+             f"keyfile {pki / 'broker.key'}\nrequire_certificate true\n"
+             f"use_identity_as_username true\ntls_version tlsv1.2\nacl_file {acl}\n")
+    broker = MosquittoBroker(tmp_path / "broker", extra_config=extra, anonymous=False)
+    broker.workdir.mkdir()
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def files(pki: Path, name: str) -> TlsFiles:
+    return TlsFiles(pki / "ca.pem", pki / f"{name}.pem", pki / f"{name}.key")
+
+
+async def next_of(queue: asyncio.Queue[LinkEvent], kind: str) -> LinkEvent:
+    async with asyncio.timeout(15):
+        while True:
+            event = await queue.get()
+            if event.kind == kind:
+                return event
+
+
+async def test_unit_syncs_over_mutual_tls(tmp_path: Path, pki: Path,
+                                          tls_broker: MosquittoBroker) -> None:
+    unit_files = files(pki, "mmu-a")
+    cfg = Settings(
+        unit=UnitSettings(id="mmu-a"),
+        store=StoreSettings(path=tmp_path / "unit.db"),
+        broker=BrokerSettings(host="127.0.0.1", port=tls_broker.port, tls=True,
+                              ca_file=unit_files.ca_file, cert_file=unit_files.cert_file,
+                              key_file=unit_files.key_file),
+        sync=SyncSettings(batch_size=20, ack_timeout_s=2.0),
+    )
+    stop = asyncio.Event()
+    central = tmp_path / "central.db"
+    with Store(cfg.store.path, "mmu-a") as store:
+        for _ in range(100):
+            store.append("ox", [measurement("spo2", 96.0)])
+        receiver = Receiver("127.0.0.1", tls_broker.port, central, tls=files(pki, "receiver"),
+                            client_id="receiver")
+        tasks = [asyncio.create_task(receiver.run(stop)),
+                 asyncio.create_task(SyncDaemon(store, cfg).run(stop))]
+        await wait_until(lambda: store.stats()["readings_pending_sync"] == 0, 60, "drain")
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert assert_exactly_once(cfg.store.path, central, unit="mmu-a") == 100
+
+
+async def test_a_unit_cannot_publish_as_another(pki: Path, tls_broker: MosquittoBroker) -> None:
+    link = MqttLink(LinkOptions("mmu-a", "127.0.0.1", tls_broker.port, tls=files(pki, "mmu-a"),
+                                clean_start=True))
+    events = link.start()
+    try:
+        await next_of(events, "connected")
+        own = link.publish(topics.READINGS.of("mmu-a"), b"x")
+        other = link.publish(topics.READINGS.of("mmu-b"), b"forged")
+        results = {}
+        while len(results) < 2:
+            event = await next_of(events, "published")
+            results[event.mid] = event.reason
+    finally:
+        link.stop()
+    assert results[other] == "Not authorized"
+    assert results[own] in ("Success", "No matching subscribers")
+
+
+async def test_no_client_certificate_no_connection(pki: Path, tls_broker: MosquittoBroker
+                                                   ) -> None:
+    link = MqttLink(LinkOptions("anon", "127.0.0.1", tls_broker.port,
+                                tls=TlsFiles(pki / "ca.pem")))
+    events = link.start()
+    try:
+        async with asyncio.timeout(15):
+            first = await events.get()
+    finally:
+        link.stop()
+    assert first.kind == "disconnected" and not link.connected
