@@ -76,7 +76,8 @@ class MosquittoBroker:
             wait_for_port(self.port)
         except OSError:
             self.kill()
-            raise RuntimeError(f"mosquitto did not start:\n{self.log.read_text()[-2000:]}")
+            tail = self.log.read_text()[-2000:]
+            raise RuntimeError(f"mosquitto did not start:\n{tail}") from None
         return self
 
     def stop(self) -> None:

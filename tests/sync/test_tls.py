@@ -95,7 +95,7 @@ async def test_a_unit_cannot_publish_as_another(pki: Path, tls_broker: Mosquitto
         await next_of(events, "connected")
         own = link.publish(topics.READINGS.of("mmu-a"), b"x")
         other = link.publish(topics.READINGS.of("mmu-b"), b"forged")
-        results = {}
+        results: dict[int, str] = {}
         while len(results) < 2:
             event = await next_of(events, "published")
             results[event.mid] = event.reason
