@@ -88,3 +88,13 @@ def m002_reading_position(db: Database) -> None:
     # The van's GPS position when the reading was taken (NULL: no recent fix).
     db.execute("ALTER TABLE readings ADD COLUMN latitude REAL")
     db.execute("ALTER TABLE readings ADD COLUMN longitude REAL")
+
+
+@migrations()
+def m003_agent_state(db: Database) -> None:
+    # Small facts the running agent publishes for `edge-agent sync status` and requests the CLI
+    # leaves for it (`sync now`): one JSON value per key.
+    db.execute(
+        "CREATE TABLE agent_state (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
+        "updated_at TEXT NOT NULL)"
+    )

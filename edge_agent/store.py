@@ -301,3 +301,20 @@ def read_stats(path: Path) -> dict[str, int]:
     """Stats for the CLI, opening the store briefly (it may be in use by the agent: WAL)."""
     with Store(path, unit_id="-") as store:
         return store.stats()
+
+
+def put_state(db: Database, key: str, value: Any) -> None:
+    db.execute(
+        "INSERT INTO agent_state (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) "
+        "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        [key, json.dumps(value), utc_now()],
+    )
+
+
+def take_state(db: Database, key: str) -> Any:
+    """Read and delete (a one-shot request such as ``sync-now``)."""
+    row = db.execute("SELECT value FROM agent_state WHERE key = ?", [key]).fetchone()
+    if row is None:
+        return None
+    db.execute("DELETE FROM agent_state WHERE key = ?", [key])
+    return json.loads(row[0])

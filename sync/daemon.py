@@ -19,10 +19,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from sqlite_utils import Database
+
 from edge_agent import __version__
 from edge_agent.errors import LinkError
 from edge_agent.settings import Settings
-from edge_agent.store import Store, utc_now
+from edge_agent.store import Store, put_state, take_state, utc_now
 from sync import codec, outbox, topics
 from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles, next_event
 from sync.session import Action, MarkAcked, Publish, SyncSession
@@ -57,24 +59,31 @@ class SyncDaemon:
         self.acked_readings = 0
         self.refused_downlinks = 0
         self._cursor = 0  # highest seq taken into a batch by this process
+        self._last_housekeeping = 0.0
         self._link: MqttLink | None = None
 
     def link_options(self) -> LinkOptions:
-        broker = self.settings.broker
-        assert broker is not None
+        return self.link_options_for(self.settings)
+
+    @staticmethod
+    def link_options_for(settings: Settings) -> LinkOptions:
+        broker = settings.broker
+        if broker is None:
+            raise LinkError("link.config", "no [broker] section in the config")
+        unit = settings.unit.id
         tls = None
         if broker.tls:
             if broker.ca_file is None:
                 raise LinkError("link.tls", "broker.tls is on but broker.ca_file is not set")
             tls = TlsFiles(broker.ca_file, broker.cert_file, broker.key_file)
-        offline = json.dumps({"state": "offline", "unit": self.unit}).encode()
+        offline = json.dumps({"state": "offline", "unit": unit}).encode()
         return LinkOptions(
-            client_id=f"edge-agent-{self.unit}",
+            client_id=f"edge-agent-{unit}",
             host=broker.host,
             port=broker.port,
             keepalive=broker.keepalive_s,
             tls=tls,
-            will=(topics.STATUS.of(self.unit), offline, True),
+            will=(topics.STATUS.of(unit), offline, True),
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -88,6 +97,7 @@ class SyncDaemon:
                     actions += await self._on_downlink(event)
                 actions += self.session.tick(time.monotonic())
                 await self._execute(link, actions)
+                await self._housekeeping(link)
         finally:
             if self.connected:
                 with contextlib.suppress(LinkError):
@@ -158,6 +168,24 @@ class SyncDaemon:
                     fresh.batch_id if fresh else None, time.monotonic()
                 )
 
+    async def _housekeeping(self, link: MqttLink) -> None:
+        """Once a second: publish our state for `sync status`, honour a `sync now`."""
+        now = time.monotonic()
+        if now - self._last_housekeeping < 1.0:
+            return
+        self._last_housekeeping = now
+        snapshot = self.status()
+
+        def exchange(db: Database) -> Any:
+            put_state(db, "sync", snapshot)
+            return take_state(db, "sync-now")
+
+        if await asyncio.wrap_future(self.store.submit(exchange)) is not None:
+            log.info("sync: sync now requested")
+            link.reconnect_soon()
+            if self.connected:  # publish everything in flight again, take new batches
+                await self._execute(link, self.session.connected(now))
+
     # --- publishing -----------------------------------------------------------------------
     async def _take_batch(self, limit: int) -> InFlight | None:
         after = self._cursor
@@ -206,4 +234,5 @@ class SyncDaemon:
             "last_error": self.last_error,
             "clock_offset_s": self.clock_offset_s,
             "refused_downlinks": self.refused_downlinks,
+            "updated_at": utc_now(),
         }

@@ -153,6 +153,11 @@ class MqttLink:
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise LinkError("link.subscribe", f"subscribe refused: {mqtt.error_string(rc)}")
 
+    def reconnect_soon(self) -> None:
+        """Forget the backoff: the next reconnect attempt comes after one second."""
+        self._attempt = 0
+        self._client.reconnect_delay_set(1, 1)
+
     def ack(self, mid: int, qos: int) -> None:
         """PUBACK a received message (with ``manual_ack``), after it is safely stored."""
         self._client.ack(mid, qos)

@@ -55,6 +55,10 @@ def _register() -> None:
     from edge_agent.cli import db, service
 
     app.add_typer(db.app, name="db", help="Store: statistics.", rich_help_panel="Technician")
+    from edge_agent.cli import sync
+
+    app.add_typer(sync.app, name="sync", help="The link to central: status, now, test.",
+                  rich_help_panel="Technician")
     app.command(rich_help_panel="Services")(service.run)
     app.command(rich_help_panel="Services")(service.receive)
     from edge_agent.cli import demo, devices

@@ -1,0 +1,70 @@
+"""``edge-agent sync``: the link to central, for technicians."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import typer
+
+from edge_agent.cli.common import ConfigOption, DbOption, load_settings, store_path
+
+app = typer.Typer(no_args_is_help=True)
+JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object.")]
+
+
+def _store_call(config: Any, db: Any, op: Any) -> Any:
+    from edge_agent.store import Store
+
+    with Store(store_path(config, db), unit_id="-") as store:
+        return store.call(op)
+
+
+@app.command()
+def status(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Connected?, backlog, batches in flight, last ack, last error, clock offset."""
+    from sync.diagnostics import status as read_status
+
+    result = _store_call(config, db, read_status)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    state = "connected" if result["connected"] else (
+        "agent running, not connected" if result["agent_running"] else "agent not running")
+    typer.echo(f"link:              {state}")
+    typer.echo(f"backlog:           {result['backlog']['readings']} readings"
+               + (f" (oldest {result['oldest_unsent_received_at']})"
+                  if result["oldest_unsent_received_at"] else ""))
+    typer.echo(f"batches in flight: {result['in_flight_batches']}")
+    typer.echo(f"last ack:          {result['last_ack_at'] or 'never'}")
+    typer.echo(f"last error:        {result['last_error'] or '-'}")
+    offset = result["clock_offset_s"]
+    typer.echo(f"clock offset:      {'unknown' if offset is None else f'{offset:+.1f} s'}")
+
+
+@app.command()
+def now(config: ConfigOption = None, db: DbOption = None) -> None:
+    """Ask the running agent to reconnect and send at once (forgets the backoff)."""
+    from edge_agent.store import put_state, utc_now
+    from sync.diagnostics import status as read_status
+
+    running = _store_call(config, db, read_status)["agent_running"]
+    _store_call(config, db, lambda d: put_state(d, "sync-now", {"at": utc_now()}))
+    if not running:
+        typer.echo("requested, but the agent is not running: start it (edge-agent run)", err=True)
+        raise typer.Exit(1)
+    typer.echo("requested: the agent reconnects and sends within a second")
+
+
+@app.command()
+def test(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Connect to the broker with the unit's identity, round trip, latency (exit 5 on failure)."""
+    from sync.diagnostics import round_trip
+
+    result = asyncio.run(round_trip(load_settings(config)))
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"broker {result['broker']} ({'TLS' if result['tls'] else 'no TLS'}): "
+               f"connected in {result['connect_ms']} ms, round trip {result['round_trip_ms']} ms")

@@ -1,0 +1,91 @@
+"""What `edge-agent sync status` and `sync test` report: read from the store, or measured."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlite_utils import Database
+
+from edge_agent.errors import LinkError
+from edge_agent.settings import Settings
+from sync import topics
+from sync.daemon import SyncDaemon
+from sync.link import LinkEvent, MqttLink
+
+STALE_AFTER_S = 10.0
+
+
+def status(db: Database) -> dict[str, Any]:
+    backlog = db.execute(
+        "SELECT count(*), min(received_at) FROM readings WHERE sent_at IS NULL"
+    ).fetchone()
+    last_ack = db.execute("SELECT max(acked_at) FROM batches").fetchone()[0]
+    row = db.execute("SELECT value, updated_at FROM agent_state WHERE key = 'sync'").fetchone()
+    daemon = json.loads(row[0]) if row else None
+    running = False
+    if row is not None:
+        updated = datetime.fromisoformat(row[1].replace("Z", "+00:00"))
+        running = (datetime.now(UTC) - updated).total_seconds() < STALE_AFTER_S
+    return {
+        "agent_running": running,
+        "connected": bool(daemon and running and daemon.get("connected")),
+        "backlog": {"readings": backlog[0]},
+        "oldest_unsent_received_at": backlog[1],
+        "in_flight_batches": daemon.get("in_flight_batches", 0) if daemon and running else 0,
+        "last_ack_at": last_ack,
+        "last_error": daemon.get("last_error") if daemon else None,
+        "clock_offset_s": daemon.get("clock_offset_s") if daemon else None,
+    }
+
+
+async def _expect(queue: asyncio.Queue[LinkEvent], kind: str, timeout: float,
+                  topic: str | None = None) -> LinkEvent:
+    async with asyncio.timeout(timeout):
+        while True:
+            event = await queue.get()
+            if event.kind == kind and (topic is None or event.topic == topic):
+                return event
+            if kind == "connected" and event.kind == "disconnected":
+                raise LinkError("link.test", f"connection refused or failed: {event.reason}")
+
+
+async def round_trip(settings: Settings, timeout: float = 15.0) -> dict[str, Any]:
+    """Connect with the unit's own identity, publish to its status topic (not retained) and
+    wait for the message to come back: connect time and round-trip latency, in ms."""
+    options = SyncDaemon.link_options_for(settings)
+    options.client_id = f"{options.client_id}-test-{uuid.uuid4().hex[:6]}"
+    options.clean_start = True
+    options.will = None
+    link = MqttLink(options)
+    start = time.monotonic()
+    events = link.start()
+    try:
+        try:
+            await _expect(events, "connected", timeout)
+        except TimeoutError:
+            raise LinkError("link.test", f"no connection within {timeout:.0f} s") from None
+        connected = time.monotonic()
+        topic = topics.STATUS.of(settings.unit.id)
+        link.subscribe([(topic, 1)])
+        probe = json.dumps({"state": "link-test", "id": uuid.uuid4().hex}).encode()
+        sent = time.monotonic()
+        link.publish(topic, probe, retain=False)
+        while True:
+            event = await _expect(events, "message", timeout, topic)
+            if event.payload == probe:
+                break
+        back = time.monotonic()
+    finally:
+        link.stop()
+    assert settings.broker is not None
+    return {
+        "broker": f"{settings.broker.host}:{settings.broker.port}",
+        "tls": settings.broker.tls,
+        "connect_ms": round((connected - start) * 1000, 1),
+        "round_trip_ms": round((back - sent) * 1000, 1),
+    }

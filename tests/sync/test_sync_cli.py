@@ -1,0 +1,68 @@
+"""`edge-agent sync status|now|test` against a real store, daemon and broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from edge_agent.cli import app
+from edge_agent.models import measurement
+from edge_agent.store import Store
+from sync.daemon import SyncDaemon
+from tests.broker import MosquittoBroker, free_port
+from tests.sync.checker import wait_until
+from tests.sync.test_faults import settings, write_config
+
+runner = CliRunner()
+
+
+def status_json(db: Path) -> dict[str, object]:
+    result = runner.invoke(app, ["sync", "status", "--db", str(db), "--json"])
+    assert result.exit_code == 0, result.output
+    data: dict[str, object] = json.loads(result.output)
+    return data
+
+
+async def test_status_and_now_with_a_running_daemon(tmp_path: Path,
+                                                     mosquitto: MosquittoBroker) -> None:
+    cfg = settings(tmp_path, mosquitto.port)
+    db = cfg.store.path
+    with Store(db, "mmu-t") as store:
+        for _ in range(5):
+            store.append("ox", [measurement("spo2", 97.0)]).result()
+    before = status_json(db)
+    assert before["agent_running"] is False and before["backlog"] == {"readings": 5}
+    result = runner.invoke(app, ["sync", "now", "--db", str(db)])
+    assert result.exit_code == 1 and "not running" in result.output
+    stop = asyncio.Event()
+    with Store(db, "mmu-t") as store:
+        task = asyncio.create_task(SyncDaemon(store, cfg).run(stop))
+        # nobody acknowledges (no receiver): the backlog stays, the link is up
+        await wait_until(lambda: status_json(db)["connected"] is True, 20, "status: connected")
+        assert status_json(db)["backlog"] == {"readings": 5}
+        result = runner.invoke(app, ["sync", "now", "--db", str(db)])
+        assert result.exit_code == 0, result.output
+        await wait_until(lambda: store.call(lambda d: d.execute(
+            "SELECT count(*) FROM agent_state WHERE key = 'sync-now'").fetchone()[0]) == 0,
+            10, "the daemon took the request")
+        stop.set()
+        await task
+
+
+def test_link_test_round_trip_and_failure(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    config = tmp_path / "unit.toml"
+    write_config(settings(tmp_path, mosquitto.port), config)
+    result = runner.invoke(app, ["sync", "test", "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["round_trip_ms"] >= 0 and data["tls"] is False
+    write_config(settings(tmp_path, free_port()), config)  # nothing listens there
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "edge_agent", "sync", "test", "--config",
+                           str(config)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 5 and "connection refused or failed" in proc.stderr
