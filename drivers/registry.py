@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from drivers.base import StreamDecoder
+from drivers.base import GattDecoder, StreamDecoder
 
 Transport = Literal["serial", "tcp", "ble"]
 Options = Mapping[str, Any]
@@ -42,6 +42,7 @@ class DriverSpec:
     title: str
     transport: Transport
     decoder: Callable[[Options], StreamDecoder] | None = None
+    gatt: Callable[[Options, int | None], GattDecoder] | None = None  # (options, cursor)
     simulator: Callable[[Options, int], Any] | None = None  # (options, seed) -> DeviceModel
     serial: SerialDefaults = field(default_factory=SerialDefaults)
     idle_timeout: float | None = None  # seconds of silence before decoder.timeout()
@@ -91,6 +92,29 @@ def _mllp_decoder(options: Options) -> StreamDecoder:
 def _seeded(model: str) -> Callable[[Options, int], Any]:
     return lambda options, seed: _lazy(model)(seed=seed)
 
+
+def _health(*characteristics: str) -> Callable[[Options, int | None], GattDecoder]:
+    def make(options: Options, cursor: int | None) -> GattDecoder:
+        made: GattDecoder = _lazy("drivers.protocols.ble_health:HealthDecoder")(characteristics)
+        return made
+
+    return make
+
+
+def _glucose(options: Options, cursor: int | None) -> GattDecoder:
+    made: GattDecoder = _lazy("drivers.protocols.ble_health:GlucoseDownload")(last_seq=cursor)
+    return made
+
+
+_BLE = (
+    # kind, title, service, characteristics subscribed (intermediate values are not stored)
+    ("ble-blood-pressure", "Blood pressure monitor (Bluetooth BLS)", "1810", ("2a35",)),
+    ("ble-thermometer", "Thermometer (Bluetooth HTS)", "1809", ("2a1c",)),
+    ("ble-pulse-oximeter", "Pulse oximeter (Bluetooth PLXS)", "1822", ("2a5e", "2a5f")),
+    ("ble-weight-scale", "Weight scale (Bluetooth WSS)", "181d", ("2a9d",)),
+    ("ble-body-composition", "Body composition scale (Bluetooth BCS)", "181b", ("2a9c",)),
+    ("ble-heart-rate", "Heart-rate sensor (Bluetooth HRS)", "180d", ("2a37",)),
+)
 
 DRIVERS: dict[str, DriverSpec] = {
     spec.kind: spec
@@ -145,6 +169,18 @@ DRIVERS: dict[str, DriverSpec] = {
             decoder=_simple("drivers.protocols.scale:ScaleDecoder"),
             simulator=_seeded("drivers.simulators.scale:ScaleModel"),
             serial=SerialDefaults(9600, 8, "N", 1),
+        ),
+        DriverSpec(
+            kind="ble-glucose",
+            title="Glucose meter (Bluetooth GLS, stored records via RACP)",
+            transport="ble",
+            gatt=_glucose,
+            ble_services=("1808",),
+        ),
+        *(
+            DriverSpec(kind=kind, title=title, transport="ble", gatt=_health(*chars),
+                       ble_services=(service,))
+            for kind, title, service, chars in _BLE
         ),
     )
 }

@@ -65,6 +65,7 @@ class StoreSink(Sink):
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
+        self.unit_store = store
         self._wall = wall
         self._monotonic = monotonic
         self._fix = _Fix()
@@ -161,8 +162,30 @@ async def run_device(
             dev.id, params, lambda: factory(dev.options), sink, stop,
             idle_timeout=spec.idle_timeout,
         )
+    elif spec.transport == "ble":
+        from drivers.transports.ble_gatt import run_ble
+
+        if dev.address is None or spec.gatt is None:
+            raise ValueError(f"device {dev.id}: kind {dev.kind} needs an address")
+        gatt = spec.gatt
+        cursor = _StoreCursor(sink, dev.id) if isinstance(sink, StoreSink) else None
+        await run_ble(dev.id, dev.address, lambda start: gatt(dev.options, start), sink, stop,
+                      cursor=cursor)
     else:
         raise NotImplementedError(f"transport {spec.transport} for {dev.kind}")
+
+
+class _StoreCursor:
+    """A BLE device's download cursor (glucose RACP), kept in the store."""
+
+    def __init__(self, sink: StoreSink, device_id: str) -> None:
+        self._store, self._device = sink.unit_store, device_id
+
+    def load(self) -> int | None:
+        return self._store.cursor_load(self._device)
+
+    def save(self, value: int) -> None:
+        self._store.cursor_save(self._device, value)
 
 
 class Supervisor:

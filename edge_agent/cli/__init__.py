@@ -55,7 +55,10 @@ def _register() -> None:
     from edge_agent.cli import db, service
 
     app.add_typer(db.app, name="db", help="Store: statistics.", rich_help_panel="Technician")
-    from edge_agent.cli import sync
+    from edge_agent.cli import ble, sync
+
+    app.add_typer(ble.app, name="ble", help="Bluetooth LE: scan for health devices.",
+                  rich_help_panel="Technician")
 
     app.add_typer(sync.app, name="sync", help="The link to central: status, now, test.",
                   rich_help_panel="Technician")

@@ -86,3 +86,15 @@ def test_simulate_unknown_kind_lists_the_known_ones(kind: str) -> None:
     assert result.exit_code == 2 and "nonin" in result.output
 
 
+
+
+def test_decode_ble_characteristic_value() -> None:
+    # Blood Pressure Measurement, flags 0x00: 120/80/93 mmHg
+    result = runner.invoke(app, ["decode", "ble:2a35", "--hex", "00 7800 5000 5d00"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert [(m["quantity"], m["value"], m["unit"], m["loinc"]) for m in out["measurements"]] == [
+        ("systolic_bp", 120.0, "mm[Hg]", "8480-6"), ("diastolic_bp", 80.0, "mm[Hg]", "8462-4"),
+        ("mean_arterial_pressure", 93.0, "mm[Hg]", "8478-0")]
+    bad = runner.invoke(app, ["decode", "ble:2a35", "--hex", "00 7800"])
+    assert bad.exit_code == 1 and json.loads(bad.output)["rejected"][0]["reason"] == "truncated"
