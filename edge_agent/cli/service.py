@@ -30,6 +30,8 @@ def run(
     """Run the unit: every configured device and the sync daemon, in one supervised process."""
     if only not in (None, "acquire", "sync"):
         raise typer.BadParameter("use 'acquire' or 'sync'", param_hint="--only")
+    from edge_agent.clock import system_clock_synchronized
+    from edge_agent.models import ClockSource
     from edge_agent.store import Store
     from edge_agent.supervisor import Supervisor
 
@@ -44,6 +46,8 @@ def run(
             group_max=settings.store.group_max,
             group_wait=settings.store.group_wait_ms / 1000,
         ) as store:
+            if system_clock_synchronized() is False:
+                store.clock_source = ClockSource.UNTRUSTED  # until central or GPS confirms
             await Supervisor(
                 settings, store, acquire=only != "sync", sync=only != "acquire"
             ).run(stop)
