@@ -1,17 +1,26 @@
 """ASCII weighing indicators and balances, sans-I/O.
 
-Facts: ``shared/PROTOCOLS.md`` §8. Two line grammars, each line ended by CR or CR LF:
-- ``indicator``: ``H1,H2,±value unit`` e.g. ``ST,GS,+  72.45kg`` (H1 ``ST`` stable, ``US``
-  unstable, ``OL``/``LO`` out of range; H2 ``GS`` gross, ``NT`` net, ``TR`` tare).
-- ``balance`` (A&D): ``H1,±value unit`` e.g. ``ST,+00123.45  g`` (H1 ``ST``, ``QT``, ``US``,
-  ``OL``).
-The grammar is recognised per line (2 or 3 comma fields), so one decoder reads both.
+Facts: ``shared/PROTOCOLS.md`` §8. Lines end with CR, LF or CR LF. The grammar is chosen per
+device model (medical scales vary), :data:`GRAMMARS`:
 
-Only stable gross or net weights are readings, and a scale streaming the same stable weight
-at 10 Hz is ONE reading: a stable weight is emitted when it differs from the last one emitted,
-or when the scale went unstable or back to zero in between (the next person). Unstable and
-overload states are reported as ``DeviceInfo("scale", ...)`` when they change. Units: ``kg``,
-``g``, ``lb`` -> UCUM ``kg``, ``g``, ``[lb_av]``. A line that does not parse is rejected.
+- ``indicator`` (Selleton SL-7516, Tiger TI-02-P, A&D AD-4404): ``H1,H2,±value unit``, e.g.
+  ``ST,GS,+  72.45kg``. H1 ``ST`` stable, ``US`` unstable, ``OL``/``LO`` out of range; H2
+  ``GS`` gross, ``NT`` net, ``TR`` tare; a 7-character value (leading spaces or zeros; other
+  widths are tolerated); unit ``kg``, ``lb`` or ``g``.
+- ``balance`` (A&D EK-L/EJ/GC): ``H1,±value unit``, e.g. ``ST,+00123.45  g``. H1 ``ST``
+  stable, ``QT`` piece count, ``US`` unstable, ``OL`` out of range; a signed 9-character value
+  and a 3-character unit.
+
+One reading per weighing. Only stable gross or net weights are readings (``body_weight`` in
+UCUM ``kg``, ``g`` or ``[lb_av]``, ``context`` ``mode`` = ``gross``/``net``). A scale streams
+the same stable weight ~10 times a second, so a stable weight is emitted only when it differs
+from the last one emitted, or when the scale was unstable, out of range or back to zero (or
+below) in between: the next person, or the same person weighed again. Tare frames and piece
+counts are not weights and change nothing.
+
+States are reported on change: ``DeviceInfo("scale", "stable"|"unstable"|"overload")``. A line
+that does not parse is ``Rejected(raw, reason)`` with reason ``malformed``, ``unknown-unit``,
+``not-ascii``, ``too-long`` or ``truncated`` (an unterminated line at end of stream).
 """
 
 from __future__ import annotations
@@ -19,19 +28,27 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from drivers.base import DeviceInfo, Event, PassiveDecoder, Rejected
+from drivers.base import DecoderMisuse, DeviceInfo, Event, PassiveDecoder, Rejected
 from edge_agent.models import measurement
 
-MAX_LINE: Final = 64
-UNITS: Final = {"kg": "kg", "g": "g", "lb": "[lb_av]", "lbs": "[lb_av]"}
-_VALUE = re.compile(r"^\s*([+-]?)\s*(\d[\d ]*(?:\.\d+)?|\.\d+)\s*([a-zA-Z]*)\s*$")
+GRAMMARS: Final = ("indicator", "balance")
+MAX_LINE: Final = 64  # both formats are under 20 characters; anything this long is noise
+UNITS: Final = {"kg": "kg", "g": "g", "lb": "[lb_av]"}
+_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
+_INDICATOR = re.compile(rf"(ST|US),(GS|NT|TR),([+\- ]?) *{_NUMBER} *([A-Za-z]{{1,3}}) *")
+_BALANCE = re.compile(rf"(ST|QT|US),([+\- ]?) *{_NUMBER} *([A-Za-z%]{{1,3}}) *")
+_OVERLOAD = {"indicator": re.compile(r"(OL|LO),.*"), "balance": re.compile(r"OL,.*")}
 
 
 class ScaleDecoder(PassiveDecoder):
-    def __init__(self) -> None:
+    def __init__(self, grammar: str = "indicator") -> None:
+        if grammar not in GRAMMARS:
+            raise DecoderMisuse(f"scale grammar must be one of {GRAMMARS}, not {grammar!r}")
+        self.grammar = grammar
         self._buf = bytearray()
+        self._long = False  # inside an over-long line: its rest is rejected too
         self._last: tuple[float, str] | None = None
-        self._armed = True
+        self._armed = True  # the next stable weight is a new weighing
         self._state = "unknown"
 
     def receive_data(self, data: bytes) -> list[Event]:
@@ -44,23 +61,25 @@ class ScaleDecoder(PassiveDecoder):
                 if len(buf) > MAX_LINE:
                     events.append(Rejected(bytes(buf[:MAX_LINE]), "too-long"))
                     del buf[:MAX_LINE]
+                    self._long = True
                     continue
                 if not data:
-                    events.append(Rejected(bytes(buf), "truncated"))
+                    events.append(Rejected(bytes(buf), "too-long" if self._long else "truncated"))
                     buf.clear()
                 return events
-            if end == 0:
-                del buf[:1]  # CR, LF, or the LF of a CR LF
-                continue
-            line = bytes(buf[:end])
-            terminator = 2 if buf[end : end + 2] == b"\r\n" else 1
             if end + 1 == len(buf) and buf[end] == 0x0D and data:
-                # CR at the very end: keep it until we know whether an LF follows, so the
-                # raw bytes of a line do not depend on how the stream was split.
+                # A CR at the very end: wait to see whether an LF follows, so the raw bytes
+                # of a line do not depend on how the stream was split.
                 return events
-            raw = bytes(buf[: end + terminator])
-            del buf[: end + terminator]
-            events.extend(self._line(line, raw))
+            size = end + (2 if buf[end : end + 2] == b"\r\n" else 1)
+            line, raw = bytes(buf[:end]), bytes(buf[:size])
+            del buf[:size]
+            if self._long:
+                self._long = False
+                if line:
+                    events.append(Rejected(raw, "too-long"))
+            elif line:  # an empty line is the LF of an LF CR pair or a blank: framing only
+                events.extend(self._line(line, raw))
         return events
 
     def _set_state(self, events: list[Event], state: str) -> None:
@@ -73,39 +92,38 @@ class ScaleDecoder(PassiveDecoder):
             text = line.decode("ascii")
         except UnicodeDecodeError:
             return [Rejected(raw, "not-ascii")]
-        fields = text.split(",")
-        if len(fields) == 3:
-            header, mode, body = fields
-        elif len(fields) == 2:
-            header, body = fields
-            mode = "GS"
-        else:
-            return [Rejected(raw, "malformed")]
-        header, mode = header.strip(), mode.strip()
         events: list[Event] = []
-        if header in ("OL", "LO"):
+        if _OVERLOAD[self.grammar].fullmatch(text):
             self._armed = True
             self._set_state(events, "overload")
             return events
-        if header not in ("ST", "US", "QT") or mode not in ("GS", "NT", "TR"):
-            return [Rejected(raw, "malformed")]
-        match = _VALUE.match(body)
-        if match is None:
-            return [Rejected(raw, "malformed")]
-        sign, digits, unit_text = match.groups()
+        if self.grammar == "indicator":
+            match = _INDICATOR.fullmatch(text)
+            if match is None:
+                return [Rejected(raw, "malformed")]
+            header, mode, sign, number, unit_text = match.groups()
+        else:
+            match = _BALANCE.fullmatch(text)
+            if match is None:
+                return [Rejected(raw, "malformed")]
+            header, sign, number, unit_text = match.groups()
+            mode = "GS"  # balances send the gross weight
+        if header == "QT":
+            self._set_state(events, "stable")
+            return events  # a piece count, not a weight
         unit = UNITS.get(unit_text.lower())
         if unit is None:
             return [Rejected(raw, "unknown-unit")]
-        value = float(digits.replace(" ", "")) * (-1 if sign == "-" else 1)
         if header == "US":
             self._armed = True
             self._set_state(events, "unstable")
             return events
         self._set_state(events, "stable")
-        if mode == "TR" or header == "QT":
-            return events  # a tare or a piece count is not a body weight
+        if mode == "TR":
+            return events  # the tare in use, not a weight on the platform
+        value = -float(number) if sign == "-" else float(number)
         if value <= 0:
-            self._armed = True  # empty platform: the next stable weight is a new person
+            self._armed = True  # empty platform: the next stable weight is a new weighing
             return events
         if self._armed or self._last != (value, unit):
             self._armed = False
