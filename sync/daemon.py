@@ -1,10 +1,13 @@
 """The sync daemon: unsent readings -> batches -> MQTT; sent only on central's acknowledgement.
 
-Runs on the agent's event loop and carries out what the pure :class:`~sync.session.SyncSession`
-decides (publish, mark acked, take a batch): the store is the queue (never paho), at most
-``max_in_flight`` batches are unacknowledged, a batch central has not acknowledged within
-``ack_timeout_s`` is published again (same batch id; the receiver is idempotent), and every
-in-flight batch is published again after a reconnect.
+``await SyncDaemon(store, settings).run(stop)`` runs on the agent's event loop until ``stop``
+is set, and carries out what the pure :class:`~sync.session.SyncSession` decides: the store is
+the queue (never paho), at most ``max_in_flight`` batches are unacknowledged, a batch central
+has not acknowledged within ``ack_timeout_s`` is sent again (same batch id: the receiver is
+idempotent), every in-flight batch is sent again after a reconnect, and batches recorded in
+flight by a previous run are re-sent under their own ids. It returns promptly when ``stop`` is
+set; a link that cannot even be set up (TLS files missing) is retried with backoff, reported in
+:meth:`SyncDaemon.status`; a malformed downlink is refused and logged, never fatal.
 """
 
 from __future__ import annotations
@@ -16,23 +19,33 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
 from edge_agent import __version__
-from edge_agent.clock import confirmed_by_central
 from edge_agent.errors import LinkError
-from edge_agent.models import ClockSource
 from edge_agent.settings import Settings
 from edge_agent.store import Store, put_state, take_state, utc_now
 from sync import codec, outbox, topics
 from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles, next_event
-from sync.session import Action, MarkAcked, Publish, SyncSession
+from sync.session import (
+    Action,
+    Backoff,
+    MarkAcked,
+    Publish,
+    Resend,
+    SyncSession,
+    Take,
+    WaitUntil,
+)
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 TICK = 0.25  # how often the daemon looks for new readings while idle
+MAX_ACK_BYTES = 4096  # an ack is ~150 bytes: anything far larger is refused unparsed
 
 
 @dataclass
@@ -45,6 +58,32 @@ class InFlight:
     attempts: int = 0
 
 
+@dataclass(frozen=True)
+class Ack:
+    batch_id: str
+    last_contiguous_seq: int | None
+    central_time: float | None
+
+
+def parse_ack(payload: bytes) -> Ack:
+    """A ``down/ack`` message, strictly; ValueError for anything else."""
+    if len(payload) > MAX_ACK_BYTES:
+        raise ValueError(f"ack of {len(payload)} bytes")
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+        raise ValueError(f"not JSON: {type(exc).__name__}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("batch_id"), str):
+        raise ValueError("no batch_id")
+    seq = data.get("last_contiguous_seq")
+    central = data.get("central_time")
+    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
+        raise ValueError("last_contiguous_seq is not an integer")
+    if central is not None and (not isinstance(central, int | float) or isinstance(central, bool)):
+        raise ValueError("central_time is not a number")
+    return Ack(data["batch_id"], seq, None if central is None else float(central))
+
+
 class SyncDaemon:
     def __init__(self, store: Store, settings: Settings) -> None:
         if settings.broker is None:
@@ -55,14 +94,15 @@ class SyncDaemon:
         self.session = SyncSession(settings.sync.max_in_flight, settings.sync.ack_timeout_s)
         self.batches: dict[str, InFlight] = {}  # payloads of the batches in flight
         self.connected = False
+        self.backlog: int | None = None  # readings central has not acknowledged
         self.last_ack_at: str | None = None
         self.last_error: str | None = None
         self.clock_offset_s: float | None = None
         self.acked_readings = 0
         self.refused_downlinks = 0
-        self._cursor = 0  # highest seq taken into a batch by this process
+        self._mids: dict[int, str] = {}  # publish mid -> batch id, until its PUBACK
+        self._wake_at: float | None = None
         self._last_housekeeping = 0.0
-        self._link: MqttLink | None = None
 
     def link_options(self) -> LinkOptions:
         return self.link_options_for(self.settings)
@@ -88,35 +128,77 @@ class SyncDaemon:
             will=(topics.STATUS.of(unit), offline, True),
         )
 
+    # --- lifecycle ------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        link = self._link = MqttLink(self.link_options())
-        events = link.start()
-        try:
-            while not stop.is_set():
-                event = await next_event(events, stop, TICK)
-                actions = self._handle(link, event) if event is not None else []
-                if event is not None and event.kind == "message":
-                    actions += await self._on_downlink(event)
-                actions += self.session.tick(time.monotonic())
-                await self._execute(link, actions)
-                await self._housekeeping(link)
-        finally:
-            if self.connected:
-                with contextlib.suppress(LinkError):
-                    link.publish(topics.STATUS.of(self.unit), self._status_payload("offline"),
-                                 retain=True)
-            link.stop()
-            self.connected = False
+        await self._restore()
+        backoff = Backoff(1.0, 60.0)
+        while not stop.is_set():
+            try:
+                link = MqttLink(self.link_options())
+                events = link.start()
+            except LinkError as exc:  # e.g. a certificate being replaced: try again later
+                self.last_error = str(exc)
+                log.error("sync: cannot set up the link: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff.next_delay())
+                continue
+            try:
+                await self._serve(link, events, stop)
+            finally:
+                if self.connected:
+                    with contextlib.suppress(LinkError):
+                        link.publish(topics.STATUS.of(self.unit),
+                                     self._status_payload("offline"), retain=True)
+                # paho's thread may sit in a reconnect wait (<= 1 s): join it off the loop.
+                await asyncio.to_thread(link.stop)
+                self.connected = False
+            return
+
+    async def _restore(self) -> None:
+        """Take back the batches a previous run left in flight, under their own ids."""
+        records = await self._store(outbox.in_flight)
+        extra = self.session.restore([r.batch_id for r in records])
+        for record in records:
+            if record.batch_id in extra:
+                continue
+            rows = await self._store(functools.partial(outbox.batch_readings,
+                                                       batch_id=record.batch_id))
+            if not rows:  # settled meanwhile (e.g. marked through an older batch)
+                extra.append(record.batch_id)
+                self.session.in_flight.pop(record.batch_id, None)
+                continue
+            payload = codec.encode_batch(self.unit, record.batch_id, rows, record.created_at)
+            self.batches[record.batch_id] = InFlight(
+                record.batch_id, rows[0]["seq"], rows[-1]["seq"], len(rows), payload,
+                record.attempts)
+        for batch_id in extra:
+            await self._store(functools.partial(outbox.release, batch_id=batch_id))
+        if self.batches:
+            log.info("sync: %d batches still in flight from the last run", len(self.batches))
+
+    async def _serve(self, link: MqttLink, events: asyncio.Queue[LinkEvent],
+                     stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            timeout = TICK
+            if self._wake_at is not None:
+                timeout = max(0.0, min(TICK, self._wake_at - time.monotonic()))
+            event = await next_event(events, stop, timeout)
+            actions: list[Action] = []
+            if event is not None:
+                actions = self._on_event(link, event)
+            actions += self.session.tick(time.monotonic())
+            await self._execute(link, actions)
+            await self._housekeeping(link)
 
     # --- events ---------------------------------------------------------------------------
-    def _handle(self, link: MqttLink, event: LinkEvent) -> list[Action]:
+    def _on_event(self, link: MqttLink, event: LinkEvent) -> list[Action]:
         if event.kind == "connected":
             self.connected = True
             log.info("sync: connected")
             try:
-                link.subscribe([(topics.ACK.of(self.unit), 1)])
+                link.subscribe([(topics.ACK.of(self.unit), topics.ACK.qos)])
                 link.publish(topics.STATUS.of(self.unit), self._status_payload("online"),
-                             retain=True)
+                             retain=topics.STATUS.retain)
             except LinkError as exc:  # lost again already: the disconnect event follows
                 self.last_error = str(exc)
             return self.session.connected(time.monotonic())
@@ -125,57 +207,55 @@ class SyncDaemon:
                 log.warning("sync: disconnected (%s)", event.reason)
             self.connected = False
             self.last_error = event.reason
+            self._mids.clear()  # those PUBACKs will never come: the session re-sends
             return self.session.disconnected()
+        if event.kind == "published":
+            batch_id = self._mids.pop(event.mid, None)
+            if batch_id is None:
+                return []
+            if event.failed:
+                self.last_error = f"broker refused a batch: {event.reason}"
+                log.warning("sync: broker refused batch %s: %s", batch_id, event.reason)
+            return self.session.puback(batch_id, not event.failed)
+        if event.kind == "message":
+            return self._on_downlink(event)
         return []
 
-    async def _on_downlink(self, event: LinkEvent) -> list[Action]:
+    def _on_downlink(self, event: LinkEvent) -> list[Action]:
         if event.topic != topics.ACK.of(self.unit):
-            return []
+            return []  # config and commands are not handled yet: not subscribed
         try:
-            ack = json.loads(event.payload)
-            batch_id = ack["batch_id"]
-            if not isinstance(batch_id, str):
-                raise TypeError("batch_id is not a string")
-        except (ValueError, KeyError, TypeError) as exc:
+            ack = parse_ack(event.payload)
+        except ValueError as exc:
             self.refused_downlinks += 1
             log.warning("sync: refused a malformed ack (%d bytes): %s", len(event.payload), exc)
             return []
-        central = ack.get("central_time")
-        if isinstance(central, (int, float)) and not isinstance(central, bool):
-            self._check_clock(float(central) - time.time())
-        return self.session.central_ack(batch_id)
-
-    def _check_clock(self, offset: float) -> None:
-        """Central's time exposes a wrong unit clock (a van that booted offline)."""
-        self.clock_offset_s = offset
-        trusted = confirmed_by_central(offset)
-        source = self.store.clock_source
-        if trusted and source is ClockSource.UNTRUSTED:
-            log.info("sync: central confirms the unit clock (offset %+.1f s)", offset)
-            self.store.clock_source = ClockSource.SYSTEM
-        elif not trusted and source is ClockSource.SYSTEM:
-            log.warning("sync: the unit clock is off by %+.0f s against central; readings are "
-                        "flagged clock-untrusted until it is fixed", offset)
-            self.store.clock_source = ClockSource.UNTRUSTED
+        if ack.central_time is not None:
+            self.clock_offset_s = ack.central_time - time.time()
+        return self.session.central_ack(ack.batch_id, ack.last_contiguous_seq)
 
     async def _execute(self, link: MqttLink, actions: list[Action]) -> None:
         queue = list(actions)
         while queue:
             action = queue.pop(0)
-            if isinstance(action, Publish):
+            if isinstance(action, Publish | Resend):
                 batch = self.batches.get(action.batch_id)
                 if batch is not None:
                     self._publish(link, batch)
+                if isinstance(action, Resend):
+                    await self._store(functools.partial(outbox.note_attempt,
+                                                        batch_id=action.batch_id))
             elif isinstance(action, MarkAcked):
                 batch_id = action.batch_id
-                changed = await asyncio.wrap_future(self.store.submit(
-                    functools.partial(outbox.mark_acked, batch_id=batch_id, acked_at=utc_now())
-                ))
+                changed = await self._store(functools.partial(
+                    outbox.mark_acked, batch_id=batch_id, acked_at=utc_now()))
                 self.batches.pop(batch_id, None)
                 if changed:
                     self.acked_readings += changed
                     self.last_ack_at = utc_now()
-            else:
+            elif isinstance(action, WaitUntil):
+                self._wake_at = action.at
+            elif isinstance(action, Take):
                 fresh = await self._take_batch(self.settings.sync.batch_size)
                 if fresh is not None:
                     self.batches[fresh.batch_id] = fresh
@@ -191,62 +271,78 @@ class SyncDaemon:
         self._last_housekeeping = now
         snapshot = self.status()
 
-        def exchange(db: Database) -> Any:
+        def exchange(db: Database) -> tuple[int, Any]:
             put_state(db, "sync", snapshot)
-            return take_state(db, "sync-now")
+            return outbox.backlog(db), take_state(db, "sync-now")
 
-        if await asyncio.wrap_future(self.store.submit(exchange)) is not None:
+        self.backlog, request = await self._store(exchange)
+        if request is not None:
             log.info("sync: sync now requested")
             link.reconnect_soon()
-            if self.connected:  # publish everything in flight again, take new batches
+            if self.connected:  # send everything in flight again, take new batches
                 await self._execute(link, self.session.connected(now))
 
     # --- publishing -----------------------------------------------------------------------
     async def _take_batch(self, limit: int) -> InFlight | None:
-        after = self._cursor
-        rows = await asyncio.wrap_future(
-            self.store.submit(lambda db: outbox.next_batch(db, after, limit))
-        )
-        if not rows:
-            return None
         batch_id = str(uuid.uuid4())
         created = utc_now()
+
+        def take(db: Database) -> list[dict[str, Any]]:
+            # One writer operation: the batch is recorded in the transaction that formed it.
+            rows = outbox.next_batch(db, limit)
+            if rows:
+                outbox.record_batch(db, batch_id, rows[0]["seq"], rows[-1]["seq"], len(rows),
+                                    created)
+            return rows
+
+        rows = await self._store(take)
+        if not rows:
+            return None
         payload = codec.encode_batch(self.unit, batch_id, rows, created)
-        seq_from, seq_to = rows[0]["seq"], rows[-1]["seq"]
-        await asyncio.wrap_future(self.store.submit(
-            lambda db: outbox.record_batch(db, batch_id, seq_from, seq_to, len(rows), created)
-        ))
-        self._cursor = seq_to
-        return InFlight(batch_id, seq_from, seq_to, len(rows), payload)
+        return InFlight(batch_id, rows[0]["seq"], rows[-1]["seq"], len(rows), payload)
 
     def _publish(self, link: MqttLink, batch: InFlight) -> None:
         try:
-            link.publish(
+            mid = link.publish(
                 topics.READINGS.of(self.unit),
                 batch.payload,
                 qos=topics.READINGS.qos,
+                retain=topics.READINGS.retain,
                 content_type=codec.CONTENT_TYPE,
-                # Batch id and seq range are in the payload; 2G bytes are dear.
-                user_properties=[("schema", codec.SCHEMA), ("encoding", codec.ENCODING)],
+                # Lets central route and count without inflating; ~60 bytes per message.
+                user_properties=[
+                    ("schema", codec.SCHEMA), ("encoding", codec.ENCODING),
+                    ("batch_id", batch.batch_id), ("seq_from", str(batch.seq_from)),
+                    ("seq_to", str(batch.seq_to)),
+                ],
             )
         except LinkError as exc:
-            self.last_error = str(exc)  # the session publishes it again after the timeout
+            self.last_error = str(exc)  # the session sends it again after the timeout
             return
+        self._mids[mid] = batch.batch_id
         batch.attempts += 1
+
+    async def _store(self, op: Callable[[Database], T]) -> T:
+        return await asyncio.wrap_future(self.store.submit(op))
 
     # --- status ---------------------------------------------------------------------------
     def _status_payload(self, state: str) -> bytes:
         return json.dumps({"state": state, "unit": self.unit, "version": __version__,
-                           "at": utc_now()}).encode()
+                           "backlog": self.backlog, "at": utc_now()}).encode()
 
     def status(self) -> dict[str, Any]:
+        """A snapshot for the supervisor's health and `sync status` (no patient data)."""
         return {
             "connected": self.connected,
+            "backlog": self.backlog,
+            "in_flight": len(self.batches),
             "in_flight_batches": len(self.batches),
             "in_flight_readings": sum(b.count for b in self.batches.values()),
             "acked_readings": self.acked_readings,
             "last_ack_at": self.last_ack_at,
             "last_error": self.last_error,
+            "central_last_contiguous_seq": self.session.central_seq,
+            "broker_refusals": self.session.broker_refusals,
             "clock_offset_s": self.clock_offset_s,
             "refused_downlinks": self.refused_downlinks,
             "updated_at": utc_now(),

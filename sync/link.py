@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import ssl
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.errors import LinkError
+from sync.session import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class LinkEvent:
     qos: int = 0
     reason: str = ""
     user_properties: tuple[tuple[str, str], ...] = ()
+    failed: bool = False  # "published": the broker refused it (PUBACK reason code >= 0x80)
 
 
 @dataclass(frozen=True)
@@ -64,14 +67,14 @@ class LinkOptions:
     will: tuple[str, bytes, bool] | None = None  # topic, payload, retain
     backoff_cap: int = 60
     manual_ack: bool = False  # acknowledge received messages only after our own commit
-    rng: random.Random = field(default_factory=random.Random)
+    rng: random.Random = field(default_factory=random.Random)  # injected: tests seed it
 
 
 class MqttLink:
     def __init__(self, options: LinkOptions) -> None:
         self.options = options
         self.connected = False
-        self._attempt = 0
+        self._backoff = Backoff(1.0, float(options.backoff_cap), options.rng)
         self._queue: asyncio.Queue[LinkEvent] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         client = mqtt.Client(
@@ -88,13 +91,18 @@ class MqttLink:
         client.on_publish = self._on_publish
         if options.tls is not None:
             tls = options.tls
-            client.tls_set(
-                ca_certs=str(tls.ca_file),
-                certfile=str(tls.cert_file) if tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls.key_file else None,
-                keyfile_password=tls.key_password,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+            try:
+                client.tls_set(
+                    ca_certs=str(tls.ca_file),
+                    certfile=str(tls.cert_file) if tls.cert_file else None,
+                    keyfile=str(tls.key_file) if tls.key_file else None,
+                    keyfile_password=tls.key_password,
+                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                )
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                # File names only: never the key material or its passphrase.
+                raise LinkError("link.tls", f"cannot load TLS files ({tls.ca_file}, "
+                                f"{tls.cert_file}, {tls.key_file}): {exc}") from exc
         if options.will is not None:
             topic, payload, retain = options.will
             client.will_set(topic, payload, qos=1, retain=retain)
@@ -121,7 +129,8 @@ class MqttLink:
         return self._queue
 
     def stop(self) -> None:
-        self._client.disconnect()
+        with contextlib.suppress(OSError, ValueError):  # already gone: nothing to close
+            self._client.disconnect()
         self._client.loop_stop()
         self.connected = False
 
@@ -141,7 +150,10 @@ class MqttLink:
             props.ContentType = content_type
         if user_properties:
             props.UserProperty = list(user_properties)
-        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        try:
+            info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        except (ValueError, OSError) as exc:  # bad topic, payload over the broker's maximum
+            raise LinkError("link.publish", f"publish refused: {exc}") from exc
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             # NO_CONN: paho queues QoS>0 while offline, but we keep the store as the queue.
             raise LinkError("link.publish", f"publish refused: {mqtt.error_string(info.rc)}",
@@ -149,13 +161,16 @@ class MqttLink:
         return int(info.mid)
 
     def subscribe(self, topics: Sequence[tuple[str, int]]) -> None:
-        rc, _ = self._client.subscribe(list(topics))
+        try:
+            rc, _ = self._client.subscribe(list(topics))
+        except (ValueError, OSError) as exc:
+            raise LinkError("link.subscribe", f"subscribe refused: {exc}") from exc
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise LinkError("link.subscribe", f"subscribe refused: {mqtt.error_string(rc)}")
 
     def reconnect_soon(self) -> None:
         """Forget the backoff: the next reconnect attempt comes after one second."""
-        self._attempt = 0
+        self._backoff.reset()
         self._client.reconnect_delay_set(1, 1)
 
     def ack(self, mid: int, qos: int) -> None:
@@ -168,10 +183,10 @@ class MqttLink:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
 
     def _jitter(self) -> None:
-        ceiling = min(self.options.backoff_cap, 2 ** min(self._attempt, 16))
-        delay = self.options.rng.randint(1, max(1, ceiling))
+        # paho waits reconnect_delay before its next attempt: give it our next draw (whole
+        # seconds: paho's API takes ints).
+        delay = max(1, math.ceil(self._backoff.next_delay()))
         self._client.reconnect_delay_set(delay, delay)
-        self._attempt += 1
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
@@ -181,7 +196,7 @@ class MqttLink:
             self._emit(LinkEvent("disconnected", reason=f"refused: {reason}"))
             return
         self.connected = True
-        self._attempt = 0
+        self._backoff.reset()
         self._jitter()
         self._emit(LinkEvent("connected", reason=str(reason)))
 
@@ -206,7 +221,8 @@ class MqttLink:
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any
     ) -> None:
-        self._emit(LinkEvent("published", mid=mid, reason=str(reason)))
+        self._emit(LinkEvent("published", mid=mid, reason=str(reason),
+                             failed=bool(getattr(reason, "is_failure", False))))
 
 
 async def next_event(

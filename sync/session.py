@@ -1,28 +1,37 @@
 """The sync session as a pure state machine: inputs in, actions out. No paho, SQL or clock.
 
-Inputs: :meth:`connected`, :meth:`disconnected`, :meth:`batch_ready` (the outbox formed a
-batch the session asked for), :meth:`central_ack`, :meth:`tick` (the time, injected).
-Actions: :class:`Publish` (send or re-send a batch), :class:`MarkAcked` (central stored it:
-mark its readings sent), :class:`Take` (form one more batch from the outbox if there is one).
+Inputs: :meth:`~SyncSession.connected`, :meth:`~SyncSession.disconnected`,
+:meth:`~SyncSession.batch_ready` (the outbox's answer to :class:`Take`),
+:meth:`~SyncSession.puback` (the broker took or refused a publish),
+:meth:`~SyncSession.central_ack`, :meth:`~SyncSession.tick` (the time, injected), and
+:meth:`~SyncSession.restore` (batches recorded in flight before a restart).
+Actions: :class:`Publish` (first send), :class:`Resend` (same batch id again),
+:class:`MarkAcked` (central stored it: mark its readings sent), :class:`Take` (form one more
+batch if the outbox has one), :class:`WaitUntil` (the next ack deadline: wake up by then).
 
 Invariants (tested with hypothesis, ``tests/sync/test_session.py``): a batch is marked acked
 only after central acknowledged it (marking is idempotent); duplicated and out-of-order acks
-are harmless; at most ``max_in_flight`` batches are unacknowledged; nothing is published
-while offline; a batch not acknowledged within ``ack_timeout`` is published again, and every
-in-flight batch is published again after a reconnect (its deliveries are unknown).
+are harmless; a PUBACK never marks anything (the broker is not central); at most
+``max_in_flight`` batches are unacknowledged; nothing is sent while offline; a batch not
+acknowledged within ``ack_timeout`` is sent again, and every in-flight batch is sent again
+after a reconnect (its deliveries are unknown).
 
-The table of (state, input) -> behaviour:
+The table of (state, input) -> behaviour (:data:`NEXT_STATE` holds the state column):
 
     input         OFFLINE                                 ONLINE
-    connected     -> ONLINE, republish all, take          (stay)
-    disconnected  (stay)                                  -> OFFLINE
+    connected     -> ONLINE, resend all, take             (stay) resend all, take
+    disconnected  (stay)                                  -> OFFLINE, forget send times
     batch_ready   keep it, publish on connect             publish, take
+    puback        (stay) note it                          note it; a refusal waits for timeout
     central_ack   mark, forget the batch                  mark, forget the batch, take
-    tick          nothing                                 republish overdue, take
+    tick          nothing                                 resend overdue, take, wait until
+
+:class:`Backoff` is the reconnect policy (full jitter from an injected random source).
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -32,8 +41,30 @@ class State(StrEnum):
     ONLINE = "online"
 
 
+class Input(StrEnum):
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    BATCH_READY = "batch_ready"
+    PUBACK = "puback"
+    CENTRAL_ACK = "central_ack"
+    TICK = "tick"
+
+
+NEXT_STATE: dict[tuple[State, Input], State] = {
+    **{(s, Input.CONNECTED): State.ONLINE for s in State},
+    **{(s, Input.DISCONNECTED): State.OFFLINE for s in State},
+    **{(s, i): s for s in State for i in (Input.BATCH_READY, Input.PUBACK, Input.CENTRAL_ACK,
+                                          Input.TICK)},
+}
+
+
 @dataclass(frozen=True)
 class Publish:
+    batch_id: str
+
+
+@dataclass(frozen=True)
+class Resend:
     batch_id: str
 
 
@@ -44,16 +75,24 @@ class MarkAcked:
 
 @dataclass(frozen=True)
 class Take:
-    """Ask the outbox for one more batch (it answers with ``batch_ready`` or nothing)."""
+    """Ask the outbox for one more batch (it answers with ``batch_ready``)."""
 
 
-Action = Publish | MarkAcked | Take
+@dataclass(frozen=True)
+class WaitUntil:
+    """The earliest ack deadline (same clock as ``now``): call :meth:`SyncSession.tick` then."""
+
+    at: float
+
+
+Action = Publish | Resend | MarkAcked | Take | WaitUntil
 
 
 @dataclass
 class Flight:
-    published_at: float | None = None  # None: not yet published on this connection
+    published_at: float | None = None  # None: not sent on this connection yet
     attempts: int = 0
+    broker_ok: bool | None = None  # the last PUBACK: None = none yet
 
 
 @dataclass
@@ -63,33 +102,54 @@ class SyncSession:
     state: State = State.OFFLINE
     in_flight: dict[str, Flight] = field(default_factory=dict)
     taking: bool = False  # a Take is outstanding: do not ask twice
+    central_seq: int = 0  # highest "last contiguous seq" central reported
+    broker_refusals: int = 0
+
+    def restore(self, batch_ids: list[str]) -> list[str]:
+        """Batches recorded in flight by a previous run (they are re-sent on connect). Returns
+        those beyond the window, which the caller releases back to the outbox."""
+        room = max(0, self.max_in_flight - len(self.in_flight))
+        for batch_id in batch_ids[:room]:
+            self.in_flight.setdefault(batch_id, Flight(attempts=1))
+        return batch_ids[room:]
 
     def connected(self, now: float) -> list[Action]:
-        self.state = State.ONLINE
-        actions: list[Action] = []
-        for batch_id, flight in self.in_flight.items():
-            flight.published_at, flight.attempts = now, flight.attempts + 1
-            actions.append(Publish(batch_id))
-        return actions + self._take()
+        self.state = NEXT_STATE[self.state, Input.CONNECTED]
+        actions: list[Action] = [self._send(b, f, now) for b, f in self.in_flight.items()]
+        return actions + self._take() + self._wait()
 
     def disconnected(self) -> list[Action]:
-        self.state = State.OFFLINE
+        self.state = NEXT_STATE[self.state, Input.DISCONNECTED]
         for flight in self.in_flight.values():
             flight.published_at = None
         return []
 
     def batch_ready(self, batch_id: str | None, now: float) -> list[Action]:
         """The outbox's answer to :class:`Take` (``None``: nothing unsent)."""
+        self.state = NEXT_STATE[self.state, Input.BATCH_READY]
         self.taking = False
         if batch_id is None:
             return []
         flight = self.in_flight.setdefault(batch_id, Flight())
         if self.state is State.OFFLINE:
             return []
-        flight.published_at, flight.attempts = now, flight.attempts + 1
-        return [Publish(batch_id), *self._take()]
+        return [self._send(batch_id, flight, now), *self._take(), *self._wait()]
 
-    def central_ack(self, batch_id: str) -> list[Action]:
+    def puback(self, batch_id: str, ok: bool) -> list[Action]:
+        """The broker's answer to a publish. It says nothing about central: never marks. A
+        refusal (not authorized, quota) is retried at the ack timeout like a lost message."""
+        self.state = NEXT_STATE[self.state, Input.PUBACK]
+        flight = self.in_flight.get(batch_id)
+        if flight is not None:
+            flight.broker_ok = ok
+        if not ok:
+            self.broker_refusals += 1
+        return []
+
+    def central_ack(self, batch_id: str, last_contiguous_seq: int | None = None) -> list[Action]:
+        self.state = NEXT_STATE[self.state, Input.CENTRAL_ACK]
+        if last_contiguous_seq is not None:
+            self.central_seq = max(self.central_seq, last_contiguous_seq)
         if self.in_flight.pop(batch_id, None) is None:
             # Unknown here: already acked (a duplicate) or sent before a restart. The store
             # knows its batches: marking is idempotent and ignores ids it never recorded.
@@ -97,14 +157,19 @@ class SyncSession:
         return [MarkAcked(batch_id), *self._take()]
 
     def tick(self, now: float) -> list[Action]:
+        self.state = NEXT_STATE[self.state, Input.TICK]
         if self.state is State.OFFLINE:
             return []
-        actions: list[Action] = []
-        for batch_id, flight in self.in_flight.items():
-            if flight.published_at is None or now - flight.published_at >= self.ack_timeout:
-                flight.published_at, flight.attempts = now, flight.attempts + 1
-                actions.append(Publish(batch_id))
-        return actions + self._take()
+        actions: list[Action] = [
+            self._send(b, f, now) for b, f in self.in_flight.items()
+            if f.published_at is None or now - f.published_at >= self.ack_timeout
+        ]
+        return actions + self._take() + self._wait()
+
+    def _send(self, batch_id: str, flight: Flight, now: float) -> Publish | Resend:
+        flight.published_at, flight.attempts = now, flight.attempts + 1
+        flight.broker_ok = None
+        return Publish(batch_id) if flight.attempts == 1 else Resend(batch_id)
 
     def _take(self) -> list[Action]:
         if self.state is State.ONLINE and not self.taking and (
@@ -113,3 +178,26 @@ class SyncSession:
             self.taking = True
             return [Take()]
         return []
+
+    def _wait(self) -> list[Action]:
+        times = [f.published_at for f in self.in_flight.values() if f.published_at is not None]
+        return [WaitUntil(min(times) + self.ack_timeout)] if times else []
+
+
+@dataclass
+class Backoff:
+    """Full jitter: the n-th wait is uniform in [base, min(cap, base * 2**n)], so many units
+    losing the same tower do not all come back in the same second. Reset on success."""
+
+    base: float = 1.0
+    cap: float = 60.0
+    rng: random.Random = field(default_factory=random.Random)
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.base * 2 ** min(self.attempt, 30))
+        self.attempt += 1
+        return self.rng.uniform(self.base, max(self.base, ceiling))
+
+    def reset(self) -> None:
+        self.attempt = 0

@@ -1,0 +1,127 @@
+"""The outbox over a real store file, through the store's single writer."""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlite_utils import Database
+
+from edge_agent.models import measurement
+from edge_agent.store import Store
+from sync import outbox
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "unit.db", "mmu-t", group_wait=0) as s:
+        yield s
+
+
+def add(store: Store, n: int) -> list[int]:
+    return store.append("ox", [measurement("spo2", 97.0) for _ in range(n)]).result(10)
+
+
+def take(store: Store, batch_id: str, limit: int) -> list[int]:
+    """Form and record a batch as the daemon does (one writer operation)."""
+    def op(db: Database) -> list[int]:
+        rows = outbox.next_batch(db, limit)
+        if rows:
+            outbox.record_batch(db, batch_id, rows[0]["seq"], rows[-1]["seq"], len(rows))
+        return [r["seq"] for r in rows]
+
+    return store.call(op)
+
+
+def sent(store: Store) -> dict[int, Any]:
+    return dict(store.call(lambda db: db.execute(
+        "SELECT seq, batch_id FROM readings WHERE sent_at IS NOT NULL").fetchall()))
+
+
+def test_batches_take_unsent_readings_by_seq_and_skip_those_in_flight(store: Store) -> None:
+    add(store, 25)
+    assert take(store, "a", 10) == list(range(1, 11))
+    assert take(store, "b", 10) == list(range(11, 21))
+    assert [b.batch_id for b in store.call(outbox.in_flight)] == ["a", "b"]
+    assert store.call(outbox.backlog) == 25
+    assert store.call(lambda db: outbox.mark_acked(db, "b")) == 10
+    assert take(store, "c", 10) == [21, 22, 23, 24, 25]  # never b's readings again
+    assert take(store, "d", 10) == []
+    assert store.call(outbox.backlog) == 15
+
+
+def test_mark_acked_marks_exactly_the_batch_and_is_idempotent(store: Store) -> None:
+    add(store, 12)
+    take(store, "a", 5)
+    take(store, "b", 5)
+    assert store.call(lambda db: outbox.mark_acked(db, "a", "2026-11-23T08:00:00Z")) == 5
+    assert sent(store) == {s: "a" for s in range(1, 6)}
+    assert store.call(lambda db: outbox.mark_acked(db, "a")) == 0  # duplicate ack
+    assert store.call(lambda db: outbox.mark_acked(db, "never-recorded")) == 0
+    assert sent(store) == {s: "a" for s in range(1, 6)}  # b untouched: not acked yet
+    assert [b.batch_id for b in store.call(outbox.in_flight)] == ["b"]
+
+
+def test_a_released_batch_is_taken_again_without_overlapping_the_next(store: Store) -> None:
+    add(store, 30)
+    take(store, "a", 10)
+    take(store, "b", 10)
+    store.call(lambda db: outbox.release(db, "a"))
+    add(store, 5)
+    # a's readings come back, but the new batch stops below b's range
+    assert take(store, "a2", 50) == list(range(1, 11))
+    assert take(store, "c", 50) == list(range(21, 36))
+    assert store.call(lambda db: outbox.mark_acked(db, "a")) == 0  # late ack of a released one
+
+
+def test_a_recorded_batch_reads_back_the_same_readings_after_a_restart(tmp_path: Path) -> None:
+    with Store(tmp_path / "unit.db", "mmu-t") as store:
+        add(store, 8)
+        take(store, "a", 8)
+        before = store.call(lambda db: outbox.batch_readings(db, "a"))
+    with Store(tmp_path / "unit.db", "mmu-t") as store:  # the unit rebooted
+        (record,) = store.call(outbox.in_flight)
+        assert (record.batch_id, record.seq_from, record.seq_to, record.count) == ("a", 1, 8, 8)
+        assert store.call(lambda db: outbox.batch_readings(db, "a")) == before
+        store.call(lambda db: outbox.record_batch(db, "a", 1, 8, 8))  # published again
+        assert store.call(outbox.in_flight)[0].attempts == 2
+
+
+def test_random_interleavings_mark_each_reading_once_by_the_batch_that_held_it(
+    store: Store,
+) -> None:
+    rng = random.Random(5)
+    holder: dict[int, str] = {}  # seq -> the in-flight batch that holds it
+    acked: dict[int, str] = {}
+    live: list[str] = []
+    for step in range(300):
+        op = rng.choice(["add", "take", "take", "ack", "dup", "release"])
+        if op == "add":
+            add(store, rng.randint(1, 7))
+        elif op == "take" and len(live) < 4:
+            batch = f"b{step}"
+            seqs = take(store, batch, rng.randint(1, 9))
+            assert not set(seqs) & set(holder) and not set(seqs) & set(acked)
+            if seqs:
+                holder.update(dict.fromkeys(seqs, batch))
+                live.append(batch)
+        elif op in ("ack", "release") and live:
+            batch = live.pop(rng.randrange(len(live)))
+            if op == "ack":
+                changed = store.call(functools.partial(outbox.mark_acked, batch_id=batch))
+                mine = [s for s, b in holder.items() if b == batch]
+                assert changed == len(mine)
+                acked.update(dict.fromkeys(mine, batch))
+            else:
+                store.call(functools.partial(outbox.release, batch_id=batch))
+            holder = {s: b for s, b in holder.items() if b != batch}
+        elif op == "dup" and acked:
+            batch = rng.choice(sorted(set(acked.values())))
+            assert store.call(functools.partial(outbox.mark_acked, batch_id=batch)) == 0
+    assert sent(store) == acked
+    total = store.stats()["readings_total"]
+    assert store.call(outbox.backlog) == total - len(acked)
