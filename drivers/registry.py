@@ -89,6 +89,12 @@ def _mllp_decoder(options: Options) -> StreamDecoder:
     return made
 
 
+def _scale_decoder(options: Options) -> StreamDecoder:
+    grammar = str(options.get("grammar", "indicator"))  # or "balance" (A&D)
+    made: StreamDecoder = _lazy("drivers.protocols.scale:ScaleDecoder")(grammar)
+    return made
+
+
 def _seeded(model: str) -> Callable[[Options, int], Any]:
     return lambda options, seed: _lazy(model)(seed=seed)
 
@@ -166,7 +172,7 @@ DRIVERS: dict[str, DriverSpec] = {
             kind="scale",
             title="Weighing scale with an ASCII indicator or balance output",
             transport="serial",
-            decoder=_simple("drivers.protocols.scale:ScaleDecoder"),
+            decoder=_scale_decoder,
             simulator=_seeded("drivers.simulators.scale:ScaleModel"),
             serial=SerialDefaults(9600, 8, "N", 1),
         ),
