@@ -89,6 +89,7 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         if options.tls is not None:
             tls = options.tls
             try:
@@ -223,6 +224,14 @@ class MqttLink:
     ) -> None:
         self._emit(LinkEvent("published", mid=mid, reason=str(reason),
                              failed=bool(getattr(reason, "is_failure", False))))
+
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any
+    ) -> None:
+        failed = any(getattr(r, "is_failure", False) for r in reasons or [])
+        self._emit(LinkEvent("subscribed", mid=mid, reason=",".join(map(str, reasons or [])),
+                             failed=failed))
 
 
 async def next_event(
