@@ -163,6 +163,8 @@ def decode_batch(payload: bytes) -> Batch:
         env = json.loads(_inflate(payload))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CodecError(f"not JSON: {exc}") from None
+    except RecursionError:  # absurdly nested arrays: small once compressed
+        raise CodecError("JSON nested too deeply") from None
     if not isinstance(env, dict) or env.get("schema") != SCHEMA:
         raise CodecError(f"schema is not {SCHEMA}")
     try:
@@ -184,9 +186,11 @@ def decode_batch(payload: bytes) -> Batch:
 
 
 def seq_of(obs: Mapping[str, Any]) -> int | None:
-    for ident in obs.get("identifier") or []:
+    idents = obs.get("identifier")
+    for ident in idents if isinstance(idents, list) else []:
         if isinstance(ident, dict) and str(ident.get("system", "")).startswith(SEQ_SYSTEM):
             value = ident.get("value")
-            if isinstance(value, str) and value.isdigit():
+            # isascii: str.isdigit() accepts "²", which int() refuses
+            if isinstance(value, str) and value.isascii() and value.isdigit():
                 return int(value)
     return None

@@ -94,3 +94,44 @@ def test_a_batch_costs_far_less_per_reading_than_one_observation_per_message() -
     one_each = sum(len(json.dumps(codec.observation("mmu-01", r)).encode()) for r in rows)
     batched = len(codec.encode_batch("mmu-01", "b", rows, "2026-11-23T08:00:00Z"))
     assert batched * 5 < one_each
+
+
+def pack(obj: object) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, codec.ZDICT_V1)
+    return packer.compress(json.dumps(obj).encode()) + packer.flush()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5)
+    | st.sampled_from(["Observation", "urn:mmu:seq:u", "7", "²"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["resource", "resourceType", "id", "identifier", "system", "value",
+                         "entry"]), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(unit=json_values, seq=json_values, entry=json_values)
+def test_any_well_compressed_json_envelope_is_a_batch_or_a_codec_error(
+    unit: object, seq: object, entry: object
+) -> None:
+    envelope = {"schema": codec.SCHEMA, "unit": unit, "batch_id": "b", "seq_from": seq,
+                "seq_to": seq, "bundle": {"entry": entry}}
+    with contextlib.suppress(codec.CodecError):
+        codec.decode_batch(pack(envelope))
+
+
+def test_deeply_nested_json_is_a_codec_error() -> None:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, codec.ZDICT_V1)
+    payload = packer.compress(b"[" * 200_000) + packer.flush()
+    with pytest.raises(codec.CodecError):
+        codec.decode_batch(payload)
+
+
+def test_a_unicode_digit_seq_is_a_codec_error() -> None:
+    obs = {"resourceType": "Observation", "id": "r1",
+           "identifier": [{"system": "urn:mmu:seq:u", "value": "²"}]}
+    with pytest.raises(codec.CodecError):
+        codec.decode_batch(pack({"schema": codec.SCHEMA, "unit": "u", "batch_id": "b",
+                                 "seq_from": 1, "seq_to": 1, "bundle": {"entry": [
+                                     {"resource": obs}]}}))
