@@ -191,6 +191,6 @@ def seq_of(obs: Mapping[str, Any]) -> int | None:
         if isinstance(ident, dict) and str(ident.get("system", "")).startswith(SEQ_SYSTEM):
             value = ident.get("value")
             # isascii: str.isdigit() accepts "²", which int() refuses
-            if isinstance(value, str) and value.isascii() and value.isdigit():
+            if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19:
                 return int(value)
     return None

@@ -18,6 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlite_utils import Database, Migrations
 
@@ -64,21 +65,46 @@ class ReceiverCounts:
     by_unit: dict[str, int] = field(default_factory=dict)
 
 
+def _get(obj: Any, *path: str | int) -> Any:
+    """A nested field of an untrusted resource, or None when any level is missing or of
+    another shape (the codec checks the envelope, not every Observation field)."""
+    for key in path:
+        if isinstance(key, int) and isinstance(obj, list) and len(obj) > key:
+            obj = obj[key]
+        elif isinstance(key, str) and isinstance(obj, dict):
+            obj = obj.get(key)
+        else:
+            return None
+    return obj
+
+
+def _scalar(value: Any, kind: type | tuple[type, ...]) -> Any:
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return None
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:  # SQLite's integer range
+        return None
+    return value
+
+
 def store_batch(db: Database, batch: codec.Batch) -> tuple[int, int]:
     """Insert the batch's observations; returns (new rows, last contiguous seq for the unit)."""
     now = utc_now()
     new = 0
     with db.atomic():
         for obs in batch.observations:
-            quantity = obs.get("valueQuantity") or {}
-            codings = (obs.get("code") or {}).get("coding") or [{}]
+            coded = _get(obs, "code", "coding")
+            codes = {_get(c, "system"): _get(c, "code") for c in coded or [] if
+                     isinstance(c, dict)} if isinstance(coded, list) else {}
+            code = codes.get(codec.LOINC) or codes.get(codec.MDC)
             cur = db.execute(
                 "INSERT INTO observations (id, unit, seq, batch_id, code, value, ucum, effective,"
                 " stored_at, resource) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT DO NOTHING",
                 [obs["id"], batch.unit, codec.seq_of(obs), batch.batch_id,
-                 codings[0].get("code"), quantity.get("value"), quantity.get("code"),
-                 obs.get("effectiveDateTime"), now, json.dumps(obs, separators=(",", ":"))],
+                 _scalar(code, str), _scalar(_get(obs, "valueQuantity", "value"), (int, float)),
+                 _scalar(_get(obs, "valueQuantity", "code"), str),
+                 _scalar(obs.get("effectiveDateTime"), str), now,
+                 json.dumps(obs, separators=(",", ":"))],
             )
             new += cur.rowcount
         row = db.execute(

@@ -9,6 +9,7 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from edge_agent.models import measurement
 from edge_agent.settings import BrokerSettings, Settings, StoreSettings, SyncSettings, UnitSettings
@@ -169,3 +170,22 @@ async def test_a_bad_downlink_is_refused_and_sync_goes_on(
         stop.set()
         await asyncio.gather(*tasks)
     assert assert_exactly_once(cfg.store.path, central, unit=UNIT) == 60
+
+
+def test_the_receiver_stores_odd_but_valid_observations_without_crashing(tmp_path: Path) -> None:
+    from edge_agent.store import open_database
+    from sync.receiver import central_migrations, store_batch
+
+    seq = {"system": "urn:mmu:seq:u", "value": "1"}
+    odd: list[dict[str, Any]] = [{"resourceType": "Observation", "id": "r1", "identifier": [seq],
+            "code": "not a concept", "valueQuantity": [1], "effectiveDateTime": 5},
+           {"resourceType": "Observation", "id": "r2",
+            "identifier": [{**seq, "value": "2"}], "code": {"coding": ["x", {"code": 1}]},
+            "valueQuantity": {"value": 10**30, "code": None}}]
+    db = open_database(tmp_path / "central.db", central_migrations)
+    batch = codec.Batch("u", "b", 1, 2, "", odd)
+    assert store_batch(db, batch) == (2, 2)
+    assert store_batch(db, batch) == (0, 2)  # again: nothing new
+    rows = db.execute("SELECT id, code, value, effective FROM observations ORDER BY seq")
+    assert rows.fetchall() == [("r1", None, None, None), ("r2", None, None, None)]
+    db.close()
