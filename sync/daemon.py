@@ -26,7 +26,9 @@ from typing import Any, TypeVar
 from sqlite_utils import Database
 
 from edge_agent import __version__
+from edge_agent.clock import confirmed_by_central
 from edge_agent.errors import LinkError
+from edge_agent.models import ClockSource
 from edge_agent.settings import Settings
 from edge_agent.store import Store, put_state, take_state, utc_now
 from sync import codec, outbox, topics
@@ -231,8 +233,21 @@ class SyncDaemon:
             log.warning("sync: refused a malformed ack (%d bytes): %s", len(event.payload), exc)
             return []
         if ack.central_time is not None:
-            self.clock_offset_s = ack.central_time - time.time()
+            self._check_clock(ack.central_time - time.time())
         return self.session.central_ack(ack.batch_id, ack.last_contiguous_seq)
+
+    def _check_clock(self, offset: float) -> None:
+        """Central's time exposes a wrong unit clock (a van that booted offline)."""
+        self.clock_offset_s = offset
+        trusted = confirmed_by_central(offset)
+        source = self.store.clock_source
+        if trusted and source is ClockSource.UNTRUSTED:
+            log.info("sync: central confirms the unit clock (offset %+.1f s)", offset)
+            self.store.clock_source = ClockSource.SYSTEM
+        elif not trusted and source is ClockSource.SYSTEM:
+            log.warning("sync: the unit clock is off by %+.0f s against central; readings are "
+                        "flagged clock-untrusted until it is fixed", offset)
+            self.store.clock_source = ClockSource.UNTRUSTED
 
     async def _execute(self, link: MqttLink, actions: list[Action]) -> None:
         queue = list(actions)
