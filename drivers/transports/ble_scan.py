@@ -132,6 +132,12 @@ def explain_ble_error(exc: BaseException) -> str:
         if exc.dbus_error == "org.freedesktop.DBus.Error.AccessDenied":
             return ("not allowed to use BlueZ: check the D-Bus policy "
                     f"/etc/dbus-1/system.d/bluetooth.conf ({exc.dbus_error_details})")
+        if exc.dbus_error in ("org.bluez.Error.NotPermitted", "org.bluez.Error.NotAuthorized",
+                              "org.bluez.Error.AuthenticationFailed") and "pair" in (
+                exc.dbus_error_details or exc.dbus_error).lower():
+            # BlueZ turns ATT Insufficient Authentication/Encryption into "Not paired".
+            return ("the device requires pairing: pair it once with `bluetoothctl` "
+                    f"(pair, trust), then retry ({exc.dbus_error_details})")
         if exc.dbus_error == "org.bluez.Error.NotReady":
             return _NOT_AVAILABLE[BleakBluetoothNotAvailableReason.POWERED_OFF]
         return f"BlueZ refused: {exc.dbus_error} {exc.dbus_error_details or ''}".rstrip()

@@ -1,115 +1,189 @@
-"""One device model per supported profile, for the BlueZ stand-in. Values come from the
-project's own encoders (``drivers.simulators.ble_values``), so the stand-in and the decoders
-are checked against the same GSS field layouts."""
+"""One device model per supported profile, for the BlueZ stand-in.
+
+Values come from the project's own encoders (``drivers.simulators.ble_values``), so the
+stand-in and the decoders are checked against the same GSS field layouts (PROTOCOLS.md §2).
+Behaviour follows the devices: a cuff, thermometer, oximeter or scale sends its measurement
+once the central subscribes, then switches off; a glucose meter answers RACP requests from
+its record memory; a stalled meter accepts a RACP write and never answers.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
+from drivers.protocols.ieee11073 import encode_sfloat
 from drivers.simulators import ble_values as enc
-from tests.ble_standin.fake_bluez import Characteristic, FakePeripheral, Service
+from tests.ble_standin.fake_bluez import (
+    AttError,
+    Characteristic,
+    FakePeripheral,
+    Service,
+    uuid128,
+)
 
 WHEN = (2026, 11, 23, 8, 15, 0)
+Message = list[tuple[int, bytes]]  # one measurement: (characteristic, value), in sending order
 
 
-class _Sender(FakePeripheral):
-    """Sends ``values`` on ``char`` once the central subscribes, then (optionally) switches
-    off, like cuffs, thermometers and scales after a measurement."""
+class _Model(FakePeripheral):
+    """Background sends from hooks (the fake awaits hooks inside D-Bus method replies)."""
 
-    def __init__(self, address: str, name: str, service: int, char: int, flags: tuple[str, ...],
-                 values: list[bytes], switch_off: bool = True, **kw: Any) -> None:
-        super().__init__(address, name, [Service(service, [Characteristic(char, flags)])],
-                         service_uuids=[service], **kw)
-        self.value_char, self.values, self.switch_off = char, list(values), switch_off
-        self.sent: list[bytes] = []
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def on_subscribe(self, char: Characteristic, enabled: bool) -> None:
-        if enabled and str(char.uuid).startswith(f"0000{self.value_char:04x}"):
-            task = asyncio.ensure_future(self._send())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    def spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _send(self) -> None:
-        await asyncio.sleep(0.01)  # the central finishes subscribing first, as on air
-        while self.values:
-            value = self.values.pop(0)
-            send = self.indicate if "indicate" in self._flags() else self.notify
-            if await send(self.value_char, value):
-                self.sent.append(value)
+    async def send(self, char: int, value: bytes) -> bool:
+        """Indicate or notify, as the characteristic is flagged; False when not subscribed."""
+        if "indicate" in self.char(char).flags:
+            return await self.indicate(char, value)
+        return await self.notify(char, value)
+
+    def power_off(self) -> None:
+        """Stop advertising: scans no longer hear it."""
+        self.advertising = False
+
+    def power_on(self) -> None:
+        self.advertising = True
+
+
+class HealthDevice(_Model):
+    """Holds measurements; sends the next one when the central subscribes to ``trigger`` and,
+    with ``switch_off``, disconnects after it (cuffs, thermometers, scales).
+
+    A measurement leaves the memory only once its ``trigger`` value was delivered, as a cuff
+    keeps a reading until a collector has taken it.
+    """
+
+    def __init__(self, address: str, name: str, service: int,
+                 chars: list[tuple[int, tuple[str, ...]]], trigger: int,
+                 measurements: list[Message], *, switch_off: bool = True) -> None:
+        table = [Service(service, [Characteristic(c, flags) for c, flags in chars])]
+        super().__init__(address, name, table, service_uuids=[service])
+        self.trigger, self.switch_off = trigger, switch_off
+        self.pending = list(measurements)
+        self.sent: list[tuple[int, bytes]] = []
+
+    async def on_subscribe(self, char: Characteristic, enabled: bool) -> None:
+        if enabled and char.uuid == uuid128(self.trigger):
+            self.spawn(self._send_all())
+
+    async def _send_all(self) -> None:
+        await asyncio.sleep(0.01)  # the central finishes its other subscriptions first
+        while self.pending and self.connected:
+            delivered = False
+            for char, value in self.pending[0]:
+                if await self.send(char, value):
+                    self.sent.append((char, value))
+                    delivered = delivered or char == self.trigger
+            if not delivered:
+                break
+            self.pending.pop(0)
             if self.switch_off:
                 break
-        if self.switch_off:
-            await asyncio.sleep(0.02)
+        if self.switch_off and self.connected:
+            await asyncio.sleep(0.01)
             await self.disconnect()
 
-    def _flags(self) -> tuple[str, ...]:
-        return tuple(self.services[0].characteristics[0].flags)
+
+def cuff(address: str, readings: list[tuple[int, int, int]]) -> HealthDevice:
+    """Blood pressure (0x1810): cuff pressure notifications (0x2A36) while inflating, then
+    the measurement indication (0x2A35); switches off after each measurement (A&D UA-651BLE)."""
+    nan = 0x07FF  # SFLOAT NaN: diastolic and MAP are unused in 0x2A36
+    messages = [[(0x2A36, enc.encode_2a35(0, 0, 0, raw_values=(encode_sfloat(p, 0), nan, nan)))
+                 for p in (160, 120)]
+                + [(0x2A35, enc.encode_2a35(s, d, m, when=WHEN, pulse=70))]
+                for s, d, m in readings]
+    return HealthDevice(address, "UA-651BLE", 0x1810,
+                        [(0x2A35, ("indicate",)), (0x2A36, ("notify",))], 0x2A35, messages)
 
 
-def cuff(address: str, readings: list[tuple[int, int, int]]) -> _Sender:
-    values = [enc.encode_2a35(s, d, m, when=WHEN, pulse=70) for s, d, m in readings]
-    return _Sender(address, "UA-651BLE", 0x1810, 0x2A35, ("indicate",), values)
+def thermometer(address: str, *celsius: float) -> HealthDevice:
+    """Health thermometer (0x1809/0x2A1C indicate), ear site."""
+    return HealthDevice(address, "Thermo", 0x1809, [(0x2A1C, ("indicate",))], 0x2A1C,
+                        [[(0x2A1C, enc.encode_2a1c(c, site=3, when=WHEN))] for c in celsius])
 
 
-def thermometer(address: str, celsius: float) -> _Sender:
-    return _Sender(address, "Thermo", 0x1809, 0x2A1C, ("indicate",),
-                   [enc.encode_2a1c(celsius, site=3)])
+def oximeter(address: str) -> HealthDevice:
+    """Pulse oximeter (0x1822): continuous 0x2A5F notifications, then a spot-check 0x2A5E
+    indication (Nonin 3230)."""
+    continuous = [(0x2A5F, enc.encode_2a5f(s, 64)) for s in (96, 97)]
+    return HealthDevice(address, "Nonin3230", 0x1822,
+                        [(0x2A5E, ("indicate",)), (0x2A5F, ("notify",))], 0x2A5E,
+                        [[*continuous, (0x2A5E, enc.encode_2a5e(97, 64, when=WHEN))]])
 
 
-def oximeter(address: str) -> _Sender:
-    return _Sender(address, "Nonin3230", 0x1822, 0x2A5E, ("indicate",),
-                   [enc.encode_2a5e(97, 64, when=WHEN)])
+def weight_scale(address: str, kg: float) -> HealthDevice:
+    return HealthDevice(address, "Scale", 0x181D, [(0x2A9D, ("indicate",))], 0x2A9D,
+                        [[(0x2A9D, enc.encode_2a9d(kg, when=WHEN))]])
 
 
-def weight_scale(address: str, kg: float) -> _Sender:
-    return _Sender(address, "Scale", 0x181D, 0x2A9D, ("indicate",), [enc.encode_2a9d(kg)])
+def body_composition(address: str) -> HealthDevice:
+    return HealthDevice(address, "BodyComp", 0x181B, [(0x2A9C, ("indicate",))], 0x2A9C,
+                        [[(0x2A9C, enc.encode_2a9c(22.5, kg=70.0))]])
 
 
-def body_composition(address: str) -> _Sender:
-    return _Sender(address, "BodyComp", 0x181B, 0x2A9C, ("indicate",),
-                   [enc.encode_2a9c(22.5, kg=70.0)])
+def heart_rate(address: str) -> HealthDevice:
+    """Heart rate (0x180D/0x2A37 notify): a strap keeps sending while worn."""
+    return HealthDevice(address, "HRM", 0x180D, [(0x2A37, ("notify",))], 0x2A37,
+                        [[(0x2A37, enc.encode_2a37(72, rr=(800,)))]], switch_off=False)
 
 
-def heart_rate(address: str) -> _Sender:
-    return _Sender(address, "HRM", 0x180D, 0x2A37, ("notify",),
-                   [enc.encode_2a37(72, rr=(800,))])
+class GlucoseMeter(_Model):
+    """A GLS meter (0x1808): measurement 0x2A18 and context 0x2A34 notifications, RACP 0x2A52
+    write + indicate, answering from ``records`` (report all / >= seq, count, abort, with a
+    success or no-records-found indication).
 
-
-class GlucoseMeter(FakePeripheral):
-    """A GLS meter with stored records answering RACP requests (write + indicate)."""
+    ``switch_off``: after each answered request the meter disconnects and stops advertising
+    until :meth:`power_on` (the next time a patient uses it). ``stalled``: accepts RACP
+    writes and never answers them. ``needs_pairing``: refuses RACP writes with ATT
+    Insufficient Authentication, as an Accu-Chek Guide does before bonding.
+    """
 
     def __init__(self, address: str, records: enc.GlucoseMeterRecords, *,
-                 stalled: bool = False) -> None:
+                 stalled: bool = False, switch_off: bool = False,
+                 needs_pairing: bool = False) -> None:
         super().__init__(address, "Accu-Chek", [Service(0x1808, [
             Characteristic(0x2A18, ("notify",)),
             Characteristic(0x2A34, ("notify",)),
-            Characteristic(0x2A51, ("read",), b"\x00\x00"),
+            Characteristic(0x2A51, ("read",), b"\x00\x00"),  # Glucose Feature
             Characteristic(0x2A52, ("write", "indicate")),
         ])], service_uuids=[0x1808])
-        self.records = records
-        self.stalled = stalled
+        self.records, self.stalled, self.switch_off = records, stalled, switch_off
+        self.needs_pairing = needs_pairing
         self.requests: list[bytes] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.answered = asyncio.Event()  # set after each final RACP indication
 
     async def handle_write(self, char: Characteristic, value: bytes,
                            with_response: bool) -> None:
-        if not str(char.uuid).startswith("00002a52"):
+        if char.uuid != uuid128(0x2A52):
             await super().handle_write(char, value, with_response)
             return
+        if self.needs_pairing:
+            raise AttError(AttError.INSUFFICIENT_AUTHENTICATION)
         self.requests.append(bytes(value))
-        if self.stalled:
-            return  # accepts the write, never answers: the procedure stalls
-        task = asyncio.ensure_future(self._answer(bytes(value)))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if not self.stalled:
+            self.spawn(self._answer(bytes(value)))
 
     async def _answer(self, request: bytes) -> None:
         await asyncio.sleep(0.005)  # the write response goes out first
         for char, value in self.records.handle_racp(request):
-            uuid = int(char, 16)
-            if char == "2a52":
-                await self.indicate(uuid, value)
-            else:
-                await self.notify(uuid, value)
+            await self.send(int(char, 16), value)
+        self.answered.set()
+        if self.switch_off:
+            self.power_off()
+            await asyncio.sleep(0.01)
+            await self.disconnect()
+
+
+def stalled_meter(address: str) -> GlucoseMeter:
+    """Accepts the connection and the RACP write, never answers (a hung firmware)."""
+    records = enc.GlucoseMeterRecords()
+    records.add(100)
+    return GlucoseMeter(address, records, stalled=True)

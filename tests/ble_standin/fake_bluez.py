@@ -36,7 +36,7 @@ import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from dbus_fast import BusType, DBusError, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
@@ -44,6 +44,7 @@ from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
 log = logging.getLogger("fake_bluez")
+P = TypeVar("P", bound="FakePeripheral")
 
 BASE_UUID = "0000{:04x}-0000-1000-8000-00805f9b34fb"
 
@@ -90,10 +91,15 @@ class PrivateSystemBus:
     ``stub_bluetoothctl``: put a fake ``bluetoothctl`` first on ``PATH`` when
     no real one is installed (the Debian ``bluez`` package provides the real
     one; it does not need a running daemon for ``--version``).
+
+    ``export_env=False`` leaves ``os.environ`` alone; the caller applies :attr:`env` where
+    it wants (a session-long daemon, environment set per test).
     """
 
-    def __init__(self, stub_bluetoothctl: bool = True) -> None:
+    def __init__(self, stub_bluetoothctl: bool = True, export_env: bool = True) -> None:
         self.stub_bluetoothctl = stub_bluetoothctl
+        self.export_env = export_env
+        self.env: dict[str, str] = {}
         self.proc: subprocess.Popen | None = None
         self.address: str | None = None
         self.tmpdir: str | None = None
@@ -127,7 +133,8 @@ class PrivateSystemBus:
                 f.write(BLUETOOTHCTL_STUB)
             os.chmod(stub, 0o755)
             env["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
-        for k, v in env.items():
+        self.env = env
+        for k, v in env.items() if self.export_env else ():
             self._saved_env[k] = os.environ.get(k)
             os.environ[k] = v
         return line
@@ -1167,7 +1174,7 @@ class FakeBlueZ:
         return None   # never "handled": let dbus-fast dispatch
 
     # -- peripherals ----------------------------------------------------------------
-    def add_peripheral(self, p: FakePeripheral, adapter: str = "hci0", known: bool = False) -> FakePeripheral:
+    def add_peripheral(self, p: P, adapter: str = "hci0", known: bool = False) -> P:
         """Register a device. ``known=True``: the device object exists before any
         scan (like a paired/previously seen device); otherwise it appears on
         D-Bus (InterfacesAdded) the first time a scan "hears" it."""

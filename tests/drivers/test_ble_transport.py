@@ -1,5 +1,9 @@
 """The BLE transport with the real bleak, against the BlueZ stand-in on a private D-Bus
-(no Bluetooth hardware or kernel support exists here; see tests/ble_standin/)."""
+(no Bluetooth hardware or kernel support exists here; see tests/ble_standin/).
+
+One dbus-daemon for the session; each test gets its own event loop and its own FakeBlueZ
+(bleak keeps one BlueZ manager per loop). Waits are on events with timeouts, never sleeps.
+"""
 
 from __future__ import annotations
 
@@ -10,31 +14,46 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from bleak.exc import (
+    BleakBluetoothNotAvailableError,
+    BleakBluetoothNotAvailableReason,
+    BleakDBusError,
+    BleakGATTProtocolError,
+)
 
 from drivers.base import GattDecoder, Rejected
-from drivers.protocols.ble_health import GlucoseDownload, HealthDecoder
+from drivers.protocols.ble_health import HealthDecoder
 from drivers.registry import DRIVERS
 from drivers.simulators.ble_values import GlucoseMeterRecords
 from drivers.transports.backoff import Backoff
-from drivers.transports.ble_gatt import run_ble
-from drivers.transports.ble_scan import scan
+from drivers.transports.ble_gatt import run, run_ble
+from drivers.transports.ble_scan import HEALTH_SERVICES, explain_ble_error, scan
+from edge_agent.errors import DeviceUnavailable
 from edge_agent.models import Measurement
 from edge_agent.store import Store
 from edge_agent.supervisor import StoreSink, _StoreCursor
 from tests.ble_standin import devices
-from tests.ble_standin.fake_bluez import FakeBlueZ, PrivateSystemBus
+from tests.ble_standin.fake_bluez import FakeBlueZ, FakePeripheral, PrivateSystemBus
 
 if shutil.which("dbus-daemon") is None:
     if os.environ.get("CI"):
-        pytest.fail("dbus-daemon is missing: scripts/setup installs it", pytrace=False)
+        pytest.fail("dbus-daemon is missing: scripts/setup installs it (apt dbus-daemon)",
+                    pytrace=False)
     pytest.skip("dbus-daemon is not installed (bash scripts/setup installs it)",
                 allow_module_level=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def system_bus() -> Iterator[PrivateSystemBus]:
-    with PrivateSystemBus() as bus:
+@pytest.fixture(scope="session")
+def private_bus() -> Iterator[PrivateSystemBus]:
+    with PrivateSystemBus(export_env=False) as bus:
         yield bus
+
+
+@pytest.fixture(autouse=True)
+def system_bus(private_bus: PrivateSystemBus, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only these tests see the private bus; the rest of the session keeps the real env.
+    for name, value in private_bus.env.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
@@ -44,152 +63,373 @@ async def bluez() -> AsyncIterator[FakeBlueZ]:
 
 
 class RecordingSink:
-    def __init__(self) -> None:
+    """A drivers.base.Sink that keeps what it is given, in order, and can be waited on."""
+
+    def __init__(self, fail_commits: int = 0) -> None:
         self.measurements: list[Measurement] = []
         self.rejects: list[Rejected] = []
         self.states: list[tuple[str, str]] = []
+        self.log: list[str] = []  # "store 50", "cursor 50": the order of commits and saves
+        self.fail_commits = fail_commits
         self.changed = asyncio.Event()
 
     async def store(self, device_id: str, measurements: list[Measurement],
                     rejects: list[Rejected]) -> None:
+        if self.fail_commits:
+            self.fail_commits -= 1
+            self.log.append("store failed")
+            self.changed.set()
+            raise OSError("disk I/O error")
         self.measurements += measurements
         self.rejects += rejects
+        self.log.append(f"store {len(measurements)}")
         self.changed.set()
 
     def device_status(self, device_id: str, state: str, detail: str = "") -> None:
         self.states.append((state, detail))
         self.changed.set()
 
-    async def until(self, predicate: Callable[[], bool], timeout: float = 15) -> None:
+    def values(self, quantity: str) -> list[float | None]:
+        return [m.value for m in self.measurements if m.quantity == quantity]
+
+    def has_state(self, state: str) -> bool:
+        return any(s == state for s, _ in self.states)
+
+    async def until(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
         async with asyncio.timeout(timeout):
             while not predicate():
                 self.changed.clear()
                 await self.changed.wait()
 
 
-FAST = {"scan_timeout": 2.0, "op_timeout": 2.0}
+class MemoryCursor:
+    def __init__(self, sink: RecordingSink, value: int | None = None) -> None:
+        self.sink, self.value = sink, value
+        self.saved: list[int] = []
+
+    def load(self) -> int | None:
+        return self.value
+
+    def save(self, value: int) -> None:
+        self.value = value
+        self.saved.append(value)
+        self.sink.log.append(f"cursor {value}")
+        self.sink.changed.set()
 
 
-def run(address: str, factory: Callable[[int | None], GattDecoder], sink: object,
-        stop: asyncio.Event, **kw: object) -> asyncio.Task[None]:
-    return asyncio.create_task(run_ble(
-        "dev", address, factory, sink, stop,  # type: ignore[arg-type]
-        backoff=Backoff(base=0.05, cap=0.1), **{**FAST, **kw},  # type: ignore[arg-type]
+FAST = Backoff(base=0.02, cap=0.05)
+SWITCHED_OFF = ("waiting", "device switched off after measurement")
+
+
+def start(target: str | None, factory: Callable[[int | None], GattDecoder],
+          sink: RecordingSink, stop: asyncio.Event, *, cursor: MemoryCursor | None = None,
+          op_timeout: float = 2.0, scan_timeout: float = 2.0) -> asyncio.Task[None]:
+    return asyncio.create_task(run(
+        target, factory, sink, "dev", stop=stop, scan_timeout=scan_timeout,
+        op_timeout=op_timeout, backoff=Backoff(base=FAST.base, cap=FAST.cap),
+        cursor_load=cursor.load if cursor else None, cursor_save=cursor.save if cursor else None,
     ))
 
 
+async def finish(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    stop.set()
+    async with asyncio.timeout(5):  # stop is honoured promptly, whatever the state
+        await task
+
+
+def registry_decoder(kind: str) -> Callable[[int | None], GattDecoder]:
+    gatt = DRIVERS[kind].gatt
+    assert gatt is not None
+    return lambda cursor: gatt({}, cursor)
+
+
+# --- scan ------------------------------------------------------------------------------------
 async def test_scan_names_the_driver_for_each_health_device(bluez: FakeBlueZ) -> None:
     bluez.add_peripheral(devices.cuff("C0:FF:EE:00:00:01", [(120, 80, 93)]))
     bluez.add_peripheral(devices.GlucoseMeter("C0:FF:EE:00:00:02", GlucoseMeterRecords()))
     bluez.add_peripheral(devices.thermometer("C0:FF:EE:00:00:03", 37.2))
-    found = {r.address: r for r in await scan(0.5)}
-    assert found["C0:FF:EE:00:00:01"].driver == "ble-blood-pressure"
-    assert found["C0:FF:EE:00:00:02"].driver == "ble-glucose"
-    assert found["C0:FF:EE:00:00:03"].driver == "ble-thermometer"
-    assert found["C0:FF:EE:00:00:01"].name == "UA-651BLE"
+    bluez.add_peripheral(FakePeripheral("C0:FF:EE:00:00:04", "Phone", rssi=-80))
+    found = {r.address: r for r in await scan(0.3)}
+    assert {a: r.driver for a, r in found.items()} == {
+        "C0:FF:EE:00:00:01": "ble-blood-pressure", "C0:FF:EE:00:00:02": "ble-glucose",
+        "C0:FF:EE:00:00:03": "ble-thermometer", "C0:FF:EE:00:00:04": None}
+    cuff = found["C0:FF:EE:00:00:01"]
+    assert (cuff.name, cuff.services) == ("UA-651BLE", ["00001810-0000-1000-8000-00805f9b34fb"])
+    assert -70 < cuff.rssi < -50 and found["C0:FF:EE:00:00:04"].rssi < -70
 
 
+def test_scan_knows_every_registered_ble_driver() -> None:
+    registered = {s: kind for kind, spec in DRIVERS.items() for s in spec.ble_services}
+    assert registered == HEALTH_SERVICES
+
+
+async def test_scan_without_bluez_says_so() -> None:
+    with pytest.raises(DeviceUnavailable, match="BlueZ is not running"):
+        await scan(0.1)
+
+
+async def test_scan_without_adapter_says_so() -> None:
+    async with FakeBlueZ(adapters=()):
+        with pytest.raises(DeviceUnavailable, match="no Bluetooth adapter"):
+            await scan(0.1)
+
+
+async def test_scan_without_system_bus_says_so(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path}/none")
+    with pytest.raises(DeviceUnavailable, match="no system D-Bus"):
+        await scan(0.1)
+
+
+@pytest.mark.parametrize(("error", "text"), [
+    (BleakBluetoothNotAvailableError("off", BleakBluetoothNotAvailableReason.POWERED_OFF),
+     "adapter is off"),
+    (BleakBluetoothNotAvailableError("no", BleakBluetoothNotAvailableReason.DENIED_BY_SYSTEM),
+     "not allowed to use BlueZ"),
+    (BleakGATTProtocolError(0x05), "requires pairing"),
+    (BleakDBusError("org.bluez.Error.NotPermitted", ["Not paired"]), "requires pairing"),
+    (BleakDBusError("org.bluez.Error.NotReady", ["Resource Not Ready"]), "adapter is off"),
+    (TimeoutError(), "no answer in time"),
+])
+def test_errors_are_explained_for_technicians(error: BaseException, text: str) -> None:
+    assert text in explain_ble_error(error)
+
+
+# --- reading devices -------------------------------------------------------------------------
 async def test_cuff_that_switches_off_after_each_measurement(bluez: FakeBlueZ) -> None:
     readings = [(118, 76, 90), (124, 82, 96), (131, 85, 100)]
     cuff = bluez.add_peripheral(devices.cuff("C0:FF:EE:00:00:11", readings))
     sink, stop = RecordingSink(), asyncio.Event()
-    task = run(cuff.address, lambda _: HealthDecoder(("2a35",)), sink, stop)
+    task = start(cuff.address, registry_decoder("ble-blood-pressure"), sink, stop)
     try:
-        await sink.until(lambda: len(sink.measurements) >= 12)  # 3 x (sys, dia, map, pulse)
+        await sink.until(lambda: sink.states.count(SWITCHED_OFF) == 3)
     finally:
-        stop.set()
-        await task
-    systolic = [m.value for m in sink.measurements if m.quantity == "systolic_bp"]
-    assert systolic == [118.0, 124.0, 131.0]  # each once, in order, across 3 reconnects
-    assert cuff.connect_count >= 3
-    assert ("waiting", "device switched off after measurement") in sink.states
-    assert all(m.device_time == "2026-11-23T08:15:00" for m in sink.measurements)
+        await finish(task, stop)
+    assert sink.values("systolic_bp") == [118.0, 124.0, 131.0]  # each once, in order
+    assert sink.values("pulse_rate") == [70.0] * 3
+    assert cuff.connect_count == 3 and not cuff.pending
+    assert not sink.has_state("unavailable")
+    assert {m.device_time for m in sink.measurements} == {"2026-11-23T08:15:00"}
+    assert sink.states[-1] == ("stopped", "")
 
 
-@pytest.mark.parametrize(("make", "kind", "quantity", "value"), [
-    (lambda a: devices.thermometer(a, 38.4), "ble-thermometer", "body_temperature", 38.4),
-    (devices.oximeter, "ble-pulse-oximeter", "spo2", 97.0),
-    (lambda a: devices.weight_scale(a, 64.5), "ble-weight-scale", "body_weight", 64.5),
-    (devices.body_composition, "ble-body-composition", "body_fat_percentage", 22.5),
-    (devices.heart_rate, "ble-heart-rate", "heart_rate", 72.0),
+async def test_cuff_pressure_while_inflating_is_not_a_reading(bluez: FakeBlueZ) -> None:
+    cuff = bluez.add_peripheral(devices.cuff("C0:FF:EE:00:00:12", [(120, 80, 93)]))
+    sink, stop = RecordingSink(), asyncio.Event()
+    task = start(cuff.address, lambda _: HealthDecoder(("2a35", "2a36")), sink, stop)
+    try:
+        await sink.until(lambda: bool(sink.values("systolic_bp")))
+    finally:
+        await finish(task, stop)
+    assert sink.values("cuff_pressure") == [160.0, 120.0]
+    assert all("intermediate" in m.flags for m in sink.measurements
+               if m.quantity == "cuff_pressure")
+    assert sink.values("systolic_bp") == [120.0]
+
+
+@pytest.mark.parametrize(("make", "kind", "quantity", "values"), [
+    (lambda a: devices.thermometer(a, 38.4), "ble-thermometer", "body_temperature", [38.4]),
+    (devices.oximeter, "ble-pulse-oximeter", "spo2", [96.0, 97.0, 97.0]),
+    (lambda a: devices.weight_scale(a, 64.5), "ble-weight-scale", "body_weight", [64.5]),
+    (devices.body_composition, "ble-body-composition", "body_fat_percentage", [22.5]),
+    (devices.heart_rate, "ble-heart-rate", "heart_rate", [72.0]),
 ])
 async def test_each_profile_through_its_registered_driver(
-    bluez: FakeBlueZ, make: Callable[[str], devices._Sender], kind: str, quantity: str,
-    value: float,
+    bluez: FakeBlueZ, make: Callable[[str], devices.HealthDevice], kind: str, quantity: str,
+    values: list[float],
 ) -> None:
     device = bluez.add_peripheral(make("C0:FF:EE:00:00:21"))
-    gatt = DRIVERS[kind].gatt
-    assert gatt is not None
     sink, stop = RecordingSink(), asyncio.Event()
-    task = run(device.address, lambda start: gatt({}, start), sink, stop)
+    task = start(device.address, registry_decoder(kind), sink, stop)
     try:
-        await sink.until(lambda: any(m.quantity == quantity for m in sink.measurements))
+        await sink.until(lambda: len(sink.values(quantity)) >= len(values))
     finally:
-        stop.set()
-        await task
-    assert [m.value for m in sink.measurements if m.quantity == quantity] == [value]
+        await finish(task, stop)
+    assert sink.values(quantity) == values
+    assert sink.rejects == []
 
 
-async def test_glucose_meter_records_downloaded_once_then_only_new(
-    bluez: FakeBlueZ, tmp_path: Path
-) -> None:
+async def test_found_by_health_service_when_no_address_is_configured(bluez: FakeBlueZ) -> None:
+    bluez.add_peripheral(devices.heart_rate("C0:FF:EE:00:00:31"))
+    bluez.add_peripheral(devices.cuff("C0:FF:EE:00:00:32", [(120, 80, 93)]))
+    thermo = bluez.add_peripheral(devices.thermometer("C0:FF:EE:00:00:33", 37.9))
+    sink, stop = RecordingSink(), asyncio.Event()
+    task = start(None, registry_decoder("ble-thermometer"), sink, stop)
+    try:
+        await sink.until(lambda: bool(sink.values("body_temperature")))
+    finally:
+        await finish(task, stop)
+    assert sink.values("body_temperature") == [37.9]
+    assert ("connected", f"{thermo.address} (Thermo)") in sink.states
+
+
+async def test_found_by_advertised_name(bluez: FakeBlueZ) -> None:
+    bluez.add_peripheral(devices.weight_scale("C0:FF:EE:00:00:41", 80.0))
+    bluez.add_peripheral(devices.body_composition("C0:FF:EE:00:00:42"))
+    sink, stop = RecordingSink(), asyncio.Event()
+    task = start("BodyComp", registry_decoder("ble-body-composition"), sink, stop)
+    try:
+        await sink.until(lambda: bool(sink.values("body_fat_percentage")))
+    finally:
+        await finish(task, stop)
+    assert sink.values("body_fat_percentage") == [22.5]
+
+
+async def test_devices_read_at_once_take_turns_to_scan(bluez: FakeBlueZ) -> None:
+    # BlueZ allows one discovery per D-Bus connection: a second concurrent scan would fail
+    # with org.bluez.Error.InProgress.
+    cuff = bluez.add_peripheral(devices.cuff("C0:FF:EE:00:00:51", [(120, 80, 93)] * 2))
+    thermo = bluez.add_peripheral(devices.thermometer("C0:FF:EE:00:00:52", 37.0, 37.1))
+    sinks, stop = (RecordingSink(), RecordingSink()), asyncio.Event()
+    tasks = [start(cuff.address, registry_decoder("ble-blood-pressure"), sinks[0], stop),
+             start(thermo.address, registry_decoder("ble-thermometer"), sinks[1], stop)]
+    try:
+        await sinks[0].until(lambda: len(sinks[0].values("systolic_bp")) == 2)
+        await sinks[1].until(lambda: len(sinks[1].values("body_temperature")) == 2)
+    finally:
+        for task in tasks:
+            await finish(task, stop)
+    assert sinks[1].values("body_temperature") == [37.0, 37.1]
+    assert not any(s.has_state("unavailable") for s in sinks), [s.states for s in sinks]
+
+
+# --- glucose meter: RACP download and its cursor ---------------------------------------------
+async def test_glucose_meter_records_downloaded_once_then_only_new(bluez: FakeBlueZ) -> None:
     records = GlucoseMeterRecords(with_context=True)
     for i in range(50):
         records.add(80 + i)
-    meter = devices.GlucoseMeter("C0:FF:EE:00:00:31", records)
-    bluez.add_peripheral(meter)
-    with Store(tmp_path / "unit.db", "mmu-t") as store:
-        sink = StoreSink(store)
-        cursor = _StoreCursor(sink, "glucometer")
-
-        async def session(expected: int) -> None:
-            stop = asyncio.Event()
-            task = run(meter.address, lambda start: GlucoseDownload(last_seq=start), sink,
-                       stop, cursor=cursor)
-            try:
-                deadline = asyncio.get_running_loop().time() + 20
-                while store.stats()["readings_total"] < expected:
-                    assert asyncio.get_running_loop().time() < deadline, "download stalled"
-                    await asyncio.sleep(0.05)
-                while cursor.load() != records.records[-1][0]:
-                    await asyncio.sleep(0.05)
-            finally:
-                stop.set()
-                await task
-
-        await session(50)
-        assert cursor.load() == 50 and meter.requests == [b"\x01\x01"]
+    meter = bluez.add_peripheral(devices.GlucoseMeter("C0:FF:EE:00:00:61", records,
+                                                      switch_off=True))
+    sink, stop = RecordingSink(), asyncio.Event()
+    cursor = MemoryCursor(sink)
+    task = start(meter.address, registry_decoder("ble-glucose"), sink, stop, cursor=cursor)
+    try:
+        await sink.until(lambda: cursor.value == 50)
+        assert sink.values("glucose") == [80.0 + i for i in range(50)]
+        await sink.until(lambda: SWITCHED_OFF in sink.states)
         for mg in (150, 151, 152):
             records.add(mg)
-        await session(53)  # reconnect: only the 3 new records
-        assert meter.requests[-1] == b"\x01\x03\x01\x33\x00"  # report records >= 51
-        values = store.call(lambda db: [r[0] for r in db.execute(
-            "SELECT value FROM readings ORDER BY seq")])
-    assert values == [80.0 + i for i in range(50)] + [150.0, 151.0, 152.0]
+        meter.power_on()  # the meter's next use: it advertises again and is reconnected
+        await sink.until(lambda: cursor.value == 53)
+    finally:
+        await finish(task, stop)
+    assert meter.requests == [b"\x01\x01", b"\x01\x03\x01\x33\x00"]  # all, then >= 51
+    assert sink.values("glucose") == [80.0 + i for i in range(50)] + [150.0, 151.0, 152.0]
+    assert sink.log == ["store 50", "cursor 50", "store 3", "cursor 53"]  # saved after commit
+
+
+async def test_glucose_cursor_stays_when_the_commit_fails(bluez: FakeBlueZ) -> None:
+    records = GlucoseMeterRecords()
+    for mg in (90, 91, 92):
+        records.add(mg)
+    meter = bluez.add_peripheral(devices.GlucoseMeter("C0:FF:EE:00:00:62", records,
+                                                      switch_off=True))
+    sink, stop = RecordingSink(fail_commits=1), asyncio.Event()
+    cursor = MemoryCursor(sink, value=1)
+    task = start(meter.address, registry_decoder("ble-glucose"), sink, stop, cursor=cursor)
+    try:
+        await sink.until(lambda: "store failed" in sink.log)
+        await meter.answered.wait()
+        meter.answered.clear()
+        assert cursor.saved == []
+        meter.power_on()
+        await sink.until(lambda: cursor.value == 3)
+    finally:
+        await finish(task, stop)
+    assert meter.requests == [b"\x01\x03\x01\x02\x00"] * 2  # the same question again
+    assert sink.values("glucose") == [91.0, 92.0]  # stored once
+    assert sink.log == ["store failed", "store 2", "cursor 3"]
 
 
 async def test_stalled_meter_is_aborted_and_the_cursor_stays(bluez: FakeBlueZ) -> None:
+    meter = bluez.add_peripheral(devices.stalled_meter("C0:FF:EE:00:00:63"))
+    sink, stop = RecordingSink(), asyncio.Event()
+    cursor = MemoryCursor(sink, value=7)
+    task = start(meter.address, registry_decoder("ble-glucose"), sink, stop, cursor=cursor,
+                 op_timeout=0.3)
+    try:
+        await sink.until(lambda: sink.has_state("stalled"))
+    finally:
+        await finish(task, stop)
+    assert meter.requests[:2] == [b"\x01\x03\x01\x08\x00", b"\x03\x00"]  # >= 8, then abort
+    detail = next(d for s, d in sink.states if s == "stalled")
+    assert "0.3 s" in detail and "cursor kept at 7" in detail
+    assert cursor.saved == [] and sink.measurements == []
+    assert not meter.connected  # the link was dropped, to start clean next time
+
+
+async def test_meter_that_needs_pairing_is_explained(bluez: FakeBlueZ) -> None:
     records = GlucoseMeterRecords()
     records.add(100)
-    meter = devices.GlucoseMeter("C0:FF:EE:00:00:41", records, stalled=True)
-    bluez.add_peripheral(meter)
-    saved: list[int] = []
-
-    class Cursor:
-        def load(self) -> int | None:
-            return 7
-
-        def save(self, value: int) -> None:
-            saved.append(value)
-
+    meter = bluez.add_peripheral(devices.GlucoseMeter("C0:FF:EE:00:00:64", records,
+                                                      needs_pairing=True))
     sink, stop = RecordingSink(), asyncio.Event()
-    task = run(meter.address, lambda start: GlucoseDownload(last_seq=start), sink, stop,
-               cursor=Cursor(), op_timeout=0.5)
+    task = start(meter.address, registry_decoder("ble-glucose"), sink, stop)
     try:
-        await sink.until(lambda: any(s == "stalled" for s, _ in sink.states))
+        await sink.until(lambda: sink.has_state("unavailable"))
     finally:
-        stop.set()
-        await task
-    assert meter.requests[0] == b"\x01\x03\x01\x08\x00"  # asked for records >= 8
-    assert b"\x03\x00" in meter.requests  # the procedure was aborted
-    assert saved == [] and sink.measurements == []
+        await finish(task, stop)
+    assert "requires pairing" in next(d for s, d in sink.states if s == "unavailable")
+
+
+async def test_glucose_through_the_store_and_the_supervisor_entry_point(
+    bluez: FakeBlueZ, tmp_path: Path,
+) -> None:
+    records = GlucoseMeterRecords(with_context=True)
+    for mg in (101, 102):
+        records.add(mg)
+    meter = bluez.add_peripheral(devices.GlucoseMeter("C0:FF:EE:00:00:65", records))
+    with Store(tmp_path / "unit.db", "mmu-t") as store:
+        sink = StoreSink(store)
+        cursor = _StoreCursor(sink, "glucometer")
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_ble("glucometer", meter.address,
+                                           registry_decoder("ble-glucose"), sink, stop,
+                                           cursor=cursor, scan_timeout=2, op_timeout=2))
+        try:
+            await meter.answered.wait()
+            async with asyncio.timeout(5):
+                while await asyncio.to_thread(cursor.load) != 2:
+                    await asyncio.sleep(0.02)  # the store's writer thread has no event to wait on
+        finally:
+            await finish(task, stop)
+        rows = store.call(lambda db: list(db.execute(
+            "SELECT value, device_time, received_at FROM readings ORDER BY seq")))
+    assert [r[0] for r in rows] == [101.0, 102.0]
+    assert all(r[1] and r[2] for r in rows)  # the meter's time and the reception time
+
+
+# --- trouble ---------------------------------------------------------------------------------
+async def test_runner_without_bluez_reports_and_keeps_trying() -> None:
+    sink, stop = RecordingSink(), asyncio.Event()
+    task = start("C0:FF:EE:00:00:71", registry_decoder("ble-thermometer"), sink, stop)
+    try:
+        await sink.until(lambda: sum(s == "unavailable" for s, _ in sink.states) >= 2)
+    finally:
+        await finish(task, stop)
+    assert "BlueZ is not running" in next(d for s, d in sink.states if s == "unavailable")
+
+
+async def test_device_not_around_is_waiting_and_stop_is_prompt(bluez: FakeBlueZ) -> None:
+    sink, stop = RecordingSink(), asyncio.Event()
+    task = start("C0:FF:EE:00:00:72", registry_decoder("ble-thermometer"), sink, stop,
+                 scan_timeout=0.2)
+    await sink.until(lambda: sink.has_state("waiting"))
+    assert ("waiting", "not heard: out of range or switched off") in sink.states
+    await sink.until(lambda: sink.states[-1][0] == "scanning")  # stop in the middle of a scan
+    scan_timeout_long = start("C0:FF:EE:00:00:73", registry_decoder("ble-thermometer"),
+                              RecordingSink(), stop, scan_timeout=60)
+    await finish(task, stop)
+    await finish(scan_timeout_long, stop)  # a 60 s scan is abandoned at once
+
+
+async def test_wrong_driver_kind_is_reported(bluez: FakeBlueZ) -> None:
+    scale = bluez.add_peripheral(devices.weight_scale("C0:FF:EE:00:00:74", 70.0))
+    scale.switch_off = False
+    sink, stop = RecordingSink(), asyncio.Event()
+    task = start(scale.address, registry_decoder("ble-thermometer"), sink, stop)
+    try:
+        await sink.until(lambda: sink.has_state("misconfigured"))
+    finally:
+        await finish(task, stop)
+    assert "2a1c" in next(d for s, d in sink.states if s == "misconfigured")
