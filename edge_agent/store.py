@@ -318,3 +318,8 @@ def take_state(db: Database, key: str) -> Any:
         return None
     db.execute("DELETE FROM agent_state WHERE key = ?", [key])
     return json.loads(row[0])
+
+
+def get_state(db: Database, key: str) -> Any:
+    row = db.execute("SELECT value FROM agent_state WHERE key = ?", [key]).fetchone()
+    return None if row is None else json.loads(row[0])

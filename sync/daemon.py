@@ -30,8 +30,9 @@ from edge_agent.clock import confirmed_by_central
 from edge_agent.errors import LinkError
 from edge_agent.models import ClockSource
 from edge_agent.settings import Settings
-from edge_agent.store import Store, put_state, take_state, utc_now
+from edge_agent.store import Store, get_state, put_state, take_state, utc_now
 from sync import codec, outbox, topics
+from sync.downlink import Command, DownlinkRefused, apply_config, parse_command
 from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles, next_event
 from sync.session import (
     Action,
@@ -103,6 +104,7 @@ class SyncDaemon:
         self.acked_readings = 0
         self.refused_downlinks = 0
         self._mids: dict[int, str] = {}  # publish mid -> batch id, until its PUBACK
+        self._downlinks: list[LinkEvent] = []  # down/cmd, down/config waiting to be applied
         self._wake_at: float | None = None
         self._last_housekeeping = 0.0
 
@@ -190,6 +192,8 @@ class SyncDaemon:
                 actions = self._on_event(link, event)
             actions += self.session.tick(time.monotonic())
             await self._execute(link, actions)
+            while self._downlinks:
+                await self._downlink(link, self._downlinks.pop(0))
             await self._housekeeping(link)
 
     # --- events ---------------------------------------------------------------------------
@@ -198,7 +202,8 @@ class SyncDaemon:
             self.connected = True
             log.info("sync: connected")
             try:
-                link.subscribe([(topics.ACK.of(self.unit), topics.ACK.qos)])
+                link.subscribe([(t.of(self.unit), t.qos)
+                                for t in (topics.ACK, topics.CMD, topics.CONFIG)])
                 link.publish(topics.STATUS.of(self.unit), self._status_payload("online"),
                              retain=topics.STATUS.retain)
             except LinkError as exc:  # lost again already: the disconnect event follows
@@ -224,8 +229,11 @@ class SyncDaemon:
         return []
 
     def _on_downlink(self, event: LinkEvent) -> list[Action]:
+        if event.topic in (topics.CMD.of(self.unit), topics.CONFIG.of(self.unit)):
+            self._downlinks.append(event)  # applied in _serve: they need the store
+            return []
         if event.topic != topics.ACK.of(self.unit):
-            return []  # config and commands are not handled yet: not subscribed
+            return []
         try:
             ack = parse_ack(event.payload)
         except ValueError as exc:
@@ -235,6 +243,58 @@ class SyncDaemon:
         if ack.central_time is not None:
             self._check_clock(ack.central_time - time.time())
         return self.session.central_ack(ack.batch_id, ack.last_contiguous_seq)
+
+    async def _downlink(self, link: MqttLink, event: LinkEvent) -> None:
+        """down/cmd and down/config: validated, applied whole, or refused with a reason."""
+        kind = "config" if event.topic == topics.CONFIG.of(self.unit) else "cmd"
+        try:
+            if kind == "config":
+                applied = await self._store(lambda db: get_state(db, "config-version") or 0)
+                settings, version = apply_config(self.settings, event.payload, int(applied))
+                self.settings = settings
+                self.session.max_in_flight = settings.sync.max_in_flight
+                self.session.ack_timeout = settings.sync.ack_timeout_s
+                await self._store(lambda db: put_state(db, "config-version", version))
+                log.info("sync: remote config version %d applied", version)
+                self._event(link, {"type": "config-applied", "version": version})
+            else:
+                command = parse_command(event.payload)
+                await self._command(link, command)
+        except DownlinkRefused as exc:
+            self.refused_downlinks += 1
+            log.warning("sync: refused a %s downlink (%d bytes): %s", kind,
+                        len(event.payload), exc)
+            self._event(link, {"type": "downlink-refused", "topic": kind,
+                               "reason": str(exc)})
+
+    async def _command(self, link: MqttLink, command: Command) -> None:
+        result: dict[str, Any] = {"type": "cmd-done", "id": command.id, "cmd": command.cmd}
+        if command.cmd == "sync-now":
+            link.reconnect_soon()
+            if self.connected:
+                await self._execute(link, self.session.connected(time.monotonic()))
+        elif command.cmd == "resend-from":
+            seq = command.seq or 1
+
+            def unsend(db: Database) -> int:
+                return int(db.execute(
+                    "UPDATE readings SET sent_at = NULL, batch_id = NULL "
+                    "WHERE seq >= ? AND sent_at IS NOT NULL", [seq]).rowcount)
+
+            result["readings"] = await self._store(unsend)
+        else:
+            stats = await self._store(lambda db: {
+                "readings": db.execute("SELECT count(*) FROM readings").fetchone()[0],
+                "rejects": db.execute("SELECT count(*) FROM rejects").fetchone()[0],
+            })
+            result.update(version=__version__, store=stats, sync=self.status())
+        self._event(link, result)
+
+    def _event(self, link: MqttLink, body: dict[str, Any]) -> None:
+        """A unit event for central (no patient data) on up/events."""
+        payload = json.dumps({**body, "unit": self.unit, "at": utc_now()}).encode()
+        with contextlib.suppress(LinkError):
+            link.publish(topics.EVENTS.of(self.unit), payload, qos=topics.EVENTS.qos)
 
     def _check_clock(self, offset: float) -> None:
         """Central's time exposes a wrong unit clock (a van that booted offline)."""

@@ -1,0 +1,104 @@
+"""Downlink from central on a real broker: commands and config applied, bad ones refused and
+reported on up/events, never applied."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_agent.models import measurement
+from edge_agent.store import Store
+from sync import topics
+from sync.daemon import SyncDaemon
+from sync.downlink import DownlinkRefused, apply_config, parse_command
+from sync.link import LinkEvent, LinkOptions, MqttLink
+from sync.receiver import Receiver
+from tests.broker import MosquittoBroker
+from tests.sync.checker import assert_exactly_once, wait_until
+from tests.sync.test_faults import settings
+
+UNIT = "mmu-t"
+
+
+async def events_until(queue: asyncio.Queue[LinkEvent], kind: str) -> dict[str, Any]:
+    async with asyncio.timeout(20):
+        while True:
+            event = await queue.get()
+            if event.kind == "message" and event.topic == topics.EVENTS.of(UNIT):
+                body: dict[str, Any] = json.loads(event.payload)
+                if body["type"] == kind:
+                    return body
+
+
+async def test_commands_and_config_from_central(tmp_path: Path,
+                                                mosquitto: MosquittoBroker) -> None:
+    cfg = settings(tmp_path, mosquitto.port, batch=10)
+    central = MqttLink(LinkOptions("central", "127.0.0.1", mosquitto.port, clean_start=True))
+    queue = central.start()
+    stop = asyncio.Event()
+    try:
+        async with asyncio.timeout(10):
+            while (await queue.get()).kind != "connected":
+                pass
+        central.subscribe([(topics.EVENTS.of(UNIT), 1)])
+        with Store(cfg.store.path, UNIT) as store:
+            for _ in range(40):
+                store.append("ox", [measurement("spo2", 97.0)]).result()
+            daemon = SyncDaemon(store, cfg)
+            receiver = Receiver("127.0.0.1", mosquitto.port, tmp_path / "central.db",
+                                client_id="rx")
+            tasks = [asyncio.create_task(receiver.run(stop)),
+                     asyncio.create_task(daemon.run(stop))]
+            await wait_until(lambda: store.stats()["readings_pending_sync"] == 0, 30, "sync")
+
+            def send(topic: topics.Topic, body: object) -> None:
+                central.publish(topic.of(UNIT), json.dumps(body).encode())
+
+            send(topics.CONFIG, {"version": 3, "sync": {"batch_size": 25}})
+            assert (await events_until(queue, "config-applied"))["version"] == 3
+            assert daemon.settings.sync.batch_size == 25
+            send(topics.CONFIG, {"version": 2, "sync": {"batch_size": 5}})  # a replay
+            refused = await events_until(queue, "downlink-refused")
+            assert "not newer" in refused["reason"] and daemon.settings.sync.batch_size == 25
+            send(topics.CONFIG, {"version": 4, "sync": {"batch_size": 0}})  # invalid
+            assert "batch_size" in (await events_until(queue, "downlink-refused"))["reason"]
+            send(topics.CMD, {"id": "c1", "cmd": "reboot"})  # unknown command
+            assert "cmd" in (await events_until(queue, "downlink-refused"))["reason"]
+            central.publish(topics.CMD.of(UNIT), b"\xff not json")
+            assert "not JSON" in (await events_until(queue, "downlink-refused"))["reason"]
+            send(topics.CMD, {"id": "c2", "cmd": "resend-from", "seq": 31})
+            done = await events_until(queue, "cmd-done")
+            assert done == {**done, "id": "c2", "readings": 10}
+            await wait_until(lambda: store.stats()["readings_pending_sync"] == 0, 30, "resend")
+            send(topics.CMD, {"id": "c3", "cmd": "diagnostics"})
+            diag = await events_until(queue, "cmd-done")
+            assert diag["store"] == {"readings": 40, "rejects": 0}
+            assert daemon.refused_downlinks == 4
+            stop.set()
+            await asyncio.gather(*tasks)
+        assert receiver.counts.duplicates == 10  # the resent readings, stored once
+    finally:
+        central.stop()
+    assert assert_exactly_once(cfg.store.path, tmp_path / "central.db") == 40
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (b'{"id": "x", "cmd": "resend-from"}', "needs seq"),
+    (b'{"id": "x", "cmd": "sync-now", "extra": 1}', "extra"),
+    (b"[" * 100_000, "over"),
+])
+def test_commands_are_validated(payload: bytes, reason: str) -> None:
+    with pytest.raises(DownlinkRefused, match=reason):
+        parse_command(payload)
+
+
+def test_config_outside_sync_is_refused(tmp_path: Path) -> None:
+    cfg = settings(tmp_path, 1)
+    with pytest.raises(DownlinkRefused, match="devices"):
+        apply_config(cfg, b'{"version": 1, "devices": []}', 0)
+    new, version = apply_config(cfg, b'{"version": 1, "sync": {"max_in_flight": 2}}', 0)
+    assert (new.sync.max_in_flight, version, cfg.sync.max_in_flight) == (2, 1, 4)
