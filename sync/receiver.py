@@ -136,8 +136,14 @@ class Receiver:
         group: str = "receivers",
         tls: TlsFiles | None = None,
         client_id: str | None = None,
+        gap_timeout: float = 120.0,
     ) -> None:
         self.db_path = Path(db_path)
+        # A gap (a seq missing below what arrived) that outlives gap_timeout is asked for
+        # again with down/cmd resend-from; batches in flight out of order fill most gaps.
+        self.gap_timeout = gap_timeout
+        self._gaps: dict[str, float] = {}  # unit -> monotonic time the gap was first seen
+        self.resend_requests = 0
         self.group = group
         self.counts = ReceiverCounts()
         self.connected = asyncio.Event()
@@ -152,12 +158,38 @@ class Receiver:
         events = link.start()
         try:
             while not stop.is_set():
-                event = await next_event(events, stop, 1.0)
+                event = await next_event(events, stop, min(1.0, self.gap_timeout / 2))
                 if event is not None:
                     self._handle(db, link, event)
+                self._request_missing(db, link)
         finally:
             link.stop()
             db.close()
+
+    def _request_missing(self, db: Database, link: MqttLink) -> None:
+        now = time.monotonic()
+        rows = db.execute(
+            "SELECT u.unit, u.last_contiguous_seq FROM units u WHERE EXISTS (SELECT 1 FROM "
+            "observations o WHERE o.unit = u.unit AND o.seq > u.last_contiguous_seq)"
+        ).fetchall()
+        gaps = {unit: int(last) for unit, last in rows}
+        for unit in list(self._gaps):
+            if unit not in gaps:
+                del self._gaps[unit]  # filled
+        for unit, last in gaps.items():
+            since = self._gaps.setdefault(unit, now)
+            if now - since < self.gap_timeout:
+                continue
+            command = {"id": uuid.uuid4().hex, "cmd": "resend-from", "seq": last + 1}
+            try:
+                link.publish(topics.CMD.of(unit), json.dumps(command).encode(),
+                             qos=topics.CMD.qos)
+            except LinkError:
+                continue
+            log.warning("receiver: unit %s has a gap after seq %d; asked it to resend", unit,
+                        last)
+            self.resend_requests += 1
+            self._gaps[unit] = now  # ask again only after another gap_timeout
 
     def _handle(self, db: Database, link: MqttLink, event: LinkEvent) -> None:
         if event.kind == "connected":

@@ -70,6 +70,10 @@ def receive(
         Path | None, typer.Option("--cert", help="TLS: client certificate (CN receiver).")
     ] = None,
     key: Annotated[Path | None, typer.Option("--key", help="TLS: client key (0600).")] = None,
+    gap_timeout: Annotated[
+        float, typer.Option("--gap-timeout", min=1, help="Ask a unit to resend a sequence gap "
+                            "that lasts this many seconds.")
+    ] = 120.0,
 ) -> None:
     """Reference central receiver: store uplink batches idempotently, then acknowledge."""
     from sync.link import TlsFiles
@@ -83,6 +87,7 @@ def receive(
         stop = asyncio.Event()
         install_stop_handlers(stop)
         cid = client_id or f"receiver-{socket.gethostname()}"
-        await Receiver(host, port, db, group=group, client_id=cid, tls=tls).run(stop)
+        await Receiver(host, port, db, group=group, client_id=cid, tls=tls,
+                       gap_timeout=gap_timeout).run(stop)
 
     asyncio.run(main())
