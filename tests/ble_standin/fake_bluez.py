@@ -25,6 +25,7 @@ known differences.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -36,15 +37,24 @@ import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from dbus_fast import BusType, DBusError, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
+from dbus_fast.annotations import DBusBytes, DBusDict, DBusObjectPath, DBusSignature
 from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
 log = logging.getLogger("fake_bluez")
 P = TypeVar("P", bound="FakePeripheral")
+IfaceT = TypeVar("IfaceT", bound="_Iface")
+
+# D-Bus signatures for dbus-fast, as typed annotations (dbus-fast reads the DBusSignature;
+# mypy sees the Python type). Methods without a reply must still say so: a bare "-> None"
+# would be read as the signature "None".
+NoReply = Annotated[None, DBusSignature("")]
+FdAndMtu = Annotated[list[int], DBusSignature("hq")]
+Strings = Annotated[list[str], DBusSignature("as")]
 
 BASE_UUID = "0000{:04x}-0000-1000-8000-00805f9b34fb"
 
@@ -100,7 +110,7 @@ class PrivateSystemBus:
         self.stub_bluetoothctl = stub_bluetoothctl
         self.export_env = export_env
         self.env: dict[str, str] = {}
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[str] | None = None
         self.address: str | None = None
         self.tmpdir: str | None = None
         self._saved_env: dict[str, str | None] = {}
@@ -119,6 +129,7 @@ class PrivateSystemBus:
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         # the daemon prints its address once it is listening
+        assert self.proc.stdout is not None  # stdout=PIPE
         line = self.proc.stdout.readline().strip()
         if not line:
             self.stop()
@@ -307,6 +318,7 @@ class FakePeripheral:
         self.connect_count = 0
         self.written: list[tuple[str, bytes, bool]] = []   # (uuid, value, with_response)
         self._device: _Device1 | None = None          # set by FakeBlueZ
+        self.known = False  # set by FakeBlueZ.add_peripheral
         self._assign_handles()
 
     # -- GATT table ---------------------------------------------------------
@@ -320,7 +332,8 @@ class FakePeripheral:
                 c.uuid = uuid128(c.uuid)
                 c.handle = h                    # declaration; value is h + 1
                 h += 2
-                if c.can_notify and not any(uuid128(d.uuid) == uuid128(0x2902) for d in c.descriptors):
+                cccd = uuid128(0x2902)
+                if c.can_notify and not any(uuid128(d.uuid) == cccd for d in c.descriptors):
                     c.descriptors.insert(0, Descriptor(0x2902, ("read", "write"), b"\x00\x00"))
                 for d in c.descriptors:
                     d.uuid = uuid128(d.uuid)
@@ -348,7 +361,7 @@ class FakePeripheral:
         return char.value
 
     async def handle_write(self, char: Characteristic, value: bytes, with_response: bool) -> None:
-        self.written.append((char.uuid, value, with_response))
+        self.written.append((uuid128(char.uuid), value, with_response))
         if char.on_write:
             await _maybe_await(char.on_write(self, char, value, with_response))
             return
@@ -401,7 +414,17 @@ class FakePeripheral:
 # method; async methods see it because their task copies the context.
 _sender: contextvars.ContextVar[str] = contextvars.ContextVar("sender", default="")
 
-_prop_class_cache: dict[tuple, type] = {}
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _background(job: Awaitable[None]) -> None:
+    """Run ``job`` without awaiting it, keeping a reference until it ends."""
+    task = asyncio.ensure_future(job)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+_prop_class_cache: dict[tuple[type, tuple[str, ...]], type] = {}
 
 
 def _make_prop(name: str, sig: str, writable: bool) -> Any:
@@ -432,22 +455,23 @@ class _Iface(ServiceInterface):
     """
 
     NAME = ""
-    SIGNATURES: dict[str, str] = {}
-    WRITABLE: frozenset[str] = frozenset()
+    SIGNATURES: ClassVar[dict[str, str]] = {}
+    WRITABLE: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, props: dict[str, Any]) -> None:
         super().__init__(self.NAME)
         self.props = props
 
     @classmethod
-    def create(cls, props: dict[str, Any], *args: Any, **kw: Any) -> Any:
+    def create(cls: type[IfaceT], props: dict[str, Any], *args: Any, **kw: Any) -> IfaceT:
         key = (cls, tuple(sorted(props)))
         sub = _prop_class_cache.get(key)
         if sub is None:
             ns = {n: _make_prop(n, cls.SIGNATURES[n], n in cls.WRITABLE) for n in props}
             sub = type(f"{cls.__name__}_{len(_prop_class_cache)}", (cls,), ns)
             _prop_class_cache[key] = sub
-        return sub(props, *args, **kw)
+        made: IfaceT = sub(props, *args, **kw)
+        return made
 
     def set(self, name: str, value: Any, emit: bool = True) -> None:
         """Update a property and emit PropertiesChanged (BlueZ emits for every
@@ -479,7 +503,8 @@ class _BlueZBus(MessageBus):
     def add_object(self, path: str, *ifaces: _Iface) -> None:
         for i in ifaces:
             self.export(path, i)
-        body = {i.name: {k: Variant(i.SIGNATURES[k], v) for k, v in i.props.items()} for i in ifaces}
+        body = {i.name: {k: Variant(i.SIGNATURES[k], v) for k, v in i.props.items()}
+                for i in ifaces}
         self.send(Message.new_signal("/", self.OM, "InterfacesAdded", "oa{sa{sv}}", [path, body]))
 
     def remove_object(self, path: str) -> None:
@@ -502,25 +527,27 @@ def _err(name: str, text: str) -> DBusError:
 
 class _GattDescriptor1(_Iface):
     NAME = "org.bluez.GattDescriptor1"
-    SIGNATURES = {"UUID": "s", "Characteristic": "o", "Value": "ay", "Flags": "as"}
+    SIGNATURES: ClassVar[dict[str, str]] = {"UUID": "s", "Characteristic": "o", "Value": "ay",
+                                            "Flags": "as"}
 
     def __init__(self, props: dict[str, Any], dev: _Device1, desc: Descriptor) -> None:
         super().__init__(props)
         self.dev, self.desc = dev, desc
+        self.read_only = False
 
     @dbus_method(name="ReadValue")
-    async def read_value(self, options: "a{sv}") -> ay:
+    async def read_value(self, options: DBusDict) -> DBusBytes:
         self.dev.require_connected()
         d = self.desc
         try:
             value = bytes(await _maybe_await(d.on_read(self.dev.p, d))) if d.on_read else d.value
         except AttError as e:
-            raise _att_to_dbus(e.code)
+            raise _att_to_dbus(e.code) from None
         self.set("Value", value)
         return value
 
     @dbus_method(name="WriteValue")
-    async def write_value(self, value: ay, options: "a{sv}"):
+    async def write_value(self, value: DBusBytes, options: DBusDict) -> NoReply:
         self.dev.require_connected()
         if getattr(self, "read_only", False):
             raise _err("NotAuthorized", "Not Authorized")
@@ -530,13 +557,15 @@ class _GattDescriptor1(_Iface):
             else:
                 self.desc.value = bytes(value)
         except AttError as e:
-            raise _att_to_dbus(e.code)
+            raise _att_to_dbus(e.code) from None
 
 
 class _GattCharacteristic1(_Iface):
     NAME = "org.bluez.GattCharacteristic1"
-    SIGNATURES = {"UUID": "s", "Service": "o", "Value": "ay", "Notifying": "b",
-                  "Flags": "as", "WriteAcquired": "b", "NotifyAcquired": "b", "MTU": "q"}
+    SIGNATURES: ClassVar[dict[str, str]] = {
+        "UUID": "s", "Service": "o", "Value": "ay", "Notifying": "b", "Flags": "as",
+        "WriteAcquired": "b", "NotifyAcquired": "b", "MTU": "q",
+    }
 
     def __init__(self, props: dict[str, Any], dev: _Device1, char: Characteristic) -> None:
         super().__init__(props)
@@ -586,17 +615,17 @@ class _GattCharacteristic1(_Iface):
             os.close(self._peer_fd)
             self._peer_fd = None
         self.set("NotifyAcquired", False)
-        asyncio.ensure_future(self.refresh_subscription())
+        _background(self.refresh_subscription())
 
     # -- methods ------------------------------------------------------------------
     @dbus_method(name="ReadValue")
-    async def read_value(self, options: "a{sv}") -> ay:
+    async def read_value(self, options: DBusDict) -> DBusBytes:
         self.dev.require_connected()
         offset = options["offset"].value if "offset" in options else 0
         try:
             value = await self.dev.p.handle_read(self.char)
         except AttError as e:
-            raise _att_to_dbus(e.code)
+            raise _att_to_dbus(e.code) from None
         if offset > len(value):
             raise _att_to_dbus(AttError.INVALID_OFFSET)
         # BlueZ stores the read value in its cache and emits Value changed,
@@ -605,7 +634,7 @@ class _GattCharacteristic1(_Iface):
         return value[offset:]
 
     @dbus_method(name="WriteValue")
-    async def write_value(self, value: ay, options: "a{sv}"):
+    async def write_value(self, value: DBusBytes, options: DBusDict) -> NoReply:
         self.dev.require_connected()
         if self.read_only:
             raise _err("NotAuthorized", "Not Authorized")
@@ -618,18 +647,16 @@ class _GattCharacteristic1(_Iface):
         if wtype == "command":
             # BlueZ sends a Write Command whatever the flags say; the device
             # gives no response, so errors are invisible to the central
-            try:
+            with contextlib.suppress(AttError):
                 await self.dev.p.handle_write(self.char, bytes(value), False)
-            except AttError:
-                pass
             return
         try:
             await self.dev.p.handle_write(self.char, bytes(value), True)
         except AttError as e:
-            raise _att_to_dbus(e.code)
+            raise _att_to_dbus(e.code) from None
 
     @dbus_method(name="StartNotify")
-    async def start_notify(self):
+    async def start_notify(self) -> NoReply:
         sender = _sender.get()
         self.dev.require_connected()
         if self.notify_sock is not None:
@@ -642,7 +669,7 @@ class _GattCharacteristic1(_Iface):
         await self.refresh_subscription()
 
     @dbus_method(name="StopNotify")
-    async def stop_notify(self):
+    async def stop_notify(self) -> NoReply:
         sender = _sender.get()
         if sender not in self.sessions:
             raise _err("Failed", "No notify session started")
@@ -650,7 +677,7 @@ class _GattCharacteristic1(_Iface):
         await self.refresh_subscription()
 
     @dbus_method(name="AcquireNotify")
-    async def acquire_notify(self, options: "a{sv}") -> hq:
+    async def acquire_notify(self, options: DBusDict) -> FdAndMtu:
         self.dev.require_connected()
         if not self.char.can_notify:
             raise _err("NotSupported", "Operation is not supported")
@@ -693,7 +720,7 @@ class _GattCharacteristic1(_Iface):
             self._release_acquired()
 
     @dbus_method(name="AcquireWrite")
-    async def acquire_write(self, options: "a{sv}") -> hq:
+    async def acquire_write(self, options: DBusDict) -> FdAndMtu:
         # Enough for bleak's _acquire_mtu(): hand out a socket, report MTU.
         self.dev.require_connected()
         if "write-without-response" not in self.char.flags:
@@ -705,18 +732,19 @@ class _GattCharacteristic1(_Iface):
         return [fd, self.dev.p.mtu]
 
     @dbus_method(name="Confirm")
-    def confirm(self):
+    def confirm(self) -> NoReply:
         pass
 
 
 class _GattService1(_Iface):
     NAME = "org.bluez.GattService1"
-    SIGNATURES = {"UUID": "s", "Device": "o", "Primary": "b", "Includes": "ao"}
+    SIGNATURES: ClassVar[dict[str, str]] = {"UUID": "s", "Device": "o", "Primary": "b",
+                                            "Includes": "ao"}
 
 
 class _Device1(_Iface):
     NAME = "org.bluez.Device1"
-    SIGNATURES = {
+    SIGNATURES: ClassVar[dict[str, str]] = {
         "Address": "s", "AddressType": "s", "Name": "s", "Alias": "s", "Class": "u",
         "Appearance": "q", "Icon": "s", "Paired": "b", "Bonded": "b", "Trusted": "b",
         "Blocked": "b", "LegacyPairing": "b", "RSSI": "n", "TxPower": "n",
@@ -737,8 +765,8 @@ class _Device1(_Iface):
         self.keep_fds: list[int] = []
         self.stale_adv: set[str] = set()
         self.reports = 0
-        self._connect_task: asyncio.Task | None = None
-        self._discovery_task: asyncio.Task | None = None
+        self._connect_task: asyncio.Task[None] | None = None
+        self._discovery_task: asyncio.Task[None] | None = None
 
     @staticmethod
     def adv_props(p: FakePeripheral) -> dict[str, Any]:
@@ -749,7 +777,8 @@ class _Device1(_Iface):
         if p.tx_power is not None:
             props["TxPower"] = p.tx_power
         if p.manufacturer_data:
-            props["ManufacturerData"] = {k: Variant("ay", v) for k, v in p.manufacturer_data.items()}
+            props["ManufacturerData"] = {k: Variant("ay", v)
+                                         for k, v in p.manufacturer_data.items()}
         if p.service_data:
             props["ServiceData"] = {k: Variant("ay", v) for k, v in p.service_data.items()}
         props["UUIDs"] = list(p.service_uuids)
@@ -788,7 +817,8 @@ class _Device1(_Iface):
                 continue
             old = self.props[k]
             if k in ("ManufacturerData", "ServiceData"):
-                same = {a: bytes(b.value) for a, b in old.items()} == {a: bytes(b.value) for a, b in v.items()}
+                same = ({a: bytes(b.value) for a, b in old.items()}
+                        == {a: bytes(b.value) for a, b in v.items()})
             else:
                 same = old == v
             if not same or k in force:
@@ -805,7 +835,7 @@ class _Device1(_Iface):
     def export_gatt(self) -> None:
         if self.gatt_exported:
             return
-        bus = self.bluez.bus
+        bus = self.bluez.running_bus()
         mode = self.bluez.claimed_services
         for s in self.p.services:
             claimed = s.uuid in CLAIMED_BY_BLUEZ and mode != "read-write"
@@ -842,7 +872,7 @@ class _Device1(_Iface):
     def unexport_gatt(self) -> None:
         # children first, like BlueZ
         for path in reversed(self.gatt_paths):
-            self.bluez.bus.remove_object(path)
+            self.bluez.running_bus().remove_object(path)
         self.gatt_paths.clear()
         self.chars.clear()
         self.gatt_exported = False
@@ -907,7 +937,7 @@ class _Device1(_Iface):
             await asyncio.sleep(p.connect_delay)
         except asyncio.CancelledError:
             # device_request_disconnect(): pending Connect fails like this
-            raise _err("Failed", "br-connection-canceled")
+            raise _err("Failed", "br-connection-canceled") from None
         finally:
             self._connect_task = None
         p.connected = True
@@ -921,11 +951,11 @@ class _Device1(_Iface):
     # NB: dbus_method-decorated methods must not be called from Python (the
     # decorator drops the return value / coroutine); call do_connect() etc.
     @dbus_method(name="Connect")
-    async def connect(self):
+    async def connect(self) -> NoReply:
         await self.do_connect()
 
     @dbus_method(name="Disconnect")
-    async def disconnect(self):
+    async def disconnect(self) -> NoReply:
         # BlueZ: cancels a pending Connect; succeeds if not connected; else
         # replies once the link is down.
         if self._connect_task is not None:
@@ -935,7 +965,7 @@ class _Device1(_Iface):
             await self.drop_connection()
 
     @dbus_method(name="Pair")
-    async def pair(self):
+    async def pair(self) -> NoReply:
         if self.props["Paired"]:
             raise _err("AlreadyExists", "Already Exists")
         if not self.p.connected:
@@ -944,19 +974,19 @@ class _Device1(_Iface):
         self.set("Bonded", True)
 
     @dbus_method(name="CancelPairing")
-    def cancel_pairing(self):
+    def cancel_pairing(self) -> NoReply:
         pass
 
     def sender_gone(self, name: str) -> None:
         for co in self.chars.values():
             if name in co.sessions:
                 co.sessions.discard(name)
-                asyncio.ensure_future(co.refresh_subscription())
+                _background(co.refresh_subscription())
 
 
 class _Adapter1(_Iface):
     NAME = "org.bluez.Adapter1"
-    SIGNATURES = {
+    SIGNATURES: ClassVar[dict[str, str]] = {
         "Address": "s", "AddressType": "s", "Name": "s", "Alias": "s", "Class": "u",
         "Powered": "b", "PowerState": "s", "Discoverable": "b", "DiscoverableTimeout": "u",
         "Pairable": "b", "PairableTimeout": "u", "Discovering": "b", "UUIDs": "as",
@@ -971,15 +1001,15 @@ class _Adapter1(_Iface):
         self.bluez, self.path = bluez, path
         self.discovery_clients: set[str] = set()
         self.filters: dict[str, dict[str, Any]] = {}     # sender -> filter
-        self._scan_task: asyncio.Task | None = None
-        self._cleanup_task: asyncio.Task | None = None
+        self._scan_task: asyncio.Task[None] | None = None
+        self._cleanup_task: asyncio.Task[None] | None = None
 
     def on_property_set(self, name: str, value: Any) -> None:
         if name == "Powered":
             self.set("PowerState", "on" if value else "off")
 
     @dbus_method(name="SetDiscoveryFilter")
-    def set_discovery_filter(self, filt: "a{sv}"):
+    def set_discovery_filter(self, filt: DBusDict) -> NoReply:
         sender = _sender.get()
         f = {k: v.value for k, v in filt.items()}
         if f:
@@ -988,11 +1018,12 @@ class _Adapter1(_Iface):
             self.filters.pop(sender, None)
 
     @dbus_method(name="GetDiscoveryFilters")
-    def get_discovery_filters(self) -> "as":
-        return ["UUIDs", "RSSI", "Pathloss", "Transport", "DuplicateData", "Discoverable", "Pattern"]
+    def get_discovery_filters(self) -> Strings:
+        return ["UUIDs", "RSSI", "Pathloss", "Transport", "DuplicateData", "Discoverable",
+                "Pattern"]
 
     @dbus_method(name="StartDiscovery")
-    def start_discovery(self):
+    def start_discovery(self) -> NoReply:
         if not self.props["Powered"]:
             raise _err("NotReady", "Resource Not Ready")
         sender = _sender.get()
@@ -1007,7 +1038,7 @@ class _Adapter1(_Iface):
             self._scan_task = asyncio.ensure_future(self._scan())
 
     @dbus_method(name="StopDiscovery")
-    def stop_discovery(self):
+    def stop_discovery(self) -> NoReply:
         sender = _sender.get()
         if not self.props["Powered"]:
             raise _err("NotReady", "Resource Not Ready")
@@ -1026,15 +1057,16 @@ class _Adapter1(_Iface):
             # removes temporary (unpaired, unconnected) devices after
             # TemporaryTimeout.
             for dev in self.bluez.devices_on(self):
-                gone = [k for k in ("RSSI", "TxPower") if k in dev.props]
+                gone: list[str] = [k for k in ("RSSI", "TxPower") if k in dev.props]
                 if gone and not dev.p.connected:
                     dev.emit_properties_changed({}, gone)
                     dev.stale_adv.update(gone)
             if self.bluez.temporary_timeout is not None:
-                self._cleanup_task = asyncio.ensure_future(self._remove_temporary())
+                self._cleanup_task = asyncio.ensure_future(
+                    self._remove_temporary(self.bluez.temporary_timeout))
 
-    async def _remove_temporary(self) -> None:
-        await asyncio.sleep(self.bluez.temporary_timeout)
+    async def _remove_temporary(self, after: float) -> None:
+        await asyncio.sleep(after)
         for dev in list(self.bluez.devices_on(self)):
             if not dev.p.connected and not dev.props["Paired"] and not dev.props["Trusted"]:
                 self.bluez.remove_device_object(dev)
@@ -1073,7 +1105,7 @@ class _Adapter1(_Iface):
             await asyncio.sleep(0.01)
 
     @dbus_method(name="RemoveDevice")
-    async def remove_device(self, device: o):
+    async def remove_device(self, device: DBusObjectPath) -> NoReply:
         dev = self.bluez.device_by_path(device)
         if dev is None or dev.adapter is not self:
             raise _err("DoesNotExist", "Does Not Exist")
@@ -1108,10 +1140,17 @@ class FakeBlueZ:
         self._peripherals: dict[str, tuple[FakePeripheral, str]] = {}   # addr -> (p, adapter)
         self._devices: dict[str, _Device1] = {}                          # addr -> object
 
+    def running_bus(self) -> _BlueZBus:
+        if self.bus is None:
+            raise RuntimeError("FakeBlueZ is not started")
+        return self.bus
+
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> FakeBlueZ:
-        self.bus = await _BlueZBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
-        self.bus.add_message_handler(self._on_message)
+        bus = _BlueZBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True)
+        await bus.connect()
+        self.bus = bus
+        bus.add_message_handler(self._on_message)
         for i, name in enumerate(self.adapter_names):
             path = f"/org/bluez/{name}"
             a = _Adapter1.create({
@@ -1122,16 +1161,16 @@ class FakeBlueZ:
                 "Discovering": False, "UUIDs": [], "Modalias": "usb:v1D6Bp0246d0542",
                 "Roles": ["central", "peripheral"], "Manufacturer": 2, "Version": 12,
             }, self, path)
-            self.bus.add_object(path, a)
+            bus.add_object(path, a)
             self.adapters[name] = a
-        await self.bus.call(Message(
+        await bus.call(Message(
             destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
             interface="org.freedesktop.DBus", member="AddMatch", signature="s",
             body=["type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged'"]))
-        reply = await self.bus.request_name("org.bluez")
+        reply = await bus.request_name("org.bluez")
         log.debug("request_name: %s", reply)
-        for addr, (p, ad) in self._peripherals.items():
-            if getattr(p, "_known", False):
+        for p, ad in self._peripherals.values():
+            if p.known:
                 self.export_device(self.adapters[ad], p)
         return self
 
@@ -1149,7 +1188,7 @@ class FakeBlueZ:
                     co._release_acquired()
         if self.bus is not None:
             self.bus.disconnect()
-            await self.bus.wait_for_disconnect()
+            await self.bus.wait_for_disconnect()  # type: ignore[no-untyped-call]  # dbus-fast
             self.bus = None
 
     async def __aenter__(self) -> FakeBlueZ:
@@ -1163,7 +1202,7 @@ class FakeBlueZ:
             _sender.set(msg.sender or "")
         elif (msg.message_type == MessageType.SIGNAL and msg.member == "NameOwnerChanged"
               and msg.sender == "org.freedesktop.DBus"):
-            name, old, new = msg.body
+            name, _old, new = msg.body
             if name.startswith(":") and not new:
                 # client left the bus: BlueZ drops its discovery + notify sessions
                 for a in self.adapters.values():
@@ -1179,7 +1218,7 @@ class FakeBlueZ:
         scan (like a paired/previously seen device); otherwise it appears on
         D-Bus (InterfacesAdded) the first time a scan "hears" it."""
         self._peripherals[p.address] = (p, adapter)
-        p._known = known
+        p.known = known
         if known and self.bus is not None:
             self.export_device(self.adapters[adapter], p)
         return p
@@ -1200,11 +1239,11 @@ class FakeBlueZ:
         dev = _Device1.build(self, a, p)
         p._device = dev
         self._devices[p.address] = dev
-        self.bus.add_object(dev.path, dev)
+        self.running_bus().add_object(dev.path, dev)
         return dev
 
     def remove_device_object(self, dev: _Device1) -> None:
         dev.unexport_gatt()
-        self.bus.remove_object(dev.path)
+        self.running_bus().remove_object(dev.path)
         self._devices.pop(dev.p.address, None)
         dev.p._device = None
