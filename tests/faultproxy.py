@@ -1,0 +1,91 @@
+"""A TCP fault proxy between the agent and the broker (Toxiproxy's toxics, in-process).
+
+Bytes only, so it works under TLS too. Modes, switchable while connections are open:
+``pass``; ``latency`` (each chunk delayed); ``blackhole`` (nothing forwarded either way, the
+sockets stay open: a half-open link that only keepalive can detect); ``reset`` (every
+connection closed with RST, and new ones refused the same way). ``limit_bps`` caps throughput
+in each direction (a 2G uplink).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+
+
+class FaultProxy:
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.mode = "pass"
+        self.latency = 0.0
+        self.limit_bps: float | None = None
+        self.port = 0
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> FaultProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def set_mode(self, mode: str) -> None:
+        self.mode = mode
+        if mode == "reset":
+            for writer in list(self._writers):
+                _reset(writer)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.mode == "reset":
+            _reset(writer)
+            return
+        self.connections += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        finally:
+            for w in (writer, up_writer):
+                self._writers.discard(w)
+                w.close()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while True:
+                data = await reader.read(4096)
+                if not data:
+                    break
+                while self.mode == "blackhole":  # hold the bytes, keep the socket open
+                    await asyncio.sleep(0.05)
+                if self.mode == "reset":
+                    return
+                if self.latency:
+                    await asyncio.sleep(self.latency)
+                if self.limit_bps:
+                    await asyncio.sleep(len(data) * 8 / self.limit_bps)
+                writer.write(data)
+                await writer.drain()
+        with contextlib.suppress(OSError):
+            writer.close()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):  # SO_LINGER 0: close sends RST, not FIN
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
