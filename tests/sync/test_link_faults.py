@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from edge_agent.models import measurement
 from edge_agent.settings import Settings
 from edge_agent.store import Store
 from sync.daemon import SyncDaemon
