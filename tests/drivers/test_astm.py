@@ -25,6 +25,7 @@ from drivers.simulators.astm_analyser import (
 )
 from drivers.simulators.base import DeviceModel
 from edge_agent.models import Measurement
+from tests.drivers.streams import play
 
 CAPTURES = Path(__file__).parent.parent / "captures" / "astm"
 GOLDEN = CAPTURES / "cobalt-lp-lipid-spec.hex"
@@ -62,20 +63,6 @@ def event_json(event: Event) -> dict[str, Any]:
     return {"type": type(event).__name__, **data}
 
 
-def play(
-    dec: astm.AstmDecoder, chunks: Sequence[bytes], *, stored: bool = True
-) -> tuple[list[Event], bytes]:
-    """Feed chunks; acknowledge each completed message at once, like the runtime after COMMIT."""
-    events: list[Event] = []
-    replies = b""
-    for chunk in chunks:
-        new = dec.receive_data(chunk)
-        events += new
-        for event in new:
-            if isinstance(event, MessageComplete):
-                dec.acknowledge(event.message_id, stored=stored)
-        replies += dec.data_to_send()
-    return events, replies
 
 
 def measurements(events: Sequence[Event]) -> list[Measurement]:

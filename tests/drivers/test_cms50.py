@@ -4,9 +4,7 @@ trip."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,6 +13,7 @@ from drivers.base import DeviceInfo, Event, Rejected
 from drivers.protocols.cms50 import Cms50Decoder, Packet, parse_packet
 from drivers.simulators.cms50 import Cms50Model, encode
 from edge_agent.models import Measurement, measurement
+from tests.drivers.streams import event_json, feed
 
 CAPTURE = Path(__file__).resolve().parents[1] / "captures" / "cms50" / "legacy-stream-spec.hex"
 OK = encode(Packet(97, 72))
@@ -28,23 +27,7 @@ def capture() -> bytes:
 
 
 def decode(data: bytes, chunks: list[int] | None = None) -> list[Event]:
-    decoder = Cms50Decoder()
-    events: list[Event] = []
-    pos = 0
-    for size in chunks or []:
-        events += decoder.receive_data(data[pos : pos + size])
-        pos += size
-    return events + decoder.receive_data(data[pos:]) + decoder.receive_data(b"")
-
-
-def event_json(event: Event) -> dict[str, Any]:
-    data = asdict(event)
-    if "raw" in data:
-        data["raw"] = data["raw"].hex(" ")
-    for key in ("flags", "context"):
-        if key in data:
-            data[key] = [list(x) if isinstance(x, tuple) else x for x in data[key]]
-    return {"type": type(event).__name__, **data}
+    return feed(Cms50Decoder(), data, chunks or [])
 
 
 def values(events: list[Event]) -> list[tuple[str, float | None, tuple[str, ...]]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,8 @@ from drivers.protocols.mllp import MllpDecoder, frame
 from drivers.simulators.hl7_monitor import encode_oru, format_nm
 from edge_agent.catalogue import catalogue
 from edge_agent.models import Measurement, measurement
+from tests.drivers import streams
+from tests.drivers.streams import play
 
 CAPTURES = Path(__file__).parent.parent / "captures" / "hl7"
 GOLDEN = sorted(CAPTURES.glob("*.hl7"))
@@ -49,30 +50,8 @@ def decoder() -> MllpDecoder:
     return MllpDecoder(clock=lambda: CLOCK, control_id_prefix="T")
 
 
-def play(
-    dec: MllpDecoder, chunks: Sequence[bytes], *, stored: bool = True
-) -> tuple[list[Event], bytes]:
-    """Feed chunks; acknowledge each completed message at once, like the runtime after COMMIT."""
-    events: list[Event] = []
-    replies = b""
-    for chunk in chunks:
-        new = dec.receive_data(chunk)
-        events += new
-        for event in new:
-            if isinstance(event, MessageComplete):
-                dec.acknowledge(event.message_id, stored=stored)
-        replies += dec.data_to_send()
-    return events, replies
-
-
 def event_json(event: Event) -> dict[str, Any]:
-    data = asdict(event)
-    if "raw" in data:
-        data["raw"] = data["raw"].decode("utf-8")
-    for key in ("flags", "context"):
-        if key in data:
-            data[key] = [list(x) if isinstance(x, tuple) else x for x in data[key]]
-    return {"type": type(event).__name__, **data}
+    return streams.event_json(event, "utf-8")
 
 
 def measurements(events: Sequence[Event]) -> list[Measurement]:

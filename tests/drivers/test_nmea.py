@@ -17,6 +17,7 @@ from drivers.base import DeviceInfo, Event, Rejected
 from drivers.protocols.nmea import NmeaDecoder, checksum, degrees, utc_stamp
 from drivers.simulators.nmea import GpsModel, encode_gga, encode_rmc, sentence
 from edge_agent.models import Measurement, measurement
+from tests.drivers.streams import feed
 
 CAPTURES = Path(__file__).resolve().parents[1] / "captures" / "nmea"
 GOLDEN = sorted(CAPTURES.glob("*.nmea"))
@@ -30,13 +31,7 @@ def capture(path: Path) -> bytes:
 
 
 def decode(data: bytes, chunks: list[int] | None = None) -> list[Event]:
-    decoder = NmeaDecoder()
-    events: list[Event] = []
-    pos = 0
-    for size in chunks or []:
-        events += decoder.receive_data(data[pos : pos + size])
-        pos += size
-    return events + decoder.receive_data(data[pos:]) + decoder.receive_data(b"")
+    return feed(NmeaDecoder(), data, chunks or [])
 
 
 def event_json(event: Event) -> dict[str, Any]:

@@ -4,7 +4,6 @@ round trip."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,8 @@ from drivers.base import DecoderMisuse, DeviceInfo, Event, Rejected
 from drivers.protocols.scale import ScaleDecoder
 from drivers.simulators.scale import ScaleModel, encode_balance, encode_indicator, encode_overload
 from edge_agent.models import Measurement, measurement
+from tests.drivers import streams
+from tests.drivers.streams import feed
 
 CAPTURES = Path(__file__).resolve().parents[1] / "captures" / "scale"
 GOLDEN = {
@@ -31,23 +32,11 @@ def capture(path: Path) -> bytes:
 
 
 def decode(data: bytes, chunks: list[int] | None = None, grammar: str = "indicator") -> list[Event]:
-    decoder = ScaleDecoder(grammar)
-    events: list[Event] = []
-    pos = 0
-    for size in chunks or []:
-        events += decoder.receive_data(data[pos : pos + size])
-        pos += size
-    return events + decoder.receive_data(data[pos:]) + decoder.receive_data(b"")
+    return feed(ScaleDecoder(grammar), data, chunks or [])
 
 
 def event_json(event: Event) -> dict[str, Any]:
-    data = asdict(event)
-    if "raw" in data:
-        data["raw"] = data["raw"].decode("latin-1")
-    for key in ("flags", "context"):
-        if key in data:
-            data[key] = [list(x) if isinstance(x, tuple) else x for x in data[key]]
-    return {"type": type(event).__name__, **data}
+    return streams.event_json(event, "latin-1")
 
 
 def weights(events: list[Event]) -> list[tuple[float | None, str, str]]:
