@@ -1,35 +1,58 @@
 """Bluetooth SIG health profiles, sans-I/O: one decoder per characteristic value, the Record
-Access Control Point, and the glucose-meter record download.
+Access Control Point (RACP), a glucose-meter download and a plain notify/indicate decoder.
 
-Facts: ``shared/PROTOCOLS.md`` §2 (GSS field tables). Little-endian; optional fields follow in
-table order when their flag is set. A value that is too short, too long, or sets RFU flag bits
-is ``Rejected`` with its bytes, never an exception; IEEE 11073 special values give a
-measurement with ``value = None`` and a FHIR ``absent_reason``, never a number.
+Facts: ``shared/PROTOCOLS.md`` §2 (GSS field tables), codes §9, FHIR mapping §10.
 
-Intermediate values (Intermediate Cuff Pressure 0x2A36) decode with the flag ``intermediate``
-for a technician's ``decode``; the agent does not subscribe to them, so they are not stored.
+Every ``decode_XXXX(value) -> list[Event]`` is pure and total:
+
+- Fields are little-endian; optional fields follow in table order when their flag is set.
+- A value that is too short (``truncated``), has octets left over (``too-long``), sets RFU
+  flag bits (``rfu-flags``: the layout is then unknown) or has an odd RR-interval tail
+  (``rr-odd-length``) becomes ``Rejected(value, reason)`` with the whole characteristic value.
+- IEEE 11073 special values give a Measurement with ``value=None`` and the PHD IG
+  ``absent_reason`` (not-a-number, error, positive-infinity, negative-infinity); so does a
+  scale's "measurement unsuccessful" (0xFFFF; ``error`` + flag ``measurement-unsuccessful``).
+- RFU *values* inside a defined field (a temperature type 12, a glucose sample type 0) keep
+  the reading and are named ``reserved-<n>``; RFU bits of status words are ignored (the raw
+  value is kept on every Measurement).
+- An impossible Date Time keeps the reading without ``device_time`` and flags
+  ``bad-device-time``; an unknown one (year/month/day 0) just has no ``device_time``.
+
+Intermediate Cuff Pressure (0x2A36) decodes to ``cuff_pressure`` flagged ``intermediate``: it
+is the live pressure while the cuff inflates, not a reading. A caller may show it as progress
+but must not store or forward it; the agent's BLE kinds do not subscribe to 0x2A36 and wait
+for the final 0x2A35 indication.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import Enum, IntEnum
+from functools import wraps
 from typing import Final
 
 from drivers.base import DecoderMisuse, DeviceInfo, Event, GattWrite, MessageComplete, Rejected
-from drivers.protocols.ieee11073 import MderValue, date_time, float32, sfloat
+from drivers.protocols.ieee11073 import MderValue, decode_date_time, decode_float, decode_sfloat
 from edge_agent.models import Measurement, measurement
+
+Context = tuple[tuple[str, str], ...]
+Decoder = Callable[[bytes], list[Event]]
 
 
 class _Bad(Exception):
+    """A value that cannot be read as its characteristic; becomes ``Rejected``."""
+
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
 
 class _Reader:
+    __slots__ = ("data", "pos")
+
     def __init__(self, data: bytes) -> None:
         self.data, self.pos = data, 0
 
@@ -53,423 +76,517 @@ class _Reader:
         return int.from_bytes(self.take(3), "little")
 
     def sfloat(self) -> MderValue:
-        return sfloat(self.u16())
+        return decode_sfloat(self.u16())
 
     def float32(self) -> MderValue:
-        return float32(int.from_bytes(self.take(4), "little"))
+        return decode_float(int.from_bytes(self.take(4), "little"))
 
-    def time(self) -> str | None:
-        return date_time(self.take(7))
+    def left(self) -> int:
+        return len(self.data) - self.pos
 
-    def done(self) -> None:
+    def end(self) -> None:
         if self.pos != len(self.data):
             raise _Bad("too-long")
 
 
-def _rfu(flags: int, used_bits: int) -> None:
-    if flags & ~((1 << used_bits) - 1):
+@dataclass(frozen=True, slots=True)
+class _Time:
+    iso: str | None
+    flags: tuple[str, ...] = ()
+
+
+_NO_TIME: Final = _Time(None)
+
+
+def _time(octets: bytes) -> _Time:
+    try:
+        return _Time(decode_date_time(octets))
+    except ValueError:
+        return _Time(None, ("bad-device-time",))
+
+
+def _flags8(r: _Reader, used_bits: int) -> int:
+    flags = r.u8()
+    if flags >> used_bits:
         raise _Bad("rfu-flags")
+    return flags
 
 
-def _m(key: str, v: MderValue, unit: str, raw: bytes, *, device_time: str | None = None,
-       flags: tuple[str, ...] = (), context: tuple[tuple[str, str], ...] = (),
-       loinc: str | None = None, scale: float = 1.0) -> Measurement:
-    value = None if v.value is None else round(v.value * scale, 10)
-    return measurement(key, value, unit, loinc=loinc, device_time=device_time, flags=flags,
+def _bits(value: int, names: tuple[tuple[int, str], ...]) -> tuple[str, ...]:
+    return tuple(name for bit, name in names if value >> bit & 1)
+
+
+def _text(value: Decimal) -> str:
+    return format(value, "f")
+
+
+def _mder_text(v: MderValue, power: int = 0, unit: str = "") -> str:
+    """A context value: the number at the device's precision, or the absent reason."""
+    scaled = v.scaled(power)
+    if scaled is None:
+        return v.absent_reason or "error"
+    return f"{_text(scaled)} {unit}".rstrip()
+
+
+def _user(raw: int) -> Context:
+    return (("user", "unknown" if raw == 255 else str(raw)),)
+
+
+def _named(table: dict[int, str], raw: int) -> str:
+    return table.get(raw, f"reserved-{raw}")
+
+
+def _mder(key: str, v: MderValue, unit: str, raw: bytes, *, power: int = 0,
+          time: _Time = _NO_TIME, flags: tuple[str, ...] = (), context: Context = (),
+          loinc: str | None = None) -> Measurement:
+    scaled = v.scaled(power)
+    return measurement(key, None if scaled is None else float(scaled), unit, loinc=loinc,
+                       device_time=time.iso, flags=time.flags + flags,
                        absent_reason=v.absent_reason, raw=raw, context=context)
 
 
-def _bits(value: int, names: dict[int, str]) -> tuple[str, ...]:
-    return tuple(name for bit, name in names.items() if value & (1 << bit))
+def _fixed(key: str, count: int, step: str, unit: str, raw: bytes, *, time: _Time = _NO_TIME,
+           flags: tuple[str, ...] = (), context: Context = ()) -> Measurement:
+    """A uint16 fixed-point field (``count`` × ``step``); 0xFFFF where the GSS says
+    "measurement unsuccessful" is handled by the caller."""
+    return measurement(key, float(count * Decimal(step)), unit, device_time=time.iso,
+                       flags=time.flags + flags, raw=raw, context=context)
 
 
-def _guard(decode: Callable[[bytes], list[Event]]) -> Callable[[bytes], list[Event]]:
+def _unsuccessful(key: str, unit: str, raw: bytes, time: _Time, context: Context) -> Measurement:
+    return measurement(key, None, unit, device_time=time.iso,
+                       flags=(*time.flags, "measurement-unsuccessful"), absent_reason="error",
+                       raw=raw, context=context)
+
+
+def _total(decode: Decoder) -> Decoder:
+    """Turn a decoder's ``_Bad`` into ``Rejected`` with the whole characteristic value."""
+
+    @wraps(decode)
     def run(value: bytes) -> list[Event]:
+        data = bytes(value)  # bleak hands bytearray
         try:
-            return decode(value)
+            return decode(data)
         except _Bad as bad:
-            return [Rejected(bytes(value), bad.reason)]
+            return [Rejected(data, bad.reason)]
 
-    run.__doc__ = decode.__doc__
     return run
 
 
-# --- Blood pressure 0x2A35 / intermediate cuff pressure 0x2A36 -----------------------------
-BP_STATUS: Final = {0: "body-movement", 1: "cuff-too-loose", 2: "irregular-pulse",
-                    5: "improper-position"}
+# --- Blood pressure 0x2A35 / intermediate cuff pressure 0x2A36 ------------------------------
+BP_STATUS: Final = ((0, "body-movement"), (1, "cuff-too-loose"), (2, "irregular-pulse"),
+                    (5, "improper-position"))
+_PULSE_RANGE: Final = {1: "pulse-rate-above-range", 2: "pulse-rate-below-range"}  # 3 is RFU
+# The catalogue's pulse_rate code is the oximeter's; a cuff's pulse is non-invasive (§9).
+MDC_PULS_RATE_NON_INV: Final = 149546
 
 
-def _bp(value: bytes, intermediate: bool) -> list[Event]:
+@dataclass(frozen=True, slots=True)
+class _Bp:
+    unit: str
+    values: tuple[MderValue, MderValue, MderValue]
+    time: _Time
+    pulse: MderValue | None
+    flags: tuple[str, ...]
+    context: Context
+
+
+def _bp(value: bytes) -> _Bp:
     r = _Reader(value)
-    flags = r.u8()
-    _rfu(flags, 5)
+    flags = _flags8(r, 5)
     unit = "kPa" if flags & 0x01 else "mm[Hg]"
-    sys_, dia, mean = r.sfloat(), r.sfloat(), r.sfloat()
-    stamp = r.time() if flags & 0x02 else None
+    values = (r.sfloat(), r.sfloat(), r.sfloat())
+    time = _time(r.take(7)) if flags & 0x02 else _NO_TIME
     pulse = r.sfloat() if flags & 0x04 else None
-    context: tuple[tuple[str, str], ...] = ()
-    if flags & 0x08:
-        user = r.u8()
-        context += (("user", "unknown" if user == 255 else str(user)),)
+    context = _user(r.u8()) if flags & 0x08 else ()
     status: tuple[str, ...] = ()
     if flags & 0x10:
-        bits = r.u16()
-        status = _bits(bits, BP_STATUS)
-        rate = (bits >> 3) & 0x03
-        status += {1: ("pulse-rate-above-range",), 2: ("pulse-rate-below-range",)}.get(rate, ())
-    r.done()
-    if intermediate:
-        return [_m("cuff_pressure", sys_, unit, value, device_time=stamp,
-                   flags=("intermediate", *status), context=context)]
+        word = r.u16()
+        status = _bits(word, BP_STATUS)
+        rate = _PULSE_RANGE.get(word >> 3 & 0x03)
+        status += (rate,) if rate else ()
+    r.end()
+    return _Bp(unit, values, time, pulse, status, context)
+
+
+@_total
+def decode_2a35(value: bytes) -> list[Event]:
+    """Blood Pressure Measurement: systolic, diastolic, MAP (mm[Hg] or kPa), pulse rate."""
+    bp = _bp(value)
+    keys = ("systolic_bp", "diastolic_bp", "mean_arterial_pressure")
     events: list[Event] = [
-        _m("systolic_bp", sys_, unit, value, device_time=stamp, flags=status, context=context),
-        _m("diastolic_bp", dia, unit, value, device_time=stamp, flags=status, context=context),
-        _m("mean_arterial_pressure", mean, unit, value, device_time=stamp, flags=status,
-           context=context),
+        _mder(key, v, bp.unit, value, time=bp.time, flags=bp.flags, context=bp.context)
+        for key, v in zip(keys, bp.values, strict=True)
     ]
-    if pulse is not None:
-        events.append(_m("pulse_rate", pulse, "/min", value, device_time=stamp, flags=status,
-                         context=context))
+    if bp.pulse is not None:
+        pulse = _mder("pulse_rate", bp.pulse, "/min", value, time=bp.time, flags=bp.flags,
+                      context=bp.context)
+        events.append(replace(pulse, mdc=MDC_PULS_RATE_NON_INV))
     return events
 
 
-@_guard
-def decode_2a35(value: bytes) -> list[Event]:
-    """Blood Pressure Measurement."""
-    return _bp(value, intermediate=False)
-
-
-@_guard
+@_total
 def decode_2a36(value: bytes) -> list[Event]:
-    """Intermediate Cuff Pressure (not a final reading)."""
-    return _bp(value, intermediate=True)
+    """Intermediate Cuff Pressure: the current cuff pressure (systolic slot), flagged
+    ``intermediate``; live progress only, never a reading (see the module docstring)."""
+    bp = _bp(value)  # diastolic and MAP slots are unused (NaN) and ignored
+    events: list[Event] = [_mder("cuff_pressure", bp.values[0], bp.unit, value, time=bp.time,
+                                 flags=("intermediate", *bp.flags), context=bp.context)]
+    if bp.pulse is not None:
+        pulse = _mder("pulse_rate", bp.pulse, "/min", value, time=bp.time,
+                      flags=("intermediate", *bp.flags), context=bp.context)
+        events.append(replace(pulse, mdc=MDC_PULS_RATE_NON_INV))
+    return events
 
 
-# --- Heart rate 0x2A37 ---------------------------------------------------------------------
-@_guard
+# --- Heart rate 0x2A37 -----------------------------------------------------------------------
+_CONTACT: Final = {2: "not-detected", 3: "detected"}  # 0 and 1: contact detection unsupported
+
+
+@_total
 def decode_2a37(value: bytes) -> list[Event]:
-    """Heart Rate Measurement: HR, energy expended, RR intervals (1/1024 s)."""
+    """Heart Rate Measurement: HR (uint8/uint16), energy expended (kJ, 0xFFFF = saturated),
+    RR intervals (1/1024 s each -> ``rr_interval`` in s, oldest first)."""
     r = _Reader(value)
-    flags = r.u8()
-    _rfu(flags, 5)
+    flags = _flags8(r, 5)
     hr = r.u16() if flags & 0x01 else r.u8()
-    contact = (flags >> 1) & 0x03
-    status = ("no-contact",) if contact == 2 else ()
-    events: list[Event] = [measurement("heart_rate", float(hr), flags=status, raw=value)]
+    contact = _CONTACT.get(flags >> 1 & 0x03)
+    context: Context = (("sensor-contact", contact),) if contact else ()
+    status = ("no-sensor-contact",) if contact == "not-detected" else ()
+    events: list[Event] = [measurement("heart_rate", float(hr), flags=status, raw=value,
+                                       context=context)]
     if flags & 0x08:
         energy = r.u16()
         events.append(measurement("energy_expended", float(energy), raw=value,
                                   flags=("saturated",) if energy == 0xFFFF else ()))
     if flags & 0x10:
-        rest = len(value) - r.pos
-        if rest == 0 or rest % 2:
-            raise _Bad("rr-intervals")
-        while r.pos < len(value):
-            events.append(measurement("rr_interval", round(r.u16() / 1024, 6), raw=value))
-    r.done()
+        if r.left() == 0:
+            raise _Bad("truncated")
+        if r.left() % 2:
+            raise _Bad("rr-odd-length")
+        while r.left():
+            events.append(measurement("rr_interval", float(Decimal(r.u16()) / 1024), raw=value))
+    r.end()
     return events
 
 
-# --- Temperature 0x2A1C --------------------------------------------------------------------
-TEMPERATURE_SITES: Final = {1: "armpit", 2: "body", 3: "ear", 4: "finger",
+# --- Temperature 0x2A1C ----------------------------------------------------------------------
+TEMPERATURE_TYPES: Final = {1: "armpit", 2: "body", 3: "ear", 4: "finger",
                             5: "gastro-intestinal-tract", 6: "mouth", 7: "rectum", 8: "toe",
                             9: "tympanum"}
+# MDC code by site (§9: MDC_TEMP_AXILLA, _EAR, _FINGER, _GIT, _ORAL, _RECT, _TOE, _TYMP);
+# "body" and reserved types keep the catalogue's MDC_TEMP_BODY.
+_TEMPERATURE_MDC: Final = {1: 188452, 3: 188428, 4: 188432, 5: 188456, 6: 188424, 7: 188420,
+                           8: 188448, 9: 150392}
 
 
-@_guard
+@_total
 def decode_2a1c(value: bytes) -> list[Event]:
-    """Temperature Measurement (32-bit FLOAT, Celsius or Fahrenheit, optional site)."""
+    """Temperature Measurement: 32-bit FLOAT in Cel or [degF]; type (site) in context."""
     r = _Reader(value)
-    flags = r.u8()
-    _rfu(flags, 3)
+    flags = _flags8(r, 3)
     reading = r.float32()
-    stamp = r.time() if flags & 0x02 else None
-    context: tuple[tuple[str, str], ...] = ()
-    if flags & 0x04:
-        site = r.u8()
-        if site not in TEMPERATURE_SITES:
-            raise _Bad("temperature-type")
-        context = (("site", TEMPERATURE_SITES[site]),)
-    r.done()
+    time = _time(r.take(7)) if flags & 0x02 else _NO_TIME
+    site = r.u8() if flags & 0x04 else None
+    r.end()
     unit = "[degF]" if flags & 0x01 else "Cel"
-    return [_m("body_temperature", reading, unit, value, device_time=stamp, context=context)]
+    context: Context = (("site", _named(TEMPERATURE_TYPES, site)),) if site is not None else ()
+    m = _mder("body_temperature", reading, unit, value, time=time, context=context)
+    mdc = _TEMPERATURE_MDC.get(site) if site is not None else None
+    return [replace(m, mdc=mdc) if mdc else m]
 
 
-# --- Glucose 0x2A18 + context 0x2A34 -------------------------------------------------------
+# --- Glucose 0x2A18 + context 0x2A34 ---------------------------------------------------------
 SAMPLE_TYPES: Final = {1: "capillary-whole-blood", 2: "capillary-plasma", 3: "venous-whole-blood",
                        4: "venous-plasma", 5: "arterial-whole-blood", 6: "arterial-plasma",
                        7: "undetermined-whole-blood", 8: "undetermined-plasma",
                        9: "interstitial-fluid", 10: "control-solution"}
 SAMPLE_LOCATIONS: Final = {1: "finger", 2: "alternate-site-test", 3: "earlobe",
                            4: "control-solution", 15: "not-available"}
-SSA: Final = {0: "battery-low", 1: "sensor-malfunction", 2: "sample-size-insufficient",
-              3: "strip-insertion-error", 4: "strip-type-incorrect", 5: "result-too-high",
-              6: "result-too-low", 7: "temperature-too-high", 8: "temperature-too-low",
-              9: "strip-pulled-too-soon", 10: "device-fault", 11: "time-fault"}
-# (mass LOINC, molar LOINC) by sample: capillary = by glucometer; venous/arterial by specimen.
-_GLUCOSE_LOINC: Final = {"capillary": ("41653-7", "14743-9"), "plasma": ("2345-7", "14749-6"),
-                         "whole-blood": ("2339-0", "15074-8")}
+GLUCOSE_STATUS: Final = (  # Sensor Status Annunciation bits
+    (0, "low-battery"), (1, "sensor-malfunction"), (2, "sample-size-insufficient"),
+    (3, "strip-insertion-error"), (4, "strip-type-incorrect"), (5, "above-measuring-range"),
+    (6, "below-measuring-range"), (7, "temperature-too-high"), (8, "temperature-too-low"),
+    (9, "strip-pulled-too-soon"), (10, "device-fault"), (11, "time-fault"))
+# Mass is the catalogue's glucose LOINC (41653-7, capillary by glucometer); its molar twin:
+GLUCOSE_MOLAR_LOINC: Final = "14743-9"
+# MDC_CONC_GLU_* by sample type (§9); undetermined and reserved keep the catalogue's
+# capillary whole blood code.
+_GLUCOSE_MDC: Final = {1: 160184, 2: 160188, 3: 160192, 4: 160196, 5: 160200, 6: 160204,
+                       9: 160212, 10: 160208}
 
 
-@dataclass(frozen=True)
-class GlucoseRecord:
+@dataclass(frozen=True, slots=True)
+class _GlucoseRecord:
+    """One Glucose Measurement value: its sequence number, time and event."""
+
     sequence: int
-    events: list[Event]
+    device_time: str | None
+    event: Measurement | DeviceInfo  # DeviceInfo when the record carries no concentration
     context_follows: bool
 
 
-def _glucose_loinc(sample: str | None, molar: bool) -> str:
-    if sample is None or sample.startswith("capillary"):
-        pair = _GLUCOSE_LOINC["capillary"]
-    elif sample.endswith("plasma"):
-        pair = _GLUCOSE_LOINC["plasma"]
-    else:
-        pair = _GLUCOSE_LOINC["whole-blood"]
-    return pair[1] if molar else pair[0]
+def _user_facing_time(base: bytes, offset: int | None) -> _Time:
+    time = _time(base)
+    if time.iso is None or offset is None:
+        return time
+    try:
+        shifted = datetime.fromisoformat(time.iso) + timedelta(minutes=offset)
+    except OverflowError:  # past 9999-12-31
+        return _Time(None, ("bad-device-time",))
+    if shifted.year < 1582:
+        return _Time(None, ("bad-device-time",))
+    return _Time(shifted.isoformat())
 
 
-def parse_glucose(value: bytes) -> GlucoseRecord:
+def _parse_glucose(value: bytes) -> _GlucoseRecord:
+    """Read a Glucose Measurement value; raises ``_Bad``."""
     r = _Reader(value)
-    flags = r.u8()
-    _rfu(flags, 5)
-    seq = r.u16()
+    flags = _flags8(r, 5)
+    sequence = r.u16()
     base = r.take(7)
-    stamp = date_time(base)
-    if flags & 0x01:
-        offset = r.s16()
-        if stamp is not None:
-            stamp = (datetime.fromisoformat(stamp) + timedelta(minutes=offset)).isoformat()
-    context: tuple[tuple[str, str], ...] = (("sequence", str(seq)),)
-    events: list[Event] = []
-    status: tuple[str, ...] = ()
-    concentration = None
-    sample = None
-    if flags & 0x02:
-        concentration = r.sfloat()
-        type_location = r.u8()
-        sample = SAMPLE_TYPES.get(type_location & 0x0F)
-        location = SAMPLE_LOCATIONS.get(type_location >> 4)
-        context += (("sample-type", sample or "reserved"), ("sample-location",
-                                                            location or "reserved"))
-        if sample == "control-solution" or location == "control-solution":
-            status += ("control-solution",)  # QC, never patient glucose
-    if flags & 0x08:
-        status += _bits(r.u16(), SSA)
-    r.done()
-    if concentration is not None:
-        molar = bool(flags & 0x04)
-        events.append(_m("glucose", concentration, "mmol/L" if molar else "mg/dL", value,
-                         device_time=stamp, flags=status, context=context,
-                         loinc=_glucose_loinc(sample, molar),
-                         scale=1000.0 if molar else 100000.0))
-    else:
-        events.append(DeviceInfo("glucose-record", f"{seq}: no concentration"))
-    return GlucoseRecord(seq, events, bool(flags & 0x10))
+    offset = r.s16() if flags & 0x01 else None
+    time = _user_facing_time(base, offset)  # user-facing time = base time + offset
+    concentration, type_location = (r.sfloat(), r.u8()) if flags & 0x02 else (None, 0)
+    status = _bits(r.u16(), GLUCOSE_STATUS) if flags & 0x08 else ()
+    r.end()
+    context: Context = (("sequence", str(sequence)),)
+    if concentration is None:
+        detail = " ".join((f"sequence={sequence}", "no-concentration", *status))
+        return _GlucoseRecord(sequence, time.iso, DeviceInfo("glucose-record", detail),
+                             bool(flags & 0x10))
+    sample = _named(SAMPLE_TYPES, type_location & 0x0F)
+    location = _named(SAMPLE_LOCATIONS, type_location >> 4)
+    context += (("sample-type", sample), ("sample-location", location))
+    if "control-solution" in (sample, location):
+        status = ("control-solution", *status)  # QC of the meter, never patient glucose
+    molar = bool(flags & 0x04)
+    event = _mder("glucose", concentration, "mmol/L" if molar else "mg/dL", value,
+                  power=3 if molar else 5,  # mol/L -> mmol/L, kg/L -> mg/dL
+                  time=time, flags=status, context=context,
+                  loinc=GLUCOSE_MOLAR_LOINC if molar else None)
+    mdc = _GLUCOSE_MDC.get(type_location & 0x0F)
+    event = replace(event, mdc=mdc) if mdc else event
+    return _GlucoseRecord(sequence, time.iso, event, bool(flags & 0x10))
 
 
-@_guard
+@_total
 def decode_2a18(value: bytes) -> list[Event]:
-    """Glucose Measurement (base time + offset; kg/L -> mg/dL, mol/L -> mmol/L)."""
-    return parse_glucose(value).events
+    """Glucose Measurement: base time + offset; kg/L -> mg/dL, mol/L -> mmol/L; sample type,
+    location and sequence number in context; control solution flagged ``control-solution``."""
+    return [_parse_glucose(value).event]
 
 
+CARBOHYDRATES: Final = {1: "breakfast", 2: "lunch", 3: "dinner", 4: "snack", 5: "drink",
+                        6: "supper", 7: "brunch"}
 MEALS: Final = {1: "preprandial", 2: "postprandial", 3: "fasting", 4: "casual", 5: "bedtime"}
-CARBS: Final = {1: "breakfast", 2: "lunch", 3: "dinner", 4: "snack", 5: "drink", 6: "supper",
-                7: "brunch"}
 TESTERS: Final = {1: "self", 2: "health-care-professional", 3: "lab", 15: "not-available"}
-HEALTH: Final = {1: "minor-problems", 2: "major-problems", 3: "menses", 4: "stress",
-                 5: "no-issues", 15: "not-available"}
-MEDICATION: Final = {1: "rapid-acting-insulin", 2: "short-acting-insulin",
-                     3: "intermediate-acting-insulin", 4: "long-acting-insulin",
-                     5: "pre-mixed-insulin"}
+HEALTH: Final = {1: "minor-health-issues", 2: "major-health-issues", 3: "menses", 4: "stress",
+                 5: "no-health-issues", 15: "not-available"}
+MEDICATIONS: Final = {1: "rapid-acting-insulin", 2: "short-acting-insulin",
+                      3: "intermediate-acting-insulin", 4: "long-acting-insulin",
+                      5: "pre-mixed-insulin"}
 
 
-def parse_context(value: bytes) -> tuple[int, tuple[tuple[str, str], ...], MderValue | None]:
+@dataclass(frozen=True, slots=True)
+class _GlucoseContext:
+    """One Glucose Measurement Context value, for the record with the same sequence number."""
+
+    sequence: int
+    items: Context
+    hba1c: MderValue | None
+    raw: bytes
+
+    def hba1c_event(self, device_time: str | None = None) -> Measurement | None:
+        if self.hba1c is None:
+            return None
+        return _mder("hba1c", self.hba1c, "%", self.raw, time=_Time(device_time),
+                     context=(("sequence", str(self.sequence)), *self.items))
+
+
+def _parse_context(value: bytes) -> _GlucoseContext:
+    """Read a Glucose Measurement Context value; raises ``_Bad``."""
     r = _Reader(value)
-    flags = r.u8()
-    seq = r.u16()
-    ctx: list[tuple[str, str]] = []
-    if flags & 0x80:
-        r.u8()  # extended flags: all RFU in GLS 1.0
+    flags = r.u8()  # all 8 bits are defined
+    sequence = r.u16()
+    if flags & 0x80 and r.u8():
+        raise _Bad("rfu-flags")  # extended flags: all RFU in GLS 1.0, unknown fields follow
+    items: list[tuple[str, str]] = []
     if flags & 0x01:
-        carb_id, carbs = r.u8(), r.sfloat()
-        ctx.append(("carbohydrate", f"{CARBS.get(carb_id, 'reserved')}:{carbs.value} kg"))
+        items.append(("carbohydrate-id", _named(CARBOHYDRATES, r.u8())))
+        items.append(("carbohydrate", _mder_text(r.sfloat(), 3, "g")))  # kg -> g
     if flags & 0x02:
-        ctx.append(("meal", MEALS.get(r.u8(), "reserved")))
+        items.append(("meal", _named(MEALS, r.u8())))
     if flags & 0x04:
         octet = r.u8()
-        ctx += [("tester", TESTERS.get(octet & 0x0F, "reserved")),
-                ("health", HEALTH.get(octet >> 4, "reserved"))]
+        items += [("tester", _named(TESTERS, octet & 0x0F)),
+                  ("health", _named(HEALTH, octet >> 4))]
     if flags & 0x08:
         duration, intensity = r.u16(), r.u8()
-        shown = "overrun" if duration == 0xFFFF else f"{duration} s"
-        ctx.append(("exercise", f"{shown} at {intensity} %"))
+        items += [("exercise-duration", "overrun" if duration == 0xFFFF else f"{duration} s"),
+                  ("exercise-intensity", f"{intensity} %")]
     if flags & 0x10:
-        med_id, amount = r.u8(), r.sfloat()
-        unit = "L" if flags & 0x20 else "kg"
-        ctx.append(("medication", f"{MEDICATION.get(med_id, 'reserved')}:{amount.value} {unit}"))
+        items.append(("medication-id", _named(MEDICATIONS, r.u8())))
+        amount = r.sfloat()
+        litres = bool(flags & 0x20)
+        items.append(("medication", _mder_text(amount, 3 if litres else 6,
+                                               "mL" if litres else "mg")))
     hba1c = r.sfloat() if flags & 0x40 else None
-    r.done()
-    return seq, tuple(ctx), hba1c
+    r.end()
+    return _GlucoseContext(sequence, tuple(items), hba1c, value)
 
 
-@_guard
+@_total
 def decode_2a34(value: bytes) -> list[Event]:
-    """Glucose Measurement Context (meal, tester, exercise, medication, HbA1c)."""
-    seq, ctx, hba1c = parse_context(value)
-    events: list[Event] = [DeviceInfo("glucose-context", json.dumps({"sequence": seq,
-                                                                     **dict(ctx)}))]
-    if hba1c is not None:
-        events.append(_m("hba1c", hba1c, "%", value, context=(("sequence", str(seq)), *ctx)))
-    return events
+    """Glucose Measurement Context on its own: a ``glucose-context`` fact, and ``hba1c`` when
+    present. :class:`GlucoseDownload` instead attaches it to its measurement."""
+    ctx = _parse_context(value)
+    detail = " ".join(f"{k}={v}" for k, v in (("sequence", str(ctx.sequence)), *ctx.items))
+    hba1c = ctx.hba1c_event()
+    return [DeviceInfo("glucose-context", detail), *([hba1c] if hba1c else [])]
 
 
-# --- Pulse oximetry 0x2A5E / 0x2A5F --------------------------------------------------------
-PLX_MEASUREMENT: Final = {5: "measurement-ongoing", 6: "early-estimate", 7: "validated",
-                          8: "fully-qualified", 9: "from-storage", 10: "demonstration",
-                          11: "testing", 12: "calibration-ongoing", 13: "unavailable",
-                          14: "questionable", 15: "invalid"}
-PLX_SENSOR: Final = {0: "extended-display-update", 1: "equipment-malfunction",
-                     2: "signal-processing-irregularity", 3: "inadequate-signal",
-                     4: "poor-signal", 5: "low-perfusion", 6: "erratic-signal",
-                     7: "non-pulsatile-signal", 8: "questionable-pulse",
-                     9: "signal-analysis-ongoing", 10: "sensor-interference",
-                     11: "sensor-unconnected", 12: "unknown-sensor", 13: "sensor-displaced",
-                     14: "sensor-malfunctioning", 15: "sensor-disconnected"}
+# --- Pulse oximetry 0x2A5E / 0x2A5F ----------------------------------------------------------
+PLX_MEASUREMENT_STATUS: Final = (
+    (5, "measurement-ongoing"), (6, "early-estimate"), (7, "validated"), (8, "fully-qualified"),
+    (9, "from-storage"), (10, "demonstration"), (11, "testing"), (12, "calibration-ongoing"),
+    (13, "measurement-unavailable"), (14, "questionable"), (15, "invalid"))
+PLX_SENSOR_STATUS: Final = (
+    (0, "extended-display-update"), (1, "equipment-malfunction"),
+    (2, "signal-processing-irregularity"), (3, "inadequate-signal"), (4, "poor-signal"),
+    (5, "low-perfusion"), (6, "erratic-signal"), (7, "non-pulsatile-signal"),
+    (8, "questionable-pulse"), (9, "signal-analysis-ongoing"), (10, "sensor-interference"),
+    (11, "sensor-unconnected"), (12, "unknown-sensor"), (13, "sensor-displaced"),
+    (14, "sensor-malfunctioning"), (15, "sensor-disconnected"))
 
 
-def _plx(value: bytes, spot: bool) -> list[Event]:
-    r = _Reader(value)
-    flags = r.u8()
-    _rfu(flags, 5)
-    spo2, pr = r.sfloat(), r.sfloat()
-    stamp = None
-    context: tuple[tuple[str, str], ...] = ()
-    status: tuple[str, ...] = ()
-    if spot:
-        stamp = r.time() if flags & 0x01 else None
-        has_status, has_sensor, has_pai = flags & 0x02, flags & 0x04, flags & 0x08
-        if flags & 0x10:
-            status += ("device-clock-not-set",)
-    else:
-        for bit, name in ((0x01, "fast"), (0x02, "slow")):
-            if flags & bit:
-                s, p = r.sfloat(), r.sfloat()
-                context += ((f"spo2-{name}", str(s.value)), (f"pr-{name}", str(p.value)))
-        has_status, has_sensor, has_pai = flags & 0x04, flags & 0x08, flags & 0x10
-    if has_status:
-        status += _bits(r.u16(), PLX_MEASUREMENT)
-    if has_sensor:
-        status += _bits(r.u24(), PLX_SENSOR)
-    pai = r.sfloat() if has_pai else None
-    r.done()
+def _plx_events(value: bytes, spo2: MderValue, pulse: MderValue, pai: MderValue | None,
+                time: _Time, flags: tuple[str, ...], context: Context) -> list[Event]:
     events: list[Event] = [
-        _m("spo2", spo2, "%", value, device_time=stamp, flags=status, context=context),
-        _m("pulse_rate", pr, "/min", value, device_time=stamp, flags=status, context=context),
+        _mder("spo2", spo2, "%", value, time=time, flags=flags, context=context),
+        _mder("pulse_rate", pulse, "/min", value, time=time, flags=flags, context=context),
     ]
     if pai is not None:
-        events.append(_m("pulse_amplitude_index", pai, "%", value, device_time=stamp,
-                         flags=status, context=context))
+        events.append(_mder("pulse_amplitude_index", pai, "%", value, time=time, flags=flags,
+                            context=context))
     return events
 
 
-@_guard
+@_total
 def decode_2a5e(value: bytes) -> list[Event]:
-    """PLX Spot-check Measurement."""
-    return _plx(value, spot=True)
-
-
-@_guard
-def decode_2a5f(value: bytes) -> list[Event]:
-    """PLX Continuous Measurement (normal SpO2/PR; fast and slow kept in context)."""
-    return _plx(value, spot=False)
-
-
-# --- Weight 0x2A9D / body composition 0x2A9C ------------------------------------------------
-def _mass(raw: int, imperial: bool) -> tuple[float, str]:
-    return (round(raw * 0.01, 2), "[lb_av]") if imperial else (round(raw * 0.005, 3), "kg")
-
-
-def _height(raw: int, imperial: bool) -> tuple[float, str]:
-    # SI resolution 0.001 m = 0.1 cm; imperial 0.1 in.
-    return (round(raw * 0.1, 1), "[in_i]") if imperial else (round(raw * 0.1, 1), "cm")
-
-
-@_guard
-def decode_2a9d(value: bytes) -> list[Event]:
-    """Weight Measurement (0xFFFF: measurement unsuccessful)."""
+    """PLX Spot-check Measurement. With "device clock is not set" the time stamp is
+    meaningless: no ``device_time`` and flag ``device-clock-not-set``."""
     r = _Reader(value)
-    flags = r.u8()
-    _rfu(flags, 4)
+    flags = _flags8(r, 5)
+    spo2, pulse = r.sfloat(), r.sfloat()
+    time = _time(r.take(7)) if flags & 0x01 else _NO_TIME
+    status = _bits(r.u16(), PLX_MEASUREMENT_STATUS) if flags & 0x02 else ()
+    status += _bits(r.u24(), PLX_SENSOR_STATUS) if flags & 0x04 else ()
+    pai = r.sfloat() if flags & 0x08 else None
+    r.end()
+    if flags & 0x10:
+        time, status = _Time(None), ("device-clock-not-set", *status)
+    return _plx_events(value, spo2, pulse, pai, time, status, ())
+
+
+@_total
+def decode_2a5f(value: bytes) -> list[Event]:
+    """PLX Continuous Measurement: SpO2PR-Normal as the readings; the fast and slow averages,
+    when sent, ride in their context (one reading per quantity per value)."""
+    r = _Reader(value)
+    flags = _flags8(r, 5)
+    spo2, pulse = r.sfloat(), r.sfloat()
+    context: Context = ()
+    for bit, name in ((0x01, "fast"), (0x02, "slow")):
+        if flags & bit:
+            context += ((f"spo2-{name}", _mder_text(r.sfloat(), unit="%")),
+                        (f"pulse-rate-{name}", _mder_text(r.sfloat(), unit="/min")))
+    status = _bits(r.u16(), PLX_MEASUREMENT_STATUS) if flags & 0x04 else ()
+    status += _bits(r.u24(), PLX_SENSOR_STATUS) if flags & 0x08 else ()
+    pai = r.sfloat() if flags & 0x10 else None
+    r.end()
+    return _plx_events(value, spo2, pulse, pai, _Time(None), status, context)
+
+
+# --- Weight 0x2A9D / body composition 0x2A9C -------------------------------------------------
+def _mass_unit(imperial: bool) -> tuple[str, str]:
+    return ("0.01", "[lb_av]") if imperial else ("0.005", "kg")
+
+
+def _height_unit(imperial: bool) -> tuple[str, str]:
+    return ("0.1", "[in_i]") if imperial else ("0.1", "cm")  # SI: 0.001 m = 0.1 cm
+
+
+@_total
+def decode_2a9d(value: bytes) -> list[Event]:
+    """Weight Measurement: weight (SI 0.005 kg, imperial 0.01 lb; 0xFFFF = unsuccessful),
+    BMI (0.1 kg/m2) and height (SI 0.001 m, imperial 0.1 in)."""
+    r = _Reader(value)
+    flags = _flags8(r, 4)
     imperial = bool(flags & 0x01)
     weight = r.u16()
-    stamp = r.time() if flags & 0x02 else None
-    context: tuple[tuple[str, str], ...] = ()
-    if flags & 0x04:
-        user = r.u8()
-        context = (("user", "unknown" if user == 255 else str(user)),)
-    if weight == 0xFFFF:  # then only time stamp and user id may follow (WSS 1.0)
-        r.done()
-        return [DeviceInfo("weight", "measurement-unsuccessful")]
-    events: list[Event] = []
-    mass, unit = _mass(weight, imperial)
-    events.append(measurement("body_weight", mass, unit, device_time=stamp, raw=value,
-                              context=context))
-    if flags & 0x08:
-        bmi, height = r.u16(), r.u16()
-        events.append(measurement("bmi", round(bmi * 0.1, 1), device_time=stamp, raw=value,
-                                  context=context))
-        h, hunit = _height(height, imperial)
-        events.append(measurement("body_height", h, hunit, device_time=stamp, raw=value,
-                                  context=context))
-    r.done()
+    time = _time(r.take(7)) if flags & 0x02 else _NO_TIME
+    context = _user(r.u8()) if flags & 0x04 else ()
+    bmi_height = (r.u16(), r.u16()) if flags & 0x08 else None
+    r.end()
+    step, unit = _mass_unit(imperial)
+    if weight == 0xFFFF:
+        return [_unsuccessful("body_weight", unit, value, time, context)]
+    events: list[Event] = [_fixed("body_weight", weight, step, unit, value, time=time,
+                                  context=context)]
+    if bmi_height is not None:
+        hstep, hunit = _height_unit(imperial)
+        events += [_fixed("bmi", bmi_height[0], "0.1", "kg/m2", value, time=time,
+                          context=context),
+                   _fixed("body_height", bmi_height[1], hstep, hunit, value, time=time,
+                          context=context)]
     return events
 
 
-@_guard
+# Optional uint16 fields after the time stamp and user ID, in flag-bit order.
+_BODY_FIELDS: Final = ((3, "basal_metabolism"), (4, "muscle_percentage"), (5, "muscle_mass"),
+                       (6, "fat_free_mass"), (7, "soft_lean_mass"), (8, "body_water_mass"),
+                       (9, "body_impedance"), (10, "body_weight"), (11, "body_height"))
+_BODY_FIXED: Final = {"basal_metabolism": ("1", "kJ"), "muscle_percentage": ("0.1", "%"),
+                      "body_impedance": ("0.1", "Ohm")}
+
+
+def _body_unit(key: str, imperial: bool) -> tuple[str, str]:
+    if key == "body_height":
+        return _height_unit(imperial)
+    return _BODY_FIXED.get(key) or _mass_unit(imperial)  # the masses: 0.005 kg / 0.01 lb
+
+
+@_total
 def decode_2a9c(value: bytes) -> list[Event]:
-    """Body Composition Measurement (16-bit flags; body fat 0xFFFF: unsuccessful)."""
+    """Body Composition Measurement (16-bit flags): body fat % (0.1 %, 0xFFFF = unsuccessful)
+    and the flagged fields in bit order. A value of a multiple-packet measurement (b12) is
+    decoded on its own and flagged ``multiple-packet`` (packets are not reassembled)."""
     r = _Reader(value)
     flags = r.u16()
-    _rfu(flags, 13)
+    if flags >> 13:
+        raise _Bad("rfu-flags")
     imperial = bool(flags & 0x0001)
     fat = r.u16()
-    stamp = r.time() if flags & 0x0002 else None
-    context: list[tuple[str, str]] = []
-    if flags & 0x0004:
-        user = r.u8()
-        context.append(("user", "unknown" if user == 255 else str(user)))
-    extra: list[Event] = []
-    if flags & 0x0008:
-        context.append(("basal-metabolism", f"{r.u16()} kJ"))
-    if flags & 0x0010:
-        context.append(("muscle-percentage", f"{r.u16() * 0.1:.1f} %"))
-    for bit, name in ((0x0020, "muscle-mass"), (0x0040, "fat-free-mass"),
-                      (0x0080, "soft-lean-mass"), (0x0100, "body-water-mass")):
-        if flags & bit:
-            mass, unit = _mass(r.u16(), imperial)
-            context.append((name, f"{mass} {unit}"))
-    if flags & 0x0200:
-        context.append(("impedance", f"{r.u16() * 0.1:.1f} Ohm"))
-    ctx = tuple(context)
-    if flags & 0x0400:
-        mass, unit = _mass(r.u16(), imperial)
-        extra.append(measurement("body_weight", mass, unit, device_time=stamp, raw=value,
-                                 context=ctx))
-    if flags & 0x0800:
-        h, unit = _height(r.u16(), imperial)
-        extra.append(measurement("body_height", h, unit, device_time=stamp, raw=value,
-                                 context=ctx))
-    r.done()
-    if flags & 0x1000:
-        ctx += (("multiple-packet", "1"),)
+    time = _time(r.take(7)) if flags & 0x0002 else _NO_TIME
+    context = _user(r.u8()) if flags & 0x0004 else ()
+    status = ("multiple-packet",) if flags & 0x1000 else ()
+    fields = [(key, r.u16()) for bit, key in _BODY_FIELDS if flags >> bit & 1]
+    r.end()
     if fat == 0xFFFF:
-        return [DeviceInfo("body-composition", "measurement-unsuccessful"), *extra]
-    return [measurement("body_fat_percentage", round(fat * 0.1, 1), device_time=stamp,
-                        raw=value, context=ctx), *extra]
+        first = _unsuccessful("body_fat_percentage", "%", value, time, context)
+        events: list[Event] = [replace(first, flags=first.flags + status)]
+    else:
+        events = [_fixed("body_fat_percentage", fat, "0.1", "%", value, time=time, flags=status,
+                         context=context)]
+    for key, count in fields:
+        step, unit = _body_unit(key, imperial)
+        events.append(_fixed(key, count, step, unit, value, time=time, flags=status,
+                             context=context))
+    return events
 
 
-DECODERS: Final[dict[str, Callable[[bytes], list[Event]]]] = {
+DECODERS: Final[dict[str, Decoder]] = {
     "2a35": decode_2a35, "2a36": decode_2a36, "2a37": decode_2a37, "2a1c": decode_2a1c,
     "2a18": decode_2a18, "2a34": decode_2a34, "2a5e": decode_2a5e, "2a5f": decode_2a5f,
     "2a9d": decode_2a9d, "2a9c": decode_2a9c,
@@ -477,165 +594,268 @@ DECODERS: Final[dict[str, Callable[[bytes], list[Event]]]] = {
 
 
 # --- Record Access Control Point 0x2A52 ------------------------------------------------------
+class RacpOp(IntEnum):
+    REPORT_RECORDS = 1
+    DELETE_RECORDS = 2
+    ABORT = 3
+    REPORT_COUNT = 4
+    COUNT_RESPONSE = 5
+    RESPONSE_CODE = 6
+
+
+class RacpOperator(IntEnum):
+    NULL = 0
+    ALL = 1
+    LESS_OR_EQUAL = 2
+    GREATER_OR_EQUAL = 3
+    WITHIN_RANGE = 4
+    FIRST = 5
+    LAST = 6
+
+
+RACP_FILTER_SEQUENCE: Final = 0x01  # GLS filter type: sequence number (uint16)
 RACP_RESPONSES: Final = {1: "success", 2: "op-code-not-supported", 3: "invalid-operator",
                          4: "operator-not-supported", 5: "invalid-operand",
                          6: "no-records-found", 7: "abort-unsuccessful",
                          8: "procedure-not-completed", 9: "operand-not-supported"}
 
 
+def _seq(seq: int) -> bytes:
+    if not 0 <= seq <= 0xFFFF:
+        raise ValueError(f"a glucose sequence number is uint16, got {seq}")
+    return bytes([RACP_FILTER_SEQUENCE]) + seq.to_bytes(2, "little")
+
+
 def racp_report_all() -> bytes:
-    return b"\x01\x01"
+    return bytes([RacpOp.REPORT_RECORDS, RacpOperator.ALL])
 
 
 def racp_report_from(seq: int) -> bytes:
     """Report stored records with sequence number >= ``seq``."""
-    return b"\x01\x03\x01" + seq.to_bytes(2, "little")
+    return bytes([RacpOp.REPORT_RECORDS, RacpOperator.GREATER_OR_EQUAL]) + _seq(seq)
 
 
 def racp_count_all() -> bytes:
-    return b"\x04\x01"
+    return bytes([RacpOp.REPORT_COUNT, RacpOperator.ALL])
 
 
 def racp_count_from(seq: int) -> bytes:
-    return b"\x04\x03\x01" + seq.to_bytes(2, "little")
+    """Report the number of stored records with sequence number >= ``seq``."""
+    return bytes([RacpOp.REPORT_COUNT, RacpOperator.GREATER_OR_EQUAL]) + _seq(seq)
 
 
 def racp_abort() -> bytes:
-    return b"\x03\x00"
+    return bytes([RacpOp.ABORT, RacpOperator.NULL])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class RacpCount:
+    """Number of Stored Records Response (op code 5)."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class RacpResponse:
-    kind: str  # "count" or "response"
-    count: int | None = None
-    request: int | None = None
-    code: str | None = None
+    """Response Code (op code 6) to the request with op code ``request``."""
+
+    request: int
+    code: int
+
+    @property
+    def name(self) -> str:
+        return RACP_RESPONSES.get(self.code, f"reserved-{self.code}")
+
+    @property
+    def finished(self) -> bool:
+        """The procedure ran to its end; "no records found" is not an error."""
+        return self.code in (1, 6)
 
 
-def parse_racp(value: bytes) -> RacpResponse | None:
-    if len(value) == 4 and value[0] == 0x05 and value[1] == 0x00:
-        return RacpResponse("count", count=int.from_bytes(value[2:4], "little"))
-    if len(value) == 4 and value[0] == 0x06 and value[1] == 0x00:
-        return RacpResponse("response", request=value[2],
-                            code=RACP_RESPONSES.get(value[3], f"reserved-{value[3]}"))
-    return None
+def decode_racp(value: bytes) -> RacpCount | RacpResponse | Rejected:
+    """A RACP indication from the server: count or response code; anything else is
+    ``Rejected`` (the collector never receives requests)."""
+    data = bytes(value)
+    if not data:
+        return Rejected(data, "truncated")
+    if data[0] not in (RacpOp.COUNT_RESPONSE, RacpOp.RESPONSE_CODE):
+        return Rejected(data, "racp-op-code")
+    if len(data) != 4:  # both: op code, operator, uint16 (GLS count / request + code)
+        return Rejected(data, "truncated" if len(data) < 4 else "too-long")
+    if data[1] != RacpOperator.NULL:
+        return Rejected(data, "racp-operator")
+    if data[0] == RacpOp.COUNT_RESPONSE:
+        return RacpCount(int.from_bytes(data[2:4], "little"))
+    return RacpResponse(data[2], data[3])
 
 
-# --- GATT decoders -------------------------------------------------------------------------
+# --- GATT decoders ---------------------------------------------------------------------------
 class HealthDecoder:
-    """Notify/indicate profiles: each value is one complete measurement; nothing to ask."""
+    """Notify/indicate profiles (cuff, thermometer, oximeter, scales, heart rate): every value
+    is one complete measurement, decoded by :data:`DECODERS`. Nothing is written and nothing
+    is acknowledged: these profiles never emit ``MessageComplete``, so the runtime commits
+    their events as they come and a call to :meth:`acknowledge` is a caller bug
+    (``DecoderMisuse``)."""
 
     def __init__(self, characteristics: tuple[str, ...]) -> None:
         unknown = [c for c in characteristics if c not in DECODERS]
+        if not characteristics:
+            raise DecoderMisuse("HealthDecoder needs at least one characteristic")
         if unknown:
             raise DecoderMisuse(f"no decoder for characteristics {unknown}")
-        self.subscriptions = characteristics
+        self.subscriptions: tuple[str, ...] = tuple(characteristics)
 
     def receive_value(self, characteristic: str, value: bytes) -> list[Event]:
-        decode = DECODERS.get(characteristic)
-        if decode is None:
-            return [Rejected(bytes(value), f"unexpected-characteristic-{characteristic}")]
-        return decode(value)
+        if characteristic not in self.subscriptions:
+            return [Rejected(bytes(value), "unexpected-characteristic")]
+        return DECODERS[characteristic](value)
 
     def writes_to_send(self) -> list[GattWrite]:
         return []
 
     def acknowledge(self, message_id: str, *, stored: bool) -> None:
-        raise DecoderMisuse(f"notify profiles have no messages to acknowledge: {message_id!r}")
+        raise DecoderMisuse(f"notify/indicate profiles have nothing to acknowledge: "
+                            f"{message_id!r}")
 
 
-@dataclass
+class _Procedure(Enum):
+    IDLE = "idle"
+    REPORTING = "reporting"  # report request written, waiting for records and the response
+    ABORTING = "aborting"  # abort written, waiting for its response
+
+
 class GlucoseDownload:
-    """Download a glucose meter's stored records with the RACP, once each.
+    """Download a glucose meter's stored records with the RACP, each once.
 
-    First pairing (``last_seq`` None): report all records; then only records with a sequence
-    number above the last one stored. The records of a procedure are emitted together, with
-    ``MessageComplete``, when the meter indicates success or "no records found" (not an
-    error); ``acknowledge(stored=True)`` then advances :attr:`last_seq`, never earlier, so a
-    disconnect or a failed commit downloads the same records again rather than skipping any.
+    ``start()`` queues "report all records" (``last_seq`` None: first contact) or "report
+    records with sequence >= last_seq + 1". Measurements (0x2A18) and contexts (0x2A34) are
+    collected, a context joined to its measurement by sequence number (HbA1c becomes an
+    ``hba1c`` reading at its measurement's time). The response indication ends the
+    procedure: success or "no records found" (not an error) emits the collected events then
+    ``MessageComplete``; any other response code emits ``DeviceInfo("racp", <name>)`` and
+    drops what was collected (the next download asks again from the same cursor).
+
+    :attr:`last_seq` moves to the highest sequence number of a procedure only when the
+    runtime calls ``acknowledge(message_id, stored=True)`` after its commit: a failed commit,
+    a failed procedure or a disconnect downloads the same records again rather than skip any.
+    Values outside a procedure are ignored (the meter keeps them; the next download gets
+    them). Timing out a stalled procedure is the transport's job: it calls :meth:`abort`.
     """
 
-    last_seq: int | None = None
     subscriptions: tuple[str, ...] = ("2a18", "2a34", "2a52")
-    _writes: list[GattWrite] = field(default_factory=list)
-    _records: dict[int, GlucoseRecord] = field(default_factory=dict)
-    _contexts: dict[int, tuple[tuple[str, str], ...]] = field(default_factory=dict)
-    _hba1c: list[Event] = field(default_factory=list)
-    _completed: dict[str, int | None] = field(default_factory=dict)
-    _procedures: int = 0
-    active: bool = False
+
+    def __init__(self, last_seq: int | None = None) -> None:
+        if last_seq is not None and not 0 <= last_seq <= 0xFFFF:
+            raise DecoderMisuse(f"a glucose sequence number is uint16, got {last_seq}")
+        self._last_seq = last_seq
+        self._state = _Procedure.IDLE
+        self._writes: list[GattWrite] = []
+        self._records: dict[int, _GlucoseRecord] = {}
+        self._contexts: dict[int, _GlucoseContext] = {}
+        self._unacknowledged: dict[str, int | None] = {}
+        self._procedures = 0
+
+    @property
+    def last_seq(self) -> int | None:
+        """Highest sequence number committed; the transport persists it after it moves."""
+        return self._last_seq
+
+    @property
+    def active(self) -> bool:
+        """A procedure is waiting for the meter (the transport times this out)."""
+        return self._state is not _Procedure.IDLE
 
     def start(self) -> None:
-        request = racp_report_all() if self.last_seq is None else racp_report_from(
-            self.last_seq + 1)
+        if self.active or self._unacknowledged:
+            raise DecoderMisuse("start() while a procedure is running or unacknowledged")
+        if self._last_seq is None:
+            request = racp_report_all()
+        else:
+            # At 0xFFFF nothing newer is addressable; ">= 0xFFFF" returns only seen records.
+            request = racp_report_from(min(self._last_seq + 1, 0xFFFF))
         self._writes.append(GattWrite("2a52", request))
-        self._records.clear()
-        self._contexts.clear()
-        self._hba1c.clear()
-        self.active = True
+        self._state = _Procedure.REPORTING
 
     def abort(self) -> None:
+        """Queue the RACP abort (``03 00``) and drop what the procedure collected."""
         self._writes.append(GattWrite("2a52", racp_abort()))
-        self.active = False
+        self._drop()
+        self._state = _Procedure.ABORTING
 
     def writes_to_send(self) -> list[GattWrite]:
         out, self._writes = self._writes, []
         return out
 
     def receive_value(self, characteristic: str, value: bytes) -> list[Event]:
-        if characteristic == "2a18":
-            try:
-                record = parse_glucose(value)
-            except _Bad as bad:
-                return [Rejected(bytes(value), bad.reason)]
-            self._records[record.sequence] = record
-            return []
-        if characteristic == "2a34":
-            try:
-                seq, ctx, hba1c = parse_context(value)
-            except _Bad as bad:
-                return [Rejected(bytes(value), bad.reason)]
-            self._contexts[seq] = ctx
-            if hba1c is not None:
-                self._hba1c.append(_m("hba1c", hba1c, "%", value,
-                                      context=(("sequence", str(seq)), *ctx)))
-            return []
+        data = bytes(value)
         if characteristic == "2a52":
-            return self._racp(value)
-        return [Rejected(bytes(value), f"unexpected-characteristic-{characteristic}")]
+            return self._racp(data)
+        if characteristic not in ("2a18", "2a34"):
+            return [Rejected(data, "unexpected-characteristic")]
+        try:
+            if characteristic == "2a18":
+                record = _parse_glucose(data)
+                if self._state is _Procedure.REPORTING:
+                    self._records[record.sequence] = record
+            else:
+                context = _parse_context(data)
+                if self._state is _Procedure.REPORTING:
+                    self._contexts[context.sequence] = context
+        except _Bad as bad:
+            return [Rejected(data, bad.reason)]
+        return []
 
-    def _racp(self, value: bytes) -> list[Event]:
-        response = parse_racp(value)
-        if response is None:
-            return [Rejected(bytes(value), "racp-malformed")]
-        if response.kind == "count":
+    def _racp(self, data: bytes) -> list[Event]:
+        response = decode_racp(data)
+        if isinstance(response, Rejected):
+            return [response]
+        if isinstance(response, RacpCount):
             return [DeviceInfo("racp-count", str(response.count))]
-        self.active = False
-        if response.code not in ("success", "no-records-found"):
-            # Nothing is kept: the next procedure asks again from the same cursor.
-            self._records.clear()
-            self._contexts.clear()
-            self._hba1c.clear()
-            return [DeviceInfo("racp", response.code or "unknown")]
+        if self._state is _Procedure.ABORTING:
+            if response.request == RacpOp.ABORT:
+                self._state = _Procedure.IDLE
+            return [DeviceInfo("racp", response.name)]
+        if self._state is _Procedure.IDLE or response.request != RacpOp.REPORT_RECORDS:
+            return [DeviceInfo("racp", response.name)]
+        self._state = _Procedure.IDLE
+        if not response.finished:
+            self._drop()
+            return [DeviceInfo("racp", response.name)]
+        return self._complete()
+
+    def _complete(self) -> list[Event]:
         events: list[Event] = []
-        for seq in sorted(self._records):
-            extra = self._contexts.get(seq, ())
-            for event in self._records[seq].events:
-                if isinstance(event, Measurement) and extra:
-                    event = replace(event, context=event.context + extra)
-                events.append(event)
-        events += self._hba1c
+        fresh = sorted(s for s in self._records if self._last_seq is None or s > self._last_seq)
+        for seq in fresh:
+            record, context = self._records[seq], self._contexts.pop(seq, None)
+            event = record.event
+            if isinstance(event, Measurement) and context is not None:
+                event = replace(event, context=event.context + context.items)
+            events.append(event)
+            hba1c = context.hba1c_event(record.device_time) if context else None
+            if hba1c is not None:
+                events.append(hba1c)
+        for seq, context in sorted(self._contexts.items()):
+            if seq in self._records:
+                continue  # belongs to a record already stored (seq <= last_seq)
+            hba1c = context.hba1c_event()
+            events.append(hba1c or DeviceInfo("glucose-context", f"sequence={seq} no-record"))
+        old = len(self._records) - len(fresh)
+        if old:  # the meter ignored the filter: these were committed before
+            events.append(DeviceInfo("racp", f"skipped {old} records already stored"))
         self._procedures += 1
         message_id = f"racp-{self._procedures}"
-        self._completed[message_id] = max(self._records) if self._records else None
-        self._records.clear()
-        self._contexts.clear()
-        self._hba1c = []
+        self._unacknowledged[message_id] = fresh[-1] if fresh else None
+        self._drop()
         return [*events, MessageComplete(message_id)]
 
+    def _drop(self) -> None:
+        self._records.clear()
+        self._contexts.clear()
+
     def acknowledge(self, message_id: str, *, stored: bool) -> None:
-        if message_id not in self._completed:
-            raise DecoderMisuse(f"no RACP procedure {message_id!r} is waiting")
-        highest = self._completed.pop(message_id)
+        if message_id not in self._unacknowledged:
+            raise DecoderMisuse(f"no RACP download {message_id!r} waits for acknowledgement")
+        highest = self._unacknowledged.pop(message_id)
         if stored and highest is not None:
-            self.last_seq = highest if self.last_seq is None else max(self.last_seq, highest)
+            self._last_seq = highest if self._last_seq is None else max(self._last_seq, highest)
