@@ -13,7 +13,8 @@ from drivers.protocols.mllp import MllpDecoder, frame, unframe
 from drivers.simulators.base import DeviceModel
 from drivers.simulators.hl7_monitor import Hl7MonitorModel, encode_oru
 from edge_agent.models import Measurement, measurement
-from tests.drivers.test_hl7v2 import CLOCK, GOLDEN, decoder, measurements, play, stream
+from tests.drivers.streams import play
+from tests.drivers.test_hl7v2 import CLOCK, GOLDEN, decoder, measurements, stream
 
 ALL = b"".join(stream(p) for p in GOLDEN)
 MESSAGE = encode_oru([measurement("spo2", 97.0)], "M1")
