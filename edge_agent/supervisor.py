@@ -21,7 +21,7 @@ from drivers.registry import DriverSpec, driver
 from drivers.transports.backoff import Backoff
 from edge_agent.models import ClockSource, Measurement
 from edge_agent.settings import DeviceSettings, Settings
-from edge_agent.store import Store, utc_now
+from edge_agent.store import Store, put_state, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,9 @@ class StoreSink(Sink):
         current.state, current.detail, current.since = state, detail, utc_now()
         log.info("device %s: %s %s", device_id, state, detail)
         self._store.log_event(f"device.{state}", detail, device_id)
+        # For the unit's retained status (birth message) and `sync status`.
+        states = {k: {"state": v.state, "since": v.since} for k, v in self.devices.items()}
+        self._store.submit(lambda db: put_state(db, "devices", states))
 
 
 def _iso(epoch: float) -> str:

@@ -98,6 +98,7 @@ class SyncDaemon:
         self.batches: dict[str, InFlight] = {}  # payloads of the batches in flight
         self.connected = False
         self.backlog: int | None = None  # readings central has not acknowledged
+        self.devices: Any = None  # device states the supervisor keeps in the store
         self.last_ack_at: str | None = None
         self.last_error: str | None = None
         self.clock_offset_s: float | None = None
@@ -346,11 +347,17 @@ class SyncDaemon:
         self._last_housekeeping = now
         snapshot = self.status()
 
-        def exchange(db: Database) -> tuple[int, Any]:
+        def exchange(db: Database) -> tuple[int, Any, Any]:
             put_state(db, "sync", snapshot)
-            return outbox.backlog(db), take_state(db, "sync-now")
+            return outbox.backlog(db), take_state(db, "sync-now"), get_state(db, "devices")
 
-        self.backlog, request = await self._store(exchange)
+        self.backlog, request, devices = await self._store(exchange)
+        if devices != self.devices:  # a device came or went: refresh the retained status
+            self.devices = devices
+            if self.connected:
+                with contextlib.suppress(LinkError):
+                    link.publish(topics.STATUS.of(self.unit), self._status_payload("online"),
+                                 retain=topics.STATUS.retain)
         if request is not None:
             log.info("sync: sync now requested")
             link.reconnect_soon()
@@ -403,7 +410,8 @@ class SyncDaemon:
     # --- status ---------------------------------------------------------------------------
     def _status_payload(self, state: str) -> bytes:
         return json.dumps({"state": state, "unit": self.unit, "version": __version__,
-                           "backlog": self.backlog, "at": utc_now()}).encode()
+                           "backlog": self.backlog, "devices": self.devices,
+                           "at": utc_now()}).encode()
 
     def status(self) -> dict[str, Any]:
         """A snapshot for the supervisor's health and `sync status` (no patient data)."""
