@@ -49,6 +49,7 @@ class SyncSettings(_Model):
     batch_size: Annotated[int, Field(ge=1, le=5000)] = 200
     ack_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     max_in_flight: Annotated[int, Field(ge=1, le=64)] = 4
+    uplink_bps: Annotated[int, Field(ge=1000)] | None = None  # cap on sync's uplink, bit/s
 
 
 class DeviceSettings(_Model):

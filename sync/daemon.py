@@ -34,6 +34,7 @@ from edge_agent.store import Store, get_state, put_state, take_state, utc_now
 from sync import codec, outbox, topics
 from sync.downlink import Command, DownlinkRefused, apply_config, parse_command
 from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles, next_event
+from sync.pacing import Pacer
 from sync.session import (
     Action,
     Backoff,
@@ -99,6 +100,7 @@ class SyncDaemon:
         self.connected = False
         self.backlog: int | None = None  # readings central has not acknowledged
         self.devices: Any = None  # device states the supervisor keeps in the store
+        self.pacer = Pacer(settings.sync.uplink_bps)
         self.last_ack_at: str | None = None
         self.last_error: str | None = None
         self.clock_offset_s: float | None = None
@@ -255,6 +257,7 @@ class SyncDaemon:
                 self.settings = settings
                 self.session.max_in_flight = settings.sync.max_in_flight
                 self.session.ack_timeout = settings.sync.ack_timeout_s
+                self.pacer = Pacer(settings.sync.uplink_bps)
                 await self._store(lambda db: put_state(db, "config-version", version))
                 log.info("sync: remote config version %d applied", version)
                 self._event(link, {"type": "config-applied", "version": version})
@@ -317,6 +320,9 @@ class SyncDaemon:
             if isinstance(action, Publish | Resend):
                 batch = self.batches.get(action.batch_id)
                 if batch is not None:
+                    wait = self.pacer.delay(len(batch.payload), time.monotonic())
+                    if wait > 0:  # the uplink cap: other traffic shares the modem
+                        await asyncio.sleep(wait)
                     self._publish(link, batch)
                 if isinstance(action, Resend):
                     await self._store(functools.partial(outbox.note_attempt,

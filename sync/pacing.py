@@ -1,0 +1,26 @@
+"""An uplink bandwidth cap: the unit's modem also carries the teleconsultation video, so sync
+must not take the whole 2G/3G uplink. A token bucket, pure (the clock is passed in)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Pacer:
+    bits_per_second: float | None  # None: no cap
+    burst_bytes: int = 16 * 1024
+    _tokens: float = 0.0
+    _at: float | None = None
+
+    def delay(self, nbytes: int, now: float) -> float:
+        """Seconds to wait before sending ``nbytes`` so the average stays under the cap."""
+        if not self.bits_per_second:
+            return 0.0
+        rate = self.bits_per_second / 8  # bytes per second
+        if self._at is None:
+            self._tokens, self._at = float(self.burst_bytes), now
+        self._tokens = min(float(self.burst_bytes), self._tokens + (now - self._at) * rate)
+        self._at = now
+        self._tokens -= nbytes
+        return 0.0 if self._tokens >= 0 else -self._tokens / rate
