@@ -34,7 +34,7 @@ from edge_agent.store import Store, get_state, put_state, take_state, utc_now
 from sync import codec, outbox, topics
 from sync.downlink import Command, DownlinkRefused, apply_config, parse_command
 from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles, next_event
-from sync.pacing import Pacer
+from sync.pacing import Pacer, adapt_batch
 from sync.session import (
     Action,
     Backoff,
@@ -101,6 +101,7 @@ class SyncDaemon:
         self.backlog: int | None = None  # readings central has not acknowledged
         self.devices: Any = None  # device states the supervisor keeps in the store
         self.pacer = Pacer(settings.sync.uplink_bps)
+        self.batch_limit = settings.sync.batch_size  # adapted to the link (sync.pacing)
         self.last_ack_at: str | None = None
         self.last_error: str | None = None
         self.clock_offset_s: float | None = None
@@ -325,10 +326,14 @@ class SyncDaemon:
                         await asyncio.sleep(wait)
                     self._publish(link, batch)
                 if isinstance(action, Resend):
+                    self.batch_limit = adapt_batch(self.batch_limit, acked=False,
+                                                   ceiling=self.settings.sync.batch_size)
                     await self._store(functools.partial(outbox.note_attempt,
                                                         batch_id=action.batch_id))
             elif isinstance(action, MarkAcked):
                 batch_id = action.batch_id
+                self.batch_limit = adapt_batch(self.batch_limit, acked=True,
+                                               ceiling=self.settings.sync.batch_size)
                 changed = await self._store(functools.partial(
                     outbox.mark_acked, batch_id=batch_id, acked_at=utc_now()))
                 self.batches.pop(batch_id, None)
@@ -338,7 +343,8 @@ class SyncDaemon:
             elif isinstance(action, WaitUntil):
                 self._wake_at = action.at
             elif isinstance(action, Take):
-                fresh = await self._take_batch(self.settings.sync.batch_size)
+                fresh = await self._take_batch(min(self.batch_limit,
+                                                   self.settings.sync.batch_size))
                 if fresh is not None:
                     self.batches[fresh.batch_id] = fresh
                 queue += self.session.batch_ready(
@@ -426,6 +432,7 @@ class SyncDaemon:
             "backlog": self.backlog,
             "in_flight": len(self.batches),
             "in_flight_batches": len(self.batches),
+            "batch_size": self.batch_limit,
             "in_flight_readings": sum(b.count for b in self.batches.values()),
             "acked_readings": self.acked_readings,
             "last_ack_at": self.last_ack_at,

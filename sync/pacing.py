@@ -24,3 +24,15 @@ class Pacer:
         self._at = now
         self._tokens -= nbytes
         return 0.0 if self._tokens >= 0 else -self._tokens / rate
+
+
+MIN_BATCH = 10
+
+
+def adapt_batch(limit: int, *, acked: bool, ceiling: int) -> int:
+    """Adaptive batch size: halve after a batch had to be re-sent (the link is losing whole
+    messages: send smaller ones), grow by half after an ack, never above the configured
+    size."""
+    if acked:
+        return min(ceiling, limit + max(1, limit // 2))
+    return max(min(MIN_BATCH, ceiling), limit // 2)

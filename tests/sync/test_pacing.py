@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sync.pacing import Pacer
+from sync.pacing import Pacer, adapt_batch
 
 
 def test_no_cap_never_waits() -> None:
@@ -29,3 +29,20 @@ def test_a_quiet_link_refills_only_up_to_the_burst() -> None:
     assert pacer.delay(500, 0.0) == 0.5
     assert pacer.delay(1000, 100.0) == 0.0  # refilled to the burst, not to 100 s worth
     assert pacer.delay(1000, 100.0) == 1.0
+
+
+@given(st.integers(1, 5000), st.lists(st.booleans(), max_size=50))
+def test_batch_size_adapts_within_bounds(ceiling: int, outcomes: list[bool]) -> None:
+    limit = ceiling
+    for acked in outcomes:
+        new = adapt_batch(limit, acked=acked, ceiling=ceiling)
+        assert 1 <= new <= ceiling
+        assert (new >= limit) if acked else (new <= limit or new == min(10, ceiling))
+        limit = new
+
+
+def test_losses_shrink_batches_and_acks_grow_them_back() -> None:
+    assert adapt_batch(200, acked=False, ceiling=200) == 100
+    assert adapt_batch(12, acked=False, ceiling=200) == 10  # floor
+    assert adapt_batch(100, acked=True, ceiling=200) == 150
+    assert adapt_batch(150, acked=True, ceiling=200) == 200  # ceiling
