@@ -194,6 +194,8 @@ class SyncDaemon:
             actions: list[Action] = []
             if event is not None:
                 actions = self._on_event(link, event)
+            if self.connected:
+                await self._alerts(link)  # clinical alerts leave before readings batches
             actions += self.session.tick(time.monotonic())
             await self._execute(link, actions)
             while self._downlinks:
@@ -294,6 +296,23 @@ class SyncDaemon:
             })
             result.update(version=__version__, store=stats, sync=self.status())
         self._event(link, result)
+
+    async def _alerts(self, link: MqttLink) -> None:
+        """The priority path: every reading flagged ``alert`` goes out at once on up/events
+        as a clinical-alert event (a FHIR Observation), ahead of the readings batches that
+        will also carry it (central stores readings by id, so nothing is stored twice)."""
+        cursor = await self._store(lambda db: get_state(db, "alert-cursor") or 0)
+        rows, reached = await self._store(lambda db: outbox.next_alerts(db, int(cursor)))
+        for row in rows:
+            body = {"type": "clinical-alert", "observation": codec.observation(self.unit, row)}
+            payload = json.dumps({**body, "unit": self.unit, "at": utc_now()}).encode()
+            try:
+                link.publish(topics.EVENTS.of(self.unit), payload, qos=topics.EVENTS.qos)
+            except LinkError:
+                reached = int(row["seq"]) - 1  # send this one again next time
+                break
+        if reached != cursor:
+            await self._store(lambda db: put_state(db, "alert-cursor", reached))
 
     def _event(self, link: MqttLink, body: dict[str, Any]) -> None:
         """A unit event for central (no patient data) on up/events."""

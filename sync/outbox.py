@@ -138,3 +138,16 @@ def in_flight(db: Database) -> list[BatchRecord]:
 def backlog(db: Database) -> int:
     """Readings not yet acknowledged by central (in flight or not yet taken)."""
     return int(db.execute("SELECT count(*) FROM readings WHERE sent_at IS NULL").fetchone()[0])
+
+
+def next_alerts(db: Database, after_seq: int, limit: int = 20) -> tuple[list[dict[str, Any]], int]:
+    """Readings flagged ``alert`` above ``after_seq`` (the priority path), and the seq up to
+    which the search went (the new cursor)."""
+    top = db.execute("SELECT max(seq) FROM readings").fetchone()[0] or 0
+    rows = _rows(
+        db,
+        f"SELECT {READING_COLUMNS} FROM readings WHERE seq > ? AND seq <= ? "
+        "AND flags LIKE '%\"alert\"%' ORDER BY seq LIMIT ?",
+        [after_seq, top, limit],
+    )
+    return rows, (rows[-1]["seq"] if len(rows) == limit else top)
