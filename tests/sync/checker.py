@@ -4,10 +4,13 @@ sequence numbers contiguous, and the unit marked sent exactly what central holds
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+
+from sync.link import LinkEvent, LinkOptions, MqttLink
 
 
 def assert_exactly_once(unit_db: Path, central_db: Path, unit: str = "mmu-t") -> int:
@@ -34,3 +37,20 @@ async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for: {what}")
         await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def watching(
+    port: int, *topics: str, name: str = "watcher"
+) -> AsyncIterator[tuple[MqttLink, asyncio.Queue[LinkEvent]]]:
+    """A central-side MQTT client subscribed to ``topics`` (to watch, or to send downlinks)."""
+    link = MqttLink(LinkOptions(name, "127.0.0.1", port, clean_start=True))
+    queue = link.start()
+    try:
+        async with asyncio.timeout(10):
+            while (await queue.get()).kind != "connected":
+                pass
+        link.subscribe([(topic, 1) for topic in topics])
+        yield link, queue
+    finally:
+        link.stop()

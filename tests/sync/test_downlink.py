@@ -15,10 +15,10 @@ from edge_agent.store import Store
 from sync import topics
 from sync.daemon import SyncDaemon
 from sync.downlink import DownlinkRefused, apply_config, parse_command
-from sync.link import LinkEvent, LinkOptions, MqttLink
+from sync.link import LinkEvent
 from sync.receiver import Receiver
 from tests.broker import MosquittoBroker
-from tests.sync.checker import assert_exactly_once, wait_until
+from tests.sync.checker import assert_exactly_once, wait_until, watching
 from tests.sync.test_faults import settings
 
 UNIT = "mmu-t"
@@ -37,14 +37,10 @@ async def events_until(queue: asyncio.Queue[LinkEvent], kind: str) -> dict[str, 
 async def test_commands_and_config_from_central(tmp_path: Path,
                                                 mosquitto: MosquittoBroker) -> None:
     cfg = settings(tmp_path, mosquitto.port, batch=10)
-    central = MqttLink(LinkOptions("central", "127.0.0.1", mosquitto.port, clean_start=True))
-    queue = central.start()
     stop = asyncio.Event()
-    try:
-        async with asyncio.timeout(10):
-            while (await queue.get()).kind != "connected":
-                pass
-        central.subscribe([(topics.EVENTS.of(UNIT), 1)])
+    async with watching(mosquitto.port, topics.EVENTS.of(UNIT), name="central") as (
+        central, queue
+    ):
         with Store(cfg.store.path, UNIT) as store:
             for _ in range(40):
                 store.append("ox", [measurement("spo2", 97.0)]).result()
@@ -81,8 +77,6 @@ async def test_commands_and_config_from_central(tmp_path: Path,
             stop.set()
             await asyncio.gather(*tasks)
         assert receiver.counts.duplicates == 10  # the resent readings, stored once
-    finally:
-        central.stop()
     assert assert_exactly_once(cfg.store.path, tmp_path / "central.db") == 40
 
 

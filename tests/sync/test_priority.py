@@ -11,21 +11,15 @@ from edge_agent.models import measurement
 from edge_agent.store import Store
 from sync import topics
 from sync.daemon import SyncDaemon
-from sync.link import LinkOptions, MqttLink
 from tests.broker import MosquittoBroker
+from tests.sync.checker import watching
 from tests.sync.test_faults import UNIT, settings
 
 
 async def test_alert_overtakes_the_backlog(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
     cfg = settings(tmp_path, mosquitto.port, batch=50)
-    central = MqttLink(LinkOptions("watcher", "127.0.0.1", mosquitto.port, clean_start=True))
-    queue = central.start()
     stop = asyncio.Event()
-    try:
-        async with asyncio.timeout(10):
-            while (await queue.get()).kind != "connected":
-                pass
-        central.subscribe([(f"mmu/v1/{UNIT}/up/#", 1)])
+    async with watching(mosquitto.port, f"mmu/v1/{UNIT}/up/#") as (_, queue):
         with Store(cfg.store.path, UNIT) as store:
             for _ in range(400):  # a backlog: 8 batches, at most 4 in flight, no receiver
                 store.append("ox", [measurement("spo2", 97.0)])
@@ -40,8 +34,6 @@ async def test_alert_overtakes_the_backlog(tmp_path: Path, mosquitto: MosquittoB
             pending = store.stats()["readings_pending_sync"]
             stop.set()
             await task
-    finally:
-        central.stop()
     assert alert["type"] == "clinical-alert"
     obs = alert["observation"]
     assert obs["valueQuantity"]["value"] == 84.0

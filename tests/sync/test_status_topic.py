@@ -13,8 +13,9 @@ from edge_agent.store import Store
 from edge_agent.supervisor import StoreSink
 from sync import topics
 from sync.daemon import SyncDaemon
-from sync.link import LinkEvent, LinkOptions, MqttLink
+from sync.link import LinkEvent
 from tests.broker import MosquittoBroker
+from tests.sync.checker import watching
 from tests.sync.test_faults import UNIT, settings
 
 
@@ -30,14 +31,8 @@ async def status_where(queue: asyncio.Queue[LinkEvent], check: Any) -> dict[str,
 
 async def test_birth_and_device_changes(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
     cfg = settings(tmp_path, mosquitto.port)
-    central = MqttLink(LinkOptions("watcher", "127.0.0.1", mosquitto.port, clean_start=True))
-    queue = central.start()
     stop = asyncio.Event()
-    try:
-        async with asyncio.timeout(10):
-            while (await queue.get()).kind != "connected":
-                pass
-        central.subscribe([(topics.STATUS.of(UNIT), 1)])
+    async with watching(mosquitto.port, topics.STATUS.of(UNIT)) as (_, queue):
         with Store(cfg.store.path, UNIT) as store:
             sink = StoreSink(store)
             sink.device_status("oximeter-1", "connected", "/dev/ttyUSB0")
@@ -56,5 +51,3 @@ async def test_birth_and_device_changes(tmp_path: Path, mosquitto: MosquittoBrok
             await task
         offline = await status_where(queue, lambda b: b["state"] == "offline")
         assert offline["unit"] == UNIT
-    finally:
-        central.stop()
