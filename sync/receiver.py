@@ -18,13 +18,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlite_utils import Database, Migrations
 
 from edge_agent.errors import LinkError
-from edge_agent.store import open_database, utc_now
+from edge_agent.store import utc_now
 from sync import codec, topics
+from sync.central_store import CentralStore, insert_batch, open_central
 from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles, next_event
 
 log = logging.getLogger(__name__)
@@ -65,63 +65,10 @@ class ReceiverCounts:
     by_unit: dict[str, int] = field(default_factory=dict)
 
 
-def _get(obj: Any, *path: str | int) -> Any:
-    """A nested field of an untrusted resource, or None when any level is missing or of
-    another shape (the codec checks the envelope, not every Observation field)."""
-    for key in path:
-        if isinstance(key, int) and isinstance(obj, list) and len(obj) > key:
-            obj = obj[key]
-        elif isinstance(key, str) and isinstance(obj, dict):
-            obj = obj.get(key)
-        else:
-            return None
-    return obj
-
-
-def _scalar(value: Any, kind: type | tuple[type, ...]) -> Any:
-    if isinstance(value, bool) or not isinstance(value, kind):
-        return None
-    if isinstance(value, int) and not -(2**63) <= value < 2**63:  # SQLite's integer range
-        return None
-    return value
-
-
 def store_batch(db: Database, batch: codec.Batch) -> tuple[int, int]:
-    """Insert the batch's observations; returns (new rows, last contiguous seq for the unit)."""
-    now = utc_now()
-    new = 0
+    """Insert the batch's observations into a SQLite central store (one transaction)."""
     with db.atomic():
-        for obs in batch.observations:
-            coded = _get(obs, "code", "coding")
-            codes = {_get(c, "system"): _get(c, "code") for c in coded or [] if
-                     isinstance(c, dict)} if isinstance(coded, list) else {}
-            code = codes.get(codec.LOINC) or codes.get(codec.MDC)
-            cur = db.execute(
-                "INSERT INTO observations (id, unit, seq, batch_id, code, value, ucum, effective,"
-                " stored_at, resource) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
-                [obs["id"], batch.unit, codec.seq_of(obs), batch.batch_id,
-                 _scalar(code, str), _scalar(_get(obs, "valueQuantity", "value"), (int, float)),
-                 _scalar(_get(obs, "valueQuantity", "code"), str),
-                 _scalar(obs.get("effectiveDateTime"), str), now,
-                 json.dumps(obs, separators=(",", ":"))],
-            )
-            new += cur.rowcount
-        row = db.execute(
-            "SELECT last_contiguous_seq FROM units WHERE unit = ?", [batch.unit]
-        ).fetchone()
-        last = 0 if row is None else int(row[0])
-        # Advance over what is now contiguous; gaps stay visible until the unit fills them.
-        while db.execute(
-            "SELECT 1 FROM observations WHERE unit = ? AND seq = ?", [batch.unit, last + 1]
-        ).fetchone():
-            last += 1
-        db.execute(
-            "INSERT INTO units (unit, last_contiguous_seq) VALUES (?, ?) ON CONFLICT(unit) "
-            "DO UPDATE SET last_contiguous_seq = excluded.last_contiguous_seq",
-            [batch.unit, last],
-        )
-    return new, last
+        return insert_batch(lambda sql, p: db.execute(sql, p), batch, utc_now())
 
 
 class Receiver:
@@ -131,14 +78,14 @@ class Receiver:
         self,
         host: str,
         port: int,
-        db_path: Path,
+        db_path: Path | str,  # a SQLite file, or a postgresql:// URL
         *,
         group: str = "receivers",
         tls: TlsFiles | None = None,
         client_id: str | None = None,
         gap_timeout: float = 120.0,
     ) -> None:
-        self.db_path = Path(db_path)
+        self.db_path = db_path
         # A gap (a seq missing below what arrived) that outlives gap_timeout is asked for
         # again with down/cmd resend-from; batches in flight out of order fill most gaps.
         self.gap_timeout = gap_timeout
@@ -153,7 +100,7 @@ class Receiver:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        db = open_database(self.db_path, central_migrations)
+        db = open_central(self.db_path)
         link = MqttLink(self.options)
         events = link.start()
         try:
@@ -166,13 +113,9 @@ class Receiver:
             link.stop()
             db.close()
 
-    def _request_missing(self, db: Database, link: MqttLink) -> None:
+    def _request_missing(self, db: CentralStore, link: MqttLink) -> None:
         now = time.monotonic()
-        rows = db.execute(
-            "SELECT u.unit, u.last_contiguous_seq FROM units u WHERE EXISTS (SELECT 1 FROM "
-            "observations o WHERE o.unit = u.unit AND o.seq > u.last_contiguous_seq)"
-        ).fetchall()
-        gaps = {unit: int(last) for unit, last in rows}
+        gaps = db.gaps()
         for unit in list(self._gaps):
             if unit not in gaps:
                 del self._gaps[unit]  # filled
@@ -191,7 +134,7 @@ class Receiver:
             self.resend_requests += 1
             self._gaps[unit] = now  # ask again only after another gap_timeout
 
-    def _handle(self, db: Database, link: MqttLink, event: LinkEvent) -> None:
+    def _handle(self, db: CentralStore, link: MqttLink, event: LinkEvent) -> None:
         if event.kind == "connected":
             try:
                 link.subscribe([(topics.shared_readings(self.group), 1)])
@@ -204,7 +147,7 @@ class Receiver:
         elif event.kind == "message":
             self._on_batch(db, link, event)
 
-    def _on_batch(self, db: Database, link: MqttLink, event: LinkEvent) -> None:
+    def _on_batch(self, db: CentralStore, link: MqttLink, event: LinkEvent) -> None:
         unit = topics.unit_of(event.topic)
         try:
             batch = codec.decode_batch(event.payload)
@@ -216,7 +159,7 @@ class Receiver:
                         exc)
             link.ack(event.mid, event.qos)  # a bad payload will not get better by redelivery
             return
-        new, last = store_batch(db, batch)  # committed when this returns
+        new, last = db.store_batch(batch, utc_now())  # committed when this returns
         self.counts.batches += 1
         self.counts.stored += new
         self.counts.duplicates += len(batch.observations) - new

@@ -57,7 +57,10 @@ def run(
 
 def receive(
     broker: Annotated[str, typer.Option("--broker", help="Broker HOST:PORT.")],
-    db: Annotated[Path, typer.Option("--db", help="Central store (SQLite file).")],
+    db: Annotated[
+        str, typer.Option("--db", help="Central store: a SQLite file, or a PostgreSQL URL "
+                          "(postgresql://user@host/dbname) for a central deployment.")
+    ],
     group: Annotated[str, typer.Option("--group", help="Shared-subscription group.")] = "receivers",
     client_id: Annotated[
         str | None,

@@ -1,0 +1,51 @@
+"""A real PostgreSQL server for tests: a throwaway cluster on a Unix socket (no TCP port),
+started and stopped by the test. As root, the server runs as the ``postgres`` user."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _bin(name: str) -> str | None:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1] if found else shutil.which(name)
+
+
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    """A DSN for a fresh database ``central``."""
+    initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        pytest.fail("PostgreSQL is not installed: run the README test command "
+                    "(bash scripts/test), which installs it")
+    root = Path(tempfile.mkdtemp(prefix="edge-agent-pg-"))
+    root.chmod(0o755)  # the server user must reach its socket and data folders
+    data = root / "data"
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres", "postgres")
+    try:
+        subprocess.run([*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"],
+                       check=True, capture_output=True)
+        options = f"-c listen_addresses='' -c unix_socket_directories='{root}' -p 5432"
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-o", options, "-w", "-l",
+                        str(root / "log"), "start"], check=True, capture_output=True)
+        import psycopg
+
+        with psycopg.connect(f"host={root} user=postgres dbname=postgres",
+                             autocommit=True) as conn:
+            conn.execute("CREATE DATABASE central")
+        yield f"postgresql://postgres@/central?host={root}"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
