@@ -18,7 +18,7 @@ from typing import Any
 
 from drivers.base import Rejected, Sink
 from drivers.registry import DriverSpec, driver
-from drivers.transports.backoff import Backoff
+from edge_agent.backoff import Backoff
 from edge_agent.models import ClockSource, Measurement
 from edge_agent.settings import DeviceSettings, Settings
 from edge_agent.store import Store, put_state, utc_now

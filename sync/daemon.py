@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from sqlite_utils import Database
 
 from edge_agent import __version__
+from edge_agent.backoff import Backoff
 from edge_agent.clock import confirmed_by_central
 from edge_agent.errors import LinkError
 from edge_agent.models import ClockSource
@@ -37,7 +38,6 @@ from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles, next_event
 from sync.pacing import Pacer, adapt_batch
 from sync.session import (
     Action,
-    Backoff,
     MarkAcked,
     Publish,
     Resend,
@@ -139,7 +139,7 @@ class SyncDaemon:
     # --- lifecycle ------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         await self._restore()
-        backoff = Backoff(1.0, 60.0)
+        backoff = Backoff(1.0, 60.0, floor=1.0)
         while not stop.is_set():
             try:
                 link = MqttLink(self.link_options())

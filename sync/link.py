@@ -27,8 +27,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge_agent.backoff import Backoff
 from edge_agent.errors import LinkError
-from sync.session import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class MqttLink:
     def __init__(self, options: LinkOptions) -> None:
         self.options = options
         self.connected = False
-        self._backoff = Backoff(1.0, float(options.backoff_cap), options.rng)
+        self._backoff = Backoff(1.0, float(options.backoff_cap), options.rng, floor=1.0)
         self._queue: asyncio.Queue[LinkEvent] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         client = mqtt.Client(

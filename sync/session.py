@@ -26,12 +26,11 @@ The table of (state, input) -> behaviour (:data:`NEXT_STATE` holds the state col
     central_ack   mark, forget the batch                  mark, forget the batch, take
     tick          nothing                                 resend overdue, take, wait until
 
-:class:`Backoff` is the reconnect policy (full jitter from an injected random source).
+The reconnect policy is :class:`edge_agent.backoff.Backoff` (full jitter, injected random source).
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -182,22 +181,3 @@ class SyncSession:
     def _wait(self) -> list[Action]:
         times = [f.published_at for f in self.in_flight.values() if f.published_at is not None]
         return [WaitUntil(min(times) + self.ack_timeout)] if times else []
-
-
-@dataclass
-class Backoff:
-    """Full jitter: the n-th wait is uniform in [base, min(cap, base * 2**n)], so many units
-    losing the same tower do not all come back in the same second. Reset on success."""
-
-    base: float = 1.0
-    cap: float = 60.0
-    rng: random.Random = field(default_factory=random.Random)
-    attempt: int = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * 2 ** min(self.attempt, 30))
-        self.attempt += 1
-        return self.rng.uniform(self.base, max(self.base, ceiling))
-
-    def reset(self) -> None:
-        self.attempt = 0

@@ -39,8 +39,8 @@ from bleak.exc import BleakError
 
 from drivers.base import GattDecoder, Sink
 from drivers.runtime import dispatch
-from drivers.transports.backoff import Backoff
 from drivers.transports.ble_scan import explain_ble_error, scan_lock, short_uuid, uuid128
+from edge_agent.backoff import Backoff
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -23,7 +23,7 @@ from drivers.base import Sink, StreamDecoder
 from drivers.protocols.hl7v2 import format_hl7_time
 from drivers.protocols.mllp import MllpDecoder
 from drivers.runtime import dispatch
-from drivers.transports.backoff import Backoff
+from edge_agent.backoff import Backoff
 
 __all__ = ["DEFAULT_PORT", "MllpServer", "hl7_now", "parse_listen", "run_mllp"]
 

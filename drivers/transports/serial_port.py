@@ -17,7 +17,7 @@ import serial
 
 from drivers.base import Sink, StreamDecoder
 from drivers.runtime import dispatch
-from drivers.transports.backoff import Backoff
+from edge_agent.backoff import Backoff
 from edge_agent.errors import DeviceMisconfigured, DeviceUnavailable
 
 log = logging.getLogger(__name__)

@@ -25,9 +25,9 @@ from drivers.base import GattDecoder, Rejected
 from drivers.protocols.ble_health import HealthDecoder
 from drivers.registry import DRIVERS
 from drivers.simulators.ble_values import GlucoseMeterRecords
-from drivers.transports.backoff import Backoff
 from drivers.transports.ble_gatt import run, run_ble
 from drivers.transports.ble_scan import HEALTH_SERVICES, explain_ble_error, scan
+from edge_agent.backoff import Backoff
 from edge_agent.errors import DeviceUnavailable
 from edge_agent.models import Measurement
 from edge_agent.store import Store

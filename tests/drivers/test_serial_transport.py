@@ -11,8 +11,8 @@ from pathlib import Path
 
 from drivers.base import Event, PassiveDecoder, Rejected
 from drivers.simulators.base import PtyDevice
-from drivers.transports.backoff import Backoff
 from drivers.transports.serial_port import SerialParams, run_serial
+from edge_agent.backoff import Backoff
 from edge_agent.models import Measurement, measurement
 
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from edge_agent.backoff import Backoff
 from sync.session import (
     NEXT_STATE,
     Action,
-    Backoff,
     Input,
     MarkAcked,
     Publish,
@@ -87,7 +87,7 @@ def test_an_unacknowledged_batch_is_sent_again_after_the_timeout() -> None:
 
 
 def test_backoff_is_full_jitter_capped_and_reset() -> None:
-    b = Backoff(base=1, cap=8, rng=random.Random(3))
+    b = Backoff(base=1, cap=8, rng=random.Random(3), floor=1)
     delays = [b.next_delay() for _ in range(200)]
     assert all(1 <= d <= 8 for d in delays)
     assert max(delays[:1]) == 1 and max(delays[10:]) > 6  # grows to the cap
