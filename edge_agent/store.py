@@ -147,18 +147,22 @@ class Store:
                         with db.atomic():  # a savepoint: a failing op fails alone
                             results.append((job, job.op(db), None))
                     except Exception as exc:
+                        if is_disk_full(exc):
+                            # SQLite may have rolled back the whole transaction: nothing of
+                            # this group is stored, so the whole group fails (and is retried).
+                            raise StoreFull(str(self.path)) from exc
                         results.append((job, None, exc))
             self.commits += 1
         except Exception as exc:
-            err: BaseException = StoreFull(str(self.path)) if is_disk_full(exc) else exc
+            full = isinstance(exc, StoreFull) or is_disk_full(exc)
+            err: BaseException = StoreFull(str(self.path)) if full else exc
             log.error("store: commit of %d operations failed: %s", len(group), exc)
             for job in group:
                 job.future.set_exception(err)
             return
         for job, value, failure in results:
             if failure is not None:
-                full = is_disk_full(failure)
-                job.future.set_exception(StoreFull(str(self.path)) if full else failure)
+                job.future.set_exception(failure)
             else:
                 job.future.set_result(value)
 

@@ -19,6 +19,7 @@ from typing import Any
 from drivers.base import Rejected, Sink
 from drivers.registry import DriverSpec, driver
 from edge_agent.backoff import Backoff
+from edge_agent.errors import StoreFull
 from edge_agent.models import ClockSource, Measurement
 from edge_agent.settings import DeviceSettings, Settings
 from edge_agent.store import Store, put_state, utc_now
@@ -64,8 +65,8 @@ class StoreSink(Sink):
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._store = store
         self.unit_store = store
+        self.full_retry = Backoff(base=0.5, cap=30.0)
         self._wall = wall
         self._monotonic = monotonic
         self._fix = _Fix()
@@ -78,12 +79,21 @@ class StoreSink(Sink):
         is_gps = self._learn(measurements, wall, mono)
         received_at, clock = self._reception_time(wall, mono)
         position = None if is_gps else self._position(mono)
-        await asyncio.wrap_future(
-            self._store.append(
-                device_id, measurements, rejects,
-                received_at=received_at, clock_source=clock, position=position,
-            )
-        )
+        while True:
+            try:
+                await asyncio.wrap_future(
+                    self.unit_store.append(
+                        device_id, measurements, rejects,
+                        received_at=received_at, clock_source=clock, position=position,
+                    )
+                )
+                break
+            except StoreFull as exc:
+                # Disk full: keep this device's readings here and try again (the transport
+                # waits meanwhile); never drop what a device sent.
+                self.device_status(device_id, "store-full", str(exc))
+                await asyncio.sleep(self.full_retry.next_delay())
+        self.full_retry.reset()
         state = self.devices.setdefault(device_id, DeviceState())
         state.readings += len(measurements)
         state.rejects += len(rejects)
@@ -126,10 +136,10 @@ class StoreSink(Sink):
             return
         current.state, current.detail, current.since = state, detail, utc_now()
         log.info("device %s: %s %s", device_id, state, detail)
-        self._store.log_event(f"device.{state}", detail, device_id)
+        self.unit_store.log_event(f"device.{state}", detail, device_id)
         # For the unit's retained status (birth message) and `sync status`.
         states = {k: {"state": v.state, "since": v.since} for k, v in self.devices.items()}
-        self._store.submit(lambda db: put_state(db, "devices", states))
+        self.unit_store.submit(lambda db: put_state(db, "devices", states))
 
 
 def _iso(epoch: float) -> str:

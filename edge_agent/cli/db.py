@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -34,4 +33,3 @@ def stats(
     typer.echo(f"rejected frames:       {result['rejects']}")
 
 
-__all__ = ["Path", "app"]

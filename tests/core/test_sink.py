@@ -57,3 +57,28 @@ async def test_gps_agreeing_with_the_clock_keeps_system_time(tmp_path: Path) -> 
                                  measurement("longitude", 2.0, device_time=now)], [])
         await sink.store("ox", [measurement("spo2", 97.0)], [])
         assert rows(store)[2][:4] == ("ox", "system", 1.0, 2.0)
+
+
+async def test_a_full_disk_keeps_the_readings_and_stores_them_when_space_returns(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from edge_agent.backoff import Backoff
+
+    with Store(tmp_path / "unit.db", "mmu-01") as store:
+        sink = StoreSink(store)
+        sink.full_retry = Backoff(base=0.01, cap=0.02)
+        await sink.store("ox", [measurement("spo2", 97.0)], [])
+        pages = store.call(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
+        # FAULT-TESTING.md: max_page_count makes SQLite report a full disk.
+        store.call(lambda db: db.execute(f"PRAGMA max_page_count = {pages}"))
+        burst = [measurement("spo2", 96.0, raw=bytes(4096)) for _ in range(20)]
+        task = asyncio.create_task(sink.store("ox", burst, []))
+        async with asyncio.timeout(10):
+            while sink.devices.get("ox") is None or sink.devices["ox"].state != "store-full":
+                await asyncio.sleep(0.01)
+        assert not task.done()  # held, not dropped
+        store.call(lambda db: db.execute("PRAGMA max_page_count = 1073741823"))
+        await asyncio.wait_for(task, 10)
+        assert store.stats()["readings_total"] == 21

@@ -29,25 +29,8 @@ GOLDEN = {"df2-spec-tables": 2, "df7-spec-tables": 7, "df8-spec-tables": 8, "df1
 WHEN = (2026, 11, 23, 8, 15, 0)
 
 # Flags each format can carry (the encoders refuse the others).
-PACKET_FLAGS = (
-    "sensor-disconnect",
-    "sensor-alarm",
-    "out-of-track",
-    "artifact",
-    "low-perfusion",
-    "marginal-perfusion",
-    "smartpoint",
-    "low-battery",
-)
-DF8_FLAGS = (
-    "sensor-alarm",
-    "out-of-track",
-    "artifact",
-    "low-perfusion",
-    "marginal-perfusion",
-    "smartpoint",
-    "low-battery",
-)
+PACKET_FLAGS = tuple(f for f in FLAG_ORDER if f != "from-memory")  # DF2/DF7
+DF8_FLAGS = tuple(f for f in PACKET_FLAGS if f != "sensor-disconnect")
 DF13_FLAGS = ("smartpoint", "low-battery", "from-memory")
 
 
