@@ -346,7 +346,9 @@ class _Link:
         events = self.decoder.receive_value(char, value)
         infos = await dispatch(self.device_id, events, self.sink, self.decoder)
         for info in infos:
-            log.info("device %s: %s = %s", self.device_id, info.key, info.value)
+            # The key only: some facts carry clinical context (a glucose record's meal,
+            # medication), which stays out of logs.
+            log.debug("device %s: device fact %s", self.device_id, info.key)
         after = _cursor(self.decoder)
         # dispatch has committed and acknowledged: only now may the cursor move.
         if self.cursor_save is not None and after is not None and after != before:
