@@ -112,9 +112,13 @@ def m004_identity_membership(db: Database) -> None:
         "CREATE TABLE store_identity (key TEXT PRIMARY KEY CHECK (key = 'store'), "
         "epoch TEXT NOT NULL, created_at TEXT NOT NULL)"
     )
+    # A store upgraded with readings in it keeps the epoch central filed them under before
+    # epochs existed (the all-zero one), so its seqs stay contiguous at central.
+    upgraded = db.execute("SELECT count(*) FROM readings").fetchone()[0] > 0
+    epoch = str(uuid.UUID(int=0)) if upgraded else str(uuid.uuid4())
     db.execute(
         "INSERT INTO store_identity (key, epoch, created_at) VALUES ('store', ?, ?)",
-        [str(uuid.uuid4()), datetime.now(UTC).isoformat(timespec="seconds")],
+        [epoch, datetime.now(UTC).isoformat(timespec="seconds")],
     )
     # Batch membership: readings.batch_id is set when a batch is recorded (not at its ack), so an
     # ack marks exactly the readings the batch carried, and a reading is in at most one batch

@@ -31,7 +31,9 @@ class UnitSettings(_Model):
 class StoreSettings(_Model):
     path: Path = Path("/var/lib/edge-agent/edge-agent.db")
     group_max: Annotated[int, Field(ge=1, le=10_000)] = 500
-    group_wait_ms: Annotated[int, Field(ge=0, le=5_000)] = 20
+    # 0: classic group commit (commit at once, gather what arrives meanwhile). More only helps
+    # with many concurrent writers on a slow disk.
+    group_wait_ms: Annotated[int, Field(ge=0, le=5_000)] = 0
 
 
 class BrokerSettings(_Model):
@@ -50,6 +52,11 @@ class SyncSettings(_Model):
     ack_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     max_in_flight: Annotated[int, Field(ge=1, le=64)] = 4
     uplink_bps: Annotated[int, Field(ge=1000)] | None = None  # cap on sync's uplink, bit/s
+    # Live operation: a reading waits up to this long for others to share its message (alerts
+    # never wait; a backlog of a full batch leaves at once).
+    linger_s: Annotated[float, Field(ge=0, le=60)] = 2.0
+    # Retained status: republished on change, at most this often.
+    status_interval_s: Annotated[float, Field(ge=1, le=3600)] = 10.0
 
 
 class DeviceSettings(_Model):

@@ -71,6 +71,7 @@ class StoreSink(Sink):
         self._monotonic = monotonic
         self._fix = _Fix()
         self.devices: dict[str, DeviceState] = {}
+        self.on_devices: Callable[[dict[str, dict[str, str]]], None] | None = None  # sync
 
     async def store(
         self, device_id: str, measurements: list[Measurement], rejects: list[Rejected]
@@ -140,6 +141,8 @@ class StoreSink(Sink):
         # For the unit's retained status (birth message) and `sync status`.
         states = {k: {"state": v.state, "since": v.since} for k, v in self.devices.items()}
         self.unit_store.submit(lambda db: put_state(db, "devices", states))
+        if self.on_devices is not None:
+            self.on_devices(states)
 
 
 def _iso(epoch: float) -> str:
@@ -220,7 +223,9 @@ class Supervisor:
             if self.sync_enabled:
                 from sync.daemon import SyncDaemon
 
-                self.sync_daemon = SyncDaemon(self.store, self.settings)
+                self.sync_daemon = SyncDaemon(self.store, self.settings,
+                                              external_writer=not self.acquire)
+                self.sink.on_devices = self.sync_daemon.devices_changed
                 tg.create_task(self._keep(self.sync_daemon.run, stop, "sync"), name="sync")
 
     async def _supervise(self, dev: DeviceSettings, stop: asyncio.Event) -> None:

@@ -123,13 +123,14 @@ def observation(unit: str, row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def encode_batch(
-    unit: str, batch_id: str, rows: Sequence[Mapping[str, Any]], created_at: str
+    unit: str, batch_id: str, rows: Sequence[Mapping[str, Any]], created_at: str, *, epoch: str
 ) -> bytes:
     if not rows:
         raise ValueError("a batch needs at least one reading")
     envelope = {
         "schema": SCHEMA,
         "unit": unit,
+        "epoch": epoch,
         "batch_id": batch_id,
         "seq_from": rows[0]["seq"],
         "seq_to": rows[-1]["seq"],

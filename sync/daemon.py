@@ -1,13 +1,18 @@
 """The sync daemon: unsent readings -> batches -> MQTT; sent only on central's acknowledgement.
 
 ``await SyncDaemon(store, settings).run(stop)`` runs on the agent's event loop until ``stop``
-is set, and carries out what the pure :class:`~sync.session.SyncSession` decides: the store is
-the queue (never paho), at most ``max_in_flight`` batches are unacknowledged, a batch central
-has not acknowledged within ``ack_timeout_s`` is sent again (same batch id: the receiver is
-idempotent), every in-flight batch is sent again after a reconnect, and batches recorded in
-flight by a previous run are re-sent under their own ids. It returns promptly when ``stop`` is
-set; a link that cannot even be set up (TLS files missing) is retried with backoff, reported in
-:meth:`SyncDaemon.status`; a malformed downlink is refused and logged, never fatal.
+is set. It is the I/O shell around pure parts: :class:`~sync.session.SyncSession` (window,
+re-sends, reconnects), :mod:`sync.linger` (when a batch is worth taking),
+:mod:`sync.clock_trust` (is the unit's clock right?), :mod:`sync.pacing` (uplink cap, batch
+size), :mod:`sync.status_report` (retained status, rate-limited) and :mod:`sync.downlink`.
+
+It is event-driven: it sleeps until an ack, a PUBACK, a downlink, a new commit in the store
+(a commit listener), a signal (``sync now``: SIGUSR1) or the next deadline it computed (an ack
+timeout, a linger, a status) wakes it. There is no polling tick: an idle agent neither wakes
+nor writes. Reads (taking a batch) use the store's read connections and never wait for the
+writer; writes (recording a batch, marking one sent) are group-committed. Alert-range readings
+leave at once, in batches of their own that travel outside the window (one at a time), and only
+once: they are ordinary readings with a higher priority.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ import contextlib
 import functools
 import json
 import logging
+import os
+import signal
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -27,29 +35,32 @@ from sqlite_utils import Database
 
 from edge_agent import __version__
 from edge_agent.backoff import Backoff
-from edge_agent.clock import confirmed_by_central
 from edge_agent.errors import LinkError
 from edge_agent.models import ClockSource
 from edge_agent.settings import Settings
-from edge_agent.store import Store, get_state, put_state, take_state, utc_now
+from edge_agent.store import CommitNote, Store, get_state, put_state, utc_now
 from sync import codec, outbox, topics
-from sync.downlink import Command, DownlinkRefused, apply_config, parse_command
-from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles, next_event
-from sync.pacing import Pacer, adapt_batch
-from sync.session import (
-    Action,
-    MarkAcked,
-    Publish,
-    Resend,
-    SyncSession,
-    Take,
-    WaitUntil,
+from sync.acks import Ack, parse_ack
+from sync.clock_trust import ClockTrust, Verdict, sample
+from sync.downlink import (
+    AlreadyApplied,
+    Command,
+    DownlinkRefused,
+    apply_config,
+    parse_command,
+    restore_config,
+    saved_config,
 )
+from sync.linger import take_at
+from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles
+from sync.pacing import Pacer, adapt_batch
+from sync.session import Action, MarkAcked, Publish, Resend, SyncSession, Take, WaitUntil
+from sync.status_report import StatusThrottle, status_payload
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-TICK = 0.25  # how often the daemon looks for new readings while idle
-MAX_ACK_BYTES = 4096  # an ack is ~150 bytes: anything far larger is refused unparsed
+STATE_INTERVAL_S = 5.0  # the "sync" snapshot in the store (for `sync status`): at most this often
+EXTERNAL_POLL_S = 1.0  # --only sync: another process writes the store; look for commits
 
 
 @dataclass
@@ -60,57 +71,52 @@ class InFlight:
     count: int
     payload: bytes
     attempts: int = 0
-
-
-@dataclass(frozen=True)
-class Ack:
-    batch_id: str
-    last_contiguous_seq: int | None
-    central_time: float | None
-
-
-def parse_ack(payload: bytes) -> Ack:
-    """A ``down/ack`` message, strictly; ValueError for anything else."""
-    if len(payload) > MAX_ACK_BYTES:
-        raise ValueError(f"ack of {len(payload)} bytes")
-    try:
-        data = json.loads(payload)
-    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
-        raise ValueError(f"not JSON: {type(exc).__name__}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("batch_id"), str):
-        raise ValueError("no batch_id")
-    seq = data.get("last_contiguous_seq")
-    central = data.get("central_time")
-    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
-        raise ValueError("last_contiguous_seq is not an integer")
-    if central is not None and (not isinstance(central, int | float) or isinstance(central, bool)):
-        raise ValueError("central_time is not a number")
-    return Ack(data["batch_id"], seq, None if central is None else float(central))
+    priority: bool = False
 
 
 class SyncDaemon:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, *, external_writer: bool = False
+                 ) -> None:
         if settings.broker is None:
             raise ValueError("sync needs a [broker] section")
         self.store = store
         self.settings = settings
         self.unit = settings.unit.id
+        self.external_writer = external_writer  # readings come from another process
         self.session = SyncSession(settings.sync.max_in_flight, settings.sync.ack_timeout_s)
         self.batches: dict[str, InFlight] = {}  # payloads of the batches in flight
         self.connected = False
         self.backlog: int | None = None  # readings central has not acknowledged
-        self.devices: Any = None  # device states the supervisor keeps in the store
+        self.devices: Any = None  # device states (the supervisor tells us)
         self.pacer = Pacer(settings.sync.uplink_bps)
         self.batch_limit = settings.sync.batch_size  # adapted to the link (sync.pacing)
         self.last_ack_at: str | None = None
         self.last_error: str | None = None
         self.clock_offset_s: float | None = None
+        self.clock_delay_s: float | None = None
+        self.trust = ClockTrust()
         self.acked_readings = 0
+        self.refused_readings = 0
         self.refused_downlinks = 0
+        self.wakeups = 0  # loop turns: an idle agent has none
+        self.config_version = 0
+        self._config_sync: dict[str, Any] | None = None
         self._mids: dict[int, str] = {}  # publish mid -> batch id, until its PUBACK
         self._downlinks: list[LinkEvent] = []  # down/cmd, down/config waiting to be applied
-        self._wake_at: float | None = None
-        self._last_housekeeping = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._refusals: dict[str, dict[str, str]] = {}  # batch id -> refused reading ids
+        self._waiting = 0  # readings committed and not yet taken into a batch (estimate)
+        self._oldest_at: float | None = None  # monotonic time the oldest of them arrived
+        self._alerts = False  # alert-range readings wait for a batch
+        self._deadlines: dict[str, float] = {}  # name -> monotonic time to wake
+        self._link: MqttLink | None = None
+        self._wake_posted = False
+        self._status = StatusThrottle(settings.sync.status_interval_s)
+        self._state_written: Any = None
+        self._state_at = 0.0
+        self._writes: set[Future[Any]] = set()
+        self._data_version: int | None = None
+        self._sync_now = False
 
     def link_options(self) -> LinkOptions:
         return self.link_options_for(self.settings)
@@ -136,71 +142,171 @@ class SyncDaemon:
             will=(topics.STATUS.of(unit), offline, True),
         )
 
+    # --- what the supervisor tells us -------------------------------------------------------
+    def devices_changed(self, states: Any) -> None:
+        """Device states changed (a device came or went): the retained status follows."""
+        if states != self.devices:
+            self.devices = states
+            self._poke()
+
+    def request_sync_now(self) -> None:
+        """Forget the reconnect backoff and send every batch in flight again (SIGUSR1)."""
+        self._sync_now = True
+        self._poke()
+
+    def _on_commit(self, note: CommitNote) -> None:  # the store's writer thread
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._noted, note)
+
+    def _noted(self, note: CommitNote) -> None:  # the event loop: all our state lives here
+        self._waiting += note.readings
+        if self._oldest_at is None:
+            self._oldest_at = time.monotonic()
+        if note.alerts:
+            self._alerts = True
+        self._poke()
+
+    def _poke(self) -> None:
+        link = self._link
+        if link is not None and not self._wake_posted:
+            self._wake_posted = True
+            link.wake()
+
     # --- lifecycle ------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         await self._restore()
         backoff = Backoff(1.0, 60.0, floor=1.0)
-        while not stop.is_set():
-            try:
-                link = MqttLink(self.link_options())
-                events = link.start()
-            except LinkError as exc:  # e.g. a certificate being replaced: try again later
-                self.last_error = str(exc)
-                log.error("sync: cannot set up the link: %s", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff.next_delay())
-                continue
-            try:
-                await self._serve(link, events, stop)
-            finally:
-                if self.connected:
-                    with contextlib.suppress(LinkError):
-                        link.publish(topics.STATUS.of(self.unit),
-                                     self._status_payload("offline"), retain=True)
-                # paho's thread may sit in a reconnect wait (<= 1 s): join it off the loop.
-                await asyncio.to_thread(link.stop)
-                self.connected = False
-            return
+        loop = self._loop = asyncio.get_running_loop()
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            loop.add_signal_handler(signal.SIGUSR1, self.request_sync_now)
+        self.store.add_commit_listener(self._on_commit)
+        try:
+            while not stop.is_set():
+                try:
+                    link = MqttLink(self.link_options())
+                    events = link.start()
+                except LinkError as exc:  # e.g. a certificate being replaced: try again later
+                    self.last_error = str(exc)
+                    log.error("sync: cannot set up the link: %s", exc)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), backoff.next_delay())
+                    continue
+                self._link = link
+                try:
+                    await self._serve(link, events, stop)
+                finally:
+                    self._link = None
+                    if self.connected:
+                        with contextlib.suppress(LinkError):
+                            link.publish(topics.STATUS.of(self.unit),
+                                         self._status_body("offline"), retain=True)
+                    # paho's thread may sit in a reconnect wait (<= 1 s): join it off the loop.
+                    await asyncio.to_thread(link.stop)
+                    self.connected = False
+                return
+        finally:
+            self.store.remove_commit_listener(self._on_commit)
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+                loop.remove_signal_handler(signal.SIGUSR1)
+            await self._settle_writes()
+            with contextlib.suppress(Exception):
+                await self._write(functools.partial(put_state, key="sync",
+                                                    value=self._snapshot(stopped=True)))
 
     async def _restore(self) -> None:
-        """Take back the batches a previous run left in flight, under their own ids."""
-        records = await self._store(outbox.in_flight)
-        extra = self.session.restore([r.batch_id for r in records])
+        """Take back what a previous run left: batches in flight (re-sent under their own ids),
+        the remote configuration it applied, the backlog."""
+        saved = await self.store.read_async(lambda db: get_state(db, "config-remote"))
+        self.settings, self.config_version, self._config_sync = restore_config(
+            self.settings, saved)
+        self._apply_sync_settings()
+        records = await self.store.read_async(outbox.in_flight)
+        ordinary = [r.batch_id for r in records if not r.priority]
+        extra = self.session.restore(ordinary)
         for record in records:
             if record.batch_id in extra:
                 continue
-            rows = await self._store(functools.partial(outbox.batch_readings,
-                                                       batch_id=record.batch_id))
-            if not rows:  # settled meanwhile (e.g. marked through an older batch)
+            rows = await self.store.read_async(functools.partial(
+                outbox.batch_readings, batch_id=record.batch_id))
+            if not rows:  # settled meanwhile
                 extra.append(record.batch_id)
                 self.session.in_flight.pop(record.batch_id, None)
                 continue
-            payload = codec.encode_batch(self.unit, record.batch_id, rows, record.created_at)
-            self.batches[record.batch_id] = InFlight(
-                record.batch_id, rows[0]["seq"], rows[-1]["seq"], len(rows), payload,
-                record.attempts)
+            if record.priority:
+                self.session.restore_priority(record.batch_id)
+            self.batches[record.batch_id] = self._encode(
+                record.batch_id, rows, record.created_at, record.attempts, bool(record.priority))
         for batch_id in extra:
-            await self._store(functools.partial(outbox.release, batch_id=batch_id))
+            await self._write(functools.partial(outbox.release, batch_id=batch_id))
+        self.backlog, self._waiting, self._alerts, devices = await self.store.read_async(
+            lambda db: (outbox.backlog(db), outbox.unbatched(db), outbox.has_alerts(db),
+                        get_state(db, "devices")))
+        if self.devices is None:
+            self.devices = devices  # as the last run left them, until the supervisor speaks
+        self._oldest_at = float("-inf") if self._waiting else None  # a backlog leaves at once
         if self.batches:
             log.info("sync: %d batches still in flight from the last run", len(self.batches))
 
+    def _apply_sync_settings(self) -> None:
+        sync = self.settings.sync
+        self.session.max_in_flight = sync.max_in_flight
+        self.session.ack_timeout = sync.ack_timeout_s
+        self.pacer = Pacer(sync.uplink_bps)
+        self.batch_limit = min(self.batch_limit, sync.batch_size) or sync.batch_size
+        self._status.interval_s = sync.status_interval_s
+
     async def _serve(self, link: MqttLink, events: asyncio.Queue[LinkEvent],
                      stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            timeout = TICK
-            if self._wake_at is not None:
-                timeout = max(0.0, min(TICK, self._wake_at - time.monotonic()))
-            event = await next_event(events, stop, timeout)
-            actions: list[Action] = []
-            if event is not None:
-                actions = self._on_event(link, event)
-            if self.connected:
-                await self._alerts(link)  # clinical alerts leave before readings batches
-            actions += self.session.tick(time.monotonic())
-            await self._execute(link, actions)
-            while self._downlinks:
-                await self._downlink(link, self._downlinks.pop(0))
-            await self._housekeeping(link)
+        stopper = asyncio.ensure_future(stop.wait())
+        stopper.add_done_callback(lambda _: link.wake())
+        try:
+            while not stop.is_set():
+                event = await self._next(events)
+                self.wakeups += 1
+                now = time.monotonic()
+                actions: list[Action] = []
+                if event is not None:
+                    if event.kind == "wake":
+                        self._wake_posted = False
+                    else:
+                        actions = self._on_event(link, event)
+                    while not events.empty():  # take what else is queued in the same turn
+                        more = events.get_nowait()
+                        if more.kind == "wake":
+                            self._wake_posted = False
+                        else:
+                            actions += self._on_event(link, more)
+                if self._sync_now:
+                    self._sync_now = False
+                    log.info("sync: sync now requested")
+                    link.reconnect_soon()
+                    if self.connected:
+                        actions += self.session.connected(now)
+                if self._alerts and self.connected:
+                    actions += self.session.alerts_waiting()
+                actions += self.session.tick(now)
+                await self._execute(link, actions)
+                await self._housekeeping(link, now)
+        finally:
+            stopper.cancel()
+
+    async def _next(self, events: asyncio.Queue[LinkEvent]) -> LinkEvent | None:
+        if not events.empty():
+            return events.get_nowait()
+        deadline = min(self._deadlines.values(), default=None)
+        if self.external_writer:
+            poll = time.monotonic() + EXTERNAL_POLL_S
+            deadline = poll if deadline is None else min(deadline, poll)
+        if deadline is None:
+            return await events.get()
+        timeout = deadline - time.monotonic()
+        if timeout <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(events.get(), timeout)
+        except TimeoutError:
+            return None
 
     # --- events ---------------------------------------------------------------------------
     def _on_event(self, link: MqttLink, event: LinkEvent) -> list[Action]:
@@ -210,10 +316,9 @@ class SyncDaemon:
             try:
                 link.subscribe([(t.of(self.unit), t.qos)
                                 for t in (topics.ACK, topics.CMD, topics.CONFIG)])
-                link.publish(topics.STATUS.of(self.unit), self._status_payload("online"),
-                             retain=topics.STATUS.retain)
             except LinkError as exc:  # lost again already: the disconnect event follows
                 self.last_error = str(exc)
+            self._status = StatusThrottle(self.settings.sync.status_interval_s)  # say it now
             return self.session.connected(time.monotonic())
         if event.kind == "disconnected":
             if self.connected:
@@ -231,23 +336,29 @@ class SyncDaemon:
                 log.warning("sync: broker refused batch %s: %s", batch_id, event.reason)
             return self.session.puback(batch_id, not event.failed)
         if event.kind == "message":
-            return self._on_downlink(event)
+            return self._on_message(link, event)
         return []
 
-    def _on_downlink(self, event: LinkEvent) -> list[Action]:
+    def _on_message(self, link: MqttLink, event: LinkEvent) -> list[Action]:
         if event.topic in (topics.CMD.of(self.unit), topics.CONFIG.of(self.unit)):
-            self._downlinks.append(event)  # applied in _serve: they need the store
+            self._downlinks.append(event)  # applied after this turn's actions: they need I/O
             return []
         if event.topic != topics.ACK.of(self.unit):
             return []
+        arrived = time.time()
         try:
             ack = parse_ack(event.payload)
         except ValueError as exc:
             self.refused_downlinks += 1
             log.warning("sync: refused a malformed ack (%d bytes): %s", len(event.payload), exc)
             return []
-        if ack.central_time is not None:
-            self._check_clock(ack.central_time - time.time())
+        if ack.epoch is not None and ack.epoch != self.store.epoch:
+            # An ack for another store of this unit (the one this store replaced): not ours.
+            log.warning("sync: ignored an ack for another store epoch")
+            return []
+        self._check_clock(ack, arrived)
+        if ack.refused:
+            self._refusals[ack.batch_id] = ack.refused
         return self.session.central_ack(ack.batch_id, ack.last_contiguous_seq)
 
     async def _downlink(self, link: MqttLink, event: LinkEvent) -> None:
@@ -255,18 +366,23 @@ class SyncDaemon:
         kind = "config" if event.topic == topics.CONFIG.of(self.unit) else "cmd"
         try:
             if kind == "config":
-                applied = await self._store(lambda db: get_state(db, "config-version") or 0)
-                settings, version = apply_config(self.settings, event.payload, int(applied))
-                self.settings = settings
-                self.session.max_in_flight = settings.sync.max_in_flight
-                self.session.ack_timeout = settings.sync.ack_timeout_s
-                self.pacer = Pacer(settings.sync.uplink_bps)
-                await self._store(lambda db: put_state(db, "config-version", version))
+                settings, version = apply_config(self.settings, event.payload,
+                                                  self.config_version, self._config_sync)
+                saved = saved_config(version, event.payload)
+                # Persist first: a restart applies it again (and a retained copy of the same
+                # version is then recognised, not refused).
+                await self._write(functools.partial(put_state, key="config-remote",
+                                                    value=saved))
+                self.settings, self.config_version = settings, version
+                self._config_sync = saved["sync"]
+                self.batch_limit = settings.sync.batch_size
+                self._apply_sync_settings()
                 log.info("sync: remote config version %d applied", version)
                 self._event(link, {"type": "config-applied", "version": version})
             else:
-                command = parse_command(event.payload)
-                await self._command(link, command)
+                await self._command(link, parse_command(event.payload))
+        except AlreadyApplied:
+            return
         except DownlinkRefused as exc:
             self.refused_downlinks += 1
             log.warning("sync: refused a %s downlink (%d bytes): %s", kind,
@@ -281,60 +397,51 @@ class SyncDaemon:
             if self.connected:
                 await self._execute(link, self.session.connected(time.monotonic()))
         elif command.cmd == "resend-from":
+            if command.epoch is not None and command.epoch != self.store.epoch:
+                raise DownlinkRefused(f"resend-from names store epoch {command.epoch}, this "
+                                      f"store is {self.store.epoch}: those readings are gone")
             seq = command.seq or 1
-
-            def unsend(db: Database) -> int:
-                return int(db.execute(
-                    "UPDATE readings SET sent_at = NULL, batch_id = NULL "
-                    "WHERE seq >= ? AND sent_at IS NOT NULL", [seq]).rowcount)
-
-            result["readings"] = await self._store(unsend)
+            result["readings"] = await self._write(functools.partial(outbox.resend_from,
+                                                                     seq=seq))
+            self._waiting += int(result["readings"])
+            self._oldest_at = float("-inf")
         else:
-            stats = await self._store(lambda db: {
+            stats = await self.store.read_async(lambda db: {
                 "readings": db.execute("SELECT count(*) FROM readings").fetchone()[0],
                 "rejects": db.execute("SELECT count(*) FROM rejects").fetchone()[0],
             })
             result.update(version=__version__, store=stats, sync=self.status())
         self._event(link, result)
 
-    async def _alerts(self, link: MqttLink) -> None:
-        """The priority path: every reading flagged ``alert`` goes out at once on up/events
-        as a clinical-alert event (a FHIR Observation), ahead of the readings batches that
-        will also carry it (central stores readings by id, so nothing is stored twice)."""
-        cursor = await self._store(lambda db: get_state(db, "alert-cursor") or 0)
-        rows, reached = await self._store(lambda db: outbox.next_alerts(db, int(cursor)))
-        for row in rows:
-            body = {"type": "clinical-alert", "observation": codec.observation(self.unit, row)}
-            payload = json.dumps({**body, "unit": self.unit, "at": utc_now()}).encode()
-            try:
-                link.publish(topics.EVENTS.of(self.unit), payload, qos=topics.EVENTS.qos)
-            except LinkError:
-                reached = int(row["seq"]) - 1  # send this one again next time
-                break
-        if reached != cursor:
-            await self._store(lambda db: put_state(db, "alert-cursor", reached))
-
     def _event(self, link: MqttLink, body: dict[str, Any]) -> None:
         """A unit event for central (no patient data) on up/events."""
         payload = json.dumps({**body, "unit": self.unit, "at": utc_now()}).encode()
         with contextlib.suppress(LinkError):
-            link.publish(topics.EVENTS.of(self.unit), payload, qos=topics.EVENTS.qos)
+            link.publish(topics.EVENTS.of(self.unit), payload, qos=topics.EVENTS.qos,
+                         content_type="application/json")
 
-    def _check_clock(self, offset: float) -> None:
-        """Central's time exposes a wrong unit clock (a van that booted offline)."""
-        self.clock_offset_s = offset
-        trusted = confirmed_by_central(offset)
+    def _check_clock(self, ack: Ack, arrived: float) -> None:
+        """NTP-style: only an exchange with all four times says anything about the clock."""
+        if ack.t_origin is None or ack.t_recv is None or ack.t_send is None:
+            return
+        verdict = self.trust.add(sample(ack.t_origin, ack.t_recv, ack.t_send, arrived))
+        best = self.trust.best()
+        assert best is not None
+        self.clock_offset_s, self.clock_delay_s = best.offset, best.delay
         source = self.store.clock_source
-        if trusted and source is ClockSource.UNTRUSTED:
-            log.info("sync: central confirms the unit clock (offset %+.1f s)", offset)
+        if verdict is Verdict.CONFIRMED and source is ClockSource.UNTRUSTED:
+            log.info("sync: central confirms the unit clock (offset %+.2f s ± %.2f)",
+                     best.offset, best.delay / 2)
             self.store.clock_source = ClockSource.SYSTEM
-        elif not trusted and source is ClockSource.SYSTEM:
+        elif verdict is Verdict.WRONG and source is ClockSource.SYSTEM:
             log.warning("sync: the unit clock is off by %+.0f s against central; readings are "
-                        "flagged clock-untrusted until it is fixed", offset)
+                        "flagged clock-untrusted until it is fixed", best.offset)
             self.store.clock_source = ClockSource.UNTRUSTED
 
+    # --- actions --------------------------------------------------------------------------
     async def _execute(self, link: MqttLink, actions: list[Action]) -> None:
         queue = list(actions)
+        self._deadlines.pop("ack", None)
         while queue:
             action = queue.pop(0)
             if isinstance(action, Publish | Resend):
@@ -347,74 +454,106 @@ class SyncDaemon:
                 if isinstance(action, Resend):
                     self.batch_limit = adapt_batch(self.batch_limit, acked=False,
                                                    ceiling=self.settings.sync.batch_size)
-                    await self._store(functools.partial(outbox.note_attempt,
+                    self._write_later(functools.partial(outbox.note_attempt,
                                                         batch_id=action.batch_id))
             elif isinstance(action, MarkAcked):
-                batch_id = action.batch_id
-                self.batch_limit = adapt_batch(self.batch_limit, acked=True,
-                                               ceiling=self.settings.sync.batch_size)
-                changed = await self._store(functools.partial(
-                    outbox.mark_acked, batch_id=batch_id, acked_at=utc_now()))
-                self.batches.pop(batch_id, None)
-                if changed:
-                    self.acked_readings += changed
-                    self.last_ack_at = utc_now()
+                self._mark(action.batch_id)
             elif isinstance(action, WaitUntil):
-                self._wake_at = action.at
+                self._deadlines["ack"] = action.at
             elif isinstance(action, Take):
-                fresh = await self._take_batch(min(self.batch_limit,
-                                                   self.settings.sync.batch_size))
+                fresh = await self._take(action.priority)
                 if fresh is not None:
                     self.batches[fresh.batch_id] = fresh
                 queue += self.session.batch_ready(
-                    fresh.batch_id if fresh else None, time.monotonic()
-                )
+                    fresh.batch_id if fresh else None, time.monotonic(), action.priority)
+        while self._downlinks:
+            await self._downlink(link, self._downlinks.pop(0))
 
-    async def _housekeeping(self, link: MqttLink) -> None:
-        """Once a second: publish our state for `sync status`, honour a `sync now`."""
+    def _mark(self, batch_id: str) -> None:
+        """Mark the batch's readings sent. Not awaited: the next batch never depends on it
+        (its readings are in a batch, so no one takes them), and a crash before this commit
+        only means central sees the batch once more and acknowledges it again."""
+        self.batch_limit = adapt_batch(self.batch_limit, acked=True,
+                                       ceiling=self.settings.sync.batch_size)
+        batch = self.batches.pop(batch_id, None)
+        refused = self._refusals.pop(batch_id, {})
+        at = utc_now()
+        future = self._write_later(functools.partial(
+            outbox.mark_acked, batch_id=batch_id, acked_at=at, refused=refused))
+
+        def done(f: Future[int]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                return
+            changed = f.result()
+            self.acked_readings += changed
+            if changed:
+                self.last_ack_at = at
+            if self.backlog is not None and batch is not None:
+                self.backlog = max(0, self.backlog - changed - len(refused))
+
+        future.add_done_callback(done)
+        if refused:
+            self.refused_readings += len(refused)
+            log.error("sync: central refused %d readings of batch %s (kept, not re-sent): %s",
+                      len(refused), batch_id, sorted(set(refused.values()))[:3])
+
+    async def _take(self, priority: bool) -> InFlight | None:
         now = time.monotonic()
-        if now - self._last_housekeeping < 1.0:
-            return
-        self._last_housekeeping = now
-        snapshot = self.status()
-
-        def exchange(db: Database) -> tuple[int, Any, Any]:
-            put_state(db, "sync", snapshot)
-            return outbox.backlog(db), take_state(db, "sync-now"), get_state(db, "devices")
-
-        self.backlog, request, devices = await self._store(exchange)
-        if devices != self.devices:  # a device came or went: refresh the retained status
-            self.devices = devices
-            if self.connected:
-                with contextlib.suppress(LinkError):
-                    link.publish(topics.STATUS.of(self.unit), self._status_payload("online"),
-                                 retain=topics.STATUS.retain)
-        if request is not None:
-            log.info("sync: sync now requested")
-            link.reconnect_soon()
-            if self.connected:  # send everything in flight again, take new batches
-                await self._execute(link, self.session.connected(now))
-
-    # --- publishing -----------------------------------------------------------------------
-    async def _take_batch(self, limit: int) -> InFlight | None:
-        batch_id = str(uuid.uuid4())
-        created = utc_now()
-
-        def take(db: Database) -> list[dict[str, Any]]:
-            # One writer operation: the batch is recorded in the transaction that formed it.
-            rows = outbox.next_batch(db, limit)
-            if rows:
-                outbox.record_batch(db, batch_id, rows[0]["seq"], rows[-1]["seq"], len(rows),
-                                    created)
-            return rows
-
-        rows = await self._store(take)
+        if not priority:
+            if self._waiting <= 0:
+                return None  # nothing committed since the outbox was last found empty
+            when = take_at(now, waiting=self._waiting, oldest_at=self._oldest_at,
+                           batch_limit=self.batch_limit, linger_s=self.settings.sync.linger_s,
+                           alerts=False)
+            if when is not None:  # live operation: let a few readings share the message
+                self._deadlines["linger"] = when
+                return None
+            self._deadlines.pop("linger", None)
+        limit = min(self.batch_limit, self.settings.sync.batch_size)
+        before = self._waiting  # commits noted while we read are counted apart
+        rows = await self.store.read_async(functools.partial(
+            outbox.next_batch, limit=limit, alerts_only=priority))
+        if priority:
+            self._alerts = False
+        if not priority and len(rows) < limit:  # the outbox is empty now, but for new commits
+            self._waiting = max(0, self._waiting - before)
+            self._oldest_at = time.monotonic() if self._waiting else None
+        elif not priority:  # a full batch: there may be more (a drain): look again at once
+            self._waiting = max(1, self._waiting - len(rows))
         if not rows:
             return None
-        payload = codec.encode_batch(self.unit, batch_id, rows, created)
-        return InFlight(batch_id, rows[0]["seq"], rows[-1]["seq"], len(rows), payload)
+        is_alert = rows[0]["priority"] == 1
+        batch_id = str(uuid.uuid4())
+        created = utc_now()
+        seqs = [int(r["seq"]) for r in rows]
+        taken = await self._write(functools.partial(
+            outbox.record_batch, batch_id=batch_id, seqs=seqs, created_at=created,
+            priority=1 if is_alert else 0))
+        if taken != len(rows):  # cannot happen with one sync loop per store: say so loudly
+            log.error("sync: batch %s recorded %d of %d readings", batch_id, taken, len(rows))
+            rows = await self.store.read_async(functools.partial(
+                outbox.batch_readings, batch_id=batch_id))
+            if not rows:
+                return None
+        if is_alert:
+            self._alerts = True  # there may be more; a priority Take answers if not
+        return self._encode(batch_id, rows, created, 0, is_alert)
+
+    def _encode(self, batch_id: str, rows: list[dict[str, Any]], created: str, attempts: int,
+                priority: bool) -> InFlight:
+        payload = codec.encode_batch(self.unit, batch_id, rows, created, epoch=self.store.epoch)
+        return InFlight(batch_id, rows[0]["seq"], rows[-1]["seq"], len(rows), payload, attempts,
+                        priority)
 
     def _publish(self, link: MqttLink, batch: InFlight) -> None:
+        properties = [
+            ("schema", codec.SCHEMA), ("encoding", codec.ENCODING),
+            ("batch_id", batch.batch_id), ("epoch", self.store.epoch),
+            ("seq_from", str(batch.seq_from)), ("seq_to", str(batch.seq_to)),
+            ("sent_at", f"{time.time():.3f}"),  # the NTP origin time central echoes
+        ]
+        if batch.priority:
+            properties.append(("priority", "alert"))
         try:
             mid = link.publish(
                 topics.READINGS.of(self.unit),
@@ -422,12 +561,7 @@ class SyncDaemon:
                 qos=topics.READINGS.qos,
                 retain=topics.READINGS.retain,
                 content_type=codec.CONTENT_TYPE,
-                # Lets central route and count without inflating; ~60 bytes per message.
-                user_properties=[
-                    ("schema", codec.SCHEMA), ("encoding", codec.ENCODING),
-                    ("batch_id", batch.batch_id), ("seq_from", str(batch.seq_from)),
-                    ("seq_to", str(batch.seq_to)),
-                ],
+                user_properties=properties,
             )
         except LinkError as exc:
             self.last_error = str(exc)  # the session sends it again after the timeout
@@ -435,30 +569,97 @@ class SyncDaemon:
         self._mids[mid] = batch.batch_id
         batch.attempts += 1
 
-    async def _store(self, op: Callable[[Database], T]) -> T:
-        return await asyncio.wrap_future(self.store.submit(op))
+    # --- store ----------------------------------------------------------------------------
+    async def _write(self, op: Callable[[Database], T]) -> T:
+        return await self.store.write(op)
+
+    def _write_later(self, op: Callable[[Database], T]) -> Future[T]:
+        future = self.store.submit(op)
+        self._writes.add(future)
+        future.add_done_callback(self._writes.discard)
+        return future
+
+    async def _settle_writes(self) -> None:
+        pending = list(self._writes)
+        for future in pending:
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(future)
+
+    # --- housekeeping ---------------------------------------------------------------------
+    async def _housekeeping(self, link: MqttLink, now: float) -> None:
+        """The retained status and the store snapshot, on change only and rate-limited;
+        another process's commits (``--only sync``)."""
+        if self.external_writer:
+            await self._look_for_commits(now)
+        self._deadlines.pop("status", None)
+        if self.connected:
+            content = (self.backlog, self.devices)
+            if self._status.changed(content):
+                at = self._status.due(content, now)
+                if at is None:
+                    body = self._status_body("online")
+                    wait = self.pacer.delay(len(body), now)
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    with contextlib.suppress(LinkError):
+                        link.publish(topics.STATUS.of(self.unit), body,
+                                     retain=topics.STATUS.retain,
+                                     content_type="application/json")
+                        self._status.sent(content, now)
+                else:
+                    self._deadlines["status"] = at
+        snapshot = self._snapshot()
+        key = {k: v for k, v in snapshot.items() if k != "updated_at"}
+        self._deadlines.pop("state", None)
+        if key != self._state_written:
+            if now - self._state_at >= STATE_INTERVAL_S or (
+                self._state_written is None
+                or key["connected"] != self._state_written.get("connected")
+            ):
+                self._state_written, self._state_at = key, now
+                self._write_later(functools.partial(put_state, key="sync", value=snapshot))
+            else:
+                self._deadlines["state"] = self._state_at + STATE_INTERVAL_S
+
+    async def _look_for_commits(self, now: float) -> None:
+        version = await self.store.read_async(
+            lambda db: int(db.execute("PRAGMA data_version").fetchone()[0]))
+        if version != self._data_version:
+            self._data_version = version
+            waiting, alerts = await self.store.read_async(
+                lambda db: (outbox.unbatched(db), outbox.has_alerts(db)))
+            if waiting:
+                self._waiting = waiting
+                self._oldest_at = self._oldest_at or now
+                self._alerts = self._alerts or alerts
+
+    def _status_body(self, state: str) -> bytes:
+        return status_payload(state, self.unit, self.store.epoch, self.backlog, self.devices,
+                              utc_now())
+
+    def _snapshot(self, stopped: bool = False) -> dict[str, Any]:
+        return {**self.status(), "pid": os.getpid(), "stopped": stopped}
 
     # --- status ---------------------------------------------------------------------------
-    def _status_payload(self, state: str) -> bytes:
-        return json.dumps({"state": state, "unit": self.unit, "version": __version__,
-                           "backlog": self.backlog, "devices": self.devices,
-                           "at": utc_now()}).encode()
-
     def status(self) -> dict[str, Any]:
         """A snapshot for the supervisor's health and `sync status` (no patient data)."""
         return {
             "connected": self.connected,
+            "epoch": self.store.epoch,
             "backlog": self.backlog,
             "in_flight": len(self.batches),
             "in_flight_batches": len(self.batches),
             "batch_size": self.batch_limit,
             "in_flight_readings": sum(b.count for b in self.batches.values()),
             "acked_readings": self.acked_readings,
+            "refused_readings": self.refused_readings,
             "last_ack_at": self.last_ack_at,
             "last_error": self.last_error,
             "central_last_contiguous_seq": self.session.central_seq,
             "broker_refusals": self.session.broker_refusals,
             "clock_offset_s": self.clock_offset_s,
+            "clock_delay_s": self.clock_delay_s,
             "refused_downlinks": self.refused_downlinks,
+            "config_version": self.config_version,
             "updated_at": utc_now(),
         }

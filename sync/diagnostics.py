@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlite_utils import Database
@@ -17,20 +17,35 @@ from sync import topics
 from sync.daemon import SyncDaemon
 from sync.link import LinkEvent, MqttLink
 
-STALE_AFTER_S = 10.0
+
+def agent_pid(daemon: Any) -> int | None:
+    """The pid of the running agent that wrote this snapshot, or None. The agent writes its
+    snapshot only when something changes (an idle agent writes nothing), so liveness is the
+    process itself, not the snapshot's age."""
+    if not isinstance(daemon, dict) or daemon.get("stopped"):
+        return None
+    pid = daemon.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's (the service user)
+        return pid
+    return pid
 
 
 def status(db: Database) -> dict[str, Any]:
     backlog = db.execute(
-        "SELECT count(*), min(received_at) FROM readings WHERE sent_at IS NULL"
+        "SELECT count(*), min(received_at) FROM readings WHERE sent_at IS NULL "
+        "AND refused IS NULL"
     ).fetchone()
+    refused = db.execute("SELECT count(*) FROM readings WHERE refused IS NOT NULL").fetchone()[0]
     last_ack = db.execute("SELECT max(acked_at) FROM batches").fetchone()[0]
     row = db.execute("SELECT value, updated_at FROM agent_state WHERE key = 'sync'").fetchone()
     daemon = json.loads(row[0]) if row else None
-    running = False
-    if row is not None:
-        updated = datetime.fromisoformat(row[1].replace("Z", "+00:00"))
-        running = (datetime.now(UTC) - updated).total_seconds() < STALE_AFTER_S
+    running = agent_pid(daemon) is not None
     return {
         "agent_running": running,
         "connected": bool(daemon and running and daemon.get("connected")),
@@ -40,6 +55,8 @@ def status(db: Database) -> dict[str, Any]:
         "last_ack_at": last_ack,
         "last_error": daemon.get("last_error") if daemon else None,
         "clock_offset_s": daemon.get("clock_offset_s") if daemon else None,
+        "refused_by_central": refused,
+        "pid": agent_pid(daemon),
     }
 
 

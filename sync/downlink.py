@@ -29,6 +29,7 @@ class Command(BaseModel):
     id: Annotated[str, Field(min_length=1, max_length=64)]
     cmd: Literal["sync-now", "resend-from", "diagnostics"]
     seq: Annotated[int, Field(ge=1)] | None = None
+    epoch: Annotated[str, Field(min_length=1, max_length=64)] | None = None  # resend-from
 
     @model_validator(mode="after")
     def _seq_for_resend(self) -> Command:
@@ -66,12 +67,26 @@ def parse_command(payload: bytes) -> Command:
         raise DownlinkRefused(_reason(exc)) from None
 
 
-def apply_config(current: Settings, payload: bytes, applied_version: int) -> tuple[Settings, int]:
-    """The new settings and version, all or nothing."""
+class AlreadyApplied(Exception):
+    """The retained configuration this unit applied already (seen again after a restart or a
+    reconnect): nothing to do, nothing to refuse."""
+
+
+def apply_config(
+    current: Settings, payload: bytes, applied_version: int,
+    applied_sync: dict[str, Any] | None = None,
+) -> tuple[Settings, int]:
+    """The new settings and version, all or nothing. The version applied last, with the same
+    content, raises :class:`AlreadyApplied`; an older one, or the same version with other
+    content (a replay or a forgery), is refused."""
     try:
         change = ConfigChange.model_validate(_load(payload))
     except ValidationError as exc:
         raise DownlinkRefused(_reason(exc)) from None
+    if change.version == applied_version and applied_sync is not None and (
+        change.sync == applied_sync
+    ):
+        raise AlreadyApplied(change.version)
     if change.version <= applied_version:
         raise DownlinkRefused(f"version {change.version} is not newer than {applied_version}")
     try:
@@ -79,3 +94,24 @@ def apply_config(current: Settings, payload: bytes, applied_version: int) -> tup
     except ValidationError as exc:
         raise DownlinkRefused("sync." + _reason(exc)) from None
     return current.model_copy(update={"sync": sync}), change.version
+
+
+def saved_config(version: int, payload: bytes) -> dict[str, Any]:
+    """What the store keeps of an applied change, to apply it again at the next start."""
+    change = ConfigChange.model_validate(_load(payload))
+    return {"version": version, "sync": change.sync}
+
+
+def restore_config(current: Settings, saved: Any) -> tuple[Settings, int, dict[str, Any] | None]:
+    """The file's settings with the remote change applied before (kept in the store) on top;
+    a saved change that no longer validates (the file changed meanwhile) is dropped."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("version"), int):
+        return current, 0, None
+    change = saved.get("sync")
+    if not isinstance(change, dict):
+        return current, saved["version"], None
+    try:
+        sync = SyncSettings.model_validate({**current.sync.model_dump(), **change})
+    except ValidationError:
+        return current, saved["version"], None
+    return current.model_copy(update={"sync": sync}), saved["version"], change

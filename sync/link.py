@@ -32,7 +32,8 @@ from edge_agent.errors import LinkError
 
 log = logging.getLogger(__name__)
 
-EventKind = Literal["connected", "disconnected", "message", "published", "subscribed"]
+# "wake": posted by the link's owner to wake its own loop (a commit, a signal, stop).
+EventKind = Literal["connected", "disconnected", "message", "published", "subscribed", "wake"]
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,10 @@ class MqttLink:
     def ack(self, mid: int, qos: int) -> None:
         """PUBACK a received message (with ``manual_ack``), after it is safely stored."""
         self._client.ack(mid, qos)
+
+    def wake(self) -> None:
+        """Post a ``wake`` event to the owner's loop (safe from any thread)."""
+        self._emit(LinkEvent("wake"))
 
     # --- paho callbacks (paho's thread) ---------------------------------------------------
     def _emit(self, event: LinkEvent) -> None:

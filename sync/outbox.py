@@ -1,16 +1,21 @@
-"""The outbox: plain SQL over the unit's store, run through the store's single writer
-(``store.submit(lambda db: outbox.next_batch(db, 200))``).
+"""The outbox: plain SQL over the unit's store. Batches are *sets* of readings.
 
-A batch is a seq range ``[seq_from, seq_to]`` holding every reading of that range that was
-unsent when the batch was formed; ranges of batches not yet acknowledged (in flight) never
-overlap, and seqs are only ever assigned upwards by the same writer, so no reading can join a
-range after its batch is recorded. Marking a batch sent by its range is therefore exact.
-Batches are recorded before they are published and stay in flight across restarts, so a
-restarted agent re-sends the same batch ids and an ack that arrives late is still recognised.
+A batch is recorded in the transaction that forms it: each of its readings gets the batch's id
+(``readings.batch_id``) before anything is published, so a reading belongs to at most one batch
+in flight, an ack marks exactly the readings that batch carried (never a neighbour that shares
+its seq range, never a reading re-queued by ``resend-from``), and a restarted agent re-sends the
+same batch ids with the same readings. Alert-range readings (``priority = 1``) are taken first,
+into batches of their own, so they never wait behind a backlog. Taking reads only an index
+(``readings_outbox``): an empty outbox costs one index probe.
+
+Reads (:func:`next_batch`, :func:`batch_readings`, :func:`backlog`...) may run on a read
+connection; writes (:func:`record_batch`, :func:`mark_acked`, :func:`release`) go through the
+store's writer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +25,7 @@ from edge_agent.store import utc_now
 
 READING_COLUMNS = (
     "seq, id, device_id, quantity, value, unit, loinc, mdc, device_time, received_at, "
-    "clock_source, flags, absent_reason, encounter_id, latitude, longitude"
+    "clock_source, flags, absent_reason, encounter_id, latitude, longitude, priority"
 )
 
 
@@ -32,60 +37,77 @@ class BatchRecord:
     count: int
     created_at: str
     attempts: int
+    priority: int = 0
 
 
-def _rows(db: Database, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-    cursor = db.execute(sql, params)
+def _rows(db: Database, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+    cursor = db.execute(sql, list(params))
     columns = [d[0] for d in cursor.description]
     return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
-def next_batch(db: Database, limit: int) -> list[dict[str, Any]]:
-    """Up to ``limit`` unsent readings by seq, outside every in-flight range, forming one
-    contiguous range that overlaps no in-flight batch (it stops below the next one)."""
-    ranges = [(r.seq_from, r.seq_to) for r in in_flight(db)]  # a handful: the window
-    after = 0
-    while True:  # the lowest unsent seq not inside an in-flight range (partial index)
-        first = db.execute(
-            "SELECT min(seq) FROM readings WHERE sent_at IS NULL AND seq > ?", [after]
-        ).fetchone()[0]
-        if first is None:
-            return []
-        inside = [hi for lo, hi in ranges if lo <= first <= hi]
-        if not inside:
-            break
-        after = inside[0]
-    bound = min((lo for lo, _ in ranges if lo > first), default=2**62)
+def next_batch(db: Database, limit: int, *, alerts_only: bool = False) -> list[dict[str, Any]]:
+    """Up to ``limit`` unsent readings in no batch: alert-range ones first (and, when there
+    are any, only those: an alert batch stays small), then by seq."""
+    top = db.execute(
+        "SELECT priority FROM readings WHERE sent_at IS NULL AND batch_id IS NULL "
+        "ORDER BY priority DESC, seq LIMIT 1"
+    ).fetchone()
+    if top is None or (alerts_only and top[0] == 0):
+        return []
     return _rows(
         db,
-        f"SELECT {READING_COLUMNS} FROM readings WHERE sent_at IS NULL AND seq >= ? AND seq < ? "
-        "ORDER BY seq LIMIT ?",
-        [first, bound, limit],
+        f"SELECT {READING_COLUMNS} FROM readings WHERE sent_at IS NULL AND batch_id IS NULL "
+        "AND priority = ? ORDER BY priority DESC, seq LIMIT ?",
+        [top[0], limit],
     )
+
+
+def has_alerts(db: Database) -> bool:
+    return db.execute(
+        "SELECT 1 FROM readings WHERE sent_at IS NULL AND batch_id IS NULL AND priority = 1 "
+        "LIMIT 1"
+    ).fetchone() is not None
+
+
+def unbatched(db: Database) -> int:
+    """Readings waiting for a batch (not in flight, not sent, not refused)."""
+    return int(db.execute(
+        "SELECT count(*) FROM readings WHERE sent_at IS NULL AND batch_id IS NULL"
+    ).fetchone()[0])
+
+
+def record_batch(
+    db: Database, batch_id: str, seqs: Sequence[int], created_at: str | None = None,
+    priority: int = 0,
+) -> int:
+    """Record a batch as in flight with exactly these readings (those still unsent and in no
+    batch: a reading is never in two). Returns how many it holds."""
+    if not seqs:
+        return 0
+    db.execute(
+        "INSERT INTO batches (batch_id, seq_from, seq_to, count, created_at, attempts, "
+        "priority) VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT(batch_id) DO UPDATE SET "
+        "attempts = attempts + 1",
+        [batch_id, min(seqs), max(seqs), len(seqs), created_at or utc_now(), priority],
+    )
+    taken = 0
+    for start in range(0, len(seqs), 500):
+        chunk = list(seqs[start:start + 500])
+        marks = ", ".join("?" for _ in chunk)
+        taken += int(db.execute(
+            f"UPDATE readings SET batch_id = ? WHERE seq IN ({marks}) AND sent_at IS NULL "
+            "AND batch_id IS NULL", [batch_id, *chunk]).rowcount)
+    return taken
 
 
 def batch_readings(db: Database, batch_id: str) -> list[dict[str, Any]]:
     """The unsent readings of a recorded batch (to encode it again after a restart)."""
-    found = batch_range(db, batch_id)
-    if found is None:
-        return []
     return _rows(
         db,
-        f"SELECT {READING_COLUMNS} FROM readings WHERE sent_at IS NULL AND seq BETWEEN ? AND ? "
-        "ORDER BY seq",
-        list(found),
-    )
-
-
-def record_batch(
-    db: Database, batch_id: str, seq_from: int, seq_to: int, count: int,
-    created_at: str | None = None,
-) -> None:
-    """Record a batch as in flight (again: one more attempt) before it is published."""
-    db.execute(
-        "INSERT INTO batches (batch_id, seq_from, seq_to, count, created_at, attempts) "
-        "VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT(batch_id) DO UPDATE SET attempts = attempts + 1",
-        [batch_id, seq_from, seq_to, count, created_at or utc_now()],
+        f"SELECT {READING_COLUMNS} FROM readings WHERE batch_id = ? AND sent_at IS NULL "
+        "AND refused IS NULL ORDER BY seq",
+        [batch_id],
     )
 
 
@@ -95,59 +117,60 @@ def note_attempt(db: Database, batch_id: str) -> None:
 
 def release(db: Database, batch_id: str) -> None:
     """Forget an unacknowledged batch: its readings can be taken into a new one. A late ack
-    for it is then unknown (harmless); central stores the re-sent readings as duplicates."""
+    for it is then unknown (harmless): central holds readings by id."""
+    db.execute(
+        "UPDATE readings SET batch_id = NULL WHERE batch_id = ? AND sent_at IS NULL "
+        "AND refused IS NULL", [batch_id])
     db.execute("DELETE FROM batches WHERE batch_id = ? AND acked_at IS NULL", [batch_id])
 
 
-def batch_range(db: Database, batch_id: str) -> tuple[int, int] | None:
-    row = db.execute(
-        "SELECT seq_from, seq_to FROM batches WHERE batch_id = ?", [batch_id]
-    ).fetchone()
-    return None if row is None else (int(row[0]), int(row[1]))
-
-
-def mark_acked(db: Database, batch_id: str, acked_at: str | None = None) -> int:
-    """Mark exactly the batch's readings sent; returns how many changed. A repeated ack, or
-    an ack for a batch this store never recorded, changes nothing."""
-    found = batch_range(db, batch_id)
-    if found is None:
-        return 0
+def mark_acked(
+    db: Database, batch_id: str, acked_at: str | None = None,
+    refused: Mapping[str, str] | None = None,
+) -> int:
+    """Central stored the batch: mark its readings sent, except those central refused (they
+    keep their reason in ``refused`` and are neither sent nor retried blindly). Returns how
+    many were marked sent. A repeated ack, or one for a batch never recorded, changes nothing."""
     at = acked_at or utc_now()
+    for reading_id, reason in (refused or {}).items():
+        db.execute(
+            "UPDATE readings SET refused = ? WHERE id = ? AND batch_id = ? AND sent_at IS NULL",
+            [reason[:500] or "refused", reading_id, batch_id])
     cur = db.execute(
-        "UPDATE readings SET sent_at = ?, batch_id = ? "
-        "WHERE seq BETWEEN ? AND ? AND sent_at IS NULL",
-        [at, batch_id, found[0], found[1]],
-    )
+        "UPDATE readings SET sent_at = ? WHERE batch_id = ? AND sent_at IS NULL "
+        "AND refused IS NULL", [at, batch_id])
     db.execute(
         "UPDATE batches SET acked_at = ? WHERE batch_id = ? AND acked_at IS NULL", [at, batch_id]
     )
     return int(cur.rowcount)
 
 
+def resend_from(db: Database, seq: int) -> int:
+    """Central lost what it had from ``seq`` on (a restored central store): send it again."""
+    return int(db.execute(
+        "UPDATE readings SET sent_at = NULL, batch_id = NULL WHERE seq >= ? "
+        "AND sent_at IS NOT NULL", [seq]).rowcount)
+
+
 def in_flight(db: Database) -> list[BatchRecord]:
-    """Recorded batches central has not acknowledged, oldest first."""
+    """Recorded batches central has not acknowledged, priority first, then oldest."""
     return [
-        BatchRecord(str(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4]), int(r[5]))
+        BatchRecord(str(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4]), int(r[5]), int(r[6]))
         for r in db.execute(
-            "SELECT batch_id, seq_from, seq_to, count, created_at, attempts FROM batches "
-            "WHERE acked_at IS NULL ORDER BY seq_from"
+            "SELECT batch_id, seq_from, seq_to, count, created_at, attempts, priority "
+            "FROM batches WHERE acked_at IS NULL ORDER BY priority DESC, seq_from"
         ).fetchall()
     ]
 
 
 def backlog(db: Database) -> int:
-    """Readings not yet acknowledged by central (in flight or not yet taken)."""
-    return int(db.execute("SELECT count(*) FROM readings WHERE sent_at IS NULL").fetchone()[0])
+    """Readings not yet acknowledged by central (in flight or not yet taken), refused ones
+    apart."""
+    return int(db.execute(
+        "SELECT count(*) FROM readings WHERE sent_at IS NULL AND refused IS NULL"
+    ).fetchone()[0])
 
 
-def next_alerts(db: Database, after_seq: int, limit: int = 20) -> tuple[list[dict[str, Any]], int]:
-    """Readings flagged ``alert`` above ``after_seq`` (the priority path), and the seq up to
-    which the search went (the new cursor)."""
-    top = db.execute("SELECT max(seq) FROM readings").fetchone()[0] or 0
-    rows = _rows(
-        db,
-        f"SELECT {READING_COLUMNS} FROM readings WHERE seq > ? AND seq <= ? "
-        "AND flags LIKE '%\"alert\"%' ORDER BY seq LIMIT ?",
-        [after_seq, top, limit],
-    )
-    return rows, (rows[-1]["seq"] if len(rows) == limit else top)
+def refused_count(db: Database) -> int:
+    return int(db.execute("SELECT count(*) FROM readings WHERE refused IS NOT NULL"
+                          ).fetchone()[0])

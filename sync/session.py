@@ -74,7 +74,10 @@ class MarkAcked:
 
 @dataclass(frozen=True)
 class Take:
-    """Ask the outbox for one more batch (it answers with ``batch_ready``)."""
+    """Ask the outbox for one more batch (it answers with ``batch_ready``). ``priority``: a
+    batch of alert-range readings only, which travels outside the window (at most one)."""
+
+    priority: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class Flight:
     published_at: float | None = None  # None: not sent on this connection yet
     attempts: int = 0
     broker_ok: bool | None = None  # the last PUBACK: None = none yet
+    priority: bool = False  # an alert batch: outside the window
 
 
 @dataclass
@@ -101,6 +105,7 @@ class SyncSession:
     state: State = State.OFFLINE
     in_flight: dict[str, Flight] = field(default_factory=dict)
     taking: bool = False  # a Take is outstanding: do not ask twice
+    taking_priority: bool = False
     central_seq: int = 0  # highest "last contiguous seq" central reported
     broker_refusals: int = 0
 
@@ -111,6 +116,10 @@ class SyncSession:
         for batch_id in batch_ids[:room]:
             self.in_flight.setdefault(batch_id, Flight(attempts=1))
         return batch_ids[room:]
+
+    def restore_priority(self, batch_id: str) -> None:
+        """An alert batch recorded in flight by a previous run (outside the window)."""
+        self.in_flight.setdefault(batch_id, Flight(attempts=1, priority=True))
 
     def connected(self, now: float) -> list[Action]:
         self.state = NEXT_STATE[self.state, Input.CONNECTED]
@@ -123,13 +132,17 @@ class SyncSession:
             flight.published_at = None
         return []
 
-    def batch_ready(self, batch_id: str | None, now: float) -> list[Action]:
+    def batch_ready(self, batch_id: str | None, now: float, priority: bool = False
+                    ) -> list[Action]:
         """The outbox's answer to :class:`Take` (``None``: nothing unsent)."""
         self.state = NEXT_STATE[self.state, Input.BATCH_READY]
-        self.taking = False
+        if priority:
+            self.taking_priority = False
+        else:
+            self.taking = False
         if batch_id is None:
             return []
-        flight = self.in_flight.setdefault(batch_id, Flight())
+        flight = self.in_flight.setdefault(batch_id, Flight(priority=priority))
         if self.state is State.OFFLINE:
             return []
         return [self._send(batch_id, flight, now), *self._take(), *self._wait()]
@@ -170,10 +183,18 @@ class SyncSession:
         flight.broker_ok = None
         return Publish(batch_id) if flight.attempts == 1 else Resend(batch_id)
 
+    def alerts_waiting(self) -> list[Action]:
+        """Alert-range readings wait in the outbox: one alert batch may travel outside the
+        window, so an alert never waits behind a backlog."""
+        busy = self.taking_priority or any(f.priority for f in self.in_flight.values())
+        if self.state is State.ONLINE and not busy:
+            self.taking_priority = True
+            return [Take(priority=True)]
+        return []
+
     def _take(self) -> list[Action]:
-        if self.state is State.ONLINE and not self.taking and (
-            len(self.in_flight) < self.max_in_flight
-        ):
+        window = sum(1 for f in self.in_flight.values() if not f.priority)
+        if self.state is State.ONLINE and not self.taking and window < self.max_in_flight:
             self.taking = True
             return [Take()]
         return []

@@ -18,7 +18,7 @@ def _store_call(config: Any, db: Any, op: Any) -> Any:
     from edge_agent.store import Store
 
     with Store(store_path(config, db), unit_id="-") as store:
-        return store.call(op)
+        return store.read(op)
 
 
 @app.command()
@@ -46,14 +46,24 @@ def status(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption
 @app.command()
 def now(config: ConfigOption = None, db: DbOption = None) -> None:
     """Ask the running agent to reconnect and send at once (forgets the backoff)."""
-    from edge_agent.store import put_state, utc_now
+    import os
+    import signal
+
     from sync.diagnostics import status as read_status
 
-    running = _store_call(config, db, read_status)["agent_running"]
-    _store_call(config, db, lambda d: put_state(d, "sync-now", {"at": utc_now()}))
-    if not running:
-        typer.echo("requested, but the agent is not running: start it (edge-agent run)", err=True)
+    pid = _store_call(config, db, read_status)["pid"]
+    if pid is None:
+        typer.echo("the agent is not running: start it (edge-agent run)", err=True)
         raise typer.Exit(1)
+    try:
+        os.kill(pid, signal.SIGUSR1)  # the agent wakes, forgets its backoff and sends
+    except PermissionError:
+        typer.echo(f"the agent (pid {pid}) runs as another user: run this as that user or "
+                   "root", err=True)
+        raise typer.Exit(1) from None
+    except ProcessLookupError:
+        typer.echo("the agent is not running: start it (edge-agent run)", err=True)
+        raise typer.Exit(1) from None
     typer.echo("requested: the agent reconnects and sends within a second")
 
 

@@ -8,9 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edge_agent.models import ClockSource, measurement
 from edge_agent.store import Store
+from sync.acks import Ack
+from sync.clock_trust import ClockTrust, Verdict, sample
 from sync.daemon import SyncDaemon
 from sync.receiver import Receiver
 from tests.broker import MosquittoBroker
@@ -45,12 +49,65 @@ async def test_central_confirms_an_unsynchronised_clock(tmp_path: Path,
 
 
 @pytest.mark.parametrize("offset", [-3600.0, 86400.0])
-def test_a_wrong_clock_is_flagged_again(tmp_path: Path, offset: float) -> None:
+def test_a_wrong_clock_is_flagged_and_a_fixed_one_confirmed(tmp_path: Path, offset: float
+                                                            ) -> None:
     cfg = settings(tmp_path, 1)
     with Store(cfg.store.path, "mmu-t") as store:
         daemon = SyncDaemon(store, cfg)
         seen = []
-        for measured in (offset, 0.4):
-            daemon._check_clock(measured)
-            seen.append(store.clock_source)
+        t1 = 1_000_000.0
+        # central's clock is `offset` ahead of ours; 0.3 s each way
+        daemon._check_clock(Ack("b1", t_origin=t1, t_recv=t1 + 0.3 + offset,
+                                t_send=t1 + 0.31 + offset), t1 + 0.61)
+        seen.append(store.clock_source)
+        daemon.trust.samples.clear()  # the unit's clock was fixed (NTP)
+        daemon._check_clock(Ack("b2", t_origin=t1, t_recv=t1 + 0.3, t_send=t1 + 0.31),
+                            t1 + 0.61)
+        seen.append(store.clock_source)
     assert seen == [ClockSource.UNTRUSTED, ClockSource.SYSTEM]
+
+
+def test_an_ack_without_the_exchange_times_says_nothing_about_the_clock(tmp_path: Path) -> None:
+    cfg = settings(tmp_path, 1)
+    with Store(cfg.store.path, "mmu-t") as store:
+        daemon = SyncDaemon(store, cfg)
+        daemon._check_clock(Ack("b", t_send=0.0), 1_000_000.0)  # an older receiver's ack
+        assert store.clock_source is ClockSource.SYSTEM
+        assert daemon.clock_offset_s is None
+
+
+def test_queueing_delay_never_flags_a_right_clock(tmp_path: Path) -> None:
+    """The -389 s of a 100k drain: the ack waited behind a backlog, the clocks agree."""
+    cfg = settings(tmp_path, 1)
+    with Store(cfg.store.path, "mmu-t") as store:
+        daemon = SyncDaemon(store, cfg)
+        t1 = 2_000_000.0
+        daemon._check_clock(Ack("b", t_origin=t1, t_recv=t1 + 389.0, t_send=t1 + 389.1),
+                            t1 + 389.2)
+        assert store.clock_source is ClockSource.SYSTEM
+
+
+@given(offset=st.floats(-5, 5), up=st.floats(0, 600), down=st.floats(0, 600),
+       service=st.floats(0, 5))
+def test_clock_trust_is_never_fooled_by_delays(offset: float, up: float, down: float,
+                                               service: float) -> None:
+    """Whatever the queueing on either path, the verdict is never wrong: a clock within the
+    tolerance is never called wrong, one beyond it never confirmed."""
+    t1 = 1_000.0
+    t2 = t1 + up + offset
+    t3 = t2 + service
+    t4 = t3 - offset + down
+    verdict = ClockTrust(tolerance_s=2.0).add(sample(t1, t2, t3, t4))
+    if abs(offset) <= 2.0:
+        assert verdict is not Verdict.WRONG
+    else:
+        assert verdict is not Verdict.CONFIRMED
+    if up + down < 0.1:
+        assert verdict is (Verdict.CONFIRMED if abs(offset) <= 1.9 else verdict)
+
+
+def test_the_best_of_several_samples_decides() -> None:
+    trust = ClockTrust(tolerance_s=2.0)
+    assert trust.add(sample(0.0, 50.0, 50.0, 100.0)) is Verdict.UNSURE  # ±50 s: says nothing
+    assert trust.add(sample(0.0, 10.2, 10.21, 0.5)) is Verdict.WRONG  # 10 s ahead, ±0.25
+    assert trust.best() == sample(0.0, 10.2, 10.21, 0.5)

@@ -30,9 +30,9 @@ def take(store: Store, batch_id: str, limit: int) -> list[int]:
     """Form and record a batch as the daemon does (one writer operation)."""
     def op(db: Database) -> list[int]:
         rows = outbox.next_batch(db, limit)
-        if rows:
-            outbox.record_batch(db, batch_id, rows[0]["seq"], rows[-1]["seq"], len(rows))
-        return [r["seq"] for r in rows]
+        seqs = [r["seq"] for r in rows]
+        assert outbox.record_batch(db, batch_id, seqs) == len(seqs)
+        return seqs
 
     return store.call(op)
 
@@ -66,15 +66,14 @@ def test_mark_acked_marks_exactly_the_batch_and_is_idempotent(store: Store) -> N
     assert [b.batch_id for b in store.call(outbox.in_flight)] == ["b"]
 
 
-def test_a_released_batch_is_taken_again_without_overlapping_the_next(store: Store) -> None:
+def test_a_released_batch_is_taken_again_without_touching_the_next(store: Store) -> None:
     add(store, 30)
     take(store, "a", 10)
     take(store, "b", 10)
     store.call(lambda db: outbox.release(db, "a"))
     add(store, 5)
-    # a's readings come back, but the new batch stops below b's range
-    assert take(store, "a2", 50) == list(range(1, 11))
-    assert take(store, "c", 50) == list(range(21, 36))
+    # a's readings come back; b's stay b's
+    assert take(store, "a2", 50) == [*range(1, 11), *range(21, 36)]
     assert store.call(lambda db: outbox.mark_acked(db, "a")) == 0  # late ack of a released one
 
 
@@ -87,7 +86,7 @@ def test_a_recorded_batch_reads_back_the_same_readings_after_a_restart(tmp_path:
         (record,) = store.call(outbox.in_flight)
         assert (record.batch_id, record.seq_from, record.seq_to, record.count) == ("a", 1, 8, 8)
         assert store.call(lambda db: outbox.batch_readings(db, "a")) == before
-        store.call(lambda db: outbox.record_batch(db, "a", 1, 8, 8))  # published again
+        store.call(lambda db: outbox.record_batch(db, "a", list(range(1, 9))))  # again
         assert store.call(outbox.in_flight)[0].attempts == 2
 
 
@@ -125,3 +124,46 @@ def test_random_interleavings_mark_each_reading_once_by_the_batch_that_held_it(
     assert sent(store) == acked
     total = store.stats()["readings_total"]
     assert store.call(outbox.backlog) == total - len(acked)
+
+
+def test_an_ack_marks_only_what_the_batch_carried_even_after_resend_from(store: Store) -> None:
+    """A batch is a set: a seq range would also cover readings re-queued meanwhile."""
+    add(store, 10)
+    take(store, "a", 10)
+    store.call(lambda db: outbox.mark_acked(db, "a"))
+    take_b = take(store, "b", 3)
+    assert take_b == []
+    # central lost 4..10 (restored backup): resend-from 4 re-queues them
+    assert store.call(lambda db: outbox.resend_from(db, 4)) == 7
+    assert take(store, "c", 3) == [4, 5, 6]
+    add(store, 2)  # seqs 11, 12
+    # a duplicate ack of "a" arrives late: it must not mark c's readings, nor 7..12
+    assert store.call(lambda db: outbox.mark_acked(db, "a")) == 0
+    assert store.call(outbox.backlog) == 9
+    assert store.call(lambda db: outbox.mark_acked(db, "c")) == 3
+    assert sorted(sent(store)) == [1, 2, 3, 4, 5, 6]
+
+
+def test_alert_range_readings_leave_first_in_batches_of_their_own(store: Store) -> None:
+    add(store, 5)
+    store.append("ox", [measurement("spo2", 80.0), measurement("spo2", 81.0)]).result(10)
+    add(store, 3)
+    assert store.read(outbox.has_alerts)
+    assert take(store, "alerts", 50) == [6, 7]
+    assert store.read(outbox.in_flight)[0].batch_id == "alerts"
+    assert not store.read(outbox.has_alerts)
+    assert store.read(lambda db: outbox.next_batch(db, 50, alerts_only=True)) == []
+    assert take(store, "rest", 50) == [1, 2, 3, 4, 5, 8, 9, 10]
+
+
+def test_readings_central_refuses_are_kept_apart_not_sent_not_retaken(store: Store) -> None:
+    add(store, 4)
+    take(store, "a", 4)
+    ids = store.read(lambda db: [r[0] for r in db.execute("SELECT id FROM readings ORDER BY seq")])
+    marked = store.call(lambda db: outbox.mark_acked(
+        db, "a", refused={ids[1]: "conflict: seq held by another reading"}))
+    assert marked == 3
+    assert store.read(outbox.backlog) == 0
+    assert store.read(outbox.refused_count) == 1
+    assert take(store, "b", 10) == []
+    assert store.stats()["readings_refused_by_central"] == 1

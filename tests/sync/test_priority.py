@@ -1,41 +1,74 @@
-"""Clinical alerts leave first: an alert reading behind a backlog reaches central at once on
-up/events, long before the readings batch that carries it."""
+"""Clinical alerts leave first: an alert-range reading behind a backlog goes out at once in a
+batch of its own (outside the in-flight window), long before the backlog, and only once."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 from edge_agent.models import measurement
 from edge_agent.store import Store
-from sync import topics
+from sync import codec, topics
 from sync.daemon import SyncDaemon
+from sync.receiver import Receiver
 from tests.broker import MosquittoBroker
-from tests.sync.checker import watching
+from tests.sync.checker import assert_exactly_once, wait_until, watching
 from tests.sync.test_faults import UNIT, settings
 
 
-async def test_alert_overtakes_the_backlog(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+async def test_alert_overtakes_a_full_window(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
     cfg = settings(tmp_path, mosquitto.port, batch=50)
     stop = asyncio.Event()
     async with watching(mosquitto.port, f"mmu/v1/{UNIT}/up/#") as (_, queue):
         with Store(cfg.store.path, UNIT) as store:
             for _ in range(400):  # a backlog: 8 batches, at most 4 in flight, no receiver
                 store.append("ox", [measurement("spo2", 97.0)])
-            store.append("ox", [measurement("spo2", 84.0)]).result()  # seq 401: alert
             task = asyncio.create_task(SyncDaemon(store, cfg).run(stop))
+            seen = 0
+            async with asyncio.timeout(20):
+                while seen < 4:  # the window is full: four backlog batches, no acks
+                    event = await queue.get()
+                    if event.kind == "message" and event.topic == topics.READINGS.of(UNIT):
+                        seen += 1
+            store.append("ox", [measurement("spo2", 84.0)]).result()  # seq 401: alert
             async with asyncio.timeout(20):
                 while True:
                     event = await queue.get()
-                    if event.kind == "message" and event.topic == topics.EVENTS.of(UNIT):
-                        alert = json.loads(event.payload)
-                        break
+                    if event.kind == "message" and event.topic == topics.READINGS.of(UNIT):
+                        batch = codec.decode_batch(event.payload)
+                        props = dict(event.user_properties)
+                        if props.get("priority") == "alert":
+                            break
             pending = store.stats()["readings_pending_sync"]
             stop.set()
             await task
-    assert alert["type"] == "clinical-alert"
-    obs = alert["observation"]
-    assert obs["valueQuantity"]["value"] == 84.0
-    assert {"url": "urn:mmu:fhir:flags", "valueString": "alert"} in obs["extension"]
-    assert pending == 401  # nothing acknowledged yet: the alert did not wait for the backlog
+    assert [o["valueQuantity"]["value"] for o in batch.observations] == [84.0]
+    assert {"url": "urn:mmu:fhir:flags", "valueString": "alert"} in (
+        batch.observations[0]["extension"])
+    assert pending == 401  # nothing acknowledged: the alert did not wait for the backlog
+
+
+async def test_an_alert_is_sent_once(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    cfg = settings(tmp_path, mosquitto.port, batch=50)
+    stop = asyncio.Event()
+    carried: list[str] = []
+    async with watching(mosquitto.port, f"mmu/v1/{UNIT}/up/#") as (_, queue):
+        with Store(cfg.store.path, UNIT) as store:
+            for i in range(200):
+                store.append("ox", [measurement("spo2", 84.0 if i % 40 == 0 else 97.0)])
+            store.append("ox", [measurement("spo2", 97.0)]).result()
+            receiver = Receiver("127.0.0.1", mosquitto.port, tmp_path / "central.db",
+                                client_id="rx")
+            tasks = [asyncio.create_task(receiver.run(stop)),
+                     asyncio.create_task(SyncDaemon(store, cfg).run(stop))]
+            await wait_until(lambda: store.stats()["readings_pending_sync"] == 0, 30, "drain")
+            stop.set()
+            await asyncio.gather(*tasks)
+        while not queue.empty():
+            event = queue.get_nowait()
+            if event.kind == "message" and event.topic == topics.READINGS.of(UNIT):
+                carried += [o["id"] for o in codec.decode_batch(event.payload).observations]
+            assert event.topic != topics.EVENTS.of(UNIT) or b"clinical-alert" not in (
+                event.payload)
+    assert assert_exactly_once(cfg.store.path, tmp_path / "central.db") == 201
+    assert len(carried) == len(set(carried)) == 201  # no reading travelled twice

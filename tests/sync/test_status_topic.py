@@ -38,7 +38,9 @@ async def test_birth_and_device_changes(tmp_path: Path, mosquitto: MosquittoBrok
             sink.device_status("oximeter-1", "connected", "/dev/ttyUSB0")
             for _ in range(3):
                 store.append("oximeter-1", [measurement("spo2", 97.0)]).result()
-            task = asyncio.create_task(SyncDaemon(store, cfg).run(stop))
+            daemon = SyncDaemon(store, cfg)
+            sink.on_devices = daemon.devices_changed  # as the supervisor wires them
+            task = asyncio.create_task(daemon.run(stop))
             birth = await status_where(queue, lambda b: b["state"] == "online"
                                        and b.get("devices"))
             assert birth["devices"]["oximeter-1"]["state"] == "connected"
