@@ -175,7 +175,8 @@ class SyncDaemon:
                 extra.append(record.batch_id)
                 self.session.in_flight.pop(record.batch_id, None)
                 continue
-            payload = codec.encode_batch(self.unit, record.batch_id, rows, record.created_at)
+            payload = codec.encode_batch(self.unit, record.batch_id, rows, record.created_at,
+                                         epoch=str(uuid.UUID(int=0)))  # lead: store.epoch
             self.batches[record.batch_id] = InFlight(
                 record.batch_id, rows[0]["seq"], rows[-1]["seq"], len(rows), payload,
                 record.attempts)
@@ -411,7 +412,8 @@ class SyncDaemon:
         rows = await self._store(take)
         if not rows:
             return None
-        payload = codec.encode_batch(self.unit, batch_id, rows, created)
+        payload = codec.encode_batch(self.unit, batch_id, rows, created,
+                                     epoch=str(uuid.UUID(int=0)))  # lead: store.epoch
         return InFlight(batch_id, rows[0]["seq"], rows[-1]["seq"], len(rows), payload)
 
     def _publish(self, link: MqttLink, batch: InFlight) -> None:
