@@ -91,6 +91,7 @@ def receive(
         install_stop_handlers(stop)
         cid = client_id or f"receiver-{socket.gethostname()}"
         await Receiver(host, port, db, group=group, client_id=cid, tls=tls,
-                       gap_timeout=gap_timeout).run(stop)
+                       gap_timeout=gap_timeout,
+                       announce=lambda line: typer.echo(line, err=True)).run(stop)
 
     asyncio.run(main())

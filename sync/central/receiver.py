@@ -196,8 +196,13 @@ class Receiver:
                 link.subscribe([(topics.shared_readings(self.group), 1)])
             except LinkError as exc:  # lost again already: paho reconnects, we subscribe then
                 self._say(f"receiver: subscribe at {where} failed: {exc}", trouble=True)
+        elif event.kind == "subscribed":
+            if event.failed:
+                self._say(f"receiver: broker {where} refused the subscription "
+                          f"({event.reason}); check its ACL", trouble=True)
                 return
-            self._say(f"receiver: connected to broker {where}", trouble=False)
+            self._say(f"receiver: connected to broker {where}, serving "
+                      f"{topics.shared_readings(self.group)}", trouble=False)
             self.connected.set()
         elif event.kind == "disconnected":
             self.connected.clear()

@@ -48,9 +48,9 @@ class StubUnit:
         self.acks: dict[str, list[dict[str, Any]]] = {}
         self.commands: list[dict[str, Any]] = []
 
-    def send(self, epoch: str, readings: list[dict[str, Any]], *,
+    def send(self, epoch: str, readings: list[dict[str, Any]], *, batch_id: str | None = None,
              sent_at: float | None = None, payload: bytes | None = None) -> str:
-        batch_id = str(uuid.uuid4())
+        batch_id = batch_id or str(uuid.uuid4())
         if payload is None:
             payload = codec.encode_batch(self.unit, batch_id, readings, "2026-11-23T08:00:00Z",
                                          epoch=epoch)
