@@ -21,8 +21,7 @@ from sync.central.store import CentralStore, Outcome, SqliteCentral
 from sync.link import LinkOptions, MqttLink
 from sync.receiver import Receiver
 from tests.broker import MosquittoBroker
-from tests.sync.central_kit import StubUnit, rows, store_rows, stub_unit
-from tests.sync.checker import wait_until
+from tests.sync.central_kit import rows, store_rows, stub_unit
 
 UNIT = "mmu-r"
 
@@ -52,7 +51,6 @@ async def test_two_stores_of_one_unit_are_both_held(tmp_path: Path,
     central = tmp_path / "central.db"
     rx = Receiver("127.0.0.1", mosquitto.port, central, client_id="rx")
     async with running(rx), stub_unit(mosquitto.port, UNIT) as unit:
-        sent: list[tuple[str, int]] = []
         for epoch, readings in zip(epochs, stores, strict=True):
             for start in range(0, n, 10):
                 before = time.time()
@@ -63,7 +61,6 @@ async def test_two_stores_of_one_unit_are_both_held(tmp_path: Path,
                                "t_recv": ack["t_recv"], "t_send": ack["t_send"],
                                "central_time": ack["t_send"]}
                 assert before <= ack["t_recv"] <= ack["t_send"] <= time.time()
-                sent.append((batch_id, 10))
     with contextlib.closing(sqlite3.connect(central)) as c:
         held = dict(c.execute("SELECT id, epoch FROM observations WHERE unit = ?", [UNIT]))
         last = dict(c.execute("SELECT epoch, last_contiguous_seq FROM epochs"))
@@ -304,7 +301,6 @@ async def test_killed_between_commit_and_ack_everything_is_acked_once(
         try:
             for batch_id in sent:
                 await unit.ack_for(batch_id, 30)
-            assert again.stderr is not None
         finally:
             again.terminate()
             await again.wait()
