@@ -5,6 +5,7 @@ never dropped; the c001 schema upgrades in place; errors are told transient or n
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sqlite3
 import uuid
@@ -162,3 +163,33 @@ def test_transient_errors_are_told_from_poison() -> None:
     assert not transient(psycopg.DataError("NUL"))
     assert not transient(psycopg.errors.ProgramLimitExceeded("row too big"))
     assert not transient(ValueError("a bug"))
+
+
+def test_receive_stats_shows_each_unit_and_epoch(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edge_agent.cli import app
+    from sync.central.store import DeadLetter
+
+    path = tmp_path / "central.db"
+    with contextlib.closing(open_central(path)) as central:
+        central.store_batches([batch(UNIT, A, rows(range(1, 4), "a")),
+                               batch(UNIT, A, rows(range(6, 7), "a"))], NOW)
+        central.store_batches([batch(UNIT, B, rows(range(1, 3), "b")),
+                               batch(UNIT, B, rows(range(2, 3), "x"))], "2026-11-23T09:00:00.000Z")
+        central.dead_letter(DeadLetter("mmu/v1/u/up/readings", b"\x00", "codec: x", NOW, "u"))
+    result = CliRunner().invoke(app, ["receive", "--stats", "--db", str(path)])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output)
+    common = {"dead_letters": 0, "conflicts_seen": 0}
+    assert stats == {
+        "units": {UNIT: [
+            {**common, "epoch": A, "held": 4, "last_contiguous_seq": 3, "max_seq": 6,
+             "gap": True, "gap_asked_for": False, "first_seen": NOW, "last_seen": NOW,
+             "conflicts": 0},
+            {**common, "epoch": B, "held": 2, "last_contiguous_seq": 2, "max_seq": 2,
+             "gap": False, "gap_asked_for": False, "first_seen": "2026-11-23T09:00:00.000Z",
+             "last_seen": "2026-11-23T09:00:00.000Z", "conflicts": 1, "conflicts_seen": 1}]},
+        "unplaced_dead_letters": [{"unit": "u", "epoch": None, "dead_letters": 1}],
+        "totals": {"held": 6, "conflicts": 1, "dead_letters": 1},
+    }
