@@ -311,18 +311,24 @@ async def test_killed_between_commit_and_ack_everything_is_acked_once(
     assert held == (60, 60) and last == (60,)
 
 
-async def test_receive_says_when_it_cannot_reach_the_broker(tmp_path: Path) -> None:
+async def test_receive_says_when_it_cannot_reach_the_broker_and_when_it_connects(
+    tmp_path: Path,
+) -> None:
     import sys
 
     from tests.broker import free_port
 
-    port = free_port()  # nobody listens
+    port = free_port()  # nobody listens yet
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "edge_agent", "receive", "--broker", f"127.0.0.1:{port}", "--db",
         str(tmp_path / "central.db"), stderr=asyncio.subprocess.PIPE)
     assert proc.stderr is not None
+    broker = MosquittoBroker(tmp_path, port=port)
     try:
         await wait_for_line(proc.stderr, f"cannot reach broker 127.0.0.1:{port}", 20)
+        broker.start()
+        await wait_for_line(proc.stderr, f"receiver: connected to broker 127.0.0.1:{port}", 30)
     finally:
         proc.terminate()
         await proc.wait()
+        broker.stop()
