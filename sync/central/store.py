@@ -37,6 +37,7 @@ Execute = Callable[[str, list[Any]], Any]
 SQLITE_TRANSIENT = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR,
                               sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN,
                               sqlite3.SQLITE_PROTOCOL})
+MIGRATION_LOCK = 0x6D6D7563  # PostgreSQL advisory lock key held while the schema migrates
 CONFLICT = "seq-conflict"  # the reason given to the unit for a refused reading
 
 
@@ -237,11 +238,19 @@ class PostgresCentral:
         import psycopg
 
         self.conn = psycopg.connect(dsn)
+        try:
+            self._migrate()
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def _migrate(self) -> None:
         with self.conn.transaction():
+            # One migrating receiver at a time when several start together (CREATE TABLE IF
+            # NOT EXISTS itself races: two creators collide in pg_type).
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
             self.conn.execute("CREATE TABLE IF NOT EXISTS central_schema (name TEXT PRIMARY "
                               "KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
-            # One migrating receiver at a time when several start together.
-            self.conn.execute("LOCK TABLE central_schema IN EXCLUSIVE MODE")
             done = {r[0] for r in self.conn.execute("SELECT name FROM central_schema")}
             for name, statements in POSTGRES:
                 if name in done:

@@ -193,3 +193,15 @@ def test_receive_stats_shows_each_unit_and_epoch(tmp_path: Path) -> None:
         "unplaced_dead_letters": [{"unit": "u", "epoch": None, "dead_letters": 1}],
         "totals": {"held": 6, "conflicts": 1, "dead_letters": 1},
     }
+
+
+async def test_receivers_starting_together_migrate_one_at_a_time(postgres: str) -> None:
+    """Several receivers open one new PostgreSQL store at once (each in its own thread)."""
+    import asyncio
+
+    stores = await asyncio.gather(*(asyncio.to_thread(open_central, postgres) for _ in range(4)))
+    for store in stores:
+        store.close()
+    with psycopg.connect(postgres) as conn:
+        names = [n for (n,) in conn.execute("SELECT name FROM central_schema ORDER BY name")]
+    assert names == ["c001_observations", "c002_epochs"]
