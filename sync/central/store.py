@@ -39,6 +39,7 @@ SQLITE_TRANSIENT = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite
                               sqlite3.SQLITE_PROTOCOL})
 MIGRATION_LOCK = 0x6D6D7563  # PostgreSQL advisory lock key held while the schema migrates
 CONFLICT = "seq-conflict"  # the reason given to the unit for a refused reading
+CONTIGUITY_WINDOW = 1000  # seqs read per query while advancing last_contiguous_seq
 
 
 @dataclass(frozen=True)
@@ -155,11 +156,12 @@ def record_batch(execute: Execute, batch: codec.Batch, stored_at: str) -> Outcom
                         "epoch = ?", [unit, epoch]).fetchone()
     last, top = int(last), int(top)
     new, held, refused = 0, 0, []
+    known = _held_ids(execute, [obs["id"] for obs in batch.observations])
     for obs in batch.observations:
         rid, seq = obs["id"], codec.seq_of(obs)
         assert seq is not None  # the codec refuses an Observation without one
         top = max(top, seq)
-        if execute("SELECT 1 FROM observations WHERE id = ?", [rid]).fetchone():
+        if rid in known:
             held += 1  # already held: the same id again, whatever its epoch or seq
             execute("INSERT INTO sequences (unit, epoch, seq, id) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (unit, epoch, seq) DO NOTHING", [unit, epoch, seq, rid])
@@ -187,13 +189,39 @@ def record_batch(execute: Execute, batch: codec.Batch, stored_at: str) -> Outcom
         )
         new += max(0, cur.rowcount)
         held += 1
-    # Advance over what is now contiguous; gaps stay visible until the unit fills them.
-    while last < top and execute("SELECT 1 FROM sequences WHERE unit = ? AND epoch = ? AND "
-                                 "seq = ?", [unit, epoch, last + 1]).fetchone():
-        last += 1
+        known.add(rid)  # the same id twice in one batch
+    last = _contiguous(execute, unit, epoch, last, top)
     execute("UPDATE epochs SET last_contiguous_seq = ?, max_seq = ? WHERE unit = ? AND "
             "epoch = ?", [last, top, unit, epoch])
     return Outcome(batch, new, held, tuple(refused), last)
+
+
+def _held_ids(execute: Execute, ids: list[str]) -> set[str]:
+    """The ids of ``ids`` central holds, a few hundred per query."""
+    held: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        marks = ", ".join("?" * len(chunk))
+        held.update(r[0] for r in execute(f"SELECT id FROM observations WHERE id IN ({marks})",
+                                          chunk).fetchall())
+    return held
+
+
+def _contiguous(execute: Execute, unit: str, epoch: str, last: int, top: int) -> int:
+    """Advance ``last`` over the seqs now held without a hole; a gap stays visible until the
+    unit fills it. Reads the seqs above ``last`` a window at a time."""
+    window = CONTIGUITY_WINDOW
+    while last < top:
+        seqs = [int(r[0]) for r in execute(
+            "SELECT seq FROM sequences WHERE unit = ? AND epoch = ? AND seq > ? AND seq <= ? "
+            "ORDER BY seq", [unit, epoch, last, last + window]).fetchall()]
+        for seq in seqs:
+            if seq != last + 1:
+                return last
+            last = seq
+        if len(seqs) < window:
+            return last
+    return last
 
 
 def _insert_dead_letter(execute: Execute, letter: DeadLetter) -> None:

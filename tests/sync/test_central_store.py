@@ -14,6 +14,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlite_utils import Migrations
 
 from edge_agent.store import open_database
@@ -205,3 +207,34 @@ async def test_receivers_starting_together_migrate_one_at_a_time(postgres: str) 
     with psycopg.connect(postgres) as conn:
         names = [n for (n,) in conn.execute("SELECT name FROM central_schema ORDER BY name")]
     assert names == ["c001_observations", "c002_epochs"]
+
+
+@given(st.permutations(range(1, 41)), st.lists(st.integers(1, 8), min_size=40, max_size=40),
+       st.integers(1, 5))
+@settings(max_examples=60)
+def test_last_contiguous_seq_follows_any_arrival_order(
+    order: list[int], sizes: list[int], window: int
+) -> None:
+    """Batches of any size in any order (out-of-order delivery, resends): the last contiguous
+    seq is the model's at every step; a small read window exercises its paging."""
+    import tempfile
+    from unittest import mock
+
+    from sync.central import store as central_store
+
+    readings = {r["seq"]: r for r in rows(range(1, 41), "r")}
+    with tempfile.TemporaryDirectory() as tmp, \
+         contextlib.closing(open_central(Path(tmp) / "c.db")) as central, \
+         mock.patch.object(central_store, "CONTIGUITY_WINDOW", window):
+        held: set[int] = set()
+        i = 0
+        for size in sizes:
+            chunk = sorted(order[i:i + size]) or [order[-1]]  # then resends of the last one
+            i += size
+            (outcome,) = central.store_batches([batch(UNIT, A, [readings[s] for s in chunk])],
+                                               NOW)
+            held.update(chunk)
+            model = 0
+            while model + 1 in held:
+                model += 1
+            assert outcome.last_contiguous_seq == model
