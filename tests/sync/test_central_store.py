@@ -211,7 +211,7 @@ async def test_receivers_starting_together_migrate_one_at_a_time(postgres: str) 
 
 @given(st.permutations(range(1, 41)), st.lists(st.integers(1, 8), min_size=40, max_size=40),
        st.integers(1, 5))
-@settings(max_examples=60)
+@settings(max_examples=25)
 def test_last_contiguous_seq_follows_any_arrival_order(
     order: list[int], sizes: list[int], window: int
 ) -> None:
