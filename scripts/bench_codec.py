@@ -63,7 +63,8 @@ def main() -> None:
         total = 0
         for start in range(0, len(sample), size):
             batch = sample[start : start + size]
-            payload = codec.encode_batch(UNIT, str(uuid.uuid4()), batch, "2026-11-23T08:00:00Z")
+            payload = codec.encode_batch(UNIT, str(uuid.uuid4()), batch, "2026-11-23T08:00:00Z",
+                                         epoch=str(uuid.UUID(int=1)))
             user = [("schema", codec.SCHEMA), ("encoding", codec.ENCODING)]
             total += mqtt_overhead(len(payload), props_len(user)) + len(payload)
         per = total / len(sample)

@@ -1,7 +1,10 @@
 """The wire format: a batch of readings as a FHIR R4 Bundle of Observations, compressed.
 
-Envelope (JSON, then zlib): ``{"schema": "mmu.readings/1", "unit", "batch_id", "seq_from",
-"seq_to", "created_at", "bundle": <FHIR Bundle>}``. Each Observation follows the FHIR Personal
+Envelope (JSON, then zlib): ``{"schema": "mmu.readings/2", "unit", "epoch", "batch_id",
+"seq_from", "seq_to", "created_at", "bundle": <FHIR Bundle>}``. ``epoch`` names the unit's store
+(made when the store is created): sequence numbers count within one (unit, epoch), so a unit that
+starts over with a new store never reuses the old store's seq 1. ``mmu.readings/1`` (no epoch) is
+refused with a :class:`CodecError` that says so. Each Observation follows the FHIR Personal
 Health Device IG shape: MDC code (mandatory) plus the LOINC coding, ``valueQuantity`` in UCUM or
 ``dataAbsentReason``, the device, the reading id and the unit's sequence number as identifiers.
 Decoding is strict and bounded (a decompression bomb is refused): anything malformed raises
@@ -11,12 +14,14 @@ Decoding is strict and bounded (a decompression bomb is refused): anything malfo
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-SCHEMA: Final = "mmu.readings/1"
+SCHEMA: Final = "mmu.readings/2"
+RETIRED_SCHEMAS: Final = frozenset({"mmu.readings/1"})
 CONTENT_TYPE: Final = "application/fhir+json; fhirVersion=4.0"
 ENCODING: Final = "zlib+dict1"  # zlib with the preset dictionary below, version 1
 MAX_DECOMPRESSED: Final = 32 * 1024 * 1024
@@ -29,11 +34,14 @@ EXT_DEVICE_TIME: Final = "urn:mmu:fhir:device-time"
 EXT_CLOCK: Final = "urn:mmu:fhir:clock-source"
 GEOLOCATION: Final = "http://hl7.org/fhir/StructureDefinition/geolocation"
 ABSENT: Final = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+EPOCH_PATTERN: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # a uuid, in practice
 
 
 # A preset dictionary primes zlib with the FHIR boilerplate every batch repeats, so a batch of
 # one reading (an alert on a flapping 2G link) is small too. Never edit it: add a new version.
 # Most frequent strings last (zlib reaches the end of the window with the shortest distances).
+# It still says "mmu.readings/1": a dictionary is only a source of likely substrings, and
+# mmu.readings/2 envelopes compress with it as well (one byte differs).
 ZDICT_V1: Final = (
     b'{"schema":"mmu.readings/1","unit":"mmu-","batch_id":"","seq_from":,"seq_to":,'
     b'"created_at":"2026-","bundle":{"resourceType":"Bundle","type":"collection","entry":['
@@ -63,6 +71,7 @@ class CodecError(ValueError):
 @dataclass(frozen=True)
 class Batch:
     unit: str
+    epoch: str
     batch_id: str
     seq_from: int
     seq_to: int
@@ -127,6 +136,8 @@ def encode_batch(
 ) -> bytes:
     if not rows:
         raise ValueError("a batch needs at least one reading")
+    if not EPOCH_PATTERN.fullmatch(epoch):
+        raise ValueError(f"epoch {epoch!r} is not 1-64 characters of [A-Za-z0-9._:-]")
     envelope = {
         "schema": SCHEMA,
         "unit": unit,
@@ -166,10 +177,16 @@ def decode_batch(payload: bytes) -> Batch:
         raise CodecError(f"not JSON: {exc}") from None
     except RecursionError:  # absurdly nested arrays: small once compressed
         raise CodecError("JSON nested too deeply") from None
-    if not isinstance(env, dict) or env.get("schema") != SCHEMA:
+    if not isinstance(env, dict):
+        raise CodecError("envelope is not a JSON object")
+    schema = env.get("schema")
+    if isinstance(schema, str) and schema in RETIRED_SCHEMAS:
+        raise CodecError(f"schema {schema} is retired (no store epoch): the unit must be "
+                         f"updated to send {SCHEMA}")
+    if schema != SCHEMA:
         raise CodecError(f"schema is not {SCHEMA}")
     try:
-        unit, batch_id = env["unit"], env["batch_id"]
+        unit, batch_id, epoch = env["unit"], env["batch_id"], env["epoch"]
         seq_from, seq_to = env["seq_from"], env["seq_to"]
         entries = env["bundle"]["entry"]
         observations = [e["resource"] for e in entries]
@@ -178,12 +195,15 @@ def decode_batch(payload: bytes) -> Batch:
     if not (isinstance(unit, str) and isinstance(batch_id, str) and isinstance(seq_from, int)
             and isinstance(seq_to, int) and seq_from <= seq_to):
         raise CodecError("bad envelope fields")
+    if not isinstance(epoch, str) or not EPOCH_PATTERN.fullmatch(epoch):
+        raise CodecError("epoch is not 1-64 characters of [A-Za-z0-9._:-]")
     for obs in observations:
         if not isinstance(obs, dict) or obs.get("resourceType") != "Observation":
             raise CodecError("bundle entry is not an Observation")
         if not isinstance(obs.get("id"), str) or seq_of(obs) is None:
             raise CodecError("Observation without id or sequence number")
-    return Batch(unit, batch_id, seq_from, seq_to, str(env.get("created_at", "")), observations)
+    return Batch(unit, epoch, batch_id, seq_from, seq_to, str(env.get("created_at", "")),
+                 observations)
 
 
 def seq_of(obs: Mapping[str, Any]) -> int | None:

@@ -56,11 +56,13 @@ def run(
 
 
 def receive(
-    broker: Annotated[str, typer.Option("--broker", help="Broker HOST:PORT.")],
     db: Annotated[
         str, typer.Option("--db", help="Central store: a SQLite file, or a PostgreSQL URL "
                           "(postgresql://user@host/dbname) for a central deployment.")
     ],
+    broker: Annotated[
+        str | None, typer.Option("--broker", help="Broker HOST:PORT (not with --stats).")
+    ] = None,
     group: Annotated[str, typer.Option("--group", help="Shared-subscription group.")] = "receivers",
     client_id: Annotated[
         str | None,
@@ -77,11 +79,20 @@ def receive(
         float, typer.Option("--gap-timeout", min=1, help="Ask a unit to resend a sequence gap "
                             "that lasts this many seconds.")
     ] = 120.0,
+    stats: Annotated[
+        bool, typer.Option("--stats", help="Print what the central store holds per unit and "
+                           "epoch (readings, gaps, conflicts, dead letters) as JSON, and exit.")
+    ] = False,
 ) -> None:
     """Reference central receiver: store uplink batches idempotently, then acknowledge."""
     from sync.link import TlsFiles
     from sync.receiver import Receiver
 
+    if stats:
+        print_central_stats(db)
+        return
+    if broker is None:
+        raise typer.BadParameter("give the broker as HOST:PORT", param_hint="--broker")
     tls = TlsFiles(ca, cert, key) if ca is not None else None
 
     host, port = parse_host_port(broker)
@@ -91,6 +102,26 @@ def receive(
         install_stop_handlers(stop)
         cid = client_id or f"receiver-{socket.gethostname()}"
         await Receiver(host, port, db, group=group, client_id=cid, tls=tls,
-                       gap_timeout=gap_timeout).run(stop)
+                       gap_timeout=gap_timeout,
+                       announce=lambda line: typer.echo(line, err=True)).run(stop)
 
     asyncio.run(main())
+
+
+def print_central_stats(db: str) -> None:
+    import json
+
+    from edge_agent.errors import StoreError
+    from sync.central.stats import central_stats
+    from sync.central.store import opened
+
+    if "://" not in db and not Path(db).is_file():
+        raise StoreError("central.missing", f"{db}: no central store here (check --db)", path=db)
+    try:
+        with opened(db) as store:
+            typer.echo(json.dumps(central_stats(store), indent=2))
+    except Exception as exc:  # sqlite3/psycopg errors: one line, exit code 4
+        if isinstance(exc, StoreError):
+            raise
+        raise StoreError("central.unreadable", f"{db}: cannot read the central store "
+                         f"({type(exc).__name__}: {exc})", path=db) from exc

@@ -1,5 +1,6 @@
 """The end-of-test check every sync fault test runs: central holds every reading exactly once,
-sequence numbers contiguous, and the unit marked sent exactly what central holds."""
+sequence numbers contiguous within the store's epoch, nothing refused or dead-lettered, and the
+unit marked sent exactly what central holds."""
 
 from __future__ import annotations
 
@@ -18,15 +19,24 @@ def assert_exactly_once(unit_db: Path, central_db: Path, unit: str = "mmu-t") ->
         unit_rows = dict(u.execute("SELECT id, seq FROM readings"))
         unsent = u.execute("SELECT count(*) FROM readings WHERE sent_at IS NULL").fetchone()[0]
         central = c.execute("SELECT id, seq FROM observations WHERE unit = ?", [unit]).fetchall()
-        last = c.execute("SELECT last_contiguous_seq FROM units WHERE unit = ?",
-                         [unit]).fetchone()
+        # One unit store is one epoch: its sequence numbers count within it.
+        epochs = c.execute("SELECT epoch, last_contiguous_seq FROM epochs WHERE unit = ?",
+                           [unit]).fetchall()
+        sequences = c.execute("SELECT seq FROM sequences WHERE unit = ?", [unit]).fetchall()
+        conflicts = c.execute("SELECT count(*) FROM conflicts WHERE unit = ?",
+                              [unit]).fetchone()[0]
+        # A batch parked for a human (a payload that is not a batch is the test's own forgery).
+        dead = c.execute("SELECT count(*) FROM dead_letters WHERE unit = ? AND batch_id IS NOT "
+                         "NULL", [unit]).fetchone()[0]
     ids = [i for i, _ in central]
     assert len(ids) == len(set(ids)), "a reading is stored twice at central"
     assert dict(central) == unit_rows, "central and unit disagree (lost or unexpected readings)"
     seqs = sorted(s for _, s in central)
     assert seqs == list(range(1, len(seqs) + 1)), "sequence numbers are not contiguous"
+    assert sorted(s for (s,) in sequences) == seqs, "the sequence record disagrees"
     assert unsent == 0, "readings central holds are not marked sent"
-    assert last is not None and last[0] == len(seqs)
+    assert (conflicts, dead) == (0, 0), "central refused or dead-lettered readings"
+    assert len(epochs) == 1 and epochs[0][1] == len(seqs)
     return len(seqs)
 
 

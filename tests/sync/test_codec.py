@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from sync import codec
 
+EPOCH = "5f0c2b1e-8d3a-4c1b-9f2e-0a1b2c3d4e5f"
 QUANTITIES = [("spo2", "%", "59408-5", 150456), ("pulse_rate", "/min", "8867-4", 149530),
               ("glucose", "mg/dL", "41653-7", 160184), ("latitude", "deg", None, None)]
 
@@ -41,9 +42,10 @@ def numbered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @given(st.lists(row_strategy, min_size=1, max_size=30))
 def test_round_trip_keeps_every_reading(rows: list[dict[str, Any]]) -> None:
     rows = numbered(rows)
-    batch = codec.decode_batch(codec.encode_batch("mmu-01", "b-1", rows, "2026-11-23T08:00:00Z"))
-    assert (batch.unit, batch.batch_id, batch.seq_from, batch.seq_to) == (
-        "mmu-01", "b-1", 1, len(rows))
+    batch = codec.decode_batch(codec.encode_batch("mmu-01", "b-1", rows, "2026-11-23T08:00:00Z",
+                                                  epoch=EPOCH))
+    assert (batch.unit, batch.epoch, batch.batch_id, batch.seq_from, batch.seq_to) == (
+        "mmu-01", EPOCH, "b-1", 1, len(rows))
     for row, obs in zip(rows, batch.observations, strict=True):
         assert obs["id"] == row["id"] and codec.seq_of(obs) == row["seq"]
         if row["value"] is None:
@@ -71,6 +73,13 @@ def test_a_decompression_bomb_is_refused() -> None:
 
 @pytest.mark.parametrize("envelope", [
     {"schema": "other/1"},
+    {"schema": ["not", "a", "name"]},
+    {"schema": codec.SCHEMA, "unit": "u", "batch_id": "b", "seq_from": 1, "seq_to": 1,
+     "bundle": {"entry": []}},  # no epoch
+    {"schema": codec.SCHEMA, "unit": "u", "epoch": "", "batch_id": "b", "seq_from": 1,
+     "seq_to": 1, "bundle": {"entry": []}},
+    {"schema": codec.SCHEMA, "unit": "u", "epoch": "a/b", "batch_id": "b", "seq_from": 1,
+     "seq_to": 1, "bundle": {"entry": []}},
     {"schema": codec.SCHEMA, "unit": "u", "batch_id": "b", "seq_from": 3, "seq_to": 2,
      "bundle": {"entry": []}},
     {"schema": codec.SCHEMA, "unit": "u", "batch_id": "b", "seq_from": 1, "seq_to": 1,
@@ -92,7 +101,7 @@ def test_a_batch_costs_far_less_per_reading_than_one_observation_per_message() -
         for i in range(100)
     ])
     one_each = sum(len(json.dumps(codec.observation("mmu-01", r)).encode()) for r in rows)
-    batched = len(codec.encode_batch("mmu-01", "b", rows, "2026-11-23T08:00:00Z"))
+    batched = len(codec.encode_batch("mmu-01", "b", rows, "2026-11-23T08:00:00Z", epoch=EPOCH))
     assert batched * 5 < one_each
 
 
@@ -115,7 +124,8 @@ json_values = st.recursive(
 def test_any_well_compressed_json_envelope_is_a_batch_or_a_codec_error(
     unit: object, seq: object, entry: object
 ) -> None:
-    envelope = {"schema": codec.SCHEMA, "unit": unit, "batch_id": "b", "seq_from": seq,
+    envelope = {"schema": codec.SCHEMA, "unit": unit, "epoch": EPOCH, "batch_id": "b",
+                "seq_from": seq,
                 "seq_to": seq, "bundle": {"entry": entry}}
     with contextlib.suppress(codec.CodecError):
         codec.decode_batch(pack(envelope))
@@ -132,6 +142,19 @@ def test_a_unicode_digit_seq_is_a_codec_error() -> None:
     obs = {"resourceType": "Observation", "id": "r1",
            "identifier": [{"system": "urn:mmu:seq:u", "value": "²"}]}
     with pytest.raises(codec.CodecError):
-        codec.decode_batch(pack({"schema": codec.SCHEMA, "unit": "u", "batch_id": "b",
-                                 "seq_from": 1, "seq_to": 1, "bundle": {"entry": [
-                                     {"resource": obs}]}}))
+        codec.decode_batch(pack({"schema": codec.SCHEMA, "unit": "u", "epoch": EPOCH,
+                                 "batch_id": "b", "seq_from": 1, "seq_to": 1, "bundle": {
+                                     "entry": [{"resource": obs}]}}))
+
+
+def test_a_batch_without_a_store_epoch_is_refused_with_the_reason() -> None:
+    """mmu.readings/1 carried no epoch: central cannot place its seqs (issue 13)."""
+    obs = {"resourceType": "Observation", "id": "r1",
+           "identifier": [{"system": "urn:mmu:seq:u", "value": "1"}]}
+    old = {"schema": "mmu.readings/1", "unit": "u", "batch_id": "b", "seq_from": 1,
+           "seq_to": 1, "bundle": {"entry": [{"resource": obs}]}}
+    with pytest.raises(codec.CodecError, match=r"mmu.readings/1 is retired .* mmu.readings/2"):
+        codec.decode_batch(pack(old))
+    with pytest.raises(ValueError, match="epoch"):
+        codec.encode_batch("u", "b", [{"seq": 1}], "", epoch="")
+    assert codec.SCHEMA == "mmu.readings/2"

@@ -1,71 +1,60 @@
-"""The receiver finds a per-unit sequence gap that does not fill by itself and asks the unit
-to resend from the first missing seq (down/cmd), on a real broker."""
+"""The receiver finds a sequence gap in a unit's current epoch that does not fill by itself and
+asks the unit to resend from the first missing seq (down/cmd, with the epoch), on a real broker.
+An old epoch's gap is listed, never asked for: that store is gone."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from pathlib import Path
 
-from sync import codec, topics
-from sync.link import LinkEvent, LinkOptions, MqttLink
+from sync import topics
 from sync.receiver import Receiver
 from tests.broker import MosquittoBroker
+from tests.sync.central_kit import rows, stub_unit
 
 UNIT = "mmu-g"
+OLD, NEW = str(uuid.uuid4()), str(uuid.uuid4())
 
 
-def rows(seqs: range) -> list[dict[str, object]]:
-    return [{"seq": s, "id": str(uuid.uuid4()), "device_id": "ox", "quantity": "spo2",
-             "value": 97.0, "unit": "%", "loinc": "59408-5", "mdc": 150456, "device_time": None,
-             "received_at": "2026-11-23T08:00:00.000Z", "clock_source": "system", "flags": "[]",
-             "absent_reason": None, "encounter_id": None} for s in seqs]
-
-
-async def next_message(queue: asyncio.Queue[LinkEvent], topic: str) -> dict[str, object]:
-    async with asyncio.timeout(15):
-        while True:
-            event = await queue.get()
-            if event.kind == "message" and event.topic == topic:
-                body: dict[str, object] = json.loads(event.payload)
-                return body
-
-
-async def test_a_lasting_gap_is_asked_for_again(tmp_path: Path,
-                                                mosquitto: MosquittoBroker) -> None:
-    unit = MqttLink(LinkOptions(UNIT, "127.0.0.1", mosquitto.port, clean_start=True))
-    queue = unit.start()
+async def test_a_lasting_gap_is_asked_for_again_in_the_current_epoch_only(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
     stop = asyncio.Event()
     receiver = Receiver("127.0.0.1", mosquitto.port, tmp_path / "central.db", client_id="rx",
                         gap_timeout=0.3)
     task = asyncio.create_task(receiver.run(stop))
     try:
-        async with asyncio.timeout(10):
-            while (await queue.get()).kind != "connected":
-                pass
-            await receiver.connected.wait()
-        unit.subscribe([(topics.CMD.of(UNIT), 1), (topics.ACK.of(UNIT), 1)])
-
-        def send(seqs: range) -> None:
-            unit.publish(topics.READINGS.of(UNIT), codec.encode_batch(
-                UNIT, str(uuid.uuid4()), rows(seqs), "2026-11-23T08:00:00Z"))
-
-        send(range(1, 4))
-        ack = await next_message(queue, topics.ACK.of(UNIT))
-        assert ack["last_contiguous_seq"] == 3
-        send(range(6, 8))  # 4 and 5 are missing
-        ack = await next_message(queue, topics.ACK.of(UNIT))
-        assert ack["last_contiguous_seq"] == 3
-        command = await next_message(queue, topics.CMD.of(UNIT))
-        assert command["cmd"] == "resend-from" and command["seq"] == 4
-        send(range(4, 6))  # the unit resends
-        ack = await next_message(queue, topics.ACK.of(UNIT))
-        assert ack["last_contiguous_seq"] == 7
-        requests = receiver.resend_requests
-        assert requests >= 1
+        await asyncio.wait_for(receiver.connected.wait(), 10)
+        async with stub_unit(mosquitto.port, UNIT) as unit:
+            ack_topic, cmd_topic = topics.ACK.of(UNIT), topics.CMD.of(UNIT)
+            unit.send(OLD, rows(range(1, 4)))
+            assert (await unit.next(ack_topic))["last_contiguous_seq"] == 3
+            unit.send(OLD, rows(range(6, 8)))  # 4 and 5 are missing
+            assert (await unit.next(ack_topic))["last_contiguous_seq"] == 3
+            command = await unit.next(cmd_topic)
+            assert command == {**command, "cmd": "resend-from", "seq": 4, "epoch": OLD}
+            unit.send(OLD, rows(range(4, 6)))  # the unit resends
+            ack = await unit.next(ack_topic)
+            assert (ack["epoch"], ack["last_contiguous_seq"]) == (OLD, 7)
+            requests = receiver.resend_requests
+            assert requests >= 1
+            # A gap again in OLD, then the unit starts over with a new store (NEW) that has
+            # a gap of its own: only NEW's is asked for, twice over.
+            unit.send(OLD, rows(range(9, 10)))
+            await unit.next(ack_topic)
+            unit.send(NEW, rows(range(1, 3)))
+            unit.send(NEW, rows(range(4, 5)))
+            await unit.next(ack_topic)
+            await unit.next(ack_topic)
+            unit.commands.clear()
+            while len([c for c in unit.commands if c["epoch"] == NEW]) < 2:
+                await unit.next(cmd_topic)
+            assert [(c["epoch"], c["seq"]) for c in unit.commands] == [(NEW, 3), (NEW, 3)]
+            unit.send(NEW, rows(range(3, 4)))
+            assert (await unit.next(ack_topic))["last_contiguous_seq"] == 4
+            requests = receiver.resend_requests
     finally:
         stop.set()
         await task
-        unit.stop()
     assert receiver.resend_requests == requests  # gap filled: no more requests

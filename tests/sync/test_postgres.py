@@ -35,7 +35,7 @@ async def test_two_receivers_into_one_postgres(tmp_path: Path, mosquitto: Mosqui
         unit_rows = store.call(lambda db: dict(db.execute("SELECT id, seq FROM readings")))
     with psycopg.connect(postgres) as conn:
         central = conn.execute("SELECT id, seq FROM observations").fetchall()
-        last = conn.execute("SELECT last_contiguous_seq FROM units").fetchone()
+        last = conn.execute("SELECT last_contiguous_seq FROM epochs").fetchone()
     assert dict(central) == unit_rows and len(central) == 1001  # each reading once
     assert last is not None and last[0] == 1001
     assert all(r.counts.batches > 0 for r in receivers)  # both took a share

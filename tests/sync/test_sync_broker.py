@@ -152,9 +152,11 @@ async def test_a_bad_downlink_is_refused_and_sync_goes_on(
            json.dumps({"batch_id": "x", "last_contiguous_seq": "7"}).encode()]
     with Store(cfg.store.path, UNIT, group_wait=0.002) as store:
         daemon = SyncDaemon(store, cfg)
+        receiver = Receiver("127.0.0.1", mosquitto.port, central)
         tasks = [asyncio.create_task(daemon.run(stop)),
-                 asyncio.create_task(Receiver("127.0.0.1", mosquitto.port, central).run(stop))]
-        await wait_until(lambda: daemon.connected, 10, "daemon connected")
+                 asyncio.create_task(receiver.run(stop))]
+        await wait_until(lambda: daemon.connected and receiver.connected.is_set(), 10,
+                         "daemon and receiver connected")
         forger = MqttLink(LinkOptions("forger", "127.0.0.1", mosquitto.port, clean_start=True))
         events = forger.start()
         async with asyncio.timeout(10):
@@ -163,18 +165,22 @@ async def test_a_bad_downlink_is_refused_and_sync_goes_on(
         for payload in bad:
             forger.publish(topics.ACK.of(UNIT), payload)
         forger.publish(topics.READINGS.of(UNIT), b"not a batch")  # the receiver refuses it
-        await wait_until(lambda: daemon.refused_downlinks == len(bad), 10, "refusals")
+        await wait_until(lambda: daemon.refused_downlinks == len(bad)
+                         and receiver.counts.dead_letters == 1, 10, "refusals")
         forger.stop()
         fill(store, 60)
         await wait_until(lambda: store.stats()["readings_pending_sync"] == 0, 30, "drain")
         stop.set()
         await asyncio.gather(*tasks)
     assert assert_exactly_once(cfg.store.path, central, unit=UNIT) == 60
+    with contextlib.closing(sqlite3.connect(central)) as c:  # parked for a human, as it came
+        parked = c.execute("SELECT topic, payload, reason FROM dead_letters").fetchall()
+    assert [(t, p) for t, p, _ in parked] == [(topics.READINGS.of(UNIT), b"not a batch")]
+    assert parked[0][2].startswith("codec: not zlib data")
 
 
 def test_the_receiver_stores_odd_but_valid_observations_without_crashing(tmp_path: Path) -> None:
-    from edge_agent.store import open_database
-    from sync.receiver import central_migrations, store_batch
+    from sync.central.store import SqliteCentral
 
     seq = {"system": "urn:mmu:seq:u", "value": "1"}
     odd: list[dict[str, Any]] = [{"resourceType": "Observation", "id": "r1", "identifier": [seq],
@@ -182,10 +188,12 @@ def test_the_receiver_stores_odd_but_valid_observations_without_crashing(tmp_pat
            {"resourceType": "Observation", "id": "r2",
             "identifier": [{**seq, "value": "2"}], "code": {"coding": ["x", {"code": 1}]},
             "valueQuantity": {"value": 10**30, "code": None}}]
-    db = open_database(tmp_path / "central.db", central_migrations)
-    batch = codec.Batch("u", "b", 1, 2, "", odd)
-    assert store_batch(db, batch) == (2, 2)
-    assert store_batch(db, batch) == (0, 2)  # again: nothing new
-    rows = db.execute("SELECT id, code, value, effective FROM observations ORDER BY seq")
-    assert rows.fetchall() == [("r1", None, None, None), ("r2", None, None, None)]
-    db.close()
+    central = SqliteCentral(tmp_path / "central.db")
+    batch = codec.Batch("u", "e1", "b", 1, 2, "", odd)
+    stored = [(o.new, o.held, o.last_contiguous_seq) for o in central.store_batches([batch], "t")]
+    assert stored == [(2, 2, 2)]
+    again = central.store_batches([batch], "t")[0]
+    assert (again.new, again.held, again.refused) == (0, 2, ())  # again: nothing new
+    rows = central.query("SELECT id, code, value, effective FROM observations ORDER BY seq")
+    assert rows == [("r1", None, None, None), ("r2", None, None, None)]
+    central.close()

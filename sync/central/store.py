@@ -1,0 +1,331 @@
+"""Where the reference receiver keeps what central received: SQLite (one file, the default)
+or PostgreSQL (a central deployment: several receivers side by side write one database).
+
+Both run the same SQL (``?`` placeholders, ``ON CONFLICT``), several batches in one
+transaction if asked. The rules (:func:`record_batch`):
+
+- a reading id central already holds is held: counted as stored, whatever its epoch or seq;
+- a new id takes its (unit, epoch, seq) in ``sequences``; if another id holds that seq, the
+  reading is **refused** (not stored, not acknowledged as held), recorded in ``conflicts`` and
+  logged (ids and seq only: no patient data);
+- each (unit, epoch) keeps its last contiguous seq and highest seq: a gap is the difference.
+
+Errors are told apart (:func:`transient`): a transient one (connection lost,
+serialization failure, database locked or full) is retried later, anything else refuses the
+message for good (dead letters).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from sync import codec
+from sync.central.schema import POSTGRES, sqlite_migrations
+
+log = logging.getLogger(__name__)
+
+Execute = Callable[[str, list[Any]], Any]
+
+# SQLite primary result codes that say "try again later" (the data is not at fault).
+SQLITE_TRANSIENT = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR,
+                              sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN,
+                              sqlite3.SQLITE_PROTOCOL})
+MIGRATION_LOCK = 0x6D6D7563  # PostgreSQL advisory lock key held while the schema migrates
+CONFLICT = "seq-conflict"  # the reason given to the unit for a refused reading
+CONTIGUITY_WINDOW = 1000  # seqs read per query while advancing last_contiguous_seq
+
+
+@dataclass(frozen=True)
+class Refusal:
+    id: str
+    seq: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one batch left at central once its transaction commits."""
+
+    batch: codec.Batch
+    new: int  # readings stored by this batch
+    held: int  # readings of the batch central holds (new or already there)
+    refused: tuple[Refusal, ...]
+    last_contiguous_seq: int  # of the batch's (unit, epoch)
+
+
+@dataclass(frozen=True)
+class Gap:
+    unit: str
+    epoch: str
+    last_contiguous_seq: int
+    max_seq: int
+    current: bool  # the unit's most recent epoch: the only one worth asking to resend
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    topic: str
+    payload: bytes
+    reason: str
+    received_at: str
+    unit: str | None = None
+    epoch: str | None = None
+    batch_id: str | None = None
+
+
+class CentralStore(Protocol):
+    def store_batches(self, batches: Sequence[codec.Batch], stored_at: str) -> list[Outcome]:
+        """All in one transaction, committed when this returns."""
+        ...
+
+    def dead_letter(self, letter: DeadLetter) -> None: ...
+
+    def gaps(self) -> list[Gap]: ...
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def close(self) -> None: ...
+
+
+def transient(exc: BaseException) -> bool:
+    """True: try again later, the data is not at fault (connection lost, serialization
+    failure, database locked, disk full); False: this message will never be stored."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return exc.sqlite_errorcode & 0xFF in SQLITE_TRANSIENT
+    try:
+        import psycopg
+    except ImportError:  # the optional [central] extra is not installed: SQLite only
+        return False
+    # Class 54 (a row or statement over a server limit) will not get better by waiting.
+    return isinstance(exc, psycopg.OperationalError) and not isinstance(
+        exc, psycopg.errors.ProgramLimitExceeded)
+
+
+GAPS = (
+    "SELECT e.unit, e.epoch, e.last_contiguous_seq, e.max_seq, NOT EXISTS (SELECT 1 FROM "
+    "epochs n WHERE n.unit = e.unit AND (n.first_seen > e.first_seen OR (n.first_seen = "
+    "e.first_seen AND n.epoch > e.epoch))) FROM epochs e WHERE e.max_seq > e.last_contiguous_seq"
+)
+
+
+def _get(obj: Any, *path: str | int) -> Any:
+    """A nested field of an untrusted resource, or None when any level is missing or of
+    another shape (the codec checks the envelope, not every Observation field)."""
+    for key in path:
+        if isinstance(key, int) and isinstance(obj, list) and len(obj) > key:
+            obj = obj[key]
+        elif isinstance(key, str) and isinstance(obj, dict):
+            obj = obj.get(key)
+        else:
+            return None
+    return obj
+
+
+def _scalar(value: Any, kind: type | tuple[type, ...]) -> Any:
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return None
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:  # SQL's 64-bit integers
+        return None
+    return value
+
+
+def _columns(obs: dict[str, Any]) -> list[Any]:
+    coded = _get(obs, "code", "coding")
+    codes = {_get(c, "system"): _get(c, "code") for c in coded or []
+             if isinstance(c, dict)} if isinstance(coded, list) else {}
+    code = codes.get(codec.LOINC) or codes.get(codec.MDC)
+    return [_scalar(code, str), _scalar(_get(obs, "valueQuantity", "value"), (int, float)),
+            _scalar(_get(obs, "valueQuantity", "code"), str),
+            _scalar(obs.get("effectiveDateTime"), str)]
+
+
+def record_batch(execute: Execute, batch: codec.Batch, stored_at: str) -> Outcome:
+    """Run inside the caller's transaction."""
+    unit, epoch = batch.unit, batch.epoch
+    execute("INSERT INTO epochs (unit, epoch, last_contiguous_seq, max_seq, first_seen, "
+            "last_seen) VALUES (?, ?, 0, 0, ?, ?) ON CONFLICT (unit, epoch) DO UPDATE SET "
+            "last_seen = excluded.last_seen", [unit, epoch, stored_at, stored_at])
+    last, top = execute("SELECT last_contiguous_seq, max_seq FROM epochs WHERE unit = ? AND "
+                        "epoch = ?", [unit, epoch]).fetchone()
+    last, top = int(last), int(top)
+    new, held, refused = 0, 0, []
+    known = _held_ids(execute, [obs["id"] for obs in batch.observations])
+    for obs in batch.observations:
+        rid, seq = obs["id"], codec.seq_of(obs)
+        assert seq is not None  # the codec refuses an Observation without one
+        top = max(top, seq)
+        if rid in known:
+            held += 1  # already held: the same id again, whatever its epoch or seq
+            execute("INSERT INTO sequences (unit, epoch, seq, id) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (unit, epoch, seq) DO NOTHING", [unit, epoch, seq, rid])
+            continue
+        taken = execute("INSERT INTO sequences (unit, epoch, seq, id) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (unit, epoch, seq) DO NOTHING", [unit, epoch, seq, rid])
+        if taken.rowcount != 1:
+            holder = execute("SELECT id FROM sequences WHERE unit = ? AND epoch = ? AND seq = ?",
+                             [unit, epoch, seq]).fetchone()[0]
+            execute("INSERT INTO conflicts (unit, epoch, seq, held_id, refused_id, batch_id, "
+                    "first_seen, last_seen, times) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) "
+                    "ON CONFLICT (unit, epoch, seq, refused_id) DO UPDATE SET "
+                    "last_seen = excluded.last_seen, times = conflicts.times + 1",
+                    [unit, epoch, seq, holder, rid, batch.batch_id, stored_at, stored_at])
+            log.warning("central: refused reading %s of unit %s epoch %s: seq %d is held by "
+                        "reading %s", rid, unit, epoch, seq, holder)
+            refused.append(Refusal(rid, seq, CONFLICT))
+            continue
+        cur = execute(
+            "INSERT INTO observations (id, unit, epoch, seq, batch_id, code, value, ucum, "
+            "effective, stored_at, resource) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO NOTHING",  # another receiver's unit may have it just now
+            [rid, unit, epoch, seq, batch.batch_id, *_columns(obs), stored_at,
+             json.dumps(obs, separators=(",", ":"))],
+        )
+        new += max(0, cur.rowcount)
+        held += 1
+        known.add(rid)  # the same id twice in one batch
+    last = _contiguous(execute, unit, epoch, last, top)
+    execute("UPDATE epochs SET last_contiguous_seq = ?, max_seq = ? WHERE unit = ? AND "
+            "epoch = ?", [last, top, unit, epoch])
+    return Outcome(batch, new, held, tuple(refused), last)
+
+
+def _held_ids(execute: Execute, ids: list[str]) -> set[str]:
+    """The ids of ``ids`` central holds, a few hundred per query."""
+    held: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        marks = ", ".join("?" * len(chunk))
+        held.update(r[0] for r in execute(f"SELECT id FROM observations WHERE id IN ({marks})",
+                                          chunk).fetchall())
+    return held
+
+
+def _contiguous(execute: Execute, unit: str, epoch: str, last: int, top: int) -> int:
+    """Advance ``last`` over the seqs now held without a hole; a gap stays visible until the
+    unit fills it. Reads the seqs above ``last`` a window at a time."""
+    window = CONTIGUITY_WINDOW
+    while last < top:
+        seqs = [int(r[0]) for r in execute(
+            "SELECT seq FROM sequences WHERE unit = ? AND epoch = ? AND seq > ? AND seq <= ? "
+            "ORDER BY seq", [unit, epoch, last, last + window]).fetchall()]
+        for seq in seqs:
+            if seq != last + 1:
+                return last
+            last = seq
+        if len(seqs) < window:
+            return last
+    return last
+
+
+def _insert_dead_letter(execute: Execute, letter: DeadLetter) -> None:
+    execute("INSERT INTO dead_letters (topic, unit, epoch, batch_id, payload, reason, "
+            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [letter.topic, letter.unit, letter.epoch, letter.batch_id, letter.payload,
+             letter.reason, letter.received_at])
+
+
+class SqliteCentral:
+    def __init__(self, path: Path) -> None:
+        from edge_agent.store import open_database
+
+        self.db = open_database(path, sqlite_migrations)
+
+    def _execute(self, sql: str, params: list[Any]) -> Any:
+        return self.db.execute(sql, params)
+
+    def store_batches(self, batches: Sequence[codec.Batch], stored_at: str) -> list[Outcome]:
+        with self.db.atomic():
+            return [record_batch(self._execute, b, stored_at) for b in batches]
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        with self.db.atomic():
+            _insert_dead_letter(self._execute, letter)
+
+    def gaps(self) -> list[Gap]:
+        return [Gap(u, e, int(last), int(top), bool(cur))
+                for u, e, last, top, cur in self.db.execute(GAPS).fetchall()]
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.db.execute(sql, list(params)).fetchall()]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class PostgresCentral:
+    """PostgreSQL through psycopg 3; the schema is versioned in ``central_schema``."""
+
+    def __init__(self, dsn: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(dsn)
+        try:
+            self._migrate()
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def _migrate(self) -> None:
+        with self.conn.transaction():
+            # One migrating receiver at a time when several start together (CREATE TABLE IF
+            # NOT EXISTS itself races: two creators collide in pg_type).
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
+            self.conn.execute("CREATE TABLE IF NOT EXISTS central_schema (name TEXT PRIMARY "
+                              "KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+            done = {r[0] for r in self.conn.execute("SELECT name FROM central_schema")}
+            for name, statements in POSTGRES:
+                if name in done:
+                    continue
+                for statement in statements:
+                    self.conn.execute(statement)
+                self.conn.execute("INSERT INTO central_schema (name) VALUES (%s)", [name])
+
+    def _execute(self, sql: str, params: list[Any]) -> Any:
+        return self.conn.execute(sql.replace("?", "%s"), params)
+
+    def store_batches(self, batches: Sequence[codec.Batch], stored_at: str) -> list[Outcome]:
+        with self.conn.transaction():
+            # Two receivers may store batches of the same unit at once: one at a time per unit
+            # keeps last_contiguous_seq exact. Sorted: two groups never wait on each other.
+            for unit in sorted({b.unit for b in batches}):
+                self._execute("SELECT pg_advisory_xact_lock(hashtext(?))", [unit])
+            return [record_batch(self._execute, b, stored_at) for b in batches]
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        with self.conn.transaction():
+            _insert_dead_letter(self._execute, letter)
+
+    def gaps(self) -> list[Gap]:
+        with self.conn.transaction():
+            return [Gap(u, e, int(last), int(top), bool(cur))
+                    for u, e, last, top, cur in self.conn.execute(GAPS).fetchall()]
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.conn.transaction():
+            return [tuple(r) for r in self._execute(sql, list(params)).fetchall()]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def open_central(target: str | Path) -> CentralStore:
+    text = str(target)
+    if text.startswith(("postgresql://", "postgres://")):
+        return PostgresCentral(text)
+    return SqliteCentral(Path(text))
+
+
+@contextlib.contextmanager
+def opened(target: str | Path) -> Iterator[CentralStore]:
+    store = open_central(target)
+    try:
+        yield store
+    finally:
+        store.close()
