@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -12,21 +12,17 @@ from edge_agent.cli.common import ConfigOption, DbOption, load_settings, store_p
 
 app = typer.Typer(no_args_is_help=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object.")]
-
-
-def _store_call(config: Any, db: Any, op: Any) -> Any:
-    from edge_agent.store import Store
-
-    with Store(store_path(config, db), unit_id="-") as store:
-        return store.call(op)
+STATUS_NEEDS = "m003_agent_state"  # the schema step sync status reads (agent_state)
 
 
 @app.command()
 def status(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Connected?, backlog, batches in flight, last ack, last error, clock offset."""
+    from edge_agent.store_read import reading
     from sync.diagnostics import status as read_status
 
-    result = _store_call(config, db, read_status)
+    with reading(store_path(config, db), needs=STATUS_NEEDS) as store:
+        result = read_status(store)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -47,10 +43,13 @@ def status(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption
 def now(config: ConfigOption = None, db: DbOption = None) -> None:
     """Ask the running agent to reconnect and send at once (forgets the backoff)."""
     from edge_agent.store import put_state, utc_now
+    from edge_agent.store_read import requesting
     from sync.diagnostics import status as read_status
 
-    running = _store_call(config, db, read_status)["agent_running"]
-    _store_call(config, db, lambda d: put_state(d, "sync-now", {"at": utc_now()}))
+    # The request is left in the agent's store; a missing store is not created.
+    with requesting(store_path(config, db), needs=STATUS_NEEDS) as store:
+        running = read_status(store)["agent_running"]
+        put_state(store, "sync-now", {"at": utc_now()})
     if not running:
         typer.echo("requested, but the agent is not running: start it (edge-agent run)", err=True)
         raise typer.Exit(1)
