@@ -199,3 +199,15 @@ def test_db_stats_in_its_own_process_while_the_agent_writes(tmp_path: Path) -> N
             thread.join()
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["readings_total"] >= 1
+
+
+def test_a_reading_session_cannot_write(tmp_path: Path) -> None:
+    from edge_agent.errors import StoreError
+    from edge_agent.store_read import reading
+
+    path = tmp_path / "unit.db"
+    Store(path, "mmu-1").close()
+    before = fingerprint(path)
+    with pytest.raises(StoreError, match="readonly"), reading(path) as db:
+        db.execute("DELETE FROM readings")
+    assert fingerprint(path) == before
