@@ -25,13 +25,25 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+_OPEN_FIXES = {
+    "store.unreadable": "check that the agent's user can write the store's folder (SQLite "
+    "creates -wal and -shm files beside it); if the file is damaged, keep a copy, then restore "
+    "a backup or move it aside (the agent starts a new store)",
+    "store.not_durable": "put the store on a local disk (ext4): WAL needs shared memory, which "
+    "network filesystems lack",
+}
+
+
 def open_store(make: Callable[[], Store], path: Path) -> Store:
     """``make()``, with the errors of opening the store (an unwritable or missing folder, a
     file that is not a store) as one line with the fix, exit 4."""
     try:
         return make()
-    except StoreError:
-        raise
+    except StoreError as exc:
+        fix = _OPEN_FIXES.get(exc.key)
+        if fix is None or "Fix:" in str(exc):
+            raise
+        raise StoreError(exc.key, f"{exc}. Fix: {fix}", **exc.params) from None
     except PermissionError as exc:
         raise StoreError(
             "store.unwritable",

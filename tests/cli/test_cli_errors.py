@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 check failed, 2 usage, 3 config, 4 store, 5 link.
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edge_agent.cli import app
+from edge_agent.errors import StoreError
 from edge_agent.models import measurement
 from edge_agent.store import Store
 
@@ -140,3 +142,32 @@ def test_run_with_an_unknown_device_kind_is_a_config_error(tmp_path: Path) -> No
     assert f"{cfg}: devices[1] 'bp'.kind: unknown device kind 'blood-pressure'" in line
     assert 'did you mean "ble-blood-pressure"' in line
     assert not (tmp_path / "unit.db").exists()
+
+
+def test_run_on_a_damaged_store_says_what_to_do(tmp_path: Path) -> None:
+    store = tmp_path / "unit.db"
+    store.write_bytes(os.urandom(8192))
+    cfg = config(tmp_path, f'[store]\npath = "{store}"\n')
+    proc = cli("run", "--config", str(cfg))
+    assert proc.returncode == 4, proc.stderr
+    line = one_line_error(proc.stderr)
+    assert "not a readable SQLite store" in line and "move it aside" in line
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        (PermissionError(13, "Permission denied", "/var/lib/edge-agent"), "agent's user"),
+        (sqlite3.OperationalError("unable to open database file"), "folder is writable"),
+    ],
+)
+def test_store_open_errors_become_store_errors(error: Exception, says: str) -> None:
+    # What a read-only folder gives a non-root user (the test above is skipped for root).
+    from edge_agent.cli.service import open_store
+
+    def make() -> Store:
+        raise error
+
+    with pytest.raises(StoreError, match=says) as info:
+        open_store(make, Path("/var/lib/edge-agent/unit.db"))
+    assert info.value.exit_code == 4 and "Fix: " in str(info.value)
