@@ -254,7 +254,20 @@ class Store:
 
     # --- queries (through the writer, so they see every committed write) -------------------
     def stats(self) -> dict[str, int]:
-        return self.call(stats_query)
+        def op(db: Database) -> dict[str, int]:
+            row = db.execute(
+                "SELECT count(*), count(*) FILTER (WHERE sent_at IS NULL), "
+                "count(*) FILTER (WHERE sent_at IS NOT NULL) FROM readings"
+            ).fetchone()
+            rejects = db.execute("SELECT count(*) FROM rejects").fetchone()[0]
+            return {
+                "readings_total": row[0],
+                "readings_pending_sync": row[1],
+                "readings_sent": row[2],
+                "rejects": rejects,
+            }
+
+        return self.call(op)
 
     def log_event(self, kind: str, detail: str = "", device_id: str | None = None) -> Future[int]:
         row = {"at": utc_now(), "kind": kind, "device_id": device_id, "detail": detail}
@@ -289,6 +302,7 @@ def _insert(db: Database, table: str, row: dict[str, Any]) -> int:
 
 
 def stats_query(db: Database) -> dict[str, int]:
+    """What ``db stats`` shows (the same figures as :meth:`Store.stats`, on any connection)."""
     row = db.execute(
         "SELECT count(*), count(*) FILTER (WHERE sent_at IS NULL), "
         "count(*) FILTER (WHERE sent_at IS NOT NULL) FROM readings"
