@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from drivers import options as opt
 from drivers.base import GattDecoder, StreamDecoder
 
 Transport = Literal["serial", "tcp", "ble"]
@@ -48,6 +49,9 @@ class DriverSpec:
     idle_timeout: float | None = None  # seconds of silence before decoder.timeout()
     usb_ids: tuple[str, ...] = ()  # "VID:PID" for `ports`
     ble_services: tuple[str, ...] = ()  # 16-bit service UUIDs for `ble scan`
+    # Checked when the config is loaded: the ``options`` table (pure), then files it names.
+    check_options: opt.OptionCheck = opt.no_options
+    check_files: opt.OptionCheck | None = None
 
 
 def _nonin_decoder(options: Options) -> StreamDecoder:
@@ -132,6 +136,7 @@ DRIVERS: dict[str, DriverSpec] = {
             decoder=_nonin_decoder,
             simulator=_nonin_simulator,
             serial=SerialDefaults(9600, 8, "N", 1),
+            check_options=opt.nonin,
         ),
         DriverSpec(
             kind="astm",
@@ -141,6 +146,8 @@ DRIVERS: dict[str, DriverSpec] = {
             simulator=_astm_simulator,
             idle_timeout=30.0,  # E1381: the receiver gives up 30 s after the last frame
             serial=SerialDefaults(9600, 8, "N", 1),
+            check_options=opt.astm,
+            check_files=opt.astm_files,
         ),
         DriverSpec(
             kind="hl7-mllp",
@@ -175,6 +182,7 @@ DRIVERS: dict[str, DriverSpec] = {
             decoder=_scale_decoder,
             simulator=_seeded("drivers.simulators.scale:ScaleModel"),
             serial=SerialDefaults(9600, 8, "N", 1),
+            check_options=opt.scale,
         ),
         DriverSpec(
             kind="ble-glucose",

@@ -107,14 +107,17 @@ _FIXES = {
 }
 
 
-def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+def _env_overrides(environ: dict[str, str]) -> tuple[dict[str, Any], dict[tuple[str, str], str]]:
+    """The overrides as a nested mapping, and the variable behind each (section, key)."""
     out: dict[str, Any] = {}
+    names: dict[tuple[str, str], str] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
         out.setdefault(section, {})[key] = value
-    return out
+        names[(section, key)] = name
+    return out, names
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -127,14 +130,61 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def from_mapping(data: dict[str, Any], source: str) -> Settings:
+def _device_label(data: dict[str, Any], index: int) -> str:
+    devices = data.get("devices")
+    entry = devices[index] if isinstance(devices, list) and index < len(devices) else None
+    dev_id = entry.get("id") if isinstance(entry, dict) else None
+    return f"devices[{index}] {dev_id!r}" if isinstance(dev_id, str) else f"devices[{index}]"
+
+
+def _field(data: dict[str, Any], loc: tuple[int | str, ...]) -> str:
+    """A pydantic location as the operator reads it: devices[1] 'ox-2'.port, broker.port."""
+    if len(loc) >= 2 and loc[0] == "devices" and isinstance(loc[1], int):
+        rest = ".".join(str(p) for p in loc[2:])
+        return _device_label(data, loc[1]) + (f".{rest}" if rest else "")
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _env_variable(loc: tuple[int | str, ...], names: dict[tuple[str, str], str]) -> str | None:
+    if len(loc) >= 2 and (str(loc[0]), str(loc[1])) in names:
+        return names[(str(loc[0]), str(loc[1]))]
+    if len(loc) == 1:  # a whole section the variable made up (or made a list into a table)
+        return next((n for (section, _), n in names.items() if section == loc[0]), None)
+    return None
+
+
+def from_mapping(
+    data: dict[str, Any],
+    source: str,
+    *,
+    env_names: dict[tuple[str, str], str] | None = None,
+    read_files: bool = False,
+) -> Settings:
+    """Validate ``data`` (read from ``source``); ``env_names``: the environment variables that
+    overrode keys, named instead of the file when their value is the one at fault;
+    ``read_files``: also read the files device options name (the ASTM test map)."""
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = tuple(err["loc"])
         fix = _FIXES.get(err["type"], "see config/edge-agent.example.toml for this key")
-        raise ConfigError(source, field, err["msg"], fix) from None
+        variable = _env_variable(loc, env_names or {})
+        if variable is not None:
+            raise ConfigError(
+                f"environment variable {variable}", _field(data, loc), err["msg"],
+                f"correct or unset {variable} ({fix})",
+            ) from None
+        raise ConfigError(source, _field(data, loc), err["msg"], fix) from None
+    from edge_agent.device_check import device_problems
+
+    for index, dev in enumerate(settings.devices):
+        for problem in device_problems(dev, read_files=read_files):
+            raise ConfigError(
+                source, f"{_device_label(data, index)}.{problem.field}", problem.problem,
+                problem.fix,
+            )
+    return settings
 
 
 def load(path: Path, environ: dict[str, str] | None = None) -> Settings:
@@ -147,9 +197,28 @@ def load(path: Path, environ: dict[str, str] | None = None) -> Settings:
             source, "(file)", "no such file",
             "copy config/edge-agent.example.toml there, or pass --config PATH",
         ) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            source, "(file)", "is a directory, not a config file",
+            "pass the TOML file itself, e.g. --config /etc/edge-agent/edge-agent.toml",
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            source, "(file)", "permission denied",
+            "run as the agent's user, or make the file readable to this user",
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            source, "(encoding)", f"not UTF-8 text (byte {exc.start})",
+            "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            source, "(file)", f"cannot be read: {exc.strerror or exc}", "check the path"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             source, "(syntax)", str(exc), "fix the TOML syntax at that line"
         ) from None
-    env = _env_overrides(dict(os.environ if environ is None else environ))
-    return from_mapping(_merge(data, env), source)
+    env, names = _env_overrides(dict(os.environ if environ is None else environ))
+    return from_mapping(_merge(data, env), source, env_names=names, read_files=True)

@@ -456,10 +456,28 @@ def _insert(db: Database, table: str, row: dict[str, Any]) -> int:
     return int(cur.lastrowid or 0)
 
 
+def stats_query(db: Database) -> dict[str, int]:
+    """What ``db stats`` shows (the same figures as :meth:`Store.stats`, on any connection)."""
+    row = db.execute(
+        "SELECT count(*), count(*) FILTER (WHERE sent_at IS NULL), "
+        "count(*) FILTER (WHERE sent_at IS NOT NULL) FROM readings"
+    ).fetchone()
+    rejects = db.execute("SELECT count(*) FROM rejects").fetchone()[0]
+    return {
+        "readings_total": row[0],
+        "readings_pending_sync": row[1],
+        "readings_sent": row[2],
+        "rejects": rejects,
+    }
+
+
 def read_stats(path: Path) -> dict[str, int]:
-    """Stats for the CLI, opening the store briefly (it may be in use by the agent: WAL)."""
-    with Store(path, unit_id="-") as store:
-        return store.stats()
+    """Stats for the CLI: read-only (the agent may be writing: WAL), never migrated, no writer
+    thread (:mod:`edge_agent.store_read`)."""
+    from edge_agent.store_read import reading
+
+    with reading(path, needs="m001_initial") as db:
+        return stats_query(db)
 
 
 def put_state(db: Database, key: str, value: Any) -> None:

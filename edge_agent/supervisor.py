@@ -19,6 +19,7 @@ from typing import Any
 from drivers.base import Rejected, Sink
 from drivers.registry import DriverSpec, driver
 from edge_agent.backoff import Backoff
+from edge_agent.device_check import device_problems
 from edge_agent.errors import StoreFull
 from edge_agent.models import ClockSource, Measurement
 from edge_agent.settings import DeviceSettings, Settings
@@ -229,8 +230,28 @@ class Supervisor:
                 tg.create_task(self._keep(self.sync_daemon.run, stop, "sync"), name="sync")
 
     async def _supervise(self, dev: DeviceSettings, stop: asyncio.Event) -> None:
-        spec = driver(dev.kind)
-        await self._keep(lambda s: run_device(dev, spec, self.sink, s), stop, dev.id)
+        spec = self._buildable(dev)
+        if spec is not None:
+            await self._keep(lambda s: run_device(dev, spec, self.sink, s), stop, dev.id)
+
+    def _buildable(self, dev: DeviceSettings) -> DriverSpec | None:
+        """The device's driver, if it can be built; else the device is marked ``failed`` (it
+        needs an operator, restarting cannot help) and the other devices carry on."""
+        try:
+            problems = device_problems(dev)
+            if problems:
+                p = problems[0]
+                raise ValueError(f"{p.field}: {p.problem} (fix: {p.fix})")
+            spec = driver(dev.kind)
+            if spec.decoder is not None:
+                spec.decoder(dev.options)  # a throwaway: the transport builds its own
+            elif spec.gatt is not None:
+                spec.gatt(dev.options, None)
+        except Exception as exc:
+            log.error("device %s cannot be started: %s", dev.id, exc)
+            self.sink.device_status(dev.id, "failed", f"{type(exc).__name__}: {exc}")
+            return None
+        return spec
 
     async def _keep(self, job: Any, stop: asyncio.Event, name: str) -> None:
         backoff = Backoff(base=1.0, cap=60.0)

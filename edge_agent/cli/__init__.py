@@ -9,14 +9,47 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.core
 
 from edge_agent import __version__
 from edge_agent.errors import EdgeAgentError
 
+
+def _plain_flags(command: Any, ctx: Any) -> None:
+    """Recent typer shows a type (``<bool>``) beside on/off flags in --help, as if they took
+    a value: show none, for every flag of the tree, --help included."""
+    params = [*command.params, command.get_help_option(ctx)]
+    for param in params:
+        if isinstance(param, typer.core.TyperOption) and param.is_flag and not param.count:
+            param.metavar = ""
+    if isinstance(command, typer.core.TyperGroup):
+        for sub in command.commands.values():
+            _plain_flags(sub, ctx)
+
+
+class _Root(typer.core.TyperGroup):
+    """Renders the agent's errors once, for the console script and for tests alike: one line
+    ``error: ... Fix: ...`` on stderr and the error's exit code (a traceback with --debug)."""
+
+    def get_params(self, ctx: Any) -> Any:
+        _plain_flags(self, ctx)
+        return super().get_params(ctx)
+
+    def invoke(self, ctx: Any) -> Any:  # click.Context (vendored by recent typer versions)
+        try:
+            return super().invoke(ctx)
+        except EdgeAgentError as exc:
+            if _state["debug"]:
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+
 app = typer.Typer(
+    cls=_Root,
     name="edge-agent",
     help="Offline-first agent of a mobile connected medical unit.",
     no_args_is_help=True,
@@ -76,12 +109,5 @@ _register()
 
 
 def main() -> None:
-    # Standalone mode: typer renders usage errors (exit 2) and exits; our errors are rendered
-    # here, once, with their documented exit code.
-    try:
-        app()
-    except EdgeAgentError as exc:
-        if _state["debug"]:
-            raise
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    # Standalone mode: typer renders usage errors (exit 2), _Root the agent's errors.
+    app()

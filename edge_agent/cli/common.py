@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from edge_agent.errors import ConfigError
-
 if TYPE_CHECKING:
     from edge_agent.settings import Settings
 
@@ -30,9 +28,9 @@ def load_settings(config: Path | None) -> Settings:
 
 
 def store_path(config: Path | None, db: Path | None) -> Path:
+    """The store a command works on: ``--db``, else the config's. Not checked here: the
+    readers (:mod:`edge_agent.store_read`) refuse a missing store ("no store at PATH", 4)."""
     if db is not None:
-        if not db.exists():
-            raise ConfigError(str(db), "--db", "no such store file", "check the path")
         return db
     return Path(load_settings(config).store.path)
 

@@ -5,18 +5,70 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from edge_agent.cli.common import ConfigOption, load_settings, parse_host_port
+from edge_agent.errors import StoreError
+
+if TYPE_CHECKING:
+    from edge_agent.store import Store
 
 
 def install_stop_handlers(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+
+_OPEN_FIXES = {
+    "store.unreadable": "check that the agent's user can write the store's folder (SQLite "
+    "creates -wal and -shm files beside it); if the file is damaged, keep a copy, then restore "
+    "a backup or move it aside (the agent starts a new store)",
+    "store.not_durable": "put the store on a local disk (ext4): WAL needs shared memory, which "
+    "network filesystems lack",
+}
+
+
+def open_store(make: Callable[[], Store], path: Path) -> Store:
+    """``make()``, with the errors of opening the store (an unwritable or missing folder, a
+    file that is not a store) as one line with the fix, exit 4."""
+    try:
+        return make()
+    except StoreError as exc:
+        fix = _OPEN_FIXES.get(exc.key)
+        if fix is None or "Fix:" in str(exc):
+            raise
+        raise StoreError(exc.key, f"{exc}. Fix: {fix}", **exc.params) from None
+    except PermissionError as exc:
+        raise StoreError(
+            "store.unwritable",
+            f"{path}: cannot write the store ({exc.strerror}: {exc.filename or path}). Fix: "
+            "run as the agent's user, or give it the folder (chown edge-agent "
+            f"{path.parent}), or set [store] path to a writable place",
+        ) from None
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise StoreError(
+            "store.unwritable",
+            f"{path}: cannot create the store ({exc.filename or path} is not a folder). Fix: "
+            "set [store] path to a file in a writable folder",
+        ) from None
+    except OSError as exc:
+        raise StoreError(
+            "store.unwritable",
+            f"{path}: cannot create the store ({exc.strerror or exc}: {exc.filename or path}). "
+            "Fix: set [store] path to a file in a writable folder",
+        ) from None
+    except sqlite3.Error as exc:
+        raise StoreError(
+            "store.unreadable",
+            f"{path}: cannot open the store ({exc}). Fix: check that the folder is writable "
+            "by the agent's user; if the file is damaged, keep a copy and move it aside",
+        ) from None
 
 
 def run(
@@ -40,11 +92,14 @@ def run(
     async def main() -> None:
         stop = asyncio.Event()
         install_stop_handlers(stop)
-        with Store(
+        with open_store(
+            lambda: Store(
+                settings.store.path,
+                settings.unit.id,
+                group_max=settings.store.group_max,
+                group_wait=settings.store.group_wait_ms / 1000,
+            ),
             settings.store.path,
-            settings.unit.id,
-            group_max=settings.store.group_max,
-            group_wait=settings.store.group_wait_ms / 1000,
         ) as store:
             if system_clock_synchronized() is False:
                 store.clock_source = ClockSource.UNTRUSTED  # until central or GPS confirms

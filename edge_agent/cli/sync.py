@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -12,21 +12,17 @@ from edge_agent.cli.common import ConfigOption, DbOption, load_settings, store_p
 
 app = typer.Typer(no_args_is_help=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object.")]
-
-
-def _store_call(config: Any, db: Any, op: Any) -> Any:
-    from edge_agent.store import Store
-
-    with Store(store_path(config, db), unit_id="-") as store:
-        return store.read(op)
+STATUS_NEEDS = "m004_identity_membership"  # the schema step sync status reads
 
 
 @app.command()
 def status(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Connected?, backlog, batches in flight, last ack, last error, clock offset."""
+    from edge_agent.store_read import reading
     from sync.diagnostics import status as read_status
 
-    result = _store_call(config, db, read_status)
+    with reading(store_path(config, db), needs=STATUS_NEEDS) as store:
+        result = read_status(store)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -49,9 +45,11 @@ def now(config: ConfigOption = None, db: DbOption = None) -> None:
     import os
     import signal
 
+    from edge_agent.store_read import reading
     from sync.diagnostics import status as read_status
 
-    pid = _store_call(config, db, read_status)["pid"]
+    with reading(store_path(config, db), needs=STATUS_NEEDS) as store:
+        pid = read_status(store)["pid"]
     if pid is None:
         typer.echo("the agent is not running: start it (edge-agent run)", err=True)
         raise typer.Exit(1)

@@ -44,3 +44,14 @@ def test_bad_broker_option_is_a_usage_error() -> None:
     result = runner.invoke(app, ["demo", "--broker", "nowhere", "--seconds", "1"])
     assert result.exit_code == 2
     assert "HOST:PORT" in result.output
+
+
+def test_help_shows_flags_without_a_value_type() -> None:
+    for args in (["--help"], ["db", "stats", "--help"], ["sync", "status", "--help"],
+                 ["demo", "--help"], ["ble", "scan", "--help"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert "--help" in result.output and "<bool>" not in result.output, args
+    assert "<path>" in runner.invoke(app, ["db", "stats", "--help"]).output  # values keep theirs
+    result = runner.invoke(app, ["db", "stats", "--json", "--db", "/nonexistent.db"])
+    assert result.exit_code == 4  # --json is still a flag: --db is parsed after it
