@@ -73,7 +73,12 @@ class StoreSink(Sink):
         self.devices: dict[str, DeviceState] = {}
 
     async def store(
-        self, device_id: str, measurements: list[Measurement], rejects: list[Rejected]
+        self,
+        device_id: str,
+        measurements: list[Measurement],
+        rejects: list[Rejected],
+        *,
+        cursor: tuple[str, int] | None = None,
     ) -> None:
         wall, mono = self._wall(), self._monotonic()
         is_gps = self._learn(measurements, wall, mono)
@@ -85,6 +90,7 @@ class StoreSink(Sink):
                     self.unit_store.append(
                         device_id, measurements, rejects,
                         received_at=received_at, clock_source=clock, position=position,
+                        cursor=cursor,
                     )
                 )
                 break
@@ -181,24 +187,22 @@ async def run_device(
         if dev.address is None or spec.gatt is None:
             raise ValueError(f"device {dev.id}: kind {dev.kind} needs an address")
         gatt = spec.gatt
-        cursor = _StoreCursor(sink, dev.id) if isinstance(sink, StoreSink) else None
-        await run_ble(dev.id, dev.address, lambda start: gatt(dev.options, start), sink, stop,
-                      cursor=cursor)
+        cursor = _StoreCursor(sink) if isinstance(sink, StoreSink) else None
+        await run_ble(dev.id, dev.address, lambda: gatt(dev.options), sink, stop, cursor=cursor)
     else:
         raise NotImplementedError(f"transport {spec.transport} for {dev.kind}")
 
 
 class _StoreCursor:
-    """A BLE device's download cursor (glucose RACP), kept in the store."""
+    """Reads a BLE device's download cursor (glucose RACP: ``<device>/racp/<meter identity>``)
+    from the store. It is written only by the commit of the readings it covers (the sink's
+    ``cursor`` argument), never on its own."""
 
-    def __init__(self, sink: StoreSink, device_id: str) -> None:
-        self._store, self._device = sink.unit_store, device_id
+    def __init__(self, sink: StoreSink) -> None:
+        self._store = sink.unit_store
 
-    def load(self) -> int | None:
-        return self._store.cursor_load(self._device)
-
-    def save(self, value: int) -> None:
-        self._store.cursor_save(self._device, value)
+    def load(self, key: str) -> int | None:
+        return self._store.cursor_load(key)
 
 
 class Supervisor:

@@ -54,6 +54,9 @@ def load_turns(path: Path) -> list[bytes]:
 
 def event_json(event: Event) -> dict[str, Any]:
     data = asdict(event)
+    for optional in ("source_key", "cursor"):  # shown only when set
+        if data.get(optional, 0) is None:
+            del data[optional]
     if "raw" in data:
         data["raw"] = data["raw"].decode("latin-1")
     if "context" in data:

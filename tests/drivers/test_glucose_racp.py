@@ -128,10 +128,11 @@ def run(meter: enc.GlucoseMeterRecords, dl: GlucoseDownload, *,
     """One procedure: start, answer every write with the meter, acknowledge completions."""
     dl.start()
     events: list[Event] = []
-    for write in dl.writes_to_send():
-        assert write.characteristic == "2a52" and write.with_response
-        for char, value in meter.handle_racp(write.value):
-            events += dl.receive_value(char, value)
+    while writes := dl.writes_to_send():
+        for write in writes:
+            assert write.characteristic == "2a52" and write.with_response
+            for char, value in meter.handle_racp(write.value):
+                events += dl.receive_value(char, value)
     for event in events:
         if isinstance(event, MessageComplete):
             dl.acknowledge(event.message_id, stored=stored)
@@ -249,9 +250,12 @@ def test_no_records_found_completes_without_error() -> None:
     dl = GlucoseDownload(last_seq=9)
     dl.start()
     dl.writes_to_send()
-    assert dl.receive_value("2a52", NO_RECORDS) == [MessageComplete("racp-1")]
+    # Nothing new: is record 9 still there (else the meter was reset)? It is.
+    assert dl.receive_value("2a52", NO_RECORDS) == []
+    assert dl.writes_to_send() == [GattWrite("2a52", racp_count_from(9))] and dl.active
+    assert dl.receive_value("2a52", b"\x05\x00\x01\x00") == [MessageComplete("racp-1")]
     dl.acknowledge("racp-1", stored=True)
-    assert dl.last_seq == 9
+    assert dl.last_seq == 9 and not dl.active
 
 
 def test_first_download_of_an_empty_meter() -> None:
@@ -358,23 +362,24 @@ def session(meter: enc.GlucoseMeterRecords, cursor: int | None,
     the cursor is persisted only when it moved (after commit + acknowledge)."""
     dl = GlucoseDownload(last_seq=cursor)
     dl.start()
-    (write,) = dl.writes_to_send()
-    replies = meter.handle_racp(write.value)
-    if outcome == "disconnect":
-        replies = replies[: len(replies) // 2]
-    elif outcome == "procedure-fails":
-        replies = [*replies[:-1], ("2a52", bytes([6, 0, 1, 8]))]
     committed: list[float | None] = []
     pending: list[float | None] = []
-    for char, value in replies:
-        for event in dl.receive_value(char, value):
-            if isinstance(event, Measurement):
-                pending.append(event.value)
-            elif isinstance(event, MessageComplete):
-                stored = outcome != "commit-fails"
-                committed += pending if stored else []
-                pending = []
-                dl.acknowledge(event.message_id, stored=stored)
+    while writes := dl.writes_to_send():
+        (write,) = writes
+        replies = meter.handle_racp(write.value)
+        if outcome == "disconnect":
+            replies = replies[: len(replies) // 2]
+        elif outcome == "procedure-fails":
+            replies = [*replies[:-1], ("2a52", bytes([6, 0, 1, 8]))]
+        for char, value in replies:
+            for event in dl.receive_value(char, value):
+                if isinstance(event, Measurement):
+                    pending.append(event.value)
+                elif isinstance(event, MessageComplete):
+                    stored = outcome != "commit-fails"
+                    committed += pending if stored else []
+                    pending = []
+                    dl.acknowledge(event.message_id, stored=stored)
     return committed, dl.last_seq
 
 
