@@ -42,10 +42,11 @@ Records (E1394)
 
 Source keys (exactly once)
     A result's ``source_key`` is the analyser (H-5 sender name and serial number), the specimen
-    (O-3), the test (R-3 universal test id) and the result time (R-13, else R-12), all as sent:
-    a message resent after a lost ACK, or the same results transmitted again in another message,
-    give the same keys and the store keeps each result once. A result without a time has no key
-    (two runs of one test on one specimen could not be told apart): it is stored each time.
+    (O-3), the result's sequence number (R-2), the test (R-3 universal test id) and the result
+    time (R-13, else R-12), all as sent: a message resent after a lost ACK gives the same keys
+    and the store keeps each result once (R-2 keeps a test repeated on one specimen within the
+    same second apart). A result without a time has no key (two runs of one test on one
+    specimen could not be told apart): it is stored each time it is sent.
 """
 
 from __future__ import annotations
@@ -480,7 +481,9 @@ class AstmDecoder:
         device_time = _iso_time(time_text) if time_text else None
         if time_text and device_time is None:
             flags.append("bad-device-time")
-        key = source_key("astm", *sender, specimen, get(2), time_text) if time_text else None
+        key = None
+        if time_text:
+            key = source_key("astm", *sender, specimen, get(1), get(2), time_text)
 
         return measurement(
             mapping.quantity,
