@@ -34,6 +34,7 @@ from edge_agent.store import Store
 from edge_agent.supervisor import StoreSink, _StoreCursor
 from tests.ble_standin import devices
 from tests.ble_standin.fake_bluez import FakeBlueZ, FakePeripheral, PrivateSystemBus
+from tests.drivers.test_exactly_once import WatchedSink
 
 if shutil.which("dbus-daemon") is None:
     if os.environ.get("CI"):
@@ -409,6 +410,83 @@ async def test_glucose_through_the_store_and_the_supervisor_entry_point(
             "SELECT value, device_time, received_at FROM readings ORDER BY seq")))
     assert [r[0] for r in rows] == [101.0, 102.0]
     assert all(r[1] and r[2] for r in rows)  # the meter's time and the reception time
+
+
+# --- glucose meter: identity, replacement, reset (issue 13, defect 8) -------------------------
+def later_records(*mgs: float) -> GlucoseMeterRecords:
+    """A meter's memory after a reset or on another meter: numbered from 1, taken later."""
+    records = GlucoseMeterRecords(first_time=(2027, 2, 1, 7, 0, 0))
+    for mg in mgs:
+        records.add(mg)
+    return records
+
+
+async def test_a_replaced_meter_is_downloaded_from_its_first_record(tmp_path: Path) -> None:
+    """Same configured device (found by name), another meter: its cursor is its own."""
+    async with FakeBlueZ(claimed_services="read-only") as bz:  # BlueZ >= 5.80 shows DIS
+        old_records = GlucoseMeterRecords()
+        for mg in (90, 91, 92, 93, 94):
+            old_records.add(mg)
+        old = bz.add_peripheral(devices.GlucoseMeter(
+            "C0:FF:EE:00:00:81", old_records, switch_off=True, serial="GLU-A1"))
+        with Store(tmp_path / "unit.db", "mmu-t") as store:
+            sink, stop = WatchedSink(store), asyncio.Event()
+            task = asyncio.create_task(run(
+                "Accu-Chek", registry_decoder("ble-glucose"), sink, "dev", stop=stop,
+                scan_timeout=2, op_timeout=2, backoff=Backoff(base=FAST.base, cap=FAST.cap),
+                cursor_load=_StoreCursor(sink).load))
+            try:
+                await sink.until(lambda: store.cursor_load("dev/racp/serial=GLU-A1") == 5)
+                # The meter broke; the nurse pairs a new one, which has its own 3 records.
+                new = bz.add_peripheral(devices.GlucoseMeter(
+                    "C0:FF:EE:00:00:82", later_records(120, 121, 122), switch_off=True,
+                    serial="GLU-B2", system_id=bytes.fromhex("0102030405aabbcc")))
+                key = "dev/racp/serial=GLU-B2,system-id=0102030405aabbcc"
+                await sink.until(lambda: store.cursor_load(key) == 3, timeout=10)
+            finally:
+                await finish(task, stop)
+            values = [r[0] for r in store.read(lambda db: list(db.execute(
+                "SELECT value FROM readings ORDER BY seq")))]
+            assert store.cursor_load("dev/racp/serial=GLU-A1") == 5  # the old meter's, kept
+    assert old.requests == [b"\x01\x01"] and new.requests == [b"\x01\x01"]  # all, each
+    assert values == [90.0, 91.0, 92.0, 93.0, 94.0, 120.0, 121.0, 122.0]
+
+
+async def test_a_reset_meter_is_downloaded_again_without_duplicates(bluez: FakeBlueZ) -> None:
+    records = GlucoseMeterRecords()
+    for mg in (90, 91, 92, 93, 94):
+        records.add(mg)
+    # BlueZ 5.66 (the stand-in's default) hides the Device Information Service: the meter's
+    # serial number cannot be read and it is keyed by its address.
+    meter = bluez.add_peripheral(devices.GlucoseMeter("C0:FF:EE:00:00:83", records,
+                                                      switch_off=True, serial="GLU-A1"))
+    key = address_key(meter.address)
+    sink, stop = RecordingSink(), asyncio.Event()
+    cursor = MemoryCursor(sink)
+    task = start(meter.address, registry_decoder("ble-glucose"), sink, stop, cursor=cursor)
+    try:
+        await sink.until(lambda: sink.cursors.get(key) == 5)
+        await sink.until(lambda: SWITCHED_OFF in sink.states)
+        meter.records = later_records(140, 141)  # memory cleared, numbering restarted
+        meter.power_on()
+        await sink.until(lambda: sink.cursors.get(key) == 2)
+        await sink.until(lambda: sink.states.count(SWITCHED_OFF) == 2)
+        meter.records.add(142)
+        meter.power_on()
+        await sink.until(lambda: sink.cursors.get(key) == 3)
+    finally:
+        await finish(task, stop)
+    assert meter.requests == [
+        b"\x01\x01",  # first contact: all
+        b"\x01\x03\x01\x06\x00", b"\x04\x03\x01\x05\x00", b"\x01\x01",  # >= 6, count >= 5, all
+        b"\x01\x03\x01\x03\x00",  # >= 3
+    ]
+    assert sink.values("glucose") == [90.0, 91.0, 92.0, 93.0, 94.0, 140.0, 141.0, 142.0]
+    assert sink.log == ["store 5 cursor 5", "store 2 cursor 2", "store 1 cursor 3"]
+    assert any(s == "racp-reset" and "cursor 5" in d for s, d in sink.states)
+    source_keys = [m.source_key for m in sink.measurements]
+    assert None not in source_keys and len(set(source_keys)) == 8  # records 1, 2 differ in time
+    assert set(cursor.keys) == {key}
 
 
 # --- trouble ---------------------------------------------------------------------------------

@@ -61,8 +61,12 @@ class WatchedSink(StoreSink):
         finally:
             self.changed.set()
 
-    async def until(self, predicate: Callable[[], bool]) -> None:
-        async with asyncio.timeout(WAIT):
+    def device_status(self, device_id: str, state: str, detail: str = "") -> None:
+        super().device_status(device_id, state, detail)
+        self.changed.set()
+
+    async def until(self, predicate: Callable[[], bool], timeout: float = WAIT) -> None:
+        async with asyncio.timeout(timeout):
             while not predicate():
                 self.changed.clear()
                 await self.changed.wait()
