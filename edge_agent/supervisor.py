@@ -196,13 +196,35 @@ async def run_device(
 class _StoreCursor:
     """Reads a BLE device's download cursor (glucose RACP: ``<device>/racp/<meter identity>``)
     from the store. It is written only by the commit of the readings it covers (the sink's
-    ``cursor`` argument), never on its own."""
+    ``cursor`` argument), never on its own.
+
+    Upgrade: agents before issue 13 kept one cursor per device under the device id. The first
+    meter a device meets afterwards (no ``<device>/racp/...`` cursor yet) takes that cursor
+    over instead of downloading its whole memory again (those readings have random ids and
+    would be stored twice); a meter below it is caught by the reset check."""
 
     def __init__(self, sink: StoreSink) -> None:
         self._store = sink.unit_store
 
     def load(self, key: str) -> int | None:
-        return self._store.cursor_load(key)
+        found = self._store.cursor_load(key)
+        device, racp, _ = key.partition("/racp/")
+        if found is not None or not racp:
+            return found
+        prefix = device.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+        def legacy(db: Any) -> int | None:
+            taken = db.execute(
+                "SELECT 1 FROM device_cursors WHERE device_id LIKE ? ESCAPE '\\' LIMIT 1",
+                [prefix + "/racp/%"],
+            ).fetchone()
+            if taken:
+                return None  # another meter took it over already
+            row = db.execute(
+                "SELECT cursor FROM device_cursors WHERE device_id = ?", [device]).fetchone()
+            return None if row is None else int(row[0])
+
+        return self._store.read(legacy)
 
 
 class Supervisor:

@@ -27,7 +27,7 @@ from drivers.simulators.hl7_monitor import encode_oru
 from drivers.transports.mllp_tcp import MllpServer
 from edge_agent.models import Measurement, measurement
 from edge_agent.store import Store
-from edge_agent.supervisor import StoreSink
+from edge_agent.supervisor import StoreSink, _StoreCursor
 from tests.drivers.test_astm import load_map
 from tests.drivers.test_mllp import ack_of
 
@@ -270,3 +270,19 @@ async def test_the_commit_acknowledges_only_after_the_cursor_is_durable(store: S
         assert events[-1] == MessageComplete("racp-1", (KEY, 2))
         await dispatch("glucometer", events, sink, dl)
     assert seen == [(2, 2)]
+
+
+async def test_the_cursor_of_an_older_agent_is_taken_over_by_the_first_meter(
+    store: Store,
+) -> None:
+    """Before issue 13 the cursor was kept under the device id: the first meter met after the
+    upgrade continues from it (no second copy of its memory); later meters start afresh."""
+    sink = WatchedSink(store)
+    cursor = _StoreCursor(sink)
+    store.cursor_save("gluco_1", 7)  # written by the older agent
+    store.cursor_save("glucoX1/racp/serial=Z9", 3)  # another device: "_" is not a wildcard
+    assert cursor.load("gluco_1/racp/serial=A1") == 7
+    await sink.store("gluco_1", [], [], cursor=("gluco_1/racp/serial=A1", 9))
+    assert cursor.load("gluco_1/racp/serial=A1") == 9
+    assert cursor.load("gluco_1/racp/serial=B2") is None  # a replacement: from its first record
+    assert cursor.load("other/racp/serial=A1") is None
