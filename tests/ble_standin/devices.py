@@ -140,7 +140,7 @@ class GlucoseMeter(_Model):
     write + indicate, answering from ``records`` (report all / >= seq, count, abort, with a
     success or no-records-found indication).
 
-    ``switch_off``: after a request answered with records (or a count) the meter disconnects
+    ``switch_off``: after a request answered with records (or a count > 0) the meter disconnects
     and stops advertising until :meth:`power_on` (the next time a patient uses it).
     ``stalled``: accepts RACP writes and never answers them. ``needs_pairing``: refuses RACP
     writes with ATT Insufficient Authentication, as an Accu-Chek Guide does before bonding.
@@ -188,9 +188,11 @@ class GlucoseMeter(_Model):
         for char, value in replies:
             await self.send(int(char, 16), value)
         self.answered.set()
-        # Done once it delivered records or a count; after "no records found" the central
-        # may still ask something (a collector checking for a reset asks for a count).
-        done = replies[-1][1][:1] == b"\x05" or replies[-1][1][-1:] == b"\x01"
+        # Done once it delivered records or counted some; after "no records found" or a count
+        # of 0 the central may still ask something (a collector checking for a reset asks for
+        # a count, then for all records). A real meter switches off after some idle seconds.
+        final = replies[-1][1]
+        done = final[-1:] == b"\x01" if final[:1] == b"\x06" else final[2:] != b"\x00\x00"
         if self.switch_off and done:
             self.power_off()
             await asyncio.sleep(0.01)
