@@ -7,10 +7,19 @@ acknowledgement that means "stored" is an *input*: the runtime commits the readi
 
 Bad device input is data, not an exception: it becomes :class:`Rejected` with the raw bytes,
 and the decoder resyncs. Only :class:`DecoderMisuse` is raised, for caller bugs.
+
+Exactly once, from at-least-once devices: a device resends what it has no positive answer for
+(our ACK was lost with the connection, the cursor did not move). A measurement decoded from an
+identifiable source record carries ``source_key`` (:func:`source_key`, from the bytes only), and
+the store derives the reading id from it, so the resent record is stored once and answered
+positively again. A download cursor (glucose RACP) travels in :class:`MessageComplete` and is
+committed in the same transaction as the message's readings: it never moves past what is stored
+and never lags behind it.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -25,9 +34,13 @@ class Rejected:
 
 @dataclass(frozen=True, slots=True)
 class MessageComplete:
-    """All measurements of one message/record set were emitted; commit, then acknowledge."""
+    """All measurements of one message/record set were emitted; commit, then acknowledge.
+
+    ``cursor`` (key, value): a device download cursor to save in the same transaction as the
+    message's readings (the glucose meter's highest record number downloaded)."""
 
     message_id: str
+    cursor: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +52,12 @@ class DeviceInfo:
 
 
 Event = Measurement | Rejected | MessageComplete | DeviceInfo
+
+
+def source_key(kind: str, *parts: str | int) -> str:
+    """A measurement's ``source_key``: the protocol and the fields that identify its source
+    record, written unambiguously (``hl7:["APP","FAC",...]``); equal parts give equal keys."""
+    return kind + ":" + json.dumps(list(parts), ensure_ascii=False, separators=(",", ":"))
 
 
 class DecoderMisuse(Exception):
@@ -93,10 +112,17 @@ class GattDecoder(Protocol):
 
 
 class Sink(Protocol):
-    """Where transports hand decoded events. ``store`` returns only after the COMMIT."""
+    """Where transports hand decoded events. ``store`` returns only after the COMMIT, which
+    includes ``cursor`` (key, value) when given: the readings and the cursor commit together
+    or not at all."""
 
     async def store(
-        self, device_id: str, measurements: list[Measurement], rejects: list[Rejected]
+        self,
+        device_id: str,
+        measurements: list[Measurement],
+        rejects: list[Rejected],
+        *,
+        cursor: tuple[str, int] | None = None,
     ) -> None: ...
 
     def device_status(self, device_id: str, state: str, detail: str = "") -> None: ...

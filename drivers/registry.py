@@ -43,7 +43,7 @@ class DriverSpec:
     title: str
     transport: Transport
     decoder: Callable[[Options], StreamDecoder] | None = None
-    gatt: Callable[[Options, int | None], GattDecoder] | None = None  # (options, cursor)
+    gatt: Callable[[Options], GattDecoder] | None = None
     simulator: Callable[[Options, int], Any] | None = None  # (options, seed) -> DeviceModel
     serial: SerialDefaults = field(default_factory=SerialDefaults)
     idle_timeout: float | None = None  # seconds of silence before decoder.timeout()
@@ -103,16 +103,17 @@ def _seeded(model: str) -> Callable[[Options, int], Any]:
     return lambda options, seed: _lazy(model)(seed=seed)
 
 
-def _health(*characteristics: str) -> Callable[[Options, int | None], GattDecoder]:
-    def make(options: Options, cursor: int | None) -> GattDecoder:
+def _health(*characteristics: str) -> Callable[[Options], GattDecoder]:
+    def make(options: Options) -> GattDecoder:
         made: GattDecoder = _lazy("drivers.protocols.ble_health:HealthDecoder")(characteristics)
         return made
 
     return make
 
 
-def _glucose(options: Options, cursor: int | None) -> GattDecoder:
-    made: GattDecoder = _lazy("drivers.protocols.ble_health:GlucoseDownload")(last_seq=cursor)
+def _glucose(options: Options) -> GattDecoder:
+    # The transport reads the meter's identity and its cursor, then calls resume().
+    made: GattDecoder = _lazy("drivers.protocols.ble_health:GlucoseDownload")()
     return made
 
 

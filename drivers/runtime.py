@@ -3,7 +3,8 @@
 Measurements are committed before anything acknowledges them. Stream protocols without
 messages (Nonin, NMEA) are committed per chunk read; message protocols (HL7/MLLP, ASTM, BLE
 RACP) are committed at :class:`MessageComplete`, then ``acknowledge(stored=True)`` queues the
-positive reply. A failed commit answers ``stored=False`` (the device will resend).
+positive reply. A failed commit answers ``stored=False`` (the device will resend). A message's
+download cursor (``MessageComplete.cursor``) is committed with its readings, in one transaction.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ async def dispatch(
         elif isinstance(event, MessageComplete):
             stored = True
             try:
-                await sink.store(device_id, pending, rejects)
+                await sink.store(device_id, pending, rejects, cursor=event.cursor)
             except Exception:
                 log.exception("device %s: commit of message %s failed", device_id, event.message_id)
                 stored = False

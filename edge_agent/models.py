@@ -36,7 +36,11 @@ class Measurement:
     absent_reason: str | None = None  # FHIR dataAbsentReason code when value is None
     raw: bytes = b""
     context: tuple[tuple[str, str], ...] = ()  # e.g. (("site", "finger"),)
-    source_key: str | None = None  # the device's own record identity (deterministic id)
+    # The source record's stable identity within the device (HL7 MSH-10 + OBX, ASTM specimen +
+    # test + time, a glucose meter's identity + record number), computed by the decoder from
+    # the bytes; the store derives the reading id from it, so a record sent again is stored
+    # once. None for streams without record identity (a new id each time).
+    source_key: str | None = None
 
 
 def measurement(
@@ -50,6 +54,7 @@ def measurement(
     absent_reason: str | None = None,
     raw: bytes = b"",
     context: tuple[tuple[str, str], ...] = (),
+    source_key: str | None = None,
 ) -> Measurement:
     """Build a Measurement with codes and unit defaulted from the catalogue."""
     q = _quantity(key)
@@ -64,6 +69,7 @@ def measurement(
         absent_reason=absent_reason,
         raw=raw,
         context=context,
+        source_key=source_key,
     )
 
 

@@ -75,7 +75,12 @@ class StoreSink(Sink):
         self.on_devices: Callable[[dict[str, dict[str, str]]], None] | None = None  # sync
 
     async def store(
-        self, device_id: str, measurements: list[Measurement], rejects: list[Rejected]
+        self,
+        device_id: str,
+        measurements: list[Measurement],
+        rejects: list[Rejected],
+        *,
+        cursor: tuple[str, int] | None = None,
     ) -> None:
         wall, mono = self._wall(), self._monotonic()
         is_gps = self._learn(measurements, wall, mono)
@@ -87,6 +92,7 @@ class StoreSink(Sink):
                     self.unit_store.append(
                         device_id, measurements, rejects,
                         received_at=received_at, clock_source=clock, position=position,
+                        cursor=cursor,
                     )
                 )
                 break
@@ -185,24 +191,44 @@ async def run_device(
         if dev.address is None or spec.gatt is None:
             raise ValueError(f"device {dev.id}: kind {dev.kind} needs an address")
         gatt = spec.gatt
-        cursor = _StoreCursor(sink, dev.id) if isinstance(sink, StoreSink) else None
-        await run_ble(dev.id, dev.address, lambda start: gatt(dev.options, start), sink, stop,
-                      cursor=cursor)
+        cursor = _StoreCursor(sink) if isinstance(sink, StoreSink) else None
+        await run_ble(dev.id, dev.address, lambda: gatt(dev.options), sink, stop, cursor=cursor)
     else:
         raise NotImplementedError(f"transport {spec.transport} for {dev.kind}")
 
 
 class _StoreCursor:
-    """A BLE device's download cursor (glucose RACP), kept in the store."""
+    """Reads a BLE device's download cursor (glucose RACP: ``<device>/racp/<meter identity>``)
+    from the store. It is written only by the commit of the readings it covers (the sink's
+    ``cursor`` argument), never on its own.
 
-    def __init__(self, sink: StoreSink, device_id: str) -> None:
-        self._store, self._device = sink.unit_store, device_id
+    Upgrade: agents before issue 13 kept one cursor per device under the device id. The first
+    meter a device meets afterwards (no ``<device>/racp/...`` cursor yet) takes that cursor
+    over instead of downloading its whole memory again (those readings have random ids and
+    would be stored twice); a meter below it is caught by the reset check."""
 
-    def load(self) -> int | None:
-        return self._store.cursor_load(self._device)
+    def __init__(self, sink: StoreSink) -> None:
+        self._store = sink.unit_store
 
-    def save(self, value: int) -> None:
-        self._store.cursor_save(self._device, value)
+    def load(self, key: str) -> int | None:
+        found = self._store.cursor_load(key)
+        device, racp, _ = key.partition("/racp/")
+        if found is not None or not racp:
+            return found
+        prefix = device.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+        def legacy(db: Any) -> int | None:
+            taken = db.execute(
+                "SELECT 1 FROM device_cursors WHERE device_id LIKE ? ESCAPE '\\' LIMIT 1",
+                [prefix + "/racp/%"],
+            ).fetchone()
+            if taken:
+                return None  # another meter took it over already
+            row = db.execute(
+                "SELECT cursor FROM device_cursors WHERE device_id = ?", [device]).fetchone()
+            return None if row is None else int(row[0])
+
+        return self._store.read(legacy)
 
 
 class Supervisor:

@@ -23,7 +23,8 @@ The final acknowledgement waits for the commit
     While the ACK is held the decoder is busy: an ENQ is answered NAK (the analyser retries
     later). If the analyser gives up waiting (EOT after its 15 s reply timer, or a new ENQ, or
     our :meth:`timeout`), the held reply is never written: a late ACK would be read as the answer
-    to its next ENQ. It will resend the message, which is then stored twice (at-least-once).
+    to its next ENQ. It will resend the message; its results carry the same source keys (below),
+    so the store keeps them once and the resend is ACKed.
 
 Contention
     The host never sends ENQ here (receive only), so E1381 contention cannot arise. If a
@@ -38,6 +39,14 @@ Records (E1394)
     R-5 unit mapped to UCUM, R-7 abnormal flags as ``abnormal:<flag>``, R-9 status, R-13 (else
     R-12) as ISO 8601 without zone (instrument local time). C after R adds a ``comment``;
     Q and M records are ignored; other record types are rejected.
+
+Source keys (exactly once)
+    A result's ``source_key`` is the analyser (H-5 sender name and serial number), the specimen
+    (O-3), the result's sequence number (R-2), the test (R-3 universal test id) and the result
+    time (R-13, else R-12), all as sent: a message resent after a lost ACK gives the same keys
+    and the store keeps each result once (R-2 keeps a test repeated on one specimen within the
+    same second apart). A result without a time has no key (two runs of one test on one
+    specimen could not be told apart): it is stored each time it is sent.
 """
 
 from __future__ import annotations
@@ -50,7 +59,14 @@ from datetime import datetime
 from enum import Enum
 from typing import Final
 
-from drivers.base import DecoderMisuse, DeviceInfo, Event, MessageComplete, Rejected
+from drivers.base import (
+    DecoderMisuse,
+    DeviceInfo,
+    Event,
+    MessageComplete,
+    Rejected,
+    source_key,
+)
 from edge_agent.catalogue import catalogue
 from edge_agent.models import Measurement, measurement
 
@@ -361,6 +377,7 @@ class AstmDecoder:
         events: list[Event] = []
         d = _Delimiters()
         patient = specimen = ""
+        sender: tuple[str, str] = ("", "")  # H-5 name and serial number, for source keys
         last_result: int | None = None  # index in events of the previous record's measurement
         for raw in records:
             if not raw:
@@ -372,13 +389,15 @@ class AstmDecoder:
                 d, header = _header(text, raw)
                 events.extend(header)
                 patient = specimen = ""
+                name, serial = ([*_raw_field(text, d, 4).split(d.component), "", ""])[:2]
+                sender = (d.unescape(name).strip(), d.unescape(serial).strip())
             elif kind == "P":
                 patient = _field(text, d, 2)
                 specimen = ""
             elif kind == "O":
                 specimen = d.unescape(_raw_field(text, d, 2).split(d.component)[0]).strip()
             elif kind == "R":
-                event = self._result(text, raw, d, patient, specimen)
+                event = self._result(text, raw, d, patient, specimen, sender)
                 if isinstance(event, Measurement):
                     last_result = len(events)
                 events.append(event)
@@ -398,7 +417,13 @@ class AstmDecoder:
         return events
 
     def _result(
-        self, text: str, raw: bytes, d: _Delimiters, patient: str, specimen: str
+        self,
+        text: str,
+        raw: bytes,
+        d: _Delimiters,
+        patient: str,
+        specimen: str,
+        sender: tuple[str, str],
     ) -> Measurement | Rejected:
         fields = text.split(d.field)
         if len(fields) < 4:
@@ -456,6 +481,9 @@ class AstmDecoder:
         device_time = _iso_time(time_text) if time_text else None
         if time_text and device_time is None:
             flags.append("bad-device-time")
+        key = None
+        if time_text:
+            key = source_key("astm", *sender, specimen, get(1), get(2), time_text)
 
         return measurement(
             mapping.quantity,
@@ -467,6 +495,7 @@ class AstmDecoder:
             absent_reason=absent,
             raw=raw,
             context=tuple(context),
+            source_key=key,
         )
 
 

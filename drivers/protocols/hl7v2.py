@@ -36,6 +36,15 @@ ORU^R01 -> events
     ``Rejected(segment, "unknown-observation")`` (the store keeps rejects); an OBX without value
     or value type (IHE PCD-01 MDS/VMD/channel rows) is ``DeviceInfo("device-component", ...)``.
     A message that is not ORU^R01 is ``Rejected(message, "unsupported-message-type")``.
+
+Source keys (exactly once)
+    Each measurement's ``source_key`` names the OBX it came from: sending application and
+    facility (MSH-3, MSH-4), message time (MSH-7) and control id (MSH-10), then the OBX's set
+    id (OBX-1), observation identifier (OBX-3 code and coding system), sub-id (OBX-4) and its
+    position among the message's OBX. A monitor that resends a message (same MSH-10: our AA was
+    lost) produces the same keys, and the store keeps the readings once. MSH-7 is included
+    because monitors restart their control-id counter when they reboot; the position because
+    some senders leave OBX-1 empty. Keys hold no patient data (no PID field).
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Final
 
-from drivers.base import DeviceInfo, Event, Rejected
+from drivers.base import DeviceInfo, Event, Rejected, source_key
 from edge_agent.models import Measurement, measurement
 
 __all__ = [
@@ -491,6 +500,8 @@ def decode_oru(message: Message) -> list[Event]:
     obr_time = ""
     equipment_seen: set[str] = set()
     last: int | None = None  # index of the last measurement, for NTE comments
+    origin = (msh.text(3), msh.text(4), msh.get(7), message.control_id)
+    position = 0
     for seg in message.segments[1:]:
         previous, last = last, None
         if seg.name == "PID":
@@ -498,7 +509,11 @@ def decode_oru(message: Message) -> list[Event]:
         elif seg.name == "OBR":
             obr_time = seg.get(7)
         elif seg.name == "OBX":
+            position += 1
             event = _observation(seg, patient, obr_time)
+            if isinstance(event, Measurement):
+                key = source_key("hl7", *origin, *_obx_identity(seg), position)
+                event = replace(event, source_key=key)
             equipment = seg.get(18)
             if equipment and equipment not in equipment_seen:
                 equipment_seen.add(equipment)
@@ -514,6 +529,11 @@ def decode_oru(message: Message) -> list[Event]:
                 events[previous] = replace(m, context=(*m.context, ("comment", comment)))
             last = previous  # several NTE may follow one OBX
     return events
+
+
+def _obx_identity(seg: Segment) -> tuple[str, str, str, str]:
+    """OBX-1 set id, OBX-3 code and coding system, OBX-4 sub-id (for the source key)."""
+    return seg.get(1), seg.get(3, 1), seg.get(3, 3).upper(), seg.get(4)
 
 
 def identify(seg: Segment) -> tuple[str, str | None, int | None, str | None] | None:

@@ -25,9 +25,10 @@ Resync and bounds
     for some senders) is ignored. ``receive_data(b"")`` (end of stream) rejects a partial
     frame as ``truncated``.
 
-At-least-once: a monitor that never got our AA (connection lost after the commit) resends the
-message with the same MSH-10 and it is stored again; the store or central may de-duplicate on
-(device, MSH-10).
+Exactly once: a monitor that never got our AA (connection lost after the commit) resends the
+message with the same MSH-10. Its measurements carry the same ``source_key`` (see
+``drivers.protocols.hl7v2``), so the store recognises readings it already holds and keeps them
+once; the resend is committed and answered ``AA`` again, and the monitor moves on.
 """
 
 from __future__ import annotations

@@ -10,9 +10,15 @@ Strategy, one task per configured device:
   decoder asks for; values that arrived before a disconnect are still decoded.
 * GATT operations on a client are serialized by one lock and bounded by ``op_timeout``. While
   a procedure runs (a glucose RACP download) the device must answer within ``op_timeout``;
-  if it does not, the procedure is aborted, reported as ``stalled`` and the link dropped. The
-  download cursor is saved only after the acknowledge that follows the commit, so it never
-  moves past what is stored.
+  if it does not, the procedure is aborted, reported as ``stalled`` and the link dropped.
+* A glucose meter is identified before its download: its Device Information Service serial
+  number (0x2A25) and/or System ID (0x2A23). Its download cursor is kept under
+  ``<device id>/racp/<identity>``, so a replaced meter (same configured id, other identity)
+  is downloaded from its first record. A meter that exposes neither (and every meter under
+  BlueZ before 5.80, which keeps the Device Information Service to itself) is identified by
+  its BLE address, and a ``meter-identity`` fact says so. The cursor is committed by the
+  decoder's ``MessageComplete`` in the same transaction as the records: a failed commit leaves
+  it where it was. A meter reset (``racp-reset``) is reported as a device status.
 * Cuffs, thermometers and meters switch off after each measurement: a disconnect is normal
   (``waiting``), not an error. Anything else bleak, BlueZ or D-Bus raises is turned into a
   status at one boundary (``_attempt``) and the device is looked for again after an
@@ -29,7 +35,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, Final, Protocol, TypeVar, runtime_checkable
+from typing import Final, Protocol, TypeVar, runtime_checkable
 
 from bleak import BleakClient, BleakScanner
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -37,7 +43,8 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
-from drivers.base import GattDecoder, Sink
+from drivers.base import DeviceInfo, GattDecoder, Sink
+from drivers.protocols.ble_health import DIS_SERIAL_NUMBER, DIS_SYSTEM_ID, meter_identity
 from drivers.runtime import dispatch
 from drivers.transports.ble_scan import explain_ble_error, scan_lock, short_uuid, uuid128
 from edge_agent.backoff import Backoff
@@ -45,9 +52,8 @@ from edge_agent.backoff import Backoff
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-CursorLoad = Callable[[], int | None]
-CursorSave = Callable[[int], None]
-DecoderFactory = Callable[[int | None], GattDecoder]
+CursorLoad = Callable[[str], int | None]
+DecoderFactory = Callable[[], GattDecoder]
 
 # Which service carries each characteristic the decoders read (GATT assigned numbers), for a
 # device configured without an address: it is found by the service it advertises.
@@ -66,17 +72,22 @@ class Procedure(Protocol):
 
     active: bool  # a request is out and the device owes an answer
 
+    @property
+    def last_seq(self) -> int | None: ...
+
+    def resume(self, meter: str | None, cursor_key: str | None, last_seq: int | None) -> None:
+        ...
+
     def start(self) -> None: ...
 
     def abort(self) -> None: ...
 
 
 class Cursor(Protocol):
-    """Where a device's download cursor is persisted (the store)."""
+    """Where device download cursors are read from (the store; they are written by the commit
+    of the readings they cover)."""
 
-    def load(self) -> int | None: ...
-
-    def save(self, value: int) -> None: ...
+    def load(self, key: str) -> int | None: ...
 
 
 class _Stalled(Exception):
@@ -98,7 +109,6 @@ async def run(
     op_timeout: float = 30.0,
     backoff: Backoff | None = None,
     cursor_load: CursorLoad | None = None,
-    cursor_save: CursorSave | None = None,
     services: Sequence[str] = (),
 ) -> None:
     """Read one BLE device until ``stop`` is set. Device trouble never raises: it becomes a
@@ -106,14 +116,15 @@ async def run(
 
     ``address_or_name``: a MAC address, an advertised name, or None/"" for the first device
     advertising ``services`` (16-bit UUIDs; default: the services of the decoder's
-    characteristics). ``decoder_factory(cursor)`` gets the persisted cursor (``cursor_load``)
-    on every connection. ``op_timeout`` bounds the connect, each GATT operation and each wait
-    for a procedure's next answer.
+    characteristics). ``decoder_factory()`` makes a decoder for every connection; a procedure
+    decoder is resumed from the cursor ``cursor_load(key)`` returns for the meter it is
+    connected to. ``op_timeout`` bounds the connect, each GATT operation and each wait for a
+    procedure's next answer.
     """
     backoff = backoff or Backoff(base=1.0, cap=15.0)
     while not stop.is_set():
         if await _attempt(address_or_name or None, decoder_factory, sink, device_id, stop,
-                          scan_timeout, op_timeout, cursor_load, cursor_save, services):
+                          scan_timeout, op_timeout, cursor_load, services):
             backoff.reset()
         await _unless_stopped(asyncio.sleep(backoff.next_delay()), stop)
     sink.device_status(device_id, "stopped")
@@ -134,8 +145,7 @@ async def run_ble(
     """:func:`run` with the cursor as one object (the supervisor's store cursor)."""
     await run(address, decoder_factory, sink, device_id, stop=stop, scan_timeout=scan_timeout,
               op_timeout=op_timeout, backoff=backoff,
-              cursor_load=cursor.load if cursor is not None else None,
-              cursor_save=cursor.save if cursor is not None else None)
+              cursor_load=cursor.load if cursor is not None else None)
 
 
 async def _attempt(
@@ -147,21 +157,19 @@ async def _attempt(
     scan_timeout: float,
     op_timeout: float,
     cursor_load: CursorLoad | None,
-    cursor_save: CursorSave | None,
     services: Sequence[str],
 ) -> bool:
     """One find-connect-serve cycle; the boundary where errors become statuses. True when the
     device was served (connected), to reset the backoff."""
     try:
-        start = await asyncio.to_thread(cursor_load) if cursor_load is not None else None
-        decoder = decoder_factory(start)
+        decoder = decoder_factory()
         sink.device_status(device_id, "scanning", target or "any device with its service")
         device = await _find(target, decoder, services, scan_timeout, stop)
         if device is None:
             if not stop.is_set():
                 sink.device_status(device_id, "waiting", "not heard: out of range or switched off")
             return False
-        link = _Link(device, decoder, sink, device_id, stop, op_timeout, cursor_save)
+        link = _Link(device, decoder, sink, device_id, stop, op_timeout, cursor_load)
         await link.serve()
     except _Stalled as exc:
         sink.device_status(device_id, "stalled", str(exc))
@@ -222,9 +230,9 @@ class _Link:
     device goes away, ``stop`` is set or a procedure stalls."""
 
     def __init__(self, device: BLEDevice, decoder: GattDecoder, sink: Sink, device_id: str,
-                 stop: asyncio.Event, op_timeout: float, cursor_save: CursorSave | None) -> None:
+                 stop: asyncio.Event, op_timeout: float, cursor_load: CursorLoad | None) -> None:
         self.device, self.decoder, self.sink, self.device_id = device, decoder, sink, device_id
-        self.stop, self.op_timeout, self.cursor_save = stop, op_timeout, cursor_save
+        self.stop, self.op_timeout, self.cursor_load = stop, op_timeout, cursor_load
         self.values: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()  # None: end
         self.gone = asyncio.Event()
         self.lock = asyncio.Lock()  # one GATT operation at a time on this client
@@ -246,6 +254,8 @@ class _Link:
         try:
             self.sink.device_status(self.device_id, "connected", self.label)
             try:
+                if isinstance(self.decoder, Procedure):
+                    await self._resume(self.decoder)
                 await self._subscribe()
                 if isinstance(self.decoder, Procedure):
                     self.decoder.start()
@@ -282,13 +292,38 @@ class _Link:
             return "device disconnected during the transfer; it will be asked again"
         return "device switched off after measurement"
 
-    async def _gatt(self, what: str, op: Callable[[], Awaitable[Any]]) -> None:
+    async def _gatt(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
         async with self.lock:
             try:
                 async with asyncio.timeout(self.op_timeout):
-                    await op()
+                    return await op()
             except TimeoutError:
                 raise _Stalled(f"{what}: no answer within {self.op_timeout:g} s") from None
+
+    async def _resume(self, procedure: Procedure) -> None:
+        """Identify the meter (Device Information), load its cursor, resume the decoder.
+
+        A characteristic that is absent is no identity; one that is present but cannot be read
+        fails the attempt (retried later) rather than key the meter differently this time."""
+        values: dict[str, bytes] = {}
+        for char in (DIS_SERIAL_NUMBER, DIS_SYSTEM_ID):
+            if self.client.services.get_characteristic(uuid128(char)) is not None:
+                values[char] = bytes(await self._gatt(
+                    f"read {char}", partial(self.client.read_gatt_char, uuid128(char))))
+        identity = meter_identity(values.get(DIS_SERIAL_NUMBER), values.get(DIS_SYSTEM_ID))
+        if identity is None:
+            meter = f"address={self.device.address}"
+            fact = DeviceInfo("meter-identity", f"none readable (no serial number or system id; "
+                              f"BlueZ before 5.80 keeps the Device Information Service to "
+                              f"itself): keyed by its BLE address, {meter}")
+        else:
+            meter, fact = identity, DeviceInfo("meter-identity", identity)
+        key = f"{self.device_id}/racp/{meter}"
+        load = self.cursor_load
+        last = await asyncio.to_thread(load, key) if load is not None else None
+        procedure.resume(meter, key, last)
+        log.info("device %s: %s = %s; download cursor %s = %s", self.device_id, fact.key,
+                 fact.value, key, last)
 
     async def _subscribe(self) -> None:
         # Devices expose a subset (an oximeter may have spot-check or continuous only).
@@ -334,32 +369,27 @@ class _Link:
                 async with asyncio.timeout(self.op_timeout if busy else None):
                     item = await self.values.get()
             except TimeoutError:
+                kept = self.decoder.last_seq if isinstance(self.decoder, Procedure) else None
                 raise _Stalled(f"the device accepted the request but sent nothing for "
                                f"{self.op_timeout:g} s; procedure aborted, cursor kept at "
-                               f"{_cursor(self.decoder)}") from None
+                               f"{kept}") from None
             if item is None:
                 return
             await self._deliver(*item)
 
     async def _deliver(self, char: str, value: bytes) -> None:
-        before = _cursor(self.decoder)
         events = self.decoder.receive_value(char, value)
+        # dispatch commits each completed download with its cursor, then acknowledges it.
         infos = await dispatch(self.device_id, events, self.sink, self.decoder)
         for info in infos:
             # The key only: some facts carry clinical context (a glucose record's meal,
             # medication), which stays out of logs.
             log.debug("device %s: device fact %s", self.device_id, info.key)
-        after = _cursor(self.decoder)
-        # dispatch has committed and acknowledged: only now may the cursor move.
-        if self.cursor_save is not None and after is not None and after != before:
-            await asyncio.to_thread(self.cursor_save, after)
+            if info.key == "racp-reset":
+                self.sink.device_status(self.device_id, "racp-reset", info.value)
         try:
             await self._send_writes()
         except (BleakError, EOFError):
             if not self.gone.is_set():
                 raise
 
-
-def _cursor(decoder: GattDecoder) -> int | None:
-    value = getattr(decoder, "last_seq", None)  # GlucoseDownload's cursor
-    return value if isinstance(value, int) else None

@@ -140,21 +140,32 @@ class GlucoseMeter(_Model):
     write + indicate, answering from ``records`` (report all / >= seq, count, abort, with a
     success or no-records-found indication).
 
-    ``switch_off``: after each answered request the meter disconnects and stops advertising
-    until :meth:`power_on` (the next time a patient uses it). ``stalled``: accepts RACP
-    writes and never answers them. ``needs_pairing``: refuses RACP writes with ATT
-    Insufficient Authentication, as an Accu-Chek Guide does before bonding.
+    ``switch_off``: after a request answered with records (or a count > 0) the meter disconnects
+    and stops advertising until :meth:`power_on` (the next time a patient uses it).
+    ``stalled``: accepts RACP writes and never answers them. ``needs_pairing``: refuses RACP
+    writes with ATT Insufficient Authentication, as an Accu-Chek Guide does before bonding.
+    ``serial`` / ``system_id``: a Device Information Service (0x180A) with Serial Number
+    String (0x2A25) and/or System ID (0x2A23); BlueZ before 5.80 hides it from D-Bus clients
+    (``FakeBlueZ(claimed_services="hide")``, the default).
     """
 
     def __init__(self, address: str, records: enc.GlucoseMeterRecords, *,
                  stalled: bool = False, switch_off: bool = False,
-                 needs_pairing: bool = False) -> None:
-        super().__init__(address, "Accu-Chek", [Service(0x1808, [
+                 needs_pairing: bool = False, serial: str | None = None,
+                 system_id: bytes | None = None) -> None:
+        services = [Service(0x1808, [
             Characteristic(0x2A18, ("notify",)),
             Characteristic(0x2A34, ("notify",)),
             Characteristic(0x2A51, ("read",), b"\x00\x00"),  # Glucose Feature
             Characteristic(0x2A52, ("write", "indicate")),
-        ])], service_uuids=[0x1808])
+        ])]
+        info = [Characteristic(0x2A29, ("read",), b"Roche")]  # Manufacturer Name
+        if serial is not None:
+            info.append(Characteristic(0x2A25, ("read",), serial.encode()))
+        if system_id is not None:
+            info.append(Characteristic(0x2A23, ("read",), system_id))
+        services.insert(0, Service(0x180A, info))
+        super().__init__(address, "Accu-Chek", services, service_uuids=[0x1808])
         self.records, self.stalled, self.switch_off = records, stalled, switch_off
         self.needs_pairing = needs_pairing
         self.requests: list[bytes] = []
@@ -173,10 +184,16 @@ class GlucoseMeter(_Model):
 
     async def _answer(self, request: bytes) -> None:
         await asyncio.sleep(0.005)  # the write response goes out first
-        for char, value in self.records.handle_racp(request):
+        replies = self.records.handle_racp(request)
+        for char, value in replies:
             await self.send(int(char, 16), value)
         self.answered.set()
-        if self.switch_off:
+        # Done once it delivered records or counted some; after "no records found" or a count
+        # of 0 the central may still ask something (a collector checking for a reset asks for
+        # a count, then for all records). A real meter switches off after some idle seconds.
+        final = replies[-1][1]
+        done = final[-1:] == b"\x01" if final[:1] == b"\x06" else final[2:] != b"\x00\x00"
+        if self.switch_off and done:
             self.power_off()
             await asyncio.sleep(0.01)
             await self.disconnect()

@@ -54,6 +54,9 @@ def load_turns(path: Path) -> list[bytes]:
 
 def event_json(event: Event) -> dict[str, Any]:
     data = asdict(event)
+    for optional in ("source_key", "cursor"):  # shown only when set
+        if data.get(optional, 0) is None:
+            del data[optional]
     if "raw" in data:
         data["raw"] = data["raw"].decode("latin-1")
     if "context" in data:
@@ -356,6 +359,15 @@ def test_round_trip_encode_frames_decode(
         assert dict(m.context).get("patient-id", "") == patient.strip()
         assert dict(m.context).get("specimen-id", "") == specimen.strip()
     assert replies == ACK * (1 + len(frames(encode_records(message), pack=pack)))
+    # Source keys: one per result, the same when the message is sent again, others for another
+    # specimen.
+    keys = [m.source_key for m in ms]
+    assert None not in keys and len(set(keys)) == len(keys)
+    again, _ = play(decoder(), transmission(message, pack=pack))
+    assert [m.source_key for m in measurements(again)] == keys
+    other = ResultMessage(patient, specimen + "-2", results)
+    assert not {m.source_key for m in measurements(play(decoder(), transmission(other))[0])} & (
+        set(keys))
 
 
 # -- two ends ---------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from edge_agent.store import Store
 from edge_agent.supervisor import StoreSink, _StoreCursor
 from tests.ble_standin import devices
 from tests.ble_standin.fake_bluez import FakeBlueZ, FakePeripheral, PrivateSystemBus
+from tests.drivers.test_exactly_once import WatchedSink
 
 if shutil.which("dbus-daemon") is None:
     if os.environ.get("CI"):
@@ -69,12 +70,13 @@ class RecordingSink:
         self.measurements: list[Measurement] = []
         self.rejects: list[Rejected] = []
         self.states: list[tuple[str, str]] = []
-        self.log: list[str] = []  # "store 50", "cursor 50": the order of commits and saves
+        self.log: list[str] = []  # "store 50", "store 3 cursor 53": the commits, in order
+        self.cursors: dict[str, int] = {}  # committed with the readings, as the store does
         self.fail_commits = fail_commits
         self.changed = asyncio.Event()
 
     async def store(self, device_id: str, measurements: list[Measurement],
-                    rejects: list[Rejected]) -> None:
+                    rejects: list[Rejected], *, cursor: tuple[str, int] | None = None) -> None:
         if self.fail_commits:
             self.fail_commits -= 1
             self.log.append("store failed")
@@ -82,7 +84,10 @@ class RecordingSink:
             raise OSError("disk I/O error")
         self.measurements += measurements
         self.rejects += rejects
-        self.log.append(f"store {len(measurements)}")
+        if cursor is not None:
+            self.cursors[cursor[0]] = cursor[1]
+        self.log.append(f"store {len(measurements)}"
+                        + (f" cursor {cursor[1]}" if cursor is not None else ""))
         self.changed.set()
 
     def device_status(self, device_id: str, state: str, detail: str = "") -> None:
@@ -103,31 +108,33 @@ class RecordingSink:
 
 
 class MemoryCursor:
-    def __init__(self, sink: RecordingSink, value: int | None = None) -> None:
-        self.sink, self.value = sink, value
-        self.saved: list[int] = []
+    """Reads the cursors the sink committed; remembers the keys asked for."""
 
-    def load(self) -> int | None:
-        return self.value
+    def __init__(self, sink: RecordingSink) -> None:
+        self.sink = sink
+        self.keys: list[str] = []
 
-    def save(self, value: int) -> None:
-        self.value = value
-        self.saved.append(value)
-        self.sink.log.append(f"cursor {value}")
-        self.sink.changed.set()
+    def load(self, key: str) -> int | None:
+        self.keys.append(key)
+        return self.sink.cursors.get(key)
+
+
+def address_key(address: str) -> str:
+    """The cursor key of a meter without Device Information (BlueZ < 5.80 hides it)."""
+    return f"dev/racp/address={address}"
 
 
 FAST = Backoff(base=0.02, cap=0.05)
 SWITCHED_OFF = ("waiting", "device switched off after measurement")
 
 
-def start(target: str | None, factory: Callable[[int | None], GattDecoder],
+def start(target: str | None, factory: Callable[[], GattDecoder],
           sink: RecordingSink, stop: asyncio.Event, *, cursor: MemoryCursor | None = None,
           op_timeout: float = 2.0, scan_timeout: float = 2.0) -> asyncio.Task[None]:
     return asyncio.create_task(run(
         target, factory, sink, "dev", stop=stop, scan_timeout=scan_timeout,
         op_timeout=op_timeout, backoff=Backoff(base=FAST.base, cap=FAST.cap),
-        cursor_load=cursor.load if cursor else None, cursor_save=cursor.save if cursor else None,
+        cursor_load=cursor.load if cursor else None,
     ))
 
 
@@ -137,10 +144,10 @@ async def finish(task: asyncio.Task[None], stop: asyncio.Event) -> None:
         await task
 
 
-def registry_decoder(kind: str) -> Callable[[int | None], GattDecoder]:
+def registry_decoder(kind: str) -> Callable[[], GattDecoder]:
     gatt = DRIVERS[kind].gatt
     assert gatt is not None
-    return lambda cursor: gatt({}, cursor)
+    return lambda: gatt({})
 
 
 # --- scan ------------------------------------------------------------------------------------
@@ -216,7 +223,7 @@ async def test_cuff_that_switches_off_after_each_measurement(bluez: FakeBlueZ) -
 async def test_cuff_pressure_while_inflating_is_not_a_reading(bluez: FakeBlueZ) -> None:
     cuff = bluez.add_peripheral(devices.cuff("C0:FF:EE:00:00:12", [(120, 80, 93)]))
     sink, stop = RecordingSink(), asyncio.Event()
-    task = start(cuff.address, lambda _: HealthDecoder(("2a35", "2a36")), sink, stop)
+    task = start(cuff.address, lambda: HealthDecoder(("2a35", "2a36")), sink, stop)
     try:
         await sink.until(lambda: bool(sink.values("systolic_bp")))
     finally:
@@ -302,20 +309,22 @@ async def test_glucose_meter_records_downloaded_once_then_only_new(bluez: FakeBl
                                                       switch_off=True))
     sink, stop = RecordingSink(), asyncio.Event()
     cursor = MemoryCursor(sink)
+    key = address_key(meter.address)
     task = start(meter.address, registry_decoder("ble-glucose"), sink, stop, cursor=cursor)
     try:
-        await sink.until(lambda: cursor.value == 50)
+        await sink.until(lambda: sink.cursors.get(key) == 50)
         assert sink.values("glucose") == [80.0 + i for i in range(50)]
         await sink.until(lambda: SWITCHED_OFF in sink.states)
         for mg in (150, 151, 152):
             records.add(mg)
         meter.power_on()  # the meter's next use: it advertises again and is reconnected
-        await sink.until(lambda: cursor.value == 53)
+        await sink.until(lambda: sink.cursors.get(key) == 53)
     finally:
         await finish(task, stop)
     assert meter.requests == [b"\x01\x01", b"\x01\x03\x01\x33\x00"]  # all, then >= 51
     assert sink.values("glucose") == [80.0 + i for i in range(50)] + [150.0, 151.0, 152.0]
-    assert sink.log == ["store 50", "cursor 50", "store 3", "cursor 53"]  # saved after commit
+    assert sink.log == ["store 50 cursor 50", "store 3 cursor 53"]  # one commit each
+    assert cursor.keys == [key, key]
 
 
 async def test_glucose_cursor_stays_when_the_commit_fails(bluez: FakeBlueZ) -> None:
@@ -325,26 +334,29 @@ async def test_glucose_cursor_stays_when_the_commit_fails(bluez: FakeBlueZ) -> N
     meter = bluez.add_peripheral(devices.GlucoseMeter("C0:FF:EE:00:00:62", records,
                                                       switch_off=True))
     sink, stop = RecordingSink(fail_commits=1), asyncio.Event()
-    cursor = MemoryCursor(sink, value=1)
+    key = address_key(meter.address)
+    sink.cursors[key] = 1
+    cursor = MemoryCursor(sink)
     task = start(meter.address, registry_decoder("ble-glucose"), sink, stop, cursor=cursor)
     try:
         await sink.until(lambda: "store failed" in sink.log)
         await meter.answered.wait()
         meter.answered.clear()
-        assert cursor.saved == []
+        assert sink.cursors[key] == 1
         meter.power_on()
-        await sink.until(lambda: cursor.value == 3)
+        await sink.until(lambda: sink.cursors[key] == 3)
     finally:
         await finish(task, stop)
     assert meter.requests == [b"\x01\x03\x01\x02\x00"] * 2  # the same question again
     assert sink.values("glucose") == [91.0, 92.0]  # stored once
-    assert sink.log == ["store failed", "store 2", "cursor 3"]
+    assert sink.log == ["store failed", "store 2 cursor 3"]
 
 
 async def test_stalled_meter_is_aborted_and_the_cursor_stays(bluez: FakeBlueZ) -> None:
     meter = bluez.add_peripheral(devices.stalled_meter("C0:FF:EE:00:00:63"))
     sink, stop = RecordingSink(), asyncio.Event()
-    cursor = MemoryCursor(sink, value=7)
+    sink.cursors[address_key(meter.address)] = 7
+    cursor = MemoryCursor(sink)
     task = start(meter.address, registry_decoder("ble-glucose"), sink, stop, cursor=cursor,
                  op_timeout=0.3)
     try:
@@ -354,7 +366,7 @@ async def test_stalled_meter_is_aborted_and_the_cursor_stays(bluez: FakeBlueZ) -
     assert meter.requests[:2] == [b"\x01\x03\x01\x08\x00", b"\x03\x00"]  # >= 8, then abort
     detail = next(d for s, d in sink.states if s == "stalled")
     assert "0.3 s" in detail and "cursor kept at 7" in detail
-    assert cursor.saved == [] and sink.measurements == []
+    assert sink.cursors == {address_key(meter.address): 7} and sink.measurements == []
     assert not meter.connected  # the link was dropped, to start clean next time
 
 
@@ -381,7 +393,8 @@ async def test_glucose_through_the_store_and_the_supervisor_entry_point(
     meter = bluez.add_peripheral(devices.GlucoseMeter("C0:FF:EE:00:00:65", records))
     with Store(tmp_path / "unit.db", "mmu-t") as store:
         sink = StoreSink(store)
-        cursor = _StoreCursor(sink, "glucometer")
+        cursor = _StoreCursor(sink)
+        key = f"glucometer/racp/address={meter.address}"
         stop = asyncio.Event()
         task = asyncio.create_task(run_ble("glucometer", meter.address,
                                            registry_decoder("ble-glucose"), sink, stop,
@@ -389,7 +402,7 @@ async def test_glucose_through_the_store_and_the_supervisor_entry_point(
         try:
             await meter.answered.wait()
             async with asyncio.timeout(5):
-                while await asyncio.to_thread(cursor.load) != 2:
+                while await asyncio.to_thread(cursor.load, key) != 2:
                     await asyncio.sleep(0.02)  # the store's writer thread has no event to wait on
         finally:
             await finish(task, stop)
@@ -397,6 +410,83 @@ async def test_glucose_through_the_store_and_the_supervisor_entry_point(
             "SELECT value, device_time, received_at FROM readings ORDER BY seq")))
     assert [r[0] for r in rows] == [101.0, 102.0]
     assert all(r[1] and r[2] for r in rows)  # the meter's time and the reception time
+
+
+# --- glucose meter: identity, replacement, reset (issue 13, defect 8) -------------------------
+def later_records(*mgs: float) -> GlucoseMeterRecords:
+    """A meter's memory after a reset or on another meter: numbered from 1, taken later."""
+    records = GlucoseMeterRecords(first_time=(2027, 2, 1, 7, 0, 0))
+    for mg in mgs:
+        records.add(mg)
+    return records
+
+
+async def test_a_replaced_meter_is_downloaded_from_its_first_record(tmp_path: Path) -> None:
+    """Same configured device (found by name), another meter: its cursor is its own."""
+    async with FakeBlueZ(claimed_services="read-only") as bz:  # BlueZ >= 5.80 shows DIS
+        old_records = GlucoseMeterRecords()
+        for mg in (90, 91, 92, 93, 94):
+            old_records.add(mg)
+        old = bz.add_peripheral(devices.GlucoseMeter(
+            "C0:FF:EE:00:00:81", old_records, switch_off=True, serial="GLU-A1"))
+        with Store(tmp_path / "unit.db", "mmu-t") as store:
+            sink, stop = WatchedSink(store), asyncio.Event()
+            task = asyncio.create_task(run(
+                "Accu-Chek", registry_decoder("ble-glucose"), sink, "dev", stop=stop,
+                scan_timeout=2, op_timeout=2, backoff=Backoff(base=FAST.base, cap=FAST.cap),
+                cursor_load=_StoreCursor(sink).load))
+            try:
+                await sink.until(lambda: store.cursor_load("dev/racp/serial=GLU-A1") == 5)
+                # The meter broke; the nurse pairs a new one, which has its own 3 records.
+                new = bz.add_peripheral(devices.GlucoseMeter(
+                    "C0:FF:EE:00:00:82", later_records(120, 121, 122), switch_off=True,
+                    serial="GLU-B2", system_id=bytes.fromhex("0102030405aabbcc")))
+                key = "dev/racp/serial=GLU-B2,system-id=0102030405aabbcc"
+                await sink.until(lambda: store.cursor_load(key) == 3, timeout=10)
+            finally:
+                await finish(task, stop)
+            values = [r[0] for r in store.read(lambda db: list(db.execute(
+                "SELECT value FROM readings ORDER BY seq")))]
+            assert store.cursor_load("dev/racp/serial=GLU-A1") == 5  # the old meter's, kept
+    assert old.requests == [b"\x01\x01"] and new.requests == [b"\x01\x01"]  # all, each
+    assert values == [90.0, 91.0, 92.0, 93.0, 94.0, 120.0, 121.0, 122.0]
+
+
+async def test_a_reset_meter_is_downloaded_again_without_duplicates(bluez: FakeBlueZ) -> None:
+    records = GlucoseMeterRecords()
+    for mg in (90, 91, 92, 93, 94):
+        records.add(mg)
+    # BlueZ 5.66 (the stand-in's default) hides the Device Information Service: the meter's
+    # serial number cannot be read and it is keyed by its address.
+    meter = bluez.add_peripheral(devices.GlucoseMeter("C0:FF:EE:00:00:83", records,
+                                                      switch_off=True, serial="GLU-A1"))
+    key = address_key(meter.address)
+    sink, stop = RecordingSink(), asyncio.Event()
+    cursor = MemoryCursor(sink)
+    task = start(meter.address, registry_decoder("ble-glucose"), sink, stop, cursor=cursor)
+    try:
+        await sink.until(lambda: sink.cursors.get(key) == 5)
+        await sink.until(lambda: SWITCHED_OFF in sink.states)
+        meter.records = later_records(140, 141)  # memory cleared, numbering restarted
+        meter.power_on()
+        await sink.until(lambda: sink.cursors.get(key) == 2)
+        await sink.until(lambda: sink.states.count(SWITCHED_OFF) == 2)
+        meter.records.add(142)
+        meter.power_on()
+        await sink.until(lambda: sink.cursors.get(key) == 3)
+    finally:
+        await finish(task, stop)
+    assert meter.requests == [
+        b"\x01\x01",  # first contact: all
+        b"\x01\x03\x01\x06\x00", b"\x04\x03\x01\x05\x00", b"\x01\x01",  # >= 6, count >= 5, all
+        b"\x01\x03\x01\x03\x00",  # >= 3
+    ]
+    assert sink.values("glucose") == [90.0, 91.0, 92.0, 93.0, 94.0, 140.0, 141.0, 142.0]
+    assert sink.log == ["store 5 cursor 5", "store 2 cursor 2", "store 1 cursor 3"]
+    assert any(s == "racp-reset" and "cursor 5" in d for s, d in sink.states)
+    source_keys = [m.source_key for m in sink.measurements]
+    assert None not in source_keys and len(set(source_keys)) == 8  # records 1, 2 differ in time
+    assert set(cursor.keys) == {key}
 
 
 # --- trouble ---------------------------------------------------------------------------------

@@ -128,10 +128,11 @@ def run(meter: enc.GlucoseMeterRecords, dl: GlucoseDownload, *,
     """One procedure: start, answer every write with the meter, acknowledge completions."""
     dl.start()
     events: list[Event] = []
-    for write in dl.writes_to_send():
-        assert write.characteristic == "2a52" and write.with_response
-        for char, value in meter.handle_racp(write.value):
-            events += dl.receive_value(char, value)
+    while writes := dl.writes_to_send():
+        for write in writes:
+            assert write.characteristic == "2a52" and write.with_response
+            for char, value in meter.handle_racp(write.value):
+                events += dl.receive_value(char, value)
     for event in events:
         if isinstance(event, MessageComplete):
             dl.acknowledge(event.message_id, stored=stored)
@@ -249,9 +250,12 @@ def test_no_records_found_completes_without_error() -> None:
     dl = GlucoseDownload(last_seq=9)
     dl.start()
     dl.writes_to_send()
-    assert dl.receive_value("2a52", NO_RECORDS) == [MessageComplete("racp-1")]
+    # Nothing new: is record 9 still there (else the meter was reset)? It is.
+    assert dl.receive_value("2a52", NO_RECORDS) == []
+    assert dl.writes_to_send() == [GattWrite("2a52", racp_count_from(9))] and dl.active
+    assert dl.receive_value("2a52", b"\x05\x00\x01\x00") == [MessageComplete("racp-1")]
     dl.acknowledge("racp-1", stored=True)
-    assert dl.last_seq == 9
+    assert dl.last_seq == 9 and not dl.active
 
 
 def test_first_download_of_an_empty_meter() -> None:
@@ -358,23 +362,24 @@ def session(meter: enc.GlucoseMeterRecords, cursor: int | None,
     the cursor is persisted only when it moved (after commit + acknowledge)."""
     dl = GlucoseDownload(last_seq=cursor)
     dl.start()
-    (write,) = dl.writes_to_send()
-    replies = meter.handle_racp(write.value)
-    if outcome == "disconnect":
-        replies = replies[: len(replies) // 2]
-    elif outcome == "procedure-fails":
-        replies = [*replies[:-1], ("2a52", bytes([6, 0, 1, 8]))]
     committed: list[float | None] = []
     pending: list[float | None] = []
-    for char, value in replies:
-        for event in dl.receive_value(char, value):
-            if isinstance(event, Measurement):
-                pending.append(event.value)
-            elif isinstance(event, MessageComplete):
-                stored = outcome != "commit-fails"
-                committed += pending if stored else []
-                pending = []
-                dl.acknowledge(event.message_id, stored=stored)
+    while writes := dl.writes_to_send():
+        (write,) = writes
+        replies = meter.handle_racp(write.value)
+        if outcome == "disconnect":
+            replies = replies[: len(replies) // 2]
+        elif outcome == "procedure-fails":
+            replies = [*replies[:-1], ("2a52", bytes([6, 0, 1, 8]))]
+        for char, value in replies:
+            for event in dl.receive_value(char, value):
+                if isinstance(event, Measurement):
+                    pending.append(event.value)
+                elif isinstance(event, MessageComplete):
+                    stored = outcome != "commit-fails"
+                    committed += pending if stored else []
+                    pending = []
+                    dl.acknowledge(event.message_id, stored=stored)
     return committed, dl.last_seq
 
 
@@ -392,3 +397,104 @@ def test_every_record_is_stored_exactly_once(plan: list[tuple[int, str]]) -> Non
     store += committed
     assert store == [mg for _, mg in meter.records]
     assert cursor == (meter.records[-1][0] if meter.records else None)
+
+
+# --- a meter's identity, its cursor key and a reset meter ------------------------------------
+def keys(events: list[Event]) -> list[str | None]:
+    return [e.source_key for e in events if isinstance(e, Measurement)]
+
+
+def test_completion_carries_the_cursor_to_commit_with_the_records() -> None:
+    meter = meter_with(3)
+    dl = GlucoseDownload(meter="serial=A1", cursor_key="gm/racp/serial=A1")
+    events = run(meter, dl)
+    assert events[-1] == MessageComplete("racp-1", ("gm/racp/serial=A1", 3))
+    assert keys(events) == [f'gls:["serial=A1",{seq},"{stamp}","2a18"]' for seq, stamp in (
+        (1, "ea070b01080f00"), (2, "ea070b01081e00"), (3, "ea070b01082d00"))]
+    assert dl.last_seq == 3
+    assert run(meter, dl)[-1] == MessageComplete("racp-2")  # nothing new: no cursor to move
+    # Without an identity (decode CLI, tests) the readings have no key: a new id each time.
+    assert keys(run(meter, GlucoseDownload())) == [None] * 3
+
+
+def test_a_reset_meter_is_downloaded_again_and_the_cursor_moves_down() -> None:
+    reset = enc.GlucoseMeterRecords(first_time=(2027, 1, 5, 7, 0, 0))  # new records, new times
+    for mg in (140, 141):
+        reset.add(mg)
+    requests: list[bytes] = []
+    dl = GlucoseDownload(5, meter="serial=A1", cursor_key="k")
+    dl.start()
+    events: list[Event] = []
+    while writes := dl.writes_to_send():
+        for write in writes:
+            requests.append(write.value)
+            for char, value in reset.handle_racp(write.value):
+                events += dl.receive_value(char, value)
+    assert requests == [racp_report_from(6), racp_count_from(5), racp_report_all()]
+    assert [e.key for e in events if isinstance(e, DeviceInfo)] == ["racp-reset"]
+    assert values(events) == [140.0, 141.0]
+    assert events[-1] == MessageComplete("racp-1", ("k", 2))
+    dl.acknowledge("racp-1", stored=True)
+    assert dl.last_seq == 2  # below the old cursor 5: the meter's numbering restarted
+    reset.add(142)
+    assert values(run(reset, dl)) == [142.0]
+
+
+def test_a_meter_ignoring_the_filter_below_the_cursor_was_reset() -> None:
+    dl = GlucoseDownload(9, meter="m", cursor_key="k")
+    dl.start()
+    dl.writes_to_send()
+    events = [e for c, v in meter_with(3).handle_racp(racp_report_all())
+              for e in dl.receive_value(c, v)]
+    assert [e.key for e in events if isinstance(e, DeviceInfo)] == ["racp-reset"]
+    assert values(events) == [90.0, 91.0, 92.0]
+    assert events[-1] == MessageComplete("racp-1", ("k", 3))
+
+
+def test_a_meter_that_cannot_count_completes_without_the_reset_check() -> None:
+    dl = GlucoseDownload(9, meter="m", cursor_key="k")
+    dl.start()
+    dl.writes_to_send()
+    assert dl.receive_value("2a52", NO_RECORDS) == []
+    assert dl.writes_to_send() == [GattWrite("2a52", racp_count_from(9))]
+    assert dl.receive_value("2a52", bytes([6, 0, 4, 2])) == [
+        DeviceInfo("racp", "count op-code-not-supported: reset not checked"),
+        MessageComplete("racp-1")]
+    assert not dl.active
+
+
+def test_resume_is_refused_mid_procedure() -> None:
+    dl = GlucoseDownload()
+    dl.start()
+    with pytest.raises(DecoderMisuse):
+        dl.resume("m", "k", 3)
+    with pytest.raises(DecoderMisuse):
+        GlucoseDownload().resume("m", "k", -1)
+
+
+class MeterWithHba1c(enc.GlucoseMeterRecords):
+    """Every record has a context with an HbA1c: two readings per record."""
+
+    def values_of(self, seq: int, mg_dl: float) -> list[tuple[str, bytes]]:
+        return [("2a18", enc.encode_2a18(seq, self.time_of(seq), mg_dl, context_follows=True)),
+                ("2a34", enc.encode_2a34(seq, meal=1, hba1c="6.5"))]
+
+
+@given(st.lists(st.integers(40, 400), min_size=1, max_size=12), st.booleans())
+def test_source_keys_are_deterministic_and_distinct(mgs: list[int], hba1c: bool) -> None:
+    def meter(first_time: tuple[int, int, int, int, int, int]) -> enc.GlucoseMeterRecords:
+        made = MeterWithHba1c() if hba1c else enc.GlucoseMeterRecords()
+        made.first_time = first_time
+        for mg in mgs:
+            made.add(mg)
+        return made
+
+    old = meter((2026, 11, 1, 8, 0, 0))
+    first = keys(run(old, GlucoseDownload(meter="serial=A1")))
+    assert len(first) == len(mgs) * (2 if hba1c else 1)
+    assert None not in first and len(set(first)) == len(first)
+    assert keys(run(old, GlucoseDownload(meter="serial=A1"))) == first  # fetched again
+    assert not set(keys(run(old, GlucoseDownload(meter="serial=B2")))) & set(first)
+    # The same sequence numbers after a reset are other records (other times): other keys.
+    reset = meter((2027, 1, 1, 0, 0, 0))
+    assert not set(keys(run(reset, GlucoseDownload(meter="serial=A1")))) & set(first)

@@ -446,6 +446,15 @@ def test_round_trip_encode_oru_then_decode(
         (m.quantity, m.value, m.unit, m.device_time, m.mdc) for m in ms
     ]
     assert all(dict(m.context).get("patient-id", "") == patient.strip() for m in got)
+    # Source keys: one per OBX, the same when the message is sent again, others for another
+    # message (another MSH-10).
+    keys = [m.source_key for m in got]
+    assert None not in keys and len(set(keys)) == len(keys)
+    again, _ = play(decoder(), [frame(data)])
+    assert [m.source_key for m in measurements(again)] == keys
+    other = encode_oru(ms, control + "b", separators=seps, patient_id=patient,
+                       units="mdc" if units == "mdc" else "ucum")  # fmt: skip
+    assert not {m.source_key for m in measurements(play(decoder(), [frame(other)])[0])} & set(keys)
 
 
 def test_round_trip_by_loinc_and_absent_values() -> None:

@@ -36,6 +36,8 @@ def decode(data: bytes, chunks: list[int] | None = None) -> list[Event]:
 
 def event_json(event: Event) -> dict[str, Any]:
     data = asdict(event)
+    if data.get("source_key", 0) is None:  # no record identity in this stream: no key
+        del data["source_key"]
     if "raw" in data:
         data["raw"] = data["raw"].decode("latin-1")
     if isinstance(data.get("value"), float):

@@ -41,6 +41,8 @@ def read_hex(path: Path) -> bytes:
 
 def event_json(event: Event) -> dict[str, Any]:
     data = asdict(event)
+    if data.get("source_key", 0) is None:  # no record identity in this stream: no key
+        del data["source_key"]
     if "raw" in data:
         data["raw"] = data["raw"].hex()
     if "flags" in data:

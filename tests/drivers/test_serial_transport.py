@@ -65,7 +65,12 @@ class RecordingSink:
         self.changed = asyncio.Event()
 
     async def store(
-        self, device_id: str, measurements: list[Measurement], rejects: list[Rejected]
+        self,
+        device_id: str,
+        measurements: list[Measurement],
+        rejects: list[Rejected],
+        *,
+        cursor: tuple[str, int] | None = None,
     ) -> None:
         self.measurements += measurements
         self.rejects += rejects
