@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from sqlite_utils import Database, Migrations
 
 from drivers.base import Rejected
+from edge_agent import store_recovery
 from edge_agent.catalogue import range_flags
 from edge_agent.errors import StoreError, StoreFull, StoreNotDurable
 from edge_agent.migrations import migrations
@@ -102,10 +103,13 @@ class Store:
         self.commits = 0  # transactions committed (group commit: commits <= operations)
         self.clock_source = ClockSource.SYSTEM
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        # A damaged store is quarantined and salvaged before it is opened (store_recovery).
+        self.prepared = store_recovery.prepare(self.path)
         self._ready: Future[None] = Future()
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._thread.start()
         self._ready.result()  # re-raises open errors in the caller
+        self.submit(lambda db: store_recovery.record(db, self.prepared))
 
     # --- writer thread --------------------------------------------------------------------
     def _run(self) -> None:
@@ -182,6 +186,7 @@ class Store:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+        self.prepared.release()
 
     def __enter__(self) -> Store:
         return self
