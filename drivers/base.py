@@ -93,10 +93,15 @@ class GattDecoder(Protocol):
 
 
 class Sink(Protocol):
-    """Where transports hand decoded events. ``store`` returns only after the COMMIT."""
+    """Where transports hand decoded events. ``store`` returns only after the COMMIT.
+
+    ``may_buffer=True`` (data no device will be acknowledged for: stream devices, which
+    never resend) lets the sink hold the data in memory while the disk is full and return at
+    once, so the transport keeps reading; without it a full disk raises ``StoreFull``."""
 
     async def store(
-        self, device_id: str, measurements: list[Measurement], rejects: list[Rejected]
+        self, device_id: str, measurements: list[Measurement], rejects: list[Rejected],
+        *, may_buffer: bool = False,
     ) -> None: ...
 
     def device_status(self, device_id: str, state: str, detail: str = "") -> None: ...

@@ -74,7 +74,7 @@ class RecordingSink:
         self.changed = asyncio.Event()
 
     async def store(self, device_id: str, measurements: list[Measurement],
-                    rejects: list[Rejected]) -> None:
+                    rejects: list[Rejected], *, may_buffer: bool = False) -> None:
         if self.fail_commits:
             self.fail_commits -= 1
             self.log.append("store failed")

@@ -30,7 +30,8 @@ class FakeSink:
         self._changed = asyncio.Event()
 
     async def store(
-        self, device_id: str, measurements: list[Measurement], rejects: list[Rejected]
+        self, device_id: str, measurements: list[Measurement], rejects: list[Rejected],
+        *, may_buffer: bool = False,
     ) -> None:
         assert device_id == "monitor-1"
         if self.fail and measurements:

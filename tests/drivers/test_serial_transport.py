@@ -65,7 +65,8 @@ class RecordingSink:
         self.changed = asyncio.Event()
 
     async def store(
-        self, device_id: str, measurements: list[Measurement], rejects: list[Rejected]
+        self, device_id: str, measurements: list[Measurement], rejects: list[Rejected],
+        *, may_buffer: bool = False,
     ) -> None:
         self.measurements += measurements
         self.rejects += rejects
