@@ -55,6 +55,7 @@ class FullDisk:
         free_bytes: Callable[[], int] | None = None,
         on_stored: Callable[[Held], None] = lambda held: None,
         on_recovered: Callable[[], None] = lambda: None,
+        device_states: Callable[[], dict[str, str]] = dict,
     ) -> None:
         self.store = store
         self.path = Path(store.path)
@@ -67,6 +68,7 @@ class FullDisk:
         self._free_bytes = free_bytes or (lambda: disk_status.free_bytes(self.path))
         self.on_stored = on_stored
         self.on_recovered = on_recovered
+        self.device_states = device_states
         self.full = False
         self.since: str | None = None
         self.episodes = 0
@@ -100,7 +102,9 @@ class FullDisk:
         return kept
 
     def note_event(self, kind: str, detail: str, device_id: str | None) -> None:
-        """An event the store cannot take now; written when space returns."""
+        """An event the store cannot take now (written when space returns); the status file
+        shows the new device state at once."""
+        self._write_status()
         if len(self._pending_events) < MAX_PENDING_EVENTS:
             self._pending_events.append(
                 {"at": utc_now(), "kind": kind, "device_id": device_id, "detail": detail}
@@ -118,6 +122,7 @@ class FullDisk:
             "dropped_by_device": dict(self.buffer.dropped),
             "written_back": self.written_back,
             "lost_at_stop": self.lost_at_stop,
+            "devices": self.device_states(),
             "updated_at": utc_now(),
         }
 

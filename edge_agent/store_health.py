@@ -49,6 +49,9 @@ def render(report: dict[str, Any]) -> str:
         when = f" since {disk['since']}" if disk.get("since") else ""
         running = "" if disk.get("agent_running") else " (agent not running: last known)"
         lines.append(f"disk:                  {state}{when}{running}")
+        for device, dstate in sorted((disk.get("devices") or {}).items()):
+            if dstate in ("store-full", "buffer-full"):
+                lines.append(f"  device {device}: {dstate}")
         if state == "full":
             lines.append(f"  readings in memory:  {disk.get('buffered', 0)} "
                          f"(limit {disk.get('buffer_limit', '?')})")

@@ -77,6 +77,7 @@ class StoreSink(Sink):
         self.full_disk = full_disk or FullDisk(store)
         self.full_disk.on_stored = self._count
         self.full_disk.on_recovered = self._recovered
+        self.full_disk.device_states = lambda: {k: v.state for k, v in self.devices.items()}
 
     async def store(
         self,
