@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import stat
 from collections.abc import Callable
@@ -101,6 +102,28 @@ def test_damaged_store_is_quarantined_and_salvaged(
     if damage is not truncate_half:
         assert kept_marker == 1
     assert quick_check(path).ok
+
+
+def test_a_crash_left_wal_is_quarantined_with_the_file_bytes_unchanged(tmp_path: Path) -> None:
+    """A writer that died leaves a WAL; the check must not checkpoint it into the damaged file."""
+    live = tmp_path / "live.db"
+    path = tmp_path / "unit.db"
+    with Store(live, "mmu-01") as store:
+        store.append("ox", [measurement("spo2", 97.0, raw=os.urandom(60))
+                            for _ in range(2000)]).result(10)
+        store.call(lambda db: db.execute("PRAGMA wal_autocheckpoint = 0"))
+    with Store(live, "mmu-01") as store:  # (the checkpoint at close put those in the file)
+        store.call(lambda db: db.execute("PRAGMA wal_autocheckpoint = 0"))
+        store.append("ox", [measurement("spo2", 98.0) for _ in range(500)]).result(10)
+        for suffix in ("", "-wal"):  # the files as a killed writer leaves them
+            shutil.copyfile(f"{live}{suffix}", f"{path}{suffix}")
+    garbage_mid_file(path)
+    damaged = digest(path), digest(Path(f"{path}-wal"))
+    assert not quick_check(path).ok
+    with Store(path, "mmu-01") as store:
+        assert store.stats()["readings_total"] >= 1000
+    [moved] = quarantined_files(path)
+    assert (digest(moved), digest(Path(f"{moved}-wal"))) == damaged
 
 
 def test_healthy_store_is_left_in_place_and_marked_ok(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from drivers.base import Rejected
@@ -17,7 +18,7 @@ def test_stages_free_acked_raw_then_old_rejects_and_events_never_unsent(tmp_path
         for i in range(30):
             store.log_event("test", str(i))
         store.call(lambda db: db.execute("UPDATE readings SET sent_at = 't' WHERE seq <= 4"))
-        changed = [store.call(lambda db, s=s: free_stage(db, s, keep=10)) for s in STAGES]
+        changed = [store.call(functools.partial(free_stage, stage=s, keep=10)) for s in STAGES]
         raw = store.call(lambda db: [r[0] is not None for r in db.execute(
             "SELECT raw FROM readings ORDER BY seq")])
         rejects = store.call(lambda db: [r[0] for r in db.execute("SELECT id FROM rejects")])
