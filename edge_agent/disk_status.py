@@ -31,13 +31,18 @@ def reserve_path(store: Path) -> Path:
 
 
 def write_status(store: Path, status: dict[str, Any]) -> bool:
-    """Replace the status file; False (not raised) when the disk refuses it."""
+    """Replace the status file; False (not raised) when the disk refuses it.
+
+    When even the new file's one block is refused, the old file is overwritten in place,
+    padded with spaces to its old length (its blocks are already allocated). That write is
+    not atomic; a reader that catches it half-written sees unparsable JSON and reads again."""
     target = status_path(store)
     tmp = target.with_name(target.name + ".tmp")
+    data = json.dumps({**status, "pid": os.getpid()}).encode()
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, json.dumps({**status, "pid": os.getpid()}).encode())
+            os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -45,7 +50,25 @@ def write_status(store: Path, status: dict[str, Any]) -> bool:
     except OSError:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        return _overwrite_in_place(target, data)
+    return True
+
+
+def _overwrite_in_place(target: Path, data: bytes) -> bool:
+    try:
+        fd = os.open(target, os.O_WRONLY)
+    except OSError:
         return False
+    try:
+        old = os.fstat(fd).st_size
+        if len(data) > max(old, 4096):
+            return False
+        os.pwrite(fd, data.ljust(old, b" "), 0)
+        os.fsync(fd)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     return True
 
 
