@@ -103,7 +103,8 @@ def test_agent_on_a_full_tmpfs_idles_reports_keeps_readings_and_stops(
     with PtyDevice(model) as device:
         config = tmp_path / "unit.toml"
         config.write_text(
-            f'[unit]\nid = "mmu-01"\n[store]\npath = "{mnt / "unit.db"}"\ngroup_wait_ms = 5\nreserve_kib = 16\n'
+            f'[unit]\nid = "mmu-01"\n[store]\npath = "{mnt / "unit.db"}"\n'
+            "group_wait_ms = 5\nreserve_kib = 16\n"
             f'[[devices]]\nid = "ox"\nkind = "nonin"\nport = "{device.path}"\n'
             "options = { data_format = 2 }\n"
         )

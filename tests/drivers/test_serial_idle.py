@@ -7,9 +7,9 @@ import asyncio
 import time
 
 from drivers.base import Rejected
+from drivers.protocols.nonin import NoninDecoder
 from drivers.simulators.base import PtyDevice
 from drivers.simulators.nonin import NoninModel
-from drivers.protocols.nonin import NoninDecoder
 from drivers.transports.serial_port import SerialParams, run_serial
 from edge_agent.models import Measurement
 
