@@ -222,7 +222,8 @@ def recover(path: Path, problems: tuple[str, ...] = ()) -> Recovery:
                 scratch.with_name(scratch.name + suffix).unlink(missing_ok=True)
     log.warning(
         "store: %s was damaged (%s); moved to %s; salvaged %s; readings lost (estimate): %d",
-        path, "; ".join(rec.problems)[:200] or "check failed", moved.name, rec.salvaged,
+        path, "; ".join(p.splitlines()[-1] for p in rec.problems if p)[:200] or "check failed",
+        moved.name, rec.salvaged,
         rec.readings_lost_estimate,
     )
     return rec
