@@ -98,3 +98,44 @@ def m003_agent_state(db: Database) -> None:
         "CREATE TABLE agent_state (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
         "updated_at TEXT NOT NULL)"
     )
+
+
+@migrations()
+def m004_identity_membership(db: Database) -> None:
+    # The store's identity: an epoch made when the store is created (or first upgraded). A unit
+    # that starts over with a new store starts a new epoch, so central never confuses its seq 1
+    # with the seq 1 of the store it replaced.
+    import uuid
+    from datetime import UTC, datetime
+
+    db.execute(
+        "CREATE TABLE store_identity (key TEXT PRIMARY KEY CHECK (key = 'store'), "
+        "epoch TEXT NOT NULL, created_at TEXT NOT NULL)"
+    )
+    db.execute(
+        "INSERT INTO store_identity (key, epoch, created_at) VALUES ('store', ?, ?)",
+        [str(uuid.uuid4()), datetime.now(UTC).isoformat(timespec="seconds")],
+    )
+    # Batch membership: readings.batch_id is set when a batch is recorded (not at its ack), so an
+    # ack marks exactly the readings the batch carried, and a reading is in at most one batch
+    # in flight. priority = 1 for alert-range readings: they leave first, in their own batches.
+    # refused: central's reason when it would not hold a reading (an alarm, never retried blindly).
+    db.execute("ALTER TABLE readings ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE readings ADD COLUMN refused TEXT")
+    db.execute("ALTER TABLE batches ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        "UPDATE readings SET priority = 1 WHERE sent_at IS NULL AND flags LIKE '%\"alert\"%'"
+    )
+    # Unacknowledged batches of the range era: their unsent readings become their members.
+    db.execute(
+        "UPDATE readings SET batch_id = (SELECT b.batch_id FROM batches b WHERE b.acked_at IS "
+        "NULL AND readings.seq BETWEEN b.seq_from AND b.seq_to) WHERE sent_at IS NULL"
+    )
+    db.execute("DROP INDEX IF EXISTS readings_unsent")
+    db.execute(
+        "CREATE INDEX readings_outbox ON readings(priority DESC, seq) "
+        "WHERE sent_at IS NULL AND batch_id IS NULL"
+    )
+    db.execute("CREATE INDEX readings_batch ON readings(batch_id) WHERE sent_at IS NULL")
+    db.execute("CREATE INDEX readings_unsent ON readings(seq) WHERE sent_at IS NULL")
+    db.execute("DELETE FROM agent_state WHERE key = 'alert-cursor'")

@@ -36,6 +36,7 @@ class Measurement:
     absent_reason: str | None = None  # FHIR dataAbsentReason code when value is None
     raw: bytes = b""
     context: tuple[tuple[str, str], ...] = ()  # e.g. (("site", "finger"),)
+    source_key: str | None = None  # the device's own record identity (deterministic id)
 
 
 def measurement(

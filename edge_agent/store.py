@@ -4,14 +4,26 @@ One file, opened through sqlite-utils, WAL with ``synchronous=FULL`` (checked on
 in WAL mode NORMAL may lose the last commits on power loss), mode 0600, schema only from
 :mod:`edge_agent.migrations`.
 
-One writer thread owns the connection. Callers submit operations and get a future that
-resolves only after the COMMIT that contains them; operations that arrive together share one
-transaction (group commit), each in its own savepoint so a failing operation fails alone.
-A reading is *accepted* when its future resolves, never before.
+One writer thread owns the write connection. Callers submit operations and get a future that
+resolves only after the COMMIT that contains them. Group commit is the classic kind: the writer
+never sleeps; it commits at once when nothing else is queued and gathers into one transaction
+what arrived while the previous commit was being synced (each operation in its own savepoint,
+so a failing operation fails alone). A reading is *accepted* when its future resolves, never
+before. A caller that gives up (a cancelled task, a timeout) never harms the writer.
+
+Reads do not queue behind writes: :meth:`Store.read` and :meth:`Store.read_async` run on
+read-only connections of their own (WAL readers see every committed transaction).
+
+Readings from an identifiable source record (``Measurement.source_key``: an HL7 message and OBX,
+an analyser's specimen and test, a meter's record number) get a deterministic id, so a record a
+device resends after a lost acknowledgement is recognised, stored once and answered again.
+Listeners registered with :meth:`Store.add_commit_listener` hear of every commit that added
+readings (the sync loop wakes on them instead of polling).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -19,8 +31,9 @@ import queue
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +51,22 @@ from edge_agent.models import ClockSource, Measurement, new_reading_id
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Op = Callable[[Database], Any]
+# Deterministic reading ids: uuid5 in this namespace of "unit \x1f device \x1f source key".
+READING_NS = uuid.UUID("5b1f7c1e-3f0a-4d8e-9a57-6d0c8e2b4a11")
+
+
+def reading_id(unit_id: str, device_id: str, source_key: str | None) -> str:
+    if source_key is None:
+        return new_reading_id()
+    return str(uuid.uuid5(READING_NS, f"{unit_id}\x1f{device_id}\x1f{source_key}"))
+
+
+@dataclass(frozen=True)
+class CommitNote:
+    """What one commit added (for listeners: the sync loop)."""
+
+    readings: int
+    alerts: int
 
 
 def utc_now() -> str:
@@ -84,8 +113,19 @@ class _Job:
     future: Future[Any]
 
 
+def _resolve(future: Future[Any], value: Any = None, error: BaseException | None = None) -> None:
+    """Settle a caller's future; a caller that gave up (cancelled) is no concern of the writer."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+    except InvalidStateError:
+        pass
+
+
 class Store:
-    """The store and its single writer thread."""
+    """The store, its single writer thread and its readers."""
 
     def __init__(
         self,
@@ -93,19 +133,31 @@ class Store:
         unit_id: str,
         *,
         group_max: int = 500,
-        group_wait: float = 0.02,
+        group_wait: float = 0.0,
     ) -> None:
         self.path = Path(path)
         self.unit_id = unit_id
         self.group_max = group_max
+        # 0 (the default): classic group commit, never wait. > 0: linger that long for more
+        # operations after the first (only worth it with many concurrent writers).
         self.group_wait = group_wait
-        self.accepted = 0  # readings committed by this process
+        self.accepted = 0  # readings committed by this process (new ones)
+        self.recognised = 0  # resent readings recognised (already stored)
         self.commits = 0  # transactions committed (group commit: commits <= operations)
+        self.epoch = ""
         self.clock_source = ClockSource.SYSTEM
+        self.last_commit_at: float | None = None  # monotonic
+        self._note_readings = 0  # what the open transaction adds (writer thread only)
+        self._note_alerts = 0
+        self._listeners: list[Callable[[CommitNote], None]] = []
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         # A damaged store is quarantined and salvaged before it is opened (store_recovery).
         self.prepared = store_recovery.prepare(self.path)
         self._ready: Future[None] = Future()
+        self._local = threading.local()
+        self._readers = ThreadPoolExecutor(2, thread_name_prefix="store-reader")
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._thread.start()
         self._ready.result()  # re-raises open errors in the caller
@@ -115,35 +167,50 @@ class Store:
     def _run(self) -> None:
         try:
             db = open_database(self.path)
+            row = db.execute("SELECT epoch FROM store_identity").fetchone()
+            self.epoch = str(row[0])
         except BaseException as exc:
             self._ready.set_exception(exc)
             return
         self._ready.set_result(None)
         try:
-            while True:
+            stop = False
+            while not stop:
                 job = self._queue.get()
                 if job is None:
                     return
                 group = [job]
-                deadline = time.monotonic() + self.group_wait
-                stop = False
-                while len(group) < self.group_max:
-                    try:
-                        nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stop = True
-                        break
-                    group.append(nxt)
-                self._commit_group(db, group)
-                if stop:
-                    return
+                stop = self._gather(group)
+                try:
+                    self._commit_group(db, group)
+                except BaseException as exc:  # never let one group end the writer
+                    log.exception("store: unexpected failure committing %d operations",
+                                  len(group))
+                    for item in group:
+                        _resolve(item.future, error=exc)
         finally:
             db.close()
 
+    def _gather(self, group: list[_Job]) -> bool:
+        """Add what is queued now (and, with ``group_wait``, what comes meanwhile); True when
+        a close request was met."""
+        deadline = time.monotonic() + self.group_wait
+        while len(group) < self.group_max:
+            try:
+                if self.group_wait > 0:
+                    nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                else:
+                    nxt = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if nxt is None:
+                return True
+            group.append(nxt)
+        return False
+
     def _commit_group(self, db: Database, group: list[_Job]) -> None:
         results: list[tuple[_Job, Any, BaseException | None]] = []
+        self._note_readings = self._note_alerts = 0
         try:
             with db.atomic():
                 for job in group:
@@ -157,18 +224,23 @@ class Store:
                             raise StoreFull(str(self.path)) from exc
                         results.append((job, None, exc))
             self.commits += 1
+            self.last_commit_at = time.monotonic()
         except Exception as exc:
             full = isinstance(exc, StoreFull) or is_disk_full(exc)
             err: BaseException = StoreFull(str(self.path)) if full else exc
             log.error("store: commit of %d operations failed: %s", len(group), exc)
             for job in group:
-                job.future.set_exception(err)
+                _resolve(job.future, error=err)
             return
+        note = CommitNote(self._note_readings, self._note_alerts)
         for job, value, failure in results:
-            if failure is not None:
-                job.future.set_exception(failure)
-            else:
-                job.future.set_result(value)
+            _resolve(job.future, value, failure)
+        if note.readings:
+            for listener in list(self._listeners):
+                try:
+                    listener(note)
+                except Exception:
+                    log.exception("store: commit listener failed")
 
     # --- API ------------------------------------------------------------------------------
     def submit(self, op: Callable[[Database], T]) -> Future[T]:
@@ -182,10 +254,54 @@ class Store:
     def call(self, op: Callable[[Database], T], timeout: float | None = 60) -> T:
         return self.submit(op).result(timeout)
 
+    async def write(self, op: Callable[[Database], T]) -> T:
+        """``submit`` for coroutines. Cancelling the awaiting task does not undo the write
+        (it may still commit) and never disturbs the writer."""
+        return await asyncio.wrap_future(self.submit(op))
+
+    def read(self, op: Callable[[Database], T]) -> T:
+        """Run ``op`` on this thread's read-only connection, in one read transaction (a
+        consistent snapshot); never waits for the writer's queue."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30,
+                                   isolation_level=None)
+            conn.execute("PRAGMA query_only = 1")
+            conn.execute("PRAGMA busy_timeout = 30000")
+            self._local.conn = conn
+            with self._reader_lock:
+                self._reader_conns.append(conn)
+        conn.execute("BEGIN")
+        try:
+            return op(Database(conn))
+        finally:
+            conn.execute("COMMIT")
+
+    async def read_async(self, op: Callable[[Database], T]) -> T:
+        """:meth:`read` on the store's reader threads, for the event loop."""
+        return await asyncio.wrap_future(self._readers.submit(self.read, op))
+
+    def add_commit_listener(self, listener: Callable[[CommitNote], None]) -> None:
+        """``listener(note)`` runs in the writer thread after each commit that added
+        readings: keep it tiny (e.g. ``loop.call_soon_threadsafe(event.set)``)."""
+        self._listeners.append(listener)
+
+    def remove_commit_listener(self, listener: Callable[[CommitNote], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def writer_alive(self) -> bool:
+        return self._thread.is_alive()
+
     def close(self) -> None:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+        self._readers.shutdown(wait=True)
+        with self._reader_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
         self.prepared.release()
 
     def __enter__(self) -> Store:
@@ -204,8 +320,12 @@ class Store:
         clock_source: ClockSource | None = None,
         position: tuple[float, float] | None = None,
         encounter_id: str | None = None,
+        cursor: tuple[str, int] | None = None,
     ) -> Future[list[int]]:
-        """Queue readings (and rejects) for the next group commit; resolves to their seqs."""
+        """Queue readings (and rejects, and a device's download cursor, all in one
+        transaction) for the next group commit; resolves to their seqs. A reading this store
+        already holds (same deterministic id: a resent record) is not stored again: its
+        existing seq is returned."""
         at = received_at or utc_now()
         clock = clock_source or self.clock_source
         rows = [self._reading_row(device_id, m, at, clock, encounter_id) for m in measurements]
@@ -216,21 +336,43 @@ class Store:
             {"device_id": device_id, "received_at": at, "reason": r.reason, "raw": r.raw}
             for r in rejects
         ]
-        count = len(rows)
+        sql = _insert_sql("readings", rows[0]) if rows else ""
+        keyed = [m.source_key is not None for m in measurements]
+        counts = [0, 0]  # new, recognised
 
         def op(db: Database) -> list[int]:
-            seqs = [_insert(db, "readings", row) for row in rows]
-            for row in reject_rows:
-                _insert(db, "rejects", row)
+            seqs: list[int] = []
+            new = recognised = alerts = 0
+            for row, deterministic in zip(rows, keyed, strict=True):
+                # Look first (one writer: no race). INSERT ... ON CONFLICT DO NOTHING would
+                # burn an AUTOINCREMENT value and leave a hole in the seqs central counts on.
+                found = db.execute("SELECT seq FROM readings WHERE id = ?",
+                                   [row["id"]]).fetchone() if deterministic else None
+                if found is not None:  # a resent record: already here
+                    seqs.append(int(found[0]))
+                    recognised += 1
+                    continue
+                cur = db.execute(sql, list(row.values()))
+                seqs.append(int(cur.lastrowid or 0))
+                new += 1
+                alerts += row["priority"]
+            for reject in reject_rows:
+                _insert(db, "rejects", reject)
+            if cursor is not None:
+                _save_cursor(db, *cursor)
+            counts[:] = [new, recognised]
+            self._note_readings += new
+            self._note_alerts += alerts
             return seqs
 
         fut = self.submit(op)
-        fut.add_done_callback(lambda f: self._count(f, count))
+        fut.add_done_callback(lambda f: self._count(f, counts))
         return fut
 
-    def _count(self, fut: Future[list[int]], count: int) -> None:
-        if fut.exception() is None:
-            self.accepted += count
+    def _count(self, fut: Future[list[int]], counts: list[int]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self.accepted += counts[0]
+            self.recognised += counts[1]
 
     def _reading_row(
         self, device_id: str, m: Measurement, at: str, clock: ClockSource, encounter: str | None
@@ -239,7 +381,7 @@ class Store:
         if clock is ClockSource.UNTRUSTED:
             flags.append("clock-untrusted")
         return {
-            "id": new_reading_id(),
+            "id": reading_id(self.unit_id, device_id, m.source_key),
             "unit_id": self.unit_id,
             "device_id": device_id,
             "quantity": m.quantity,
@@ -255,48 +397,61 @@ class Store:
             "context": json.dumps([list(kv) for kv in m.context]),
             "raw": m.raw,
             "encounter_id": encounter,
+            "priority": 1 if "alert" in flags else 0,
+            "latitude": None,
+            "longitude": None,
         }
 
     # --- queries (through the writer, so they see every committed write) -------------------
     def stats(self) -> dict[str, int]:
         def op(db: Database) -> dict[str, int]:
             row = db.execute(
-                "SELECT count(*), count(*) FILTER (WHERE sent_at IS NULL), "
-                "count(*) FILTER (WHERE sent_at IS NOT NULL) FROM readings"
+                "SELECT count(*), count(*) FILTER (WHERE sent_at IS NULL AND refused IS NULL), "
+                "count(*) FILTER (WHERE sent_at IS NOT NULL), "
+                "count(*) FILTER (WHERE refused IS NOT NULL) FROM readings"
             ).fetchone()
             rejects = db.execute("SELECT count(*) FROM rejects").fetchone()[0]
             return {
                 "readings_total": row[0],
                 "readings_pending_sync": row[1],
                 "readings_sent": row[2],
+                "readings_refused_by_central": row[3],
                 "rejects": rejects,
             }
 
-        return self.call(op)
+        return self.read(op)
 
     def log_event(self, kind: str, detail: str = "", device_id: str | None = None) -> Future[int]:
         row = {"at": utc_now(), "kind": kind, "device_id": device_id, "detail": detail}
         return self.submit(lambda db: _insert(db, "events", row))
 
-    def cursor_load(self, device_id: str) -> int | None:
+    def cursor_load(self, key: str) -> int | None:
         def op(db: Database) -> int | None:
             row = db.execute(
-                "SELECT cursor FROM device_cursors WHERE device_id = ?", [device_id]
+                "SELECT cursor FROM device_cursors WHERE device_id = ?", [key]
             ).fetchone()
             return None if row is None else int(row[0])
 
-        return self.call(op)
+        return self.read(op)
 
-    def cursor_save(self, device_id: str, cursor: int) -> None:
-        def op(db: Database) -> None:
-            db.execute(
-                "INSERT INTO device_cursors (device_id, cursor, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(device_id) DO UPDATE SET cursor = excluded.cursor, "
-                "updated_at = excluded.updated_at",
-                [device_id, cursor, utc_now()],
-            )
+    def cursor_save(self, key: str, cursor: int) -> None:
+        """A cursor alone; with readings, pass ``cursor=`` to :meth:`append` instead."""
+        self.call(lambda db: _save_cursor(db, key, cursor))
 
-        self.call(op)
+
+def _save_cursor(db: Database, key: str, cursor: int) -> None:
+    db.execute(
+        "INSERT INTO device_cursors (device_id, cursor, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT(device_id) DO UPDATE SET cursor = excluded.cursor, "
+        "updated_at = excluded.updated_at",
+        [key, cursor, utc_now()],
+    )
+
+
+def _insert_sql(table: str, row: dict[str, Any], conflict: str = "") -> str:
+    cols = ", ".join(row)
+    marks = ", ".join("?" for _ in row)
+    return f"INSERT INTO {table} ({cols}) VALUES ({marks}) {conflict}".rstrip()
 
 
 def _insert(db: Database, table: str, row: dict[str, Any]) -> int:

@@ -85,12 +85,15 @@ class StoreSink(Sink):
         measurements: list[Measurement],
         rejects: list[Rejected],
         *,
+        cursor: tuple[str, int] | None = None,
         may_buffer: bool = False,
     ) -> None:
         """Commit, then return. With ``may_buffer`` (stream devices, which never resend) a full
         disk holds the readings in memory and returns at once; without it (a message the
         device will be acknowledged for) a full disk raises :class:`StoreFull` at once, so
-        the device gets a negative answer and resends."""
+        the device gets a negative answer and resends. A ``cursor`` (a download cursor saved
+        in the readings' transaction) is never held: such a store is always durable."""
+        may_buffer = may_buffer and cursor is None
         wall, mono = self._wall(), self._monotonic()
         is_gps = self._learn(measurements, wall, mono)
         received_at, clock = self._reception_time(wall, mono)
@@ -106,6 +109,7 @@ class StoreSink(Sink):
                 self.unit_store.append(
                     device_id, measurements, rejects,
                     received_at=received_at, clock_source=clock, position=position,
+                    cursor=cursor,
                 )
             )
         except StoreFull:

@@ -49,6 +49,7 @@ def test_reading_counted_only_after_commit_and_survives_reopen(tmp_path: Path) -
     with Store(path, "mmu-01") as store:
         assert store.stats() == {
             "readings_total": 1, "readings_pending_sync": 1, "readings_sent": 0, "rejects": 1,
+                "readings_refused_by_central": 0,
         }
         # a reopened store continues the sequence: seq is never reused
         assert store.append("ox", [measurement("pulse_rate", 73.0)]).result(10) == [2]
