@@ -67,11 +67,13 @@ def test_damaged_store_is_quarantined_and_salvaged(
 ) -> None:
     path = tmp_path / "unit.db"
     original = make_store(path)
+    old_epoch = sqlite3.connect(path).execute("SELECT epoch FROM store_identity").fetchone()
     damage(path)
     assert not quick_check(path).ok
     damaged = digest(path)
 
     with Store(path, "mmu-01") as store:
+        assert store.epoch and store.epoch != (old_epoch[0] if old_epoch else None)  # new epoch
         rows = store.call(lambda db: db.execute(
             "SELECT seq, id, sent_at, batch_id, raw FROM readings ORDER BY seq").fetchall())
         seq = store.append("ox", [measurement("spo2", 97.0)]).result(10)[0]
