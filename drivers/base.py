@@ -114,7 +114,11 @@ class GattDecoder(Protocol):
 class Sink(Protocol):
     """Where transports hand decoded events. ``store`` returns only after the COMMIT, which
     includes ``cursor`` (key, value) when given: the readings and the cursor commit together
-    or not at all."""
+    or not at all.
+
+    ``may_buffer=True`` (data no device will be acknowledged for: stream devices, which
+    never resend) lets the sink hold the data in memory while the disk is full and return at
+    once, so the transport keeps reading; without it a full disk raises ``StoreFull``."""
 
     async def store(
         self,
@@ -123,6 +127,7 @@ class Sink(Protocol):
         rejects: list[Rejected],
         *,
         cursor: tuple[str, int] | None = None,
+        may_buffer: bool = False,
     ) -> None: ...
 
     def device_status(self, device_id: str, state: str, detail: str = "") -> None: ...

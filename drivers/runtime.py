@@ -5,6 +5,8 @@ messages (Nonin, NMEA) are committed per chunk read; message protocols (HL7/MLLP
 RACP) are committed at :class:`MessageComplete`, then ``acknowledge(stored=True)`` queues the
 positive reply. A failed commit answers ``stored=False`` (the device will resend). A message's
 download cursor (``MessageComplete.cursor``) is committed with its readings, in one transaction.
+What is not part of a message (stream readings) may be held in memory by the sink on a full
+disk.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ async def dispatch(
             pending, rejects = [], []
             decoder.acknowledge(event.message_id, stored=stored)
     if pending or rejects:
-        await sink.store(device_id, pending, rejects)
+        # Not part of an acknowledged message: on a full disk the sink may hold it in memory.
+        await sink.store(device_id, pending, rejects, may_buffer=True)
     return infos
 
 

@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 from sqlite_utils import Database, Migrations
 
 from drivers.base import Rejected
+from edge_agent import store_recovery
 from edge_agent.catalogue import range_flags
 from edge_agent.errors import StoreError, StoreFull, StoreNotDurable
 from edge_agent.migrations import migrations
@@ -150,6 +151,8 @@ class Store:
         self._note_alerts = 0
         self._listeners: list[Callable[[CommitNote], None]] = []
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        # A damaged store is quarantined and salvaged before it is opened (store_recovery).
+        self.prepared = store_recovery.prepare(self.path)
         self._ready: Future[None] = Future()
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(2, thread_name_prefix="store-reader")
@@ -158,6 +161,7 @@ class Store:
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._thread.start()
         self._ready.result()  # re-raises open errors in the caller
+        self.submit(lambda db: store_recovery.record(db, self.prepared))
 
     # --- writer thread --------------------------------------------------------------------
     def _run(self) -> None:
@@ -298,6 +302,7 @@ class Store:
             for conn in self._reader_conns:
                 conn.close()
             self._reader_conns.clear()
+        self.prepared.release()
 
     def __enter__(self) -> Store:
         return self

@@ -18,8 +18,10 @@ from typing import Any
 
 from drivers.base import Rejected, Sink
 from drivers.registry import DriverSpec, driver
+from edge_agent.acquisition_buffer import AcquisitionBuffer, Held
 from edge_agent.backoff import Backoff
 from edge_agent.device_check import device_problems
+from edge_agent.disk_full import FullDisk
 from edge_agent.errors import StoreFull
 from edge_agent.models import ClockSource, Measurement
 from edge_agent.settings import DeviceSettings, Settings
@@ -65,14 +67,19 @@ class StoreSink(Sink):
         *,
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        full_disk: FullDisk | None = None,
     ) -> None:
         self.unit_store = store
-        self.full_retry = Backoff(base=0.5, cap=30.0)
         self._wall = wall
         self._monotonic = monotonic
         self._fix = _Fix()
         self.devices: dict[str, DeviceState] = {}
         self.on_devices: Callable[[dict[str, dict[str, str]]], None] | None = None  # sync
+        self._before_full: dict[str, tuple[str, str]] = {}
+        self.full_disk = full_disk or FullDisk(store)
+        self.full_disk.on_stored = self._count
+        self.full_disk.on_recovered = self._recovered
+        self.full_disk.device_states = lambda: {k: v.state for k, v in self.devices.items()}
 
     async def store(
         self,
@@ -81,30 +88,58 @@ class StoreSink(Sink):
         rejects: list[Rejected],
         *,
         cursor: tuple[str, int] | None = None,
+        may_buffer: bool = False,
     ) -> None:
+        """Commit, then return. With ``may_buffer`` (stream devices, which never resend) a full
+        disk holds the readings in memory and returns at once; without it (a message the
+        device will be acknowledged for) a full disk raises :class:`StoreFull` at once, so
+        the device gets a negative answer and resends. A ``cursor`` (a download cursor saved
+        in the readings' transaction) is never held: such a store is always durable."""
+        may_buffer = may_buffer and cursor is None
         wall, mono = self._wall(), self._monotonic()
         is_gps = self._learn(measurements, wall, mono)
         received_at, clock = self._reception_time(wall, mono)
         position = None if is_gps else self._position(mono)
-        while True:
-            try:
-                await asyncio.wrap_future(
-                    self.unit_store.append(
-                        device_id, measurements, rejects,
-                        received_at=received_at, clock_source=clock, position=position,
-                        cursor=cursor,
-                    )
+        held = Held(device_id, tuple(measurements), tuple(rejects), received_at, clock, position)
+        full = self.full_disk
+        if full.full and (may_buffer or full.buffer.holds(device_id)):
+            # Behind what is already held (order), or never acknowledged while held.
+            self._hold_or_refuse(held, may_buffer)
+            return
+        try:
+            await asyncio.wrap_future(
+                self.unit_store.append(
+                    device_id, measurements, rejects,
+                    received_at=received_at, clock_source=clock, position=position,
+                    cursor=cursor,
                 )
-                break
-            except StoreFull as exc:
-                # Disk full: keep this device's readings here and try again (the transport
-                # waits meanwhile); never drop what a device sent.
-                self.device_status(device_id, "store-full", str(exc))
-                await asyncio.sleep(self.full_retry.next_delay())
-        self.full_retry.reset()
-        state = self.devices.setdefault(device_id, DeviceState())
-        state.readings += len(measurements)
-        state.rejects += len(rejects)
+            )
+        except StoreFull:
+            full.enter()
+            self._hold_or_refuse(held, may_buffer)
+            return
+        self._count(held)
+
+    def _hold_or_refuse(self, held: Held, may_buffer: bool) -> None:
+        full = self.full_disk
+        if not may_buffer:
+            self.device_status(held.device_id, "store-full", "disk full: the device will resend")
+            raise StoreFull(str(self.unit_store.path))
+        if full.hold(held):
+            self.device_status(held.device_id, "store-full", "disk full: readings held in memory")
+        else:
+            self.device_status(held.device_id, "buffer-full",
+                               "disk full and memory buffer full: readings NOT kept")
+
+    def _count(self, held: Held) -> None:
+        state = self.devices.setdefault(held.device_id, DeviceState())
+        state.readings += held.readings
+        state.rejects += len(held.rejects)
+
+    def _recovered(self) -> None:
+        for device_id, (state, detail) in list(self._before_full.items()):
+            self.device_status(device_id, state, detail)
+        self._before_full.clear()
 
     def _learn(self, measurements: list[Measurement], wall: float, mono: float) -> bool:
         fix = self._fix
@@ -142,14 +177,22 @@ class StoreSink(Sink):
         current = self.devices.setdefault(device_id, DeviceState())
         if (current.state, current.detail) == (state, detail):
             return
+        if state in ("store-full", "buffer-full"):
+            self._before_full.setdefault(device_id, (current.state, current.detail))
+        elif device_id in self._before_full:  # e.g. disconnected meanwhile: restore that
+            self._before_full[device_id] = (state, detail)
         current.state, current.detail, current.since = state, detail, utc_now()
         log.info("device %s: %s %s", device_id, state, detail)
-        self.unit_store.log_event(f"device.{state}", detail, device_id)
-        # For the unit's retained status (birth message) and `sync status`.
+        # For the unit's retained status (birth message; central sees a full disk too).
         states = {k: {"state": v.state, "since": v.since} for k, v in self.devices.items()}
-        self.unit_store.submit(lambda db: put_state(db, "devices", states))
         if self.on_devices is not None:
             self.on_devices(states)
+        if self.full_disk.full:  # the store would refuse these: keep them for later
+            self.full_disk.note_event(f"device.{state}", detail, device_id)
+            return
+        self.unit_store.log_event(f"device.{state}", detail, device_id)
+        # For `sync status` and the next start.
+        self.unit_store.submit(lambda db: put_state(db, "devices", states))
 
 
 def _iso(epoch: float) -> str:
@@ -238,12 +281,20 @@ class Supervisor:
         self.settings = settings
         self.acquire = acquire
         self.store = store
-        self.sink = StoreSink(store)
+        cfg = settings.store
+        self.sink = StoreSink(store, full_disk=FullDisk(
+            store,
+            buffer=AcquisitionBuffer(cfg.full_buffer_readings, cfg.full_buffer_kib * 1024),
+            reserve_bytes=cfg.reserve_kib * 1024,
+            resume_free_bytes=cfg.resume_free_kib * 1024,
+        ))
         self.sync_enabled = sync and settings.broker is not None and settings.sync.enabled
         self.sync_daemon: Any = None
 
     async def run(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
+            if self.acquire:
+                tg.create_task(self.sink.full_disk.run(stop), name="full-disk")
             for dev in self.settings.devices if self.acquire else []:
                 if dev.enabled:
                     tg.create_task(self._supervise(dev, stop), name=f"device:{dev.id}")
@@ -272,7 +323,7 @@ class Supervisor:
             if spec.decoder is not None:
                 spec.decoder(dev.options)  # a throwaway: the transport builds its own
             elif spec.gatt is not None:
-                spec.gatt(dev.options, None)
+                spec.gatt(dev.options)
         except Exception as exc:
             log.error("device %s cannot be started: %s", dev.id, exc)
             self.sink.device_status(dev.id, "failed", f"{type(exc).__name__}: {exc}")
@@ -294,5 +345,6 @@ class Supervisor:
     def health(self) -> dict[str, Any]:
         return {
             "devices": {k: vars(v) for k, v in self.sink.devices.items()},
+            "disk": self.sink.full_disk.status(),
             "sync": self.sync_daemon.status() if self.sync_daemon is not None else None,
         }

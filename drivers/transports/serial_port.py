@@ -105,10 +105,18 @@ async def _pump(
     loop = asyncio.get_running_loop()
     readable = asyncio.Event()
     fd = port.fileno()
-    loop.add_reader(fd, readable.set)
+
+    def on_readable() -> None:
+        # One wake-up per wait: the reader is level-triggered, so leaving it registered while
+        # a commit is awaited would call this on every loop turn (a busy loop).
+        loop.remove_reader(fd)
+        readable.set()
+
     try:
         await _write(device_id, port, decoder.data_to_send())
         while not stop.is_set():
+            if not readable.is_set():
+                loop.add_reader(fd, on_readable)
             waiter = asyncio.ensure_future(readable.wait())
             stopper = asyncio.ensure_future(stop.wait())
             done, _ = await asyncio.wait(

@@ -33,3 +33,19 @@ def stats(
     typer.echo(f"rejected frames:       {result['rejects']}")
 
 
+@app.command()
+def check(
+    config: ConfigOption = None,
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Check the store (bounded quick_check), show recoveries, quarantined files and disk state.
+
+    Exit 0 when healthy; 1 when damaged, recovered (a quarantined file is waiting for a
+    technician) or the disk is full."""
+    from edge_agent.store_health import health_report, render
+
+    report = health_report(store_path(config, db))
+    typer.echo(json.dumps(report) if as_json else render(report))
+    if not report["healthy"]:
+        raise typer.Exit(1)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import pytest
+
+from edge_agent.acquisition_buffer import AcquisitionBuffer
+from edge_agent.disk_full import FullDisk
+from edge_agent.disk_status import read_status
+from edge_agent.errors import StoreFull
 from edge_agent.models import measurement
-from edge_agent.store import Store
+from edge_agent.store import Store, get_state
 from edge_agent.supervisor import StoreSink
 
 T0 = 1_795_000_000.0  # the unit's (wrong) wall clock: 2026-11-18T11:06:40Z
@@ -59,26 +66,78 @@ async def test_gps_agreeing_with_the_clock_keeps_system_time(tmp_path: Path) -> 
         assert rows(store)[2][:4] == ("ox", "system", 1.0, 2.0)
 
 
-async def test_a_full_disk_keeps_the_readings_and_stores_them_when_space_returns(
+async def test_a_full_disk_holds_stream_readings_and_writes_them_back_in_order(
     tmp_path: Path,
 ) -> None:
-    import asyncio
-
-    from edge_agent.backoff import Backoff
-
+    clock = Clock()
+    free = {"bytes": 0}
     with Store(tmp_path / "unit.db", "mmu-01") as store:
-        sink = StoreSink(store)
-        sink.full_retry = Backoff(base=0.01, cap=0.02)
-        await sink.store("ox", [measurement("spo2", 97.0)], [])
-        pages = store.call(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
-        # FAULT-TESTING.md: max_page_count makes SQLite report a full disk.
-        store.call(lambda db: db.execute(f"PRAGMA max_page_count = {pages}"))
-        burst = [measurement("spo2", 96.0, raw=bytes(4096)) for _ in range(20)]
-        task = asyncio.create_task(sink.store("ox", burst, []))
+        full = FullDisk(store, poll=0.02, reserve_bytes=4096, resume_free_bytes=1,
+                        free_bytes=lambda: free["bytes"])
+        sink = StoreSink(store, wall=lambda: clock.wall, monotonic=lambda: clock.mono,
+                         full_disk=full)
+        stop = asyncio.Event()
+        keeper = asyncio.create_task(full.run(stop))
+        await sink.store("ox", [measurement("spo2", 97.0)], [], may_buffer=True)
+        fill_disk(store)
+        for i in range(20):  # one burst per second of the device's clock, disk full
+            clock.advance(1)
+            async with asyncio.timeout(2):  # returns at once: the port keeps being read
+                await sink.store("ox", [measurement("spo2", 80.0 + i, raw=bytes(4096))], [],
+                                 may_buffer=True)
+        assert sink.devices["ox"].state == "store-full"
+        assert full.full and full.buffer.readings == 20
+        status = read_status(store.path)
+        assert status is not None and status["disk"] == "full" and status["agent_running"]
+        # A message device is not acknowledged while the disk is full: it will resend.
+        with pytest.raises(StoreFull):
+            await sink.store("monitor", [measurement("spo2", 99.0, raw=bytes(8192))], [])
+        assert store.stats()["readings_total"] == 1
+        free_disk(store)
+        free["bytes"] = 1 << 30
         async with asyncio.timeout(10):
-            while sink.devices.get("ox") is None or sink.devices["ox"].state != "store-full":
-                await asyncio.sleep(0.01)
-        assert not task.done()  # held, not dropped
-        store.call(lambda db: db.execute("PRAGMA max_page_count = 1073741823"))
-        await asyncio.wait_for(task, 10)
-        assert store.stats()["readings_total"] == 21
+            while full.full:
+                await asyncio.sleep(0.02)
+        got = rows(store)
+        stop.set()
+        await keeper
+        events = store.call(lambda db: [r[0] for r in db.execute(
+            "SELECT kind FROM events WHERE kind LIKE 'store.%' ORDER BY id")])
+        disk = store.call(lambda db: get_state(db, "disk"))
+    assert [r[0] for r in got] == ["ox"] * 21
+    stamps = [r[4] for r in got]
+    assert stamps == sorted(stamps) and len(set(stamps)) == 21  # when the bytes arrived
+    assert stamps[-1] == "2026-11-18T11:07:00.000Z"  # T0 + 20 s, not the write-back time
+    assert sink.devices["ox"].state == "starting" and sink.devices["ox"].readings == 21
+    assert events == ["store.full", "store.space-returned"]
+    assert disk["state"] == "ok" and disk["last_full"]["written_back"] == 20
+    final = read_status(tmp_path / "unit.db")
+    assert final is not None and final["disk"] == "ok"
+
+
+async def test_a_full_memory_buffer_says_so_and_counts_what_it_could_not_keep(
+    tmp_path: Path,
+) -> None:
+    with Store(tmp_path / "unit.db", "mmu-01") as store:
+        full = FullDisk(store, buffer=AcquisitionBuffer(max_readings=5), poll=0.02,
+                        free_bytes=lambda: 0)
+        sink = StoreSink(store, full_disk=full)
+        fill_disk(store)
+        for _ in range(8):
+            await sink.store("ox", [measurement("spo2", 97.0, raw=bytes(8192))], [],
+                             may_buffer=True)
+        assert sink.devices["ox"].state == "buffer-full"
+        assert full.buffer.readings == 5 and full.status()["dropped"] == 3
+
+
+def fill_disk(store: Store) -> None:
+    """FAULT-TESTING.md: max_page_count makes SQLite report a full disk."""
+    pages = store.call(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
+    store.call(lambda db: db.execute(f"PRAGMA max_page_count = {pages}"))
+    with pytest.raises(StoreFull):  # a row that needs a new page no longer fits
+        store.call(lambda db: db.execute("INSERT INTO events (at, kind, detail) VALUES "
+                                         "('t', 'filler', ?)", [bytes(8192)]))
+
+
+def free_disk(store: Store) -> None:
+    store.call(lambda db: db.execute("PRAGMA max_page_count = 1073741823"))

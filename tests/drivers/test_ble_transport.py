@@ -76,7 +76,8 @@ class RecordingSink:
         self.changed = asyncio.Event()
 
     async def store(self, device_id: str, measurements: list[Measurement],
-                    rejects: list[Rejected], *, cursor: tuple[str, int] | None = None) -> None:
+                    rejects: list[Rejected], *, cursor: tuple[str, int] | None = None,
+                    may_buffer: bool = False) -> None:
         if self.fail_commits:
             self.fail_commits -= 1
             self.log.append("store failed")

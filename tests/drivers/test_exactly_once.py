@@ -54,9 +54,11 @@ class WatchedSink(StoreSink):
         rejects: list[Rejected],
         *,
         cursor: tuple[str, int] | None = None,
+        may_buffer: bool = False,
     ) -> None:
         try:
-            await super().store(device_id, measurements, rejects, cursor=cursor)
+            await super().store(device_id, measurements, rejects, cursor=cursor,
+                                may_buffer=may_buffer)
             self.commits += 1
         finally:
             self.changed.set()

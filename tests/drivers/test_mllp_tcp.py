@@ -36,6 +36,7 @@ class FakeSink:
         rejects: list[Rejected],
         *,
         cursor: tuple[str, int] | None = None,
+        may_buffer: bool = False,
     ) -> None:
         assert device_id == "monitor-1"
         if self.fail and measurements:

@@ -71,6 +71,7 @@ class RecordingSink:
         rejects: list[Rejected],
         *,
         cursor: tuple[str, int] | None = None,
+        may_buffer: bool = False,
     ) -> None:
         self.measurements += measurements
         self.rejects += rejects
