@@ -27,7 +27,7 @@ from scripts.benchmarks import (
     slowlink,
     wire,
 )
-from scripts.benchmarks.env import Bench, BenchError, Size, interrupt_on_sigterm
+from scripts.benchmarks.env import Bench, Size, interrupt_on_sigterm
 
 Figure = Callable[[Bench, Size], Awaitable[dict[str, Any]]]
 FIGURES: dict[str, Figure] = {
@@ -76,7 +76,7 @@ async def run(names: list[str], size: Size, keep: bool,
         with Bench(keep=keep) as bench:  # a fresh broker and receivers for each figure
             try:
                 figures[name] = await FIGURES[name](bench, size)
-            except (BenchError, OSError, RuntimeError, ValueError) as exc:
+            except Exception as exc:  # one figure failing does not lose the others
                 errors[name] = f"{type(exc).__name__}: {exc}"
         progress(f"bench: {name} done in {time.monotonic() - start:.0f} s")
     return figures, errors
@@ -100,13 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         progress("bench: interrupted; everything it started is stopped")
         return 130
-    result = {
+    machine = {"cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2)}
+    result: dict[str, Any] = {
         "bench": "edge-agent",
         "schema": 1,
         "started_at": started,
         "scale": size.scale,
         "quick": size.scale < 1,
-        "machine": {"cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2)},
+        "machine": machine,
         "seconds": round(time.monotonic() - start, 1),
         "figures": figures,
         "targets": report.verdicts(figures),
@@ -118,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report.table(figures, errors))
         if "profile" in figures:
             print("\n" + str(figures["profile"]["text"]))
-        load = result["machine"]
-        print(f"\n{load['cpus']} CPUs, load {load['loadavg_1m']} (1 min) at the end; "
+        print(f"\n{machine['cpus']} CPUs, load {machine['loadavg_1m']} (1 min) at the end; "
               f"scale {size.scale:g}; {result['seconds']} s")
     return 1 if errors else 0
 

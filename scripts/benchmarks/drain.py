@@ -23,15 +23,15 @@ from edge_agent.settings import SyncSettings
 from edge_agent.store import Store, utc_now
 from scripts.benchmarks.env import (
     Bench,
-    Size,
     BenchError,
+    Size,
     bounded,
     fill_store,
     make_readings,
     settings_for,
     until,
 )
-from sync import codec, outbox, topics
+from sync import codec, outbox
 from sync.daemon import SyncDaemon
 
 ALERT_SHARE = 0.03
