@@ -59,10 +59,27 @@ def command(pid: int) -> str:
 
 @pytest.mark.broker
 def test_quick_json_is_one_object_with_every_figure_beside_its_baseline() -> None:
-    out = subprocess.run([str(BENCH), "help", "drain", "--quick", "--scale", "0.005", "--json"],
-                         capture_output=True, text=True, timeout=300, env=bench_env())
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout)  # exactly one JSON object: anything else fails to parse
+    proc = subprocess.Popen([str(BENCH), "help", "drain", "--quick", "--scale", "0.005",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=bench_env())
+    seen: set[int] = set()
+    try:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None:  # note every process it starts, to check they are gone
+            seen |= descendants(proc.pid)
+            assert time.monotonic() < deadline, "bench --quick took over 300 s"
+            time.sleep(0.05)
+        stdout, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 0, stderr[-2000:]
+        assert [command(p) for p in seen if alive(p)] == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for pid in seen:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    result = json.loads(stdout)  # exactly one JSON object: anything else fails to parse
     assert isinstance(result, dict)
     assert result["errors"] == {}
     assert result["quick"] is True and result["scale"] == 0.005

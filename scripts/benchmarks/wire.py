@@ -9,12 +9,20 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+import uuid
 from typing import Any
 
 from edge_agent.store import Store
 from edge_agent.supervisor import Supervisor
-from scripts.benchmarks.drain import ALERT_SHARE, agent_drain, naive_publish, template
+from scripts.benchmarks.drain import (
+    ALERT_SHARE,
+    agent_drain,
+    naive_publish,
+    read_chunks,
+    template,
+)
 from scripts.benchmarks.env import Bench, BenchError, CountingProxy, Size, bounded, until
+from sync import codec
 from sync.daemon import SyncDaemon
 
 # seq uint32, quantity id uint16, value float64, time int64 ms, flags uint8: 23 bytes
@@ -85,6 +93,21 @@ async def live(bench: Bench, seconds: float) -> tuple[float, int]:
     return proxy.total / total, total
 
 
+def payload_sweep(bench: Bench, sizes: tuple[int, ...] = (1, 10, 100, 200, 500)
+                  ) -> dict[str, float]:
+    """The codec alone: compressed payload bytes per reading by batch size (no MQTT)."""
+    src = template(bench, max(sizes) * 2, ALERT_SHARE)
+    out = {}
+    for size in sizes:
+        total = count = 0
+        for rows in read_chunks(src, max(sizes) * 2, size):
+            total += len(codec.encode_batch("mmu-01", str(uuid.uuid4()), rows,
+                                            "2026-11-23T08:00:00.000Z"))
+            count += len(rows)
+        out[f"payload_bytes_per_reading_batch_{size}"] = round(total / count, 1)
+    return out
+
+
 async def measure(bench: Bench, size: Size) -> dict[str, Any]:
     n = size.n(20_000, 200)
     await bench.receivers(bench.fresh("central") / "central.db")
@@ -103,5 +126,6 @@ async def measure(bench: Bench, size: Size) -> dict[str, Any]:
         "compact_bytes_per_reading": COMPACT.size,
         "ratio_naive": round(full / naive, 3),
         "ratio_compact": round(full / COMPACT.size, 2),
+        **payload_sweep(bench),
         "seconds": round(time.monotonic() - start, 1),
     }
