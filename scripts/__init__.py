@@ -1,0 +1,1 @@
+"""Developer scripts; scripts/benchmarks is the Python behind scripts/bench."""
