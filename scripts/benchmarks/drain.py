@@ -47,6 +47,8 @@ class Drained:
     def per_s(self) -> float:
         return self.readings / self.seconds
 
+EPOCH = str(uuid.uuid4())  # the baseline loop's own store identity
+
 
 def template(bench: Bench, n: int, alert_share: float) -> Path:
     """A closed store holding ``n`` unsent readings, copied for each run that drains it."""
@@ -183,7 +185,7 @@ def batched_publish(src: Path, n: int, port: int, unit: str, batch_size: int, wi
     try:
         for rows in read_chunks(src, n, batch_size):
             batch_id = str(uuid.uuid4())
-            payload = codec.encode_batch(unit, batch_id, rows, utc_now())
+            payload = codec.encode_batch(unit, batch_id, rows, utc_now(), epoch=EPOCH)
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.ContentType = codec.CONTENT_TYPE
             props.UserProperty = [("schema", codec.SCHEMA), ("encoding", codec.ENCODING),

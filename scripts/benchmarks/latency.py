@@ -37,8 +37,10 @@ class TimedSink(StoreSink):
         self.stored = asyncio.Event()
 
     async def store(self, device_id: str, measurements: list[Measurement],
-                    rejects: list[Rejected]) -> None:
-        await super().store(device_id, measurements, rejects)
+                    rejects: list[Rejected], *, cursor: tuple[str, int] | None = None,
+                    may_buffer: bool = False) -> None:
+        await super().store(device_id, measurements, rejects, cursor=cursor,
+                            may_buffer=may_buffer)
         if measurements:
             self.stored_at.append(time.perf_counter())
             self.stored.set()

@@ -102,7 +102,8 @@ def payload_sweep(bench: Bench, sizes: tuple[int, ...] = (1, 10, 100, 200, 500)
         total = count = 0
         for rows in read_chunks(src, max(sizes) * 2, size):
             total += len(codec.encode_batch("mmu-01", str(uuid.uuid4()), rows,
-                                            "2026-11-23T08:00:00.000Z"))
+                                            "2026-11-23T08:00:00.000Z",
+                                            epoch=str(uuid.UUID(int=1))))
             count += len(rows)
         out[f"payload_bytes_per_reading_batch_{size}"] = round(total / count, 1)
     return out
