@@ -144,14 +144,34 @@ def test_run_with_an_unknown_device_kind_is_a_config_error(tmp_path: Path) -> No
     assert not (tmp_path / "unit.db").exists()
 
 
-def test_run_on_a_damaged_store_says_what_to_do(tmp_path: Path) -> None:
+def test_run_on_a_damaged_store_quarantines_it_and_keeps_running(tmp_path: Path) -> None:
+    """The unit must keep acquiring: the damaged file is moved aside (never deleted), a new
+    store takes its place, and no traceback reaches the technician."""
+    import signal
+    import time
+
     store = tmp_path / "unit.db"
-    store.write_bytes(os.urandom(8192))
+    damaged = os.urandom(8192)
+    store.write_bytes(damaged)
     cfg = config(tmp_path, f'[store]\npath = "{store}"\n')
-    proc = cli("run", "--config", str(cfg))
-    assert proc.returncode == 4, proc.stderr
-    line = one_line_error(proc.stderr)
-    assert "not a readable SQLite store" in line and "move it aside" in line
+    proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not list(tmp_path.glob("unit.db.corrupt-*")) or not store.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no quarantine within 30 s"
+            time.sleep(0.05)
+        with Store(store, "mmu-01") as fresh:  # a working store is in place
+            assert fresh.stats()["readings_total"] == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    (quarantined,) = [p for p in tmp_path.glob("unit.db.corrupt-*") if p.suffix != ".db-wal"
+                      and not p.name.endswith(("-wal", "-shm"))]
+    assert quarantined.read_bytes() == damaged
 
 
 @pytest.mark.parametrize(
