@@ -515,14 +515,16 @@ class SyncDaemon:
             outbox.next_batch, limit=limit, alerts_only=priority))
         if priority:
             self._alerts = False
-        if not priority and len(rows) < limit:  # the outbox is empty now, but for new commits
+        is_alert = bool(rows) and rows[0]["priority"] == 1
+        if is_alert:  # alerts come first and alone: ordinary readings may still wait
+            self._alerts = True
+        elif not priority and len(rows) < limit:  # empty now, but for what came meanwhile
             self._waiting = max(0, self._waiting - before)
             self._oldest_at = time.monotonic() if self._waiting else None
         elif not priority:  # a full batch: there may be more (a drain): look again at once
             self._waiting = max(1, self._waiting - len(rows))
         if not rows:
             return None
-        is_alert = rows[0]["priority"] == 1
         batch_id = str(uuid.uuid4())
         created = utc_now()
         seqs = [int(r["seq"]) for r in rows]
@@ -535,8 +537,6 @@ class SyncDaemon:
                 outbox.batch_readings, batch_id=batch_id))
             if not rows:
                 return None
-        if is_alert:
-            self._alerts = True  # there may be more; a priority Take answers if not
         return self._encode(batch_id, rows, created, 0, is_alert)
 
     def _encode(self, batch_id: str, rows: list[dict[str, Any]], created: str, attempts: int,
