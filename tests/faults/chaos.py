@@ -381,16 +381,22 @@ def central_rows(path: Path) -> tuple[list[checker.CentralRow], str | None]:
 
 
 def unit_rows(path: Path, epoch: str | None) -> list[checker.UnitRow]:
+    """The unit's readings (id, seq) with their store epoch: a per-row ``epoch`` column, or
+    the store's one epoch (``store_identity``), when central groups seqs by epoch."""
     if not path.exists():
         return []
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        if not _columns(conn, "readings"):
+        columns = _columns(conn, "readings")
+        if not columns:
             return []
-        if epoch is not None and epoch not in _columns(conn, "readings"):
-            epoch = None
-        pick = epoch or "NULL"
-        return [checker.UnitRow(i, int(s), None if e is None else str(e))
-                for i, s, e in conn.execute(f"SELECT id, seq, {pick} FROM readings")]
+        rows = conn.execute(
+            f"SELECT id, seq, {epoch if epoch in columns else 'NULL'} FROM readings").fetchall()
+        store_epoch: str | None = None
+        if epoch is not None and epoch not in columns and _columns(conn, "store_identity"):
+            found = conn.execute("SELECT epoch FROM store_identity").fetchone()
+            store_epoch = None if found is None else str(found[0])
+    return [checker.UnitRow(i, int(s), str(e) if e is not None else store_epoch)
+            for i, s, e in rows]
 
 
 def run_chaos(cfg: ChaosConfig, workdir: Path | None = None) -> Summary:
