@@ -237,6 +237,7 @@ class Chaos:
         self.agent = Agent(workdir, self.broker.port, self.mllp_port)
         self.receiver = ReceiverProcess(workdir, self.broker.port)
         self.witness = Witness(workdir / "witness.jsonl")
+        self.nemesis = Witness(workdir / "nemesis.jsonl")  # the faults, in order, timestamped
         self.stop_new = threading.Event()
         self.abort = threading.Event()
         self.monitors = [
@@ -264,6 +265,7 @@ class Chaos:
             self.receiver.stop()
             self.broker.stop()
             self.witness.close()
+            self.nemesis.close()
         self._integrity(self.agent.store)
         self._integrity(self.receiver.db)
         self._check()
@@ -273,6 +275,7 @@ class Chaos:
     def _start_agent(self, *, faulty: bool) -> None:
         lazy = faulty and self.rng.random() < self.cfg.power_cut_ratio
         self.agent.start(lazy=lazy, negative=self.cfg.negative if faulty else None)
+        self.nemesis.record(t=time.time(), op="start", target="agent", lazy=lazy)
 
     def _acks(self) -> int:
         return sum(m.acked for m in self.monitors)
@@ -305,6 +308,8 @@ class Chaos:
 
     def _kill(self, target: str) -> None:
         self.summary.kills[target] += 1
+        self.nemesis.record(t=time.time(), op="kill", target=target,
+                            power_cut=target == "agent" and self.agent.lazy)
         if target == "agent":
             self.summary.power_cuts += self.agent.lazy
             self.agent.kill()
@@ -425,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="share of agent starts on the lazy VFS (killing them cuts power)")
     p.add_argument("--pause", type=_pair, default=(0.2, 1.2), metavar="LO,HI",
                    help="seconds between kills")
+    p.add_argument("--targets", default=",".join(TARGETS),
+                   help="processes to kill, comma-separated (agent, broker, receiver)")
     p.add_argument("--monitors", type=int, default=2)
     p.add_argument("--negative", choices=NEGATIVES,
                    help="run a negative control (exit 0 when the harness catches it)")
@@ -437,6 +444,11 @@ def main(argv: list[str] | None = None) -> int:
         power_cut_ratio=args.power_cut_ratio, pause=args.pause, monitors=args.monitors,
         negative=args.negative, seed=args.seed,
     )
+    targets = tuple(t for t in args.targets.split(",") if t)
+    if not targets or any(t not in TARGETS for t in targets):
+        p.error(f"--targets: choose among {', '.join(TARGETS)}")
+    cfg.targets = targets
+    cfg.weights = tuple(dict(zip(TARGETS, cfg.weights, strict=True))[t] for t in targets)
     if args.negative:  # the controls are about the agent: kill it only, cut power often
         cfg.targets, cfg.weights = ("agent",), (1.0,)
         if args.negative == "sync-normal":

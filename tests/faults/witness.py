@@ -11,7 +11,7 @@ the agent went away - as real monitors do.
 
 Witness lines (JSON): ``{"e": "sent", "cid", "t", "r": [[quantity, value], ...]}`` before the
 first transmission, ``{"e": "resend", "cid"}`` before each further one, ``{"e": "ack", "cid",
-"code"}`` when the ACK is read (AA, or AR: refused for good).
+"code", "at"}`` when the ACK is read (AA, or AR: refused for good).
 """
 
 from __future__ import annotations
@@ -171,7 +171,8 @@ class Monitor(threading.Thread):
                     sock = None
                     continue
                 if code in ("AA", "CA", "AR", "CR"):
-                    self.witness.record(e="ack", cid=message.control_id, code=code)
+                    self.witness.record(e="ack", cid=message.control_id, code=code,
+                                        at=round(time.time(), 3))
                     self.acked += code in ("AA", "CA")
                     self.pending = None
                     self.abort.wait(self.gap)
