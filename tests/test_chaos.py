@@ -42,7 +42,6 @@ def test_acknowledged_readings_survive_kills_and_power_cuts(short_run: Summary) 
 
 
 @pytest.mark.timeout(400)
-@pytest.mark.xfail(reason="resent HL7 stored twice until deterministic ids land", strict=False)
 def test_a_resent_message_is_stored_once(short_run: Summary) -> None:
     assert short_run.resends > 0
     assert short_run.classes["duplicated_by_content"] == 0
