@@ -8,8 +8,13 @@ a message and a documented exit code: 0 ok, 1 check failed, 2 usage, 3 config, 4
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Annotated, Any
+
+# Plain help: typer's rich rendering costs ~0.3 s per `--help` on the unit's computer (the
+# technicians' and nurses' commands must answer at once). TYPER_USE_RICH=1 brings it back.
+os.environ.setdefault("TYPER_USE_RICH", "0")
 
 import typer
 import typer.core

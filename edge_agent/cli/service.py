@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import socket
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -16,10 +12,15 @@ from edge_agent.cli.common import ConfigOption, load_settings, parse_host_port
 from edge_agent.errors import StoreError
 
 if TYPE_CHECKING:
+    import asyncio
+
     from edge_agent.store import Store
 
 
 def install_stop_handlers(stop: asyncio.Event) -> None:
+    import asyncio
+    import signal
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -35,6 +36,8 @@ _OPEN_FIXES = {
 
 
 def open_store(make: Callable[[], Store], path: Path) -> Store:
+    import sqlite3
+
     """``make()``, with the errors of opening the store (an unwritable or missing folder, a
     file that is not a store) as one line with the fix, exit 4."""
     try:
@@ -82,6 +85,8 @@ def run(
     """Run the unit: every configured device and the sync daemon, in one supervised process."""
     if only not in (None, "acquire", "sync"):
         raise typer.BadParameter("use 'acquire' or 'sync'", param_hint="--only")
+    import asyncio
+
     from edge_agent.clock import system_clock_synchronized
     from edge_agent.models import ClockSource
     from edge_agent.store import Store
@@ -140,6 +145,9 @@ def receive(
     ] = False,
 ) -> None:
     """Reference central receiver: store uplink batches idempotently, then acknowledge."""
+    import asyncio
+    import socket
+
     from sync.link import TlsFiles
     from sync.receiver import Receiver
 
