@@ -100,6 +100,7 @@ class SyncDaemon:
         self.refused_downlinks = 0
         self.wakeups = 0  # loop turns: an idle agent has none
         self.config_version = 0
+        self.config_recognised = 0  # retained down/config seen again (after a restart)
         self._config_sync: dict[str, Any] | None = None
         self._mids: dict[int, str] = {}  # publish mid -> batch id, until its PUBACK
         self._downlinks: list[LinkEvent] = []  # down/cmd, down/config waiting to be applied
@@ -381,8 +382,8 @@ class SyncDaemon:
                 self._event(link, {"type": "config-applied", "version": version})
             else:
                 await self._command(link, parse_command(event.payload))
-        except AlreadyApplied:
-            return
+        except AlreadyApplied:  # the retained copy of what this unit applied already
+            self.config_recognised += 1
         except DownlinkRefused as exc:
             self.refused_downlinks += 1
             log.warning("sync: refused a %s downlink (%d bytes): %s", kind,

@@ -96,3 +96,51 @@ def test_config_outside_sync_is_refused(tmp_path: Path) -> None:
         apply_config(cfg, b'{"version": 1, "devices": []}', 0)
     new, version = apply_config(cfg, b'{"version": 1, "sync": {"max_in_flight": 2}}', 0)
     assert (new.sync.max_in_flight, version, cfg.sync.max_in_flight) == (2, 1, 4)
+
+
+async def test_remote_config_survives_a_restart_and_reaches_the_running_session(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """Applied to the running session (window, timeout, pacing), kept in the store, applied
+    again at the next start; the retained copy of the same version is then recognised, not
+    refused."""
+    cfg = settings(tmp_path, mosquitto.port, batch=10)
+    change = {"version": 7, "sync": {"batch_size": 33, "max_in_flight": 2,
+                                     "ack_timeout_s": 12.5, "uplink_bps": 64000}}
+    async with watching(mosquitto.port, topics.EVENTS.of(UNIT), name="central") as (
+        central, queue
+    ):
+        central.publish(topics.CONFIG.of(UNIT), json.dumps(change).encode(), retain=True)
+        with Store(cfg.store.path, UNIT) as store:
+            for run in ("first", "after restart"):
+                stop = asyncio.Event()
+                daemon = SyncDaemon(store, cfg)  # the file's settings, each time
+                task = asyncio.create_task(daemon.run(stop))
+                if run == "first":
+                    assert (await events_until(queue, "config-applied"))["version"] == 7
+                else:
+                    # the retained down/config arrives again: recognised, nothing to refuse
+                    restarted = daemon
+                    await wait_until(lambda: restarted.config_recognised == 1, 20, "retained")
+                assert daemon.settings.sync.batch_size == 33, run
+                assert daemon.session.max_in_flight == 2, run
+                assert daemon.session.ack_timeout == 12.5, run
+                assert daemon.pacer.bits_per_second == 64000, run
+                assert daemon.config_version == 7, run
+                stop.set()
+                await task
+            assert daemon.refused_downlinks == 0
+    while not queue.empty():  # and nothing was refused on up/events either
+        event = queue.get_nowait()
+        if event.kind == "message":
+            assert json.loads(event.payload)["type"] != "downlink-refused"
+
+
+def test_a_replayed_or_altered_config_version_is_refused(tmp_path: Path) -> None:
+    cfg = settings(tmp_path, 1)
+    new, version = apply_config(cfg, b'{"version": 5, "sync": {"batch_size": 50}}', 4)
+    assert version == 5 and new.sync.batch_size == 50
+    with pytest.raises(DownlinkRefused, match="not newer"):
+        apply_config(new, b'{"version": 5, "sync": {"batch_size": 60}}', 5, {"batch_size": 50})
+    with pytest.raises(DownlinkRefused, match="not newer"):
+        apply_config(new, b'{"version": 4, "sync": {"batch_size": 50}}', 5, {"batch_size": 50})
