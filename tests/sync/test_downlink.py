@@ -4,6 +4,7 @@ reported on up/events, never applied."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,10 @@ def test_config_outside_sync_is_refused(tmp_path: Path) -> None:
     assert (new.sync.max_in_flight, version, cfg.sync.max_in_flight) == (2, 1, 4)
 
 
+def recognised(daemon: SyncDaemon) -> bool:
+    return daemon.config_recognised == 1
+
+
 async def test_remote_config_survives_a_restart_and_reaches_the_running_session(
     tmp_path: Path, mosquitto: MosquittoBroker
 ) -> None:
@@ -120,8 +125,7 @@ async def test_remote_config_survives_a_restart_and_reaches_the_running_session(
                     assert (await events_until(queue, "config-applied"))["version"] == 7
                 else:
                     # the retained down/config arrives again: recognised, nothing to refuse
-                    restarted = daemon
-                    await wait_until(lambda: restarted.config_recognised == 1, 20, "retained")
+                    await wait_until(functools.partial(recognised, daemon), 20, "retained")
                 assert daemon.settings.sync.batch_size == 33, run
                 assert daemon.session.max_in_flight == 2, run
                 assert daemon.session.ack_timeout == 12.5, run
