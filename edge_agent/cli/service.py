@@ -90,8 +90,11 @@ def run(
     settings = load_settings(config)
 
     async def main() -> None:
+        from edge_agent.service_notify import Notifier
+
         stop = asyncio.Event()
         install_stop_handlers(stop)
+        notifier = Notifier()
         with open_store(
             lambda: Store(
                 settings.store.path,
@@ -103,9 +106,17 @@ def run(
         ) as store:
             if system_clock_synchronized() is False:
                 store.clock_source = ClockSource.UNTRUSTED  # until central or GPS confirms
-            await Supervisor(
+            supervisor = Supervisor(
                 settings, store, acquire=only != "sync", sync=only != "acquire"
-            ).run(stop)
+            )
+            watchdog = asyncio.create_task(notifier.watchdog(store, stop), name="watchdog")
+            try:
+                await supervisor.run(stop, started=lambda: notifier.ready(
+                    f"{len(settings.devices)} devices, store {store.epoch}"))
+            finally:
+                notifier.stopping()
+                stop.set()
+                await watchdog
 
     asyncio.run(main())
 
