@@ -95,6 +95,10 @@ def _register() -> None:
 
     app.add_typer(sync.app, name="sync", help="The link to central: status, now, test.",
                   rich_help_panel="Technician")
+    from edge_agent.cli import central
+
+    app.add_typer(central.app, name="central", help="Central's side: signing keys, signed "
+                  "commands for the units.", rich_help_panel="Services")
     app.command(rich_help_panel="Services")(service.run)
     app.command(rich_help_panel="Services")(service.receive)
     from edge_agent.cli import demo, devices
