@@ -108,6 +108,15 @@ def _register() -> None:
 
     app.command(rich_help_panel="Nurse")(demo.demo)
 
+    from edge_agent.cli import technician
+
+    for command in (technician.doctor, technician.ports, technician.probe, technician.bundle):
+        app.command(rich_help_panel="Technician")(command)
+    app.add_typer(technician.config_app, name="config", help="The unit's config: show "
+                  "(secrets masked), validate.", rich_help_panel="Technician")
+    app.add_typer(technician.devices_app, name="devices", help="Configured devices: list, "
+                  "add, remove.", rich_help_panel="Technician")
+
 
 _register()
 
