@@ -126,7 +126,7 @@ def check_store(settings: Settings, now: datetime) -> list[Check]:
     for suffix in ("", "-wal", "-shm"):
         p = Path(str(path) + suffix)
         if p.exists():
-            checks.append(mode_check("store file mode", p, stat.S_IMODE(p.stat().st_mode)))
+            checks.append(mode_check(f"mode {p.name}", p, stat.S_IMODE(p.stat().st_mode)))
     return checks
 
 
