@@ -66,6 +66,23 @@ class SyncSettings(_Model):
     status_interval_s: Annotated[float, Field(ge=1, le=3600)] = 10.0
 
 
+class TrustSettings(_Model):
+    """Central's public keys: downlink commands and configuration must be signed by one of
+    them (sync/signing.py). No keys: unsigned downlink accepted (tests, development)."""
+
+    central_keys: list[str] = []  # "ed25519:<base64>", from `edge-agent central keygen`
+    require_signed: bool = True  # only with keys; false: unsigned also accepted (rollout)
+
+    @field_validator("central_keys")
+    @classmethod
+    def _keys(cls, keys: list[str]) -> list[str]:
+        from sync.signing import parse_public_key
+
+        for key in keys:
+            parse_public_key(key)
+        return keys
+
+
 class DeviceSettings(_Model):
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
     kind: str
@@ -92,6 +109,7 @@ class Settings(_Model):
     store: StoreSettings = StoreSettings()
     broker: BrokerSettings | None = None
     sync: SyncSettings = SyncSettings()
+    trust: TrustSettings = TrustSettings()
     devices: list[DeviceSettings] = []
 
     @field_validator("devices")

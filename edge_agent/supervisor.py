@@ -291,7 +291,8 @@ class Supervisor:
         self.sync_enabled = sync and settings.broker is not None and settings.sync.enabled
         self.sync_daemon: Any = None
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, started: Callable[[], None] | None = None) -> None:
+        """Run until ``stop``; ``started()`` once every device and sync task is started."""
         async with asyncio.TaskGroup() as tg:
             if self.acquire:
                 tg.create_task(self.sink.full_disk.run(stop), name="full-disk")
@@ -305,6 +306,9 @@ class Supervisor:
                                               external_writer=not self.acquire)
                 self.sink.on_devices = self.sync_daemon.devices_changed
                 tg.create_task(self._keep(self.sync_daemon.run, stop, "sync"), name="sync")
+            if started is not None:
+                await asyncio.sleep(0)  # the tasks take their first step
+                started()
 
     async def _supervise(self, dev: DeviceSettings, stop: asyncio.Event) -> None:
         spec = self._buildable(dev)

@@ -39,7 +39,7 @@ from edge_agent.errors import LinkError
 from edge_agent.models import ClockSource
 from edge_agent.settings import Settings
 from edge_agent.store import CommitNote, Store, get_state, put_state, utc_now
-from sync import codec, outbox, topics
+from sync import codec, outbox, topics, trusted_downlink
 from sync.acks import Ack, parse_ack
 from sync.clock_trust import ClockTrust, Verdict, sample
 from sync.downlink import (
@@ -366,10 +366,13 @@ class SyncDaemon:
         """down/cmd and down/config: validated, applied whole, or refused with a reason."""
         kind = "config" if event.topic == topics.CONFIG.of(self.unit) else "cmd"
         try:
+            # Signed by central (sync/signing.py); its counter persisted before anything runs.
+            payload = await trusted_downlink.verified(self.store, self.settings, kind,
+                                                      event.payload)
             if kind == "config":
-                settings, version = apply_config(self.settings, event.payload,
+                settings, version = apply_config(self.settings, payload,
                                                   self.config_version, self._config_sync)
-                saved = saved_config(version, event.payload)
+                saved = saved_config(version, payload)
                 # Persist first: a restart applies it again (and a retained copy of the same
                 # version is then recognised, not refused).
                 await self._write(functools.partial(put_state, key="config-remote",
@@ -381,7 +384,7 @@ class SyncDaemon:
                 log.info("sync: remote config version %d applied", version)
                 self._event(link, {"type": "config-applied", "version": version})
             else:
-                await self._command(link, parse_command(event.payload))
+                await self._command(link, parse_command(payload))
         except AlreadyApplied:  # the retained copy of what this unit applied already
             self.config_recognised += 1
         except DownlinkRefused as exc:

@@ -100,6 +100,10 @@ def _register() -> None:
 
     app.add_typer(sync.app, name="sync", help="The link to central: status, now, test.",
                   rich_help_panel="Technician")
+    from edge_agent.cli import central
+
+    app.add_typer(central.app, name="central", help="Central's side: signing keys, signed "
+                  "commands for the units.", rich_help_panel="Services")
     app.command(rich_help_panel="Services")(service.run)
     app.command(rich_help_panel="Services")(service.receive)
     from edge_agent.cli import demo, devices
@@ -108,6 +112,15 @@ def _register() -> None:
     app.command(rich_help_panel="Technician")(devices.simulate)
 
     app.command(rich_help_panel="Nurse")(demo.demo)
+
+    from edge_agent.cli import technician
+
+    for command in (technician.doctor, technician.ports, technician.probe, technician.bundle):
+        app.command(rich_help_panel="Technician")(command)
+    app.add_typer(technician.config_app, name="config", help="The unit's config: show "
+                  "(secrets masked), validate.", rich_help_panel="Technician")
+    app.add_typer(technician.devices_app, name="devices", help="Configured devices: list, "
+                  "add, remove.", rich_help_panel="Technician")
 
 
 _register()

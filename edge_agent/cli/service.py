@@ -95,8 +95,11 @@ def run(
     settings = load_settings(config)
 
     async def main() -> None:
+        from edge_agent.service_notify import Notifier
+
         stop = asyncio.Event()
         install_stop_handlers(stop)
+        notifier = Notifier()
         with open_store(
             lambda: Store(
                 settings.store.path,
@@ -108,9 +111,17 @@ def run(
         ) as store:
             if system_clock_synchronized() is False:
                 store.clock_source = ClockSource.UNTRUSTED  # until central or GPS confirms
-            await Supervisor(
+            supervisor = Supervisor(
                 settings, store, acquire=only != "sync", sync=only != "acquire"
-            ).run(stop)
+            )
+            watchdog = asyncio.create_task(notifier.watchdog(store, stop), name="watchdog")
+            try:
+                await supervisor.run(stop, started=lambda: notifier.ready(
+                    f"{len(settings.devices)} devices, store {store.epoch}"))
+            finally:
+                notifier.stopping()
+                stop.set()
+                await watchdog
 
     asyncio.run(main())
 
@@ -139,6 +150,10 @@ def receive(
         float, typer.Option("--gap-timeout", min=1, help="Ask a unit to resend a sequence gap "
                             "that lasts this many seconds.")
     ] = 120.0,
+    signing_key: Annotated[
+        Path | None, typer.Option("--signing-key", help="Central's private key (edge-agent "
+                                  "central keygen): the commands sent to units are signed.")
+    ] = None,
     stats: Annotated[
         bool, typer.Option("--stats", help="Print what the central store holds per unit and "
                            "epoch (readings, gaps, conflicts, dead letters) as JSON, and exit.")
@@ -157,6 +172,11 @@ def receive(
     if broker is None:
         raise typer.BadParameter("give the broker as HOST:PORT", param_hint="--broker")
     tls = TlsFiles(ca, cert, key) if ca is not None else None
+    sign = None
+    if signing_key is not None:
+        from edge_agent.cli.central import load_signer
+
+        sign = load_signer(signing_key).sign
 
     host, port = parse_host_port(broker)
 
@@ -165,7 +185,7 @@ def receive(
         install_stop_handlers(stop)
         cid = client_id or f"receiver-{socket.gethostname()}"
         await Receiver(host, port, db, group=group, client_id=cid, tls=tls,
-                       gap_timeout=gap_timeout,
+                       gap_timeout=gap_timeout, sign=sign,
                        announce=lambda line: typer.echo(line, err=True)).run(stop)
 
     asyncio.run(main())

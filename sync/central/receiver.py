@@ -121,6 +121,8 @@ class Receiver:
         open_store: Callable[[], CentralStore] | None = None,
         link_factory: Callable[[LinkOptions], MqttLink] = MqttLink,
         announce: Callable[[str], None] | None = None,  # connection news for an operator
+        # Signs the commands it sends (sync/signing.py): (unit, topic, body) -> payload.
+        sign: Callable[[str, str, dict[str, Any]], bytes] | None = None,
     ) -> None:
         self.db_path = db_path
         self.host, self.port = host, port
@@ -140,6 +142,7 @@ class Receiver:
         self._open_store = open_store or (lambda: open_central(db_path))
         self._link_factory = link_factory
         self._announce = announce
+        self._sign = sign
         self._backoff = Backoff(0.2, retry_cap)
         self._store: CentralStore | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -373,8 +376,9 @@ class Receiver:
             command = {"id": uuid.uuid4().hex, "cmd": "resend-from",
                        "seq": gap.last_contiguous_seq + 1, "epoch": gap.epoch}
             try:
-                link.publish(topics.CMD.of(gap.unit), json.dumps(command).encode(),
-                             qos=topics.CMD.qos)
+                payload = (json.dumps(command).encode() if self._sign is None
+                           else self._sign(gap.unit, "cmd", command))
+                link.publish(topics.CMD.of(gap.unit), payload, qos=topics.CMD.qos)
             except LinkError:
                 continue
             log.warning("receiver: unit %s epoch %s has a gap after seq %d; asked it to resend",

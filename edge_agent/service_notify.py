@@ -1,0 +1,112 @@
+"""systemd's notify protocol (``Type=notify``, ``WatchdogSec=``), without a dependency.
+
+systemd passes ``NOTIFY_SOCKET`` (a path, or ``@name`` in the abstract namespace) and, with
+``WatchdogSec=``, ``WATCHDOG_USEC`` (and ``WATCHDOG_PID``). The agent sends one datagram per
+state: ``READY=1`` once the store is open and the drivers started, ``WATCHDOG=1`` every half
+watchdog period while it is healthy, ``STOPPING=1`` on the way out. Outside systemd (no
+``NOTIFY_SOCKET``) every call does nothing.
+
+Healthy means the event loop turns (the pings are sent from it: a blocked loop sends none) and
+the store's writer answers: each ping round submits an empty operation to the writer and the
+next round pings only if it committed (:func:`writer_answering`). A writer stuck in a commit
+(a dead disk, a hung fsync) thus stops the pings, and systemd restarts the unit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edge_agent.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def notify_address(environ: Mapping[str, str]) -> str | None:
+    """The socket address systemd gave, with ``@`` as the abstract namespace's NUL."""
+    path = environ.get("NOTIFY_SOCKET", "")
+    if not path or not (path.startswith("/") or path.startswith("@")):
+        return None
+    return "\0" + path[1:] if path.startswith("@") else path
+
+
+def watchdog_period(environ: Mapping[str, str], pid: int) -> float | None:
+    """The watchdog period in seconds, if systemd asked this process for pings."""
+    usec = environ.get("WATCHDOG_USEC", "")
+    if not usec.isdigit() or int(usec) == 0:
+        return None
+    owner = environ.get("WATCHDOG_PID", "")
+    if owner and owner != str(pid):
+        return None
+    return int(usec) / 1_000_000
+
+
+def writer_answering(alive: bool, probe_done: bool | None) -> bool:
+    """Whether the store's writer is healthy: its thread alive, and the empty operation sent
+    at the previous round committed (``None``: no probe sent yet)."""
+    return alive and probe_done is not False
+
+
+class Notifier:
+    """Sends notify messages to systemd; does nothing outside it."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self.address = notify_address(env)
+        self.watchdog_s = watchdog_period(env, os.getpid())
+        self.sent: list[str] = []  # what was sent (for status and tests)
+
+    @property
+    def active(self) -> bool:
+        return self.address is not None
+
+    def send(self, message: str) -> bool:
+        if self.address is None:
+            return False
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+                s.sendto(message.encode(), self.address)
+        except OSError as exc:  # systemd gone or the socket not ours: nothing to tell
+            log.warning("service: cannot notify systemd: %s", exc.strerror or exc)
+            return False
+        self.sent.append(message)
+        return True
+
+    def ready(self, status: str = "") -> None:
+        self.send("READY=1" + (f"\nSTATUS={status}" if status else ""))
+
+    def stopping(self) -> None:
+        self.send("STOPPING=1")
+
+    async def watchdog(self, store: Store, stop: asyncio.Event) -> None:
+        """Ping every half period while the loop turns and the writer answers."""
+        if self.watchdog_s is None or self.address is None:
+            return
+        interval = self.watchdog_s / 2
+        probe: Future[Any] | None = None
+        silent = False
+        while not stop.is_set():
+            done = None if probe is None else probe.done()
+            if writer_answering(store.writer_alive(), done):
+                self.send("WATCHDOG=1")
+                silent = False
+                if probe is None or done:
+                    with contextlib.suppress(Exception):  # a closed store: no probe, no ping
+                        probe = store.submit(_nothing)
+            elif not silent:
+                silent = True
+                log.error("service: the store's writer does not answer; watchdog pings stop "
+                          "(systemd restarts the agent)")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+
+def _nothing(db: Any) -> None:
+    """The empty operation the watchdog sends the writer: its commit writes nothing."""

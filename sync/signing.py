@@ -1,0 +1,213 @@
+"""Downlink trust: commands and configuration signed by central (Ed25519), pure code.
+
+The broker's ACL already lets only central's identity write ``mmu/v1/+/down/#``; the signature
+makes the unit trust central itself, not whoever runs (or breaks into) the broker. A signed
+downlink message is an envelope::
+
+    {"v": 1, "kid": "<key id>", "msg": "<base64 of M>", "sig": "<base64 Ed25519(DOMAIN + M)>"}
+
+where ``M`` is the JSON ``{"unit", "topic", "ctr", "exp", "body"}``: the unit and the topic it
+is meant for (so it cannot be replayed to another unit or as another kind of message), a
+counter that increases with every message central sends to that unit on that topic (central
+uses microseconds since 1970, bumped past the last one), an expiry (seconds since 1970) and the
+message itself (what :func:`sync.downlink.parse_command` / ``apply_config`` read).
+
+:func:`verify` refuses, with the reason that goes back on ``up/events``: an unsigned message
+(when keys are configured), an unknown key id, a bad signature, another unit or topic, an
+expired message, and a counter not above the last accepted one (a replay, or an older message
+re-ordered behind a newer one). The retained configuration seen again after a restart (the
+same signed message as the last accepted) is recognised, not refused.
+
+Keys: ``[trust] central_keys`` lists central's public keys (``ed25519:<base64>``); any of
+them is accepted, so central can rotate (add the new key to the units, sign with it, then
+remove the old one). With no keys configured (a test or development setup) unsigned messages
+are accepted as before, and signed ones refused (nothing to check them against).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from sync.downlink import AlreadyApplied, DownlinkRefused
+
+DOMAIN = b"edge-agent downlink v1\x00"
+CLOCK_SKEW_S = 300.0  # the unit's clock may lag central's by this much before "expired"
+TOPICS = ("cmd", "config")
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def public_key_text(public: Ed25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "ed25519:" + base64.b64encode(raw).decode()
+
+
+def parse_public_key(text: str) -> Ed25519PublicKey:
+    """``ed25519:<base64 of the 32 raw bytes>`` (what ``central keygen`` prints)."""
+    prefix, _, data = text.strip().partition(":")
+    if prefix != "ed25519" or not data:
+        raise ValueError("expected ed25519:<base64>, as printed by `edge-agent central keygen`")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except binascii.Error:
+        raise ValueError("the key is not valid base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"an Ed25519 public key has 32 bytes, this one {len(raw)}")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What the unit accepts: central's keys by key id; whether unsigned messages pass."""
+
+    keys: Mapping[str, Ed25519PublicKey]
+    require_signed: bool
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str], require_signed: bool = True) -> Trust:
+        keys = {key_id(k): k for k in map(parse_public_key, texts)}
+        return cls(keys, require_signed and bool(keys))
+
+
+@dataclass(frozen=True)
+class Counters:
+    """The last accepted counter per topic, and the digest of the last accepted config (its
+    retained copy comes back at every reconnect). Kept in the store (``downlink-trust``)."""
+
+    last: Mapping[str, int]
+    config_digest: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"last": dict(self.last), "config_digest": self.config_digest}
+
+    @classmethod
+    def from_json(cls, saved: Any) -> Counters:
+        if not isinstance(saved, dict) or not isinstance(saved.get("last"), dict):
+            return cls({})
+        last = {t: v for t, v in saved["last"].items() if t in TOPICS and isinstance(v, int)}
+        digest = saved.get("config_digest")
+        return cls(last, digest if isinstance(digest, str) else None)
+
+
+def _b64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise DownlinkRefused(f"signed envelope: {what} missing")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raise DownlinkRefused(f"signed envelope: {what} is not base64") from None
+
+
+def verify(trust: Trust, counters: Counters, *, unit: str, topic: str, payload: bytes,
+           now: float) -> tuple[bytes, Counters]:
+    """The message to apply and the counters to persist (before applying it), or
+    :class:`DownlinkRefused` with the reason, or :class:`AlreadyApplied` for the retained
+    configuration accepted last."""
+    try:
+        outer = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        outer = None
+    signed = isinstance(outer, dict) and "sig" in outer
+    if not signed:
+        if trust.require_signed:
+            raise DownlinkRefused("unsigned: this unit accepts only messages signed by central")
+        return payload, counters  # no keys configured: the broker's ACL is the only guard
+    assert isinstance(outer, dict)
+    if not trust.keys:
+        raise DownlinkRefused("signed, but this unit has no central key to check it "
+                              "([trust] central_keys)")
+    if outer.get("v") != 1:
+        raise DownlinkRefused(f"signed envelope: version {outer.get('v')!r} unknown")
+    public = trust.keys.get(str(outer.get("kid")))
+    if public is None:
+        raise DownlinkRefused(f"signed with unknown key {str(outer.get('kid'))[:32]!r}")
+    msg, sig = _b64(outer.get("msg"), "msg"), _b64(outer.get("sig"), "sig")
+    try:
+        public.verify(sig, DOMAIN + msg)
+    except InvalidSignature:
+        raise DownlinkRefused("bad signature: not signed by central's key") from None
+    try:
+        inner = json.loads(msg)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise DownlinkRefused("signed message is not JSON") from None
+    if not isinstance(inner, dict):
+        raise DownlinkRefused("signed message is not an object")
+    if inner.get("unit") != unit:
+        raise DownlinkRefused(f"for unit {str(inner.get('unit'))[:64]!r}, not this one")
+    if inner.get("topic") != topic:
+        raise DownlinkRefused(f"signed for down/{str(inner.get('topic'))[:16]}, "
+                              f"received on down/{topic}")
+    ctr, exp = inner.get("ctr"), inner.get("exp")
+    if not isinstance(ctr, int) or isinstance(ctr, bool) or not isinstance(exp, int | float):
+        raise DownlinkRefused("signed message without counter or expiry")
+    digest = hashlib.sha256(msg).hexdigest()
+    last = counters.last.get(topic, 0)
+    if topic == "config" and ctr == last and digest == counters.config_digest:
+        raise AlreadyApplied(ctr)  # the retained config again
+    if now > exp + CLOCK_SKEW_S:
+        raise DownlinkRefused(f"expired {now - exp:.0f} s ago")
+    if ctr <= last:
+        raise DownlinkRefused(f"replayed or re-ordered: counter {ctr} is not above {last}")
+    body = inner.get("body")
+    if not isinstance(body, dict):
+        raise DownlinkRefused("signed message without body")
+    new = Counters({**counters.last, topic: ctr},
+                   digest if topic == "config" else counters.config_digest)
+    return json.dumps(body).encode(), new
+
+
+class Signer:
+    """Central's side: signs what it sends to the units."""
+
+    def __init__(self, private: Ed25519PrivateKey, ttl_s: float = 3600.0) -> None:
+        self.private = private
+        self.kid = key_id(private.public_key())
+        self.ttl_s = ttl_s
+        self._last = 0
+
+    @classmethod
+    def from_pem(cls, pem: bytes, ttl_s: float = 3600.0) -> Signer:
+        key = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError("not an Ed25519 private key (make one with `central keygen`)")
+        return cls(key, ttl_s)
+
+    def counter(self) -> int:
+        """Microseconds since 1970, past the last one: increasing across restarts as long as
+        central's clock does not go back."""
+        self._last = max(time.time_ns() // 1000, self._last + 1)
+        return self._last
+
+    def sign(self, unit: str, topic: str, body: Mapping[str, Any], *,
+             ctr: int | None = None, exp: float | None = None) -> bytes:
+        if topic not in TOPICS:
+            raise ValueError(f"topic must be one of {TOPICS}")
+        inner = {"unit": unit, "topic": topic, "ctr": self.counter() if ctr is None else ctr,
+                 "exp": round(time.time() + self.ttl_s) if exp is None else exp,
+                 "body": dict(body)}
+        msg = json.dumps(inner, separators=(",", ":")).encode()
+        sig = self.private.sign(DOMAIN + msg)
+        return json.dumps({"v": 1, "kid": self.kid, "msg": base64.b64encode(msg).decode(),
+                           "sig": base64.b64encode(sig).decode()}).encode()
+
+
+def new_private_key_pem() -> tuple[bytes, str]:
+    """A new key pair: the private key (PEM, PKCS#8) and the public key line for the units."""
+    private = Ed25519PrivateKey.generate()
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return pem, public_key_text(private.public_key())
