@@ -51,7 +51,8 @@ STREAM_PROTOCOLS: dict[str, Callable[[Mapping[str, Any]], StreamDecoder]] = {
     "hl7-mllp": _simple("drivers.protocols.mllp:MllpDecoder"),
     "astm": _astm,
     "nmea": _simple("drivers.protocols.nmea:NmeaDecoder"),
-    "scale": _simple("drivers.protocols.scale:ScaleDecoder", "indicator"),
+    "scale": _simple("drivers.protocols.scale:ScaleDecoder", "auto"),
+    "scale:indicator": _simple("drivers.protocols.scale:ScaleDecoder", "indicator"),
     "scale:balance": _simple("drivers.protocols.scale:ScaleDecoder", "balance"),
 }
 BLE_CHARACTERISTICS = ("2a35", "2a36", "2a37", "2a1c", "2a18", "2a34", "2a5e", "2a5f", "2a9d",

@@ -94,7 +94,7 @@ def _mllp_decoder(options: Options) -> StreamDecoder:
 
 
 def _scale_decoder(options: Options) -> StreamDecoder:
-    grammar = str(options.get("grammar", "indicator"))  # or "balance" (A&D)
+    grammar = str(options.get("grammar", "auto"))  # or force "indicator" / "balance" (A&D)
     made: StreamDecoder = _lazy("drivers.protocols.scale:ScaleDecoder")(grammar)
     return made
 
