@@ -89,7 +89,9 @@ def _simple(decoder: str) -> Callable[[Options], StreamDecoder]:
 def _mllp_decoder(options: Options) -> StreamDecoder:
     # MSH-7 of our ACKs carries the unit's local time with its offset.
     clock = _lazy("drivers.transports.mllp_tcp:hl7_now")
-    made: StreamDecoder = _lazy("drivers.protocols.mllp:MllpDecoder")(clock=clock)
+    code_map = _lazy("drivers.decode:code_map_option")(options, "code_map")
+    made: StreamDecoder = _lazy("drivers.protocols.mllp:MllpDecoder")(clock=clock,
+                                                                      code_map=code_map)
     return made
 
 
@@ -157,6 +159,8 @@ DRIVERS: dict[str, DriverSpec] = {
             decoder=_mllp_decoder,
             simulator=_seeded("drivers.simulators.hl7_monitor:Hl7MonitorModel"),
             serial=SerialDefaults(9600, 8, "N", 1),
+            check_options=opt.hl7,
+            check_files=opt.hl7_files,
         ),
         DriverSpec(
             kind="cms50",

@@ -43,6 +43,8 @@ def event_json(event: Event) -> dict[str, Any]:
     data = asdict(event)
     if data.get("source_key", 0) is None:  # no record identity in this stream: no key
         del data["source_key"]
+    if data.get("status", 0) is None:  # no result status in this protocol
+        del data["status"]
     if "raw" in data:
         data["raw"] = data["raw"].hex()
     if "flags" in data:
