@@ -44,6 +44,7 @@ from drivers.base import (
     source_key,
 )
 from drivers.protocols.ieee11073 import MderValue, decode_date_time, decode_float, decode_sfloat
+from edge_agent.catalogue import loinc_for
 from edge_agent.models import Measurement, measurement
 
 Context = tuple[tuple[str, str], ...]
@@ -316,7 +317,10 @@ GLUCOSE_STATUS: Final = (  # Sensor Status Annunciation bits
     (3, "strip-insertion-error"), (4, "strip-type-incorrect"), (5, "above-measuring-range"),
     (6, "below-measuring-range"), (7, "temperature-too-high"), (8, "temperature-too-low"),
     (9, "strip-pulled-too-soon"), (10, "device-fault"), (11, "time-fault"))
-# Mass is the catalogue's glucose LOINC (41653-7, capillary by glucometer); its molar twin:
+# The LOINC follows sample type × unit (catalogue ``glucose.loinc_by``: capillary blood by
+# glucometer 41653-7 / 14743-9, venous blood, arterial blood, plasma, interstitial fluid...);
+# a reserved sample type takes the undetermined whole-blood code (blood, 2339-0 / 15074-8).
+# Control solution is quality control, not a patient sample: flag "control", no LOINC.
 GLUCOSE_MOLAR_LOINC: Final = "14743-9"
 # MDC_CONC_GLU_* by sample type (§9); undetermined and reserved keep the catalogue's
 # capillary whole blood code.
@@ -367,14 +371,23 @@ def _parse_glucose(value: bytes) -> _GlucoseRecord:
                               bool(flags & 0x10), stamp)
     sample = _named(SAMPLE_TYPES, type_location & 0x0F)
     location = _named(SAMPLE_LOCATIONS, type_location >> 4)
-    context += (("sample-type", sample), ("sample-location", location))
-    if "control-solution" in (sample, location):
-        status = ("control-solution", *status)  # QC of the meter, never patient glucose
+    # The device's own coding is kept beside the names (the octet as sent).
+    context += (("sample-type", sample), ("sample-location", location),
+                ("type-sample-location", f"0x{type_location:02x}"))
     molar = bool(flags & 0x04)
-    event = _mder("glucose", concentration, "mmol/L" if molar else "mg/dL", value,
+    unit = "mmol/L" if molar else "mg/dL"
+    control = "control-solution" in (sample, location)
+    loinc: str | None = None
+    if control:
+        status = ("control", *status)  # QC of the meter: never patient glucose, never alerts
+    else:
+        coded = sample if (type_location & 0x0F) in SAMPLE_TYPES else "undetermined-whole-blood"
+        loinc = loinc_for("glucose", unit, coded)
+    event = _mder("glucose", concentration, unit, value,
                   power=3 if molar else 5,  # mol/L -> mmol/L, kg/L -> mg/dL
-                  time=time, flags=status, context=context,
-                  loinc=GLUCOSE_MOLAR_LOINC if molar else None)
+                  time=time, flags=status, context=context, loinc=loinc)
+    if control:
+        event = replace(event, loinc=None)  # no patient-sample code for a control solution
     mdc = _GLUCOSE_MDC.get(type_location & 0x0F)
     event = replace(event, mdc=mdc) if mdc else event
     return _GlucoseRecord(sequence, time.iso, event, bool(flags & 0x10), stamp)
@@ -383,7 +396,8 @@ def _parse_glucose(value: bytes) -> _GlucoseRecord:
 @_total
 def decode_2a18(value: bytes) -> list[Event]:
     """Glucose Measurement: base time + offset; kg/L -> mg/dL, mol/L -> mmol/L; sample type,
-    location and sequence number in context; control solution flagged ``control-solution``."""
+    location and sequence number in context; LOINC by sample type and unit; control solution
+    flagged ``control`` (quality control: no LOINC, never alerts, never bound to a patient)."""
     return [_parse_glucose(value).event]
 
 

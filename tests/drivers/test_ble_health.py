@@ -195,12 +195,16 @@ def test_glucose_mass_every_flag_combination(seq: int, time: Any, offset: int | 
         assert event.value.startswith(f"sequence={seq} no-concentration")
         return
     assert isinstance(event, Measurement)
-    assert (event.quantity, event.unit, event.loinc) == ("glucose", "mg/dL", "41653-7")
+    control = sample == 10 or location == 4
+    by_sample = {1: "41653-7", 2: "41653-7", 3: "41652-9", 4: "2345-7", 5: "41651-1",
+                 6: "2345-7", 7: "2339-0", 8: "2345-7", 9: "99504-3"}  # mass/volume
+    loinc = None if control else by_sample.get(sample, "2339-0")  # reserved: blood
+    assert (event.quantity, event.unit, event.loinc) == ("glucose", "mg/dL", loinc)
     expect_value(event, mg)
     ctx = dict(event.context)
     assert ctx["sequence"] == str(seq)
-    control = sample == 10 or location == 4
-    assert ("control-solution" in event.flags) == control
+    assert ctx["type-sample-location"] == f"0x{location << 4 | sample:02x}"  # device's coding
+    assert ("control" in event.flags) == control
     if time is None:
         assert event.device_time is None
     else:
@@ -210,7 +214,7 @@ def test_glucose_mass_every_flag_combination(seq: int, time: Any, offset: int | 
            "strip-insertion-error", "strip-type-incorrect", "above-measuring-range",
            "below-measuring-range", "temperature-too-high", "temperature-too-low",
            "strip-pulled-too-soon", "device-fault", "time-fault"]
-    assert [f for f in event.flags if f != "control-solution"] == [
+    assert [f for f in event.flags if f != "control"] == [
         name for bit, name in enumerate(ssa) if (status or 0) >> bit & 1]
 
 
