@@ -70,8 +70,8 @@ STREAM_PROTOCOLS: dict[str, Callable[[Mapping[str, Any]], StreamDecoder]] = {
     "scale:indicator": _simple("drivers.protocols.scale:ScaleDecoder", "indicator"),
     "scale:balance": _simple("drivers.protocols.scale:ScaleDecoder", "balance"),
 }
-BLE_CHARACTERISTICS = ("2a35", "2a36", "2a37", "2a1c", "2a18", "2a34", "2a5e", "2a5f", "2a9d",
-                       "2a9c")
+BLE_CHARACTERISTICS = ("2a35", "2a36", "2a37", "2a1c", "2a1e", "2a18", "2a34", "2a5e", "2a5f",
+                       "2a9d", "2a9c")
 PROTOCOLS = (*STREAM_PROTOCOLS, *(f"ble:{c}" for c in BLE_CHARACTERISTICS))
 
 
