@@ -63,6 +63,7 @@ STREAM_PROTOCOLS: dict[str, Callable[[Mapping[str, Any]], StreamDecoder]] = {
     "nonin:8": _simple("drivers.protocols.nonin:NoninDecoder", 8),
     "nonin:13": _simple("drivers.protocols.nonin:NoninDecoder", 13),
     "cms50": _simple("drivers.protocols.cms50:Cms50Decoder"),
+    "cms50:v7": _simple("drivers.protocols.cms50:Cms50V7Decoder"),
     "hl7-mllp": _hl7,
     "astm": _astm,
     "nmea": _simple("drivers.protocols.nmea:NmeaDecoder"),

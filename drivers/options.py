@@ -71,6 +71,11 @@ def nonin(options: Options) -> list[OptionProblem]:
     ]
 
 
+def cms50(options: Options) -> list[OptionProblem]:
+    # "v7" also needs baudrate = 115200 and parity = "N" in the device table.
+    return [*_unknown(options, ("protocol",)), *_choice(options, "protocol", ("legacy", "v7"))]
+
+
 def scale(options: Options) -> list[OptionProblem]:
     from drivers.protocols.scale import GRAMMARS
 

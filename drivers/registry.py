@@ -101,6 +101,18 @@ def _scale_decoder(options: Options) -> StreamDecoder:
     return made
 
 
+def _cms50_decoder(options: Options) -> StreamDecoder:
+    # "v7": CMS50D+ firmware >= 4.6, CMS50E/F (115200 8N1: set baudrate and parity too).
+    name = "Cms50V7Decoder" if options.get("protocol") == "v7" else "Cms50Decoder"
+    made: StreamDecoder = _lazy(f"drivers.protocols.cms50:{name}")()
+    return made
+
+
+def _cms50_simulator(options: Options, seed: int) -> Any:
+    name = "Cms50V7Model" if options.get("protocol") == "v7" else "Cms50Model"
+    return _lazy(f"drivers.simulators.cms50:{name}")(seed=seed)
+
+
 def _seeded(model: str) -> Callable[[Options, int], Any]:
     return lambda options, seed: _lazy(model)(seed=seed)
 
@@ -164,10 +176,11 @@ DRIVERS: dict[str, DriverSpec] = {
         ),
         DriverSpec(
             kind="cms50",
-            title="Contec CMS50 USB-serial pulse oximeter (legacy live stream)",
+            title="Contec CMS50 USB-serial pulse oximeter (legacy live stream, or V7.0 packets)",
             transport="serial",
-            decoder=_simple("drivers.protocols.cms50:Cms50Decoder"),
-            simulator=_seeded("drivers.simulators.cms50:Cms50Model"),
+            decoder=_cms50_decoder,
+            simulator=_cms50_simulator,
+            check_options=opt.cms50,
             serial=SerialDefaults(19200, 8, "O", 1),
             usb_ids=("10c4:ea60",),  # Silicon Labs CP210x bridge in the Contec cable
         ),
