@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from drivers.policy import checked
 from edge_agent.catalogue import LANGUAGES, catalogue, loinc_for
 from edge_agent.models import Measurement, measurement
 
@@ -238,9 +239,10 @@ def mapped_measurement(
         if loinc is None:
             loinc = loinc_for(mapping.quantity, unit or catalogue()[mapping.quantity].ucum,
                               mapping.sample)
-        return measurement(mapping.quantity, value, unit, loinc=loinc, device_time=device_time,
-                           flags=flags, absent_reason=absent_reason, raw=raw, context=context,
-                           source_key=source_key, status=status)
+        return checked(measurement(
+            mapping.quantity, value, unit, loinc=loinc, device_time=device_time, flags=flags,
+            absent_reason=absent_reason, raw=raw, context=context, source_key=source_key,
+            status=status))  # impossible values withheld (drivers.policy)
     unit = unit or site.ucum
     names = tuple((f"name:{lang}", text) for lang, text in site.names.items())
     return Measurement(

@@ -41,6 +41,7 @@ class Quantity:
     alert: tuple[float, float] | None = None
     loinc_by: Mapping[str, str] = field(default_factory=dict)  # "unit" / "sample unit" -> LOINC
     convert: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # unit -> (k, b)
+    limits: tuple[float, float] | None = None  # physically possible at all (drivers.policy)
 
     def name(self, lang: str = "en") -> str:
         return self.names.get(lang) or self.names["en"]
@@ -78,6 +79,7 @@ def catalogue() -> Mapping[str, Quantity]:
             alert=_pair(entry.get("alert")),
             loinc_by=dict(entry.get("loinc_by", {})),
             convert={unit: _affine(v) for unit, v in entry.get("convert", {}).items()},
+            limits=_pair(entry.get("limits")),
         )
     return table
 

@@ -12,9 +12,13 @@ Every ``decode_XXXX(value) -> list[Event]`` is pure and total:
 - IEEE 11073 special values give a Measurement with ``value=None`` and the PHD IG
   ``absent_reason`` (not-a-number, error, positive-infinity, negative-infinity); so does a
   scale's "measurement unsuccessful" (0xFFFF; ``error`` + flag ``measurement-unsuccessful``).
-- RFU *values* inside a defined field (a temperature type 12, a glucose sample type 0) keep
-  the reading and are named ``reserved-<n>``; RFU bits of status words are ignored (the raw
-  value is kept on every Measurement).
+- Reserved, impossible and RFU values follow :mod:`drivers.policy`: RFU *values* inside a
+  defined field are named ``reserved-<n>``; a temperature type 12 keeps its reading, a glucose
+  sample type or location 0/11-14 withholds the number (``reserved-value``: it may be a control
+  solution); RFU bits of status words are ignored (the raw value is kept on every
+  Measurement); values outside the catalogue's physical ``limits`` are withheld
+  (``impossible-value``), and so is a heart rate the sensor reports without skin contact
+  (``no-sensor-contact``).
 - An impossible Date Time keeps the reading without ``device_time`` and flags
   ``bad-device-time``; an unknown one (year/month/day 0) just has no ``device_time``.
 
@@ -44,6 +48,7 @@ from drivers.base import (
     Rejected,
     source_key,
 )
+from drivers.policy import checked, withheld
 from drivers.protocols.ieee11073 import MderValue, decode_date_time, decode_float, decode_sfloat
 from edge_agent.catalogue import loinc_for
 from edge_agent.models import Measurement, measurement
@@ -150,17 +155,17 @@ def _mder(key: str, v: MderValue, unit: str, raw: bytes, *, power: int = 0,
           time: _Time = _NO_TIME, flags: tuple[str, ...] = (), context: Context = (),
           loinc: str | None = None) -> Measurement:
     scaled = v.scaled(power)
-    return measurement(key, None if scaled is None else float(scaled), unit, loinc=loinc,
-                       device_time=time.iso, flags=time.flags + flags,
-                       absent_reason=v.absent_reason, raw=raw, context=context)
+    return checked(measurement(key, None if scaled is None else float(scaled), unit, loinc=loinc,
+                               device_time=time.iso, flags=time.flags + flags,
+                               absent_reason=v.absent_reason, raw=raw, context=context))
 
 
 def _fixed(key: str, count: int, step: str, unit: str, raw: bytes, *, time: _Time = _NO_TIME,
            flags: tuple[str, ...] = (), context: Context = ()) -> Measurement:
     """A uint16 fixed-point field (``count`` × ``step``); 0xFFFF where the GSS says
     "measurement unsuccessful" is handled by the caller."""
-    return measurement(key, float(count * Decimal(step)), unit, device_time=time.iso,
-                       flags=time.flags + flags, raw=raw, context=context)
+    return checked(measurement(key, float(count * Decimal(step)), unit, device_time=time.iso,
+                               flags=time.flags + flags, raw=raw, context=context))
 
 
 def _unsuccessful(key: str, unit: str, raw: bytes, time: _Time, context: Context) -> Measurement:
@@ -262,20 +267,22 @@ def decode_2a37(value: bytes) -> list[Event]:
     hr = r.u16() if flags & 0x01 else r.u8()
     contact = _CONTACT.get(flags >> 1 & 0x03)
     context: Context = (("sensor-contact", contact),) if contact else ()
-    status = ("no-sensor-contact",) if contact == "not-detected" else ()
-    events: list[Event] = [measurement("heart_rate", float(hr), flags=status, raw=value,
-                                       context=context)]
+    heart = measurement("heart_rate", float(hr), raw=value, context=context)
+    if contact == "not-detected" or (hr == 0 and contact is None):
+        heart = withheld(heart, "no-sensor-contact")  # not a measurement (drivers.policy)
+    events: list[Event] = [checked(heart)]
     if flags & 0x08:
         energy = r.u16()
-        events.append(measurement("energy_expended", float(energy), raw=value,
-                                  flags=("saturated",) if energy == 0xFFFF else ()))
+        events.append(checked(measurement("energy_expended", float(energy), raw=value,
+                                          flags=("saturated",) if energy == 0xFFFF else ())))
     if flags & 0x10:
         if r.left() == 0:
             raise _Bad("truncated")
         if r.left() % 2:
             raise _Bad("rr-odd-length")
         while r.left():
-            events.append(measurement("rr_interval", float(Decimal(r.u16()) / 1024), raw=value))
+            rr = measurement("rr_interval", float(Decimal(r.u16()) / 1024), raw=value)
+            events.append(checked(rr))
     r.end()
     return events
 
@@ -397,6 +404,10 @@ def _parse_glucose(value: bytes) -> _GlucoseRecord:
                   time=time, flags=status, context=context, loinc=loinc)
     if control:
         event = replace(event, loinc=None)  # no patient-sample code for a control solution
+    if isinstance(event, Measurement) and "reserved-" in sample + location:
+        # Type and location decide patient sample or control solution: a reserved value
+        # leaves that open, so the number is withheld (drivers.policy rule 3).
+        event = withheld(event, "reserved-value")
     mdc = _GLUCOSE_MDC.get(type_location & 0x0F)
     event = replace(event, mdc=mdc) if mdc else event
     return _GlucoseRecord(sequence, time.iso, event, bool(flags & 0x10), stamp)

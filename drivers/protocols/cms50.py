@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from drivers.base import DeviceInfo, Event, PassiveDecoder, Rejected
+from drivers.policy import checked
 from edge_agent.models import measurement
 
 PACKET: Final = 5
@@ -147,7 +148,8 @@ class Cms50Decoder(PassiveDecoder):
         spo2, pr, strength = latest
         context = (("signal_strength", str(strength)),)
         for key, value in (("spo2", spo2), ("pulse_rate", pr)):
-            events.append(measurement(key, float(value), flags=flags, raw=raw, context=context))
+            m = measurement(key, float(value), flags=flags, raw=raw, context=context)
+            events.append(checked(m))  # SpO2 101-126 is not a saturation (drivers.policy)
         events.extend(self._extra(raw, flags, context))
 
     def _extra(self, raw: bytes, flags: tuple[str, ...], context: tuple[tuple[str, str], ...]
@@ -271,5 +273,5 @@ class Cms50V7Decoder(Cms50Decoder):
         if self._pi is None:
             return []
         value = self._pi / 100
-        return [measurement("pulse_amplitude_index", value, flags=flags, raw=raw,
-                            context=context)]
+        return [checked(measurement("pulse_amplitude_index", value, flags=flags, raw=raw,
+                                    context=context))]

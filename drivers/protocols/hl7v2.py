@@ -62,6 +62,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Final
 
 from drivers.base import DeviceInfo, Event, Rejected, source_key
+from drivers.policy import checked
 from drivers.sitecodes import CodeMapping, mapped_measurement
 from edge_agent.models import Measurement, measurement
 
@@ -652,10 +653,10 @@ def _observation(
             mapped, value, unit, device_time=device_time, flags=tuple(flags),
             absent_reason=absent, raw=seg.raw, context=tuple(context), status=status or None,
         )  # fmt: skip
-    m = measurement(
+    m = checked(measurement(
         key, value, unit, loinc=loinc, device_time=device_time, flags=tuple(flags),
         absent_reason=absent, raw=seg.raw, context=tuple(context), status=status or None,
-    )  # fmt: skip
+    ))  # fmt: skip
     return m if mdc is None else replace(m, mdc=mdc)  # keep the code the monitor sent
 
 

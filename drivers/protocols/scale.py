@@ -32,6 +32,7 @@ import re
 from typing import Final
 
 from drivers.base import DecoderMisuse, DeviceInfo, Event, PassiveDecoder, Rejected
+from drivers.policy import checked
 from edge_agent.models import measurement
 
 GRAMMARS: Final = ("auto", "indicator", "balance")
@@ -131,5 +132,6 @@ class ScaleDecoder(PassiveDecoder):
             self._armed = False
             self._last = (value, unit)
             context = (("mode", "net" if mode == "NT" else "gross"),)
-            events.append(measurement("body_weight", value, unit, raw=raw, context=context))
+            m = measurement("body_weight", value, unit, raw=raw, context=context)
+            events.append(checked(m))
         return events
