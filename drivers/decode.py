@@ -28,7 +28,7 @@ def _load(path: str) -> Any:
 
 def code_map_option(options: Mapping[str, Any], key: str) -> dict[str, Any]:
     """The site code map named by ``options[key]`` (a JSON file path), parsed; {} when unset."""
-    load_code_map = _load("drivers.sitecodes:load_code_map")
+    load_code_map = _load("drivers.protocols.sitecodes:load_code_map")
     path = options.get(key)
     raw_map = json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
     loaded: dict[str, Any] = load_code_map(raw_map)

@@ -3,7 +3,7 @@
 Each kind in :mod:`drivers.registry` names its check. A check is pure: it looks only at the
 option values and returns :class:`OptionProblem` s (the option's key, what is wrong, the fix);
 none means the decoder can be built from these options. Options that name a file (the ASTM
-test map, the HL7 code map: :mod:`drivers.sitecodes`) have a second check,
+test map, the HL7 code map: :mod:`drivers.protocols.sitecodes`) have a second check,
 :func:`astm_files` / :func:`hl7_files`, that reads and validates the file (every code, every
 site-defined quantity's LOINC, UCUM unit and names); the config loader runs it, the
 sample-config tests do not.
@@ -110,7 +110,7 @@ def read_code_map(path: str) -> Any:
 
 def _map_file(options: Options, key: str, fix: str) -> list[OptionProblem]:
     """Read the map the decoder will read: present, UTF-8 JSON, every code valid."""
-    from drivers.sitecodes import CodeMapError, load_code_map
+    from drivers.protocols.sitecodes import CodeMapError, load_code_map
 
     path = options.get(key)
     if not isinstance(path, str) or not path:

@@ -11,7 +11,7 @@ gives the quantity's own factor (and offset) from another unit to the canonical 
 range check only: the stored value keeps the device's unit.
 
 A site may define quantities the catalogue lacks (an analyser's test map, an HL7 code map:
-``drivers.sitecodes``); their readings carry their own LOINC, unit and names, and
+``drivers.protocols.sitecodes``); their readings carry their own LOINC, unit and names, and
 :func:`range_flags` does not know them (the decoder flags them against the site's ranges).
 
 Quality-control readings (flag ``control``: control solution, an analyser's QC run) are never
@@ -41,7 +41,7 @@ class Quantity:
     alert: tuple[float, float] | None = None
     loinc_by: Mapping[str, str] = field(default_factory=dict)  # "unit" / "sample unit" -> LOINC
     convert: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # unit -> (k, b)
-    limits: tuple[float, float] | None = None  # physically possible at all (drivers.policy)
+    limits: tuple[float, float] | None = None  # physically possible (policy.py)
 
     def name(self, lang: str = "en") -> str:
         return self.names.get(lang) or self.names["en"]

@@ -39,10 +39,10 @@ Records (E1394)
     R-5 unit mapped to UCUM, R-7 abnormal flags as ``abnormal:<flag>``, R-9 status, R-13 (else
     R-12) as ISO 8601 without zone (instrument local time); R-9 also becomes the
     measurement's ``status``. The test map may define quantities the catalogue lacks
-    (:mod:`drivers.sitecodes`). Quality control: a message with H-12 processing id ``Q`` or an
-    order with O-12 action code ``Q`` gives results flagged ``control`` with ``("qc", ...)`` in
-    the context and no patient id: they never alert and are never bound to a patient (the
-    store leaves their encounter empty). C after R adds a ``comment``;
+    (:mod:`~drivers.protocols.sitecodes`). Quality control: a message with H-12 processing id ``Q``
+    or an order with O-12 action code ``Q`` gives results flagged ``control`` with ``("qc",
+    ...)`` in the context and no patient id: they never alert and are never bound to a patient
+    (the store leaves their encounter empty). C after R adds a ``comment``;
     Q and M records are ignored; other record types are rejected.
 
 Source keys (exactly once)
@@ -72,7 +72,7 @@ from drivers.base import (
     Rejected,
     source_key,
 )
-from drivers.sitecodes import CodeMapError, CodeMapping, load_code_map, mapped_measurement
+from drivers.protocols.sitecodes import CodeMapError, CodeMapping, load_code_map, mapped_measurement
 from edge_agent.models import Measurement
 
 __all__ = [
@@ -123,15 +123,15 @@ _UCUM: Final[Mapping[str, str]] = {
 _STATUS_FLAGS: Final[Mapping[str, str]] = {"P": "preliminary", "C": "corrected"}
 
 
-# The test map is a site code map (:mod:`drivers.sitecodes`): catalogue quantities or quantities
-# the site defines (LOINC + UCUM + names), checked at config load.
+# The test map is a site code map (drivers/protocols/sitecodes.py): catalogue quantities or
+# quantities the site defines (LOINC + UCUM + names), checked at config load.
 TestMapError = CodeMapError
 TestMapping = CodeMapping
 
 
 def load_test_map(obj: Any) -> dict[str, CodeMapping]:
     """Parse ``{"GLU": {"quantity": "glucose", "sample": "serum-or-plasma"}}`` (the JSON form,
-    :mod:`drivers.sitecodes`); raises :class:`TestMapError` naming the code at fault."""
+    :mod:`drivers.protocols.sitecodes`); raises :class:`TestMapError` naming the code at fault."""
     try:
         return load_code_map(obj)
     except CodeMapError as exc:

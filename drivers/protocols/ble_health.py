@@ -12,7 +12,7 @@ Every ``decode_XXXX(value) -> list[Event]`` is pure and total:
 - IEEE 11073 special values give a Measurement with ``value=None`` and the PHD IG
   ``absent_reason`` (not-a-number, error, positive-infinity, negative-infinity); so does a
   scale's "measurement unsuccessful" (0xFFFF; ``error`` + flag ``measurement-unsuccessful``).
-- Reserved, impossible and RFU values follow :mod:`drivers.policy`: RFU *values* inside a
+- Reserved, impossible and RFU values follow :mod:`drivers.protocols.policy`: RFU *values* inside a
   defined field are named ``reserved-<n>``; a temperature type 12 keeps its reading, a glucose
   sample type or location 0/11-14 withholds the number (``reserved-value``: it may be a control
   solution); RFU bits of status words are ignored (the raw value is kept on every
@@ -48,8 +48,8 @@ from drivers.base import (
     Rejected,
     source_key,
 )
-from drivers.policy import checked, withheld
 from drivers.protocols.ieee11073 import MderValue, decode_date_time, decode_float, decode_sfloat
+from drivers.protocols.policy import checked, withheld
 from edge_agent.catalogue import loinc_for
 from edge_agent.models import Measurement, measurement
 
@@ -269,7 +269,7 @@ def decode_2a37(value: bytes) -> list[Event]:
     context: Context = (("sensor-contact", contact),) if contact else ()
     heart = measurement("heart_rate", float(hr), raw=value, context=context)
     if contact == "not-detected" or (hr == 0 and contact is None):
-        heart = withheld(heart, "no-sensor-contact")  # not a measurement (drivers.policy)
+        heart = withheld(heart, "no-sensor-contact")  # not a measurement (policy.py)
     events: list[Event] = [checked(heart)]
     if flags & 0x08:
         energy = r.u16()
@@ -406,7 +406,7 @@ def _parse_glucose(value: bytes) -> _GlucoseRecord:
         event = replace(event, loinc=None)  # no patient-sample code for a control solution
     if isinstance(event, Measurement) and "reserved-" in sample + location:
         # Type and location decide patient sample or control solution: a reserved value
-        # leaves that open, so the number is withheld (drivers.policy rule 3).
+        # leaves that open, so the number is withheld (policy.py rule 3).
         event = withheld(event, "reserved-value")
     mdc = _GLUCOSE_MDC.get(type_location & 0x0F)
     event = replace(event, mdc=mdc) if mdc else event

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from drivers.base import DeviceInfo, Event, PassiveDecoder, Rejected
-from drivers.policy import checked
+from drivers.protocols.policy import checked
 from edge_agent.models import measurement
 
 PACKET: Final = 5
@@ -149,7 +149,7 @@ class Cms50Decoder(PassiveDecoder):
         context = (("signal_strength", str(strength)),)
         for key, value in (("spo2", spo2), ("pulse_rate", pr)):
             m = measurement(key, float(value), flags=flags, raw=raw, context=context)
-            events.append(checked(m))  # SpO2 101-126 is not a saturation (drivers.policy)
+            events.append(checked(m))  # SpO2 101-126 is not a saturation (drivers.protocols.policy)
         events.extend(self._extra(raw, flags, context))
 
     def _extra(self, raw: bytes, flags: tuple[str, ...], context: tuple[tuple[str, str], ...]

@@ -32,10 +32,11 @@ ORU^R01 -> events
     ``X`` or an empty OBX-5 gives no value (``error`` / ``unknown``). OBX-11 (upper case) is the
     measurement's ``status`` (F, P, C, X, R...; None when empty); P and C are also flagged
     ``preliminary`` / ``corrected``.
-    Site-local OBX-3 codes: the device's code map (option ``code_map``, :mod:`drivers.sitecodes`)
-    is consulted first, by OBX-3 code (first triplet, then the alternate); a mapped code may be
-    a catalogue quantity or one the site defines (LOINC + UCUM + names). The device's own coding
-    is kept in the context as ``device-code`` (``code^text^system``).
+    Site-local OBX-3 codes: the device's code map (option ``code_map``, see
+    :mod:`~drivers.protocols.sitecodes`) is consulted first, by OBX-3 code (first triplet, then
+    the alternate); a mapped code may be a catalogue quantity or one the site defines (LOINC +
+    UCUM + names). The device's own coding is kept in the context as ``device-code``
+    (``code^text^system``).
     Time is OBX-14, else OBR-7, as ISO 8601 keeping the sender's ``+ZZZZ`` offset; a time with
     no zone stays without zone (never read as UTC: the unit may be on UTC+1 or UTC+0).
     Unknown codes are never turned into a quantity: an OBX with a value is kept whole as
@@ -62,8 +63,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Final
 
 from drivers.base import DeviceInfo, Event, Rejected, source_key
-from drivers.policy import checked
-from drivers.sitecodes import CodeMapping, mapped_measurement
+from drivers.protocols.policy import checked
+from drivers.protocols.sitecodes import CodeMapping, mapped_measurement
 from edge_agent.models import Measurement, measurement
 
 __all__ = [

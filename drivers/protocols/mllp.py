@@ -48,7 +48,7 @@ from drivers.protocols.hl7v2 import (
     parse_message,
     split_segments,
 )
-from drivers.sitecodes import CodeMapping
+from drivers.protocols.sitecodes import CodeMapping
 
 __all__ = ["CR", "FS", "VT", "MllpDecoder", "frame", "unframe"]
 

@@ -32,7 +32,7 @@ import re
 from typing import Final
 
 from drivers.base import DecoderMisuse, DeviceInfo, Event, PassiveDecoder, Rejected
-from drivers.policy import checked
+from drivers.protocols.policy import checked
 from edge_agent.models import measurement
 
 GRAMMARS: Final = ("auto", "indicator", "balance")

@@ -204,7 +204,7 @@ def test_glucose_mass_every_flag_combination(seq: int, time: Any, offset: int | 
     assert (event.quantity, event.unit, event.loinc) == ("glucose", "mg/dL", loinc)
     reserved = sample not in range(1, 11) or location not in (1, 2, 3, 4, 15)
     if reserved and not isinstance(mg, Special):
-        # A reserved type or location may mean control solution: withheld (drivers.policy).
+        # A reserved type or location may mean control solution: withheld (policy.py).
         assert (event.value, event.absent_reason) == (None, "error")
         assert "reserved-value" in event.flags
     else:
@@ -372,7 +372,7 @@ def test_body_composition_every_flag_combination(fat: int | None, unit: Any, tim
             m.quantity in names.values()) else m.quantity
         expected = values[key]
         if key == "muscle_percentage" and expected is not None and expected > 100:
-            expected = None  # more than 100 %: withheld (drivers.policy)
+            expected = None  # more than 100 %: withheld (drivers.protocols.policy)
         assert m.value == (None if expected is None else pytest.approx(expected))
     possible = fat is not None and fat <= 1000
     assert got[0].value == (pytest.approx(fat / 10) if possible and fat is not None else None)

@@ -58,7 +58,7 @@ def test_high_bits_octet_restores_bit_7_of_each_data_octet(data: bytes) -> None:
 def test_round_trip_one_second(spo2: int, pr: int, pi: int) -> None:
     events = decode(encode_v7(Packet(spo2, pr), pi=pi) * 60)
     expected: list[tuple[str, float | None]] = [("spo2", float(spo2)), ("pulse_rate", float(pr))]
-    if pi:  # above 100 % a perfusion index is impossible: withheld (drivers.policy)
+    if pi:  # above 100 % a perfusion index is impossible: withheld (drivers.protocols.policy)
         expected.append(("pulse_amplitude_index", pi / 100 if pi <= 10000 else None))
     assert values(events) == expected
 

@@ -19,7 +19,7 @@ from drivers.protocols import hl7v2
 from drivers.protocols.astm import AstmDecoder, load_test_map
 from drivers.protocols.hl7v2 import parse_message
 from drivers.protocols.mllp import MllpDecoder, frame
-from drivers.sitecodes import CodeMapError, load_code_map, loinc_ok, ucum_ok
+from drivers.protocols.sitecodes import CodeMapError, load_code_map, loinc_ok, ucum_ok
 from edge_agent.catalogue import catalogue, loinc_for, range_flags
 from edge_agent.models import Measurement
 from edge_agent.store import Store

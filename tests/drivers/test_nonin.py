@@ -334,7 +334,7 @@ def test_heart_rate_ignores_reserved_high_bits_of_the_msb_octet() -> None:
 def test_df13_without_measurement_and_with_a_bad_stamp() -> None:
     noms = encode_df13_packet(127, 511, WHEN, no_measurement=True)
     bad_day = encode_df13_packet(96, 70, (2026, 2, 30, 8, 0, 0))
-    # An impossible date keeps the spot check without its time (drivers.policy rule 4).
+    # An impossible date keeps the spot check without its time (drivers.protocols.policy rule 4).
     events = decode(13, noms + bad_day)
     assert events[0] == DeviceInfo("spot-check", "no-measurement")
     got = [(e.quantity, e.value, e.device_time, e.flags) for e in events

@@ -1,6 +1,6 @@
-"""drivers/policy.py, applied in every decoder: an impossible number is never a reading (it is
-withheld, flagged, and kept in the context), a reserved value that decides what the number is
-withholds it, an impossible date keeps the reading without its time."""
+"""drivers/protocols/policy.py, applied in every decoder: an impossible number is never a
+reading (it is withheld, flagged, and kept in the context), a reserved value that decides what
+the number is withholds it, an impossible date keeps the reading without its time."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from drivers.protocols.cms50 import Cms50Decoder, Cms50V7Decoder, Packet
 from drivers.protocols.hl7v2 import decode_oru, parse_message
 from drivers.protocols.nmea import NmeaDecoder
 from drivers.protocols.nonin import NoninDecoder
+from drivers.protocols.sitecodes import load_code_map, mapped_measurement
 from drivers.simulators import ble_values as enc
 from drivers.simulators.cms50 import encode, encode_v7
 from drivers.simulators.nmea import sentence
 from drivers.simulators.nonin import encode_df7_packet, encode_df8_frame, encode_df13_packet
-from drivers.sitecodes import load_code_map, mapped_measurement
 from edge_agent.models import Measurement
 from tests.drivers.streams import feed
 

@@ -30,13 +30,12 @@ the agent with a one-line message naming the code, never at the first result.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from drivers.policy import checked
+from drivers.protocols.policy import checked
 from edge_agent.catalogue import LANGUAGES, catalogue, loinc_for
 from edge_agent.models import Measurement, measurement
 
@@ -135,6 +134,22 @@ def ucum_ok(unit: str) -> bool:
     return True
 
 
+def _distance(a: str, b: str) -> int:
+    """Levenshtein distance (small strings: quantity keys)."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def _nearest(key: str, known: Mapping[str, object]) -> str | None:
+    """The catalogue key one or two edits away from a misspelt ``key``, if any."""
+    best = min(known, key=lambda k: _distance(key, k))
+    return best if _distance(key, best) <= 2 else None
+
+
 def _pair(code: str, name: str, value: Any) -> tuple[float, float] | None:
     if value is None:
         return None
@@ -148,8 +163,8 @@ def _pair(code: str, name: str, value: Any) -> tuple[float, float] | None:
 def _define(code: str, key: str, entry: Mapping[str, Any]) -> SiteQuantity:
     loinc, ucum, names = entry.get("loinc"), entry.get("ucum"), entry.get("names")
     if not isinstance(loinc, str) or not isinstance(ucum, str) or not isinstance(names, Mapping):
-        near = difflib.get_close_matches(key, catalogue(), n=1)
-        hint = f"did you mean {near[0]!r}? or " if near else ""
+        near = _nearest(key, catalogue())
+        hint = f"did you mean {near!r}? or " if near else ""
         raise CodeMapError(
             f"code {code!r}: unknown quantity {key!r} (not in the catalogue): {hint}define it "
             "with loinc, ucum and names")
@@ -242,7 +257,7 @@ def mapped_measurement(
         return checked(measurement(
             mapping.quantity, value, unit, loinc=loinc, device_time=device_time, flags=flags,
             absent_reason=absent_reason, raw=raw, context=context, source_key=source_key,
-            status=status))  # impossible values withheld (drivers.policy)
+            status=status))  # impossible values withheld (policy.py)
     unit = unit or site.ucum
     names = tuple((f"name:{lang}", text) for lang, text in site.names.items())
     return Measurement(
