@@ -284,3 +284,20 @@ def test_mllp_decoder_and_decode_cli_use_the_code_map() -> None:
     out = run_decode("hl7-mllp", data, {"test_map": str(HL7_MAP)})
     assert [(m["quantity"], m["status"], m["control"]) for m in out["measurements"]] == [
         ("potassium", "F", False)]
+
+
+def test_a_control_solution_glucose_from_a_meter_is_stored_without_encounter(
+    tmp_path: Path,
+) -> None:
+    from drivers.protocols.ble_health import DECODERS
+    from drivers.simulators import ble_values as enc
+
+    control = DECODERS["2a18"](enc.encode_2a18(8, None, 40, "mg/dL", 10, 4))  # low: no alert
+    patient = DECODERS["2a18"](enc.encode_2a18(9, None, 40, "mg/dL", 1, 1))  # low: alert
+    ms = [e for e in (*control, *patient) if isinstance(e, Measurement)]
+    with Store(tmp_path / "s.db", "mmu-01") as store:
+        store.append("meter", ms, encounter_id="enc-7").result()
+        rows = store.call(lambda db: db.execute(
+            "SELECT encounter_id, flags, loinc FROM readings ORDER BY seq").fetchall())
+    assert [(enc_id, "alert" in json.loads(f), loinc) for enc_id, f, loinc in rows] == [
+        (None, False, None), ("enc-7", True, "41653-7")]
