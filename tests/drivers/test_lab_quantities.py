@@ -301,3 +301,23 @@ def test_a_control_solution_glucose_from_a_meter_is_stored_without_encounter(
             "SELECT encounter_id, flags, loinc FROM readings ORDER BY seq").fetchall())
     assert [(enc_id, "alert" in json.loads(f), loinc) for enc_id, f, loinc in rows] == [
         (None, False, None), ("enc-7", True, "41653-7")]
+
+
+@pytest.mark.parametrize(("kind", "key", "extra"), [
+    ("hl7-mllp", "code_map", 'listen = "127.0.0.1:2575"'),
+    ("astm", "test_map", 'port = "/dev/ttyS0"'),
+])
+def test_the_config_loader_refuses_a_map_with_a_bad_site_definition(
+    tmp_path: Path, kind: str, key: str, extra: str
+) -> None:
+    from edge_agent.errors import ConfigError
+    from edge_agent.settings import load
+
+    bad = tmp_path / "map.json"
+    bad.write_text(json.dumps({"K": {**POTASSIUM, "loinc": "2823-4"}}), encoding="utf-8")
+    path = tmp_path / "unit.toml"
+    path.write_text(f'[unit]\nid = "mmu-1"\n[[devices]]\nid = "dev"\nkind = "{kind}"\n{extra}\n'
+                    f'options = {{ {key} = "{bad}" }}\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="not a LOINC code") as info:
+        load(path, environ={})
+    assert info.value.field == f"devices[0] 'dev'.options.{key}"
