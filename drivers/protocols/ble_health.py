@@ -666,8 +666,9 @@ class BodyCompositionAssembler:
     stamp and user (where both carry them), carry no optional field twice and give the same
     body fat %; the set is emitted once, every measurement flagged ``reassembled`` with both
     packets' bytes as raw. A packet that cannot join the held one (a new measurement), a
-    value without b12, or :meth:`flush` (the link dropped) emits the held packet on its own
-    flagged ``incomplete-multiple-packet``: its values are real, the set is partial.
+    value without b12, or :meth:`flush` (the link dropped: the BLE transport calls it through
+    :class:`drivers.base.Flushable`) emits the held packet on its own flagged
+    ``incomplete-multiple-packet``: its values are real, the set is partial.
     """
 
     def __init__(self) -> None:
