@@ -321,3 +321,38 @@ def test_the_config_loader_refuses_a_map_with_a_bad_site_definition(
     with pytest.raises(ConfigError, match="not a LOINC code") as info:
         load(path, environ={})
     assert info.value.field == f"devices[0] 'dev'.options.{key}"
+
+
+HL7_SITE = CAPTURES / "hl7" / "site-map" / "poc-gateway-codes-status-spec.hl7"
+
+
+def site_decoder() -> MllpDecoder:
+    from tests.drivers.test_hl7v2 import CLOCK
+
+    code_map = load_code_map(json.loads(
+        (HL7_SITE.parent / "code-map.json").read_text(encoding="utf-8")))
+    return MllpDecoder(clock=lambda: CLOCK, control_id_prefix="T", code_map=code_map)
+
+
+def test_golden_hl7_gateway_with_site_codes_and_statuses() -> None:
+    from tests.drivers.test_hl7v2 import event_json as hl7_json
+    from tests.drivers.test_hl7v2 import stream
+
+    assert "Provenance" in HL7_SITE.read_text(encoding="utf-8")[:400]
+    expected = json.loads(HL7_SITE.with_suffix(".expected.json").read_text(encoding="utf-8"))
+    events, replies = play(site_decoder(), [stream(HL7_SITE)])
+    assert [hl7_json(e) for e in events] == expected["events"]
+    assert replies.decode("utf-8") == expected["replies"]
+
+
+@given(st.lists(st.integers(1, 60), max_size=20))
+def test_hl7_gateway_capture_split_anywhere(chunks: list[int]) -> None:
+    from tests.drivers.test_hl7v2 import stream
+
+    data = stream(HL7_SITE)
+    pieces, pos = [], 0
+    for size in chunks:
+        pieces.append(data[pos:pos + size])
+        pos += size
+    pieces.append(data[pos:])
+    assert play(site_decoder(), pieces) == play(site_decoder(), [data])
