@@ -377,7 +377,9 @@ class Store:
     def _reading_row(
         self, device_id: str, m: Measurement, at: str, clock: ClockSource, encounter: str | None
     ) -> dict[str, Any]:
-        flags = list(dict.fromkeys((*m.flags, *range_flags(m.quantity, m.value, m.unit))))
+        control = "control" in m.flags  # QC: never alerts, never bound to a patient
+        flags = list(dict.fromkeys(
+            (*m.flags, *range_flags(m.quantity, m.value, m.unit, control=control))))
         if clock is ClockSource.UNTRUSTED:
             flags.append("clock-untrusted")
         return {
@@ -396,7 +398,7 @@ class Store:
             "absent_reason": m.absent_reason,
             "context": json.dumps([list(kv) for kv in m.context]),
             "raw": m.raw,
-            "encounter_id": encounter,
+            "encounter_id": None if control else encounter,
             "priority": 1 if "alert" in flags else 0,
             "latitude": None,
             "longitude": None,
