@@ -55,9 +55,12 @@ def _config_failed(tr: Translator, exc: ConfigError, as_json: bool) -> None:
     raise typer.Exit(3)
 
 
+def _labelled(tr: Translator, label: str, text: str) -> str:
+    return f"{label} : {text}" if tr.lang == "fr" else f"{label}: {text}"  # French typography
+
+
 def _tile_lines(tr: Translator, tile: Tile) -> str:
-    text = f" {MARKS[tile.status]} {tile.title} : {tile.detail}" if tr.lang == "fr" else \
-        f" {MARKS[tile.status]} {tile.title}: {tile.detail}"
+    text = f" {MARKS[tile.status]} {_labelled(tr, tile.title, tile.detail)}"
     if tile.fix and tile.status != "ok":
         text += f"\n     {tr('label.fix')} {tile.fix}"
     return text
@@ -143,10 +146,10 @@ def status(config: ConfigOption = None, lang: LangOption = None,
     for dev_id, last in devices.items():
         what = (f"{last['quantity']} {last['value']} ({last['age']})" if last
                 else tr("status.no_reading"))
-        typer.echo(f"  {dev_id}: {what}")
-    typer.echo(f"{tr('status.patient')}: {patient_text(tr, view, now)}")
-    typer.echo(f"{tr('status.backlog')}: {by_key['backlog'].detail}")
-    typer.echo(f"{tr('status.link')}: {by_key['link'].detail}")
+        typer.echo("  " + _labelled(tr, dev_id, what))
+    typer.echo(_labelled(tr, tr("status.patient"), patient_text(tr, view, now)))
+    typer.echo(_labelled(tr, tr("status.backlog"), by_key["backlog"].detail))
+    typer.echo(_labelled(tr, tr("status.link"), by_key["link"].detail))
     problems = [t for t in found if t.status != "ok" and t.key not in ("link", "backlog")]
     for tile in problems:
         typer.echo(_tile_lines(tr, tile))
