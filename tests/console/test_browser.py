@@ -130,8 +130,10 @@ def test_console_in_chromium(tmp_path: Path, mosquitto: MosquittoBroker, receive
             browser.save_screenshot(str(ARTEFACTS / "console-fr.png"))
             for lang in ("ar", "en"):
                 browser.find_element(By.CSS_SELECTOR, f'nav a[hreflang="{lang}"]').click()
-                wait.until(lambda b, lang=lang: b.find_element(By.TAG_NAME, "html")
-                           .get_attribute("lang") == lang)
+                def switched(b: webdriver.Chrome, lang: str = lang) -> bool:
+                    return b.find_element(By.TAG_NAME, "html").get_attribute("lang") == lang
+
+                wait.until(switched)
                 html = browser.find_element(By.TAG_NAME, "html")
                 assert html.get_attribute("dir") == ("rtl" if lang == "ar" else "ltr")
                 heading = browser.find_element(By.TAG_NAME, "h1").text

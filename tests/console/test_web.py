@@ -11,7 +11,7 @@ import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -60,7 +60,7 @@ class Served:
         self._thread.join(15)
         self._loop.close()
 
-    def request(self, method: str, path: str, *, body: dict[str, str | list[str]] | None = None,
+    def request(self, method: str, path: str, *, body: Mapping[str, str | list[str]] | None = None,
                 headers: dict[str, str] | None = None, source: str | None = None,
                 cookies: dict[str, str] | None = None) -> tuple[int, str, http.client.HTTPMessage]:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=10,
