@@ -104,12 +104,27 @@ class DeviceSettings(_Model):
         return value
 
 
+class ConsoleSettings(_Model):
+    """The nurses' web console (``edge-agent run`` serves it; ``edge-agent console`` alone).
+    Loopback only unless ``host`` says otherwise, and then only with a ``pin``."""
+
+    enabled: bool = False  # the example config turns it on; off for configs made in code (tests)
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8470
+    pin: Annotated[str, Field(pattern=r"^[0-9]{4,12}$")] | None = None
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "::1", "localhost")
+
+
 class Settings(_Model):
     unit: UnitSettings
     store: StoreSettings = StoreSettings()
     broker: BrokerSettings | None = None
     sync: SyncSettings = SyncSettings()
     trust: TrustSettings = TrustSettings()
+    console: ConsoleSettings = ConsoleSettings()
     devices: list[DeviceSettings] = []
 
     @field_validator("devices")
@@ -121,6 +136,14 @@ class Settings(_Model):
                 raise ValueError(f"device id {d.id!r} is used twice; give each device its own id")
             seen.add(d.id)
         return devices
+
+    @field_validator("console")
+    @classmethod
+    def _lan_needs_pin(cls, console: ConsoleSettings) -> ConsoleSettings:
+        if not console.loopback and console.pin is None:
+            raise ValueError(f"serving the console on {console.host} (beyond this computer) "
+                             "needs a pin (4 to 12 digits)")
+        return console
 
 
 _FIXES = {

@@ -306,6 +306,11 @@ class Supervisor:
                                               external_writer=not self.acquire)
                 self.sink.on_devices = self.sync_daemon.devices_changed
                 tg.create_task(self._keep(self.sync_daemon.run, stop, "sync"), name="sync")
+            if self.settings.console.enabled and self.acquire:
+                from edge_agent.console.serve import serve_console
+
+                tg.create_task(self._keep(lambda s: serve_console(self.settings, s), stop,
+                                          "console"), name="console")
             if started is not None:
                 await asyncio.sleep(0)  # the tasks take their first step
                 started()

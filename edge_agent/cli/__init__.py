@@ -111,6 +111,10 @@ def _register() -> None:
     app.command(rich_help_panel="Technician")(devices.decode)
     app.command(rich_help_panel="Technician")(devices.simulate)
 
+    from edge_agent.cli import nurse
+
+    for nurse_command in (nurse.start, nurse.status, nurse.watch, nurse.console):
+        app.command(rich_help_panel="Nurse")(nurse_command)
     app.command(rich_help_panel="Nurse")(demo.demo)
 
     from edge_agent.cli import technician
