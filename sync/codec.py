@@ -238,7 +238,9 @@ def encode_batch(
 def dictionary_of(payload: bytes) -> bytes | None:
     """The preset dictionary the zlib header names (RFC 1950 FDICT + DICTID); None if the
     stream has none."""
-    if len(payload) < 6 or not payload[1] & 0x20:
+    if len(payload) < 6 or payload[0] & 0x0F != 8 or (payload[0] << 8 | payload[1]) % 31:
+        return None  # not a zlib header: inflating says so
+    if not payload[1] & 0x20:
         return None
     wanted = int.from_bytes(payload[2:6], "big")
     found = DICTIONARIES.get(wanted)

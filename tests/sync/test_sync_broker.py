@@ -189,7 +189,8 @@ def test_the_receiver_stores_odd_but_valid_observations_without_crashing(tmp_pat
             "identifier": [{**seq, "value": "2"}], "code": {"coding": ["x", {"code": 1}]},
             "valueQuantity": {"value": 10**30, "code": None}}]
     central = SqliteCentral(tmp_path / "central.db")
-    batch = codec.Batch("u", "e1", "b", 1, 2, "", odd)
+    batch = codec.Batch("u", "e1", "b", 1, 2, "",
+                        [codec.Carried(str(o["id"]), i + 1, o) for i, o in enumerate(odd)])
     stored = [(o.new, o.held, o.last_contiguous_seq) for o in central.store_batches([batch], "t")]
     assert stored == [(2, 2, 2)]
     again = central.store_batches([batch], "t")[0]
