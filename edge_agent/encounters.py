@@ -24,11 +24,16 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from edge_agent.errors import EdgeAgentError
+
 POSITION_MAX_AGE_S = 600.0  # a GPS fix older than this is not the encounter's place
 
 
-class EncounterError(Exception):
-    """An encounter operation that cannot be done (one already open, none open)."""
+class EncounterError(EdgeAgentError):
+    """An encounter operation that cannot be done (one already open, none open): exit 1."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("encounter.state", message)
 
 
 @dataclass(frozen=True)

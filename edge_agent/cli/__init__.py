@@ -103,6 +103,10 @@ def _register() -> None:
     app.command(rich_help_panel="Technician")(devices.simulate)
 
     app.command(rich_help_panel="Nurse")(demo.demo)
+    from edge_agent.cli import patient
+
+    app.add_typer(patient.app, name="patient", rich_help_panel="Nurse",
+                  help="The patient in front of you: open, close, current, assign.")
 
 
 _register()
