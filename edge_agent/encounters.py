@@ -165,21 +165,20 @@ class OpenEncounter:
 
     def __init__(self) -> None:
         self._version: int | None = None
-        self._open: tuple[str, str] | None = None  # (id, opened_at)
+        self._open: str | None = None  # the open encounter's id
         self.reloads = 0
 
     def invalidate(self) -> None:
         self._version = None
 
-    def at(self, db: Database, received_at: str) -> str | None:
-        """The encounter open at ``received_at``, if any."""
+    def at(self, db: Database) -> str | None:
+        """The encounter open now (at this commit), if any. Not compared with the readings'
+        reception time: that may come from another clock (GPS) than the CLI's."""
         version = int(db.execute("PRAGMA data_version").fetchone()[0])
         if version != self._version:
             row = db.execute(
-                "SELECT id, opened_at FROM encounters WHERE closed_at IS NULL").fetchone()
-            self._open = None if row is None else (str(row[0]), str(row[1]))
+                "SELECT id FROM encounters WHERE closed_at IS NULL").fetchone()
+            self._open = None if row is None else str(row[0])
             self._version = version
             self.reloads += 1
-        if self._open is None or received_at < self._open[1]:
-            return None
-        return self._open[0]
+        return self._open

@@ -349,7 +349,7 @@ class Store:
             seqs: list[int] = []
             new = recognised = alerts = 0
             bound = encounter_id if encounter_id is not None or not rows else \
-                self.encounters.at(db, at)
+                self.encounters.at(db)
             for row, deterministic in zip(rows, keyed, strict=True):
                 if row["quantity"] not in _POSITION:  # the van's position is no patient's
                     row["encounter_id"] = bound

@@ -208,6 +208,7 @@ class Carried:
     seq: int
     resource: dict[str, Any]
     update: bool = False  # sent again as a conditional update (attributed after it was sent)
+    part: int = 0  # its place among the resource's readings (a panel's component, a fix's axis)
 
 
 @dataclass(frozen=True)
@@ -354,7 +355,7 @@ def _decode_bundle(bundle: dict[str, Any]) -> Batch:
         if len(readings) + len(ids) > len(seqs):
             raise CodecError("more readings than seqs")
         update, base = request.get("method") == "PUT", len(readings)
-        readings.extend(Carried(rid, seqs[base + i], resource, update)
+        readings.extend(Carried(rid, seqs[base + i], resource, update, i)
                         for i, rid in enumerate(ids))
     if not readings or len(readings) != len(seqs):
         raise CodecError(f"{len(readings)} readings for {len(seqs)} seqs")

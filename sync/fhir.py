@@ -302,15 +302,16 @@ class _Builder:
         obs["category"] = [{"coding": [{"system": CATEGORY, "code": cat}]}]
         if len(rows) > 1 or first["quantity"] in ("systolic_bp", "diastolic_bp"):
             obs["code"] = {"coding": [{"system": LOINC, "code": BP_PANEL}]}
-            by_part = {r["quantity"]: r for r in rows}
+            # The measurement's parts in the order of their readings (so the k-th reading
+            # identifier is the k-th component), then a missing systolic/diastolic as absent.
             components = []
-            for part in ("systolic_bp", "diastolic_bp", "mean_arterial_pressure"):
-                row = by_part.get(part)
-                if row is None and part == "mean_arterial_pressure":
-                    continue
+            for part in [r["quantity"] for r in rows] + [
+                    p for p in ("systolic_bp", "diastolic_bp")
+                    if p not in {r["quantity"] for r in rows}]:
+                found = next((r for r in rows if r["quantity"] == part), None)
                 component: dict[str, Any] = {"code": {"coding": codings(
-                    row or {"quantity": part})}}
-                _value(row or {"absent_reason": "unknown"}, component)
+                    found or {"quantity": part})}}
+                _value(found or {"absent_reason": "unknown"}, component)
                 components.append(component)
             obs["component"] = components
             if all(r.get("value") is None for r in rows):

@@ -136,17 +136,24 @@ def _scalar(value: Any, kind: type | tuple[type, ...]) -> Any:
     return value
 
 
-def _columns(obs: dict[str, Any]) -> list[Any]:
+def _columns(obs: dict[str, Any], part: int = 0) -> list[Any]:
+    """code, value, UCUM, effective time of one reading of ``obs``: the ``part``-th component
+    of a panel, the ``part``-th coordinate of a GPS fix, else the Observation's own."""
+    when = _get(obs, "effectiveDateTime")
+    if when is None:  # a GPS fix (Location): its time is in the device-time extension
+        when = next((_get(e, "valueString") for e in _get(obs, "extension") or []
+                     if _get(e, "url") == fhir.EXT_DEVICE_TIME), None)
+    position = _get(obs, "position")
+    if isinstance(position, dict) and len(position) > part:
+        axis, value = list(position.items())[part]
+        return [_scalar(axis, str), _scalar(value, (int, float)), None, _scalar(when, str)]
+    component = _get(obs, "component", part)
+    if isinstance(component, dict):
+        obs = {**component, "effectiveDateTime": when}
     coded = _get(obs, "code", "coding")
     codes = {_get(c, "system"): _get(c, "code") for c in coded or []
              if isinstance(c, dict)} if isinstance(coded, list) else {}
     code = codes.get(codec.LOINC) or codes.get(codec.MDC)
-    if code is None and obs.get("resourceType") == "Location":
-        code = "position"
-    when = obs.get("effectiveDateTime")
-    if when is None:  # a GPS fix (Location): its time is in the device-time extension
-        when = next((_get(e, "valueString") for e in obs.get("extension") or []
-                     if _get(e, "url") == fhir.EXT_DEVICE_TIME), None)
     return [_scalar(code, str), _scalar(_get(obs, "valueQuantity", "value"), (int, float)),
             _scalar(_get(obs, "valueQuantity", "code"), str),
             _scalar(when, str)]
@@ -175,8 +182,8 @@ def record_batch(execute: Execute, batch: codec.Batch, stored_at: str) -> Outcom
             if carried.update:  # a conditional update: e.g. a reading attributed later
                 execute("UPDATE observations SET code = ?, value = ?, ucum = ?, effective = ?, "
                         "resource = ?, stored_at = ? WHERE id = ?",
-                        [*_columns(obs), json.dumps(obs, separators=(",", ":")), stored_at,
-                         rid])
+                        [*_columns(obs, carried.part), json.dumps(obs, separators=(",", ":")),
+                         stored_at, rid])
             continue
         taken = execute("INSERT INTO sequences (unit, epoch, seq, id) VALUES (?, ?, ?, ?) "
                         "ON CONFLICT (unit, epoch, seq) DO NOTHING", [unit, epoch, seq, rid])
@@ -196,7 +203,7 @@ def record_batch(execute: Execute, batch: codec.Batch, stored_at: str) -> Outcom
             "INSERT INTO observations (id, unit, epoch, seq, batch_id, code, value, ucum, "
             "effective, stored_at, resource) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (id) DO NOTHING",  # another receiver's unit may have it just now
-            [rid, unit, epoch, seq, batch.batch_id, *_columns(obs), stored_at,
+            [rid, unit, epoch, seq, batch.batch_id, *_columns(obs, carried.part), stored_at,
              json.dumps(obs, separators=(",", ":"))],
         )
         new += max(0, cur.rowcount)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,11 @@ async def test_nothing_is_marked_sent_until_central_stores_it(
             assert (props["schema"], props["batch_id"], int(props["seq_from"]),
                     int(props["seq_to"])) == (codec.SCHEMA, first.batch_id, first.seq_from,
                                               first.seq_to)
+            # What the payload is, for a platform that is not ours (README: decoding).
+            assert (props["content-encoding"], props["inner-content-type"],
+                    props["zlib-dictionary-adler32"]) == (
+                "zlib", "application/fhir+json; fhirVersion=4.0",
+                f"{zlib.adler32(codec.ZDICT_V2):08x}")
         assert store.stats()["readings_sent"] == 0
         assert daemon.status()["connected"] is True and daemon.status()["in_flight"] == 3
         # Central comes up: the same batches are stored once and acknowledged.
