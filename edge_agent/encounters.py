@@ -161,7 +161,10 @@ def assign(db: Database, seqs: Sequence[int], *, at: datetime | None = None) -> 
 
 class OpenEncounter:
     """The store writer's view of the open encounter, read again only when another
-    connection committed (``PRAGMA data_version``). Writer thread only."""
+    connection committed (``PRAGMA data_version``). Writer thread only. Encounters are written
+    by another connection (the CLI, the demo); code that writes one through the store's own
+    writer must call :meth:`invalidate` (the writer's own commits do not move
+    ``data_version``)."""
 
     def __init__(self) -> None:
         self._version: int | None = None
