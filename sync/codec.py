@@ -320,7 +320,7 @@ def _tags(bundle: dict[str, Any]) -> dict[str, Any]:
     tags = meta.get("tag") if isinstance(meta, dict) else None
     if not isinstance(tags, list):
         raise CodecError("Bundle without meta.tag")
-    return {t.get("system"): t.get("code") for t in tags if isinstance(t, dict)}
+    return {str(t.get("system")): t.get("code") for t in tags if isinstance(t, dict)}
 
 
 def _decode_bundle(bundle: dict[str, Any]) -> Batch:

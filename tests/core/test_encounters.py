@@ -39,8 +39,9 @@ def cli_process(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def encounter_of(store: Store, seq: int) -> str | None:
-    return store.read(lambda db: db.execute("SELECT encounter_id FROM readings WHERE seq = ?",
-                                            [seq]).fetchone()[0])
+    found = store.read(lambda db: db.execute("SELECT encounter_id FROM readings WHERE seq = ?",
+                                             [seq]).fetchone()[0])
+    return None if found is None else str(found)
 
 
 def spo2(store: Store, value: float = 97.0) -> int:

@@ -31,7 +31,8 @@ def send(store: Store, central: SqliteCentral, batch_id: str) -> tuple[bytes, li
 
 
 def resources(central: SqliteCentral) -> dict[str, int]:
-    return dict(central.query("SELECT type, count(*) FROM resources GROUP BY type"))  # type: ignore[arg-type]
+    return {str(k): int(n) for k, n in central.query(
+        "SELECT type, count(*) FROM resources GROUP BY type")}
 
 
 def observation(central: SqliteCentral, seq: int) -> dict[str, Any]:
