@@ -186,19 +186,14 @@ DEMO_PATIENT = ("platform", "DEMO-000042")  # a simulated patient (no real perso
 
 
 def _encounter_step(settings: Settings, step: str) -> None:
-    from edge_agent.encounters import close_encounter, open_encounter
-    from edge_agent.store import open_database
+    from edge_agent.encounters import close_encounter, open_encounter, writing
 
-    db = open_database(settings.store.path)
-    try:
-        with db.atomic():
-            if step == "open":
-                open_encounter(db, settings.patients.systems[DEMO_PATIENT[0]], DEMO_PATIENT[1],
-                               practitioner_role="nurse")
-            else:
-                close_encounter(db)
-    finally:
-        db.close()
+    with writing(settings.store.path) as db:
+        if step == "open":
+            open_encounter(db, settings.patients.systems[DEMO_PATIENT[0]], DEMO_PATIENT[1],
+                           practitioner_role="nurse")
+        else:
+            close_encounter(db)
 
 
 def _public(state: Any) -> dict[str, Any]:

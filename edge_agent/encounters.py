@@ -16,10 +16,12 @@ never logged; what the CLI shows is :func:`masked`.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
@@ -45,6 +47,26 @@ class Encounter:
     closed_at: str | None = None
     practitioner_role: str | None = None
     position: tuple[float, float, float | None] | None = None
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[Database]:
+    """The store, for one short write transaction beside a running agent: BEGIN IMMEDIATE (a
+    deferred transaction that reads first could not become a writer once the agent has
+    committed: SQLITE_BUSY at once, no busy wait)."""
+    from edge_agent.store import open_database
+
+    db = open_database(path)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    finally:
+        db.close()
 
 
 def masked(value: str) -> str:
@@ -73,9 +95,18 @@ def current(db: Database) -> Encounter | None:
     return None if row is None else _encounter(row)
 
 
-def last_fix(db: Database, at: datetime) -> tuple[float, float, float | None] | None:
-    """The van's latest GPS fix within :data:`POSITION_MAX_AGE_S` before ``at``."""
-    since = _stamp(at - timedelta(seconds=POSITION_MAX_AGE_S))
+def last_fix(db: Database) -> tuple[float, float, float | None] | None:
+    """The van's latest GPS fix, if it is at most :data:`POSITION_MAX_AGE_S` older than the
+    store's latest reading (both stamped by the agent's reception clock, which may be GPS
+    time: not compared with this process's clock)."""
+    newest = db.execute("SELECT received_at FROM readings ORDER BY seq DESC LIMIT 1").fetchone()
+    if newest is None:
+        return None
+    try:
+        since = _stamp(datetime.fromisoformat(str(newest[0]).replace("Z", "+00:00"))
+                       - timedelta(seconds=POSITION_MAX_AGE_S))
+    except ValueError:
+        return None
     found: dict[str, float] = {}
     for quantity in ("latitude", "longitude", "altitude"):
         row = db.execute("SELECT value FROM readings WHERE quantity = ? AND value IS NOT NULL "
@@ -94,7 +125,7 @@ def open_encounter(db: Database, system: str, value: str, *, at: datetime | None
         raise EncounterError("an encounter is open already: close it first "
                              "(edge-agent patient close)")
     when = at or datetime.now(UTC)
-    fix = last_fix(db, when)
+    fix = last_fix(db)
     encounter = Encounter(str(uuid.uuid4()), system, value, _stamp(when), None,
                           practitioner_role, fix)
     db.execute(f"INSERT INTO encounters ({_COLUMNS}) VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?)",

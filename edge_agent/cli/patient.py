@@ -25,17 +25,13 @@ app = typer.Typer(no_args_is_help=True)
 @contextlib.contextmanager
 def _store(path: Path) -> Iterator[Database]:
     """The store, for one short write transaction (the agent may be running: WAL)."""
-    from edge_agent.store import open_database
+    from edge_agent.encounters import writing
 
     if not path.exists():
         raise StoreError("store.missing", f"no store at {path}. Fix: start the agent once "
                          "(edge-agent run) or pass --db PATH")
-    db = open_database(path)
-    try:
-        with db.atomic():
-            yield db
-    finally:
-        db.close()
+    with writing(path) as db:
+        yield db
 
 
 def _paths(config: Path | None, db: Path | None) -> tuple[Path, dict[str, str], str,

@@ -52,8 +52,13 @@ def test_readings_taken_while_an_encounter_is_open_are_bound_to_it(tmp_path: Pat
     cfg = config(tmp_path)
     with Store(tmp_path / "unit.db", UNIT) as store:
         before = spo2(store)
+        store.append("gps", [measurement("latitude", 33.57), measurement("longitude", -7.59)]
+                     ).result()
         opened = cli_process(cfg, "open", CANARY, "--system", "platform")
         assert opened.returncode == 0, opened.stderr
+        where = store.read(lambda db: db.execute(
+            "SELECT latitude, longitude, practitioner_role FROM encounters").fetchall())
+        assert where == [(33.57, -7.59, "nurse")]  # the van's last fix, who
         during = [spo2(store) for _ in range(20)]
         reloads = store.encounters.reloads
         gps = store.append("gps", [measurement("latitude", 33.5)]).result()[0]

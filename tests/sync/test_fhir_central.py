@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edge_agent.encounters import assign, open_encounter
+from edge_agent.encounters import assign, open_encounter, writing
 from edge_agent.models import measurement
-from edge_agent.store import Store, open_database, utc_now
+from edge_agent.store import Store, utc_now
 from sync import codec, outbox
 from sync.central.store import SqliteCentral
 
@@ -49,13 +49,11 @@ def test_a_later_assign_updates_the_reading_at_central(tmp_path: Path) -> None:
         panel = observation(central, cuff[0])
         assert panel["subject"] == panel["device"] and "encounter" not in panel
         # The nurse opens the patient and attaches the cuff's measurement.
-        nurse = open_database(tmp_path / "unit.db")  # the CLI's connection
-        with nurse.atomic():
+        with writing(tmp_path / "unit.db") as nurse:  # the CLI's connection
             open_encounter(nurse, "urn:mmu:patient:platform", PATIENT)
         spo2 = store.append("ox", [measurement("spo2", 97.0)]).result()
-        with nurse.atomic():
+        with writing(tmp_path / "unit.db") as nurse:
             assert assign(nurse, cuff) == 2
-        nurse.close()
         second, outcomes = send(store, central, "b2")
         assert outcomes[0].new == 1 and outcomes[0].held == 3  # spo2 new, the panel updated
         bundle = json.loads(codec._inflate(second))
