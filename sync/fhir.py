@@ -358,9 +358,12 @@ class _Builder:
             resource["position"] = position
         else:  # half a fix: say what the device gave, without a position
             resource["description"] = "incomplete GPS fix"
-        ext = _extensions(rows, False)
-        when, _ = effective(rows[0].get("device_time"), str(rows[0]["received_at"]), self.tz)
-        ext.insert(0, {"url": EXT_DEVICE_TIME, "valueString": when})
+        # A Location has no time of its own: the fix's time goes in the device-time extension
+        # (zoned when the receiver gave a zone, else as the device gave it).
+        when, used = effective(rows[0].get("device_time"), str(rows[0]["received_at"]), self.tz)
+        ext = _extensions(rows, used)
+        if not any(e["url"] == EXT_DEVICE_TIME for e in ext):
+            ext.insert(0, {"url": EXT_DEVICE_TIME, "valueString": when})
         resource["extension"] = ext
         self.seqs.extend(int(r["seq"]) for r in rows)
         self.entries.append({"resource": resource, "request": _create(

@@ -228,6 +228,8 @@ def test_gps_fixes_are_locations_not_observations() -> None:
     fix = next(e["resource"] for e in bundle["entry"]
                if e["resource"]["resourceType"] == "Location")
     assert fix["position"] == {"latitude": 33.57, "longitude": -7.59, "altitude": 50.0}
+    times = [e for e in fix["extension"] if e["url"] == fhir.EXT_DEVICE_TIME]
+    assert times == [{"url": fhir.EXT_DEVICE_TIME, "valueString": "2026-11-23T08:00:00.000Z"}]
     assert "geolocation" not in json.dumps(bundle)
 
 
