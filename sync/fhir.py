@@ -340,8 +340,9 @@ class _Builder:
             self.entries.append({"fullUrl": "urn:uuid:" + rid, "resource": obs, "request": {
                 "method": "PUT", "url": f"Observation?identifier={READING_SYSTEM}|{rid}"}})
         else:  # a create: no fullUrl (R4 allows it on a POST; nothing refers to it)
-            self.entries.append({"resource": obs,
-                                 "request": _create("Observation", READING_SYSTEM, rid)})
+            # request before resource: the reading id's two copies lie closer (zlib: -0.4 B)
+            self.entries.append({"request": _create("Observation", READING_SYSTEM, rid),
+                                 "resource": obs})
 
     def location(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """A GPS fix: its latitude/longitude/altitude readings as one Location."""
