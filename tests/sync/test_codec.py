@@ -167,3 +167,14 @@ def test_a_batch_without_a_store_epoch_is_refused_with_the_reason() -> None:
     with pytest.raises(ValueError, match="epoch"):
         codec.encode_batch("u", "b", [{"seq": 1}], "", epoch="")
     assert codec.SCHEMA == "mmu.readings/3"
+
+
+def test_a_unit_not_yet_updated_still_syncs_with_mmu_readings_2() -> None:
+    """A mmu.readings/2 envelope (dictionary V1, named by its zlib DICTID) still decodes."""
+    obs = [{"resourceType": "Observation", "id": f"r{i}",
+            "identifier": [{"system": "urn:mmu:seq:u", "value": str(i)}]} for i in (1, 2)]
+    old = {"schema": "mmu.readings/2", "unit": "u", "epoch": EPOCH, "batch_id": "b",
+           "seq_from": 1, "seq_to": 2, "bundle": {"entry": [{"resource": o} for o in obs]}}
+    batch = codec.decode_batch(pack(old))
+    assert [(r.id, r.seq) for r in batch.readings] == [("r1", 1), ("r2", 2)]
+    assert codec.dictionary_of(pack(old)) == codec.ZDICT_V1
