@@ -12,7 +12,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edge_agent.errors import ConfigError
 
@@ -26,6 +33,40 @@ class _Model(BaseModel):
 class UnitSettings(_Model):
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
     language: Literal["fr", "ar", "en"] = "fr"
+    # Where a device time without a zone (HL7 without offset, ASTM) is read (IANA name).
+    timezone: str = "Africa/Casablanca"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r}: use an IANA name such as "
+                             "Africa/Casablanca") from None
+        return name
+
+
+class PatientSettings(_Model):
+    """How patients are identified (`edge-agent patient open ID --system NAME`): the
+    identifier systems the programme uses, by the short name the operator types."""
+
+    systems: dict[str, str] = {
+        "national-id": "urn:mmu:patient:national-id",  # national identity card number
+        "platform": "urn:mmu:patient:platform",  # the telemedicine platform's patient id
+        "slip": "urn:mmu:patient:appointment-slip",  # the appointment slip's barcode/QR
+    }
+    default: str = "national-id"
+    practitioner_role: str | None = None  # who runs the encounters, e.g. "nurse"
+
+    @model_validator(mode="after")
+    def _default_known(self) -> PatientSettings:
+        if self.default not in self.systems:
+            raise ValueError(f"default {self.default!r} is not one of the systems "
+                             f"{sorted(self.systems)}")
+        return self
 
 
 class StoreSettings(_Model):
@@ -126,6 +167,7 @@ class Settings(_Model):
     trust: TrustSettings = TrustSettings()
     console: ConsoleSettings = ConsoleSettings()
     devices: list[DeviceSettings] = []
+    patients: PatientSettings = PatientSettings()
 
     @field_validator("devices")
     @classmethod

@@ -290,6 +290,9 @@ class Supervisor:
         ))
         self.sync_enabled = sync and settings.broker is not None and settings.sync.enabled
         self.sync_daemon: Any = None
+        # The codec reads device times without a zone in the unit's zone (sync.fhir).
+        zone = settings.unit.timezone
+        store.submit(lambda db: put_state(db, "unit-timezone", zone))
 
     async def run(self, stop: asyncio.Event, started: Callable[[], None] | None = None) -> None:
         """Run until ``stop``; ``started()`` once every device and sync task is started."""

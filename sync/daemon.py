@@ -557,7 +557,7 @@ class SyncDaemon:
 
     def _publish(self, link: MqttLink, batch: InFlight) -> None:
         properties = [
-            ("schema", codec.SCHEMA), ("encoding", codec.ENCODING),
+            *codec.WIRE_PROPERTIES,  # what the payload is: zlib, dictionary, inner media type
             ("batch_id", batch.batch_id), ("epoch", self.store.epoch),
             ("seq_from", str(batch.seq_from)), ("seq_to", str(batch.seq_to)),
             ("sent_at", f"{time.time():.3f}"),  # the NTP origin time central echoes

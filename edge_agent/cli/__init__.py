@@ -116,6 +116,10 @@ def _register() -> None:
     for nurse_command in (nurse.start, nurse.status, nurse.watch, nurse.console):
         app.command(rich_help_panel="Nurse")(nurse_command)
     app.command(rich_help_panel="Nurse")(demo.demo)
+    from edge_agent.cli import patient
+
+    app.add_typer(patient.app, name="patient", rich_help_panel="Nurse",
+                  help="The patient in front of you: open, close, current, assign.")
 
     from edge_agent.cli import technician
 

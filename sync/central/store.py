@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from sync import codec
+from sync import codec, fhir
 from sync.central.schema import POSTGRES, sqlite_migrations
 
 log = logging.getLogger(__name__)
@@ -136,14 +136,27 @@ def _scalar(value: Any, kind: type | tuple[type, ...]) -> Any:
     return value
 
 
-def _columns(obs: dict[str, Any]) -> list[Any]:
+def _columns(obs: dict[str, Any], part: int = 0) -> list[Any]:
+    """code, value, UCUM, effective time of one reading of ``obs``: the ``part``-th component
+    of a panel, the ``part``-th coordinate of a GPS fix, else the Observation's own."""
+    when = _get(obs, "effectiveDateTime")
+    if when is None:  # a GPS fix (Location): its time is in the device-time extension
+        when = next((_get(e, "valueString") for e in _get(obs, "extension") or []
+                     if _get(e, "url") == fhir.EXT_DEVICE_TIME), None)
+    position = _get(obs, "position")
+    if isinstance(position, dict) and len(position) > part:
+        axis, value = list(position.items())[part]
+        return [_scalar(axis, str), _scalar(value, (int, float)), None, _scalar(when, str)]
+    component = _get(obs, "component", part)
+    if isinstance(component, dict):
+        obs = {**component, "effectiveDateTime": when}
     coded = _get(obs, "code", "coding")
     codes = {_get(c, "system"): _get(c, "code") for c in coded or []
              if isinstance(c, dict)} if isinstance(coded, list) else {}
     code = codes.get(codec.LOINC) or codes.get(codec.MDC)
     return [_scalar(code, str), _scalar(_get(obs, "valueQuantity", "value"), (int, float)),
             _scalar(_get(obs, "valueQuantity", "code"), str),
-            _scalar(obs.get("effectiveDateTime"), str)]
+            _scalar(when, str)]
 
 
 def record_batch(execute: Execute, batch: codec.Batch, stored_at: str) -> Outcome:
@@ -156,15 +169,21 @@ def record_batch(execute: Execute, batch: codec.Batch, stored_at: str) -> Outcom
                         "epoch = ?", [unit, epoch]).fetchone()
     last, top = int(last), int(top)
     new, held, refused = 0, 0, []
-    known = _held_ids(execute, [obs["id"] for obs in batch.observations])
-    for obs in batch.observations:
-        rid, seq = obs["id"], codec.seq_of(obs)
-        assert seq is not None  # the codec refuses an Observation without one
+    for resource in batch.resources:
+        _keep_resource(execute, unit, resource, stored_at)
+    known = _held_ids(execute, [r.id for r in batch.readings])
+    for carried in batch.readings:
+        rid, seq, obs = carried.id, carried.seq, carried.resource
         top = max(top, seq)
         if rid in known:
             held += 1  # already held: the same id again, whatever its epoch or seq
             execute("INSERT INTO sequences (unit, epoch, seq, id) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (unit, epoch, seq) DO NOTHING", [unit, epoch, seq, rid])
+            if carried.update:  # a conditional update: e.g. a reading attributed later
+                execute("UPDATE observations SET code = ?, value = ?, ucum = ?, effective = ?, "
+                        "resource = ?, stored_at = ? WHERE id = ?",
+                        [*_columns(obs, carried.part), json.dumps(obs, separators=(",", ":")),
+                         stored_at, rid])
             continue
         taken = execute("INSERT INTO sequences (unit, epoch, seq, id) VALUES (?, ?, ?, ?) "
                         "ON CONFLICT (unit, epoch, seq) DO NOTHING", [unit, epoch, seq, rid])
@@ -184,7 +203,7 @@ def record_batch(execute: Execute, batch: codec.Batch, stored_at: str) -> Outcom
             "INSERT INTO observations (id, unit, epoch, seq, batch_id, code, value, ucum, "
             "effective, stored_at, resource) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (id) DO NOTHING",  # another receiver's unit may have it just now
-            [rid, unit, epoch, seq, batch.batch_id, *_columns(obs), stored_at,
+            [rid, unit, epoch, seq, batch.batch_id, *_columns(obs, carried.part), stored_at,
              json.dumps(obs, separators=(",", ":"))],
         )
         new += max(0, cur.rowcount)
@@ -194,6 +213,29 @@ def record_batch(execute: Execute, batch: codec.Batch, stored_at: str) -> Outcom
     execute("UPDATE epochs SET last_contiguous_seq = ?, max_seq = ? WHERE unit = ? AND "
             "epoch = ?", [last, top, unit, epoch])
     return Outcome(batch, new, held, tuple(refused), last)
+
+
+def _identity(resource: dict[str, Any]) -> str | None:
+    ident = _get(resource, "identifier", 0)
+    system, value = _get(ident, "system"), _get(ident, "value")
+    if not isinstance(system, str) or not isinstance(value, str):
+        return None
+    return f"{system}|{value}"
+
+
+def _keep_resource(execute: Execute, unit: str, resource: dict[str, Any], stored_at: str
+                   ) -> None:
+    """A Patient, Device, Location or Encounter of a batch: created once per identifier
+    (conditional create); an Encounter is updated (it goes from in-progress to finished)."""
+    kind, key = resource.get("resourceType"), _identity(resource)
+    if not isinstance(kind, str) or key is None:
+        return
+    text = json.dumps(resource, separators=(",", ":"))
+    update = ("DO UPDATE SET resource = excluded.resource, updated_at = excluded.updated_at"
+              if kind == "Encounter" else "DO NOTHING")
+    execute("INSERT INTO resources (type, identifier, unit, resource, stored_at, updated_at) "
+            f"VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (type, identifier) {update}",
+            [kind, key, unit, text, stored_at, stored_at])
 
 
 def _held_ids(execute: Execute, ids: list[str]) -> set[str]:
