@@ -1,24 +1,20 @@
 """The nurse's actions on the patient: open, close, give readings to the open patient.
 
-They write the patient/encounter model's ``encounters`` table, which this module does not
-own: its columns are found by :func:`edge_agent.console.queries.encounter_columns`, and when
-the table is absent (an agent without the patient model) every action answers
-``action.unavailable`` and changes nothing. Each action is one short transaction through
-:func:`edge_agent.store_read.requesting` (never creates or migrates the store), beside the
-running agent's writer. The patient's identifier is never logged.
+They are the patient CLI's operations (:mod:`edge_agent.encounters`: ``patient open``,
+``close``, ``assign``), each one short ``BEGIN IMMEDIATE`` transaction beside the running agent's
+writer (which binds the readings it stores to the open encounter). A store without the encounter
+model (older than ``m005_encounters``) answers ``action.unavailable`` and changes nothing. The
+patient's identifier is never logged.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.console.queries import NEEDS, encounter_columns
 from edge_agent.errors import EdgeAgentError
-from edge_agent.store import utc_now
-from edge_agent.store_read import requesting
 
 
 @dataclass(frozen=True)
@@ -30,69 +26,78 @@ class ActionResult:
 
 UNAVAILABLE = ActionResult(False, "action.unavailable")
 FAILED = ActionResult(False, "action.failed")
+DEFAULT_SYSTEMS: Mapping[str, str] = {"national-id": "urn:mmu:patient:national-id"}
 
 
-def open_encounter(store_path: Path, identifier: str, system: str | None) -> ActionResult:
-    """Open a patient (closing the one open, if any)."""
+def _has_model(path: Path) -> bool:
+    from edge_agent.console.queries import NEEDS, encounter_columns
+    from edge_agent.store_read import reading
+
+    with reading(path, needs=NEEDS) as db:
+        return encounter_columns(db) is not None
+
+
+def open_encounter(store_path: Path, identifier: str, system: str | None,
+                   systems: Mapping[str, str] = DEFAULT_SYSTEMS, default: str | None = None,
+                   practitioner_role: str | None = None) -> ActionResult:
+    """Open a patient (closing the one open, if any). ``system``: a name from ``[patients]
+    systems`` (or its URI); empty: the configured default."""
+    from edge_agent import encounters
+
     identifier = identifier.strip()
     if not identifier:
         return ActionResult(False, "action.no_identifier")
+    name = (system or "").strip() or default or next(iter(systems))
+    # a configured name, or an identifier system URI typed as such (urn:oid:..., http...)
+    uri = systems.get(name) or (name if name in systems.values() or ":" in name else None)
+    if uri is None:
+        return ActionResult(False, "action.failed")
     try:
-        with requesting(store_path, NEEDS) as db:
-            cols = encounter_columns(db)
-            if cols is None:
-                return UNAVAILABLE
-            now = utc_now()
-            db.execute(f'UPDATE encounters SET "{cols["closed_at"]}" = ? '
-                       f'WHERE "{cols["closed_at"]}" IS NULL', [now])
-            row: dict[str, str | None] = {cols["id"]: str(uuid.uuid4()),
-                                          cols["identifier"]: identifier}
-            if "system" in cols:
-                row[cols["system"]] = (system or "").strip() or None
-            if "opened_at" in cols:
-                row[cols["opened_at"]] = now
-            names = ", ".join(f'"{c}"' for c in row)
-            marks = ", ".join("?" for _ in row)
-            db.execute(f"INSERT INTO encounters ({names}) VALUES ({marks})", list(row.values()))
+        if not _has_model(store_path):
+            return UNAVAILABLE
+        with encounters.writing(store_path) as db:
+            if encounters.current(db) is not None:
+                encounters.close_encounter(db)
+            encounters.open_encounter(db, uri, identifier,
+                                      practitioner_role=practitioner_role)
     except (EdgeAgentError, sqlite3.Error):
         return FAILED
     return ActionResult(True, "action.opened")
 
 
 def close_encounter(store_path: Path) -> ActionResult:
+    from edge_agent import encounters
+
     try:
-        with requesting(store_path, NEEDS) as db:
-            cols = encounter_columns(db)
-            if cols is None:
-                return UNAVAILABLE
-            closed = db.execute(f'UPDATE encounters SET "{cols["closed_at"]}" = ? '
-                                f'WHERE "{cols["closed_at"]}" IS NULL', [utc_now()]).rowcount
+        if not _has_model(store_path):
+            return UNAVAILABLE
+        with encounters.writing(store_path) as db:
+            if encounters.current(db) is None:
+                return ActionResult(False, "action.no_patient")
+            encounters.close_encounter(db)
     except (EdgeAgentError, sqlite3.Error):
         return FAILED
-    return ActionResult(True, "action.closed") if closed else ActionResult(False,
-                                                                             "action.no_patient")
+    return ActionResult(True, "action.closed")
 
 
 def assign(store_path: Path, reading_ids: list[str]) -> ActionResult:
-    """Give readings to the open patient: only readings of no patient yet and not yet on
-    their way to central (central files a reading once, as it was sent)."""
+    """Give readings of no patient yet to the open patient (``patient assign``): a reading
+    central already holds goes again as an update that names the patient."""
+    from edge_agent import encounters
+
+    ids = [str(i) for i in reading_ids][:500]
     try:
-        with requesting(store_path, NEEDS) as db:
-            cols = encounter_columns(db)
-            if cols is None:
-                return UNAVAILABLE
-            row = db.execute(f'SELECT "{cols["id"]}" FROM encounters WHERE '
-                             f'"{cols["closed_at"]}" IS NULL ORDER BY rowid DESC LIMIT 1'
-                             ).fetchone()
-            if row is None:
+        if not _has_model(store_path):
+            return UNAVAILABLE
+        with encounters.writing(store_path) as db:
+            if encounters.current(db) is None:
                 return ActionResult(False, "action.no_patient")
-            ids = [str(i) for i in reading_ids][:500]
             if not ids:
                 return ActionResult(True, "action.assigned", 0)
             marks = ", ".join("?" for _ in ids)
-            count = db.execute(
-                f"UPDATE readings SET encounter_id = ? WHERE id IN ({marks}) AND encounter_id "
-                "IS NULL AND sent_at IS NULL AND batch_id IS NULL", [row[0], *ids]).rowcount
+            seqs = [int(r[0]) for r in db.execute(
+                f"SELECT seq FROM readings WHERE id IN ({marks})", ids).fetchall()]
+            count = encounters.assign(db, seqs)
     except (EdgeAgentError, sqlite3.Error):
         return FAILED
     return ActionResult(True, "action.assigned", count)

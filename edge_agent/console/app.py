@@ -230,9 +230,12 @@ class Console:
             return JSONResponse({"ok": False, "message": tr("action.refused")}, 403)
         what = request.path_params["what"]
         if what == "open":
+            patients = self.settings.patients
             result = await asyncio.to_thread(actions.open_encounter, self.store,
                                              fields.get("identifier", ""),
-                                             fields.get("system") or None)
+                                             fields.get("system") or None,
+                                             dict(patients.systems), patients.default,
+                                             patients.practitioner_role)
         elif what == "close":
             result = await asyncio.to_thread(actions.close_encounter, self.store)
         elif what == "assign":

@@ -27,7 +27,7 @@ ENCOUNTER_LIMIT: Final = 200  # readings shown for the open patient
 # The encounters table's columns, each by the names it may have (first found wins).
 ENCOUNTER_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "id": ("id", "encounter_id"),
-    "identifier": ("patient_identifier", "identifier", "patient_id"),
+    "identifier": ("patient_value", "patient_identifier", "identifier", "patient_id"),
     "system": ("identifier_system", "patient_system", "system"),
     "opened_at": ("opened_at", "started_at", "start"),
     "closed_at": ("closed_at", "ended_at", "end"),

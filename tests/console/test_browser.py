@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -90,11 +89,6 @@ def test_console_in_chromium(tmp_path: Path, mosquitto: MosquittoBroker, receive
         store = tmp_path / "unit.db"
         with Store(store, "mmu-01"):
             pass
-        # The patient model's table (issue 8), for the patient panel.
-        with sqlite3.connect(store) as conn:
-            conn.execute("CREATE TABLE encounters (id TEXT PRIMARY KEY, patient_identifier "
-                         "TEXT NOT NULL, identifier_system TEXT, opened_at TEXT, closed_at TEXT)")
-        conn.close()
         with running_agent(cfg, store):
             wait_for_port(port)
             # The live part is replaced every 2 s: read it in one script, or retry stale nodes.

@@ -74,7 +74,7 @@ def test_healthy_unit_is_ready_in_each_language(tmp_path: Path,
                 assert result.exit_code == 0, result.output
                 assert tr.quantity("spo2") in result.output or \
                     tr.quantity("pulse_rate") in result.output
-                assert tr("patient.unavailable") in result.output
+                assert tr("patient.none") in result.output
                 assert tr("link.ok") in result.output
     fr = runner.invoke(app, ["start", "--config", str(cfg), "--check-only", "--lang", "fr"])
     assert "Appareil « ox » : Non branché." in fr.output  # the pty is gone
