@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Annotated
 
@@ -17,6 +16,8 @@ def scan(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON list.")] = False,
 ) -> None:
     """Health devices around: name, address, RSSI, services and the driver that reads them."""
+    import asyncio
+
     from drivers.transports.ble_scan import scan as run_scan
 
     results = asyncio.run(run_scan(seconds))

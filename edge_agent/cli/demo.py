@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import tempfile
 from pathlib import Path
@@ -38,6 +37,8 @@ def demo(
     with tempfile.TemporaryDirectory(prefix="edge-agent-demo-") as tmp:
         workdir = keep or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
+        import asyncio
+
         result = asyncio.run(run_demo(seconds, target, workdir, progress=say))
     if as_json:
         typer.echo(json.dumps(result.as_dict()))

@@ -11,13 +11,15 @@ import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlite_utils import Database
 
 from edge_agent.cli.common import ConfigOption, DbOption, load_settings
 from edge_agent.errors import StoreError
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 app = typer.Typer(no_args_is_help=True)
 

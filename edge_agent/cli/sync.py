@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Annotated
 
@@ -68,6 +67,8 @@ def now(config: ConfigOption = None, db: DbOption = None) -> None:
 @app.command()
 def test(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Connect to the broker with the unit's identity, round trip, latency (exit 5 on failure)."""
+    import asyncio
+
     from sync.diagnostics import round_trip
 
     result = asyncio.run(round_trip(load_settings(config)))
