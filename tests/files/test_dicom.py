@@ -73,8 +73,8 @@ async def test_storescu_instances_reach_central_byte_identical_once_with_imaging
         assert {r[4] for r in rows} == {"application/dicom"} and {r[5] for r in rows} == {"us-1"}
         tasks = [asyncio.create_task(Receiver("127.0.0.1", mosquitto.port, central).run(stop)),
                  asyncio.create_task(SyncDaemon(store, cfg).run(stop))]
-        for row in rows:
-            await wait_until(lambda r=row: complete(central, r[0]), 60, "instance at central")
+        await wait_until(lambda: all(complete(central, r[0]) for r in rows), 60,
+                         "instances at central")
         stop.set()
         await asyncio.gather(*tasks)
     for name in SOURCES:

@@ -40,8 +40,8 @@ async def test_documents_and_images_reach_central_once_with_their_resources(
         daemon = SyncDaemon(store, cfg)
         tasks = [asyncio.create_task(Receiver("127.0.0.1", mosquitto.port, central).run(stop)),
                  asyncio.create_task(daemon.run(stop))]
-        for added in (doc, ecg, img):
-            await wait_until(lambda a=added: complete(central, a.file_id), 30, "file complete")
+        await wait_until(lambda: all(complete(central, a.file_id) for a in (doc, ecg, img)),
+                         30, "files complete")
         await wait_until(lambda: all(unit_holds(cfg.store.path, a.file_id)
                                      for a in (doc, ecg, img)), 10, "unit marks them held")
         stop.set()
