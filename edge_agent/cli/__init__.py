@@ -112,6 +112,9 @@ def _register() -> None:
     app.command(rich_help_panel="Technician")(devices.simulate)
 
     app.command(rich_help_panel="Nurse")(demo.demo)
+    from edge_agent.cli import files
+
+    app.command(rich_help_panel="Nurse")(files.attach)
 
     from edge_agent.cli import technician
 
