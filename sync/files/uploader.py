@@ -7,8 +7,10 @@ durably, and the next segment starts there. After a disconnect the file starts a
 flight when the link dropped (one segment at most) is sent once more.
 
 Segment sizes follow the link (:class:`SegmentSizer`): about ``TARGET_S`` seconds of the uplink
-cap, halved after an interruption lost a segment, grown back after acks. An alert published
-behind a segment waits at most that segment's transmission time.
+cap but never more than the pacer's burst (one message outstanding: a segment larger than the
+burst would wait for tokens *and* for the wire, one after the other), halved after an
+interruption lost a segment, grown back after acks. An alert published behind a segment waits
+at most that segment's transmission time.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ Outcome = Completed | Failed
 @dataclass
 class SegmentSizer:
     bits_per_second: float | None
+    burst_bytes: int = 16 * 1024  # the pacer's (sync.pacing.Pacer.burst_bytes)
     size: int = 0
     _acks: int = 0
 
@@ -79,7 +82,7 @@ class SegmentSizer:
         if not self.bits_per_second:
             return UNCAPPED_SEGMENT
         raw = int(self.bits_per_second / 8 * TARGET_S) // 1024 * 1024
-        return max(MIN_SEGMENT, min(MAX_SEGMENT, raw))
+        return max(MIN_SEGMENT, min(MAX_SEGMENT, self.burst_bytes, raw))
 
     def interrupted(self) -> None:
         self.size = max(MIN_SEGMENT, self.size // 2)

@@ -46,8 +46,8 @@ async def test_link_resets_mid_segment_and_a_corrupted_segment_cost_one_segment_
     cfg = settings(tmp_path, proxy.port, uplink_bps=bps, timeout=5.0)
     central = tmp_path / "central.db"
     marker = b"\x00CORRUPT-ME-HERE\x00"
-    data = bytearray(os.urandom(420_000))
-    data[300_000:300_000 + len(marker)] = marker
+    data = bytearray(os.urandom(320_000))
+    data[250_000:250_000 + len(marker)] = marker
     stop = asyncio.Event()
     with Store(cfg.store.path, UNIT) as store:
         added = AttachmentStore(store).add_bytes(bytes(data), name="otoscope.jpg", kind="image")
