@@ -186,6 +186,9 @@ class CentralFiles:
         if held != size or fin.size != size:
             return FileAck(up.file_id, AckState.RECEIVING, held, "not all bytes held", "fin")
         part = self._partial(up.unit, up.file_id)
+        if size == 0 and not part.exists():  # an empty file has no segment
+            part.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            part.touch(mode=0o600)
         digest = _sha256(part) if part.exists() else ""
         if digest != init.sha256 or fin.sha256 != init.sha256:
             # Never marked received: dropped, the unit starts the file again.
