@@ -53,5 +53,7 @@ def read_meta(data: bytes) -> DicomMeta:
     sop_class = text("SOPClassUID")
     if sop_class is None and meta is not None:
         sop_class = str(meta.get("MediaStorageSOPClassUID") or "") or None
+    if instance is None:
+        raise NotDicom("not a readable DICOM file (no SOP Instance UID)")
     return DicomMeta(text("StudyInstanceUID"), text("SeriesInstanceUID"), instance, sop_class,
                      text("Modality"))

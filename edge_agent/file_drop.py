@@ -104,8 +104,9 @@ async def watch(files: AttachmentStore, cfg: WatchFolderSettings, stop: asyncio.
             except (AttachmentsFull, StoreError, OSError) as exc:
                 if name not in refused:  # said once per file, tried again each poll
                     refused.add(name)
+                    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                     log.error("files: a file from %s is left in its drop folder: %s",
-                              cfg.device, getattr(exc, "strerror", None) or exc)
+                              cfg.device, why)
                 continue
             refused.discard(name)
             tracker.forget(name)

@@ -83,6 +83,7 @@ async def test_a_file_through_a_capped_link_keeps_the_pace_and_alerts_keep_arriv
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(600)
 async def test_a_2_mb_image_at_64_kbit_s(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
     took, need, latencies = await transfer_under_cap(tmp_path, mosquitto.port, 64_000,
                                                      2 * 1024 * 1024)
