@@ -84,6 +84,14 @@ class CentralFiles:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        self._recover()
+
+    def _recover(self) -> None:
+        """After a restart: each partial file back to the offset its row holds (a crash between
+        a segment's write and its row's commit leaves bytes central never acknowledged)."""
+        for unit, file_id, offset in self.db.execute(
+                "SELECT unit, file_id, offset FROM uploads WHERE state = 'receiving'").fetchall():
+            self._cut(str(unit), str(file_id), int(offset))
 
     def close(self) -> None:
         self.db.close()

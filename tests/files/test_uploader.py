@@ -193,9 +193,10 @@ def run_upload(root: Path, data: bytes, faults: list[int]) -> tuple[Uploader, in
         up.on_ack(FileAck.decode(answer.encode()))
         now += 0.01
     assert done, "the upload did not finish"
-    row = central.db.execute("SELECT state FROM uploads").fetchone()
+    row = central.db.execute("SELECT state, mismatches FROM uploads").fetchone()
     central.close()
     assert row[0] == "complete"
+    assert row[1] == 0  # a damaged segment is caught alone, never as a whole-file mismatch
     return up, interruptions, (root / "objects" / sha[:2] / sha).read_bytes()
 
 
