@@ -103,3 +103,19 @@ async def test_storescu_instances_reach_central_byte_identical_once_with_imaging
     for name in filter(None, names):  # the patient's name is in the files, never in a log
         assert name not in caplog.text
         assert name.split("^")[0] not in caplog.text
+
+
+async def test_a_full_budget_answers_out_of_resources_and_stores_nothing(tmp_path: Path
+                                                                        ) -> None:
+    with Store(tmp_path / "unit.db", UNIT) as store:
+        files = AttachmentStore(store, budget_bytes=10_000)  # less than CT_small
+        scp = DicomReceiver(files, port=0)
+        scp.start()
+        try:
+            _, out = await storescu(scp.port, TEST_FILES / "CT_small.dcm")
+        finally:
+            scp.stop()
+        count = store.read(lambda db: db.execute("SELECT count(*) FROM attachments"
+                                                 ).fetchone()[0])
+    assert "0xA700" in out, out  # the device keeps the instance and sends it again later
+    assert (scp.stored, scp.refused, count) == (0, 1, 0)
