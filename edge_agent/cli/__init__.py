@@ -115,6 +115,7 @@ def _register() -> None:
     from edge_agent.cli import files
 
     app.command(rich_help_panel="Nurse")(files.attach)
+    app.command(rich_help_panel="Nurse")(files.files)
 
     from edge_agent.cli import technician
 

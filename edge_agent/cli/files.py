@@ -59,3 +59,32 @@ def attach(
             pid = None
     if pid is None:
         typer.echo("the agent is not running: the file leaves when it starts")
+
+
+def files(
+    config: ConfigOption = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most recent files.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False,
+) -> None:
+    """Attached files and where each is: at central (the specialist has it), or waiting."""
+    import json
+
+    from edge_agent.store_read import reading
+
+    settings = load_settings(config)
+    with reading(settings.store.path, needs="m010_attachments") as db:
+        rows = db.execute(
+            "SELECT received_at, kind, source_device, size, name, file_id, central_holds_at, "
+            "failed, encounter_id FROM attachments ORDER BY received_at DESC, file_id "
+            "LIMIT ?", [limit]).fetchall()
+    for at, kind, device, size, name, file_id, held, failed, encounter in rows:
+        state = ("at central" if held else f"refused: {failed}" if failed else "waiting")
+        if as_json:
+            typer.echo(json.dumps({"received_at": at, "kind": kind, "device": device,
+                                   "size": size, "name": name, "id": file_id, "state": state,
+                                   "central_holds_at": held, "encounter_id": encounter}))
+        else:
+            typer.echo(f"{at}  {kind:<8} {size:>10} B  {state:<10}  {device or '-'}  "
+                       f"{name or file_id[:12]}")
+    if not rows and not as_json:
+        typer.echo("no files attached")
