@@ -195,6 +195,7 @@ class SyncDaemon:
         loop = self._loop = asyncio.get_running_loop()
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             loop.add_signal_handler(signal.SIGUSR1, self.request_sync_now)
+            loop.add_signal_handler(signal.SIGUSR2, self._file_noted)  # `edge-agent attach`
         self.store.add_commit_listener(self._on_commit)
         attachments.add_listener(self.store, self._on_file)
         try:
@@ -226,6 +227,7 @@ class SyncDaemon:
             attachments.remove_listener(self.store, self._on_file)
             with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
                 loop.remove_signal_handler(signal.SIGUSR1)
+                loop.remove_signal_handler(signal.SIGUSR2)
             await self._settle_writes()
             with contextlib.suppress(Exception):
                 await self._write(functools.partial(put_state, key="sync",
@@ -297,7 +299,7 @@ class SyncDaemon:
                             actions += self._on_event(link, more)
                 if self._sync_now:
                     self._sync_now = False
-                    self._files_dirty = True  # `edge-agent attach` asks this way too
+                    self._files_dirty = True
                     log.info("sync: sync now requested")
                     link.reconnect_soon()
                     if self.connected:

@@ -54,7 +54,7 @@ def attach(
     pid = sync_state.get("pid") if not sync_state.get("stopped") else None
     if isinstance(pid, int):
         try:
-            os.kill(pid, signal.SIGUSR1)  # the running agent looks at its file queue now
+            os.kill(pid, signal.SIGUSR2)  # the running agent looks at its file queue now
         except (ProcessLookupError, PermissionError):
             pid = None
     if pid is None:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -122,6 +124,17 @@ def write_config(tmp: Path, port: int, bps: int) -> Path:
     return config
 
 
+def agent_connected(unit_db: Path) -> bool:
+    if not unit_db.exists():
+        return False
+    with contextlib.closing(sqlite3.connect(unit_db)) as db:
+        try:
+            row = db.execute("SELECT value FROM agent_state WHERE key = 'sync'").fetchone()
+        except sqlite3.OperationalError:
+            return False
+    return row is not None and bool(json.loads(row[0]).get("connected"))
+
+
 async def edge_agent(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(sys.executable, "-m", "edge_agent", *args,
                                                 stdout=asyncio.subprocess.DEVNULL)
@@ -135,8 +148,6 @@ async def test_kill_9_of_the_agent_and_of_the_receiver_mid_upload_resume_from_ce
     source = tmp_path / "ultrasound.mp4"
     data = os.urandom(700_000)
     source.write_bytes(data)
-    attach = await edge_agent("attach", str(source), "--kind", "video", "--config", str(config))
-    assert await attach.wait() == 0
     file_id = sha256(data)
     segment = SegmentSizer(bps).target()
     receive = ("receive", "--db", str(central), "--broker", f"127.0.0.1:{mosquitto.port}",
@@ -144,6 +155,12 @@ async def test_kill_9_of_the_agent_and_of_the_receiver_mid_upload_resume_from_ce
     procs = [await edge_agent(*receive), await edge_agent("run", "--config", str(config),
                                                           "--only", "sync")]
     try:
+        await wait_until(lambda: agent_connected(tmp_path / "unit" / "unit.db"), 30,
+                         "the agent connected")
+        # Attached while the agent runs: the command tells it (SIGUSR2), it sends at once.
+        attach = await edge_agent("attach", str(source), "--kind", "video", "--config",
+                                  str(config))
+        assert await attach.wait() == 0
         await wait_until(lambda: offset(central, file_id) >= segment, 60, "first segment")
         procs[1].send_signal(signal.SIGKILL)  # the agent, mid-upload
         await procs[1].wait()
