@@ -82,6 +82,9 @@ async def test_link_resets_mid_segment_and_a_corrupted_segment_cost_one_segment_
     assert row is not None and row["bad_segments"] == 1  # detected...
     assert status["file_bad_segments"] == 1  # ...and sent again
     interruptions = 3  # two resets, one corrupted segment
+    print(f"2 resets + 1 corrupted segment: {status['file_bytes_resent']} bytes re-sent by the "
+          f"unit, {row['segment_bytes_in'] - len(data)} received twice by central "
+          f"(segment {segment} bytes)")
     assert status["file_bytes_resent"] <= interruptions * segment, status
     assert row["segment_bytes_in"] - len(data) <= interruptions * segment
     assert len(resources(central, "Media")) == 1
@@ -184,5 +187,7 @@ async def test_kill_9_of_the_agent_and_of_the_receiver_mid_upload_resume_from_ce
     row = central_upload(central, file_id)
     assert row is not None
     # Bytes that reached central twice: at most one segment per interruption (two).
+    print(f"kill -9 agent + kill -9 receiver: {row['segment_bytes_in'] - len(data)} bytes "
+          f"received twice by central (segment {segment} bytes)")
     assert row["segment_bytes_in"] - len(data) <= 2 * segment, row
     assert [m["content"]["contentType"] for m in resources(central, "Media")] == ["video/mp4"]
