@@ -426,6 +426,9 @@ class SyncDaemon:
             link.reconnect_soon()
             if self.connected:
                 await self._execute(link, self.session.connected(time.monotonic()))
+        elif command.cmd == "teleconsult":
+            self.files.set_teleconsult(command.encounter)
+            result["encounter"] = command.encounter
         elif command.cmd == "resend-from":
             if command.epoch is not None and command.epoch != self.store.epoch:
                 raise DownlinkRefused(f"resend-from names store epoch {command.epoch}, this "
@@ -607,7 +610,8 @@ class SyncDaemon:
             await self.files.refresh()
         self._deadlines.pop("files", None)
         if not self.connected or self._alerts or (
-                self._waiting > 0 and "linger" not in self._deadlines):
+                self._waiting > 0 and "linger" not in self._deadlines
+                and not self.files.urgent()):  # teleconsultation now: before the backlog
             return
         now = time.monotonic()
         out = self.files.next_publish(now, self.pacer.delay)

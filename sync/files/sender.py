@@ -60,6 +60,7 @@ class FileSender:
         self.completed = 0
         self.failed = 0
         self.refused_acks = 0
+        self.teleconsult: str | None = None  # the encounter in teleconsultation now
         self._held: Outgoing | None = None  # paced: due at _held_at
         self._held_at = 0.0
 
@@ -72,6 +73,23 @@ class FileSender:
             if item.file_id not in self.files:
                 self.files[item.file_id] = item
                 self.uploader.add(item.file_id, item.size)
+        self._prioritise()
+
+    def set_teleconsult(self, encounter_id: str | None) -> None:
+        """The encounter in teleconsultation now (None: none): its files go first, before
+        the readings backlog (never before an alert)."""
+        self.teleconsult = encounter_id
+        self._prioritise()
+
+    def _prioritise(self) -> None:
+        if self.teleconsult is not None:
+            self.uploader.prioritise({f for f, item in self.files.items()
+                                      if item.encounter_id == self.teleconsult})
+
+    def urgent(self) -> bool:
+        """A file of the encounter in teleconsultation now is waiting."""
+        return self.teleconsult is not None and any(
+            item.encounter_id == self.teleconsult for item in self.files.values())
 
     # --- link events ----------------------------------------------------------------------
     def subscriptions(self) -> list[tuple[str, int]]:

@@ -127,6 +127,20 @@ class Uploader:
                 file_id not in self.queue):
             self.queue[file_id] = size
 
+    def prioritise(self, file_ids: set[str]) -> None:
+        """These files first (an encounter in teleconsultation now): to the head of the queue,
+        and the file being sent steps aside for them (central keeps what it has of it: it
+        resumes from there later)."""
+        cur = self.current
+        if cur is not None and cur.file_id not in file_ids and (file_ids & set(self.queue)):
+            if cur.waiting.startswith("seg/"):
+                self.sizer.interrupted()
+            self.queue = {cur.file_id: cur.size, **self.queue}
+            self._sent_upto.pop(cur.file_id, None)  # what it sent before is not re-sent
+            self.current = None
+        first = {f: s for f, s in self.queue.items() if f in file_ids}
+        self.queue = {**first, **{f: s for f, s in self.queue.items() if f not in file_ids}}
+
     def connected(self) -> None:
         self.online = True
         if self.current is not None:
