@@ -532,6 +532,8 @@ class SyncDaemon:
 
     async def _take(self, priority: bool) -> InFlight | None:
         now = time.monotonic()
+        if not priority and self.files.urgent():
+            return None  # the encounter in teleconsultation now: its files before the backlog
         if not priority:
             if self._waiting <= 0:
                 return None  # nothing committed since the outbox was last found empty

@@ -1,6 +1,5 @@
-"""An encounter in teleconsultation now (``down/cmd`` teleconsult): its files go before other
-files, and no longer wait for the readings backlog to drain (they share the uplink with it;
-never before an alert)."""
+"""An encounter in teleconsultation now (``down/cmd`` teleconsult): its files go before the
+readings backlog and before other files (never before an alert)."""
 
 from __future__ import annotations
 
@@ -35,13 +34,13 @@ def test_the_teleconsultation_files_go_first_and_the_current_one_steps_aside() -
     assert up.current is not None and up.current.file_id == "c" * 64
 
 
-async def test_teleconsult_command_sends_that_encounters_files_first(
+async def test_teleconsult_command_sends_that_encounters_files_before_the_backlog(
         tmp_path: Path, mosquitto: MosquittoBroker) -> None:
     cfg = settings(tmp_path, mosquitto.port, uplink_bps=128_000)
     central = tmp_path / "central.db"
     stop = asyncio.Event()
     with Store(cfg.store.path, UNIT) as store:
-        for f in [store.append("ox", [measurement("spo2", 97.0)]) for _ in range(1000)]:
+        for f in [store.append("ox", [measurement("spo2", 97.0)]) for _ in range(3000)]:
             f.result(30)
         big = AttachmentStore(store).add_bytes(os.urandom(400_000), name="clip.mp4")
         urgent = AttachmentStore(store, open_encounter=lambda db: "enc-1").add_bytes(
@@ -58,6 +57,9 @@ async def test_teleconsult_command_sends_that_encounters_files_first(
             await wait_until(lambda: complete(central, urgent.file_id), 30,
                              "the teleconsultation's ECG at central")
             big_done = complete(central, big.file_id)
+            pending = store.stats()["readings_pending_sync"]
+            await wait_until(lambda: store.stats()["readings_pending_sync"] == 0, 60,
+                             "the backlog drains after it")
             async with asyncio.timeout(10):
                 while True:
                     event = await events.get()
@@ -66,4 +68,5 @@ async def test_teleconsult_command_sends_that_encounters_files_first(
             stop.set()
             await asyncio.gather(*tasks)
     assert not big_done, "the ECG waited for the other file"
+    assert pending > 0, "the ECG waited for the readings backlog"
     assert json.loads(event.payload)["encounter"] == "enc-1"
