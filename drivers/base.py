@@ -111,6 +111,15 @@ class GattDecoder(Protocol):
     def acknowledge(self, message_id: str, *, stored: bool) -> None: ...
 
 
+@runtime_checkable
+class Flushable(Protocol):
+    """A decoder holding part of a measurement across values (a multiple-packet Body
+    Composition Measurement): when the link drops the transport calls ``flush`` and stores
+    what it returns (the partial set, flagged), so nothing received is lost."""
+
+    def flush(self) -> list[Event]: ...
+
+
 class Sink(Protocol):
     """Where transports hand decoded events. ``store`` returns only after the COMMIT, which
     includes ``cursor`` (key, value) when given: the readings and the cursor commit together

@@ -26,11 +26,26 @@ def _load(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _astm(options: Mapping[str, Any]) -> StreamDecoder:
-    load_test_map = _load("drivers.protocols.astm:load_test_map")
-    path = options.get("test_map")
+def code_map_option(options: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The site code map named by ``options[key]`` (a JSON file path), parsed; {} when unset."""
+    load_code_map = _load("drivers.protocols.sitecodes:load_code_map")
+    path = options.get(key)
     raw_map = json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
-    decoder: StreamDecoder = _load("drivers.protocols.astm:AstmDecoder")(load_test_map(raw_map))
+    loaded: dict[str, Any] = load_code_map(raw_map)
+    return loaded
+
+
+def _astm(options: Mapping[str, Any]) -> StreamDecoder:
+    decoder: StreamDecoder = _load("drivers.protocols.astm:AstmDecoder")(
+        code_map_option(options, "test_map"))
+    return decoder
+
+
+def _hl7(options: Mapping[str, Any]) -> StreamDecoder:
+    # The decode CLI's --test-map names the HL7 code map too (one map flag per protocol).
+    key = "code_map" if options.get("code_map") else "test_map"
+    decoder: StreamDecoder = _load("drivers.protocols.mllp:MllpDecoder")(
+        code_map=code_map_option(options, key))
     return decoder
 
 
@@ -48,14 +63,16 @@ STREAM_PROTOCOLS: dict[str, Callable[[Mapping[str, Any]], StreamDecoder]] = {
     "nonin:8": _simple("drivers.protocols.nonin:NoninDecoder", 8),
     "nonin:13": _simple("drivers.protocols.nonin:NoninDecoder", 13),
     "cms50": _simple("drivers.protocols.cms50:Cms50Decoder"),
-    "hl7-mllp": _simple("drivers.protocols.mllp:MllpDecoder"),
+    "cms50:v7": _simple("drivers.protocols.cms50:Cms50V7Decoder"),
+    "hl7-mllp": _hl7,
     "astm": _astm,
     "nmea": _simple("drivers.protocols.nmea:NmeaDecoder"),
-    "scale": _simple("drivers.protocols.scale:ScaleDecoder", "indicator"),
+    "scale": _simple("drivers.protocols.scale:ScaleDecoder", "auto"),
+    "scale:indicator": _simple("drivers.protocols.scale:ScaleDecoder", "indicator"),
     "scale:balance": _simple("drivers.protocols.scale:ScaleDecoder", "balance"),
 }
-BLE_CHARACTERISTICS = ("2a35", "2a36", "2a37", "2a1c", "2a18", "2a34", "2a5e", "2a5f", "2a9d",
-                       "2a9c")
+BLE_CHARACTERISTICS = ("2a35", "2a36", "2a37", "2a1c", "2a1e", "2a18", "2a34", "2a5e", "2a5f",
+                       "2a9d", "2a9c")
 PROTOCOLS = (*STREAM_PROTOCOLS, *(f"ble:{c}" for c in BLE_CHARACTERISTICS))
 
 
@@ -68,6 +85,8 @@ def measurement_json(m: Measurement) -> dict[str, Any]:
         "timestamp": m.device_time,
         "flags": list(m.flags),
         "absent_reason": m.absent_reason,
+        "status": m.status,
+        "control": "control" in m.flags,  # quality control: never a patient's reading
     }
 
 

@@ -89,14 +89,28 @@ def _simple(decoder: str) -> Callable[[Options], StreamDecoder]:
 def _mllp_decoder(options: Options) -> StreamDecoder:
     # MSH-7 of our ACKs carries the unit's local time with its offset.
     clock = _lazy("drivers.transports.mllp_tcp:hl7_now")
-    made: StreamDecoder = _lazy("drivers.protocols.mllp:MllpDecoder")(clock=clock)
+    code_map = _lazy("drivers.decode:code_map_option")(options, "code_map")
+    made: StreamDecoder = _lazy("drivers.protocols.mllp:MllpDecoder")(clock=clock,
+                                                                      code_map=code_map)
     return made
 
 
 def _scale_decoder(options: Options) -> StreamDecoder:
-    grammar = str(options.get("grammar", "indicator"))  # or "balance" (A&D)
+    grammar = str(options.get("grammar", "auto"))  # or force "indicator" / "balance" (A&D)
     made: StreamDecoder = _lazy("drivers.protocols.scale:ScaleDecoder")(grammar)
     return made
+
+
+def _cms50_decoder(options: Options) -> StreamDecoder:
+    # "v7": CMS50D+ firmware >= 4.6, CMS50E/F (115200 8N1: set baudrate and parity too).
+    name = "Cms50V7Decoder" if options.get("protocol") == "v7" else "Cms50Decoder"
+    made: StreamDecoder = _lazy(f"drivers.protocols.cms50:{name}")()
+    return made
+
+
+def _cms50_simulator(options: Options, seed: int) -> Any:
+    name = "Cms50V7Model" if options.get("protocol") == "v7" else "Cms50Model"
+    return _lazy(f"drivers.simulators.cms50:{name}")(seed=seed)
 
 
 def _seeded(model: str) -> Callable[[Options, int], Any]:
@@ -157,13 +171,16 @@ DRIVERS: dict[str, DriverSpec] = {
             decoder=_mllp_decoder,
             simulator=_seeded("drivers.simulators.hl7_monitor:Hl7MonitorModel"),
             serial=SerialDefaults(9600, 8, "N", 1),
+            check_options=opt.hl7,
+            check_files=opt.hl7_files,
         ),
         DriverSpec(
             kind="cms50",
-            title="Contec CMS50 USB-serial pulse oximeter (legacy live stream)",
+            title="Contec CMS50 USB-serial pulse oximeter (legacy live stream, or V7.0 packets)",
             transport="serial",
-            decoder=_simple("drivers.protocols.cms50:Cms50Decoder"),
-            simulator=_seeded("drivers.simulators.cms50:Cms50Model"),
+            decoder=_cms50_decoder,
+            simulator=_cms50_simulator,
+            check_options=opt.cms50,
             serial=SerialDefaults(19200, 8, "O", 1),
             usb_ids=("10c4:ea60",),  # Silicon Labs CP210x bridge in the Contec cable
         ),

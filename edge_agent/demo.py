@@ -61,6 +61,7 @@ class DemoResult:
     readings_acknowledged: int = 0
     readings_pending_sync: int = 0
     readings_central: int | None = None
+    readings_attributed: int = 0  # taken during the simulated patient's encounter
     rejects: int = 0
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -139,9 +140,21 @@ async def run_demo(
                 tasks.append(asyncio.create_task(receiver.run(sync_stop)))
                 tasks.append(asyncio.create_task(SyncDaemon(store, settings).run(sync_stop)))
             start = time.monotonic()
+            # A simulated patient's encounter for the middle third of the run, opened and
+            # closed as `edge-agent patient open/close` do (another connection), so the uplink
+            # carries attributed and unattributed readings.
+            steps = [(seconds / 3, "open"), (2 * seconds / 3, "close")]
             while (left := seconds - (time.monotonic() - start)) > 0:
-                await asyncio.sleep(min(1.0, left))
+                next_step = steps[0][0] - (time.monotonic() - start) if steps else left
+                await asyncio.sleep(max(0.01, min(1.0, left, next_step)))
+                while steps and time.monotonic() - start >= steps[0][0]:
+                    step = steps.pop(0)[1]
+                    await asyncio.to_thread(_encounter_step, settings, step)
+                    progress(f"simulated patient: encounter "
+                             f"{'opened' if step == 'open' else 'closed'}")
                 progress(_line(time.monotonic() - start, store.stats(), broker is not None))
+            if steps and steps[0][1] == "close":
+                await asyncio.to_thread(_encounter_step, settings, "close")
             acquire_stop.set()
             await tasks[0]
             if broker is not None:
@@ -158,6 +171,8 @@ async def run_demo(
             result.readings_acknowledged = stats["readings_sent"]
             result.readings_pending_sync = stats["readings_pending_sync"]
             result.rejects = stats["rejects"]
+            result.readings_attributed = store.read(lambda db: int(db.execute(
+                "SELECT count(*) FROM readings WHERE encounter_id IS NOT NULL").fetchone()[0]))
             result.devices = {k: _public(v) for k, v in supervisor.sink.devices.items()}
     finally:
         for sim in sims.values():
@@ -165,6 +180,20 @@ async def run_demo(
     if broker is not None:
         result.readings_central = central_count(central_db)
     return result
+
+
+DEMO_PATIENT = ("platform", "DEMO-000042")  # a simulated patient (no real person)
+
+
+def _encounter_step(settings: Settings, step: str) -> None:
+    from edge_agent.encounters import close_encounter, open_encounter, writing
+
+    with writing(settings.store.path) as db:
+        if step == "open":
+            open_encounter(db, settings.patients.systems[DEMO_PATIENT[0]], DEMO_PATIENT[1],
+                           practitioner_role="nurse")
+        else:
+            close_encounter(db)
 
 
 def _public(state: Any) -> dict[str, Any]:

@@ -146,6 +146,35 @@ def m004_identity_membership(db: Database) -> None:
 
 
 @migrations()
+def m005_encounters(db: Database) -> None:
+    # A patient's encounter with the unit (`edge-agent patient open/close`): the patient's
+    # identifier (system + value: the only patient data in the store), who (the configured
+    # practitioner role), when, and where (the van's last GPS fix when it was opened). At most
+    # one encounter is open at a time; readings taken while it is open are bound to it.
+    db.execute(
+        """
+        CREATE TABLE encounters (
+            id TEXT PRIMARY KEY,
+            patient_system TEXT NOT NULL,
+            patient_value TEXT NOT NULL,
+            opened_at TEXT NOT NULL,
+            closed_at TEXT,
+            practitioner_role TEXT,
+            latitude REAL,
+            longitude REAL,
+            altitude REAL
+        )
+        """
+    )
+    db.execute("CREATE UNIQUE INDEX encounters_open ON encounters((1)) WHERE closed_at IS NULL")
+    # The source record's identity (HL7 MSH-10 + OBX...: Measurement.source_key), sent as a
+    # business identifier; attributed_at: when `patient assign` bound an already taken reading
+    # to an encounter (it goes to central again, as a conditional update).
+    db.execute("ALTER TABLE readings ADD COLUMN source_key TEXT")
+    db.execute("ALTER TABLE readings ADD COLUMN attributed_at TEXT")
+
+
+@migrations()
 def m010_attachments(db: Database) -> None:
     # Teleconsultation files (edge_agent/attachments.py): one row per content (sha256), the file
     # itself under attachments/ beside the store, fsynced before this row commits.

@@ -41,6 +41,11 @@ class Measurement:
     # the bytes; the store derives the reading id from it, so a record sent again is stored
     # once. None for streams without record identity (a new id each time).
     source_key: str | None = None
+    # The result status the device gave (HL7 OBX-11 / ASTM R-9, HL7 table 0085 letters:
+    # "F" final, "P" preliminary, "C" corrected, "X" cannot be obtained, "R" not verified...),
+    # upper case; None when the protocol has none (then the reading is final). Quality-control
+    # readings are marked by the flag "control" instead: never alerting, never bound to a patient.
+    status: str | None = None
 
 
 def measurement(
@@ -55,6 +60,7 @@ def measurement(
     raw: bytes = b"",
     context: tuple[tuple[str, str], ...] = (),
     source_key: str | None = None,
+    status: str | None = None,
 ) -> Measurement:
     """Build a Measurement with codes and unit defaulted from the catalogue."""
     q = _quantity(key)
@@ -70,6 +76,7 @@ def measurement(
         raw=raw,
         context=context,
         source_key=source_key,
+        status=status,
     )
 
 

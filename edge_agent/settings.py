@@ -12,7 +12,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edge_agent.errors import ConfigError
 
@@ -26,6 +33,40 @@ class _Model(BaseModel):
 class UnitSettings(_Model):
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
     language: Literal["fr", "ar", "en"] = "fr"
+    # Where a device time without a zone (HL7 without offset, ASTM) is read (IANA name).
+    timezone: str = "Africa/Casablanca"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r}: use an IANA name such as "
+                             "Africa/Casablanca") from None
+        return name
+
+
+class PatientSettings(_Model):
+    """How patients are identified (`edge-agent patient open ID --system NAME`): the
+    identifier systems the programme uses, by the short name the operator types."""
+
+    systems: dict[str, str] = {
+        "national-id": "urn:mmu:patient:national-id",  # national identity card number
+        "platform": "urn:mmu:patient:platform",  # the telemedicine platform's patient id
+        "slip": "urn:mmu:patient:appointment-slip",  # the appointment slip's barcode/QR
+    }
+    default: str = "national-id"
+    practitioner_role: str | None = None  # who runs the encounters, e.g. "nurse"
+
+    @model_validator(mode="after")
+    def _default_known(self) -> PatientSettings:
+        if self.default not in self.systems:
+            raise ValueError(f"default {self.default!r} is not one of the systems "
+                             f"{sorted(self.systems)}")
+        return self
 
 
 class StoreSettings(_Model):
@@ -128,14 +169,30 @@ class DeviceSettings(_Model):
         return value
 
 
+class ConsoleSettings(_Model):
+    """The nurses' web console (``edge-agent run`` serves it; ``edge-agent console`` alone).
+    Loopback only unless ``host`` says otherwise, and then only with a ``pin``."""
+
+    enabled: bool = False  # the example config turns it on; off for configs made in code (tests)
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8470
+    pin: Annotated[str, Field(pattern=r"^[0-9]{4,12}$")] | None = None
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "::1", "localhost")
+
+
 class Settings(_Model):
     unit: UnitSettings
     store: StoreSettings = StoreSettings()
     broker: BrokerSettings | None = None
     sync: SyncSettings = SyncSettings()
     trust: TrustSettings = TrustSettings()
+    console: ConsoleSettings = ConsoleSettings()
     files: FilesSettings = FilesSettings()
     devices: list[DeviceSettings] = []
+    patients: PatientSettings = PatientSettings()
 
     @field_validator("devices")
     @classmethod
@@ -146,6 +203,14 @@ class Settings(_Model):
                 raise ValueError(f"device id {d.id!r} is used twice; give each device its own id")
             seen.add(d.id)
         return devices
+
+    @field_validator("console")
+    @classmethod
+    def _lan_needs_pin(cls, console: ConsoleSettings) -> ConsoleSettings:
+        if not console.loopback and console.pin is None:
+            raise ValueError(f"serving the console on {console.host} (beyond this computer) "
+                             "needs a pin (4 to 12 digits)")
+        return console
 
 
 _FIXES = {

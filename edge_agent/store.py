@@ -44,6 +44,7 @@ from sqlite_utils import Database, Migrations
 from drivers.base import Rejected
 from edge_agent import store_recovery
 from edge_agent.catalogue import range_flags
+from edge_agent.encounters import OpenEncounter
 from edge_agent.errors import StoreError, StoreFull, StoreNotDurable
 from edge_agent.migrations import migrations
 from edge_agent.models import ClockSource, Measurement, new_reading_id
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Op = Callable[[Database], Any]
 # Deterministic reading ids: uuid5 in this namespace of "unit \x1f device \x1f source key".
+_POSITION = frozenset({"latitude", "longitude", "altitude"})
 READING_NS = uuid.UUID("5b1f7c1e-3f0a-4d8e-9a57-6d0c8e2b4a11")
 
 
@@ -147,6 +149,9 @@ class Store:
         self.epoch = ""
         self.clock_source = ClockSource.SYSTEM
         self.last_commit_at: float | None = None  # monotonic
+        # Readings appended without an encounter_id are bound to the open encounter, read
+        # again only when another connection (the CLI) committed (edge_agent.encounters).
+        self.encounters = OpenEncounter()
         self._note_readings = 0  # what the open transaction adds (writer thread only)
         self._note_alerts = 0
         self._listeners: list[Callable[[CommitNote], None]] = []
@@ -343,7 +348,12 @@ class Store:
         def op(db: Database) -> list[int]:
             seqs: list[int] = []
             new = recognised = alerts = 0
+            bound = encounter_id if encounter_id is not None or not rows else \
+                self.encounters.at(db)
             for row, deterministic in zip(rows, keyed, strict=True):
+                # the van's position is no patient's; a control measurement is nobody's
+                if row["quantity"] not in _POSITION and '"control"' not in row["flags"]:
+                    row["encounter_id"] = bound
                 # Look first (one writer: no race). INSERT ... ON CONFLICT DO NOTHING would
                 # burn an AUTOINCREMENT value and leave a hole in the seqs central counts on.
                 found = db.execute("SELECT seq FROM readings WHERE id = ?",
@@ -377,7 +387,9 @@ class Store:
     def _reading_row(
         self, device_id: str, m: Measurement, at: str, clock: ClockSource, encounter: str | None
     ) -> dict[str, Any]:
-        flags = list(dict.fromkeys((*m.flags, *range_flags(m.quantity, m.value, m.unit))))
+        control = "control" in m.flags  # QC: never alerts, never bound to a patient
+        flags = list(dict.fromkeys(
+            (*m.flags, *range_flags(m.quantity, m.value, m.unit, control=control))))
         if clock is ClockSource.UNTRUSTED:
             flags.append("clock-untrusted")
         return {
@@ -396,7 +408,8 @@ class Store:
             "absent_reason": m.absent_reason,
             "context": json.dumps([list(kv) for kv in m.context]),
             "raw": m.raw,
-            "encounter_id": encounter,
+            "encounter_id": None if control else encounter,
+            "source_key": m.source_key,
             "priority": 1 if "alert" in flags else 0,
             "latitude": None,
             "longitude": None,

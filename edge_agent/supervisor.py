@@ -292,6 +292,9 @@ class Supervisor:
         ))
         self.sync_enabled = sync and settings.broker is not None and settings.sync.enabled
         self.sync_daemon: Any = None
+        # The codec reads device times without a zone in the unit's zone (sync.fhir).
+        zone = settings.unit.timezone
+        store.submit(lambda db: put_state(db, "unit-timezone", zone))
 
     async def run(self, stop: asyncio.Event, started: Callable[[], None] | None = None) -> None:
         """Run until ``stop``; ``started()`` once every device and sync task is started."""
@@ -312,6 +315,11 @@ class Supervisor:
                                               external_writer=not self.acquire)
                 self.sink.on_devices = self.sync_daemon.devices_changed
                 tg.create_task(self._keep(self.sync_daemon.run, stop, "sync"), name="sync")
+            if self.settings.console.enabled and self.acquire:
+                from edge_agent.console.serve import serve_console
+
+                tg.create_task(self._keep(lambda s: serve_console(self.settings, s), stop,
+                                          "console"), name="console")
             if started is not None:
                 await asyncio.sleep(0)  # the tasks take their first step
                 started()

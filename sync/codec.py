@@ -1,14 +1,18 @@
-"""The wire format: a batch of readings as a FHIR R4 Bundle of Observations, compressed.
+"""The wire format: a batch of readings as a FHIR R4 transaction Bundle, zlib-compressed.
 
-Envelope (JSON, then zlib): ``{"schema": "mmu.readings/2", "unit", "epoch", "batch_id",
-"seq_from", "seq_to", "created_at", "bundle": <FHIR Bundle>}``. ``epoch`` names the unit's store
-(made when the store is created): sequence numbers count within one (unit, epoch), so a unit that
-starts over with a new store never reuses the old store's seq 1. ``mmu.readings/1`` (no epoch) is
-refused with a :class:`CodecError` that says so. Each Observation follows the FHIR Personal
-Health Device IG shape: MDC code (mandatory) plus the LOINC coding, ``valueQuantity`` in UCUM or
-``dataAbsentReason``, the device, the reading id and the unit's sequence number as identifiers.
-Decoding is strict and bounded (a decompression bomb is refused): anything malformed raises
-:class:`CodecError` and nothing else.
+``mmu.readings/3`` (the current one): the payload is a FHIR R4 ``transaction`` Bundle
+(:mod:`sync.fhir` builds it; the schema, unit and store epoch are ``Bundle.meta.tag`` codes, the
+batch id is ``Bundle.identifier``), JSON, compressed with zlib (RFC 1950) primed with a preset
+dictionary: :data:`ZDICT_V2`. MQTT 5 says so: content type ``application/zlib`` and the user
+properties :data:`WIRE_PROPERTIES` (the inner media type, the dictionary's name and Adler-32).
+The zlib header itself names the dictionary (its Adler-32, RFC 1950 DICTID): the decoder picks
+the dictionary from it, so a third party needs only the dictionary bytes (README).
+
+``mmu.readings/2`` (a JSON envelope ``{"schema", "unit", "epoch", "batch_id", "seq_from",
+"seq_to", "created_at", "bundle"}`` with a collection Bundle, dictionary V1) is still decoded,
+so a unit not yet updated keeps syncing; ``mmu.readings/1`` (no epoch) is refused with a
+:class:`CodecError` that says so. Decoding is strict and bounded (a decompression bomb is
+refused): anything malformed raises :class:`CodecError` and nothing else.
 """
 
 from __future__ import annotations
@@ -17,23 +21,22 @@ import json
 import re
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
-SCHEMA: Final = "mmu.readings/2"
+from sync import fhir
+
+SCHEMA: Final = fhir.SCHEMA
+LEGACY_SCHEMA: Final = "mmu.readings/2"
 RETIRED_SCHEMAS: Final = frozenset({"mmu.readings/1"})
-CONTENT_TYPE: Final = "application/fhir+json; fhirVersion=4.0"
-ENCODING: Final = "zlib+dict1"  # zlib with the preset dictionary below, version 1
+INNER_CONTENT_TYPE: Final = "application/fhir+json; fhirVersion=4.0"
+CONTENT_TYPE: Final = "application/zlib"  # RFC 6713: the payload is a zlib stream
+ENCODING: Final = "zlib+dict2"  # zlib with the preset dictionary ZDICT_V2
 MAX_DECOMPRESSED: Final = 32 * 1024 * 1024
-LOINC: Final = "http://loinc.org"
-MDC: Final = "urn:iso:std:iso:11073:10101"
-UCUM: Final = "http://unitsofmeasure.org"
-SEQ_SYSTEM: Final = "urn:mmu:seq"
-EXT_FLAGS: Final = "urn:mmu:fhir:flags"
-EXT_DEVICE_TIME: Final = "urn:mmu:fhir:device-time"
-EXT_CLOCK: Final = "urn:mmu:fhir:clock-source"
-GEOLOCATION: Final = "http://hl7.org/fhir/StructureDefinition/geolocation"
-ABSENT: Final = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+LOINC: Final = fhir.LOINC
+MDC: Final = fhir.MDC
+UCUM: Final = fhir.UCUM
+SEQ_SYSTEM: Final = "urn:mmu:seq"  # mmu.readings/2: an Observation identifier
 EPOCH_PATTERN: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # a uuid, in practice
 
 
@@ -64,8 +67,146 @@ ZDICT_V1: Final = (
 )
 
 
+# Version 2: the mmu.readings/3 transaction Bundle's boilerplate: sync/fhir.py's output, with
+# the values emptied, for a GPS fix, an encounter (Patient, Location, Encounter), lab results,
+# body composition, vital signs, a BP panel, SpO2 last (the most frequent: shortest distances).
+# Never edit it: add a version (and its name to DICTIONARIES).
+ZDICT_V2: Final = (
+    b'{"resourceType":"Bundle","meta":{"tag":[{"system":"urn:mmu:schema","code":"mmu.readings/'
+    b'3"},{"system":"urn:mmu:unit","code":"mmu-"},{"system":"urn:mmu:epoch","code":""},{"syste'
+    b'm":"urn:mmu:seqs","code":"1-"}]},"identifier":{"system":"urn:ietf:rfc:3986","value":"urn'
+    b':uuid:"},"type":"transaction","timestamp":"2026-11-T:.Z","entry":[{"fullUrl":"urn:uuid:9'
+    b'0e135fc-a750-5441-8c5a-d0fe05d4381d","resource":{"resourceType":"Device","identifier":[{'
+    b'"system":"urn:mmu:device:mmu-","value":""}],"deviceName":[{"name":"","type":"user-friend'
+    b'ly-name"}]},"request":{"method":"POST","url":"Device","ifNoneExist":"identifier=urn:mmu:'
+    b'device:mmu-|"}},{"resource":{"resourceType":"Location","identifier":[{"system":"urn:mmu:'
+    b'reading","value":""},{"system":"urn:mmu:reading","value":""},{"system":"urn:mmu:reading"'
+    b',"value":""}],"status":"active","mode":"instance","physicalType":{"coding":[{"system":"h'
+    b'ttp://terminology.hl7.org/CodeSystem/location-physical-type","code":"ve"}]},"position":{'
+    b'"latitude":0,"longitude":0,"altitude":0},"extension":[{"url":"urn:mmu:fhir:device-time",'
+    b'"valueString":"2026-11-T:Z"}]},"request":{"method":"POST","url":"Location","ifNoneExist"'
+    b':"identifier=urn:mmu:reading|"}},{"request":{"method":"POST","url":"Observation","ifNone'
+    b'Exist":"identifier=urn:mmu:reading|"},"resource":{"resourceType":"Observation","identifi'
+    b'er":[{"system":"urn:mmu:reading","value":""},{"system":"urn:mmu:source","value":"hl7:[\\"'
+    b'"}],"status":"preliminary","category":[{"coding":[{"system":"http://terminology.hl7.org/'
+    b'CodeSystem/observation-category","code":"laboratory"}]}],"code":{"coding":[{"system":"ht'
+    b'tp://loinc.org","code":"14743-9"},{"system":"urn:iso:std:iso:11073:10101","code":"160184'
+    b'"}]},"subject":{"reference":"urn:uuid:90e135fc-a750-5441-8c5a-d0fe05d4381d"},"device":{"'
+    b'reference":"urn:uuid:90e135fc-a750-5441-8c5a-d0fe05d4381d"},"effectiveDateTime":"2026-11'
+    b'-T:.Z","valueQuantity":{"value":0,"unit":"mmol/L","system":"http://unitsofmeasure.org","'
+    b'code":"mmol/L"},"extension":[{"url":"urn:mmu:fhir:device-time","valueString":"2026-11-T:'
+    b'"}]}},{"request":{"method":"POST","url":"Observation","ifNoneExist":"identifier=urn:mmu:'
+    b'reading|"},"resource":{"resourceType":"Observation","identifier":[{"system":"urn:mmu:rea'
+    b'ding","value":""}],"status":"final","category":[{"coding":[{"system":"http://terminology'
+    b'.hl7.org/CodeSystem/observation-category","code":"laboratory"}]}],"code":{"coding":[{"sy'
+    b'stem":"http://loinc.org","code":"41653-7"},{"system":"urn:iso:std:iso:11073:10101","code'
+    b'":"160184"}]},"subject":{"reference":"urn:uuid:90e135fc-a750-5441-8c5a-d0fe05d4381d"},"d'
+    b'evice":{"reference":"urn:uuid:90e135fc-a750-5441-8c5a-d0fe05d4381d"},"effectiveDateTime"'
+    b':"2026-11-T:.Z","dataAbsentReason":{"coding":[{"system":"http://terminology.hl7.org/Code'
+    b'System/data-absent-reason","code":"unknown"}]},"extension":[{"url":"urn:mmu:fhir:flags",'
+    b'"valueString":"alert"},{"url":"urn:mmu:fhir:clock-source","valueCode":"gps"}]}},{"reques'
+    b't":{"method":"POST","url":"Observation","ifNoneExist":"identifier=urn:mmu:reading|"},"re'
+    b'source":{"resourceType":"Observation","identifier":[{"system":"urn:mmu:reading","value":'
+    b'""}],"status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeS'
+    b'ystem/observation-category","code":"laboratory"}]}],"code":{"coding":[{"system":"http://'
+    b'loinc.org","code":"4548-4"},{"system":"urn:iso:std:iso:11073:10101","code":"160220"}]},"'
+    b'subject":{"reference":"urn:uuid:90e135fc-a750-5441-8c5a-d0fe05d4381d"},"device":{"refere'
+    b'nce":"urn:uuid:90e135fc-a750-5441-8c5a-d0fe05d4381d"},"effectiveDateTime":"2026-11-T:.Z"'
+    b',"valueQuantity":{"value":0,"unit":"%","system":"http://unitsofmeasure.org","code":"%"}}'
+    b'},{"request":{"method":"POST","url":"Observation","ifNoneExist":"identifier=urn:mmu:read'
+    b'ing|"},"resource":{"resourceType":"Observation","identifier":[{"system":"urn:mmu:reading'
+    b'","value":""}],"status":"final","category":[{"coding":[{"system":"http://terminology.hl7'
+    b'.org/CodeSystem/observation-category","code":"exam"}]}],"code":{"coding":[{"system":"htt'
+    b'p://loinc.org","code":"41982-0"},{"system":"urn:iso:std:iso:11073:10101","code":"188748"'
+    b'}]},"subject":{"reference":"urn:uuid:90e135fc-a750-5441-8c5a-d0fe05d4381d"},"device":{"r'
+    b'eference":"urn:uuid:90e135fc-a750-5441-8c5a-d0fe05d4381d"},"effectiveDateTime":"2026-11-'
+    b'T:.Z","valueQuantity":{"value":0,"unit":"%","system":"http://unitsofmeasure.org","code":'
+    b'"%"}}},{"request":{"method":"POST","url":"Observation","ifNoneExist":"identifier=urn:mmu'
+    b':reading|"},"resource":{"resourceType":"Observation","identifier":[{"system":"urn:mmu:re'
+    b'ading","value":""}],"status":"final","category":[{"coding":[{"system":"http://terminolog'
+    b'y.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],"code":{"coding":[{"'
+    b'system":"http://loinc.org","code":"8310-5"},{"system":"urn:iso:std:iso:11073:10101","cod'
+    b'e":"150364"}]},"subject":{"reference":"urn:uuid:90e135fc-a750-5441-8c5a-d0fe05d4381d"},"'
+    b'device":{"reference":"urn:uuid:90e135fc-a750-5441-8c5a-d0fe05d4381d"},"effectiveDateTime'
+    b'":"2026-11-T:.Z","valueQuantity":{"value":0,"unit":"Cel","system":"http://unitsofmeasure'
+    b'.org","code":"Cel"}}},{"request":{"method":"POST","url":"Observation","ifNoneExist":"ide'
+    b'ntifier=urn:mmu:reading|"},"resource":{"resourceType":"Observation","identifier":[{"syst'
+    b'em":"urn:mmu:reading","value":""}],"status":"final","category":[{"coding":[{"system":"ht'
+    b'tp://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],"code'
+    b'":{"coding":[{"system":"http://loinc.org","code":"29463-7"},{"system":"urn:iso:std:iso:1'
+    b'1073:10101","code":"188736"}]},"subject":{"reference":"urn:uuid:90e135fc-a750-5441-8c5a-'
+    b'd0fe05d4381d"},"device":{"reference":"urn:uuid:90e135fc-a750-5441-8c5a-d0fe05d4381d"},"e'
+    b'ffectiveDateTime":"2026-11-T:.Z","valueQuantity":{"value":0,"unit":"kg","system":"http:/'
+    b'/unitsofmeasure.org","code":"kg"}}},{"request":{"method":"POST","url":"Observation","ifN'
+    b'oneExist":"identifier=urn:mmu:reading|"},"resource":{"resourceType":"Observation","ident'
+    b'ifier":[{"system":"urn:mmu:reading","value":""}],"status":"final","category":[{"coding":'
+    b'[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-si'
+    b'gns"}]}],"code":{"coding":[{"system":"http://loinc.org","code":"9279-1"},{"system":"urn:'
+    b'iso:std:iso:11073:10101","code":"151562"}]},"subject":{"reference":"urn:uuid:90e135fc-a7'
+    b'50-5441-8c5a-d0fe05d4381d"},"device":{"reference":"urn:uuid:90e135fc-a750-5441-8c5a-d0fe'
+    b'05d4381d"},"effectiveDateTime":"2026-11-T:.Z","valueQuantity":{"value":0,"unit":"/min","'
+    b'system":"http://unitsofmeasure.org","code":"/min"}}},{"request":{"method":"POST","url":"'
+    b'Observation","ifNoneExist":"identifier=urn:mmu:reading|"},"resource":{"resourceType":"Ob'
+    b'servation","identifier":[{"system":"urn:mmu:reading","value":""},{"system":"urn:mmu:read'
+    b'ing","value":""},{"system":"urn:mmu:reading","value":""}],"status":"final","category":[{'
+    b'"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":'
+    b'"vital-signs"}]}],"code":{"coding":[{"system":"http://loinc.org","code":"85354-9"}]},"co'
+    b'mponent":[{"code":{"coding":[{"system":"http://loinc.org","code":"8480-6"},{"system":"ur'
+    b'n:iso:std:iso:11073:10101","code":"150021"}]},"valueQuantity":{"value":0,"unit":"mm[Hg]"'
+    b',"system":"http://unitsofmeasure.org","code":"mm[Hg]"}},{"code":{"coding":[{"system":"ht'
+    b'tp://loinc.org","code":"8462-4"},{"system":"urn:iso:std:iso:11073:10101","code":"150022"'
+    b'}]},"valueQuantity":{"value":0,"unit":"mm[Hg]","system":"http://unitsofmeasure.org","cod'
+    b'e":"mm[Hg]"}},{"code":{"coding":[{"system":"http://loinc.org","code":"8478-0"},{"system"'
+    b':"urn:iso:std:iso:11073:10101","code":"150023"}]},"valueQuantity":{"value":0,"unit":"mm['
+    b'Hg]","system":"http://unitsofmeasure.org","code":"mm[Hg]"}}],"subject":{"reference":"urn'
+    b':uuid:90e135fc-a750-5441-8c5a-d0fe05d4381d"},"device":{"reference":"urn:uuid:90e135fc-a7'
+    b'50-5441-8c5a-d0fe05d4381d"},"effectiveDateTime":"2026-11-T:.Z"}},{"request":{"method":"P'
+    b'OST","url":"Observation","ifNoneExist":"identifier=urn:mmu:reading|"},"resource":{"resou'
+    b'rceType":"Observation","identifier":[{"system":"urn:mmu:reading","value":""}],"status":"'
+    b'final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observati'
+    b'on-category","code":"vital-signs"}]}],"code":{"coding":[{"system":"http://loinc.org","co'
+    b'de":"8867-4"},{"system":"urn:iso:std:iso:11073:10101","code":"149530"}]},"subject":{"ref'
+    b'erence":"urn:uuid:90e135fc-a750-5441-8c5a-d0fe05d4381d"},"device":{"reference":"urn:uuid'
+    b':90e135fc-a750-5441-8c5a-d0fe05d4381d"},"effectiveDateTime":"2026-11-T:.Z","valueQuantit'
+    b'y":{"value":0,"unit":"/min","system":"http://unitsofmeasure.org","code":"/min"}}},{"requ'
+    b'est":{"method":"POST","url":"Observation","ifNoneExist":"identifier=urn:mmu:reading|"},"'
+    b'resource":{"resourceType":"Observation","identifier":[{"system":"urn:mmu:reading","value'
+    b'":""}],"status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/Cod'
+    b'eSystem/observation-category","code":"vital-signs"}]}],"code":{"coding":[{"system":"http'
+    b'://loinc.org","code":"2708-6"},{"system":"http://loinc.org","code":"59408-5"},{"system":'
+    b'"urn:iso:std:iso:11073:10101","code":"150456"}]},"subject":{"reference":"urn:uuid:90e135'
+    b'fc-a750-5441-8c5a-d0fe05d4381d"},"device":{"reference":"urn:uuid:90e135fc-a750-5441-8c5a'
+    b'-d0fe05d4381d"},"effectiveDateTime":"2026-11-T:.Z","valueQuantity":{"value":0,"unit":"%"'
+    b',"system":"http://unitsofmeasure.org","code":"%"}}}]}'
+)
+ZDICT_V2_NAME: Final = "mmu-zdict-2"
+DICTIONARIES: Final[Mapping[int, bytes]] = {
+    zlib.adler32(ZDICT_V1): ZDICT_V1, zlib.adler32(ZDICT_V2): ZDICT_V2}
+# What the MQTT 5 user properties say about a readings payload (beside content type
+# application/zlib): enough for a platform that is not ours to decode it.
+# (The dictionary's Adler-32 is in the zlib header itself: RFC 1950 DICTID.)
+WIRE_PROPERTIES: Final = (
+    ("schema", SCHEMA),
+    ("encoding", ENCODING),
+    ("inner-content-type", INNER_CONTENT_TYPE),
+    ("zlib-dictionary", ZDICT_V2_NAME),
+)
+
+
 class CodecError(ValueError):
     """A payload that is not a valid batch (bad compression, JSON, schema or field)."""
+
+
+@dataclass(frozen=True)
+class Carried:
+    """One reading of a batch: its id and seq, and the resource that carries it (its own
+    Observation, a BP panel with the other parts of its measurement, a GPS Location)."""
+
+    id: str
+    seq: int
+    resource: dict[str, Any]
+    update: bool = False  # sent again as a conditional update (attributed after it was sent)
+    part: int = 0  # its place among the resource's readings (a panel's component, a fix's axis)
 
 
 @dataclass(frozen=True)
@@ -76,59 +217,8 @@ class Batch:
     seq_from: int
     seq_to: int
     created_at: str
-    observations: list[dict[str, Any]]
-
-
-def _has_zone(stamp: str | None) -> bool:
-    if not stamp or len(stamp) < 7:
-        return False
-    return stamp.endswith("Z") or (stamp[-6] in "+-" and stamp[-3] == ":")
-
-
-def observation(unit: str, row: Mapping[str, Any]) -> dict[str, Any]:
-    codings: list[dict[str, str]] = []
-    if row.get("loinc"):
-        codings.append({"system": LOINC, "code": row["loinc"]})
-    if row.get("mdc") is not None:
-        codings.append({"system": MDC, "code": str(row["mdc"])})
-    obs: dict[str, Any] = {
-        "resourceType": "Observation",
-        "id": row["id"],
-        "identifier": [{"system": f"{SEQ_SYSTEM}:{unit}", "value": str(row["seq"])}],
-        "status": "final",
-        "code": {"coding": codings, "text": row["quantity"]},
-        # A device time without a zone cannot be placed on the UTC timeline: use reception.
-        "effectiveDateTime": row["device_time"] if _has_zone(row.get("device_time"))
-        else row["received_at"],
-        "issued": row["received_at"],
-        "device": {"identifier": {"value": row["device_id"]}},
-    }
-    if row.get("value") is not None:
-        obs["valueQuantity"] = {
-            "value": row["value"], "unit": row["unit"], "system": UCUM, "code": row["unit"],
-        }
-    else:
-        obs["dataAbsentReason"] = {
-            "coding": [{"system": ABSENT, "code": row.get("absent_reason") or "unknown"}]
-        }
-    ext: list[dict[str, Any]] = []
-    flags = json.loads(row["flags"]) if isinstance(row.get("flags"), str) else row.get("flags")
-    if flags:
-        ext.append({"url": EXT_FLAGS, "valueString": ",".join(flags)})
-    if row.get("device_time"):
-        ext.append({"url": EXT_DEVICE_TIME, "valueString": row["device_time"]})
-    if row.get("clock_source"):
-        ext.append({"url": EXT_CLOCK, "valueCode": row["clock_source"]})
-    if row.get("latitude") is not None and row.get("longitude") is not None:
-        ext.append({"url": GEOLOCATION, "extension": [
-            {"url": "latitude", "valueDecimal": row["latitude"]},
-            {"url": "longitude", "valueDecimal": row["longitude"]},
-        ]})
-    if row.get("encounter_id"):
-        obs["encounter"] = {"reference": f"Encounter/{row['encounter_id']}"}
-    if ext:
-        obs["extension"] = ext
-    return obs
+    readings: list[Carried]
+    resources: list[dict[str, Any]] = field(default_factory=list)  # Patient, Encounter...
 
 
 def encode_batch(
@@ -138,27 +228,29 @@ def encode_batch(
         raise ValueError("a batch needs at least one reading")
     if not EPOCH_PATTERN.fullmatch(epoch):
         raise ValueError(f"epoch {epoch!r} is not 1-64 characters of [A-Za-z0-9._:-]")
-    envelope = {
-        "schema": SCHEMA,
-        "unit": unit,
-        "epoch": epoch,
-        "batch_id": batch_id,
-        "seq_from": rows[0]["seq"],
-        "seq_to": rows[-1]["seq"],
-        "created_at": created_at,
-        "bundle": {
-            "resourceType": "Bundle",
-            "type": "collection",
-            "entry": [{"resource": observation(unit, r)} for r in rows],
-        },
-    }
-    text = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
-    packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, ZDICT_V1)
+    text = json.dumps(fhir.bundle(unit, epoch, batch_id, rows, created_at),
+                      separators=(",", ":"), ensure_ascii=False)
+    packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, ZDICT_V2)
     return packer.compress(text.encode("utf-8")) + packer.flush()
 
 
+def dictionary_of(payload: bytes) -> bytes | None:
+    """The preset dictionary the zlib header names (RFC 1950 FDICT + DICTID); None if the
+    stream has none."""
+    if len(payload) < 6 or payload[0] & 0x0F != 8 or (payload[0] << 8 | payload[1]) % 31:
+        return None  # not a zlib header: inflating says so
+    if not payload[1] & 0x20:
+        return None
+    wanted = int.from_bytes(payload[2:6], "big")
+    found = DICTIONARIES.get(wanted)
+    if found is None:
+        raise CodecError(f"unknown zlib preset dictionary {wanted:08x}")
+    return found
+
+
 def _inflate(payload: bytes) -> bytes:
-    inflater = zlib.decompressobj(zdict=ZDICT_V1)
+    zdict = dictionary_of(payload)
+    inflater = zlib.decompressobj(zdict=zdict) if zdict is not None else zlib.decompressobj()
     try:
         data = inflater.decompress(payload, MAX_DECOMPRESSED)
     except zlib.error as exc:
@@ -172,19 +264,33 @@ def _inflate(payload: bytes) -> bytes:
 
 def decode_batch(payload: bytes) -> Batch:
     try:
-        env = json.loads(_inflate(payload))
+        doc = json.loads(_inflate(payload))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CodecError(f"not JSON: {exc}") from None
     except RecursionError:  # absurdly nested arrays: small once compressed
         raise CodecError("JSON nested too deeply") from None
-    if not isinstance(env, dict):
-        raise CodecError("envelope is not a JSON object")
-    schema = env.get("schema")
+    if not isinstance(doc, dict):
+        raise CodecError("payload is not a JSON object")
+    if doc.get("resourceType") == "Bundle":
+        return _decode_bundle(doc)
+    schema = doc.get("schema")
     if isinstance(schema, str) and schema in RETIRED_SCHEMAS:
         raise CodecError(f"schema {schema} is retired (no store epoch): the unit must be "
                          f"updated to send {SCHEMA}")
-    if schema != SCHEMA:
+    if schema != LEGACY_SCHEMA:
         raise CodecError(f"schema is not {SCHEMA}")
+    return _decode_envelope(doc)
+
+
+def _check_ids(unit: Any, epoch: Any, batch_id: Any) -> None:
+    if not (isinstance(unit, str) and isinstance(batch_id, str)):
+        raise CodecError("bad envelope fields")
+    if not isinstance(epoch, str) or not EPOCH_PATTERN.fullmatch(epoch):
+        raise CodecError("epoch is not 1-64 characters of [A-Za-z0-9._:-]")
+
+
+def _decode_envelope(env: dict[str, Any]) -> Batch:
+    """mmu.readings/2: a collection of Observations, one per reading."""
     try:
         unit, batch_id, epoch = env["unit"], env["batch_id"], env["epoch"]
         seq_from, seq_to = env["seq_from"], env["seq_to"]
@@ -192,26 +298,101 @@ def decode_batch(payload: bytes) -> Batch:
         observations = [e["resource"] for e in entries]
     except (KeyError, TypeError) as exc:
         raise CodecError(f"missing field {exc}") from None
-    if not (isinstance(unit, str) and isinstance(batch_id, str) and isinstance(seq_from, int)
-            and isinstance(seq_to, int) and seq_from <= seq_to):
+    _check_ids(unit, epoch, batch_id)
+    if not (isinstance(seq_from, int) and isinstance(seq_to, int) and seq_from <= seq_to):
         raise CodecError("bad envelope fields")
-    if not isinstance(epoch, str) or not EPOCH_PATTERN.fullmatch(epoch):
-        raise CodecError("epoch is not 1-64 characters of [A-Za-z0-9._:-]")
+    readings = []
     for obs in observations:
         if not isinstance(obs, dict) or obs.get("resourceType") != "Observation":
             raise CodecError("bundle entry is not an Observation")
-        if not isinstance(obs.get("id"), str) or seq_of(obs) is None:
+        seq = seq_of(obs)
+        if not isinstance(obs.get("id"), str) or seq is None:
             raise CodecError("Observation without id or sequence number")
+        readings.append(Carried(obs["id"], seq, obs))
     return Batch(unit, epoch, batch_id, seq_from, seq_to, str(env.get("created_at", "")),
-                 observations)
+                 readings)
+
+
+def _tags(bundle: dict[str, Any]) -> dict[str, Any]:
+    meta = bundle.get("meta")
+    tags = meta.get("tag") if isinstance(meta, dict) else None
+    if not isinstance(tags, list):
+        raise CodecError("Bundle without meta.tag")
+    return {str(t.get("system")): t.get("code") for t in tags if isinstance(t, dict)}
+
+
+def _decode_bundle(bundle: dict[str, Any]) -> Batch:
+    """mmu.readings/3: a transaction Bundle; readings are the resources with reading ids."""
+    tags = _tags(bundle)
+    if tags.get(fhir.TAG_SCHEMA) != SCHEMA:
+        raise CodecError(f"Bundle is not tagged {SCHEMA}")
+    unit, epoch = tags.get(fhir.TAG_UNIT), tags.get(fhir.TAG_EPOCH)
+    ident, entries = bundle.get("identifier"), bundle.get("entry")
+    batch_id = ident.get("value") if isinstance(ident, dict) else None
+    if isinstance(batch_id, str):
+        batch_id = batch_id.removeprefix("urn:uuid:")
+    _check_ids(unit, epoch, batch_id)
+    assert isinstance(unit, str) and isinstance(epoch, str) and isinstance(batch_id, str)
+    if not isinstance(entries, list) or not entries:
+        raise CodecError("Bundle without entries")
+    try:
+        seqs = fhir.parse_seq_runs(str(tags.get(fhir.TAG_SEQS, "")))
+    except ValueError as exc:
+        raise CodecError(f"Bundle tag {fhir.TAG_SEQS}: {exc}") from None
+    readings: list[Carried] = []
+    others: list[dict[str, Any]] = []
+    for entry in entries:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        request = entry.get("request") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or not isinstance(request, dict):
+            raise CodecError("Bundle entry without resource or request")
+        ids = _reading_ids(resource)
+        if not ids:
+            others.append(resource)
+            continue
+        if len(readings) + len(ids) > len(seqs):
+            raise CodecError("more readings than seqs")
+        update, base = request.get("method") == "PUT", len(readings)
+        readings.extend(Carried(rid, seqs[base + i], resource, update, i)
+                        for i, rid in enumerate(ids))
+    if not readings or len(readings) != len(seqs):
+        raise CodecError(f"{len(readings)} readings for {len(seqs)} seqs")
+    return Batch(unit, epoch, batch_id, min(seqs), max(seqs), str(bundle.get("timestamp", "")),
+                 readings, others)
+
+
+def _reading_ids(resource: dict[str, Any]) -> list[str]:
+    idents = resource.get("identifier")
+    out = []
+    for ident in idents if isinstance(idents, list) else []:
+        if isinstance(ident, dict) and ident.get("system") == fhir.READING_SYSTEM:
+            value = ident.get("value")
+            if not isinstance(value, str) or not value:
+                raise CodecError("reading identifier without a value")
+            out.append(value)
+    return out
+
+
+def _seq_value(value: Any) -> int | None:
+    # isascii: str.isdigit() accepts "²", which int() refuses
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19:
+        return int(value)
+    return None
 
 
 def seq_of(obs: Mapping[str, Any]) -> int | None:
+    """The seq of a mmu.readings/2 Observation (identifier ``urn:mmu:seq:<unit>``)."""
     idents = obs.get("identifier")
     for ident in idents if isinstance(idents, list) else []:
         if isinstance(ident, dict) and str(ident.get("system", "")).startswith(SEQ_SYSTEM):
-            value = ident.get("value")
-            # isascii: str.isdigit() accepts "²", which int() refuses
-            if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19:
-                return int(value)
+            value = _seq_value(ident.get("value"))
+            if value is not None:
+                return value
     return None
+
+
+def observation(unit: str, row: Mapping[str, Any], epoch: str = "0") -> dict[str, Any]:
+    """One reading's resource alone (the naive one-message-per-reading baseline)."""
+    resource: dict[str, Any] = fhir.bundle(unit, epoch, "single", [row], str(row["received_at"])
+                                           )["entry"][-1]["resource"]
+    return resource

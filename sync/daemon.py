@@ -167,6 +167,8 @@ class SyncDaemon:
 
     def _noted(self, note: CommitNote) -> None:  # the event loop: all our state lives here
         self._waiting += note.readings
+        if self.backlog is not None:
+            self.backlog += note.readings
         if self._oldest_at is None:
             self._oldest_at = time.monotonic()
         if note.alerts:
@@ -514,15 +516,19 @@ class SyncDaemon:
         future = self._write_later(functools.partial(
             outbox.mark_acked, batch_id=batch_id, acked_at=at, refused=refused))
 
-        def done(f: Future[int]) -> None:
-            if f.cancelled() or f.exception() is not None:
-                return
-            changed = f.result()
+        def marked(changed: int) -> None:  # on the event loop, like every other change
             self.acked_readings += changed
             if changed:
                 self.last_ack_at = at
             if self.backlog is not None and batch is not None:
                 self.backlog = max(0, self.backlog - changed - len(refused))
+            self._poke()  # the status may say so
+
+        def done(f: Future[int]) -> None:  # the store's writer thread
+            loop = self._loop
+            if f.cancelled() or f.exception() is not None or loop is None or loop.is_closed():
+                return
+            loop.call_soon_threadsafe(marked, f.result())
 
         future.add_done_callback(done)
         if refused:
@@ -582,7 +588,7 @@ class SyncDaemon:
 
     def _publish(self, link: MqttLink, batch: InFlight) -> None:
         properties = [
-            ("schema", codec.SCHEMA), ("encoding", codec.ENCODING),
+            *codec.WIRE_PROPERTIES,  # what the payload is: zlib, dictionary, inner media type
             ("batch_id", batch.batch_id), ("epoch", self.store.epoch),
             ("seq_from", str(batch.seq_from)), ("seq_to", str(batch.seq_to)),
             ("sent_at", f"{time.time():.3f}"),  # the NTP origin time central echoes

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import time
 import uuid
 from typing import Any
@@ -68,12 +70,42 @@ async def _expect(queue: asyncio.Queue[LinkEvent], kind: str, timeout: float,
             if event.kind == kind and (topic is None or event.topic == topic):
                 return event
             if kind == "connected" and event.kind == "disconnected":
-                raise LinkError("link.test", f"connection refused or failed: {event.reason}")
+                raise LinkError("link.test", "the broker took the connection but refused the "
+                                f"session (TLS or identity?): {event.reason}")
+
+
+def explain_unreachable(host: str, port: int, exc: BaseException) -> str:
+    """What a technician needs from a failed TCP connection: which host, and which failure
+    (the name does not resolve, nothing listens, nothing answers)."""
+    where = f"{host}:{port}"
+    if isinstance(exc, socket.gaierror):
+        return (f"{where}: unknown host {host!r} (the name does not resolve: check [broker] "
+                "host, and DNS on this network)")
+    if isinstance(exc, ConnectionRefusedError):
+        return (f"{where}: connection refused (the host answers but nothing listens on port "
+                f"{port}: check [broker] port, and that the broker runs)")
+    if isinstance(exc, TimeoutError):
+        return (f"{where}: no answer (a firewall, no route, or no mobile data: check the "
+                "network)")
+    return f"{where}: cannot connect ({type(exc).__name__}: {exc})"
+
+
+async def reach(host: str, port: int, timeout: float) -> None:
+    """A plain TCP connection first, so each failure gets its own message."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError) as exc:
+        raise LinkError("link.test", explain_unreachable(host, port, exc)) from None
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
 
 
 async def round_trip(settings: Settings, timeout: float = 15.0) -> dict[str, Any]:
     """Connect with the unit's own identity, publish to its status topic (not retained) and
     wait for the message to come back: connect time and round-trip latency, in ms."""
+    assert settings.broker is not None
+    await reach(settings.broker.host, settings.broker.port, timeout)
     options = SyncDaemon.link_options_for(settings)
     options.client_id = f"{options.client_id}-test-{uuid.uuid4().hex[:6]}"
     options.clean_start = True

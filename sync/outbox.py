@@ -23,9 +23,19 @@ from sqlite_utils import Database
 
 from edge_agent.store import utc_now
 
+# The codec's rows: the reading, its context (OBX-11 result status...), its source record key,
+# the unit's time zone (for device times without one: agent_state 'unit-timezone', written by
+# the agent at start), and its encounter (JSON: the patient's identifier, when and where).
 READING_COLUMNS = (
     "seq, id, device_id, quantity, value, unit, loinc, mdc, device_time, received_at, "
-    "clock_source, flags, absent_reason, encounter_id, latitude, longitude, priority"
+    "clock_source, flags, absent_reason, encounter_id, latitude, longitude, priority, "
+    "context, source_key, attributed_at, "
+    "(SELECT json_extract(s.value, '$') FROM agent_state s WHERE s.key = 'unit-timezone') "
+    "AS timezone, "
+    "(SELECT json_object('patient_system', e.patient_system, 'patient_value', e.patient_value, "
+    "'opened_at', e.opened_at, 'closed_at', e.closed_at, 'practitioner_role', "
+    "e.practitioner_role, 'latitude', e.latitude, 'longitude', e.longitude, 'altitude', "
+    "e.altitude) FROM encounters e WHERE e.id = readings.encounter_id) AS encounter"
 )
 
 
@@ -139,6 +149,12 @@ def mark_acked(
     cur = db.execute(
         "UPDATE readings SET sent_at = ? WHERE batch_id = ? AND sent_at IS NULL "
         "AND refused IS NULL", [at, batch_id])
+    # Attributed to a patient while this batch was in flight (`patient assign`): central got
+    # them without the patient, so they go again (as conditional updates).
+    db.execute(
+        "UPDATE readings SET sent_at = NULL, batch_id = NULL WHERE batch_id = ? AND "
+        "attributed_at > (SELECT created_at FROM batches WHERE batch_id = ?)",
+        [batch_id, batch_id])
     db.execute(
         "UPDATE batches SET acked_at = ? WHERE batch_id = ? AND acked_at IS NULL", [at, batch_id]
     )

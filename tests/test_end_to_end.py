@@ -25,3 +25,13 @@ async def test_every_reading_arrives_at_central_exactly_once(
     assert seqs == list(range(1, len(seqs) + 1))  # contiguous, none twice
     unsent = unit.execute("SELECT count(*) FROM readings WHERE sent_at IS NULL").fetchone()[0]
     assert unsent == 0
+    # The demo's simulated patient: part of the run attributed, part not; central has the
+    # patient's encounter (finished) and observations that refer to it.
+    assert 0 < result.readings_attributed < result.readings_stored
+    kinds = dict(central.execute("SELECT type, count(*) FROM resources GROUP BY type"))
+    assert kinds["Patient"] == 1 and kinds["Encounter"] == 1 and kinds["Device"] >= 1
+    encounter = central.execute("SELECT resource FROM resources WHERE type = 'Encounter'")
+    assert '"status":"finished"' in encounter.fetchone()[0]
+    attributed = central.execute("SELECT count(*) FROM observations WHERE resource LIKE "
+                                 "'%\"encounter\"%'").fetchone()[0]
+    assert attributed == result.readings_attributed

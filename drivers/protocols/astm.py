@@ -37,7 +37,12 @@ Records (E1394)
     (never logged here: this module does not log). R-3 ``^^^code`` is looked up in the
     per-model test map; unknown codes give ``Rejected(record, "unknown-test-code")``. R-4 value,
     R-5 unit mapped to UCUM, R-7 abnormal flags as ``abnormal:<flag>``, R-9 status, R-13 (else
-    R-12) as ISO 8601 without zone (instrument local time). C after R adds a ``comment``;
+    R-12) as ISO 8601 without zone (instrument local time); R-9 also becomes the
+    measurement's ``status``. The test map may define quantities the catalogue lacks
+    (:mod:`~drivers.protocols.sitecodes`). Quality control: a message with H-12 processing id ``Q``
+    or an order with O-12 action code ``Q`` gives results flagged ``control`` with ``("qc",
+    ...)`` in the context and no patient id: they never alert and are never bound to a patient
+    (the store leaves their encounter empty). C after R adds a ``comment``;
     Q and M records are ignored; other record types are rejected.
 
 Source keys (exactly once)
@@ -57,7 +62,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
-from typing import Final
+from typing import Any, Final
 
 from drivers.base import (
     DecoderMisuse,
@@ -67,8 +72,8 @@ from drivers.base import (
     Rejected,
     source_key,
 )
-from edge_agent.catalogue import catalogue
-from edge_agent.models import Measurement, measurement
+from drivers.protocols.sitecodes import CodeMapError, CodeMapping, load_code_map, mapped_measurement
+from edge_agent.models import Measurement
 
 __all__ = [
     "AstmDecoder",
@@ -118,41 +123,19 @@ _UCUM: Final[Mapping[str, str]] = {
 _STATUS_FLAGS: Final[Mapping[str, str]] = {"P": "preliminary", "C": "corrected"}
 
 
-class TestMapError(ValueError):
-    """The test-code map of a device configuration is invalid (names the code at fault)."""
+# The test map is a site code map (drivers/protocols/sitecodes.py): catalogue quantities or
+# quantities the site defines (LOINC + UCUM + names), checked at config load.
+TestMapError = CodeMapError
+TestMapping = CodeMapping
 
 
-@dataclass(frozen=True, slots=True)
-class TestMapping:
-    """Where one analyser-local test code goes: a catalogue quantity and its LOINC (None: the
-    catalogue's default for the quantity)."""
-
-    quantity: str
-    loinc: str | None = None
-
-
-def load_test_map(obj: Mapping[str, Mapping[str, str]]) -> dict[str, TestMapping]:
-    """Parse ``{"GLU": {"quantity": "glucose", "loinc": "2345-7"}}`` (the JSON form)."""
-    if not isinstance(obj, Mapping):
-        raise TestMapError("test map: expected an object of test code -> mapping")
-    known = catalogue()
-    result: dict[str, TestMapping] = {}
-    for code, entry in obj.items():
-        if not isinstance(code, str) or not code:
-            raise TestMapError(f"test map: invalid test code {code!r}")
-        if not isinstance(entry, Mapping):
-            raise TestMapError(f"test code {code!r}: expected an object with 'quantity'")
-        extra = set(entry) - {"quantity", "loinc"}
-        if extra:
-            raise TestMapError(f"test code {code!r}: unknown keys {sorted(extra)}")
-        key = entry.get("quantity")
-        if not isinstance(key, str) or key not in known:
-            raise TestMapError(f"test code {code!r}: unknown quantity {key!r} (not in catalogue)")
-        loinc = entry.get("loinc")
-        if loinc is not None and (not isinstance(loinc, str) or not loinc):
-            raise TestMapError(f"test code {code!r}: loinc must be a non-empty string")
-        result[code] = TestMapping(quantity=key, loinc=loinc)
-    return result
+def load_test_map(obj: Any) -> dict[str, CodeMapping]:
+    """Parse ``{"GLU": {"quantity": "glucose", "sample": "serum-or-plasma"}}`` (the JSON form,
+    :mod:`drivers.protocols.sitecodes`); raises :class:`TestMapError` naming the code at fault."""
+    try:
+        return load_code_map(obj)
+    except CodeMapError as exc:
+        raise TestMapError(f"test map: {exc}") from None
 
 
 class _Phase(Enum):
@@ -192,7 +175,7 @@ class AstmDecoder:
 
     carries_identity = True  # P records hold patient ids: rejects are logged as digests
 
-    def __init__(self, test_map: Mapping[str, TestMapping], *, encoding: str = "latin-1") -> None:
+    def __init__(self, test_map: Mapping[str, CodeMapping], *, encoding: str = "latin-1") -> None:
         self._map = dict(test_map)
         self._encoding = encoding
         self._phase = _Phase.NEUTRAL
@@ -377,6 +360,7 @@ class AstmDecoder:
         events: list[Event] = []
         d = _Delimiters()
         patient = specimen = ""
+        qc_message = qc_order = False  # H-12 / O-12 "Q": quality control, not a patient
         sender: tuple[str, str] = ("", "")  # H-5 name and serial number, for source keys
         last_result: int | None = None  # index in events of the previous record's measurement
         for raw in records:
@@ -389,15 +373,20 @@ class AstmDecoder:
                 d, header = _header(text, raw)
                 events.extend(header)
                 patient = specimen = ""
+                qc_message = _field(text, d, 11).upper().startswith("Q")
+                qc_order = False
                 name, serial = ([*_raw_field(text, d, 4).split(d.component), "", ""])[:2]
                 sender = (d.unescape(name).strip(), d.unescape(serial).strip())
             elif kind == "P":
                 patient = _field(text, d, 2)
                 specimen = ""
+                qc_order = False
             elif kind == "O":
                 specimen = d.unescape(_raw_field(text, d, 2).split(d.component)[0]).strip()
+                qc_order = _field(text, d, 11).upper() == "Q"
             elif kind == "R":
-                event = self._result(text, raw, d, patient, specimen, sender)
+                qc = "processing-id" if qc_message else "action-code" if qc_order else ""
+                event = self._result(text, raw, d, patient, specimen, sender, qc)
                 if isinstance(event, Measurement):
                     last_result = len(events)
                 events.append(event)
@@ -424,6 +413,7 @@ class AstmDecoder:
         patient: str,
         specimen: str,
         sender: tuple[str, str],
+        qc: str = "",
     ) -> Measurement | Rejected:
         fields = text.split(d.field)
         if len(fields) < 4:
@@ -439,7 +429,11 @@ class AstmDecoder:
 
         flags: list[str] = []
         context: list[tuple[str, str]] = []
-        if patient:
+        if qc:
+            # Quality control: marked, never alerting, never bound to a patient (no patient id).
+            flags.append("control")
+            context.append(("qc", qc))
+        elif patient:
             context.append(("patient-id", patient))
         if specimen:
             context.append(("specimen-id", specimen))
@@ -485,17 +479,17 @@ class AstmDecoder:
         if time_text:
             key = source_key("astm", *sender, specimen, get(1), get(2), time_text)
 
-        return measurement(
-            mapping.quantity,
+        return mapped_measurement(
+            mapping,
             value,
             unit,
-            loinc=mapping.loinc,
             device_time=device_time,
             flags=tuple(flags),
             absent_reason=absent,
             raw=raw,
             context=tuple(context),
             source_key=key,
+            status=status.upper() or None,
         )
 
 

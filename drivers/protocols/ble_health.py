@@ -12,14 +12,19 @@ Every ``decode_XXXX(value) -> list[Event]`` is pure and total:
 - IEEE 11073 special values give a Measurement with ``value=None`` and the PHD IG
   ``absent_reason`` (not-a-number, error, positive-infinity, negative-infinity); so does a
   scale's "measurement unsuccessful" (0xFFFF; ``error`` + flag ``measurement-unsuccessful``).
-- RFU *values* inside a defined field (a temperature type 12, a glucose sample type 0) keep
-  the reading and are named ``reserved-<n>``; RFU bits of status words are ignored (the raw
-  value is kept on every Measurement).
+- Reserved, impossible and RFU values follow :mod:`drivers.protocols.policy`: RFU *values* inside a
+  defined field are named ``reserved-<n>``; a temperature type 12 keeps its reading, a glucose
+  sample type or location 0/11-14 withholds the number (``reserved-value``: it may be a control
+  solution); RFU bits of status words are ignored (the raw value is kept on every
+  Measurement); values outside the catalogue's physical ``limits`` are withheld
+  (``impossible-value``), and so is a heart rate the sensor reports without skin contact
+  (``no-sensor-contact``).
 - An impossible Date Time keeps the reading without ``device_time`` and flags
   ``bad-device-time``; an unknown one (year/month/day 0) just has no ``device_time``.
 
 Intermediate Cuff Pressure (0x2A36) decodes to ``cuff_pressure`` flagged ``intermediate``: it
-is the live pressure while the cuff inflates, not a reading. A caller may show it as progress
+is the live pressure while the cuff inflates, not a reading; Intermediate Temperature (0x2A1E)
+likewise decodes to ``body_temperature`` flagged ``intermediate``. A caller may show it as progress
 but must not store or forward it; the agent's BLE kinds do not subscribe to 0x2A36 and wait
 for the final 0x2A35 indication.
 """
@@ -44,6 +49,8 @@ from drivers.base import (
     source_key,
 )
 from drivers.protocols.ieee11073 import MderValue, decode_date_time, decode_float, decode_sfloat
+from drivers.protocols.policy import checked, withheld
+from edge_agent.catalogue import loinc_for
 from edge_agent.models import Measurement, measurement
 
 Context = tuple[tuple[str, str], ...]
@@ -148,17 +155,17 @@ def _mder(key: str, v: MderValue, unit: str, raw: bytes, *, power: int = 0,
           time: _Time = _NO_TIME, flags: tuple[str, ...] = (), context: Context = (),
           loinc: str | None = None) -> Measurement:
     scaled = v.scaled(power)
-    return measurement(key, None if scaled is None else float(scaled), unit, loinc=loinc,
-                       device_time=time.iso, flags=time.flags + flags,
-                       absent_reason=v.absent_reason, raw=raw, context=context)
+    return checked(measurement(key, None if scaled is None else float(scaled), unit, loinc=loinc,
+                               device_time=time.iso, flags=time.flags + flags,
+                               absent_reason=v.absent_reason, raw=raw, context=context))
 
 
 def _fixed(key: str, count: int, step: str, unit: str, raw: bytes, *, time: _Time = _NO_TIME,
            flags: tuple[str, ...] = (), context: Context = ()) -> Measurement:
     """A uint16 fixed-point field (``count`` × ``step``); 0xFFFF where the GSS says
     "measurement unsuccessful" is handled by the caller."""
-    return measurement(key, float(count * Decimal(step)), unit, device_time=time.iso,
-                       flags=time.flags + flags, raw=raw, context=context)
+    return checked(measurement(key, float(count * Decimal(step)), unit, device_time=time.iso,
+                               flags=time.flags + flags, raw=raw, context=context))
 
 
 def _unsuccessful(key: str, unit: str, raw: bytes, time: _Time, context: Context) -> Measurement:
@@ -260,20 +267,22 @@ def decode_2a37(value: bytes) -> list[Event]:
     hr = r.u16() if flags & 0x01 else r.u8()
     contact = _CONTACT.get(flags >> 1 & 0x03)
     context: Context = (("sensor-contact", contact),) if contact else ()
-    status = ("no-sensor-contact",) if contact == "not-detected" else ()
-    events: list[Event] = [measurement("heart_rate", float(hr), flags=status, raw=value,
-                                       context=context)]
+    heart = measurement("heart_rate", float(hr), raw=value, context=context)
+    if contact == "not-detected" or (hr == 0 and contact is None):
+        heart = withheld(heart, "no-sensor-contact")  # not a measurement (policy.py)
+    events: list[Event] = [checked(heart)]
     if flags & 0x08:
         energy = r.u16()
-        events.append(measurement("energy_expended", float(energy), raw=value,
-                                  flags=("saturated",) if energy == 0xFFFF else ()))
+        events.append(checked(measurement("energy_expended", float(energy), raw=value,
+                                          flags=("saturated",) if energy == 0xFFFF else ())))
     if flags & 0x10:
         if r.left() == 0:
             raise _Bad("truncated")
         if r.left() % 2:
             raise _Bad("rr-odd-length")
         while r.left():
-            events.append(measurement("rr_interval", float(Decimal(r.u16()) / 1024), raw=value))
+            rr = measurement("rr_interval", float(Decimal(r.u16()) / 1024), raw=value)
+            events.append(checked(rr))
     r.end()
     return events
 
@@ -304,6 +313,14 @@ def decode_2a1c(value: bytes) -> list[Event]:
     return [replace(m, mdc=mdc) if mdc else m]
 
 
+@_total
+def decode_2a1e(value: bytes) -> list[Event]:
+    """Intermediate Temperature: the 0x2A1C layout while the thermometer is still measuring;
+    flagged ``intermediate`` (live progress only, never a reading, like 0x2A36)."""
+    return [replace(e, flags=("intermediate", *e.flags)) if isinstance(e, Measurement) else e
+            for e in decode_2a1c(value)]
+
+
 # --- Glucose 0x2A18 + context 0x2A34 ---------------------------------------------------------
 SAMPLE_TYPES: Final = {1: "capillary-whole-blood", 2: "capillary-plasma", 3: "venous-whole-blood",
                        4: "venous-plasma", 5: "arterial-whole-blood", 6: "arterial-plasma",
@@ -316,7 +333,10 @@ GLUCOSE_STATUS: Final = (  # Sensor Status Annunciation bits
     (3, "strip-insertion-error"), (4, "strip-type-incorrect"), (5, "above-measuring-range"),
     (6, "below-measuring-range"), (7, "temperature-too-high"), (8, "temperature-too-low"),
     (9, "strip-pulled-too-soon"), (10, "device-fault"), (11, "time-fault"))
-# Mass is the catalogue's glucose LOINC (41653-7, capillary by glucometer); its molar twin:
+# The LOINC follows sample type × unit (catalogue ``glucose.loinc_by``: capillary blood by
+# glucometer 41653-7 / 14743-9, venous blood, arterial blood, plasma, interstitial fluid...);
+# a reserved sample type takes the undetermined whole-blood code (blood, 2339-0 / 15074-8).
+# Control solution is quality control, not a patient sample: flag "control", no LOINC.
 GLUCOSE_MOLAR_LOINC: Final = "14743-9"
 # MDC_CONC_GLU_* by sample type (§9); undetermined and reserved keep the catalogue's
 # capillary whole blood code.
@@ -367,14 +387,27 @@ def _parse_glucose(value: bytes) -> _GlucoseRecord:
                               bool(flags & 0x10), stamp)
     sample = _named(SAMPLE_TYPES, type_location & 0x0F)
     location = _named(SAMPLE_LOCATIONS, type_location >> 4)
-    context += (("sample-type", sample), ("sample-location", location))
-    if "control-solution" in (sample, location):
-        status = ("control-solution", *status)  # QC of the meter, never patient glucose
+    # The device's own coding is kept beside the names (the octet as sent).
+    context += (("sample-type", sample), ("sample-location", location),
+                ("type-sample-location", f"0x{type_location:02x}"))
     molar = bool(flags & 0x04)
-    event = _mder("glucose", concentration, "mmol/L" if molar else "mg/dL", value,
+    unit = "mmol/L" if molar else "mg/dL"
+    control = "control-solution" in (sample, location)
+    loinc: str | None = None
+    if control:
+        status = ("control", *status)  # QC of the meter: never patient glucose, never alerts
+    else:
+        coded = sample if (type_location & 0x0F) in SAMPLE_TYPES else "undetermined-whole-blood"
+        loinc = loinc_for("glucose", unit, coded)
+    event = _mder("glucose", concentration, unit, value,
                   power=3 if molar else 5,  # mol/L -> mmol/L, kg/L -> mg/dL
-                  time=time, flags=status, context=context,
-                  loinc=GLUCOSE_MOLAR_LOINC if molar else None)
+                  time=time, flags=status, context=context, loinc=loinc)
+    if control:
+        event = replace(event, loinc=None)  # no patient-sample code for a control solution
+    if isinstance(event, Measurement) and "reserved-" in sample + location:
+        # Type and location decide patient sample or control solution: a reserved value
+        # leaves that open, so the number is withheld (policy.py rule 3).
+        event = withheld(event, "reserved-value")
     mdc = _GLUCOSE_MDC.get(type_location & 0x0F)
     event = replace(event, mdc=mdc) if mdc else event
     return _GlucoseRecord(sequence, time.iso, event, bool(flags & 0x10), stamp)
@@ -383,7 +416,8 @@ def _parse_glucose(value: bytes) -> _GlucoseRecord:
 @_total
 def decode_2a18(value: bytes) -> list[Event]:
     """Glucose Measurement: base time + offset; kg/L -> mg/dL, mol/L -> mmol/L; sample type,
-    location and sequence number in context; control solution flagged ``control-solution``."""
+    location and sequence number in context; LOINC by sample type and unit; control solution
+    flagged ``control`` (quality control: no LOINC, never alerts, never bound to a patient)."""
     return [_parse_glucose(value).event]
 
 
@@ -567,39 +601,120 @@ def _body_unit(key: str, imperial: bool) -> tuple[str, str]:
     return _BODY_FIXED.get(key) or _mass_unit(imperial)  # the masses: 0.005 kg / 0.01 lb
 
 
-@_total
-def decode_2a9c(value: bytes) -> list[Event]:
-    """Body Composition Measurement (16-bit flags): body fat % (0.1 %, 0xFFFF = unsuccessful)
-    and the flagged fields in bit order. A value of a multiple-packet measurement (b12) is
-    decoded on its own and flagged ``multiple-packet`` (packets are not reassembled)."""
+@dataclass(frozen=True, slots=True)
+class _BodyPacket:
+    """One Body Composition Measurement value, parsed."""
+
+    imperial: bool
+    fat: int
+    time: _Time
+    stamp: bytes  # the Date Time octets as sent (b"" when absent), to match two packets
+    context: Context
+    multiple: bool  # b12: one of the packets of a split measurement
+    fields: tuple[tuple[str, int], ...]
+    raw: bytes
+
+
+def _parse_2a9c(value: bytes) -> _BodyPacket:
     r = _Reader(value)
     flags = r.u16()
     if flags >> 13:
         raise _Bad("rfu-flags")
-    imperial = bool(flags & 0x0001)
     fat = r.u16()
-    time = _time(r.take(7)) if flags & 0x0002 else _NO_TIME
+    stamp = r.take(7) if flags & 0x0002 else b""
+    time = _time(stamp) if stamp else _NO_TIME
     context = _user(r.u8()) if flags & 0x0004 else ()
-    status = ("multiple-packet",) if flags & 0x1000 else ()
-    fields = [(key, r.u16()) for bit, key in _BODY_FIELDS if flags >> bit & 1]
+    fields = tuple((key, r.u16()) for bit, key in _BODY_FIELDS if flags >> bit & 1)
     r.end()
-    if fat == 0xFFFF:
+    return _BodyPacket(bool(flags & 0x0001), fat, time, stamp, context, bool(flags & 0x1000),
+                       fields, value)
+
+
+def _body_events(packet: _BodyPacket, status: tuple[str, ...]) -> list[Event]:
+    time, context, value = packet.time, packet.context, packet.raw
+    if packet.fat == 0xFFFF:
         first = _unsuccessful("body_fat_percentage", "%", value, time, context)
         events: list[Event] = [replace(first, flags=first.flags + status)]
     else:
-        events = [_fixed("body_fat_percentage", fat, "0.1", "%", value, time=time, flags=status,
-                         context=context)]
-    for key, count in fields:
-        step, unit = _body_unit(key, imperial)
+        events = [_fixed("body_fat_percentage", packet.fat, "0.1", "%", value, time=time,
+                         flags=status, context=context)]
+    for key, count in packet.fields:
+        step, unit = _body_unit(key, packet.imperial)
         events.append(_fixed(key, count, step, unit, value, time=time, flags=status,
                              context=context))
     return events
 
 
+@_total
+def decode_2a9c(value: bytes) -> list[Event]:
+    """Body Composition Measurement (16-bit flags): body fat % (0.1 %, 0xFFFF = unsuccessful)
+    and the flagged fields in bit order. One value on its own: a packet of a multiple-packet
+    measurement (b12) is flagged ``multiple-packet``; :class:`BodyCompositionAssembler`
+    (used by :class:`HealthDecoder`) joins the packets into one set."""
+    packet = _parse_2a9c(value)
+    return _body_events(packet, ("multiple-packet",) if packet.multiple else ())
+
+
+class BodyCompositionAssembler:
+    """Joins the packets of a multiple-packet Body Composition Measurement (b12).
+
+    A full measurement (30 octets) exceeds the default 20-octet ATT payload, so a scale that
+    does not negotiate a larger MTU sends it as two indications, each a well-formed value with
+    its own flags (b12 set), the mandatory body fat %, and a share of the optional fields
+    (PROTOCOLS.md §2.6, §11.2: the split procedure is not pinned down, so this rule is ours and
+    deliberately strict). Two b12 packets form one set when they agree on unit system, time
+    stamp and user (where both carry them), carry no optional field twice and give the same
+    body fat %; the set is emitted once, every measurement flagged ``reassembled`` with both
+    packets' bytes as raw. A packet that cannot join the held one (a new measurement), a
+    value without b12, or :meth:`flush` (the link dropped: the BLE transport calls it through
+    :class:`drivers.base.Flushable`) emits the held packet on its own flagged
+    ``incomplete-multiple-packet``: its values are real, the set is partial.
+    """
+
+    def __init__(self) -> None:
+        self._held: _BodyPacket | None = None
+
+    def receive(self, value: bytes) -> list[Event]:
+        try:
+            packet = _parse_2a9c(bytes(value))
+        except _Bad as bad:
+            return [*self.flush(), Rejected(bytes(value), bad.reason)]
+        if not packet.multiple:
+            return [*self.flush(), *_body_events(packet, ())]
+        held, self._held = self._held, None
+        if held is None:
+            self._held = packet
+            return []
+        if not _joinable(held, packet):
+            self._held = packet
+            return _body_events(held, ("incomplete-multiple-packet",))
+        merged = replace(held, stamp=held.stamp or packet.stamp,
+                         time=held.time if held.stamp else packet.time,
+                         context=held.context or packet.context,
+                         fields=tuple(sorted((*held.fields, *packet.fields),
+                                             key=lambda f: _BODY_ORDER[f[0]])),
+                         raw=held.raw + packet.raw)
+        return _body_events(merged, ("reassembled",))
+
+    def flush(self) -> list[Event]:
+        held, self._held = self._held, None
+        return _body_events(held, ("incomplete-multiple-packet",)) if held else []
+
+
+_BODY_ORDER: Final = {key: bit for bit, key in _BODY_FIELDS}
+
+
+def _joinable(a: _BodyPacket, b: _BodyPacket) -> bool:
+    keys_a, keys_b = {k for k, _ in a.fields}, {k for k, _ in b.fields}
+    return (a.imperial == b.imperial and a.fat == b.fat and not keys_a & keys_b
+            and (not a.stamp or not b.stamp or a.stamp == b.stamp)
+            and (not a.context or not b.context or a.context == b.context))
+
+
 DECODERS: Final[dict[str, Decoder]] = {
     "2a35": decode_2a35, "2a36": decode_2a36, "2a37": decode_2a37, "2a1c": decode_2a1c,
-    "2a18": decode_2a18, "2a34": decode_2a34, "2a5e": decode_2a5e, "2a5f": decode_2a5f,
-    "2a9d": decode_2a9d, "2a9c": decode_2a9c,
+    "2a1e": decode_2a1e, "2a18": decode_2a18, "2a34": decode_2a34, "2a5e": decode_2a5e,
+    "2a5f": decode_2a5f, "2a9d": decode_2a9d, "2a9c": decode_2a9c,
 }
 
 
@@ -714,11 +829,18 @@ class HealthDecoder:
         if unknown:
             raise DecoderMisuse(f"no decoder for characteristics {unknown}")
         self.subscriptions: tuple[str, ...] = tuple(characteristics)
+        self._body = BodyCompositionAssembler()
 
     def receive_value(self, characteristic: str, value: bytes) -> list[Event]:
         if characteristic not in self.subscriptions:
             return [Rejected(bytes(value), "unexpected-characteristic")]
+        if characteristic == "2a9c":
+            return self._body.receive(value)  # joins multiple-packet measurements
         return DECODERS[characteristic](value)
+
+    def flush(self) -> list[Event]:
+        """The link dropped: a half-received multiple-packet measurement, flagged."""
+        return self._body.flush()
 
     def writes_to_send(self) -> list[GattWrite]:
         return []

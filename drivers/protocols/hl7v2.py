@@ -29,7 +29,14 @@ ORU^R01 -> events
     ``below-measuring-range``/``above-measuring-range`` with the comparator in the context, as
     the ASTM decoder does. Other value types (ST, SN ranges/ratios, TX, CWE...) of a known
     quantity give ``value=None, absent_reason="as-text"`` and the text in the context. OBX-11
-    ``X`` or an empty OBX-5 gives no value (``error`` / ``unknown``).
+    ``X`` or an empty OBX-5 gives no value (``error`` / ``unknown``). OBX-11 (upper case) is the
+    measurement's ``status`` (F, P, C, X, R...; None when empty); P and C are also flagged
+    ``preliminary`` / ``corrected``.
+    Site-local OBX-3 codes: the device's code map (option ``code_map``, see
+    :mod:`~drivers.protocols.sitecodes`) is consulted first, by OBX-3 code (first triplet, then
+    the alternate); a mapped code may be a catalogue quantity or one the site defines (LOINC +
+    UCUM + names). The device's own coding is kept in the context as ``device-code``
+    (``code^text^system``).
     Time is OBX-14, else OBR-7, as ISO 8601 keeping the sender's ``+ZZZZ`` offset; a time with
     no zone stays without zone (never read as UTC: the unit may be on UTC+1 or UTC+0).
     Unknown codes are never turned into a quantity: an OBX with a value is kept whole as
@@ -56,6 +63,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Final
 
 from drivers.base import DeviceInfo, Event, Rejected, source_key
+from drivers.protocols.policy import checked
+from drivers.protocols.sitecodes import CodeMapping, mapped_measurement
 from edge_agent.models import Measurement, measurement
 
 __all__ = [
@@ -483,8 +492,9 @@ def format_hl7_time(moment: datetime) -> str:
 # -- ORU^R01 -----------------------------------------------------------------------------------
 
 
-def decode_oru(message: Message) -> list[Event]:
-    """The events of one ORU^R01 message, in segment order (see the module docstring)."""
+def decode_oru(message: Message, code_map: Mapping[str, CodeMapping] | None = None) -> list[Event]:
+    """The events of one ORU^R01 message, in segment order (see the module docstring).
+    ``code_map``: the device's site code map (OBX-3 code -> quantity), consulted first."""
     events: list[Event] = []
     msh = message.header.segment
     if message.header.message_type[:2] != ("ORU", "R01"):
@@ -510,7 +520,7 @@ def decode_oru(message: Message) -> list[Event]:
             obr_time = seg.get(7)
         elif seg.name == "OBX":
             position += 1
-            event = _observation(seg, patient, obr_time)
+            event = _observation(seg, patient, obr_time, code_map or {})
             if isinstance(event, Measurement):
                 key = source_key("hl7", *origin, *_obx_identity(seg), position)
                 event = replace(event, source_key=key)
@@ -573,8 +583,21 @@ def map_unit(seg: Segment) -> str | None:
     return None
 
 
-def _observation(seg: Segment, patient: str, obr_time: str) -> Event:
-    found = identify(seg)
+def _site_code(seg: Segment, code_map: Mapping[str, CodeMapping]) -> CodeMapping | None:
+    """OBX-3 code (the first triplet, then the alternate) in the site's code map."""
+    parts = seg.components(3)
+    for start in (0, 3):
+        code = parts[start].strip() if start < len(parts) else ""
+        if code and code in code_map:
+            return code_map[code]
+    return None
+
+
+def _observation(
+    seg: Segment, patient: str, obr_time: str, code_map: Mapping[str, CodeMapping]
+) -> Event:
+    mapped = _site_code(seg, code_map)
+    found = identify(seg) if mapped is None else (mapped.quantity, None, None, None)
     value_type = seg.get(2).upper()
     value_text = seg.text(5)
     if found is None:
@@ -624,10 +647,17 @@ def _observation(seg: Segment, patient: str, obr_time: str) -> Event:
     if time_text and device_time is None:
         flags.append("bad-device-time")
 
-    m = measurement(
+    if mapped is not None:
+        code, text, system = ([p.strip() for p in seg.components(3)] + ["", "", ""])[:3]
+        context.append(("device-code", "^".join((code, text, system)).rstrip("^")))
+        return mapped_measurement(
+            mapped, value, unit, device_time=device_time, flags=tuple(flags),
+            absent_reason=absent, raw=seg.raw, context=tuple(context), status=status or None,
+        )  # fmt: skip
+    m = checked(measurement(
         key, value, unit, loinc=loinc, device_time=device_time, flags=tuple(flags),
-        absent_reason=absent, raw=seg.raw, context=tuple(context),
-    )  # fmt: skip
+        absent_reason=absent, raw=seg.raw, context=tuple(context), status=status or None,
+    ))  # fmt: skip
     return m if mdc is None else replace(m, mdc=mdc)  # keep the code the monitor sent
 
 

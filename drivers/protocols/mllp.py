@@ -33,7 +33,7 @@ once; the resend is committed and answered ``AA`` again, and the monitor moves o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -48,6 +48,7 @@ from drivers.protocols.hl7v2 import (
     parse_message,
     split_segments,
 )
+from drivers.protocols.sitecodes import CodeMapping
 
 __all__ = ["CR", "FS", "VT", "MllpDecoder", "frame", "unframe"]
 
@@ -99,10 +100,12 @@ class MllpDecoder:
         control_id_prefix: str = "EA",
         application: str = "EDGE-AGENT",
         max_message: int = MAX_MESSAGE,
+        code_map: Mapping[str, CodeMapping] | None = None,
     ) -> None:
         if max_message < 16:
             raise DecoderMisuse(f"max_message {max_message} is too small")
         self._clock = clock
+        self._code_map = dict(code_map or {})
         self._prefix = control_id_prefix
         self._application = application
         self._max = max_message
@@ -240,7 +243,7 @@ class MllpDecoder:
             events.append(Rejected(content, exc.reason))
             self._answer_now(exc.header, exc.reason)
             return
-        decoded = decode_oru(message)
+        decoded = decode_oru(message, self._code_map)
         events.extend(decoded)
         refused = next(
             (e.reason for e in decoded if isinstance(e, Rejected) and e.raw == message.raw), ""

@@ -1,7 +1,8 @@
 """NMEA 0183 GPS sentences (GGA, RMC), sans-I/O: the van's position and a GPS time source.
 
 Facts: ``shared/PROTOCOLS.md`` §7. ``$<talker><type>,fields*hh<CR><LF>``; the checksum is the
-XOR of every character between ``$`` and ``*``. Talkers GP, GN, GL, GA, GB, BD. Fields are
+XOR of every character between ``$`` and ``*``. Every GNSS talker is read (:data:`TALKERS`: GP
+GPS, GL GLONASS, GA Galileo, GB/BD BeiDou, GI NavIC, GQ/QZ QZSS, GN multi-GNSS). Fields are
 read by position and missing trailing fields are tolerated: NMEA 2.3 adds the RMC mode and 4.1
 the navigational status, so field counts vary between receivers.
 
@@ -18,6 +19,12 @@ Events:
   are back (on change only, not every second).
 - Flags: ``estimated`` (dead reckoning: GGA quality 6, RMC mode E), ``manual`` (7, M) and
   ``simulated`` (8, S); ``context`` has ``fix_quality`` and ``satellites`` from GGA.
+
+Length: NMEA 0183 bounds a sentence to 82 characters with its CR LF (80 without). RTK and
+survey receivers in high-precision mode send longer GGA/RMC (7 decimals of minutes for
+latitude/longitude, millimetre altitude: a GGA with every field at its widest is ~100
+characters), so GGA and RMC are accepted up to :data:`MAX_POSITION` (120) characters without the
+CR LF; any other sentence over :data:`MAX_SENTENCE` (80), and anything over 120, is ``too-long``.
 
 Bad input: a bad checksum, a sentence without checksum, over-long or cut short (a new ``$``
 before the end) lines, and noise between sentences become ``Rejected(raw, reason)`` and
@@ -39,9 +46,10 @@ from drivers.base import DeviceInfo, Event, PassiveDecoder, Rejected
 from edge_agent.models import measurement
 
 MAX_SENTENCE: Final = 82  # spec: 82 with CR LF; 2 octets of slack for chatty receivers
-LIMIT: Final = MAX_SENTENCE + 2  # a sentence and its CR LF
+MAX_POSITION: Final = 120  # high-precision GGA/RMC (RTK, survey units); see the docstring
+LIMIT: Final = MAX_POSITION + 2  # a sentence and its CR LF
 JUNK: Final = 256  # noise is rejected in pieces of at most this many octets
-TALKERS: Final = frozenset({"GP", "GN", "GL", "GA", "GB", "BD"})
+TALKERS: Final = frozenset({"GP", "GN", "GL", "GA", "GB", "BD", "GI", "GQ", "QZ"})
 GGA_FLAGS: Final = {6: "estimated", 7: "manual", 8: "simulated"}
 RMC_FLAGS: Final = {"E": "estimated", "M": "manual", "S": "simulated"}
 
@@ -157,7 +165,8 @@ class NmeaDecoder(PassiveDecoder):
 
     def _sentence(self, raw: bytes) -> list[Event]:
         text = raw.rstrip(b"\r\n")
-        if len(text) > MAX_SENTENCE:
+        position = text[3:7] in (b"GGA,", b"RMC,")
+        if len(text) > (MAX_POSITION if position else MAX_SENTENCE):
             return [Rejected(raw, "too-long")]
         star = text.rfind(b"*")
         if star == -1 or len(text) - star != 3:

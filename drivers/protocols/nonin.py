@@ -33,7 +33,9 @@ a good unit right after noise is never lost. Rejected octets accumulate into one
 ``Rejected(raw, reason)``, reported when the next unit starts: ``no-sync`` (noise),
 ``checksum`` or ``sync`` (a DF2/7 packet or DF13 spot check that began well and broke: its
 octets are the raw), ``truncated`` (end of stream inside a unit, or a packet cut off by a
-select reply), ``bad-time-stamp`` (DF13 with an invalid date). Every octet ends up in exactly
+select reply). A DF13 spot check with an impossible date (day 32, a non-BCD digit) is kept
+without ``device_time`` and flagged ``bad-device-time``, and SpO2 values above 100 are
+withheld (``impossible-value``): :mod:`drivers.protocols.policy`. Every octet ends up in exactly
 one unit or ``Rejected`` (except units with only missing data and NOMS spot checks, which give
 only ``DeviceInfo``). Decisions depend only on the octets, never on how the reads split them.
 ``b""`` ends the stream: leftovers are rejected, the signal state goes back to "ok" and a
@@ -53,6 +55,7 @@ from datetime import datetime
 from typing import Final
 
 from drivers.base import DecoderMisuse, DeviceInfo, Event, PassiveDecoder, Rejected
+from drivers.protocols.policy import checked
 from edge_agent.models import measurement
 
 FORMATS: Final = (2, 7, 8, 13)
@@ -309,9 +312,8 @@ class NoninDecoder(PassiveDecoder):
             events.append(DeviceInfo("signal", state))
         for key, value, missing in (("spo2", spo2, MISSING_SPO2), ("pulse_rate", hr, MISSING_HR)):
             if value != missing:
-                events.append(
-                    measurement(key, float(value), flags=flags, raw=raw, device_time=device_time)
-                )
+                m = measurement(key, float(value), flags=flags, raw=raw, device_time=device_time)
+                events.append(checked(m))  # SpO2 101-126 is impossible (policy.py)
 
     # --- DF8 ------------------------------------------------------------------------------
     def _step_df8(self, events: list[Event]) -> bool:
@@ -369,9 +371,6 @@ class NoninDecoder(PassiveDecoder):
         data = raw[6:-2]
         stamp = _bcd_time(data[:7])
         status_msb, status_lsb, pr_msb, pr_lsb, _reserved, spo2 = data[8:14]
-        if stamp is None:
-            events.append(Rejected(raw, "bad-time-stamp"))
-            return
         if status_msb & 0x01:
             events.append(DeviceInfo("spot-check", "no-measurement"))
             return
@@ -383,7 +382,8 @@ class NoninDecoder(PassiveDecoder):
         if status_lsb & 0x01:
             flags.add("low-battery")
         hr = ((pr_msb & 0x01) << 8) | pr_lsb
-        self._emit_values(events, spo2, hr, _ordered(flags), raw, stamp)
+        bad_time = () if stamp is not None else ("bad-device-time",)  # policy rule 4
+        self._emit_values(events, spo2, hr, _ordered(flags) + bad_time, raw, stamp)
 
 
 def _bcd(octet: int) -> int | None:

@@ -1,7 +1,10 @@
 """ASCII weighing indicators and balances, sans-I/O.
 
-Facts: ``shared/PROTOCOLS.md`` §8. Lines end with CR, LF or CR LF. The grammar is chosen per
-device model (medical scales vary), :data:`GRAMMARS`:
+Facts: ``shared/PROTOCOLS.md`` §8. Lines end with CR, LF or CR LF. :data:`GRAMMARS`: ``auto``
+(the default) tells the two formats below apart per line by their shape (the indicator's second
+field is ``GS``/``NT``/``TR``, the balance's is the signed value; the two never overlap), so a
+technician need not pick one; ``indicator`` or ``balance`` forces one format and rejects the
+other's lines as ``malformed`` (a scale whose lines could be misread).
 
 - ``indicator`` (Selleton SL-7516, Tiger TI-02-P, A&D AD-4404): ``H1,H2,±value unit``, e.g.
   ``ST,GS,+  72.45kg``. H1 ``ST`` stable, ``US`` unstable, ``OL``/``LO`` out of range; H2
@@ -29,19 +32,21 @@ import re
 from typing import Final
 
 from drivers.base import DecoderMisuse, DeviceInfo, Event, PassiveDecoder, Rejected
+from drivers.protocols.policy import checked
 from edge_agent.models import measurement
 
-GRAMMARS: Final = ("indicator", "balance")
+GRAMMARS: Final = ("auto", "indicator", "balance")
 MAX_LINE: Final = 64  # both formats are under 20 characters; anything this long is noise
 UNITS: Final = {"kg": "kg", "g": "g", "lb": "[lb_av]"}
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 _INDICATOR = re.compile(rf"(ST|US),(GS|NT|TR),([+\- ]?) *{_NUMBER} *([A-Za-z]{{1,3}}) *")
 _BALANCE = re.compile(rf"(ST|QT|US),([+\- ]?) *{_NUMBER} *([A-Za-z%]{{1,3}}) *")
-_OVERLOAD = {"indicator": re.compile(r"(OL|LO),.*"), "balance": re.compile(r"OL,.*")}
+_OVERLOAD = {"indicator": re.compile(r"(OL|LO),.*"), "balance": re.compile(r"OL,.*"),
+             "auto": re.compile(r"(OL|LO),.*")}
 
 
 class ScaleDecoder(PassiveDecoder):
-    def __init__(self, grammar: str = "indicator") -> None:
+    def __init__(self, grammar: str = "auto") -> None:
         if grammar not in GRAMMARS:
             raise DecoderMisuse(f"scale grammar must be one of {GRAMMARS}, not {grammar!r}")
         self.grammar = grammar
@@ -97,17 +102,15 @@ class ScaleDecoder(PassiveDecoder):
             self._armed = True
             self._set_state(events, "overload")
             return events
-        if self.grammar == "indicator":
-            match = _INDICATOR.fullmatch(text)
-            if match is None:
-                return [Rejected(raw, "malformed")]
-            header, mode, sign, number, unit_text = match.groups()
-        else:
-            match = _BALANCE.fullmatch(text)
-            if match is None:
-                return [Rejected(raw, "malformed")]
-            header, sign, number, unit_text = match.groups()
+        indicator = _INDICATOR.fullmatch(text) if self.grammar != "balance" else None
+        balance = _BALANCE.fullmatch(text) if self.grammar != "indicator" else None
+        if indicator is not None:
+            header, mode, sign, number, unit_text = indicator.groups()
+        elif balance is not None:
+            header, sign, number, unit_text = balance.groups()
             mode = "GS"  # balances send the gross weight
+        else:
+            return [Rejected(raw, "malformed")]
         if header == "QT":
             self._set_state(events, "stable")
             return events  # a piece count, not a weight
@@ -129,5 +132,6 @@ class ScaleDecoder(PassiveDecoder):
             self._armed = False
             self._last = (value, unit)
             context = (("mode", "net" if mode == "NT" else "gross"),)
-            events.append(measurement("body_weight", value, unit, raw=raw, context=context))
+            m = measurement("body_weight", value, unit, raw=raw, context=context)
+            events.append(checked(m))
         return events

@@ -6,7 +6,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from drivers.protocols.cms50 import PER_SECOND, Packet
+from drivers.protocols.cms50 import PER_SECOND, V7_REALTIME, V7_START, Packet, v7_packet
 
 PACKETS_PER_OUTPUT = 6  # 60 Hz sent in bursts of 6 every 0.1 s, like a USB-serial bridge
 
@@ -58,3 +58,27 @@ class Cms50Model:
 
     def output(self) -> bytes:
         return b"".join(encode(self._next()) for _ in range(PACKETS_PER_OUTPUT))
+
+
+def encode_v7(p: Packet, pi: int = 0) -> bytes:
+    """One V7.0 live-data packet (type 0x01) with the same fields (PI in 0.01 %)."""
+    status = (p.beep << 6) | (p.spo2_dropping << 5) | (p.finger_out << 4) | (p.strength & 0x0F)
+    flags = (p.searching << 5) | (p.probe_error << 4) | (p.bar & 0x0F)
+    return v7_packet(V7_REALTIME, bytes([status, p.pleth & 0x7F, flags, p.pr & 0xFF,
+                                         p.spo2 & 0x7F, pi & 0xFF, pi >> 8 & 0xFF]))
+
+
+@dataclass
+class Cms50V7Model(Cms50Model):
+    """The same finger on the V7.0 protocol: silent until the host's start command."""
+
+    started: bool = False
+
+    def receive(self, data: bytes) -> None:
+        if V7_START in data:
+            self.started = True
+
+    def output(self) -> bytes:
+        if not self.started:
+            return b""
+        return b"".join(encode_v7(self._next(), pi=250) for _ in range(PACKETS_PER_OUTPUT))

@@ -43,7 +43,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
-from drivers.base import DeviceInfo, GattDecoder, Sink
+from drivers.base import DeviceInfo, Flushable, GattDecoder, Sink
 from drivers.protocols.ble_health import DIS_SERIAL_NUMBER, DIS_SYSTEM_ID, meter_identity
 from drivers.runtime import dispatch
 from drivers.transports.ble_scan import explain_ble_error, scan_lock, short_uuid, uuid128
@@ -374,6 +374,9 @@ class _Link:
                                f"{self.op_timeout:g} s; procedure aborted, cursor kept at "
                                f"{kept}") from None
             if item is None:
+                if isinstance(self.decoder, Flushable):  # a half-received measurement
+                    await dispatch(self.device_id, self.decoder.flush(), self.sink,
+                                   self.decoder)
                 return
             await self._deliver(*item)
 

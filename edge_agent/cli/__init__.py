@@ -111,7 +111,15 @@ def _register() -> None:
     app.command(rich_help_panel="Technician")(devices.decode)
     app.command(rich_help_panel="Technician")(devices.simulate)
 
+    from edge_agent.cli import nurse
+
+    for nurse_command in (nurse.start, nurse.status, nurse.watch, nurse.console):
+        app.command(rich_help_panel="Nurse")(nurse_command)
     app.command(rich_help_panel="Nurse")(demo.demo)
+    from edge_agent.cli import patient
+
+    app.add_typer(patient.app, name="patient", rich_help_panel="Nurse",
+                  help="The patient in front of you: open, close, current, assign.")
     from edge_agent.cli import files
 
     app.command(rich_help_panel="Nurse")(files.attach)

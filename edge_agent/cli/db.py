@@ -49,3 +49,80 @@ def check(
     typer.echo(json.dumps(report) if as_json else render(report))
     if not report["healthy"]:
         raise typer.Exit(1)
+
+
+EXPORT_COLUMNS = (
+    "seq", "id", "device_id", "quantity", "value", "unit", "loinc", "mdc", "device_time",
+    "received_at", "clock_source", "flags", "absent_reason", "encounter_id", "latitude",
+    "longitude", "sent_at", "refused",
+)
+
+
+@app.command()
+def export(
+    out: Annotated[str, typer.Option("--out", "-o", help="File to write (- for stdout).")] = "-",
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only readings received at or after this "
+                                 "ISO 8601 time (e.g. 2026-11-30 or 2026-11-30T08:00Z).")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="csv (one row per reading) or fhir (NDJSON: one "
+                          "FHIR R4 Observation per line).")
+    ] = "csv",
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Export readings (read-only, while the agent runs) with a progress bar on stderr.
+
+    The export holds health data: it is written 0600; keep it on the unit or an encrypted
+    medium."""
+    import csv
+    import os
+    import sys
+
+    from edge_agent.store_read import reading
+
+    if fmt not in ("csv", "fhir"):
+        raise typer.BadParameter("use csv or fhir", param_hint="--format")
+    path = store_path(config, db)
+    where, params = "", []
+    if since is not None:
+        where, params = "WHERE received_at >= ?", [since]
+    handle = sys.stdout if out == "-" else open(  # noqa: SIM115  (closed below)
+        os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", newline="",
+        encoding="utf-8")
+    try:
+        with reading(path) as store:
+            columns = [c for c in EXPORT_COLUMNS if c in {
+                r[1] for r in store.execute("PRAGMA table_info(readings)").fetchall()}]
+            total = int(store.execute(f"SELECT count(*) FROM readings {where}", params
+                                      ).fetchone()[0])
+            unit = str(store.execute("SELECT unit_id FROM readings LIMIT 1").fetchone()
+                       or ["-"])[0] if total else "-"
+            cursor = store.execute(
+                f"SELECT {', '.join(columns)} FROM readings {where} ORDER BY seq", params)
+            writer = csv.writer(handle) if fmt == "csv" else None
+            if writer is not None:
+                writer.writerow(columns)
+            done = 0
+            with typer.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
+                while rows := cursor.fetchmany(1000):
+                    for row in rows:
+                        if writer is not None:
+                            writer.writerow(row)
+                        else:
+                            handle.write(json.dumps(_observation(unit, columns, row),
+                                                    separators=(",", ":")) + "\n")
+                    done += len(rows)
+                    bar.update(len(rows))
+    finally:
+        if handle is not sys.stdout:
+            handle.close()
+    if out != "-":
+        typer.echo(f"exported {done} readings to {out}", err=True)
+
+
+def _observation(unit: str, columns: list[str], row: tuple[object, ...]) -> dict[str, object]:
+    from sync import codec
+
+    return codec.observation(unit, dict(zip(columns, row, strict=True)))

@@ -47,6 +47,7 @@ def demo(
     if target is not None:
         typer.echo(f"readings acknowledged by central: {result.readings_acknowledged}")
         typer.echo(f"readings held by central:      {result.readings_central}")
+    typer.echo(f"readings of the simulated patient: {result.readings_attributed}")
     typer.echo(f"rejected frames:               {result.rejects}")
     for dev_id, dev in result.devices.items():
         typer.echo(f"  {dev_id}: {dev['state']}, {dev['readings']} readings, "

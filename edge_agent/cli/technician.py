@@ -73,6 +73,25 @@ def probe(
 
     Refuses while the agent holds the port (it is never stolen); nothing is stored and
     nothing acknowledged as stored (the device sends it again to the agent)."""
+    _listen(device, seconds, config, as_json, first_only=False)
+
+
+@devices_app.command("test")
+def devices_test(
+    device: Annotated[str, typer.Argument(help="A configured device id.")],
+    seconds: Annotated[float, typer.Option("--seconds", min=0.1,
+                                           help="How long to wait for a reading.")] = 30.0,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Open the device and wait for one reading (exit 0), or say it did not come (exit 1).
+
+    Like probe: never while the agent holds the port, nothing stored or acknowledged."""
+    _listen(device, seconds, config, as_json, first_only=True)
+
+
+def _listen(device: str, seconds: float, config: Any, as_json: bool, *, first_only: bool
+            ) -> None:
     from drivers.registry import driver
     from drivers.transports.serial_port import SerialParams, open_port
 
@@ -115,6 +134,8 @@ def probe(
     try:
         port.timeout = 0.2
         while time.monotonic() < deadline:
+            if first_only and any(item["type"] == "reading" for item in out):
+                break
             chunk = port.read(512)
             if chunk and spec.kind not in ("astm", "hl7-mllp"):  # those carry patient data
                 emit({"type": "bytes", "hex": chunk.hex(" ")})
@@ -128,6 +149,10 @@ def probe(
     if as_json:
         typer.echo(json.dumps({"device": dev.id, "seconds": seconds, "events": out}))
     if not any(item["type"] == "reading" for item in out):
+        if first_only and not as_json:
+            typer.echo(f"no reading from {dev.id} within {seconds:g} s. Fix: switch the "
+                       "device on and take a measurement; check the cable and "
+                       f"{dev.port} (edge-agent ports)", err=True)
         raise typer.Exit(1)
 
 

@@ -51,6 +51,9 @@ async def naive_bytes(bench: Bench, n: int) -> float:
     return proxy.total / done.readings
 
 
+LIVE_LINGER_S = 5.0
+
+
 async def live(bench: Bench, seconds: float) -> tuple[float, int]:
     """Five simulated devices for ``seconds``, then the backlog drained: (bytes per reading
     acknowledged, readings)."""
@@ -60,8 +63,9 @@ async def live(bench: Bench, seconds: float) -> tuple[float, int]:
     sims, devices = simulated_devices(folder)
     proxy = await CountingProxy(bench.broker.port).start()
     unit = bench.unit("live")
-    settings = settings_for(unit, folder / "unit.db", proxy.port).model_copy(
-        update={"devices": devices})
+    # The issue's live steady state: five devices, linger 5 s (the default is 2 s).
+    settings = settings_for(unit, folder / "unit.db", proxy.port,
+                            linger_s=LIVE_LINGER_S).model_copy(update={"devices": devices})
     try:
         with Store(settings.store.path, unit) as store:
             acquire_stop, sync_stop = asyncio.Event(), asyncio.Event()
@@ -123,6 +127,7 @@ async def measure(bench: Bench, size: Size) -> dict[str, Any]:
         "full_batch_down_bytes_per_reading": round(down, 1),
         "live_bytes_per_reading": round(live_per, 1),
         "live_readings": live_readings,
+        "live_linger_s": LIVE_LINGER_S,
         "naive_bytes_per_reading": round(naive, 1),
         "compact_bytes_per_reading": COMPACT.size,
         "ratio_naive": round(full / naive, 3),

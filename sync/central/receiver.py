@@ -400,5 +400,4 @@ class Receiver:
 
 
 def _refusals(batch: codec.Batch, reason: str) -> list[Refusal]:
-    return [Refusal(str(obs["id"]), codec.seq_of(obs) or 0, reason)
-            for obs in batch.observations]
+    return [Refusal(r.id, r.seq, reason) for r in batch.readings]

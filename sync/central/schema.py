@@ -9,6 +9,8 @@
 
 c001 is the first version (observations keyed by id and unique per (unit, seq), ``units``);
 c002 moves sequence numbers under an epoch. Rows stored before c002 get :data:`LEGACY_EPOCH`.
+c003 adds ``resources``: the Patients, Devices, Locations and Encounters of mmu.readings/3
+Bundles, one per (type, first identifier), as the Bundle's conditional creates ask.
 """
 
 from __future__ import annotations
@@ -63,11 +65,19 @@ def c002(serial: str, blob: str) -> list[str]:
     ]
 
 
+C003: Final = [
+    """CREATE TABLE resources (
+        type TEXT NOT NULL, identifier TEXT NOT NULL, unit TEXT NOT NULL, resource TEXT NOT NULL,
+        stored_at TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (type, identifier))""",
+]
+
 SQLITE_SERIAL: Final = "INTEGER PRIMARY KEY"
 POSTGRES_SERIAL: Final = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
 
 # PostgreSQL: applied in order, each name recorded in ``central_schema``.
-POSTGRES: Final = [("c001_observations", C001), ("c002_epochs", c002(POSTGRES_SERIAL, "BYTEA"))]
+POSTGRES: Final = [("c001_observations", C001),
+                   ("c002_epochs", c002(POSTGRES_SERIAL, "BYTEA")),
+                   ("c003_resources", C003)]
 
 sqlite_migrations = Migrations("central")
 
@@ -81,4 +91,10 @@ def c001_observations(db: Database) -> None:
 @sqlite_migrations()
 def c002_epochs(db: Database) -> None:
     for statement in c002(SQLITE_SERIAL, "BLOB"):
+        db.execute(statement)
+
+
+@sqlite_migrations()
+def c003_resources(db: Database) -> None:
+    for statement in C003:
         db.execute(statement)

@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from sync import codec
+from sync import codec, fhir
 from sync.central.schema import POSTGRES, sqlite_migrations
 
 log = logging.getLogger(__name__)
 
 Execute = Callable[[str, list[Any]], Any]
+ExecuteMany = Callable[[str, list[list[Any]]], Any]
 
 # SQLite primary result codes that say "try again later" (the data is not at fault).
 SQLITE_TRANSIENT = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR,
@@ -136,18 +137,65 @@ def _scalar(value: Any, kind: type | tuple[type, ...]) -> Any:
     return value
 
 
-def _columns(obs: dict[str, Any]) -> list[Any]:
+def _columns(obs: dict[str, Any], part: int = 0) -> list[Any]:
+    """code, value, UCUM, effective time of one reading of ``obs``: the ``part``-th component
+    of a panel, the ``part``-th coordinate of a GPS fix, else the Observation's own."""
+    plain = _plain_columns(obs)
+    return plain if plain is not None else _general_columns(obs, part)
+
+
+def _general_columns(obs: dict[str, Any], part: int = 0) -> list[Any]:
+    when = _get(obs, "effectiveDateTime")
+    if when is None:  # a GPS fix (Location): its time is in the device-time extension
+        when = next((_get(e, "valueString") for e in _get(obs, "extension") or []
+                     if _get(e, "url") == fhir.EXT_DEVICE_TIME), None)
+    position = _get(obs, "position")
+    if isinstance(position, dict) and len(position) > part:
+        axis, value = list(position.items())[part]
+        return [_scalar(axis, str), _scalar(value, (int, float)), None, _scalar(when, str)]
+    component = _get(obs, "component", part)
+    if isinstance(component, dict):
+        obs = {**component, "effectiveDateTime": when}
     coded = _get(obs, "code", "coding")
     codes = {_get(c, "system"): _get(c, "code") for c in coded or []
              if isinstance(c, dict)} if isinstance(coded, list) else {}
     code = codes.get(codec.LOINC) or codes.get(codec.MDC)
     return [_scalar(code, str), _scalar(_get(obs, "valueQuantity", "value"), (int, float)),
             _scalar(_get(obs, "valueQuantity", "code"), str),
-            _scalar(obs.get("effectiveDateTime"), str)]
+            _scalar(when, str)]
 
 
-def record_batch(execute: Execute, batch: codec.Batch, stored_at: str) -> Outcome:
-    """Run inside the caller's transaction."""
+def _plain_columns(obs: dict[str, Any]) -> list[Any] | None:
+    """:func:`_columns` of the common case (an Observation with a coded value and its time, no
+    component, no position) without the general path's checks at every level; None for any
+    other shape. The same answer: the last coding of a system wins, LOINC before MDC."""
+    if "component" in obs or "position" in obs:
+        return None
+    code, quantity, when = obs.get("code"), obs.get("valueQuantity", {}), obs.get(
+        "effectiveDateTime")
+    if not (isinstance(code, dict) and isinstance(quantity, dict) and isinstance(when, str)):
+        return None
+    coded = code.get("coding")
+    if not isinstance(coded, list):
+        return None
+    loinc = mdc = None
+    for coding in coded:
+        if isinstance(coding, dict):
+            system = coding.get("system")
+            if system == codec.LOINC:
+                loinc = coding.get("code")
+            elif system == codec.MDC:
+                mdc = coding.get("code")
+    return [_scalar(loinc or mdc, str), _scalar(quantity.get("value"), (int, float)),
+            _scalar(quantity.get("code"), str), when]
+
+
+def record_batch(execute: Execute, batch: codec.Batch, stored_at: str,
+                 execute_many: ExecuteMany | None = None) -> Outcome:
+    """Run inside the caller's transaction. New readings (the common case) are written with
+    one ``executemany`` per table; a seq held by another id is looked up for the whole batch
+    at once and refused (a conflict), never dropped."""
+    many = execute_many or (lambda sql, rows: [execute(sql, row) for row in rows])
     unit, epoch = batch.unit, batch.epoch
     execute("INSERT INTO epochs (unit, epoch, last_contiguous_seq, max_seq, first_seen, "
             "last_seen) VALUES (?, ?, 0, 0, ?, ?) ON CONFLICT (unit, epoch) DO UPDATE SET "
@@ -156,21 +204,34 @@ def record_batch(execute: Execute, batch: codec.Batch, stored_at: str) -> Outcom
                         "epoch = ?", [unit, epoch]).fetchone()
     last, top = int(last), int(top)
     new, held, refused = 0, 0, []
-    known = _held_ids(execute, [obs["id"] for obs in batch.observations])
-    for obs in batch.observations:
-        rid, seq = obs["id"], codec.seq_of(obs)
-        assert seq is not None  # the codec refuses an Observation without one
+    for resource in batch.resources:
+        _keep_resource(execute, unit, resource, stored_at)
+    known = _held_ids(execute, [r.id for r in batch.readings])
+    holders = _seq_holders(execute, unit, epoch, [r.seq for r in batch.readings
+                                                  if r.id not in known])
+    texts: dict[int, str] = {}  # one JSON text per resource (a panel carries several readings)
+
+    def text(obs: dict[str, Any]) -> str:
+        key = id(obs)
+        if key not in texts:
+            texts[key] = json.dumps(obs, separators=(",", ":"))
+        return texts[key]
+
+    again: list[list[Any]] = []  # held ids: their (unit, epoch, seq) recorded too
+    updates: list[list[Any]] = []
+    sequences: list[list[Any]] = []
+    observations: list[list[Any]] = []
+    for carried in batch.readings:
+        rid, seq, obs = carried.id, carried.seq, carried.resource
         top = max(top, seq)
         if rid in known:
             held += 1  # already held: the same id again, whatever its epoch or seq
-            execute("INSERT INTO sequences (unit, epoch, seq, id) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (unit, epoch, seq) DO NOTHING", [unit, epoch, seq, rid])
+            again.append([unit, epoch, seq, rid])
+            if carried.update:  # a conditional update: e.g. a reading attributed later
+                updates.append([*_columns(obs, carried.part), text(obs), stored_at, rid])
             continue
-        taken = execute("INSERT INTO sequences (unit, epoch, seq, id) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT (unit, epoch, seq) DO NOTHING", [unit, epoch, seq, rid])
-        if taken.rowcount != 1:
-            holder = execute("SELECT id FROM sequences WHERE unit = ? AND epoch = ? AND seq = ?",
-                             [unit, epoch, seq]).fetchone()[0]
+        holder = holders.get(seq)
+        if holder is not None and holder != rid:
             execute("INSERT INTO conflicts (unit, epoch, seq, held_id, refused_id, batch_id, "
                     "first_seen, last_seen, times) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) "
                     "ON CONFLICT (unit, epoch, seq, refused_id) DO UPDATE SET "
@@ -180,20 +241,63 @@ def record_batch(execute: Execute, batch: codec.Batch, stored_at: str) -> Outcom
                         "reading %s", rid, unit, epoch, seq, holder)
             refused.append(Refusal(rid, seq, CONFLICT))
             continue
-        cur = execute(
-            "INSERT INTO observations (id, unit, epoch, seq, batch_id, code, value, ucum, "
-            "effective, stored_at, resource) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (id) DO NOTHING",  # another receiver's unit may have it just now
-            [rid, unit, epoch, seq, batch.batch_id, *_columns(obs), stored_at,
-             json.dumps(obs, separators=(",", ":"))],
-        )
-        new += max(0, cur.rowcount)
+        holders[seq] = rid
+        sequences.append([unit, epoch, seq, rid])
+        observations.append([rid, unit, epoch, seq, batch.batch_id,
+                             *_columns(obs, carried.part), stored_at, text(obs)])
+        new += 1
         held += 1
         known.add(rid)  # the same id twice in one batch
+    if again or sequences:
+        many("INSERT INTO sequences (unit, epoch, seq, id) VALUES (?, ?, ?, ?) "
+             "ON CONFLICT (unit, epoch, seq) DO NOTHING", again + sequences)
+    if observations:
+        many("INSERT INTO observations (id, unit, epoch, seq, batch_id, code, value, ucum, "
+             "effective, stored_at, resource) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+             "ON CONFLICT (id) DO NOTHING", observations)
+    if updates:
+        many("UPDATE observations SET code = ?, value = ?, ucum = ?, effective = ?, "
+             "resource = ?, stored_at = ? WHERE id = ?", updates)
     last = _contiguous(execute, unit, epoch, last, top)
     execute("UPDATE epochs SET last_contiguous_seq = ?, max_seq = ? WHERE unit = ? AND "
             "epoch = ?", [last, top, unit, epoch])
     return Outcome(batch, new, held, tuple(refused), last)
+
+
+def _seq_holders(execute: Execute, unit: str, epoch: str, seqs: list[int]) -> dict[int, str]:
+    """Which reading holds each of ``seqs`` in (unit, epoch) already, a few hundred a query."""
+    found: dict[int, str] = {}
+    wanted = sorted(set(seqs))
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start:start + 500]
+        marks = ", ".join("?" * len(chunk))
+        found.update((int(r[0]), str(r[1])) for r in execute(
+            f"SELECT seq, id FROM sequences WHERE unit = ? AND epoch = ? AND seq IN ({marks})",
+            [unit, epoch, *chunk]).fetchall())
+    return found
+
+
+def _identity(resource: dict[str, Any]) -> str | None:
+    ident = _get(resource, "identifier", 0)
+    system, value = _get(ident, "system"), _get(ident, "value")
+    if not isinstance(system, str) or not isinstance(value, str):
+        return None
+    return f"{system}|{value}"
+
+
+def _keep_resource(execute: Execute, unit: str, resource: dict[str, Any], stored_at: str
+                   ) -> None:
+    """A Patient, Device, Location or Encounter of a batch: created once per identifier
+    (conditional create); an Encounter is updated (it goes from in-progress to finished)."""
+    kind, key = resource.get("resourceType"), _identity(resource)
+    if not isinstance(kind, str) or key is None:
+        return
+    text = json.dumps(resource, separators=(",", ":"))
+    update = ("DO UPDATE SET resource = excluded.resource, updated_at = excluded.updated_at"
+              if kind == "Encounter" else "DO NOTHING")
+    execute("INSERT INTO resources (type, identifier, unit, resource, stored_at, updated_at) "
+            f"VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (type, identifier) {update}",
+            [kind, key, unit, text, stored_at, stored_at])
 
 
 def _held_ids(execute: Execute, ids: list[str]) -> set[str]:
@@ -240,9 +344,13 @@ class SqliteCentral:
     def _execute(self, sql: str, params: list[Any]) -> Any:
         return self.db.execute(sql, params)
 
+    def _execute_many(self, sql: str, rows: list[list[Any]]) -> Any:
+        return self.db.conn.executemany(sql, rows)
+
     def store_batches(self, batches: Sequence[codec.Batch], stored_at: str) -> list[Outcome]:
         with self.db.atomic():
-            return [record_batch(self._execute, b, stored_at) for b in batches]
+            return [record_batch(self._execute, b, stored_at, self._execute_many)
+                    for b in batches]
 
     def dead_letter(self, letter: DeadLetter) -> None:
         with self.db.atomic():
@@ -290,13 +398,18 @@ class PostgresCentral:
     def _execute(self, sql: str, params: list[Any]) -> Any:
         return self.conn.execute(sql.replace("?", "%s"), params)
 
+    def _execute_many(self, sql: str, rows: list[list[Any]]) -> Any:
+        with self.conn.cursor() as cursor:
+            cursor.executemany(sql.replace("?", "%s"), rows)
+
     def store_batches(self, batches: Sequence[codec.Batch], stored_at: str) -> list[Outcome]:
         with self.conn.transaction():
             # Two receivers may store batches of the same unit at once: one at a time per unit
             # keeps last_contiguous_seq exact. Sorted: two groups never wait on each other.
             for unit in sorted({b.unit for b in batches}):
                 self._execute("SELECT pg_advisory_xact_lock(hashtext(?))", [unit])
-            return [record_batch(self._execute, b, stored_at) for b in batches]
+            return [record_batch(self._execute, b, stored_at, self._execute_many)
+                    for b in batches]
 
     def dead_letter(self, letter: DeadLetter) -> None:
         with self.conn.transaction():

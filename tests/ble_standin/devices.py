@@ -129,6 +129,19 @@ def body_composition(address: str) -> HealthDevice:
                         [[(0x2A9C, enc.encode_2a9c(22.5, kg=70.0))]])
 
 
+def body_composition_split(address: str, *, lone_half: bool = False) -> HealthDevice:
+    """A scale that splits its full measurement into two indications (b12, default MTU);
+    ``lone_half``: it switches off after the first one (the second never comes)."""
+    first = enc.encode_2a9c(22.5, "kg", (2026, 11, 23, 9, 30, 0), 2, multiple_packet=True,
+                            basal_metabolism=6500, muscle_percentage=38.5, muscle_mass=28.1,
+                            fat_free_mass=54.2)
+    second = enc.encode_2a9c(22.5, "kg", multiple_packet=True, soft_lean_mass=50.3,
+                             body_water_mass=39.8, impedance=512.3, kg=70.0, height=172.0)
+    values = [(0x2A9C, first)] if lone_half else [(0x2A9C, first), (0x2A9C, second)]
+    return HealthDevice(address, "BodyComp", 0x181B, [(0x2A9C, ("indicate",))], 0x2A9C,
+                        [values])
+
+
 def heart_rate(address: str) -> HealthDevice:
     """Heart rate (0x180D/0x2A37 notify): a strap keeps sending while worn."""
     return HealthDevice(address, "HRM", 0x180D, [(0x2A37, ("notify",))], 0x2A37,

@@ -266,3 +266,23 @@ def test_probe_decodes_live_and_refuses_the_agents_port(tmp_path: Path) -> None:
         assert proc.returncode == 1
         assert proc.stderr.count("\n") == 1 and "held by the running agent" in proc.stderr
         assert "systemctl stop edge-agent" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_devices_test_waits_for_one_reading_or_says_what_to_do(tmp_path: Path) -> None:
+    with PtyDevice(NoninModel(2, seed=6)) as device:
+        cfg = unit_config(tmp_path, port=None, device=device.path)
+        result = runner.invoke(app, ["devices", "test", "ox", "--seconds", "20", "-c",
+                                     str(cfg), "--json"])
+        assert result.exit_code == 0, result.output
+        events = json.loads(result.output)["events"]
+        assert [e["type"] for e in events].count("reading") >= 1
+    master, slave = os.openpty()  # a port where nothing speaks
+    try:
+        cfg = unit_config(tmp_path, port=None, device=os.ttyname(slave))
+        result = runner.invoke(app, ["devices", "test", "ox", "--seconds", "0.5", "-c",
+                                     str(cfg)])
+        assert result.exit_code == 1
+        assert "no reading from ox within 0.5 s" in result.output
+    finally:
+        os.close(master)
+        os.close(slave)

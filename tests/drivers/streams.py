@@ -39,7 +39,7 @@ def play(
 def event_json(event: Event, raw: str = "hex") -> dict[str, Any]:
     """``raw``: "hex", or a text encoding for text protocols."""
     data = asdict(event)
-    for optional in ("source_key", "cursor"):  # shown only when set
+    for optional in ("source_key", "cursor", "status"):  # shown only when set
         if data.get(optional, 0) is None:
             del data[optional]
     if "raw" in data:

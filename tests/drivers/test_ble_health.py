@@ -156,11 +156,13 @@ def test_heart_rate_every_flag_combination(hr: int, wide: bool, contact: int,
     wide = wide or hr > 0xFF
     value = enc.encode_2a37(hr, wide=wide, contact=contact, energy=energy, rr=tuple(rr))
     got = measurements(DECODERS["2a37"](value))
+    # No skin contact (2), or 0 with contact detection unsupported: not a measurement.
+    no_contact = contact == 2 or (hr == 0 and contact in (0, 1))
     assert [(m.quantity, m.value, m.unit) for m in got] == [
-        ("heart_rate", float(hr), "/min"),
+        ("heart_rate", None if no_contact else float(hr), "/min"),
         *([("energy_expended", float(energy), "kJ")] if energy is not None else []),
         *[("rr_interval", r / 1024, "s") for r in rr]]
-    assert got[0].flags == (("no-sensor-contact",) if contact == 2 else ())
+    assert got[0].flags == (("no-sensor-contact",) if no_contact else ())
     if energy is not None:
         assert got[1].flags == (("saturated",) if energy == 0xFFFF else ())
 
@@ -195,12 +197,22 @@ def test_glucose_mass_every_flag_combination(seq: int, time: Any, offset: int | 
         assert event.value.startswith(f"sequence={seq} no-concentration")
         return
     assert isinstance(event, Measurement)
-    assert (event.quantity, event.unit, event.loinc) == ("glucose", "mg/dL", "41653-7")
-    expect_value(event, mg)
+    control = sample == 10 or location == 4
+    by_sample = {1: "41653-7", 2: "41653-7", 3: "41652-9", 4: "2345-7", 5: "41651-1",
+                 6: "2345-7", 7: "2339-0", 8: "2345-7", 9: "99504-3"}  # mass/volume
+    loinc = None if control else by_sample.get(sample, "2339-0")  # reserved: blood
+    assert (event.quantity, event.unit, event.loinc) == ("glucose", "mg/dL", loinc)
+    reserved = sample not in range(1, 11) or location not in (1, 2, 3, 4, 15)
+    if reserved and not isinstance(mg, Special):
+        # A reserved type or location may mean control solution: withheld (policy.py).
+        assert (event.value, event.absent_reason) == (None, "error")
+        assert "reserved-value" in event.flags
+    else:
+        expect_value(event, mg)
     ctx = dict(event.context)
     assert ctx["sequence"] == str(seq)
-    control = sample == 10 or location == 4
-    assert ("control-solution" in event.flags) == control
+    assert ctx["type-sample-location"] == f"0x{location << 4 | sample:02x}"  # device's coding
+    assert ("control" in event.flags) == control
     if time is None:
         assert event.device_time is None
     else:
@@ -210,7 +222,7 @@ def test_glucose_mass_every_flag_combination(seq: int, time: Any, offset: int | 
            "strip-insertion-error", "strip-type-incorrect", "above-measuring-range",
            "below-measuring-range", "temperature-too-high", "temperature-too-low",
            "strip-pulled-too-soon", "device-fault", "time-fault"]
-    assert [f for f in event.flags if f != "control-solution"] == [
+    assert [f for f in event.flags if f not in ("control", "reserved-value")] == [
         name for bit, name in enumerate(ssa) if (status or 0) >> bit & 1]
 
 
@@ -358,8 +370,14 @@ def test_body_composition_every_flag_combination(fat: int | None, unit: Any, tim
     for m in got[1:]:
         key = next(k for k, n in names.items() if n == m.quantity) if (
             m.quantity in names.values()) else m.quantity
-        assert m.value == pytest.approx(values[key])
-    assert got[0].value == (None if fat is None else pytest.approx(fat / 10))
+        expected = values[key]
+        if key == "muscle_percentage" and expected is not None and expected > 100:
+            expected = None  # more than 100 %: withheld (drivers.protocols.policy)
+        assert m.value == (None if expected is None else pytest.approx(expected))
+    possible = fat is not None and fat <= 1000
+    assert got[0].value == (pytest.approx(fat / 10) if possible and fat is not None else None)
+    if fat is not None and fat > 1000:
+        assert "impossible-value" in got[0].flags and got[0].absent_reason == "error"
     assert all(("multiple-packet" in m.flags) == multiple for m in got)
 
 

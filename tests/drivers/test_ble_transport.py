@@ -257,6 +257,25 @@ async def test_each_profile_through_its_registered_driver(
     assert sink.rejects == []
 
 
+@pytest.mark.parametrize(("lone_half", "flags", "count"), [
+    (False, ("reassembled",), 10), (True, ("incomplete-multiple-packet",), 5)])
+async def test_a_split_body_composition_is_stored_as_one_set_or_as_a_flagged_half(
+    bluez: FakeBlueZ, lone_half: bool, flags: tuple[str, ...], count: int
+) -> None:
+    scale = bluez.add_peripheral(devices.body_composition_split("C0:FF:EE:00:00:31",
+                                                                lone_half=lone_half))
+    sink, stop = RecordingSink(), asyncio.Event()
+    task = start(scale.address, registry_decoder("ble-body-composition"), sink, stop)
+    try:
+        await sink.until(lambda: sink.states.count(SWITCHED_OFF) >= 1
+                         and len(sink.measurements) >= count)
+    finally:
+        await finish(task, stop)
+    assert len(sink.measurements) == count  # the half is flushed when the scale goes away
+    assert {m.flags for m in sink.measurements} == {flags}
+    assert sink.values("body_fat_percentage") == [22.5]
+
+
 async def test_found_by_health_service_when_no_address_is_configured(bluez: FakeBlueZ) -> None:
     bluez.add_peripheral(devices.heart_rate("C0:FF:EE:00:00:31"))
     bluez.add_peripheral(devices.cuff("C0:FF:EE:00:00:32", [(120, 80, 93)]))

@@ -20,11 +20,14 @@ from drivers.decode import BLE_CHARACTERISTICS, STREAM_PROTOCOLS, decode
 TRIED: Counter[str] = Counter()
 ROOT = Path(__file__).resolve().parents[2]
 TEST_MAP = str(ROOT / "config" / "devices" / "astm-test-map.example.json")
+HL7_MAP = str(ROOT / "config" / "devices" / "hl7-code-map.example.json")
 # Bytes that steer decoders into their interesting states (frame starts, separators).
 ALPHABET = st.sampled_from(
     [b"\x01", b"\x02", b"\x03", b"\x04", b"\x05", b"\x06", b"\x0b", b"\x0d", b"\x0a", b"\x1c",
      b"\x15", b"\x17", b"\x80", b"\x81", b"\xff", b"$", b"*", b",", b"|", b"^", b"MSH|^~\\&|",
-     b"OBX|1|NM|", b"H|\\^&|", b"R|1|^^^GLU|", b"L|1|N", b"ST,GS,+", b"$GPRMC,", b"00"]
+     b"OBX|1|NM|", b"OBX|1|NM|K^Potassium^L||", b"H|\\^&|", b"R|1|^^^GLU|",
+     b"R|1|^^^ALB|", b"|||||||Q|", b"L|1|N", b"ST,GS,+", b"ST,+0", b"$GPRMC,", b"$GIGGA,",
+     b"00"]
 )
 PAYLOAD = st.one_of(st.binary(max_size=600), st.lists(ALPHABET | st.binary(max_size=8),
                                                       max_size=80).map(b"".join))
@@ -50,7 +53,8 @@ except ImportError:
 
 @pytest.mark.parametrize("protocol", STREAMS + BLE)
 def test_any_bytes_decode_without_exceptions(protocol: str) -> None:
-    options = {"test_map": TEST_MAP} if protocol == "astm" else {}
+    maps = {"astm": TEST_MAP, "hl7-mllp": HL7_MAP}  # site maps, incl. site-defined quantities
+    options = {"test_map": maps[protocol]} if protocol in maps else {}
 
     @given(PAYLOAD)
     def run(data: bytes) -> None:

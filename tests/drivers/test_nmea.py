@@ -21,7 +21,7 @@ from tests.drivers.streams import feed
 
 CAPTURES = Path(__file__).resolve().parents[1] / "captures" / "nmea"
 GOLDEN = sorted(CAPTURES.glob("*.nmea"))
-TALKERS = ["GP", "GN", "GL", "GA", "GB", "BD"]
+TALKERS = ["GP", "GN", "GL", "GA", "GB", "BD", "GI", "GQ", "QZ"]
 CLASSIC_GGA = b"$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47\r\n"
 
 
@@ -38,6 +38,8 @@ def event_json(event: Event) -> dict[str, Any]:
     data = asdict(event)
     if data.get("source_key", 0) is None:  # no record identity in this stream: no key
         del data["source_key"]
+    if data.get("status", 0) is None:  # no result status in this protocol
+        del data["status"]
     if "raw" in data:
         data["raw"] = data["raw"].decode("latin-1")
     if isinstance(data.get("value"), float):
@@ -266,3 +268,24 @@ def test_simulated_van_decodes_to_what_it_sent() -> None:
     # A van on rural roads: under 15 m/s, so under ~0.00015 degree of latitude a second.
     lats = [fix.latitude for fix in model.sent]
     assert max(abs(a - b) for a, b in itertools.pairwise(lats)) < 0.00015
+
+
+@pytest.mark.parametrize(
+    ("address", "length", "accepted"),
+    [("GNGGA", 90, True), ("GNGGA", 120, True), ("GNGGA", 121, False),
+     ("GNRMC", 120, True), ("GNTXT", 82, True), ("GNTXT", 83, False)],
+)
+def test_only_position_sentences_may_exceed_82_characters_up_to_120(
+    address: str, length: int, accepted: bool
+) -> None:
+    if address == "GNGGA":
+        body = "GNGGA,080010.000,3157.6960012,N,00634.3080034,W,4,31,0.45,1361.412,M,-1.214,M,1.0,"
+    elif address == "GNRMC":
+        body = "GNRMC,080010.000,A,3157.6960012,N,00634.3080034,W,0.012,71.45,231126,,,R,V,"
+    else:
+        body = "GNTXT,01,01,02,"
+    body += "0" * (length - len(body) - 4)  # "$" + body + "*hh" is `length` characters
+    line = sentence(body)
+    assert len(line.rstrip(b"\r\n")) == length
+    rejects = [e for e in decode(line) if isinstance(e, Rejected)]
+    assert rejects == ([] if accepted else [Rejected(line, "too-long")])

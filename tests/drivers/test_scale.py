@@ -22,6 +22,7 @@ CAPTURES = Path(__file__).resolve().parents[1] / "captures" / "scale"
 GOLDEN = {
     "indicator": CAPTURES / "indicator-manual-examples.txt",
     "balance": CAPTURES / "ad-balance-manual-examples.txt",
+    "auto": CAPTURES / "mixed-auto-examples.txt",
 }
 UCUM = {"kg": "kg", "g": "g", "lb": "[lb_av]"}
 
@@ -168,6 +169,26 @@ def test_grammars_are_strict_and_unknown_grammars_are_caller_bugs() -> None:
     assert weights(decode(encode_indicator(12.5), grammar="balance")) == []
     with pytest.raises(DecoderMisuse):
         ScaleDecoder("seca")
+
+
+@given(st.integers(1, 99_999).map(lambda w: w / 100), st.booleans())
+def test_the_default_grammar_reads_both_formats_line_by_line(weight: float, first: bool) -> None:
+    other = round(weight + 1, 2)
+    lines = [encode_indicator(weight), encode_balance(other, unit="kg")]
+    data = b"".join(lines if first else lines[::-1])
+    got = weights(ScaleDecoder().receive_data(data))
+    assert sorted(got) == sorted([(weight, "kg", "gross"), (other, "kg", "gross")])
+
+
+def test_decode_scale_accepts_both_formats_and_can_force_one() -> None:
+    from drivers.decode import decode as run_decode
+
+    data = encode_indicator(72.45) + encode_balance(3412.5)
+    assert [m["value"] for m in run_decode("scale", data)["measurements"]] == [72.45, 3412.5]
+    forced = run_decode("scale:indicator", data)
+    assert [m["value"] for m in forced["measurements"]] == [72.45]
+    assert [r["reason"] for r in forced["rejected"]] == ["malformed"]
+    assert [m["value"] for m in run_decode("scale:balance", data)["measurements"]] == [3412.5]
 
 
 def test_simulated_people_give_one_reading_each() -> None:

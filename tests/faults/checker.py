@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sync.codec import EXT_DEVICE_TIME
+from sync.fhir import EXT_DEVICE_TIME
 
 ContentKey = tuple[int, str]  # (observation time in epoch seconds, quantity)
 EPOCH_COLUMNS = ("store_epoch", "epoch", "incarnation")
@@ -86,11 +86,32 @@ def read_history(records: Iterable[Mapping[str, Any]]) -> History:
     return h
 
 
+def _quantity(code: Any) -> str | None:
+    """The catalogue quantity of an Observation's code: its text when the unit wrote one (the
+    mmu.readings/2 shape), else its IEEE 11073 MDC code (one per quantity), else its LOINC."""
+    from edge_agent.catalogue import catalogue
+
+    if not isinstance(code, dict):
+        return None
+    if isinstance(code.get("text"), str):
+        return str(code["text"])
+    codings = [c for c in code.get("coding") or [] if isinstance(c, dict)]
+    for key, q in catalogue().items():
+        for c in codings:
+            if (q.mdc is not None and str(c.get("code")) == str(q.mdc)) or (
+                    q.loinc is not None and c.get("code") == q.loinc):
+                return key
+    return None
+
+
 def content_key(resource: Mapping[str, Any]) -> tuple[ContentKey | None, float | None]:
     """(observation time, quantity) and value of a central Observation resource."""
-    quantity = resource.get("code", {}).get("text")
-    stamp = next((e.get("valueString") for e in resource.get("extension", [])
-                  if e.get("url") == EXT_DEVICE_TIME), None)
+    quantity = _quantity(resource.get("code"))
+    # The device's time: effectiveDateTime (always zoned in mmu.readings/3), else the raw
+    # device time the older shape kept in an extension.
+    stamp = resource.get("effectiveDateTime") if "effectiveDateTime" in resource else next(
+        (e.get("valueString") for e in resource.get("extension", [])
+         if e.get("url") == EXT_DEVICE_TIME), None)
     raw = resource.get("valueQuantity", {}).get("value")
     value = float(raw) if isinstance(raw, int | float) else None
     if not isinstance(quantity, str) or not isinstance(stamp, str):

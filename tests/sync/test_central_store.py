@@ -11,6 +11,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -206,7 +207,7 @@ async def test_receivers_starting_together_migrate_one_at_a_time(postgres: str) 
         store.close()
     with psycopg.connect(postgres) as conn:
         names = [n for (n,) in conn.execute("SELECT name FROM central_schema ORDER BY name")]
-    assert names == ["c001_observations", "c002_epochs"]
+    assert names == ["c001_observations", "c002_epochs", "c003_resources"]
 
 
 @given(st.permutations(range(1, 41)), st.lists(st.integers(1, 8), min_size=40, max_size=40),
@@ -238,3 +239,28 @@ def test_last_contiguous_seq_follows_any_arrival_order(
             while model + 1 in held:
                 model += 1
             assert outcome.last_contiguous_seq == model
+
+
+SPO2 = {"code": {"coding": [{"system": "http://loinc.org", "code": "2708-6"},
+                            {"system": "http://loinc.org", "code": "59408-5"},
+                            {"system": "urn:iso:std:iso:11073:10101", "code": "150456"}]},
+        "valueQuantity": {"value": 97.0, "code": "%"}, "effectiveDateTime": "2026-11-30T08:00Z"}
+
+
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["code", "coding", "system", "valueQuantity", "value", "effectiveDateTime",
+                         "component", "position", "extension", "url", "valueString"]),
+        inner, max_size=4),
+    max_leaves=12))
+def test_the_fast_column_path_answers_as_the_general_one(obs: Any) -> None:
+    """`_plain_columns` is a shortcut: wherever it answers, the general path agrees."""
+    from sync.central import store as central
+
+    for shape in (obs, SPO2, {**SPO2, "valueQuantity": obs}, {**SPO2, "code": obs}):
+        if isinstance(shape, dict):
+            fast = central._plain_columns(shape)
+            if fast is not None:
+                assert fast == central._general_columns(shape)
+    assert central._plain_columns(SPO2) == ["59408-5", 97.0, "%", "2026-11-30T08:00Z"]

@@ -42,9 +42,9 @@ async def test_alert_overtakes_a_full_window(tmp_path: Path, mosquitto: Mosquitt
             pending = store.stats()["readings_pending_sync"]
             stop.set()
             await task
-    assert [o["valueQuantity"]["value"] for o in batch.observations] == [84.0]
+    assert [r.resource["valueQuantity"]["value"] for r in batch.readings] == [84.0]
     assert {"url": "urn:mmu:fhir:flags", "valueString": "alert"} in (
-        batch.observations[0]["extension"])
+        batch.readings[0].resource["extension"])
     assert pending == 401  # nothing acknowledged: the alert did not wait for the backlog
 
 
@@ -68,8 +68,8 @@ async def test_an_alert_is_sent_once(tmp_path: Path, mosquitto: MosquittoBroker)
             event = queue.get_nowait()
             if event.kind == "message" and event.topic == topics.READINGS.of(UNIT):
                 batch = codec.decode_batch(event.payload)
-                for obs in batch.observations:
-                    carried.setdefault(obs["id"], set()).add(batch.batch_id)
+                for carried_reading in batch.readings:
+                    carried.setdefault(carried_reading.id, set()).add(batch.batch_id)
             assert event.topic != topics.EVENTS.of(UNIT) or b"clinical-alert" not in (
                 event.payload)
     assert assert_exactly_once(cfg.store.path, tmp_path / "central.db") == 201

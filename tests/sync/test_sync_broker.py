@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,10 @@ async def test_nothing_is_marked_sent_until_central_stores_it(
             assert (props["schema"], props["batch_id"], int(props["seq_from"]),
                     int(props["seq_to"])) == (codec.SCHEMA, first.batch_id, first.seq_from,
                                               first.seq_to)
+            # What the payload is, for a platform that is not ours (README: decoding).
+            assert (props["encoding"], props["inner-content-type"], props["zlib-dictionary"]) == (
+                "zlib+dict2", "application/fhir+json; fhirVersion=4.0", "mmu-zdict-2")
+            assert int.from_bytes(seen[0].payload[2:6], "big") == zlib.adler32(codec.ZDICT_V2)
         assert store.stats()["readings_sent"] == 0
         assert daemon.status()["connected"] is True and daemon.status()["in_flight"] == 3
         # Central comes up: the same batches are stored once and acknowledged.
@@ -189,7 +194,8 @@ def test_the_receiver_stores_odd_but_valid_observations_without_crashing(tmp_pat
             "identifier": [{**seq, "value": "2"}], "code": {"coding": ["x", {"code": 1}]},
             "valueQuantity": {"value": 10**30, "code": None}}]
     central = SqliteCentral(tmp_path / "central.db")
-    batch = codec.Batch("u", "e1", "b", 1, 2, "", odd)
+    batch = codec.Batch("u", "e1", "b", 1, 2, "",
+                        [codec.Carried(str(o["id"]), i + 1, o) for i, o in enumerate(odd)])
     stored = [(o.new, o.held, o.last_contiguous_seq) for o in central.store_batches([batch], "t")]
     assert stored == [(2, 2, 2)]
     again = central.store_batches([batch], "t")[0]

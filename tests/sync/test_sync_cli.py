@@ -65,4 +65,19 @@ def test_link_test_round_trip_and_failure(tmp_path: Path, mosquitto: MosquittoBr
 
     proc = subprocess.run([sys.executable, "-m", "edge_agent", "sync", "test", "--config",
                            str(config)], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 5 and "connection refused or failed" in proc.stderr
+    assert proc.returncode == 5 and "connection refused" in proc.stderr
+    assert "nothing listens on port" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_link_failures_are_told_apart_and_name_the_host() -> None:
+    import socket
+
+    from sync.diagnostics import explain_unreachable
+
+    dns = explain_unreachable("central.example", 8883, socket.gaierror(-2, "Name unknown"))
+    refused = explain_unreachable("10.1.2.3", 8883, ConnectionRefusedError(111, "refused"))
+    silent = explain_unreachable("10.1.2.3", 8883, TimeoutError())
+    assert "central.example:8883" in dns and "unknown host" in dns
+    assert "10.1.2.3:8883" in refused and "connection refused" in refused
+    assert "no answer" in silent
+    assert len({dns, refused, silent}) == 3

@@ -75,8 +75,9 @@ async def test_unit_syncs_over_mutual_tls(tmp_path: Path, pki: Path,
     stop = asyncio.Event()
     central = tmp_path / "central.db"
     with Store(cfg.store.path, "mmu-a") as store:
-        for _ in range(100):
-            store.append("ox", [measurement("spo2", 96.0)])
+        appended = [store.append("ox", [measurement("spo2", 96.0)]) for _ in range(100)]
+        for future in appended:  # all committed before "nothing pending" can mean done
+            future.result(30)
         receiver = Receiver("127.0.0.1", tls_broker.port, central, tls=files(pki, "receiver"),
                             client_id="receiver")
         tasks = [asyncio.create_task(receiver.run(stop)),

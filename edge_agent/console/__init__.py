@@ -1,0 +1,1 @@
+"""The nurses' console: the morning checklist, status, live readings, the local web console."""

@@ -1,0 +1,103 @@
+"""The nurse's actions on the patient: open, close, give readings to the open patient.
+
+They are the patient CLI's operations (:mod:`edge_agent.encounters`: ``patient open``,
+``close``, ``assign``), each one short ``BEGIN IMMEDIATE`` transaction beside the running agent's
+writer (which binds the readings it stores to the open encounter). A store without the encounter
+model (older than ``m005_encounters``) answers ``action.unavailable`` and changes nothing. The
+patient's identifier is never logged.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent.errors import EdgeAgentError
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    ok: bool
+    message: str  # a message key (edge_agent/locales): action.opened, action.unavailable...
+    count: int = 0  # readings assigned
+
+
+UNAVAILABLE = ActionResult(False, "action.unavailable")
+FAILED = ActionResult(False, "action.failed")
+DEFAULT_SYSTEMS: Mapping[str, str] = {"national-id": "urn:mmu:patient:national-id"}
+
+
+def _has_model(path: Path) -> bool:
+    from edge_agent.console.queries import NEEDS, encounter_columns
+    from edge_agent.store_read import reading
+
+    with reading(path, needs=NEEDS) as db:
+        return encounter_columns(db) is not None
+
+
+def open_encounter(store_path: Path, identifier: str, system: str | None,
+                   systems: Mapping[str, str] = DEFAULT_SYSTEMS, default: str | None = None,
+                   practitioner_role: str | None = None) -> ActionResult:
+    """Open a patient (closing the one open, if any). ``system``: a name from ``[patients]
+    systems`` (or its URI); empty: the configured default."""
+    from edge_agent import encounters
+
+    identifier = identifier.strip()
+    if not identifier:
+        return ActionResult(False, "action.no_identifier")
+    name = (system or "").strip() or default or next(iter(systems))
+    # a configured name, or an identifier system URI typed as such (urn:oid:..., http...)
+    uri = systems.get(name) or (name if name in systems.values() or ":" in name else None)
+    if uri is None:
+        return ActionResult(False, "action.failed")
+    try:
+        if not _has_model(store_path):
+            return UNAVAILABLE
+        with encounters.writing(store_path) as db:
+            if encounters.current(db) is not None:
+                encounters.close_encounter(db)
+            encounters.open_encounter(db, uri, identifier,
+                                      practitioner_role=practitioner_role)
+    except (EdgeAgentError, sqlite3.Error):
+        return FAILED
+    return ActionResult(True, "action.opened")
+
+
+def close_encounter(store_path: Path) -> ActionResult:
+    from edge_agent import encounters
+
+    try:
+        if not _has_model(store_path):
+            return UNAVAILABLE
+        with encounters.writing(store_path) as db:
+            if encounters.current(db) is None:
+                return ActionResult(False, "action.no_patient")
+            encounters.close_encounter(db)
+    except (EdgeAgentError, sqlite3.Error):
+        return FAILED
+    return ActionResult(True, "action.closed")
+
+
+def assign(store_path: Path, reading_ids: list[str]) -> ActionResult:
+    """Give readings of no patient yet to the open patient (``patient assign``): a reading
+    central already holds goes again as an update that names the patient."""
+    from edge_agent import encounters
+
+    ids = [str(i) for i in reading_ids][:500]
+    try:
+        if not _has_model(store_path):
+            return UNAVAILABLE
+        with encounters.writing(store_path) as db:
+            if encounters.current(db) is None:
+                return ActionResult(False, "action.no_patient")
+            if not ids:
+                return ActionResult(True, "action.assigned", 0)
+            marks = ", ".join("?" for _ in ids)
+            seqs = [int(r[0]) for r in db.execute(
+                f"SELECT seq FROM readings WHERE id IN ({marks})", ids).fetchall()]
+            count = encounters.assign(db, seqs)
+    except (EdgeAgentError, sqlite3.Error):
+        return FAILED
+    return ActionResult(True, "action.assigned", count)

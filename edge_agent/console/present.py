@@ -1,0 +1,65 @@
+"""Readings as the nurse reads them: quantity name in her language, value, unit, age, marks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from edge_agent.console.queries import Encounter, Reading, UnitView
+from edge_agent.i18n import Translator
+
+UNIT_LABELS: Final = {"mm[Hg]": "mmHg", "Cel": "°C", "[degF]": "°F", "[lb_av]": "lb",
+                      "[in_i]": "in", "{beats}/min": "/min", "1": ""}
+
+
+def age_s(stamp: str | None, now: datetime) -> float | None:
+    if not stamp:
+        return None
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (now - when).total_seconds()
+
+
+def value_text(tr: Translator, r: Reading) -> str:
+    if r.value is None:
+        return tr("reading.no_value")
+    number = f"{r.value:.2f}".rstrip("0").rstrip(".")
+    unit = UNIT_LABELS.get(r.unit, r.unit)
+    return f"{number} {unit}".strip()
+
+
+def clock_text(stamp: str) -> str:
+    """The reading's time of day, local time (the nurse's clock)."""
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return stamp
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone().strftime("%H:%M:%S")
+
+
+def reading_dict(tr: Translator, r: Reading, now: datetime) -> dict[str, Any]:
+    return {
+        "id": r.id, "seq": r.seq, "device": r.device_id, "quantity": tr.quantity(r.quantity),
+        "value": value_text(tr, r), "time": clock_text(r.received_at),
+        "age": tr.age(age_s(r.received_at, now)), "alert": r.alert, "sent": r.sent,
+        "mark": tr("reading.received") if r.sent else tr("reading.pending"),
+        "patient": r.encounter_id is not None,
+    }
+
+
+def patient_text(tr: Translator, view: UnitView, now: datetime) -> str:
+    if not view.patients_available:
+        return tr("patient.unavailable")
+    if view.encounter is None:
+        return tr("patient.none")
+    return encounter_text(tr, view.encounter, now)
+
+
+def encounter_text(tr: Translator, e: Encounter, now: datetime) -> str:
+    return tr("patient.open", identifier=e.identifier, age=tr.age(age_s(e.opened_at, now)))

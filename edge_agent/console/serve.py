@@ -1,0 +1,60 @@
+"""Serve the web console with uvicorn inside the agent's event loop, until ``stop``.
+
+The socket is bound here, before uvicorn sees it: a port already taken is an ``OSError`` the
+supervisor logs and retries, not uvicorn's ``sys.exit``. uvicorn's own signal handling is
+off: the agent (or ``edge-agent console``) owns SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+
+from edge_agent.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(64)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve_console(settings: Settings, stop: asyncio.Event) -> None:
+    import uvicorn
+
+    from edge_agent.console.app import create_app
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    c = settings.console
+    sock = bind(c.host, c.port)
+    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False,
+                            lifespan="off", http="h11", ws="none", timeout_graceful_shutdown=2)
+    server = _Server(config)
+    log.info("console: serving on http://%s:%s", c.host, c.port)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="console-http")
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        server.should_exit = True
+        stopping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        sock.close()
