@@ -76,7 +76,8 @@ class Attachment:
     name: str | None
     source_device: str | None
     encounter_id: str | None
-    patient_id: str | None
+    patient_system: str | None  # the encounter's patient identifier (edge_agent.encounters)
+    patient_value: str | None
     study_uid: str | None
     series_uid: str | None
     instance_uid: str | None
@@ -85,9 +86,16 @@ class Attachment:
     received_at: str
 
 
+def open_encounter_id(db: Database) -> str | None:
+    """The encounter open when a file arrives (``edge-agent patient open``): the file is
+    bound to it, like the readings taken meanwhile."""
+    from edge_agent.encounters import current
+
+    encounter = current(db)
+    return None if encounter is None else encounter.id
+
+
 def no_open_encounter(db: Database) -> str | None:
-    """The hook for the encounter model: the id of the open encounter a new file belongs to.
-    Replace with the encounter module's own query once it exists (issue: patients and FHIR)."""
     return None
 
 
@@ -146,7 +154,7 @@ class AttachmentStore:
         *,
         root: Path | None = None,
         budget_bytes: int | None = None,
-        open_encounter: Callable[[Database], str | None] = no_open_encounter,
+        open_encounter: Callable[[Database], str | None] = open_encounter_id,
     ) -> None:
         self.store = store
         self.root = root or root_of(store.path)
@@ -299,10 +307,12 @@ class AttachmentStore:
 def pending(db: Database) -> list[Attachment]:
     """Files central does not hold yet, oldest first (the upload queue)."""
     rows = db.execute(
-        "SELECT file_id, sha256, size, media_type, kind, name, source_device, encounter_id, "
-        "patient_id, study_uid, series_uid, instance_uid, sop_class_uid, modality, received_at "
-        "FROM attachments WHERE central_holds_at IS NULL AND failed IS NULL AND evicted_at IS "
-        "NULL ORDER BY received_at, file_id").fetchall()
+        "SELECT a.file_id, a.sha256, a.size, a.media_type, a.kind, a.name, a.source_device, "
+        "a.encounter_id, e.patient_system, e.patient_value, a.study_uid, a.series_uid, "
+        "a.instance_uid, a.sop_class_uid, a.modality, a.received_at FROM attachments a "
+        "LEFT JOIN encounters e ON e.id = a.encounter_id WHERE a.central_holds_at IS NULL AND "
+        "a.failed IS NULL AND a.evicted_at IS NULL ORDER BY a.received_at, a.file_id"
+    ).fetchall()
     return [Attachment(*row) for row in rows]
 
 

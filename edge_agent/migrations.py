@@ -192,7 +192,6 @@ def m010_attachments(db: Database) -> None:
             name TEXT,
             source_device TEXT,
             encounter_id TEXT,
-            patient_id TEXT,
             study_uid TEXT,
             series_uid TEXT,
             instance_uid TEXT,

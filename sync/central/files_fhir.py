@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from sync.fhir import ENCOUNTER_SYSTEM
 from sync.files.protocol import FileInit
 
 NS = uuid.UUID("8a4f0a56-54c1-4d1e-9a42-6b7f0c9d2e31")
@@ -35,14 +36,19 @@ def _attachment(init: FileInit) -> dict[str, Any]:
 
 
 def _context(init: FileInit) -> dict[str, Any]:
+    """The patient by identifier (the one the unit's readings carry: sync/fhir.py)."""
     out: dict[str, Any] = {}
-    if init.patient_id:
-        out["subject"] = {"reference": f"Patient/{init.patient_id}"}
+    if init.patient_system and init.patient_value:
+        out["subject"] = {"type": "Patient", "identifier": {
+            "system": init.patient_system, "value": init.patient_value}}
     return out
 
 
 def _encounter(init: FileInit) -> dict[str, Any] | None:
-    return {"reference": f"Encounter/{init.encounter_id}"} if init.encounter_id else None
+    if not init.encounter_id:
+        return None
+    return {"type": "Encounter", "identifier": {"system": ENCOUNTER_SYSTEM,
+                                                "value": init.encounter_id}}
 
 
 def _device(unit: str, init: FileInit) -> dict[str, Any]:

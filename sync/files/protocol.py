@@ -105,7 +105,8 @@ class FileInit:
     name: str | None = None
     device: str | None = None
     encounter_id: str | None = None
-    patient_id: str | None = None
+    patient_system: str | None = None  # the encounter's patient identifier
+    patient_value: str | None = None
     study_uid: str | None = None
     series_uid: str | None = None
     instance_uid: str | None = None

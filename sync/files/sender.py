@@ -168,7 +168,8 @@ class FileSender:
                 media_type=item.media_type, kind=item.kind,
                 segment_size=self.uploader.sizer.size, received_at=item.received_at,
                 name=item.name, device=item.source_device, encounter_id=item.encounter_id,
-                patient_id=item.patient_id, study_uid=item.study_uid,
+                patient_system=item.patient_system, patient_value=item.patient_value,
+                study_uid=item.study_uid,
                 series_uid=item.series_uid, instance_uid=item.instance_uid,
                 sop_class_uid=item.sop_class_uid, modality=item.modality)
             return Outgoing(protocol.init_topic(self.unit, item.file_id), init.encode(), send,

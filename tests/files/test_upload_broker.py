@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from edge_agent.attachments import AttachmentStore, FileKind
+from edge_agent.encounters import open_encounter
 from edge_agent.store import Store
 from sync.daemon import SyncDaemon
 from sync.receiver import Receiver
@@ -32,7 +33,9 @@ async def test_documents_and_images_reach_central_once_with_their_resources(
     png = b"\x89PNG\r\n\x1a\n" + os.urandom(150_000)
     stop = asyncio.Event()
     with Store(cfg.store.path, UNIT) as store:
-        files = AttachmentStore(store)
+        encounter = store.call(lambda db: open_encounter(db, "urn:oid:1.2.250.1.213.1.4.8",
+                                                         "1850172123456"))
+        files = AttachmentStore(store)  # bound to the open encounter
         doc = files.add_bytes(pdf, name="spiro.pdf", device="spiro-1")
         ecg = files.add_bytes(pdf[:100_000], name="ecg.pdf", kind=FileKind.ECG, device="ecg-1")
         img = files.add_bytes(png, name="derm.png", device="cam-1")
@@ -58,3 +61,9 @@ async def test_documents_and_images_reach_central_once_with_their_resources(
     media = resources(central, "Media")
     assert [m["content"]["url"] for m in media] == [f"urn:mmu:file:sha256:{img.file_id}"]
     assert media[0]["content"]["contentType"] == "image/png"
+    # The patient and encounter the unit's readings refer to (sync/fhir.py), by identifier.
+    assert ecg_doc["subject"] == {"type": "Patient", "identifier": {
+        "system": "urn:oid:1.2.250.1.213.1.4.8", "value": "1850172123456"}}
+    assert ecg_doc["context"]["encounter"] == [media[0]["encounter"]] == [{
+        "type": "Encounter", "identifier": {"system": "urn:mmu:encounter",
+                                            "value": encounter.id}}]
