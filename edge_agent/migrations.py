@@ -172,3 +172,39 @@ def m005_encounters(db: Database) -> None:
     # to an encounter (it goes to central again, as a conditional update).
     db.execute("ALTER TABLE readings ADD COLUMN source_key TEXT")
     db.execute("ALTER TABLE readings ADD COLUMN attributed_at TEXT")
+
+
+@migrations()
+def m010_attachments(db: Database) -> None:
+    # Teleconsultation files (edge_agent/attachments.py): one row per content (sha256), the file
+    # itself under attachments/ beside the store, fsynced before this row commits.
+    # central_holds_at: central acknowledged the whole file (only then may it be evicted);
+    # evicted_at: the local copy was removed under the disk budget; failed: central refused it
+    # for good (a final checksum that never matches), kept for an operator.
+    db.execute(
+        """
+        CREATE TABLE attachments (
+            file_id TEXT PRIMARY KEY,
+            sha256 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            media_type TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            name TEXT,
+            source_device TEXT,
+            encounter_id TEXT,
+            study_uid TEXT,
+            series_uid TEXT,
+            instance_uid TEXT,
+            sop_class_uid TEXT,
+            modality TEXT,
+            received_at TEXT NOT NULL,
+            central_holds_at TEXT,
+            evicted_at TEXT,
+            failed TEXT
+        )
+        """
+    )
+    db.execute("CREATE UNIQUE INDEX attachments_instance ON attachments(instance_uid) "
+               "WHERE instance_uid IS NOT NULL")
+    db.execute("CREATE INDEX attachments_unsent ON attachments(received_at) "
+               "WHERE central_holds_at IS NULL AND failed IS NULL")

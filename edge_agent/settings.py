@@ -124,6 +124,30 @@ class TrustSettings(_Model):
         return keys
 
 
+class WatchFolderSettings(_Model):
+    """A folder a device exports files into (ECG PDF/XML, camera JPEG/PNG, spirometry PDF)."""
+
+    device: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+    path: Path
+    kind: Literal["dicom", "ecg", "image", "video", "document"] | None = None  # None: guessed
+    # A file is taken once its size and mtime stayed the same this long (still being written).
+    settle_s: Annotated[float, Field(ge=0.05, le=600)] = 2.0
+    poll_s: Annotated[float, Field(ge=0.05, le=60)] = 1.0
+
+
+class FilesSettings(_Model):
+    """Teleconsultation files (edge_agent/attachments.py, sync/files)."""
+
+    # Local copies of files central holds are evicted beyond this; None: no budget.
+    budget_mb: Annotated[int, Field(ge=1)] | None = None
+    dicom: bool = False  # the DICOM C-STORE receiver
+    dicom_ae_title: Annotated[str, Field(pattern=r"^[A-Za-z0-9_ .-]{1,16}$")] = "EDGEAGENT"
+    dicom_host: str = "127.0.0.1"  # loopback: open it to the van's network on purpose
+    dicom_port: Annotated[int, Field(ge=1, le=65535)] = 11112
+    dicom_device: str = "dicom"  # the source device recorded for received instances
+    watch: list[WatchFolderSettings] = []
+
+
 class DeviceSettings(_Model):
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
     kind: str
@@ -166,6 +190,7 @@ class Settings(_Model):
     sync: SyncSettings = SyncSettings()
     trust: TrustSettings = TrustSettings()
     console: ConsoleSettings = ConsoleSettings()
+    files: FilesSettings = FilesSettings()
     devices: list[DeviceSettings] = []
     patients: PatientSettings = PatientSettings()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 
 from drivers.base import Rejected, Sink
 from drivers.registry import DriverSpec, driver
+from edge_agent import file_sources
 from edge_agent.acquisition_buffer import AcquisitionBuffer, Held
 from edge_agent.backoff import Backoff
 from edge_agent.device_check import device_problems
@@ -302,6 +304,10 @@ class Supervisor:
             for dev in self.settings.devices if self.acquire else []:
                 if dev.enabled:
                     tg.create_task(self._supervise(dev, stop), name=f"device:{dev.id}")
+            if self.acquire and file_sources.wanted(self.settings):  # DICOM, drop folders
+                tg.create_task(self._keep(functools.partial(
+                    file_sources.run_file_sources, self.store, self.settings), stop, "files"),
+                    name="files")
             if self.sync_enabled:
                 from sync.daemon import SyncDaemon
 

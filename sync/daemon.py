@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
-from edge_agent import __version__
+from edge_agent import __version__, attachments
 from edge_agent.backoff import Backoff
 from edge_agent.errors import LinkError
 from edge_agent.models import ClockSource
@@ -51,6 +51,7 @@ from sync.downlink import (
     restore_config,
     saved_config,
 )
+from sync.files.sender import FileSender
 from sync.linger import take_at
 from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles
 from sync.pacing import Pacer, adapt_batch
@@ -118,6 +119,10 @@ class SyncDaemon:
         self._writes: set[Future[Any]] = set()
         self._data_version: int | None = None
         self._sync_now = False
+        # Teleconsultation files (sync/files): after readings and alerts, on the same link.
+        self.files = FileSender(store, self.unit, uplink_bps=settings.sync.uplink_bps,
+                                ack_timeout=settings.sync.ack_timeout_s)
+        self._files_dirty = True
 
     def link_options(self) -> LinkOptions:
         return self.link_options_for(self.settings)
@@ -170,6 +175,15 @@ class SyncDaemon:
             self._alerts = True
         self._poke()
 
+    def _on_file(self) -> None:  # a new attachment committed (any thread)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._file_noted)
+
+    def _file_noted(self) -> None:
+        self._files_dirty = True
+        self._poke()
+
     def _poke(self) -> None:
         link = self._link
         if link is not None and not self._wake_posted:
@@ -183,7 +197,9 @@ class SyncDaemon:
         loop = self._loop = asyncio.get_running_loop()
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             loop.add_signal_handler(signal.SIGUSR1, self.request_sync_now)
+            loop.add_signal_handler(signal.SIGUSR2, self._file_noted)  # `edge-agent attach`
         self.store.add_commit_listener(self._on_commit)
+        attachments.add_listener(self.store, self._on_file)
         try:
             while not stop.is_set():
                 try:
@@ -210,8 +226,10 @@ class SyncDaemon:
                 return
         finally:
             self.store.remove_commit_listener(self._on_commit)
+            attachments.remove_listener(self.store, self._on_file)
             with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
                 loop.remove_signal_handler(signal.SIGUSR1)
+                loop.remove_signal_handler(signal.SIGUSR2)
             await self._settle_writes()
             with contextlib.suppress(Exception):
                 await self._write(functools.partial(put_state, key="sync",
@@ -256,6 +274,7 @@ class SyncDaemon:
         self.session.max_in_flight = sync.max_in_flight
         self.session.ack_timeout = sync.ack_timeout_s
         self.pacer = Pacer(sync.uplink_bps)
+        self.files.set_uplink(sync.uplink_bps)
         self.batch_limit = min(self.batch_limit, sync.batch_size) or sync.batch_size
         self._status.interval_s = sync.status_interval_s
 
@@ -282,6 +301,7 @@ class SyncDaemon:
                             actions += self._on_event(link, more)
                 if self._sync_now:
                     self._sync_now = False
+                    self._files_dirty = True
                     log.info("sync: sync now requested")
                     link.reconnect_soon()
                     if self.connected:
@@ -290,6 +310,7 @@ class SyncDaemon:
                     actions += self.session.alerts_waiting()
                 actions += self.session.tick(now)
                 await self._execute(link, actions)
+                await self._send_files(link)
                 await self._housekeeping(link, now)
         finally:
             stopper.cancel()
@@ -318,10 +339,12 @@ class SyncDaemon:
             log.info("sync: connected")
             try:
                 link.subscribe([(t.of(self.unit), t.qos)
-                                for t in (topics.ACK, topics.CMD, topics.CONFIG)])
+                                for t in (topics.ACK, topics.CMD, topics.CONFIG)]
+                               + self.files.subscriptions())
             except LinkError as exc:  # lost again already: the disconnect event follows
                 self.last_error = str(exc)
             self._status = StatusThrottle(self.settings.sync.status_interval_s)  # say it now
+            self.files.connected()
             return self.session.connected(time.monotonic())
         if event.kind == "disconnected":
             if self.connected:
@@ -329,6 +352,7 @@ class SyncDaemon:
             self.connected = False
             self.last_error = event.reason
             self._mids.clear()  # those PUBACKs will never come: the session re-sends
+            self.files.disconnected()
             return self.session.disconnected()
         if event.kind == "published":
             batch_id = self._mids.pop(event.mid, None)
@@ -343,6 +367,8 @@ class SyncDaemon:
         return []
 
     def _on_message(self, link: MqttLink, event: LinkEvent) -> list[Action]:
+        if self.files.on_message(event.topic, event.payload):
+            return []
         if event.topic in (topics.CMD.of(self.unit), topics.CONFIG.of(self.unit)):
             self._downlinks.append(event)  # applied after this turn's actions: they need I/O
             return []
@@ -402,6 +428,9 @@ class SyncDaemon:
             link.reconnect_soon()
             if self.connected:
                 await self._execute(link, self.session.connected(time.monotonic()))
+        elif command.cmd == "teleconsult":
+            self.files.set_teleconsult(command.encounter)
+            result["encounter"] = command.encounter
         elif command.cmd == "resend-from":
             if command.epoch is not None and command.epoch != self.store.epoch:
                 raise DownlinkRefused(f"resend-from names store epoch {command.epoch}, this "
@@ -509,6 +538,8 @@ class SyncDaemon:
 
     async def _take(self, priority: bool) -> InFlight | None:
         now = time.monotonic()
+        if not priority and self.files.urgent():
+            return None  # the encounter in teleconsultation now: its files before the backlog
         if not priority:
             if self._waiting <= 0:
                 return None  # nothing committed since the outbox was last found empty
@@ -578,6 +609,30 @@ class SyncDaemon:
             return
         self._mids[mid] = batch.batch_id
         batch.attempts += 1
+
+    async def _send_files(self, link: MqttLink) -> None:
+        """One file message per turn, when no alert and no readings backlog waits (a file
+        segment delays an alert by at most its own transmission time)."""
+        if self._files_dirty:
+            self._files_dirty = False
+            await self.files.refresh()
+        self._deadlines.pop("files", None)
+        if not self.connected or self._alerts or (
+                self._waiting > 0 and "linger" not in self._deadlines
+                and not self.files.urgent()):  # teleconsultation now: before the backlog
+            return
+        now = time.monotonic()
+        out = self.files.next_publish(now, self.pacer.delay)
+        if out is not None:
+            try:
+                link.publish(out.topic, out.payload, qos=1, content_type=out.content_type,
+                             user_properties=out.user_properties)
+                self.files.published(out, now)
+            except LinkError as exc:  # lost meanwhile: the disconnect event follows
+                self.last_error = str(exc)
+        at = self.files.deadline()
+        if at is not None:
+            self._deadlines["files"] = at
 
     # --- store ----------------------------------------------------------------------------
     async def _write(self, op: Callable[[Database], T]) -> T:
@@ -671,5 +726,6 @@ class SyncDaemon:
             "clock_delay_s": self.clock_delay_s,
             "refused_downlinks": self.refused_downlinks,
             "config_version": self.config_version,
+            **self.files.status(),
             "updated_at": utc_now(),
         }

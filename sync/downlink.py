@@ -27,9 +27,11 @@ class Command(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: Annotated[str, Field(min_length=1, max_length=64)]
-    cmd: Literal["sync-now", "resend-from", "diagnostics"]
+    cmd: Literal["sync-now", "resend-from", "diagnostics", "teleconsult"]
     seq: Annotated[int, Field(ge=1)] | None = None
     epoch: Annotated[str, Field(min_length=1, max_length=64)] | None = None  # resend-from
+    # teleconsult: the encounter in teleconsultation now (its files go first); None: ended.
+    encounter: Annotated[str, Field(min_length=1, max_length=64)] | None = None
 
     @model_validator(mode="after")
     def _seq_for_resend(self) -> Command:

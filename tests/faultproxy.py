@@ -4,7 +4,8 @@ Bytes only, so it works under TLS too. Modes, switchable while connections are o
 ``pass``; ``latency`` (each chunk delayed); ``blackhole`` (nothing forwarded either way, the
 sockets stay open: a half-open link that only keepalive can detect); ``reset`` (every
 connection closed with RST, and new ones refused the same way). ``limit_bps`` caps throughput
-in each direction (a 2G uplink).
+in each direction (a 2G uplink). ``corrupt_once(pattern)`` flips a byte of the next occurrence of
+``pattern`` on its way to the broker (a segment damaged in transit).
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ class FaultProxy:
         self.connections = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._corrupt: bytes | None = None
+        self.corrupted = 0
+
+    def corrupt_once(self, pattern: bytes) -> None:
+        self._corrupt = pattern
 
     async def start(self) -> FaultProxy:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -57,18 +63,30 @@ class FaultProxy:
             return
         self._writers |= {writer, up_writer}
         try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await asyncio.gather(self._pipe(reader, up_writer, upstream=True),
+                                 self._pipe(up_reader, writer))
         finally:
             for w in (writer, up_writer):
                 self._writers.discard(w)
                 w.close()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    upstream: bool = False) -> None:
+        tail = b""
         with contextlib.suppress(ConnectionError, OSError):
             while True:
                 data = await reader.read(4096)
                 if not data:
                     break
+                pattern = self._corrupt
+                if upstream and pattern:
+                    # The pattern's last byte is in this chunk even when it began in the last.
+                    found = (tail + data).find(pattern)
+                    if found >= 0:
+                        at = found + len(pattern) - 1 - len(tail)
+                        data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+                        self._corrupt, self.corrupted = None, self.corrupted + 1
+                    tail = (tail + data)[-(len(pattern) - 1):] if len(pattern) > 1 else b""
                 while self.mode == "blackhole":  # hold the bytes, keep the socket open
                     await asyncio.sleep(0.05)
                 if self.mode == "reset":

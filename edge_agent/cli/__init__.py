@@ -120,6 +120,10 @@ def _register() -> None:
 
     app.add_typer(patient.app, name="patient", rich_help_panel="Nurse",
                   help="The patient in front of you: open, close, current, assign.")
+    from edge_agent.cli import files
+
+    app.command(rich_help_panel="Nurse")(files.attach)
+    app.command(rich_help_panel="Nurse")(files.files)
 
     from edge_agent.cli import technician
 

@@ -38,6 +38,7 @@ from edge_agent.backoff import Backoff
 from edge_agent.errors import LinkError
 from edge_agent.store import utc_now
 from sync import codec, topics
+from sync.central.files import FileRoute, default_files_dir
 from sync.central.store import (
     CentralStore,
     DeadLetter,
@@ -46,6 +47,7 @@ from sync.central.store import (
     open_central,
     transient,
 )
+from sync.files.protocol import is_file_topic
 from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles, next_event
 
 log = logging.getLogger(__name__)
@@ -123,6 +125,8 @@ class Receiver:
         announce: Callable[[str], None] | None = None,  # connection news for an operator
         # Signs the commands it sends (sync/signing.py): (unit, topic, body) -> payload.
         sign: Callable[[str, str, dict[str, Any]], bytes] | None = None,
+        # Teleconsultation files (sync/central/files.py); default: beside a SQLite store.
+        files_dir: Path | None = None,
     ) -> None:
         self.db_path = db_path
         self.host, self.port = host, port
@@ -147,6 +151,8 @@ class Receiver:
         self._store: CentralStore | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._next_gap_check = 0.0
+        files_dir = files_dir or default_files_dir(db_path)
+        self.files = FileRoute(files_dir) if files_dir is not None else None
 
     # --- the loop -------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -161,11 +167,14 @@ class Receiver:
             while not stop.is_set():
                 event = held or await next_event(events, stop, min(1.0, self.gap_timeout / 2))
                 held = None
-                if event is not None and event.kind == "message":
+                if event is not None and self.files and event.kind == "message" and (
+                        is_file_topic(event.topic)):
+                    await self.files.on_message(link, event)
+                elif event is not None and event.kind == "message":
                     group = [self._message(event)]
                     while len(group) < self.max_group and not events.empty():
                         more = events.get_nowait()
-                        if more.kind != "message":
+                        if more.kind != "message" or is_file_topic(more.topic):
                             held = more
                             break
                         group.append(self._message(more))
@@ -177,6 +186,8 @@ class Receiver:
             pass
         finally:
             await asyncio.to_thread(link.stop)
+            if self.files is not None:
+                await self.files.close()
             await asyncio.get_running_loop().run_in_executor(self._executor, self._close_store)
             self._executor.shutdown(wait=True)
 
@@ -196,7 +207,8 @@ class Receiver:
         where = f"{self.host}:{self.port}"
         if event.kind == "connected":
             try:
-                link.subscribe([(topics.shared_readings(self.group), 1)])
+                link.subscribe([(topics.shared_readings(self.group), 1),
+                                *(self.files.subscriptions() if self.files else [])])
             except LinkError as exc:  # lost again already: paho reconnects, we subscribe then
                 self._say(f"receiver: subscribe at {where} failed: {exc}", trouble=True)
         elif event.kind == "subscribed":

@@ -1,0 +1,207 @@
+"""The unit's file sender: the thin shell around :class:`~sync.files.uploader.Uploader`.
+
+It reads the upload queue from the store and segments from the attachment files, and turns
+the uploader's decisions into MQTT messages; the sync daemon owns the link and calls it::
+
+    sender.subscriptions()              on connect (down/file)
+    sender.connected() / disconnected()
+    sender.on_message(topic, payload)   True when it was a file ack (then consumed)
+    sender.next_publish(now, pace)      the next message to publish, or None
+    sender.published(out, now)          once the link took it
+    sender.deadline()                   when to call next_publish again (pacing, ack timeout)
+    await sender.refresh()              the queue again (after a new file, at start)
+
+Files go after readings and alerts: the daemon asks only when neither waits, and ``pace``
+(the daemon's :class:`~sync.pacing.Pacer`) keeps the uplink cap for all traffic.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent import attachments
+from edge_agent.store import Store, utc_now
+from sync.files import protocol
+from sync.files.protocol import FileAck, FileFin, FileInit
+from sync.files.uploader import (
+    Completed,
+    Failed,
+    SegmentSizer,
+    Send,
+    SendFin,
+    SendInit,
+    Uploader,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    payload: bytes
+    send: Send
+    user_properties: tuple[tuple[str, str], ...] = ()
+    content_type: str | None = None
+
+
+class FileSender:
+    def __init__(self, store: Store, unit: str, *, uplink_bps: float | None,
+                 ack_timeout: float = 30.0, root: Path | None = None) -> None:
+        self.store = store
+        self.unit = unit
+        self.root = root or attachments.root_of(store.path)
+        self.uploader = Uploader(ack_timeout, SegmentSizer(uplink_bps))
+        self.files: dict[str, attachments.Attachment] = {}
+        self.completed = 0
+        self.failed = 0
+        self.refused_acks = 0
+        self.teleconsult: str | None = None  # the encounter in teleconsultation now
+        self._held: Outgoing | None = None  # paced: due at _held_at
+        self._held_at = 0.0
+
+    def set_uplink(self, bps: float | None) -> None:
+        self.uploader.sizer.bits_per_second = bps
+        self.uploader.sizer.size = self.uploader.sizer.target()
+
+    async def refresh(self) -> None:
+        for item in await self.store.read_async(attachments.pending):
+            if item.file_id not in self.files:
+                self.files[item.file_id] = item
+                self.uploader.add(item.file_id, item.size)
+        self._prioritise()
+
+    def set_teleconsult(self, encounter_id: str | None) -> None:
+        """The encounter in teleconsultation now (None: none): its files go first, before
+        the readings backlog (never before an alert)."""
+        self.teleconsult = encounter_id
+        self._prioritise()
+
+    def _prioritise(self) -> None:
+        if self.teleconsult is not None:
+            self.uploader.prioritise({f for f, item in self.files.items()
+                                      if item.encounter_id == self.teleconsult})
+
+    def urgent(self) -> bool:
+        """A file of the encounter in teleconsultation now is waiting."""
+        return self.teleconsult is not None and any(
+            item.encounter_id == self.teleconsult for item in self.files.values())
+
+    # --- link events ----------------------------------------------------------------------
+    def subscriptions(self) -> list[tuple[str, int]]:
+        return [(protocol.FILE_ACK.of(self.unit), protocol.FILE_ACK.qos)]
+
+    def connected(self) -> None:
+        self._held = None
+        self.uploader.connected()
+
+    def disconnected(self) -> None:
+        self._held = None
+        self.uploader.disconnected()
+
+    def on_message(self, topic: str, payload: bytes) -> bool:
+        if topic != protocol.FILE_ACK.of(self.unit):
+            return False
+        try:
+            ack = FileAck.decode(payload)
+        except ValueError as exc:
+            self.refused_acks += 1
+            log.warning("files: refused a malformed file ack (%d bytes): %s", len(payload), exc)
+            return True
+        for outcome in self.uploader.on_ack(ack):
+            self.files.pop(outcome.file_id, None)
+            if isinstance(outcome, Completed):
+                self.completed += 1
+                log.info("files: central holds file %s", outcome.file_id[:12])
+                self.store.submit(functools.partial(attachments.mark_held,
+                                                    file_id=outcome.file_id, at=utc_now()))
+            elif isinstance(outcome, Failed):
+                self.failed += 1
+                log.error("files: file %s left to an operator: %s", outcome.file_id[:12],
+                          outcome.reason)
+                self.store.submit(functools.partial(attachments.mark_failed,
+                                                    file_id=outcome.file_id,
+                                                    reason=outcome.reason))
+        return True
+
+    # --- sending ----------------------------------------------------------------------------
+    def next_publish(self, now: float, pace: Callable[[int, float], float]) -> Outgoing | None:
+        """The message due now; ``pace(nbytes, now)`` reserves the uplink and says how long to
+        wait (then the message is held until that time, its bandwidth already counted)."""
+        held = self._held
+        if held is not None:
+            if now < self._held_at:
+                return None
+            self._held = None
+            return held
+        send = self.uploader.next_send(now)
+        if send is None:
+            return None
+        out = self._build(send)
+        if out is None:
+            return None
+        wait = pace(len(out.payload), now)
+        if wait > 0:
+            self._held, self._held_at = out, now + wait
+            return None
+        return out
+
+    def published(self, out: Outgoing, now: float) -> None:
+        self.uploader.sent(out.send, now)
+
+    def deadline(self) -> float | None:
+        if self._held is not None:
+            return self._held_at
+        return self.uploader.deadline()
+
+    def _build(self, send: Send) -> Outgoing | None:
+        item = self.files.get(send.file_id)
+        if item is None:
+            return None
+        if isinstance(send, SendInit):
+            init = FileInit(
+                file_id=item.file_id, sha256=item.sha256, size=item.size,
+                media_type=item.media_type, kind=item.kind,
+                segment_size=self.uploader.sizer.size, received_at=item.received_at,
+                name=item.name, device=item.source_device, encounter_id=item.encounter_id,
+                patient_system=item.patient_system, patient_value=item.patient_value,
+                study_uid=item.study_uid,
+                series_uid=item.series_uid, instance_uid=item.instance_uid,
+                sop_class_uid=item.sop_class_uid, modality=item.modality)
+            return Outgoing(protocol.init_topic(self.unit, item.file_id), init.encode(), send,
+                            content_type="application/json")
+        if isinstance(send, SendFin):
+            return Outgoing(protocol.fin_topic(self.unit, item.file_id),
+                            FileFin(item.size, item.sha256).encode(), send,
+                            content_type="application/json")
+        data = self._read(item.file_id, send.offset, send.length)
+        if data is None:
+            return None
+        return Outgoing(protocol.segment_topic(self.unit, item.file_id, send.offset), data,
+                        send, user_properties=((protocol.SEG_CHECKSUM,
+                                                protocol.checksum(data)),))
+
+    def _read(self, file_id: str, offset: int, length: int) -> bytes | None:
+        try:
+            with (self.root / file_id[:2] / file_id).open("rb") as f:
+                f.seek(offset)
+                return f.read(length)
+        except OSError as exc:
+            log.error("files: cannot read file %s (%s); left to an operator", file_id[:12],
+                      exc.strerror or type(exc).__name__)
+            self.files.pop(file_id, None)
+            self.uploader.current = None
+            self.store.submit(functools.partial(attachments.mark_failed, file_id=file_id,
+                                                reason="unreadable on the unit"))
+            return None
+
+    def status(self) -> dict[str, int]:
+        up = self.uploader
+        return {"files_pending": len(self.files), "files_completed": self.completed,
+                "files_failed": self.failed, "file_bytes_sent": up.sent_bytes,
+                "file_bytes_resent": up.resent_bytes, "file_bad_segments": up.bad_segments,
+                "file_segment_size": up.sizer.size}

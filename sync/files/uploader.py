@@ -1,0 +1,238 @@
+"""The unit's upload state machine, pure: no sockets, files or clocks (times are passed in).
+
+One file at a time, oldest first, and one message outstanding at a time: init, then the
+segment at central's offset, then fin. Every answer from central carries the offset it holds
+durably, and the next segment starts there. After a disconnect the file starts again with init
+(central answers with its offset): what central stored is never sent again, and what was in
+flight when the link dropped (one segment at most) is sent once more.
+
+Segment sizes follow the link (:class:`SegmentSizer`): about ``TARGET_S`` seconds of the uplink
+cap but never more than the pacer's burst (one message outstanding: a segment larger than the
+burst would wait for tokens *and* for the wire, one after the other), halved after an
+interruption lost a segment, grown back after acks. An alert published behind a segment waits
+at most that segment's transmission time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from sync.files.protocol import AckState, FileAck
+
+MIN_SEGMENT = 4 * 1024
+MAX_SEGMENT = 256 * 1024
+UNCAPPED_SEGMENT = 64 * 1024
+TARGET_S = 2.0  # a segment's transmission time at the uplink cap
+GROW_AFTER = 4  # acks in a row before a halved segment size grows again
+MAX_MISMATCHES = 3  # whole-file checksum failures before the file is left to an operator
+
+
+class Phase(StrEnum):
+    INIT = "init"
+    SEGMENT = "segment"
+    FIN = "fin"
+
+
+@dataclass(frozen=True)
+class SendInit:
+    file_id: str
+
+
+@dataclass(frozen=True)
+class SendSegment:
+    file_id: str
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class SendFin:
+    file_id: str
+
+
+Send = SendInit | SendSegment | SendFin
+
+
+@dataclass(frozen=True)
+class Completed:
+    file_id: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    file_id: str
+    reason: str
+
+
+Outcome = Completed | Failed
+
+
+@dataclass
+class SegmentSizer:
+    bits_per_second: float | None
+    burst_bytes: int = 16 * 1024  # the pacer's (sync.pacing.Pacer.burst_bytes)
+    size: int = 0
+    _acks: int = 0
+
+    def __post_init__(self) -> None:
+        self.size = self.target()
+
+    def target(self) -> int:
+        if not self.bits_per_second:
+            return UNCAPPED_SEGMENT
+        raw = int(self.bits_per_second / 8 * TARGET_S) // 1024 * 1024
+        return max(MIN_SEGMENT, min(MAX_SEGMENT, self.burst_bytes, raw))
+
+    def interrupted(self) -> None:
+        self.size = max(MIN_SEGMENT, self.size // 2)
+        self._acks = 0
+
+    def acked(self) -> None:
+        self._acks += 1
+        if self._acks >= GROW_AFTER and self.size < self.target():
+            self.size = min(self.target(), self.size * 2)
+            self._acks = 0
+
+    def transmit_s(self, nbytes: int) -> float:
+        return nbytes * 8 / self.bits_per_second if self.bits_per_second else 0.0
+
+
+@dataclass
+class _Current:
+    file_id: str
+    size: int
+    phase: Phase = Phase.INIT
+    offset: int = 0  # what central holds durably
+    waiting: str = ""  # the reply_to of the message outstanding ("" when none)
+    sent_at: float = 0.0
+    timeout_at: float = 0.0
+    mismatches: int = 0
+
+
+@dataclass
+class Uploader:
+    ack_timeout: float
+    sizer: SegmentSizer
+    online: bool = False
+    queue: dict[str, int] = field(default_factory=dict)  # file id -> size, oldest first
+    current: _Current | None = None
+    sent_bytes: int = 0  # segment bytes published
+    resent_bytes: int = 0  # segment bytes published at an offset sent before
+    bad_segments: int = 0
+    _sent_upto: dict[str, int] = field(default_factory=dict)  # file id -> end of bytes sent
+
+    def add(self, file_id: str, size: int) -> None:
+        if (self.current is None or self.current.file_id != file_id) and (
+                file_id not in self.queue):
+            self.queue[file_id] = size
+
+    def prioritise(self, file_ids: set[str]) -> None:
+        """These files first (an encounter in teleconsultation now): to the head of the queue,
+        and the file being sent steps aside for them (central keeps what it has of it: it
+        resumes from there later)."""
+        cur = self.current
+        if cur is not None and cur.file_id not in file_ids and (file_ids & set(self.queue)):
+            if cur.waiting.startswith("seg/"):
+                self.sizer.interrupted()
+            self.queue = {cur.file_id: cur.size, **self.queue}
+            self._sent_upto.pop(cur.file_id, None)  # what it sent before is not re-sent
+            self.current = None
+        first = {f: s for f, s in self.queue.items() if f in file_ids}
+        self.queue = {**first, **{f: s for f, s in self.queue.items() if f not in file_ids}}
+
+    def connected(self) -> None:
+        self.online = True
+        if self.current is not None:
+            self.current.phase, self.current.waiting = Phase.INIT, ""
+
+    def disconnected(self) -> None:
+        self.online = False
+        cur = self.current
+        if cur is not None:
+            if cur.waiting.startswith("seg/"):
+                self.sizer.interrupted()  # the link drops mid-segment: smaller ones
+            cur.phase, cur.waiting = Phase.INIT, ""
+
+    def deadline(self) -> float | None:
+        cur = self.current
+        return cur.timeout_at if cur is not None and cur.waiting else None
+
+    def next_send(self, now: float) -> Send | None:
+        """The message to publish now (the caller publishes it, then :meth:`sent`), or None."""
+        if not self.online:
+            return None
+        cur = self.current
+        if cur is None:
+            if not self.queue:
+                return None
+            file_id = next(iter(self.queue))
+            cur = self.current = _Current(file_id, self.queue.pop(file_id))
+        if cur.waiting:
+            if now < cur.timeout_at:
+                return None
+            cur.waiting = ""  # no answer: ask again (init tells what central holds)
+            cur.phase = Phase.INIT
+        if cur.phase is Phase.INIT:
+            return SendInit(cur.file_id)
+        if cur.phase is Phase.FIN:
+            return SendFin(cur.file_id)
+        return SendSegment(cur.file_id, cur.offset, min(self.sizer.size, cur.size - cur.offset))
+
+    def sent(self, send: Send, now: float) -> None:
+        """``send`` went out on the link (published): wait for its answer."""
+        cur = self.current
+        if cur is None or cur.file_id != send.file_id:
+            return
+        timeout = self.ack_timeout
+        if isinstance(send, SendSegment):
+            cur.waiting = f"seg/{send.offset}"
+            end = send.offset + send.length
+            before = self._sent_upto.get(send.file_id, 0)
+            self.sent_bytes += send.length
+            self.resent_bytes += max(0, min(end, before) - send.offset)
+            self._sent_upto[send.file_id] = max(before, end)
+            timeout += self.sizer.transmit_s(send.length)
+        else:
+            cur.waiting = "init" if isinstance(send, SendInit) else "fin"
+        cur.sent_at, cur.timeout_at = now, now + timeout
+
+    def on_ack(self, ack: FileAck) -> list[Outcome]:
+        cur = self.current
+        if cur is None or cur.file_id != ack.file_id:
+            if ack.state is AckState.COMPLETE and ack.file_id in self.queue:
+                del self.queue[ack.file_id]  # central holds it already
+                return [Completed(ack.file_id)]
+            return []
+        if ack.state is AckState.COMPLETE:
+            return self._finish(Completed(cur.file_id))
+        if not cur.waiting or ack.reply_to != cur.waiting:
+            return []  # a late answer to a message we gave up on: the next one is coming
+        was_segment = cur.waiting.startswith("seg/")
+        cur.waiting = ""
+        if ack.state is AckState.UNKNOWN:
+            cur.phase = Phase.INIT
+        elif ack.state is AckState.MISMATCH:
+            cur.mismatches += 1
+            if cur.mismatches >= MAX_MISMATCHES:
+                return self._finish(Failed(cur.file_id, f"central found another sha256 "
+                                                        f"{cur.mismatches} times"))
+            cur.phase, cur.offset = Phase.INIT, 0
+            self._sent_upto.pop(cur.file_id, None)  # a new attempt: not counted as re-sent
+        else:
+            if ack.state is AckState.BAD_SEGMENT:
+                self.bad_segments += 1
+            elif was_segment:
+                self.sizer.acked()
+            cur.offset = min(ack.offset, cur.size)
+            cur.phase = Phase.FIN if cur.offset >= cur.size else Phase.SEGMENT
+        return []
+
+    def _finish(self, outcome: Outcome) -> list[Outcome]:
+        if self.current is not None:
+            self._sent_upto.pop(self.current.file_id, None)
+        self.current = None
+        return [outcome]
+
+    def idle(self) -> bool:
+        return self.current is None and not self.queue
