@@ -417,22 +417,7 @@ class Store:
 
     # --- queries (through the writer, so they see every committed write) -------------------
     def stats(self) -> dict[str, int]:
-        def op(db: Database) -> dict[str, int]:
-            row = db.execute(
-                "SELECT count(*), count(*) FILTER (WHERE sent_at IS NULL AND refused IS NULL), "
-                "count(*) FILTER (WHERE sent_at IS NOT NULL), "
-                "count(*) FILTER (WHERE refused IS NOT NULL) FROM readings"
-            ).fetchone()
-            rejects = db.execute("SELECT count(*) FROM rejects").fetchone()[0]
-            return {
-                "readings_total": row[0],
-                "readings_pending_sync": row[1],
-                "readings_sent": row[2],
-                "readings_refused_by_central": row[3],
-                "rejects": rejects,
-            }
-
-        return self.read(op)
+        return self.read(stats_query)
 
     def log_event(self, kind: str, detail: str = "", device_id: str | None = None) -> Future[int]:
         row = {"at": utc_now(), "kind": kind, "device_id": device_id, "detail": detail}
@@ -475,16 +460,21 @@ def _insert(db: Database, table: str, row: dict[str, Any]) -> int:
 
 
 def stats_query(db: Database) -> dict[str, int]:
-    """What ``db stats`` shows (the same figures as :meth:`Store.stats`, on any connection)."""
+    """What ``db stats`` and :meth:`Store.stats` show, on any connection (a store from before
+    central could refuse readings has no ``refused`` column: none are)."""
+    columns = {r[1] for r in db.execute("PRAGMA table_info(readings)").fetchall()}
+    refused = "refused IS NOT NULL" if "refused" in columns else "0"
     row = db.execute(
-        "SELECT count(*), count(*) FILTER (WHERE sent_at IS NULL), "
-        "count(*) FILTER (WHERE sent_at IS NOT NULL) FROM readings"
+        f"SELECT count(*), count(*) FILTER (WHERE sent_at IS NULL AND NOT ({refused})), "
+        "count(*) FILTER (WHERE sent_at IS NOT NULL), "
+        f"count(*) FILTER (WHERE {refused}) FROM readings"
     ).fetchone()
     rejects = db.execute("SELECT count(*) FROM rejects").fetchone()[0]
     return {
         "readings_total": row[0],
         "readings_pending_sync": row[1],
         "readings_sent": row[2],
+        "readings_refused_by_central": row[3],
         "rejects": rejects,
     }
 

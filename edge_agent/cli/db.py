@@ -30,6 +30,7 @@ def stats(
     typer.echo(f"readings total:        {result['readings_total']}")
     typer.echo(f"readings pending sync: {result['readings_pending_sync']}")
     typer.echo(f"readings sent:         {result['readings_sent']}")
+    typer.echo(f"refused by central:    {result['readings_refused_by_central']}")
     typer.echo(f"rejected frames:       {result['rejects']}")
 
 

@@ -124,7 +124,30 @@ def integrity_ok(path: Path) -> bool:
     return rows == [("ok",)]
 
 
-class Agent:
+class Supervised:
+    """A subprocess in its own session: SIGKILL of its whole group (the fault), or a clean
+    stop (SIGTERM, then SIGKILL after 30 s)."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            self.proc = None
+
+
+class Agent(Supervised):
     """``edge-agent run`` as a subprocess, in its own process group."""
 
     def __init__(self, workdir: Path, broker_port: int, mllp_port: int) -> None:
@@ -160,22 +183,6 @@ class Agent:
                 start_new_session=True,
             )
 
-    def kill(self) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-            self.proc = None
-
     def unsent(self) -> int | None:
         """Readings the unit has not seen acknowledged by central (None: store not there)."""
         if not self.store.exists():
@@ -189,7 +196,7 @@ class Agent:
             return None
 
 
-class ReceiverProcess:
+class ReceiverProcess(Supervised):
     def __init__(self, workdir: Path, broker_port: int) -> None:
         self.workdir = workdir
         self.db = workdir / "central.db"
@@ -205,22 +212,6 @@ class ReceiverProcess:
                 cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-            self.proc = None
 
 
 class Chaos:
