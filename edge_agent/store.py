@@ -496,15 +496,6 @@ def put_state(db: Database, key: str, value: Any) -> None:
     )
 
 
-def take_state(db: Database, key: str) -> Any:
-    """Read and delete (a one-shot request such as ``sync-now``)."""
-    row = db.execute("SELECT value FROM agent_state WHERE key = ?", [key]).fetchone()
-    if row is None:
-        return None
-    db.execute("DELETE FROM agent_state WHERE key = ?", [key])
-    return json.loads(row[0])
-
-
 def get_state(db: Database, key: str) -> Any:
     row = db.execute("SELECT value FROM agent_state WHERE key = ?", [key]).fetchone()
     return None if row is None else json.loads(row[0])

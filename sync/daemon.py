@@ -660,7 +660,7 @@ class SyncDaemon:
         if self.connected:
             content = (self.backlog, self.devices)
             if self._status.changed(content):
-                at = self._status.due(content, now)
+                at = self._status.due(now)
                 if at is None:
                     body = self._status_body("online")
                     wait = self.pacer.delay(len(body), now)

@@ -9,7 +9,7 @@ carries counts and device states only: never patient data.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from edge_agent import __version__
@@ -27,11 +27,10 @@ class StatusThrottle:
     interval_s: float = 10.0
     _sent: Any = None  # the content last sent (without its time stamp)
     _sent_at: float | None = None
-    _pending: Any = field(default=None)
 
-    def due(self, content: Any, now: float, *, urgent: bool = False) -> float | None:
-        """None when ``content`` may go now (or need not go at all: see :meth:`changed`),
-        else the monotonic time it may."""
+    def due(self, now: float, *, urgent: bool = False) -> float | None:
+        """None when a changed status may go now, else the monotonic time it may (whether it
+        changed at all: :meth:`changed`)."""
         if urgent or self._sent_at is None:
             return None
         at = self._sent_at + self.interval_s

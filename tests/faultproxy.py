@@ -28,6 +28,12 @@ class FaultProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._corrupt: bytes | None = None
         self.corrupted = 0
+        self.up_bytes = 0  # client -> upstream, as forwarded (whole MQTT packets, every topic)
+        self.down_bytes = 0  # upstream -> client
+
+    @property
+    def total(self) -> int:
+        return self.up_bytes + self.down_bytes
 
     def corrupt_once(self, pattern: bytes) -> None:
         self._corrupt = pattern
@@ -95,6 +101,10 @@ class FaultProxy:
                     await asyncio.sleep(self.latency)
                 if self.limit_bps:
                     await asyncio.sleep(len(data) * 8 / self.limit_bps)
+                if upstream:
+                    self.up_bytes += len(data)
+                else:
+                    self.down_bytes += len(data)
                 writer.write(data)
                 await writer.drain()
         with contextlib.suppress(OSError):

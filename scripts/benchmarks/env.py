@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,69 +121,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise BenchError(f"no VmRSS for pid {pid}")
-
-
-# --- a byte-counting TCP proxy -----------------------------------------------------------------
-@dataclass
-class CountingProxy:
-    """Forwards one port to another and counts every byte in each direction (whole MQTT
-    packets, every topic). ``limit_bps`` caps each direction like tests/faultproxy.py."""
-
-    upstream_port: int
-    limit_bps: float | None = None
-    up_bytes: int = 0  # client -> broker
-    down_bytes: int = 0  # broker -> client
-    port: int = 0
-    _server: asyncio.Server | None = None
-    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
-
-    async def start(self) -> CountingProxy:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    @property
-    def total(self) -> int:
-        return self.up_bytes + self.down_bytes
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 5)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            writer.close()
-            return
-        self._writers |= {writer, up_writer}
-        try:
-            await asyncio.gather(self._pipe(reader, up_writer, True),
-                                 self._pipe(up_reader, writer, False))
-        finally:
-            for w in (writer, up_writer):
-                self._writers.discard(w)
-                w.close()
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    up: bool) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await reader.read(65536):
-                if up:
-                    self.up_bytes += len(data)
-                else:
-                    self.down_bytes += len(data)
-                if self.limit_bps:
-                    await asyncio.sleep(len(data) * 8 / self.limit_bps)
-                writer.write(data)
-                await writer.drain()
-        with contextlib.suppress(OSError):
-            writer.close()
 
 
 # --- the bench: folder, broker, receivers, cleanup ----------------------------------------------

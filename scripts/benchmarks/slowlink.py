@@ -1,6 +1,6 @@
 """``slowlink``: a backlog drained through a 64 kbit/s link (the project's fault proxy,
-tests/faultproxy.py, with its bandwidth toxic: each direction capped), bytes counted by a
-second proxy in front of it. Seconds to drain beside the time the bytes alone need at that
+tests/faultproxy.py, with its bandwidth toxic: each direction capped), the same proxy
+counting the bytes it forwards. Seconds to drain beside the time the bytes alone need at that
 rate (the busier direction's bytes * 8 / 64,000)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import asyncio
 from typing import Any
 
 from scripts.benchmarks.drain import ALERT_SHARE, agent_drain, template
-from scripts.benchmarks.env import Bench, CountingProxy, Size
+from scripts.benchmarks.env import Bench, Size
 from tests.faultproxy import FaultProxy
 
 LINK_BPS = 64_000
@@ -21,20 +21,18 @@ async def measure(bench: Bench, size: Size) -> dict[str, Any]:
     await bench.receivers(bench.fresh("central") / "central.db")
     fault = await FaultProxy(bench.broker.port).start()
     fault.limit_bps = LINK_BPS
-    counter = await CountingProxy(fault.port).start()
     try:
-        drained = await agent_drain(bench, src, n, port=counter.port, deadline_s=900)
+        drained = await agent_drain(bench, src, n, port=fault.port, deadline_s=900)
         await asyncio.sleep(0.2)
     finally:
-        await counter.close()
         await fault.close()
-    bytes_time = max(counter.up_bytes, counter.down_bytes) * 8 / LINK_BPS
+    bytes_time = max(fault.up_bytes, fault.down_bytes) * 8 / LINK_BPS
     return {
         "readings": n,
         "link_bps": LINK_BPS,
         "seconds": round(drained.seconds, 2),
-        "up_bytes": counter.up_bytes,
-        "down_bytes": counter.down_bytes,
+        "up_bytes": fault.up_bytes,
+        "down_bytes": fault.down_bytes,
         "bytes_seconds": round(bytes_time, 2),
         "ratio_bytes_time": round(drained.seconds / bytes_time, 2),
     }

@@ -21,9 +21,10 @@ from scripts.benchmarks.drain import (
     read_chunks,
     template,
 )
-from scripts.benchmarks.env import Bench, BenchError, CountingProxy, Size, bounded, until
+from scripts.benchmarks.env import Bench, BenchError, Size, bounded, until
 from sync import codec
 from sync.daemon import SyncDaemon
+from tests.faultproxy import FaultProxy
 
 # seq uint32, quantity id uint16, value float64, time int64 ms, flags uint8: 23 bytes
 COMPACT = struct.Struct("<IHdqB")
@@ -32,7 +33,7 @@ COMPACT = struct.Struct("<IHdqB")
 async def full_batches(bench: Bench, n: int) -> tuple[float, float, float]:
     """(bytes, up, down) per reading for a drain of ``n`` readings at full batches."""
     src = template(bench, n, ALERT_SHARE)
-    proxy = await CountingProxy(bench.broker.port).start()
+    proxy = await FaultProxy(bench.broker.port).start()
     try:
         await agent_drain(bench, src, n, port=proxy.port)
         await asyncio.sleep(0.2)  # the DISCONNECT and last acks reach the counters
@@ -43,7 +44,7 @@ async def full_batches(bench: Bench, n: int) -> tuple[float, float, float]:
 
 async def naive_bytes(bench: Bench, n: int) -> float:
     src = template(bench, n, ALERT_SHARE)
-    proxy = await CountingProxy(bench.broker.port).start()
+    proxy = await FaultProxy(bench.broker.port).start()
     try:
         done = await asyncio.to_thread(naive_publish, src, n, proxy.port, "bench-naive", 600)
     finally:
@@ -61,7 +62,7 @@ async def live(bench: Bench, seconds: float) -> tuple[float, int]:
 
     folder = bench.fresh("live")
     sims, devices = simulated_devices(folder)
-    proxy = await CountingProxy(bench.broker.port).start()
+    proxy = await FaultProxy(bench.broker.port).start()
     unit = bench.unit("live")
     # The issue's live steady state: five devices, linger 5 s (the default is 2 s).
     settings = settings_for(unit, folder / "unit.db", proxy.port,
