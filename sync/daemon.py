@@ -219,7 +219,8 @@ class SyncDaemon:
                     if self.connected:
                         with contextlib.suppress(LinkError):
                             link.publish(topics.STATUS.of(self.unit),
-                                         self._status_body("offline"), retain=True)
+                                         self._status_body("offline"), retain=True,
+                                         content_type=topics.STATUS.content_type)
                     # paho's thread may sit in a reconnect wait (<= 1 s): join it off the loop.
                     await asyncio.to_thread(link.stop)
                     self.connected = False
@@ -453,7 +454,7 @@ class SyncDaemon:
         payload = json.dumps({**body, "unit": self.unit, "at": utc_now()}).encode()
         with contextlib.suppress(LinkError):
             link.publish(topics.EVENTS.of(self.unit), payload, qos=topics.EVENTS.qos,
-                         content_type="application/json")
+                         content_type=topics.EVENTS.content_type)
 
     def _check_clock(self, ack: Ack, arrived: float) -> None:
         """NTP-style: only an exchange with all four times says anything about the clock."""
@@ -601,7 +602,7 @@ class SyncDaemon:
                 batch.payload,
                 qos=topics.READINGS.qos,
                 retain=topics.READINGS.retain,
-                content_type=codec.CONTENT_TYPE,
+                content_type=topics.READINGS.content_type,
                 user_properties=properties,
             )
         except LinkError as exc:
@@ -669,7 +670,7 @@ class SyncDaemon:
                     with contextlib.suppress(LinkError):
                         link.publish(topics.STATUS.of(self.unit), body,
                                      retain=topics.STATUS.retain,
-                                     content_type="application/json")
+                                     content_type=topics.STATUS.content_type)
                         self._status.sent(content, now)
                 else:
                     self._deadlines["status"] = at

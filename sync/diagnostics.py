@@ -123,7 +123,7 @@ async def round_trip(settings: Settings, timeout: float = 15.0) -> dict[str, Any
         link.subscribe([(topic, 1)])
         probe = json.dumps({"state": "link-test", "id": uuid.uuid4().hex}).encode()
         sent = time.monotonic()
-        link.publish(topic, probe, retain=False)
+        link.publish(topic, probe, retain=False, content_type=topics.STATUS.content_type)
         while True:
             event = await _expect(events, "message", timeout, topic)
             if event.payload == probe:

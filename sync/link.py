@@ -45,6 +45,7 @@ class LinkEvent:
     qos: int = 0
     reason: str = ""
     user_properties: tuple[tuple[str, str], ...] = ()
+    content_type: str = ""  # "message": the MQTT 5 content type, "" when the sender gave none
     failed: bool = False  # "published": the broker refused it (PUBACK reason code >= 0x80)
 
 
@@ -219,9 +220,11 @@ class MqttLink:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         user = getattr(msg.properties, "UserProperty", None) or []
+        kind = getattr(msg.properties, "ContentType", None) or ""
         self._emit(
             LinkEvent("message", topic=msg.topic, payload=bytes(msg.payload), mid=msg.mid,
-                      qos=msg.qos, user_properties=tuple((str(k), str(v)) for k, v in user))
+                      qos=msg.qos, user_properties=tuple((str(k), str(v)) for k, v in user),
+                      content_type=str(kind))
         )
 
     def _on_publish(

@@ -10,15 +10,21 @@ PREFIX: Final = "mmu/v1"
 
 @dataclass(frozen=True)
 class Topic:
+    """A topic of the scheme: its suffix, QoS, retain flag and the MQTT 5 content type of what
+    travels on it (``up/readings`` carries the codec's zlib envelope: :data:`READINGS_TYPE`)."""
+
     suffix: str
     qos: int
     retain: bool
+    content_type: str = "application/json"
 
     def of(self, unit: str) -> str:
         return f"{PREFIX}/{unit}/{self.suffix}"
 
 
-READINGS: Final = Topic("up/readings", 1, False)
+# The readings' envelope (sync/codec.py: its user properties name the dictionary and inner type).
+READINGS_TYPE: Final = "application/zlib"
+READINGS: Final = Topic("up/readings", 1, False, READINGS_TYPE)
 EVENTS: Final = Topic("up/events", 1, False)
 STATUS: Final = Topic("status", 1, True)
 ACK: Final = Topic("down/ack", 1, False)

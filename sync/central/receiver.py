@@ -313,7 +313,7 @@ class Receiver:
         body = ack_body(outcome, message, time.time())
         try:
             link.publish(topics.ACK.of(batch.unit), json.dumps(body).encode(),
-                         qos=topics.ACK.qos)
+                         qos=topics.ACK.qos, content_type=topics.ACK.content_type)
         except LinkError as exc:
             # Stored, not acknowledged: the unit re-sends after its timeout and the duplicate
             # is stored as nothing new, then acknowledged. No PUBACK: the broker redelivers.
@@ -390,7 +390,8 @@ class Receiver:
             try:
                 payload = (json.dumps(command).encode() if self._sign is None
                            else self._sign(gap.unit, "cmd", command))
-                link.publish(topics.CMD.of(gap.unit), payload, qos=topics.CMD.qos)
+                link.publish(topics.CMD.of(gap.unit), payload, qos=topics.CMD.qos,
+                             content_type=topics.CMD.content_type)
             except LinkError:
                 continue
             log.warning("receiver: unit %s epoch %s has a gap after seq %d; asked it to resend",

@@ -203,3 +203,35 @@ def test_the_receiver_stores_odd_but_valid_observations_without_crashing(tmp_pat
     rows = central.query("SELECT id, code, value, effective FROM observations ORDER BY seq")
     assert rows == [("r1", None, None, None), ("r2", None, None, None)]
     central.close()
+
+
+async def test_every_message_says_its_content_type(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """Readings, acks, events and status all carry the MQTT 5 content type of the topic
+    registry (sync/topics.py), so a platform that is not ours knows what each payload is."""
+    cfg = config(tmp_path, mosquitto.port)
+    central = tmp_path / "central.db"
+    stop, rx_stop = asyncio.Event(), asyncio.Event()
+    registry = {t.suffix: t.content_type for t in (
+        topics.READINGS, topics.EVENTS, topics.STATUS, topics.ACK, topics.CONFIG, topics.CMD)}
+    with Store(cfg.store.path, UNIT, group_wait=0.002) as store:
+        fill(store, 30)
+        async with spy(mosquitto.port, f"{topics.PREFIX}/{UNIT}/#") as watched:
+            receiver = Receiver("127.0.0.1", mosquitto.port, central, client_id="rx-ct")
+            rx = asyncio.create_task(receiver.run(rx_stop))
+            task = asyncio.create_task(SyncDaemon(store, cfg).run(stop))
+            await wait_until(lambda: store.stats()["readings_pending_sync"] == 0, 30, "drain")
+            stop.set()
+            rx_stop.set()
+            await asyncio.gather(task, rx)
+            seen: dict[str, set[str]] = {}
+            while not watched.empty():
+                event = watched.get_nowait()
+                if event.kind == "message":
+                    suffix = event.topic.split("/", 3)[3]
+                    seen.setdefault(suffix, set()).add(event.content_type)
+    assert {"up/readings", "down/ack", "status"} <= set(seen), seen
+    for suffix, kinds in seen.items():
+        assert kinds == {registry[suffix]}, (suffix, kinds)
+    assert seen["up/readings"] == {codec.CONTENT_TYPE}
