@@ -18,10 +18,8 @@ from fhir.resources.R4B import get_fhir_model_class
 from typer.testing import CliRunner
 
 from edge_agent.cli import app
-
 from sync.central.export import export
 from sync.central.store import PostgresCentral, SqliteCentral
-from tests.postgres import postgres  # noqa: F401  (the fixture)
 from tests.sync.export_kit import (
     OTHER,
     PATIENT,
@@ -189,7 +187,7 @@ def test_a_missing_or_foreign_store_is_a_store_error(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_postgres_store_exports_the_same(tmp_path: Path, postgres: str) -> None:  # noqa: F811
+def test_postgres_store_exports_the_same(tmp_path: Path, postgres: str) -> None:
     store = PostgresCentral(postgres)
     try:
         built = build(tmp_path, store)
