@@ -18,7 +18,6 @@ with its ``id``, the references literal (``Patient/<id>``). Here:
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
@@ -75,35 +74,32 @@ def rewrite(resource: Mapping[str, Any], kind_of: Callable[[str], str | None]
     """A copy of ``resource`` with every ``urn:uuid:X`` reference as ``Type/X`` (``kind_of(X)``
     says the type). Returns (the copy, the ``Type/X`` references it makes, how many could not be
     resolved: their ``reference`` is dropped and a ``display`` says so)."""
-    out = copy.deepcopy(dict(resource))
     made: list[str] = []
     unresolved = 0
 
-    def walk(node: Any) -> None:
+    def walk(node: Any) -> Any:  # a copy, made in the same pass (deepcopy costs twice)
         nonlocal unresolved
         if isinstance(node, list):
-            for item in node:
-                walk(item)
-            return
+            return [walk(item) if isinstance(item, dict | list) else item for item in node]
         if not isinstance(node, dict):
-            return
-        ref = node.get("reference")
+            return node
+        out = {key: walk(value) if isinstance(value, dict | list) else value
+               for key, value in node.items()}
+        ref = out.get("reference")
         if isinstance(ref, str) and ref.startswith(URN_UUID):
             target = ref[len(URN_UUID):]
             kind = kind_of(target)
             if kind is None:
-                del node["reference"]
-                node.setdefault("display", "a resource central does not hold")
+                del out["reference"]
+                out.setdefault("display", "a resource central does not hold")
                 unresolved += 1
             else:
-                node["reference"] = f"{kind}/{target}"
-                made.append(node["reference"])
-        for key, value in node.items():
-            if key != "reference":
-                walk(value)
+                out["reference"] = f"{kind}/{target}"
+                made.append(out["reference"])
+        return out
 
-    walk(out)
-    return out, made, unresolved
+    copied: dict[str, Any] = walk(dict(resource))
+    return copied, made, unresolved
 
 
 def link_logical(resource: Mapping[str, Any], kind_of: Callable[[str], str | None]
@@ -111,28 +107,26 @@ def link_logical(resource: Mapping[str, Any], kind_of: Callable[[str], str | Non
     """A copy of a file's resource where each logical reference (``{"type": "Patient",
     "identifier": ...}`` or Encounter) of a resource central holds gets its literal
     ``reference`` too. Returns (the copy, the references added)."""
-    out = copy.deepcopy(dict(resource))
     made: list[str] = []
 
-    def walk(node: Any) -> None:
+    def walk(node: Any) -> Any:
         if isinstance(node, list):
-            for item in node:
-                walk(item)
-            return
+            return [walk(item) if isinstance(item, dict | list) else item for item in node]
         if not isinstance(node, dict):
-            return
-        kind, ident = node.get("type"), node.get("identifier")
-        if (isinstance(kind, str) and isinstance(ident, dict) and "reference" not in node
+            return node
+        out = {key: walk(value) if isinstance(value, dict | list) else value
+               for key, value in node.items()}
+        kind, ident = out.get("type"), out.get("identifier")
+        if (isinstance(kind, str) and isinstance(ident, dict) and "reference" not in out
                 and isinstance(ident.get("system"), str) and isinstance(ident.get("value"), str)):
             target = stored_id(kind, f"{ident['system']}|{ident['value']}")
             if target is not None and kind_of(target) == kind:
-                node["reference"] = f"{kind}/{target}"
-                made.append(node["reference"])
-        for value in node.values():
-            walk(value)
+                out["reference"] = f"{kind}/{target}"
+                made.append(out["reference"])
+        return out
 
-    walk(out)
-    return out, made
+    copied: dict[str, Any] = walk(dict(resource))
+    return copied, made
 
 
 def finish(resource: dict[str, Any], rid: str, last_updated: str) -> dict[str, Any]:
