@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from typer.testing import CliRunner
 
 from edge_agent.cli import app
-from sync.central.export import export
+from sync.central.export import export, read_only
 from sync.central.store import PostgresCentral, SqliteCentral
 from tests.sync.export_kit import (
     OTHER,
@@ -198,3 +200,24 @@ def test_postgres_store_exports_the_same(tmp_path: Path, postgres: str) -> None:
     assert readings(found) == set(built.after)
     assert summary.counts == {k: len(v) for k, v in found.items()}
     assert UNIT in json.dumps(found["Encounter"])
+
+
+def test_a_failed_export_leaves_the_previous_one_whole(central: tuple[Path, Built],
+                                                       tmp_path: Path) -> None:
+    db, _ = central
+    out = tmp_path / "out"
+    assert run(db, out).returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    conn = read_only(db)
+
+    def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        if "FROM resources WHERE type = ?" in sql:  # after the readings were written
+            raise sqlite3.OperationalError("disk I/O error")
+        return [tuple(r) for r in conn.execute(sql, list(params))]
+
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            export(query, None, out, since=T2)
+    finally:
+        conn.close()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no .part file either
