@@ -135,6 +135,9 @@ class MqttLink:
         with contextlib.suppress(OSError, ValueError):  # already gone: nothing to close
             self._client.disconnect()
         self._client.loop_stop()
+        # paho closes loop_start's socket pair only in Client.__del__, which a reference
+        # cycle delays past the sockets' own finalizers (a ResourceWarning): close it now.
+        self._client._reset_sockets(sockpair_only=True)
         self.connected = False
 
     # --- operations -----------------------------------------------------------------------
