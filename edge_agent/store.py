@@ -92,11 +92,9 @@ def open_database(path: Path, migration_set: Migrations = migrations) -> Databas
         sync = conn.execute("PRAGMA synchronous").fetchone()[0]
     except store_connect.DatabaseError as exc:
         conn.close()
-        problem = store_connect.unkeyed_problem(path)
-        if problem is not None:
-            raise problem from None
         raise StoreError(
-            "store.unreadable", f"{path}: not a readable SQLite store ({exc})"
+            "store.unreadable",
+            f"{path}: not a readable SQLite store ({exc}){store_connect.encrypted_hint(path)}",
         ) from exc
     if str(mode).lower() != "wal" or int(sync) != 2:
         conn.close()

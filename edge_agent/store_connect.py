@@ -19,12 +19,16 @@ holding both). sqlite-utils' ``Database(conn)`` takes either connection (it only
 path); its own ``except sqlite3.OperationalError`` are feature probes that do not fail on
 SQLCipher's SQLite (3.51: STRICT tables and upserts exist).
 
-A file that is not a database is told apart from damage (:func:`key_problem`): a plain SQLite
-header with a key configured ("not encrypted"), or a first page that looks random (entropy:
-page 1 of a plain store is schema text and b-tree headers, of an encrypted one uniform bytes)
-with a key ("wrong key") or without one ("encrypted, no key"). Recovery never quarantines a
-store for these: it refuses to open it (an encrypted store whose first page is damaged looks
-the same as a wrong key; refusing is the safe side).
+With a key, a file whose first page does not decrypt is told apart from damage
+(:func:`key_problem`): a plain SQLite header ("not encrypted": run ``db encrypt``), or a first
+page that looks random (entropy: page 1 of a plain store is schema text and b-tree headers, of
+an encrypted one uniform bytes): "the store key does not open this store". Recovery never
+quarantines a store for these: the open is refused (an encrypted store whose first page is
+damaged looks the same as a wrong key; refusing is the safe side). Damage elsewhere in an
+encrypted store is recovered as in a plain one (SQLCipher reports a page whose HMAC fails as
+out of memory: :data:`PageError`). Without a key, an encrypted store cannot be told from random
+bytes: it is handled as damage (moved aside, never deleted), with a hint
+(:func:`encrypted_hint`).
 """
 
 from __future__ import annotations
@@ -172,35 +176,32 @@ def file_kind(path: Path) -> str:
     return "other"
 
 
-def key_problem(path: Path, key: StoreKey | None) -> StoreError | None:
-    """The key problem that makes ``path`` unreadable, if that is what it is (None: damage or
-    something else, for recovery to look at)."""
+def key_problem(path: Path, key: StoreKey) -> StoreError | None:
+    """The key problem that makes ``path`` unreadable with ``key``, if that is what it is
+    (None: damage, for recovery to look at)."""
     kind = file_kind(path)
-    if key is not None and kind == "plain":
+    if kind == "plain":
         return StoreError(
             "store.not_encrypted",
             f'{path}: this store is not encrypted but [store] encryption = "sqlcipher". Fix: '
             'stop the agent and run edge-agent db encrypt, or set encryption = "off"',
         )
-    if key is not None and kind == "encrypted":
+    if kind == "encrypted":
         return StoreError(
             "store.wrong_key",
             f"{path}: the store key does not open this store (key from {key.source}). Fix: "
             "give the key this store was encrypted with ([store] key_file, or the store-key "
             "credential); without it the store cannot be read",
         )
-    if key is None and kind == "encrypted":
-        return StoreError(
-            "store.encrypted",
-            f'{path}: this store looks encrypted and no key is configured. Fix: set [store] '
-            'encryption = "sqlcipher" and key_file to its key',
-        )
     return None
 
 
-def unkeyed_problem(path: Path) -> StoreError | None:
-    """After a failure on a store opened without a key: is it an encrypted store? (With a key,
-    :func:`connect` has already told a wrong key apart; later failures are damage.)"""
-    if key_for(path) is not None:
-        return None
-    return key_problem(path, None)
+def encrypted_hint(path: Path) -> str:
+    """For a store opened without a key that is not a database: a hint when it looks like an
+    encrypted one ("" otherwise). Without a key, an encrypted store and random bytes look the
+    same: such a file is handled as damage (moved aside, never deleted) so the unit keeps
+    acquiring; the hint says how to get it back."""
+    if key_for(path) is not None or file_kind(path) != "encrypted":
+        return ""
+    return (' (if this store is encrypted: set [store] encryption = "sqlcipher" and key_file '
+            "to its key)")

@@ -104,9 +104,6 @@ def _connect(path: Path, mode: str) -> sqlite3.Connection:
 
 
 def _unreadable(path: Path, exc: Exception) -> StoreError:
-    problem = store_connect.unkeyed_problem(path)
-    if problem is not None:
-        return problem
     text = str(exc)
     if "unable to open" in text or "readonly" in text:
         fix = ("run as the agent's user (e.g. sudo -u edge-agent), or make the store and its "
@@ -115,7 +112,8 @@ def _unreadable(path: Path, exc: Exception) -> StoreError:
         fix = ("the file is damaged or is not an edge-agent store: stop the agent, keep a "
                "copy of the file, restore the store from a backup, or move it aside and let "
                "the agent start a new one (readings not yet synced are in the damaged file)")
-    return StoreError("store.unreadable", f"{path}: cannot read the store ({text}). Fix: {fix}")
+    return StoreError("store.unreadable", f"{path}: cannot read the store ({text}). Fix: {fix}"
+                      f"{store_connect.encrypted_hint(path)}")
 
 
 @contextmanager

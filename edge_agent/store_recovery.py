@@ -153,10 +153,6 @@ def prepare(path: Path, *, check_seconds: float = CHECK_SECONDS) -> Prepared:
         if guard.exclusive and path.exists() and path.stat().st_size > 0:
             prepared.check = quick_check(path, seconds=check_seconds)
             if not prepared.check.ok:
-                # a store we hold no key for is not damaged: refuse it, never quarantine it
-                problem = store_connect.unkeyed_problem(path)
-                if problem is not None:
-                    raise problem
                 prepared.recovery = recover(path, prepared.check.problems)
     except BaseException:
         guard.release()
@@ -217,6 +213,7 @@ def quarantine(path: Path, stamp: str | None = None) -> Path:
 def recover(path: Path, problems: tuple[str, ...] = ()) -> Recovery:
     from edge_agent.store import open_database
 
+    hint = store_connect.encrypted_hint(path)
     moved = quarantine(path)
     rec = Recovery(quarantined=str(moved), problems=problems[:5])
     source, scratch = _readable_source(moved, rec, path)
@@ -233,10 +230,11 @@ def recover(path: Path, problems: tuple[str, ...] = ()) -> Recovery:
             for suffix in ("", *SIDE_FILES):
                 scratch.with_name(scratch.name + suffix).unlink(missing_ok=True)
     log.warning(
-        "store: %s was damaged (%s); moved to %s; salvaged %s; readings lost (estimate): %d",
+        "store: %s was damaged (%s); moved to %s; salvaged %s; readings lost (estimate): %d%s",
         path, "; ".join(p.splitlines()[-1] for p in rec.problems if p)[:200] or "check failed",
         moved.name, rec.salvaged,
         rec.readings_lost_estimate,
+        f"{hint}, then move {moved.name} back" if hint else "",
     )
     return rec
 
@@ -426,10 +424,6 @@ def check_report(path: Path, *, seconds: float = CHECK_SECONDS) -> dict[str, Any
     """What ``edge-agent db check`` shows: the live check, the last recovery, quarantined files."""
     result: dict[str, Any] = {"store": str(path)}
     check = quick_check(path, seconds=seconds)
-    if not check.ok:
-        problem = store_connect.unkeyed_problem(path)
-        if problem is not None:
-            raise problem
     result["check"] = "ok" if check.ok and check.complete else (
         "incomplete" if check.ok else "damaged")
     result["problems"] = list(check.problems)

