@@ -368,3 +368,12 @@ async def test_sync_sends_an_encrypted_stores_readings_to_central(
     with reading(db) as view:  # sent_at written through the encrypted store
         assert view.execute("SELECT count(*) FROM readings WHERE sent_at IS NULL"
                             ).fetchone()[0] == 0
+
+
+def test_the_key_credential_is_a_drop_in_written_only_with_a_key() -> None:
+    from edge_agent.service_files import key_dropin, unit_file
+
+    assert "LoadCredential=store-key:/etc/edge-agent/store.key" in key_dropin()
+    assert "LoadCredential" not in unit_file()  # a missing key file would fail every start
+    install = (Path(__file__).resolve().parents[2] / "scripts" / "install").read_text()
+    assert 'if [ -f "$ROOT/etc/edge-agent/store.key" ]' in install
