@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -377,3 +378,26 @@ def test_the_key_credential_is_a_drop_in_written_only_with_a_key() -> None:
     assert "LoadCredential" not in unit_file()  # a missing key file would fail every start
     install = (Path(__file__).resolve().parents[2] / "scripts" / "install").read_text()
     assert 'if [ -f "$ROOT/etc/edge-agent/store.key" ]' in install
+
+
+def test_a_plain_store_still_opens_through_sqlite3_connect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chaos harness (tests/faults/hooked_agent.py) swaps ``sqlite3.connect`` for the lazy
+    VFS and matches the store's own path: a plain store's writer and readers still call it."""
+    import sqlite3
+
+    seen: list[object] = []
+    native = sqlite3.connect
+
+    def spy(database: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        seen.append(database)
+        conn: sqlite3.Connection = native(database, *args, **kwargs)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", spy)
+    db = tmp_path / "unit.db"
+    with Store(db, UNIT) as store:
+        fill(store, 1)
+        assert store.stats()["readings_total"] == 1
+    assert seen.count(db) == 2  # the writer, then this thread's reader
