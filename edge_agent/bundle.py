@@ -101,7 +101,7 @@ def store_facts(settings: Any) -> dict[str, Any]:
 
 def make_bundle(out: Path, config: Path, *, log: Path | None = None,
                 broker_timeout: float = 10.0) -> list[str]:
-    from edge_agent import doctor
+    from edge_agent import doctor, store_connect
     from edge_agent.config_edit import masked
     from edge_agent.settings import load
 
@@ -115,6 +115,8 @@ def make_bundle(out: Path, config: Path, *, log: Path | None = None,
     except EdgeAgentError as exc:
         members["config-error.txt"] = str(exc).encode()
     else:
+        # the store is read with its key (never copied: only counts and states go in)
+        store_connect.configure(settings.store.path, settings.store, str(config))
         members["config.json"] = json.dumps(
             masked(json.loads(settings.model_dump_json())), indent=2).encode()
         members["store.json"] = json.dumps(store_facts(settings), indent=2,

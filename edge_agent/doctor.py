@@ -103,7 +103,11 @@ def check_store(settings: Settings, now: datetime) -> list[Check]:
     if not path.exists():
         return [Check("store", "fail", f"no store at {path}",
                       "start the agent once (systemctl start edge-agent), or fix [store] path")]
-    report = health_report(path)
+    try:
+        report = health_report(path)
+    except EdgeAgentError as exc:  # a key that does not open it, a missing binding
+        return [Check("store", "fail", str(exc).split(" Fix: ")[0],
+                      str(exc).partition(" Fix: ")[2])]
     checks = [Check("store", "ok" if report["healthy"] else "fail",
                     f"{path}: quick_check {report['check']}",
                     "" if report["healthy"] else "run edge-agent db check for the details")]
@@ -128,6 +132,50 @@ def check_store(settings: Settings, now: datetime) -> list[Check]:
         if p.exists():
             checks.append(mode_check(f"mode {p.name}", p, stat.S_IMODE(p.stat().st_mode)))
     return checks
+
+
+def encryption_check(encryption: str, kind: str, key_source: str | None,
+                     key_mode: int | None) -> list[Check]:
+    """Whether the store is encrypted as configured (``kind``: store_connect.file_kind), and
+    the key file's mode."""
+    if encryption == "off":
+        if kind == "encrypted":
+            return [Check("store encryption", "fail", "the store looks encrypted but "
+                          '[store] encryption = "off"', 'set encryption = "sqlcipher" and '
+                          "key_file to its key")]
+        return [Check("store encryption", "ok", "off: the store is not encrypted at rest "
+                      '(set [store] encryption = "sqlcipher" to encrypt it)')]
+    checks: list[Check] = []
+    if key_source is not None and key_mode is not None:
+        checks.append(mode_check("store key mode", Path(key_source), key_mode))
+    if kind == "plain":
+        checks.append(Check("store encryption", "fail", "the store is NOT encrypted (plain "
+                            'SQLite) but [store] encryption = "sqlcipher"',
+                            "stop the agent, then edge-agent db encrypt"))
+    else:
+        checks.append(Check("store encryption", "ok", f"SQLCipher, key from {key_source}"
+                            + (" (the store is created at the first run)"
+                               if kind == "empty" else "")))
+    return checks
+
+
+def check_encryption(settings: Settings, config: Path) -> list[Check]:
+    from edge_agent import store_connect, store_key
+
+    path = Path(settings.store.path)
+    kind = store_connect.file_kind(path) if path.exists() else "empty"
+    if settings.store.encryption == "off":
+        return encryption_check("off", kind, None, None)
+    try:
+        key = store_key.resolve_key(settings.store, str(config))
+    except ConfigError as exc:
+        return [Check("store encryption", "fail", f"{exc.field}: {exc.problem}", exc.fix)]
+    if key is None:  # the binding is missing and the config allows running without
+        return [Check("store encryption", "warn", "the SQLCipher binding is missing: the "
+                      "store runs unencrypted (allow_unencrypted_fallback)",
+                      store_key.INSTALL_FIX)]
+    mode = stat.S_IMODE(os.stat(key.source).st_mode)
+    return encryption_check("sqlcipher", kind, key.source, mode)
 
 
 def check_user() -> list[Check]:
@@ -288,6 +336,7 @@ def sync_state(settings: Settings) -> dict[str, Any] | None:
 def run(config: Path, *, broker_timeout: float = 10.0, now: datetime | None = None
         ) -> tuple[list[Check], int]:
     """All checks and the exit code: 0 all passed, 1 a check failed, 3 the config is bad."""
+    from edge_agent import store_connect
     from edge_agent.settings import load
 
     now = now or datetime.now(UTC)
@@ -295,6 +344,7 @@ def run(config: Path, *, broker_timeout: float = 10.0, now: datetime | None = No
         settings = load(config)
     except ConfigError as exc:
         return [Check("config", "fail", f"{exc.file}: {exc.field}: {exc.problem}", exc.fix)], 3
+    store_connect.configure(settings.store.path, settings.store, str(config))
     checks = [Check("config", "ok", f"{config}: unit {settings.unit.id}, "
                     f"{len(settings.devices)} devices")]
     if os.path.exists(config):
@@ -302,6 +352,7 @@ def run(config: Path, *, broker_timeout: float = 10.0, now: datetime | None = No
         if cmode & 0o007:
             checks.append(Check("config mode", "fail", f"{config} is {cmode:04o}: readable by "
                                 "every user", f"chmod 640 {config}"))
+    checks += check_encryption(settings, config)
     checks += check_store(settings, now)
     checks += check_user()
     checks += check_tls(settings, now)

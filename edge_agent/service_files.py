@@ -92,6 +92,22 @@ WantedBy=multi-user.target
 """
 
 
+KEY_DROPIN = "/etc/systemd/system/edge-agent.service.d/store-key.conf"
+
+
+def key_dropin(key_file: str = f"{CONFIG_DIR}/store.key") -> str:
+    """The drop-in that hands the store key to the service as a systemd credential (written by
+    scripts/install only when the key file exists: LoadCredential= of a missing file fails the
+    start). The service reads $CREDENTIALS_DIRECTORY/store-key (edge_agent.store_key): the key
+    file itself can then stay root's, 0600."""
+    return f"""\
+# edge-agent: the store's encryption key as a credential; written by scripts/install because
+# {key_file} exists.
+[Service]
+LoadCredential=store-key:{key_file}
+"""
+
+
 @dataclass(frozen=True)
 class UsbMatch:
     vid_pid: str
@@ -135,9 +151,12 @@ def udev_rules(matches: Iterable[UsbMatch]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edge_agent.service_files")
-    parser.add_argument("what", choices=["unit", "udev"])
+    parser.add_argument("what", choices=["unit", "udev", "key-dropin"])
     parser.add_argument("--prefix", default=PREFIX)
     args = parser.parse_args(argv)
+    if args.what == "key-dropin":
+        sys.stdout.write(key_dropin())
+        return 0
     sys.stdout.write(unit_file(args.prefix) if args.what == "unit" else udev_rules(usb_matches()))
     return 0
 

@@ -82,6 +82,13 @@ class StoreSettings(_Model):
     full_buffer_kib: Annotated[int, Field(ge=0, le=4_194_304)] = 16_384
     reserve_kib: Annotated[int, Field(ge=0, le=1_048_576)] = 256
     resume_free_kib: Annotated[int, Field(ge=0, le=16_777_216)] = 1024
+    # Encryption at rest (edge_agent.store_key): "sqlcipher" needs the sqlcipher3 binding
+    # (extra "encryption") and a key file (edge-agent db keygen); a systemd credential
+    # "store-key" wins over key_file. Without the binding the agent refuses to start, unless
+    # allow_unencrypted_fallback (then it runs unencrypted and says so once).
+    encryption: Literal["off", "sqlcipher"] = "off"
+    key_file: Path = Path("/etc/edge-agent/store.key")
+    allow_unencrypted_fallback: bool = False
 
 
 class BrokerSettings(_Model):

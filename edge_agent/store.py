@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 from sqlite_utils import Database, Migrations
 
 from drivers.base import Rejected
-from edge_agent import store_recovery
+from edge_agent import store_connect, store_recovery
 from edge_agent.catalogue import range_flags
 from edge_agent.encounters import OpenEncounter
 from edge_agent.errors import StoreError, StoreFull, StoreNotDurable
@@ -83,17 +83,18 @@ def open_database(path: Path, migration_set: Migrations = migrations) -> Databas
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     os.close(fd)
     os.chmod(path, 0o600)
-    conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+    conn = store_connect.connect(path, check_same_thread=False, timeout=30)
     try:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=30000")
         sync = conn.execute("PRAGMA synchronous").fetchone()[0]
-    except sqlite3.DatabaseError as exc:
+    except store_connect.DatabaseError as exc:
         conn.close()
         raise StoreError(
-            "store.unreadable", f"{path}: not a readable SQLite store ({exc})"
+            "store.unreadable",
+            f"{path}: not a readable SQLite store ({exc}){store_connect.encrypted_hint(path)}",
         ) from exc
     if str(mode).lower() != "wal" or int(sync) != 2:
         conn.close()
@@ -104,7 +105,7 @@ def open_database(path: Path, migration_set: Migrations = migrations) -> Databas
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and (
+    return isinstance(exc, store_connect.OperationalError) and (
         "full" in str(exc) or getattr(exc, "sqlite_errorcode", 0) == sqlite3.SQLITE_FULL
     )
 
@@ -269,8 +270,8 @@ class Store:
         consistent snapshot); never waits for the writer's queue."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30,
-                                   isolation_level=None)
+            conn = store_connect.connect(self.path, check_same_thread=False, timeout=30,
+                                         isolation_level=None)
             conn.execute("PRAGMA query_only = 1")
             conn.execute("PRAGMA busy_timeout = 30000")
             self._local.conn = conn

@@ -23,10 +23,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 from sqlite_utils import Database, Migrations
 
+from edge_agent import store_connect
 from edge_agent.errors import StoreError
 from edge_agent.migrations import migrations
 
@@ -95,16 +95,15 @@ def _connect(path: Path, mode: str) -> sqlite3.Connection:
         raise StoreError(
             "store.not_a_file", f"{path}: not a store file. Fix: give the store's file path"
         )
-    uri = f"file:{quote(str(path.resolve()))}?mode={mode}"
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
-                               check_same_thread=False)
-    except sqlite3.Error as exc:
+        conn = store_connect.connect(path.resolve(), mode=mode, key_of=path,
+                                     timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    except store_connect.Error as exc:
         raise _unreadable(path, exc) from None
     return conn
 
 
-def _unreadable(path: Path, exc: sqlite3.Error) -> StoreError:
+def _unreadable(path: Path, exc: Exception) -> StoreError:
     text = str(exc)
     if "unable to open" in text or "readonly" in text:
         fix = ("run as the agent's user (e.g. sudo -u edge-agent), or make the store and its "
@@ -113,7 +112,8 @@ def _unreadable(path: Path, exc: sqlite3.Error) -> StoreError:
         fix = ("the file is damaged or is not an edge-agent store: stop the agent, keep a "
                "copy of the file, restore the store from a backup, or move it aside and let "
                "the agent start a new one (readings not yet synced are in the damaged file)")
-    return StoreError("store.unreadable", f"{path}: cannot read the store ({text}). Fix: {fix}")
+    return StoreError("store.unreadable", f"{path}: cannot read the store ({text}). Fix: {fix}"
+                      f"{store_connect.encrypted_hint(path)}")
 
 
 @contextmanager
@@ -124,7 +124,7 @@ def _session(path: Path, mode: str, needs: str) -> Iterator[Database]:
         db = Database(conn)
         check_schema(path, schema_version(db), needs)
         yield db
-    except sqlite3.DatabaseError as exc:
+    except store_connect.DatabaseError as exc:
         raise _unreadable(path, exc) from None
     finally:
         conn.close()

@@ -43,6 +43,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge_agent import store_connect
+from edge_agent.errors import StoreError
+from edge_agent.store_connect import Error, OperationalError, PageError
+
 log = logging.getLogger(__name__)
 
 CHECK_SECONDS = 10.0
@@ -51,6 +55,7 @@ HEALTH_KEY = "store-health"
 # Tables copied, in this order; anything else in the old file is left in the quarantine.
 TABLES = ("readings", "rejects", "events", "device_cursors", "agent_state")
 SIDE_FILES = ("-wal", "-shm")
+_UNREADABLE: tuple[type[Exception], ...] = (*PageError, StoreError)
 
 
 @dataclass(frozen=True)
@@ -75,21 +80,22 @@ class Recovery:
 def quick_check(
     path: Path, *, seconds: float = CHECK_SECONDS, max_errors: int = CHECK_MAX_ERRORS
 ) -> CheckResult:
-    """``PRAGMA quick_check`` through a read-only connection, stopped after ``seconds``."""
+    """``PRAGMA quick_check`` through a read-only connection, stopped after ``seconds``.
+    A key that does not open the store is a StoreError, not a failed check."""
     start = time.monotonic()
     deadline = start + seconds
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    except sqlite3.Error as exc:
+        conn = store_connect.connect(path, mode="ro", timeout=30)
+    except Error as exc:
         return CheckResult(False, True, (str(exc),), time.monotonic() - start)
     conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
     try:
         rows = [r[0] for r in conn.execute(f"PRAGMA quick_check({int(max_errors)})")]
-    except sqlite3.OperationalError as exc:
+    except OperationalError as exc:
         if "interrupted" in str(exc):
             return CheckResult(True, False, (), time.monotonic() - start)
         return CheckResult(False, True, (str(exc),), time.monotonic() - start)
-    except sqlite3.DatabaseError as exc:
+    except PageError as exc:
         return CheckResult(False, True, (str(exc),), time.monotonic() - start)
     finally:
         conn.close()
@@ -148,8 +154,10 @@ def prepare(path: Path, *, check_seconds: float = CHECK_SECONDS) -> Prepared:
             prepared.check = quick_check(path, seconds=check_seconds)
             if not prepared.check.ok:
                 prepared.recovery = recover(path, prepared.check.problems)
-    finally:
-        guard.share()
+    except BaseException:
+        guard.release()
+        raise
+    guard.share()
     return prepared
 
 
@@ -205,9 +213,10 @@ def quarantine(path: Path, stamp: str | None = None) -> Path:
 def recover(path: Path, problems: tuple[str, ...] = ()) -> Recovery:
     from edge_agent.store import open_database
 
+    hint = store_connect.encrypted_hint(path)
     moved = quarantine(path)
     rec = Recovery(quarantined=str(moved), problems=problems[:5])
-    source, scratch = _readable_source(moved, rec)
+    source, scratch = _readable_source(moved, rec, path)
     db = open_database(path)  # a new store (new epoch), migrated
     try:
         if source is not None:
@@ -221,16 +230,19 @@ def recover(path: Path, problems: tuple[str, ...] = ()) -> Recovery:
             for suffix in ("", *SIDE_FILES):
                 scratch.with_name(scratch.name + suffix).unlink(missing_ok=True)
     log.warning(
-        "store: %s was damaged (%s); moved to %s; salvaged %s; readings lost (estimate): %d",
+        "store: %s was damaged (%s); moved to %s; salvaged %s; readings lost (estimate): %d%s",
         path, "; ".join(p.splitlines()[-1] for p in rec.problems if p)[:200] or "check failed",
         moved.name, rec.salvaged,
         rec.readings_lost_estimate,
+        f"{hint}, then move {moved.name} back" if hint else "",
     )
     return rec
 
 
-def _readable_source(moved: Path, rec: Recovery) -> tuple[sqlite3.Connection | None, Path | None]:
-    conn = _open_ro(moved)
+def _readable_source(
+    moved: Path, rec: Recovery, store: Path
+) -> tuple[sqlite3.Connection | None, Path | None]:
+    conn = _open_ro(moved, store)
     if conn is not None:
         return conn, None
     # Not a database at all: maybe only the header is garbled. Read a copy with a rebuilt one.
@@ -247,19 +259,20 @@ def _readable_source(moved: Path, rec: Recovery) -> tuple[sqlite3.Connection | N
         log.error("store: cannot make a salvage copy of %s: %s", moved.name, exc)
         scratch.unlink(missing_ok=True)
         return None, None
-    conn = _open_ro(scratch)
+    conn = _open_ro(scratch, store)
     if conn is None:
         return None, scratch
     rec.header_rebuilt = True
     return conn, scratch
 
 
-def _open_ro(path: Path) -> sqlite3.Connection | None:
+def _open_ro(path: Path, store: Path) -> sqlite3.Connection | None:
+    """``path`` (a quarantined copy of ``store``) read-only, with the store's key."""
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = store_connect.connect(path, mode="ro", key_of=store)
         conn.execute("SELECT name FROM sqlite_master").fetchall()
         return conn
-    except sqlite3.DatabaseError:
+    except _UNREADABLE:
         return None
 
 
@@ -284,14 +297,14 @@ def rebuilt_header(file_size: int, page_size: int = 4096) -> bytes:
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
     try:
         return [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-    except sqlite3.DatabaseError:
+    except PageError:
         return []
 
 
 def _sequence(conn: sqlite3.Connection, table: str) -> int | None:
     try:
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", [table]).fetchone()
-    except sqlite3.DatabaseError:
+    except PageError:
         return None
     return None if row is None else int(row[0])
 
@@ -314,7 +327,7 @@ def salvage_rows(
                 last = row[0]
                 yield row
             return
-        except sqlite3.DatabaseError:
+        except PageError:
             rec.unreadable_spots += 1
         if last == -(2**63):
             last = 0
@@ -324,7 +337,7 @@ def salvage_rows(
         while r <= limit:
             try:
                 row = conn.execute(point, [r]).fetchone()
-            except sqlite3.DatabaseError:
+            except PageError:
                 row = None
             if row is not None:
                 last = row[0]
@@ -379,14 +392,14 @@ def _insert_many(dst: sqlite3.Connection, sql: str, rows: list[list[Any]]) -> in
         changed = dst.executemany(sql, rows).rowcount
         dst.execute("RELEASE salvage")
         return changed
-    except sqlite3.Error:
+    except Error:
         dst.execute("ROLLBACK TO salvage")
         dst.execute("RELEASE salvage")
     changed = 0
     for values in rows:
         try:
             changed += dst.execute(sql, values).rowcount
-        except sqlite3.Error:
+        except Error:
             continue
     return changed
 
@@ -418,12 +431,12 @@ def check_report(path: Path, *, seconds: float = CHECK_SECONDS) -> dict[str, Any
     health = None
     if check.ok:
         try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            conn = store_connect.connect(path, mode="ro")
             try:
                 health = _get(conn, HEALTH_KEY)
             finally:
                 conn.close()
-        except sqlite3.DatabaseError:
+        except PageError:
             health = None
     result["health"] = health
     return result

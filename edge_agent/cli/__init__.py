@@ -92,7 +92,8 @@ def root(
 def _register() -> None:
     from edge_agent.cli import db, service
 
-    app.add_typer(db.app, name="db", help="Store: statistics.", rich_help_panel="Technician")
+    app.add_typer(db.app, name="db", help="Store: statistics, check, export, encryption.",
+                  rich_help_panel="Technician")
     from edge_agent.cli import ble, sync
 
     app.add_typer(ble.app, name="ble", help="Bluetooth LE: scan for health devices.",

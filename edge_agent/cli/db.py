@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from edge_agent.cli.common import ConfigOption, DbOption, store_path
+from edge_agent.cli.common import DEFAULT_CONFIG, ConfigOption, DbOption, store_path
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -127,3 +128,62 @@ def _observation(unit: str, columns: list[str], row: tuple[object, ...]) -> dict
     from sync import codec
 
     return codec.observation(unit, dict(zip(columns, row, strict=True)))
+
+
+@app.command()
+def keygen(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Key file to create (0600; never "
+                                      "overwritten), e.g. /etc/edge-agent/store.key.")],
+) -> None:
+    """A new store encryption key (256 random bits, as hex) for [store] key_file.
+
+    Keep a copy off the unit (a password manager, a sealed envelope): a store cannot be read
+    without its key."""
+    from edge_agent.store_key import write_key_file
+
+    try:
+        write_key_file(out)
+    except FileExistsError:
+        typer.echo(f"error: {out} exists; it is kept (it may be the key of a store). Fix: "
+                   "choose another --out, or remove the file if no store uses it", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        typer.echo(f"error: cannot create {out}: {exc.strerror or exc}. Fix: choose a "
+                   "writable folder (run as root for /etc/edge-agent)", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"key written to {out} (0600). Fix its owner to the agent's user: chown "
+               f"edge-agent {out}; then set [store] encryption = \"sqlcipher\", key_file = "
+               f"\"{out}\"")
+
+
+@app.command()
+def encrypt(
+    config: ConfigOption = None,
+    db: DbOption = None,
+    keep_plain: Annotated[bool, typer.Option(
+        "--keep-plain", help="Keep the plaintext file as <store>.plain-<time> (delete it "
+        "yourself once the agent runs on the encrypted store).")] = False,
+) -> None:
+    """Encrypt an existing plaintext store with the configured key (the agent must be stopped).
+
+    Every row is copied with sqlcipher_export into a new file, counted, fsynced, and renamed
+    over the store (atomic). Needs [store] encryption = "sqlcipher" and its key."""
+    from edge_agent import store_connect
+    from edge_agent.errors import ConfigError
+    from edge_agent.store_encrypt import encrypt_store
+
+    path = store_path(config, db)
+    key = store_connect.key_for(path)
+    if key is None:
+        raise ConfigError(str(config or DEFAULT_CONFIG), "store.encryption",
+                          'is "off" (or the SQLCipher binding is missing)',
+                          'set encryption = "sqlcipher" and key_file (edge-agent db keygen '
+                          "--out FILE) first")
+    result = encrypt_store(path, key, keep_plain=keep_plain)
+    rows = result["rows"]
+    assert isinstance(rows, dict)
+    typer.echo(f"encrypted {path}: {rows.get('readings', 0)} readings, "
+               f"{sum(rows.values())} rows in all")
+    if result["plain_kept"]:
+        typer.echo(f"the plaintext store is kept as {result['plain_kept']}: delete it once the "
+                   "agent runs (it holds patient data unencrypted)")

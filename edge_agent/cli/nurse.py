@@ -36,10 +36,13 @@ def _language(config: Path | None, lang: str | None) -> tuple[Settings | None, T
 
     if lang is not None and lang not in LANGS:
         raise typer.BadParameter("use fr, ar or en", param_hint="--lang")
+    from edge_agent import store_connect
+
     try:
         settings = load(config or DEFAULT_CONFIG)
     except ConfigError as exc:
         return None, translator(lang), exc
+    store_connect.configure(settings.store.path, settings.store, str(config or DEFAULT_CONFIG))
     return settings, translator(lang or settings.unit.language), None
 
 

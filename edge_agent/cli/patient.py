@@ -39,6 +39,11 @@ def _store(path: Path) -> Iterator[Database]:
 def _paths(config: Path | None, db: Path | None) -> tuple[Path, dict[str, str], str,
                                                         str | None]:
     settings = load_settings(config)
+    if db is not None:  # the unit's store elsewhere: opened with the unit's key
+        from edge_agent import store_connect
+        from edge_agent.cli.common import DEFAULT_CONFIG
+
+        store_connect.configure(db, settings.store, str(config or DEFAULT_CONFIG))
     patients = settings.patients
     return (db or Path(settings.store.path), dict(patients.systems), patients.default,
             patients.practitioner_role)

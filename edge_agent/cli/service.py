@@ -36,10 +36,10 @@ _OPEN_FIXES = {
 
 
 def open_store(make: Callable[[], Store], path: Path) -> Store:
-    import sqlite3
-
     """``make()``, with the errors of opening the store (an unwritable or missing folder, a
     file that is not a store) as one line with the fix, exit 4."""
+    from edge_agent import store_connect
+
     try:
         return make()
     except StoreError as exc:
@@ -66,7 +66,7 @@ def open_store(make: Callable[[], Store], path: Path) -> Store:
             f"{path}: cannot create the store ({exc.strerror or exc}: {exc.filename or path}). "
             "Fix: set [store] path to a file in a writable folder",
         ) from None
-    except sqlite3.Error as exc:
+    except store_connect.Error as exc:
         raise StoreError(
             "store.unreadable",
             f"{path}: cannot open the store ({exc}). Fix: check that the folder is writable "

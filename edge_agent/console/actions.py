@@ -9,11 +9,11 @@ patient's identifier is never logged.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_agent import store_connect
 from edge_agent.errors import EdgeAgentError
 
 
@@ -26,6 +26,7 @@ class ActionResult:
 
 UNAVAILABLE = ActionResult(False, "action.unavailable")
 FAILED = ActionResult(False, "action.failed")
+_FAILED: tuple[type[Exception], ...] = (EdgeAgentError, *store_connect.Error)
 DEFAULT_SYSTEMS: Mapping[str, str] = {"national-id": "urn:mmu:patient:national-id"}
 
 
@@ -60,7 +61,7 @@ def open_encounter(store_path: Path, identifier: str, system: str | None,
                 encounters.close_encounter(db)
             encounters.open_encounter(db, uri, identifier,
                                       practitioner_role=practitioner_role)
-    except (EdgeAgentError, sqlite3.Error):
+    except _FAILED:
         return FAILED
     return ActionResult(True, "action.opened")
 
@@ -75,7 +76,7 @@ def close_encounter(store_path: Path) -> ActionResult:
             if encounters.current(db) is None:
                 return ActionResult(False, "action.no_patient")
             encounters.close_encounter(db)
-    except (EdgeAgentError, sqlite3.Error):
+    except _FAILED:
         return FAILED
     return ActionResult(True, "action.closed")
 
@@ -98,6 +99,6 @@ def assign(store_path: Path, reading_ids: list[str]) -> ActionResult:
             seqs = [int(r[0]) for r in db.execute(
                 f"SELECT seq FROM readings WHERE id IN ({marks})", ids).fetchall()]
             count = encounters.assign(db, seqs)
-    except (EdgeAgentError, sqlite3.Error):
+    except _FAILED:
         return FAILED
     return ActionResult(True, "action.assigned", count)

@@ -41,6 +41,8 @@ LINES: tuple[Line, ...] = (
     Line("ingest", "store path, 1 producer, readings/s", "one_producer_per_s"),
     Line("ingest", "store path, 5 producers vs 1 txn per reading (5 threads)",
          "readings_per_s", "raw_txn_per_reading_per_s", "ratio_txn_per_reading"),
+    Line("ingest", "store path, 5 producers, SQLCipher vs plain store, readings/s",
+         "encrypted_readings_per_s", "readings_per_s", "ratio_encrypted"),
     Line("latency", "device-to-durable p50 ms vs one fsync'd commit", "p50_ms",
          "commit_p50_ms"),
     Line("latency", "device-to-durable p99 ms vs one fsync'd commit", "p99_ms",
