@@ -2,7 +2,9 @@
 the MQTT link.
 
 The n-th wait is uniform in [floor, min(cap, base * 2**n)]. Full jitter keeps 50 units that
-lose the same tower from all coming back in the same second. Pure: the random source is
+lose the same tower from all coming back in the same second. ``min_share`` > 0 waits at least
+that share of the ceiling (a retry that must slow down for sure, e.g. a file ``init`` nobody
+answers: sync/files/uploader.py). Pure: the random source is
 injected, there is no clock.
 """
 
@@ -19,11 +21,13 @@ class Backoff:
     rng: random.Random = field(default_factory=random.Random)
     floor: float = 0.0  # shortest wait (paho counts reconnect delays in whole seconds)
     attempt: int = 0
+    min_share: float = 0.0  # the share of the ceiling always waited (0: full jitter)
 
     def next_delay(self) -> float:
         ceiling = min(self.cap, self.base * 2 ** min(self.attempt, 30))
         self.attempt += 1
-        return self.rng.uniform(self.floor, max(self.floor, ceiling))
+        low = max(self.floor, self.min_share * ceiling)
+        return self.rng.uniform(low, max(low, ceiling))
 
     def reset(self) -> None:
         self.attempt = 0

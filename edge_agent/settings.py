@@ -147,6 +147,9 @@ class FilesSettings(_Model):
 
     # Local copies of files central holds are evicted beyond this; None: no budget.
     budget_mb: Annotated[int, Field(ge=1)] | None = None
+    # How files go up: "native" (any broker; the reference receiver serves them) or "emqx"
+    # (EMQX's file transfer over MQTT, $file/...: a central that runs EMQX >= 5.3.2).
+    mode: Literal["native", "emqx"] = "native"
     dicom: bool = False  # the DICOM C-STORE receiver
     dicom_ae_title: Annotated[str, Field(pattern=r"^[A-Za-z0-9_ .-]{1,16}$")] = "EDGEAGENT"
     dicom_host: str = "127.0.0.1"  # loopback: open it to the van's network on purpose

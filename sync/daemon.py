@@ -121,7 +121,8 @@ class SyncDaemon:
         self._sync_now = False
         # Teleconsultation files (sync/files): after readings and alerts, on the same link.
         self.files = FileSender(store, self.unit, uplink_bps=settings.sync.uplink_bps,
-                                ack_timeout=settings.sync.ack_timeout_s)
+                                ack_timeout=settings.sync.ack_timeout_s,
+                                mode=settings.files.mode)
         self._files_dirty = True
 
     def link_options(self) -> LinkOptions:
@@ -627,7 +628,8 @@ class SyncDaemon:
         if out is not None:
             try:
                 link.publish(out.topic, out.payload, qos=1, content_type=out.content_type,
-                             user_properties=out.user_properties)
+                             user_properties=out.user_properties,
+                             response_topic=out.response_topic)
                 self.files.published(out, now)
             except LinkError as exc:  # lost meanwhile: the disconnect event follows
                 self.last_error = str(exc)
@@ -728,5 +730,6 @@ class SyncDaemon:
             "refused_downlinks": self.refused_downlinks,
             "config_version": self.config_version,
             **self.files.status(),
+            "files_state": self.files.state(),
             "updated_at": utc_now(),
         }

@@ -58,6 +58,8 @@ def status(db: Database) -> dict[str, Any]:
         "last_error": daemon.get("last_error") if daemon else None,
         "clock_offset_s": daemon.get("clock_offset_s") if daemon else None,
         "refused_by_central": refused,
+        # "central does not take files yet" while the unit's file inits go unanswered.
+        "files_state": (daemon.get("files_state") or "") if daemon and running else "",
         "pid": agent_pid(daemon),
     }
 

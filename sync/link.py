@@ -47,6 +47,7 @@ class LinkEvent:
     user_properties: tuple[tuple[str, str], ...] = ()
     content_type: str = ""  # "message": the MQTT 5 content type, "" when the sender gave none
     failed: bool = False  # "published": the broker refused it (PUBACK reason code >= 0x80)
+    response_topic: str = ""  # "message": its MQTT 5 Response-Topic property, if any
 
 
 @dataclass(frozen=True)
@@ -150,10 +151,13 @@ class MqttLink:
         retain: bool = False,
         content_type: str | None = None,
         user_properties: Sequence[tuple[str, str]] = (),
+        response_topic: str | None = None,
     ) -> int:
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: untyped
         if content_type:
             props.ContentType = content_type
+        if response_topic:
+            props.ResponseTopic = response_topic
         if user_properties:
             props.UserProperty = list(user_properties)
         try:
@@ -224,10 +228,11 @@ class MqttLink:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         user = getattr(msg.properties, "UserProperty", None) or []
         kind = getattr(msg.properties, "ContentType", None) or ""
+        response = getattr(msg.properties, "ResponseTopic", None) or ""
         self._emit(
             LinkEvent("message", topic=msg.topic, payload=bytes(msg.payload), mid=msg.mid,
                       qos=msg.qos, user_properties=tuple((str(k), str(v)) for k, v in user),
-                      content_type=str(kind))
+                      content_type=str(kind), response_topic=str(response))
         )
 
     def _on_publish(

@@ -158,6 +158,20 @@ def receive(
         bool, typer.Option("--stats", help="Print what the central store holds per unit and "
                            "epoch (readings, gaps, conflicts, dead letters) as JSON, and exit.")
     ] = False,
+    files_dir: Annotated[
+        Path | None, typer.Option("--files-dir", help="Serve the units' files here (partial "
+                                  "uploads, objects, files.db). Default: beside a SQLite "
+                                  "--db (central.files/); required with PostgreSQL.")
+    ] = None,
+    no_files: Annotated[
+        bool, typer.Option("--no-files", help="Do not serve files: one receiver of a group "
+                           "serves them, the others run with --no-files.")
+    ] = False,
+    emulate_emqx_files: Annotated[
+        bool, typer.Option("--emulate-emqx-files", help="Test aid: also play EMQX's part for "
+                           "units in [files] mode = \"emqx\" ($file/..., behind Mosquitto). "
+                           "Not EMQX; see sync/central/files_emqx.py.")
+    ] = False,
 ) -> None:
     """Reference central receiver: store uplink batches idempotently, then acknowledge."""
     import asyncio
@@ -179,16 +193,32 @@ def receive(
         sign = load_signer(signing_key).sign
 
     host, port = parse_host_port(broker)
+    serve_files = check_files_options(db, files_dir, no_files, emulate_emqx_files)
 
     async def main() -> None:
         stop = asyncio.Event()
         install_stop_handlers(stop)
         cid = client_id or f"receiver-{socket.gethostname()}"
         await Receiver(host, port, db, group=group, client_id=cid, tls=tls,
-                       gap_timeout=gap_timeout, sign=sign,
+                       gap_timeout=gap_timeout, sign=sign, files_dir=files_dir,
+                       serve_files=serve_files, emulate_emqx_files=emulate_emqx_files,
                        announce=lambda line: typer.echo(line, err=True)).run(stop)
 
     asyncio.run(main())
+
+
+def check_files_options(db: str, files_dir: Path | None, no_files: bool,
+                        emulate_emqx: bool) -> bool:
+    """Whether this receiver serves files; a usage error (exit 2) names the fix."""
+    if no_files and (files_dir is not None or emulate_emqx):
+        raise typer.BadParameter("--no-files serves no files: drop --files-dir and "
+                                 "--emulate-emqx-files, or drop --no-files",
+                                 param_hint="--no-files")
+    if not no_files and files_dir is None and "://" in db:
+        raise typer.BadParameter("with a PostgreSQL --db, give --files-dir DIR (this receiver "
+                                 "serves the units' files) or --no-files (another one does)",
+                                 param_hint="--files-dir")
+    return not no_files
 
 
 def print_central_stats(db: str) -> None:

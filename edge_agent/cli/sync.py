@@ -34,6 +34,8 @@ def status(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption
     typer.echo(f"batches in flight: {result['in_flight_batches']}")
     typer.echo(f"last ack:          {result['last_ack_at'] or 'never'}")
     typer.echo(f"last error:        {result['last_error'] or '-'}")
+    if result.get("files_state"):
+        typer.echo(f"files:             {result['files_state']}")
     offset = result["clock_offset_s"]
     typer.echo(f"clock offset:      {'unknown' if offset is None else f'{offset:+.1f} s'}")
 

@@ -10,7 +10,10 @@ complete and described in FHIR, in one transaction. A file whose checksum does n
 dropped and never marked received. Every message is answered with the offset central holds.
 
 The records live in ``files.db`` beside the objects (SQLite), whatever database the readings
-use; one receiver serves the file topics (a plain subscription, not the shared one).
+use. One receiver serves the file topics, with a plain subscription, not the shared one: the
+partial files and their offsets are that receiver's own, on its disk, so a segment handed to
+another receiver of the group would find no upload there. Several receivers of a group run
+with ``--no-files`` but one (``edge-agent receive --files-dir``).
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ from typing import Any
 from edge_agent.attachments import fsync_dir
 from edge_agent.errors import LinkError
 from edge_agent.store import utc_now
-from sync.central import files_fhir
-from sync.files import protocol
+from sync.central import files_emqx, files_fhir
+from sync.files import emqx, protocol
 from sync.files.protocol import AckState, FileAck, FileFin, FileInit, UpMessage
 from sync.link import LinkEvent, MqttLink
 
@@ -107,6 +110,13 @@ class CentralFiles:
         row: sqlite3.Row | None = self.db.execute(
             "SELECT * FROM uploads WHERE unit = ? AND file_id = ?", [unit, file_id]).fetchone()
         return row
+
+    def held(self, unit: str, file_id: str) -> int | None:
+        """The bytes of an upload central holds durably; None when it has no init."""
+        row = self._row(unit, file_id)
+        if row is None:
+            return None
+        return int(row["size"]) if row["state"] == "complete" else int(row["offset"])
 
     # --- messages ---------------------------------------------------------------------------
     def handle(self, up: UpMessage, payload: bytes, seg_checksum: str | None) -> FileAck:
@@ -271,24 +281,38 @@ def _sha256(path: Path) -> str:
 
 
 class FileRoute:
-    """The receiver's hook: file topics in, acks on ``down/file`` out, PUBACK after both."""
+    """The receiver's hook: file topics in, acks on ``down/file`` out, PUBACK after both.
+    ``emulate_emqx``: also play EMQX's part for ``$file/...`` (:mod:`.files_emqx`)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, emulate_emqx: bool = False) -> None:
         self.root = root
+        self.emulate_emqx = emulate_emqx
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="central-files")
         self._central: CentralFiles | None = None
         self.handled = 0
 
-    @staticmethod
-    def subscriptions() -> list[tuple[str, int]]:
-        return [(protocol.up_filter(), protocol.UP_QOS)]
+    def subscriptions(self) -> list[tuple[str, int]]:
+        subs = [(protocol.up_filter(), protocol.UP_QOS)]
+        if self.emulate_emqx:
+            subs.append((emqx.command_filter(), emqx.QOS))
+        return subs
 
-    def _call(self, up: UpMessage, payload: bytes, seg: str | None) -> FileAck:
+    def takes(self, topic: str) -> bool:
+        return protocol.is_file_topic(topic) or (self.emulate_emqx
+                                                 and emqx.is_command_topic(topic))
+
+    def _open(self) -> CentralFiles:
         if self._central is None:
             self._central = CentralFiles(self.root)
-        return self._central.handle(up, payload, seg)
+        return self._central
+
+    def _call(self, up: UpMessage, payload: bytes, seg: str | None) -> FileAck:
+        return self._open().handle(up, payload, seg)
 
     async def on_message(self, link: MqttLink, event: LinkEvent) -> None:
+        if emqx.is_command_topic(event.topic):
+            await self._on_emqx(link, event)
+            return
         up = protocol.parse_up_topic(event.topic)
         if up is None:
             log.warning("files: ignored a message on %s", event.topic)
@@ -307,6 +331,27 @@ class FileRoute:
         except LinkError as exc:
             log.warning("files: could not answer unit %s: %s", up.unit, exc)
             return
+        link.ack(event.mid, event.qos)
+        self.handled += 1
+
+    async def _on_emqx(self, link: MqttLink, event: LinkEvent) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            response = await loop.run_in_executor(
+                self._executor, lambda: files_emqx.answer(
+                    self._open(), event.topic, event.response_topic, event.payload, event.mid))
+        except (OSError, sqlite3.Error) as exc:
+            log.error("files (EMQX emulation): cannot store (%s)", type(exc).__name__)
+            return  # not acknowledged: the unit sends the command again after its timeout
+        if event.response_topic.startswith(f"{emqx.RESPONSE_PREFIX}/"):
+            try:
+                link.publish(event.response_topic, response.encode(), qos=emqx.QOS)
+            except LinkError as exc:
+                log.warning("files (EMQX emulation): could not answer: %s", exc)
+                return
+        else:
+            log.warning("files (EMQX emulation): %s came without a $file-response/ "
+                        "Response-Topic; not answered", event.topic[:80])
         link.ack(event.mid, event.qos)
         self.handled += 1
 

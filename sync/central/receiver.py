@@ -47,7 +47,6 @@ from sync.central.store import (
     open_central,
     transient,
 )
-from sync.files.protocol import is_file_topic
 from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles, next_event
 
 log = logging.getLogger(__name__)
@@ -126,7 +125,10 @@ class Receiver:
         # Signs the commands it sends (sync/signing.py): (unit, topic, body) -> payload.
         sign: Callable[[str, str, dict[str, Any]], bytes] | None = None,
         # Teleconsultation files (sync/central/files.py); default: beside a SQLite store.
+        # One receiver of a group serves them (serve_files=False for the others).
         files_dir: Path | None = None,
+        serve_files: bool = True,
+        emulate_emqx_files: bool = False,  # also play EMQX's part for $file/... (a test aid)
     ) -> None:
         self.db_path = db_path
         self.host, self.port = host, port
@@ -151,8 +153,9 @@ class Receiver:
         self._store: CentralStore | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._next_gap_check = 0.0
-        files_dir = files_dir or default_files_dir(db_path)
-        self.files = FileRoute(files_dir) if files_dir is not None else None
+        files_dir = (files_dir or default_files_dir(db_path)) if serve_files else None
+        self.files = (FileRoute(files_dir, emulate_emqx=emulate_emqx_files)
+                      if files_dir is not None else None)
 
     # --- the loop -------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -168,13 +171,14 @@ class Receiver:
                 event = held or await next_event(events, stop, min(1.0, self.gap_timeout / 2))
                 held = None
                 if event is not None and self.files and event.kind == "message" and (
-                        is_file_topic(event.topic)):
+                        self.files.takes(event.topic)):
                     await self.files.on_message(link, event)
                 elif event is not None and event.kind == "message":
                     group = [self._message(event)]
                     while len(group) < self.max_group and not events.empty():
                         more = events.get_nowait()
-                        if more.kind != "message" or is_file_topic(more.topic):
+                        if more.kind != "message" or (self.files is not None
+                                                      and self.files.takes(more.topic)):
                             held = more
                             break
                         group.append(self._message(more))
@@ -216,8 +220,12 @@ class Receiver:
                 self._say(f"receiver: broker {where} refused the subscription "
                           f"({event.reason}); check its ACL", trouble=True)
                 return
+            files = (f"; files in {self.files.root}"
+                     + (" (and EMQX's $file/... emulated)" if self.files.emulate_emqx else "")
+                     if self.files is not None else "; not files (another receiver serves "
+                     "them)")
             self._say(f"receiver: connected to broker {where}, serving "
-                      f"{topics.shared_readings(self.group)}", trouble=False)
+                      f"{topics.shared_readings(self.group)}{files}", trouble=False)
             self.connected.set()
         elif event.kind == "disconnected":
             self.connected.clear()

@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent import attachments
 from edge_agent.store import Store, utc_now
-from sync.files import protocol
+from sync.files import emqx, protocol
 from sync.files.protocol import FileAck, FileFin, FileInit
 from sync.files.uploader import (
     Completed,
     Failed,
+    Outcome,
     SegmentSizer,
     Send,
     SendFin,
@@ -47,15 +49,24 @@ class Outgoing:
     send: Send
     user_properties: tuple[tuple[str, str], ...] = ()
     content_type: str | None = None
+    response_topic: str | None = None
 
 
 class FileSender:
+    """``mode``: "native" (this project's protocol, any broker, the reference receiver) or
+    "emqx" (EMQX's file transfer, :mod:`sync.files.emqx`; ``client_id`` scopes it)."""
+
     def __init__(self, store: Store, unit: str, *, uplink_bps: float | None,
-                 ack_timeout: float = 30.0, root: Path | None = None) -> None:
+                 ack_timeout: float = 30.0, root: Path | None = None, mode: str = "native",
+                 client_id: str | None = None) -> None:
         self.store = store
         self.unit = unit
         self.root = root or attachments.root_of(store.path)
-        self.uploader = Uploader(ack_timeout, SegmentSizer(uplink_bps))
+        self.mode = mode
+        self.client_id = client_id or f"{emqx.CLIENT_PREFIX}{unit}"
+        self.uploader: Uploader | emqx.EmqxUploader = (
+            emqx.EmqxUploader(ack_timeout, SegmentSizer(uplink_bps)) if mode == "emqx"
+            else Uploader(ack_timeout, SegmentSizer(uplink_bps)))
         self.files: dict[str, attachments.Attachment] = {}
         self.completed = 0
         self.failed = 0
@@ -93,6 +104,8 @@ class FileSender:
 
     # --- link events ----------------------------------------------------------------------
     def subscriptions(self) -> list[tuple[str, int]]:
+        if self.mode == "emqx":
+            return [(emqx.response_topic(self.client_id), emqx.QOS)]
         return [(protocol.FILE_ACK.of(self.unit), protocol.FILE_ACK.qos)]
 
     def connected(self) -> None:
@@ -104,6 +117,25 @@ class FileSender:
         self.uploader.disconnected()
 
     def on_message(self, topic: str, payload: bytes) -> bool:
+        if isinstance(self.uploader, emqx.EmqxUploader):
+            if topic != emqx.response_topic(self.client_id):
+                return False
+            try:
+                response = emqx.Response.decode(payload)
+            except ValueError as exc:
+                self.refused_acks += 1
+                log.warning("files: refused a malformed EMQX file response (%d bytes): %s",
+                            len(payload), exc)
+                return True
+            key = emqx.reply_key_of(response.topic)
+            if key is None:
+                return True  # a response to a command this unit does not send
+            if response.reason_code != emqx.SUCCESS:
+                log.warning("files: EMQX answered %s with %#04x (%s)", response.topic[:80],
+                            response.reason_code, response.reason_description[:200])
+            self._outcomes(self.uploader.on_answer(*key, response.reason_code,
+                                                   time.monotonic()))
+            return True
         if topic != protocol.FILE_ACK.of(self.unit):
             return False
         try:
@@ -112,7 +144,11 @@ class FileSender:
             self.refused_acks += 1
             log.warning("files: refused a malformed file ack (%d bytes): %s", len(payload), exc)
             return True
-        for outcome in self.uploader.on_ack(ack):
+        self._outcomes(self.uploader.on_ack(ack))
+        return True
+
+    def _outcomes(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
             self.files.pop(outcome.file_id, None)
             if isinstance(outcome, Completed):
                 self.completed += 1
@@ -126,7 +162,6 @@ class FileSender:
                 self.store.submit(functools.partial(attachments.mark_failed,
                                                     file_id=outcome.file_id,
                                                     reason=outcome.reason))
-        return True
 
     # --- sending ----------------------------------------------------------------------------
     def next_publish(self, now: float, pace: Callable[[int, float], float]) -> Outgoing | None:
@@ -172,8 +207,15 @@ class FileSender:
                 study_uid=item.study_uid,
                 series_uid=item.series_uid, instance_uid=item.instance_uid,
                 sop_class_uid=item.sop_class_uid, modality=item.modality)
+            if self.mode == "emqx":
+                return Outgoing(emqx.init_topic(item.file_id), emqx.init_payload(init), send,
+                                content_type="application/json",
+                                response_topic=emqx.response_topic(self.client_id))
             return Outgoing(protocol.init_topic(self.unit, item.file_id), init.encode(), send,
                             content_type="application/json")
+        if isinstance(send, SendFin) and self.mode == "emqx":
+            return Outgoing(emqx.fin_topic(item.file_id, item.size, item.sha256), b"", send,
+                            response_topic=emqx.response_topic(self.client_id))
         if isinstance(send, SendFin):
             return Outgoing(protocol.fin_topic(self.unit, item.file_id),
                             FileFin(item.size, item.sha256).encode(), send,
@@ -181,6 +223,10 @@ class FileSender:
         data = self._read(item.file_id, send.offset, send.length)
         if data is None:
             return None
+        if self.mode == "emqx":
+            return Outgoing(emqx.segment_topic(item.file_id, send.offset,
+                                               protocol.checksum(data)), data, send,
+                            response_topic=emqx.response_topic(self.client_id))
         return Outgoing(protocol.segment_topic(self.unit, item.file_id, send.offset), data,
                         send, user_properties=((protocol.SEG_CHECKSUM,
                                                 protocol.checksum(data)),))
@@ -204,4 +250,8 @@ class FileSender:
         return {"files_pending": len(self.files), "files_completed": self.completed,
                 "files_failed": self.failed, "file_bytes_sent": up.sent_bytes,
                 "file_bytes_resent": up.resent_bytes, "file_bad_segments": up.bad_segments,
-                "file_segment_size": up.sizer.size}
+                "file_segment_size": up.sizer.size, "file_inits": up.inits}
+
+    def state(self) -> str:
+        """"central does not take files yet" while inits go unanswered; "" otherwise."""
+        return self.uploader.retry.state()

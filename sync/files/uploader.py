@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from edge_agent.backoff import Backoff
 from sync.files.protocol import AckState, FileAck
 
 MIN_SEGMENT = 4 * 1024
@@ -26,6 +27,33 @@ UNCAPPED_SEGMENT = 64 * 1024
 TARGET_S = 2.0  # a segment's transmission time at the uplink cap
 GROW_AFTER = 4  # acks in a row before a halved segment size grows again
 MAX_MISMATCHES = 3  # whole-file checksum failures before the file is left to an operator
+NO_ROUTE_CAP = 600.0  # longest wait between two unanswered inits
+NO_ROUTE = "central does not take files yet"  # the status shown while inits go unanswered
+
+
+def init_backoff(ack_timeout: float) -> Backoff:
+    """The wait after an unanswered ``init`` (no receiver serves files, or none is up): it
+    doubles, at least half of it is always waited; any answer from central resets it."""
+    return Backoff(base=max(0.1, ack_timeout), cap=NO_ROUTE_CAP, min_share=0.5)
+
+
+@dataclass
+class InitRetry:
+    """Shared by both upload modes: when the next ``init`` may go after unanswered ones."""
+    backoff: Backoff
+    unanswered: int = 0  # inits in a row without any answer
+    retry_at: float = 0.0
+
+    def timed_out(self, now: float) -> None:
+        self.unanswered += 1
+        self.retry_at = now + self.backoff.next_delay()
+
+    def answered(self) -> None:
+        self.unanswered, self.retry_at = 0, 0.0
+        self.backoff.reset()
+
+    def state(self) -> str:
+        return NO_ROUTE if self.unanswered else ""
 
 
 class Phase(StrEnum):
@@ -120,7 +148,12 @@ class Uploader:
     sent_bytes: int = 0  # segment bytes published
     resent_bytes: int = 0  # segment bytes published at an offset sent before
     bad_segments: int = 0
+    inits: int = 0  # init messages published
+    retry: InitRetry = field(init=False)
     _sent_upto: dict[str, int] = field(default_factory=dict)  # file id -> end of bytes sent
+
+    def __post_init__(self) -> None:
+        self.retry = InitRetry(init_backoff(self.ack_timeout))
 
     def add(self, file_id: str, size: int) -> None:
         if (self.current is None or self.current.file_id != file_id) and (
@@ -156,7 +189,11 @@ class Uploader:
 
     def deadline(self) -> float | None:
         cur = self.current
-        return cur.timeout_at if cur is not None and cur.waiting else None
+        if cur is not None and cur.waiting:
+            return cur.timeout_at
+        if self.retry.retry_at and (cur is not None or self.queue):
+            return self.retry.retry_at
+        return None
 
     def next_send(self, now: float) -> Send | None:
         """The message to publish now (the caller publishes it, then :meth:`sent`), or None."""
@@ -171,9 +208,13 @@ class Uploader:
         if cur.waiting:
             if now < cur.timeout_at:
                 return None
+            if cur.waiting == "init":  # nobody answered: wait longer each time
+                self.retry.timed_out(now)
             cur.waiting = ""  # no answer: ask again (init tells what central holds)
             cur.phase = Phase.INIT
         if cur.phase is Phase.INIT:
+            if now < self.retry.retry_at:
+                return None
             return SendInit(cur.file_id)
         if cur.phase is Phase.FIN:
             return SendFin(cur.file_id)
@@ -195,9 +236,11 @@ class Uploader:
             timeout += self.sizer.transmit_s(send.length)
         else:
             cur.waiting = "init" if isinstance(send, SendInit) else "fin"
+            self.inits += isinstance(send, SendInit)
         cur.sent_at, cur.timeout_at = now, now + timeout
 
     def on_ack(self, ack: FileAck) -> list[Outcome]:
+        self.retry.answered()  # central serves files
         cur = self.current
         if cur is None or cur.file_id != ack.file_id:
             if ack.state is AckState.COMPLETE and ack.file_id in self.queue:

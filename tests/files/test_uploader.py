@@ -102,12 +102,23 @@ def test_complete_ends_the_file_whatever_was_outstanding() -> None:
     assert up.idle() and up.next_send(0.0) is None
 
 
-def test_no_answer_asks_again_with_init_after_the_timeout() -> None:
+def test_no_answer_asks_again_with_init_after_the_timeout_and_a_growing_wait() -> None:
     up = uploader()
     assert up.next_send(0.0) == SendInit(FID)
     up.sent(SendInit(FID), 0.0)
     assert up.next_send(4.9) is None and up.deadline() == 5.0
-    assert up.next_send(5.0) == SendInit(FID)
+    # An unanswered init: nobody serves files (yet). Wait at least half the timeout more.
+    assert up.next_send(5.0) is None and up.retry.state() == "central does not take files yet"
+    again = up.deadline()
+    assert again is not None and 7.5 <= again <= 10.0
+    assert up.next_send(again) == SendInit(FID)
+    up.sent(SendInit(FID), again)
+    assert up.next_send(again + 5.0) is None
+    later = up.deadline()
+    assert later is not None and later - (again + 5.0) >= 5.0  # doubled
+    up.sent(SendInit(FID), later)
+    up.on_ack(ack(AckState.RECEIVING, 0, "init"))  # central answers: no wait any more
+    assert up.retry.state() == "" and up.retry.retry_at == 0.0
 
 
 def test_a_disconnect_starts_again_with_init_and_nothing_is_sent_offline() -> None:

@@ -1,0 +1,398 @@
+"""EMQX's "file transfer over MQTT" as a mode of the unit's uploader (``[files] mode =
+"emqx"``), pure: topics, payloads, answers, and what to send next. No sockets, files or clocks.
+
+The protocol, as EMQX documents it (docs.emqx.com, File Transfer > Clients Development) and
+implements it (emqx/emqx, apps/emqx_ft/src/emqx_ft.erl), all QoS 1::
+
+    $file/{file_id}/init                        JSON {name, size, checksum, segments_ttl, ...}
+    $file/{file_id}/{offset}[/{sha256 hex}]     the bytes of one segment
+    $file/{file_id}/fin/{size}[/{sha256 hex}]   empty; EMQX assembles and exports the file
+    $file/{file_id}/abort                       (a no-op in EMQX's source today)
+
+EMQX keeps these to itself (never routed to subscribers) and scopes a transfer by the
+publisher's client id: ``{client id, file_id}``. The result of each command is the PUBACK
+reason code (MQTT 5) and, since EMQX 5.3.2, a JSON message on ``$file-response/{client id}``
+(or the command's Response-Topic) ``{vsn, topic, packet_id, reason_code,
+reason_description}``. This unit reads the response message, matched by the command topic it
+names (one command outstanding at a time); it does not read PUBACK reason codes, because
+through a broker that is not EMQX a PUBACK says only that the broker took the message (and
+Mosquitto answers 0x10 "no matching subscribers" when nobody listens: in EMQX's table that
+would mean "send every segment again").
+
+There is no "which bytes do you hold" query. Resuming (a reconnect, an unanswered command) is
+EMQX's documented way: send ``init`` again, byte-identical (EMQX accepts an identical init and
+refuses a different one for the same transfer: ``filemeta_conflict``), then the segments not
+yet confirmed, then ``fin``. The unit remembers, per file and while it runs, the prefix of the
+file EMQX confirmed; a restart of the unit sends the file from 0 again.
+
+Reason codes (EMQX's documented table; its source emits only 0x00 and 0x80 today)::
+
+    0x00 success      0x10 send every segment again      0x80 segment: send it again;
+    0x83 give the transfer up                             fin: send every segment again
+    0x97 quota exceeded: wait, then send again
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Final
+
+from sync.files.protocol import FileInit, is_file_id
+from sync.files.uploader import (
+    MAX_MISMATCHES,
+    Completed,
+    Failed,
+    InitRetry,
+    Outcome,
+    Phase,
+    SegmentSizer,
+    Send,
+    SendFin,
+    SendInit,
+    SendSegment,
+    init_backoff,
+)
+
+COMMAND_PREFIX: Final = "$file"
+RESPONSE_PREFIX: Final = "$file-response"
+QOS: Final = 1
+SEGMENTS_TTL: Final = 7 * 24 * 3600  # keep segments a week: a van may stay offline that long
+RESPONSE_VSN: Final = "0.1"
+CLIENT_PREFIX: Final = "edge-agent-"  # the unit's MQTT client id (sync/daemon.py link_options)
+
+SUCCESS: Final = 0x00
+NO_MATCHING_SUBSCRIBERS: Final = 0x10  # EMQX: "retransmit all segments"
+UNSPECIFIED_ERROR: Final = 0x80
+IMPLEMENTATION_SPECIFIC: Final = 0x83  # EMQX: "cancel the transfer"
+QUOTA_EXCEEDED: Final = 0x97  # EMQX: "pause, then retransmit"
+MAX_INIT_REFUSALS = 3  # inits refused in a row before the file is left to an operator
+
+
+def init_topic(file_id: str) -> str:
+    return f"{COMMAND_PREFIX}/{file_id}/init"
+
+
+def segment_topic(file_id: str, offset: int, checksum: str | None = None) -> str:
+    return f"{COMMAND_PREFIX}/{file_id}/{offset}" + (f"/{checksum}" if checksum else "")
+
+
+def fin_topic(file_id: str, size: int, checksum: str | None = None) -> str:
+    return f"{COMMAND_PREFIX}/{file_id}/fin/{size}" + (f"/{checksum}" if checksum else "")
+
+
+def abort_topic(file_id: str) -> str:
+    return f"{COMMAND_PREFIX}/{file_id}/abort"
+
+
+def response_topic(client_id: str) -> str:
+    return f"{RESPONSE_PREFIX}/{client_id}"
+
+
+def command_filter() -> str:
+    return f"{COMMAND_PREFIX}/#"
+
+
+def is_command_topic(topic: str) -> bool:
+    return topic.startswith(f"{COMMAND_PREFIX}/")
+
+
+def unit_of_client(client_id: str) -> str:
+    """The unit id behind a unit's client id (``edge-agent-{unit}``)."""
+    return client_id.removeprefix(CLIENT_PREFIX)
+
+
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+@dataclass(frozen=True)
+class Command:
+    file_id: str
+    kind: str  # "init" | "seg" | "fin" | "abort"
+    offset: int | None = None  # seg
+    size: int | None = None  # fin
+    checksum: str | None = None  # seg, fin (lower-case hex)
+
+    def reply_key(self) -> str:
+        """How the uploader names the command it waits for: init, seg/{offset}, fin."""
+        return f"seg/{self.offset}" if self.kind == "seg" else self.kind
+
+
+def parse_command(topic: str) -> Command | None:
+    """``$file/{id}/...`` as EMQX parses it; None for anything else."""
+    parts = topic.split("/")
+    if len(parts) < 3 or parts[0] != COMMAND_PREFIX or not parts[1]:
+        return None
+    file_id, rest = parts[1], parts[2:]
+    if rest == ["init"]:
+        return Command(file_id, "init")
+    if rest == ["abort"]:
+        return Command(file_id, "abort")
+    if rest[0] == "fin" and len(rest) in (2, 3) and _count(rest[1]) is not None:
+        if len(rest) == 3 and not _HEX64.match(rest[2]):
+            return None
+        return Command(file_id, "fin", size=_count(rest[1]),
+                       checksum=rest[2].lower() if len(rest) == 3 else None)
+    if len(rest) in (1, 2) and _count(rest[0]) is not None:
+        if len(rest) == 2 and not _HEX64.match(rest[1]):
+            return None
+        return Command(file_id, "seg", offset=_count(rest[0]),
+                       checksum=rest[1].lower() if len(rest) == 2 else None)
+    return None
+
+
+def _count(text: str) -> int | None:
+    return int(text) if text.isdigit() and len(text) < 19 else None
+
+
+def safe_name(init: FileInit) -> str:
+    """EMQX stores the file under ``name`` (240 bytes at most; unsafe characters are refused
+    or escaped): the sha256 and the original extension, never a name a nurse typed (it may
+    hold a patient's name). The original name travels in ``user_data`` like every other
+    field of the native init."""
+    ext = ""
+    if init.name and "." in init.name:
+        tail = init.name.rsplit(".", 1)[1].lower()
+        if tail.isalnum() and len(tail) <= 8:
+            ext = "." + tail
+    return init.sha256 + ext
+
+
+def init_payload(init: FileInit) -> bytes:
+    """Byte-identical for one file whenever it is sent (EMQX refuses a different init for a
+    transfer it knows): no time in it, and the segment size (which follows the link) is 0."""
+    meta: dict[str, Any] = {
+        "name": safe_name(init), "size": init.size, "checksum": init.sha256,
+        "segments_ttl": SEGMENTS_TTL, "user_data": asdict(replace(init, segment_size=0)),
+    }
+    return json.dumps(meta, separators=(",", ":"), sort_keys=True).encode()
+
+
+def file_init_of(payload: bytes) -> FileInit:
+    """The native :class:`FileInit` an EMQX init carries in ``user_data`` (the emulation)."""
+    try:
+        meta = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"init: not JSON: {exc}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+        raise ValueError("init: needs a name (EMQX's one required field)")
+    user = meta.get("user_data")
+    if not isinstance(user, dict):
+        raise ValueError("init: user_data holds no file description")
+    init = FileInit.decode(json.dumps(user).encode())
+    if meta.get("checksum") not in (None, init.sha256):
+        raise ValueError("init: checksum differs from user_data's sha256")
+    return init
+
+
+@dataclass(frozen=True)
+class Response:
+    topic: str  # the command's topic
+    packet_id: int
+    reason_code: int
+    reason_description: str = ""
+    vsn: str = RESPONSE_VSN
+
+    def encode(self) -> bytes:
+        return json.dumps({"vsn": self.vsn, "topic": self.topic, "packet_id": self.packet_id,
+                           "reason_code": self.reason_code,
+                           "reason_description": self.reason_description}).encode()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Response:
+        try:
+            body = json.loads(payload)
+            if not isinstance(body, dict):
+                raise TypeError("not a JSON object")
+            response = cls(str(body["topic"]), int(body.get("packet_id") or 0),
+                           int(body["reason_code"]), str(body.get("reason_description", "")),
+                           str(body.get("vsn", RESPONSE_VSN)))
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"file response: {exc!r}") from None
+        if not 0 <= response.reason_code <= 0xFF:
+            raise ValueError("file response: reason_code is not a byte")
+        return response
+
+
+@dataclass
+class _Current:
+    file_id: str
+    size: int
+    phase: Phase = Phase.INIT
+    waiting: str = ""  # init | seg/{offset} | fin, "" when none
+    pending_end: int = 0  # the end of the segment outstanding
+    timeout_at: float = 0.0
+    refusals: int = 0  # inits refused in a row
+    fin_failures: int = 0
+
+
+@dataclass
+class EmqxUploader:
+    """Same shape as :class:`~sync.files.uploader.Uploader` (the sender drives either), but
+    answers are EMQX reason codes (:meth:`on_answer`) and the resume point is what EMQX
+    confirmed, remembered here."""
+
+    ack_timeout: float
+    sizer: SegmentSizer
+    online: bool = False
+    queue: dict[str, int] = field(default_factory=dict)
+    current: _Current | None = None
+    confirmed: dict[str, int] = field(default_factory=dict)  # file id -> bytes EMQX confirmed
+    sent_bytes: int = 0
+    resent_bytes: int = 0
+    bad_segments: int = 0
+    inits: int = 0
+    retry: InitRetry = field(init=False)
+    _pause_until: float = 0.0  # 0x97: EMQX asked to wait
+    _sent_upto: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.retry = InitRetry(init_backoff(self.ack_timeout))
+
+    def add(self, file_id: str, size: int) -> None:
+        if (self.current is None or self.current.file_id != file_id) and (
+                file_id not in self.queue):
+            self.queue[file_id] = size
+
+    def prioritise(self, file_ids: set[str]) -> None:
+        cur = self.current
+        if cur is not None and cur.file_id not in file_ids and (file_ids & set(self.queue)):
+            self.queue = {cur.file_id: cur.size, **self.queue}
+            self.current = None  # EMQX keeps its segments (segments_ttl): resumed later
+        first = {f: s for f, s in self.queue.items() if f in file_ids}
+        self.queue = {**first, **{f: s for f, s in self.queue.items() if f not in file_ids}}
+
+    def connected(self) -> None:
+        self.online = True
+        if self.current is not None:
+            self.current.phase, self.current.waiting = Phase.INIT, ""
+
+    def disconnected(self) -> None:
+        self.online = False
+        cur = self.current
+        if cur is not None:
+            if cur.waiting.startswith("seg/"):
+                self.sizer.interrupted()
+            cur.phase, cur.waiting = Phase.INIT, ""
+
+    def deadline(self) -> float | None:
+        cur = self.current
+        if cur is not None and cur.waiting:
+            return cur.timeout_at
+        later = max(self.retry.retry_at, self._pause_until)
+        return later if later and (cur is not None or self.queue) else None
+
+    def next_send(self, now: float) -> Send | None:
+        if not self.online:
+            return None
+        cur = self.current
+        if cur is None:
+            if not self.queue:
+                return None
+            file_id = next(iter(self.queue))
+            cur = self.current = _Current(file_id, self.queue.pop(file_id))
+        if cur.waiting:
+            if now < cur.timeout_at:
+                return None
+            if cur.waiting == "init":
+                self.retry.timed_out(now)
+            cur.waiting = ""  # no answer: init again, then what EMQX did not confirm
+            cur.phase = Phase.INIT
+        if now < self._pause_until:
+            return None
+        held = self.confirmed.get(cur.file_id, 0)
+        if cur.phase is Phase.INIT:
+            if now < self.retry.retry_at:
+                return None
+            return SendInit(cur.file_id)
+        if cur.phase is Phase.FIN or held >= cur.size:
+            return SendFin(cur.file_id)
+        return SendSegment(cur.file_id, held, min(self.sizer.size, cur.size - held))
+
+    def sent(self, send: Send, now: float) -> None:
+        cur = self.current
+        if cur is None or cur.file_id != send.file_id:
+            return
+        timeout = self.ack_timeout
+        if isinstance(send, SendSegment):
+            cur.waiting, cur.pending_end = f"seg/{send.offset}", send.offset + send.length
+            before = self._sent_upto.get(send.file_id, 0)
+            self.sent_bytes += send.length
+            self.resent_bytes += max(0, min(cur.pending_end, before) - send.offset)
+            self._sent_upto[send.file_id] = max(before, cur.pending_end)
+            timeout += self.sizer.transmit_s(send.length)
+        elif isinstance(send, SendInit):
+            cur.waiting = "init"
+            self.inits += 1
+        else:
+            cur.waiting = "fin"
+        cur.timeout_at = now + timeout
+
+    def on_answer(self, file_id: str, command: str, reason_code: int,
+                  now: float) -> list[Outcome]:
+        """EMQX's answer to ``command`` (init, seg/{offset}, fin) of ``file_id``."""
+        cur = self.current
+        if cur is None or cur.file_id != file_id or not cur.waiting or command != cur.waiting:
+            return []  # a late answer to a command given up on: the next one is coming
+        self.retry.answered()  # something serves files
+        waiting, cur.waiting = cur.waiting, ""
+        if reason_code == IMPLEMENTATION_SPECIFIC:
+            return self._finish(Failed(file_id, "EMQX cancelled the transfer (0x83)"))
+        if reason_code == QUOTA_EXCEEDED:
+            self._pause_until = now + self.retry.backoff.next_delay()
+            cur.phase = Phase.INIT if waiting == "init" else cur.phase
+            return []
+        if waiting == "init":
+            if reason_code == SUCCESS:
+                cur.refusals = 0
+                cur.phase = Phase.SEGMENT
+                return []
+            cur.refusals += 1
+            if cur.refusals >= MAX_INIT_REFUSALS:
+                return self._finish(Failed(file_id, f"EMQX refused init {cur.refusals} times "
+                                                    f"(reason code {reason_code:#04x})"))
+            self.retry.timed_out(now)  # wait before asking again
+            return []
+        if waiting == "fin":
+            if reason_code == SUCCESS:
+                return self._finish(Completed(file_id))
+            cur.fin_failures += 1
+            if cur.fin_failures >= MAX_MISMATCHES:
+                return self._finish(Failed(file_id, f"EMQX refused fin {cur.fin_failures} "
+                                                    f"times (reason code {reason_code:#04x})"))
+            self._restart(cur)  # EMQX: after a failed fin, every segment again
+            return []
+        if reason_code == SUCCESS:
+            self.confirmed[file_id] = max(self.confirmed.get(file_id, 0), cur.pending_end)
+            self.sizer.acked()
+        elif reason_code == NO_MATCHING_SUBSCRIBERS:
+            self._restart(cur)
+            return []
+        else:
+            self.bad_segments += 1  # EMQX: this segment again
+        cur.phase = Phase.FIN if self.confirmed.get(file_id, 0) >= cur.size else Phase.SEGMENT
+        return []
+
+    def _restart(self, cur: _Current) -> None:
+        self.confirmed.pop(cur.file_id, None)
+        self._sent_upto.pop(cur.file_id, None)  # a new attempt: not counted as re-sent
+        cur.phase = Phase.INIT
+
+    def _finish(self, outcome: Outcome) -> list[Outcome]:
+        if self.current is not None:
+            self.confirmed.pop(self.current.file_id, None)
+            self._sent_upto.pop(self.current.file_id, None)
+        self.current = None
+        return [outcome]
+
+    def idle(self) -> bool:
+        return self.current is None and not self.queue
+
+
+def reply_key_of(topic: str) -> tuple[str, str] | None:
+    """(file id, init | seg/{offset} | fin) of a command topic a response names."""
+    command = parse_command(topic)
+    if command is None or command.kind == "abort" or not is_file_id(command.file_id):
+        return None
+    return command.file_id, command.reply_key()
