@@ -85,9 +85,27 @@ def check_bundle(bundle: dict[str, Any]) -> None:
             assert request["method"] == "PUT" and "?identifier=" in request["url"]
             assert "fullUrl" in entry
         for ident in resource.get("identifier", []):
-            assert ident["system"] and ident["value"]
+            assert ident["value"] and (ident.get("system") or ident.get("type"))
         if resource["resourceType"] == "Observation":
             check_observation(resource, full_urls)
+        if resource["resourceType"] == "Device":
+            check_device(resource, request)
+
+
+def check_device(device: dict[str, Any], request: dict[str, Any]) -> None:
+    """The unit's identifier first (central's key, the conditional update's), then only what
+    the device said, each identifier with its system (or the serial number's type)."""
+    first = device["identifier"][0]
+    assert first["system"].startswith(fhir.DEVICE_SYSTEM + ":")
+    assert request == {"method": "PUT",
+                       "url": f"Device?identifier={first['system']}|{first['value']}"}
+    systems = [i.get("system") for i in device["identifier"][1:]]
+    assert len(systems) == len(set(systems))
+    for ident in device["identifier"][1:]:
+        if "system" not in ident:
+            assert ident["type"]["coding"] == [{"system": fhir.ID_TYPE, "code": "SNO"}]
+        else:
+            assert ident["system"] in (fhir.EUI64_SYSTEM, fhir.BLUETOOTH_SYSTEM)
 
 
 def check_observation(obs: dict[str, Any], full_urls: list[str]) -> None:
@@ -95,7 +113,10 @@ def check_observation(obs: dict[str, Any], full_urls: list[str]) -> None:
     assert obs["code"].get("coding") or obs["code"].get("text")
     assert "T" in obs["effectiveDateTime"] and fhir.has_zone(obs["effectiveDateTime"])
     assert obs["subject"]["reference"] in full_urls  # a Patient, or the Device
-    assert obs["device"]["reference"] in full_urls
+    if "encounter" in obs:  # a Patient's: the Device beside it
+        assert obs["device"]["reference"] in full_urls
+    else:  # the Device is the subject: not said twice
+        assert "device" not in obs
     assert ("valueQuantity" in obs) != ("dataAbsentReason" in obs) or "component" in obs
     if "valueQuantity" in obs:
         vq = obs["valueQuantity"]
@@ -164,7 +185,8 @@ def test_any_rows_encode_to_a_bundle_that_validates(specs: list[Any], tz: str | 
 def test_spo2_carries_both_loinc_codes_and_the_vital_signs_category() -> None:
     entry = fhir.bundle("u", EPOCH, "b", [row(1, "spo2", 97.0)], NOW)["entry"][-1]
     obs = entry["resource"]
-    assert [c["code"] for c in obs["code"]["coding"]] == ["2708-6", "59408-5", "150456"]
+    # The profile's LOINC first; no MDC beside it (the LOINC says it exactly).
+    assert [c["code"] for c in obs["code"]["coding"]] == ["2708-6", "59408-5"]
     assert obs["category"][0]["coding"][0]["code"] == "vital-signs"
 
 
@@ -247,7 +269,8 @@ def test_an_attributed_reading_has_patient_encounter_and_location() -> None:
     assert attributed["encounter"]["reference"] == encounter["fullUrl"]
     assert encounter["resource"]["location"][0]["location"]["reference"] == (
         by_type["Location"][0]["fullUrl"])
-    assert alone["subject"] == alone["device"]  # no patient: the Device is the subject
+    assert alone["subject"]["reference"] == by_type["Device"][0]["fullUrl"]  # no patient
+    assert "device" not in alone  # the subject says it already
     assert "encounter" not in alone
 
 
@@ -255,14 +278,14 @@ def test_the_readme_recipe_decodes_a_payload_without_the_project() -> None:
     """What a platform that is not ours runs: the dictionary bytes, zlib, json."""
     payload = codec.encode_batch("mmu-01", str(uuid.uuid4()), [row(1, "spo2", 97.0)], NOW,
                                  epoch=EPOCH)
-    zdict = codec.ZDICT_V2  # published beside the README as mmu-zdict-2.bin
+    zdict = codec.ZDICT_V3  # published beside the README as mmu-zdict-3.bin
     # -- the README snippet --
     inflater = zlib.decompressobj(zdict=zdict)
     bundle = json.loads(inflater.decompress(payload) + inflater.flush())
     assert bundle["resourceType"] == "Bundle" and bundle["type"] == "transaction"
     # -- end --
     assert int.from_bytes(payload[2:6], "big") == zlib.adler32(zdict)
-    assert dict(codec.WIRE_PROPERTIES)["zlib-dictionary"] == codec.ZDICT_V2_NAME
+    assert dict(codec.WIRE_PROPERTIES)["zlib-dictionary"] == codec.ZDICT_V3_NAME
     check_bundle(bundle)
 
 
