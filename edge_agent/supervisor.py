@@ -14,6 +14,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -187,8 +188,12 @@ class StoreSink(Sink):
         """Keep what the device said about itself (a background write: no reading waits)."""
         values = device_facts.from_event(facts)
         fut = self.unit_store.submit(lambda db: device_facts.save(db, device_id, values))
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception() is None or log.warning(
-            "device %s: its facts were not kept: %s", device_id, f.exception()))
+
+        def done(f: Future[bool]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.warning("device %s: its facts were not kept: %s", device_id, f.exception())
+
+        fut.add_done_callback(done)
 
     def device_status(self, device_id: str, state: str, detail: str = "") -> None:
         current = self.devices.setdefault(device_id, DeviceState())

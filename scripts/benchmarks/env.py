@@ -84,9 +84,10 @@ def fill_store(path: Path, unit: str, readings: list[Measurement], chunk: int = 
             store.call(partial(device_facts.save, device_id=f"dev-{i}", values=BENCH_FACTS))
 
 
-BENCH_FACTS = {"serial": "SN20260417", "system_id": "74-E8-FF-FE-FF-05-1C-00",
-               "mac": "00-1C-05-FF-E8-74", "manufacturer": "Nonin Medical, Inc.",
-               "model": "3230", "firmware": "r2.1", "mdc_type": 528388}
+BENCH_FACTS: dict[str, str | int | None] = {
+    "serial": "SN20260417", "system_id": "74-E8-FF-FE-FF-05-1C-00",
+    "mac": "00-1C-05-FF-E8-74", "manufacturer": "Nonin Medical, Inc.", "model": "3230",
+    "firmware": "r2.1", "mdc_type": 528388}
 
 
 def settings_for(unit: str, store_path: Path, broker_port: int, **sync: Any) -> Settings:

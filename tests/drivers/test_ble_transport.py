@@ -21,7 +21,7 @@ from bleak.exc import (
     BleakGATTProtocolError,
 )
 
-from drivers.base import GattDecoder, Rejected
+from drivers.base import DeviceFacts, GattDecoder, Rejected
 from drivers.protocols.ble_health import HealthDecoder
 from drivers.registry import DRIVERS
 from drivers.simulators.ble_values import GlucoseMeterRecords
@@ -72,6 +72,7 @@ class RecordingSink:
         self.states: list[tuple[str, str]] = []
         self.log: list[str] = []  # "store 50", "store 3 cursor 53": the commits, in order
         self.cursors: dict[str, int] = {}  # committed with the readings, as the store does
+        self.facts: list[DeviceFacts] = []
         self.fail_commits = fail_commits
         self.changed = asyncio.Event()
 
@@ -94,6 +95,9 @@ class RecordingSink:
     def device_status(self, device_id: str, state: str, detail: str = "") -> None:
         self.states.append((state, detail))
         self.changed.set()
+
+    def device_facts(self, device_id: str, facts: DeviceFacts) -> None:
+        self.facts.append(facts)
 
     def values(self, quantity: str) -> list[float | None]:
         return [m.value for m in self.measurements if m.quantity == quantity]

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.base import DeviceInfo, Event, MessageComplete, Rejected
+from drivers.base import DeviceFacts, DeviceInfo, Event, MessageComplete, Rejected
 from drivers.protocols import hl7v2
 from drivers.protocols.hl7v2 import Hl7Error, Separators, parse_message
 from drivers.protocols.mllp import MllpDecoder, frame
@@ -65,9 +65,9 @@ def oru(*obx: str, msh: str = "", extra: Sequence[str] = ()) -> bytes:
 
 
 def one(*obx: str, **kwargs: Any) -> Event:
-    """The one non-DeviceInfo event of a message built by :func:`oru`."""
+    """The one non-DeviceInfo/DeviceFacts event of a message built by :func:`oru`."""
     events = [e for e in hl7v2.decode_oru(parse_message(oru(*obx, **kwargs)))
-              if not isinstance(e, DeviceInfo)]  # fmt: skip
+              if not isinstance(e, DeviceInfo | DeviceFacts)]  # fmt: skip
     assert len(events) == 1, events
     return events[0]
 
