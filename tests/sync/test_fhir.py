@@ -329,7 +329,8 @@ def test_a_full_batch_stays_within_the_wire_budget() -> None:
 
 
 def device_of(bundle: dict[str, Any]) -> dict[str, Any]:
-    found = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Device"]
+    found: list[dict[str, Any]] = [e["resource"] for e in bundle["entry"]
+                                   if e["resource"]["resourceType"] == "Device"]
     assert len(found) == 1
     return found[0]
 
