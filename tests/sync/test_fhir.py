@@ -49,7 +49,7 @@ def row(seq: int, quantity: str, value: float | None = 1.0, **extra: Any) -> dic
 
 
 def walk(node: Any, path: str = "") -> list[str]:
-    """Paths of empty arrays, objects or strings (invalid FHIR JSON)."""
+    """Paths of empty arrays, objects or blank strings (invalid FHIR JSON)."""
     bad: list[str] = []
     if isinstance(node, dict):
         if not node:
@@ -61,7 +61,7 @@ def walk(node: Any, path: str = "") -> list[str]:
             bad.append(path)
         for i, value in enumerate(node):
             bad += walk(value, f"{path}[{i}]")
-    elif node == "":
+    elif isinstance(node, str) and not node.strip():  # FHIR strings have content
         bad.append(path)
     return bad
 
