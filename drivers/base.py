@@ -51,7 +51,43 @@ class DeviceInfo:
     value: str
 
 
-Event = Measurement | Rejected | MessageComplete | DeviceInfo
+@dataclass(frozen=True, slots=True)
+class DeviceFacts:
+    """What a device told us about itself (BLE Device Information, HL7 MSH-3/MSH-4 and OBX-18,
+    an ASTM H record's sender): kept in the store's ``device_facts`` and sent as the FHIR
+    Device's identifiers, manufacturer, model and version. None: not told (an empty value the
+    device sent counts as none: :func:`fact`)."""
+
+    serial: str | None = None
+    system_id: str | None = None  # IEEE EUI-64, "FE-ED-AB-EE-DE-AD-77-C3"
+    manufacturer: str | None = None
+    model: str | None = None
+    firmware: str | None = None
+
+    def any(self) -> bool:
+        return any(v is not None for v in (self.serial, self.system_id, self.manufacturer,
+                                           self.model, self.firmware))
+
+
+def fact(value: str | bytes | None, limit: int = 64) -> str | None:
+    """A device-reported text, printable and trimmed (NULs, padding), at most ``limit``
+    characters; None when nothing is left."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = "".join(c for c in (value or "") if c.isprintable()).strip()
+    return text[:limit] or None
+
+
+def eui64(system_id: bytes | None) -> str | None:
+    """BLE System ID (0x2A23: manufacturer identifier then OUI, least significant octet
+    first) as the PHD IG's EUI-64 text, most significant first: "FE-ED-AB-EE-DE-AD-77-C3";
+    None when absent, not 8 octets, or all zero."""
+    if not system_id or len(system_id) != 8 or not any(system_id):
+        return None
+    return "-".join(f"{b:02X}" for b in reversed(system_id))
+
+
+Event = Measurement | Rejected | MessageComplete | DeviceInfo | DeviceFacts
 
 
 def source_key(kind: str, *parts: str | int) -> str:
@@ -140,3 +176,7 @@ class Sink(Protocol):
     ) -> None: ...
 
     def device_status(self, device_id: str, state: str, detail: str = "") -> None: ...
+
+    def device_facts(self, device_id: str, facts: DeviceFacts) -> None:
+        """Keep what the device told about itself (written in the background)."""
+        ...

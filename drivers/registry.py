@@ -49,6 +49,9 @@ class DriverSpec:
     idle_timeout: float | None = None  # seconds of silence before decoder.timeout()
     usb_ids: tuple[str, ...] = ()  # "VID:PID" for `ports`
     ble_services: tuple[str, ...] = ()  # 16-bit service UUIDs for `ble scan`
+    # The IEEE 11073-10101 device specialization (MDC_DEV_SPEC_PROFILE_*, partition 8): the
+    # FHIR Device.type of such a device (None: no PHD specialization fits).
+    mdc_type: int | None = None
     # Checked when the config is loaded: the ``options`` table (pure), then files it names.
     check_options: opt.OptionCheck = opt.no_options
     check_files: opt.OptionCheck | None = None
@@ -131,14 +134,22 @@ def _glucose(options: Options) -> GattDecoder:
     return made
 
 
+# IEEE 11073-10101 device specializations, partition 8 (infra): 8 * 65536 + term code
+# (HL7 PHD IG, ValueSet DeviceTypes11073MDC).
+MDC_PULS_OXIM, MDC_BP, MDC_TEMP, MDC_SCALE, MDC_GLUCOSE, MDC_BCA = (
+    528388, 528391, 528392, 528399, 528401, 528404)
+
 _BLE = (
-    # kind, title, service, characteristics subscribed (intermediate values are not stored)
-    ("ble-blood-pressure", "Blood pressure monitor (Bluetooth BLS)", "1810", ("2a35",)),
-    ("ble-thermometer", "Thermometer (Bluetooth HTS)", "1809", ("2a1c",)),
-    ("ble-pulse-oximeter", "Pulse oximeter (Bluetooth PLXS)", "1822", ("2a5e", "2a5f")),
-    ("ble-weight-scale", "Weight scale (Bluetooth WSS)", "181d", ("2a9d",)),
-    ("ble-body-composition", "Body composition scale (Bluetooth BCS)", "181b", ("2a9c",)),
-    ("ble-heart-rate", "Heart-rate sensor (Bluetooth HRS)", "180d", ("2a37",)),
+    # kind, title, service, characteristics subscribed (intermediate values are not stored),
+    # device specialization
+    ("ble-blood-pressure", "Blood pressure monitor (Bluetooth BLS)", "1810", ("2a35",), MDC_BP),
+    ("ble-thermometer", "Thermometer (Bluetooth HTS)", "1809", ("2a1c",), MDC_TEMP),
+    ("ble-pulse-oximeter", "Pulse oximeter (Bluetooth PLXS)", "1822", ("2a5e", "2a5f"),
+     MDC_PULS_OXIM),
+    ("ble-weight-scale", "Weight scale (Bluetooth WSS)", "181d", ("2a9d",), MDC_SCALE),
+    ("ble-body-composition", "Body composition scale (Bluetooth BCS)", "181b", ("2a9c",),
+     MDC_BCA),
+    ("ble-heart-rate", "Heart-rate sensor (Bluetooth HRS)", "180d", ("2a37",), None),
 )
 
 DRIVERS: dict[str, DriverSpec] = {
@@ -151,6 +162,7 @@ DRIVERS: dict[str, DriverSpec] = {
             decoder=_nonin_decoder,
             simulator=_nonin_simulator,
             serial=SerialDefaults(9600, 8, "N", 1),
+            mdc_type=MDC_PULS_OXIM,
             check_options=opt.nonin,
         ),
         DriverSpec(
@@ -183,6 +195,7 @@ DRIVERS: dict[str, DriverSpec] = {
             check_options=opt.cms50,
             serial=SerialDefaults(19200, 8, "O", 1),
             usb_ids=("10c4:ea60",),  # Silicon Labs CP210x bridge in the Contec cable
+            mdc_type=MDC_PULS_OXIM,
         ),
         DriverSpec(
             kind="nmea",
@@ -200,6 +213,7 @@ DRIVERS: dict[str, DriverSpec] = {
             decoder=_scale_decoder,
             simulator=_seeded("drivers.simulators.scale:ScaleModel"),
             serial=SerialDefaults(9600, 8, "N", 1),
+            mdc_type=MDC_SCALE,
             check_options=opt.scale,
         ),
         DriverSpec(
@@ -208,11 +222,12 @@ DRIVERS: dict[str, DriverSpec] = {
             transport="ble",
             gatt=_glucose,
             ble_services=("1808",),
+            mdc_type=MDC_GLUCOSE,
         ),
         *(
             DriverSpec(kind=kind, title=title, transport="ble", gatt=_health(*chars),
-                       ble_services=(service,))
-            for kind, title, service, chars in _BLE
+                       ble_services=(service,), mdc_type=mdc)
+            for kind, title, service, chars, mdc in _BLE
         ),
     )
 }

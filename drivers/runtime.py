@@ -16,6 +16,7 @@ import logging
 from collections.abc import Sequence
 
 from drivers.base import (
+    DeviceFacts,
     DeviceInfo,
     Event,
     GattDecoder,
@@ -49,6 +50,9 @@ async def dispatch(
             rejects.append(event)
         elif isinstance(event, DeviceInfo):
             infos.append(event)
+        elif isinstance(event, DeviceFacts):
+            if event.any():
+                sink.device_facts(device_id, event)
         elif isinstance(event, MessageComplete):
             stored = True
             try:

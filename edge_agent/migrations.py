@@ -208,3 +208,27 @@ def m010_attachments(db: Database) -> None:
                "WHERE instance_uid IS NOT NULL")
     db.execute("CREATE INDEX attachments_unsent ON attachments(received_at) "
                "WHERE central_holds_at IS NULL AND failed IS NULL")
+
+
+@migrations()
+def m011_device_facts(db: Database) -> None:
+    # What each configured device told us about itself (drivers.base.DeviceFacts: BLE Device
+    # Information, HL7 MSH-3/MSH-4/OBX-18, ASTM H-5) and what its configuration says (the BLE
+    # address, the IEEE 11073-10101 specialization of its kind), keyed by the configured
+    # device id. The codec sends it as the FHIR Device; a value the device stops reporting is
+    # kept (NULL never overwrites).
+    db.execute(
+        """
+        CREATE TABLE device_facts (
+            device_id TEXT PRIMARY KEY,
+            serial TEXT,
+            system_id TEXT,
+            mac TEXT,
+            manufacturer TEXT,
+            model TEXT,
+            firmware TEXT,
+            mdc_type INTEGER,
+            updated_at TEXT NOT NULL
+        )
+        """
+    )

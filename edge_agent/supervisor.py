@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from drivers.base import Rejected, Sink
+from drivers.base import DeviceFacts, Rejected, Sink
 from drivers.registry import DriverSpec, driver
-from edge_agent import file_sources
+from edge_agent import device_facts, file_sources
 from edge_agent.acquisition_buffer import AcquisitionBuffer, Held
 from edge_agent.backoff import Backoff
 from edge_agent.device_check import device_problems
@@ -57,6 +59,11 @@ class StoreSink(Sink):
     GPS) to the other devices' readings, and uses GPS time as the reception clock when the
     unit's clock disagrees with it by more than ``CLOCK_TOLERANCE`` (a van that booted
     offline with a wrong clock): such readings are stamped with ``clock_source = "gps"``.
+
+    A device with a known clock offset (``clock_offset`` in its configuration: how far its
+    clock is ahead of true time) has the offset in effect recorded with each reading that
+    carries a device time (context ``clock-offset``, seconds): the codec subtracts it, and a
+    later change of the configuration does not rewrite what was taken before.
     """
 
     POSITION_MAX_AGE = 300.0
@@ -82,6 +89,7 @@ class StoreSink(Sink):
         self.full_disk.on_stored = self._count
         self.full_disk.on_recovered = self._recovered
         self.full_disk.device_states = lambda: {k: v.state for k, v in self.devices.items()}
+        self.clock_offsets: dict[str, float] = {}  # device id -> seconds its clock is ahead
 
     async def store(
         self,
@@ -98,6 +106,7 @@ class StoreSink(Sink):
         the device gets a negative answer and resends. A ``cursor`` (a download cursor saved
         in the readings' transaction) is never held: such a store is always durable."""
         may_buffer = may_buffer and cursor is None
+        measurements = with_clock_offset(measurements, self.clock_offsets.get(device_id))
         wall, mono = self._wall(), self._monotonic()
         is_gps = self._learn(measurements, wall, mono)
         received_at, clock = self._reception_time(wall, mono)
@@ -175,6 +184,17 @@ class StoreSink(Sink):
             return _iso(wall + fix.gps_offset), ClockSource.GPS
         return _iso(wall), None
 
+    def device_facts(self, device_id: str, facts: DeviceFacts) -> None:
+        """Keep what the device said about itself (a background write: no reading waits)."""
+        values = device_facts.from_event(facts)
+        fut = self.unit_store.submit(lambda db: device_facts.save(db, device_id, values))
+
+        def done(f: Future[bool]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.warning("device %s: its facts were not kept: %s", device_id, f.exception())
+
+        fut.add_done_callback(done)
+
     def device_status(self, device_id: str, state: str, detail: str = "") -> None:
         current = self.devices.setdefault(device_id, DeviceState())
         if (current.state, current.detail) == (state, detail):
@@ -195,6 +215,22 @@ class StoreSink(Sink):
         self.unit_store.log_event(f"device.{state}", detail, device_id)
         # For `sync status` and the next start.
         self.unit_store.submit(lambda db: put_state(db, "devices", states))
+
+
+def offset_text(seconds: float) -> str:
+    """Seconds as the context value: milliseconds at most, no trailing zeros ("90", "-2.5")."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
+
+
+def with_clock_offset(measurements: list[Measurement], offset: float | None
+                      ) -> list[Measurement]:
+    """The measurements with the device's clock offset in effect in their context (only
+    those with a device time; none when the offset is zero or unknown)."""
+    if not offset:
+        return measurements
+    pair = ("clock-offset", offset_text(offset))
+    return [dataclasses.replace(m, context=(*m.context, pair)) if m.device_time else m
+            for m in measurements]
 
 
 def _iso(epoch: float) -> str:
@@ -276,6 +312,13 @@ class _StoreCursor:
         return self._store.read(legacy)
 
 
+def _mdc_type(kind: str) -> int | None:
+    try:
+        return driver(kind).mdc_type
+    except KeyError:
+        return None
+
+
 class Supervisor:
     def __init__(
         self, settings: Settings, store: Store, *, acquire: bool = True, sync: bool = True
@@ -295,6 +338,12 @@ class Supervisor:
         # The codec reads device times without a zone in the unit's zone (sync.fhir).
         zone = settings.unit.timezone
         store.submit(lambda db: put_state(db, "unit-timezone", zone))
+        self.sink.clock_offsets = {d.id: d.clock_offset.total_seconds()
+                                   for d in settings.devices}
+        if acquire:  # what the configuration says about each device (the FHIR Device)
+            configured = [(d.id, device_facts.from_config(d.address, _mdc_type(d.kind)))
+                          for d in settings.devices]
+            store.submit(lambda db: [device_facts.save(db, i, v) for i, v in configured])
 
     async def run(self, stop: asyncio.Event, started: Callable[[], None] | None = None) -> None:
         """Run until ``stop``; ``started()`` once every device and sync task is started."""

@@ -3,7 +3,8 @@
 ``mmu.readings/3`` (the current one): the payload is a FHIR R4 ``transaction`` Bundle
 (:mod:`sync.fhir` builds it; the schema, unit and store epoch are ``Bundle.meta.tag`` codes, the
 batch id is ``Bundle.identifier``), JSON, compressed with zlib (RFC 1950) primed with a preset
-dictionary: :data:`ZDICT_V2`. MQTT 5 says so: content type ``application/zlib`` and the user
+dictionary: :data:`ZDICT` (``mmu-zdict-3``; payloads primed with ``mmu-zdict-2`` still decode).
+MQTT 5 says so: content type ``application/zlib`` and the user
 properties :data:`WIRE_PROPERTIES` (the inner media type, the dictionary's name and Adler-32).
 The zlib header itself names the dictionary (its Adler-32, RFC 1950 DICTID): the decoder picks
 the dictionary from it, so a third party needs only the dictionary bytes (README).
@@ -31,7 +32,7 @@ LEGACY_SCHEMA: Final = "mmu.readings/2"
 RETIRED_SCHEMAS: Final = frozenset({"mmu.readings/1"})
 INNER_CONTENT_TYPE: Final = "application/fhir+json; fhirVersion=4.0"
 CONTENT_TYPE: Final = "application/zlib"  # RFC 6713: the payload is a zlib stream
-ENCODING: Final = "zlib+dict2"  # zlib with the preset dictionary ZDICT_V2
+ENCODING: Final = "zlib+dict3"  # zlib with the preset dictionary ZDICT_V3
 MAX_DECOMPRESSED: Final = 32 * 1024 * 1024
 LOINC: Final = fhir.LOINC
 MDC: Final = fhir.MDC
@@ -180,8 +181,130 @@ ZDICT_V2: Final = (
     b',"system":"http://unitsofmeasure.org","code":"%"}}}]}'
 )
 ZDICT_V2_NAME: Final = "mmu-zdict-2"
+
+# Version 3: the same, from scripts/zdict.py (issue 8: the Device with what the device told us,
+# Observation.device only beside a Patient, no MDC coding beside a vital-signs profile's
+# LOINC). Never edit it: add a version (and its name to DICTIONARIES).
+ZDICT_V3: Final = (
+    b'{"resourceType":"Bundle","meta":{"tag":[{"system":"urn:mmu:schema","code":"mmu.readings/3"'
+    b'},{"system":"urn:mmu:unit","code":"mmu-"},{"system":"urn:mmu:epoch","code":""},{"system":"'
+    b'urn:mmu:seqs","code":"1-"}]},"identifier":{"system":"urn:ietf:rfc:3986","value":"urn:uuid:'
+    b'"},"type":"transaction","timestamp":"2026-11-T:.Z","entry":[{"fullUrl":"urn:uuid:","resour'
+    b'ce":{"resourceType":"Device","identifier":[{"system":"urn:mmu:device:mmu-","value":""},{"t'
+    b'ype":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v2-0203","code":"SNO"}]},'
+    b'"value":""},{"system":"urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680","value":""},{"system"'
+    b':"http://hl7.org/fhir/sid/eui-48/bluetooth","value":""}],"manufacturer":"","serialNumber":'
+    b'"","modelNumber":"","deviceName":[{"name":"","type":"user-friendly-name"}],"type":{"coding'
+    b'":[{"system":"urn:iso:std:iso:11073:10101","code":"528388"}]},"version":[{"type":{"coding"'
+    b':[{"system":"urn:iso:std:iso:11073:10101","code":"531976"}]},"value":""}]},"request":{"met'
+    b'hod":"PUT","url":"Device?identifier=urn:mmu:device:mmu-|"}},{"fullUrl":"urn:uuid:","resour'
+    b'ce":{"resourceType":"Patient","identifier":[{"system":"urn:mmu:patient:national-id","value'
+    b'":""}]},"request":{"method":"POST","url":"Patient","ifNoneExist":"identifier=urn:mmu:patie'
+    b'nt:national-id|"}},{"fullUrl":"urn:uuid:","resource":{"resourceType":"Location","identifie'
+    b'r":[{"system":"urn:mmu:location","value":""}],"status":"active","mode":"instance","positio'
+    b'n":{"latitude":0,"longitude":0}},"request":{"method":"POST","url":"Location","ifNoneExist"'
+    b':"identifier=urn:mmu:location|"}},{"fullUrl":"urn:uuid:","resource":{"resourceType":"Encou'
+    b'nter","identifier":[{"system":"urn:mmu:encounter","value":""}],"status":"in-progress","cla'
+    b'ss":{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"FLD","display":"f'
+    b'ield"},"subject":{"reference":"urn:uuid:"},"period":{"start":"2026-11-T:.Z"},"serviceProvi'
+    b'der":{"identifier":{"system":"urn:mmu:unit","value":"mmu-"},"display":"mmu-"},"participant'
+    b'":[{"type":[{"text":"nurse"}]}],"location":[{"location":{"reference":"urn:uuid:"}}]},"requ'
+    b'est":{"method":"PUT","url":"Encounter?identifier=urn:mmu:encounter|"}},{"resource":{"resou'
+    b'rceType":"Location","identifier":[{"system":"urn:mmu:reading","value":""},{"system":"urn:m'
+    b'mu:reading","value":""},{"system":"urn:mmu:reading","value":""}],"status":"active","mode":'
+    b'"instance","physicalType":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/loca'
+    b'tion-physical-type","code":"ve"}]},"position":{"latitude":0,"longitude":0,"altitude":0},"e'
+    b'xtension":[{"url":"urn:mmu:fhir:device-time","valueString":"2026-11-T:.Z"}]},"request":{"m'
+    b'ethod":"POST","url":"Location","ifNoneExist":"identifier=urn:mmu:reading|"}},{"request":{"'
+    b'method":"POST","url":"Observation","ifNoneExist":"identifier=urn:mmu:reading|"},"resource"'
+    b':{"resourceType":"Observation","identifier":[{"system":"urn:mmu:reading","value":""}],"sta'
+    b'tus":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/obser'
+    b'vation-category","code":"vital-signs"}]}],"code":{"coding":[{"system":"http://loinc.org","'
+    b'code":"2708-6"},{"system":"http://loinc.org","code":"59408-5"}]},"subject":{"reference":"u'
+    b'rn:uuid:"},"encounter":{"reference":"urn:uuid:"},"device":{"reference":"urn:uuid:"},"effec'
+    b'tiveDateTime":"2026-11-T:.Z","valueQuantity":{"value":0,"unit":"%","system":"http://unitso'
+    b'fmeasure.org","code":"%"}}},{"request":{"method":"POST","url":"Observation","ifNoneExist":'
+    b'"identifier=urn:mmu:reading|"},"resource":{"resourceType":"Observation","identifier":[{"sy'
+    b'stem":"urn:mmu:reading","value":""},{"system":"urn:mmu:source","value":"hl7:[\\""}],"status'
+    b'":"preliminary","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/ob'
+    b'servation-category","code":"laboratory"}]}],"code":{"coding":[{"system":"http://loinc.org"'
+    b',"code":"14743-9"},{"system":"urn:iso:std:iso:11073:10101","code":"160184"}]},"subject":{"'
+    b'reference":"urn:uuid:"},"effectiveDateTime":"2026-11-T:.Z","issued":"2026-11-T:.Z","valueQ'
+    b'uantity":{"value":0,"unit":"mmol/L","system":"http://unitsofmeasure.org","code":"mmol/L"},'
+    b'"extension":[{"url":"urn:mmu:fhir:device-time","valueString":"2026-11-T:"}]}},{"request":{'
+    b'"method":"POST","url":"Observation","ifNoneExist":"identifier=urn:mmu:reading|"},"resource'
+    b'":{"resourceType":"Observation","identifier":[{"system":"urn:mmu:reading","value":""}],"st'
+    b'atus":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/obse'
+    b'rvation-category","code":"laboratory"}]}],"code":{"coding":[{"system":"http://loinc.org","'
+    b'code":"41653-7"},{"system":"urn:iso:std:iso:11073:10101","code":"160184"}]},"subject":{"re'
+    b'ference":"urn:uuid:"},"effectiveDateTime":"2026-11-T:.Z","dataAbsentReason":{"coding":[{"s'
+    b'ystem":"http://terminology.hl7.org/CodeSystem/data-absent-reason","code":"unknown"}]},"ext'
+    b'ension":[{"url":"urn:mmu:fhir:flags","valueString":"alert"},{"url":"urn:mmu:fhir:clock-sou'
+    b'rce","valueCode":"gps"}]}},{"request":{"method":"POST","url":"Observation","ifNoneExist":"'
+    b'identifier=urn:mmu:reading|"},"resource":{"resourceType":"Observation","identifier":[{"sys'
+    b'tem":"urn:mmu:reading","value":""}],"status":"final","category":[{"coding":[{"system":"htt'
+    b'p://terminology.hl7.org/CodeSystem/observation-category","code":"laboratory"}]}],"code":{"'
+    b'coding":[{"system":"http://loinc.org","code":"4548-4"},{"system":"urn:iso:std:iso:11073:10'
+    b'101","code":"160220"}]},"subject":{"reference":"urn:uuid:"},"effectiveDateTime":"2026-11-T'
+    b':.Z","valueQuantity":{"value":0,"unit":"%","system":"http://unitsofmeasure.org","code":"%"'
+    b'}}},{"request":{"method":"POST","url":"Observation","ifNoneExist":"identifier=urn:mmu:read'
+    b'ing|"},"resource":{"resourceType":"Observation","identifier":[{"system":"urn:mmu:reading",'
+    b'"value":""}],"status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org'
+    b'/CodeSystem/observation-category","code":"exam"}]}],"code":{"coding":[{"system":"http://lo'
+    b'inc.org","code":"41982-0"},{"system":"urn:iso:std:iso:11073:10101","code":"188748"}]},"sub'
+    b'ject":{"reference":"urn:uuid:"},"effectiveDateTime":"2026-11-T:.Z","valueQuantity":{"value'
+    b'":0,"unit":"%","system":"http://unitsofmeasure.org","code":"%"}}},{"request":{"method":"PO'
+    b'ST","url":"Observation","ifNoneExist":"identifier=urn:mmu:reading|"},"resource":{"resource'
+    b'Type":"Observation","identifier":[{"system":"urn:mmu:reading","value":""}],"status":"final'
+    b'","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-cate'
+    b'gory","code":"vital-signs"}]}],"code":{"coding":[{"system":"http://loinc.org","code":"8310'
+    b'-5"}]},"subject":{"reference":"urn:uuid:"},"effectiveDateTime":"2026-11-T:.Z","valueQuanti'
+    b'ty":{"value":0,"unit":"Cel","system":"http://unitsofmeasure.org","code":"Cel"}}},{"request'
+    b'":{"method":"POST","url":"Observation","ifNoneExist":"identifier=urn:mmu:reading|"},"resou'
+    b'rce":{"resourceType":"Observation","identifier":[{"system":"urn:mmu:reading","value":""}],'
+    b'"status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/o'
+    b'bservation-category","code":"vital-signs"}]}],"code":{"coding":[{"system":"http://loinc.or'
+    b'g","code":"29463-7"}]},"subject":{"reference":"urn:uuid:"},"effectiveDateTime":"2026-11-T:'
+    b'.Z","valueQuantity":{"value":0,"unit":"kg","system":"http://unitsofmeasure.org","code":"kg'
+    b'"}}},{"request":{"method":"POST","url":"Observation","ifNoneExist":"identifier=urn:mmu:rea'
+    b'ding|"},"resource":{"resourceType":"Observation","identifier":[{"system":"urn:mmu:reading"'
+    b',"value":""}],"status":"final","category":[{"coding":[{"system":"http://terminology.hl7.or'
+    b'g/CodeSystem/observation-category","code":"vital-signs"}]}],"code":{"coding":[{"system":"h'
+    b'ttp://loinc.org","code":"9279-1"}]},"subject":{"reference":"urn:uuid:"},"effectiveDateTime'
+    b'":"2026-11-T:.Z","valueQuantity":{"value":0,"unit":"/min","system":"http://unitsofmeasure.'
+    b'org","code":"/min"}}},{"request":{"method":"POST","url":"Observation","ifNoneExist":"ident'
+    b'ifier=urn:mmu:reading|"},"resource":{"resourceType":"Observation","identifier":[{"system":'
+    b'"urn:mmu:reading","value":""},{"system":"urn:mmu:reading","value":""},{"system":"urn:mmu:r'
+    b'eading","value":""}],"status":"final","category":[{"coding":[{"system":"http://terminology'
+    b'.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],"code":{"coding":[{"sys'
+    b'tem":"http://loinc.org","code":"85354-9"}]},"component":[{"code":{"coding":[{"system":"htt'
+    b'p://loinc.org","code":"8480-6"}]},"valueQuantity":{"value":0,"unit":"mm[Hg]","system":"htt'
+    b'p://unitsofmeasure.org","code":"mm[Hg]"}},{"code":{"coding":[{"system":"http://loinc.org",'
+    b'"code":"8462-4"}]},"valueQuantity":{"value":0,"unit":"mm[Hg]","system":"http://unitsofmeas'
+    b'ure.org","code":"mm[Hg]"}},{"code":{"coding":[{"system":"http://loinc.org","code":"8478-0"'
+    b'}]},"valueQuantity":{"value":0,"unit":"mm[Hg]","system":"http://unitsofmeasure.org","code"'
+    b':"mm[Hg]"}}],"subject":{"reference":"urn:uuid:"},"effectiveDateTime":"2026-11-T:.Z"}},{"re'
+    b'quest":{"method":"POST","url":"Observation","ifNoneExist":"identifier=urn:mmu:reading|"},"'
+    b'resource":{"resourceType":"Observation","identifier":[{"system":"urn:mmu:reading","value":'
+    b'""}],"status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSys'
+    b'tem/observation-category","code":"vital-signs"}]}],"code":{"coding":[{"system":"http://loi'
+    b'nc.org","code":"8867-4"}]},"subject":{"reference":"urn:uuid:"},"effectiveDateTime":"2026-1'
+    b'1-T:.Z","valueQuantity":{"value":0,"unit":"/min","system":"http://unitsofmeasure.org","cod'
+    b'e":"/min"}}},{"request":{"method":"POST","url":"Observation","ifNoneExist":"identifier=urn'
+    b':mmu:reading|"},"resource":{"resourceType":"Observation","identifier":[{"system":"urn:mmu:'
+    b'reading","value":""}],"status":"final","category":[{"coding":[{"system":"http://terminolog'
+    b'y.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],"code":{"coding":[{"sy'
+    b'stem":"http://loinc.org","code":"2708-6"},{"system":"http://loinc.org","code":"59408-5"}]}'
+    b',"subject":{"reference":"urn:uuid:"},"effectiveDateTime":"2026-11-T:.Z","valueQuantity":{"'
+    b'value":0,"unit":"%","system":"http://unitsofmeasure.org","code":"%"}}}]}'
+)
+ZDICT_V3_NAME: Final = "mmu-zdict-3"
+ZDICT: Final = ZDICT_V3  # what encode_batch primes zlib with
+ZDICT_NAME: Final = ZDICT_V3_NAME
+# Every dictionary a unit ever sent with, by Adler-32 (the zlib header's DICTID): payloads
+# compressed with an older one (a unit not yet updated, a batch stored before) still decode.
 DICTIONARIES: Final[Mapping[int, bytes]] = {
-    zlib.adler32(ZDICT_V1): ZDICT_V1, zlib.adler32(ZDICT_V2): ZDICT_V2}
+    zlib.adler32(d): d for d in (ZDICT_V1, ZDICT_V2, ZDICT_V3)}
 # What the MQTT 5 user properties say about a readings payload (beside content type
 # application/zlib): enough for a platform that is not ours to decode it.
 # (The dictionary's Adler-32 is in the zlib header itself: RFC 1950 DICTID.)
@@ -189,7 +312,7 @@ WIRE_PROPERTIES: Final = (
     ("schema", SCHEMA),
     ("encoding", ENCODING),
     ("inner-content-type", INNER_CONTENT_TYPE),
-    ("zlib-dictionary", ZDICT_V2_NAME),
+    ("zlib-dictionary", ZDICT_NAME),
 )
 
 
@@ -230,7 +353,7 @@ def encode_batch(
         raise ValueError(f"epoch {epoch!r} is not 1-64 characters of [A-Za-z0-9._:-]")
     text = json.dumps(fhir.bundle(unit, epoch, batch_id, rows, created_at),
                       separators=(",", ":"), ensure_ascii=False)
-    packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, ZDICT_V2)
+    packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, ZDICT)
     return packer.compress(text.encode("utf-8")) + packer.flush()
 
 

@@ -33,10 +33,25 @@ The shape (``mmu.readings/3``), decided here and documented in the README:
   reception time) only when the device time was used.
 - GPS readings (latitude/longitude/altitude) become ``Location`` resources (``position``),
   one per fix; an encounter's place is a Location too.
-- Patient, Device and Location: ``POST`` with ``ifNoneExist`` on their identifier; Encounter:
-  conditional update (``PUT Encounter?identifier=...``: it goes from in-progress to finished);
-  Observations: ``POST`` with ``ifNoneExist``. Replaying a batch into a FHIR server creates
-  nothing twice.
+- ``Device``: its first identifier is always the unit's name for it
+  (``urn:mmu:device:<unit>|<configured id>``: the conditional-update key, central's key); then
+  what the device told us (the store's ``device_facts``): its serial number (type ``SNO`` of
+  HL7 v2 table 0203, no system: the PHD IG's rule), its IEEE EUI-64 system id
+  (``urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680``), its Bluetooth address
+  (``http://hl7.org/fhir/sid/eui-48/bluetooth``, from the configuration); ``manufacturer``,
+  ``modelNumber``, ``serialNumber``, ``version`` (firmware: MDC_ID_PROD_SPEC_FW 531976) when it
+  said them; ``type``: the IEEE 11073-10101 device specialization of its kind
+  (MDC_DEV_SPEC_PROFILE_*) when one fits. Nothing it did not say is sent (no empty values).
+- ``Observation.device`` only beside a Patient subject: a reading without a patient has the
+  Device as its subject already. Vital signs whose first LOINC is their profile's carry no MDC
+  coding (the LOINC says it exactly; other readings keep LOINC then MDC).
+- A device with a known clock offset (the technician's ``clock_offset``: how far its clock is
+  ahead, recorded with the reading at ingest as context ``clock-offset``) has it subtracted
+  from its time; the raw device time is then kept in the device-time extension.
+- Patient and Location: ``POST`` with ``ifNoneExist`` on their identifier; Encounter and
+  Device: conditional update (``PUT <type>?identifier=...``: an Encounter goes from in-progress
+  to finished, a Device gains what it tells later); Observations: ``POST`` with
+  ``ifNoneExist``. Replaying a batch into a FHIR server creates nothing twice.
 """
 
 from __future__ import annotations
@@ -44,7 +59,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -69,6 +84,11 @@ DEVICE_SYSTEM: Final = "urn:mmu:device"  # + ":<unit>": the device's name on the
 EXT_FLAGS: Final = "urn:mmu:fhir:flags"
 EXT_DEVICE_TIME: Final = "urn:mmu:fhir:device-time"
 EXT_CLOCK: Final = "urn:mmu:fhir:clock-source"
+ID_TYPE: Final = "http://terminology.hl7.org/CodeSystem/v2-0203"  # SNO: serial number
+EUI64_SYSTEM: Final = "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680"  # IEEE EUI-64 system id
+BLUETOOTH_SYSTEM: Final = "http://hl7.org/fhir/sid/eui-48/bluetooth"
+MDC_FIRMWARE: Final = "531976"  # MDC_ID_PROD_SPEC_FW: Device.version.type of the firmware
+CONTEXT_CLOCK_OFFSET: Final = "clock-offset"  # seconds the device's clock was ahead at ingest
 NS: Final = uuid.UUID("0c6b3f4e-54a1-4c55-8f0e-6f1de5b2a7d3")  # fullUrls of derived resources
 
 # The R4 vital-signs profiles: quantity -> the profile's LOINC (listed first in code.coding).
@@ -122,19 +142,33 @@ def zone(name: str | None) -> ZoneInfo:
         return ZoneInfo(DEFAULT_TIMEZONE)
 
 
-def effective(device_time: str | None, received_at: str, tz: ZoneInfo) -> tuple[str, bool]:
-    """(effectiveDateTime, whether the device time was used)."""
+def effective(device_time: str | None, received_at: str, tz: ZoneInfo,
+              offset: float = 0.0) -> tuple[str, bool]:
+    """(effectiveDateTime, whether the device time was used). A time without a zone is read
+    in ``tz``; ``offset``: seconds the device's clock is ahead of true time, subtracted."""
     if not device_time:
         return received_at, False
-    if has_zone(device_time):
+    if has_zone(device_time) and not offset:
         return device_time, True
     try:
-        local = datetime.fromisoformat(device_time)
+        when = datetime.fromisoformat(device_time.replace("Z", "+00:00"))
     except ValueError:
         return received_at, False
-    if local.tzinfo is not None:
-        return local.isoformat(), True
-    return local.replace(tzinfo=tz).isoformat(), True
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=tz)
+    if offset:
+        # Wall-clock arithmetic in UTC, then back to the zone (a DST change in between).
+        when = (when - timedelta(seconds=offset)).astimezone(when.tzinfo)
+    return when.isoformat(), True
+
+
+def clock_offset(row: Mapping[str, Any]) -> float:
+    """The device clock offset recorded with the reading at ingest (0: none known)."""
+    try:
+        offset = float(_context(row).get(CONTEXT_CLOCK_OFFSET, 0))
+    except ValueError:
+        return 0.0
+    return offset if abs(offset) < 1e9 else 0.0  # finite, and a date stays a date
 
 
 def _context(row: Mapping[str, Any]) -> dict[str, str]:
@@ -170,7 +204,7 @@ def codings(row: Mapping[str, Any]) -> list[dict[str, str]]:
         loinc = MOLAR_LOINC.get(loinc, loinc)
     for code in dict.fromkeys(c for c in (profile, loinc) if c):
         out.append({"system": LOINC, "code": code})
-    if row.get("mdc") is not None:
+    if row.get("mdc") is not None and not profile:  # a profile's LOINC says it exactly
         out.append({"system": MDC, "code": str(row["mdc"])})
     return out
 
@@ -245,13 +279,13 @@ class _Builder:
     def _put_head(self, full: str, entry: dict[str, Any]) -> None:
         self.head.setdefault(full, entry)
 
-    def device(self, device_id: str) -> str:
+    def device(self, device_id: str, facts: Mapping[str, Any]) -> str:
         full = "urn:uuid:" + stable_uuid("device", self.unit, device_id)
-        system = f"{DEVICE_SYSTEM}:{self.unit}"
-        self._put_head(full, {"fullUrl": full, "resource": {
-            "resourceType": "Device", "identifier": [{"system": system, "value": device_id}],
-            "deviceName": [{"name": device_id, "type": "user-friendly-name"}]},
-            "request": _create("Device", system, device_id)})
+        if full not in self.head:
+            system = f"{DEVICE_SYSTEM}:{self.unit}"
+            self.head[full] = {"fullUrl": full, "resource": device_resource(
+                system, device_id, facts), "request": {
+                "method": "PUT", "url": f"Device?identifier={system}|{device_id}"}}
         return full
 
     def encounter(self, encounter_id: str, info: Mapping[str, Any]) -> tuple[str, str]:
@@ -293,7 +327,7 @@ class _Builder:
 
     def observation(self, rows: Sequence[Mapping[str, Any]]) -> None:
         first = rows[0]
-        device = self.device(str(first["device_id"]))
+        device = self.device(str(first["device_id"]), device_facts(first))
         info = _encounter(first)
         obs: dict[str, Any] = {"resourceType": "Observation",
                                "identifier": _identifiers(rows),
@@ -322,16 +356,18 @@ class _Builder:
             patient, encounter = self.encounter(str(first["encounter_id"]), info)
             obs["subject"] = {"reference": patient}
             obs["encounter"] = {"reference": encounter}
-        else:
+            obs["device"] = {"reference": device}
+        else:  # the Device is the subject: Observation.device would say it again
             obs["subject"] = {"reference": device}
-        obs["device"] = {"reference": device}  # beside subject: one match when compressed
-        when, used = effective(first.get("device_time"), str(first["received_at"]), self.tz)
+        offset = clock_offset(first)
+        when, used = effective(first.get("device_time"), str(first["received_at"]), self.tz,
+                               offset)
         obs["effectiveDateTime"] = when
         if used:
             obs["issued"] = first["received_at"]
         if len(rows) == 1 and "component" not in obs:
             _value(first, obs)
-        ext = _extensions(rows, used)
+        ext = _extensions(rows, used, offset)
         if ext:
             obs["extension"] = ext
         rid = str(first["id"])
@@ -361,8 +397,10 @@ class _Builder:
             resource["description"] = "incomplete GPS fix"
         # A Location has no time of its own: the fix's time goes in the device-time extension
         # (zoned when the receiver gave a zone, else as the device gave it).
-        when, used = effective(rows[0].get("device_time"), str(rows[0]["received_at"]), self.tz)
-        ext = _extensions(rows, used)
+        offset = clock_offset(rows[0])
+        when, used = effective(rows[0].get("device_time"), str(rows[0]["received_at"]), self.tz,
+                               offset)
+        ext = _extensions(rows, used, offset)
         if not any(e["url"] == EXT_DEVICE_TIME for e in ext):
             ext.insert(0, {"url": EXT_DEVICE_TIME, "valueString": when})
         resource["extension"] = ext
@@ -371,19 +409,60 @@ class _Builder:
             "Location", READING_SYSTEM, str(rows[0]["id"]))})
 
 
-def _extensions(rows: Sequence[Mapping[str, Any]], used_device_time: bool
-                ) -> list[dict[str, Any]]:
+def _extensions(rows: Sequence[Mapping[str, Any]], used_device_time: bool,
+                offset: float = 0.0) -> list[dict[str, Any]]:
     ext: list[dict[str, Any]] = []
     flags = list(dict.fromkeys(f for r in rows for f in _flags(r)))
     if flags:
         ext.append({"url": EXT_FLAGS, "valueString": ",".join(flags)})
     raw = rows[0].get("device_time")
-    if raw and not (used_device_time and has_zone(str(raw))):
+    # The raw device time, whenever it was not used as it is (no zone, or corrected).
+    if raw and not (used_device_time and has_zone(str(raw)) and not offset):
         ext.append({"url": EXT_DEVICE_TIME, "valueString": str(raw)})
     clock = rows[0].get("clock_source")
     if clock and clock != "system":
         ext.append({"url": EXT_CLOCK, "valueCode": str(clock)})
     return ext
+
+
+def device_facts(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The reading's device facts (the outbox's ``device_facts`` JSON), the empty ones left
+    out."""
+    raw = row.get("device_facts")
+    try:
+        facts = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+    except (ValueError, TypeError):
+        return {}
+    return {k: v for k, v in facts.items() if v not in (None, "")} if isinstance(
+        facts, dict) else {}
+
+
+def device_resource(system: str, device_id: str, facts: Mapping[str, Any]) -> dict[str, Any]:
+    """The FHIR Device: the unit's identifier for it first (the stable key), then what the
+    device told us; nothing it did not say."""
+    text = {k: str(v).strip() for k, v in facts.items() if v is not None and str(v).strip()}
+    ids: list[dict[str, Any]] = [{"system": system, "value": device_id}]
+    if "serial" in text:
+        ids.append({"type": {"coding": [{"system": ID_TYPE, "code": "SNO"}]},
+                    "value": text["serial"]})
+    if "system_id" in text:
+        ids.append({"system": EUI64_SYSTEM, "value": text["system_id"]})
+    if "mac" in text:
+        ids.append({"system": BLUETOOTH_SYSTEM, "value": text["mac"]})
+    resource: dict[str, Any] = {"resourceType": "Device", "identifier": ids}
+    if "manufacturer" in text:
+        resource["manufacturer"] = text["manufacturer"]
+    if "serial" in text:
+        resource["serialNumber"] = text["serial"]
+    if "model" in text:
+        resource["modelNumber"] = text["model"]
+    resource["deviceName"] = [{"name": device_id, "type": "user-friendly-name"}]
+    if "mdc_type" in text:
+        resource["type"] = {"coding": [{"system": MDC, "code": text["mdc_type"]}]}
+    if "firmware" in text:
+        resource["version"] = [{"type": {"coding": [{"system": MDC, "code": MDC_FIRMWARE}]},
+                                "value": text["firmware"]}]
+    return resource
 
 
 def _create(kind: str, system: str, value: str) -> dict[str, str]:

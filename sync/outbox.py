@@ -25,7 +25,8 @@ from edge_agent.store import utc_now
 
 # The codec's rows: the reading, its context (OBX-11 result status...), its source record key,
 # the unit's time zone (for device times without one: agent_state 'unit-timezone', written by
-# the agent at start), and its encounter (JSON: the patient's identifier, when and where).
+# the agent at start), its encounter (JSON: the patient's identifier, when and where), and what
+# its device told us about itself (JSON, edge_agent/device_facts.py: the FHIR Device).
 READING_COLUMNS = (
     "seq, id, device_id, quantity, value, unit, loinc, mdc, device_time, received_at, "
     "clock_source, flags, absent_reason, encounter_id, latitude, longitude, priority, "
@@ -35,7 +36,10 @@ READING_COLUMNS = (
     "(SELECT json_object('patient_system', e.patient_system, 'patient_value', e.patient_value, "
     "'opened_at', e.opened_at, 'closed_at', e.closed_at, 'practitioner_role', "
     "e.practitioner_role, 'latitude', e.latitude, 'longitude', e.longitude, 'altitude', "
-    "e.altitude) FROM encounters e WHERE e.id = readings.encounter_id) AS encounter"
+    "e.altitude) FROM encounters e WHERE e.id = readings.encounter_id) AS encounter, "
+    "(SELECT json_object('serial', f.serial, 'system_id', f.system_id, 'mac', f.mac, "
+    "'manufacturer', f.manufacturer, 'model', f.model, 'firmware', f.firmware, 'mdc_type', "
+    "f.mdc_type) FROM device_facts f WHERE f.device_id = readings.device_id) AS device_facts"
 )
 
 

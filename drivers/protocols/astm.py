@@ -66,10 +66,12 @@ from typing import Any, Final
 
 from drivers.base import (
     DecoderMisuse,
+    DeviceFacts,
     DeviceInfo,
     Event,
     MessageComplete,
     Rejected,
+    fact,
     source_key,
 )
 from drivers.protocols.sitecodes import CodeMapError, CodeMapping, load_code_map, mapped_measurement
@@ -530,6 +532,11 @@ def _header(text: str, raw: bytes) -> tuple[_Delimiters, list[Event]]:
         value = d.unescape(part).strip()
         if value:
             events.append(DeviceInfo(key, value))
+    # The same, for the store's device facts (the FHIR Device): H-5 name^serial^version.
+    name, serial, version = [fact(d.unescape(p)) for p in [*sender, "", "", ""][:3]]
+    facts = DeviceFacts(model=name, serial=serial, firmware=version)
+    if facts.any():
+        events.append(facts)
     clock = _iso_time(_field(text, d, 13))
     if clock is not None:
         events.append(DeviceInfo("device-clock", clock))

@@ -31,7 +31,7 @@ for the final 0x2A35 indication.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -41,11 +41,14 @@ from typing import Final
 
 from drivers.base import (
     DecoderMisuse,
+    DeviceFacts,
     DeviceInfo,
     Event,
     GattWrite,
     MessageComplete,
     Rejected,
+    eui64,
+    fact,
     source_key,
 )
 from drivers.protocols.ieee11073 import MderValue, decode_date_time, decode_float, decode_sfloat
@@ -853,6 +856,23 @@ class HealthDecoder:
 # --- Device Information 0x180A: who the meter is ---------------------------------------------
 DIS_SERIAL_NUMBER: Final = "2a25"  # UTF-8 string
 DIS_SYSTEM_ID: Final = "2a23"  # uint40 manufacturer identifier + uint24 OUI
+DIS_MANUFACTURER: Final = "2a29"  # UTF-8 string
+DIS_MODEL_NUMBER: Final = "2a24"  # UTF-8 string
+DIS_FIRMWARE: Final = "2a26"  # UTF-8 string
+# The Device Information characteristics read from every BLE device that exposes them.
+DEVICE_INFORMATION: Final = (DIS_SERIAL_NUMBER, DIS_SYSTEM_ID, DIS_MANUFACTURER,
+                             DIS_MODEL_NUMBER, DIS_FIRMWARE)
+
+
+def device_information(values: Mapping[str, bytes]) -> DeviceFacts:
+    """A device's Device Information Service values (characteristic -> bytes read) as its
+    facts; absent, empty, padding-only or all-zero values are none."""
+    return DeviceFacts(
+        serial=fact(values.get(DIS_SERIAL_NUMBER)),
+        system_id=eui64(values.get(DIS_SYSTEM_ID)),
+        manufacturer=fact(values.get(DIS_MANUFACTURER)),
+        model=fact(values.get(DIS_MODEL_NUMBER)),
+        firmware=fact(values.get(DIS_FIRMWARE)))
 
 
 def meter_identity(serial_number: bytes | None, system_id: bytes | None) -> str | None:

@@ -62,7 +62,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Final
 
-from drivers.base import DeviceInfo, Event, Rejected, source_key
+from drivers.base import DeviceFacts, DeviceInfo, Event, Rejected, fact, source_key
 from drivers.protocols.policy import checked
 from drivers.protocols.sitecodes import CodeMapping, mapped_measurement
 from edge_agent.models import Measurement, measurement
@@ -506,6 +506,9 @@ def decode_oru(message: Message, code_map: Mapping[str, CodeMapping] | None = No
     if clock is not None:
         events.append(DeviceInfo("device-clock", clock))
     events.extend(Rejected(line, "bad-segment") for line in message.bad_segments)
+    facts = device_facts(message)
+    if facts.any():
+        events.append(facts)
     patient = ""
     obr_time = ""
     equipment_seen: set[str] = set()
@@ -539,6 +542,34 @@ def decode_oru(message: Message, code_map: Mapping[str, CodeMapping] | None = No
                 events[previous] = replace(m, context=(*m.context, ("comment", comment)))
             last = previous  # several NTE may follow one OBX
     return events
+
+
+def _eui64(text: str) -> str | None:
+    """16 hex digits (HL7's EI ``...^EUI-64``, IHE PCD) as "FE-ED-AB-EE-DE-AD-77-C3"."""
+    digits = text.replace("-", "").replace(":", "").strip()
+    if not re.fullmatch(r"[0-9A-Fa-f]{16}", digits) or not int(digits, 16):
+        return None
+    return "-".join(digits[i:i + 2].upper() for i in range(0, 16, 2))
+
+
+def device_facts(message: Message) -> DeviceFacts:
+    """What an ORU says about the device that sent it: the sending application (MSH-3.1: the
+    device or its gateway's name for itself) as the model; the equipment instance identifier
+    (OBX-18, IHE PCD) as the EUI-64 system id when it says ``EUI-64``, else as the serial
+    number; an MSH-3 EUI-64 when no OBX names one. MSH-4, the sending facility, is an
+    organisation, not a fact about the device: it stays in the source keys only."""
+    msh = message.header.segment
+    system_id = serial = None
+    for seg in message.segments[1:]:
+        if seg.name != "OBX" or not seg.get(18):
+            continue
+        if seg.get(18, 2).upper() == "EUI-64" or seg.get(18, 3).upper() == "EUI-64":
+            system_id = system_id or _eui64(seg.get(18))
+        else:
+            serial = serial or fact(seg.get(18))
+    if system_id is None and "EUI-64" in (msh.get(3, 3).upper(), msh.get(3, 2).upper()):
+        system_id = _eui64(msh.get(3, 2)) or _eui64(msh.get(3, 1))
+    return DeviceFacts(serial=serial, system_id=system_id, model=fact(msh.get(3)))
 
 
 def _obx_identity(seg: Segment) -> tuple[str, str, str, str]:

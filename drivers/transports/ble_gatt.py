@@ -19,6 +19,10 @@ Strategy, one task per configured device:
   its BLE address, and a ``meter-identity`` fact says so. The cursor is committed by the
   decoder's ``MessageComplete`` in the same transaction as the records: a failed commit leaves
   it where it was. A meter reset (``racp-reset``) is reported as a device status.
+* Every device's Device Information (serial number 0x2A25, system id 0x2A23, manufacturer
+  0x2A29, model 0x2A24, firmware 0x2A26), when BlueZ lets us read it, is read once per
+  connection and handed to ``sink.device_facts`` (the FHIR Device). A device that fails such a
+  read is served all the same (only a glucose meter's identity must be read, see above).
 * Cuffs, thermometers and meters switch off after each measurement: a disconnect is normal
   (``waiting``), not an error. Anything else bleak, BlueZ or D-Bus raises is turned into a
   status at one boundary (``_attempt``) and the device is looked for again after an
@@ -44,7 +48,13 @@ from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
 from drivers.base import DeviceInfo, Flushable, GattDecoder, Sink
-from drivers.protocols.ble_health import DIS_SERIAL_NUMBER, DIS_SYSTEM_ID, meter_identity
+from drivers.protocols.ble_health import (
+    DEVICE_INFORMATION,
+    DIS_SERIAL_NUMBER,
+    DIS_SYSTEM_ID,
+    device_information,
+    meter_identity,
+)
 from drivers.runtime import dispatch
 from drivers.transports.ble_scan import explain_ble_error, scan_lock, short_uuid, uuid128
 from edge_agent.backoff import Backoff
@@ -254,8 +264,9 @@ class _Link:
         try:
             self.sink.device_status(self.device_id, "connected", self.label)
             try:
+                info = await self._device_information()
                 if isinstance(self.decoder, Procedure):
-                    await self._resume(self.decoder)
+                    await self._resume(self.decoder, info)
                 await self._subscribe()
                 if isinstance(self.decoder, Procedure):
                     self.decoder.start()
@@ -300,16 +311,38 @@ class _Link:
             except TimeoutError:
                 raise _Stalled(f"{what}: no answer within {self.op_timeout:g} s") from None
 
-    async def _resume(self, procedure: Procedure) -> None:
+    async def _device_information(self) -> dict[str, bytes | None]:
+        """The Device Information values the device exposes (None: present, not readable),
+        given to the sink as the device's facts."""
+        values: dict[str, bytes | None] = {}
+        for char in DEVICE_INFORMATION:
+            if self.client.services.get_characteristic(uuid128(char)) is None:
+                continue
+            try:
+                values[char] = bytes(await self._gatt(
+                    f"read {char}", partial(self.client.read_gatt_char, uuid128(char))))
+            except (_Stalled, BleakError) as exc:
+                if self.gone.is_set():
+                    raise
+                log.debug("device %s: read %s: %r", self.device_id, char, exc)
+                values[char] = None
+        facts = device_information({k: v for k, v in values.items() if v is not None})
+        if facts.any():
+            self.sink.device_facts(self.device_id, facts)
+        return values
+
+    async def _resume(self, procedure: Procedure, info: dict[str, bytes | None]) -> None:
         """Identify the meter (Device Information), load its cursor, resume the decoder.
 
         A characteristic that is absent is no identity; one that is present but cannot be read
         fails the attempt (retried later) rather than key the meter differently this time."""
         values: dict[str, bytes] = {}
         for char in (DIS_SERIAL_NUMBER, DIS_SYSTEM_ID):
-            if self.client.services.get_characteristic(uuid128(char)) is not None:
-                values[char] = bytes(await self._gatt(
-                    f"read {char}", partial(self.client.read_gatt_char, uuid128(char))))
+            if char in info:
+                value = info[char]
+                if value is None:
+                    raise BleakError(f"read {char}: the meter's identity could not be read")
+                values[char] = value
         identity = meter_identity(values.get(DIS_SERIAL_NUMBER), values.get(DIS_SYSTEM_ID))
         if identity is None:
             meter = f"address={self.device.address}"

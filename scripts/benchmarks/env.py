@@ -21,9 +21,11 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from edge_agent import device_facts
 from edge_agent.models import Measurement, measurement
 from edge_agent.settings import BrokerSettings, Settings, StoreSettings, SyncSettings, UnitSettings
 from edge_agent.store import Store
@@ -78,6 +80,14 @@ def fill_store(path: Path, unit: str, readings: list[Measurement], chunk: int = 
                    for i in range(0, len(readings), chunk)]
         for fut in futures:
             fut.result(timeout=300)
+        for i in range(5):  # each device told us everything (the FHIR Device's largest shape)
+            store.call(partial(device_facts.save, device_id=f"dev-{i}", values=BENCH_FACTS))
+
+
+BENCH_FACTS: dict[str, str | int | None] = {
+    "serial": "SN20260417", "system_id": "74-E8-FF-FE-FF-05-1C-00",
+    "mac": "00-1C-05-FF-E8-74", "manufacturer": "Nonin Medical, Inc.", "model": "3230",
+    "firmware": "r2.1", "mdc_type": 528388}
 
 
 def settings_for(unit: str, store_path: Path, broker_port: int, **sync: Any) -> Settings:

@@ -205,7 +205,7 @@ def record_batch(execute: Execute, batch: codec.Batch, stored_at: str,
     last, top = int(last), int(top)
     new, held, refused = 0, 0, []
     for resource in batch.resources:
-        _keep_resource(execute, unit, resource, stored_at)
+        _keep_resource(execute, unit, resource, stored_at, batch.created_at)
     known = _held_ids(execute, [r.id for r in batch.readings])
     holders = _seq_holders(execute, unit, epoch, [r.seq for r in batch.readings
                                                   if r.id not in known])
@@ -285,19 +285,32 @@ def _identity(resource: dict[str, Any]) -> str | None:
     return f"{system}|{value}"
 
 
-def _keep_resource(execute: Execute, unit: str, resource: dict[str, Any], stored_at: str
-                   ) -> None:
+def _keep_resource(execute: Execute, unit: str, resource: dict[str, Any], stored_at: str,
+                   batch_at: str = "") -> None:
     """A Patient, Device, Location or Encounter of a batch: created once per identifier
-    (conditional create); an Encounter is updated (it goes from in-progress to finished)."""
+    (conditional create); an Encounter is updated (it goes from in-progress to finished).
+
+    A Device is updated when it changed (what the device told the unit may come later, or
+    change with a replaced meter), but never by an older batch: its ``updated_at`` is the
+    time the unit formed the batch, so a batch redelivered late (or replayed) leaves the
+    newer Device as it is."""
     kind, key = resource.get("resourceType"), _identity(resource)
     if not isinstance(kind, str) or key is None:
         return
     text = json.dumps(resource, separators=(",", ":"))
-    update = ("DO UPDATE SET resource = excluded.resource, updated_at = excluded.updated_at"
-              if kind == "Encounter" else "DO NOTHING")
+    updated_at = stored_at
+    if kind == "Encounter":
+        update = "DO UPDATE SET resource = excluded.resource, updated_at = excluded.updated_at"
+    elif kind == "Device":
+        updated_at = batch_at or stored_at
+        update = ("DO UPDATE SET resource = excluded.resource, updated_at = excluded.updated_at "
+                  "WHERE excluded.updated_at >= resources.updated_at "
+                  "AND resources.resource <> excluded.resource")
+    else:
+        update = "DO NOTHING"
     execute("INSERT INTO resources (type, identifier, unit, resource, stored_at, updated_at) "
             f"VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (type, identifier) {update}",
-            [kind, key, unit, text, stored_at, stored_at])
+            [kind, key, unit, text, stored_at, updated_at])
 
 
 def _held_ids(execute: Execute, ids: list[str]) -> set[str]:

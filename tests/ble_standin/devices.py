@@ -63,8 +63,12 @@ class HealthDevice(_Model):
 
     def __init__(self, address: str, name: str, service: int,
                  chars: list[tuple[int, tuple[str, ...]]], trigger: int,
-                 measurements: list[Message], *, switch_off: bool = True) -> None:
+                 measurements: list[Message], *, switch_off: bool = True,
+                 info: dict[int, bytes] | None = None) -> None:
         table = [Service(service, [Characteristic(c, flags) for c, flags in chars])]
+        if info:  # a Device Information Service (0x180A): {0x2A29: b"A&D", 0x2A25: ...}
+            table.insert(0, Service(0x180A, [Characteristic(c, ("read",), v)
+                                             for c, v in info.items()]))
         super().__init__(address, name, table, service_uuids=[service])
         self.trigger, self.switch_off = trigger, switch_off
         self.pending = list(measurements)
@@ -92,7 +96,8 @@ class HealthDevice(_Model):
             await self.disconnect()
 
 
-def cuff(address: str, readings: list[tuple[int, int, int]]) -> HealthDevice:
+def cuff(address: str, readings: list[tuple[int, int, int]],
+         info: dict[int, bytes] | None = None) -> HealthDevice:
     """Blood pressure (0x1810): cuff pressure notifications (0x2A36) while inflating, then
     the measurement indication (0x2A35); switches off after each measurement (A&D UA-651BLE)."""
     nan = 0x07FF  # SFLOAT NaN: diastolic and MAP are unused in 0x2A36
@@ -101,7 +106,8 @@ def cuff(address: str, readings: list[tuple[int, int, int]]) -> HealthDevice:
                 + [(0x2A35, enc.encode_2a35(s, d, m, when=WHEN, pulse=70))]
                 for s, d, m in readings]
     return HealthDevice(address, "UA-651BLE", 0x1810,
-                        [(0x2A35, ("indicate",)), (0x2A36, ("notify",))], 0x2A35, messages)
+                        [(0x2A35, ("indicate",)), (0x2A36, ("notify",))], 0x2A35, messages,
+                        info=info)
 
 
 def thermometer(address: str, *celsius: float) -> HealthDevice:

@@ -177,3 +177,22 @@ def test_a_directory_or_non_utf8_config_is_a_config_error(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="not UTF-8") as info:
         load(latin1, environ={})
     assert "UTF-8" in info.value.fix
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    ("90", 90.0), ("-2.5", -2.5), ('"PT90S"', 90.0), ('"-PT2M"', -120.0), ('"PT1H30M"', 5400.0)])
+def test_a_device_clock_offset_is_seconds_or_an_iso_duration(
+        tmp_path: Path, value: str, seconds: float) -> None:
+    path = tmp_path / "unit.toml"
+    path.write_text(f'{UNIT}[[devices]]\nid = "a"\nkind = "nonin"\nport = "/dev/ttyUSB0"\n'
+                    f"clock_offset = {value}\n")
+    assert load(path, environ={}).devices[0].clock_offset.total_seconds() == seconds
+
+
+@pytest.mark.parametrize("value", ['"ten minutes"', "1e12"])
+def test_a_bad_clock_offset_is_refused_at_load(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "unit.toml"
+    path.write_text(f'{UNIT}[[devices]]\nid = "a"\nkind = "nonin"\nport = "/dev/ttyUSB0"\n'
+                    f"clock_offset = {value}\n")
+    with pytest.raises(ConfigError, match="clock_offset"):
+        load(path, environ={})

@@ -21,7 +21,7 @@ from bleak.exc import (
     BleakGATTProtocolError,
 )
 
-from drivers.base import GattDecoder, Rejected
+from drivers.base import DeviceFacts, GattDecoder, Rejected
 from drivers.protocols.ble_health import HealthDecoder
 from drivers.registry import DRIVERS
 from drivers.simulators.ble_values import GlucoseMeterRecords
@@ -72,6 +72,7 @@ class RecordingSink:
         self.states: list[tuple[str, str]] = []
         self.log: list[str] = []  # "store 50", "store 3 cursor 53": the commits, in order
         self.cursors: dict[str, int] = {}  # committed with the readings, as the store does
+        self.facts: list[DeviceFacts] = []
         self.fail_commits = fail_commits
         self.changed = asyncio.Event()
 
@@ -94,6 +95,9 @@ class RecordingSink:
     def device_status(self, device_id: str, state: str, detail: str = "") -> None:
         self.states.append((state, detail))
         self.changed.set()
+
+    def device_facts(self, device_id: str, facts: DeviceFacts) -> None:
+        self.facts.append(facts)
 
     def values(self, quantity: str) -> list[float | None]:
         return [m.value for m in self.measurements if m.quantity == quantity]
@@ -543,3 +547,35 @@ async def test_wrong_driver_kind_is_reported(bluez: FakeBlueZ) -> None:
     finally:
         await finish(task, stop)
     assert "2a1c" in next(d for s, d in sink.states if s == "misconfigured")
+
+
+# --- Device Information of every device (issue 8) ---------------------------------------------
+async def test_every_device_gives_its_device_information_as_facts() -> None:
+    """BlueZ >= 5.80 lets us read the Device Information Service: a cuff's serial number,
+    system id, manufacturer, model and firmware become its facts (padding trimmed, the system
+    id as an EUI-64 most significant octet first); the reading is served all the same."""
+    info = {0x2A29: b"A&D Medical \x00", 0x2A24: b"UA-651BLE", 0x2A25: b"5181000124",
+            0x2A26: b"1.2.0", 0x2A23: bytes.fromhex("c9f253fe12f3c4ff")[::-1]}
+    async with FakeBlueZ(claimed_services="read-only") as bz:
+        cuff = bz.add_peripheral(devices.cuff("C0:FF:EE:00:00:91", [(120, 80, 93)], info=info))
+        sink, stop = RecordingSink(), asyncio.Event()
+        task = start(cuff.address, registry_decoder("ble-blood-pressure"), sink, stop)
+        try:
+            await sink.until(lambda: bool(sink.values("systolic_bp")) and bool(sink.facts))
+        finally:
+            await finish(task, stop)
+    assert sink.facts[0] == DeviceFacts(serial="5181000124", system_id="C9-F2-53-FE-12-F3-C4-FF",
+                                        manufacturer="A&D Medical", model="UA-651BLE",
+                                        firmware="1.2.0")
+
+
+async def test_a_device_whose_information_bluez_hides_gives_no_facts(bluez: FakeBlueZ) -> None:
+    cuff = bluez.add_peripheral(devices.cuff("C0:FF:EE:00:00:92", [(120, 80, 93)],
+                                             info={0x2A29: b"A&D"}))  # BlueZ 5.66: hidden
+    sink, stop = RecordingSink(), asyncio.Event()
+    task = start(cuff.address, registry_decoder("ble-blood-pressure"), sink, stop)
+    try:
+        await sink.until(lambda: bool(sink.values("systolic_bp")))
+    finally:
+        await finish(task, stop)
+    assert sink.facts == []

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.base import DeviceInfo, Event, MessageComplete, Rejected
+from drivers.base import DeviceFacts, DeviceInfo, Event, MessageComplete, Rejected
 from drivers.protocols import hl7v2
 from drivers.protocols.hl7v2 import Hl7Error, Separators, parse_message
 from drivers.protocols.mllp import MllpDecoder, frame
@@ -65,9 +65,9 @@ def oru(*obx: str, msh: str = "", extra: Sequence[str] = ()) -> bytes:
 
 
 def one(*obx: str, **kwargs: Any) -> Event:
-    """The one non-DeviceInfo event of a message built by :func:`oru`."""
+    """The one non-DeviceInfo/DeviceFacts event of a message built by :func:`oru`."""
     events = [e for e in hl7v2.decode_oru(parse_message(oru(*obx, **kwargs)))
-              if not isinstance(e, DeviceInfo)]  # fmt: skip
+              if not isinstance(e, DeviceInfo | DeviceFacts)]  # fmt: skip
     assert len(events) == 1, events
     return events[0]
 
@@ -482,3 +482,22 @@ def test_format_nm_never_writes_an_exponent() -> None:
     assert [format_nm(v) for v in (97.0, 0.00001, 36.85, -0.0, 1e20)] == [
         "97", "0.00001", "36.85", "-0", "100000000000000000000"
     ]  # fmt: skip
+
+
+# -- device facts (issue 8) --------------------------------------------------------------------
+@pytest.mark.parametrize(("msh3", "obx18", "facts"), [
+    ("MON", "", DeviceFacts(model="MON")),
+    ("AcmeMon^0012345678ABCDEF^EUI-64", "", DeviceFacts(
+        system_id="00-12-34-56-78-AB-CD-EF", model="AcmeMon")),
+    ("GW^0012345678ABCDEF^EUI-64", "AABBCCDDEEFF0011^EUI-64", DeviceFacts(
+        system_id="AA-BB-CC-DD-EE-FF-00-11", model="GW")),  # the device's own, not the gateway's
+    ("MON", "SN-4711", DeviceFacts(serial="SN-4711", model="MON")),
+    ("", "", DeviceFacts()),
+])
+def test_sending_application_and_equipment_id_become_device_facts(
+        msh3: str, obx18: str, facts: DeviceFacts) -> None:
+    msh = f"MSH|^~\\&|{msh3}|VAN-1|EDGE||20240611093512+0100||ORU^R01|C1|P|2.6"
+    obx = f"OBX|1|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC||97|%|||||F|||||||{obx18}"  # OBX-18
+    events = hl7v2.decode_oru(parse_message(oru(obx, msh=msh)))
+    found = [e for e in events if isinstance(e, DeviceFacts)]
+    assert found == ([facts] if facts.any() else [])

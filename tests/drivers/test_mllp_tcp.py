@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from drivers.base import Rejected, Sink
+from drivers.base import DeviceFacts, Rejected, Sink
 from drivers.protocols.mllp import frame
 from drivers.simulators.hl7_monitor import Hl7MonitorModel, encode_oru
 from drivers.transports.mllp_tcp import MllpServer, parse_listen, run_mllp
@@ -27,6 +27,7 @@ class FakeSink:
         self.measurements: list[Measurement] = []
         self.rejects: list[Rejected] = []
         self.statuses: list[tuple[str, str]] = []
+        self.facts: list[DeviceFacts] = []
         self._changed = asyncio.Event()
 
     async def store(
@@ -48,6 +49,9 @@ class FakeSink:
     def device_status(self, device_id: str, state: str, detail: str = "") -> None:
         self.statuses.append((state, detail))
         self._changed.set()
+
+    def device_facts(self, device_id: str, facts: DeviceFacts) -> None:
+        self.facts.append(facts)
 
     def states(self) -> list[str]:
         return [state for state, _ in self.statuses]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from drivers.base import Rejected
+from drivers.base import DeviceFacts, Rejected
 from drivers.protocols.nonin import NoninDecoder
 from drivers.simulators.base import PtyDevice
 from drivers.simulators.nonin import NoninModel
@@ -20,6 +20,7 @@ class BlockedSink:
     def __init__(self) -> None:
         self.release = asyncio.Event()
         self.calls = 0
+        self.facts: list[DeviceFacts] = []
 
     async def store(
         self, device_id: str, measurements: list[Measurement], rejects: list[Rejected],
@@ -30,6 +31,9 @@ class BlockedSink:
 
     def device_status(self, device_id: str, state: str, detail: str = "") -> None:
         pass
+
+    def device_facts(self, device_id: str, facts: DeviceFacts) -> None:
+        self.facts.append(facts)
 
 
 async def test_a_waiting_commit_leaves_the_loop_idle_with_bytes_pending() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from drivers.base import Event, PassiveDecoder, Rejected
+from drivers.base import DeviceFacts, Event, PassiveDecoder, Rejected
 from drivers.simulators.base import PtyDevice
 from drivers.transports.serial_port import SerialParams, run_serial
 from edge_agent.backoff import Backoff
@@ -63,6 +63,7 @@ class RecordingSink:
         self.rejects: list[Rejected] = []
         self.states: list[str] = []
         self.changed = asyncio.Event()
+        self.facts: list[DeviceFacts] = []
 
     async def store(
         self,
@@ -80,6 +81,9 @@ class RecordingSink:
     def device_status(self, device_id: str, state: str, detail: str = "") -> None:
         self.states.append(state)
         self.changed.set()
+
+    def device_facts(self, device_id: str, facts: DeviceFacts) -> None:
+        self.facts.append(facts)
 
     async def until(self, predicate: object, timeout: float = 10) -> None:
         async with asyncio.timeout(timeout):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 import zlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
@@ -48,7 +49,7 @@ def row(seq: int, quantity: str, value: float | None = 1.0, **extra: Any) -> dic
 
 
 def walk(node: Any, path: str = "") -> list[str]:
-    """Paths of empty arrays, objects or strings (invalid FHIR JSON)."""
+    """Paths of empty arrays, objects or blank strings (invalid FHIR JSON)."""
     bad: list[str] = []
     if isinstance(node, dict):
         if not node:
@@ -60,7 +61,7 @@ def walk(node: Any, path: str = "") -> list[str]:
             bad.append(path)
         for i, value in enumerate(node):
             bad += walk(value, f"{path}[{i}]")
-    elif node == "":
+    elif isinstance(node, str) and not node.strip():  # FHIR strings have content
         bad.append(path)
     return bad
 
@@ -85,9 +86,27 @@ def check_bundle(bundle: dict[str, Any]) -> None:
             assert request["method"] == "PUT" and "?identifier=" in request["url"]
             assert "fullUrl" in entry
         for ident in resource.get("identifier", []):
-            assert ident["system"] and ident["value"]
+            assert ident["value"] and (ident.get("system") or ident.get("type"))
         if resource["resourceType"] == "Observation":
             check_observation(resource, full_urls)
+        if resource["resourceType"] == "Device":
+            check_device(resource, request)
+
+
+def check_device(device: dict[str, Any], request: dict[str, Any]) -> None:
+    """The unit's identifier first (central's key, the conditional update's), then only what
+    the device said, each identifier with its system (or the serial number's type)."""
+    first = device["identifier"][0]
+    assert first["system"].startswith(fhir.DEVICE_SYSTEM + ":")
+    assert request == {"method": "PUT",
+                       "url": f"Device?identifier={first['system']}|{first['value']}"}
+    systems = [i.get("system") for i in device["identifier"][1:]]
+    assert len(systems) == len(set(systems))
+    for ident in device["identifier"][1:]:
+        if "system" not in ident:
+            assert ident["type"]["coding"] == [{"system": fhir.ID_TYPE, "code": "SNO"}]
+        else:
+            assert ident["system"] in (fhir.EUI64_SYSTEM, fhir.BLUETOOTH_SYSTEM)
 
 
 def check_observation(obs: dict[str, Any], full_urls: list[str]) -> None:
@@ -95,7 +114,10 @@ def check_observation(obs: dict[str, Any], full_urls: list[str]) -> None:
     assert obs["code"].get("coding") or obs["code"].get("text")
     assert "T" in obs["effectiveDateTime"] and fhir.has_zone(obs["effectiveDateTime"])
     assert obs["subject"]["reference"] in full_urls  # a Patient, or the Device
-    assert obs["device"]["reference"] in full_urls
+    if "encounter" in obs:  # a Patient's: the Device beside it
+        assert obs["device"]["reference"] in full_urls
+    else:  # the Device is the subject: not said twice
+        assert "device" not in obs
     assert ("valueQuantity" in obs) != ("dataAbsentReason" in obs) or "component" in obs
     if "valueQuantity" in obs:
         vq = obs["valueQuantity"]
@@ -140,15 +162,33 @@ rows_strategy = st.lists(
 )
 
 
+# What a device may have told us: every fact absent, present, empty or blank (the outbox's
+# device_facts JSON; NULL when nothing is known).
+FACT_TEXT = st.none() | st.sampled_from(["", "  ", "A&D Medical ", "UA-651BLE", "r2.1"])
+facts_strategy = st.none() | st.fixed_dictionaries({
+    "serial": FACT_TEXT, "system_id": st.none() | st.just("74-E8-FF-FE-FF-05-1C-00"),
+    "mac": st.none() | st.just("00-1C-05-FF-E8-74"), "manufacturer": FACT_TEXT,
+    "model": FACT_TEXT, "firmware": FACT_TEXT,
+    "mdc_type": st.none() | st.sampled_from([528388, 528391, 528401])})
+
+
 @settings(max_examples=150, deadline=None)
-@given(rows_strategy, st.sampled_from([None, "Africa/Casablanca", "UTC", "Nowhere/Else"]))
-def test_any_rows_encode_to_a_bundle_that_validates(specs: list[Any], tz: str | None) -> None:
+@given(rows_strategy, st.sampled_from([None, "Africa/Casablanca", "UTC", "Nowhere/Else"]),
+       st.lists(facts_strategy, min_size=2, max_size=2),
+       st.sampled_from([None, "0", "90", "-3600.5", "junk", "1e300"]))
+def test_any_rows_encode_to_a_bundle_that_validates(
+        specs: list[Any], tz: str | None, facts: list[dict[str, Any] | None],
+        offset: str | None) -> None:
     rows = []
     for i, (quantity, value, flags, device_time, status, attributed, amended, clock) in (
             enumerate(specs)):
+        context = [["result-status", status]] if status else []
+        if offset is not None:
+            context.append([fhir.CONTEXT_CLOCK_OFFSET, offset])
         rows.append(row(
             i + 1, quantity, value, flags=json.dumps(flags), device_time=device_time,
-            context=json.dumps([["result-status", status]] if status else []),
+            device_id=f"dev-{i % 2}", device_facts=json.dumps(facts[i % 2]),
+            context=json.dumps(context),
             encounter_id=ENCOUNTER if attributed else None,
             encounter=ENCOUNTER_INFO if attributed else None,
             attributed_at="2026-11-23T08:05:00.000Z" if amended and attributed else None,
@@ -164,7 +204,8 @@ def test_any_rows_encode_to_a_bundle_that_validates(specs: list[Any], tz: str | 
 def test_spo2_carries_both_loinc_codes_and_the_vital_signs_category() -> None:
     entry = fhir.bundle("u", EPOCH, "b", [row(1, "spo2", 97.0)], NOW)["entry"][-1]
     obs = entry["resource"]
-    assert [c["code"] for c in obs["code"]["coding"]] == ["2708-6", "59408-5", "150456"]
+    # The profile's LOINC first; no MDC beside it (the LOINC says it exactly).
+    assert [c["code"] for c in obs["code"]["coding"]] == ["2708-6", "59408-5"]
     assert obs["category"][0]["coding"][0]["code"] == "vital-signs"
 
 
@@ -247,7 +288,8 @@ def test_an_attributed_reading_has_patient_encounter_and_location() -> None:
     assert attributed["encounter"]["reference"] == encounter["fullUrl"]
     assert encounter["resource"]["location"][0]["location"]["reference"] == (
         by_type["Location"][0]["fullUrl"])
-    assert alone["subject"] == alone["device"]  # no patient: the Device is the subject
+    assert alone["subject"]["reference"] == by_type["Device"][0]["fullUrl"]  # no patient
+    assert "device" not in alone  # the subject says it already
     assert "encounter" not in alone
 
 
@@ -255,27 +297,107 @@ def test_the_readme_recipe_decodes_a_payload_without_the_project() -> None:
     """What a platform that is not ours runs: the dictionary bytes, zlib, json."""
     payload = codec.encode_batch("mmu-01", str(uuid.uuid4()), [row(1, "spo2", 97.0)], NOW,
                                  epoch=EPOCH)
-    zdict = codec.ZDICT_V2  # published beside the README as mmu-zdict-2.bin
+    zdict = codec.ZDICT_V3  # published beside the README as mmu-zdict-3.bin
     # -- the README snippet --
     inflater = zlib.decompressobj(zdict=zdict)
     bundle = json.loads(inflater.decompress(payload) + inflater.flush())
     assert bundle["resourceType"] == "Bundle" and bundle["type"] == "transaction"
     # -- end --
     assert int.from_bytes(payload[2:6], "big") == zlib.adler32(zdict)
-    assert dict(codec.WIRE_PROPERTIES)["zlib-dictionary"] == codec.ZDICT_V2_NAME
+    assert dict(codec.WIRE_PROPERTIES)["zlib-dictionary"] == codec.ZDICT_V3_NAME
     check_bundle(bundle)
 
 
 def test_a_full_batch_stays_within_the_wire_budget() -> None:
-    """<= 40 B a reading at a full batch of 200 (the bench's four vital signs)."""
+    """<= 40 B a reading at a full batch of the default size (the bench's four vital signs,
+    from a device that told us every fact)."""
+    from edge_agent.settings import SyncSettings
+
+    full = SyncSettings().batch_size
     quantities = [("spo2", 97.0, 1.5), ("pulse_rate", 72.0, 8.0), ("body_temperature", 36.8, 0.3),
                   ("systolic_bp", 120.0, 10.0)]
     import random
     rng = random.Random(1)
     rows = [row(i + 1, quantities[i % 4][0],
                 round(quantities[i % 4][1] + rng.uniform(-1, 1) * quantities[i % 4][2], 1),
-                device_id="dev-0", received_at="2026-11-23T08:00:00.123Z")
-            for i in range(200)]
+                device_id="dev-0", received_at="2026-11-23T08:00:00.123Z",
+                device_facts=json.dumps(FULL_FACTS))
+            for i in range(full)]
     size = len(codec.encode_batch("mmu-01", str(uuid.uuid4()), rows,
                                   "2026-11-23T08:00:00.000Z", epoch=EPOCH))
-    assert size / 200 <= 40, size / 200
+    assert size / full <= 40, size / full
+
+
+def device_of(bundle: dict[str, Any]) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [e["resource"] for e in bundle["entry"]
+                                   if e["resource"]["resourceType"] == "Device"]
+    assert len(found) == 1
+    return found[0]
+
+
+FULL_FACTS = {"serial": "501900083", "system_id": "74-E8-FF-FE-FF-05-1C-00",
+              "mac": "00-1C-05-FF-E8-74", "manufacturer": "Nonin Medical, Inc.",
+              "model": "Model 3230", "firmware": "r2.1", "mdc_type": 528388}
+
+
+def test_the_device_carries_what_it_told_us_with_the_units_identifier_first() -> None:
+    bundle = fhir.bundle("mmu-01", EPOCH, "b", [row(1, "spo2", 97.0, device_id="ox",
+                                                     device_facts=json.dumps(FULL_FACTS))], NOW)
+    check_bundle(bundle)
+    dev = device_of(bundle)
+    assert dev["identifier"] == [
+        {"system": "urn:mmu:device:mmu-01", "value": "ox"},
+        {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                              "code": "SNO"}]}, "value": "501900083"},
+        {"system": "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680",
+         "value": "74-E8-FF-FE-FF-05-1C-00"},
+        {"system": "http://hl7.org/fhir/sid/eui-48/bluetooth", "value": "00-1C-05-FF-E8-74"}]
+    assert (dev["manufacturer"], dev["modelNumber"], dev["serialNumber"]) == (
+        "Nonin Medical, Inc.", "Model 3230", "501900083")
+    assert dev["type"] == {"coding": [{"system": fhir.MDC, "code": "528388"}]}
+    assert dev["version"] == [{"type": {"coding": [{"system": fhir.MDC, "code": "531976"}]},
+                               "value": "r2.1"}]
+
+
+def test_a_device_that_told_nothing_has_only_the_units_identifier() -> None:
+    blank = {"serial": "", "system_id": None, "mac": None, "manufacturer": "  ",
+             "model": None, "firmware": "", "mdc_type": None}
+    for facts in (None, blank):
+        bundle = fhir.bundle("mmu-01", EPOCH, "b", [row(1, "spo2", 97.0, device_id="ox",
+                                                         device_facts=json.dumps(facts))], NOW)
+        check_bundle(bundle)
+        assert device_of(bundle) == {
+            "resourceType": "Device",
+            "identifier": [{"system": "urn:mmu:device:mmu-01", "value": "ox"}],
+            "deviceName": [{"name": "ox", "type": "user-friendly-name"}]}
+
+
+local_times = st.datetimes(min_value=datetime(2000, 1, 2), max_value=datetime(2099, 12, 30))
+offsets = st.floats(-86400 * 30, 86400 * 30, allow_nan=False).map(lambda x: round(x, 3))
+
+
+@given(local_times, offsets, st.sampled_from(["Africa/Casablanca", "UTC", "Europe/Paris"]),
+       st.booleans())
+def test_a_known_clock_offset_is_subtracted_from_the_device_time(
+        when: datetime, offset: float, tz: str, zoned: bool) -> None:
+    """The instant is the device's reading of its clock minus how far that clock is ahead;
+    without an offset the time is the device's (read in the unit's zone when it has none)."""
+    zone = fhir.zone(tz)
+    raw = when.replace(tzinfo=UTC).isoformat() if zoned else when.isoformat()
+    base = (when.replace(tzinfo=UTC) if zoned else when.replace(tzinfo=zone))
+    stamp, used = fhir.effective(raw, NOW, zone, offset)
+    assert used and fhir.has_zone(stamp)
+    got = datetime.fromisoformat(stamp)
+    assert got == base - timedelta(seconds=offset)
+    if not offset:
+        assert fhir.effective(raw, NOW, zone) == (stamp, True)
+
+
+def test_the_raw_device_time_is_kept_when_an_offset_corrected_it() -> None:
+    context = json.dumps([[fhir.CONTEXT_CLOCK_OFFSET, "90"]])
+    obs = fhir.bundle("u", EPOCH, "b", [row(1, "spo2", 97.0, context=context,
+                                            device_time="2026-11-23T08:01:30Z")],
+                      NOW)["entry"][-1]["resource"]
+    assert obs["effectiveDateTime"] == "2026-11-23T08:00:00+00:00"
+    assert {"url": fhir.EXT_DEVICE_TIME, "valueString": "2026-11-23T08:01:30Z"} in (
+        obs["extension"])

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edge_agent import device_facts
 from edge_agent.encounters import assign, open_encounter, writing
 from edge_agent.models import measurement
 from edge_agent.store import Store, utc_now
@@ -18,13 +19,13 @@ UNIT = "mmu-central"
 PATIENT = "CANARY-P-0042"
 
 
-def send(store: Store, central: SqliteCentral, batch_id: str) -> tuple[bytes, list[Any]]:
+def send(store: Store, central: SqliteCentral, batch_id: str,
+         at: str = "2026-11-23T08:00:00.000Z") -> tuple[bytes, list[Any]]:
     """Take a batch as the daemon does, store it at central, mark it acknowledged."""
     rows = store.read(lambda db: outbox.next_batch(db, 200))
     seqs = [r["seq"] for r in rows]
     store.call(lambda db: outbox.record_batch(db, batch_id, seqs, utc_now()))
-    payload = codec.encode_batch(UNIT, batch_id, rows, "2026-11-23T08:00:00.000Z",
-                                 epoch=store.epoch)
+    payload = codec.encode_batch(UNIT, batch_id, rows, at, epoch=store.epoch)
     outcome = central.store_batches([codec.decode_batch(payload)], "2026-11-23T08:00:01Z")
     store.call(lambda db: outbox.mark_acked(db, batch_id))
     return payload, outcome
@@ -47,7 +48,7 @@ def test_a_later_assign_updates_the_reading_at_central(tmp_path: Path) -> None:
                                      measurement("diastolic_bp", 79.0)]).result()
         first, _ = send(store, central, "b1")
         panel = observation(central, cuff[0])
-        assert panel["subject"] == panel["device"] and "encounter" not in panel
+        assert "device" not in panel and "encounter" not in panel  # the Device is the subject
         # The nurse opens the patient and attaches the cuff's measurement.
         with writing(tmp_path / "unit.db") as nurse:  # the CLI's connection
             open_encounter(nurse, "urn:mmu:patient:platform", PATIENT)
@@ -71,4 +72,36 @@ def test_a_later_assign_updates_the_reading_at_central(tmp_path: Path) -> None:
         assert central.query("SELECT count(*) FROM observations") == [(3,)]
         assert resources(central) == {"Device": 2, "Encounter": 1, "Patient": 1}
         assert store.stats()["readings_pending_sync"] == 0
+    central.close()
+
+
+def device(central: SqliteCentral) -> dict[str, Any]:
+    (text,), = central.query("SELECT resource FROM resources WHERE type = 'Device'")
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def test_a_device_that_tells_its_serial_later_is_updated_at_central(tmp_path: Path) -> None:
+    """The first batch's Device knows only the unit's name for it; the meter then reads out
+    its Device Information: the next batch updates the Device (same first identifier), and a
+    late redelivery of the first batch does not take the facts back."""
+    central = SqliteCentral(tmp_path / "central.db")
+    with Store(tmp_path / "unit.db", UNIT) as store:
+        store.append("meter", [measurement("glucose", 5.5, "mmol/L")]).result()
+        first, _ = send(store, central, "b1", "2026-11-23T08:00:00.000Z")
+        bare = device(central)
+        assert bare["identifier"] == [{"system": f"urn:mmu:device:{UNIT}", "value": "meter"}]
+        store.call(lambda db: device_facts.save(db, "meter", {
+            "serial": "GLU-A1", "manufacturer": "Roche", "mdc_type": 528401}))
+        store.append("meter", [measurement("glucose", 5.9, "mmol/L")]).result()
+        second, _ = send(store, central, "b2", "2026-11-23T09:00:00.000Z")
+        told = device(central)
+        assert told["identifier"][0] == bare["identifier"][0]  # central's key: unchanged
+        assert told["serialNumber"] == "GLU-A1" and told["manufacturer"] == "Roche"
+        assert resources(central) == {"Device": 1}
+        (updated,), = central.query("SELECT updated_at FROM resources WHERE type = 'Device'")
+        for payload in (first, second, first):  # replays, one late: nothing moves back
+            central.store_batches([codec.decode_batch(payload)], "2026-11-23T10:00:00Z")
+        assert device(central) == told
+        assert central.query("SELECT updated_at FROM resources WHERE type = 'Device'") == [
+            (updated,)]
     central.close()

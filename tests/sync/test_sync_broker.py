@@ -97,8 +97,8 @@ async def test_nothing_is_marked_sent_until_central_stores_it(
                                               first.seq_to)
             # What the payload is, for a platform that is not ours (README: decoding).
             assert (props["encoding"], props["inner-content-type"], props["zlib-dictionary"]) == (
-                "zlib+dict2", "application/fhir+json; fhirVersion=4.0", "mmu-zdict-2")
-            assert int.from_bytes(seen[0].payload[2:6], "big") == zlib.adler32(codec.ZDICT_V2)
+                "zlib+dict3", "application/fhir+json; fhirVersion=4.0", "mmu-zdict-3")
+            assert int.from_bytes(seen[0].payload[2:6], "big") == zlib.adler32(codec.ZDICT_V3)
         assert store.stats()["readings_sent"] == 0
         assert daemon.status()["connected"] is True and daemon.status()["in_flight"] == 3
         # Central comes up: the same batches are stored once and acknowledged.
