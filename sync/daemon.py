@@ -111,6 +111,9 @@ class SyncDaemon:
         self._oldest_at: float | None = None  # monotonic time the oldest of them arrived
         self._alerts = False  # alert-range readings wait for a batch
         self._deadlines: dict[str, float] = {}  # name -> monotonic time to wake
+        # Batches held by the uplink cap: (when their reserved bandwidth comes, batch id), in
+        # order. Held, not slept on: commands, acks and alerts are served meanwhile.
+        self._held: list[tuple[float, str]] = []
         self._link: MqttLink | None = None
         self._wake_posted = False
         self._status = StatusThrottle(settings.sync.status_interval_s)
@@ -312,6 +315,7 @@ class SyncDaemon:
                     actions += self.session.alerts_waiting()
                 actions += self.session.tick(now)
                 await self._execute(link, actions)
+                self._release_held(link)
                 await self._send_files(link)
                 await self._housekeeping(link, now)
         finally:
@@ -354,6 +358,7 @@ class SyncDaemon:
             self.connected = False
             self.last_error = event.reason
             self._mids.clear()  # those PUBACKs will never come: the session re-sends
+            self._held.clear()  # and it re-sends these too, once connected
             self.files.disconnected()
             return self.session.disconnected()
         if event.kind == "published":
@@ -483,11 +488,16 @@ class SyncDaemon:
             action = queue.pop(0)
             if isinstance(action, Publish | Resend):
                 batch = self.batches.get(action.batch_id)
-                if batch is not None:
-                    wait = self.pacer.delay(len(batch.payload), time.monotonic())
-                    if wait > 0:  # the uplink cap: other traffic shares the modem
-                        await asyncio.sleep(wait)
-                    self._publish(link, batch)
+                if batch is not None and all(b != batch.batch_id for _, b in self._held):
+                    now = time.monotonic()
+                    wait = self.pacer.delay(len(batch.payload), now)
+                    if wait > 0 and not batch.priority:
+                        # the uplink cap (other traffic shares the modem): held until its
+                        # bandwidth comes; an alert goes at once (its bytes still counted)
+                        self._held.append((now + wait, batch.batch_id))
+                        self._deadlines["pace"] = self._held[0][0]
+                    else:
+                        self._publish(link, batch)
                 if isinstance(action, Resend):
                     self.batch_limit = adapt_batch(self.batch_limit, acked=False,
                                                    ceiling=self.settings.sync.batch_size)
@@ -505,6 +515,20 @@ class SyncDaemon:
                     fresh.batch_id if fresh else None, time.monotonic(), action.priority)
         while self._downlinks:
             await self._downlink(link, self._downlinks.pop(0))
+
+    def _release_held(self, link: MqttLink) -> None:
+        """Publish the held batches whose reserved bandwidth has come, in order (a batch
+        acknowledged meanwhile, from an earlier send, is dropped)."""
+        now = time.monotonic()
+        while self._held and self._held[0][0] <= now:
+            _, batch_id = self._held.pop(0)
+            batch = self.batches.get(batch_id)
+            if batch is not None and self.connected:
+                self._publish(link, batch)
+        if self._held:
+            self._deadlines["pace"] = self._held[0][0]
+        else:
+            self._deadlines.pop("pace", None)
 
     def _mark(self, batch_id: str) -> None:
         """Mark the batch's readings sent. Not awaited: the next batch never depends on it

@@ -11,6 +11,9 @@ c001 is the first version (observations keyed by id and unique per (unit, seq), 
 c002 moves sequence numbers under an epoch. Rows stored before c002 get :data:`LEGACY_EPOCH`.
 c003 adds ``resources``: the Patients, Devices, Locations and Encounters of mmu.readings/3
 Bundles, one per (type, first identifier), as the Bundle's conditional creates ask.
+c004 adds ``resources.batch_at``: when the unit formed the batch that last changed a Device
+(its clock), so a late redelivery never takes facts back; ``updated_at`` stays central's time
+(what ``central export --since`` filters on).
 """
 
 from __future__ import annotations
@@ -71,13 +74,16 @@ C003: Final = [
         stored_at TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (type, identifier))""",
 ]
 
+C004: Final = ["ALTER TABLE resources ADD COLUMN batch_at TEXT NOT NULL DEFAULT ''"]
+
 SQLITE_SERIAL: Final = "INTEGER PRIMARY KEY"
 POSTGRES_SERIAL: Final = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
 
 # PostgreSQL: applied in order, each name recorded in ``central_schema``.
 POSTGRES: Final = [("c001_observations", C001),
                    ("c002_epochs", c002(POSTGRES_SERIAL, "BYTEA")),
-                   ("c003_resources", C003)]
+                   ("c003_resources", C003),
+                   ("c004_resource_batch_at", C004)]
 
 sqlite_migrations = Migrations("central")
 
@@ -97,4 +103,10 @@ def c002_epochs(db: Database) -> None:
 @sqlite_migrations()
 def c003_resources(db: Database) -> None:
     for statement in C003:
+        db.execute(statement)
+
+
+@sqlite_migrations()
+def c004_resource_batch_at(db: Database) -> None:
+    for statement in C004:
         db.execute(statement)

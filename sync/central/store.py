@@ -291,26 +291,24 @@ def _keep_resource(execute: Execute, unit: str, resource: dict[str, Any], stored
     (conditional create); an Encounter is updated (it goes from in-progress to finished).
 
     A Device is updated when it changed (what the device told the unit may come later, or
-    change with a replaced meter), but never by an older batch: its ``updated_at`` is the
-    time the unit formed the batch, so a batch redelivered late (or replayed) leaves the
-    newer Device as it is."""
+    change with a replaced meter), but never by an older batch: ``batch_at`` is the time the
+    unit formed the batch, so a batch redelivered late (or replayed) leaves the newer Device as
+    it is. ``updated_at`` is central's time of the change (``central export --since``)."""
     kind, key = resource.get("resourceType"), _identity(resource)
     if not isinstance(kind, str) or key is None:
         return
     text = json.dumps(resource, separators=(",", ":"))
-    updated_at = stored_at
     if kind == "Encounter":
         update = "DO UPDATE SET resource = excluded.resource, updated_at = excluded.updated_at"
     elif kind == "Device":
-        updated_at = batch_at or stored_at
-        update = ("DO UPDATE SET resource = excluded.resource, updated_at = excluded.updated_at "
-                  "WHERE excluded.updated_at >= resources.updated_at "
+        update = ("DO UPDATE SET resource = excluded.resource, updated_at = excluded.updated_at, "
+                  "batch_at = excluded.batch_at WHERE excluded.batch_at >= resources.batch_at "
                   "AND resources.resource <> excluded.resource")
     else:
         update = "DO NOTHING"
-    execute("INSERT INTO resources (type, identifier, unit, resource, stored_at, updated_at) "
-            f"VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (type, identifier) {update}",
-            [kind, key, unit, text, stored_at, updated_at])
+    execute("INSERT INTO resources (type, identifier, unit, resource, stored_at, updated_at, "
+            f"batch_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (type, identifier) {update}",
+            [kind, key, unit, text, stored_at, stored_at, batch_at])
 
 
 def _held_ids(execute: Execute, ids: list[str]) -> set[str]:

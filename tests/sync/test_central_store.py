@@ -207,7 +207,8 @@ async def test_receivers_starting_together_migrate_one_at_a_time(postgres: str) 
         store.close()
     with psycopg.connect(postgres) as conn:
         names = [n for (n,) in conn.execute("SELECT name FROM central_schema ORDER BY name")]
-    assert names == ["c001_observations", "c002_epochs", "c003_resources"]
+    assert names == ["c001_observations", "c002_epochs", "c003_resources",
+                     "c004_resource_batch_at"]
 
 
 @given(st.permutations(range(1, 41)), st.lists(st.integers(1, 8), min_size=40, max_size=40),
