@@ -232,3 +232,12 @@ def m011_device_facts(db: Database) -> None:
         )
         """
     )
+
+
+@migrations()
+def m012_device_facts_acked(db: Database) -> None:
+    # A Device's facts travel in full until central acknowledged a batch that carried them:
+    # ``acked_version`` is the ``updated_at`` of the facts central holds; a batch records the
+    # versions it carried in full (``batches.device_versions``, JSON {device: version}).
+    db.execute("ALTER TABLE device_facts ADD COLUMN acked_version TEXT")
+    db.execute("ALTER TABLE batches ADD COLUMN device_versions TEXT")

@@ -39,7 +39,7 @@ from edge_agent.errors import LinkError
 from edge_agent.models import ClockSource
 from edge_agent.settings import Settings
 from edge_agent.store import CommitNote, Store, get_state, put_state, utc_now
-from sync import codec, outbox, topics, trusted_downlink
+from sync import codec, fhir, outbox, topics, trusted_downlink
 from sync.acks import Ack, parse_ack
 from sync.clock_trust import ClockTrust, Verdict, sample
 from sync.downlink import (
@@ -597,7 +597,7 @@ class SyncDaemon:
         seqs = [int(r["seq"]) for r in rows]
         taken = await self._write(functools.partial(
             outbox.record_batch, batch_id=batch_id, seqs=seqs, created_at=created,
-            priority=1 if is_alert else 0))
+            priority=1 if is_alert else 0, device_versions=fhir.full_device_versions(rows)))
         if taken != len(rows):  # cannot happen with one sync loop per store: say so loudly
             log.error("sync: batch %s recorded %d of %d readings", batch_id, taken, len(rows))
             rows = await self.store.read_async(functools.partial(

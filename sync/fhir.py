@@ -42,6 +42,9 @@ The shape (``mmu.readings/3``), decided here and documented in the README:
   ``modelNumber``, ``serialNumber``, ``version`` (firmware: MDC_ID_PROD_SPEC_FW 531976) when it
   said them; ``type``: the IEEE 11073-10101 device specialization of its kind
   (MDC_DEV_SPEC_PROFILE_*) when one fits. Nothing it did not say is sent (no empty values).
+  The facts travel (``PUT``) until central acknowledged a batch carrying that version of them;
+  then batches carry the bare Device (its first identifier) as a conditional create, until
+  the facts change (or central asks for a resend: they travel again).
 - ``Observation.device`` only beside a Patient subject: a reading without a patient has the
   Device as its subject already. Vital signs whose first LOINC is their profile's carry no MDC
   coding (the LOINC says it exactly; other readings keep LOINC then MDC).
@@ -283,9 +286,15 @@ class _Builder:
         full = "urn:uuid:" + stable_uuid("device", self.unit, device_id)
         if full not in self.head:
             system = f"{DEVICE_SYSTEM}:{self.unit}"
-            self.head[full] = {"fullUrl": full, "resource": device_resource(
-                system, device_id, facts), "request": {
-                "method": "PUT", "url": f"Device?identifier={system}|{device_id}"}}
+            if facts_held(facts):  # central has them: the bare Device, created if missing
+                self.head[full] = {"fullUrl": full, "resource": {
+                    "resourceType": "Device",
+                    "identifier": [{"system": system, "value": device_id}]},
+                    "request": _create("Device", system, device_id)}
+            else:
+                self.head[full] = {"fullUrl": full, "resource": device_resource(
+                    system, device_id, facts), "request": {
+                    "method": "PUT", "url": f"Device?identifier={system}|{device_id}"}}
         return full
 
     def encounter(self, encounter_id: str, info: Mapping[str, Any]) -> tuple[str, str]:
@@ -435,6 +444,23 @@ def device_facts(row: Mapping[str, Any]) -> dict[str, Any]:
         return {}
     return {k: v for k, v in facts.items() if v not in (None, "")} if isinstance(
         facts, dict) else {}
+
+
+def facts_held(facts: Mapping[str, Any]) -> bool:
+    """Central acknowledged a batch carrying this version of the device's facts (the outbox's
+    ``version`` / ``acked``): they need not travel again until they change."""
+    return bool(facts.get("acked")) and facts.get("acked") == facts.get("version")
+
+
+def full_device_versions(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """{device: facts version} of the Devices a batch of these rows carries in full (recorded
+    with the batch; its ack tells the store central holds them)."""
+    out: dict[str, str] = {}
+    for row in rows:
+        facts = device_facts(row)
+        if facts.get("version") and not facts_held(facts):
+            out[str(row["device_id"])] = str(facts["version"])
+    return out
 
 
 def device_resource(system: str, device_id: str, facts: Mapping[str, Any]) -> dict[str, Any]:

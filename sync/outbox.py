@@ -15,6 +15,7 @@ store's writer.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,8 @@ READING_COLUMNS = (
     "e.altitude) FROM encounters e WHERE e.id = readings.encounter_id) AS encounter, "
     "(SELECT json_object('serial', f.serial, 'system_id', f.system_id, 'mac', f.mac, "
     "'manufacturer', f.manufacturer, 'model', f.model, 'firmware', f.firmware, 'mdc_type', "
-    "f.mdc_type) FROM device_facts f WHERE f.device_id = readings.device_id) AS device_facts"
+    "f.mdc_type, 'version', f.updated_at, 'acked', f.acked_version) FROM device_facts f "
+    "WHERE f.device_id = readings.device_id) AS device_facts"
 )
 
 
@@ -93,17 +95,19 @@ def unbatched(db: Database) -> int:
 
 def record_batch(
     db: Database, batch_id: str, seqs: Sequence[int], created_at: str | None = None,
-    priority: int = 0,
+    priority: int = 0, device_versions: Mapping[str, str] | None = None,
 ) -> int:
     """Record a batch as in flight with exactly these readings (those still unsent and in no
-    batch: a reading is never in two). Returns how many it holds."""
+    batch: a reading is never in two), and the versions of the device facts it carries in
+    full. Returns how many it holds."""
     if not seqs:
         return 0
     db.execute(
         "INSERT INTO batches (batch_id, seq_from, seq_to, count, created_at, attempts, "
-        "priority) VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT(batch_id) DO UPDATE SET "
-        "attempts = attempts + 1",
-        [batch_id, min(seqs), max(seqs), len(seqs), created_at or utc_now(), priority],
+        "priority, device_versions) VALUES (?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT(batch_id) DO "
+        "UPDATE SET attempts = attempts + 1",
+        [batch_id, min(seqs), max(seqs), len(seqs), created_at or utc_now(), priority,
+         json.dumps(dict(device_versions)) if device_versions else None],
     )
     taken = 0
     for start in range(0, len(seqs), 500):
@@ -162,11 +166,20 @@ def mark_acked(
     db.execute(
         "UPDATE batches SET acked_at = ? WHERE batch_id = ? AND acked_at IS NULL", [at, batch_id]
     )
+    # Central holds the device facts this batch carried in full: later batches send the bare
+    # Device (a conditional create) until the facts change.
+    row = db.execute("SELECT device_versions FROM batches WHERE batch_id = ?",
+                     [batch_id]).fetchone()
+    for device_id, version in json.loads(row[0]).items() if row and row[0] else ():
+        db.execute("UPDATE device_facts SET acked_version = ? WHERE device_id = ? AND "
+                   "(acked_version IS NULL OR acked_version < ?)", [version, device_id, version])
     return int(cur.rowcount)
 
 
 def resend_from(db: Database, seq: int) -> int:
-    """Central lost what it had from ``seq`` on (a restored central store): send it again."""
+    """Central lost what it had from ``seq`` on (a restored central store): send it again,
+    with the devices' facts in full."""
+    db.execute("UPDATE device_facts SET acked_version = NULL")
     return int(db.execute(
         "UPDATE readings SET sent_at = NULL, batch_id = NULL WHERE seq >= ? "
         "AND sent_at IS NOT NULL", [seq]).rowcount)

@@ -300,6 +300,8 @@ def _keep_resource(execute: Execute, unit: str, resource: dict[str, Any], stored
     text = json.dumps(resource, separators=(",", ":"))
     if kind == "Encounter":
         update = "DO UPDATE SET resource = excluded.resource, updated_at = excluded.updated_at"
+    elif kind == "Device" and len(resource.get("identifier") or []) == 1 and len(resource) == 2:
+        update = "DO NOTHING"  # the bare Device (central holds its facts): create if missing
     elif kind == "Device":
         update = ("DO UPDATE SET resource = excluded.resource, updated_at = excluded.updated_at, "
                   "batch_at = excluded.batch_at WHERE excluded.batch_at >= resources.batch_at "

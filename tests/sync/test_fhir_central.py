@@ -12,7 +12,7 @@ from edge_agent import device_facts
 from edge_agent.encounters import assign, open_encounter, writing
 from edge_agent.models import measurement
 from edge_agent.store import Store, utc_now
-from sync import codec, outbox
+from sync import codec, fhir, outbox
 from sync.central.store import SqliteCentral
 
 UNIT = "mmu-central"
@@ -24,7 +24,9 @@ def send(store: Store, central: SqliteCentral, batch_id: str,
     """Take a batch as the daemon does, store it at central, mark it acknowledged."""
     rows = store.read(lambda db: outbox.next_batch(db, 200))
     seqs = [r["seq"] for r in rows]
-    store.call(lambda db: outbox.record_batch(db, batch_id, seqs, utc_now()))
+    versions = fhir.full_device_versions(rows)
+    store.call(lambda db: outbox.record_batch(db, batch_id, seqs, utc_now(),
+                                              device_versions=versions))
     payload = codec.encode_batch(UNIT, batch_id, rows, at, epoch=store.epoch)
     outcome = central.store_batches([codec.decode_batch(payload)], "2026-11-23T08:00:01Z")
     store.call(lambda db: outbox.mark_acked(db, batch_id))
@@ -104,4 +106,44 @@ def test_a_device_that_tells_its_serial_later_is_updated_at_central(tmp_path: Pa
         assert device(central) == told
         assert central.query("SELECT updated_at FROM resources WHERE type = 'Device'") == [
             (updated,)]
+    central.close()
+
+
+def device_entry(payload: bytes) -> dict[str, Any]:
+    bundle = json.loads(codec._inflate(payload))
+    entry: dict[str, Any] = next(e for e in bundle["entry"]
+                                 if e["resource"]["resourceType"] == "Device")
+    return entry
+
+
+def test_device_facts_travel_until_central_holds_them(tmp_path: Path) -> None:
+    """A Device's facts go in full (PUT) until central acknowledged a batch carrying them;
+    then the bare Device (a conditional create: no bytes for what central holds, nothing
+    wiped there) until they change, or until central asks for a resend."""
+    central = SqliteCentral(tmp_path / "central.db")
+    key = {"system": f"urn:mmu:device:{UNIT}", "value": "meter"}
+    with Store(tmp_path / "unit.db", UNIT) as store:
+        store.call(lambda db: device_facts.save(db, "meter", {
+            "serial": "GLU-A1", "manufacturer": "Roche", "mdc_type": 528401}))
+
+        def reading(value: float, batch_id: str) -> dict[str, Any]:
+            store.append("meter", [measurement("glucose", value, "mmol/L")]).result()
+            return device_entry(send(store, central, batch_id)[0])
+
+        first = reading(5.5, "b1")
+        assert first["request"]["method"] == "PUT" and first["resource"]["serialNumber"] == (
+            "GLU-A1")
+        bare = reading(5.6, "b2")  # b1 was acknowledged: central holds these facts
+        assert bare["resource"] == {"resourceType": "Device", "identifier": [key]}
+        assert bare["request"] == {"method": "POST", "url": "Device",
+                                   "ifNoneExist": f"identifier={key['system']}|meter"}
+        assert device(central)["serialNumber"] == "GLU-A1"  # the bare one wiped nothing
+        store.call(lambda db: device_facts.save(db, "meter", {"firmware": "2.1"}))
+        changed = reading(5.7, "b3")
+        assert changed["request"]["method"] == "PUT"
+        assert changed["resource"]["version"][0]["value"] == "2.1"
+        assert device(central)["version"][0]["value"] == "2.1"
+        assert reading(5.8, "b4")["request"]["method"] == "POST"
+        store.call(lambda db: outbox.resend_from(db, 1))  # central lost data: facts again
+        assert reading(5.9, "b5")["request"]["method"] == "PUT"
     central.close()

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from edge_agent import device_facts
 from edge_agent.models import measurement
 from edge_agent.settings import BrokerSettings, Settings, StoreSettings, SyncSettings, UnitSettings
 from edge_agent.store import Store
@@ -216,12 +217,18 @@ async def test_every_message_says_its_content_type(
     registry = {t.suffix: t.content_type for t in (
         topics.READINGS, topics.EVENTS, topics.STATUS, topics.ACK, topics.CONFIG, topics.CMD)}
     with Store(cfg.store.path, UNIT, group_wait=0.002) as store:
+        store.call(lambda db: device_facts.save(db, "ox", {"serial": "OX-1", "mdc_type": 528388}))
         fill(store, 30)
         async with spy(mosquitto.port, f"{topics.PREFIX}/{UNIT}/#") as watched:
             receiver = Receiver("127.0.0.1", mosquitto.port, central, client_id="rx-ct")
             rx = asyncio.create_task(receiver.run(rx_stop))
             task = asyncio.create_task(SyncDaemon(store, cfg).run(stop))
             await wait_until(lambda: store.stats()["readings_pending_sync"] == 0, 30, "drain")
+            # The daemon recorded the facts its first batch carried; the ack says central
+            # holds them (later batches carry the bare Device).
+            await wait_until(lambda: store.read(lambda db: db.execute(
+                "SELECT acked_version = updated_at FROM device_facts").fetchone()[0]) == 1, 10,
+                "the device facts acknowledged")
             stop.set()
             rx_stop.set()
             await asyncio.gather(task, rx)
