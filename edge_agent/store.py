@@ -90,7 +90,7 @@ def open_database(path: Path, migration_set: Migrations = migrations) -> Databas
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=30000")
         sync = conn.execute("PRAGMA synchronous").fetchone()[0]
-    except store_connect.DatabaseError as exc:
+    except store_connect.database_errors() as exc:
         conn.close()
         raise StoreError(
             "store.unreadable",
@@ -105,7 +105,7 @@ def open_database(path: Path, migration_set: Migrations = migrations) -> Databas
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, store_connect.OperationalError) and (
+    return isinstance(exc, store_connect.operational_errors()) and (
         "full" in str(exc) or getattr(exc, "sqlite_errorcode", 0) == sqlite3.SQLITE_FULL
     )
 

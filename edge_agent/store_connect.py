@@ -14,7 +14,7 @@ not open the store is a :class:`StoreError` ("the store key does not open this s
 before (the chaos harness replaces ``sqlite3.connect`` for its lazy VFS).
 
 SQLCipher's exceptions are not sqlite3's: code that catches database errors on the store's
-connections catches :data:`DatabaseError` / :data:`OperationalError` / :data:`Error` (tuples
+connections catches :func:`database_errors` / :func:`operational_errors` / :func:`errors` (tuples
 holding both). sqlite-utils' ``Database(conn)`` takes either connection (it only checks for a
 path); its own ``except sqlite3.OperationalError`` are feature probes that do not fail on
 SQLCipher's SQLite (3.51: STRICT tables and upserts exist).
@@ -26,7 +26,7 @@ an encrypted one uniform bytes): "the store key does not open this store". Recov
 quarantines a store for these: the open is refused (an encrypted store whose first page is
 damaged looks the same as a wrong key; refusing is the safe side). Damage elsewhere in an
 encrypted store is recovered as in a plain one (SQLCipher reports a page whose HMAC fails as
-out of memory: :data:`PageError`). Without a key, an encrypted store cannot be told from random
+out of memory: :func:`page_errors`). Without a key, an encrypted store cannot be told from random
 bytes: it is handled as damage (moved aside, never deleted), with a hint
 (:func:`encrypted_hint`).
 """
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -48,29 +49,36 @@ from edge_agent.store_key import StoreKey, resolve_key
 if TYPE_CHECKING:
     from edge_agent.settings import StoreSettings
 
-try:
-    from sqlcipher3 import dbapi2 as _cipher_errors_from
-except ImportError:  # the binding is optional: plain stores need nothing more
-    _cipher_errors_from = None
-
 PLAIN_HEADER = b"SQLite format 3\x00"
 ENCRYPTED_ENTROPY = 7.0  # bits per byte over page 1: random ~7.95, SQLite schema page < 6
 
 
 def _both(name: str) -> tuple[type[Exception], ...]:
+    """sqlite3's exception class ``name``, and SQLCipher's once its binding is loaded (only a
+    keyed store loads it: it costs 6 MB of RSS, so a plain agent never imports it). Called in
+    ``except`` clauses, which are evaluated when an exception is being matched."""
     mine: type[Exception] = getattr(sqlite3, name)
-    if _cipher_errors_from is None:
-        return (mine,)
-    return (mine, getattr(_cipher_errors_from, name))
+    cipher = sys.modules.get("sqlcipher3.dbapi2")
+    return (mine,) if cipher is None else (mine, getattr(cipher, name))
 
 
-Error = _both("Error")
-DatabaseError = _both("DatabaseError")
-OperationalError = _both("OperationalError")
-IntegrityError = _both("IntegrityError")
-# SQLCipher reports a page whose HMAC check fails inside a statement as out of memory
-# (MemoryError): for recovery, an unreadable page like any other.
-PageError: tuple[type[Exception], ...] = (*DatabaseError, MemoryError)
+def errors() -> tuple[type[Exception], ...]:
+    """Any DB-API error of either binding."""
+    return _both("Error")
+
+
+def database_errors() -> tuple[type[Exception], ...]:
+    return _both("DatabaseError")
+
+
+def operational_errors() -> tuple[type[Exception], ...]:
+    return _both("OperationalError")
+
+
+def page_errors() -> tuple[type[Exception], ...]:
+    """An unreadable page: SQLCipher reports a page whose HMAC check fails inside a statement
+    as out of memory (MemoryError), for recovery an unreadable page like any other."""
+    return (*_both("DatabaseError"), MemoryError)
 
 
 @dataclass

@@ -98,7 +98,7 @@ def _connect(path: Path, mode: str) -> sqlite3.Connection:
     try:
         conn = store_connect.connect(path.resolve(), mode=mode, key_of=path,
                                      timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-    except store_connect.Error as exc:
+    except store_connect.errors() as exc:
         raise _unreadable(path, exc) from None
     return conn
 
@@ -124,7 +124,7 @@ def _session(path: Path, mode: str, needs: str) -> Iterator[Database]:
         db = Database(conn)
         check_schema(path, schema_version(db), needs)
         yield db
-    except store_connect.DatabaseError as exc:
+    except store_connect.database_errors() as exc:
         raise _unreadable(path, exc) from None
     finally:
         conn.close()

@@ -45,7 +45,7 @@ from typing import Any
 
 from edge_agent import store_connect
 from edge_agent.errors import StoreError
-from edge_agent.store_connect import Error, OperationalError, PageError
+from edge_agent.store_connect import errors, operational_errors, page_errors
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,6 @@ HEALTH_KEY = "store-health"
 # Tables copied, in this order; anything else in the old file is left in the quarantine.
 TABLES = ("readings", "rejects", "events", "device_cursors", "agent_state")
 SIDE_FILES = ("-wal", "-shm")
-_UNREADABLE: tuple[type[Exception], ...] = (*PageError, StoreError)
 
 
 @dataclass(frozen=True)
@@ -76,6 +75,10 @@ class Recovery:
     problems: tuple[str, ...] = ()
 
 
+def _unreadable() -> tuple[type[Exception], ...]:
+    return (*page_errors(), StoreError)
+
+
 # --- check ---------------------------------------------------------------------------------
 def quick_check(
     path: Path, *, seconds: float = CHECK_SECONDS, max_errors: int = CHECK_MAX_ERRORS
@@ -86,16 +89,16 @@ def quick_check(
     deadline = start + seconds
     try:
         conn = store_connect.connect(path, mode="ro", timeout=30)
-    except Error as exc:
+    except errors() as exc:
         return CheckResult(False, True, (str(exc),), time.monotonic() - start)
     conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
     try:
         rows = [r[0] for r in conn.execute(f"PRAGMA quick_check({int(max_errors)})")]
-    except OperationalError as exc:
+    except operational_errors() as exc:
         if "interrupted" in str(exc):
             return CheckResult(True, False, (), time.monotonic() - start)
         return CheckResult(False, True, (str(exc),), time.monotonic() - start)
-    except PageError as exc:
+    except page_errors() as exc:
         return CheckResult(False, True, (str(exc),), time.monotonic() - start)
     finally:
         conn.close()
@@ -272,7 +275,7 @@ def _open_ro(path: Path, store: Path) -> sqlite3.Connection | None:
         conn = store_connect.connect(path, mode="ro", key_of=store)
         conn.execute("SELECT name FROM sqlite_master").fetchall()
         return conn
-    except _UNREADABLE:
+    except _unreadable():
         return None
 
 
@@ -297,14 +300,14 @@ def rebuilt_header(file_size: int, page_size: int = 4096) -> bytes:
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
     try:
         return [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-    except PageError:
+    except page_errors():
         return []
 
 
 def _sequence(conn: sqlite3.Connection, table: str) -> int | None:
     try:
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", [table]).fetchone()
-    except PageError:
+    except page_errors():
         return None
     return None if row is None else int(row[0])
 
@@ -327,7 +330,7 @@ def salvage_rows(
                 last = row[0]
                 yield row
             return
-        except PageError:
+        except page_errors():
             rec.unreadable_spots += 1
         if last == -(2**63):
             last = 0
@@ -337,7 +340,7 @@ def salvage_rows(
         while r <= limit:
             try:
                 row = conn.execute(point, [r]).fetchone()
-            except PageError:
+            except page_errors():
                 row = None
             if row is not None:
                 last = row[0]
@@ -392,14 +395,14 @@ def _insert_many(dst: sqlite3.Connection, sql: str, rows: list[list[Any]]) -> in
         changed = dst.executemany(sql, rows).rowcount
         dst.execute("RELEASE salvage")
         return changed
-    except Error:
+    except errors():
         dst.execute("ROLLBACK TO salvage")
         dst.execute("RELEASE salvage")
     changed = 0
     for values in rows:
         try:
             changed += dst.execute(sql, values).rowcount
-        except Error:
+        except errors():
             continue
     return changed
 
@@ -436,7 +439,7 @@ def check_report(path: Path, *, seconds: float = CHECK_SECONDS) -> dict[str, Any
                 health = _get(conn, HEALTH_KEY)
             finally:
                 conn.close()
-        except PageError:
+        except page_errors():
             health = None
     result["health"] = health
     return result

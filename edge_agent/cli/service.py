@@ -66,7 +66,7 @@ def open_store(make: Callable[[], Store], path: Path) -> Store:
             f"{path}: cannot create the store ({exc.strerror or exc}: {exc.filename or path}). "
             "Fix: set [store] path to a file in a writable folder",
         ) from None
-    except store_connect.Error as exc:
+    except store_connect.errors() as exc:
         raise StoreError(
             "store.unreadable",
             f"{path}: cannot open the store ({exc}). Fix: check that the folder is writable "

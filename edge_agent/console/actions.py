@@ -26,8 +26,11 @@ class ActionResult:
 
 UNAVAILABLE = ActionResult(False, "action.unavailable")
 FAILED = ActionResult(False, "action.failed")
-_FAILED: tuple[type[Exception], ...] = (EdgeAgentError, *store_connect.Error)
 DEFAULT_SYSTEMS: Mapping[str, str] = {"national-id": "urn:mmu:patient:national-id"}
+
+
+def _failed() -> tuple[type[Exception], ...]:
+    return (EdgeAgentError, *store_connect.errors())
 
 
 def _has_model(path: Path) -> bool:
@@ -61,7 +64,7 @@ def open_encounter(store_path: Path, identifier: str, system: str | None,
                 encounters.close_encounter(db)
             encounters.open_encounter(db, uri, identifier,
                                       practitioner_role=practitioner_role)
-    except _FAILED:
+    except _failed():
         return FAILED
     return ActionResult(True, "action.opened")
 
@@ -76,7 +79,7 @@ def close_encounter(store_path: Path) -> ActionResult:
             if encounters.current(db) is None:
                 return ActionResult(False, "action.no_patient")
             encounters.close_encounter(db)
-    except _FAILED:
+    except _failed():
         return FAILED
     return ActionResult(True, "action.closed")
 
@@ -99,6 +102,6 @@ def assign(store_path: Path, reading_ids: list[str]) -> ActionResult:
             seqs = [int(r[0]) for r in db.execute(
                 f"SELECT seq FROM readings WHERE id IN ({marks})", ids).fetchall()]
             count = encounters.assign(db, seqs)
-    except _FAILED:
+    except _failed():
         return FAILED
     return ActionResult(True, "action.assigned", count)

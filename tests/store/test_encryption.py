@@ -401,3 +401,14 @@ def test_a_plain_store_still_opens_through_sqlite3_connect(
         fill(store, 1)
         assert store.stats()["readings_total"] == 1
     assert seen.count(db) == 2  # the writer, then this thread's reader
+
+
+def test_a_plain_agent_never_loads_the_sqlcipher_binding(tmp_path: Path) -> None:
+    """The binding costs about 6 MB of RSS: only a keyed store loads it."""
+    code = ("import sys\nfrom edge_agent.store import Store\nimport edge_agent.supervisor, "
+            "sync.daemon, edge_agent.store_recovery, edge_agent.console.actions\n"
+            f"Store({str(tmp_path / 'plain.db')!r}, 'mmu-01').close()\n"
+            "print(sorted(m for m in sys.modules if m.startswith('sqlcipher3')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
