@@ -36,6 +36,7 @@ from sqlite_utils import Database
 
 from edge_agent.dicom_meta import MEDIA_TYPE as DICOM_MEDIA_TYPE
 from edge_agent.dicom_meta import DicomMeta, is_dicom, read_meta
+from edge_agent.durable import fsync_path
 from edge_agent.errors import StoreError
 from edge_agent.store import Store, utc_now
 
@@ -119,14 +120,6 @@ def classify(name: str | None, head: bytes, kind: str | None = None) -> tuple[st
         else:
             kind = FileKind.DOCUMENT
     return kind, media
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 _listeners: weakref.WeakKeyDictionary[Store, list[Callable[[], None]]] = (
@@ -256,9 +249,9 @@ class AttachmentStore:
                 os.unlink(tmp)  # this content is here already (an orphan, or an eviction race)
             else:
                 os.replace(tmp, final)
-            fsync_dir(final.parent)
+            fsync_path(final.parent)
             if fresh_dir:
-                fsync_dir(self.root)
+                fsync_path(self.root)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

@@ -13,6 +13,7 @@ from typing import Any
 import tomlkit
 from tomlkit.items import AoT, Table
 
+from edge_agent.durable import fsync_path
 from edge_agent.errors import ConfigError
 from edge_agent.settings import Settings, from_mapping
 
@@ -92,8 +93,4 @@ def write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dirfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
+    fsync_path(path.parent)

@@ -17,7 +17,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_agent.attachments import AttachmentsFull, AttachmentStore, fsync_dir
+from edge_agent.attachments import AttachmentsFull, AttachmentStore
+from edge_agent.durable import fsync_path
 from edge_agent.errors import StoreError
 from edge_agent.settings import WatchFolderSettings
 
@@ -84,8 +85,8 @@ def take(files: AttachmentStore, folder: Path, name: str, *, device: str,
     if target.exists():
         target = done / f"{added.file_id[:12]}-{name}"
     os.replace(path, target)
-    fsync_dir(done)
-    fsync_dir(folder)
+    fsync_path(done)
+    fsync_path(folder)
     return added.file_id
 
 

@@ -24,18 +24,11 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+from edge_agent.durable import fsync_path
 from edge_agent.errors import StoreError
 from edge_agent.store_connect import PLAIN_HEADER, file_kind
 from edge_agent.store_key import StoreKey
 from edge_agent.store_recovery import SIDE_FILES, lock_path
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _counts(conn: sqlite3.Connection) -> dict[str, int]:
@@ -103,7 +96,7 @@ def encrypt_store(path: Path, key: StoreKey, *, keep_plain: bool = False,
             if f.read(16) == PLAIN_HEADER:
                 raise StoreError("store.encrypt_failed", f"{target}: not encrypted; nothing "
                                  "was changed")
-        _fsync(target)
+        fsync_path(target)
         kept: Path | None = None
         if keep_plain:
             stamp = stamp or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -112,7 +105,7 @@ def encrypt_store(path: Path, key: StoreKey, *, keep_plain: bool = False,
             os.chmod(kept, 0o600)
         os.chmod(target, 0o600)
         os.replace(target, path)
-        _fsync(path.parent)
+        fsync_path(path.parent)
         return {"store": str(path), "rows": after, "plain_kept": str(kept) if kept else None}
     finally:
         os.close(lock)

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent import store_connect
+from edge_agent.durable import fsync_path
 from edge_agent.errors import StoreError
 from edge_agent.store_connect import errors, operational_errors, page_errors
 
@@ -209,7 +210,7 @@ def quarantine(path: Path, stamp: str | None = None) -> Path:
             os.chmod(target.with_name(target.name + suffix), 0o600)
     os.replace(path, target)
     os.chmod(target, 0o600)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
     return target
 
 
@@ -405,14 +406,6 @@ def _insert_many(dst: sqlite3.Connection, sql: str, rows: list[list[Any]]) -> in
         except errors():
             continue
     return changed
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- for `edge-agent db check` -------------------------------------------------------------

@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from edge_agent.durable import fsync_path
 from sync.central import ndjson
 
 Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
@@ -83,7 +84,7 @@ class Writers:
                 with contextlib.suppress(FileNotFoundError):
                     (self.out / f"{kind}.ndjson").unlink()
         write_atomic(self.out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-        fsync_dir(self.out)
+        fsync_path(self.out)
 
     def abort(self) -> None:
         for kind, handle in self.files.items():
@@ -100,14 +101,6 @@ def write_atomic(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(part, path)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _filters(since: str | None, unit: str | None, stamp: str) -> tuple[str, list[Any]]:

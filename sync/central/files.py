@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from edge_agent.attachments import fsync_dir
+from edge_agent.durable import fsync_path
 from edge_agent.errors import LinkError
 from edge_agent.store import utc_now
 from sync.central import files_emqx, files_fhir
@@ -189,7 +189,7 @@ class CentralFiles:
         finally:
             os.close(fd)
         if fresh:
-            fsync_dir(part.parent)
+            fsync_path(part.parent)
         self.db.execute("UPDATE uploads SET offset = ? WHERE unit = ? AND file_id = ?",
                         [offset + len(data), up.unit, up.file_id])
         return FileAck(up.file_id, AckState.RECEIVING, offset + len(data), "", reply)
@@ -224,10 +224,10 @@ class CentralFiles:
             part.unlink()  # this content came already (another unit, or a replay)
         else:
             os.replace(part, target)
-        fsync_dir(target.parent)
+        fsync_path(target.parent)
         if fresh:
-            fsync_dir(target.parent.parent)
-        fsync_dir(part.parent)
+            fsync_path(target.parent.parent)
+        fsync_path(part.parent)
         self._complete(up.unit, init)
         log.info("files: unit %s file %s complete (%d bytes)", up.unit, up.file_id[:12], size)
         return FileAck(up.file_id, AckState.COMPLETE, size, "", "fin")
