@@ -25,13 +25,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sync import fhir
+from sync import fhir, topics
 
 SCHEMA: Final = fhir.SCHEMA
 LEGACY_SCHEMA: Final = "mmu.readings/2"
 RETIRED_SCHEMAS: Final = frozenset({"mmu.readings/1"})
 INNER_CONTENT_TYPE: Final = "application/fhir+json; fhirVersion=4.0"
-CONTENT_TYPE: Final = "application/zlib"  # RFC 6713: the payload is a zlib stream
+CONTENT_TYPE: Final = topics.READINGS.content_type  # RFC 6713: the payload is a zlib stream
 ENCODING: Final = "zlib+dict3"  # zlib with the preset dictionary ZDICT_V3
 MAX_DECOMPRESSED: Final = 32 * 1024 * 1024
 LOINC: Final = fhir.LOINC

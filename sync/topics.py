@@ -11,7 +11,7 @@ PREFIX: Final = "mmu/v1"
 @dataclass(frozen=True)
 class Topic:
     """A topic of the scheme: its suffix, QoS, retain flag and the MQTT 5 content type of what
-    travels on it (``up/readings`` carries the codec's zlib envelope: :data:`READINGS_TYPE`)."""
+    travels on it (``up/readings`` carries the codec's zlib envelope)."""
 
     suffix: str
     qos: int
@@ -22,9 +22,9 @@ class Topic:
         return f"{PREFIX}/{unit}/{self.suffix}"
 
 
-# The readings' envelope (sync/codec.py: its user properties name the dictionary and inner type).
-READINGS_TYPE: Final = "application/zlib"
-READINGS: Final = Topic("up/readings", 1, False, READINGS_TYPE)
+# The readings' envelope is zlib (RFC 6713); its user properties name the dictionary and the
+# inner type (sync/codec.py: WIRE_PROPERTIES).
+READINGS: Final = Topic("up/readings", 1, False, "application/zlib")
 EVENTS: Final = Topic("up/events", 1, False)
 STATUS: Final = Topic("status", 1, True)
 ACK: Final = Topic("down/ack", 1, False)
