@@ -341,7 +341,15 @@ class Batch:
     seq_to: int
     created_at: str
     readings: list[Carried]
-    resources: list[dict[str, Any]] = field(default_factory=list)  # Patient, Encounter...
+    # Patient, Encounter, Device, Location, with whether the Bundle asks to update them (PUT)
+    # or only to create them when missing (POST with ifNoneExist).
+    resources: list[Other] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Other:
+    resource: dict[str, Any]
+    update: bool
 
 
 def encode_batch(
@@ -463,19 +471,19 @@ def _decode_bundle(bundle: dict[str, Any]) -> Batch:
     except ValueError as exc:
         raise CodecError(f"Bundle tag {fhir.TAG_SEQS}: {exc}") from None
     readings: list[Carried] = []
-    others: list[dict[str, Any]] = []
+    others: list[Other] = []
     for entry in entries:
         resource = entry.get("resource") if isinstance(entry, dict) else None
         request = entry.get("request") if isinstance(entry, dict) else None
         if not isinstance(resource, dict) or not isinstance(request, dict):
             raise CodecError("Bundle entry without resource or request")
-        ids = _reading_ids(resource)
+        ids, update = _reading_ids(resource), request.get("method") == "PUT"
         if not ids:
-            others.append(resource)
+            others.append(Other(resource, update))
             continue
         if len(readings) + len(ids) > len(seqs):
             raise CodecError("more readings than seqs")
-        update, base = request.get("method") == "PUT", len(readings)
+        base = len(readings)
         readings.extend(Carried(rid, seqs[base + i], resource, update, i)
                         for i, rid in enumerate(ids))
     if not readings or len(readings) != len(seqs):

@@ -204,8 +204,8 @@ def record_batch(execute: Execute, batch: codec.Batch, stored_at: str,
                         "epoch = ?", [unit, epoch]).fetchone()
     last, top = int(last), int(top)
     new, held, refused = 0, 0, []
-    for resource in batch.resources:
-        _keep_resource(execute, unit, resource, stored_at, batch.created_at)
+    for other in batch.resources:
+        _keep_resource(execute, unit, other, stored_at, batch.created_at)
     known = _held_ids(execute, [r.id for r in batch.readings])
     holders = _seq_holders(execute, unit, epoch, [r.seq for r in batch.readings
                                                   if r.id not in known])
@@ -285,29 +285,23 @@ def _identity(resource: dict[str, Any]) -> str | None:
     return f"{system}|{value}"
 
 
-def _keep_resource(execute: Execute, unit: str, resource: dict[str, Any], stored_at: str,
+def _keep_resource(execute: Execute, unit: str, other: codec.Other, stored_at: str,
                    batch_at: str = "") -> None:
-    """A Patient, Device, Location or Encounter of a batch: created once per identifier
-    (conditional create); an Encounter is updated (it goes from in-progress to finished).
-
-    A Device is updated when it changed (what the device told the unit may come later, or
-    change with a replaced meter), but never by an older batch: ``batch_at`` is the time the
-    unit formed the batch, so a batch redelivered late (or replayed) leaves the newer Device as
-    it is. ``updated_at`` is central's time of the change (``central export --since``)."""
+    """A Patient, Device, Location or Encounter of a batch, one per (type, first identifier),
+    as the Bundle's request says: a conditional create (POST with ifNoneExist) only creates it
+    when missing; a conditional update (PUT: an Encounter going from in-progress to finished, a
+    Device with what it told us) replaces it when it changed, but never from an older batch:
+    ``batch_at`` is the time the unit formed the batch, so a batch redelivered late (or
+    replayed) leaves the newer resource as it is. ``updated_at`` is central's time of the
+    change (``central export --since``)."""
+    resource = other.resource
     kind, key = resource.get("resourceType"), _identity(resource)
     if not isinstance(kind, str) or key is None:
         return
     text = json.dumps(resource, separators=(",", ":"))
-    if kind == "Encounter":
-        update = "DO UPDATE SET resource = excluded.resource, updated_at = excluded.updated_at"
-    elif kind == "Device" and len(resource.get("identifier") or []) == 1 and len(resource) == 2:
-        update = "DO NOTHING"  # the bare Device (central holds its facts): create if missing
-    elif kind == "Device":
-        update = ("DO UPDATE SET resource = excluded.resource, updated_at = excluded.updated_at, "
-                  "batch_at = excluded.batch_at WHERE excluded.batch_at >= resources.batch_at "
-                  "AND resources.resource <> excluded.resource")
-    else:
-        update = "DO NOTHING"
+    update = ("DO UPDATE SET resource = excluded.resource, updated_at = excluded.updated_at, "
+              "batch_at = excluded.batch_at WHERE excluded.batch_at >= resources.batch_at "
+              "AND resources.resource <> excluded.resource") if other.update else "DO NOTHING"
     execute("INSERT INTO resources (type, identifier, unit, resource, stored_at, updated_at, "
             f"batch_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (type, identifier) {update}",
             [kind, key, unit, text, stored_at, stored_at, batch_at])

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent import device_facts
-from edge_agent.encounters import assign, open_encounter, writing
+from edge_agent.encounters import assign, close_encounter, open_encounter, writing
 from edge_agent.models import measurement
 from edge_agent.store import Store, utc_now
 from sync import codec, fhir, outbox
@@ -146,4 +146,31 @@ def test_device_facts_travel_until_central_holds_them(tmp_path: Path) -> None:
         assert reading(5.8, "b4")["request"]["method"] == "POST"
         store.call(lambda db: outbox.resend_from(db, 1))  # central lost data: facts again
         assert reading(5.9, "b5")["request"]["method"] == "PUT"
+    central.close()
+
+
+def test_a_late_redelivery_never_takes_an_encounter_back(tmp_path: Path) -> None:
+    """Central follows each entry's request: the Encounter (PUT) goes from in-progress to
+    finished, and a redelivery of the older batch leaves it finished; the Patient (a
+    conditional create) is created once."""
+    central = SqliteCentral(tmp_path / "central.db")
+
+    def encounter() -> dict[str, Any]:
+        (text,), = central.query("SELECT resource FROM resources WHERE type = 'Encounter'")
+        return json.loads(text)  # type: ignore[no-any-return]
+
+    with Store(tmp_path / "unit.db", UNIT) as store:
+        with writing(tmp_path / "unit.db") as nurse:
+            open_encounter(nurse, "urn:mmu:patient:platform", PATIENT)
+        store.append("ox", [measurement("spo2", 97.0)]).result()
+        first, _ = send(store, central, "b1", "2026-11-23T08:00:00.000Z")
+        assert encounter()["status"] == "in-progress"
+        store.append("ox", [measurement("spo2", 96.0)]).result()  # bound to the encounter
+        with writing(tmp_path / "unit.db") as nurse:
+            close_encounter(nurse)
+        send(store, central, "b2", "2026-11-23T09:00:00.000Z")
+        assert encounter()["status"] == "finished"
+        central.store_batches([codec.decode_batch(first)], "2026-11-23T10:00:00Z")
+        assert encounter()["status"] == "finished"
+        assert resources(central)["Patient"] == 1
     central.close()
