@@ -21,7 +21,7 @@ from bleak.exc import (
     BleakGATTProtocolError,
 )
 
-from drivers.base import DeviceFacts, GattDecoder, Rejected
+from drivers.base import DeviceFacts, GattDecoder
 from drivers.protocols.ble_health import HealthDecoder
 from drivers.registry import DRIVERS
 from drivers.simulators.ble_values import GlucoseMeterRecords
@@ -29,12 +29,11 @@ from drivers.transports.ble_gatt import run, run_ble
 from drivers.transports.ble_scan import HEALTH_SERVICES, explain_ble_error, scan
 from edge_agent.backoff import Backoff
 from edge_agent.errors import DeviceUnavailable
-from edge_agent.models import Measurement
 from edge_agent.store import Store
 from edge_agent.supervisor import StoreSink, _StoreCursor
 from tests.ble_standin import devices
 from tests.ble_standin.fake_bluez import FakeBlueZ, FakePeripheral, PrivateSystemBus
-from tests.drivers.test_exactly_once import WatchedSink
+from tests.drivers.sinks import RecordingSink, WatchedSink
 
 if shutil.which("dbus-daemon") is None:
     if os.environ.get("CI"):
@@ -61,55 +60,6 @@ def system_bus(private_bus: PrivateSystemBus, monkeypatch: pytest.MonkeyPatch) -
 async def bluez() -> AsyncIterator[FakeBlueZ]:
     async with FakeBlueZ() as bz:
         yield bz
-
-
-class RecordingSink:
-    """A drivers.base.Sink that keeps what it is given, in order, and can be waited on."""
-
-    def __init__(self, fail_commits: int = 0) -> None:
-        self.measurements: list[Measurement] = []
-        self.rejects: list[Rejected] = []
-        self.states: list[tuple[str, str]] = []
-        self.log: list[str] = []  # "store 50", "store 3 cursor 53": the commits, in order
-        self.cursors: dict[str, int] = {}  # committed with the readings, as the store does
-        self.facts: list[DeviceFacts] = []
-        self.fail_commits = fail_commits
-        self.changed = asyncio.Event()
-
-    async def store(self, device_id: str, measurements: list[Measurement],
-                    rejects: list[Rejected], *, cursor: tuple[str, int] | None = None,
-                    may_buffer: bool = False) -> None:
-        if self.fail_commits:
-            self.fail_commits -= 1
-            self.log.append("store failed")
-            self.changed.set()
-            raise OSError("disk I/O error")
-        self.measurements += measurements
-        self.rejects += rejects
-        if cursor is not None:
-            self.cursors[cursor[0]] = cursor[1]
-        self.log.append(f"store {len(measurements)}"
-                        + (f" cursor {cursor[1]}" if cursor is not None else ""))
-        self.changed.set()
-
-    def device_status(self, device_id: str, state: str, detail: str = "") -> None:
-        self.states.append((state, detail))
-        self.changed.set()
-
-    def device_facts(self, device_id: str, facts: DeviceFacts) -> None:
-        self.facts.append(facts)
-
-    def values(self, quantity: str) -> list[float | None]:
-        return [m.value for m in self.measurements if m.quantity == quantity]
-
-    def has_state(self, state: str) -> bool:
-        return any(s == state for s, _ in self.states)
-
-    async def until(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self.changed.clear()
-                await self.changed.wait()
 
 
 class MemoryCursor:
@@ -214,15 +164,15 @@ async def test_cuff_that_switches_off_after_each_measurement(bluez: FakeBlueZ) -
     sink, stop = RecordingSink(), asyncio.Event()
     task = start(cuff.address, registry_decoder("ble-blood-pressure"), sink, stop)
     try:
-        await sink.until(lambda: sink.states.count(SWITCHED_OFF) == 3)
+        await sink.until(lambda: sink.statuses.count(SWITCHED_OFF) == 3)
     finally:
         await finish(task, stop)
     assert sink.values("systolic_bp") == [118.0, 124.0, 131.0]  # each once, in order
     assert sink.values("pulse_rate") == [70.0] * 3
     assert cuff.connect_count == 3 and not cuff.pending
-    assert not sink.has_state("unavailable")
+    assert "unavailable" not in sink.states
     assert {m.device_time for m in sink.measurements} == {"2026-11-23T08:15:00"}
-    assert sink.states[-1] == ("stopped", "")
+    assert sink.statuses[-1] == ("stopped", "")
 
 
 async def test_cuff_pressure_while_inflating_is_not_a_reading(bluez: FakeBlueZ) -> None:
@@ -271,7 +221,7 @@ async def test_a_split_body_composition_is_stored_as_one_set_or_as_a_flagged_hal
     sink, stop = RecordingSink(), asyncio.Event()
     task = start(scale.address, registry_decoder("ble-body-composition"), sink, stop)
     try:
-        await sink.until(lambda: sink.states.count(SWITCHED_OFF) >= 1
+        await sink.until(lambda: sink.statuses.count(SWITCHED_OFF) >= 1
                          and len(sink.measurements) >= count)
     finally:
         await finish(task, stop)
@@ -291,7 +241,7 @@ async def test_found_by_health_service_when_no_address_is_configured(bluez: Fake
     finally:
         await finish(task, stop)
     assert sink.values("body_temperature") == [37.9]
-    assert ("connected", f"{thermo.address} (Thermo)") in sink.states
+    assert ("connected", f"{thermo.address} (Thermo)") in sink.statuses
 
 
 async def test_found_by_advertised_name(bluez: FakeBlueZ) -> None:
@@ -321,7 +271,7 @@ async def test_devices_read_at_once_take_turns_to_scan(bluez: FakeBlueZ) -> None
         for task in tasks:
             await finish(task, stop)
     assert sinks[1].values("body_temperature") == [37.0, 37.1]
-    assert not any(s.has_state("unavailable") for s in sinks), [s.states for s in sinks]
+    assert not any("unavailable" in s.states for s in sinks), [s.statuses for s in sinks]
 
 
 # --- glucose meter: RACP download and its cursor ---------------------------------------------
@@ -338,7 +288,7 @@ async def test_glucose_meter_records_downloaded_once_then_only_new(bluez: FakeBl
     try:
         await sink.until(lambda: sink.cursors.get(key) == 50)
         assert sink.values("glucose") == [80.0 + i for i in range(50)]
-        await sink.until(lambda: SWITCHED_OFF in sink.states)
+        await sink.until(lambda: SWITCHED_OFF in sink.statuses)
         for mg in (150, 151, 152):
             records.add(mg)
         meter.power_on()  # the meter's next use: it advertises again and is reconnected
@@ -384,11 +334,11 @@ async def test_stalled_meter_is_aborted_and_the_cursor_stays(bluez: FakeBlueZ) -
     task = start(meter.address, registry_decoder("ble-glucose"), sink, stop, cursor=cursor,
                  op_timeout=0.3)
     try:
-        await sink.until(lambda: sink.has_state("stalled"))
+        await sink.until(lambda: "stalled" in sink.states)
     finally:
         await finish(task, stop)
     assert meter.requests[:2] == [b"\x01\x03\x01\x08\x00", b"\x03\x00"]  # >= 8, then abort
-    detail = next(d for s, d in sink.states if s == "stalled")
+    detail = next(d for s, d in sink.statuses if s == "stalled")
     assert "0.3 s" in detail and "cursor kept at 7" in detail
     assert sink.cursors == {address_key(meter.address): 7} and sink.measurements == []
     assert not meter.connected  # the link was dropped, to start clean next time
@@ -402,10 +352,10 @@ async def test_meter_that_needs_pairing_is_explained(bluez: FakeBlueZ) -> None:
     sink, stop = RecordingSink(), asyncio.Event()
     task = start(meter.address, registry_decoder("ble-glucose"), sink, stop)
     try:
-        await sink.until(lambda: sink.has_state("unavailable"))
+        await sink.until(lambda: "unavailable" in sink.states)
     finally:
         await finish(task, stop)
-    assert "requires pairing" in next(d for s, d in sink.states if s == "unavailable")
+    assert "requires pairing" in next(d for s, d in sink.statuses if s == "unavailable")
 
 
 async def test_glucose_through_the_store_and_the_supervisor_entry_point(
@@ -490,11 +440,11 @@ async def test_a_reset_meter_is_downloaded_again_without_duplicates(bluez: FakeB
     task = start(meter.address, registry_decoder("ble-glucose"), sink, stop, cursor=cursor)
     try:
         await sink.until(lambda: sink.cursors.get(key) == 5)
-        await sink.until(lambda: SWITCHED_OFF in sink.states)
+        await sink.until(lambda: SWITCHED_OFF in sink.statuses)
         meter.records = later_records(140, 141)  # memory cleared, numbering restarted
         meter.power_on()
         await sink.until(lambda: sink.cursors.get(key) == 2)
-        await sink.until(lambda: sink.states.count(SWITCHED_OFF) == 2)
+        await sink.until(lambda: sink.statuses.count(SWITCHED_OFF) == 2)
         meter.records.add(142)
         meter.power_on()
         await sink.until(lambda: sink.cursors.get(key) == 3)
@@ -507,7 +457,7 @@ async def test_a_reset_meter_is_downloaded_again_without_duplicates(bluez: FakeB
     ]
     assert sink.values("glucose") == [90.0, 91.0, 92.0, 93.0, 94.0, 140.0, 141.0, 142.0]
     assert sink.log == ["store 5 cursor 5", "store 2 cursor 2", "store 1 cursor 3"]
-    assert any(s == "racp-reset" and "cursor 5" in d for s, d in sink.states)
+    assert any(s == "racp-reset" and "cursor 5" in d for s, d in sink.statuses)
     source_keys = [m.source_key for m in sink.measurements]
     assert None not in source_keys and len(set(source_keys)) == 8  # records 1, 2 differ in time
     assert set(cursor.keys) == {key}
@@ -518,19 +468,19 @@ async def test_runner_without_bluez_reports_and_keeps_trying() -> None:
     sink, stop = RecordingSink(), asyncio.Event()
     task = start("C0:FF:EE:00:00:71", registry_decoder("ble-thermometer"), sink, stop)
     try:
-        await sink.until(lambda: sum(s == "unavailable" for s, _ in sink.states) >= 2)
+        await sink.until(lambda: sum(s == "unavailable" for s, _ in sink.statuses) >= 2)
     finally:
         await finish(task, stop)
-    assert "BlueZ is not running" in next(d for s, d in sink.states if s == "unavailable")
+    assert "BlueZ is not running" in next(d for s, d in sink.statuses if s == "unavailable")
 
 
 async def test_device_not_around_is_waiting_and_stop_is_prompt(bluez: FakeBlueZ) -> None:
     sink, stop = RecordingSink(), asyncio.Event()
     task = start("C0:FF:EE:00:00:72", registry_decoder("ble-thermometer"), sink, stop,
                  scan_timeout=0.2)
-    await sink.until(lambda: sink.has_state("waiting"))
-    assert ("waiting", "not heard: out of range or switched off") in sink.states
-    await sink.until(lambda: sink.states[-1][0] == "scanning")  # stop in the middle of a scan
+    await sink.until(lambda: "waiting" in sink.states)
+    assert ("waiting", "not heard: out of range or switched off") in sink.statuses
+    await sink.until(lambda: sink.states[-1] == "scanning")  # stop in the middle of a scan
     scan_timeout_long = start("C0:FF:EE:00:00:73", registry_decoder("ble-thermometer"),
                               RecordingSink(), stop, scan_timeout=60)
     await finish(task, stop)
@@ -543,10 +493,10 @@ async def test_wrong_driver_kind_is_reported(bluez: FakeBlueZ) -> None:
     sink, stop = RecordingSink(), asyncio.Event()
     task = start(scale.address, registry_decoder("ble-thermometer"), sink, stop)
     try:
-        await sink.until(lambda: sink.has_state("misconfigured"))
+        await sink.until(lambda: "misconfigured" in sink.states)
     finally:
         await finish(task, stop)
-    assert "2a1c" in next(d for s, d in sink.states if s == "misconfigured")
+    assert "2a1c" in next(d for s, d in sink.statuses if s == "misconfigured")
 
 
 # --- Device Information of every device (issue 8) ---------------------------------------------

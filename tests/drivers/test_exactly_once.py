@@ -11,12 +11,12 @@ where they were.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from drivers.base import GattWrite, MessageComplete, Rejected
+from drivers.base import GattWrite, MessageComplete
 from drivers.protocols.astm import AstmDecoder
 from drivers.protocols.ble_health import GlucoseDownload
 from drivers.protocols.mllp import frame
@@ -25,9 +25,10 @@ from drivers.simulators.astm_analyser import Result, ResultMessage, encode_recor
 from drivers.simulators.ble_values import GlucoseMeterRecords
 from drivers.simulators.hl7_monitor import encode_oru
 from drivers.transports.mllp_tcp import MllpServer
-from edge_agent.models import Measurement, measurement
+from edge_agent.models import measurement
 from edge_agent.store import Store
-from edge_agent.supervisor import StoreSink, _StoreCursor
+from edge_agent.supervisor import _StoreCursor
+from tests.drivers.sinks import WatchedSink
 from tests.drivers.test_astm import load_map
 from tests.drivers.test_mllp import ack_of
 
@@ -37,41 +38,6 @@ MESSAGE = encode_oru(
     [measurement("spo2", 97.0), measurement("pulse_rate", 64.0)], "T1",
     timestamp="2024-06-11T09:35:12+01:00", sending_application="ACME^0012345678ABCDEF^EUI-64",
 )  # fmt: skip
-
-
-class WatchedSink(StoreSink):
-    """The agent's sink over a real store; tests wait on its commits."""
-
-    def __init__(self, store: Store) -> None:
-        super().__init__(store)
-        self.commits = 0
-        self.changed = asyncio.Event()
-
-    async def store(
-        self,
-        device_id: str,
-        measurements: list[Measurement],
-        rejects: list[Rejected],
-        *,
-        cursor: tuple[str, int] | None = None,
-        may_buffer: bool = False,
-    ) -> None:
-        try:
-            await super().store(device_id, measurements, rejects, cursor=cursor,
-                                may_buffer=may_buffer)
-            self.commits += 1
-        finally:
-            self.changed.set()
-
-    def device_status(self, device_id: str, state: str, detail: str = "") -> None:
-        super().device_status(device_id, state, detail)
-        self.changed.set()
-
-    async def until(self, predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self.changed.clear()
-                await self.changed.wait()
 
 
 @pytest.fixture

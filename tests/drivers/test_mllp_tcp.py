@@ -8,65 +8,21 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from drivers.base import DeviceFacts, Rejected, Sink
+from drivers.base import Rejected, Sink
 from drivers.protocols.mllp import frame
 from drivers.simulators.hl7_monitor import Hl7MonitorModel, encode_oru
 from drivers.transports.mllp_tcp import MllpServer, parse_listen, run_mllp
-from edge_agent.models import Measurement, measurement
+from edge_agent.models import measurement
+from tests.drivers.sinks import RecordingSink
 from tests.drivers.test_mllp import ack_of
 
 WAIT = 5.0
 MESSAGE = encode_oru([measurement("spo2", 97.0), measurement("pulse_rate", 64.0)], "T1")
 
 
-class FakeSink:
-    """Records commits and statuses; ``fail`` makes every commit with measurements raise."""
-
-    def __init__(self, *, fail: bool = False) -> None:
-        self.fail = fail
-        self.measurements: list[Measurement] = []
-        self.rejects: list[Rejected] = []
-        self.statuses: list[tuple[str, str]] = []
-        self.facts: list[DeviceFacts] = []
-        self._changed = asyncio.Event()
-
-    async def store(
-        self,
-        device_id: str,
-        measurements: list[Measurement],
-        rejects: list[Rejected],
-        *,
-        cursor: tuple[str, int] | None = None,
-        may_buffer: bool = False,
-    ) -> None:
-        assert device_id == "monitor-1"
-        if self.fail and measurements:
-            raise RuntimeError("disk I/O error")
-        self.measurements += measurements
-        self.rejects += rejects
-        self._changed.set()
-
-    def device_status(self, device_id: str, state: str, detail: str = "") -> None:
-        self.statuses.append((state, detail))
-        self._changed.set()
-
-    def device_facts(self, device_id: str, facts: DeviceFacts) -> None:
-        self.facts.append(facts)
-
-    def states(self) -> list[str]:
-        return [state for state, _ in self.statuses]
-
-    async def until(self, predicate: object) -> None:
-        assert callable(predicate)
-        async with asyncio.timeout(WAIT):
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
-
-
 @pytest.fixture
-async def sink_and_server() -> AsyncIterator[tuple[FakeSink, MllpServer]]:
-    sink = FakeSink()
+async def sink_and_server() -> AsyncIterator[tuple[RecordingSink, MllpServer]]:
+    sink = RecordingSink(device_id="monitor-1")
     checked: Sink = sink  # the fake satisfies the protocol (mypy)
     async with MllpServer("monitor-1", checked, port=0) as server:
         yield sink, server
@@ -85,7 +41,7 @@ async def exchange(port: int, data: bytes) -> bytes:
 
 
 async def test_monitor_over_loopback_every_ack_arrives_after_its_commit(
-    sink_and_server: tuple[FakeSink, MllpServer],
+    sink_and_server: tuple[RecordingSink, MllpServer],
 ) -> None:
     sink, server = sink_and_server
     model = Hl7MonitorModel(seed=7, interval=1.0, period=1.0, max_messages=3)
@@ -104,56 +60,56 @@ async def test_monitor_over_loopback_every_ack_arrives_after_its_commit(
             model.receive(ack)
     writer.close()
     await writer.wait_closed()
-    await sink.until(lambda: "disconnected" in sink.states())
+    await sink.until(lambda: "disconnected" in sink.states)
     assert [a.code for a in model.acks] == ["AA"] * 3 and model.resent == []
     sent = [m for ms in model.sent.values() for m in ms]
     assert [(m.quantity, m.value, m.device_time) for m in sink.measurements] == [
         (m.quantity, m.value, m.device_time) for m in sent
     ]
-    assert sink.states() == ["connected", "disconnected"]
+    assert sink.states == ["connected", "disconnected"]
     assert sink.statuses[0][1].startswith("127.0.0.1:")
 
 
 async def test_a_sink_that_raises_is_answered_ae_and_nothing_is_stored() -> None:
-    sink = FakeSink(fail=True)
+    sink = RecordingSink(fail_commits=1, device_id="monitor-1")
     async with MllpServer("monitor-1", sink, port=0) as server:
         assert ack_of(await exchange(server.port, frame(MESSAGE))) == ("AE", "T1")
-        sink.fail = False
         assert ack_of(await exchange(server.port, frame(MESSAGE))) == ("AA", "T1")  # resend
     assert [m.quantity for m in sink.measurements] == ["spo2", "pulse_rate"]
+    assert sink.log == ["store failed", "store 2"]
 
 
 @pytest.mark.parametrize("abort", [False, True], ids=["close", "reset"])
 async def test_client_dropping_mid_message_then_reconnecting_and_resending(
-    sink_and_server: tuple[FakeSink, MllpServer], abort: bool
+    sink_and_server: tuple[RecordingSink, MllpServer], abort: bool
 ) -> None:
     sink, server = sink_and_server
     wire = frame(MESSAGE)
     _, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(wire[:40])
     await writer.drain()
-    await sink.until(lambda: "connected" in sink.states())
+    await sink.until(lambda: "connected" in sink.states)
     if abort:
         writer.transport.abort()  # RST: the monitor lost power
     else:
         writer.close()
-    await sink.until(lambda: "disconnected" in sink.states())
+    await sink.until(lambda: "disconnected" in sink.states)
     assert sink.rejects == [Rejected(wire[:40], "truncated")]  # kept, not silently lost
     assert sink.measurements == []
     assert ack_of(await exchange(server.port, wire)) == ("AA", "T1")
     assert [m.value for m in sink.measurements] == [97.0, 64.0]
-    await sink.until(lambda: sink.states().count("disconnected") == 2)
-    assert sink.states() == ["connected", "disconnected", "connected", "disconnected"]
+    await sink.until(lambda: sink.states.count("disconnected") == 2)
+    assert sink.states == ["connected", "disconnected", "connected", "disconnected"]
 
 
 async def test_server_close_ends_open_connections(
-    sink_and_server: tuple[FakeSink, MllpServer],
+    sink_and_server: tuple[RecordingSink, MllpServer],
 ) -> None:
     sink, server = sink_and_server
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    await sink.until(lambda: "connected" in sink.states())
+    await sink.until(lambda: "connected" in sink.states)
     await server.close()
-    assert sink.states() == ["connected", "disconnected"]
+    assert sink.states == ["connected", "disconnected"]
     async with asyncio.timeout(WAIT):
         assert await reader.read() == b""
     writer.close()
@@ -161,21 +117,21 @@ async def test_server_close_ends_open_connections(
 
 
 async def test_run_mllp_listens_until_stop_and_reports_a_busy_port() -> None:
-    sink = FakeSink()
+    sink = RecordingSink(device_id="monitor-1")
     stop = asyncio.Event()
     task = asyncio.create_task(run_mllp("monitor-1", "127.0.0.1:0", sink, stop))
-    await sink.until(lambda: "listening" in sink.states())
+    await sink.until(lambda: "listening" in sink.states)
     host, port = parse_listen(sink.statuses[0][1])
     assert host == "127.0.0.1"
     assert ack_of(await exchange(port, frame(MESSAGE))) == ("AA", "T1")
 
-    busy = FakeSink()
+    busy = RecordingSink(device_id="monitor-1")
     busy_stop = asyncio.Event()
     busy_task = asyncio.create_task(run_mllp("monitor-1", f"127.0.0.1:{port}", busy, busy_stop))
-    await busy.until(lambda: "unavailable" in busy.states())
+    await busy.until(lambda: "unavailable" in busy.states)
     busy_stop.set()
     stop.set()
     async with asyncio.timeout(WAIT):
         await asyncio.gather(task, busy_task)
-    assert sink.states()[-1] == "stopped" and busy.states()[-1] == "stopped"
+    assert sink.states[-1] == "stopped" and busy.states[-1] == "stopped"
     assert "cannot listen on" in busy.statuses[0][1]

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from drivers.base import DeviceFacts, Event, PassiveDecoder, Rejected
+from drivers.base import Event, PassiveDecoder, Rejected
 from drivers.simulators.base import PtyDevice
 from drivers.transports.serial_port import SerialParams, run_serial
 from edge_agent.backoff import Backoff
-from edge_agent.models import Measurement, measurement
+from edge_agent.models import measurement
+from tests.drivers.sinks import RecordingSink
 
 
 class LineDecoder(PassiveDecoder):
@@ -55,41 +56,6 @@ class Counter:
 
     def receive(self, data: bytes) -> None:
         self.received += data
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.measurements: list[Measurement] = []
-        self.rejects: list[Rejected] = []
-        self.states: list[str] = []
-        self.changed = asyncio.Event()
-        self.facts: list[DeviceFacts] = []
-
-    async def store(
-        self,
-        device_id: str,
-        measurements: list[Measurement],
-        rejects: list[Rejected],
-        *,
-        cursor: tuple[str, int] | None = None,
-        may_buffer: bool = False,
-    ) -> None:
-        self.measurements += measurements
-        self.rejects += rejects
-        self.changed.set()
-
-    def device_status(self, device_id: str, state: str, detail: str = "") -> None:
-        self.states.append(state)
-        self.changed.set()
-
-    def device_facts(self, device_id: str, facts: DeviceFacts) -> None:
-        self.facts.append(facts)
-
-    async def until(self, predicate: object, timeout: float = 10) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate():  # type: ignore[operator]
-                self.changed.clear()
-                await self.changed.wait()
 
 
 async def test_reads_commits_replies_and_survives_unplug(tmp_path: Path) -> None:
