@@ -44,15 +44,10 @@ from sync.files.uploader import (
     MAX_MISMATCHES,
     Completed,
     Failed,
-    InitRetry,
+    FileQueue,
     Outcome,
     Phase,
-    SegmentSizer,
-    Send,
-    SendFin,
-    SendInit,
-    SendSegment,
-    init_backoff,
+    Transfer,
 )
 
 COMMAND_PREFIX: Final = "$file"
@@ -216,118 +211,35 @@ class Response:
 
 
 @dataclass
-class _Current:
-    file_id: str
-    size: int
-    phase: Phase = Phase.INIT
-    waiting: str = ""  # init | seg/{offset} | fin, "" when none
-    pending_end: int = 0  # the end of the segment outstanding
-    timeout_at: float = 0.0
+class _Current(Transfer):
     refusals: int = 0  # inits refused in a row
     fin_failures: int = 0
 
 
 @dataclass
-class EmqxUploader:
+class EmqxUploader(FileQueue[_Current]):
     """Same shape as :class:`~sync.files.uploader.Uploader` (the sender drives either), but
     answers are EMQX reason codes (:meth:`on_answer`) and the resume point is what EMQX
     confirmed, remembered here."""
 
-    ack_timeout: float
-    sizer: SegmentSizer
-    online: bool = False
-    queue: dict[str, int] = field(default_factory=dict)
-    current: _Current | None = None
     confirmed: dict[str, int] = field(default_factory=dict)  # file id -> bytes EMQX confirmed
-    sent_bytes: int = 0
-    resent_bytes: int = 0
-    bad_segments: int = 0
-    inits: int = 0
-    retry: InitRetry = field(init=False)
     _pause_until: float = 0.0  # 0x97: EMQX asked to wait
-    _sent_upto: dict[str, int] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.retry = InitRetry(init_backoff(self.ack_timeout))
+    def _start(self, file_id: str, size: int) -> _Current:
+        return _Current(file_id, size)
 
-    def add(self, file_id: str, size: int) -> None:
-        if (self.current is None or self.current.file_id != file_id) and (
-                file_id not in self.queue):
-            self.queue[file_id] = size
+    def _held(self, cur: _Current) -> int:
+        return self.confirmed.get(cur.file_id, 0)
 
-    def prioritise(self, file_ids: set[str]) -> None:
-        cur = self.current
-        if cur is not None and cur.file_id not in file_ids and (file_ids & set(self.queue)):
-            self.queue = {cur.file_id: cur.size, **self.queue}
-            self.current = None  # EMQX keeps its segments (segments_ttl): resumed later
-        first = {f: s for f, s in self.queue.items() if f in file_ids}
-        self.queue = {**first, **{f: s for f, s in self.queue.items() if f not in file_ids}}
+    def _hold_until(self) -> float:
+        return self._pause_until
 
-    def connected(self) -> None:
-        self.online = True
-        if self.current is not None:
-            self.current.phase, self.current.waiting = Phase.INIT, ""
+    def _step_aside(self, cur: _Current) -> None:
+        """EMQX keeps its segments (segments_ttl): resumed later from what it confirmed."""
 
-    def disconnected(self) -> None:
-        self.online = False
-        cur = self.current
-        if cur is not None:
-            if cur.waiting.startswith("seg/"):
-                self.sizer.interrupted()
-            cur.phase, cur.waiting = Phase.INIT, ""
-
-    def deadline(self) -> float | None:
-        cur = self.current
-        if cur is not None and cur.waiting:
-            return cur.timeout_at
-        later = max(self.retry.retry_at, self._pause_until)
-        return later if later and (cur is not None or self.queue) else None
-
-    def next_send(self, now: float) -> Send | None:
-        if not self.online:
-            return None
-        cur = self.current
-        if cur is None:
-            if not self.queue:
-                return None
-            file_id = next(iter(self.queue))
-            cur = self.current = _Current(file_id, self.queue.pop(file_id))
-        if cur.waiting:
-            if now < cur.timeout_at:
-                return None
-            if cur.waiting == "init":
-                self.retry.timed_out(now)
-            cur.waiting = ""  # no answer: init again, then what EMQX did not confirm
-            cur.phase = Phase.INIT
-        if now < self._pause_until:
-            return None
-        held = self.confirmed.get(cur.file_id, 0)
-        if cur.phase is Phase.INIT:
-            if now < self.retry.retry_at:
-                return None
-            return SendInit(cur.file_id)
-        if cur.phase is Phase.FIN or held >= cur.size:
-            return SendFin(cur.file_id)
-        return SendSegment(cur.file_id, held, min(self.sizer.size, cur.size - held))
-
-    def sent(self, send: Send, now: float) -> None:
-        cur = self.current
-        if cur is None or cur.file_id != send.file_id:
-            return
-        timeout = self.ack_timeout
-        if isinstance(send, SendSegment):
-            cur.waiting, cur.pending_end = f"seg/{send.offset}", send.offset + send.length
-            before = self._sent_upto.get(send.file_id, 0)
-            self.sent_bytes += send.length
-            self.resent_bytes += max(0, min(cur.pending_end, before) - send.offset)
-            self._sent_upto[send.file_id] = max(before, cur.pending_end)
-            timeout += self.sizer.transmit_s(send.length)
-        elif isinstance(send, SendInit):
-            cur.waiting = "init"
-            self.inits += 1
-        else:
-            cur.waiting = "fin"
-        cur.timeout_at = now + timeout
+    def _forget(self, file_id: str) -> None:
+        self.confirmed.pop(file_id, None)
+        super()._forget(file_id)
 
     def on_answer(self, file_id: str, command: str, reason_code: int,
                   now: float) -> list[Outcome]:
@@ -375,19 +287,8 @@ class EmqxUploader:
         return []
 
     def _restart(self, cur: _Current) -> None:
-        self.confirmed.pop(cur.file_id, None)
-        self._sent_upto.pop(cur.file_id, None)  # a new attempt: not counted as re-sent
+        self._forget(cur.file_id)  # a new attempt: from 0, not counted as re-sent
         cur.phase = Phase.INIT
-
-    def _finish(self, outcome: Outcome) -> list[Outcome]:
-        if self.current is not None:
-            self.confirmed.pop(self.current.file_id, None)
-            self._sent_upto.pop(self.current.file_id, None)
-        self.current = None
-        return [outcome]
-
-    def idle(self) -> bool:
-        return self.current is None and not self.queue
 
 
 def reply_key_of(topic: str) -> tuple[str, str] | None:

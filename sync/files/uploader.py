@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Generic, TypeVar
 
 from edge_agent.backoff import Backoff
 from sync.files.protocol import AckState, FileAck
@@ -127,24 +128,32 @@ class SegmentSizer:
 
 
 @dataclass
-class _Current:
+class Transfer:
+    """The file being sent, as both upload modes see it."""
     file_id: str
     size: int
     phase: Phase = Phase.INIT
-    offset: int = 0  # what central holds durably
-    waiting: str = ""  # the reply_to of the message outstanding ("" when none)
+    waiting: str = ""  # the reply_to of the message outstanding: init | seg/{offset} | fin | ""
+    pending_end: int = 0  # the end of the segment outstanding
     sent_at: float = 0.0
     timeout_at: float = 0.0
-    mismatches: int = 0
+
+
+T = TypeVar("T", bound=Transfer)
 
 
 @dataclass
-class Uploader:
+class FileQueue(Generic[T]):
+    """What both upload modes share: the queue (oldest first, prioritised files first), the file
+    being sent, online/offline, one message outstanding and its timeout, the init backoff and
+    the byte counters. A mode says how a file starts (:meth:`_start`), where its next segment
+    starts (:meth:`_held`) and reads its own answers."""
+
     ack_timeout: float
     sizer: SegmentSizer
     online: bool = False
     queue: dict[str, int] = field(default_factory=dict)  # file id -> size, oldest first
-    current: _Current | None = None
+    current: T | None = None
     sent_bytes: int = 0  # segment bytes published
     resent_bytes: int = 0  # segment bytes published at an offset sent before
     bad_segments: int = 0
@@ -155,6 +164,24 @@ class Uploader:
     def __post_init__(self) -> None:
         self.retry = InitRetry(init_backoff(self.ack_timeout))
 
+    def _start(self, file_id: str, size: int) -> T:
+        raise NotImplementedError
+
+    def _held(self, cur: T) -> int:
+        """Where the next segment of ``cur`` starts."""
+        raise NotImplementedError
+
+    def _hold_until(self) -> float:
+        """Nothing is sent before this time (0: no such wait)."""
+        return 0.0
+
+    def _step_aside(self, cur: T) -> None:
+        """``cur`` goes back to the queue for prioritised files."""
+
+    def _forget(self, file_id: str) -> None:
+        """``file_id`` is done (completed or failed)."""
+        self._sent_upto.pop(file_id, None)
+
     def add(self, file_id: str, size: int) -> None:
         if (self.current is None or self.current.file_id != file_id) and (
                 file_id not in self.queue):
@@ -162,14 +189,12 @@ class Uploader:
 
     def prioritise(self, file_ids: set[str]) -> None:
         """These files first (an encounter in teleconsultation now): to the head of the queue,
-        and the file being sent steps aside for them (central keeps what it has of it: it
-        resumes from there later)."""
+        and the file being sent steps aside for them (it resumes later from what the far end
+        holds)."""
         cur = self.current
         if cur is not None and cur.file_id not in file_ids and (file_ids & set(self.queue)):
-            if cur.waiting.startswith("seg/"):
-                self.sizer.interrupted()
+            self._step_aside(cur)
             self.queue = {cur.file_id: cur.size, **self.queue}
-            self._sent_upto.pop(cur.file_id, None)  # what it sent before is not re-sent
             self.current = None
         first = {f: s for f, s in self.queue.items() if f in file_ids}
         self.queue = {**first, **{f: s for f, s in self.queue.items() if f not in file_ids}}
@@ -191,9 +216,8 @@ class Uploader:
         cur = self.current
         if cur is not None and cur.waiting:
             return cur.timeout_at
-        if self.retry.retry_at and (cur is not None or self.queue):
-            return self.retry.retry_at
-        return None
+        later = max(self.retry.retry_at, self._hold_until())
+        return later if later and (cur is not None or self.queue) else None
 
     def next_send(self, now: float) -> Send | None:
         """The message to publish now (the caller publishes it, then :meth:`sent`), or None."""
@@ -204,21 +228,24 @@ class Uploader:
             if not self.queue:
                 return None
             file_id = next(iter(self.queue))
-            cur = self.current = _Current(file_id, self.queue.pop(file_id))
+            cur = self.current = self._start(file_id, self.queue.pop(file_id))
         if cur.waiting:
             if now < cur.timeout_at:
                 return None
             if cur.waiting == "init":  # nobody answered: wait longer each time
                 self.retry.timed_out(now)
-            cur.waiting = ""  # no answer: ask again (init tells what central holds)
+            cur.waiting = ""  # no answer: ask again (init, then what the far end lacks)
             cur.phase = Phase.INIT
+        if now < self._hold_until():
+            return None
         if cur.phase is Phase.INIT:
             if now < self.retry.retry_at:
                 return None
             return SendInit(cur.file_id)
-        if cur.phase is Phase.FIN:
+        held = self._held(cur)
+        if cur.phase is Phase.FIN or held >= cur.size:
             return SendFin(cur.file_id)
-        return SendSegment(cur.file_id, cur.offset, min(self.sizer.size, cur.size - cur.offset))
+        return SendSegment(cur.file_id, held, min(self.sizer.size, cur.size - held))
 
     def sent(self, send: Send, now: float) -> None:
         """``send`` went out on the link (published): wait for its answer."""
@@ -227,17 +254,47 @@ class Uploader:
             return
         timeout = self.ack_timeout
         if isinstance(send, SendSegment):
-            cur.waiting = f"seg/{send.offset}"
-            end = send.offset + send.length
+            cur.waiting, cur.pending_end = f"seg/{send.offset}", send.offset + send.length
             before = self._sent_upto.get(send.file_id, 0)
             self.sent_bytes += send.length
-            self.resent_bytes += max(0, min(end, before) - send.offset)
-            self._sent_upto[send.file_id] = max(before, end)
+            self.resent_bytes += max(0, min(cur.pending_end, before) - send.offset)
+            self._sent_upto[send.file_id] = max(before, cur.pending_end)
             timeout += self.sizer.transmit_s(send.length)
         else:
             cur.waiting = "init" if isinstance(send, SendInit) else "fin"
             self.inits += isinstance(send, SendInit)
         cur.sent_at, cur.timeout_at = now, now + timeout
+
+    def _finish(self, outcome: Outcome) -> list[Outcome]:
+        if self.current is not None:
+            self._forget(self.current.file_id)
+        self.current = None
+        return [outcome]
+
+    def idle(self) -> bool:
+        return self.current is None and not self.queue
+
+
+@dataclass
+class _Current(Transfer):
+    offset: int = 0  # what central holds durably
+    mismatches: int = 0
+
+
+@dataclass
+class Uploader(FileQueue[_Current]):
+    """The native mode: every answer from central carries the offset it holds durably."""
+
+    def _start(self, file_id: str, size: int) -> _Current:
+        return _Current(file_id, size)
+
+    def _held(self, cur: _Current) -> int:
+        return cur.offset
+
+    def _step_aside(self, cur: _Current) -> None:
+        if cur.waiting.startswith("seg/"):
+            self.sizer.interrupted()
+        self._sent_upto.pop(cur.file_id, None)  # what it sent before is not re-sent
 
     def on_ack(self, ack: FileAck) -> list[Outcome]:
         self.retry.answered()  # central serves files
@@ -270,12 +327,3 @@ class Uploader:
             cur.offset = min(ack.offset, cur.size)
             cur.phase = Phase.FIN if cur.offset >= cur.size else Phase.SEGMENT
         return []
-
-    def _finish(self, outcome: Outcome) -> list[Outcome]:
-        if self.current is not None:
-            self._sent_upto.pop(self.current.file_id, None)
-        self.current = None
-        return [outcome]
-
-    def idle(self) -> bool:
-        return self.current is None and not self.queue
