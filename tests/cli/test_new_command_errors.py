@@ -73,6 +73,7 @@ def test_the_nurse_reads_a_wrong_store_key_in_her_language(tmp_path: Path, lang:
     tr = translator(lang)
     assert tile["status"] == "fail"
     assert (tile["detail"], tile["fix"]) == (tr("store.wrong_key"), tr("store.wrong_key.fix"))
+    assert tr.has("store.wrong_key") and tr.has("store.wrong_key.fix")  # not the bare key
 
 
 def test_the_nurse_reads_a_store_not_encrypted_and_a_missing_key(tmp_path: Path) -> None:
@@ -87,6 +88,8 @@ def test_the_nurse_reads_a_store_not_encrypted_and_a_missing_key(tmp_path: Path)
     config = unit_config(tmp_path, store=keyed(tmp_path, tmp_path / "gone.key"))
     tile = store_tile(cli("status", "-c", str(config), "--json", home=tmp_path))
     assert (tile["detail"], tile["fix"]) == (tr("store.key_missing"), tr("store.key_missing.fix"))
+    assert all(tr.has(k) for k in ("store.not_encrypted", "store.not_encrypted.fix",
+                                   "store.key_missing", "store.key_missing.fix"))
 
 
 # --- technicians' commands ------------------------------------------------------------------
