@@ -146,11 +146,11 @@ def keygen(
     except FileExistsError:
         typer.echo(f"error: {out} exists; it is kept (it may be the key of a store). Fix: "
                    "choose another --out, or remove the file if no store uses it", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None  # a usage error: the --out given
     except OSError as exc:
         typer.echo(f"error: cannot create {out}: {exc.strerror or exc}. Fix: choose a "
                    "writable folder (run as root for /etc/edge-agent)", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
     typer.echo(f"key written to {out} (0600). Fix its owner to the agent's user: chown "
                f"edge-agent {out}; then set [store] encryption = \"sqlcipher\", key_file = "
                f"\"{out}\"")

@@ -218,7 +218,32 @@ def check_files_options(db: str, files_dir: Path | None, no_files: bool,
         raise typer.BadParameter("with a PostgreSQL --db, give --files-dir DIR (this receiver "
                                  "serves the units' files) or --no-files (another one does)",
                                  param_hint="--files-dir")
+    if not no_files:
+        check_files_dir(files_dir, db)
     return not no_files
+
+
+def check_files_dir(files_dir: Path | None, db: str) -> None:
+    """The folder the units' files go to can be made and written: else a usage error (exit 2)
+    at start, not a receiver that never acknowledges a file (each unit showing "central does
+    not take files yet")."""
+    import tempfile
+
+    from sync.central.files import default_files_dir
+
+    folder = files_dir or default_files_dir(db)
+    if folder is None:
+        return
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot write {exc.filename or folder} ({exc.strerror or exc}): choose a writable "
+            "folder, or --no-files if another receiver serves the files",
+            param_hint="--files-dir" if files_dir is not None else "--db",
+        ) from None
 
 
 def print_central_stats(db: str) -> None:

@@ -25,6 +25,7 @@ from edge_agent.settings import DeviceSettings, Settings
 
 Status = Literal["ok", "warn", "fail"]
 Link = Literal["none", "ok", "offline"]
+StoreKeyProblem = Literal["wrong_key", "not_encrypted", "key_missing"]
 AgentState = Literal["running", "not_running", "started_service", "started_background",
                      "start_failed"]
 MAX_CLOCK_OFFSET_S: Final = 5.0  # as doctor's clock check
@@ -50,6 +51,7 @@ class Facts:
     now: datetime
     store_exists: bool = True
     store_healthy: bool = True
+    store_key: StoreKeyProblem | None = None  # the store's key does not open it
     disk_full: bool = False
     disk_free: int | None = None
     view: UnitView = field(default_factory=UnitView)
@@ -86,6 +88,16 @@ def listen_port(dev: DeviceSettings) -> tuple[str, int]:
 
 
 # --- pure decisions ---------------------------------------------------------------------------
+def store_key_problem(error_key: str) -> StoreKeyProblem | None:
+    """What the nurse is told of a store error raised by opening the store with its key
+    (:func:`edge_agent.store_connect.key_problem`); None: not a key problem."""
+    if error_key == "store.wrong_key":
+        return "wrong_key"
+    if error_key == "store.not_encrypted":
+        return "not_encrypted"
+    return None
+
+
 def config_tile(tr: Translator, file: str, problem: str) -> Tile:
     return Tile("config", "fail", tr("check.config"), tr("config.bad", problem=problem),
                 tr("config.bad.fix", file=file))
@@ -107,6 +119,13 @@ def agent_tile(tr: Translator, facts: Facts) -> Tile:
 
 def store_tile(tr: Translator, facts: Facts) -> Tile:
     title = tr("check.store")
+    if facts.store_key == "wrong_key":
+        return Tile("store", "fail", title, tr("store.wrong_key"), tr("store.wrong_key.fix"))
+    if facts.store_key == "not_encrypted":
+        return Tile("store", "fail", title, tr("store.not_encrypted"),
+                    tr("store.not_encrypted.fix"))
+    if facts.store_key == "key_missing":
+        return Tile("store", "fail", title, tr("store.key_missing"), tr("store.key_missing.fix"))
     if not facts.store_exists:
         return Tile("store", "warn", title, tr("store.missing"))
     if not facts.store_healthy:
@@ -272,22 +291,32 @@ def gather(settings: Settings, *, agent: AgentState | None = None, agent_log: st
     from edge_agent.clock import system_clock_synchronized
     from edge_agent.console.queries import unit_view
     from edge_agent.disk_status import read_status
-    from edge_agent.errors import EdgeAgentError
+    from edge_agent.errors import ConfigError, EdgeAgentError, StoreError
     from edge_agent.store_health import health_report
 
     now = now or datetime.now(UTC)
     path = Path(settings.store.path)
     exists = path.exists()
     healthy, view, full = True, UnitView(), False
+    key_problem: StoreKeyProblem | None = None
     if exists:
-        report = health_report(path)
+        try:
+            report = health_report(path)
+        except StoreError as exc:  # the key does not open it: no check, no view
+            key_problem = store_key_problem(exc.key)
+            if key_problem is None:
+                raise
+            report = {"check": "ok", "quarantined": []}
+        except ConfigError:  # the key file is missing or unusable (config is loaded)
+            key_problem, report = "key_missing", {"check": "ok", "quarantined": []}
         healthy = report["check"] != "damaged" and not report["quarantined"]
         disk = read_status(path)
         full = bool(disk and disk.get("agent_running") and disk.get("disk") == "full")
-        try:
-            view = unit_view(path, [d.id for d in settings.devices])
-        except EdgeAgentError:
-            healthy = False
+        if key_problem is None:
+            try:
+                view = unit_view(path, [d.id for d in settings.devices])
+            except EdgeAgentError:
+                healthy = False
     try:
         free: int | None = shutil.disk_usage(path.parent if path.parent.exists() else "/").free
     except OSError:
@@ -318,7 +347,8 @@ def gather(settings: Settings, *, agent: AgentState | None = None, agent_log: st
         if not running and probe_broker is not None:
             link = "ok" if doctor.check_broker(settings, probe_broker)[0].status == "ok" \
                 else "offline"
-    return Facts(now=now, store_exists=exists, store_healthy=healthy, disk_full=full,
+    return Facts(now=now, store_exists=exists, store_healthy=healthy, store_key=key_problem,
+                 disk_full=full,
                  disk_free=free, view=view, serial_present=serial, ble_adapter=adapter,
                  ble_broken=broken, ble_seen=seen, listening=listening,
                  clock_synced=system_clock_synchronized(), link=link, agent=agent,

@@ -279,7 +279,7 @@ def test_cli_keygen_then_stats_and_a_wrong_key_exits_4(tmp_path: Path,
     assert cli("db", "keygen", "--out", str(key)).returncode == 0
     assert (key.stat().st_mode & 0o777) == 0o600 and len(key.read_text().strip()) == 64
     again = cli("db", "keygen", "--out", str(key))
-    assert again.returncode == 1 and "exists" in again.stderr
+    assert again.returncode == 2 and "exists" in again.stderr
     encrypt_with(registry, db, key)
     with Store(db, UNIT) as store:
         fill(store, 7)
