@@ -69,6 +69,19 @@ def fhir_id(text: str) -> str:
     return text if FHIR_ID.match(text) else fhir.stable_uuid("id", text)
 
 
+def _copy(node: Any, visit: Callable[[dict[str, Any]], None]) -> Any:
+    """A copy of a JSON tree, ``visit`` called on each object's copy (its children already
+    copied); one pass (deepcopy then a walk costs twice)."""
+    if isinstance(node, list):
+        return [_copy(item, visit) if isinstance(item, dict | list) else item for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _copy(value, visit) if isinstance(value, dict | list) else value
+           for key, value in node.items()}
+    visit(out)
+    return out
+
+
 def rewrite(resource: Mapping[str, Any], kind_of: Callable[[str], str | None]
             ) -> tuple[dict[str, Any], list[str], int]:
     """A copy of ``resource`` with every ``urn:uuid:X`` reference as ``Type/X`` (``kind_of(X)``
@@ -77,14 +90,8 @@ def rewrite(resource: Mapping[str, Any], kind_of: Callable[[str], str | None]
     made: list[str] = []
     unresolved = 0
 
-    def walk(node: Any) -> Any:  # a copy, made in the same pass (deepcopy costs twice)
+    def visit(out: dict[str, Any]) -> None:
         nonlocal unresolved
-        if isinstance(node, list):
-            return [walk(item) if isinstance(item, dict | list) else item for item in node]
-        if not isinstance(node, dict):
-            return node
-        out = {key: walk(value) if isinstance(value, dict | list) else value
-               for key, value in node.items()}
         ref = out.get("reference")
         if isinstance(ref, str) and ref.startswith(URN_UUID):
             target = ref[len(URN_UUID):]
@@ -96,9 +103,8 @@ def rewrite(resource: Mapping[str, Any], kind_of: Callable[[str], str | None]
             else:
                 out["reference"] = f"{kind}/{target}"
                 made.append(out["reference"])
-        return out
 
-    copied: dict[str, Any] = walk(dict(resource))
+    copied: dict[str, Any] = _copy(dict(resource), visit)
     return copied, made, unresolved
 
 
@@ -109,13 +115,7 @@ def link_logical(resource: Mapping[str, Any], kind_of: Callable[[str], str | Non
     ``reference`` too. Returns (the copy, the references added)."""
     made: list[str] = []
 
-    def walk(node: Any) -> Any:
-        if isinstance(node, list):
-            return [walk(item) if isinstance(item, dict | list) else item for item in node]
-        if not isinstance(node, dict):
-            return node
-        out = {key: walk(value) if isinstance(value, dict | list) else value
-               for key, value in node.items()}
+    def visit(out: dict[str, Any]) -> None:
         kind, ident = out.get("type"), out.get("identifier")
         if (isinstance(kind, str) and isinstance(ident, dict) and "reference" not in out
                 and isinstance(ident.get("system"), str) and isinstance(ident.get("value"), str)):
@@ -123,9 +123,8 @@ def link_logical(resource: Mapping[str, Any], kind_of: Callable[[str], str | Non
             if target is not None and kind_of(target) == kind:
                 out["reference"] = f"{kind}/{target}"
                 made.append(out["reference"])
-        return out
 
-    copied: dict[str, Any] = walk(dict(resource))
+    copied: dict[str, Any] = _copy(dict(resource), visit)
     return copied, made
 
 
