@@ -154,7 +154,7 @@ def test_the_patient_identifier_never_reaches_logs_or_the_agent_state(
                                                  ).fetchall())
         events = store.read(lambda db: db.execute("SELECT * FROM events").fetchall())
     assert len(seqs) == 3
-    assert CANARY in json.dumps(codec.decode_batch(payload).resources)  # only on the uplink
+    assert CANARY in json.dumps([o.resource for o in codec.decode_batch(payload).resources])
     text = caplog.text + json.dumps(state) + json.dumps(events) + "".join(
         o.stdout + o.stderr for o in outputs)
     assert CANARY not in text
