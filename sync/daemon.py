@@ -292,6 +292,10 @@ class SyncDaemon:
                 event = await self._next(events)
                 self.wakeups += 1
                 now = time.monotonic()
+                # The deadlines this turn serves. A deadline fires once: one that nothing in
+                # the turn re-arms is dropped after it (a past deadline kept, e.g. a linger
+                # while the link is down, would make every later turn due at once: a spin).
+                fired = {k: at for k, at in self._deadlines.items() if at <= now}
                 actions: list[Action] = []
                 if event is not None:
                     if event.kind == "wake":
@@ -318,11 +322,18 @@ class SyncDaemon:
                 self._release_held(link)
                 await self._send_files(link)
                 await self._housekeeping(link, now)
+                for name, at in fired.items():
+                    if self._deadlines.get(name) == at:
+                        del self._deadlines[name]
         finally:
             stopper.cancel()
 
     async def _next(self, events: asyncio.Queue[LinkEvent]) -> LinkEvent | None:
+        """The next event, or ``None`` when a deadline is due. Always yields to the event loop
+        first: the drivers and the console share this loop, and a turn that never awaits
+        starves them (the offline freeze)."""
         if not events.empty():
+            await asyncio.sleep(0)
             return events.get_nowait()
         deadline = min(self._deadlines.values(), default=None)
         if self.external_writer:
@@ -332,6 +343,7 @@ class SyncDaemon:
             return await events.get()
         timeout = deadline - time.monotonic()
         if timeout <= 0:
+            await asyncio.sleep(0)
             return None
         try:
             return await asyncio.wait_for(events.get(), timeout)
@@ -359,6 +371,8 @@ class SyncDaemon:
             self.last_error = event.reason
             self._mids.clear()  # those PUBACKs will never come: the session re-sends
             self._held.clear()  # and it re-sends these too, once connected
+            # Nothing is taken while offline: a linger is decided again on reconnect.
+            self._deadlines.pop("linger", None)
             self.files.disconnected()
             return self.session.disconnected()
         if event.kind == "published":
