@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from datetime import UTC, datetime
 
 TIME_ERROR = 5
 
@@ -38,3 +39,7 @@ def system_clock_synchronized() -> bool | None:
 
 def confirmed_by_central(offset_s: float, tolerance_s: float = 2.0) -> bool:
     return abs(offset_s) <= tolerance_s
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

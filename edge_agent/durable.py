@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 
 def fsync_path(path: Path | str) -> None:
@@ -16,3 +17,24 @@ def fsync_path(path: Path | str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def create_private(path: Path) -> None:
+    """Create ``path`` (and its folder) 0600 from the first byte, or make it 0600: SQLite gives
+    its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+def wal_full(conn: Any) -> tuple[str, int]:
+    """Ask a fresh SQLite connection for WAL, ``synchronous=FULL``, foreign keys and a 30 s
+    busy timeout; returns (journal mode, synchronous) as it then reports them, for the caller
+    to refuse anything less (in WAL mode NORMAL may lose the last commits on power loss)."""
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    sync = conn.execute("PRAGMA synchronous").fetchone()[0]
+    return str(mode).lower(), int(sync)

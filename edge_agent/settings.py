@@ -83,7 +83,7 @@ class StoreSettings(_Model):
     full_buffer_kib: Annotated[int, Field(ge=0, le=4_194_304)] = 16_384
     reserve_kib: Annotated[int, Field(ge=0, le=1_048_576)] = 256
     resume_free_kib: Annotated[int, Field(ge=0, le=16_777_216)] = 1024
-    # Encryption at rest (edge_agent.store_key): "sqlcipher" needs the sqlcipher3 binding
+    # Encryption at rest (edge_agent.store.key): "sqlcipher" needs the sqlcipher3 binding
     # (extra "encryption") and a key file (edge-agent db keygen); a systemd credential
     # "store-key" wins over key_file. Without the binding the agent refuses to start, unless
     # allow_unencrypted_fallback (then it runs unencrypted and says so once).
@@ -128,7 +128,7 @@ class TrustSettings(_Model):
     @field_validator("central_keys")
     @classmethod
     def _keys(cls, keys: list[str]) -> list[str]:
-        from sync.signing import parse_public_key
+        from edge_agent.public_keys import parse_public_key
 
         for key in keys:
             parse_public_key(key)
@@ -147,7 +147,7 @@ class WatchFolderSettings(_Model):
 
 
 class FilesSettings(_Model):
-    """Teleconsultation files (edge_agent/attachments.py, sync/files)."""
+    """Teleconsultation files (edge_agent/files/attachments.py, sync/files)."""
 
     # Local copies of files central holds are evicted beyond this; None: no budget.
     budget_mb: Annotated[int, Field(ge=1)] | None = None
@@ -315,7 +315,7 @@ def from_mapping(
                 f"correct or unset {variable} ({fix})",
             ) from None
         raise ConfigError(source, _field(data, loc), err["msg"], fix) from None
-    from edge_agent.device_check import device_problems
+    from edge_agent.checks.device_rules import device_problems
 
     for index, dev in enumerate(settings.devices):
         for problem in device_problems(dev, read_files=read_files):

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from sync import codec, topics
+from sync.central.receiver import Receiver
 from sync.central.store import CentralStore, DeadLetter, Gap, Outcome, open_central
 from sync.link import LinkOptions, MqttLink
-from sync.receiver import Receiver
 from tests.broker import MosquittoBroker
 from tests.sync.central_kit import rows
 

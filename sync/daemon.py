@@ -33,19 +33,20 @@ from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
-from edge_agent import __version__, attachments
+from edge_agent import __version__
 from edge_agent.backoff import Backoff
+from edge_agent.clock import utc_now
 from edge_agent.errors import LinkError
+from edge_agent.files import attachments
 from edge_agent.models import ClockSource
 from edge_agent.settings import Settings
-from edge_agent.store import CommitNote, Store, get_state, put_state, utc_now
+from edge_agent.store.database import get_state, put_state
+from edge_agent.store.writer import CommitNote, Store
 from sync import codec, fhir, outbox, topics, trusted_downlink
 from sync.acks import Ack, parse_ack
 from sync.clock_trust import ClockTrust, Verdict, sample
 from sync.downlink import (
-    AlreadyApplied,
     Command,
-    DownlinkRefused,
     apply_config,
     parse_command,
     restore_config,
@@ -55,6 +56,7 @@ from sync.files.sender import FileSender
 from sync.linger import take_at
 from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles
 from sync.pacing import Pacer, adapt_batch
+from sync.refusals import AlreadyApplied, DownlinkRefused
 from sync.session import Action, MarkAcked, Publish, Resend, SyncSession, Take, WaitUntil
 from sync.status_report import StatusThrottle, status_payload
 

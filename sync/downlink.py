@@ -15,12 +15,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge_agent.settings import Settings, SyncSettings
+from sync.refusals import AlreadyApplied, DownlinkRefused
 
 MAX_DOWNLINK = 16 * 1024
-
-
-class DownlinkRefused(ValueError):
-    """The message is not applied; ``reason`` goes back to central."""
 
 
 class Command(BaseModel):
@@ -67,11 +64,6 @@ def parse_command(payload: bytes) -> Command:
         return Command.model_validate(_load(payload))
     except ValidationError as exc:
         raise DownlinkRefused(_reason(exc)) from None
-
-
-class AlreadyApplied(Exception):
-    """The retained configuration this unit applied already (seen again after a restart or a
-    reconnect): nothing to do, nothing to refuse."""
 
 
 def apply_config(

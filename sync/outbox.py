@@ -22,12 +22,12 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from edge_agent.store import utc_now
+from edge_agent.clock import utc_now
 
 # The codec's rows: the reading, its context (OBX-11 result status...), its source record key,
 # the unit's time zone (for device times without one: agent_state 'unit-timezone', written by
 # the agent at start), its encounter (JSON: the patient's identifier, when and where), and what
-# its device told us about itself (JSON, edge_agent/device_facts.py: the FHIR Device).
+# its device told us about itself (JSON, edge_agent/store/device_facts.py: the FHIR Device).
 READING_COLUMNS = (
     "seq, id, device_id, quantity, value, unit, loinc, mdc, device_time, received_at, "
     "clock_source, flags, absent_reason, encounter_id, latitude, longitude, priority, "

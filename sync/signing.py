@@ -39,35 +39,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from sync.downlink import AlreadyApplied, DownlinkRefused
+from edge_agent.public_keys import key_id, parse_public_key, public_key_text
+from sync.refusals import AlreadyApplied, DownlinkRefused
 
 DOMAIN = b"edge-agent downlink v1\x00"
 CLOCK_SKEW_S = 300.0  # the unit's clock may lag central's by this much before "expired"
 TOPICS = ("cmd", "config")
-
-
-def key_id(public: Ed25519PublicKey) -> str:
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def public_key_text(public: Ed25519PublicKey) -> str:
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return "ed25519:" + base64.b64encode(raw).decode()
-
-
-def parse_public_key(text: str) -> Ed25519PublicKey:
-    """``ed25519:<base64 of the 32 raw bytes>`` (what ``central keygen`` prints)."""
-    prefix, _, data = text.strip().partition(":")
-    if prefix != "ed25519" or not data:
-        raise ValueError("expected ed25519:<base64>, as printed by `edge-agent central keygen`")
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except binascii.Error:
-        raise ValueError("the key is not valid base64") from None
-    if len(raw) != 32:
-        raise ValueError(f"an Ed25519 public key has 32 bytes, this one {len(raw)}")
-    return Ed25519PublicKey.from_public_bytes(raw)
 
 
 @dataclass(frozen=True)

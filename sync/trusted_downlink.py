@@ -8,7 +8,8 @@ import functools
 import time
 
 from edge_agent.settings import Settings
-from edge_agent.store import Store, get_state, put_state
+from edge_agent.store.database import get_state, put_state
+from edge_agent.store.writer import Store
 from sync import signing
 
 STATE_KEY = "downlink-trust"

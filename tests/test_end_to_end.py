@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from edge_agent.demo import run_demo
+from edge_agent.service.demo import run_demo
 from tests.broker import MosquittoBroker
 
 

@@ -23,9 +23,9 @@ DbOption = Annotated[Path | None, typer.Option("--db", help="Store file (overrid
 
 def load_settings(config: Path | None) -> Settings:
     """The unit's settings; its store is registered to be opened with its key, if encrypted
-    (:mod:`edge_agent.store_connect`; the key file is read at the first open)."""
-    from edge_agent import store_connect
+    (:mod:`edge_agent.store.connect`; the key file is read at the first open)."""
     from edge_agent.settings import load
+    from edge_agent.store import connect as store_connect
 
     source = config or DEFAULT_CONFIG
     settings = load(source)
@@ -35,12 +35,12 @@ def load_settings(config: Path | None) -> Settings:
 
 def store_path(config: Path | None, db: Path | None) -> Path:
     """The store a command works on: ``--db``, else the config's. Not checked here: the
-    readers (:mod:`edge_agent.store_read`) refuse a missing store ("no store at PATH", 4).
+    readers (:mod:`edge_agent.store.read`) refuse a missing store ("no store at PATH", 4).
     A ``--db`` store is opened with the unit's key when there is a config (``--config``, or
     the default one when it exists)."""
     if db is not None:
         if config is not None or DEFAULT_CONFIG.exists():
-            from edge_agent import store_connect
+            from edge_agent.store import connect as store_connect
 
             source = config or DEFAULT_CONFIG
             store_connect.configure(db, load_settings(config).store, str(source))

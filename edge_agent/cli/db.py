@@ -20,7 +20,7 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Readings total, pending sync and sent; rejected frames."""
-    from edge_agent.store import read_stats
+    from edge_agent.store.writer import read_stats
 
     path = store_path(config, db)
     result = read_stats(path)
@@ -45,7 +45,7 @@ def check(
 
     Exit 0 when healthy; 1 when damaged, recovered (a quarantined file is waiting for a
     technician) or the disk is full."""
-    from edge_agent.store_health import health_report, render
+    from edge_agent.store.health import health_report, render
 
     report = health_report(store_path(config, db))
     typer.echo(json.dumps(report) if as_json else render(report))
@@ -82,7 +82,7 @@ def export(
     import os
     import sys
 
-    from edge_agent.store_read import reading
+    from edge_agent.store.read import reading
 
     if fmt not in ("csv", "fhir"):
         raise typer.BadParameter("use csv or fhir", param_hint="--format")
@@ -139,7 +139,7 @@ def keygen(
 
     Keep a copy off the unit (a password manager, a sealed envelope): a store cannot be read
     without its key."""
-    from edge_agent.store_key import write_key_file
+    from edge_agent.store.key import write_key_file
 
     try:
         write_key_file(out)
@@ -168,9 +168,9 @@ def encrypt(
 
     Every row is copied with sqlcipher_export into a new file, counted, fsynced, and renamed
     over the store (atomic). Needs [store] encryption = "sqlcipher" and its key."""
-    from edge_agent import store_connect
     from edge_agent.errors import ConfigError
-    from edge_agent.store_encrypt import encrypt_store
+    from edge_agent.store import connect as store_connect
+    from edge_agent.store.encrypt import encrypt_store
 
     path = store_path(config, db)
     key = store_connect.key_for(path)

@@ -23,7 +23,7 @@ def demo(
     ] = None,
 ) -> None:
     """Run simulated devices and the agent; sync to a broker when one is given."""
-    from edge_agent.demo import run_demo
+    from edge_agent.service.demo import run_demo
 
     target = parse_host_port(broker) if broker else None
     def say(line: str) -> None:

@@ -25,10 +25,11 @@ def attach(
     import os
     import signal
 
-    from edge_agent.attachments import AttachmentsFull
-    from edge_agent.dicom_meta import NotDicom
-    from edge_agent.file_sources import attachment_store
-    from edge_agent.store import Store, get_state
+    from edge_agent.files.attachments import AttachmentsFull
+    from edge_agent.files.dicom_meta import NotDicom
+    from edge_agent.files.sources import attachment_store
+    from edge_agent.store.database import get_state
+    from edge_agent.store.writer import Store
 
     if kind is not None and kind not in KINDS:
         typer.echo(f"error: --kind {kind!r} is not one of {', '.join(KINDS)}", err=True)
@@ -69,7 +70,7 @@ def files(
     """Attached files and where each is: at central (the specialist has it), or waiting."""
     import json
 
-    from edge_agent.store_read import reading
+    from edge_agent.store.read import reading
 
     settings = load_settings(config)
     with reading(settings.store.path, needs="m010_attachments") as db:

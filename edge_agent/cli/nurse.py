@@ -36,7 +36,7 @@ def _language(config: Path | None, lang: str | None) -> tuple[Settings | None, T
 
     if lang is not None and lang not in LANGS:
         raise typer.BadParameter("use fr, ar or en", param_hint="--lang")
-    from edge_agent import store_connect
+    from edge_agent.store import connect as store_connect
 
     try:
         settings = load(config or DEFAULT_CONFIG)

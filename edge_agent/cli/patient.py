@@ -1,7 +1,7 @@
 """``edge-agent patient``: the patient in front of the nurse (open, close, current, assign).
 
 Works offline on the store, beside a running agent (another process: the agent's writer sees
-the change on its next reading, :mod:`edge_agent.encounters`). The patient's identifier is
+the change on its next reading, :mod:`edge_agent.store.encounters`). The patient's identifier is
 shown masked, never logged.
 """
 
@@ -27,7 +27,7 @@ app = typer.Typer(no_args_is_help=True)
 @contextlib.contextmanager
 def _store(path: Path) -> Iterator[Database]:
     """The store, for one short write transaction (the agent may be running: WAL)."""
-    from edge_agent.encounters import writing
+    from edge_agent.store.encounters import writing
 
     if not path.exists():
         raise StoreError("store.missing", f"no store at {path}. Fix: start the agent once "
@@ -40,8 +40,8 @@ def _paths(config: Path | None, db: Path | None) -> tuple[Path, dict[str, str], 
                                                         str | None]:
     settings = load_settings(config)
     if db is not None:  # the unit's store elsewhere: opened with the unit's key
-        from edge_agent import store_connect
         from edge_agent.cli.common import DEFAULT_CONFIG
+        from edge_agent.store import connect as store_connect
 
         store_connect.configure(db, settings.store, str(config or DEFAULT_CONFIG))
     patients = settings.patients
@@ -60,7 +60,7 @@ def open_(
     db: DbOption = None,
 ) -> None:
     """Open the patient's encounter: readings from now on are theirs until `patient close`."""
-    from edge_agent.encounters import masked, open_encounter
+    from edge_agent.store.encounters import masked, open_encounter
 
     path, systems, default, role = _paths(config, db)
     name = system or default
@@ -79,7 +79,7 @@ def open_(
 @app.command()
 def close(config: ConfigOption = None, db: DbOption = None) -> None:
     """Close the open encounter."""
-    from edge_agent.encounters import close_encounter
+    from edge_agent.store.encounters import close_encounter
 
     path, *_ = _paths(config, db)
     with _store(path) as store:
@@ -90,8 +90,8 @@ def close(config: ConfigOption = None, db: DbOption = None) -> None:
 @app.command()
 def current(config: ConfigOption = None, db: DbOption = None) -> None:
     """The open encounter, if any (exit 1 when none)."""
-    from edge_agent.encounters import current as open_one
-    from edge_agent.encounters import masked
+    from edge_agent.store.encounters import current as open_one
+    from edge_agent.store.encounters import masked
 
     path, systems, *_ = _paths(config, db)
     with _store(path) as store:
@@ -118,8 +118,8 @@ def assign(
 ) -> None:
     """List the unattributed readings of the last minutes; with numbers (or --all), attach
     them to the open encounter (those central has get there as updates)."""
-    from edge_agent.encounters import assign as attach
-    from edge_agent.encounters import unattributed
+    from edge_agent.store.encounters import assign as attach
+    from edge_agent.store.encounters import unattributed
 
     path, *_ = _paths(config, db)
     with _store(path) as store:

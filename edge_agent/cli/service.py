@@ -14,7 +14,7 @@ from edge_agent.errors import StoreError
 if TYPE_CHECKING:
     import asyncio
 
-    from edge_agent.store import Store
+    from edge_agent.store.writer import Store
 
 
 def install_stop_handlers(stop: asyncio.Event) -> None:
@@ -38,7 +38,7 @@ _OPEN_FIXES = {
 def open_store(make: Callable[[], Store], path: Path) -> Store:
     """``make()``, with the errors of opening the store (an unwritable or missing folder, a
     file that is not a store) as one line with the fix, exit 4."""
-    from edge_agent import store_connect
+    from edge_agent.store import connect as store_connect
 
     try:
         return make()
@@ -89,13 +89,13 @@ def run(
 
     from edge_agent.clock import system_clock_synchronized
     from edge_agent.models import ClockSource
-    from edge_agent.store import Store
-    from edge_agent.supervisor import Supervisor
+    from edge_agent.service.supervisor import Supervisor
+    from edge_agent.store.writer import Store
 
     settings = load_settings(config)
 
     async def main() -> None:
-        from edge_agent.service_notify import Notifier
+        from edge_agent.service.systemd_notify import Notifier
 
         stop = asyncio.Event()
         install_stop_handlers(stop)
@@ -177,8 +177,8 @@ def receive(
     import asyncio
     import socket
 
+    from sync.central.receiver import Receiver
     from sync.link import TlsFiles
-    from sync.receiver import Receiver
 
     if stats:
         print_central_stats(db)

@@ -17,7 +17,7 @@ STATUS_NEEDS = "m004_identity_membership"  # the schema step sync status reads
 @app.command()
 def status(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Connected?, backlog, batches in flight, last ack, last error, clock offset."""
-    from edge_agent.store_read import reading
+    from edge_agent.store.read import reading
     from sync.diagnostics import status as read_status
 
     with reading(store_path(config, db), needs=STATUS_NEEDS) as store:
@@ -46,7 +46,7 @@ def now(config: ConfigOption = None, db: DbOption = None) -> None:
     import os
     import signal
 
-    from edge_agent.store_read import reading
+    from edge_agent.store.read import reading
     from sync.diagnostics import status as read_status
 
     with reading(store_path(config, db), needs=STATUS_NEEDS) as store:

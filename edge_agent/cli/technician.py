@@ -34,7 +34,7 @@ def doctor(
 
     Config, store, disk, file modes, service user, TLS, broker, clock, Bluetooth, devices.
     Exit 0 healthy, 1 a check failed, 3 bad config."""
-    from edge_agent import doctor as doc
+    from edge_agent.checks import doctor as doc
 
     checks, code = doc.run(_config_path(config), broker_timeout=broker_timeout)
     typer.echo(doc.as_json(checks, code) if as_json else doc.render(checks))
@@ -44,7 +44,7 @@ def doctor(
 
 def ports(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Serial ports present: USB VID:PID, serial number, stable by-id path, matching kinds."""
-    from edge_agent.serial_ports import list_ports
+    from edge_agent.checks.serial_ports import list_ports
 
     configured: dict[str, str] = {}
     with contextlib.suppress(ConfigError):  # ports are listed without the config too
@@ -182,7 +182,7 @@ def bundle(
 
     Config without secrets, recent logs, doctor's report, store and device statistics,
     versions."""
-    from edge_agent.bundle import make_bundle
+    from edge_agent.checks.support_bundle import make_bundle
 
     members = make_bundle(out, _config_path(config), log=log, broker_timeout=broker_timeout)
     if as_json:
@@ -194,7 +194,7 @@ def bundle(
 @config_app.command("show")
 def config_show(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """The effective config (file and environment overrides), secrets masked."""
-    from edge_agent.config_edit import masked
+    from edge_agent.checks.config_edit import masked
 
     data = masked(json.loads(load_settings(config).model_dump_json()))
     if as_json:
@@ -228,7 +228,7 @@ def config_validate(config: ConfigOption = None, as_json: JsonOption = False) ->
 @devices_app.command("list")
 def devices_list(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """The configured devices with their last known state."""
-    from edge_agent.doctor import check_devices
+    from edge_agent.checks.doctor import check_devices
 
     settings = load_settings(config)
     states = {c.name.removeprefix("device "): c for c in check_devices(settings)}
@@ -259,7 +259,7 @@ def devices_add(
 ) -> None:
     """Add a device to the config: comments kept, validated, written atomically. Restart the
     agent to use it (systemctl restart edge-agent)."""
-    from edge_agent.config_edit import add_device, write_atomically
+    from edge_agent.checks.config_edit import add_device, write_atomically
 
     path = _config_path(config)
     options: dict[str, Any] = {}
@@ -287,7 +287,7 @@ def devices_remove(
     as_json: JsonOption = False,
 ) -> None:
     """Remove a device from the config (its readings stay in the store)."""
-    from edge_agent.config_edit import remove_device, write_atomically
+    from edge_agent.checks.config_edit import remove_device, write_atomically
 
     path = _config_path(config)
     write_atomically(path, remove_device(_read_config(path), device_id, str(path)))

@@ -1,6 +1,6 @@
 """The nurse's actions on the patient: open, close, give readings to the open patient.
 
-They are the patient CLI's operations (:mod:`edge_agent.encounters`: ``patient open``,
+They are the patient CLI's operations (:mod:`edge_agent.store.encounters`: ``patient open``,
 ``close``, ``assign``), each one short ``BEGIN IMMEDIATE`` transaction beside the running agent's
 writer (which binds the readings it stores to the open encounter). A store without the encounter
 model (older than ``m005_encounters``) answers ``action.unavailable`` and changes nothing. The
@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent import store_connect
 from edge_agent.errors import EdgeAgentError
+from edge_agent.store import connect as store_connect
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def _failed() -> tuple[type[Exception], ...]:
 
 def _has_model(path: Path) -> bool:
     from edge_agent.console.queries import NEEDS, encounter_columns
-    from edge_agent.store_read import reading
+    from edge_agent.store.read import reading
 
     with reading(path, needs=NEEDS) as db:
         return encounter_columns(db) is not None
@@ -46,7 +46,7 @@ def open_encounter(store_path: Path, identifier: str, system: str | None,
                    practitioner_role: str | None = None) -> ActionResult:
     """Open a patient (closing the one open, if any). ``system``: a name from ``[patients]
     systems`` (or its URI); empty: the configured default."""
-    from edge_agent import encounters
+    from edge_agent.store import encounters
 
     identifier = identifier.strip()
     if not identifier:
@@ -70,7 +70,7 @@ def open_encounter(store_path: Path, identifier: str, system: str | None,
 
 
 def close_encounter(store_path: Path) -> ActionResult:
-    from edge_agent import encounters
+    from edge_agent.store import encounters
 
     try:
         if not _has_model(store_path):
@@ -87,7 +87,7 @@ def close_encounter(store_path: Path) -> ActionResult:
 def assign(store_path: Path, reading_ids: list[str]) -> ActionResult:
     """Give readings of no patient yet to the open patient (``patient assign``): a reading
     central already holds goes again as an update that names the patient."""
-    from edge_agent import encounters
+    from edge_agent.store import encounters
 
     ids = [str(i) for i in reading_ids][:500]
     try:

@@ -2,7 +2,7 @@
 
 :func:`tiles` decides (pure: facts and a translator in, tiles out); :func:`gather` collects
 the facts (the store's health, the disk, device presence, the clock, the link, the agent),
-reusing :mod:`edge_agent.doctor`'s checks where they fit. ``edge-agent start``, ``status``
+reusing :mod:`edge_agent.checks.doctor`'s checks where they fit. ``edge-agent start``, ``status``
 and the web console show the same tiles.
 
 A tile is ``ok`` (green), ``warn`` (amber: the unit works, something to know) or ``fail``
@@ -90,7 +90,7 @@ def listen_port(dev: DeviceSettings) -> tuple[str, int]:
 # --- pure decisions ---------------------------------------------------------------------------
 def store_key_problem(error_key: str) -> StoreKeyProblem | None:
     """What the nurse is told of a store error raised by opening the store with its key
-    (:func:`edge_agent.store_connect.key_problem`); None: not a key problem."""
+    (:func:`edge_agent.store.connect.key_problem`); None: not a key problem."""
     if error_key == "store.wrong_key":
         return "wrong_key"
     if error_key == "store.not_encrypted":
@@ -134,7 +134,7 @@ def store_tile(tr: Translator, facts: Facts) -> Tile:
 
 
 def disk_tile(tr: Translator, facts: Facts) -> Tile:
-    from edge_agent.doctor import MIN_FREE_BYTES
+    from edge_agent.checks.doctor import MIN_FREE_BYTES
 
     title = tr("check.disk")
     if facts.disk_full:
@@ -287,12 +287,12 @@ def gather(settings: Settings, *, agent: AgentState | None = None, agent_log: st
     timeout (None: offline unless the agent says it is connected)."""
     import shutil
 
-    from edge_agent import doctor
+    from edge_agent.checks import doctor
     from edge_agent.clock import system_clock_synchronized
     from edge_agent.console.queries import unit_view
-    from edge_agent.disk_status import read_status
     from edge_agent.errors import ConfigError, EdgeAgentError, StoreError
-    from edge_agent.store_health import health_report
+    from edge_agent.store.disk_status import read_status
+    from edge_agent.store.health import health_report
 
     now = now or datetime.now(UTC)
     path = Path(settings.store.path)

@@ -1,6 +1,6 @@
 """Every store query of the nurses' views (start, status, watch, the web console), in one place.
 
-The store is only read, through :func:`edge_agent.store_read.reading` (``mode=ro``: it reads
+The store is only read, through :func:`edge_agent.store.read.reading` (``mode=ro``: it reads
 while the agent writes, never migrates, never writes). The patient/encounter model belongs to
 another part of the agent: it is read here only if its ``encounters`` table exists, by the
 obvious column names below (:data:`ENCOUNTER_COLUMNS`), so that this module is the one place
@@ -18,8 +18,8 @@ from typing import Any, Final
 
 from sqlite_utils import Database
 
-from edge_agent.disk_status import read_status
-from edge_agent.store_read import reading
+from edge_agent.store.disk_status import read_status
+from edge_agent.store.read import reading
 
 NEEDS: Final = "m004_identity_membership"  # readings.refused, agent_state
 RECENT: Final = 30  # readings shown when no patient is open

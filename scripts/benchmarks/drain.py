@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_agent.clock import utc_now
 from edge_agent.settings import SyncSettings
-from edge_agent.store import Store, utc_now
+from edge_agent.store.writer import Store
 from scripts.benchmarks.env import (
     Bench,
     BenchError,

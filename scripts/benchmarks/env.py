@@ -25,10 +25,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from edge_agent import device_facts
 from edge_agent.models import Measurement, measurement
 from edge_agent.settings import BrokerSettings, Settings, StoreSettings, SyncSettings, UnitSettings
-from edge_agent.store import Store
+from edge_agent.store import device_facts
+from edge_agent.store.writer import Store
 from tests.broker import MosquittoBroker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -252,7 +252,7 @@ def simulated_devices(folder: Path, count: int = 5) -> tuple[list[Any], list[Any
     on ptys: (started PtyDevices, their DeviceSettings). Stop the PtyDevices when done."""
     from drivers.registry import driver
     from drivers.simulators.base import PtyDevice
-    from edge_agent.demo import DEMO_DEVICES
+    from edge_agent.service.demo import DEMO_DEVICES
     from edge_agent.settings import DeviceSettings
 
     chosen = [d for d in DEMO_DEVICES if d[1] != "astm"][:count]

@@ -17,11 +17,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from edge_agent import store_connect
+from edge_agent.clock import utc_now
 from edge_agent.models import Measurement
-from edge_agent.store import Store, utc_now
-from edge_agent.store_key import StoreKey
-from edge_agent.supervisor import StoreSink
+from edge_agent.service.supervisor import StoreSink
+from edge_agent.store import connect as store_connect
+from edge_agent.store.key import StoreKey
+from edge_agent.store.writer import Store
 from scripts.benchmarks.env import Bench, BenchError, Size, bounded, make_readings
 
 PRODUCERS = 5

@@ -21,8 +21,8 @@ from drivers.registry import driver
 from drivers.simulators.nonin import encode_df8_frame
 from drivers.transports.serial_port import SerialParams, run_serial
 from edge_agent.models import Measurement
-from edge_agent.store import Store
-from edge_agent.supervisor import StoreSink
+from edge_agent.service.supervisor import StoreSink
+from edge_agent.store.writer import Store
 from scripts.benchmarks.env import Bench, BenchError, Size, bounded, percentile, until
 
 DEVICE = "oximeter-bench"

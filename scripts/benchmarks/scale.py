@@ -17,7 +17,7 @@ import statistics
 import time
 from typing import Any
 
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
 from scripts.benchmarks.drain import ALERT_SHARE, copy_store, template
 from scripts.benchmarks.env import Bench, BenchError, Size, bounded, settings_for, until
 from sync.daemon import SyncDaemon

@@ -12,8 +12,8 @@ import time
 import uuid
 from typing import Any
 
-from edge_agent.store import Store
-from edge_agent.supervisor import Supervisor
+from edge_agent.service.supervisor import Supervisor
+from edge_agent.store.writer import Store
 from scripts.benchmarks.drain import (
     ALERT_SHARE,
     agent_drain,

@@ -26,15 +26,15 @@ import logging
 import os
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from edge_agent.clock import utc_now
 from edge_agent.durable import fsync_path
 from edge_agent.errors import LinkError
-from edge_agent.store import utc_now
-from sync.central import files_emqx, files_fhir
+from sync.central import files_fhir
 from sync.files import emqx, protocol
 from sync.files.protocol import AckState, FileAck, FileFin, FileInit, UpMessage
 from sync.link import LinkEvent, MqttLink
@@ -280,13 +280,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# EMQX's broker side of ``$file/...``: (central, command topic, response topic, payload, packet
+# id) -> the response EMQX would publish.
+EmqxAnswer = Callable[[CentralFiles, str, str, bytes, int], emqx.Response]
+
+
 class FileRoute:
     """The receiver's hook: file topics in, acks on ``down/file`` out, PUBACK after both.
-    ``emulate_emqx``: also play EMQX's part for ``$file/...`` (:mod:`.files_emqx`)."""
+    ``emqx``: also play EMQX's part for ``$file/...`` with this answer (the receiver passes
+    :func:`sync.central.files_emqx.answer` when asked to emulate EMQX)."""
 
-    def __init__(self, root: Path, *, emulate_emqx: bool = False) -> None:
+    def __init__(self, root: Path, *, emqx: EmqxAnswer | None = None) -> None:
         self.root = root
-        self.emulate_emqx = emulate_emqx
+        self._emqx = emqx
+        self.emulate_emqx = emqx is not None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="central-files")
         self._central: CentralFiles | None = None
         self.handled = 0
@@ -337,8 +344,11 @@ class FileRoute:
     async def _on_emqx(self, link: MqttLink, event: LinkEvent) -> None:
         loop = asyncio.get_running_loop()
         try:
+            answer = self._emqx
+            if answer is None:
+                return
             response = await loop.run_in_executor(
-                self._executor, lambda: files_emqx.answer(
+                self._executor, lambda: answer(
                     self._open(), event.topic, event.response_topic, event.payload, event.mid))
         except (OSError, sqlite3.Error) as exc:
             log.error("files (EMQX emulation): cannot store (%s)", type(exc).__name__)

@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edge_agent.backoff import Backoff
+from edge_agent.clock import utc_now
 from edge_agent.errors import LinkError
-from edge_agent.store import utc_now
 from sync import codec, topics
+from sync.central import files_emqx
 from sync.central.files import FileRoute, default_files_dir
 from sync.central.store import (
     CentralStore,
@@ -154,7 +155,7 @@ class Receiver:
         self._executor: ThreadPoolExecutor | None = None
         self._next_gap_check = 0.0
         files_dir = (files_dir or default_files_dir(db_path)) if serve_files else None
-        self.files = (FileRoute(files_dir, emulate_emqx=emulate_emqx_files)
+        self.files = (FileRoute(files_dir, emqx=files_emqx.answer if emulate_emqx_files else None)
                       if files_dir is not None else None)
 
     # --- the loop -------------------------------------------------------------------------

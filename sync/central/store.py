@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from sync import codec, fhir
 from sync.central.schema import POSTGRES, sqlite_migrations
+from sync.central.sqlite_file import open_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -344,9 +345,7 @@ def _insert_dead_letter(execute: Execute, letter: DeadLetter) -> None:
 
 class SqliteCentral:
     def __init__(self, path: Path) -> None:
-        from edge_agent.store import open_database
-
-        self.db = open_database(path, sqlite_migrations)
+        self.db = open_sqlite(path, sqlite_migrations)
 
     def _execute(self, sql: str, params: list[Any]) -> Any:
         return self.db.execute(sql, params)

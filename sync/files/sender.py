@@ -24,8 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent import attachments
-from edge_agent.store import Store, utc_now
+from edge_agent.clock import utc_now
+from edge_agent.files import attachments
+from edge_agent.store.writer import Store
 from sync.files import emqx, protocol
 from sync.files.protocol import FileAck, FileFin, FileInit
 from sync.files.uploader import (

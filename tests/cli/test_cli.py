@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from edge_agent.cli import app
 from edge_agent.models import measurement
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
 
 runner = CliRunner()
 

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from edge_agent.cli import app
 from edge_agent.errors import StoreError
 from edge_agent.models import measurement
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from edge_agent.i18n import translator
-from edge_agent.store import Store
-from edge_agent.store_recovery import lock_path
+from edge_agent.store.recovery import lock_path
+from edge_agent.store.writer import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -23,11 +23,11 @@ from typer.testing import CliRunner
 from drivers.simulators.base import PtyDevice
 from drivers.simulators.nonin import NoninModel
 from drivers.transports.serial_port import SerialParams, open_port
-from edge_agent import doctor
+from edge_agent.checks import doctor
 from edge_agent.cli import app
 from edge_agent.models import measurement
 from edge_agent.settings import load
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
 from tests.broker import MosquittoBroker
 
 runner = CliRunner()
@@ -182,7 +182,7 @@ def test_disk_decisions() -> None:
 
 
 def test_config_show_masks_secrets_and_validate(tmp_path: Path) -> None:
-    from edge_agent.config_edit import masked
+    from edge_agent.checks.config_edit import masked
 
     # No key of today's config holds a secret; any that looks like one is masked.
     data = {"broker": {"key_passphrase": "hunter2", "host": "h"},
@@ -234,7 +234,7 @@ def test_devices_add_and_remove_keep_comments_and_refuse_invalid(tmp_path: Path)
 
 
 def test_ports_lists_as_json() -> None:
-    from edge_agent.serial_ports import kinds_for
+    from edge_agent.checks.serial_ports import kinds_for
 
     result = runner.invoke(app, ["ports", "--json", "-c", "/nonexistent.toml"])
     assert result.exit_code == 0

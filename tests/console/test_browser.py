@@ -20,7 +20,7 @@ import pytest
 from drivers.simulators.base import PtyDevice
 from drivers.simulators.nonin import NoninModel
 from edge_agent.i18n import translator
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
 from tests.broker import MosquittoBroker, free_port, wait_for_port
 from tests.console.unit import ROOT, env, running_agent, unit_config
 

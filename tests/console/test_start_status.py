@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 from drivers.simulators.base import PtyDevice
 from drivers.simulators.nonin import NoninModel
 from edge_agent.cli import app
-from edge_agent.disk_status import write_status
 from edge_agent.i18n import translator
 from edge_agent.models import measurement
-from edge_agent.store import Store
+from edge_agent.store.disk_status import write_status
+from edge_agent.store.writer import Store
 from tests.broker import MosquittoBroker, free_port
 from tests.console.unit import (
     agent_pid,

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from edge_agent.disk_status import read_status
+from edge_agent.store.disk_status import read_status
 
 ROOT = Path(__file__).resolve().parents[2]
 

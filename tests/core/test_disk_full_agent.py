@@ -27,7 +27,7 @@ import pytest
 
 from drivers.simulators.base import PtyDevice
 from drivers.simulators.nonin import NoninModel
-from edge_agent.disk_status import read_status
+from edge_agent.store.disk_status import read_status
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("mount"), reason="needs root to mount a tmpfs"

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.acquisition_buffer import AcquisitionBuffer
-from edge_agent.disk_full import FullDisk
-from edge_agent.disk_status import read_status
 from edge_agent.errors import StoreFull
 from edge_agent.models import measurement
-from edge_agent.store import Store, get_state
-from edge_agent.supervisor import StoreSink
+from edge_agent.service.supervisor import StoreSink
+from edge_agent.store.acquisition_buffer import AcquisitionBuffer
+from edge_agent.store.database import get_state
+from edge_agent.store.disk_full import FullDisk
+from edge_agent.store.disk_status import read_status
+from edge_agent.store.writer import Store
 
 T0 = 1_795_000_000.0  # the unit's (wrong) wall clock: 2026-11-18T11:06:40Z
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from drivers.registry import driver
 from drivers.simulators.base import PtyDevice
+from edge_agent.service.supervisor import Supervisor
 from edge_agent.settings import DeviceSettings, Settings, StoreSettings, UnitSettings
-from edge_agent.store import Store
-from edge_agent.supervisor import Supervisor
+from edge_agent.store.writer import Store
 
 
 async def test_unbuildable_devices_are_failed_and_the_others_keep_running(

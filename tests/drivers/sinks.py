@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from drivers.base import DeviceFacts, Rejected
 from edge_agent.models import Measurement
-from edge_agent.store import Store
-from edge_agent.supervisor import StoreSink
+from edge_agent.service.supervisor import StoreSink
+from edge_agent.store.writer import Store
 
 
 async def _until(changed: asyncio.Event, predicate: Callable[[], object], timeout: float) -> None:

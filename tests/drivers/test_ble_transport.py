@@ -29,8 +29,8 @@ from drivers.transports.ble_gatt import run, run_ble
 from drivers.transports.ble_scan import HEALTH_SERVICES, explain_ble_error, scan
 from edge_agent.backoff import Backoff
 from edge_agent.errors import DeviceUnavailable
-from edge_agent.store import Store
-from edge_agent.supervisor import StoreSink, _StoreCursor
+from edge_agent.service.supervisor import StoreSink, _StoreCursor
+from edge_agent.store.writer import Store
 from tests.ble_standin import devices
 from tests.ble_standin.fake_bluez import FakeBlueZ, FakePeripheral, PrivateSystemBus
 from tests.drivers.sinks import RecordingSink, WatchedSink

@@ -26,8 +26,8 @@ from drivers.simulators.ble_values import GlucoseMeterRecords
 from drivers.simulators.hl7_monitor import encode_oru
 from drivers.transports.mllp_tcp import MllpServer
 from edge_agent.models import measurement
-from edge_agent.store import Store
-from edge_agent.supervisor import _StoreCursor
+from edge_agent.service.supervisor import _StoreCursor
+from edge_agent.store.writer import Store
 from tests.drivers.sinks import WatchedSink
 from tests.drivers.test_astm import load_map
 from tests.drivers.test_mllp import ack_of

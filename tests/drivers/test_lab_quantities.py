@@ -22,7 +22,7 @@ from drivers.protocols.mllp import MllpDecoder, frame
 from drivers.protocols.sitecodes import CodeMapError, load_code_map, loinc_ok, ucum_ok
 from edge_agent.catalogue import catalogue, loinc_for, range_flags
 from edge_agent.models import Measurement
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
 from tests.drivers.streams import play
 from tests.drivers.test_astm import event_json, load_turns
 

@@ -50,17 +50,18 @@ def install_lazy_store(path: Path) -> None:
 def install_sync_normal() -> None:
     from sqlite_utils import Database, Migrations
 
-    from edge_agent import store
-    from edge_agent.migrations import migrations
+    from edge_agent.store import database, writer
+    from edge_agent.store.migrations import migrations
 
-    durable_open = store.open_database
+    durable_open = database.open_database
 
     def open_normal(path: Path, migration_set: Migrations = migrations) -> Database:
         db = durable_open(path, migration_set)
         db.execute("PRAGMA synchronous=NORMAL")  # after the store's FULL check: the bug
         return db
 
-    store.open_database = open_normal
+    # the writer's own name for the opener (it imported it from edge_agent.store.database)
+    writer.open_database = open_normal  # type: ignore[attr-defined]
 
 
 def install_ack_before_commit() -> None:

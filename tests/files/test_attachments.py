@@ -10,10 +10,10 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from edge_agent import attachments
-from edge_agent.attachments import AttachmentsFull, AttachmentStore, classify
-from edge_agent.dicom_meta import read_meta
-from edge_agent.store import Store
+from edge_agent.files import attachments
+from edge_agent.files.attachments import AttachmentsFull, AttachmentStore, classify
+from edge_agent.files.dicom_meta import read_meta
+from edge_agent.store.writer import Store
 
 UNIT = "mmu-t"
 CT = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm"

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.attachments import AttachmentStore
+from edge_agent.files.attachments import AttachmentStore
 from edge_agent.models import measurement
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
+from sync.central.receiver import Receiver
 from sync.daemon import SyncDaemon
-from sync.receiver import Receiver
 from tests.broker import MosquittoBroker
 from tests.faultproxy import FaultProxy
 from tests.files.kit import UNIT, central_object, complete, settings

@@ -12,11 +12,11 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from edge_agent.attachments import AttachmentStore
-from edge_agent.dicom_scp import DicomReceiver
-from edge_agent.store import Store
+from edge_agent.files.attachments import AttachmentStore
+from edge_agent.files.dicom_scp import DicomReceiver
+from edge_agent.store.writer import Store
+from sync.central.receiver import Receiver
 from sync.daemon import SyncDaemon
-from sync.receiver import Receiver
 from tests.broker import MosquittoBroker
 from tests.files.kit import UNIT, central_object, complete, resources, settings
 from tests.sync.checker import wait_until

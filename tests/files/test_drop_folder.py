@@ -10,10 +10,10 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent.attachments import AttachmentStore
-from edge_agent.file_drop import StableTracker, taken_dir, watch
+from edge_agent.files.attachments import AttachmentStore
+from edge_agent.files.drop_folder import StableTracker, taken_dir, watch
 from edge_agent.settings import WatchFolderSettings
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
 from tests.sync.checker import wait_until
 
 UNIT = "mmu-t"
@@ -62,7 +62,7 @@ async def test_a_file_still_being_written_is_taken_only_when_complete(tmp_path: 
 
 
 def test_partial_names_and_hidden_files_are_never_candidates() -> None:
-    from edge_agent.file_drop import candidate
+    from edge_agent.files.drop_folder import candidate
 
     assert [n for n in ["a.pdf", ".a.pdf", "b.jpg.part", "c.crdownload", "d~", "e.TMP"]
             if candidate(n)] == ["a.pdf"]

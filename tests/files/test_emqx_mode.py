@@ -17,9 +17,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_agent.attachments import AttachmentStore
+from edge_agent.files.attachments import AttachmentStore
 from edge_agent.settings import FilesSettings
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
+from sync.central.receiver import Receiver
 from sync.daemon import SyncDaemon
 from sync.files import emqx
 from sync.files.protocol import FileInit
@@ -31,7 +32,6 @@ from sync.files.uploader import (
     SendInit,
     SendSegment,
 )
-from sync.receiver import Receiver
 from tests.broker import MosquittoBroker
 from tests.files.kit import UNIT, central_object, central_upload, complete, settings, unit_holds
 from tests.sync.checker import wait_until

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from edge_agent.attachments import AttachmentStore
 from edge_agent.cli import app
-from edge_agent.store import Store
+from edge_agent.files.attachments import AttachmentStore
+from edge_agent.store.writer import Store
+from sync.central.receiver import Receiver
 from sync.daemon import SyncDaemon
 from sync.files.uploader import NO_ROUTE
-from sync.receiver import Receiver
 from tests.broker import MosquittoBroker
 from tests.files.kit import UNIT, central_files, complete, settings
 from tests.sync.checker import wait_until

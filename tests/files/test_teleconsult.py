@@ -8,13 +8,13 @@ import json
 import os
 from pathlib import Path
 
-from edge_agent.attachments import AttachmentStore
+from edge_agent.files.attachments import AttachmentStore
 from edge_agent.models import measurement
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
 from sync import topics
+from sync.central.receiver import Receiver
 from sync.daemon import SyncDaemon
 from sync.files.uploader import SegmentSizer, SendInit, Uploader
-from sync.receiver import Receiver
 from tests.broker import MosquittoBroker
 from tests.files.kit import UNIT, complete, settings
 from tests.sync.checker import wait_until, watching

@@ -7,11 +7,11 @@ import asyncio
 import os
 from pathlib import Path
 
-from edge_agent.attachments import AttachmentStore, FileKind
-from edge_agent.encounters import open_encounter
-from edge_agent.store import Store
+from edge_agent.files.attachments import AttachmentStore, FileKind
+from edge_agent.store.encounters import open_encounter
+from edge_agent.store.writer import Store
+from sync.central.receiver import Receiver
 from sync.daemon import SyncDaemon
-from sync.receiver import Receiver
 from tests.broker import MosquittoBroker
 from tests.files.kit import (
     UNIT,

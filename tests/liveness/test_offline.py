@@ -19,7 +19,7 @@ from pathlib import Path
 
 from drivers.registry import driver
 from drivers.simulators.base import PtyDevice
-from sync.receiver import Receiver
+from sync.central.receiver import Receiver
 from tests.broker import MosquittoBroker
 from tests.sync.checker import wait_until
 
@@ -105,7 +105,7 @@ async def test_the_sync_loop_sleeps_while_offline(tmp_path: Path, mosquitto: Mos
         SyncSettings,
         UnitSettings,
     )
-    from edge_agent.store import Store
+    from edge_agent.store.writer import Store
     from sync.daemon import SyncDaemon
 
     cfg = Settings(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from drivers.registry import DRIVERS
-from edge_agent.service_files import unit_file
+from edge_agent.service.unit_files import unit_file
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "install"
 pytestmark = pytest.mark.skipif(

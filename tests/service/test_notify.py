@@ -19,13 +19,13 @@ import pytest
 
 from drivers.simulators.base import PtyDevice
 from drivers.simulators.nonin import NoninModel
-from edge_agent.service_notify import (
+from edge_agent.service.systemd_notify import (
     Notifier,
     notify_address,
     watchdog_period,
     writer_answering,
 )
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
 
 
 class FakeSystemd:

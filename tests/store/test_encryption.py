@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from edge_agent import store_connect, store_key
 from edge_agent.errors import ConfigError, StoreError
 from edge_agent.models import measurement
 from edge_agent.settings import (
@@ -28,10 +27,12 @@ from edge_agent.settings import (
     SyncSettings,
     UnitSettings,
 )
-from edge_agent.store import Store, read_stats
-from edge_agent.store_encrypt import encrypt_store
-from edge_agent.store_read import reading
-from edge_agent.store_recovery import quarantined_files
+from edge_agent.store import connect as store_connect
+from edge_agent.store import key as store_key
+from edge_agent.store.encrypt import encrypt_store
+from edge_agent.store.read import reading
+from edge_agent.store.recovery import quarantined_files
+from edge_agent.store.writer import Store, read_stats
 from tests.broker import MosquittoBroker
 from tests.sync.checker import wait_until
 
@@ -227,7 +228,7 @@ def test_a_missing_binding_refuses_or_falls_back_once(
     assert "pip install" in err.value.fix and 'encryption = "off"' in err.value.fix
     assert "\n" not in str(err.value)
     fallback = settings.model_copy(update={"allow_unencrypted_fallback": True})
-    with caplog.at_level(logging.WARNING, logger="edge_agent.store_key"):
+    with caplog.at_level(logging.WARNING, logger="edge_agent.store.key"):
         assert store_key.resolve_key(fallback, "fallback.toml", {}) is None
         assert store_key.resolve_key(fallback, "fallback.toml", {}) is None
     warnings = [r for r in caplog.records if "NOT encrypted" in r.getMessage()]
@@ -298,7 +299,7 @@ def test_cli_keygen_then_stats_and_a_wrong_key_exits_4(tmp_path: Path,
 
 
 def test_doctor_reports_encryption_and_the_key_mode() -> None:
-    from edge_agent.doctor import encryption_check
+    from edge_agent.checks.doctor import encryption_check
 
     ok = encryption_check("sqlcipher", "encrypted", "/k", 0o600)
     assert [(c.name, c.status) for c in ok] == [("store key mode", "ok"),
@@ -314,7 +315,7 @@ def test_doctor_reports_encryption_and_the_key_mode() -> None:
 def test_the_bundle_never_holds_the_key(tmp_path: Path, registry: list[Path]) -> None:
     import tarfile
 
-    from edge_agent.bundle import make_bundle
+    from edge_agent.checks.support_bundle import make_bundle
 
     db = tmp_path / "unit.db"
     key = keyfile(tmp_path)
@@ -344,8 +345,8 @@ def test_the_bundle_never_holds_the_key(tmp_path: Path, registry: list[Path]) ->
 async def test_sync_sends_an_encrypted_stores_readings_to_central(
     tmp_path: Path, registry: list[Path], mosquitto: MosquittoBroker
 ) -> None:
+    from sync.central.receiver import Receiver
     from sync.daemon import SyncDaemon
-    from sync.receiver import Receiver
 
     db = tmp_path / "unit.db"
     encrypt_with(registry, db, keyfile(tmp_path))
@@ -372,7 +373,7 @@ async def test_sync_sends_an_encrypted_stores_readings_to_central(
 
 
 def test_the_key_credential_is_a_drop_in_written_only_with_a_key() -> None:
-    from edge_agent.service_files import key_dropin, unit_file
+    from edge_agent.service.unit_files import key_dropin, unit_file
 
     assert "LoadCredential=store-key:/etc/edge-agent/store.key" in key_dropin()
     assert "LoadCredential" not in unit_file()  # a missing key file would fail every start
@@ -405,8 +406,9 @@ def test_a_plain_store_still_opens_through_sqlite3_connect(
 
 def test_a_plain_agent_never_loads_the_sqlcipher_binding(tmp_path: Path) -> None:
     """The binding costs about 6 MB of RSS: only a keyed store loads it."""
-    code = ("import sys\nfrom edge_agent.store import Store\nimport edge_agent.supervisor, "
-            "sync.daemon, edge_agent.store_recovery, edge_agent.console.actions\n"
+    code = ("import sys\nfrom edge_agent.store.writer import Store\n"
+            "import edge_agent.service.supervisor, sync.daemon, edge_agent.store.recovery\n"
+            "import edge_agent.console.actions\n"
             f"Store({str(tmp_path / 'plain.db')!r}, 'mmu-01').close()\n"
             "print(sorted(m for m in sys.modules if m.startswith('sqlcipher3')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

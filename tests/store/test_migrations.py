@@ -7,9 +7,9 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from edge_agent.migrations import migrations
 from edge_agent.models import measurement
-from edge_agent.store import Store
+from edge_agent.store.migrations import migrations
+from edge_agent.store.writer import Store
 
 
 def test_upgrade_from_every_older_version_keeps_readings(tmp_path: Path) -> None:

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from edge_agent.cli import app
 from edge_agent.models import measurement
-from edge_agent.store import Store, get_state
-from edge_agent.store_recovery import quarantined_files, quick_check
+from edge_agent.store.database import get_state
+from edge_agent.store.recovery import quarantined_files, quick_check
+from edge_agent.store.writer import Store
 
 READINGS = 3000
 SENT = 1000

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from drivers.base import Rejected
 from edge_agent.models import measurement
-from edge_agent.retention import STAGES, free_stage
-from edge_agent.store import Store, get_state
+from edge_agent.store.database import get_state
+from edge_agent.store.retention import STAGES, free_stage
+from edge_agent.store.writer import Store
 
 
 def test_stages_free_acked_raw_then_old_rejects_and_events_never_unsent(tmp_path: Path) -> None:

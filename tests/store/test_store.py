@@ -14,9 +14,10 @@ import pytest
 
 from drivers.base import Rejected
 from edge_agent.errors import StoreError
-from edge_agent.migrations import migrations
 from edge_agent.models import measurement
-from edge_agent.store import Store, open_database
+from edge_agent.store.database import open_database
+from edge_agent.store.migrations import migrations
+from edge_agent.store.writer import Store
 
 
 def test_new_store_is_0600_wal_full_and_migrated(tmp_path: Path) -> None:
@@ -92,7 +93,7 @@ def test_committed_readings_survive_kill_9_mid_stream(tmp_path: Path) -> None:
         import sys
         from pathlib import Path
         from edge_agent.models import measurement
-        from edge_agent.store import Store
+        from edge_agent.store.writer import Store
         store = Store(Path({str(path)!r}), "mmu-01", group_wait=0.001)
         i = 0
         while True:

@@ -13,12 +13,13 @@ import pytest
 from sqlite_utils import Database, Migrations
 from typer.testing import CliRunner
 
-import edge_agent.store
-from edge_agent import migrations as steps
+import edge_agent.store.writer
 from edge_agent.cli import app
-from edge_agent.migrations import migrations
 from edge_agent.models import measurement
-from edge_agent.store import Store, open_database
+from edge_agent.store import migrations as steps
+from edge_agent.store.database import open_database
+from edge_agent.store.migrations import migrations
+from edge_agent.store.writer import Store
 
 runner = CliRunner()
 
@@ -65,7 +66,7 @@ def refuse_writers(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("a CLI view started a writer or migrated the store")
 
     monkeypatch.setattr(Store, "__init__", refuse)
-    monkeypatch.setattr(edge_agent.store, "open_database", refuse)
+    monkeypatch.setattr(edge_agent.store.writer, "open_database", refuse)
     monkeypatch.setattr(Migrations, "apply", refuse)
 
 
@@ -204,7 +205,7 @@ def test_db_stats_in_its_own_process_while_the_agent_writes(tmp_path: Path) -> N
 
 def test_a_reading_session_cannot_write(tmp_path: Path) -> None:
     from edge_agent.errors import StoreError
-    from edge_agent.store_read import reading
+    from edge_agent.store.read import reading
 
     path = tmp_path / "unit.db"
     Store(path, "mmu-1").close()

@@ -12,7 +12,7 @@ from sqlite_utils import Database
 
 from edge_agent.errors import StoreError
 from edge_agent.models import Measurement, measurement
-from edge_agent.store import CommitNote, Store, reading_id
+from edge_agent.store.writer import CommitNote, Store, reading_id
 
 
 def _poison_commit(db: Database) -> None:

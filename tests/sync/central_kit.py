@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.models import measurement
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
 from sync import codec, topics
 from sync.link import LinkEvent, LinkOptions, MqttLink
 

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agent.encounters import assign, open_encounter, writing
+from edge_agent.clock import utc_now
 from edge_agent.models import measurement
-from edge_agent.store import Store, utc_now
+from edge_agent.store.encounters import assign, open_encounter, writing
+from edge_agent.store.writer import Store
 from sync import codec, outbox
 from sync.central.files import CentralFiles, default_files_dir
 from sync.central.store import CentralStore

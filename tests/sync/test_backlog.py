@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from edge_agent.models import measurement
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
+from sync.central.receiver import Receiver
 from sync.daemon import SyncDaemon
-from sync.receiver import Receiver
 from tests.broker import MosquittoBroker
 from tests.sync.checker import assert_exactly_once, wait_until
 from tests.sync.test_faults import UNIT, settings

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlite_utils import Migrations
 
-from edge_agent.store import open_database
+from edge_agent.store.database import open_database
 from sync.central import schema
 from sync.central.store import CONFLICT, CentralStore, Refusal, open_central, transient
 from tests.sync.central_kit import batch, rows, store_rows

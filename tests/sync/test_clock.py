@@ -12,11 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_agent.models import ClockSource, measurement
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
 from sync.acks import Ack
+from sync.central.receiver import Receiver
 from sync.clock_trust import ClockTrust, Verdict, sample
 from sync.daemon import SyncDaemon
-from sync.receiver import Receiver
 from tests.broker import MosquittoBroker
 from tests.sync.checker import wait_until
 from tests.sync.test_faults import settings

@@ -13,10 +13,10 @@ from typing import Any
 
 from drivers.protocols.mllp import MllpDecoder, frame
 from drivers.runtime import dispatch
-from edge_agent import device_facts
+from edge_agent.service.supervisor import Supervisor
 from edge_agent.settings import DeviceSettings, Settings, UnitSettings
-from edge_agent.store import Store
-from edge_agent.supervisor import Supervisor
+from edge_agent.store import device_facts
+from edge_agent.store.writer import Store
 from sync import codec, fhir, outbox
 from tests.sync.test_fhir import check_bundle
 

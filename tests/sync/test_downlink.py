@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 from edge_agent.models import measurement
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
 from sync import topics
+from sync.central.receiver import Receiver
 from sync.daemon import SyncDaemon
-from sync.downlink import DownlinkRefused, apply_config, parse_command
+from sync.downlink import apply_config, parse_command
 from sync.link import LinkEvent
-from sync.receiver import Receiver
+from sync.refusals import DownlinkRefused
 from tests.broker import MosquittoBroker
 from tests.sync.checker import assert_exactly_once, wait_until, watching
 from tests.sync.test_faults import settings

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from edge_agent.models import measurement
 from edge_agent.settings import BrokerSettings, Settings, StoreSettings, SyncSettings, UnitSettings
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
+from sync.central.receiver import Receiver
 from sync.daemon import SyncDaemon
-from sync.receiver import Receiver
 from tests.broker import MosquittoBroker
 from tests.sync.checker import assert_exactly_once, wait_until
 

@@ -8,10 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edge_agent import device_facts
-from edge_agent.encounters import assign, close_encounter, open_encounter, writing
+from edge_agent.clock import utc_now
 from edge_agent.models import measurement
-from edge_agent.store import Store, utc_now
+from edge_agent.store import device_facts
+from edge_agent.store.encounters import assign, close_encounter, open_encounter, writing
+from edge_agent.store.writer import Store
 from sync import codec, fhir, outbox
 from sync.central.store import SqliteCentral
 

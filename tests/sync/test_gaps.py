@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 from sync import topics
-from sync.receiver import Receiver
+from sync.central.receiver import Receiver
 from tests.broker import MosquittoBroker
 from tests.sync.central_kit import rows, stub_unit
 

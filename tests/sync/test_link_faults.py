@@ -8,9 +8,9 @@ import asyncio
 from pathlib import Path
 
 from edge_agent.settings import Settings
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
+from sync.central.receiver import Receiver
 from sync.daemon import SyncDaemon
-from sync.receiver import Receiver
 from tests.broker import MosquittoBroker
 from tests.faultproxy import FaultProxy
 from tests.sync.checker import assert_exactly_once, wait_until

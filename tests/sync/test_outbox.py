@@ -12,7 +12,7 @@ import pytest
 from sqlite_utils import Database
 
 from edge_agent.models import measurement
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
 from sync import outbox
 
 

@@ -7,9 +7,9 @@ import asyncio
 from pathlib import Path
 
 from edge_agent.models import measurement
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
+from sync.central.receiver import Receiver
 from sync.daemon import SyncDaemon
-from sync.receiver import Receiver
 from tests.broker import MosquittoBroker
 from tests.sync.checker import wait_until
 from tests.sync.test_faults import UNIT, fill, settings

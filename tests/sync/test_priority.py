@@ -7,10 +7,10 @@ import asyncio
 from pathlib import Path
 
 from edge_agent.models import measurement
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
 from sync import codec, topics
+from sync.central.receiver import Receiver
 from sync.daemon import SyncDaemon
-from sync.receiver import Receiver
 from tests.broker import MosquittoBroker
 from tests.sync.checker import assert_exactly_once, wait_until, watching
 from tests.sync.test_faults import UNIT, settings

@@ -17,9 +17,9 @@ from typing import Any
 import psycopg
 
 from sync import codec, topics
+from sync.central.receiver import Receiver
 from sync.central.store import CentralStore, Outcome, SqliteCentral
 from sync.link import LinkOptions, MqttLink
-from sync.receiver import Receiver
 from tests.broker import MosquittoBroker
 from tests.sync.central_kit import rows, store_rows, stub_unit
 
@@ -258,7 +258,7 @@ KILLER = """
 import asyncio, os, signal, sys
 from pathlib import Path
 from sync.central.store import SqliteCentral
-from sync.receiver import Receiver
+from sync.central.receiver import Receiver
 
 class KilledAfterCommit(SqliteCentral):
     commits = 0

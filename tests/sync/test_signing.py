@@ -18,14 +18,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.models import measurement
+from edge_agent.public_keys import public_key_text
 from edge_agent.settings import Settings, TrustSettings
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
 from sync import topics
+from sync.central.receiver import Receiver
 from sync.daemon import SyncDaemon
-from sync.downlink import AlreadyApplied, DownlinkRefused
 from sync.link import LinkEvent
-from sync.receiver import Receiver
-from sync.signing import Counters, Signer, Trust, public_key_text, verify
+from sync.refusals import AlreadyApplied, DownlinkRefused
+from sync.signing import Counters, Signer, Trust, verify
 from tests.broker import MosquittoBroker
 from tests.sync.central_kit import rows, stub_unit
 from tests.sync.checker import watching

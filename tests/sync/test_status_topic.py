@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.models import measurement
-from edge_agent.store import Store
-from edge_agent.supervisor import StoreSink
+from edge_agent.service.supervisor import StoreSink
+from edge_agent.store.writer import Store
 from sync import topics
 from sync.daemon import SyncDaemon
 from sync.link import LinkEvent

@@ -12,14 +12,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from edge_agent import device_facts
 from edge_agent.models import measurement
 from edge_agent.settings import BrokerSettings, Settings, StoreSettings, SyncSettings, UnitSettings
-from edge_agent.store import Store
+from edge_agent.store import device_facts
+from edge_agent.store.writer import Store
 from sync import codec, topics
+from sync.central.receiver import Receiver
 from sync.daemon import SyncDaemon
 from sync.link import LinkEvent, LinkOptions, MqttLink
-from sync.receiver import Receiver
 from tests.broker import MosquittoBroker
 from tests.sync.checker import assert_exactly_once, wait_until
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from edge_agent.cli import app
 from edge_agent.models import measurement
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
 from sync.daemon import SyncDaemon
 from tests.broker import MosquittoBroker, free_port
 from tests.sync.checker import wait_until

@@ -176,8 +176,8 @@ def m005_encounters(db: Database) -> None:
 
 @migrations()
 def m010_attachments(db: Database) -> None:
-    # Teleconsultation files (edge_agent/attachments.py): one row per content (sha256), the file
-    # itself under attachments/ beside the store, fsynced before this row commits.
+    # Teleconsultation files (edge_agent/files/attachments.py): one row per content (sha256),
+    # the file itself under attachments/ beside the store, fsynced before this row commits.
     # central_holds_at: central acknowledged the whole file (only then may it be evicted);
     # evicted_at: the local copy was removed under the disk budget; failed: central refused it
     # for good (a final checksum that never matches), kept for an operator.

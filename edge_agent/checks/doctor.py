@@ -96,8 +96,8 @@ def reject_rate_check(device: str, state: str | None, readings: int, rejects: in
 
 # --- checks with I/O ------------------------------------------------------------------------
 def check_store(settings: Settings, now: datetime) -> list[Check]:
-    from edge_agent.store_health import health_report
-    from edge_agent.store_read import reading
+    from edge_agent.store.health import health_report
+    from edge_agent.store.read import reading
 
     path = Path(settings.store.path)
     if not path.exists():
@@ -160,7 +160,8 @@ def encryption_check(encryption: str, kind: str, key_source: str | None,
 
 
 def check_encryption(settings: Settings, config: Path) -> list[Check]:
-    from edge_agent import store_connect, store_key
+    from edge_agent.store import connect as store_connect
+    from edge_agent.store import key as store_key
 
     path = Path(settings.store.path)
     kind = store_connect.file_kind(path) if path.exists() else "empty"
@@ -287,8 +288,8 @@ def check_ble(settings: Settings, sys_root: Path = Path("/sys/class/bluetooth"))
 
 
 def check_devices(settings: Settings) -> list[Check]:
-    from edge_agent.store import get_state
-    from edge_agent.store_read import reading
+    from edge_agent.store.database import get_state
+    from edge_agent.store.read import reading
 
     path = Path(settings.store.path)
     counts: dict[str, tuple[int, int]] = {}
@@ -320,8 +321,8 @@ def check_devices(settings: Settings) -> list[Check]:
 
 
 def sync_state(settings: Settings) -> dict[str, Any] | None:
-    from edge_agent.store import get_state
-    from edge_agent.store_read import reading
+    from edge_agent.store.database import get_state
+    from edge_agent.store.read import reading
 
     if not Path(settings.store.path).exists():
         return None
@@ -336,8 +337,8 @@ def sync_state(settings: Settings) -> dict[str, Any] | None:
 def run(config: Path, *, broker_timeout: float = 10.0, now: datetime | None = None
         ) -> tuple[list[Check], int]:
     """All checks and the exit code: 0 all passed, 1 a check failed, 3 the config is bad."""
-    from edge_agent import store_connect
     from edge_agent.settings import load
+    from edge_agent.store import connect as store_connect
 
     now = now or datetime.now(UTC)
     try:

@@ -54,7 +54,7 @@ def writing(path: Path) -> Iterator[Database]:
     """The store, for one short write transaction beside a running agent: BEGIN IMMEDIATE (a
     deferred transaction that reads first could not become a writer once the agent has
     committed: SQLITE_BUSY at once, no busy wait)."""
-    from edge_agent.store import open_database
+    from edge_agent.store.database import open_database
 
     db = open_database(path)
     try:

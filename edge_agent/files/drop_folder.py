@@ -17,9 +17,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_agent.attachments import AttachmentsFull, AttachmentStore
 from edge_agent.durable import fsync_path
 from edge_agent.errors import StoreError
+from edge_agent.files.attachments import AttachmentsFull, AttachmentStore
 from edge_agent.settings import WatchFolderSettings
 
 log = logging.getLogger(__name__)

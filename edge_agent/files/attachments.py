@@ -34,11 +34,12 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from edge_agent.dicom_meta import MEDIA_TYPE as DICOM_MEDIA_TYPE
-from edge_agent.dicom_meta import DicomMeta, is_dicom, read_meta
+from edge_agent.clock import utc_now
 from edge_agent.durable import fsync_path
 from edge_agent.errors import StoreError
-from edge_agent.store import Store, utc_now
+from edge_agent.files.dicom_meta import MEDIA_TYPE as DICOM_MEDIA_TYPE
+from edge_agent.files.dicom_meta import DicomMeta, is_dicom, read_meta
+from edge_agent.store.writer import Store
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -77,7 +78,7 @@ class Attachment:
     name: str | None
     source_device: str | None
     encounter_id: str | None
-    patient_system: str | None  # the encounter's patient identifier (edge_agent.encounters)
+    patient_system: str | None  # the encounter's patient identifier (edge_agent.store.encounters)
     patient_value: str | None
     study_uid: str | None
     series_uid: str | None
@@ -90,7 +91,7 @@ class Attachment:
 def open_encounter_id(db: Database) -> str | None:
     """The encounter open when a file arrives (``edge-agent patient open``): the file is
     bound to it, like the readings taken meanwhile."""
-    from edge_agent.encounters import current
+    from edge_agent.store.encounters import current
 
     encounter = current(db)
     return None if encounter is None else encounter.id

@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from edge_agent.attachments import AttachmentsFull, AttachmentStore, FileKind
-from edge_agent.dicom_meta import NotDicom
 from edge_agent.errors import StoreError
+from edge_agent.files.attachments import AttachmentsFull, AttachmentStore, FileKind
+from edge_agent.files.dicom_meta import NotDicom
 
 log = logging.getLogger(__name__)
 SUCCESS = 0x0000

@@ -17,7 +17,7 @@ from typing import Final
 from sqlite_utils import Database
 
 from drivers.base import DeviceFacts
-from edge_agent.store import utc_now
+from edge_agent.clock import utc_now
 
 COLUMNS: Final = ("serial", "system_id", "mac", "manufacturer", "model", "firmware", "mdc_type")
 _MAC: Final = re.compile(r"^([0-9A-Fa-f]{2})(?::([0-9A-Fa-f]{2})){5}$")

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from edge_agent.durable import fsync_path
 from edge_agent.errors import StoreError
-from edge_agent.store_connect import PLAIN_HEADER, file_kind
-from edge_agent.store_key import StoreKey
-from edge_agent.store_recovery import SIDE_FILES, lock_path
+from edge_agent.store.connect import PLAIN_HEADER, file_kind
+from edge_agent.store.key import StoreKey
+from edge_agent.store.recovery import SIDE_FILES, lock_path
 
 
 def _counts(conn: sqlite3.Connection) -> dict[str, int]:

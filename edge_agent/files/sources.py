@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
-from edge_agent.attachments import AttachmentStore
-from edge_agent.dicom_scp import DicomReceiver
-from edge_agent.file_drop import watch
+from edge_agent.files.attachments import AttachmentStore
+from edge_agent.files.dicom_scp import DicomReceiver
+from edge_agent.files.drop_folder import watch
 from edge_agent.settings import Settings
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
 
 
 def wanted(settings: Settings) -> bool:

@@ -2,7 +2,7 @@
 
 One file, opened through sqlite-utils, WAL with ``synchronous=FULL`` (checked on every open:
 in WAL mode NORMAL may lose the last commits on power loss), mode 0600, schema only from
-:mod:`edge_agent.migrations`.
+:mod:`edge_agent.store.migrations`.
 
 One writer thread owns the write connection. Callers submit operations and get a future that
 resolves only after the COMMIT that contains them. Group commit is the classic kind: the writer
@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import queue
 import sqlite3
 import threading
@@ -35,19 +34,20 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlite_utils import Database, Migrations
+from sqlite_utils import Database
 
 from drivers.base import Rejected
-from edge_agent import store_connect, store_recovery
 from edge_agent.catalogue import range_flags
-from edge_agent.encounters import OpenEncounter
-from edge_agent.errors import StoreError, StoreFull, StoreNotDurable
-from edge_agent.migrations import migrations
+from edge_agent.clock import utc_now
+from edge_agent.errors import StoreError, StoreFull
 from edge_agent.models import ClockSource, Measurement, new_reading_id
+from edge_agent.store import connect as store_connect
+from edge_agent.store import recovery as store_recovery
+from edge_agent.store.database import open_database
+from edge_agent.store.encounters import OpenEncounter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,39 +69,6 @@ class CommitNote:
 
     readings: int
     alerts: int
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def open_database(path: Path, migration_set: Migrations = migrations) -> Database:
-    """Open (creating 0600) and check durability, then apply pending migrations."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Create the file ourselves so it is 0600 from the first byte; SQLite gives -wal/-shm
-    # the database file's mode.
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
-    os.chmod(path, 0o600)
-    conn = store_connect.connect(path, check_same_thread=False, timeout=30)
-    try:
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=30000")
-        sync = conn.execute("PRAGMA synchronous").fetchone()[0]
-    except store_connect.database_errors() as exc:
-        conn.close()
-        raise StoreError(
-            "store.unreadable",
-            f"{path}: not a readable SQLite store ({exc}){store_connect.encrypted_hint(path)}",
-        ) from exc
-    if str(mode).lower() != "wal" or int(sync) != 2:
-        conn.close()
-        raise StoreNotDurable(str(path), f"journal_mode={mode}, synchronous={sync}; need WAL/FULL")
-    db = Database(conn, strict=True)
-    migration_set.apply(db)
-    return db
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -151,7 +118,7 @@ class Store:
         self.clock_source = ClockSource.SYSTEM
         self.last_commit_at: float | None = None  # monotonic
         # Readings appended without an encounter_id are bound to the open encounter, read
-        # again only when another connection (the CLI) committed (edge_agent.encounters).
+        # again only when another connection (the CLI) committed (edge_agent.store.encounters).
         self.encounters = OpenEncounter()
         self._note_readings = 0  # what the open transaction adds (writer thread only)
         self._note_alerts = 0
@@ -482,21 +449,8 @@ def stats_query(db: Database) -> dict[str, int]:
 
 def read_stats(path: Path) -> dict[str, int]:
     """Stats for the CLI: read-only (the agent may be writing: WAL), never migrated, no writer
-    thread (:mod:`edge_agent.store_read`)."""
-    from edge_agent.store_read import reading
+    thread (:mod:`edge_agent.store.read`)."""
+    from edge_agent.store.read import reading
 
     with reading(path, needs="m001_initial") as db:
         return stats_query(db)
-
-
-def put_state(db: Database, key: str, value: Any) -> None:
-    db.execute(
-        "INSERT INTO agent_state (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) "
-        "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        [key, json.dumps(value), utc_now()],
-    )
-
-
-def get_state(db: Database, key: str) -> Any:
-    row = db.execute("SELECT value FROM agent_state WHERE key = ?", [key]).fetchone()
-    return None if row is None else json.loads(row[0])

@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edge_agent.store import Store
+    from edge_agent.store.writer import Store
 
 log = logging.getLogger(__name__)
 

@@ -43,10 +43,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent import store_connect
 from edge_agent.durable import fsync_path
 from edge_agent.errors import StoreError
-from edge_agent.store_connect import errors, operational_errors, page_errors
+from edge_agent.store import connect as store_connect
+from edge_agent.store.connect import errors, operational_errors, page_errors
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,8 @@ def prepare(path: Path, *, check_seconds: float = CHECK_SECONDS) -> Prepared:
 
 def record(db: Any, prepared: Prepared) -> None:
     """Write the outcome into the open store: ``store-health`` state (and an event on recovery)."""
-    from edge_agent.store import put_state, utc_now
+    from edge_agent.clock import utc_now
+    from edge_agent.store.database import put_state
 
     check, rec = prepared.check, prepared.recovery
     if check is None:
@@ -215,7 +216,7 @@ def quarantine(path: Path, stamp: str | None = None) -> Path:
 
 
 def recover(path: Path, problems: tuple[str, ...] = ()) -> Recovery:
-    from edge_agent.store import open_database
+    from edge_agent.store.database import open_database
 
     hint = store_connect.encrypted_hint(path)
     moved = quarantine(path)

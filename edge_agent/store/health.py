@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edge_agent.disk_status import read_status
-from edge_agent.store_recovery import check_report
+from edge_agent.store.disk_status import read_status
+from edge_agent.store.recovery import check_report
 
 
 def health_report(path: Path) -> dict[str, Any]:

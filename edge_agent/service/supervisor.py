@@ -21,15 +21,18 @@ from typing import Any
 
 from drivers.base import DeviceFacts, Rejected, Sink
 from drivers.registry import DriverSpec, driver
-from edge_agent import device_facts, file_sources
-from edge_agent.acquisition_buffer import AcquisitionBuffer, Held
 from edge_agent.backoff import Backoff
-from edge_agent.device_check import device_problems
-from edge_agent.disk_full import FullDisk
+from edge_agent.checks.device_rules import device_problems
+from edge_agent.clock import utc_now
 from edge_agent.errors import StoreFull
+from edge_agent.files import sources as file_sources
 from edge_agent.models import ClockSource, Measurement
 from edge_agent.settings import DeviceSettings, Settings
-from edge_agent.store import Store, put_state, utc_now
+from edge_agent.store import device_facts
+from edge_agent.store.acquisition_buffer import AcquisitionBuffer, Held
+from edge_agent.store.database import put_state
+from edge_agent.store.disk_full import FullDisk
+from edge_agent.store.writer import Store
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Every connection to the agent's store is opened here: plain SQLite or SQLCipher.
 
-The store's interface stays a path: :class:`edge_agent.store.Store`, the CLI's readers
-(:mod:`edge_agent.store_read`) and recovery (:mod:`edge_agent.store_recovery`) call
+The store's interface stays a path: :class:`edge_agent.store.writer.Store`, the CLI's readers
+(:mod:`edge_agent.store.read`) and recovery (:mod:`edge_agent.store.recovery`) call
 :func:`connect` with the store's path, and the key that path needs is looked up here. The CLI
 registers it once, when it loads the unit's settings (:func:`configure`, resolved at the first
 open: a command that never opens the store never reads the key file). A path nobody registered
@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from edge_agent.errors import StoreError
-from edge_agent.store_key import StoreKey, resolve_key
+from edge_agent.store.key import StoreKey, resolve_key
 
 if TYPE_CHECKING:
     from edge_agent.settings import StoreSettings

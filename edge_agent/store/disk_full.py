@@ -10,7 +10,7 @@ then, per episode:
    (``disk: full``) for the CLI; then records a ``store.full`` event and the ``disk`` state in
    the store if it can;
 2. every ``poll`` seconds: if less than ``resume_free_bytes`` is free, runs the next retention
-   stage (:mod:`edge_agent.retention`); when a stage freed rows, when enough space is free, or
+   stage (:mod:`edge_agent.store.retention`); when a stage freed rows, when enough space is free, or
    every ``probe_every`` seconds, writes the held readings back in order, with their original
    reception times;
 3. once everything held is written: ``store.space-returned`` event, ``disk`` state ``ok``,
@@ -32,9 +32,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_agent import disk_status, retention
-from edge_agent.acquisition_buffer import AcquisitionBuffer, Held
-from edge_agent.store import Store, put_state, utc_now
+from edge_agent.clock import utc_now
+from edge_agent.store import disk_status, retention
+from edge_agent.store.acquisition_buffer import AcquisitionBuffer, Held
+from edge_agent.store.database import put_state
+from edge_agent.store.writer import Store
 
 log = logging.getLogger(__name__)
 

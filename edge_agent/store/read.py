@@ -7,7 +7,7 @@ keeps its WAL index in ``PATH-shm`` (and needs a ``PATH-wal``); when the agent i
 and those files are absent, a read creates them empty, with the store's owner and mode. The
 store file itself (contents and mtime) is never written.
 
-The schema is the list of :mod:`edge_agent.migrations` steps recorded in the store. A store
+The schema is the list of :mod:`edge_agent.store.migrations` steps recorded in the store. A store
 written by an older edge-agent is read if it has the steps the view needs, else refused
 with its version and the fix (run the agent, which upgrades it); a store with steps this
 program does not know was written by a newer edge-agent and is refused.
@@ -26,9 +26,9 @@ from pathlib import Path
 
 from sqlite_utils import Database, Migrations
 
-from edge_agent import store_connect
 from edge_agent.errors import StoreError
-from edge_agent.migrations import migrations
+from edge_agent.store import connect as store_connect
+from edge_agent.store.migrations import migrations
 
 BUSY_TIMEOUT_MS = 5000
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from drivers.registry import driver
 from drivers.simulators.base import PtyDevice
+from edge_agent.service.supervisor import Supervisor
 from edge_agent.settings import (
     BrokerSettings,
     DeviceSettings,
@@ -27,8 +28,7 @@ from edge_agent.settings import (
     SyncSettings,
     UnitSettings,
 )
-from edge_agent.store import Store
-from edge_agent.supervisor import Supervisor
+from edge_agent.store.writer import Store
 
 # (device id, kind, options): the demo van's equipment
 DEMO_DEVICES: tuple[tuple[str, str, dict[str, Any]], ...] = (
@@ -133,8 +133,8 @@ async def run_demo(
             supervisor = Supervisor(settings, store, sync=False)
             tasks = [asyncio.create_task(supervisor.run(acquire_stop))]
             if broker is not None:
+                from sync.central.receiver import Receiver
                 from sync.daemon import SyncDaemon
-                from sync.receiver import Receiver
 
                 receiver = Receiver(broker[0], broker[1], central_db)
                 tasks.append(asyncio.create_task(receiver.run(sync_stop)))
@@ -186,7 +186,7 @@ DEMO_PATIENT = ("platform", "DEMO-000042")  # a simulated patient (no real perso
 
 
 def _encounter_step(settings: Settings, step: str) -> None:
-    from edge_agent.encounters import close_encounter, open_encounter, writing
+    from edge_agent.store.encounters import close_encounter, open_encounter, writing
 
     with writing(settings.store.path) as db:
         if step == "open":

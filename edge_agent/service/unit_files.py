@@ -1,6 +1,6 @@
 """The files ``scripts/install`` writes: the systemd unit and the udev rules (pure text).
 
-Run as ``python -m edge_agent.service_files unit|udev [--prefix DIR]`` to print one of them.
+Run as ``python -m edge_agent.service.unit_files unit|udev [--prefix DIR]`` to print one of them.
 Only the standard library and the driver registry are imported, so the installer can run it
 before the virtualenv has its dependencies.
 """
@@ -98,7 +98,7 @@ KEY_DROPIN = "/etc/systemd/system/edge-agent.service.d/store-key.conf"
 def key_dropin(key_file: str = f"{CONFIG_DIR}/store.key") -> str:
     """The drop-in that hands the store key to the service as a systemd credential (written by
     scripts/install only when the key file exists: LoadCredential= of a missing file fails the
-    start). The service reads $CREDENTIALS_DIRECTORY/store-key (edge_agent.store_key): the key
+    start). The service reads $CREDENTIALS_DIRECTORY/store-key (edge_agent.store.key): the key
     file itself can then stay root's, 0600."""
     return f"""\
 # edge-agent: the store's encryption key as a credential; written by scripts/install because
@@ -150,7 +150,7 @@ def udev_rules(matches: Iterable[UsbMatch]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edge_agent.service_files")
+    parser = argparse.ArgumentParser(prog="python -m edge_agent.service.unit_files")
     parser.add_argument("what", choices=["unit", "udev", "key-dropin"])
     parser.add_argument("--prefix", default=PREFIX)
     args = parser.parse_args(argv)

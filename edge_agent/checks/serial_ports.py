@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agent.service_files import usb_matches
+from edge_agent.service.unit_files import usb_matches
 
 
 @dataclass(frozen=True)

@@ -69,9 +69,10 @@ def recent_log(log: Path | None) -> str:
 
 
 def store_facts(settings: Any) -> dict[str, Any]:
-    from edge_agent.store import get_state, stats_query
-    from edge_agent.store_health import health_report
-    from edge_agent.store_read import reading
+    from edge_agent.store.database import get_state
+    from edge_agent.store.health import health_report
+    from edge_agent.store.read import reading
+    from edge_agent.store.writer import stats_query
 
     path = Path(settings.store.path)
     if not path.exists():
@@ -101,9 +102,10 @@ def store_facts(settings: Any) -> dict[str, Any]:
 
 def make_bundle(out: Path, config: Path, *, log: Path | None = None,
                 broker_timeout: float = 10.0) -> list[str]:
-    from edge_agent import doctor, store_connect
-    from edge_agent.config_edit import masked
+    from edge_agent.checks import doctor
+    from edge_agent.checks.config_edit import masked
     from edge_agent.settings import load
+    from edge_agent.store import connect as store_connect
 
     checks, code = doctor.run(config, broker_timeout=broker_timeout)
     members: dict[str, bytes] = {

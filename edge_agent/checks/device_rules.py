@@ -10,12 +10,26 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from drivers.registry import DRIVERS
 
-if TYPE_CHECKING:
-    from edge_agent.settings import DeviceSettings
+
+class DeviceFields(Protocol):
+    """What the rules read of a configured device (``edge_agent.settings.DeviceSettings``)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def port(self) -> Any: ...
+    @property
+    def listen(self) -> Any: ...
+    @property
+    def address(self) -> Any: ...
+    @property
+    def options(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -31,7 +45,7 @@ def _kind_fix(kind: str) -> str:
     return f"{hint}use one of: {', '.join(sorted(DRIVERS))} (samples in config/devices/)"
 
 
-def device_problems(dev: DeviceSettings, *, read_files: bool = True) -> list[DeviceProblem]:
+def device_problems(dev: DeviceFields, *, read_files: bool = True) -> list[DeviceProblem]:
     spec = DRIVERS.get(dev.kind)
     if spec is None:
         return [DeviceProblem("kind", f"unknown device kind {dev.kind!r}", _kind_fix(dev.kind))]
