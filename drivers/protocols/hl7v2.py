@@ -64,7 +64,7 @@ from typing import Final
 
 from drivers.base import DeviceFacts, DeviceInfo, Event, Rejected, fact, source_key
 from drivers.protocols.policy import checked
-from drivers.protocols.sitecodes import CodeMapping, mapped_measurement
+from drivers.protocols.sitecodes import CodeMapping, mapped_measurement, unit_refused
 from edge_agent.models import Measurement, measurement
 
 __all__ = [
@@ -715,6 +715,9 @@ def _observation(
         flags.append("bad-device-time")
 
     if mapped is not None:
+        refused = unit_refused(mapped, unit)
+        if refused:
+            return Rejected(seg.raw, refused)
         code, text, system = ([p.strip() for p in seg.components(3)] + ["", "", ""])[:3]
         context.append(("device-code", "^".join((code, text, system)).rstrip("^")))
         return mapped_measurement(
