@@ -9,7 +9,9 @@ Events per frame
     ``MessageComplete(message_id=<MSH-10>)``, and queues nothing. ``acknowledge(id,
     stored=True)`` queues ``MSA|AA`` (``AR`` with the reason when the message as a whole was
     refused, e.g. not ORU^R01: it is kept as a reject first, so the monitor may stop resending
-    it); ``stored=False`` queues ``AE`` (the monitor resends). A message whose MSH cannot be read
+    it; ``AE`` with an ERR per OBX when every OBX had an unknown code, so nothing usable was
+    stored; ``AA`` with those ERR as warnings when others were stored); ``stored=False``
+    queues ``AE`` (the monitor resends). A message whose MSH cannot be read
     gives ``Rejected(message, reason)`` and an ``AR`` queued at once (there is nothing to
     commit but the reject, and our transports write only after the dispatch stored it).
     Replies leave in the order of the messages they answer: an ACK waits behind the ACK of an
