@@ -90,11 +90,13 @@ def _simple(decoder: str) -> Callable[[Options], StreamDecoder]:
 
 
 def _mllp_decoder(options: Options) -> StreamDecoder:
-    # MSH-7 of our ACKs carries the unit's local time with its offset.
+    # MSH-7 of our ACKs carries the unit's local time with its offset; MSH-10 comes from the
+    # process-wide source (unique across connections, devices and restarts).
     clock = _lazy("drivers.transports.mllp_tcp:hl7_now")
+    control_ids = _lazy("drivers.transports.hl7_control_ids:next_control_id")
     code_map = _lazy("drivers.decode:code_map_option")(options, "code_map")
-    made: StreamDecoder = _lazy("drivers.protocols.mllp:MllpDecoder")(clock=clock,
-                                                                      code_map=code_map)
+    made: StreamDecoder = _lazy("drivers.protocols.mllp:MllpDecoder")(
+        clock=clock, control_ids=control_ids, code_map=code_map)
     return made
 
 

@@ -27,6 +27,9 @@ The shape (``mmu.readings/3``), decided here and documented in the README:
   conditional update (``PUT Observation?identifier=urn:mmu:reading|<id>``) with the Patient.
 - ``status`` from the device (HL7 OBX-11 F/P/C/X/..., BLE flags), ``final`` when it said
   nothing; ``dataAbsentReason`` when there is no value.
+- ``note``: the device's comments (HL7 NTE, ASTM C); ``referenceRange``: the range it printed
+  (HL7 OBX-7, ASTM R-5) as text, with low/high in the reading's unit when they read as
+  numbers (a BP panel: on its components). :mod:`sync.fhir_notes`.
 - ``effectiveDateTime`` always has a zone: a device time without one is read in the unit's
   time zone (``[unit] timezone``, default Africa/Casablanca); the raw device time is kept in
   the ``urn:mmu:fhir:device-time`` extension whenever it was not used as it is. ``issued`` (the
@@ -65,6 +68,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sync.fhir_notes import notes, reference_range
 
 SCHEMA: Final = "mmu.readings/3"
 DEFAULT_TIMEZONE: Final = "Africa/Casablanca"
@@ -355,6 +360,9 @@ class _Builder:
                 component: dict[str, Any] = {"code": {"coding": codings(
                     found or {"quantity": part})}}
                 _value(found or {"absent_reason": "unknown"}, component)
+                ranges = reference_range(found or {})
+                if ranges:
+                    component["referenceRange"] = ranges
                 components.append(component)
             obs["component"] = components
             if all(r.get("value") is None for r in rows):
@@ -376,6 +384,12 @@ class _Builder:
             obs["issued"] = first["received_at"]
         if len(rows) == 1 and "component" not in obs:
             _value(first, obs)
+            ranges = reference_range(first)
+            if ranges:
+                obs["referenceRange"] = ranges
+        comments = notes(rows)
+        if comments:
+            obs["note"] = comments
         ext = _extensions(rows, used, offset)
         if ext:
             obs["extension"] = ext

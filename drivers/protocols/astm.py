@@ -74,7 +74,13 @@ from drivers.base import (
     fact,
     source_key,
 )
-from drivers.protocols.sitecodes import CodeMapError, CodeMapping, load_code_map, mapped_measurement
+from drivers.protocols.sitecodes import (
+    CodeMapError,
+    CodeMapping,
+    load_code_map,
+    mapped_measurement,
+    unit_refused,
+)
 from edge_agent.models import Measurement
 
 __all__ = [
@@ -467,6 +473,10 @@ class AstmDecoder:
             if unit is None:
                 unit = unit_text
                 flags.append("unit-unmapped")
+
+        refused = unit_refused(mapping, unit)
+        if refused:
+            return Rejected(raw, refused)
 
         for flag in fields[6].split(d.repeat) if len(fields) > 6 else ():
             flag = d.unescape(flag).strip()

@@ -57,17 +57,18 @@ Source keys (exactly once)
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Final
 
 from drivers.base import DeviceFacts, DeviceInfo, Event, Rejected, fact, source_key
 from drivers.protocols.policy import checked
-from drivers.protocols.sitecodes import CodeMapping, mapped_measurement
+from drivers.protocols.sitecodes import CodeMapping, mapped_measurement, unit_refused
 from edge_agent.models import Measurement, measurement
 
 __all__ = [
+    "AckError",
     "Header",
     "Hl7Error",
     "Message",
@@ -77,10 +78,12 @@ __all__ = [
     "decode_oru",
     "format_hl7_time",
     "hl7_time_to_iso",
+    "hl7_version",
     "iso_to_hl7_time",
     "parse_header",
     "parse_message",
     "split_segments",
+    "unknown_observations",
 ]
 
 CR: Final = b"\r"
@@ -330,6 +333,15 @@ class Segment:
         """The whole field unescaped, for display (separators inside kept as written)."""
         return self.separators.unescape(self.field(n), self.charset).strip()
 
+    def texts(self, n: int) -> list[str]:
+        """Field n's repetitions, each unescaped whole: split first, so an escaped repetition
+        separator (``\\R\\``) stays a character of its repetition."""
+        return [self.separators.unescape(r, self.charset) for r in self.repetitions(n)]
+
+    def display(self, n: int) -> str:
+        """Field n for a person: its repetitions unescaped and joined by a space."""
+        return " ".join(t.strip() for t in self.texts(n) if t.strip())
+
 
 @dataclass(frozen=True, slots=True)
 class Header:
@@ -537,11 +549,35 @@ def decode_oru(message: Message, code_map: Mapping[str, CodeMapping] | None = No
         elif seg.name == "NTE" and previous is not None:
             m = events[previous]
             assert isinstance(m, Measurement)
-            comment = " ".join(seg.text(3).split(seg.separators.repetition)).strip()
+            comment = seg.display(3)
             if comment:
                 events[previous] = replace(m, context=(*m.context, ("comment", comment)))
             last = previous  # several NTE may follow one OBX
     return events
+
+
+def unknown_observations(message: Message, events: Sequence[Event]) -> list[AckError]:
+    """The message's OBX that :func:`decode_oru` rejected as ``unknown-observation``, as ACK
+    errors naming their code (table 0357 ``103``: table value not found; location OBX-3 of
+    that OBX, by set id, else by its position among the OBX)."""
+    rejected = {e.raw for e in events if isinstance(e, Rejected)
+                and e.reason == "unknown-observation"}
+    out: list[AckError] = []
+    position = 0
+    for seg in message.segments[1:]:
+        if seg.name != "OBX":
+            continue
+        position += 1
+        if seg.raw not in rejected:
+            continue
+        code, text, system = ([*seg.components(3), "", "", ""])[:3]
+        named = " ".join(p for p in (code.strip(), text.strip()) if p) or "(none)"
+        if system.strip():
+            named += f" ({system.strip()})"
+        set_id = seg.get(1)
+        sequence = int(set_id) if set_id.isdigit() and len(set_id) < 9 else position
+        out.append(AckError("103", f"unknown observation code {named}", "OBX", sequence, 3))
+    return out
 
 
 def _eui64(text: str) -> str | None:
@@ -630,7 +666,7 @@ def _observation(
     mapped = _site_code(seg, code_map)
     found = identify(seg) if mapped is None else (mapped.quantity, None, None, None)
     value_type = seg.get(2).upper()
-    value_text = seg.text(5)
+    value_text = seg.text(5)  # repetitions shown as sent (value-text "97~98")
     if found is None:
         if not value_type and not value_text:
             parts = seg.components(3)
@@ -679,6 +715,9 @@ def _observation(
         flags.append("bad-device-time")
 
     if mapped is not None:
+        refused = unit_refused(mapped, unit)
+        if refused:
+            return Rejected(seg.raw, refused)
         code, text, system = ([p.strip() for p in seg.components(3)] + ["", "", ""])[:3]
         context.append(("device-code", "^".join((code, text, system)).rstrip("^")))
         return mapped_measurement(
@@ -735,6 +774,20 @@ ERROR_CODES: Final[Mapping[str, str]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class AckError:
+    """One error an ACK reports: its HL7 table 0357 condition code, a text, where it was
+    (segment id, that segment's sequence number among segments of its id, field number; 0
+    when unknown) and its severity (``E`` error, ``W`` warning: the message was accepted)."""
+
+    code: str
+    text: str
+    segment: str = ""
+    sequence: int = 0
+    field: int = 0
+    severity: str = "E"
+
+
 def build_ack(
     header: Header | None,
     code: str,
@@ -744,12 +797,22 @@ def build_ack(
     timestamp: str = "",
     application: str = "EDGE-AGENT",
     error_code: str = "",
+    errors: Sequence[AckError] = (),
 ) -> bytes:
     """The ACK message (no MLLP framing): MSH with sender and receiver swapped and a new control
-    id, ``MSA|code|<MSH-10>[|text]``, and for AE/AR from v2.5 on an ERR segment. Written with
-    the separators of the message it answers (defaults when its MSH was unreadable)."""
+    id, ``MSA|code|<MSH-10>[|text]``, and ERR for ``errors`` (for an AE/AR without any: one
+    from ``error_code`` and ``text``). Written with the separators of the message it answers
+    (defaults when its MSH was unreadable), in the structure of its version (MSH-12):
+
+    - MSH-9 ``ACK^<trigger>^ACK`` from v2.3.1 (the message structure component), ``ACK^<trigger>``
+      in v2.2 and v2.3 (a third component is invalid there), ``ACK`` in v2.1;
+    - ERR from v2.5: one segment per error, ERR-2 location, ERR-3 code, ERR-4 severity; v2.2
+      to v2.4: one ERR whose ERR-1 repeats (segment^sequence^field^code&text&HL70357); none in
+      v2.1 (MSA-3 says it);
+    - MSA-3 (the text) up to v2.6 (withdrawn in v2.7).
+    """
     seps = header.separators if header is not None else Separators()
-    fs = seps.field
+    fs, cs = seps.field, seps.component
     if header is not None:
         msh = header.segment
         receiving_app = msh.field(3)
@@ -764,7 +827,13 @@ def build_ack(
     else:
         receiving_app = receiving_facility = sending_facility = trigger = charset = answered = ""
         sending_app, processing, version = seps.escape_text(application), "P", "2.6"
-    message_type = seps.component.join(["ACK", trigger, "ACK"]) if trigger else "ACK"
+    release = hl7_version(msh.get(12) if header is not None else "") or (2, 6, 0)
+    if release < (2, 2, 0) or not trigger:
+        message_type = "ACK"
+    elif release < (2, 3, 1):
+        message_type = cs.join(["ACK", trigger])
+    else:
+        message_type = cs.join(["ACK", trigger, "ACK"])
     fields = [
         "MSH", seps.encoding_characters, sending_app, sending_facility, receiving_app,
         receiving_facility, timestamp, "", message_type, seps.escape_text(control_id),
@@ -774,18 +843,39 @@ def build_ack(
         fields += [""] * 5 + [charset]  # MSH-13..17 empty, MSH-18 echoed
     segments = [fs.join(fields)]
     msa = ["MSA", code, seps.escape_text(answered)]
-    if text:
+    if text and release < (2, 7, 0):
         msa.append(seps.escape_text(text))
     segments.append(fs.join(msa))
-    if code != "AA" and _version_at_least(version, (2, 5)):
-        condition = seps.component.join(
-            [error_code or "207", seps.escape_text(text or "error"), "HL70357"]
-        )
-        segments.append(fs.join(["ERR", "", "", condition, "E"]))
+    if not errors and code != "AA":
+        errors = [AckError(error_code or "207", text or "error")]
+    segments.extend(_err_segments(errors, seps, release))
     encoding = header.charset if header is not None else "utf-8"
     return "".join(s + "\r" for s in segments).encode(encoding, "replace")
 
 
-def _version_at_least(version: str, minimum: tuple[int, int]) -> bool:
-    parts = re.findall(r"\d+", version)
-    return len(parts) >= 2 and (int(parts[0]), int(parts[1])) >= minimum
+def _err_segments(
+    errors: Sequence[AckError], seps: Separators, release: tuple[int, int, int]
+) -> list[str]:
+    fs, cs, ss = seps.field, seps.component, seps.subcomponent
+    if not errors or release < (2, 2, 0):
+        return []
+    if release < (2, 5, 0):  # ERR-1, ELD: segment^sequence^field^code&text&HL70357, repeating
+        eld = [cs.join([
+            e.segment, str(e.sequence or ""), str(e.field or ""),
+            ss.join([e.code, seps.escape_text(e.text), "HL70357"]),
+        ]) for e in errors]  # fmt: skip
+        return [fs.join(["ERR", seps.repetition.join(eld)])]
+    out = []
+    for e in errors:
+        where = cs.join([e.segment, str(e.sequence or ""), str(e.field or "")]).rstrip(cs)
+        condition = cs.join([e.code, seps.escape_text(e.text), "HL70357"])
+        out.append(fs.join(["ERR", "", where, condition, e.severity]))
+    return out
+
+
+def hl7_version(text: str) -> tuple[int, int, int] | None:
+    """MSH-12 ``2.3.1`` -> (2, 3, 1); None when it is not a version number."""
+    parts = re.findall(r"\d+", text)
+    if len(parts) < 2:
+        return None
+    return int(parts[0]), int(parts[1]), int(parts[2]) if len(parts) > 2 else 0

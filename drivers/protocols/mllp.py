@@ -9,7 +9,9 @@ Events per frame
     ``MessageComplete(message_id=<MSH-10>)``, and queues nothing. ``acknowledge(id,
     stored=True)`` queues ``MSA|AA`` (``AR`` with the reason when the message as a whole was
     refused, e.g. not ORU^R01: it is kept as a reject first, so the monitor may stop resending
-    it); ``stored=False`` queues ``AE`` (the monitor resends). A message whose MSH cannot be read
+    it; ``AE`` with an ERR per OBX when every OBX had an unknown code, so nothing usable was
+    stored; ``AA`` with those ERR as warnings when others were stored); ``stored=False``
+    queues ``AE`` (the monitor resends). A message whose MSH cannot be read
     gives ``Rejected(message, reason)`` and an ``AR`` queued at once (there is nothing to
     commit but the reject, and our transports write only after the dispatch stored it).
     Replies leave in the order of the messages they answer: an ACK waits behind the ACK of an
@@ -34,21 +36,25 @@ once; the resend is committed and answered ``AA`` again, and the monitor moves o
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from drivers.base import DecoderMisuse, Event, MessageComplete, Rejected
 from drivers.protocols.hl7v2 import (
     ERROR_CODES,
+    AckError,
     Header,
     Hl7Error,
+    Message,
     build_ack,
     decode_oru,
     parse_header,
     parse_message,
     split_segments,
+    unknown_observations,
 )
 from drivers.protocols.sitecodes import CodeMapping
+from edge_agent.models import Measurement
 
 __all__ = ["CR", "FS", "VT", "MllpDecoder", "frame", "unframe"]
 
@@ -80,16 +86,20 @@ def unframe(data: bytes) -> list[bytes]:
 class _Reply:
     message_id: str | None  # None: answered at once, never acknowledged by the runtime
     header: Header | None
-    code: str  # what stored=True answers: "AA", or "AR" for a refused message
+    code: str  # what stored=True answers: "AA", "AE" (nothing usable), "AR" (refused)
     reason: str = ""
     ack: bytes | None = None  # the framed ACK once decided
+    errors: tuple[AckError, ...] = ()  # ERR segments of the stored=True answer
 
 
 class MllpDecoder:
     """HL7 v2 over MLLP, receiver side. See the module docstring for the ACK contract.
 
     ``clock`` returns the HL7 time stamp for the ACK's MSH-7 (the transport owns the clock;
-    without one MSH-7 stays empty). ACK control ids are ``control_id_prefix`` + a counter."""
+    without one MSH-7 stays empty). ACK control ids (MSH-10) come from ``control_ids`` (the
+    agent passes one source for the whole process:
+    :mod:`drivers.transports.hl7_control_ids`), else ``control_id_prefix`` + a counter of
+    this decoder (tests, ``decode``)."""
 
     carries_identity = True  # PID holds patient ids: rejects are logged as digests
 
@@ -98,6 +108,7 @@ class MllpDecoder:
         *,
         clock: Callable[[], str] | None = None,
         control_id_prefix: str = "EA",
+        control_ids: Callable[[], str] | None = None,
         application: str = "EDGE-AGENT",
         max_message: int = MAX_MESSAGE,
         code_map: Mapping[str, CodeMapping] | None = None,
@@ -107,6 +118,7 @@ class MllpDecoder:
         self._clock = clock
         self._code_map = dict(code_map or {})
         self._prefix = control_id_prefix
+        self._control_ids = control_ids
         self._application = application
         self._max = max_message
         self._frame: bytearray | None = None
@@ -172,7 +184,7 @@ class MllpDecoder:
         for reply in self._replies:
             if reply.message_id == message_id and reply.ack is None:
                 if stored:
-                    reply.ack = self._ack(reply.header, reply.code, reply.reason)
+                    reply.ack = self._ack(reply.header, reply.code, reply.reason, reply.errors)
                 else:
                     reply.ack = self._ack(reply.header, "AE", "commit-failed")
                 return
@@ -248,26 +260,41 @@ class MllpDecoder:
         refused = next(
             (e.reason for e in decoded if isinstance(e, Rejected) and e.raw == message.raw), ""
         )
-        self._replies.append(
-            _Reply(message.control_id, message.header, "AR" if refused else "AA", refused)
-        )
+        code, reason, errors = ("AR", refused, ()) if refused else _verdict(message, decoded)
+        self._replies.append(_Reply(message.control_id, message.header, code, reason, None,
+                                    errors))
         events.append(MessageComplete(message.control_id))
 
     def _answer_now(self, header: Header | None, reason: str) -> None:
         self._replies.append(_Reply(None, header, "AR", reason, self._ack(header, "AR", reason)))
 
-    def _ack(self, header: Header | None, code: str, reason: str) -> bytes:
+    def _ack(self, header: Header | None, code: str, reason: str,
+             errors: tuple[AckError, ...] = ()) -> bytes:
         self._acks += 1
+        control_id = (self._control_ids() if self._control_ids is not None
+                      else f"{self._prefix}{self._acks}")
         message = build_ack(
             header,
             code,
-            f"{self._prefix}{self._acks}",
+            control_id,
             text=reason,
             timestamp=self._clock() if self._clock is not None else "",
             application=self._application,
             error_code=ERROR_CODES.get(reason, "207"),
+            errors=errors,
         )
         return frame(message)
+
+
+def _verdict(message: Message, events: list[Event]) -> tuple[str, str, tuple[AckError, ...]]:
+    """What a stored ORU is answered: AA, with a warning ERR per OBX whose code we do not know
+    (those went to the rejects) when others were stored; AE with those ERR when none was."""
+    unknown = tuple(unknown_observations(message, events))
+    if not unknown:
+        return "AA", "", ()
+    if any(isinstance(e, Measurement) for e in events):
+        return "AA", "", tuple(replace(e, severity="W") for e in unknown)
+    return "AE", "unknown-observation", unknown
 
 
 def _header_or_none(data: bytes) -> Header | None:

@@ -13,10 +13,15 @@ built-in LOINC/MDC tables do not know). The JSON form, one entry per local code:
   codes for that quantity, e.g. ``serum-or-plasma`` for glucose) or a fixed ``loinc``; without
   ``loinc`` the LOINC follows the unit each result comes in (mass or moles per volume) and the
   sample: :func:`edge_agent.catalogue.loinc_for`.
-- A quantity the catalogue lacks is *defined* by the site: ``loinc`` (a well-formed code with
-  a good check digit), ``ucum`` (a unit in UCUM syntax, built from the atoms this module
-  knows), ``names`` (``en`` required; ``fr``, ``ar`` optional), optional ``plausible`` and
-  ``alert`` ranges in that unit. Several codes may name one site quantity if their
+- Otherwise the LOINC is the identity, and the ``quantity`` only the site's name for it. A
+  LOINC the catalogue has (``{"CHOL": {"quantity": "chol", "loinc": "2093-3"}}``) needs
+  nothing more: the readings are the catalogue's quantity (``cholesterol``), with that LOINC.
+- A LOINC the catalogue lacks (a well-formed code with a good check digit) is a quantity the
+  site *defines*: optional ``ucum`` (a unit in UCUM syntax, built from the atoms this module
+  knows; without it each result's own unit is used, and a result whose unit is not UCUM is
+  rejected ``unit-not-ucum``, raw bytes kept), optional ``names`` (``en`` required when
+  given; ``fr``, ``ar`` optional; default: the key), optional ``plausible`` and ``alert``
+  ranges (in ``ucum``, which they need). Several codes may name one site quantity if their
   definitions agree. A definition that reuses a catalogue key is refused (the catalogue's
   meaning wins).
 
@@ -43,10 +48,12 @@ __all__ = [
     "CodeMapError",
     "CodeMapping",
     "SiteQuantity",
+    "catalogue_loinc",
     "load_code_map",
     "loinc_ok",
     "mapped_measurement",
     "ucum_ok",
+    "unit_refused",
 ]
 
 _KEY: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -160,24 +167,39 @@ def _pair(code: str, name: str, value: Any) -> tuple[float, float] | None:
     return (float(value[0]), float(value[1]))
 
 
+def catalogue_loinc(loinc: str) -> str | None:
+    """The catalogue quantity whose LOINC (or one of its unit/sample LOINCs) this is."""
+    for key, q in catalogue().items():
+        if loinc == q.loinc or loinc in q.loinc_by.values():
+            return key
+    return None
+
+
 def _define(code: str, key: str, entry: Mapping[str, Any]) -> SiteQuantity:
-    loinc, ucum, names = entry.get("loinc"), entry.get("ucum"), entry.get("names")
-    if not isinstance(loinc, str) or not isinstance(ucum, str) or not isinstance(names, Mapping):
+    loinc, ucum, names = entry.get("loinc"), entry.get("ucum", ""), entry.get("names")
+    if not isinstance(loinc, str):
         near = _nearest(key, catalogue())
         hint = f"did you mean {near!r}? or " if near else ""
         raise CodeMapError(
-            f"code {code!r}: unknown quantity {key!r} (not in the catalogue): {hint}define it "
-            "with loinc, ucum and names")
+            f"code {code!r}: unknown quantity {key!r} (not in the catalogue): {hint}give its "
+            "loinc (a LOINC the catalogue knows needs nothing more; another may add ucum and "
+            "names)")
     if not loinc_ok(loinc):
         raise CodeMapError(f"code {code!r}: {loinc!r} is not a LOINC code (NNNN-C, check digit)")
-    if not ucum_ok(ucum):
+    if not isinstance(ucum, str) or (ucum and not ucum_ok(ucum)):
         raise CodeMapError(f"code {code!r}: {ucum!r} is not a UCUM unit this agent knows")
-    if "en" not in names or set(names) - set(LANGUAGES) or not all(
-            isinstance(v, str) and v.strip() for v in names.values()):
+    if names is None:
+        names = {"en": key}
+    if not isinstance(names, Mapping) or "en" not in names or set(names) - set(LANGUAGES) or (
+            not all(isinstance(v, str) and v.strip() for v in names.values())):
         raise CodeMapError(
             f"code {code!r}: names must give en (and may give fr, ar) as non-empty text")
-    return SiteQuantity(key, loinc, ucum, dict(names), _pair(code, "plausible", entry.get(
-        "plausible")), _pair(code, "alert", entry.get("alert")))
+    plausible = _pair(code, "plausible", entry.get("plausible"))
+    alert = _pair(code, "alert", entry.get("alert"))
+    if (plausible or alert) and not ucum:
+        raise CodeMapError(f"code {code!r}: plausible and alert ranges need the ucum unit "
+                           "they are in")
+    return SiteQuantity(key, loinc, ucum, dict(names), plausible, alert)
 
 
 def load_code_map(obj: Any) -> dict[str, CodeMapping]:
@@ -214,11 +236,29 @@ def load_code_map(obj: Any) -> dict[str, CodeMapping]:
         extra = set(entry) - {"quantity", "loinc", "ucum", "names", "plausible", "alert"}
         if extra:
             raise CodeMapError(f"code {code!r}: unknown keys {sorted(extra)}")
+        known_as = catalogue_loinc(loinc) if isinstance(loinc, str) else None
+        if known_as is not None:  # the LOINC is the identity: the catalogue's quantity
+            defined_too = sorted(set(entry) - {"quantity", "loinc"})
+            if defined_too:
+                raise CodeMapError(
+                    f"code {code!r}: LOINC {loinc} is the catalogue's {known_as!r}: remove "
+                    f"{defined_too} (its unit, names and ranges are the catalogue's)")
+            result[code] = CodeMapping(known_as, loinc)
+            continue
         site = _define(code, key, entry)
         if defined.setdefault(key, site) != site:
             raise CodeMapError(f"code {code!r}: quantity {key!r} is defined twice, differently")
         result[code] = CodeMapping(key, site.loinc, site)
     return result
+
+
+def unit_refused(mapping: CodeMapping, unit: str | None) -> str | None:
+    """Why a result cannot be stored under this mapping (None: it can): a site quantity that
+    takes its unit from each result needs a UCUM one (``unit-not-ucum``)."""
+    site = mapping.site
+    if site is None or site.ucum:
+        return None
+    return None if unit and ucum_ok(unit) else "unit-not-ucum"
 
 
 def _site_flags(site: SiteQuantity, value: float | None, unit: str,
@@ -258,6 +298,8 @@ def mapped_measurement(
             mapping.quantity, value, unit, loinc=loinc, device_time=device_time, flags=flags,
             absent_reason=absent_reason, raw=raw, context=context, source_key=source_key,
             status=status))  # impossible values withheld (policy.py)
+    if not site.ucum:  # the result's own unit, UCUM-checked by the caller (unit_refused)
+        flags = tuple(f for f in flags if f != "unit-unmapped")
     unit = unit or site.ucum
     names = tuple((f"name:{lang}", text) for lang, text in site.names.items())
     return Measurement(

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -23,6 +21,7 @@ from drivers.base import Sink, StreamDecoder
 from drivers.protocols.hl7v2 import format_hl7_time
 from drivers.protocols.mllp import MllpDecoder
 from drivers.runtime import dispatch
+from drivers.transports.hl7_control_ids import next_control_id
 from edge_agent.backoff import Backoff
 
 __all__ = ["DEFAULT_PORT", "MllpServer", "hl7_now", "parse_listen", "run_mllp"]
@@ -50,7 +49,8 @@ class MllpServer:
 
     ``port=0`` binds a free port (tests read :attr:`port`). ``decoder_factory`` builds the
     decoder of each connection (default: an :class:`MllpDecoder` stamping ACKs with the local
-    time and control ids unique to this process and connection)."""
+    time and the process-wide control ids of :mod:`drivers.transports.hl7_control_ids`; the
+    agent passes the registry's decoder, which uses the same source)."""
 
     def __init__(
         self,
@@ -68,8 +68,6 @@ class MllpServer:
         self._factory = decoder_factory or self._default_decoder
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
-        self._serial = itertools.count(1)
-        self._epoch = f"{int(time.time()) & 0xFFFFFFFF:x}"
 
     @property
     def port(self) -> int:
@@ -104,9 +102,7 @@ class MllpServer:
         await self.close()
 
     def _default_decoder(self) -> StreamDecoder:
-        # MSH-10 of our ACKs: unique per process start and connection, within 20 characters.
-        prefix = f"EA{self._epoch}.{next(self._serial)}."
-        return MllpDecoder(clock=hl7_now, control_id_prefix=prefix)
+        return MllpDecoder(clock=hl7_now, control_ids=next_control_id)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

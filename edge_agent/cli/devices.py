@@ -43,12 +43,35 @@ def decode(
     options = {"test_map": str(test_map)} if test_map else {}
     if test_map is not None and not test_map.is_file():
         raise ConfigError(str(test_map), "--test-map", "no such file", "give the JSON map's path")
+    if test_map is not None:
+        _check_test_map(test_map)
     try:
         result = run_decode(protocol, data, options)
     except UnknownProtocol as exc:
         raise typer.BadParameter(str(exc), param_hint="PROTOCOL") from None
     typer.echo(json.dumps(result, ensure_ascii=False))
     raise typer.Exit(1 if result["rejected"] else 0)
+
+
+def _check_test_map(path: Path) -> None:
+    """A map the decoders would refuse: one line naming the file and the entry, exit 2."""
+    from drivers.decode import code_map_option
+    from drivers.protocols.sitecodes import CodeMapError
+
+    form = '{"CODE": {"quantity": KEY, "loinc": "NNNN-C"}, ...} (README: site code maps)'
+    try:
+        code_map_option({"test_map": str(path)}, "test_map")
+    except CodeMapError as exc:
+        problem, fix = str(exc), f"Fix: correct that entry; the form is {form}"
+    except json.JSONDecodeError as exc:
+        problem = f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        fix = f"Fix: write the map as JSON: {form}"
+    except (OSError, UnicodeDecodeError) as exc:
+        problem, fix = f"cannot be read: {exc}", "Fix: give a readable UTF-8 JSON file"
+    else:
+        return
+    typer.echo(f"error: {path}: --test-map: {problem}. {fix}", err=True)
+    raise typer.Exit(2)
 
 
 def simulate(

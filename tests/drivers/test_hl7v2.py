@@ -402,7 +402,8 @@ def test_ack_errors_carry_msa3_and_err_from_v25_in_the_message_separators() -> N
         b"MSA!AE!C$F$7!commit$F$failed\rERR!!!207@commit$F$failed@HL70357!E\r"
     )
     old = parse_message(b"MSH|^~\\&|MON||||||ORU^R01|9|P|2.3.1").header
-    assert b"ERR" not in hl7v2.build_ack(old, "AR", "A3", text="x")
+    assert hl7v2.build_ack(old, "AR", "A3", text="x&y", error_code="200").endswith(
+        b"MSA|AR|9|x\\T\\y\rERR|^^^200&x\\T\\y&HL70357\r")  # before v2.5: ERR-1 (ELD)
     assert hl7v2.build_ack(None, "AR", "A4", text="no-msh") == (
         b"MSH|^~\\&|EDGE-AGENT||||||ACK|A4|P|2.6\rMSA|AR||no-msh\rERR|||207^no-msh^HL70357|E\r"
     )
