@@ -25,7 +25,7 @@ from drivers.protocols.hl7v2 import Separators, parse_message
 from drivers.protocols.mllp import MllpDecoder, frame, unframe
 from drivers.transports.mllp_tcp import MllpServer
 from edge_agent.models import Measurement
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
 from tests.drivers.sinks import WatchedSink
 
 CLOCK = "20240611100000+0100"

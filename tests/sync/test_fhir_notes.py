@@ -14,9 +14,9 @@ from fhir.resources.R4B.observation import Observation
 
 from drivers.protocols.mllp import MllpDecoder, frame
 from drivers.runtime import dispatch
+from edge_agent.service.supervisor import Supervisor
 from edge_agent.settings import Settings, UnitSettings
-from edge_agent.store import Store
-from edge_agent.supervisor import Supervisor
+from edge_agent.store.writer import Store
 from sync import codec, fhir_notes, outbox
 from tests.sync.test_fhir import check_bundle
 
