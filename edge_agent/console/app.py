@@ -8,8 +8,8 @@ patient actions. Security, for a page that names patients:
   and a client that is not on this computer must enter the PIN first (a signed cookie);
   five wrong PINs lock the form for a minute.
 - Every POST carries a CSRF token (HMAC of the browser's session cookie, SameSite=Strict)
-  and is refused when its ``Origin`` is another site; ``Host`` must be one of the console's
-  own names (DNS rebinding).
+  and is refused when its ``Origin`` is another site; ``Host`` must be one of the unit's own
+  names or addresses, on every bind (DNS rebinding: :mod:`edge_agent.console.hosts`).
 - The patient's identifier travels only in POST bodies, never in a URL, and nothing here
   logs a request (uvicorn's access log is off).
 """
@@ -38,6 +38,7 @@ from starlette.staticfiles import StaticFiles
 
 from edge_agent.console import actions
 from edge_agent.console.checklist import Tile, gather, summary, tiles
+from edge_agent.console.hosts import HostGuard, UnitHosts
 from edge_agent.console.present import encounter_text, patient_text, reading_dict
 from edge_agent.console.queries import UnitView
 from edge_agent.i18n import LANGS, Translator, parse_lang, translator
@@ -74,11 +75,6 @@ class Console:
         self.secret = secret or secrets.token_bytes(32)
         self.checklist = _Checklist()
         self.pins = _Pins()
-        c = settings.console
-        self.hosts = {f"{h}:{c.port}" for h in ("127.0.0.1", "localhost", "[::1]")}
-        self.any_host = c.host in ("0.0.0.0", "::")
-        if not c.loopback and not self.any_host:
-            self.hosts.add(f"{c.host}:{c.port}")
         folder = resources.files("edge_agent").joinpath("console/templates")
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(folder)), autoescape=True,
@@ -87,9 +83,6 @@ class Console:
     # --- security --------------------------------------------------------------------------
     def _sign(self, what: str) -> str:
         return hmac.new(self.secret, what.encode(), hashlib.sha256).hexdigest()
-
-    def host_ok(self, request: Request) -> bool:
-        return self.any_host or request.headers.get("host", "") in self.hosts
 
     def local(self, request: Request) -> bool:
         return request.client is not None and request.client.host in LOOPBACK
@@ -266,8 +259,6 @@ def create_app(settings: Settings, secret: bytes | None = None) -> Starlette:
     static = resources.files("edge_agent").joinpath("console/static")
 
     async def guard(request: Request, call_next: Any) -> Response:
-        if not console.host_ok(request):
-            return Response("unknown host", status_code=421)
         response: Response = await call_next(request)
         response.headers["x-frame-options"] = "DENY"
         response.headers["content-security-policy"] = (
@@ -278,10 +269,13 @@ def create_app(settings: Settings, secret: bytes | None = None) -> Starlette:
     from starlette.middleware import Middleware
     from starlette.middleware.base import BaseHTTPMiddleware
 
+    c = settings.console
+    hosts = UnitHosts(c.host, c.port, tuple(c.allowed_hosts))
     return Starlette(routes=[
         Route("/", console.page),
         Route("/live", console.live),
         Route("/login", console.login, methods=["POST"]),
         Route("/patient/{what}", console.action, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(static)), name="static"),
-    ], middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)])
+    ], middleware=[Middleware(HostGuard, hosts=hosts),  # outermost: before any handler
+                   Middleware(BaseHTTPMiddleware, dispatch=guard)])
