@@ -6,7 +6,7 @@ patient actions. Security, for a page that names patients:
 
 - Loopback by default; another address needs ``[console] pin`` (settings refuse it without),
   and a client that is not on this computer must enter the PIN first (a signed cookie);
-  five wrong PINs lock the form for a minute.
+  wrong PINs lock that client only, for a growing delay (:mod:`edge_agent.console.lockout`).
 - Every POST carries a CSRF token (HMAC of the browser's session cookie, SameSite=Strict)
   and is refused when its ``Origin`` is another site; ``Host`` must be one of the unit's own
   names or addresses, on every bind (DNS rebinding: :mod:`edge_agent.console.hosts`).
@@ -39,6 +39,7 @@ from starlette.staticfiles import StaticFiles
 from edge_agent.console import actions
 from edge_agent.console.checklist import Tile, gather, summary, tiles
 from edge_agent.console.hosts import HostGuard, UnitHosts
+from edge_agent.console.lockout import Outcome, PinLockout
 from edge_agent.console.present import encounter_text, patient_text, reading_dict
 from edge_agent.console.queries import UnitView
 from edge_agent.i18n import LANGS, Translator, parse_lang, translator
@@ -47,8 +48,6 @@ from edge_agent.settings import Settings
 log = logging.getLogger(__name__)
 LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 CHECKLIST_TTL_S: Final = 10.0  # the store's quick_check is not run at every poll
-MAX_PIN_FAILURES: Final = 5
-LOCKOUT_S: Final = 60.0
 LANG_NAMES: Final = {"fr": "Français", "ar": "العربية", "en": "English"}
 
 
@@ -59,22 +58,13 @@ class _Checklist:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-@dataclass
-class _Pins:
-    failures: list[float] = field(default_factory=list)
-
-    def locked(self, now: float) -> bool:
-        self.failures = [t for t in self.failures if now - t < LOCKOUT_S]
-        return len(self.failures) >= MAX_PIN_FAILURES
-
-
 class Console:
     def __init__(self, settings: Settings, secret: bytes | None = None) -> None:
         self.settings = settings
         self.store = Path(settings.store.path)
         self.secret = secret or secrets.token_bytes(32)
         self.checklist = _Checklist()
-        self.pins = _Pins()
+        self.pins = PinLockout()
         folder = resources.files("edge_agent").joinpath("console/templates")
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(folder)), autoescape=True,
@@ -182,11 +172,12 @@ class Console:
         response.set_cookie("lang", tr.lang, samesite="strict")
         return response
 
-    def login_page(self, request: Request, tr: Translator, wrong: bool = False) -> Response:
-        response = HTMLResponse("", status_code=401 if wrong else 200)
+    def login_page(self, request: Request, tr: Translator, error: str = "",
+                   status: int = 200) -> Response:
+        response = HTMLResponse("", status_code=status)
         sid = self._session(request, response)
         body = self.render("login.html", t=tr, lang=tr.lang, dir=tr.direction,
-                           csrf=self.csrf_token(sid), wrong=wrong)
+                           csrf=self.csrf_token(sid), error=error)
         response.body = body.encode()
         response.headers["content-length"] = str(len(response.body))
         return response
@@ -197,10 +188,19 @@ class Console:
         if not await self.csrf_ok(request, form):
             return JSONResponse({"ok": False, "message": tr("action.refused")}, 403)
         pin = self.settings.console.pin or ""
-        if self.pins.locked(time.monotonic()) or not hmac.compare_digest(
-                (form.get("pin") or [""])[-1], pin):
-            self.pins.failures.append(time.monotonic())
-            return self.login_page(request, tr, wrong=True)
+        correct = hmac.compare_digest((form.get("pin") or [""])[-1].encode(), pin.encode())
+        client = request.client.host if request.client is not None else ""
+        decision = self.pins.attempt(client, correct)  # decides and counts: no await between
+        if decision.outcome is Outcome.LOCKED:
+            page = self.login_page(request, tr, tr.plural("web.pin_locked",
+                                                          decision.retry_after_s), 429)
+            page.headers["retry-after"] = str(decision.retry_after_s)
+            return page
+        if decision.outcome is Outcome.WRONG_NOW_LOCKED:
+            return self.login_page(request, tr, tr.plural("web.pin_locked",
+                                                          decision.retry_after_s), 401)
+        if decision.outcome is Outcome.WRONG:
+            return self.login_page(request, tr, tr("web.pin_wrong"), 401)
         response = Response(status_code=303, headers={"location": "/"})
         sid = request.cookies.get("sid", "")
         response.set_cookie("auth", self._sign("pin:" + sid), httponly=True, samesite="strict")

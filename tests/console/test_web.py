@@ -249,9 +249,9 @@ def test_lan_needs_a_pin_and_the_pin(tmp_path: Path) -> None:
         cookies["auth"] = auth.split(";")[0].split("=", 1)[1]
         status, page, _ = served.request("GET", "/", source=tablet, cookies=cookies)
         assert status == 200 and 'data-key="agent"' in page
-        # five wrong PINs lock the form, even for the right one
+        # five wrong PINs lock this tablet, even for the right one (tests/console/test_lockout.py)
         for _ in range(5):
             served.request("POST", "/login", source=tablet, cookies=cookies,
                            body={"pin": "1111", "csrf": csrf.group(1)})
         assert served.request("POST", "/login", source=tablet, cookies=cookies,
-                              body={"pin": "4821", "csrf": csrf.group(1)})[0] == 401
+                              body={"pin": "4821", "csrf": csrf.group(1)})[0] == 429
