@@ -11,7 +11,9 @@ patient actions. Security, for a page that names patients:
   and is refused when its ``Origin`` is another site; ``Host`` must be one of the unit's own
   names or addresses, on every bind (DNS rebinding: :mod:`edge_agent.console.hosts`).
 - The patient's identifier travels only in POST bodies, never in a URL, and nothing here
-  logs a request (uvicorn's access log is off).
+  logs a request (uvicorn's access log is off). Pages show it masked; the whole identifier
+  is only the answer to a deliberate POST ``/patient/reveal``. Every answer but the static
+  files says ``Cache-Control: no-store``.
 """
 
 from __future__ import annotations
@@ -210,8 +212,7 @@ class Console:
         if not self.authorised(request):
             return Response(status_code=401)
         tr = self.lang(request)
-        return HTMLResponse(self.render("live.html", **await self.live_context(tr)),
-                            headers={"cache-control": "no-store"})
+        return HTMLResponse(self.render("live.html", **await self.live_context(tr)))
 
     async def action(self, request: Request) -> Response:
         tr = self.lang(request)
@@ -234,6 +235,12 @@ class Console:
         elif what == "assign":
             ids = form.get("reading", [])
             result = await asyncio.to_thread(actions.assign, self.store, ids)
+        elif what == "reveal":  # the nurse's deliberate "show the identifier"
+            shown = await asyncio.to_thread(actions.reveal, self.store)
+            log.info("console: patient reveal: %s", shown.result.message)  # never the value
+            return JSONResponse({"ok": shown.result.ok, "message": tr(shown.result.message),
+                                 "identifier": shown.identifier},
+                                200 if shown.result.ok else 409)
         else:
             return Response(status_code=404)
         log.info("console: patient %s: %s", what, result.message)  # never the identifier
@@ -264,6 +271,9 @@ def create_app(settings: Settings, secret: bytes | None = None) -> Starlette:
         response.headers["content-security-policy"] = (
             "default-src 'self'; frame-ancestors 'none'; form-action 'self'")
         response.headers["referrer-policy"] = "no-referrer"
+        if not request.url.path.startswith("/static/"):
+            # every page and answer may name the patient: never in the browser's cache
+            response.headers["cache-control"] = "no-store"
         return response
 
     from starlette.middleware import Middleware

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 import pytest
 
 from edge_agent.console.serve import serve_console
+from edge_agent.encounters import masked
 from edge_agent.errors import ConfigError
 from edge_agent.i18n import translator
 from edge_agent.models import measurement
@@ -206,7 +207,8 @@ def test_open_assign_close_with_the_encounter_model(unit: tuple[Path, Path],
 
         assert post("open", identifier=IDENTIFIER, system="urn:oid:1.2.3")[0] == 200
         _, live, _ = served.request("GET", "/live", cookies=cookies)
-        assert IDENTIFIER in live  # the nurse sees whose readings these are
+        # the nurse sees whose readings these are, masked (tests/console/test_privacy.py)
+        assert masked(IDENTIFIER) in live and IDENTIFIER not in live
         ids = [r[0] for r in sqlite3.connect(store).execute("SELECT id FROM readings")]
         assert f'value="{ids[0]}"' in live  # a checkbox per reading of no patient
         status, body = post("assign", reading=ids)
