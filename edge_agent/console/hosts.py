@@ -9,14 +9,13 @@ any handler runs (:class:`HostGuard`): 421 for another name, 400 for a missing o
 header.
 
 :func:`check_host` and :func:`allowed_names` are pure; :func:`unit_names` and
-:func:`interface_addresses` read the machine (the host name, ``/proc/net``), and
+:func:`interface_addresses` read the machine (the host name, ``/proc/net``: no DNS), and
 :class:`UnitHosts` reads them again, at most every ``REFRESH_S``, when a name is not known (a
 DHCP lease that changed the van's address).
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import socket
 import time
@@ -116,20 +115,16 @@ def check_host(header: str | None, allowed: frozenset[str], port: int) -> HostVe
 
 # --- the machine's names (I/O) -------------------------------------------------------------
 def unit_names() -> set[str]:
-    """The computer's host names: its name, its fully qualified name, and ``<name>.local``
-    (mDNS, how a tablet on the van's Wi-Fi may reach it)."""
-    names: set[str] = set()
+    """The computer's host names: its name and ``<name>.local`` (mDNS, how a tablet on the
+    van's Wi-Fi may reach it). No DNS lookup (an offline van's resolver may hang, and this runs
+    on the agent's event loop): a fully qualified name goes in ``allowed_hosts``."""
     host = socket.gethostname()
-    if host:
-        names.update({host, f"{host.split('.')[0]}.local"})
-        with contextlib.suppress(OSError):
-            names.add(socket.getfqdn(host))
-    return names
+    return {host, f"{host.split('.')[0]}.local"} if host else set()
 
 
 def interface_addresses(proc: Path = Path("/proc/net")) -> set[str]:
     """The addresses of the computer's interfaces: every local IPv4 address of the kernel's
-    routing trie and every IPv6 address, plus what the host name resolves to."""
+    routing trie and every IPv6 address (files of ``/proc``: no DNS, no subprocess)."""
     found: set[str] = set()
     try:
         previous = ""
@@ -145,11 +140,6 @@ def interface_addresses(proc: Path = Path("/proc/net")) -> set[str]:
             if len(word) == 32:
                 found.add(str(ipaddress.IPv6Address(bytes.fromhex(word))))
     except (OSError, ValueError):
-        pass
-    try:
-        for info in socket.getaddrinfo(socket.gethostname(), None):
-            found.add(str(info[4][0]).split("%")[0])
-    except OSError:
         pass
     return found
 

@@ -136,6 +136,7 @@ def test_forged_host_refused_before_any_handler(tmp_path: Path, bind: str) -> No
         names = ["127.0.0.1", "localhost", "[::1]", "van-12.lan", socket.gethostname()]
         if bind != "0.0.0.0":
             names.append(bind)
+        names += sorted(f"[{a}]" if ":" in a else a for a in interface_addresses())
         for name in names:
             assert served.request("GET", "/live", headers={"Host": f"{name}:{port}"}
                                   )[0] == 200, name
