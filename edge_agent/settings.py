@@ -201,6 +201,10 @@ class ConsoleSettings(_Model):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8470
     pin: Annotated[str, Field(pattern=r"^[0-9]{4,12}$")] | None = None
+    # Further names the console answers to (a DNS name of the van's router for the unit, a
+    # NAT address); the unit's own host names and addresses are always allowed (DNS rebinding).
+    allowed_hosts: list[Annotated[str, Field(pattern=r"^\[?[A-Za-z0-9][A-Za-z0-9:.-]{0,252}\]?$")]
+                        ] = []
 
     @property
     def loopback(self) -> bool:

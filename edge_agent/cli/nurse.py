@@ -114,7 +114,10 @@ def start(
 
 
 def status(config: ConfigOption = None, lang: LangOption = None,
-           as_json: JsonOption = False) -> None:
+           as_json: JsonOption = False,
+           reveal: Annotated[bool, typer.Option(
+               "--reveal", help="Show the open patient's whole identifier (masked by "
+               "default: its last 3 characters).")] = False) -> None:
     """One screen: devices and their last reading, the patient, what is left to send, link."""
     from edge_agent.console.checklist import gather, summary, tiles
     from edge_agent.console.present import patient_text, reading_dict
@@ -136,7 +139,7 @@ def status(config: ConfigOption = None, lang: LangOption = None,
     if as_json:
         typer.echo(json.dumps({
             "unit": settings.unit.id, "lang": tr.lang, "exit_code": code,
-            "devices": devices, "patient": patient_text(tr, view, now),
+            "devices": devices, "patient": patient_text(tr, view, now, reveal=reveal),
             "patients_available": view.patients_available,
             "backlog": {"readings": view.backlog, "oldest_unsent_at": view.oldest_unsent_at,
                         "text": by_key["backlog"].detail},
@@ -150,7 +153,7 @@ def status(config: ConfigOption = None, lang: LangOption = None,
         what = (f"{last['quantity']} {last['value']} ({last['age']})" if last
                 else tr("status.no_reading"))
         typer.echo("  " + _labelled(tr, dev_id, what))
-    typer.echo(_labelled(tr, tr("status.patient"), patient_text(tr, view, now)))
+    typer.echo(_labelled(tr, tr("status.patient"), patient_text(tr, view, now, reveal=reveal)))
     typer.echo(_labelled(tr, tr("status.backlog"), by_key["backlog"].detail))
     typer.echo(_labelled(tr, tr("status.link"), by_key["link"].detail))
     problems = [t for t in found if t.status != "ok" and t.key not in ("link", "backlog")]

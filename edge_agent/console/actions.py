@@ -105,3 +105,27 @@ def assign(store_path: Path, reading_ids: list[str]) -> ActionResult:
     except _failed():
         return FAILED
     return ActionResult(True, "action.assigned", count)
+
+
+@dataclass(frozen=True)
+class Revealed:
+    result: ActionResult
+    identifier: str | None = None
+
+
+def reveal(store_path: Path) -> Revealed:
+    """The open patient's whole identifier, for the nurse who asked to see it."""
+    from edge_agent import encounters
+    from edge_agent.console.queries import NEEDS
+    from edge_agent.store_read import reading
+
+    try:
+        if not _has_model(store_path):
+            return Revealed(UNAVAILABLE)
+        with reading(store_path, needs=NEEDS) as db:
+            found = encounters.current(db)
+    except _failed():
+        return Revealed(FAILED)
+    if found is None:
+        return Revealed(ActionResult(False, "action.no_patient"))
+    return Revealed(ActionResult(True, "action.revealed"), found.patient_value)

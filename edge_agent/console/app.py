@@ -6,12 +6,14 @@ patient actions. Security, for a page that names patients:
 
 - Loopback by default; another address needs ``[console] pin`` (settings refuse it without),
   and a client that is not on this computer must enter the PIN first (a signed cookie);
-  five wrong PINs lock the form for a minute.
+  wrong PINs lock that client only, for a growing delay (:mod:`edge_agent.console.lockout`).
 - Every POST carries a CSRF token (HMAC of the browser's session cookie, SameSite=Strict)
-  and is refused when its ``Origin`` is another site; ``Host`` must be one of the console's
-  own names (DNS rebinding).
+  and is refused when its ``Origin`` is another site; ``Host`` must be one of the unit's own
+  names or addresses, on every bind (DNS rebinding: :mod:`edge_agent.console.hosts`).
 - The patient's identifier travels only in POST bodies, never in a URL, and nothing here
-  logs a request (uvicorn's access log is off).
+  logs a request (uvicorn's access log is off). Pages show it masked; the whole identifier
+  is only the answer to a deliberate POST ``/patient/reveal``. Every answer but the static
+  files says ``Cache-Control: no-store``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from starlette.staticfiles import StaticFiles
 
 from edge_agent.console import actions
 from edge_agent.console.checklist import Tile, gather, summary, tiles
+from edge_agent.console.hosts import HostGuard, UnitHosts
+from edge_agent.console.lockout import Outcome, PinLockout
 from edge_agent.console.present import encounter_text, patient_text, reading_dict
 from edge_agent.console.queries import UnitView
 from edge_agent.i18n import LANGS, Translator, parse_lang, translator
@@ -46,8 +50,6 @@ from edge_agent.settings import Settings
 log = logging.getLogger(__name__)
 LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 CHECKLIST_TTL_S: Final = 10.0  # the store's quick_check is not run at every poll
-MAX_PIN_FAILURES: Final = 5
-LOCKOUT_S: Final = 60.0
 LANG_NAMES: Final = {"fr": "Français", "ar": "العربية", "en": "English"}
 
 
@@ -58,27 +60,13 @@ class _Checklist:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-@dataclass
-class _Pins:
-    failures: list[float] = field(default_factory=list)
-
-    def locked(self, now: float) -> bool:
-        self.failures = [t for t in self.failures if now - t < LOCKOUT_S]
-        return len(self.failures) >= MAX_PIN_FAILURES
-
-
 class Console:
     def __init__(self, settings: Settings, secret: bytes | None = None) -> None:
         self.settings = settings
         self.store = Path(settings.store.path)
         self.secret = secret or secrets.token_bytes(32)
         self.checklist = _Checklist()
-        self.pins = _Pins()
-        c = settings.console
-        self.hosts = {f"{h}:{c.port}" for h in ("127.0.0.1", "localhost", "[::1]")}
-        self.any_host = c.host in ("0.0.0.0", "::")
-        if not c.loopback and not self.any_host:
-            self.hosts.add(f"{c.host}:{c.port}")
+        self.pins = PinLockout()
         folder = resources.files("edge_agent").joinpath("console/templates")
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(folder)), autoescape=True,
@@ -87,9 +75,6 @@ class Console:
     # --- security --------------------------------------------------------------------------
     def _sign(self, what: str) -> str:
         return hmac.new(self.secret, what.encode(), hashlib.sha256).hexdigest()
-
-    def host_ok(self, request: Request) -> bool:
-        return self.any_host or request.headers.get("host", "") in self.hosts
 
     def local(self, request: Request) -> bool:
         return request.client is not None and request.client.host in LOOPBACK
@@ -189,11 +174,12 @@ class Console:
         response.set_cookie("lang", tr.lang, samesite="strict")
         return response
 
-    def login_page(self, request: Request, tr: Translator, wrong: bool = False) -> Response:
-        response = HTMLResponse("", status_code=401 if wrong else 200)
+    def login_page(self, request: Request, tr: Translator, error: str = "",
+                   status: int = 200) -> Response:
+        response = HTMLResponse("", status_code=status)
         sid = self._session(request, response)
         body = self.render("login.html", t=tr, lang=tr.lang, dir=tr.direction,
-                           csrf=self.csrf_token(sid), wrong=wrong)
+                           csrf=self.csrf_token(sid), error=error)
         response.body = body.encode()
         response.headers["content-length"] = str(len(response.body))
         return response
@@ -204,10 +190,19 @@ class Console:
         if not await self.csrf_ok(request, form):
             return JSONResponse({"ok": False, "message": tr("action.refused")}, 403)
         pin = self.settings.console.pin or ""
-        if self.pins.locked(time.monotonic()) or not hmac.compare_digest(
-                (form.get("pin") or [""])[-1], pin):
-            self.pins.failures.append(time.monotonic())
-            return self.login_page(request, tr, wrong=True)
+        correct = hmac.compare_digest((form.get("pin") or [""])[-1].encode(), pin.encode())
+        client = request.client.host if request.client is not None else ""
+        decision = self.pins.attempt(client, correct)  # decides and counts: no await between
+        if decision.outcome is Outcome.LOCKED:
+            page = self.login_page(request, tr, tr.plural("web.pin_locked",
+                                                          decision.retry_after_s), 429)
+            page.headers["retry-after"] = str(decision.retry_after_s)
+            return page
+        if decision.outcome is Outcome.WRONG_NOW_LOCKED:
+            return self.login_page(request, tr, tr.plural("web.pin_locked",
+                                                          decision.retry_after_s), 401)
+        if decision.outcome is Outcome.WRONG:
+            return self.login_page(request, tr, tr("web.pin_wrong"), 401)
         response = Response(status_code=303, headers={"location": "/"})
         sid = request.cookies.get("sid", "")
         response.set_cookie("auth", self._sign("pin:" + sid), httponly=True, samesite="strict")
@@ -217,8 +212,7 @@ class Console:
         if not self.authorised(request):
             return Response(status_code=401)
         tr = self.lang(request)
-        return HTMLResponse(self.render("live.html", **await self.live_context(tr)),
-                            headers={"cache-control": "no-store"})
+        return HTMLResponse(self.render("live.html", **await self.live_context(tr)))
 
     async def action(self, request: Request) -> Response:
         tr = self.lang(request)
@@ -241,6 +235,12 @@ class Console:
         elif what == "assign":
             ids = form.get("reading", [])
             result = await asyncio.to_thread(actions.assign, self.store, ids)
+        elif what == "reveal":  # the nurse's deliberate "show the identifier"
+            shown = await asyncio.to_thread(actions.reveal, self.store)
+            log.info("console: patient reveal: %s", shown.result.message)  # never the value
+            return JSONResponse({"ok": shown.result.ok, "message": tr(shown.result.message),
+                                 "identifier": shown.identifier},
+                                200 if shown.result.ok else 409)
         else:
             return Response(status_code=404)
         log.info("console: patient %s: %s", what, result.message)  # never the identifier
@@ -266,22 +266,26 @@ def create_app(settings: Settings, secret: bytes | None = None) -> Starlette:
     static = resources.files("edge_agent").joinpath("console/static")
 
     async def guard(request: Request, call_next: Any) -> Response:
-        if not console.host_ok(request):
-            return Response("unknown host", status_code=421)
         response: Response = await call_next(request)
         response.headers["x-frame-options"] = "DENY"
         response.headers["content-security-policy"] = (
             "default-src 'self'; frame-ancestors 'none'; form-action 'self'")
         response.headers["referrer-policy"] = "no-referrer"
+        if not request.url.path.startswith("/static/"):
+            # every page and answer may name the patient: never in the browser's cache
+            response.headers["cache-control"] = "no-store"
         return response
 
     from starlette.middleware import Middleware
     from starlette.middleware.base import BaseHTTPMiddleware
 
+    c = settings.console
+    hosts = UnitHosts(c.host, c.port, tuple(c.allowed_hosts))
     return Starlette(routes=[
         Route("/", console.page),
         Route("/live", console.live),
         Route("/login", console.login, methods=["POST"]),
         Route("/patient/{what}", console.action, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(static)), name="static"),
-    ], middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)])
+    ], middleware=[Middleware(HostGuard, hosts=hosts),  # outermost: before any handler
+                   Middleware(BaseHTTPMiddleware, dispatch=guard)])

@@ -53,13 +53,18 @@ def reading_dict(tr: Translator, r: Reading, now: datetime) -> dict[str, Any]:
     }
 
 
-def patient_text(tr: Translator, view: UnitView, now: datetime) -> str:
+def patient_text(tr: Translator, view: UnitView, now: datetime, *, reveal: bool = False) -> str:
     if not view.patients_available:
         return tr("patient.unavailable")
     if view.encounter is None:
         return tr("patient.none")
-    return encounter_text(tr, view.encounter, now)
+    return encounter_text(tr, view.encounter, now, reveal=reveal)
 
 
-def encounter_text(tr: Translator, e: Encounter, now: datetime) -> str:
-    return tr("patient.open", identifier=e.identifier, age=tr.age(age_s(e.opened_at, now)))
+def encounter_text(tr: Translator, e: Encounter, now: datetime, *, reveal: bool = False) -> str:
+    """The open patient: the identifier masked (its last 3 characters, as ``patient current``)
+    unless the nurse asked to see it (``reveal``)."""
+    from edge_agent.encounters import masked
+
+    shown = e.identifier if reveal else masked(e.identifier)
+    return tr("patient.open", identifier=shown, age=tr.age(age_s(e.opened_at, now)))

@@ -116,7 +116,11 @@ def test_console_in_chromium(tmp_path: Path, mosquitto: MosquittoBroker, receive
             box = browser.find_element(By.NAME, "identifier")
             box.send_keys(IDENTIFIER)
             browser.find_element(By.CSS_SELECTOR, "#open-form button").click()
-            wait.until(lambda b: IDENTIFIER in b.find_element(By.ID, "patient-text").text)
+            # ... masked (its last 3 characters) until the nurse asks to see it whole
+            wait.until(lambda b: IDENTIFIER[-3:] in b.find_element(By.ID, "patient-text").text)
+            assert IDENTIFIER not in browser.find_element(By.TAG_NAME, "body").text
+            browser.find_element(By.CSS_SELECTOR, "#reveal-form button").click()
+            wait.until(lambda b: b.find_element(By.ID, "revealed").text == IDENTIFIER)
             assert IDENTIFIER not in browser.current_url
             wait.until(lambda b: b.find_element(By.ID, "link").get_attribute("class")
                        == "tile ok")

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 import pytest
 
 from edge_agent.console.serve import serve_console
+from edge_agent.encounters import masked
 from edge_agent.errors import ConfigError
 from edge_agent.i18n import translator
 from edge_agent.models import measurement
@@ -206,7 +207,8 @@ def test_open_assign_close_with_the_encounter_model(unit: tuple[Path, Path],
 
         assert post("open", identifier=IDENTIFIER, system="urn:oid:1.2.3")[0] == 200
         _, live, _ = served.request("GET", "/live", cookies=cookies)
-        assert IDENTIFIER in live  # the nurse sees whose readings these are
+        # the nurse sees whose readings these are, masked (tests/console/test_privacy.py)
+        assert masked(IDENTIFIER) in live and IDENTIFIER not in live
         ids = [r[0] for r in sqlite3.connect(store).execute("SELECT id FROM readings")]
         assert f'value="{ids[0]}"' in live  # a checkbox per reading of no patient
         status, body = post("assign", reading=ids)
@@ -249,9 +251,9 @@ def test_lan_needs_a_pin_and_the_pin(tmp_path: Path) -> None:
         cookies["auth"] = auth.split(";")[0].split("=", 1)[1]
         status, page, _ = served.request("GET", "/", source=tablet, cookies=cookies)
         assert status == 200 and 'data-key="agent"' in page
-        # five wrong PINs lock the form, even for the right one
+        # five wrong PINs lock this tablet, even for the right one (tests/console/test_lockout.py)
         for _ in range(5):
             served.request("POST", "/login", source=tablet, cookies=cookies,
                            body={"pin": "1111", "csrf": csrf.group(1)})
         assert served.request("POST", "/login", source=tablet, cookies=cookies,
-                              body={"pin": "4821", "csrf": csrf.group(1)})[0] == 401
+                              body={"pin": "4821", "csrf": csrf.group(1)})[0] == 429

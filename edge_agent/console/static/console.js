@@ -7,6 +7,21 @@
   var message = document.getElementById("action-message");
   var csrf = document.querySelector('meta[name="csrf-token"]').getAttribute("content");
   var lang = live.getAttribute("data-lang");
+  var revealed = document.getElementById("revealed");
+  var revealedFor = null;
+  var hideTimer = null;
+
+  // The whole identifier only on the nurse's request, for REVEAL_MS, and never once the
+  // open patient changed; the page itself shows it masked.
+  var REVEAL_MS = 30000;
+  function hide() {
+    if (revealed) { revealed.textContent = ""; revealed.hidden = true; }
+    revealedFor = null;
+  }
+  function openEncounter() {
+    var text = document.getElementById("patient-text");
+    return text ? text.getAttribute("data-encounter") : "";
+  }
 
   function ticked() {
     return Array.prototype.map.call(live.querySelectorAll('input[name="reading"]:checked'),
@@ -24,6 +39,7 @@
           if (box) { box.checked = true; }
         });
         lost.hidden = true;
+        if (revealedFor !== null && openEncounter() !== revealedFor) { hide(); }
       })
       .catch(function () { lost.hidden = false; });
   }
@@ -37,6 +53,16 @@
       message.textContent = answer.message;
       message.className = "message" + (answer.ok ? "" : " error");
       if (answer.ok && form.id === "open-form") { form.reset(); }
+      if (form.id === "reveal-form") {
+        if (answer.ok && revealed) {
+          revealed.textContent = answer.identifier;
+          revealed.hidden = false;
+          revealedFor = openEncounter();
+          clearTimeout(hideTimer);
+          hideTimer = setTimeout(hide, REVEAL_MS);
+        }
+        return;
+      } else { hide(); }
       if (answer.ok) { refresh(); }
     });
   }
