@@ -115,9 +115,9 @@ class Revealed:
 
 def reveal(store_path: Path) -> Revealed:
     """The open patient's whole identifier, for the nurse who asked to see it."""
-    from edge_agent import encounters
     from edge_agent.console.queries import NEEDS
-    from edge_agent.store_read import reading
+    from edge_agent.store import encounters
+    from edge_agent.store.read import reading
 
     try:
         if not _has_model(store_path):

@@ -64,7 +64,7 @@ def patient_text(tr: Translator, view: UnitView, now: datetime, *, reveal: bool 
 def encounter_text(tr: Translator, e: Encounter, now: datetime, *, reveal: bool = False) -> str:
     """The open patient: the identifier masked (its last 3 characters, as ``patient current``)
     unless the nurse asked to see it (``reveal``)."""
-    from edge_agent.encounters import masked
+    from edge_agent.store.encounters import masked
 
     shown = e.identifier if reveal else masked(e.identifier)
     return tr("patient.open", identifier=shown, age=tr.age(age_s(e.opened_at, now)))

@@ -21,7 +21,7 @@ from edge_agent.console.hosts import (
     check_host,
     interface_addresses,
 )
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
 from tests.broker import free_port
 from tests.console.test_web import IDENTIFIER, Served
 from tests.console.unit import unit_config

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from edge_agent.console.lockout import Decision, Outcome, PinLockout, PinPolicy
 from edge_agent.i18n import translator
-from edge_agent.store import Store
+from edge_agent.store.writer import Store
 from tests.broker import free_port
 from tests.console.test_web import Served, session
 from tests.console.unit import unit_config

@@ -22,10 +22,10 @@ from typer.testing import CliRunner
 from edge_agent.cli import app as cli
 from edge_agent.console.actions import open_encounter
 from edge_agent.console.app import create_app
-from edge_agent.encounters import masked
 from edge_agent.i18n import translator
 from edge_agent.settings import load
-from edge_agent.store import Store
+from edge_agent.store.encounters import masked
+from edge_agent.store.writer import Store
 from tests.broker import free_port
 from tests.console.test_web import IDENTIFIER, Served, session
 from tests.console.unit import unit_config

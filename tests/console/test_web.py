@@ -18,11 +18,11 @@ from urllib.parse import urlencode
 import pytest
 
 from edge_agent.console.serve import serve_console
-from edge_agent.encounters import masked
 from edge_agent.errors import ConfigError
 from edge_agent.i18n import translator
 from edge_agent.models import measurement
 from edge_agent.settings import load
+from edge_agent.store.encounters import masked
 from edge_agent.store.writer import Store
 from tests.broker import free_port, wait_for_port
 from tests.console.unit import unit_config
