@@ -591,15 +591,18 @@ def inspect_quarantine(moved: Path, store: Path, current: Any | None) -> dict[st
     if conn is not None:
         try:
             upper = _sequence(conn, "readings")
-            count = last = 0
-            unsent: list[str] = []
+            count = last = missing = 0
+            unsent: list[str] = []  # checked against the current store 500 at a time
             if _columns(conn, "readings"):
                 for row in salvage_rows(conn, "readings", ["id", "sent_at"], upper, rec):
                     count, last = count + 1, row[0]
                     if row[2] is None:
                         unsent.append(str(row[1]))
-            out.update(readable=True, readings=count,
-                       not_at_central=len(unsent) - _sent_in(current, unsent),
+                    if len(unsent) >= 500:
+                        missing += len(unsent) - _sent_in(current, unsent)
+                        unsent = []
+            missing += len(unsent) - _sent_in(current, unsent)
+            out.update(readable=True, readings=count, not_at_central=missing,
                        unreadable=max(0, max(upper or 0, last) - count))
         finally:
             conn.close()
@@ -612,17 +615,13 @@ def inspect_quarantine(moved: Path, store: Path, current: Any | None) -> dict[st
 
 
 def _sent_in(current: Any | None, ids: list[str]) -> int:
-    """How many of ``ids`` the current store has sent (central acknowledged them)."""
-    if current is None:
+    """How many of ``ids`` (at most 500) the current store has sent (central acknowledged)."""
+    if current is None or not ids:
         return 0
-    sent = 0
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        marks = ", ".join("?" for _ in chunk)
-        sent += int(current.execute(
-            f"SELECT count(*) FROM readings WHERE id IN ({marks}) AND sent_at IS NOT NULL",
-            chunk).fetchone()[0])
-    return sent
+    marks = ", ".join("?" for _ in ids)
+    return int(current.execute(
+        f"SELECT count(*) FROM readings WHERE id IN ({marks}) AND sent_at IS NOT NULL",
+        ids).fetchone()[0])
 
 
 def check_report(path: Path, *, seconds: float = CHECK_SECONDS) -> dict[str, Any]:
