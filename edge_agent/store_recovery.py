@@ -312,7 +312,7 @@ def resume(path: Path) -> Recovery:
         if done is not None and done.get("quarantined") == str(moved):
             log.warning("store: the salvage into %s had finished; marker removed", path.name)
             _remove_marker(path)
-            return _recovery_from(done, rec)
+            return _recovery_from(done)
         raise StoreError(
             "store.salvage_conflict",
             f"{path}: a salvage of {moved.name} was interrupted, and a store not made by it is "
@@ -337,7 +337,7 @@ def _salvaged_from(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) and value.get("state") == "recovered" else None
 
 
-def _recovery_from(health: dict[str, Any], rec: Recovery) -> Recovery:
+def _recovery_from(health: dict[str, Any]) -> Recovery:
     names = {f.name for f in fields(Recovery)}
     values = {k: v for k, v in health.items() if k in names}
     values["problems"] = tuple(values.get("problems", ()))

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from edge_agent import doctor
 from edge_agent.cli import app
+from edge_agent.errors import StoreError
 from edge_agent.models import measurement
 from edge_agent.salvage_plan import OWN_COLUMNS, OWN_TABLES
 from edge_agent.settings import Settings, StoreSettings, UnitSettings
@@ -202,6 +203,18 @@ def test_an_interrupted_salvage_is_reported_until_the_agent_finishes_it(
     assert checks[0].status == "fail"
     assert "salvage of a damaged store was interrupted" in checks[0].detail
     assert "start the agent" in checks[0].fix
+
+
+@pytest.mark.parametrize("marker", ["{not json", '{"quarantined": "/nowhere/unit.db.corrupt-x"}'])
+def test_a_marker_that_cannot_be_followed_is_refused_clearly(tmp_path: Path, marker: str) -> None:
+    """A marker that is unreadable, or names a quarantine that is not there (and no store):
+    the start is refused with what to do; nothing is created or deleted."""
+    path = tmp_path / "unit.db"
+    marker_path(path).write_text(marker)
+    with pytest.raises(StoreError) as err:
+        Store(path, "mmu-01")
+    assert "Fix:" in str(err.value) and "salvage" in str(err.value)
+    assert not path.exists() and marker_path(path).read_text() == marker
 
 
 # --- what db check and doctor advise --------------------------------------------------------
