@@ -96,11 +96,12 @@ def reject_rate_check(device: str, state: str | None, readings: int, rejects: in
 
 # --- checks with I/O ------------------------------------------------------------------------
 def check_store(settings: Settings, now: datetime) -> list[Check]:
-    from edge_agent.store.health import health_report
+    from edge_agent.store.health import health_report, summary
     from edge_agent.store.read import reading
+    from edge_agent.store.recovery import marker_path
 
     path = Path(settings.store.path)
-    if not path.exists():
+    if not path.exists() and not marker_path(path).exists():
         return [Check("store", "fail", f"no store at {path}",
                       "start the agent once (systemctl start edge-agent), or fix [store] path")]
     try:
@@ -108,9 +109,11 @@ def check_store(settings: Settings, now: datetime) -> list[Check]:
     except EdgeAgentError as exc:  # a key that does not open it, a missing binding
         return [Check("store", "fail", str(exc).split(" Fix: ")[0],
                       str(exc).partition(" Fix: ")[2])]
-    checks = [Check("store", "ok" if report["healthy"] else "fail",
-                    f"{path}: quick_check {report['check']}",
-                    "" if report["healthy"] else "run edge-agent db check for the details")]
+    detail, fix = summary(report)
+    checks = [Check("store", "ok" if report["healthy"] else "fail", detail,
+                    "" if report["healthy"] else fix or "see edge-agent db check")]
+    if report["check"] == "salvage-pending":
+        return checks
     try:
         with reading(path) as db:
             journal = db.execute("PRAGMA journal_mode").fetchone()[0]

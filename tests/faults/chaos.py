@@ -10,7 +10,8 @@ and check (:mod:`tests.faults.checker`).
   Limits: only the store's SQLite files are lazy (not the broker's or central's files); the
   broker and the receiver are killed as processes (a van's power cut does not reach central).
 - After every agent kill: ``PRAGMA integrity_check`` on its store (central's after receiver
-  kills and at the end).
+  kills and at the end), read-only: the WAL the killed agent left is not checkpointed away, so
+  the next agent starts on it, as in the field (``starts_on_a_left_wal`` counts them).
 - Heal and drain: the monitors stop sending new messages and finish the one in hand; a clean
   agent (no lazy VFS, no negative hook) syncs until its store has nothing unsent.
 - Negative controls (``negative=``): ``ack-before-commit`` and ``sync-normal`` (see the hook
@@ -34,6 +35,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import quote
 
 from tests.broker import MosquittoBroker, free_port
 from tests.faults import checker
@@ -80,6 +82,7 @@ class Summary:
     lost_examples: list[str] = field(default_factory=list)
     integrity_checks: int = 0
     integrity_failures: int = 0
+    starts_on_a_left_wal: int = 0  # agent starts that found the WAL a killed agent left
     drained: bool = False
     epoch_column: str | None = None
     valid: bool = False
@@ -104,7 +107,8 @@ class Summary:
             f"readings: sent {self.readings_sent}, at central {self.readings_central}",
             f"classes: {classes}",
             f"integrity_check: {self.integrity_checks} run, {self.integrity_failures} failed; "
-            f"drained: {self.drained}; seq grouped by {self.epoch_column or 'unit'}",
+            f"drained: {self.drained}; seq grouped by {self.epoch_column or 'unit'}; "
+            f"agent starts on a WAL left by a kill: {self.starts_on_a_left_wal}",
         ]
         if self.lost_examples:
             lines.append(f"lost (first MSH-10s): {', '.join(self.lost_examples)}")
@@ -117,11 +121,21 @@ class Summary:
 
 
 def integrity_ok(path: Path) -> bool:
+    """``PRAGMA integrity_check`` through a read-only connection: it never checkpoints, so the
+    WAL a killed (or power-cut) agent left stays for the next agent to start on, as in a van
+    after consecutive cuts (a read-write connection's close would checkpoint and remove it)."""
     if not path.exists():
         return True  # not created yet: nothing to corrupt
-    with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
+    with contextlib.closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True,
+                                            timeout=30)) as conn:
         rows = conn.execute("PRAGMA integrity_check").fetchall()
     return rows == [("ok",)]
+
+
+def wal_left(path: Path) -> bool:
+    """A WAL with frames in it beside the store (what the next start has to recover from)."""
+    wal = path.with_name(path.name + "-wal")
+    return wal.exists() and wal.stat().st_size > 0
 
 
 class Supervised:
@@ -305,6 +319,7 @@ class Chaos:
             self.summary.power_cuts += self.agent.lazy
             self.agent.kill()
             self._integrity(self.agent.store)
+            self.summary.starts_on_a_left_wal += wal_left(self.agent.store)
         elif target == "broker":
             self.broker.kill()
         else:
