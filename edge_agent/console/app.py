@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import logging
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import jinja2
 from starlette.applications import Starlette
@@ -42,6 +43,9 @@ from edge_agent.console.present import encounter_text, patient_text, reading_dic
 from edge_agent.console.queries import UnitView
 from edge_agent.i18n import LANGS, Translator, parse_lang, translator
 from edge_agent.settings import Settings
+
+if TYPE_CHECKING:
+    from edge_agent.store import Store
 
 log = logging.getLogger(__name__)
 LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -68,9 +72,11 @@ class _Pins:
 
 
 class Console:
-    def __init__(self, settings: Settings, secret: bytes | None = None) -> None:
+    def __init__(self, settings: Settings, secret: bytes | None = None,
+                 writer: Store | None = None) -> None:
         self.settings = settings
         self.store = Path(settings.store.path)
+        self.writer = writer  # the running agent's store: actions go through its writer
         self.secret = secret or secrets.token_bytes(32)
         self.checklist = _Checklist()
         self.pins = _Pins()
@@ -231,16 +237,17 @@ class Console:
         what = request.path_params["what"]
         if what == "open":
             patients = self.settings.patients
-            result = await asyncio.to_thread(actions.open_encounter, self.store,
-                                             fields.get("identifier", ""),
-                                             fields.get("system") or None,
-                                             dict(patients.systems), patients.default,
-                                             patients.practitioner_role)
+            result = await asyncio.to_thread(functools.partial(
+                actions.open_encounter, self.store, fields.get("identifier", ""),
+                fields.get("system") or None, dict(patients.systems), patients.default,
+                patients.practitioner_role, writer=self.writer))
         elif what == "close":
-            result = await asyncio.to_thread(actions.close_encounter, self.store)
+            result = await asyncio.to_thread(actions.close_encounter, self.store,
+                                             writer=self.writer)
         elif what == "assign":
             ids = form.get("reading", [])
-            result = await asyncio.to_thread(actions.assign, self.store, ids)
+            result = await asyncio.to_thread(actions.assign, self.store, ids,
+                                             writer=self.writer)
         else:
             return Response(status_code=404)
         log.info("console: patient %s: %s", what, result.message)  # never the identifier
@@ -261,8 +268,10 @@ async def form_fields(request: Request) -> dict[str, list[str]]:
     return parse_qs(body[:65536].decode("utf-8", "replace"), max_num_fields=600)
 
 
-def create_app(settings: Settings, secret: bytes | None = None) -> Starlette:
-    console = Console(settings, secret)
+def create_app(settings: Settings, secret: bytes | None = None,
+               writer: Store | None = None) -> Starlette:
+    """``writer``: the running agent's store, when the console is served inside the agent."""
+    console = Console(settings, secret, writer)
     static = resources.files("edge_agent").joinpath("console/static")
 
     async def guard(request: Request, call_next: Any) -> Response:
