@@ -4,6 +4,7 @@ config edits, central's files and exports)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,13 @@ def fsync_path(path: Path | str) -> None:
 
 def create_private(path: Path) -> None:
     """Create ``path`` (and its folder) 0600 from the first byte, or make it 0600: SQLite gives
-    its -wal and -shm files the database file's mode."""
+    its -wal and -shm files the database file's mode. Created only when missing: closing a
+    descriptor of a database this process has open drops every POSIX lock SQLite holds on it
+    (the writer's too), and another process may then checkpoint and remove the WAL under it
+    ("malformed")."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
     os.chmod(path, 0o600)
 
 

@@ -9,26 +9,31 @@ import os
 import socket
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 
 from edge_agent.errors import LinkError
 from edge_agent.settings import Settings
+from edge_agent.store.agent_lock import is_running
 from sync import topics
 from sync.daemon import SyncDaemon
 from sync.link import LinkEvent, MqttLink
 
 
-def agent_pid(daemon: Any) -> int | None:
+def agent_pid(daemon: Any, store: Path | None = None) -> int | None:
     """The pid of the running agent that wrote this snapshot, or None. The agent writes its
     snapshot only when something changes (an idle agent writes nothing), so liveness is the
-    process itself, not the snapshot's age."""
+    process itself, not the snapshot's age: with ``store``, the process holding the store's
+    agent lock (a killed agent's pid may be another process's by now)."""
     if not isinstance(daemon, dict) or daemon.get("stopped"):
         return None
     pid = daemon.get("pid")
     if not isinstance(pid, int) or pid <= 0:
         return None
+    if store is not None:
+        return pid if is_running(store, pid) else None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -38,7 +43,8 @@ def agent_pid(daemon: Any) -> int | None:
     return pid
 
 
-def status(db: Database) -> dict[str, Any]:
+def status(db: Database, store: Path | None = None) -> dict[str, Any]:
+    """``store``: the store's path, to tell a running agent from a dead one's snapshot."""
     backlog = db.execute(
         "SELECT count(*), min(received_at) FROM readings WHERE sent_at IS NULL "
         "AND refused IS NULL"
@@ -47,7 +53,8 @@ def status(db: Database) -> dict[str, Any]:
     last_ack = db.execute("SELECT max(acked_at) FROM batches").fetchone()[0]
     row = db.execute("SELECT value, updated_at FROM agent_state WHERE key = 'sync'").fetchone()
     daemon = json.loads(row[0]) if row else None
-    running = agent_pid(daemon) is not None
+    pid = agent_pid(daemon, store)
+    running = pid is not None
     return {
         "agent_running": running,
         "connected": bool(daemon and running and daemon.get("connected")),
@@ -60,7 +67,7 @@ def status(db: Database) -> dict[str, Any]:
         "refused_by_central": refused,
         # "central does not take files yet" while the unit's file inits go unanswered.
         "files_state": (daemon.get("files_state") or "") if daemon and running else "",
-        "pid": agent_pid(daemon),
+        "pid": pid,
     }
 
 

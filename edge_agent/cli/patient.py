@@ -8,10 +8,10 @@ shown masked, never logged.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from sqlite_utils import Database
 
 app = typer.Typer(no_args_is_help=True)
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -34,6 +35,17 @@ def _store(path: Path) -> Iterator[Database]:
                          "(edge-agent run) or pass --db PATH")
     with writing(path) as db:
         yield db
+
+
+def _write(path: Path, op: Callable[[Database], T]) -> T:
+    """``op`` in one short write transaction, tried again while the store is locked (the
+    running agent's writer is committing)."""
+    from edge_agent.store.encounters import write_beside
+
+    if not path.exists():
+        raise StoreError("store.missing", f"no store at {path}. Fix: start the agent once "
+                         "(edge-agent run) or pass --db PATH")
+    return write_beside(path, op)
 
 
 def _paths(config: Path | None, db: Path | None) -> tuple[Path, dict[str, str], str,
@@ -69,8 +81,8 @@ def open_(
                                  f"{', '.join(sorted(systems))}", param_hint="--system")
     if not identifier.strip() or len(identifier) > 64:
         raise typer.BadParameter("an identifier is 1-64 characters", param_hint="IDENTIFIER")
-    with _store(path) as store:
-        found = open_encounter(store, systems[name], identifier.strip(), practitioner_role=role)
+    found = _write(path, lambda store: open_encounter(
+        store, systems[name], identifier.strip(), practitioner_role=role))
     where = "no GPS fix" if found.position is None else "at the van's GPS position"
     typer.echo(f"encounter {found.id} open for {name} {masked(found.patient_value)} "
                f"since {found.opened_at} ({where})")
@@ -82,8 +94,7 @@ def close(config: ConfigOption = None, db: DbOption = None) -> None:
     from edge_agent.store.encounters import close_encounter
 
     path, *_ = _paths(config, db)
-    with _store(path) as store:
-        found = close_encounter(store)
+    found = _write(path, close_encounter)
     typer.echo(f"encounter {found.id} closed at {found.closed_at}")
 
 
@@ -118,11 +129,12 @@ def assign(
 ) -> None:
     """List the unattributed readings of the last minutes; with numbers (or --all), attach
     them to the open encounter (those central has get there as updates)."""
+    from edge_agent.store.encounters import Unattributed, unattributed
     from edge_agent.store.encounters import assign as attach
-    from edge_agent.store.encounters import unattributed
 
     path, *_ = _paths(config, db)
-    with _store(path) as store:
+
+    def op(store: Database) -> tuple[list[Unattributed], list[int], int]:
         listed = unattributed(store, minutes, at=datetime.now(UTC))
         chosen = [r.seq for r in listed] if every else [
             s for s in seqs or [] if s in {r.seq for r in listed}]
@@ -130,7 +142,9 @@ def assign(
             unknown = sorted(set(seqs) - set(chosen))
             raise typer.BadParameter(f"not unattributed readings of the last {minutes:g} "
                                      f"minutes: {unknown}", param_hint="SEQS")
-        bound = attach(store, chosen) if chosen else 0
+        return listed, chosen, attach(store, chosen) if chosen else 0
+
+    listed, chosen, bound = _write(path, op)
     if not chosen:
         if not listed:
             typer.echo(f"no unattributed readings in the last {minutes:g} minutes")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -13,8 +13,6 @@ from edge_agent.errors import StoreError
 
 if TYPE_CHECKING:
     import asyncio
-
-    from edge_agent.store.writer import Store
 
 
 def install_stop_handlers(stop: asyncio.Event) -> None:
@@ -26,6 +24,7 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+T = TypeVar("T")
 _OPEN_FIXES = {
     "store.unreadable": "check that the agent's user can write the store's folder (SQLite "
     "creates -wal and -shm files beside it); if the file is damaged, keep a copy, then restore "
@@ -35,7 +34,7 @@ _OPEN_FIXES = {
 }
 
 
-def open_store(make: Callable[[], Store], path: Path) -> Store:
+def open_store(make: Callable[[], T], path: Path) -> T:
     """``make()``, with the errors of opening the store (an unwritable or missing folder, a
     file that is not a store) as one line with the fix, exit 4."""
     from edge_agent.store import connect as store_connect
@@ -93,6 +92,12 @@ def run(
     from edge_agent.store.writer import Store
 
     settings = load_settings(config)
+    from edge_agent.store.agent_lock import ROLES, AgentLock
+
+    # Held until this process ends (the kernel lets it go however it ends): a second agent on
+    # this store is refused at once, before it opens the store.
+    path = Path(settings.store.path)
+    lock = open_store(lambda: AgentLock(path, ROLES if only is None else (only,)), path)
 
     async def main() -> None:
         from edge_agent.service.systemd_notify import Notifier
@@ -123,7 +128,10 @@ def run(
                 stop.set()
                 await watchdog
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        lock.release()
 
 
 def receive(

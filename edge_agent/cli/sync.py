@@ -20,8 +20,9 @@ def status(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption
     from edge_agent.store.read import reading
     from sync.diagnostics import status as read_status
 
-    with reading(store_path(config, db), needs=STATUS_NEEDS) as store:
-        result = read_status(store)
+    path = store_path(config, db)
+    with reading(path, needs=STATUS_NEEDS) as store:
+        result = read_status(store, path)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -49,8 +50,9 @@ def now(config: ConfigOption = None, db: DbOption = None) -> None:
     from edge_agent.store.read import reading
     from sync.diagnostics import status as read_status
 
-    with reading(store_path(config, db), needs=STATUS_NEEDS) as store:
-        pid = read_status(store)["pid"]
+    path = store_path(config, db)
+    with reading(path, needs=STATUS_NEEDS) as store:
+        pid = read_status(store, path)["pid"]
     if pid is None:
         typer.echo("the agent is not running: start it (edge-agent run)", err=True)
         raise typer.Exit(1)

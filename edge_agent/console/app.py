@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import logging
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import jinja2
 from starlette.applications import Starlette
@@ -47,6 +48,9 @@ from edge_agent.console.queries import UnitView
 from edge_agent.i18n import LANGS, Translator, parse_lang, translator
 from edge_agent.settings import Settings
 
+if TYPE_CHECKING:
+    from edge_agent.store.writer import Store
+
 log = logging.getLogger(__name__)
 LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 CHECKLIST_TTL_S: Final = 10.0  # the store's quick_check is not run at every poll
@@ -61,9 +65,11 @@ class _Checklist:
 
 
 class Console:
-    def __init__(self, settings: Settings, secret: bytes | None = None) -> None:
+    def __init__(self, settings: Settings, secret: bytes | None = None,
+                 writer: Store | None = None) -> None:
         self.settings = settings
         self.store = Path(settings.store.path)
+        self.writer = writer  # the running agent's store: actions go through its writer
         self.secret = secret or secrets.token_bytes(32)
         self.checklist = _Checklist()
         self.pins = PinLockout()
@@ -225,16 +231,17 @@ class Console:
         what = request.path_params["what"]
         if what == "open":
             patients = self.settings.patients
-            result = await asyncio.to_thread(actions.open_encounter, self.store,
-                                             fields.get("identifier", ""),
-                                             fields.get("system") or None,
-                                             dict(patients.systems), patients.default,
-                                             patients.practitioner_role)
+            result = await asyncio.to_thread(functools.partial(
+                actions.open_encounter, self.store, fields.get("identifier", ""),
+                fields.get("system") or None, dict(patients.systems), patients.default,
+                patients.practitioner_role, writer=self.writer))
         elif what == "close":
-            result = await asyncio.to_thread(actions.close_encounter, self.store)
+            result = await asyncio.to_thread(actions.close_encounter, self.store,
+                                             writer=self.writer)
         elif what == "assign":
             ids = form.get("reading", [])
-            result = await asyncio.to_thread(actions.assign, self.store, ids)
+            result = await asyncio.to_thread(actions.assign, self.store, ids,
+                                             writer=self.writer)
         elif what == "reveal":  # the nurse's deliberate "show the identifier"
             shown = await asyncio.to_thread(actions.reveal, self.store)
             log.info("console: patient reveal: %s", shown.result.message)  # never the value
@@ -261,8 +268,10 @@ async def form_fields(request: Request) -> dict[str, list[str]]:
     return parse_qs(body[:65536].decode("utf-8", "replace"), max_num_fields=600)
 
 
-def create_app(settings: Settings, secret: bytes | None = None) -> Starlette:
-    console = Console(settings, secret)
+def create_app(settings: Settings, secret: bytes | None = None,
+               writer: Store | None = None) -> Starlette:
+    """``writer``: the running agent's store, when the console is served inside the agent."""
+    console = Console(settings, secret, writer)
     static = resources.files("edge_agent").joinpath("console/static")
 
     async def guard(request: Request, call_next: Any) -> Response:

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from sqlite_utils import Database
 
+from edge_agent.store.agent_lock import is_running
 from edge_agent.store.disk_status import read_status
 from edge_agent.store.read import reading
 
@@ -127,7 +128,8 @@ def agent_pid(path: Path, sync: dict[str, Any] | None) -> int | None:
     if disk is not None and disk.get("agent_running"):
         return _alive(disk.get("pid"))
     if sync is not None and not sync.get("stopped"):
-        return _alive(sync.get("pid"))
+        pid = _alive(sync.get("pid"))
+        return pid if pid is not None and is_running(path, pid) else None
     return None
 
 

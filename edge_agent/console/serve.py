@@ -12,8 +12,12 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from edge_agent.settings import Settings
+
+if TYPE_CHECKING:
+    from edge_agent.store.writer import Store
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,10 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_console(settings: Settings, stop: asyncio.Event) -> None:
+async def serve_console(settings: Settings, stop: asyncio.Event,
+                        writer: Store | None = None) -> None:
+    """``writer``: the agent's store (inside the agent): the patient actions write through
+    it, never through a second connection of the agent's process."""
     import uvicorn
 
     from edge_agent.console.app import create_app
@@ -44,7 +51,7 @@ async def serve_console(settings: Settings, stop: asyncio.Event) -> None:
 
     c = settings.console
     sock = bind(c.host, c.port)
-    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False,
+    config = uvicorn.Config(create_app(settings, writer=writer), log_config=None, access_log=False,
                             lifespan="off", http="h11", ws="none", timeout_graceful_shutdown=2)
     server = _Server(config)
     log.info("console: serving on http://%s:%s", c.host, c.port)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.registry import driver
 from drivers.simulators.base import PtyDevice
@@ -29,6 +29,9 @@ from edge_agent.settings import (
     UnitSettings,
 )
 from edge_agent.store.writer import Store
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 # (device id, kind, options): the demo van's equipment
 DEMO_DEVICES: tuple[tuple[str, str, dict[str, Any]], ...] = (
@@ -141,7 +144,7 @@ async def run_demo(
                 tasks.append(asyncio.create_task(SyncDaemon(store, settings).run(sync_stop)))
             start = time.monotonic()
             # A simulated patient's encounter for the middle third of the run, opened and
-            # closed as `edge-agent patient open/close` do (another connection), so the uplink
+            # closed as the console does inside the agent (through its writer), so the uplink
             # carries attributed and unattributed readings.
             steps = [(seconds / 3, "open"), (2 * seconds / 3, "close")]
             while (left := seconds - (time.monotonic() - start)) > 0:
@@ -149,12 +152,12 @@ async def run_demo(
                 await asyncio.sleep(max(0.01, min(1.0, left, next_step)))
                 while steps and time.monotonic() - start >= steps[0][0]:
                     step = steps.pop(0)[1]
-                    await asyncio.to_thread(_encounter_step, settings, step)
+                    await asyncio.to_thread(_encounter_step, settings, step, store)
                     progress(f"simulated patient: encounter "
                              f"{'opened' if step == 'open' else 'closed'}")
                 progress(_line(time.monotonic() - start, store.stats(), broker is not None))
             if steps and steps[0][1] == "close":
-                await asyncio.to_thread(_encounter_step, settings, "close")
+                await asyncio.to_thread(_encounter_step, settings, "close", store)
             acquire_stop.set()
             await tasks[0]
             if broker is not None:
@@ -185,15 +188,19 @@ async def run_demo(
 DEMO_PATIENT = ("platform", "DEMO-000042")  # a simulated patient (no real person)
 
 
-def _encounter_step(settings: Settings, step: str) -> None:
-    from edge_agent.store.encounters import close_encounter, open_encounter, writing
+def _encounter_step(settings: Settings, step: str, store: Store) -> None:
+    """The patient's open/close through the store's writer (this process's only writer)."""
+    from edge_agent.store.encounters import close_encounter, open_encounter
 
-    with writing(settings.store.path) as db:
+    def op(db: Database) -> None:
+        store.encounters.invalidate()  # the writer's own commits do not move data_version
         if step == "open":
             open_encounter(db, settings.patients.systems[DEMO_PATIENT[0]], DEMO_PATIENT[1],
                            practitioner_role="nurse")
         else:
             close_encounter(db)
+
+    store.call(op)
 
 
 def _public(state: Any) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from edge_agent.errors import StoreFull
 from edge_agent.files import sources as file_sources
 from edge_agent.models import ClockSource, Measurement
 from edge_agent.settings import DeviceSettings, Settings
+from edge_agent.store import connect as store_connect
 from edge_agent.store import device_facts
 from edge_agent.store.acquisition_buffer import AcquisitionBuffer, Held
 from edge_agent.store.database import put_state
@@ -35,6 +36,7 @@ from edge_agent.store.disk_full import FullDisk
 from edge_agent.store.writer import Store
 
 log = logging.getLogger(__name__)
+STREAM_BUSY_RETRIES = 5  # a stream's readings appended again while the store stays locked
 
 
 @dataclass
@@ -121,18 +123,32 @@ class StoreSink(Sink):
             self._hold_or_refuse(held, may_buffer)
             return
         try:
-            await asyncio.wrap_future(
-                self.unit_store.append(
-                    device_id, measurements, rejects,
-                    received_at=received_at, clock_source=clock, position=position,
-                    cursor=cursor,
-                )
-            )
+            await self._append(held, cursor, may_buffer)
         except StoreFull:
             full.enter()
             self._hold_or_refuse(held, may_buffer)
             return
         self._count(held)
+
+    async def _append(self, held: Held, cursor: tuple[str, int] | None,
+                      may_buffer: bool) -> None:
+        """Append through the writer (which already tries a locked commit again). Stream
+        readings (no device resends them) are appended again, bounded, while the store stays
+        locked; a message's readings are refused at once (the device resends)."""
+        backoff = Backoff(base=0.5, cap=5.0)
+        while True:
+            try:
+                await asyncio.wrap_future(self.unit_store.append(
+                    held.device_id, list(held.measurements), list(held.rejects),
+                    received_at=held.received_at, clock_source=held.clock_source,
+                    position=held.position, cursor=cursor))
+                return
+            except Exception as exc:
+                if (not may_buffer or not store_connect.is_busy(exc)
+                        or backoff.attempt >= STREAM_BUSY_RETRIES):
+                    raise
+                log.warning("device %s: the store is locked; its readings wait", held.device_id)
+                await asyncio.sleep(backoff.next_delay())
 
     def _hold_or_refuse(self, held: Held, may_buffer: bool) -> None:
         full = self.full_disk
@@ -370,8 +386,9 @@ class Supervisor:
             if self.settings.console.enabled and self.acquire:
                 from edge_agent.console.serve import serve_console
 
-                tg.create_task(self._keep(lambda s: serve_console(self.settings, s), stop,
-                                          "console"), name="console")
+                tg.create_task(self._keep(
+                    lambda s: serve_console(self.settings, s, self.store), stop, "console"),
+                    name="console")
             if started is not None:
                 await asyncio.sleep(0)  # the tasks take their first step
                 started()

@@ -213,3 +213,26 @@ def encrypted_hint(path: Path) -> str:
         return ""
     return (' (if this store is encrypted: set [store] encryption = "sqlcipher" and key_file '
             "to its key)")
+
+
+def is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED (any extended code: ``BUSY_SNAPSHOT``, ``BUSY_RECOVERY``):
+    another connection holds what this one needs; trying again later can succeed."""
+    if not isinstance(exc, operational_errors()):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def is_malformed(exc: BaseException) -> bool:
+    """SQLITE_CORRUPT ("database disk image is malformed") as one connection saw it: it may be
+    that connection's stale view (a WAL index rebuilt under it), not the file: reopen the
+    connection and try once more before declaring the store damaged."""
+    if not isinstance(exc, database_errors()):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_CORRUPT:
+        return True
+    return "malformed" in str(exc)

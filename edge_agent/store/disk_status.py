@@ -21,6 +21,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from edge_agent.store.agent_lock import is_running
+
 
 def status_path(store: Path) -> Path:
     return store.with_name(store.name + ".status.json")
@@ -80,7 +82,7 @@ def read_status(store: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         return None
     pid = data.get("pid")
-    data["agent_running"] = isinstance(pid, int) and _alive(pid)
+    data["agent_running"] = isinstance(pid, int) and is_running(store, pid)
     return data
 
 

@@ -17,16 +17,21 @@ never logged; what the CLI shows is :func:`masked`.
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
+from edge_agent.backoff import Backoff
 from edge_agent.errors import EdgeAgentError
+
+T = TypeVar("T")
+BESIDE_ATTEMPTS = 6  # a CLI write meeting a lock: tried this often (busy timeout 30 s each)
 
 POSITION_MAX_AGE_S = 600.0  # a GPS fix older than this is not the encounter's place
 
@@ -67,6 +72,26 @@ def writing(path: Path) -> Iterator[Database]:
         db.execute("COMMIT")
     finally:
         db.close()
+
+
+def write_beside(path: Path, op: Callable[[Database], T], *, attempts: int = BESIDE_ATTEMPTS,
+                 sleep: Callable[[float], None] = time.sleep) -> T:
+    """``op`` in one :func:`writing` transaction from another process than the agent (the
+    CLI), tried again (bounded, with backoff) when the store is locked: the agent's writer
+    holds the write lock for a commit at a time, and waits for this one as it would. Inside
+    the agent, write through its :class:`~edge_agent.store.writer.Store` instead (a second
+    connection in the agent's own process is what the agent must never have)."""
+    from edge_agent.store import connect as store_connect
+
+    backoff = Backoff(base=0.05, cap=1.0)
+    while True:
+        try:
+            with writing(path) as db:
+                return op(db)
+        except store_connect.operational_errors() as exc:
+            if not store_connect.is_busy(exc) or backoff.attempt + 1 >= attempts:
+                raise
+            sleep(backoff.next_delay())
 
 
 def masked(value: str) -> str:

@@ -24,6 +24,7 @@ readings (the sync loop wakes on them instead of polling).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import queue
@@ -40,6 +41,7 @@ from typing import Any, TypeVar
 from sqlite_utils import Database
 
 from drivers.base import Rejected
+from edge_agent.backoff import Backoff
 from edge_agent.catalogue import range_flags
 from edge_agent.clock import utc_now
 from edge_agent.errors import StoreError, StoreFull
@@ -55,6 +57,11 @@ Op = Callable[[Database], Any]
 # Deterministic reading ids: uuid5 in this namespace of "unit \x1f device \x1f source key".
 _POSITION = frozenset({"latitude", "longitude", "altitude"})
 READING_NS = uuid.UUID("5b1f7c1e-3f0a-4d8e-9a57-6d0c8e2b4a11")
+# A group that meets a lock (SQLITE_BUSY past the busy timeout, or one SQLite returns at
+# once) is tried again this many times, after a jittered backoff from 50 ms up to 2 s.
+BUSY_RETRIES = 8
+BUSY_BACKOFF_S = 0.05
+BUSY_BACKOFF_CAP_S = 2.0
 
 
 def reading_id(unit_id: str, device_id: str, source_key: str | None) -> str:
@@ -117,6 +124,10 @@ class Store:
         self.epoch = ""
         self.clock_source = ClockSource.SYSTEM
         self.last_commit_at: float | None = None  # monotonic
+        self.busy_retries = BUSY_RETRIES
+        self.busy_retries_done = 0  # groups tried again after meeting a lock
+        self.reopens = 0  # writer connections reopened after "malformed"
+        self._lost_connection = False  # the writer's connection is closed (a reopen failed)
         # Readings appended without an encounter_id are bound to the open encounter, read
         # again only when another connection (the CLI) committed (edge_agent.store.encounters).
         self.encounters = OpenEncounter()
@@ -155,7 +166,7 @@ class Store:
                 group = [job]
                 stop = self._gather(group)
                 try:
-                    self._commit_group(db, group)
+                    db = self._commit_group(db, group)
                 except BaseException as exc:  # never let one group end the writer
                     log.exception("store: unexpected failure committing %d operations",
                                   len(group))
@@ -181,30 +192,43 @@ class Store:
             group.append(nxt)
         return False
 
-    def _commit_group(self, db: Database, group: list[_Job]) -> None:
-        results: list[tuple[_Job, Any, BaseException | None]] = []
-        self._note_readings = self._note_alerts = 0
-        try:
-            with db.atomic():
+    def _commit_group(self, db: Database, group: list[_Job]) -> Database:
+        """Commit the group; the writer's connection afterwards (reopened once if it saw
+        "malformed"). Busy/locked (another connection writing: a CLI) rolls the whole group
+        back and runs it again after a backoff, at most ``busy_retries`` times: no operation
+        fails for it. An operation may therefore run more than once: ops act on the
+        database only."""
+        backoff = Backoff(base=BUSY_BACKOFF_S, cap=BUSY_BACKOFF_CAP_S)
+        reopened = False
+        while True:
+            try:
+                if self._lost_connection:  # a reopen failed: try again for this group
+                    db = self._reopen(db)
+                results = self._try_group(db, group)
+                break
+            except Exception as exc:
+                self.encounters.invalidate()  # it may have read inside the rolled-back group
+                if store_connect.is_busy(exc) and backoff.attempt < self.busy_retries:
+                    self.busy_retries_done += 1
+                    delay = backoff.next_delay()
+                    log.warning("store: commit of %d operations met a lock (%s); trying "
+                                "again in %.2f s", len(group), exc, delay)
+                    time.sleep(delay)  # the writer's own backoff; callers keep waiting
+                    continue
+                if store_connect.is_malformed(exc) and not reopened:
+                    reopened = True
+                    self.reopens += 1
+                    log.warning("store: the writer's connection saw %r: reopening it", str(exc))
+                    db = self._reopen(db)
+                    continue
+                full = isinstance(exc, StoreFull) or is_disk_full(exc)
+                err: BaseException = StoreFull(str(self.path)) if full else exc
+                if store_connect.is_malformed(exc):
+                    log.error("store: damaged: %s, again on a reopened connection", exc)
+                log.error("store: commit of %d operations failed: %s", len(group), exc)
                 for job in group:
-                    try:
-                        with db.atomic():  # a savepoint: a failing op fails alone
-                            results.append((job, job.op(db), None))
-                    except Exception as exc:
-                        if is_disk_full(exc):
-                            # SQLite may have rolled back the whole transaction: nothing of
-                            # this group is stored, so the whole group fails (and is retried).
-                            raise StoreFull(str(self.path)) from exc
-                        results.append((job, None, exc))
-            self.commits += 1
-            self.last_commit_at = time.monotonic()
-        except Exception as exc:
-            full = isinstance(exc, StoreFull) or is_disk_full(exc)
-            err: BaseException = StoreFull(str(self.path)) if full else exc
-            log.error("store: commit of %d operations failed: %s", len(group), exc)
-            for job in group:
-                _resolve(job.future, error=err)
-            return
+                    _resolve(job.future, error=err)
+                return db
         note = CommitNote(self._note_readings, self._note_alerts)
         for job, value, failure in results:
             _resolve(job.future, value, failure)
@@ -214,6 +238,47 @@ class Store:
                     listener(note)
                 except Exception:
                     log.exception("store: commit listener failed")
+        return db
+
+    def _try_group(self, db: Database, group: list[_Job]
+                   ) -> list[tuple[_Job, Any, BaseException | None]]:
+        """One attempt: BEGIN IMMEDIATE (the write lock first, waiting up to the busy
+        timeout: a deferred transaction that read before writing could not take it once
+        another connection had committed, SQLITE_BUSY at once), each operation in its own
+        savepoint, COMMIT. Raises (all rolled back) for what fails the whole group."""
+        results: list[tuple[_Job, Any, BaseException | None]] = []
+        self._note_readings = self._note_alerts = 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for job in group:
+                try:
+                    with db.atomic():  # a savepoint: a failing op fails alone
+                        results.append((job, job.op(db), None))
+                except Exception as exc:
+                    if is_disk_full(exc):
+                        # SQLite may have rolled back the whole transaction: nothing of
+                        # this group is stored, so the whole group fails (and is retried).
+                        raise StoreFull(str(self.path)) from exc
+                    if store_connect.is_busy(exc) or store_connect.is_malformed(exc):
+                        raise  # not this operation's fault: the whole group again
+                    results.append((job, None, exc))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.conn.in_transaction:
+                with contextlib.suppress(*store_connect.errors()):
+                    db.conn.rollback()
+            raise
+        self.commits += 1
+        self.last_commit_at = time.monotonic()
+        return results
+
+    def _reopen(self, db: Database) -> Database:
+        with contextlib.suppress(*store_connect.errors()):
+            db.close()
+        self._lost_connection = True
+        fresh = open_database(self.path)
+        self._lost_connection = False
+        return fresh
 
     # --- API ------------------------------------------------------------------------------
     def submit(self, op: Callable[[Database], T]) -> Future[T]:
@@ -234,7 +299,18 @@ class Store:
 
     def read(self, op: Callable[[Database], T]) -> T:
         """Run ``op`` on this thread's read-only connection, in one read transaction (a
-        consistent snapshot); never waits for the writer's queue."""
+        consistent snapshot); never waits for the writer's queue. A connection that sees
+        "malformed" is reopened and ``op`` run once more before the error is believed."""
+        try:
+            return self._read_once(op)
+        except store_connect.database_errors() as exc:
+            if not store_connect.is_malformed(exc):
+                raise
+            log.warning("store: a reader's connection saw %r: reopening it", str(exc))
+            self._drop_reader()
+            return self._read_once(op)
+
+    def _read_once(self, op: Callable[[Database], T]) -> T:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = store_connect.connect(self.path, check_same_thread=False, timeout=30,
@@ -248,7 +324,19 @@ class Store:
         try:
             return op(Database(conn))
         finally:
-            conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    def _drop_reader(self) -> None:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is None:
+            return
+        with self._reader_lock:
+            if conn in self._reader_conns:
+                self._reader_conns.remove(conn)
+        with contextlib.suppress(*store_connect.errors()):
+            conn.close()
 
     async def read_async(self, op: Callable[[Database], T]) -> T:
         """:meth:`read` on the store's reader threads, for the event loop."""
