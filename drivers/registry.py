@@ -47,6 +47,10 @@ class DriverSpec:
     simulator: Callable[[Options, int], Any] | None = None  # (options, seed) -> DeviceModel
     serial: SerialDefaults = field(default_factory=SerialDefaults)
     idle_timeout: float | None = None  # seconds of silence before decoder.timeout()
+    # A streaming device's interval between readings, seconds: connected but quiet for a few
+    # of them, it is shown "silent". None: an episodic device (a cuff, a scale, an analyser)
+    # that is quiet between patients, never "silent".
+    expected_interval: float | None = None
     usb_ids: tuple[str, ...] = ()  # "VID:PID" for `ports`
     ble_services: tuple[str, ...] = ()  # 16-bit service UUIDs for `ble scan`
     # The IEEE 11073-10101 device specialization (MDC_DEV_SPEC_PROFILE_*, partition 8): the
@@ -161,6 +165,7 @@ DRIVERS: dict[str, DriverSpec] = {
             kind="nonin",
             title="Nonin pulse oximeter (serial, Data Format 2/7/8/13)",
             transport="serial",
+            expected_interval=1.0,  # a reading every second while worn
             decoder=_nonin_decoder,
             simulator=_nonin_simulator,
             serial=SerialDefaults(9600, 8, "N", 1),
@@ -192,6 +197,7 @@ DRIVERS: dict[str, DriverSpec] = {
             kind="cms50",
             title="Contec CMS50 USB-serial pulse oximeter (legacy live stream, or V7.0 packets)",
             transport="serial",
+            expected_interval=1.0,  # a reading every second while worn
             decoder=_cms50_decoder,
             simulator=_cms50_simulator,
             check_options=opt.cms50,
@@ -203,6 +209,7 @@ DRIVERS: dict[str, DriverSpec] = {
             kind="nmea",
             title="GPS receiver (NMEA 0183 GGA/RMC)",
             transport="serial",
+            expected_interval=1.0,  # a fix every second
             decoder=_simple("drivers.protocols.nmea:NmeaDecoder"),
             simulator=_seeded("drivers.simulators.nmea:GpsModel"),
             serial=SerialDefaults(9600, 8, "N", 1),

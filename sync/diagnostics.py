@@ -71,6 +71,19 @@ def status(db: Database, store: Path | None = None) -> dict[str, Any]:
     }
 
 
+def with_liveness(result: dict[str, Any], live: Any) -> dict[str, Any]:
+    """``status`` with what the agent answered from its event loop (:mod:`heartbeat`): only
+    an answering agent is running or connected; a snapshot in the store outlives a frozen or
+    dead agent."""
+    answer = live.answer or {}
+    sync = answer.get("sync")
+    connected = sync.get("connected") if isinstance(sync, dict) else result["connected"]
+    return {**result, "agent": live.state, "agent_running": live.answering,
+            "connected": bool(live.answering and connected),
+            "in_flight_batches": result["in_flight_batches"] if live.answering else 0,
+            "loop": answer.get("loop")}
+
+
 async def _expect(queue: asyncio.Queue[LinkEvent], kind: str, timeout: float,
                   topic: str | None = None) -> LinkEvent:
     async with asyncio.timeout(timeout):

@@ -144,6 +144,7 @@ def status(config: ConfigOption = None, lang: LangOption = None,
             "backlog": {"readings": view.backlog, "oldest_unsent_at": view.oldest_unsent_at,
                         "text": by_key["backlog"].detail},
             "link": by_key["link"].detail,
+            "agent": {"state": facts.agent, "loop": facts.loop, "silent": facts.silent},
             "tiles": [t.as_dict() for t in found],
         }, ensure_ascii=False))
         raise typer.Exit(code)
@@ -156,6 +157,10 @@ def status(config: ConfigOption = None, lang: LangOption = None,
     typer.echo(_labelled(tr, tr("status.patient"), patient_text(tr, view, now, reveal=reveal)))
     typer.echo(_labelled(tr, tr("status.backlog"), by_key["backlog"].detail))
     typer.echo(_labelled(tr, tr("status.link"), by_key["link"].detail))
+    if facts.loop:
+        from edge_agent.console.present import loop_text
+
+        typer.echo(_labelled(tr, tr("status.loop"), loop_text(tr, facts.loop)))
     problems = [t for t in found if t.status != "ok" and t.key not in ("link", "backlog")]
     for tile in problems:
         typer.echo(_tile_lines(tr, tile))

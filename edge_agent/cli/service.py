@@ -119,7 +119,8 @@ def run(
             supervisor = Supervisor(
                 settings, store, acquire=only != "sync", sync=only != "acquire"
             )
-            watchdog = asyncio.create_task(notifier.watchdog(store, stop), name="watchdog")
+            watchdog = asyncio.create_task(notifier.watchdog(store, stop, supervisor.loop_lag),
+                                           name="watchdog")
             try:
                 await supervisor.run(stop, started=lambda: notifier.ready(
                     f"{len(settings.devices)} devices, store {store.epoch}"))

@@ -17,18 +17,27 @@ STATUS_NEEDS = "m004_identity_membership"  # the schema step sync status reads
 @app.command()
 def status(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Connected?, backlog, batches in flight, last ack, last error, clock offset."""
+    from edge_agent.service.heartbeat import ask_any
     from edge_agent.store.read import reading
     from sync.diagnostics import status as read_status
+    from sync.diagnostics import with_liveness
 
     path = store_path(config, db)
     with reading(path, needs=STATUS_NEEDS) as store:
-        result = read_status(store, path)
+        result = with_liveness(read_status(store, path), ask_any(path))
     if as_json:
         typer.echo(json.dumps(result))
         return
-    state = "connected" if result["connected"] else (
-        "agent running, not connected" if result["agent_running"] else "agent not running")
+    state = "connected" if result["connected"] else {
+        "answering": "agent running, not connected",
+        "not_answering": "agent not answering (frozen or stuck: restart it)",
+        "forbidden": "cannot ask the agent (run this as the agent's user)",
+    }.get(result["agent"], "agent not running")
     typer.echo(f"link:              {state}")
+    loop = result.get("loop")
+    if loop:
+        typer.echo(f"event loop:        lag p99 {loop['p99_ms']} ms, max {loop['max_ms']} ms, "
+                   f"{loop['stalls']} stalls" + (" (stalled now)" if loop["stalled"] else ""))
     typer.echo(f"backlog:           {result['backlog']['readings']} readings"
                + (f" (oldest {result['oldest_unsent_received_at']})"
                   if result["oldest_unsent_received_at"] else ""))

@@ -32,10 +32,18 @@ def _systemctl(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=60, check=False)
 
 
-def _running(store: Path) -> int | None:
-    from edge_agent.console.queries import agent_pid
+def _answer_pid(store: Path) -> tuple[AgentState | None, int | None]:
+    """What the agent answers from its event loop (:mod:`edge_agent.service.heartbeat`): its state
+    when it runs but cannot be asked (frozen, another user's), and the pid that answered."""
+    from edge_agent.service.heartbeat import ask_any
 
-    return agent_pid(store, None)
+    live = ask_any(store)
+    if live.state == "answering":
+        pid = (live.answer or {}).get("pid")
+        return "running", pid if isinstance(pid, int) else None
+    if live.state in ("not_answering", "forbidden"):
+        return ("not_answering" if live.state == "not_answering" else "forbidden"), None
+    return None, None
 
 
 def ensure_running(config: Path, store: Path) -> tuple[AgentState, str]:
@@ -47,8 +55,9 @@ def ensure_running(config: Path, store: Path) -> tuple[AgentState, str]:
         started = _systemctl("start")
         state: AgentState = "started_service" if started.returncode == 0 else "start_failed"
         return state, "journalctl -u edge-agent"
-    if _running(store) is not None:
-        return "running", str(log_path(store))
+    found, _ = _answer_pid(store)
+    if found is not None:  # running, or frozen: never a second agent on the same store
+        return found, str(log_path(store))
     log = log_path(store)
     try:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -65,12 +74,12 @@ def ensure_running(config: Path, store: Path) -> tuple[AgentState, str]:
                           (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
                           (os.POSIX_SPAWN_DUP2, out.fileno(), 2)],
         )
-    # Ready when its status file names it (the agent writes it as soon as it runs).
+    # Ready when it answers from its event loop.
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if os.waitpid(pid, os.WNOHANG) != (0, 0):
             return "start_failed", str(log)
-        if _running(store) == pid:
+        if _answer_pid(store)[1] == pid:
             return "started_background", str(log)
-        time.sleep(0.1)  # polling the new process's status file, bounded by the deadline
+        time.sleep(0.1)  # polling the new process's heartbeat, bounded by the deadline
     return "started_background", str(log)

@@ -43,7 +43,7 @@ from edge_agent.console import actions
 from edge_agent.console.checklist import Tile, gather, summary, tiles
 from edge_agent.console.hosts import HostGuard, UnitHosts
 from edge_agent.console.lockout import Outcome, PinLockout
-from edge_agent.console.present import encounter_text, patient_text, reading_dict
+from edge_agent.console.present import encounter_text, loop_text, patient_text, reading_dict
 from edge_agent.console.queries import UnitView
 from edge_agent.i18n import LANGS, Translator, parse_lang, translator
 from edge_agent.settings import Settings
@@ -124,17 +124,21 @@ class Console:
     async def live_context(self, tr: Translator) -> dict[str, Any]:
         from dataclasses import replace
 
+        from edge_agent.console.checklist import with_liveness
         from edge_agent.console.queries import unit_view
         from edge_agent.errors import EdgeAgentError
+        from edge_agent.service.heartbeat import ask_any
 
         now = datetime.now(UTC)
         facts = await self.facts()
+        # Asked at every poll: the cached checklist must not keep a dead agent "running".
+        live = await asyncio.to_thread(ask_any, self.store)
         view: UnitView = facts.view
         if self.store.exists():
             with contextlib.suppress(EdgeAgentError):
                 view = await asyncio.to_thread(unit_view, self.store,
                                                [d.id for d in self.settings.devices])
-        facts = replace(facts, view=view, now=now)
+        facts = with_liveness(replace(facts, view=view, now=now), live)
         found: list[Tile] = tiles(self.settings, facts, tr)
         by_key = {t.key: t for t in found}
         devices = [{"id": d.id, "tile": by_key.get(f"device:{d.id}"),
@@ -151,6 +155,9 @@ class Console:
             "patient_readings": [reading_dict(tr, r, now) for r in view.encounter_readings],
             "recent": [reading_dict(tr, r, now) for r in view.recent],
             "backlog": by_key["backlog"], "link": by_key["link"],
+            "answering": live.answering,
+            "loop": (tr("status.loop") + (" : " if tr.lang == "fr" else ": ")
+                     + loop_text(tr, facts.loop)) if facts.loop else "",
         }
 
     def lang(self, request: Request) -> Translator:

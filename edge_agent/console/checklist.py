@@ -13,21 +13,22 @@ sent later, so the unit is ready to measure.
 from __future__ import annotations
 
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from edge_agent.console.present import age_s
+from edge_agent.console.present import age_s, hour_minute
 from edge_agent.console.queries import UnitView
 from edge_agent.i18n import Translator
+from edge_agent.service.heartbeat import Liveness
 from edge_agent.settings import DeviceSettings, Settings
 
 Status = Literal["ok", "warn", "fail"]
 Link = Literal["none", "ok", "offline"]
 StoreKeyProblem = Literal["wrong_key", "not_encrypted", "key_missing"]
 AgentState = Literal["running", "not_running", "started_service", "started_background",
-                     "start_failed"]
+                     "start_failed", "not_answering", "forbidden"]
 MAX_CLOCK_OFFSET_S: Final = 5.0  # as doctor's clock check
 STALE_BACKLOG_S: Final = 86400.0  # a reading unsent for a day: say how to get it out
 ACTIVE_STATES: Final = frozenset({"connected", "listening", "waiting", "scanning"})
@@ -64,6 +65,43 @@ class Facts:
     link: Link = "none"
     agent: AgentState = "running"
     agent_log: str = ""
+    # What the running agent answered from its event loop (None: not asked; then the store's
+    # snapshot says whether it runs). Only an answer makes a device "connected" or "silent".
+    answering: bool | None = None
+    silent: dict[str, str] = field(default_factory=dict)  # device id -> silent since
+    loop: dict[str, Any] | None = None  # the agent's event-loop lag figures
+
+    @property
+    def running(self) -> bool:
+        return self.view.agent_running if self.answering is None else self.answering
+
+
+AGENT_BY_LIVENESS: Final[dict[str, AgentState]] = {
+    "answering": "running", "not_answering": "not_answering", "not_running": "not_running",
+    "forbidden": "forbidden"}
+
+
+def with_liveness(facts: Facts, live: Liveness, started: AgentState | None = None) -> Facts:
+    """The facts with what the agent answered (pure). ``started``: what ``start`` did, kept
+    unless the agent does not answer; the link is the agent's own when it answers, offline
+    when it does not (a snapshot in the store outlives the agent)."""
+    answer = live.answer or {}
+    agent = AGENT_BY_LIVENESS[live.state]
+    if started is not None and live.state not in ("not_answering", "forbidden"):
+        agent = started
+    devices = answer.get("devices")
+    silent = {str(k): str(v["silent_since"]) for k, v in
+              (devices.items() if isinstance(devices, dict) else ())
+              if isinstance(v, dict) and v.get("silent_since")}
+    link = facts.link
+    if link != "none":
+        sync = answer.get("sync")
+        connected = (sync.get("connected") if isinstance(sync, dict)
+                     else (facts.view.sync or {}).get("connected"))
+        link = "ok" if live.answering and connected else "offline"
+    loop = answer.get("loop")
+    return replace(facts, agent=agent, answering=live.answering, silent=silent, link=link,
+                   loop=loop if isinstance(loop, dict) else None)
 
 
 def transport(dev: DeviceSettings) -> Literal["listener", "serial", "ble", "other"]:
@@ -114,6 +152,11 @@ def agent_tile(tr: Translator, facts: Facts) -> Tile:
     if facts.agent == "start_failed":
         return Tile("agent", "fail", title, tr("agent.start_failed"),
                     tr("agent.start_failed.fix", log=facts.agent_log))
+    if facts.agent == "not_answering":
+        return Tile("agent", "fail", title, tr("agent.not_answering"),
+                    tr("agent.not_answering.fix"))
+    if facts.agent == "forbidden":
+        return Tile("agent", "warn", title, tr("agent.forbidden"), tr("agent.forbidden.fix"))
     return Tile("agent", "fail", title, tr("agent.not_running"), tr("agent.not_running.fix"))
 
 
@@ -152,9 +195,13 @@ def device_tile(tr: Translator, dev: DeviceSettings, facts: Facts) -> Tile:
     noun = tr.device_noun(dev.kind)
     state = facts.view.device_states.get(dev.id)
     state = state.get("state") if isinstance(state, dict) else None
-    running = facts.view.agent_running
+    running = facts.running
     if running and state in BROKEN_STATES:
         return Tile(key, "fail", title, tr("device.failed"), tr("fix.device_failed"))
+    silent = facts.silent.get(dev.id) if running else None
+    if silent is not None:
+        return Tile(key, "warn", title, tr("device.silent", time=hour_minute(silent)),
+                    tr("fix.device_silent", noun=noun, device=dev.id))
     last = facts.view.last_by_device.get(dev.id)
     ok_detail = (tr("device.last", age=tr.age(age_s(last.received_at, facts.now)))
                  if last is not None else tr("device.ok"))
@@ -291,6 +338,7 @@ def gather(settings: Settings, *, agent: AgentState | None = None, agent_log: st
     from edge_agent.clock import system_clock_synchronized
     from edge_agent.console.queries import unit_view
     from edge_agent.errors import ConfigError, EdgeAgentError, StoreError
+    from edge_agent.service.heartbeat import ask_any
     from edge_agent.store.disk_status import read_status
     from edge_agent.store.health import health_report
 
@@ -324,9 +372,10 @@ def gather(settings: Settings, *, agent: AgentState | None = None, agent_log: st
     devices = [d for d in settings.devices if d.enabled]
     serial = {d.id: Path(d.port).exists() for d in devices
               if d.port is not None and transport(d) == "serial"}
-    running = view.agent_running
-    if agent is None:
-        agent = "running" if running else "not_running"
+    live = ask_any(path)  # the agent answers from its event loop, or it is not running
+    running = live.answering
+    if agent is None or live.state in ("not_answering", "forbidden"):
+        agent = AGENT_BY_LIVENESS[live.state]
     listening: dict[str, bool | None] = {}
     for d in devices:
         if transport(d) == "listener":
@@ -343,16 +392,19 @@ def gather(settings: Settings, *, agent: AgentState | None = None, agent_log: st
         adapter = True if seen is not None else doctor.check_ble(settings)[0].status != "fail"
     link: Link = "none"
     if settings.broker is not None and settings.sync.enabled:
-        link = "ok" if view.connected else "offline"
+        link = "ok" if with_liveness(Facts(now=now, view=view, link="offline"),
+                                     live).link == "ok" else "offline"
         if not running and probe_broker is not None:
             link = "ok" if doctor.check_broker(settings, probe_broker)[0].status == "ok" \
                 else "offline"
-    return Facts(now=now, store_exists=exists, store_healthy=healthy, store_key=key_problem,
-                 disk_full=full,
-                 disk_free=free, view=view, serial_present=serial, ble_adapter=adapter,
-                 ble_broken=broken, ble_seen=seen, listening=listening,
-                 clock_synced=system_clock_synchronized(), link=link, agent=agent,
-                 agent_log=agent_log)
+    facts = Facts(now=now, store_exists=exists, store_healthy=healthy, store_key=key_problem,
+                  disk_full=full,
+                  disk_free=free, view=view, serial_present=serial, ble_adapter=adapter,
+                  ble_broken=broken, ble_seen=seen, listening=listening,
+                  clock_synced=system_clock_synchronized(), link=link, agent=agent,
+                  agent_log=agent_log)
+    live_facts = with_liveness(facts, live, agent)
+    return replace(live_facts, link=link)
 
 
 def as_json(found: list[Tile], code: int, lang: str) -> dict[str, Any]:

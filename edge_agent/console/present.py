@@ -43,6 +43,11 @@ def clock_text(stamp: str) -> str:
     return when.astimezone().strftime("%H:%M:%S")
 
 
+def hour_minute(stamp: str) -> str:
+    """A time of day as HH:MM, local time ("silent since 10:42")."""
+    return clock_text(stamp)[:5] if ":" in clock_text(stamp) else stamp
+
+
 def reading_dict(tr: Translator, r: Reading, now: datetime) -> dict[str, Any]:
     return {
         "id": r.id, "seq": r.seq, "device": r.device_id, "quantity": tr.quantity(r.quantity),
@@ -68,3 +73,10 @@ def encounter_text(tr: Translator, e: Encounter, now: datetime, *, reveal: bool 
 
     shown = e.identifier if reveal else masked(e.identifier)
     return tr("patient.open", identifier=shown, age=tr.age(age_s(e.opened_at, now)))
+
+
+def loop_text(tr: Translator, loop: dict[str, Any]) -> str:
+    """The agent's event-loop figures in the nurse's words (milliseconds)."""
+    text = tr("status.loop_figures", p99=loop.get("p99_ms", "-"), max=loop.get("max_ms", "-"),
+              stalls=loop.get("stalls", 0))
+    return text + (" — " + tr("status.loop_stalled") if loop.get("stalled") else "")

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -20,13 +21,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from drivers.base import DeviceFacts, Rejected, Sink
-from drivers.registry import DriverSpec, driver
+from drivers.registry import DRIVERS, DriverSpec, driver
 from edge_agent.backoff import Backoff
 from edge_agent.checks.device_rules import device_problems
 from edge_agent.clock import utc_now
 from edge_agent.errors import StoreFull
 from edge_agent.files import sources as file_sources
 from edge_agent.models import ClockSource, Measurement
+from edge_agent.service import heartbeat
+from edge_agent.service.device_silence import silent_since
+from edge_agent.service.loop_lag import LagMonitor
 from edge_agent.settings import DeviceSettings, Settings
 from edge_agent.store import connect as store_connect
 from edge_agent.store import device_facts
@@ -46,6 +50,7 @@ class DeviceState:
     since: str = field(default_factory=utc_now)
     readings: int = 0
     rejects: int = 0
+    last_reading_at: str | None = None  # the last time the device sent something stored
 
 
 @dataclass
@@ -165,6 +170,8 @@ class StoreSink(Sink):
         state = self.devices.setdefault(held.device_id, DeviceState())
         state.readings += held.readings
         state.rejects += len(held.rejects)
+        if held.readings or held.rejects:
+            state.last_reading_at = utc_now()
 
     def _recovered(self) -> None:
         for device_id, (state, detail) in list(self._before_full.items()):
@@ -354,6 +361,7 @@ class Supervisor:
         ))
         self.sync_enabled = sync and settings.broker is not None and settings.sync.enabled
         self.sync_daemon: Any = None
+        self.loop_lag = LagMonitor()
         # The codec reads device times without a zone in the unit's zone (sync.fhir).
         zone = settings.unit.timezone
         store.submit(lambda db: put_state(db, "unit-timezone", zone))
@@ -367,6 +375,8 @@ class Supervisor:
     async def run(self, stop: asyncio.Event, started: Callable[[], None] | None = None) -> None:
         """Run until ``stop``; ``started()`` once every device and sync task is started."""
         async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.loop_lag.run(stop), name="loop-lag")
+            tg.create_task(self._heartbeat(stop), name="heartbeat")
             if self.acquire:
                 tg.create_task(self.sink.full_disk.run(stop), name="full-disk")
             for dev in self.settings.devices if self.acquire else []:
@@ -392,6 +402,35 @@ class Supervisor:
             if started is not None:
                 await asyncio.sleep(0)  # the tasks take their first step
                 started()
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        """Answer ``start``/``status``/the console from this loop (:mod:`heartbeat`)."""
+        path = heartbeat.socket_path(self.store.path, "agent" if self.acquire else "sync")
+        try:
+            await heartbeat.serve(path, self.heartbeat_answer, stop)
+        except OSError as exc:  # the screens will say "not running": say why here
+            log.error("heartbeat: cannot listen at %s (%s): the screens cannot ask this agent",
+                      path, exc.strerror or exc)
+
+    def heartbeat_answer(self) -> dict[str, Any]:
+        """What the screens ask the running agent (no patient data: ids, states, times)."""
+        now = datetime.now(UTC)
+        kinds = {d.id: d.kind for d in self.settings.devices}
+        devices = {}
+        for dev_id, st in self.sink.devices.items():
+            kind = kinds.get(dev_id)
+            spec = DRIVERS.get(kind) if kind is not None else None
+            devices[dev_id] = {
+                "state": st.state, "since": st.since, "last_reading_at": st.last_reading_at,
+                "silent_since": silent_since(spec.expected_interval if spec else None,
+                                             st.state, st.since, st.last_reading_at, now),
+            }
+        sync = self.sync_daemon
+        return {
+            "pid": os.getpid(), "role": "agent" if self.acquire else "sync",
+            "at": _iso(now.timestamp()), "loop": self.loop_lag.figures(), "devices": devices,
+            "sync": None if sync is None else {"connected": bool(sync.connected)},
+        }
 
     async def _supervise(self, dev: DeviceSettings, stop: asyncio.Event) -> None:
         spec = self._buildable(dev)

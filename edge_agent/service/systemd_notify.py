@@ -6,10 +6,13 @@ state: ``READY=1`` once the store is open and the drivers started, ``WATCHDOG=1`
 watchdog period while it is healthy, ``STOPPING=1`` on the way out. Outside systemd (no
 ``NOTIFY_SOCKET``) every call does nothing.
 
-Healthy means the event loop turns (the pings are sent from it: a blocked loop sends none) and
-the store's writer answers: each ping round submits an empty operation to the writer and the
-next round pings only if it committed (:func:`writer_answering`). A writer stuck in a commit
-(a dead disk, a hung fsync) thus stops the pings, and systemd restarts the unit.
+Healthy (:func:`should_ping`) means the event loop turns *and* the store's writer answers.
+The loop turns when the lag monitor (:mod:`edge_agent.service.loop_lag`) woke recently and on
+time: a loop that still turns now and then but makes every task wait longer than the stall threshold
+(a task that blocks between its yields) is stalled, even though the ping task itself gets a
+turn now and then. The writer answers when the empty operation submitted at the previous
+round committed (:func:`writer_answering`). A stalled loop or a writer stuck in a commit (a
+dead disk, a hung fsync) thus stops the pings, and systemd restarts the unit.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from edge_agent.service.loop_lag import LagMonitor
     from edge_agent.store.writer import Store
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,12 @@ def writer_answering(alive: bool, probe_done: bool | None) -> bool:
     """Whether the store's writer is healthy: its thread alive, and the empty operation sent
     at the previous round committed (``None``: no probe sent yet)."""
     return alive and probe_done is not False
+
+
+def should_ping(loop_turning: bool, writer_ok: bool) -> bool:
+    """``WATCHDOG=1`` only when both live: the event loop turns on time and the writer
+    answers."""
+    return loop_turning and writer_ok
 
 
 class Notifier:
@@ -85,25 +95,30 @@ class Notifier:
     def stopping(self) -> None:
         self.send("STOPPING=1")
 
-    async def watchdog(self, store: Store, stop: asyncio.Event) -> None:
-        """Ping every half period while the loop turns and the writer answers."""
+    async def watchdog(self, store: Store, stop: asyncio.Event,
+                       loop: LagMonitor | None = None) -> None:
+        """Ping every half period while the loop turns on time (``loop``: the agent's lag
+        monitor; without it, that the ping task runs at all) and the writer answers."""
         if self.watchdog_s is None or self.address is None:
             return
         interval = self.watchdog_s / 2
         probe: Future[Any] | None = None
-        silent = False
+        silent: str | None = None
         while not stop.is_set():
             done = None if probe is None else probe.done()
-            if writer_answering(store.writer_alive(), done):
+            writer_ok = writer_answering(store.writer_alive(), done)
+            turning = loop is None or loop.turning()
+            if should_ping(turning, writer_ok):
                 self.send("WATCHDOG=1")
-                silent = False
-                if probe is None or done:
-                    with contextlib.suppress(Exception):  # a closed store: no probe, no ping
-                        probe = store.submit(_nothing)
-            elif not silent:
-                silent = True
-                log.error("service: the store's writer does not answer; watchdog pings stop "
-                          "(systemd restarts the agent)")
+                silent = None
+            elif silent is None:
+                silent = "loop" if not turning else "writer"
+                log.error("service: %s; watchdog pings stop (systemd restarts the agent)",
+                          "the event loop is stalled" if not turning
+                          else "the store's writer does not answer")
+            if writer_ok and (probe is None or done):
+                with contextlib.suppress(Exception):  # a closed store: no probe, no ping
+                    probe = store.submit(_nothing)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,3 +147,54 @@ def test_console_in_chromium(tmp_path: Path, mosquitto: MosquittoBroker, receive
                 browser.save_screenshot(str(ARTEFACTS / f"console-{lang}.png"))
     for lang in ("fr", "ar", "en"):
         assert (ARTEFACTS / f"console-{lang}.png").stat().st_size > 10_000
+
+
+def test_a_frozen_or_stopped_agent_greys_the_page_and_a_silent_oximeter_is_amber(
+        tmp_path: Path, browser: webdriver.Chrome) -> None:
+    """The console runs inside the agent: frozen (SIGSTOP) it keeps the page's requests
+    open and never answers; stopped, it refuses them. Either way the page gives up after a
+    few seconds and turns grey under an announced banner, in the page's language."""
+    import signal
+
+    port = free_port()
+    tr = translator("ar")
+    with PtyDevice(NoninModel(7, seed=4)) as device:
+        cfg = unit_config(tmp_path, lang="ar", device=device.path, console_port=port)
+        cfg.write_text(cfg.read_text().replace("data_format = 2", "data_format = 7"))
+        store = tmp_path / "unit.db"
+        with running_agent(cfg, store) as agent:
+            wait_for_port(port)
+            wait = WebDriverWait(browser, 60, poll_frequency=0.2,
+                                 ignored_exceptions=[StaleElementReferenceException])
+            browser.get(f"http://127.0.0.1:{port}/?lang=ar")
+
+            def state(b: webdriver.Chrome) -> dict[str, Any]:
+                found: dict[str, Any] = b.execute_script(
+                    "const t = document.querySelector('#checklist .tile[data-key=\"device:ox\"]');"
+                    "const lost = document.getElementById('lost');"
+                    "return {device: t && t.dataset.status, detail: t && t.querySelector("
+                    "'.detail').textContent, grey: document.body.classList.contains("
+                    "'unanswered'), banner: !lost.hidden, text: lost.textContent,"
+                    "role: lost.getAttribute('role')};")
+                return found
+
+            wait.until(lambda b: state(b)["device"] == "ok" and not state(b)["grey"])
+            device.paused.set()  # plugged, silent
+            wait.until(lambda b: state(b)["device"] == "warn")
+            assert state(browser)["detail"].startswith(tr("device.silent", time="")[:8])
+            device.paused.clear()
+            wait.until(lambda b: state(b)["device"] == "ok")
+            os.kill(agent.pid, signal.SIGSTOP)  # the fault under test: a frozen agent
+            try:
+                wait.until(lambda b: state(b)["grey"])
+                seen = state(browser)
+                assert seen["banner"] and seen["role"] == "alert"
+                assert seen["text"] == tr("web.no_answer")
+                ARTEFACTS.mkdir(parents=True, exist_ok=True)
+                browser.save_screenshot(str(ARTEFACTS / "console-not-answering-ar.png"))
+            finally:
+                os.kill(agent.pid, signal.SIGCONT)
+            wait.until(lambda b: not state(b)["grey"] and not state(b)["banner"])
+            agent.send_signal(signal.SIGTERM)  # stopped: the requests are refused
+            agent.wait(20)
+            wait.until(lambda b: state(b)["grey"] and state(b)["banner"])

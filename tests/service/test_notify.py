@@ -19,9 +19,11 @@ import pytest
 
 from drivers.simulators.base import PtyDevice
 from drivers.simulators.nonin import NoninModel
+from edge_agent.service.loop_lag import LagMonitor
 from edge_agent.service.systemd_notify import (
     Notifier,
     notify_address,
+    should_ping,
     watchdog_period,
     writer_answering,
 )
@@ -79,6 +81,12 @@ def test_environment_is_read_as_systemd_writes_it() -> None:
     assert writer_answering(True, None) and writer_answering(True, True)
     assert not writer_answering(True, False)
     assert not writer_answering(False, True)
+
+
+def test_a_ping_needs_both_the_loop_turning_and_the_writer_answering() -> None:
+    assert should_ping(True, True)
+    assert not should_ping(False, True) and not should_ping(True, False)
+    assert not should_ping(False, False)
 
 
 def test_outside_systemd_nothing_is_sent() -> None:
@@ -140,6 +148,36 @@ def test_a_blocked_event_loop_sends_no_pings(tmp_path: Path, systemd: FakeSystem
             assert during == []
             stop.set()
             await task
+        asyncio.run(scenario())
+
+
+def test_a_stalled_loop_that_still_turns_sends_no_pings(tmp_path: Path,
+                                                        systemd: FakeSystemd) -> None:
+    """A task blocks the loop 0.5 s at each of its turns and yields in between: the ping task
+    still gets turns (the old code pinged at each), but every task waits longer than the
+    stall threshold, so systemd must not be told the agent is healthy."""
+    env = {"NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "200000"}  # pings every 0.1 s
+    with Store(tmp_path / "unit.db", "mmu-01") as store:
+        async def scenario() -> None:
+            stop = asyncio.Event()
+            monitor = LagMonitor(interval=0.05, threshold=0.25)
+            lag = asyncio.create_task(monitor.run(stop))
+            task = asyncio.create_task(Notifier(env).watchdog(store, stop, monitor))
+            await asyncio.to_thread(systemd.wait_for, "WATCHDOG=1")
+            for turn in range(8):  # the fault under test: a turn that blocks, then yields
+                time.sleep(0.5)
+                await asyncio.sleep(0)
+                if turn == 1:  # from the second blocked turn on, the monitor has seen it
+                    systemd.pump(0)
+            spin_to = time.monotonic()
+            during = systemd.pump(0)  # what was sent during turns 2..8 (nothing runs since)
+            assert "WATCHDOG=1" not in during, during
+            assert monitor.stats.stalls >= 1
+            resumed = await asyncio.to_thread(systemd.wait_for, "WATCHDOG=1")
+            assert resumed > spin_to
+            stop.set()
+            await task
+            await lag
         asyncio.run(scenario())
 
 

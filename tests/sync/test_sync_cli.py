@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from edge_agent.cli import app
 from edge_agent.models import measurement
+from edge_agent.service.supervisor import Supervisor
 from edge_agent.store.writer import Store
-from sync.daemon import SyncDaemon
 from tests.broker import MosquittoBroker, free_port
 from tests.sync.checker import wait_until
 from tests.sync.test_faults import settings, write_config
@@ -39,10 +40,17 @@ async def test_status_and_now_with_a_running_daemon(tmp_path: Path,
     assert result.exit_code == 1 and "not running" in result.output
     stop = asyncio.Event()
     with Store(db, "mmu-t") as store:
-        task = asyncio.create_task(SyncDaemon(store, cfg).run(stop))
+        # A sync-only agent: it answers `sync status` from its event loop (its heartbeat),
+        # so the command runs in a thread, not blocking that loop.
+        task = asyncio.create_task(Supervisor(cfg, store, acquire=False).run(stop))
         # nobody acknowledges (no receiver): the backlog stays, the link is up
-        await wait_until(lambda: status_json(db)["connected"] is True, 20, "status: connected")
-        assert status_json(db)["backlog"] == {"readings": 5}
+        deadline = time.monotonic() + 20
+        while (await asyncio.to_thread(status_json, db))["connected"] is not True:
+            assert time.monotonic() < deadline, "status: connected"
+            await asyncio.sleep(0.1)  # polling the agent's answer, bounded by the deadline
+        after = await asyncio.to_thread(status_json, db)
+        assert after["backlog"] == {"readings": 5} and after["agent"] == "answering"
+        assert isinstance(after["loop"], dict) and after["loop"]["stalls"] >= 0
         result = runner.invoke(app, ["sync", "now", "--db", str(db)])
         assert result.exit_code == 0, result.output
         await wait_until(lambda: store.call(lambda d: d.execute(
