@@ -21,4 +21,4 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 from tests.broker import mosquitto  # noqa: E402, F401  (the real-broker fixture)
-from tests.postgres import postgres  # noqa: E402, F401  (the real-PostgreSQL fixture)
+from tests.postgres import postgres, postgres_server  # noqa: E402, F401  (real PostgreSQL)
