@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlite_utils import Database
+
 from edge_agent.settings import SyncSettings
 from edge_agent.store import Store, utc_now
 from scripts.benchmarks.env import (
@@ -112,10 +114,8 @@ def read_chunks(src: Path, n: int, size: int) -> Iterator[list[dict[str, Any]]]:
     try:
         last, taken = 0, 0
         while taken < n:
-            cur = conn.execute(f"SELECT {outbox.READING_COLUMNS} FROM readings WHERE seq > ? "
-                               "ORDER BY seq LIMIT ?", [last, min(size, n - taken)])
-            names = [d[0] for d in cur.description]
-            rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+            rows = outbox.readings(Database(conn), "seq > ? ORDER BY seq LIMIT ?",
+                                   [last, min(size, n - taken)])
             if not rows:
                 return
             last, taken = rows[-1]["seq"], taken + len(rows)
