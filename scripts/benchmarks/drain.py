@@ -44,10 +44,15 @@ BASELINE_TOPIC = "bench/baseline/up/readings"  # nobody subscribes: the broker o
 class Drained:
     readings: int
     seconds: float
+    cpu_s: float = 0.0  # this process's CPU time meanwhile (the agent: every thread of it)
 
     @property
     def per_s(self) -> float:
         return self.readings / self.seconds
+
+    @property
+    def cpu_us_per_reading(self) -> float:
+        return self.cpu_s / self.readings * 1e6
 
 EPOCH = str(uuid.uuid4())  # the baseline loop's own store identity
 
@@ -88,12 +93,12 @@ async def agent_drain(
             writer_profile = profilers[1]
             store.call(lambda db: writer_profile.enable())
             profilers[0].enable()
-        start = time.monotonic()
+        start, cpu = time.monotonic(), time.process_time()
         task = asyncio.create_task(daemon.run(stop))
         try:
             await until(lambda: task.done() or int(daemon.status()["acked_readings"]) >= n,
                         deadline_s or max(180.0, n / 100), f"drain of {n} readings")
-            seconds = time.monotonic() - start
+            seconds, cpu = time.monotonic() - start, time.process_time() - cpu
         finally:
             if profilers is not None:
                 profilers[0].disable()
@@ -105,7 +110,7 @@ async def agent_drain(
         pending = store.stats()["readings_pending_sync"]
     if pending:
         raise BenchError(f"drain: {pending} readings still unacknowledged")
-    return Drained(n, seconds)
+    return Drained(n, seconds, cpu)
 
 
 def read_chunks(src: Path, n: int, size: int) -> Iterator[list[dict[str, Any]]]:
