@@ -59,6 +59,7 @@ The shape (``mmu.readings/3``), decided here and documented in the README:
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -174,19 +175,35 @@ def clock_offset(row: Mapping[str, Any]) -> float:
     return offset if abs(offset) < 1e9 else 0.0  # finite, and a date stays a date
 
 
-def _context(row: Mapping[str, Any]) -> dict[str, str]:
+# The store's JSON columns repeat a few texts ("[]", '["alert"]', a device's facts): each text
+# is parsed once, not once per reading. The parsed values are shared: never mutate them.
+@functools.lru_cache(maxsize=1024)
+def _parsed_context(raw: str) -> Mapping[str, str]:
+    return _context_pairs(json.loads(raw))
+
+
+def _context_pairs(pairs: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in pairs or []}
+
+
+def _context(row: Mapping[str, Any]) -> Mapping[str, str]:
     raw = row.get("context")
     try:
-        pairs = json.loads(raw) if isinstance(raw, str) else (raw or [])
-        return {str(k): str(v) for k, v in pairs}
+        return _parsed_context(raw) if isinstance(raw, str) else _context_pairs(raw)
     except (ValueError, TypeError):
         return {}
 
 
-def _flags(row: Mapping[str, Any]) -> list[str]:
+@functools.lru_cache(maxsize=256)
+def _parsed_flags(raw: str) -> tuple[str, ...]:
+    return tuple(str(f) for f in json.loads(raw) or [])
+
+
+def _flags(row: Mapping[str, Any]) -> tuple[str, ...]:
     raw = row.get("flags")
-    flags = json.loads(raw) if isinstance(raw, str) else raw
-    return [str(f) for f in flags or []]
+    if isinstance(raw, str):
+        return _parsed_flags(raw)
+    return tuple(str(f) for f in raw or [])
 
 
 def status(row: Mapping[str, Any]) -> str:
@@ -200,21 +217,34 @@ def status(row: Mapping[str, Any]) -> str:
 
 
 def codings(row: Mapping[str, Any]) -> list[dict[str, str]]:
-    out: list[dict[str, str]] = []
-    profile = VITAL_SIGNS.get(row["quantity"]) or BP_PARTS.get(row["quantity"])
-    loinc = row.get("loinc")
-    if loinc and row.get("unit") == "mmol/L":
+    return [{"system": system, "code": code} for system, code in _codes(
+        row["quantity"], row.get("loinc"), row.get("unit"), row.get("mdc"))]
+
+
+@functools.lru_cache(maxsize=512, typed=True)
+def _codes(quantity: str, loinc: str | None, unit: str | None, mdc: Any
+           ) -> tuple[tuple[str, str], ...]:
+    """(system, code) of a quantity's codings, worked out once per quantity and unit."""
+    out: list[tuple[str, str]] = []
+    profile = VITAL_SIGNS.get(quantity) or BP_PARTS.get(quantity)
+    if loinc and unit == "mmol/L":
         loinc = MOLAR_LOINC.get(loinc, loinc)
     for code in dict.fromkeys(c for c in (profile, loinc) if c):
-        out.append({"system": LOINC, "code": code})
-    if row.get("mdc") is not None and not profile:  # a profile's LOINC says it exactly
-        out.append({"system": MDC, "code": str(row["mdc"])})
-    return out
+        out.append((LOINC, code))
+    if mdc is not None and not profile:  # a profile's LOINC says it exactly
+        out.append((MDC, str(mdc)))
+    return tuple(out)
 
 
 def _code(row: Mapping[str, Any]) -> dict[str, Any]:
     found = codings(row)
     return {"coding": found} if found else {"text": str(row["quantity"])}
+
+
+def _code_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What decides :func:`_code`: readings with the same key have equal codes."""
+    return ("code", row["quantity"], _codes(row["quantity"], row.get("loinc"), row.get("unit"),
+                                            row.get("mdc")))
 
 
 def _value(row: Mapping[str, Any], into: dict[str, Any]) -> None:
@@ -278,12 +308,38 @@ class _Builder:
         self.seqs: list[int] = []  # in the order of the reading identifiers
         self.head: dict[str, dict[str, Any]] = {}  # fullUrl -> entry (patients, devices...)
         self.entries: list[dict[str, Any]] = []
+        # Once per batch, not per reading: each device's fullUrl, each encounter's JSON
+        # parsed (patient data: kept for this batch only, never in a module-level cache).
+        self._device_urls: dict[str, str] = {}
+        self._encounters: dict[str, dict[str, Any] | None] = {}
+        # Fragments equal for many readings (a quantity's category and code, a reference, a
+        # flags or clock extension) are built once per batch and shared by its resources:
+        # the Bundle is for serializing; treat it as read-only.
+        self.shared: dict[tuple[Any, ...], Any] = {}
+
+    def _ref(self, url: str) -> dict[str, str]:
+        key = ("ref", url)
+        found = self.shared.get(key)
+        if found is None:
+            found = self.shared[key] = {"reference": url}
+        return found
+
+    def encounter_of(self, row: Mapping[str, Any]) -> dict[str, Any] | None:
+        raw = row.get("encounter")
+        if not isinstance(raw, str) or not row.get("encounter_id"):
+            return _encounter(row)
+        if raw not in self._encounters:
+            self._encounters[raw] = _encounter(row)
+        return self._encounters[raw]
 
     def _put_head(self, full: str, entry: dict[str, Any]) -> None:
         self.head.setdefault(full, entry)
 
     def device(self, device_id: str, facts: Mapping[str, Any]) -> str:
-        full = "urn:uuid:" + stable_uuid("device", self.unit, device_id)
+        full = self._device_urls.get(device_id)
+        if full is None:
+            full = "urn:uuid:" + stable_uuid("device", self.unit, device_id)
+            self._device_urls[device_id] = full
         if full not in self.head:
             system = f"{DEVICE_SYSTEM}:{self.unit}"
             if facts_held(facts):  # central has them: the bare Device, created if missing
@@ -337,12 +393,16 @@ class _Builder:
     def observation(self, rows: Sequence[Mapping[str, Any]]) -> None:
         first = rows[0]
         device = self.device(str(first["device_id"]), device_facts(first))
-        info = _encounter(first)
+        info = self.encounter_of(first)
         obs: dict[str, Any] = {"resourceType": "Observation",
                                "identifier": _identifiers(rows),
                                "status": status(first)}
         cat = category(first["quantity"]) or "laboratory"
-        obs["category"] = [{"coding": [{"system": CATEGORY, "code": cat}]}]
+        found = self.shared.get(("category", cat))
+        if found is None:
+            found = self.shared[("category", cat)] = [
+                {"coding": [{"system": CATEGORY, "code": cat}]}]
+        obs["category"] = found
         if len(rows) > 1 or first["quantity"] in ("systolic_bp", "diastolic_bp"):
             obs["code"] = {"coding": [{"system": LOINC, "code": BP_PANEL}]}
             # The measurement's parts in the order of their readings (so the k-th reading
@@ -360,14 +420,18 @@ class _Builder:
             if all(r.get("value") is None for r in rows):
                 obs["dataAbsentReason"] = {"coding": [{"system": ABSENT, "code": "unknown"}]}
         else:
-            obs["code"] = _code(first)
+            key = _code_key(first)
+            found = self.shared.get(key)
+            if found is None:
+                found = self.shared[key] = _code(first)
+            obs["code"] = found
         if info is not None:
             patient, encounter = self.encounter(str(first["encounter_id"]), info)
-            obs["subject"] = {"reference": patient}
-            obs["encounter"] = {"reference": encounter}
-            obs["device"] = {"reference": device}
+            obs["subject"] = self._ref(patient)
+            obs["encounter"] = self._ref(encounter)
+            obs["device"] = self._ref(device)
         else:  # the Device is the subject: Observation.device would say it again
-            obs["subject"] = {"reference": device}
+            obs["subject"] = self._ref(device)
         offset = clock_offset(first)
         when, used = effective(first.get("device_time"), str(first["received_at"]), self.tz,
                                offset)
@@ -376,7 +440,7 @@ class _Builder:
             obs["issued"] = first["received_at"]
         if len(rows) == 1 and "component" not in obs:
             _value(first, obs)
-        ext = _extensions(rows, used, offset)
+        ext = _extensions(rows, used, offset, self.shared)
         if ext:
             obs["extension"] = ext
         rid = str(first["id"])
@@ -409,7 +473,7 @@ class _Builder:
         offset = clock_offset(rows[0])
         when, used = effective(rows[0].get("device_time"), str(rows[0]["received_at"]), self.tz,
                                offset)
-        ext = _extensions(rows, used, offset)
+        ext = _extensions(rows, used, offset, self.shared)
         if not any(e["url"] == EXT_DEVICE_TIME for e in ext):
             ext.insert(0, {"url": EXT_DEVICE_TIME, "valueString": when})
         resource["extension"] = ext
@@ -419,29 +483,51 @@ class _Builder:
 
 
 def _extensions(rows: Sequence[Mapping[str, Any]], used_device_time: bool,
-                offset: float = 0.0) -> list[dict[str, Any]]:
+                offset: float = 0.0, shared: dict[tuple[Any, ...], Any] | None = None
+                ) -> list[dict[str, Any]]:
+    """The resource's extensions (a new list); ``shared``: the Bundle's fragments, where the
+    flags and clock extensions are kept once each."""
+    memo: dict[tuple[Any, ...], Any] = {} if shared is None else shared
     ext: list[dict[str, Any]] = []
-    flags = list(dict.fromkeys(f for r in rows for f in _flags(r)))
+    if len(rows) == 1:
+        flags: Sequence[str] = _flags(rows[0])
+    else:
+        flags = list(dict.fromkeys(f for r in rows for f in _flags(r)))
     if flags:
-        ext.append({"url": EXT_FLAGS, "valueString": ",".join(flags)})
+        text = ",".join(flags)
+        found = memo.get(("flags", text))
+        if found is None:
+            found = memo[("flags", text)] = {"url": EXT_FLAGS, "valueString": text}
+        ext.append(found)
     raw = rows[0].get("device_time")
     # The raw device time, whenever it was not used as it is (no zone, or corrected).
     if raw and not (used_device_time and has_zone(str(raw)) and not offset):
         ext.append({"url": EXT_DEVICE_TIME, "valueString": str(raw)})
     clock = rows[0].get("clock_source")
     if clock and clock != "system":
-        ext.append({"url": EXT_CLOCK, "valueCode": str(clock)})
+        found = memo.get(("clock", clock))
+        if found is None:
+            found = memo[("clock", clock)] = {"url": EXT_CLOCK, "valueCode": str(clock)}
+        ext.append(found)
     return ext
 
 
-def device_facts(row: Mapping[str, Any]) -> dict[str, Any]:
+def device_facts(row: Mapping[str, Any]) -> Mapping[str, Any]:
     """The reading's device facts (the outbox's ``device_facts`` JSON), the empty ones left
     out."""
     raw = row.get("device_facts")
     try:
-        facts = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+        return _parsed_facts(raw) if isinstance(raw, str) else _said(dict(raw or {}))
     except (ValueError, TypeError):
         return {}
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_facts(raw: str) -> Mapping[str, Any]:
+    return _said(json.loads(raw))
+
+
+def _said(facts: Any) -> dict[str, Any]:
     return {k: v for k, v in facts.items() if v not in (None, "")} if isinstance(
         facts, dict) else {}
 
