@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from scripts.benchmarks.env import (
     fill_store,
     make_readings,
     settings_for,
+    thread_cpu,
     until,
 )
 from sync import codec, outbox
@@ -45,6 +46,7 @@ class Drained:
     readings: int
     seconds: float
     cpu_s: float = 0.0  # this process's CPU time meanwhile (the agent: every thread of it)
+    threads: dict[str, float] = field(default_factory=dict)  # CPU seconds by thread
 
     @property
     def per_s(self) -> float:
@@ -93,12 +95,13 @@ async def agent_drain(
             writer_profile = profilers[1]
             store.call(lambda db: writer_profile.enable())
             profilers[0].enable()
-        start, cpu = time.monotonic(), time.process_time()
+        start, cpu, threads = time.monotonic(), time.process_time(), thread_cpu()
         task = asyncio.create_task(daemon.run(stop))
         try:
             await until(lambda: task.done() or int(daemon.status()["acked_readings"]) >= n,
                         deadline_s or max(180.0, n / 100), f"drain of {n} readings")
             seconds, cpu = time.monotonic() - start, time.process_time() - cpu
+            threads = {k: v - threads.get(k, 0.0) for k, v in thread_cpu().items()}
         finally:
             if profilers is not None:
                 profilers[0].disable()
@@ -110,7 +113,7 @@ async def agent_drain(
         pending = store.stats()["readings_pending_sync"]
     if pending:
         raise BenchError(f"drain: {pending} readings still unacknowledged")
-    return Drained(n, seconds, cpu)
+    return Drained(n, seconds, cpu, threads)
 
 
 def read_chunks(src: Path, n: int, size: int) -> Iterator[list[dict[str, Any]]]:

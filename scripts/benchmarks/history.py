@@ -142,6 +142,8 @@ async def measure(bench: Bench, size: Size) -> dict[str, Any]:
         "ratio_history": round(full.per_s / empty.per_s, 3),
         "cpu_us_per_reading": round(full.cpu_us_per_reading, 1),
         "empty_cpu_us_per_reading": round(empty.cpu_us_per_reading, 1),
+        "cpu_us_per_reading_by_thread": {  # /proc tick resolution: 10 ms per thread
+            k: round(v / n * 1e6, 1) for k, v in sorted(full.threads.items()) if v > 0},
         "ceiling_readings_per_s": round(ceiling.per_s),
         "ratio_ceiling": round(ceiling.per_s / full.per_s, 2),
         "ceiling_cpu_us_per_reading": round(ceiling.cpu_us_per_reading, 1),
