@@ -64,7 +64,7 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 SCHEMA: Final = "mmu.readings/3"
@@ -196,14 +196,17 @@ def _context(row: Mapping[str, Any]) -> Mapping[str, str]:
 
 @functools.lru_cache(maxsize=256)
 def _parsed_flags(raw: str) -> tuple[str, ...]:
-    return tuple(str(f) for f in json.loads(raw) or [])
+    return _unique_flags(json.loads(raw))
+
+
+def _unique_flags(flags: Any) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(str(f) for f in flags or []))
 
 
 def _flags(row: Mapping[str, Any]) -> tuple[str, ...]:
+    """The reading's flags, each once, in order."""
     raw = row.get("flags")
-    if isinstance(raw, str):
-        return _parsed_flags(raw)
-    return tuple(str(f) for f in raw or [])
+    return _parsed_flags(raw) if isinstance(raw, str) else _unique_flags(raw)
 
 
 def status(row: Mapping[str, Any]) -> str:
@@ -302,6 +305,10 @@ def _encounter(row: Mapping[str, Any]) -> dict[str, Any] | None:
     return info if info.get("patient_value") else None
 
 
+Shape = tuple[Any, ...]  # what decides a lone reading's Observation but its leaves (hashable)
+Leaves = tuple[str, str | None, Any, Any, Any, str | None]
+
+
 class _Builder:
     def __init__(self, unit: str, epoch: str, tz: ZoneInfo) -> None:
         self.unit, self.epoch, self.tz = unit, epoch, tz
@@ -392,6 +399,9 @@ class _Builder:
 
     def observation(self, rows: Sequence[Mapping[str, Any]]) -> None:
         first = rows[0]
+        if len(rows) == 1 and first["quantity"] not in ("systolic_bp", "diastolic_bp"):
+            self.entries.append(self.single(*self.plan(first)))
+            return
         device = self.device(str(first["device_id"]), device_facts(first))
         info = self.encounter_of(first)
         obs: dict[str, Any] = {"resourceType": "Observation",
@@ -452,6 +462,80 @@ class _Builder:
             # request before resource: the reading id's two copies lie closer (zlib: -0.4 B)
             self.entries.append({"request": _create("Observation", READING_SYSTEM, rid),
                                  "resource": obs})
+
+    def plan(self, row: Mapping[str, Any]) -> tuple[Shape, Leaves]:
+        """A reading that is one Observation alone, as its shape (everything but the leaves:
+        its device, patient and encounter, status, codes, which parts it has...) and its leaves
+        (reading id, source key, effective and issued times, value, raw device time).
+        Readings of one shape differ only in their leaves: :meth:`single` builds the entry."""
+        device = self.device(str(row["device_id"]), device_facts(row))
+        info = self.encounter_of(row)
+        refs = None if info is None else self.encounter(str(row["encounter_id"]), info)
+        cat = category(row["quantity"]) or "laboratory"
+        if ("category", cat) not in self.shared:
+            self.shared[("category", cat)] = [{"coding": [{"system": CATEGORY, "code": cat}]}]
+        code = _code_key(row)
+        if code not in self.shared:
+            self.shared[code] = _code(row)
+        offset = clock_offset(row)
+        when, used = effective(row.get("device_time"), str(row["received_at"]), self.tz, offset)
+        source, value, raw = row.get("source_key"), row.get("value"), row.get("device_time")
+        # The raw device time, whenever it was not used as it is (no zone, or corrected).
+        raw_kept = bool(raw and not (used and has_zone(str(raw)) and not offset))
+        clock = row.get("clock_source")
+        shape = (device, refs, status(row), cat, code, bool(source), used, value is not None,
+                 row["unit"] if value is not None else row.get("absent_reason") or "unknown",
+                 ",".join(_flags(row)), raw_kept,
+                 str(clock) if clock and clock != "system" else "",
+                 bool(row.get("attributed_at")))
+        self.seqs.append(int(row["seq"]))
+        return shape, (str(row["id"]), str(source) if source else None, when,
+                       row["received_at"] if used else None, value,
+                       str(raw) if raw_kept else None)
+
+    def single(self, shape: Shape, leaves: Leaves) -> Any:
+        """The entry of a reading :meth:`plan` described (as :meth:`observation` builds it)."""
+        (device, refs, said, cat, code, sourced, used, valued, unit, flags, raw_kept, clock,
+         update) = shape
+        rid, source, when, issued, value, raw = leaves
+        ids: list[dict[str, Any]] = [{"system": READING_SYSTEM, "value": rid}]
+        if sourced:
+            ids.append({"system": SOURCE_SYSTEM, "value": source})
+        obs: dict[str, Any] = {"resourceType": "Observation", "identifier": ids,
+                               "status": said, "category": self.shared[("category", cat)],
+                               "code": self.shared[code]}
+        if refs is not None:
+            obs["subject"] = self._ref(refs[0])
+            obs["encounter"] = self._ref(refs[1])
+            obs["device"] = self._ref(device)
+        else:  # the Device is the subject: Observation.device would say it again
+            obs["subject"] = self._ref(device)
+        obs["effectiveDateTime"] = when
+        if used:
+            obs["issued"] = issued
+        if valued:
+            obs["valueQuantity"] = {"value": value, "unit": unit, "system": UCUM, "code": unit}
+        else:
+            obs["dataAbsentReason"] = {"coding": [{"system": ABSENT, "code": unit}]}
+        ext: list[dict[str, Any]] = []
+        if flags:
+            found = self.shared.get(("flags", flags))
+            if found is None:
+                found = self.shared[("flags", flags)] = {"url": EXT_FLAGS, "valueString": flags}
+            ext.append(found)
+        if raw_kept:
+            ext.append({"url": EXT_DEVICE_TIME, "valueString": raw})
+        if clock:
+            found = self.shared.get(("clock", clock))
+            if found is None:
+                found = self.shared[("clock", clock)] = {"url": EXT_CLOCK, "valueCode": clock}
+            ext.append(found)
+        if ext:
+            obs["extension"] = ext
+        if update:
+            return {"fullUrl": "urn:uuid:" + rid, "resource": obs, "request": {
+                "method": "PUT", "url": f"Observation?identifier={READING_SYSTEM}|{rid}"}}
+        return {"request": _create("Observation", READING_SYSTEM, rid), "resource": obs}
 
     def location(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """A GPS fix: its latitude/longitude/altitude readings as one Location."""
@@ -612,21 +696,38 @@ def group(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[Mapping[str
 
 def bundle(unit: str, epoch: str, batch_id: str, rows: Sequence[Mapping[str, Any]],
            created_at: str) -> dict[str, Any]:
+    build = build_entries(_Builder, unit, epoch, rows)
+    return document(unit, epoch, batch_id, build.seqs, created_at,
+                    [*build.head.values(), *build.entries])
+
+
+B = TypeVar("B", bound=_Builder)
+
+
+def build_entries(kind: type[B], unit: str, epoch: str, rows: Sequence[Mapping[str, Any]]
+                  ) -> B:
+    """A builder of ``kind`` that went through the rows (its ``head``, ``entries``, ``seqs``)."""
     tz = zone(next((str(r["timezone"]) for r in rows if r.get("timezone")), None))
-    build = _Builder(unit, epoch, tz)
-    for kind, members in group(rows):
-        if kind == "gps":
+    build = kind(unit, epoch, tz)
+    for group_kind, members in group(rows):
+        if group_kind == "gps":
             build.location(members)
         else:
             build.observation(members)
+    return build
+
+
+def document(unit: str, epoch: str, batch_id: str, seqs: Sequence[int], created_at: str,
+             entries: list[Any]) -> dict[str, Any]:
+    """The Bundle around its entries (``entry`` last)."""
     return {
         "resourceType": "Bundle",
         "meta": {"tag": [{"system": TAG_SCHEMA, "code": SCHEMA},
                          {"system": TAG_UNIT, "code": unit},
                          {"system": TAG_EPOCH, "code": epoch},
-                         {"system": TAG_SEQS, "code": seq_runs(build.seqs)}]},
+                         {"system": TAG_SEQS, "code": seq_runs(seqs)}]},
         "identifier": {"system": URI, "value": f"urn:uuid:{batch_id}"},
         "type": "transaction",
         "timestamp": created_at,
-        "entry": [*build.head.values(), *build.entries],
+        "entry": entries,
     }
