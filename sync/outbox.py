@@ -6,7 +6,10 @@ in flight, an ack marks exactly the readings that batch carried (never a neighbo
 its seq range, never a reading re-queued by ``resend-from``), and a restarted agent re-sends the
 same batch ids with the same readings. Alert-range readings (``priority = 1``) are taken first,
 into batches of their own, so they never wait behind a backlog. Taking reads only an index
-(``readings_outbox``): an empty outbox costs one index probe.
+(``readings_outbox``): an empty outbox costs one index probe. No statement of taking or
+acknowledging reads the store's history (readings central already holds): each goes through an
+index of unsent readings or a key, whatever the store's size (tests/sync/test_hot_paths.py
+plans every one of them).
 
 Reads (:func:`next_batch`, :func:`batch_readings`, :func:`backlog`...) may run on a read
 connection; writes (:func:`record_batch`, :func:`mark_acked`, :func:`release`) go through the
@@ -43,6 +46,7 @@ _FACTS_JSON = (
     "manufacturer, 'model', model, 'firmware', firmware, 'mdc_type', mdc_type, 'version', "
     "updated_at, 'acked', acked_version)")
 _CHUNK = 500  # values bound per IN (...): far below SQLite's limit
+_OUTBOX = "INDEXED BY readings_outbox WHERE sent_at IS NULL AND batch_id IS NULL"
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,10 @@ def _rows(db: Database, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]
 
 def readings(db: Database, where: str, params: Sequence[Any]) -> list[dict[str, Any]]:
     """The codec's rows of the readings ``where`` selects (``... ORDER BY``/``LIMIT`` may
-    follow the condition), with their context (:func:`add_context`)."""
-    return add_context(db, _rows(db, f"SELECT {READING_COLUMNS} FROM readings WHERE {where}",
+    follow the condition; it may start with ``INDEXED BY index``), with their context
+    (:func:`add_context`)."""
+    joint = "" if where.startswith("INDEXED BY ") else "WHERE "
+    return add_context(db, _rows(db, f"SELECT {READING_COLUMNS} FROM readings {joint}{where}",
                                  params))
 
 
@@ -104,21 +110,20 @@ def _json_by_key(db: Database, key: str, expression: str, table: str,
 def next_batch(db: Database, limit: int, *, alerts_only: bool = False) -> list[dict[str, Any]]:
     """Up to ``limit`` unsent readings in no batch: alert-range ones first (and, when there
     are any, only those: an alert batch stays small), then by seq."""
+    # INDEXED BY: the outbox's order is its index's (without it, SQLite may find the
+    # unbatched readings through readings_batch and sort the whole backlog for each take).
     top = db.execute(
-        "SELECT priority FROM readings WHERE sent_at IS NULL AND batch_id IS NULL "
-        "ORDER BY priority DESC, seq LIMIT 1"
+        f"SELECT priority FROM readings {_OUTBOX} ORDER BY priority DESC, seq LIMIT 1"
     ).fetchone()
     if top is None or (alerts_only and top[0] == 0):
         return []
-    return readings(db, "sent_at IS NULL AND batch_id IS NULL AND priority = ? "
-                    "ORDER BY priority DESC, seq LIMIT ?", [top[0], limit])
+    return readings(db, f"{_OUTBOX} AND priority = ? ORDER BY priority DESC, seq LIMIT ?",
+                    [top[0], limit])
 
 
 def has_alerts(db: Database) -> bool:
     return db.execute(
-        "SELECT 1 FROM readings WHERE sent_at IS NULL AND batch_id IS NULL AND priority = 1 "
-        "LIMIT 1"
-    ).fetchone() is not None
+        f"SELECT 1 FROM readings {_OUTBOX} AND priority = 1 LIMIT 1").fetchone() is not None
 
 
 def unbatched(db: Database) -> int:

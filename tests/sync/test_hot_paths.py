@@ -7,8 +7,9 @@ added to these paths later is planned here too, it cannot escape. SQLite then pl
 statement (``EXPLAIN QUERY PLAN``, on the same file), with and without ``ANALYZE`` statistics.
 A plan fails when it scans a table that grows with the history (``readings``, ``batches``,
 ``rejects``, ``events``) other than through a partial index that only holds what is not yet
-acknowledged (its size is the backlog, not the history), or when it runs a correlated
-subquery (once per row taken).
+acknowledged (its size is the backlog, not the history), when it runs a correlated subquery
+(once per row taken), or when it sorts (``USE TEMP B-TREE``: the outbox's order must come from
+its index, else every take reads and sorts the whole backlog).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def problems(conn: sqlite3.Connection, statement: str) -> list[str]:
         scan = SCAN.match(detail)
         if scan and scan[1] in HISTORY_TABLES and scan[2] not in allowed:
             found.append(detail)
-        if "CORRELATED" in detail:
+        if "CORRELATED" in detail or "TEMP B-TREE" in detail:
             found.append(detail)
     return found
 
