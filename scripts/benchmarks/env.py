@@ -213,11 +213,13 @@ class Bench:
             self._procs.remove(proc)
         return int(proc.returncode)
 
-    async def receivers(self, central: Path, count: int = 1,
-                        group: str = "receivers") -> list[subprocess.Popen[bytes]]:
+    async def receivers(self, central: Path, count: int = 1, group: str = "receivers",
+                        broker: MosquittoBroker | None = None
+                        ) -> list[subprocess.Popen[bytes]]:
         """``count`` real receivers (``edge-agent receive``) sharing ``group``, into one
-        SQLite central; returns once the broker has logged each one's subscription."""
-        broker = self.broker
+        SQLite central, on ``broker`` (default: the run's); returns once the broker has
+        logged each one's subscription."""
+        broker = broker or self.broker
         procs = []
         for _ in range(count):
             self._counter += 1
