@@ -106,7 +106,7 @@ def test_history_figure_has_each_measure_beside_its_baseline() -> None:
     result = json.loads(proc.stdout)
     assert result["errors"] == {}
     history = result["figures"]["history"]
-    assert history["history_readings"] == 1000 and history["readings"] == 500
+    assert history["history_readings"] == 1000 and history["readings"] == 1581
     for key in ("ack_ms_empty", "ack_ms_history", "empty_readings_per_s",
                 "history_readings_per_s", "ratio_history", "cpu_us_per_reading",
                 "ceiling_readings_per_s", "ratio_ceiling"):
