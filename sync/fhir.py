@@ -413,28 +413,22 @@ class _Builder:
             found = self.shared[("category", cat)] = [
                 {"coding": [{"system": CATEGORY, "code": cat}]}]
         obs["category"] = found
-        if len(rows) > 1 or first["quantity"] in ("systolic_bp", "diastolic_bp"):
-            obs["code"] = {"coding": [{"system": LOINC, "code": BP_PANEL}]}
-            # The measurement's parts in the order of their readings (so the k-th reading
-            # identifier is the k-th component), then a missing systolic/diastolic as absent.
-            components = []
-            for part in [r["quantity"] for r in rows] + [
-                    p for p in ("systolic_bp", "diastolic_bp")
-                    if p not in {r["quantity"] for r in rows}]:
-                found = next((r for r in rows if r["quantity"] == part), None)
-                component: dict[str, Any] = {"code": {"coding": codings(
-                    found or {"quantity": part})}}
-                _value(found or {"absent_reason": "unknown"}, component)
-                components.append(component)
-            obs["component"] = components
-            if all(r.get("value") is None for r in rows):
-                obs["dataAbsentReason"] = {"coding": [{"system": ABSENT, "code": "unknown"}]}
-        else:
-            key = _code_key(first)
-            found = self.shared.get(key)
-            if found is None:
-                found = self.shared[key] = _code(first)
-            obs["code"] = found
+        # A BP panel (a lone reading is planned and built apart: plan, single).
+        obs["code"] = {"coding": [{"system": LOINC, "code": BP_PANEL}]}
+        # The measurement's parts in the order of their readings (so the k-th reading
+        # identifier is the k-th component), then a missing systolic/diastolic as absent.
+        components = []
+        for part in [r["quantity"] for r in rows] + [
+                p for p in ("systolic_bp", "diastolic_bp")
+                if p not in {r["quantity"] for r in rows}]:
+            found = next((r for r in rows if r["quantity"] == part), None)
+            component: dict[str, Any] = {"code": {"coding": codings(
+                found or {"quantity": part})}}
+            _value(found or {"absent_reason": "unknown"}, component)
+            components.append(component)
+        obs["component"] = components
+        if all(r.get("value") is None for r in rows):
+            obs["dataAbsentReason"] = {"coding": [{"system": ABSENT, "code": "unknown"}]}
         if info is not None:
             patient, encounter = self.encounter(str(first["encounter_id"]), info)
             obs["subject"] = self._ref(patient)
@@ -448,8 +442,6 @@ class _Builder:
         obs["effectiveDateTime"] = when
         if used:
             obs["issued"] = first["received_at"]
-        if len(rows) == 1 and "component" not in obs:
-            _value(first, obs)
         ext = _extensions(rows, used, offset, self.shared)
         if ext:
             obs["extension"] = ext
