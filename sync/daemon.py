@@ -380,6 +380,7 @@ class SyncDaemon:
         if event.kind == "published":
             batch_id = self._mids.pop(event.mid, None)
             if batch_id is None:
+                self.files.on_puback(event.mid, event.reason_code, time.monotonic())
                 return []
             if event.failed:
                 self.last_error = f"broker refused a batch: {event.reason}"
@@ -667,10 +668,11 @@ class SyncDaemon:
         out = self.files.next_publish(now, self.pacer.delay)
         if out is not None:
             try:
-                link.publish(out.topic, out.payload, qos=1, content_type=out.content_type,
-                             user_properties=out.user_properties,
-                             response_topic=out.response_topic)
-                self.files.published(out, now)
+                mid = link.publish(out.topic, out.payload, qos=1,
+                                   content_type=out.content_type,
+                                   user_properties=out.user_properties,
+                                   response_topic=out.response_topic)
+                self.files.published(out, now, mid)
             except LinkError as exc:  # lost meanwhile: the disconnect event follows
                 self.last_error = str(exc)
         at = self.files.deadline()

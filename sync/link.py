@@ -47,6 +47,7 @@ class LinkEvent:
     user_properties: tuple[tuple[str, str], ...] = ()
     content_type: str = ""  # "message": the MQTT 5 content type, "" when the sender gave none
     failed: bool = False  # "published": the broker refused it (PUBACK reason code >= 0x80)
+    reason_code: int = 0  # "published": the PUBACK reason code (MQTT 5)
     response_topic: str = ""  # "message": its MQTT 5 Response-Topic property, if any
 
 
@@ -239,7 +240,8 @@ class MqttLink:
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any
     ) -> None:
         self._emit(LinkEvent("published", mid=mid, reason=str(reason),
-                             failed=bool(getattr(reason, "is_failure", False))))
+                             failed=bool(getattr(reason, "is_failure", False)),
+                             reason_code=int(getattr(reason, "value", 0) or 0)))
 
 
     def _on_subscribe(

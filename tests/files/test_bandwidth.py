@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sqlite3
 import time
@@ -39,6 +40,10 @@ def arrived(central: Path, seqs: set[int]) -> set[int]:
     return seqs & {int(r[0]) for r in rows}
 
 
+def landed(central: Path, seq: int) -> bool:
+    return bool(arrived(central, {seq}))
+
+
 async def transfer_under_cap(tmp_path: Path, port: int, bps: int, size: int,
                              every_s: float = 3.0
                              ) -> tuple[float, float, list[float], list[bool]]:
@@ -65,8 +70,7 @@ async def transfer_under_cap(tmp_path: Path, port: int, bps: int, size: int,
             sent_at = time.monotonic()
             seq = (await asyncio.wrap_future(store.append("ox", [measurement("spo2", 84.0)])))[0]
             seqs.add(seq)
-            alert = {seq}
-            await wait_until(lambda: arrived(central, alert) == alert, 120, "the alert")
+            await wait_until(functools.partial(landed, central, seq), 120, "the alert")
             latencies.append(time.monotonic() - sent_at)
             before_file.append(not complete(central, added.file_id))
             while time.monotonic() < sent_at + every_s and not complete(central, added.file_id):
