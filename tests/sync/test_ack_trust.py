@@ -114,7 +114,6 @@ async def forge_acks(rogue: MqttLink, queue: asyncio.Queue[LinkEvent], attacker:
                          [("kid", central.kid), attacker.ack_properties(UNIT, body)[1]]][forged % 3]
             rogue.publish(topics.ACK.of(UNIT), body, user_properties=signature)
             forged += 1
-    return reports
 
 
 async def test_a_rogue_client_on_the_broker_cannot_mark_readings_sent(
