@@ -92,8 +92,7 @@ async def _expect(queue: asyncio.Queue[LinkEvent], kind: str, timeout: float,
             if event.kind == kind and (topic is None or event.topic == topic):
                 return event
             if kind == "connected" and event.kind == "disconnected":
-                raise LinkError("link.test", "the broker took the connection but refused the "
-                                f"session (TLS or identity?): {event.reason}")
+                raise LinkError("link.test", event.reason)
 
 
 def explain_unreachable(host: str, port: int, exc: BaseException) -> str:
