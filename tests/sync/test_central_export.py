@@ -135,6 +135,26 @@ def test_the_whole_store_is_valid_self_contained_bulk_data(central: tuple[Path, 
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["extension"]["unresolvedReferences"] == 0
     assert manifest["transactionTime"].endswith("Z")
+    # Bulk Data: the request's full URL and absolute file URLs (default: the folder's own).
+    folder = (tmp_path / "out").resolve().as_uri()
+    assert manifest["request"] == f"{folder}/$export?_outputFormat=application%2Ffhir%2Bndjson"
+    assert [o["url"] for o in manifest["output"]] == [
+        f"{folder}/{o['type']}.ndjson" for o in manifest["output"]]
+
+
+def test_the_manifest_names_the_request_and_files_by_absolute_urls(
+        central: tuple[Path, Built], tmp_path: Path) -> None:
+    db, _ = central
+    base = "https://central.example/fhir/export/2026-11-23"
+    done = run(db, tmp_path / "out", "--since", "2026-11-23", "--unit", OTHER,
+               "--base-url", base + "/")
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["request"] == (f"{base}/$export?_outputFormat=application%2Ffhir%2Bndjson"
+                                   f"&_since=2026-11-23&unit={OTHER}")
+    assert {o["url"] for o in manifest["output"]} == {
+        f"{base}/{kind}.ndjson" for kind in read_export(tmp_path / "out")}
+    assert run(db, tmp_path / "again", "--base-url", "central/export").returncode == 2
 
 
 def test_since_is_inclusive_and_takes_updates_with_what_they_refer_to(
