@@ -89,7 +89,7 @@ def check_export(out: Path, counts: collections.Counter[str], problems: list[str
     known = set(conformance.shipped_profiles())
     manifest = json.loads((out / "manifest.json").read_text())
     for url in [manifest["request"], *(o["url"] for o in manifest["output"])]:
-        if not url.startswith(("http://", "https://")):
+        if not url.startswith(("http://", "https://", "file:///")):  # absolute URLs
             counts[PROBLEMS[2]] += 1
             problems.append(f"manifest: {url!r} is not an absolute URL")
     for item in manifest["output"]:
