@@ -130,6 +130,7 @@ class SyncDaemon:
         self._state_at = 0.0
         self._writes: set[Future[Any]] = set()
         self._data_version: int | None = None
+        self._look = False  # another process wrote the store (SIGUSR2): look at the outbox
         self._sync_now = False
         # Teleconsultation files (sync/files): after readings and alerts, on the same link.
         self.files = FileSender(store, self.unit, uplink_bps=settings.sync.uplink_bps,
@@ -197,6 +198,13 @@ class SyncDaemon:
         self._files_dirty = True
         self._poke()
 
+    def store_changed(self) -> None:
+        """Another process committed to the store (SIGUSR2: a file attached, readings
+        attributed or an encounter closed from the command line): look at the file queue
+        and the outbox on the next turn (the store's commit listener sees only our writer)."""
+        self._look = True
+        self._file_noted()
+
     def _poke(self) -> None:
         link = self._link
         if link is not None and not self._wake_posted:
@@ -210,7 +218,8 @@ class SyncDaemon:
         loop = self._loop = asyncio.get_running_loop()
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             loop.add_signal_handler(signal.SIGUSR1, self.request_sync_now)
-            loop.add_signal_handler(signal.SIGUSR2, self._file_noted)  # `edge-agent attach`
+            # `edge-agent attach`, `patient assign/close`: another process wrote the store
+            loop.add_signal_handler(signal.SIGUSR2, self.store_changed)
         self.store.add_commit_listener(self._on_commit)
         attachments.add_listener(self.store, self._on_file)
         try:
@@ -325,6 +334,9 @@ class SyncDaemon:
                     link.reconnect_soon()
                     if self.connected:
                         actions += self.session.connected(now)
+                if self._look:
+                    self._look = False
+                    await self._look_for_commits(now, force=True)
                 if self._alerts and self.connected:
                     actions += self.session.alerts_waiting()
                 actions += self.session.tick(now)
@@ -765,10 +777,10 @@ class SyncDaemon:
             else:
                 self._deadlines["state"] = self._state_at + STATE_INTERVAL_S
 
-    async def _look_for_commits(self, now: float) -> None:
+    async def _look_for_commits(self, now: float, *, force: bool = False) -> None:
         version = await self.store.read_async(
             lambda db: int(db.execute("PRAGMA data_version").fetchone()[0]))
-        if version != self._data_version:
+        if force or version != self._data_version:
             self._data_version = version
             waiting, alerts = await self.store.read_async(
                 lambda db: (outbox.unbatched(db), outbox.has_alerts(db)))

@@ -21,10 +21,12 @@ The shape (``mmu.readings/3``), decided here and documented in the README:
 - ``fullUrl`` (``urn:uuid:``) on every entry something refers to (Patient, Device, Location,
   Encounter) and on updates; none on an Observation create (R4 allows it on a POST, and the
   reading id repeated once more costs 6 bytes a reading).
-- ``subject``: the Patient of the reading's encounter, or, with no encounter, the Device
-  (valid R4: Observation.subject may be a Device; such readings do not claim the vital-signs
-  profile, which needs a Patient). A later ``patient assign`` re-sends the reading as a
-  conditional update (``PUT Observation?identifier=urn:mmu:reading|<id>``) with the Patient.
+- ``subject``: the Patient of the reading's encounter, or, with no encounter, the
+  *unidentified Patient* of its session (identifier ``urn:mmu:unidentified-patient:<unit>|
+  <local day>``, name use ``anonymous``: no person is invented; the vital-signs profile needs
+  a Patient subject). A later ``patient assign`` re-sends the reading as a conditional update
+  (``PUT Observation?identifier=urn:mmu:reading|<id>``) with the real Patient and Encounter.
+  A quality-control reading (flag ``control``) is nobody's: its subject is the Device.
 - ``status`` from the device (HL7 OBX-11 F/P/C/X/..., BLE flags), ``final`` when it said
   nothing; ``dataAbsentReason`` when there is no value.
 - ``note``: the device's comments (HL7 NTE, ASTM C); ``referenceRange``: the range it printed
@@ -32,8 +34,8 @@ The shape (``mmu.readings/3``), decided here and documented in the README:
   numbers (a BP panel: on its components). :mod:`sync.fhir_notes`.
 - ``effectiveDateTime`` always has a zone: a device time without one is read in the unit's
   time zone (``[unit] timezone``, default Africa/Casablanca); the raw device time is kept in
-  the ``urn:mmu:fhir:device-time`` extension whenever it was not used as it is. ``issued`` (the
-  reception time) only when the device time was used.
+  the device-time extension (``EXT_DEVICE_TIME``) whenever it was not used as it is.
+  ``issued`` (the reception time) only when the device time was used.
 - GPS readings (latitude/longitude/altitude) become ``Location`` resources (``position``),
   one per fix; an encounter's place is a Location too.
 - ``Device``: its first identifier is always the unit's name for it
@@ -48,8 +50,8 @@ The shape (``mmu.readings/3``), decided here and documented in the README:
   The facts travel (``PUT``) until central acknowledged a batch carrying that version of them;
   then batches carry the bare Device (its first identifier) as a conditional create, until
   the facts change (or central asks for a resend: they travel again).
-- ``Observation.device`` only beside a Patient subject: a reading without a patient has the
-  Device as its subject already. Vital signs whose first LOINC is their profile's carry no MDC
+- ``Observation.device`` beside a Patient subject (a QC reading has the Device as its
+  subject already). Vital signs whose first LOINC is their profile's carry no MDC
   coding (the LOINC says it exactly; other readings keep LOINC then MDC).
 - A device with a known clock offset (the technician's ``clock_offset``: how far its clock is
   ahead, recorded with the reading at ingest as context ``clock-offset``) has it subtracted
@@ -90,9 +92,18 @@ SOURCE_SYSTEM: Final = "urn:mmu:source"
 ENCOUNTER_SYSTEM: Final = "urn:mmu:encounter"
 LOCATION_SYSTEM: Final = "urn:mmu:location"
 DEVICE_SYSTEM: Final = "urn:mmu:device"  # + ":<unit>": the device's name on the unit
-EXT_FLAGS: Final = "urn:mmu:fhir:flags"
-EXT_DEVICE_TIME: Final = "urn:mmu:fhir:device-time"
-EXT_CLOCK: Final = "urn:mmu:fhir:clock-source"
+# + ":<unit>" | <local day>: the unidentified Patient of readings taken with no patient open
+UNIDENTIFIED_SYSTEM: Final = "urn:mmu:unidentified-patient"
+# The project's own extensions: canonical URLs, their StructureDefinitions shipped in
+# sync/fhir_profiles/ (no standard extension says these). Units not yet updated send the old
+# ``urn:mmu:fhir:*`` URLs: central reads both (LEGACY_EXT_DEVICE_TIME).
+PROFILES: Final = "https://edge-agent.example.org/fhir/StructureDefinition/"
+EXT_FLAGS: Final = PROFILES + "flags"
+EXT_DEVICE_TIME: Final = PROFILES + "device-time"
+EXT_CLOCK: Final = PROFILES + "clock-source"
+EXT_SHA256: Final = PROFILES + "sha256"  # teleconsultation files (central)
+EXT_FILE: Final = PROFILES + "file"
+LEGACY_EXT_DEVICE_TIME: Final = "urn:mmu:fhir:device-time"
 ID_TYPE: Final = "http://terminology.hl7.org/CodeSystem/v2-0203"  # SNO: serial number
 EUI64_SYSTEM: Final = "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680"  # IEEE EUI-64 system id
 BLUETOOTH_SYSTEM: Final = "http://hl7.org/fhir/sid/eui-48/bluetooth"
@@ -105,15 +116,15 @@ VITAL_SIGNS: Final[Mapping[str, str]] = {
     "spo2": "2708-6", "pulse_rate": "8867-4", "heart_rate": "8867-4",
     "respiratory_rate": "9279-1", "body_temperature": "8310-5", "body_weight": "29463-7",
     "body_height": "8302-2", "bmi": "39156-5", "mean_arterial_pressure": "8478-0",
-    "cuff_pressure": "",  # a vital sign without a profile code
 }
 BP_PANEL: Final = "85354-9"
 BP_PARTS: Final[Mapping[str, str]] = {
     "systolic_bp": "8480-6", "diastolic_bp": "8462-4", "mean_arterial_pressure": "8478-0"}
+# Exam: no vital-signs profile fits (a cuff pressure has no LOINC: MDC only).
 EXAM: Final = frozenset({
-    "body_fat_percentage", "pulse_amplitude_index", "rr_interval", "energy_expended",
-    "basal_metabolism", "muscle_percentage", "muscle_mass", "fat_free_mass", "soft_lean_mass",
-    "body_water_mass", "body_impedance"})
+    "cuff_pressure", "body_fat_percentage", "pulse_amplitude_index", "rr_interval",
+    "energy_expended", "basal_metabolism", "muscle_percentage", "muscle_mass", "fat_free_mass",
+    "soft_lean_mass", "body_water_mass", "body_impedance"})
 POSITION: Final = ("latitude", "longitude", "altitude")
 # Mass-concentration LOINC -> the molar one, for results a device gave in mmol/L.
 MOLAR_LOINC: Final[Mapping[str, str]] = {
@@ -138,6 +149,16 @@ def category(quantity: str) -> str | None:
 
 def stable_uuid(*parts: str) -> str:
     return str(uuid.uuid5(NS, "\x1f".join(parts)))
+
+
+def unidentified_session(received_at: str, tz: ZoneInfo) -> str:
+    """The session of a reading taken with no patient open: the unit's local day of its
+    reception (``YYYY-MM-DD``)."""
+    try:
+        when = datetime.fromisoformat(received_at.replace("Z", "+00:00"))
+    except ValueError:
+        return received_at[:10]
+    return (when.astimezone(tz) if when.tzinfo else when).date().isoformat()
 
 
 def has_zone(stamp: str) -> bool:
@@ -365,6 +386,18 @@ class _Builder:
                     "method": "PUT", "url": f"Device?identifier={system}|{device_id}"}}
         return full
 
+    def unidentified(self, row: Mapping[str, Any]) -> str:
+        """The fullUrl of the unidentified Patient of the reading's session: the readings of
+        one unit and local day taken with no patient open."""
+        day = unidentified_session(str(row["received_at"]), self.tz)
+        system = f"{UNIDENTIFIED_SYSTEM}:{self.unit}"
+        full = "urn:uuid:" + stable_uuid("patient", system, day)
+        self._put_head(full, {"fullUrl": full, "resource": {
+            "resourceType": "Patient", "identifier": [{"system": system, "value": day}],
+            "name": [{"use": "anonymous", "text": "unidentified"}]},
+            "request": _create("Patient", system, day)})
+        return full
+
     def encounter(self, encounter_id: str, info: Mapping[str, Any]) -> tuple[str, str]:
         """(Patient fullUrl, Encounter fullUrl)."""
         system, value = str(info["patient_system"]), str(info["patient_value"])
@@ -447,8 +480,11 @@ class _Builder:
             obs["subject"] = self._ref(patient)
             obs["encounter"] = self._ref(encounter)
             obs["device"] = self._ref(device)
-        else:  # the Device is the subject: Observation.device would say it again
+        elif "control" in _flags(first):  # a QC run is nobody's: the Device is its subject
             obs["subject"] = self._ref(device)
+        else:  # nobody opened: the session's unidentified Patient (never a made-up person)
+            obs["subject"] = self._ref(self.unidentified(first))
+            obs["device"] = self._ref(device)
         offset = clock_offset(first)
         when, used = effective(first.get("device_time"), str(first["received_at"]), self.tz,
                                offset)
@@ -484,6 +520,9 @@ class _Builder:
         device = self.device(str(row["device_id"]), device_facts(row))
         info = self.encounter_of(row)
         refs = None if info is None else self.encounter(str(row["encounter_id"]), info)
+        # nobody opened: the session's unidentified Patient (a QC run is nobody's: its Device)
+        anonymous = (self.unidentified(row) if info is None and "control" not in _flags(row)
+                     else None)
         cat = category(row["quantity"]) or "laboratory"
         if ("category", cat) not in self.shared:
             self.shared[("category", cat)] = [{"coding": [{"system": CATEGORY, "code": cat}]}]
@@ -500,7 +539,7 @@ class _Builder:
                  row["unit"] if value is not None else row.get("absent_reason") or "unknown",
                  ",".join(_flags(row)), raw_kept,
                  str(clock) if clock and clock != "system" else "",
-                 bool(row.get("attributed_at")))
+                 bool(row.get("attributed_at")), anonymous)
         self.seqs.append(int(row["seq"]))
         return shape, (str(row["id"]), str(source) if source else None, when,
                        row["received_at"] if used else None, value,
@@ -509,7 +548,7 @@ class _Builder:
     def single(self, shape: Shape, leaves: Leaves) -> Any:
         """The entry of a reading :meth:`plan` described (as :meth:`observation` builds it)."""
         (device, refs, said, cat, code, sourced, used, valued, unit, flags, raw_kept, clock,
-         update) = shape
+         update, anonymous) = shape
         rid, source, when, issued, value, raw = leaves
         ids: list[dict[str, Any]] = [{"system": READING_SYSTEM, "value": rid}]
         if sourced:
@@ -521,7 +560,10 @@ class _Builder:
             obs["subject"] = self._ref(refs[0])
             obs["encounter"] = self._ref(refs[1])
             obs["device"] = self._ref(device)
-        else:  # the Device is the subject: Observation.device would say it again
+        elif anonymous is not None:  # nobody opened: the session's unidentified Patient
+            obs["subject"] = self._ref(anonymous)
+            obs["device"] = self._ref(device)
+        else:  # a QC run: the Device is the subject (Observation.device would say it again)
             obs["subject"] = self._ref(device)
         obs["effectiveDateTime"] = when
         if used:

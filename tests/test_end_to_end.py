@@ -29,7 +29,9 @@ async def test_every_reading_arrives_at_central_exactly_once(
     # patient's encounter (finished) and observations that refer to it.
     assert 0 < result.readings_attributed < result.readings_stored
     kinds = dict(central.execute("SELECT type, count(*) FROM resources GROUP BY type"))
-    assert kinds["Patient"] == 1 and kinds["Encounter"] == 1 and kinds["Device"] >= 1
+    # The demo's patient, and the unidentified Patient of the readings taken with nobody open
+    # (one per unit and local day: two when the run straddles midnight).
+    assert kinds["Patient"] in (2, 3) and kinds["Encounter"] == 1 and kinds["Device"] >= 1
     encounter = central.execute("SELECT resource FROM resources WHERE type = 'Encounter'")
     assert '"status":"finished"' in encounter.fetchone()[0]
     attributed = central.execute("SELECT count(*) FROM observations WHERE resource LIKE "

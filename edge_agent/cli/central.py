@@ -99,6 +99,11 @@ def export(
         Path | None, typer.Option("--files", help="Central's file folder (files.db); default: "
                                   "beside a SQLite store (central.files/); none with PostgreSQL.")
     ] = None,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="The URL the --out folder is served at "
+                                 "(https://central.example/fhir/export); the manifest's request "
+                                 "and file URLs are under it. Default: the folder's file:// URL.")
+    ] = None,
 ) -> None:
     """Export what central holds as FHIR Bulk Data NDJSON, one file per resource type.
 
@@ -128,8 +133,11 @@ def export(
     files_db = files / "files.db" if files is not None else None
     if files_db is not None and not files_db.is_file():
         files_db = None
-    request = " ".join(["edge-agent central export", *(["--since", since] if since else []),
-                        *(["--unit", unit] if unit else [])])
+    if base_url is not None and not base_url.startswith(("https://", "http://", "file://")):
+        raise typer.BadParameter("an absolute http(s) URL (https://central.example/fhir/export)",
+                                 param_hint="--base-url")
+    base = base_url or out.resolve().as_uri()
+    request = ndjson.request_url(base, since, unit)
     try:
         with _central_query(db) as query:
             total = count_readings(query, cutoff, unit)
@@ -137,7 +145,7 @@ def export(
                                    file=sys.stderr) as bar:
                 summary = run_export(query, files_db, out, since=cutoff, unit=unit,
                                      request=request, progress=bar.update,
-                                     now=datetime.now(UTC))
+                                     now=datetime.now(UTC), base_url=base)
     except OSError as exc:
         if exc.filename is None or str(db) == str(exc.filename):
             raise _unreadable(db, exc) from exc

@@ -1,8 +1,9 @@
 """``edge-agent patient``: the patient in front of the nurse (open, close, current, assign).
 
 Works offline on the store, beside a running agent (another process: the agent's writer sees
-the change on its next reading, :mod:`edge_agent.store.encounters`). The patient's identifier is
-shown masked, never logged.
+the change on its next reading, :mod:`edge_agent.store.encounters`; its sync loop is told at
+once, SIGUSR2, so re-attributed readings and a close leave without waiting for a reading).
+The patient's identifier is shown masked, never logged.
 """
 
 from __future__ import annotations
@@ -46,6 +47,27 @@ def _write(path: Path, op: Callable[[Database], T]) -> T:
         raise StoreError("store.missing", f"no store at {path}. Fix: start the agent once "
                          "(edge-agent run) or pass --db PATH")
     return write_beside(path, op)
+
+
+def _wake_agent(path: Path) -> None:
+    """Tell the running agent's sync loop (SIGUSR2) that its store changed: re-attributed
+    readings and a close leave now, not with the next reading. No agent: they leave when it
+    starts."""
+    import os
+    import signal
+
+    from edge_agent.cli.sync import STATUS_NEEDS
+    from edge_agent.store.read import reading
+    from sync.diagnostics import status as read_status
+
+    try:
+        with reading(path, needs=STATUS_NEEDS) as store:
+            pid = read_status(store, path)["pid"]
+    except StoreError:
+        return
+    if isinstance(pid, int):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGUSR2)
 
 
 def _paths(config: Path | None, db: Path | None) -> tuple[Path, dict[str, str], str,
@@ -95,6 +117,7 @@ def close(config: ConfigOption = None, db: DbOption = None) -> None:
 
     path, *_ = _paths(config, db)
     found = _write(path, close_encounter)
+    _wake_agent(path)
     typer.echo(f"encounter {found.id} closed at {found.closed_at}")
 
 
@@ -145,6 +168,8 @@ def assign(
         return listed, chosen, attach(store, chosen) if chosen else 0
 
     listed, chosen, bound = _write(path, op)
+    if bound:
+        _wake_agent(path)
     if not chosen:
         if not listed:
             typer.echo(f"no unattributed readings in the last {minutes:g} minutes")

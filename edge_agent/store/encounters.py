@@ -160,14 +160,25 @@ def open_encounter(db: Database, system: str, value: str, *, at: datetime | None
 
 
 def close_encounter(db: Database, *, at: datetime | None = None) -> Encounter:
-    """Close the open encounter. Its readings not yet sent carry the end; those already sent
-    keep central's in-progress Encounter until a later batch of the encounter (or its
-    re-sent readings) brings the finished one."""
+    """Close the open encounter. The close travels on its own: a reading of the encounter
+    still waiting for a batch carries the end; when none waits, the encounter's last reading
+    central holds (or has in flight) is queued again as a conditional update
+    (``attributed_at``), so its batch brings the finished Encounter without waiting for
+    another reading."""
     found = current(db)
     if found is None:
         raise EncounterError("no encounter is open (edge-agent patient open ID)")
     closed = _stamp(at or datetime.now(UTC))
     db.execute("UPDATE encounters SET closed_at = ? WHERE id = ?", [closed, found.id])
+    waiting = db.execute(
+        "SELECT 1 FROM readings WHERE encounter_id = ? AND sent_at IS NULL AND batch_id IS NULL "
+        "AND refused IS NULL LIMIT 1", [found.id]).fetchone()
+    if waiting is None:
+        db.execute(
+            "UPDATE readings SET attributed_at = ?, sent_at = NULL, "
+            "batch_id = CASE WHEN sent_at IS NULL THEN batch_id END WHERE seq = (SELECT "
+            "max(seq) FROM readings WHERE encounter_id = ? AND refused IS NULL)",
+            [closed, found.id])
     return Encounter(found.id, found.patient_system, found.patient_value, found.opened_at,
                      closed, found.practitioner_role, found.position)
 

@@ -134,9 +134,10 @@ def count_readings(query: Query, since: str | None, unit: str | None) -> int:
 
 def export(query: Query, files_db: Path | None, out: Path, *, since: str | None = None,
            unit: str | None = None, request: str = "", progress: Callable[[int], None] =
-           lambda n: None, now: datetime | None = None) -> Summary:
+           lambda n: None, now: datetime | None = None, base_url: str = "") -> Summary:
     """Write the export into ``out`` (a folder, created 0700). ``progress(n)``: n more
-    readings read."""
+    readings read. ``request``: the kick-off URL the manifest names; ``base_url``: the URL
+    the folder is served at (the manifest's ``output[].url`` are under it)."""
     started = (now or datetime.now(UTC)) - MARGIN
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     summary = Summary(transaction_time=ndjson.stamp(started))
@@ -172,7 +173,7 @@ def export(query: Query, files_db: Path | None, out: Path, *, since: str | None 
         extension = {"since": since, "unit": unit, "unresolvedReferences": summary.unresolved,
                      "transactionTimeMarginSeconds": int(MARGIN.total_seconds())}
         summary.manifest = ndjson.manifest(summary.transaction_time, request, summary.counts,
-                                           extension)
+                                           extension, base_url)
         writers.commit(summary.manifest)
     except BaseException:
         writers.abort()

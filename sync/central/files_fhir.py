@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sync.fhir import ENCOUNTER_SYSTEM
+from sync.fhir import ENCOUNTER_SYSTEM, EXT_FILE, EXT_SHA256
 from sync.files.protocol import FileInit
 
 NS = uuid.UUID("8a4f0a56-54c1-4d1e-9a42-6b7f0c9d2e31")
@@ -31,7 +31,7 @@ def _attachment(init: FileInit) -> dict[str, Any]:
     return {"contentType": init.media_type, "url": file_url(init.sha256), "size": init.size,
             # FHIR's hash is SHA-1; the sha256 is the url (and the extension below).
             "creation": init.received_at,
-            "extension": [{"url": "urn:mmu:sha256", "valueBase64Binary":
+            "extension": [{"url": EXT_SHA256, "valueBase64Binary":
                            base64.b64encode(bytes.fromhex(init.sha256)).decode()}]}
 
 
@@ -109,7 +109,7 @@ def imaging_study(unit: str, instances: Sequence[FileInit]) -> dict[str, Any]:
             "uid": inst.instance_uid or "",
             "sopClass": {"system": "urn:ietf:rfc:3986",
                          "code": f"urn:oid:{inst.sop_class_uid or ''}"},
-            "extension": [{"url": "urn:mmu:file", "valueUrl": file_url(inst.sha256)}]})
+            "extension": [{"url": EXT_FILE, "valueUrl": file_url(inst.sha256)}]})
     body: dict[str, Any] = {
         "resourceType": "ImagingStudy", "id": resource_id(unit, "study", first.study_uid),
         "status": "available",

@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, Final
+from urllib.parse import urlencode
 
 from sync import fhir
 
@@ -160,14 +161,29 @@ def stamp(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def request_url(base_url: str, since: str | None, unit: str | None) -> str:
+    """The Bulk Data kick-off request an export answers, as a full URL: ``<base>/$export``
+    with ``_outputFormat``, ``_since`` (the export's own ``--since``, as given) and ``unit``
+    (the project's parameter: one unit's data)."""
+    params = [("_outputFormat", "application/fhir+ndjson")]
+    if since:
+        params.append(("_since", since))
+    if unit:
+        params.append(("unit", unit))
+    return f"{base_url.rstrip('/')}/$export?{urlencode(params)}"
+
+
 def manifest(transaction_time: str, request: str, counts: Mapping[str, int],
-             extension: Mapping[str, Any]) -> dict[str, Any]:
-    """The Bulk Data ``$export`` output manifest of an export (``url``: the file's name)."""
+             extension: Mapping[str, Any], base_url: str = "") -> dict[str, Any]:
+    """The Bulk Data ``$export`` output manifest of an export: ``request`` the full URL of the
+    kick-off request (:func:`request_url`), each ``output[].url`` the file's absolute URL
+    under ``base_url`` (the export folder as it is served; its name alone when empty)."""
+    base = f"{base_url.rstrip('/')}/" if base_url else ""
     return {
         "transactionTime": transaction_time,
         "request": request,
         "requiresAccessToken": False,
-        "output": [{"type": t, "url": f"{t}.ndjson", "count": counts[t]}
+        "output": [{"type": t, "url": f"{base}{t}.ndjson", "count": counts[t]}
                    for t in ordered(counts) if counts[t]],
         "error": [],
         "extension": dict(extension),

@@ -149,7 +149,8 @@ def _general_columns(obs: dict[str, Any], part: int = 0) -> list[Any]:
     when = _get(obs, "effectiveDateTime")
     if when is None:  # a GPS fix (Location): its time is in the device-time extension
         when = next((_get(e, "valueString") for e in _get(obs, "extension") or []
-                     if _get(e, "url") == fhir.EXT_DEVICE_TIME), None)
+                     if _get(e, "url") in (fhir.EXT_DEVICE_TIME, fhir.LEGACY_EXT_DEVICE_TIME)),
+                    None)
     position = _get(obs, "position")
     if isinstance(position, dict) and len(position) > part:
         axis, value = list(position.items())[part]

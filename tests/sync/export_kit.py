@@ -109,7 +109,7 @@ def read_export(out: Path) -> dict[str, list[dict[str, Any]]]:
     manifest = json.loads((out / "manifest.json").read_text())
     found: dict[str, list[dict[str, Any]]] = {}
     for item in manifest["output"]:
-        lines = (out / item["url"]).read_text().splitlines()
+        lines = (out / item["url"].rsplit("/", 1)[-1]).read_text().splitlines()
         found[item["type"]] = [json.loads(line) for line in lines]
         assert len(lines) == item["count"]
     return found

@@ -20,6 +20,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from typer.testing import CliRunner
 
 from edge_agent.cli import app
+from sync import fhir
 from sync.central.export import export, read_only
 from sync.central.store import PostgresCentral, SqliteCentral
 from tests.sync.export_kit import (
@@ -113,9 +114,14 @@ def test_the_whole_store_is_valid_self_contained_bulk_data(central: tuple[Path, 
     assert panel["encounter"]["reference"] == f"Encounter/{built.encounter}"
     assert panel["meta"]["lastUpdated"] == T2
     unattributed = [o for o in found["Observation"] if "encounter" not in o]
-    assert unattributed and all("device" not in o for o in unattributed)  # it is the subject
-    assert all(o["subject"]["reference"].startswith("Device/") for o in unattributed)
-    (patient,) = found["Patient"]
+    assert unattributed and all(o["device"]["reference"].startswith("Device/")
+                                for o in unattributed)
+    # Nobody opened: each unit's unidentified Patient of the day (the vital-signs profile).
+    unidentified = {p["id"]: p for p in found["Patient"]
+                    if p["identifier"][0]["system"].startswith(fhir.UNIDENTIFIED_SYSTEM)}
+    assert {o["subject"]["reference"] for o in unattributed} == {
+        f"Patient/{i}" for i in unidentified}
+    (patient,) = [p for p in found["Patient"] if p["id"] not in unidentified]
     assert patient["identifier"] == [{"system": PATIENT[0], "value": PATIENT[1]}]
     gps = [loc for loc in found["Location"] if "position" in loc and loc["identifier"][0][
         "system"] == "urn:mmu:reading"]
@@ -129,6 +135,26 @@ def test_the_whole_store_is_valid_self_contained_bulk_data(central: tuple[Path, 
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["extension"]["unresolvedReferences"] == 0
     assert manifest["transactionTime"].endswith("Z")
+    # Bulk Data: the request's full URL and absolute file URLs (default: the folder's own).
+    folder = (tmp_path / "out").resolve().as_uri()
+    assert manifest["request"] == f"{folder}/$export?_outputFormat=application%2Ffhir%2Bndjson"
+    assert [o["url"] for o in manifest["output"]] == [
+        f"{folder}/{o['type']}.ndjson" for o in manifest["output"]]
+
+
+def test_the_manifest_names_the_request_and_files_by_absolute_urls(
+        central: tuple[Path, Built], tmp_path: Path) -> None:
+    db, _ = central
+    base = "https://central.example/fhir/export/2026-11-23"
+    done = run(db, tmp_path / "out", "--since", "2026-11-23", "--unit", OTHER,
+               "--base-url", base + "/")
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["request"] == (f"{base}/$export?_outputFormat=application%2Ffhir%2Bndjson"
+                                   f"&_since=2026-11-23&unit={OTHER}")
+    assert {o["url"] for o in manifest["output"]} == {
+        f"{base}/{kind}.ndjson" for kind in read_export(tmp_path / "out")}
+    assert run(db, tmp_path / "again", "--base-url", "central/export").returncode == 2
 
 
 def test_since_is_inclusive_and_takes_updates_with_what_they_refer_to(
@@ -162,8 +188,10 @@ def test_unit_takes_one_units_readings_and_files(central: tuple[Path, Built],
     assert done.returncode == 0, done.stderr
     found = check_bulk(out)
     assert readings(found) == set(built.other)
-    assert set(found) == {"Observation", "Device", "DocumentReference"}
-    assert not (out / "Patient.ndjson").exists()
+    assert set(found) == {"Observation", "Device", "DocumentReference", "Patient"}
+    (unidentified,) = found["Patient"]  # the other unit's readings had nobody open
+    assert unidentified["identifier"][0]["system"] == f"{fhir.UNIDENTIFIED_SYSTEM}:{OTHER}"
+    assert "stale" not in (out / "Patient.ndjson").read_text()
     found = read_export(out)
     assert found["Device"][0]["identifier"][0]["system"] == f"urn:mmu:device:{OTHER}"
 

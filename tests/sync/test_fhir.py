@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.catalogue import catalogue
-from sync import codec, fhir
+from sync import codec, conformance, fhir
 
 EPOCH = "5f0c2b1e-8d3a-4c1b-9f2e-0a1b2c3d4e5f"
 NOW = "2026-11-23T08:00:01.000Z"
@@ -70,6 +70,10 @@ def check_bundle(bundle: dict[str, Any]) -> None:
     """The Bundle validates (R4B models), has no empty values, follows the profile rules."""
     Bundle.model_validate(bundle)
     assert walk(bundle) == []
+    # What a platform's validator checks beyond the models: the vital-signs profile, and a
+    # StructureDefinition for every extension URL.
+    assert conformance.profile_violations(bundle) == []
+    assert conformance.unresolved_extensions(bundle, set(conformance.shipped_profiles())) == []
     assert bundle["type"] == "transaction" and bundle["timestamp"]
     assert bundle["identifier"]["system"] == "urn:ietf:rfc:3986"
     full_urls = [e["fullUrl"] for e in bundle["entry"] if "fullUrl" in e]
@@ -113,11 +117,12 @@ def check_observation(obs: dict[str, Any], full_urls: list[str]) -> None:
     assert obs["category"][0]["coding"][0]["system"] == fhir.CATEGORY
     assert obs["code"].get("coding") or obs["code"].get("text")
     assert "T" in obs["effectiveDateTime"] and fhir.has_zone(obs["effectiveDateTime"])
-    assert obs["subject"]["reference"] in full_urls  # a Patient, or the Device
-    if "encounter" in obs:  # a Patient's: the Device beside it
+    assert obs["subject"]["reference"] in full_urls  # a Patient, or a QC run's Device
+    if "device" in obs:  # a Patient's (named or the session's unidentified one)
         assert obs["device"]["reference"] in full_urls
-    else:  # the Device is the subject: not said twice
-        assert "device" not in obs
+        assert obs["subject"]["reference"] != obs["device"]["reference"]
+    else:  # a QC run: the Device is the subject, not said twice
+        assert "encounter" not in obs
     assert ("valueQuantity" in obs) != ("dataAbsentReason" in obs) or "component" in obs
     if "valueQuantity" in obs:
         vq = obs["valueQuantity"]
@@ -243,7 +248,8 @@ def test_device_status_and_absent_values_are_told() -> None:
             row(4, "glucose", 5.4)]
     bundle = fhir.bundle("u", EPOCH, "b", rows, NOW)
     check_bundle(bundle)
-    obs = [e["resource"] for e in bundle["entry"][1:]]
+    obs = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] ==
+           "Observation"]
     assert [o["status"] for o in obs] == ["preliminary", "corrected", "cancelled", "final"]
     assert obs[2]["dataAbsentReason"]["coding"][0]["code"] == "error"
 
@@ -282,15 +288,40 @@ def test_an_attributed_reading_has_patient_encounter_and_location() -> None:
     by_type: dict[str, list[dict[str, Any]]] = {}
     for entry in bundle["entry"]:
         by_type.setdefault(entry["resource"]["resourceType"], []).append(entry)
-    patient, encounter = by_type["Patient"][0], by_type["Encounter"][0]
+    patient, unidentified = by_type["Patient"]
+    encounter = by_type["Encounter"][0]
     attributed, alone = (e["resource"] for e in by_type["Observation"])
     assert attributed["subject"]["reference"] == patient["fullUrl"]
     assert attributed["encounter"]["reference"] == encounter["fullUrl"]
     assert encounter["resource"]["location"][0]["location"]["reference"] == (
         by_type["Location"][0]["fullUrl"])
-    assert alone["subject"]["reference"] == by_type["Device"][0]["fullUrl"]  # no patient
-    assert "device" not in alone  # the subject says it already
+    # No patient open: the session's unidentified Patient, no person invented.
+    assert alone["subject"]["reference"] == unidentified["fullUrl"]
+    assert unidentified["resource"] == {
+        "resourceType": "Patient", "identifier": [
+            {"system": f"{fhir.UNIDENTIFIED_SYSTEM}:u", "value": "2026-11-23"}],
+        "name": [{"use": "anonymous", "text": "unidentified"}]}
+    assert alone["device"]["reference"] == by_type["Device"][0]["fullUrl"]
     assert "encounter" not in alone
+
+
+def test_unattributed_readings_get_one_unidentified_patient_per_unit_and_local_day() -> None:
+    """The session of readings taken with no patient open is the unit's local day: two
+    readings either side of local midnight (Casablanca, UTC+1) are two sessions; a QC run is
+    nobody's (its Device is its subject)."""
+    rows = [row(1, "spo2", 97.0, received_at="2026-11-23T22:30:00.000Z"),
+            row(2, "spo2", 96.0, received_at="2026-11-23T23:30:00.000Z"),
+            row(3, "pulse_rate", 70.0, received_at="2026-11-23T23:40:00.000Z"),
+            row(4, "glucose", 5.5, flags='["control"]')]
+    bundle = fhir.bundle("u", EPOCH, "b", rows, NOW)
+    check_bundle(bundle)
+    entries = {e.get("fullUrl"): e["resource"] for e in bundle["entry"]}
+    obs = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] ==
+           "Observation"]
+    days = [entries[o["subject"]["reference"]]["identifier"][0]["value"] for o in obs[:3]]
+    assert days == ["2026-11-23", "2026-11-24", "2026-11-24"]
+    assert entries[obs[3]["subject"]["reference"]]["resourceType"] == "Device"
+    assert "device" not in obs[3]
 
 
 def test_the_readme_recipe_decodes_a_payload_without_the_project() -> None:

@@ -51,7 +51,9 @@ def test_a_later_assign_updates_the_reading_at_central(tmp_path: Path) -> None:
                                      measurement("diastolic_bp", 79.0)]).result()
         first, _ = send(store, central, "b1")
         panel = observation(central, cuff[0])
-        assert "device" not in panel and "encounter" not in panel  # the Device is the subject
+        # Nobody open: the session's unidentified Patient (the vital-signs profile's subject).
+        unidentified = panel["subject"]["reference"]
+        assert "encounter" not in panel and unidentified != panel["device"]["reference"]
         # The nurse opens the patient and attaches the cuff's measurement.
         with writing(tmp_path / "unit.db") as nurse:  # the CLI's connection
             open_encounter(nurse, "urn:mmu:patient:platform", PATIENT)
@@ -66,14 +68,16 @@ def test_a_later_assign_updates_the_reading_at_central(tmp_path: Path) -> None:
         assert "PUT Observation" in requests and "POST Observation" in requests
         updated = observation(central, cuff[0])
         assert updated["encounter"] == observation(central, spo2[0])["encounter"]
-        assert updated["subject"] != updated["device"]
-        assert resources(central) == {"Device": 2, "Encounter": 1, "Patient": 1}
+        # The reading ends on the named patient, not the unidentified one.
+        named = "urn:uuid:" + fhir.stable_uuid("patient", "urn:mmu:patient:platform", PATIENT)
+        assert updated["subject"] == {"reference": named} != {"reference": unidentified}
+        assert resources(central) == {"Device": 2, "Encounter": 1, "Patient": 2}
         # Replays of both transactions (a broker redelivery) create nothing twice.
         for payload in (first, second, second):
             again = central.store_batches([codec.decode_batch(payload)], "2026-11-23T08:00:02Z")
             assert again[0].new == 0
         assert central.query("SELECT count(*) FROM observations") == [(3,)]
-        assert resources(central) == {"Device": 2, "Encounter": 1, "Patient": 1}
+        assert resources(central) == {"Device": 2, "Encounter": 1, "Patient": 2}
         assert store.stats()["readings_pending_sync"] == 0
     central.close()
 
@@ -100,7 +104,7 @@ def test_a_device_that_tells_its_serial_later_is_updated_at_central(tmp_path: Pa
         told = device(central)
         assert told["identifier"][0] == bare["identifier"][0]  # central's key: unchanged
         assert told["serialNumber"] == "GLU-A1" and told["manufacturer"] == "Roche"
-        assert resources(central) == {"Device": 1}
+        assert resources(central) == {"Device": 1, "Patient": 1}  # the unidentified one
         (updated,), = central.query("SELECT updated_at FROM resources WHERE type = 'Device'")
         for payload in (first, second, first):  # replays, one late: nothing moves back
             central.store_batches([codec.decode_batch(payload)], "2026-11-23T10:00:00Z")

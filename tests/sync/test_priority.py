@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edge_agent.models import measurement
 from edge_agent.store.writer import Store
-from sync import codec, topics
+from sync import codec, fhir, topics
 from sync.central.receiver import Receiver
 from sync.daemon import SyncDaemon
 from tests.broker import MosquittoBroker
@@ -43,7 +43,7 @@ async def test_alert_overtakes_a_full_window(tmp_path: Path, mosquitto: Mosquitt
             stop.set()
             await task
     assert [r.resource["valueQuantity"]["value"] for r in batch.readings] == [84.0]
-    assert {"url": "urn:mmu:fhir:flags", "valueString": "alert"} in (
+    assert {"url": fhir.EXT_FLAGS, "valueString": "alert"} in (
         batch.readings[0].resource["extension"])
     assert pending == 401  # nothing acknowledged: the alert did not wait for the backlog
 
