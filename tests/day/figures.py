@@ -211,7 +211,8 @@ class DayFigures:
         w = self.witnessed
         loop = self.agent_loop or {}
         lines.append(
-            f"agent's own loop figures at the end: p99 {loop.get('p99_ms', '-')} ms, "
+            "the agent's loop figures in its last heartbeat answer: "
+            f"p99 {loop.get('p99_ms', '-')} ms, "
             f"max {loop.get('max_ms', '-')} ms, stalls {loop.get('stalls', '-')}")
         lines.append(f"readings: {self.readings_total} stored ("
                      + ", ".join(f"{k} {v}" for k, v in sorted(self.by_device.items())) + ")")

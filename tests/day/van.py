@@ -96,9 +96,13 @@ class Phase:
         return self.name in ("link-down", "broker-restart", "blackhole")
 
 
-def schedule(total_s: float) -> list[Phase]:
+FAULTS: Final = ("link-down", "flap", "broker-restart", "blackhole")
+
+
+def schedule(total_s: float, faults: tuple[str, ...] = FAULTS) -> list[Phase]:
     """The day: each stretch a share of ``total_s``, with a floor so that the short day still
-    has every fault (the blackhole lasts beyond the keepalive's 1.5 x 5 s)."""
+    has every fault (the blackhole lasts beyond the keepalive's 1.5 x 5 s). ``faults``: the
+    ones to play (the others and the online stretch after them are left out)."""
 
     def part(share: float, floor: float) -> float:
         return max(floor, share * total_s)
@@ -111,16 +115,18 @@ def schedule(total_s: float) -> list[Phase]:
         flaps += [Phase("flap-down", "offline", cycle / 3), Phase("flap-up", "online",
                                                                   2 * cycle / 3)]
         spent += cycle
-    return [
-        Phase("online", "online", part(0.08, 3.0)),
-        Phase("link-down", "offline", part(0.22, 8.0)),
-        Phase("online", "online", part(0.08, 3.0)),
-        *flaps,
-        Phase("broker-restart", "offline", part(0.08, 3.0)),
-        Phase("online", "online", part(0.08, 3.0)),
-        Phase("blackhole", "offline", part(0.20, 10.0)),
-        Phase("online", "online", part(0.14, 3.0)),
-    ]
+    chosen = [Phase("online", "online", part(0.08, 3.0))]
+    if "link-down" in faults:
+        chosen += [Phase("link-down", "offline", part(0.22, 8.0)),
+                   Phase("online", "online", part(0.08, 3.0))]
+    if "flap" in faults:
+        chosen += flaps
+    if "broker-restart" in faults:
+        chosen += [Phase("broker-restart", "offline", part(0.08, 3.0)),
+                   Phase("online", "online", part(0.08, 3.0))]
+    if "blackhole" in faults:
+        chosen += [Phase("blackhole", "offline", part(0.20, 10.0))]
+    return [*chosen, Phase("online", "online", part(0.14, 3.0))]
 
 
 @dataclass
@@ -132,6 +138,7 @@ class DayConfig:
     drain_timeout: float = 120.0
     hl7_gap: float = 1.0  # seconds between the monitor's messages
     files_every: float = 0.0  # seconds between dropped files (0: about 8 in the day)
+    faults: tuple[str, ...] = FAULTS
 
 
 def cpu_seconds(pid: int) -> float:
@@ -196,6 +203,8 @@ class ProxyThread:
             asyncio.run_coroutine_threadsafe(self.proxy.close(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 class Process:
@@ -409,7 +418,7 @@ class VanDay:
             raise ValueError(f"negative control {cfg.negative!r}: use one of {NEGATIVES}")
         self.cfg, self.workdir = cfg, workdir
         self.day = Day()
-        self.phases = schedule(cfg.minutes * 60)
+        self.phases = schedule(cfg.minutes * 60, cfg.faults)
         (workdir / "broker").mkdir(exist_ok=True)
         self.broker = MosquittoBroker(workdir / "broker", extra_config="autosave_interval 1")
         self.proxy = ProxyThread(self.broker.port)
@@ -505,7 +514,7 @@ class VanDay:
             for sim in self.sims.values():
                 sim.stop()
             if self.agent is not None:
-                self.agent.stop()
+                self.agent.stop(20.0 if self.cfg.negative is None else 3.0)
             self.receiver.stop()
             self.proxy.stop()
             self.broker.stop()
@@ -605,9 +614,19 @@ class VanDay:
         self.stop_new.set()
         for sim in self.sims.values():
             sim.paused.set()
-        timeout = self.cfg.drain_timeout if self.cfg.negative is None else 20.0
+        timeout = self.cfg.drain_timeout if self.cfg.negative is None else 8.0
         deadline = time.monotonic() + timeout
         self.monitor.join(max(0.0, deadline - time.monotonic()))
+        # the agent reads what is still in the ptys, then the ports close (a stream's last
+        # second is complete only at the end of the stream, on both sides)
+        before_eof = {dev: len(self._decoded(dev, eof=False)) for dev in self.sims}
+        while time.monotonic() < min(deadline, time.monotonic() + 15.0):
+            stored = self._stored_by_device()
+            if all(stored.get(d, 0) >= n for d, n in before_eof.items()):
+                break
+            time.sleep(0.2)  # the agent reading the ptys' last bytes, bounded
+        for sim in self.sims.values():
+            sim.stop()
         expected = {dev: len(self._decoded(dev)) for dev in self.sims}
         while time.monotonic() < deadline:
             stored = self._stored_by_device()
@@ -620,7 +639,7 @@ class VanDay:
         return False
 
     # --- the check --------------------------------------------------------------------------
-    def _decoded(self, dev_id: str) -> list[tuple[str, float | None]]:
+    def _decoded(self, dev_id: str, eof: bool = True) -> list[tuple[str, float | None]]:
         """What a pty device sent, decoded again with the agent's own decoder, each completed
         message acknowledged at once (as after a commit), a record sent again (the same
         source key: an analyser's resend) counted once, as the store keeps it once."""
@@ -632,8 +651,9 @@ class VanDay:
         step = 1 if kind == "astm" else max(1, len(sent))
         seen: set[str] = set()
         out: list[tuple[str, float | None]] = []
-        for at in range(0, len(sent), step):
-            for event in decoder.receive_data(sent[at:at + step]):
+        chunks = [sent[at:at + step] for at in range(0, len(sent), step)]
+        for chunk in [*chunks, b""] if eof else chunks:  # b"": the port closed
+            for event in decoder.receive_data(chunk):
                 if isinstance(event, MessageComplete):
                     decoder.acknowledge(event.message_id, stored=True)
                     decoder.data_to_send()
