@@ -504,6 +504,7 @@ class VanDay:
             for thread in (nurse, status, heart):
                 thread.start()
             self._wait(lambda: self.monitor.acked > 0, 60, "the monitor's first ACK")
+            self._wait(lambda: self.day.connected, 60, "the agent connected to the broker")
             self._live_day(pid, status)
             drained = self._end_of_day()
             final_loop = heart.last
