@@ -3,6 +3,7 @@ started and stopped by the test. As root, the server runs as the ``postgres`` us
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -19,13 +20,18 @@ def _bin(name: str) -> str | None:
     return found[-1] if found else shutil.which(name)
 
 
-@pytest.fixture
-def postgres() -> Iterator[str]:
-    """A DSN for a fresh database ``central``."""
+class PostgresMissing(RuntimeError):
+    """initdb or pg_ctl is not installed."""
+
+
+@contextlib.contextmanager
+def cluster(*settings: str) -> Iterator[str]:
+    """A throwaway cluster with a fresh database ``central``; yields its DSN. ``settings``:
+    extra server options (``name=value``). Stopped and removed on the way out."""
     initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
     if initdb is None or pg_ctl is None:
-        pytest.fail("PostgreSQL is not installed: run the README test command "
-                    "(bash scripts/test), which installs it")
+        raise PostgresMissing("PostgreSQL is not installed: run the README test command "
+                              "(bash scripts/test), which installs it")
     root = Path(tempfile.mkdtemp(prefix="edge-agent-pg-"))
     root.chmod(0o755)  # the server user must reach its socket and data folders
     data = root / "data"
@@ -36,7 +42,8 @@ def postgres() -> Iterator[str]:
     try:
         subprocess.run([*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"],
                        check=True, capture_output=True)
-        options = f"-c listen_addresses='' -c unix_socket_directories='{root}' -p 5432"
+        options = " ".join([f"-c listen_addresses='' -c unix_socket_directories='{root}' "
+                            "-p 5432", *(f"-c {s}" for s in settings)])
         subprocess.run([*as_user, pg_ctl, "-D", str(data), "-o", options, "-w", "-l",
                         str(root / "log"), "start"], check=True, capture_output=True)
         import psycopg
@@ -49,3 +56,13 @@ def postgres() -> Iterator[str]:
         subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    """A DSN for a fresh database ``central``."""
+    if _bin("initdb") is None or _bin("pg_ctl") is None:
+        pytest.fail("PostgreSQL is not installed: run the README test command "
+                    "(bash scripts/test), which installs it")
+    with cluster() as dsn:
+        yield dsn
