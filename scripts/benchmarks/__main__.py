@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scripts.benchmarks import (
+    central,
     drain,
     footprint,
     ingest,
@@ -40,8 +41,9 @@ FIGURES: dict[str, Figure] = {
     "scale": scale.measure,
     "help": footprint.help_overhead,  # footprint's cheap part alone
     "profile": profile.measure,  # cProfile of the agent's drain
+    "central": central.measure,  # one drain into SQLite and PostgreSQL centrals
 }
-DEFAULT = ("drain", "ingest", "latency", "wire", "footprint", "slowlink", "scale")
+DEFAULT = ("drain", "ingest", "latency", "wire", "footprint", "slowlink", "scale", "central")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
