@@ -26,6 +26,7 @@ from scripts.benchmarks import (
     report,
     scale,
     slowlink,
+    storm,
     wire,
 )
 from scripts.benchmarks.env import Bench, Size, interrupt_on_sigterm
@@ -42,6 +43,7 @@ FIGURES: dict[str, Figure] = {
     "help": footprint.help_overhead,  # footprint's cheap part alone
     "profile": profile.measure,  # cProfile of the agent's drain
     "central": central.measure,  # one drain into SQLite and PostgreSQL centrals
+    "storm": storm.measure,  # 50 units x 20k readings at once, two receivers, PostgreSQL
 }
 DEFAULT = ("drain", "ingest", "latency", "wire", "footprint", "slowlink", "scale", "central")
 

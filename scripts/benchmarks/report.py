@@ -72,6 +72,10 @@ LINES: tuple[Line, ...] = (
          "postgres_readings_per_s", "sqlite_readings_per_s", "ratio", ("ratio", ">=", 1.0)),
     Line("central", "PostgreSQL server CPU s per 100k readings",
          "postgres_server_cpu_s_per_100k"),
+    Line("storm", "reconnect storm: central readings/s, 2 receivers, PostgreSQL",
+         "central_readings_per_s"),
+    Line("storm", "reconnect storm: slowest unit's backlog acked, s", "slowest_unit_s",
+         "fastest_unit_s"),
 )
 
 
