@@ -4,6 +4,7 @@ the server runs as the ``postgres`` user."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -21,13 +22,18 @@ def _bin(name: str) -> str | None:
     return found[-1] if found else shutil.which(name)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[Path]:
-    """One throwaway cluster per test session (per xdist worker): its socket folder."""
+class PostgresMissing(RuntimeError):
+    """initdb or pg_ctl is not installed."""
+
+
+@contextlib.contextmanager
+def cluster(*settings: str) -> Iterator[str]:
+    """A throwaway cluster with a fresh database ``central``; yields its DSN. ``settings``:
+    extra server options (``name=value``). Stopped and removed on the way out."""
     initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
     if initdb is None or pg_ctl is None:
-        pytest.fail("PostgreSQL is not installed: run the README test command "
-                    "(bash scripts/test), which installs it")
+        raise PostgresMissing("PostgreSQL is not installed: run the README test command "
+                              "(bash scripts/test), which installs it")
     root = Path(tempfile.mkdtemp(prefix="edge-agent-pg-"))
     root.chmod(0o755)  # the server user must reach its socket and data folders
     data = root / "data"
@@ -38,14 +44,30 @@ def postgres_server() -> Iterator[Path]:
     try:
         subprocess.run([*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"],
                        check=True, capture_output=True)
-        options = f"-c listen_addresses='' -c unix_socket_directories='{root}' -p 5432"
+        options = " ".join([f"-c listen_addresses='' -c unix_socket_directories='{root}' "
+                            "-p 5432", *(f"-c {s}" for s in settings)])
         subprocess.run([*as_user, pg_ctl, "-D", str(data), "-o", options, "-w", "-l",
                         str(root / "log"), "start"], check=True, capture_output=True)
-        yield root
+        import psycopg
+
+        with psycopg.connect(f"host={root} user=postgres dbname=postgres",
+                             autocommit=True) as conn:
+            conn.execute("CREATE DATABASE central")
+        yield f"postgresql://postgres@/central?host={root}"
     finally:
         subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Path]:
+    """One throwaway cluster per test session (per xdist worker): its socket folder."""
+    if _bin("initdb") is None or _bin("pg_ctl") is None:
+        pytest.fail("PostgreSQL is not installed: run the README test command "
+                    "(bash scripts/test), which installs it")
+    with cluster() as dsn:
+        yield Path(dsn.rpartition("host=")[2])
 
 
 _databases = itertools.count(1)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scripts.benchmarks import (
+    central,
     drain,
     footprint,
     history,
@@ -26,6 +27,7 @@ from scripts.benchmarks import (
     report,
     scale,
     slowlink,
+    storm,
     wire,
 )
 from scripts.benchmarks.env import Bench, Size, interrupt_on_sigterm
@@ -42,8 +44,11 @@ FIGURES: dict[str, Figure] = {
     "history": history.measure,
     "help": footprint.help_overhead,  # footprint's cheap part alone
     "profile": profile.measure,  # cProfile of the agent's drain
+    "central": central.measure,  # one drain into SQLite and PostgreSQL centrals
+    "storm": storm.measure,  # 50 units x 20k readings at once, two receivers, PostgreSQL
 }
-DEFAULT = ("drain", "ingest", "latency", "wire", "footprint", "slowlink", "scale", "history")
+DEFAULT = ("drain", "ingest", "latency", "wire", "footprint", "slowlink", "scale", "history",
+           "central")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

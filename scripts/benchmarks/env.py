@@ -213,21 +213,23 @@ class Bench:
             self._procs.remove(proc)
         return int(proc.returncode)
 
-    async def receivers(self, central: Path, count: int = 1, group: str = "receivers",
+    async def receivers(self, central: Path | str, count: int = 1, group: str = "receivers",
                         broker: MosquittoBroker | None = None
                         ) -> list[subprocess.Popen[bytes]]:
         """``count`` real receivers (``edge-agent receive``) sharing ``group``, into one
-        SQLite central, on ``broker`` (default: the run's); returns once the broker has
-        logged each one's subscription."""
+        central (a SQLite file, or a ``postgresql://`` URL), on ``broker`` (default: the
+        run's); returns once the broker has logged each one's subscription."""
         broker = broker or self.broker
+        logs = central.parent if isinstance(central, Path) else self.fresh("receivers")
+        extra = [] if isinstance(central, Path) else ["--no-files"]
         procs = []
         for _ in range(count):
             self._counter += 1
             cid = f"bench-receiver-{self._counter}"
             procs.append(self.spawn(
                 agent_cmd("receive", "--broker", f"127.0.0.1:{broker.port}", "--db",
-                          str(central), "--group", group, "--client-id", cid),
-                central.parent / f"{cid}.log"))
+                          str(central), "--group", group, "--client-id", cid, *extra),
+                logs / f"{cid}.log"))
             marker = f" {cid} 1 $share/{group}/"
 
             def subscribed(marker: str = marker, proc: subprocess.Popen[bytes] = procs[-1]

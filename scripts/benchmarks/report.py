@@ -77,6 +77,14 @@ LINES: tuple[Line, ...] = (
     Line("scale", "central readings/s, many units, 2 receivers", "central_readings_per_s"),
     Line("scale", "slowest unit's lag s (backlog fully acked)", "slowest_lag_s", "fastest_s",
          target=("slowest_lag_s", "<=", 10.0)),
+    Line("central", "PostgreSQL central vs SQLite central, readings/s",
+         "postgres_readings_per_s", "sqlite_readings_per_s", "ratio", ("ratio", ">=", 1.0)),
+    Line("central", "PostgreSQL server CPU s per 100k readings",
+         "postgres_server_cpu_s_per_100k"),
+    Line("storm", "reconnect storm: central readings/s, 2 receivers, PostgreSQL",
+         "central_readings_per_s"),
+    Line("storm", "reconnect storm: slowest unit's backlog acked, s", "slowest_unit_s",
+         "fastest_unit_s"),
 )
 
 

@@ -14,6 +14,9 @@ Bundles, one per (type, first identifier), as the Bundle's conditional creates a
 c004 adds ``resources.batch_at``: when the unit formed the batch that last changed a Device
 (its clock), so a late redelivery never takes facts back; ``updated_at`` stays central's time
 (what ``central export --since`` filters on).
+c005 (PostgreSQL only) makes ``observations.resource`` and ``resources.resource`` ``jsonb``:
+a platform queries inside them, and the server checks each is JSON on the way in. The rows
+are converted in place; SQLite keeps JSON text.
 """
 
 from __future__ import annotations
@@ -76,6 +79,13 @@ C003: Final = [
 
 C004: Final = ["ALTER TABLE resources ADD COLUMN batch_at TEXT NOT NULL DEFAULT ''"]
 
+# jsonb cannot hold the NUL character: a resource text carrying one (``\u0000``, possible in
+# TEXT) would stop the upgrade, so it becomes U+FFFD (the rest of the resource is kept).
+C005_POSTGRES_JSONB: Final = [
+    f"ALTER TABLE {table} ALTER COLUMN resource TYPE jsonb USING "
+    "replace(resource, '\\u0000', '\\ufffd')::jsonb" for table in ("observations", "resources")
+]
+
 SQLITE_SERIAL: Final = "INTEGER PRIMARY KEY"
 POSTGRES_SERIAL: Final = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
 
@@ -83,7 +93,8 @@ POSTGRES_SERIAL: Final = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
 POSTGRES: Final = [("c001_observations", C001),
                    ("c002_epochs", c002(POSTGRES_SERIAL, "BYTEA")),
                    ("c003_resources", C003),
-                   ("c004_resource_batch_at", C004)]
+                   ("c004_resource_batch_at", C004),
+                   ("c005_postgres_jsonb", C005_POSTGRES_JSONB)]
 
 sqlite_migrations = Migrations("central")
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from sqlite_utils import Database
+
 from sync import codec, fhir
 from sync.central.schema import POSTGRES, sqlite_migrations
 from sync.central.sqlite_file import open_sqlite
@@ -33,7 +35,6 @@ from sync.central.sqlite_file import open_sqlite
 log = logging.getLogger(__name__)
 
 Execute = Callable[[str, list[Any]], Any]
-ExecuteMany = Callable[[str, list[list[Any]]], Any]
 
 # SQLite primary result codes that say "try again later" (the data is not at fault).
 SQLITE_TRANSIENT = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR,
@@ -192,25 +193,58 @@ def _plain_columns(obs: dict[str, Any]) -> list[Any] | None:
             _scalar(quantity.get("code"), str), when]
 
 
-def record_batch(execute: Execute, batch: codec.Batch, stored_at: str,
-                 execute_many: ExecuteMany | None = None) -> Outcome:
+class Tables(Protocol):
+    """The bulk reads and writes of :func:`record_batch`, each in its engine's fastest form
+    (SQLite: ``IN`` lists and ``executemany`` in process; PostgreSQL: one statement per table
+    with array parameters). The rules stay in :func:`record_batch`, the same for both."""
+
+    def execute(self, sql: str, params: list[Any]) -> Any:
+        """One statement, ``?`` placeholders."""
+        ...
+
+    def held_ids(self, ids: list[str]) -> set[str]:
+        """The ids of ``ids`` central holds."""
+        ...
+
+    def seq_holders(self, unit: str, epoch: str, seqs: list[int]) -> dict[int, str]:
+        """Which reading holds each of ``seqs`` in (unit, epoch) already."""
+        ...
+
+    def add_sequences(self, unit: str, epoch: str, rows: list[tuple[int, str]]) -> None:
+        """(seq, id) rows; a seq already held is left as it is."""
+        ...
+
+    def add_observations(self, unit: str, epoch: str, batch_id: str, stored_at: str,
+                         rows: list[list[Any]]) -> None:
+        """(id, seq, code, value, ucum, effective, resource JSON text) rows of new ids."""
+        ...
+
+    def update_observations(self, stored_at: str, rows: list[list[Any]]) -> None:
+        """(code, value, ucum, effective, resource JSON text, id) rows of held ids."""
+        ...
+
+
+ADD_EPOCH = ("INSERT INTO epochs (unit, epoch, last_contiguous_seq, max_seq, first_seen, "
+             "last_seen) VALUES (?, ?, 0, 0, ?, ?) ON CONFLICT (unit, epoch) DO UPDATE SET "
+             "last_seen = excluded.last_seen RETURNING last_contiguous_seq, max_seq")
+UPDATE_OBSERVATION = ("UPDATE observations SET code = ?, value = ?, ucum = ?, effective = ?, "
+                      "resource = ?, stored_at = ? WHERE id = ?")
+
+
+def record_batch(tables: Tables, batch: codec.Batch, stored_at: str) -> Outcome:
     """Run inside the caller's transaction. New readings (the common case) are written with
-    one ``executemany`` per table; a seq held by another id is looked up for the whole batch
-    at once and refused (a conflict), never dropped."""
-    many = execute_many or (lambda sql, rows: [execute(sql, row) for row in rows])
+    one bulk write per table; a seq held by another id is looked up for the whole batch at
+    once and refused (a conflict), never dropped."""
+    execute = tables.execute
     unit, epoch = batch.unit, batch.epoch
-    execute("INSERT INTO epochs (unit, epoch, last_contiguous_seq, max_seq, first_seen, "
-            "last_seen) VALUES (?, ?, 0, 0, ?, ?) ON CONFLICT (unit, epoch) DO UPDATE SET "
-            "last_seen = excluded.last_seen", [unit, epoch, stored_at, stored_at])
-    last, top = execute("SELECT last_contiguous_seq, max_seq FROM epochs WHERE unit = ? AND "
-                        "epoch = ?", [unit, epoch]).fetchone()
+    last, top = execute(ADD_EPOCH, [unit, epoch, stored_at, stored_at]).fetchone()
     last, top = int(last), int(top)
     new, held, refused = 0, 0, []
     for other in batch.resources:
         _keep_resource(execute, unit, other, stored_at, batch.created_at)
-    known = _held_ids(execute, [r.id for r in batch.readings])
-    holders = _seq_holders(execute, unit, epoch, [r.seq for r in batch.readings
-                                                  if r.id not in known])
+    known = tables.held_ids([r.id for r in batch.readings])
+    holders = tables.seq_holders(unit, epoch, [r.seq for r in batch.readings
+                                               if r.id not in known])
     texts: dict[int, str] = {}  # one JSON text per resource (a panel carries several readings)
 
     def text(obs: dict[str, Any]) -> str:
@@ -219,18 +253,18 @@ def record_batch(execute: Execute, batch: codec.Batch, stored_at: str,
             texts[key] = json.dumps(obs, separators=(",", ":"))
         return texts[key]
 
-    again: list[list[Any]] = []  # held ids: their (unit, epoch, seq) recorded too
+    again: list[tuple[int, str]] = []  # held ids: their (unit, epoch, seq) recorded too
     updates: list[list[Any]] = []
-    sequences: list[list[Any]] = []
+    sequences: list[tuple[int, str]] = []
     observations: list[list[Any]] = []
     for carried in batch.readings:
         rid, seq, obs = carried.id, carried.seq, carried.resource
         top = max(top, seq)
         if rid in known:
             held += 1  # already held: the same id again, whatever its epoch or seq
-            again.append([unit, epoch, seq, rid])
+            again.append((seq, rid))
             if carried.update:  # a conditional update: e.g. a reading attributed later
-                updates.append([*_columns(obs, carried.part), text(obs), stored_at, rid])
+                updates.append([*_columns(obs, carried.part), text(obs), rid])
             continue
         holder = holders.get(seq)
         if holder is not None and holder != rid:
@@ -244,39 +278,21 @@ def record_batch(execute: Execute, batch: codec.Batch, stored_at: str,
             refused.append(Refusal(rid, seq, CONFLICT))
             continue
         holders[seq] = rid
-        sequences.append([unit, epoch, seq, rid])
-        observations.append([rid, unit, epoch, seq, batch.batch_id,
-                             *_columns(obs, carried.part), stored_at, text(obs)])
+        sequences.append((seq, rid))
+        observations.append([rid, seq, *_columns(obs, carried.part), text(obs)])
         new += 1
         held += 1
         known.add(rid)  # the same id twice in one batch
     if again or sequences:
-        many("INSERT INTO sequences (unit, epoch, seq, id) VALUES (?, ?, ?, ?) "
-             "ON CONFLICT (unit, epoch, seq) DO NOTHING", again + sequences)
+        tables.add_sequences(unit, epoch, again + sequences)
     if observations:
-        many("INSERT INTO observations (id, unit, epoch, seq, batch_id, code, value, ucum, "
-             "effective, stored_at, resource) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-             "ON CONFLICT (id) DO NOTHING", observations)
+        tables.add_observations(unit, epoch, batch.batch_id, stored_at, observations)
     if updates:
-        many("UPDATE observations SET code = ?, value = ?, ucum = ?, effective = ?, "
-             "resource = ?, stored_at = ? WHERE id = ?", updates)
+        tables.update_observations(stored_at, updates)
     last = _contiguous(execute, unit, epoch, last, top)
     execute("UPDATE epochs SET last_contiguous_seq = ?, max_seq = ? WHERE unit = ? AND "
             "epoch = ?", [last, top, unit, epoch])
     return Outcome(batch, new, held, tuple(refused), last)
-
-
-def _seq_holders(execute: Execute, unit: str, epoch: str, seqs: list[int]) -> dict[int, str]:
-    """Which reading holds each of ``seqs`` in (unit, epoch) already, a few hundred a query."""
-    found: dict[int, str] = {}
-    wanted = sorted(set(seqs))
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start:start + 500]
-        marks = ", ".join("?" * len(chunk))
-        found.update((int(r[0]), str(r[1])) for r in execute(
-            f"SELECT seq, id FROM sequences WHERE unit = ? AND epoch = ? AND seq IN ({marks})",
-            [unit, epoch, *chunk]).fetchall())
-    return found
 
 
 def _identity(resource: dict[str, Any]) -> str | None:
@@ -309,17 +325,6 @@ def _keep_resource(execute: Execute, unit: str, other: codec.Other, stored_at: s
             [kind, key, unit, text, stored_at, stored_at, batch_at])
 
 
-def _held_ids(execute: Execute, ids: list[str]) -> set[str]:
-    """The ids of ``ids`` central holds, a few hundred per query."""
-    held: set[str] = set()
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        marks = ", ".join("?" * len(chunk))
-        held.update(r[0] for r in execute(f"SELECT id FROM observations WHERE id IN ({marks})",
-                                          chunk).fetchall())
-    return held
-
-
 def _contiguous(execute: Execute, unit: str, epoch: str, last: int, top: int) -> int:
     """Advance ``last`` over the seqs now held without a hole; a gap stays visible until the
     unit fills it. Reads the seqs above ``last`` a window at a time."""
@@ -344,20 +349,65 @@ def _insert_dead_letter(execute: Execute, letter: DeadLetter) -> None:
              letter.reason, letter.received_at])
 
 
+class SqliteTables:
+    """:class:`Tables` on SQLite (in process: a statement costs no round trip)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def execute(self, sql: str, params: list[Any]) -> Any:
+        return self.db.execute(sql, params)
+
+    def held_ids(self, ids: list[str]) -> set[str]:
+        held: set[str] = set()
+        for start in range(0, len(ids), 500):  # a few hundred per query
+            chunk = ids[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            held.update(r[0] for r in self.db.execute(
+                f"SELECT id FROM observations WHERE id IN ({marks})", chunk).fetchall())
+        return held
+
+    def seq_holders(self, unit: str, epoch: str, seqs: list[int]) -> dict[int, str]:
+        found: dict[int, str] = {}
+        wanted = sorted(set(seqs))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            found.update((int(r[0]), str(r[1])) for r in self.db.execute(
+                f"SELECT seq, id FROM sequences WHERE unit = ? AND epoch = ? AND seq IN "
+                f"({marks})", [unit, epoch, *chunk]).fetchall())
+        return found
+
+    def add_sequences(self, unit: str, epoch: str, rows: list[tuple[int, str]]) -> None:
+        self.db.conn.executemany("INSERT INTO sequences (unit, epoch, seq, id) VALUES (?, ?, ?, "
+                                 "?) ON CONFLICT (unit, epoch, seq) DO NOTHING",
+                                 [(unit, epoch, seq, rid) for seq, rid in rows])
+
+    def add_observations(self, unit: str, epoch: str, batch_id: str, stored_at: str,
+                         rows: list[list[Any]]) -> None:
+        self.db.conn.executemany(
+            "INSERT INTO observations (id, unit, epoch, seq, batch_id, code, value, ucum, "
+            "effective, stored_at, resource) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO NOTHING",
+            [(rid, unit, epoch, seq, batch_id, code, value, ucum, effective, stored_at, text)
+             for rid, seq, code, value, ucum, effective, text in rows])
+
+    def update_observations(self, stored_at: str, rows: list[list[Any]]) -> None:
+        self.db.conn.executemany(UPDATE_OBSERVATION,
+                                 [[*row[:5], stored_at, row[5]] for row in rows])
+
+
 class SqliteCentral:
     def __init__(self, path: Path) -> None:
         self.db = open_sqlite(path, sqlite_migrations)
+        self.tables = SqliteTables(self.db)
 
     def _execute(self, sql: str, params: list[Any]) -> Any:
         return self.db.execute(sql, params)
 
-    def _execute_many(self, sql: str, rows: list[list[Any]]) -> Any:
-        return self.db.conn.executemany(sql, rows)
-
     def store_batches(self, batches: Sequence[codec.Batch], stored_at: str) -> list[Outcome]:
         with self.db.atomic():
-            return [record_batch(self._execute, b, stored_at, self._execute_many)
-                    for b in batches]
+            return [record_batch(self.tables, b, stored_at) for b in batches]
 
     def dead_letter(self, letter: DeadLetter) -> None:
         with self.db.atomic():
@@ -374,18 +424,78 @@ class SqliteCentral:
         self.db.close()
 
 
+# PostgreSQL: each bulk write is one statement whatever the batch size (the rows travel as one
+# array per column, ``unnest`` turns them back into rows), each lookup one array parameter, so
+# the statement text never changes and every statement is prepared once per connection.
+# Arrays go in binary (``%b``): no quoting or escaping of the JSON texts.
+PG_HELD = "SELECT id FROM observations WHERE id = ANY(%b::text[])"
+PG_HOLDERS = ("SELECT seq, id FROM sequences WHERE unit = %s AND epoch = %s AND seq BETWEEN %s "
+              "AND %s AND seq = ANY(%b::bigint[])")  # the range: one index range, whatever plan
+PG_SEQUENCES = ("INSERT INTO sequences (unit, epoch, seq, id) SELECT %s, %s, t.seq, t.id "
+                "FROM unnest(%b::bigint[], %b::text[]) AS t(seq, id) "
+                "ON CONFLICT (unit, epoch, seq) DO NOTHING")
+PG_OBSERVATIONS = (
+    "INSERT INTO observations (id, unit, epoch, seq, batch_id, code, value, ucum, effective, "
+    "stored_at, resource) SELECT t.id, %s, %s, t.seq, %s, t.code, t.value, t.ucum, "
+    "t.effective, %s, t.resource::jsonb FROM unnest(%b::text[], %b::bigint[], %b::text[], "
+    "%b::float8[], %b::text[], %b::text[], %b::text[]) "
+    "AS t(id, seq, code, value, ucum, effective, resource) ON CONFLICT (id) DO NOTHING")
+
+
+class PostgresTables:
+    """:class:`Tables` on PostgreSQL: one prepared statement per table and batch."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: list[Any]) -> Any:
+        return self.conn.execute(sql.replace("?", "%s"), params, prepare=True)
+
+    def held_ids(self, ids: list[str]) -> set[str]:
+        return {r[0] for r in self.conn.execute(PG_HELD, [ids], prepare=True)}
+
+    def seq_holders(self, unit: str, epoch: str, seqs: list[int]) -> dict[int, str]:
+        if not seqs:
+            return {}
+        wanted = sorted(set(seqs))
+        return {int(seq): str(rid) for seq, rid in self.conn.execute(
+            PG_HOLDERS, [unit, epoch, wanted[0], wanted[-1], wanted], prepare=True)}
+
+    def add_sequences(self, unit: str, epoch: str, rows: list[tuple[int, str]]) -> None:
+        self.conn.execute(PG_SEQUENCES, [unit, epoch, [seq for seq, _ in rows],
+                                         [rid for _, rid in rows]], prepare=True)
+
+    def add_observations(self, unit: str, epoch: str, batch_id: str, stored_at: str,
+                         rows: list[list[Any]]) -> None:
+        columns: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)]
+        columns[3] = [None if v is None else float(v) for v in columns[3]]  # one array type
+        self.conn.execute(PG_OBSERVATIONS, [unit, epoch, batch_id, stored_at, *columns],
+                          prepare=True)
+
+    def update_observations(self, stored_at: str, rows: list[list[Any]]) -> None:
+        with self.conn.cursor() as cursor:  # rare (a reading attributed later): row by row
+            cursor.executemany(UPDATE_OBSERVATION.replace("?", "%s").replace(
+                "resource = %s", "resource = %s::jsonb"),
+                [[*row[:5], stored_at, row[5]] for row in rows])
+
+
 class PostgresCentral:
-    """PostgreSQL through psycopg 3; the schema is versioned in ``central_schema``."""
+    """PostgreSQL through psycopg 3; the schema is versioned in ``central_schema``. Resources
+    are ``jsonb`` (queried inside by a platform; checked as JSON on the way in); they are read
+    back as JSON text, as from SQLite."""
 
     def __init__(self, dsn: str) -> None:
         import psycopg
+        from psycopg.types.string import TextLoader
 
         self.conn = psycopg.connect(dsn)
         try:
+            self.conn.adapters.register_loader("jsonb", TextLoader)
             self._migrate()
         except BaseException:
             self.conn.close()
             raise
+        self.tables = PostgresTables(self.conn)
 
     def _migrate(self) -> None:
         with self.conn.transaction():
@@ -405,18 +515,13 @@ class PostgresCentral:
     def _execute(self, sql: str, params: list[Any]) -> Any:
         return self.conn.execute(sql.replace("?", "%s"), params)
 
-    def _execute_many(self, sql: str, rows: list[list[Any]]) -> Any:
-        with self.conn.cursor() as cursor:
-            cursor.executemany(sql.replace("?", "%s"), rows)
-
     def store_batches(self, batches: Sequence[codec.Batch], stored_at: str) -> list[Outcome]:
         with self.conn.transaction():
             # Two receivers may store batches of the same unit at once: one at a time per unit
             # keeps last_contiguous_seq exact. Sorted: two groups never wait on each other.
             for unit in sorted({b.unit for b in batches}):
-                self._execute("SELECT pg_advisory_xact_lock(hashtext(?))", [unit])
-            return [record_batch(self._execute, b, stored_at, self._execute_many)
-                    for b in batches]
+                self.tables.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [unit])
+            return [record_batch(self.tables, b, stored_at) for b in batches]
 
     def dead_letter(self, letter: DeadLetter) -> None:
         with self.conn.transaction():

@@ -208,7 +208,7 @@ async def test_receivers_starting_together_migrate_one_at_a_time(postgres: str) 
     with psycopg.connect(postgres) as conn:
         names = [n for (n,) in conn.execute("SELECT name FROM central_schema ORDER BY name")]
     assert names == ["c001_observations", "c002_epochs", "c003_resources",
-                     "c004_resource_batch_at"]
+                     "c004_resource_batch_at", "c005_postgres_jsonb"]
 
 
 @given(st.permutations(range(1, 41)), st.lists(st.integers(1, 8), min_size=40, max_size=40),
@@ -265,3 +265,38 @@ def test_the_fast_column_path_answers_as_the_general_one(obs: Any) -> None:
             if fast is not None:
                 assert fast == central._general_columns(shape)
     assert central._plain_columns(SPO2) == ["59408-5", 97.0, "%", "2026-11-30T08:00Z"]
+
+
+def test_a_postgres_central_of_json_text_upgrades_to_jsonb(postgres: str) -> None:
+    """c005: an existing central (resources as TEXT) gets ``jsonb`` columns, every row kept;
+    a NUL character, which jsonb cannot hold, becomes U+FFFD instead of stopping the upgrade."""
+    obs = {"resourceType": "Observation", "valueString": "a\x00b", "id": "r1"}
+    device = {"resourceType": "Device", "identifier": [{"system": "s", "value": "d1"}]}
+    with psycopg.connect(postgres) as conn:
+        conn.execute("CREATE TABLE central_schema (name TEXT PRIMARY KEY, applied_at "
+                     "TIMESTAMPTZ NOT NULL DEFAULT now())")
+        for name, statements in schema.POSTGRES[:4]:
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO central_schema (name) VALUES (%s)", [name])
+        conn.execute("INSERT INTO observations (id, unit, epoch, seq, batch_id, stored_at, "
+                     "resource) VALUES ('r1', %s, %s, 1, 'b', %s, %s)",
+                     [UNIT, A, NOW, json.dumps(obs)])
+        conn.execute("INSERT INTO sequences VALUES (%s, %s, 1, 'r1')", [UNIT, A])
+        conn.execute("INSERT INTO epochs VALUES (%s, %s, 1, 1, %s, %s)", [UNIT, A, NOW, NOW])
+        conn.execute("INSERT INTO resources (type, identifier, unit, resource, stored_at, "
+                     "updated_at) VALUES ('Device', 's|d1', %s, %s, %s, %s)",
+                     [UNIT, json.dumps(device), NOW, NOW])
+    with contextlib.closing(open_central(postgres)) as central:
+        (outcome,) = central.store_batches([batch(UNIT, A, rows(range(2, 4), "r"))], NOW)
+        assert (outcome.new, outcome.last_contiguous_seq) == (2, 3)
+        kept = central.query("SELECT resource FROM observations WHERE id = 'r1'")[0][0]
+        assert json.loads(kept) == {**obs, "valueString": "a\ufffdb"}  # read back as JSON text
+        (device_text,) = central.query("SELECT resource FROM resources")[0]
+        assert json.loads(device_text) == device
+        new = json.loads(central.query("SELECT resource FROM observations WHERE id = 'r2'")[0][0])
+        assert new["resourceType"] == "Observation"
+    with psycopg.connect(postgres) as conn:
+        types = conn.execute("SELECT table_name, data_type FROM information_schema.columns "
+                             "WHERE column_name = 'resource' ORDER BY table_name").fetchall()
+    assert types == [("observations", "jsonb"), ("resources", "jsonb")]

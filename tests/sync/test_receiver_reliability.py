@@ -100,15 +100,16 @@ async def test_a_poison_message_is_parked_refused_and_pubacked(
             good = unit.send(epoch, rows(range(1, 4)))
             refused = await unit.ack_for("poison")
             assert (await unit.ack_for(good))["stored"] == 3  # the next message is served
+        # The server's own DataError (SQLSTATE 22021): ids travel as one binary array.
         assert refused["stored"] == 0 and [r["reason"] for r in refused["refused"]] == [
-            "central-store-error: DataError"] * 2
+            "central-store-error: CharacterNotInRepertoire"] * 2
         assert (rx.counts.store_errors, rx.counts.dead_letters, rx.counts.batches) == (1, 1, 1)
         with psycopg.connect(postgres) as conn:
             parked = conn.execute("SELECT topic, unit, epoch, batch_id, payload, reason "
                                   "FROM dead_letters").fetchall()
         assert [p[:5] for p in parked] == [(topics.READINGS.of(UNIT), UNIT, epoch, "poison",
                                             payload)]
-        assert parked[0][5].startswith("central-store-error: DataError: ")
+        assert parked[0][5].startswith("central-store-error: CharacterNotInRepertoire: ")
         # PUBACKed: the same session, restarted, gets the next message and not the poison again.
         async with running(Receiver("127.0.0.1", mosquitto.port, postgres, client_id="rx-pg")):
             after = unit.send(epoch, rows(range(4, 5)))
