@@ -131,6 +131,65 @@ async def test_a_full_memory_buffer_says_so_and_counts_what_it_could_not_keep(
         assert full.buffer.readings == 5 and full.status()["dropped"] == 3
 
 
+async def test_the_disk_filling_again_during_the_write_back_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """Space returns for a few held readings only: those are written, the rest go back to the
+    memory buffer (none lost, none written twice), the episode goes on, and once space is
+    really back every reading is in the store once, stamped when its bytes arrived."""
+    clock = Clock()
+    grants: list[bool] = []  # each grant lets the keeper try one write-back
+    calls = [0]
+
+    def free_bytes() -> int:
+        calls[0] += 1
+        return 1 << 30 if grants and grants.pop() else 0
+
+    async def one_attempt(full: FullDisk) -> None:
+        seen = calls[0]
+        grants.append(True)
+        # consumed at the next call, done before the one after (or the episode is over)
+        async with asyncio.timeout(20):
+            while calls[0] < seen + 2 and full.full:
+                await asyncio.sleep(0.02)
+
+    with Store(tmp_path / "unit.db", "mmu-01") as store:
+        full = FullDisk(store, poll=0.02, reserve_bytes=4096, resume_free_bytes=1,
+                        probe_every=3600, flush_chunk=4, free_bytes=free_bytes)
+        sink = StoreSink(store, wall=lambda: clock.wall, monotonic=lambda: clock.mono,
+                         full_disk=full)
+        stop = asyncio.Event()
+        keeper = asyncio.create_task(full.run(stop))
+        await sink.store("ox", [measurement("spo2", 97.0)], [], may_buffer=True)
+        fill_disk(store)
+        for i in range(20):
+            clock.advance(1)
+            await sink.store("ox", [measurement("spo2", 80.0 + i, raw=bytes(4096))], [],
+                             may_buffer=True)
+        assert full.buffer.readings == 20
+        pages = store.call(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
+        store.call(lambda db: db.execute(f"PRAGMA max_page_count = {pages + 8}"))  # a few
+        await one_attempt(full)
+        written = store.stats()["readings_total"] - 1
+        assert 0 < written < 20, written
+        assert full.full  # still the same episode: the rest waits for space
+        assert (full.written_back, full.buffer.readings) == (written, 20 - written)
+        status = read_status(store.path)
+        assert status is not None and status["disk"] == "full"
+        free_disk(store)
+        await one_attempt(full)
+        assert not full.full and full.buffer.readings == 0
+        got = rows(store)
+        values = store.call(lambda db: [r[0] for r in db.execute(
+            "SELECT value FROM readings ORDER BY seq")])
+        stop.set()
+        await keeper
+    assert sorted(values) == sorted([97.0] + [80.0 + i for i in range(20)])
+    stamps = [r[4] for r in got]
+    assert len(set(stamps)) == 21  # each when its bytes arrived, none written twice
+    assert max(stamps) == "2026-11-18T11:07:00.000Z"
+
+
 def fill_disk(store: Store) -> None:
     """FAULT-TESTING.md: max_page_count makes SQLite report a full disk."""
     pages = store.call(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
