@@ -43,7 +43,7 @@ from edge_agent.settings import Settings
 from edge_agent.store.database import get_state, put_state
 from edge_agent.store.writer import CommitNote, Store
 from sync import codec, fhir, outbox, topics, trusted_downlink
-from sync.acks import Ack, parse_ack
+from sync.acks import Ack, DeadLetterNotice, parse_ack, parse_dead_letter
 from sync.clock_trust import ClockTrust, Verdict, sample
 from sync.downlink import (
     Command,
@@ -101,6 +101,8 @@ class SyncDaemon:
         self.acked_readings = 0
         self.refused_readings = 0
         self.refused_downlinks = 0
+        self.dead_letters = 0  # messages of this unit central parked for a human
+        self.last_dead_letter: dict[str, Any] | None = None
         self.wakeups = 0  # loop turns: an idle agent has none
         self.config_version = 0
         self.config_recognised = 0  # retained down/config seen again (after a restart)
@@ -246,6 +248,10 @@ class SyncDaemon:
         """Take back what a previous run left: batches in flight (re-sent under their own ids),
         the remote configuration it applied, the backlog."""
         saved = await self.store.read_async(lambda db: get_state(db, "config-remote"))
+        before = await self.store.read_async(lambda db: get_state(db, "sync"))
+        if isinstance(before, dict):  # what central told the last run stays told
+            self.dead_letters = int(before.get("dead_letters") or 0)
+            self.last_dead_letter = before.get("last_dead_letter")
         self.settings, self.config_version, self._config_sync = restore_config(
             self.settings, saved)
         self._apply_sync_settings()
@@ -399,6 +405,15 @@ class SyncDaemon:
             return []
         arrived = time.time()
         try:
+            notice = parse_dead_letter(event.payload)
+        except ValueError as exc:
+            self.refused_downlinks += 1
+            log.warning("sync: refused a malformed dead-letter notice: %s", exc)
+            return []
+        if notice is not None:
+            self._dead_letter(notice)
+            return []
+        try:
             ack = parse_ack(event.payload)
         except ValueError as exc:
             self.refused_downlinks += 1
@@ -412,6 +427,21 @@ class SyncDaemon:
         if ack.refused:
             self._refusals[ack.batch_id] = ack.refused
         return self.session.central_ack(ack.batch_id, ack.last_contiguous_seq)
+
+    def _dead_letter(self, notice: DeadLetterNotice) -> None:
+        """Central parked one of our messages for a human: say so (log, status, `sync
+        status`). The batch stays in flight: its readings are kept and go again."""
+        if notice.epoch is not None and notice.epoch != self.store.epoch:
+            log.warning("sync: ignored a dead-letter notice for another store epoch")
+            return
+        self.dead_letters += 1
+        self.last_dead_letter = {"batch_id": notice.batch_id, "reason": notice.reason,
+                                 "bytes": notice.bytes, "parked_at": notice.parked_at}
+        self.last_error = (f"central parked batch {notice.batch_id or '(unknown)'} as a dead "
+                           f"letter: {notice.reason}")
+        log.error("sync: central parked batch %s (%d bytes) as a dead letter: %s",
+                  notice.batch_id or "(unknown)", notice.bytes, notice.reason)
+        self._poke()
 
     async def _downlink(self, link: MqttLink, event: LinkEvent) -> None:
         """down/cmd and down/config: validated, applied whole, or refused with a reason."""
@@ -768,6 +798,8 @@ class SyncDaemon:
             "clock_offset_s": self.clock_offset_s,
             "clock_delay_s": self.clock_delay_s,
             "refused_downlinks": self.refused_downlinks,
+            "dead_letters": self.dead_letters,
+            "last_dead_letter": self.last_dead_letter,
             "config_version": self.config_version,
             **self.files.status(),
             "files_state": self.files.state(),

@@ -65,6 +65,9 @@ def status(db: Database, store: Path | None = None) -> dict[str, Any]:
         "last_error": daemon.get("last_error") if daemon else None,
         "clock_offset_s": daemon.get("clock_offset_s") if daemon else None,
         "refused_by_central": refused,
+        # messages central parked for a human (dead letters), as it told the agent
+        "dead_letters": int(daemon.get("dead_letters") or 0) if daemon else 0,
+        "last_dead_letter": daemon.get("last_dead_letter") if daemon else None,
         # "central does not take files yet" while the unit's file inits go unanswered.
         "files_state": (daemon.get("files_state") or "") if daemon and running else "",
         "pid": pid,

@@ -48,6 +48,10 @@ def status(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption
         typer.echo(f"files:             {result['files_state']}")
     offset = result["clock_offset_s"]
     typer.echo(f"clock offset:      {'unknown' if offset is None else f'{offset:+.1f} s'}")
+    if result.get("dead_letters"):
+        last = result.get("last_dead_letter") or {}
+        typer.echo(f"dead letters:      {result['dead_letters']} parked by central (last: batch "
+                   f"{last.get('batch_id') or '?'}, {last.get('reason') or '?'})")
 
 
 @app.command()

@@ -109,6 +109,9 @@ async def test_a_poison_message_is_parked_refused_and_pubacked(
         assert [p[:5] for p in parked] == [(topics.READINGS.of(UNIT), UNIT, epoch, "poison",
                                             payload)]
         assert parked[0][5].startswith("central-store-error: DataError: ")
+        # the unit is told, with the class only (the message may quote the data)
+        assert [(d["batch_id"], d["epoch"], d["reason"]) for d in unit.dead_letters] == [
+            ("poison", epoch, "central-store-error: DataError")]
         # PUBACKed: the same session, restarted, gets the next message and not the poison again.
         async with running(Receiver("127.0.0.1", mosquitto.port, postgres, client_id="rx-pg")):
             after = unit.send(epoch, rows(range(4, 5)))
