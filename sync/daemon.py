@@ -516,6 +516,8 @@ class SyncDaemon:
         best = self.trust.best()
         assert best is not None
         self.clock_offset_s, self.clock_delay_s = best.offset, best.delay
+        if verdict is not Verdict.UNSURE:  # certain: the drivers' sink may correct with it
+            self.store.central_offset_s = best.offset
         source = self.store.clock_source
         if verdict is Verdict.CONFIRMED and source is ClockSource.UNTRUSTED:
             log.info("sync: central confirms the unit clock (offset %+.2f s ± %.2f)",
@@ -523,7 +525,8 @@ class SyncDaemon:
             self.store.clock_source = ClockSource.SYSTEM
         elif verdict is Verdict.WRONG and source is ClockSource.SYSTEM:
             log.warning("sync: the unit clock is off by %+.0f s against central; readings are "
-                        "flagged clock-untrusted until it is fixed", best.offset)
+                        "stamped with central's time (the unit's kept) until it is fixed",
+                        best.offset)
             self.store.clock_source = ClockSource.UNTRUSTED
 
     # --- actions --------------------------------------------------------------------------

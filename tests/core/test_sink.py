@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
 
 from edge_agent.errors import StoreFull
-from edge_agent.models import measurement
+from edge_agent.models import ClockSource, measurement
 from edge_agent.service.supervisor import StoreSink
 from edge_agent.store.acquisition_buffer import AcquisitionBuffer
 from edge_agent.store.database import get_state
@@ -37,6 +38,7 @@ def rows(store: Store) -> list[tuple[str, str, float | None, float | None, str]]
 async def test_position_and_gps_time_are_attached(tmp_path: Path) -> None:
     clock = Clock()
     with Store(tmp_path / "unit.db", "mmu-01") as store:
+        store.clock_source = ClockSource.UNTRUSTED  # booted offline: NTP has not synced
         sink = StoreSink(store, wall=lambda: clock.wall, monotonic=lambda: clock.mono)
         await sink.store("ox", [measurement("spo2", 97.0)], [])
         # GPS says it is one hour later than the unit's clock believes.
@@ -48,12 +50,15 @@ async def test_position_and_gps_time_are_attached(tmp_path: Path) -> None:
         clock.advance(sink.POSITION_MAX_AGE + 400)  # fix too old, GPS time too old
         await sink.store("ox", [measurement("spo2", 95.0)], [])
         got = rows(store)
-    assert got[0][1:4] == ("system", None, None)
+        context = store.call(lambda db: [json.loads(r[0]) for r in db.execute(
+            "SELECT context FROM readings ORDER BY seq")])
+    assert got[0][1:4] == ("untrusted", None, None)
     assert [r[0] for r in got] == ["ox", "gps", "gps", "ox", "ox"]
     assert got[1][2:4] == got[2][2:4] == (None, None)  # the GPS's own readings
     assert got[3][1:4] == ("gps", 31.96, -6.57)
     assert got[3][4] == "2026-11-18T12:06:50.000Z"  # GPS-corrected reception time
-    assert got[4][1:4] == ("system", None, None)
+    assert ["system-time", "2026-11-18T11:06:50.000Z"] in context[3]  # the raw time kept
+    assert got[4][1:4] == ("untrusted", None, None)
 
 
 async def test_gps_agreeing_with_the_clock_keeps_system_time(tmp_path: Path) -> None:

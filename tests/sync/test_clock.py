@@ -62,6 +62,8 @@ def test_a_wrong_clock_is_flagged_and_a_fixed_one_confirmed(tmp_path: Path, offs
         seen.append(store.clock_source)
         # the sign says which way: central ahead of the unit is a positive offset
         assert daemon.clock_offset_s == pytest.approx(offset, abs=0.01)
+        # certain: the drivers' sink corrects reception times with it (item 8)
+        assert store.central_offset_s == pytest.approx(offset, abs=0.01)
         daemon.trust.samples.clear()  # the unit's clock was fixed (NTP)
         daemon._check_clock(Ack("b2", t_origin=t1, t_recv=t1 + 0.3, t_send=t1 + 0.31),
                             t1 + 0.61)
