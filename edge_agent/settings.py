@@ -156,6 +156,8 @@ class FilesSettings(_Model):
     mode: Literal["native", "emqx"] = "native"
     dicom: bool = False  # the DICOM C-STORE receiver
     dicom_ae_title: Annotated[str, Field(pattern=r"^[A-Za-z0-9_ .-]{1,16}$")] = "EDGEAGENT"
+    # The calling AE titles let in (empty: any); the called AE must be dicom_ae_title.
+    dicom_calling_aes: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_ .-]{1,16}$")]] = []
     dicom_host: str = "127.0.0.1"  # loopback: open it to the van's network on purpose
     dicom_port: Annotated[int, Field(ge=1, le=65535)] = 11112
     dicom_device: str = "dicom"  # the source device recorded for received instances

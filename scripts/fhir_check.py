@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
+from sqlite_utils import Database
 
 from sync import codec, fhir, outbox
 
@@ -49,9 +50,7 @@ def main() -> int:
     args = parser.parse_args()
     conn = sqlite3.connect(f"file:{args.store}?mode=ro", uri=True)
     (epoch,), = conn.execute("SELECT epoch FROM store_identity").fetchall()
-    cur = conn.execute(f"SELECT {outbox.READING_COLUMNS} FROM readings ORDER BY seq")
-    names = [d[0] for d in cur.description]
-    rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    rows = outbox.readings(Database(conn), "1 ORDER BY seq", [])
     counts: collections.Counter[str] = collections.Counter()
     shown = False
     for start in range(0, len(rows), args.batch):

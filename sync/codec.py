@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sync import fhir, topics
+from sync import fhir, fhir_text, topics
 
 SCHEMA: Final = fhir.SCHEMA
 LEGACY_SCHEMA: Final = "mmu.readings/2"
@@ -359,8 +359,7 @@ def encode_batch(
         raise ValueError("a batch needs at least one reading")
     if not EPOCH_PATTERN.fullmatch(epoch):
         raise ValueError(f"epoch {epoch!r} is not 1-64 characters of [A-Za-z0-9._:-]")
-    text = json.dumps(fhir.bundle(unit, epoch, batch_id, rows, created_at),
-                      separators=(",", ":"), ensure_ascii=False)
+    text = fhir_text.bundle_json(unit, epoch, batch_id, rows, created_at)
     packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, ZDICT)
     return packer.compress(text.encode("utf-8")) + packer.flush()
 

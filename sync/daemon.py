@@ -42,7 +42,7 @@ from edge_agent.models import ClockSource
 from edge_agent.settings import Settings
 from edge_agent.store.database import get_state, put_state
 from edge_agent.store.writer import CommitNote, Store
-from sync import codec, fhir, outbox, topics, trusted_downlink
+from sync import codec, fhir, outbox, signing, topics, trusted_downlink
 from sync.acks import Ack, DeadLetterNotice, parse_ack, parse_dead_letter
 from sync.clock_trust import ClockTrust, Verdict, sample
 from sync.downlink import (
@@ -62,6 +62,7 @@ from sync.status_report import StatusThrottle, status_payload
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+ACK_REFUSAL_REPORT_S = 10.0  # refused acks: one up/events report at most this often, with a count
 STATE_INTERVAL_S = 5.0  # the "sync" snapshot in the store (for `sync status`): at most this often
 EXTERNAL_POLL_S = 1.0  # --only sync: another process writes the store; look for commits
 
@@ -101,6 +102,12 @@ class SyncDaemon:
         self.acked_readings = 0
         self.refused_readings = 0
         self.refused_downlinks = 0
+        self.refused_acks = 0  # forged or unsigned acks (also counted in refused_downlinks)
+        self._acks_unreported = 0
+        self._ack_report_at = float("-inf")
+        # Central's keys as acks are checked (the configured ones, or a signed rotation's).
+        self.ack_trust = signing.Trust.from_texts(settings.trust.central_keys,
+                                                  settings.trust.require_signed)
         self.dead_letters = 0  # messages of this unit central parked for a human
         self.last_dead_letter: dict[str, Any] | None = None
         self.wakeups = 0  # loop turns: an idle agent has none
@@ -247,6 +254,7 @@ class SyncDaemon:
     async def _restore(self) -> None:
         """Take back what a previous run left: batches in flight (re-sent under their own ids),
         the remote configuration it applied, the backlog."""
+        self.ack_trust = await trusted_downlink.trust_in_effect(self.store, self.settings)
         saved = await self.store.read_async(lambda db: get_state(db, "config-remote"))
         before = await self.store.read_async(lambda db: get_state(db, "sync"))
         if isinstance(before, dict):  # what central told the last run stays told
@@ -386,6 +394,7 @@ class SyncDaemon:
         if event.kind == "published":
             batch_id = self._mids.pop(event.mid, None)
             if batch_id is None:
+                self.files.on_puback(event.mid, event.reason_code, time.monotonic())
                 return []
             if event.failed:
                 self.last_error = f"broker refused a batch: {event.reason}"
@@ -404,6 +413,12 @@ class SyncDaemon:
         if event.topic != topics.ACK.of(self.unit):
             return []
         arrived = time.time()
+        try:  # before anything of it is believed: only central may make us forget data
+            signing.verify_ack(self.ack_trust, unit=self.unit, payload=event.payload,
+                               properties=event.user_properties)
+        except DownlinkRefused as exc:
+            self._refuse_ack(link, len(event.payload), str(exc))
+            return []
         try:
             notice = parse_dead_letter(event.payload)
         except ValueError as exc:
@@ -423,10 +438,25 @@ class SyncDaemon:
             # An ack for another store of this unit (the one this store replaced): not ours.
             log.warning("sync: ignored an ack for another store epoch")
             return []
-        self._check_clock(ack, arrived)
+        if ack.batch_id in self.batches:  # its times, only while its batch is in flight
+            self._check_clock(ack, arrived)
         if ack.refused:
             self._refusals[ack.batch_id] = ack.refused
         return self.session.central_ack(ack.batch_id, ack.last_contiguous_seq)
+
+    def _refuse_ack(self, link: MqttLink, size: int, reason: str) -> None:
+        """A forged or unsigned ack: nothing marked sent, no clock sample; counted, logged
+        (its size and the reason, never its content) and reported on up/events (at most one
+        report every ACK_REFUSAL_REPORT_S, with the count since the last one)."""
+        self.refused_downlinks += 1
+        self.refused_acks += 1
+        self._acks_unreported += 1
+        log.warning("sync: refused an ack (%d bytes): %s", size, reason)
+        now = time.monotonic()
+        if now - self._ack_report_at >= ACK_REFUSAL_REPORT_S:
+            self._event(link, {"type": "downlink-refused", "topic": "ack", "reason": reason,
+                               "count": self._acks_unreported})
+            self._acks_unreported, self._ack_report_at = 0, now
 
     def _dead_letter(self, notice: DeadLetterNotice) -> None:
         """Central parked one of our messages for a human: say so (log, status, `sync
@@ -481,6 +511,11 @@ class SyncDaemon:
             link.reconnect_soon()
             if self.connected:
                 await self._execute(link, self.session.connected(time.monotonic()))
+        elif command.cmd in signing.TRUST_COMMANDS:  # applied by the verification already
+            self.ack_trust = await trusted_downlink.trust_in_effect(self.store, self.settings)
+            result["keys"] = sorted(self.ack_trust.keys)
+            log.warning("sync: central's signed %s applied: keys %s", command.cmd,
+                        ", ".join(sorted(self.ack_trust.keys)) or "none")
         elif command.cmd == "teleconsult":
             self.files.set_teleconsult(command.encounter)
             result["encounter"] = command.encounter
@@ -700,10 +735,11 @@ class SyncDaemon:
         out = self.files.next_publish(now, self.pacer.delay)
         if out is not None:
             try:
-                link.publish(out.topic, out.payload, qos=1, content_type=out.content_type,
-                             user_properties=out.user_properties,
-                             response_topic=out.response_topic)
-                self.files.published(out, now)
+                mid = link.publish(out.topic, out.payload, qos=1,
+                                   content_type=out.content_type,
+                                   user_properties=out.user_properties,
+                                   response_topic=out.response_topic)
+                self.files.published(out, now, mid)
             except LinkError as exc:  # lost meanwhile: the disconnect event follows
                 self.last_error = str(exc)
         at = self.files.deadline()
@@ -801,9 +837,12 @@ class SyncDaemon:
             "clock_offset_s": self.clock_offset_s,
             "clock_delay_s": self.clock_delay_s,
             "refused_downlinks": self.refused_downlinks,
+            "refused_acks": self.refused_acks,
             "dead_letters": self.dead_letters,
             "last_dead_letter": self.last_dead_letter,
             "config_version": self.config_version,
+            "trust_keys": sorted(self.ack_trust.keys),  # key ids, in effect
+            "trust_require_signed": self.ack_trust.require_signed,
             **self.files.status(),
             "files_state": self.files.state(),
             "updated_at": utc_now(),

@@ -17,8 +17,9 @@ from sqlite_utils import Database
 from edge_agent.errors import LinkError
 from edge_agent.settings import Settings
 from edge_agent.store.agent_lock import is_running
-from sync import topics
+from sync import signing, topics
 from sync.daemon import SyncDaemon
+from sync.downlink import restore_config
 from sync.link import LinkEvent, MqttLink
 
 
@@ -53,6 +54,8 @@ def status(db: Database, store: Path | None = None) -> dict[str, Any]:
     last_ack = db.execute("SELECT max(acked_at) FROM batches").fetchone()[0]
     row = db.execute("SELECT value, updated_at FROM agent_state WHERE key = 'sync'").fetchone()
     daemon = json.loads(row[0]) if row else None
+    remote = db.execute("SELECT value FROM agent_state WHERE key = 'config-remote'").fetchone()
+    remote_version = json.loads(remote[0]).get("version") if remote else None
     pid = agent_pid(daemon, store)
     running = pid is not None
     return {
@@ -65,6 +68,11 @@ def status(db: Database, store: Path | None = None) -> dict[str, Any]:
         "last_error": daemon.get("last_error") if daemon else None,
         "clock_offset_s": daemon.get("clock_offset_s") if daemon else None,
         "refused_by_central": refused,
+        # downlink messages refused since the agent started (forged, unsigned, replayed...)
+        "refused_downlinks": (daemon.get("refused_downlinks") or 0) if daemon else 0,
+        "refused_acks": (daemon.get("refused_acks") or 0) if daemon else 0,
+        # the remote configuration (down/config) in effect: applied again at every start
+        "config_version": remote_version if isinstance(remote_version, int) else None,
         # messages central parked for a human (dead letters), as it told the agent
         "dead_letters": int(daemon.get("dead_letters") or 0) if daemon else 0,
         "last_dead_letter": daemon.get("last_dead_letter") if daemon else None,
@@ -72,6 +80,27 @@ def status(db: Database, store: Path | None = None) -> dict[str, Any]:
         "files_state": (daemon.get("files_state") or "") if daemon and running else "",
         "pid": pid,
     }
+
+
+def in_effect(settings: Settings, db: Database | None) -> tuple[Settings, dict[str, Any]]:
+    """What runs, not only the file: the settings with central's remote ``[sync]`` change kept
+    in the store, and central's keys as a signed ``rotate-key`` left them; with what differs."""
+    notes: dict[str, Any] = {"remote_config_version": None, "remote_sync_keys": [],
+                             "central_keys_from": "config"}
+    if db is None:
+        return settings, notes
+    saved = db.execute("SELECT value FROM agent_state WHERE key = 'config-remote'").fetchone()
+    settings, version, change = restore_config(settings, json.loads(saved[0]) if saved else None)
+    if version:
+        notes["remote_config_version"] = version
+        notes["remote_sync_keys"] = sorted(change or {})
+    row = db.execute("SELECT value FROM agent_state WHERE key = 'downlink-trust'").fetchone()
+    counters = signing.Counters.from_json(json.loads(row[0]) if row else None)
+    if counters.keys is not None:
+        notes["central_keys_from"] = "central (signed rotate-key)"
+        trust = settings.trust.model_copy(update={"central_keys": list(counters.keys)})
+        settings = settings.model_copy(update={"trust": trust})
+    return settings, notes
 
 
 def with_liveness(result: dict[str, Any], live: Any) -> dict[str, Any]:
@@ -95,8 +124,7 @@ async def _expect(queue: asyncio.Queue[LinkEvent], kind: str, timeout: float,
             if event.kind == kind and (topic is None or event.topic == topic):
                 return event
             if kind == "connected" and event.kind == "disconnected":
-                raise LinkError("link.test", "the broker took the connection but refused the "
-                                f"session (TLS or identity?): {event.reason}")
+                raise LinkError("link.test", event.reason)
 
 
 def explain_unreachable(host: str, port: int, exc: BaseException) -> str:

@@ -24,11 +24,14 @@ class Command(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: Annotated[str, Field(min_length=1, max_length=64)]
-    cmd: Literal["sync-now", "resend-from", "diagnostics", "teleconsult"]
+    cmd: Literal["sync-now", "resend-from", "diagnostics", "teleconsult", "trust-reset",
+                 "rotate-key"]
     seq: Annotated[int, Field(ge=1)] | None = None
     epoch: Annotated[str, Field(min_length=1, max_length=64)] | None = None  # resend-from
     # teleconsult: the encounter in teleconsultation now (its files go first); None: ended.
     encounter: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    # trust-reset ("config") and rotate-key (the new key set): checked by sync.signing first
+    keys: str | list[str] | None = None
 
     @model_validator(mode="after")
     def _seq_for_resend(self) -> Command:

@@ -62,11 +62,12 @@ The shape (``mmu.readings/3``), decided here and documented in the README:
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sync.fhir_notes import notes, reference_range
@@ -179,19 +180,38 @@ def clock_offset(row: Mapping[str, Any]) -> float:
     return offset if abs(offset) < 1e9 else 0.0  # finite, and a date stays a date
 
 
-def _context(row: Mapping[str, Any]) -> dict[str, str]:
+# The store's JSON columns repeat a few texts ("[]", '["alert"]', a device's facts): each text
+# is parsed once, not once per reading. The parsed values are shared: never mutate them.
+@functools.lru_cache(maxsize=1024)
+def _parsed_context(raw: str) -> Mapping[str, str]:
+    return _context_pairs(json.loads(raw))
+
+
+def _context_pairs(pairs: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in pairs or []}
+
+
+def _context(row: Mapping[str, Any]) -> Mapping[str, str]:
     raw = row.get("context")
     try:
-        pairs = json.loads(raw) if isinstance(raw, str) else (raw or [])
-        return {str(k): str(v) for k, v in pairs}
+        return _parsed_context(raw) if isinstance(raw, str) else _context_pairs(raw)
     except (ValueError, TypeError):
         return {}
 
 
-def _flags(row: Mapping[str, Any]) -> list[str]:
+@functools.lru_cache(maxsize=256)
+def _parsed_flags(raw: str) -> tuple[str, ...]:
+    return _unique_flags(json.loads(raw))
+
+
+def _unique_flags(flags: Any) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(str(f) for f in flags or []))
+
+
+def _flags(row: Mapping[str, Any]) -> tuple[str, ...]:
+    """The reading's flags, each once, in order."""
     raw = row.get("flags")
-    flags = json.loads(raw) if isinstance(raw, str) else raw
-    return [str(f) for f in flags or []]
+    return _parsed_flags(raw) if isinstance(raw, str) else _unique_flags(raw)
 
 
 def status(row: Mapping[str, Any]) -> str:
@@ -205,21 +225,34 @@ def status(row: Mapping[str, Any]) -> str:
 
 
 def codings(row: Mapping[str, Any]) -> list[dict[str, str]]:
-    out: list[dict[str, str]] = []
-    profile = VITAL_SIGNS.get(row["quantity"]) or BP_PARTS.get(row["quantity"])
-    loinc = row.get("loinc")
-    if loinc and row.get("unit") == "mmol/L":
+    return [{"system": system, "code": code} for system, code in _codes(
+        row["quantity"], row.get("loinc"), row.get("unit"), row.get("mdc"))]
+
+
+@functools.lru_cache(maxsize=512, typed=True)
+def _codes(quantity: str, loinc: str | None, unit: str | None, mdc: Any
+           ) -> tuple[tuple[str, str], ...]:
+    """(system, code) of a quantity's codings, worked out once per quantity and unit."""
+    out: list[tuple[str, str]] = []
+    profile = VITAL_SIGNS.get(quantity) or BP_PARTS.get(quantity)
+    if loinc and unit == "mmol/L":
         loinc = MOLAR_LOINC.get(loinc, loinc)
     for code in dict.fromkeys(c for c in (profile, loinc) if c):
-        out.append({"system": LOINC, "code": code})
-    if row.get("mdc") is not None and not profile:  # a profile's LOINC says it exactly
-        out.append({"system": MDC, "code": str(row["mdc"])})
-    return out
+        out.append((LOINC, code))
+    if mdc is not None and not profile:  # a profile's LOINC says it exactly
+        out.append((MDC, str(mdc)))
+    return tuple(out)
 
 
 def _code(row: Mapping[str, Any]) -> dict[str, Any]:
     found = codings(row)
     return {"coding": found} if found else {"text": str(row["quantity"])}
+
+
+def _code_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What decides :func:`_code`: readings with the same key have equal codes."""
+    return ("code", row["quantity"], _codes(row["quantity"], row.get("loinc"), row.get("unit"),
+                                            row.get("mdc")))
 
 
 def _value(row: Mapping[str, Any], into: dict[str, Any]) -> None:
@@ -277,18 +310,48 @@ def _encounter(row: Mapping[str, Any]) -> dict[str, Any] | None:
     return info if info.get("patient_value") else None
 
 
+Shape = tuple[Any, ...]  # what decides a lone reading's Observation but its leaves (hashable)
+Leaves = tuple[str, str | None, Any, Any, Any, str | None]
+
+
 class _Builder:
     def __init__(self, unit: str, epoch: str, tz: ZoneInfo) -> None:
         self.unit, self.epoch, self.tz = unit, epoch, tz
         self.seqs: list[int] = []  # in the order of the reading identifiers
         self.head: dict[str, dict[str, Any]] = {}  # fullUrl -> entry (patients, devices...)
         self.entries: list[dict[str, Any]] = []
+        # Once per batch, not per reading: each device's fullUrl, each encounter's JSON
+        # parsed (patient data: kept for this batch only, never in a module-level cache).
+        self._device_urls: dict[str, str] = {}
+        self._encounters: dict[str, dict[str, Any] | None] = {}
+        # Fragments equal for many readings (a quantity's category and code, a reference, a
+        # flags or clock extension) are built once per batch and shared by its resources:
+        # the Bundle is for serializing; treat it as read-only.
+        self.shared: dict[tuple[Any, ...], Any] = {}
+
+    def _ref(self, url: str) -> dict[str, str]:
+        key = ("ref", url)
+        found = self.shared.get(key)
+        if found is None:
+            found = self.shared[key] = {"reference": url}
+        return found
+
+    def encounter_of(self, row: Mapping[str, Any]) -> dict[str, Any] | None:
+        raw = row.get("encounter")
+        if not isinstance(raw, str) or not row.get("encounter_id"):
+            return _encounter(row)
+        if raw not in self._encounters:
+            self._encounters[raw] = _encounter(row)
+        return self._encounters[raw]
 
     def _put_head(self, full: str, entry: dict[str, Any]) -> None:
         self.head.setdefault(full, entry)
 
     def device(self, device_id: str, facts: Mapping[str, Any]) -> str:
-        full = "urn:uuid:" + stable_uuid("device", self.unit, device_id)
+        full = self._device_urls.get(device_id)
+        if full is None:
+            full = "urn:uuid:" + stable_uuid("device", self.unit, device_id)
+            self._device_urls[device_id] = full
         if full not in self.head:
             system = f"{DEVICE_SYSTEM}:{self.unit}"
             if facts_held(facts):  # central has them: the bare Device, created if missing
@@ -341,13 +404,23 @@ class _Builder:
 
     def observation(self, rows: Sequence[Mapping[str, Any]]) -> None:
         first = rows[0]
+        if (len(rows) == 1 and first["quantity"] not in ("systolic_bp", "diastolic_bp")
+                and not notes(rows) and not reference_range(first)):
+            # the common reading, built from its shape (plan, single); one with comments or a
+            # reference range (HL7 NTE, OBX-7) is built in full below
+            self.entries.append(self.single(*self.plan(first)))
+            return
         device = self.device(str(first["device_id"]), device_facts(first))
-        info = _encounter(first)
+        info = self.encounter_of(first)
         obs: dict[str, Any] = {"resourceType": "Observation",
                                "identifier": _identifiers(rows),
                                "status": status(first)}
         cat = category(first["quantity"]) or "laboratory"
-        obs["category"] = [{"coding": [{"system": CATEGORY, "code": cat}]}]
+        found_cat = self.shared.get(("category", cat))
+        if found_cat is None:
+            found_cat = self.shared[("category", cat)] = [
+                {"coding": [{"system": CATEGORY, "code": cat}]}]
+        obs["category"] = found_cat
         if len(rows) > 1 or first["quantity"] in ("systolic_bp", "diastolic_bp"):
             obs["code"] = {"coding": [{"system": LOINC, "code": BP_PANEL}]}
             # The measurement's parts in the order of their readings (so the k-th reading
@@ -371,11 +444,11 @@ class _Builder:
             obs["code"] = _code(first)
         if info is not None:
             patient, encounter = self.encounter(str(first["encounter_id"]), info)
-            obs["subject"] = {"reference": patient}
-            obs["encounter"] = {"reference": encounter}
-            obs["device"] = {"reference": device}
+            obs["subject"] = self._ref(patient)
+            obs["encounter"] = self._ref(encounter)
+            obs["device"] = self._ref(device)
         else:  # the Device is the subject: Observation.device would say it again
-            obs["subject"] = {"reference": device}
+            obs["subject"] = self._ref(device)
         offset = clock_offset(first)
         when, used = effective(first.get("device_time"), str(first["received_at"]), self.tz,
                                offset)
@@ -390,7 +463,7 @@ class _Builder:
         comments = notes(rows)
         if comments:
             obs["note"] = comments
-        ext = _extensions(rows, used, offset)
+        ext = _extensions(rows, used, offset, self.shared)
         if ext:
             obs["extension"] = ext
         rid = str(first["id"])
@@ -402,6 +475,80 @@ class _Builder:
             # request before resource: the reading id's two copies lie closer (zlib: -0.4 B)
             self.entries.append({"request": _create("Observation", READING_SYSTEM, rid),
                                  "resource": obs})
+
+    def plan(self, row: Mapping[str, Any]) -> tuple[Shape, Leaves]:
+        """A reading that is one Observation alone, as its shape (everything but the leaves:
+        its device, patient and encounter, status, codes, which parts it has...) and its leaves
+        (reading id, source key, effective and issued times, value, raw device time).
+        Readings of one shape differ only in their leaves: :meth:`single` builds the entry."""
+        device = self.device(str(row["device_id"]), device_facts(row))
+        info = self.encounter_of(row)
+        refs = None if info is None else self.encounter(str(row["encounter_id"]), info)
+        cat = category(row["quantity"]) or "laboratory"
+        if ("category", cat) not in self.shared:
+            self.shared[("category", cat)] = [{"coding": [{"system": CATEGORY, "code": cat}]}]
+        code = _code_key(row)
+        if code not in self.shared:
+            self.shared[code] = _code(row)
+        offset = clock_offset(row)
+        when, used = effective(row.get("device_time"), str(row["received_at"]), self.tz, offset)
+        source, value, raw = row.get("source_key"), row.get("value"), row.get("device_time")
+        # The raw device time, whenever it was not used as it is (no zone, or corrected).
+        raw_kept = bool(raw and not (used and has_zone(str(raw)) and not offset))
+        clock = row.get("clock_source")
+        shape = (device, refs, status(row), cat, code, bool(source), used, value is not None,
+                 row["unit"] if value is not None else row.get("absent_reason") or "unknown",
+                 ",".join(_flags(row)), raw_kept,
+                 str(clock) if clock and clock != "system" else "",
+                 bool(row.get("attributed_at")))
+        self.seqs.append(int(row["seq"]))
+        return shape, (str(row["id"]), str(source) if source else None, when,
+                       row["received_at"] if used else None, value,
+                       str(raw) if raw_kept else None)
+
+    def single(self, shape: Shape, leaves: Leaves) -> Any:
+        """The entry of a reading :meth:`plan` described (as :meth:`observation` builds it)."""
+        (device, refs, said, cat, code, sourced, used, valued, unit, flags, raw_kept, clock,
+         update) = shape
+        rid, source, when, issued, value, raw = leaves
+        ids: list[dict[str, Any]] = [{"system": READING_SYSTEM, "value": rid}]
+        if sourced:
+            ids.append({"system": SOURCE_SYSTEM, "value": source})
+        obs: dict[str, Any] = {"resourceType": "Observation", "identifier": ids,
+                               "status": said, "category": self.shared[("category", cat)],
+                               "code": self.shared[code]}
+        if refs is not None:
+            obs["subject"] = self._ref(refs[0])
+            obs["encounter"] = self._ref(refs[1])
+            obs["device"] = self._ref(device)
+        else:  # the Device is the subject: Observation.device would say it again
+            obs["subject"] = self._ref(device)
+        obs["effectiveDateTime"] = when
+        if used:
+            obs["issued"] = issued
+        if valued:
+            obs["valueQuantity"] = {"value": value, "unit": unit, "system": UCUM, "code": unit}
+        else:
+            obs["dataAbsentReason"] = {"coding": [{"system": ABSENT, "code": unit}]}
+        ext: list[dict[str, Any]] = []
+        if flags:
+            found = self.shared.get(("flags", flags))
+            if found is None:
+                found = self.shared[("flags", flags)] = {"url": EXT_FLAGS, "valueString": flags}
+            ext.append(found)
+        if raw_kept:
+            ext.append({"url": EXT_DEVICE_TIME, "valueString": raw})
+        if clock:
+            found = self.shared.get(("clock", clock))
+            if found is None:
+                found = self.shared[("clock", clock)] = {"url": EXT_CLOCK, "valueCode": clock}
+            ext.append(found)
+        if ext:
+            obs["extension"] = ext
+        if update:
+            return {"fullUrl": "urn:uuid:" + rid, "resource": obs, "request": {
+                "method": "PUT", "url": f"Observation?identifier={READING_SYSTEM}|{rid}"}}
+        return {"request": _create("Observation", READING_SYSTEM, rid), "resource": obs}
 
     def location(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """A GPS fix: its latitude/longitude/altitude readings as one Location."""
@@ -423,7 +570,7 @@ class _Builder:
         offset = clock_offset(rows[0])
         when, used = effective(rows[0].get("device_time"), str(rows[0]["received_at"]), self.tz,
                                offset)
-        ext = _extensions(rows, used, offset)
+        ext = _extensions(rows, used, offset, self.shared)
         if not any(e["url"] == EXT_DEVICE_TIME for e in ext):
             ext.insert(0, {"url": EXT_DEVICE_TIME, "valueString": when})
         resource["extension"] = ext
@@ -433,29 +580,51 @@ class _Builder:
 
 
 def _extensions(rows: Sequence[Mapping[str, Any]], used_device_time: bool,
-                offset: float = 0.0) -> list[dict[str, Any]]:
+                offset: float = 0.0, shared: dict[tuple[Any, ...], Any] | None = None
+                ) -> list[dict[str, Any]]:
+    """The resource's extensions (a new list); ``shared``: the Bundle's fragments, where the
+    flags and clock extensions are kept once each."""
+    memo: dict[tuple[Any, ...], Any] = {} if shared is None else shared
     ext: list[dict[str, Any]] = []
-    flags = list(dict.fromkeys(f for r in rows for f in _flags(r)))
+    if len(rows) == 1:
+        flags: Sequence[str] = _flags(rows[0])
+    else:
+        flags = list(dict.fromkeys(f for r in rows for f in _flags(r)))
     if flags:
-        ext.append({"url": EXT_FLAGS, "valueString": ",".join(flags)})
+        text = ",".join(flags)
+        found = memo.get(("flags", text))
+        if found is None:
+            found = memo[("flags", text)] = {"url": EXT_FLAGS, "valueString": text}
+        ext.append(found)
     raw = rows[0].get("device_time")
     # The raw device time, whenever it was not used as it is (no zone, or corrected).
     if raw and not (used_device_time and has_zone(str(raw)) and not offset):
         ext.append({"url": EXT_DEVICE_TIME, "valueString": str(raw)})
     clock = rows[0].get("clock_source")
     if clock and clock != "system":
-        ext.append({"url": EXT_CLOCK, "valueCode": str(clock)})
+        found = memo.get(("clock", clock))
+        if found is None:
+            found = memo[("clock", clock)] = {"url": EXT_CLOCK, "valueCode": str(clock)}
+        ext.append(found)
     return ext
 
 
-def device_facts(row: Mapping[str, Any]) -> dict[str, Any]:
+def device_facts(row: Mapping[str, Any]) -> Mapping[str, Any]:
     """The reading's device facts (the outbox's ``device_facts`` JSON), the empty ones left
     out."""
     raw = row.get("device_facts")
     try:
-        facts = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+        return _parsed_facts(raw) if isinstance(raw, str) else _said(dict(raw or {}))
     except (ValueError, TypeError):
         return {}
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_facts(raw: str) -> Mapping[str, Any]:
+    return _said(json.loads(raw))
+
+
+def _said(facts: Any) -> dict[str, Any]:
     return {k: v for k, v in facts.items() if v not in (None, "")} if isinstance(
         facts, dict) else {}
 
@@ -540,21 +709,38 @@ def group(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[Mapping[str
 
 def bundle(unit: str, epoch: str, batch_id: str, rows: Sequence[Mapping[str, Any]],
            created_at: str) -> dict[str, Any]:
+    build = build_entries(_Builder, unit, epoch, rows)
+    return document(unit, epoch, batch_id, build.seqs, created_at,
+                    [*build.head.values(), *build.entries])
+
+
+B = TypeVar("B", bound=_Builder)
+
+
+def build_entries(kind: type[B], unit: str, epoch: str, rows: Sequence[Mapping[str, Any]]
+                  ) -> B:
+    """A builder of ``kind`` that went through the rows (its ``head``, ``entries``, ``seqs``)."""
     tz = zone(next((str(r["timezone"]) for r in rows if r.get("timezone")), None))
-    build = _Builder(unit, epoch, tz)
-    for kind, members in group(rows):
-        if kind == "gps":
+    build = kind(unit, epoch, tz)
+    for group_kind, members in group(rows):
+        if group_kind == "gps":
             build.location(members)
         else:
             build.observation(members)
+    return build
+
+
+def document(unit: str, epoch: str, batch_id: str, seqs: Sequence[int], created_at: str,
+             entries: list[Any]) -> dict[str, Any]:
+    """The Bundle around its entries (``entry`` last)."""
     return {
         "resourceType": "Bundle",
         "meta": {"tag": [{"system": TAG_SCHEMA, "code": SCHEMA},
                          {"system": TAG_UNIT, "code": unit},
                          {"system": TAG_EPOCH, "code": epoch},
-                         {"system": TAG_SEQS, "code": seq_runs(build.seqs)}]},
+                         {"system": TAG_SEQS, "code": seq_runs(seqs)}]},
         "identifier": {"system": URI, "value": f"urn:uuid:{batch_id}"},
         "type": "transaction",
         "timestamp": created_at,
-        "entry": [*build.head.values(), *build.entries],
+        "entry": entries,
     }

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 import random
+import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,7 +48,67 @@ class LinkEvent:
     user_properties: tuple[tuple[str, str], ...] = ()
     content_type: str = ""  # "message": the MQTT 5 content type, "" when the sender gave none
     failed: bool = False  # "published": the broker refused it (PUBACK reason code >= 0x80)
+    reason_code: int = 0  # "published": the PUBACK reason code (MQTT 5)
     response_topic: str = ""  # "message": its MQTT 5 Response-Topic property, if any
+
+
+# TLS alerts the broker sends when it will not take this unit's certificate.
+_CERT_ALERTS = ("BAD_CERTIFICATE", "UNKNOWN_CA", "CERTIFICATE_EXPIRED", "CERTIFICATE_REVOKED",
+                "CERTIFICATE_UNKNOWN", "UNSUPPORTED_CERTIFICATE", "ACCESS_DENIED")
+
+
+def explain_tls_reason(reason: str) -> str:
+    """Which side refused what, from OpenSSL's reason (``TLSV13_ALERT_CERTIFICATE_REQUIRED``):
+    an alert is the broker's verdict on this unit; anything else failed on this side."""
+    words = reason.lower().replace("_", " ")
+    if "ALERT_CERTIFICATE_REQUIRED" in reason:
+        return ("the broker refused the connection: it requires a client certificate and this "
+                "unit sent none (set [broker] cert_file and key_file)")
+    if any(f"ALERT_{a}" in reason for a in _CERT_ALERTS):
+        return (f"the broker refused this unit's certificate ({words}): check [broker] "
+                "cert_file is issued by central's CA, not expired, for this unit")
+    if "ALERT_HANDSHAKE_FAILURE" in reason:
+        return (f"the broker ended the TLS handshake ({words}): most often this unit sent no "
+                "client certificate or one the broker does not accept (check [broker] cert_file)")
+    if "ALERT" in reason:
+        return f"the broker ended the TLS handshake ({words})"
+    return f"TLS failed on this unit's side ({words})"
+
+
+def explain_connect_error(exc: BaseException | str) -> str:
+    """A failed connection in words a technician can act on, naming the side that refused."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"this unit refused the broker's certificate: {exc.verify_message} (check "
+                "[broker] ca_file is central's CA and [broker] host is a name the broker's "
+                "certificate carries)")
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return explain_tls_reason(str(exc.reason))
+    if isinstance(exc, str):
+        found = re.search(r"\[SSL: ([A-Z0-9_]+)\]", exc)
+        if "CERTIFICATE_VERIFY_FAILED" in exc:
+            return f"this unit refused the broker's certificate: {exc.split('] ')[-1]}"
+        return explain_tls_reason(found.group(1)) if found else exc
+    if isinstance(exc, ConnectionRefusedError):
+        return "the broker's host refused the TCP connection (nothing listens on that port?)"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return ("the broker closed the connection during the handshake (TLS expected but "
+                "not configured, or the other way round?)")
+    if isinstance(exc, TimeoutError):
+        return "no answer from the broker (network, firewall or no mobile data)"
+    return f"cannot connect: {type(exc).__name__}: {exc}"
+
+
+class _Client(mqtt.Client):
+    """paho's client, keeping why the last connection attempt failed (paho drops it)."""
+
+    last_error: str | None = None
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:  # words only: the exception would keep the socket alive
+            self.last_error = explain_connect_error(exc)
+            raise
 
 
 @dataclass(frozen=True)
@@ -80,7 +141,8 @@ class MqttLink:
         self._backoff = Backoff(1.0, float(options.backoff_cap), options.rng, floor=1.0)
         self._queue: asyncio.Queue[LinkEvent] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        client = mqtt.Client(
+        self._log_error: str | None = None  # paho's last socket error (it reports none else)
+        client = _Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=options.client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
@@ -93,6 +155,7 @@ class MqttLink:
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
+        client.on_log = self._on_log
         if options.tls is not None:
             tls = options.tls
             try:
@@ -207,23 +270,36 @@ class MqttLink:
     ) -> None:
         if reason.is_failure:
             self._jitter()
-            self._emit(LinkEvent("disconnected", reason=f"refused: {reason}"))
+            self._emit(LinkEvent("disconnected", reason=f"the broker refused the session: "
+                                 f"{reason} (the TLS connection was made; the broker's "
+                                 "identity or ACL check said no)"))
             return
         self.connected = True
+        self._log_error = None
         self._backoff.reset()
         self._jitter()
         self._emit(LinkEvent("connected", reason=str(reason)))
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._jitter()
-        self._emit(LinkEvent("disconnected", reason="connect failed"))
+        why = getattr(client, "last_error", None) or "no reason given"
+        self._emit(LinkEvent("disconnected", reason=f"connect failed: {why}"))
+
+    def _on_log(self, client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR:
+            self._log_error = text
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         self.connected = False
         self._jitter()
-        self._emit(LinkEvent("disconnected", reason=str(reason)))
+        text = str(reason)
+        if text == "Unspecified error":  # paho's word for a socket error: say which
+            error, self._log_error = self._log_error, None
+            text = (f"connection lost: {explain_connect_error(error)}" if error
+                    else "connection lost (no reason given)")
+        self._emit(LinkEvent("disconnected", reason=text))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         user = getattr(msg.properties, "UserProperty", None) or []
@@ -239,7 +315,8 @@ class MqttLink:
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any
     ) -> None:
         self._emit(LinkEvent("published", mid=mid, reason=str(reason),
-                             failed=bool(getattr(reason, "is_failure", False))))
+                             failed=bool(getattr(reason, "is_failure", False)),
+                             reason_code=int(getattr(reason, "value", 0) or 0)))
 
 
     def _on_subscribe(

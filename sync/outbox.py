@@ -6,7 +6,10 @@ in flight, an ack marks exactly the readings that batch carried (never a neighbo
 its seq range, never a reading re-queued by ``resend-from``), and a restarted agent re-sends the
 same batch ids with the same readings. Alert-range readings (``priority = 1``) are taken first,
 into batches of their own, so they never wait behind a backlog. Taking reads only an index
-(``readings_outbox``): an empty outbox costs one index probe.
+(``readings_outbox``): an empty outbox costs one index probe. No statement of taking or
+acknowledging reads the store's history (readings central already holds): each goes through an
+index of unsent readings or a key, whatever the store's size (tests/sync/test_hot_paths.py
+plans every one of them).
 
 Reads (:func:`next_batch`, :func:`batch_readings`, :func:`backlog`...) may run on a read
 connection; writes (:func:`record_batch`, :func:`mark_acked`, :func:`release`) go through the
@@ -24,25 +27,26 @@ from sqlite_utils import Database
 
 from edge_agent.clock import utc_now
 
-# The codec's rows: the reading, its context (OBX-11 result status...), its source record key,
-# the unit's time zone (for device times without one: agent_state 'unit-timezone', written by
-# the agent at start), its encounter (JSON: the patient's identifier, when and where), and what
-# its device told us about itself (JSON, edge_agent/store/device_facts.py: the FHIR Device).
+# The codec's rows: the reading (its context: OBX-11 result status...; its source record key),
+# then what :func:`add_context` adds once per batch, not once per row: the unit's time zone
+# (for device times without one: agent_state 'unit-timezone', written by the agent at start),
+# its encounter (JSON: the patient's identifier, when and where), and what its device told us
+# about itself (JSON, edge_agent/store/device_facts.py: the FHIR Device).
 READING_COLUMNS = (
     "seq, id, device_id, quantity, value, unit, loinc, mdc, device_time, received_at, "
     "clock_source, flags, absent_reason, encounter_id, latitude, longitude, priority, "
-    "context, source_key, attributed_at, "
-    "(SELECT json_extract(s.value, '$') FROM agent_state s WHERE s.key = 'unit-timezone') "
-    "AS timezone, "
-    "(SELECT json_object('patient_system', e.patient_system, 'patient_value', e.patient_value, "
-    "'opened_at', e.opened_at, 'closed_at', e.closed_at, 'practitioner_role', "
-    "e.practitioner_role, 'latitude', e.latitude, 'longitude', e.longitude, 'altitude', "
-    "e.altitude) FROM encounters e WHERE e.id = readings.encounter_id) AS encounter, "
-    "(SELECT json_object('serial', f.serial, 'system_id', f.system_id, 'mac', f.mac, "
-    "'manufacturer', f.manufacturer, 'model', f.model, 'firmware', f.firmware, 'mdc_type', "
-    "f.mdc_type, 'version', f.updated_at, 'acked', f.acked_version) FROM device_facts f "
-    "WHERE f.device_id = readings.device_id) AS device_facts"
+    "context, source_key, attributed_at"
 )
+_ENCOUNTER_JSON = (
+    "json_object('patient_system', patient_system, 'patient_value', patient_value, "
+    "'opened_at', opened_at, 'closed_at', closed_at, 'practitioner_role', practitioner_role, "
+    "'latitude', latitude, 'longitude', longitude, 'altitude', altitude)")
+_FACTS_JSON = (
+    "json_object('serial', serial, 'system_id', system_id, 'mac', mac, 'manufacturer', "
+    "manufacturer, 'model', model, 'firmware', firmware, 'mdc_type', mdc_type, 'version', "
+    "updated_at, 'acked', acked_version)")
+_CHUNK = 500  # values bound per IN (...): far below SQLite's limit
+_OUTBOX = "INDEXED BY readings_outbox WHERE sent_at IS NULL AND batch_id IS NULL"
 
 
 @dataclass(frozen=True)
@@ -62,28 +66,64 @@ def _rows(db: Database, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]
     return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
+def readings(db: Database, where: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+    """The codec's rows of the readings ``where`` selects (``... ORDER BY``/``LIMIT`` may
+    follow the condition; it may start with ``INDEXED BY index``), with their context
+    (:func:`add_context`)."""
+    joint = "" if where.startswith("INDEXED BY ") else "WHERE "
+    return add_context(db, _rows(db, f"SELECT {READING_COLUMNS} FROM readings {joint}{where}",
+                                 params))
+
+
+def add_context(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add ``timezone``, ``encounter`` and ``device_facts`` to each row: one query for the
+    time zone, one per distinct encounter and device set (never one per row); each JSON text
+    is built by SQLite, exactly as a per-row subquery built it."""
+    if not rows:
+        return rows
+    row = db.execute("SELECT json_extract(value, '$') FROM agent_state "
+                     "WHERE key = 'unit-timezone'").fetchone()
+    timezone = None if row is None else row[0]
+    encounters = _json_by_key(db, "id", _ENCOUNTER_JSON, "encounters",
+                              {r["encounter_id"] for r in rows} - {None})
+    facts = _json_by_key(db, "device_id", _FACTS_JSON, "device_facts",
+                         {r["device_id"] for r in rows})
+    for r in rows:
+        r["timezone"] = timezone
+        r["encounter"] = encounters.get(r["encounter_id"])
+        r["device_facts"] = facts.get(r["device_id"])
+    return rows
+
+
+def _json_by_key(db: Database, key: str, expression: str, table: str,
+                 keys: set[Any]) -> dict[Any, str]:
+    out: dict[Any, str] = {}
+    wanted = sorted(keys)
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start:start + _CHUNK]
+        marks = ", ".join("?" for _ in chunk)
+        out.update(db.execute(f"SELECT {key}, {expression} FROM {table} "
+                              f"WHERE {key} IN ({marks})", chunk).fetchall())
+    return out
+
+
 def next_batch(db: Database, limit: int, *, alerts_only: bool = False) -> list[dict[str, Any]]:
     """Up to ``limit`` unsent readings in no batch: alert-range ones first (and, when there
     are any, only those: an alert batch stays small), then by seq."""
+    # INDEXED BY: the outbox's order is its index's (without it, SQLite may find the
+    # unbatched readings through readings_batch and sort the whole backlog for each take).
     top = db.execute(
-        "SELECT priority FROM readings WHERE sent_at IS NULL AND batch_id IS NULL "
-        "ORDER BY priority DESC, seq LIMIT 1"
+        f"SELECT priority FROM readings {_OUTBOX} ORDER BY priority DESC, seq LIMIT 1"
     ).fetchone()
     if top is None or (alerts_only and top[0] == 0):
         return []
-    return _rows(
-        db,
-        f"SELECT {READING_COLUMNS} FROM readings WHERE sent_at IS NULL AND batch_id IS NULL "
-        "AND priority = ? ORDER BY priority DESC, seq LIMIT ?",
-        [top[0], limit],
-    )
+    return readings(db, f"{_OUTBOX} AND priority = ? ORDER BY priority DESC, seq LIMIT ?",
+                    [top[0], limit])
 
 
 def has_alerts(db: Database) -> bool:
     return db.execute(
-        "SELECT 1 FROM readings WHERE sent_at IS NULL AND batch_id IS NULL AND priority = 1 "
-        "LIMIT 1"
-    ).fetchone() is not None
+        f"SELECT 1 FROM readings {_OUTBOX} AND priority = 1 LIMIT 1").fetchone() is not None
 
 
 def unbatched(db: Database) -> int:
@@ -121,12 +161,8 @@ def record_batch(
 
 def batch_readings(db: Database, batch_id: str) -> list[dict[str, Any]]:
     """The unsent readings of a recorded batch (to encode it again after a restart)."""
-    return _rows(
-        db,
-        f"SELECT {READING_COLUMNS} FROM readings WHERE batch_id = ? AND sent_at IS NULL "
-        "AND refused IS NULL ORDER BY seq",
-        [batch_id],
-    )
+    return readings(db, "batch_id = ? AND sent_at IS NULL AND refused IS NULL ORDER BY seq",
+                    [batch_id])
 
 
 def note_attempt(db: Database, batch_id: str) -> None:
@@ -154,15 +190,17 @@ def mark_acked(
         db.execute(
             "UPDATE readings SET refused = ? WHERE id = ? AND batch_id = ? AND sent_at IS NULL",
             [reason[:500] or "refused", reading_id, batch_id])
+    # Attributed to a patient while this batch was in flight (`patient assign`): central got
+    # them without the patient, so they go again (as conditional updates). Taken out of the
+    # batch before the others are marked sent: while unsent they are in the ``readings_batch``
+    # index, so neither statement reads the store's history.
+    db.execute(
+        "UPDATE readings SET batch_id = NULL WHERE batch_id = ? AND sent_at IS NULL AND "
+        "attributed_at > (SELECT created_at FROM batches WHERE batch_id = ?)",
+        [batch_id, batch_id])
     cur = db.execute(
         "UPDATE readings SET sent_at = ? WHERE batch_id = ? AND sent_at IS NULL "
         "AND refused IS NULL", [at, batch_id])
-    # Attributed to a patient while this batch was in flight (`patient assign`): central got
-    # them without the patient, so they go again (as conditional updates).
-    db.execute(
-        "UPDATE readings SET sent_at = NULL, batch_id = NULL WHERE batch_id = ? AND "
-        "attributed_at > (SELECT created_at FROM batches WHERE batch_id = ?)",
-        [batch_id, batch_id])
     db.execute(
         "UPDATE batches SET acked_at = ? WHERE batch_id = ? AND acked_at IS NULL", [at, batch_id]
     )

@@ -18,10 +18,25 @@ expired message, and a counter not above the last accepted one (a replay, or an 
 re-ordered behind a newer one). The retained configuration seen again after a restart (the
 same signed message as the last accepted) is recognised, not refused.
 
+Bounds, so that one validly signed message cannot lock the unit: an expiry at most
+:data:`MAX_LIFETIME_S` ahead of the unit's clock, and a counter at most
+:data:`MAX_COUNTER_AHEAD_US` ahead of the unit's clock in microseconds (central's counters are
+its clock in microseconds): whatever central signed, its messages of 30 days later pass, and a
+``trust-reset`` unlocks a unit at once.
+
 Keys: ``[trust] central_keys`` lists central's public keys (``ed25519:<base64>``); any of
-them is accepted, so central can rotate (add the new key to the units, sign with it, then
-remove the old one). With no keys configured (a test or development setup) unsigned messages
-are accepted as before, and signed ones refused (nothing to check them against).
+them is accepted. Central rotates with a signed ``rotate-key`` command (the complete new key
+set, kept in the store, in effect instead of the configured keys) and recovers a unit whose
+counters are stuck with a signed ``trust-reset`` (counters lowered to its own). Both count on a
+track of their own (``trust``), are refused unsigned even without keys, and are checked here,
+before anything is persisted. With no keys configured (a test or development setup) unsigned
+messages are accepted as before, and signed ones refused (nothing to check them against).
+
+Acks (``down/ack``) are signed too (:meth:`Signer.ack_properties`, :func:`verify_ack`): an
+Ed25519 signature over the ack's exact bytes, the unit and the topic, carried in two MQTT 5
+user properties (``kid``, ``sig``) so the ack itself is unchanged; the batch id inside is the
+replay guard (an ack counts only for a batch of this unit, and its times only while that
+batch is in flight).
 """
 
 from __future__ import annotations
@@ -43,8 +58,13 @@ from edge_agent.public_keys import key_id, parse_public_key, public_key_text
 from sync.refusals import AlreadyApplied, DownlinkRefused
 
 DOMAIN = b"edge-agent downlink v1\x00"
+ACK_DOMAIN = b"edge-agent ack v1\x00"
 CLOCK_SKEW_S = 300.0  # the unit's clock may lag central's by this much before "expired"
+MAX_LIFETIME_S = 8 * 24 * 3600.0  # a signed message expires at most this far ahead
+MAX_COUNTER_AHEAD_US = 30 * 24 * 3600 * 1_000_000  # a counter's step: 30 days of microseconds
 TOPICS = ("cmd", "config")
+TRACKS = (*TOPICS, "trust")  # counters kept: one per topic, one for the trust commands
+TRUST_COMMANDS = ("trust-reset", "rotate-key")
 
 
 @dataclass(frozen=True)
@@ -59,6 +79,13 @@ class Trust:
         keys = {key_id(k): k for k in map(parse_public_key, texts)}
         return cls(keys, require_signed and bool(keys))
 
+    @classmethod
+    def in_effect(cls, configured: Iterable[str], require_signed: bool, counters: Counters
+                  ) -> Trust:
+        """The configured keys, or the set central rotated to (kept with the counters)."""
+        keys = counters.keys if counters.keys is not None else tuple(configured)
+        return cls.from_texts(keys, require_signed)
+
 
 @dataclass(frozen=True)
 class Counters:
@@ -67,17 +94,24 @@ class Counters:
 
     last: Mapping[str, int]
     config_digest: str | None = None
+    keys: tuple[str, ...] | None = None  # central's keys after a signed rotate-key
 
     def to_json(self) -> dict[str, Any]:
-        return {"last": dict(self.last), "config_digest": self.config_digest}
+        saved: dict[str, Any] = {"last": dict(self.last), "config_digest": self.config_digest}
+        if self.keys is not None:
+            saved["keys"] = list(self.keys)
+        return saved
 
     @classmethod
     def from_json(cls, saved: Any) -> Counters:
         if not isinstance(saved, dict) or not isinstance(saved.get("last"), dict):
             return cls({})
-        last = {t: v for t, v in saved["last"].items() if t in TOPICS and isinstance(v, int)}
+        last = {t: v for t, v in saved["last"].items() if t in TRACKS and isinstance(v, int)}
         digest = saved.get("config_digest")
-        return cls(last, digest if isinstance(digest, str) else None)
+        keys = saved.get("keys")
+        rotated = (tuple(keys) if isinstance(keys, list) and keys
+                   and all(isinstance(k, str) for k in keys) else None)
+        return cls(last, digest if isinstance(digest, str) else None, rotated)
 
 
 def _b64(value: Any, what: str) -> bytes:
@@ -102,6 +136,9 @@ def verify(trust: Trust, counters: Counters, *, unit: str, topic: str, payload: 
     if not signed:
         if trust.require_signed:
             raise DownlinkRefused("unsigned: this unit accepts only messages signed by central")
+        if isinstance(outer, dict) and outer.get("cmd") in TRUST_COMMANDS:
+            raise DownlinkRefused(f"unsigned {outer['cmd']}: trust commands must be signed "
+                                  "by central, also without [trust] central_keys")
         return payload, counters  # no keys configured: the broker's ACL is the only guard
     assert isinstance(outer, dict)
     if not trust.keys:
@@ -137,14 +174,85 @@ def verify(trust: Trust, counters: Counters, *, unit: str, topic: str, payload: 
         raise AlreadyApplied(ctr)  # the retained config again
     if now > exp + CLOCK_SKEW_S:
         raise DownlinkRefused(f"expired {now - exp:.0f} s ago")
-    if ctr <= last:
-        raise DownlinkRefused(f"replayed or re-ordered: counter {ctr} is not above {last}")
+    if exp > now + MAX_LIFETIME_S + CLOCK_SKEW_S:
+        raise DownlinkRefused(f"expires {(exp - now) / 86400:.0f} days ahead, more than the "
+                              f"{MAX_LIFETIME_S / 86400:.0f} a message may live (or this "
+                              "unit's clock is behind)")
     body = inner.get("body")
     if not isinstance(body, dict):
         raise DownlinkRefused("signed message without body")
+    track = "trust" if topic == "cmd" and body.get("cmd") in TRUST_COMMANDS else topic
+    last = counters.last.get(track, 0)
+    if ctr > int(now * 1_000_000) + MAX_COUNTER_AHEAD_US:
+        raise DownlinkRefused(f"counter {ctr} is more than {MAX_COUNTER_AHEAD_US // 86_400_000_000}"
+                              " days ahead of this unit's clock (counters are central's clock "
+                              "in microseconds)")
+    if ctr <= last:
+        raise DownlinkRefused(f"replayed or re-ordered: counter {ctr} is not above {last}")
+    if track == "trust":
+        return json.dumps(body).encode(), trust_change(counters, body, ctr)
     new = Counters({**counters.last, topic: ctr},
-                   digest if topic == "config" else counters.config_digest)
+                   digest if topic == "config" else counters.config_digest, counters.keys)
     return json.dumps(body).encode(), new
+
+
+def trust_change(counters: Counters, body: Mapping[str, Any], ctr: int) -> Counters:
+    """What a verified trust command makes of the counters (refused whole when malformed):
+
+    - ``{"id", "cmd": "trust-reset"}``: every counter above this message's is lowered to it
+      (a unit stuck behind a counter central never reached accepts central's next messages;
+      whatever central signed before the reset stays refused); the configured keys back in
+      effect when ``"keys": "config"``.
+    - ``{"id", "cmd": "rotate-key", "keys": ["ed25519:...", ...]}``: the complete new set of
+      central's keys, in effect instead of ``[trust] central_keys`` from now on (at least one).
+    """
+    extra = set(body) - {"id", "cmd", "keys"}
+    if extra or not isinstance(body.get("id"), str):
+        raise DownlinkRefused(f"{body.get('cmd')}: needs an id, takes only id, cmd, keys")
+    last = {**counters.last, "trust": ctr}
+    if body["cmd"] == "trust-reset":
+        keys = body.get("keys")
+        if keys not in (None, "config"):
+            raise DownlinkRefused('trust-reset: keys may only be "config"')
+        lowered = {t: min(v, ctr) if t != "trust" else v for t, v in last.items()}
+        return Counters(lowered, counters.config_digest,
+                        None if keys == "config" else counters.keys)
+    keys = body.get("keys")
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+        raise DownlinkRefused("rotate-key: keys must be a non-empty list of ed25519:... keys")
+    for text in keys:
+        try:
+            parse_public_key(text)
+        except ValueError as exc:
+            raise DownlinkRefused(f"rotate-key: {exc}") from None
+    return Counters(last, counters.config_digest, tuple(keys))
+
+
+def verify_ack(trust: Trust, *, unit: str, payload: bytes,
+               properties: Iterable[tuple[str, str]]) -> bool:
+    """Whether ``payload`` on ``mmu/v1/{unit}/down/ack`` may be believed: True when its
+    signature checks, False when it is unsigned and the unit takes unsigned acks (no keys, or
+    ``require_signed = false``); :class:`DownlinkRefused` with the reason otherwise."""
+    props = dict(properties)
+    if not trust.keys:
+        return False  # development: the broker's ACL is the only guard, as for the downlink
+    if "sig" not in props:
+        if trust.require_signed:
+            raise DownlinkRefused("unsigned ack: this unit accepts only acks signed by central")
+        return False
+    public = trust.keys.get(props.get("kid", ""))
+    if public is None:
+        raise DownlinkRefused(f"ack signed with unknown key {props.get('kid', '')[:32]!r}")
+    sig = _b64(props["sig"], "ack sig")
+    try:
+        public.verify(sig, _ack_signed_bytes(unit, payload))
+    except InvalidSignature:
+        raise DownlinkRefused("ack with a bad signature: not signed by central's key") from None
+    return True
+
+
+def _ack_signed_bytes(unit: str, payload: bytes) -> bytes:
+    return ACK_DOMAIN + unit.encode() + b"\x00" + b"down/ack\x00" + payload
 
 
 class Signer:
@@ -180,6 +288,11 @@ class Signer:
         sig = self.private.sign(DOMAIN + msg)
         return json.dumps({"v": 1, "kid": self.kid, "msg": base64.b64encode(msg).decode(),
                            "sig": base64.b64encode(sig).decode()}).encode()
+
+    def ack_properties(self, unit: str, payload: bytes) -> list[tuple[str, str]]:
+        """The MQTT 5 user properties that sign an ack to ``unit`` (its payload unchanged)."""
+        sig = self.private.sign(_ack_signed_bytes(unit, payload))
+        return [("kid", self.kid), ("sig", base64.b64encode(sig).decode())]
 
 
 def new_private_key_pem() -> tuple[bytes, str]:

@@ -1,9 +1,11 @@
 """A real PostgreSQL server for tests: a throwaway cluster on a Unix socket (no TCP port),
-started and stopped by the test. As root, the server runs as the ``postgres`` user."""
+started once per test session (per xdist worker); each test gets a fresh database. As root,
+the server runs as the ``postgres`` user."""
 
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import shutil
 import subprocess
@@ -19,9 +21,9 @@ def _bin(name: str) -> str | None:
     return found[-1] if found else shutil.which(name)
 
 
-@pytest.fixture
-def postgres() -> Iterator[str]:
-    """A DSN for a fresh database ``central``."""
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Path]:
+    """One throwaway cluster per test session (per xdist worker): its socket folder."""
     initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
     if initdb is None or pg_ctl is None:
         pytest.fail("PostgreSQL is not installed: run the README test command "
@@ -39,13 +41,27 @@ def postgres() -> Iterator[str]:
         options = f"-c listen_addresses='' -c unix_socket_directories='{root}' -p 5432"
         subprocess.run([*as_user, pg_ctl, "-D", str(data), "-o", options, "-w", "-l",
                         str(root / "log"), "start"], check=True, capture_output=True)
-        import psycopg
-
-        with psycopg.connect(f"host={root} user=postgres dbname=postgres",
-                             autocommit=True) as conn:
-            conn.execute("CREATE DATABASE central")
-        yield f"postgresql://postgres@/central?host={root}"
+        yield root
     finally:
         subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def postgres(postgres_server: Path) -> Iterator[str]:
+    """A DSN for a fresh, empty database of its own (dropped after the test)."""
+    import psycopg
+
+    name = f"central_{next(_databases)}"
+    admin = f"host={postgres_server} user=postgres dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql://postgres@/{name}?host={postgres_server}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -99,6 +99,26 @@ def test_quick_json_is_one_object_with_every_figure_beside_its_baseline() -> Non
 
 
 @pytest.mark.broker
+def test_history_figure_has_each_measure_beside_its_baseline() -> None:
+    proc = subprocess.run([str(BENCH), "history", "--scale", "0.001", "--json"],
+                          capture_output=True, text=True, env=bench_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["errors"] == {}
+    history = result["figures"]["history"]
+    assert history["history_readings"] == 1000 and history["readings"] == 1581
+    for key in ("ack_ms_empty", "ack_ms_history", "empty_readings_per_s",
+                "history_readings_per_s", "ratio_history", "cpu_us_per_reading",
+                "ceiling_readings_per_s", "ratio_ceiling"):
+        assert isinstance(history[key], int | float) and history[key] > 0, key
+    by_thread = history["cpu_us_per_reading_by_thread"]  # 10 ms ticks: few at this size
+    assert all(isinstance(v, int | float) for v in by_thread.values())
+    targets = {t["metric"]: t for t in result["targets"] if t["figure"] == "history"}
+    assert set(targets) == {"ratio_history", "cpu_us_per_reading"}
+    assert all(isinstance(t["met"], bool) for t in targets.values())
+
+
+@pytest.mark.broker
 def test_interrupt_stops_the_broker_and_receivers_it_started() -> None:
     """Ctrl-C stops the bench with 130 even when it was started with SIGINT ignored (as a
     background job of a non-interactive shell is, e.g. a test runner behind ``&``). The

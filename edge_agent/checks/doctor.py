@@ -280,6 +280,49 @@ def check_clock(sync_state: dict[str, Any] | None,
     return [Check("clock", "ok", ("synchronised" if synced else "state unknown") + known)]
 
 
+def trust_check(keys: int, require_signed: bool, rotated: bool, refused_acks: int) -> Check:
+    """``[trust]``: whether the unit checks what central sends (commands, config, acks)."""
+    if refused_acks:
+        return Check("trust", "warn", f"{refused_acks} forged or unsigned acks refused: "
+                     "someone else publishes on this unit's down/ack",
+                     "check the broker's ACL and who holds central's broker credentials")
+    if not keys:
+        return Check("trust", "warn", "no central key: unsigned commands, configuration and "
+                     "acks are accepted (the broker's ACL is the only guard)",
+                     "run `edge-agent central keygen` on central and put the printed line in "
+                     "[trust] central_keys")
+    if not require_signed:
+        return Check("trust", "warn", f"{keys} central key(s), but require_signed = false: "
+                     "unsigned downlink and acks are still accepted",
+                     "set [trust] require_signed = true once central signs")
+    source = "rotated by central (rotate-key)" if rotated else "from [trust]"
+    return Check("trust", "ok", f"{keys} central key(s) {source}: only signed commands, "
+                 "configuration and acks accepted")
+
+
+def check_trust(settings: Settings, sync: dict[str, Any] | None) -> list[Check]:
+    from edge_agent.store.database import get_state
+    from edge_agent.store.read import reading
+    from sync.signing import Counters, Trust
+
+    counters = Counters({})
+    if Path(settings.store.path).exists():
+        try:
+            with reading(Path(settings.store.path)) as db:
+                counters = Counters.from_json(get_state(db, "downlink-trust"))
+        except EdgeAgentError:
+            pass
+    try:
+        trust = Trust.in_effect(settings.trust.central_keys, settings.trust.require_signed,
+                                counters)
+    except ValueError as exc:  # a rotated key kept in the store that no longer parses
+        return [Check("trust", "fail", f"central keys unreadable: {exc}",
+                      "ask central for a signed trust-reset with keys = \"config\"")]
+    refused = (sync or {}).get("refused_acks")
+    return [trust_check(len(trust.keys), settings.trust.require_signed,
+                        counters.keys is not None, refused if isinstance(refused, int) else 0)]
+
+
 def check_ble(settings: Settings, sys_root: Path = Path("/sys/class/bluetooth")) -> list[Check]:
     from drivers.registry import DRIVERS
 
@@ -370,7 +413,9 @@ def run(config: Path, *, broker_timeout: float = 10.0, now: datetime | None = No
     checks += check_user()
     checks += check_tls(settings, now)
     checks += check_broker(settings, broker_timeout)
-    checks += check_clock(sync_state(settings), sync_state(settings, "clock"))
+    state = sync_state(settings)
+    checks += check_trust(settings, state)
+    checks += check_clock(state, sync_state(settings, "clock"))
     checks += check_ble(settings)
     checks += check_devices(settings)
     failed = any(c.status == "fail" for c in checks)

@@ -65,7 +65,8 @@ def sign(
     topic: Annotated[str, typer.Option("--topic", help="cmd or config.")],
     body: Annotated[str, typer.Argument(help='The message, JSON: {"id": "1", "cmd": '
                                         '"sync-now"} or {"version": 2, "sync": {...}}.')],
-    ttl: Annotated[float, typer.Option("--ttl", min=1, help="Seconds it stays valid.")] = 3600,
+    ttl: Annotated[float, typer.Option("--ttl", min=1, max=8 * 24 * 3600, help="Seconds it "
+                                       "stays valid (units refuse more than 8 days).")] = 3600,
 ) -> None:
     """Print a signed downlink message (publish it on mmu/v1/UNIT/down/TOPIC)."""
     if topic not in ("cmd", "config"):

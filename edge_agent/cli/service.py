@@ -161,7 +161,8 @@ def receive(
     ] = 120.0,
     signing_key: Annotated[
         Path | None, typer.Option("--signing-key", help="Central's private key (edge-agent "
-                                  "central keygen): the commands sent to units are signed.")
+                                  "central keygen): the commands and acks sent to units are "
+                                  "signed.")
     ] = None,
     stats: Annotated[
         bool, typer.Option("--stats", help="Print what the central store holds per unit and "
@@ -195,11 +196,12 @@ def receive(
     if broker is None:
         raise typer.BadParameter("give the broker as HOST:PORT", param_hint="--broker")
     tls = TlsFiles(ca, cert, key) if ca is not None else None
-    sign = None
+    sign = sign_ack = None
     if signing_key is not None:
         from edge_agent.cli.central import load_signer
 
-        sign = load_signer(signing_key).sign
+        signer = load_signer(signing_key)
+        sign, sign_ack = signer.sign, signer.ack_properties
 
     host, port = parse_host_port(broker)
     serve_files = check_files_options(db, files_dir, no_files, emulate_emqx_files)
@@ -209,7 +211,8 @@ def receive(
         install_stop_handlers(stop)
         cid = client_id or f"receiver-{socket.gethostname()}"
         await Receiver(host, port, db, group=group, client_id=cid, tls=tls,
-                       gap_timeout=gap_timeout, sign=sign, files_dir=files_dir,
+                       gap_timeout=gap_timeout, sign=sign, sign_ack=sign_ack,
+                       files_dir=files_dir,
                        serve_files=serve_files, emulate_emqx_files=emulate_emqx_files,
                        announce=lambda line: typer.echo(line, err=True)).run(stop)
 

@@ -48,6 +48,11 @@ def status(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption
         typer.echo(f"files:             {result['files_state']}")
     offset = result["clock_offset_s"]
     typer.echo(f"clock offset:      {'unknown' if offset is None else f'{offset:+.1f} s'}")
+    typer.echo(f"refused downlinks: {result['refused_downlinks']} "
+               f"({result['refused_acks']} forged or unsigned acks)")
+    version = result["config_version"]
+    typer.echo("remote config:     " + (f"version {version} in effect" if version is not None
+                                        else "none (the file's settings)"))
     if result.get("dead_letters"):
         last = result.get("last_dead_letter") or {}
         typer.echo(f"dead letters:      {result['dead_letters']} parked by central (last: batch "

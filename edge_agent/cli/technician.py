@@ -193,15 +193,36 @@ def bundle(
 
 @config_app.command("show")
 def config_show(config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """The effective config (file and environment overrides), secrets masked."""
+    """What runs: the file, environment overrides, central's remote [sync] change and its
+    rotated keys (kept in the store), secrets masked."""
     from edge_agent.checks.config_edit import masked
+    from sync.diagnostics import in_effect
 
-    data = masked(json.loads(load_settings(config).model_dump_json()))
+    settings = load_settings(config)
+    path = Path(settings.store.path)
+    file_only = in_effect(settings, None)
+    settings, notes = file_only
+    if path.exists():
+        from edge_agent.errors import EdgeAgentError
+        from edge_agent.store.read import reading
+
+        try:
+            with reading(path) as db:
+                settings, notes = in_effect(settings, db)
+        except EdgeAgentError as exc:  # the file's settings, and why not more
+            settings, notes = file_only[0], {**file_only[1], "store": str(exc)[:200]}
+    data = masked(json.loads(settings.model_dump_json()))
     if as_json:
-        typer.echo(json.dumps(data))
+        typer.echo(json.dumps({**data, "in_effect": notes}))
         return
     import tomlkit
 
+    version = notes["remote_config_version"]
+    if version is not None:
+        typer.echo(f"# [sync] with central's remote config version {version} applied "
+                   f"({', '.join(notes['remote_sync_keys']) or 'no keys changed'})")
+    if notes["central_keys_from"] != "config":
+        typer.echo(f"# [trust] central_keys from {notes['central_keys_from']}, not the file")
     typer.echo(tomlkit.dumps(_drop_none(data)).rstrip())
 
 

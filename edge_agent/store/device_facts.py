@@ -3,7 +3,7 @@
 Written by the drivers' shells when a device reports its identity (``drivers.base.DeviceFacts``:
 BLE Device Information, HL7 MSH-3/MSH-4 and OBX-18, an ASTM H record) and by the supervisor at
 start from the configuration (the BLE address, the IEEE 11073-10101 device specialization of the
-device's kind). Read by the outbox with each reading (:data:`sync.outbox.READING_COLUMNS`), so
+device's kind). Read by the outbox with each batch (:func:`sync.outbox.add_context`), so
 the codec's FHIR Device carries them. A fact the device does not repeat is kept (NULL never
 overwrites); ``updated_at`` moves only when a value changed.
 """

@@ -19,6 +19,7 @@ from typing import Any
 from scripts.benchmarks import (
     drain,
     footprint,
+    history,
     ingest,
     latency,
     profile,
@@ -38,10 +39,11 @@ FIGURES: dict[str, Figure] = {
     "footprint": footprint.measure,
     "slowlink": slowlink.measure,
     "scale": scale.measure,
+    "history": history.measure,
     "help": footprint.help_overhead,  # footprint's cheap part alone
     "profile": profile.measure,  # cProfile of the agent's drain
 }
-DEFAULT = ("drain", "ingest", "latency", "wire", "footprint", "slowlink", "scale")
+DEFAULT = ("drain", "ingest", "latency", "wire", "footprint", "slowlink", "scale", "history")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -15,9 +15,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sqlite_utils import Database
 
 from edge_agent.clock import utc_now
 from edge_agent.settings import SyncSettings
@@ -30,6 +32,7 @@ from scripts.benchmarks.env import (
     fill_store,
     make_readings,
     settings_for,
+    thread_cpu,
     until,
 )
 from sync import codec, outbox
@@ -43,10 +46,16 @@ BASELINE_TOPIC = "bench/baseline/up/readings"  # nobody subscribes: the broker o
 class Drained:
     readings: int
     seconds: float
+    cpu_s: float = 0.0  # this process's CPU time meanwhile (the agent: every thread of it)
+    threads: dict[str, float] = field(default_factory=dict)  # CPU seconds by thread
 
     @property
     def per_s(self) -> float:
         return self.readings / self.seconds
+
+    @property
+    def cpu_us_per_reading(self) -> float:
+        return self.cpu_s / self.readings * 1e6
 
 EPOCH = str(uuid.uuid4())  # the baseline loop's own store identity
 
@@ -87,12 +96,13 @@ async def agent_drain(
             writer_profile = profilers[1]
             store.call(lambda db: writer_profile.enable())
             profilers[0].enable()
-        start = time.monotonic()
+        start, cpu, threads = time.monotonic(), time.process_time(), thread_cpu()
         task = asyncio.create_task(daemon.run(stop))
         try:
             await until(lambda: task.done() or int(daemon.status()["acked_readings"]) >= n,
                         deadline_s or max(180.0, n / 100), f"drain of {n} readings")
-            seconds = time.monotonic() - start
+            seconds, cpu = time.monotonic() - start, time.process_time() - cpu
+            threads = {k: v - threads.get(k, 0.0) for k, v in thread_cpu().items()}
         finally:
             if profilers is not None:
                 profilers[0].disable()
@@ -104,7 +114,7 @@ async def agent_drain(
         pending = store.stats()["readings_pending_sync"]
     if pending:
         raise BenchError(f"drain: {pending} readings still unacknowledged")
-    return Drained(n, seconds)
+    return Drained(n, seconds, cpu, threads)
 
 
 def read_chunks(src: Path, n: int, size: int) -> Iterator[list[dict[str, Any]]]:
@@ -113,10 +123,8 @@ def read_chunks(src: Path, n: int, size: int) -> Iterator[list[dict[str, Any]]]:
     try:
         last, taken = 0, 0
         while taken < n:
-            cur = conn.execute(f"SELECT {outbox.READING_COLUMNS} FROM readings WHERE seq > ? "
-                               "ORDER BY seq LIMIT ?", [last, min(size, n - taken)])
-            names = [d[0] for d in cur.description]
-            rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+            rows = outbox.readings(Database(conn), "seq > ? ORDER BY seq LIMIT ?",
+                                   [last, min(size, n - taken)])
             if not rows:
                 return
             last, taken = rows[-1]["seq"], taken + len(rows)

@@ -126,6 +126,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # fields 14 and 15 of stat(5)
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of this process's threads so far, summed by Python thread name without its
+    number (``store-reader_0`` -> ``store-reader``; paho's network loop is ``paho``; the
+    main thread runs the event loop); threads Python does not know are ``other``."""
+    import re
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = names.get(int(task.name), "other")
+        name = "event-loop" if name == "MainThread" else "paho" if name.startswith(
+            "paho") else re.sub(r"[_-]\d+$", "", name)
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -193,11 +215,13 @@ class Bench:
             self._procs.remove(proc)
         return int(proc.returncode)
 
-    async def receivers(self, central: Path, count: int = 1,
-                        group: str = "receivers") -> list[subprocess.Popen[bytes]]:
+    async def receivers(self, central: Path, count: int = 1, group: str = "receivers",
+                        broker: MosquittoBroker | None = None
+                        ) -> list[subprocess.Popen[bytes]]:
         """``count`` real receivers (``edge-agent receive``) sharing ``group``, into one
-        SQLite central; returns once the broker has logged each one's subscription."""
-        broker = self.broker
+        SQLite central, on ``broker`` (default: the run's); returns once the broker has
+        logged each one's subscription."""
+        broker = broker or self.broker
         procs = []
         for _ in range(count):
             self._counter += 1

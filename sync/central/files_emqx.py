@@ -17,7 +17,12 @@ Differences from EMQX, on purpose or by necessity:
   unit id from the client id (``edge-agent-{unit}``).
 * ``packet_id`` is the id the message had on the receiver's own session, not the unit's (a
   broker in between renumbers); the unit matches a response by its ``topic``.
-* The PUBACK the unit gets is Mosquitto's, not the command's result.
+* The PUBACK the unit gets is Mosquitto's, not the command's result (0x00 while the emulation
+  listens, which the unit does not read; 0x10 when nothing listens, which it reads as "file
+  transfer not enabled").
+* The init's ``user_data`` holds opaque ids only (no patient identifier, no original name):
+  the resources it records refer to the patient through the encounter, as central's readings
+  do.
 * EMQX accepts segments at any offset and checks coverage at ``fin``; the emulation stores in
   order (it keeps the part of a segment beyond what it holds, and refuses a segment past a gap
   with 0x80, which makes the unit send it again).

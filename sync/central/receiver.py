@@ -133,6 +133,8 @@ class Receiver:
         announce: Callable[[str], None] | None = None,  # connection news for an operator
         # Signs the commands it sends (sync/signing.py): (unit, topic, body) -> payload.
         sign: Callable[[str, str, dict[str, Any]], bytes] | None = None,
+        # Signs its acks (Signer.ack_properties): (unit, ack payload) -> MQTT 5 user properties.
+        sign_ack: Callable[[str, bytes], list[tuple[str, str]]] | None = None,
         # Teleconsultation files (sync/central/files.py); default: beside a SQLite store.
         # One receiver of a group serves them (serve_files=False for the others).
         files_dir: Path | None = None,
@@ -158,6 +160,7 @@ class Receiver:
         self._link_factory = link_factory
         self._announce = announce
         self._sign = sign
+        self._sign_ack = sign_ack
         self._backoff = Backoff(0.2, retry_cap)
         self._store: CentralStore | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -329,10 +332,11 @@ class Receiver:
     def _ack(self, link: MqttLink, message: Message, outcome: Outcome) -> None:
         """Called only after the commit: ack, then PUBACK."""
         batch = outcome.batch
-        body = ack_body(outcome, message, time.time())
+        payload = json.dumps(ack_body(outcome, message, time.time())).encode()
+        signature = self._sign_ack(batch.unit, payload) if self._sign_ack is not None else []
         try:
-            link.publish(topics.ACK.of(batch.unit), json.dumps(body).encode(),
-                         qos=topics.ACK.qos, content_type=topics.ACK.content_type)
+            link.publish(topics.ACK.of(batch.unit), payload, qos=topics.ACK.qos,
+                         content_type=topics.ACK.content_type, user_properties=signature)
         except LinkError as exc:
             # Stored, not acknowledged: the unit re-sends after its timeout and the duplicate
             # is stored as nothing new, then acknowledged. No PUBACK: the broker redelivers.
@@ -359,9 +363,11 @@ class Receiver:
             return
         notice = DeadLetterNotice(told, letter.batch_id, letter.epoch, len(letter.payload),
                                   letter.received_at)
+        payload = dead_letter_body(notice)  # signed as an ack is: the unit verifies both
+        signature = self._sign_ack(unit, payload) if self._sign_ack is not None else []
         try:
-            link.publish(topics.ACK.of(unit), dead_letter_body(notice), qos=topics.ACK.qos,
-                         content_type=topics.ACK.content_type)
+            link.publish(topics.ACK.of(unit), payload, qos=topics.ACK.qos,
+                         content_type=topics.ACK.content_type, user_properties=signature)
         except LinkError as exc:  # parked all the same; the unit sends it again and is told
             log.warning("receiver: parked a message of unit %s but could not tell it: %s",
                         unit, exc)

@@ -14,10 +14,21 @@ publisher's client id: ``{client id, file_id}``. The result of each command is t
 reason code (MQTT 5) and, since EMQX 5.3.2, a JSON message on ``$file-response/{client id}``
 (or the command's Response-Topic) ``{vsn, topic, packet_id, reason_code,
 reason_description}``. This unit reads the response message, matched by the command topic it
-names (one command outstanding at a time); it does not read PUBACK reason codes, because
-through a broker that is not EMQX a PUBACK says only that the broker took the message (and
-Mosquitto answers 0x10 "no matching subscribers" when nobody listens: in EMQX's table that
-would mean "send every segment again").
+names (one command outstanding at a time). It also reads the PUBACK reason code where the
+broker publishes no response (:func:`puback_meaning`): 0x10 "no matching subscribers" means no
+file transfer runs there (an EMQX with file transfer disabled routes ``$file/...`` as a plain
+topic), so the unit backs off as when nobody answers; any code >= 0x80 is the broker's refusal
+(not authorised, packet too large, quota) or, for 0x80, EMQX's own failure (whose response,
+the twin of that PUBACK, is then not acted on twice). A PUBACK 0x00 is not read: EMQX >= 5.3.2
+sends the response too, and through a broker that is not EMQX a 0x00 only says the broker
+took the message.
+
+How long EMQX keeps segments: ``segments_ttl`` in the init, clamped by EMQX to
+``file_transfer.storage.local.segments.gc`` ``[minimum_segments_ttl, maximum_segments_ttl]``,
+5 min and 24 h by default (apps/emqx_ft/src/emqx_ft_storage_fs_gc.erl). The unit asks for
+:data:`SEGMENTS_TTL` (24 h, which a default EMQX keeps) and resumes from what EMQX confirmed
+only while the oldest confirmation is younger than :data:`RESUME_WITHIN`; past that the file
+starts again from 0 (EMQX may have collected the early segments, and ``fin`` would fail).
 
 There is no "which bytes do you hold" query. Resuming (a reconnect, an unanswered command) is
 EMQX's documented way: send ``init`` again, byte-identical (EMQX accepts an identical init and
@@ -47,13 +58,15 @@ from sync.files.uploader import (
     FileQueue,
     Outcome,
     Phase,
+    Send,
     Transfer,
 )
 
 COMMAND_PREFIX: Final = "$file"
 RESPONSE_PREFIX: Final = "$file-response"
 QOS: Final = 1
-SEGMENTS_TTL: Final = 7 * 24 * 3600  # keep segments a week: a van may stay offline that long
+SEGMENTS_TTL: Final = 24 * 3600  # EMQX's default maximum_segments_ttl: more is cut to it
+RESUME_WITHIN: Final = SEGMENTS_TTL - 3600  # an hour's margin for the resumed upload itself
 RESPONSE_VSN: Final = "0.1"
 CLIENT_PREFIX: Final = "edge-agent-"  # the unit's MQTT client id (sync/daemon.py link_options)
 
@@ -62,6 +75,7 @@ NO_MATCHING_SUBSCRIBERS: Final = 0x10  # EMQX: "retransmit all segments"
 UNSPECIFIED_ERROR: Final = 0x80
 IMPLEMENTATION_SPECIFIC: Final = 0x83  # EMQX: "cancel the transfer"
 QUOTA_EXCEEDED: Final = 0x97  # EMQX: "pause, then retransmit"
+PACKET_TOO_LARGE: Final = 0x95  # the broker's maximum packet size: smaller segments
 MAX_INIT_REFUSALS = 3  # inits refused in a row before the file is left to an operator
 
 
@@ -144,8 +158,7 @@ def _count(text: str) -> int | None:
 def safe_name(init: FileInit) -> str:
     """EMQX stores the file under ``name`` (240 bytes at most; unsafe characters are refused
     or escaped): the sha256 and the original extension, never a name a nurse typed (it may
-    hold a patient's name). The original name travels in ``user_data`` like every other
-    field of the native init."""
+    hold a patient's name)."""
     ext = ""
     if init.name and "." in init.name:
         tail = init.name.rsplit(".", 1)[1].lower()
@@ -154,12 +167,21 @@ def safe_name(init: FileInit) -> str:
     return init.sha256 + ext
 
 
+def opaque(init: FileInit) -> FileInit:
+    """What EMQX may keep of a file's description (it stores the init, ``user_data``
+    included, on the broker): opaque ids only. No patient identifier and no original file
+    name (a name like "ECG_0412 Mme X.pdf" names the patient); central finds the patient
+    through the encounter id, which its readings carry with the patient's identifier."""
+    return replace(init, name=None, patient_system=None, patient_value=None)
+
+
 def init_payload(init: FileInit) -> bytes:
     """Byte-identical for one file whenever it is sent (EMQX refuses a different init for a
     transfer it knows): no time in it, and the segment size (which follows the link) is 0."""
     meta: dict[str, Any] = {
         "name": safe_name(init), "size": init.size, "checksum": init.sha256,
-        "segments_ttl": SEGMENTS_TTL, "user_data": asdict(replace(init, segment_size=0)),
+        "segments_ttl": SEGMENTS_TTL,
+        "user_data": asdict(replace(opaque(init), segment_size=0)),
     }
     return json.dumps(meta, separators=(",", ":"), sort_keys=True).encode()
 
@@ -223,6 +245,8 @@ class EmqxUploader(FileQueue[_Current]):
     confirmed, remembered here."""
 
     confirmed: dict[str, int] = field(default_factory=dict)  # file id -> bytes EMQX confirmed
+    confirmed_since: dict[str, float] = field(default_factory=dict)  # its oldest confirmation
+    expired: int = 0  # resumes given up: EMQX may have collected the segments (segments_ttl)
     _pause_until: float = 0.0  # 0x97: EMQX asked to wait
 
     def _start(self, file_id: str, size: int) -> _Current:
@@ -239,7 +263,28 @@ class EmqxUploader(FileQueue[_Current]):
 
     def _forget(self, file_id: str) -> None:
         self.confirmed.pop(file_id, None)
+        self.confirmed_since.pop(file_id, None)
         super()._forget(file_id)
+
+    def next_send(self, now: float) -> Send | None:
+        cur = self.current
+        since = self.confirmed_since.get(cur.file_id) if cur is not None else None
+        if cur is not None and since is not None and now - since > RESUME_WITHIN:
+            # EMQX may have collected the first segments: all of them again, from init.
+            self.expired += 1
+            self._forget(cur.file_id)
+            cur.phase, cur.waiting = Phase.INIT, ""
+        return super().next_send(now)
+
+    def no_route(self, file_id: str, command: str, now: float) -> None:
+        """PUBACK 0x10 on ``command``: nothing handles ``$file/...`` there (file transfer not
+        enabled): wait as after an unanswered init, then init again. What EMQX confirmed is
+        kept (the segments are EMQX's until their TTL)."""
+        cur = self.current
+        if cur is None or cur.file_id != file_id or cur.waiting != command:
+            return
+        self.retry.timed_out(now)
+        cur.phase, cur.waiting = Phase.INIT, ""
 
     def on_answer(self, file_id: str, command: str, reason_code: int,
                   now: float) -> list[Outcome]:
@@ -277,12 +322,15 @@ class EmqxUploader(FileQueue[_Current]):
             return []
         if reason_code == SUCCESS:
             self.confirmed[file_id] = max(self.confirmed.get(file_id, 0), cur.pending_end)
+            self.confirmed_since.setdefault(file_id, now)
             self.sizer.acked()
         elif reason_code == NO_MATCHING_SUBSCRIBERS:
             self._restart(cur)
             return []
         else:
             self.bad_segments += 1  # EMQX: this segment again
+            if reason_code == PACKET_TOO_LARGE:
+                self.sizer.interrupted()  # the broker's packet limit: a smaller one
         cur.phase = Phase.FIN if self.confirmed.get(file_id, 0) >= cur.size else Phase.SEGMENT
         return []
 
@@ -297,3 +345,15 @@ def reply_key_of(topic: str) -> tuple[str, str] | None:
     if command is None or command.kind == "abort" or not is_file_id(command.file_id):
         return None
     return command.file_id, command.reply_key()
+
+
+def puback_meaning(reason_code: int) -> str:
+    """What the unit makes of a command's PUBACK: "ignore" (0x00 and other successes: the
+    response says more), "no-route" (0x10: nothing handles ``$file/...``), "twin" (0x80:
+    EMQX's own failure, whose response follows) or "refused" (the broker refused the
+    publish: no response follows)."""
+    if reason_code == NO_MATCHING_SUBSCRIBERS:
+        return "no-route"
+    if reason_code < UNSPECIFIED_ERROR:
+        return "ignore"
+    return "twin" if reason_code == UNSPECIFIED_ERROR else "refused"

@@ -7,7 +7,8 @@ the uploader's decisions into MQTT messages; the sync daemon owns the link and c
     sender.connected() / disconnected()
     sender.on_message(topic, payload)   True when it was a file ack (then consumed)
     sender.next_publish(now, pace)      the next message to publish, or None
-    sender.published(out, now)          once the link took it
+    sender.published(out, now, mid)     once the link took it (mid: its PUBACK is read)
+    sender.on_puback(mid, code, now)    EMQX mode: a command's PUBACK reason code
     sender.deadline()                   when to call next_publish again (pacing, ack timeout)
     await sender.refresh()              the queue again (after a new file, at start)
 
@@ -75,6 +76,10 @@ class FileSender:
         self.teleconsult: str | None = None  # the encounter in teleconsultation now
         self._held: Outgoing | None = None  # paced: due at _held_at
         self._held_at = 0.0
+        # EMQX mode: publish mid -> (file id, reply key, command topic) until its PUBACK, and
+        # per command topic the 0x80 responses still to come for a PUBACK 0x80 already read.
+        self._mids: dict[int, tuple[str, str, str]] = {}
+        self._twins: dict[str, int] = {}
 
     def set_uplink(self, bps: float | None) -> None:
         self.uploader.sizer.bits_per_second = bps
@@ -115,7 +120,27 @@ class FileSender:
 
     def disconnected(self) -> None:
         self._held = None
+        self._mids.clear()  # those PUBACKs will never come
+        self._twins.clear()
         self.uploader.disconnected()
+
+    def on_puback(self, mid: int, reason_code: int, now: float) -> None:
+        """EMQX mode: a command's PUBACK, read where the broker publishes no response
+        (:func:`sync.files.emqx.puback_meaning`)."""
+        entry = self._mids.pop(mid, None)
+        if entry is None or not isinstance(self.uploader, emqx.EmqxUploader):
+            return
+        file_id, key, topic = entry
+        meaning = emqx.puback_meaning(reason_code)
+        if meaning == "ignore":
+            return
+        log.warning("files: the broker answered %s with PUBACK %#04x", topic[:80], reason_code)
+        if meaning == "no-route":
+            self.uploader.no_route(file_id, key, now)
+            return
+        if meaning == "twin":
+            self._twins[topic] = self._twins.get(topic, 0) + 1
+        self._outcomes(self.uploader.on_answer(file_id, key, reason_code, now))
 
     def on_message(self, topic: str, payload: bytes) -> bool:
         if isinstance(self.uploader, emqx.EmqxUploader):
@@ -131,6 +156,10 @@ class FileSender:
             key = emqx.reply_key_of(response.topic)
             if key is None:
                 return True  # a response to a command this unit does not send
+            if response.reason_code == emqx.UNSPECIFIED_ERROR and self._twins.get(
+                    response.topic):
+                self._twins[response.topic] -= 1  # its PUBACK 0x80 was acted on already
+                return True
             if response.reason_code != emqx.SUCCESS:
                 log.warning("files: EMQX answered %s with %#04x (%s)", response.topic[:80],
                             response.reason_code, response.reason_description[:200])
@@ -186,8 +215,12 @@ class FileSender:
             return None
         return out
 
-    def published(self, out: Outgoing, now: float) -> None:
+    def published(self, out: Outgoing, now: float, mid: int | None = None) -> None:
         self.uploader.sent(out.send, now)
+        if mid is not None and self.mode == "emqx":
+            key = emqx.reply_key_of(out.topic)
+            if key is not None:
+                self._mids[mid] = (*key, out.topic)
 
     def deadline(self) -> float | None:
         if self._held is not None:

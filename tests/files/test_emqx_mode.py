@@ -10,6 +10,7 @@ import json
 import os
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -24,7 +25,9 @@ from sync.central.receiver import Receiver
 from sync.daemon import SyncDaemon
 from sync.files import emqx
 from sync.files.protocol import FileInit
+from sync.files.sender import FileSender
 from sync.files.uploader import (
+    NO_ROUTE,
     Completed,
     Failed,
     SegmentSizer,
@@ -71,7 +74,30 @@ def test_init_is_byte_identical_whatever_the_segment_size_and_hides_the_name() -
     assert meta["name"] == f"{SHA}.pdf" and "Dupont" not in meta["name"]
     assert meta["checksum"] == SHA and meta["size"] == 10 and meta["segments_ttl"] > 0
     assert "expire_at" not in meta
-    assert emqx.file_init_of(first).name == "Dupont scan.PDF"  # in user_data, as native
+    assert emqx.file_init_of(first).name is None  # EMQX keeps user_data: not even there
+
+
+def test_init_carries_opaque_ids_only_and_a_segments_ttl_emqx_keeps() -> None:
+    """EMQX stores the init (user_data included) on the broker: no patient identifier and no
+    original file name in it; central maps the encounter id back through its readings."""
+    init = replace(_init(name="ECG_0412 Mme X.pdf"), kind="ecg", device="ecg-1",
+                   encounter_id="6f1c2a9e-0b7d-4c1e-9a53-2f4d8e7b1c00",
+                   patient_system="urn:oid:1.2.250.1.213.1.4.8",
+                   patient_value="1850312345678")
+    payload = emqx.init_payload(init)
+    text = payload.decode()
+    for private in ("ECG_0412", "Mme X", "1850312345678", "urn:oid:1.2.250.1.213.1.4.8"):
+        assert private not in text, private
+    meta = json.loads(payload)
+    assert meta["name"] == f"{SHA}.pdf"
+    user = meta["user_data"]
+    assert user["encounter_id"] == init.encounter_id and user["file_id"] == SHA
+    assert user["name"] is None and user["patient_value"] is None
+    assert user["patient_system"] is None
+    # EMQX clamps segments_ttl to [minimum_segments_ttl, maximum_segments_ttl], 5 min and
+    # 24 h by default: ask for what a default EMQX keeps, and resume only within it.
+    assert 300 <= meta["segments_ttl"] <= 24 * 3600
+    assert meta["segments_ttl"] > emqx.RESUME_WITHIN
 
 
 def test_response_round_trip_and_refusals() -> None:
@@ -138,6 +164,44 @@ def test_segment_error_resends_it_fin_error_resends_all_then_gives_up() -> None:
         _step(up, 0)
     outcome = _step(up, 0, emqx.UNSPECIFIED_ERROR)
     assert isinstance(outcome, list) and isinstance(outcome[0], Failed)
+
+
+def test_a_resume_older_than_emqx_keeps_segments_starts_the_file_again() -> None:
+    """EMQX collects segments older than segments_ttl: past RESUME_WITHIN the confirmed
+    prefix is forgotten and the file starts from 0 (else fin fails on missing segments)."""
+    for offline_s, resumes_at in ((emqx.RESUME_WITHIN - 60, 8192),
+                                  (emqx.RESUME_WITHIN + 60, 0)):
+        up = _uploader()
+        _step(up, 0)  # init
+        assert _step(up, 0) == SendSegment(SHA, 0, 8192)  # confirmed at t=0
+        up.disconnected()
+        up.connected()
+        now = float(offline_s)
+        assert up.next_send(now) == SendInit(SHA)
+        up.sent(SendInit(SHA), now)
+        up.on_answer(SHA, "init", 0, now)
+        send = up.next_send(now)
+        assert isinstance(send, SendSegment) and send.offset == resumes_at, offline_s
+        assert up.expired == (resumes_at == 0)
+
+
+def test_puback_codes_where_emqx_publishes_no_response() -> None:
+    """0x10: nothing handles $file/ (file transfer off): back off as when nobody answers.
+    0x00 says nothing (the response does). Other codes are the answer."""
+    assert [emqx.puback_meaning(c) for c in (0x00, 0x10, 0x80, 0x87, 0x95, 0x97)] == [
+        "ignore", "no-route", "twin", "refused", "refused", "refused"]
+    up = _uploader()
+    up.sent(up.next_send(0) or SendInit(SHA), 0)
+    up.no_route(SHA, "init", 0)
+    assert up.retry.state() == "central does not take files yet"
+    assert up.next_send(0.1) is None  # waits, then init again
+    assert up.next_send(up.retry.retry_at) == SendInit(SHA)
+    _step(up, up.retry.retry_at)
+    seg = up.next_send(10)
+    assert seg == SendSegment(SHA, 0, 8192)
+    up.sent(seg, 10)
+    assert up.on_answer(SHA, "seg/0", emqx.PACKET_TOO_LARGE, 10) == []
+    assert up.next_send(10) == SendSegment(SHA, 0, 4096)  # the broker's limit: smaller
 
 
 def test_fin_success_completes_and_0x83_cancels() -> None:
@@ -213,6 +277,48 @@ def test_mosquitto_routes_dollar_file_topics_to_an_explicit_subscriber(
             c.disconnect()
     assert got == [(f"$file/{SHA}/0", "$file-response/unit")]
     assert codes == [0x10, 0x00]
+
+
+async def test_a_puback_0x10_on_init_backs_off_at_once_and_says_so(
+        tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    """Nobody handles $file/ (here: Mosquitto, no emulation; an EMQX with file transfer off
+    routes it the same way): its PUBACK 0x10 is read, the unit backs off and says so without
+    waiting for the ack timeout (120 s here). A PUBACK 0x80 and the response that twins it
+    count once."""
+    cfg = settings(tmp_path, mosquitto.port, timeout=120.0)
+    cfg = cfg.model_copy(update={"files": FilesSettings(mode="emqx")})
+    stop = asyncio.Event()
+    with Store(cfg.store.path, UNIT) as store:
+        item = AttachmentStore(store).add_bytes(os.urandom(10_000), name="x.pdf")
+        daemon = SyncDaemon(store, cfg)
+        task = asyncio.create_task(daemon.run(stop))
+        await wait_until(lambda: daemon.status()["files_state"] == NO_ROUTE, 30,
+                         "no route from the PUBACK")
+        inits = daemon.files.uploader.inits
+        stop.set()
+        await task
+        assert inits == 1
+        # The twin: EMQX answers a failed segment with PUBACK 0x80 and a 0x80 response.
+        sender = FileSender(store, UNIT, uplink_bps=32_768, mode="emqx")
+        await sender.refresh()
+        sender.connected()
+        for mid in (1, 2):
+            out = sender.next_publish(0, lambda n, t: 0.0)
+            assert out is not None
+            sender.published(out, 0, mid)
+            if mid == 1:
+                sender.on_message(emqx.response_topic(sender.client_id),
+                                  emqx.Response(out.topic, mid, 0).encode())  # init taken
+        assert out is not None and out.topic.startswith(f"$file/{item.file_id}/0/")
+        sender.on_puback(2, emqx.UNSPECIFIED_ERROR, 0)
+        again = sender.next_publish(0, lambda n, t: 0.0)
+        assert again is not None and again.topic == out.topic  # the segment again
+        sender.published(again, 0, 3)
+        sender.on_message(emqx.response_topic(sender.client_id),
+                          emqx.Response(out.topic, 2, emqx.UNSPECIFIED_ERROR).encode())
+        assert sender.uploader.bad_segments == 1  # the twin response is not a second failure
+        assert sender.uploader.current is not None
+        assert sender.uploader.current.waiting == "seg/0"  # still waiting for the re-sent one
 
 
 async def test_emqx_mode_end_to_end_through_mosquitto_with_the_emulation(

@@ -127,7 +127,7 @@ async def test_a_lost_database_connection_is_retried_not_parked(
     async with running(rx), stub_unit(mosquitto.port, UNIT) as unit:
         with psycopg.connect(postgres, autocommit=True) as admin:  # central's DBA restarts it
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                          "datname = 'central' AND pid <> pg_backend_pid()")
+                          "datname = current_database() AND pid <> pg_backend_pid()")
         ack = await unit.ack_for(unit.send(epoch, rows(range(1, 6))))
     assert (ack["stored"], ack["refused"]) == (5, [])
     assert rx.counts.transient_errors >= 1 and rx.counts.dead_letters == 0

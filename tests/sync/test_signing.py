@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import random
 import time
@@ -16,6 +17,9 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 
 from edge_agent.models import measurement
 from edge_agent.public_keys import public_key_text
@@ -26,7 +30,14 @@ from sync.central.receiver import Receiver
 from sync.daemon import SyncDaemon
 from sync.link import LinkEvent
 from sync.refusals import AlreadyApplied, DownlinkRefused
-from sync.signing import Counters, Signer, Trust, verify
+from sync.signing import (
+    MAX_COUNTER_AHEAD_US,
+    MAX_LIFETIME_S,
+    Counters,
+    Signer,
+    Trust,
+    verify,
+)
 from tests.broker import MosquittoBroker
 from tests.sync.central_kit import rows, stub_unit
 from tests.sync.checker import watching
@@ -246,3 +257,94 @@ async def test_the_receiver_signs_the_resend_commands_it_sends(
                         payload=json.dumps(envelope).encode(), now=time.time())
     command = json.loads(message)
     assert command == {**command, "cmd": "resend-from", "seq": 3, "epoch": epoch}
+
+
+# --- bounds: no signed message locks a topic; central's signed reset and rotation ------------
+NOW_US = int(NOW * 1_000_000)
+
+
+def test_a_signed_counter_jump_and_a_ten_year_expiry_are_refused() -> None:
+    kit = Kit()
+    assert "days ahead of this unit's clock" in refused(kit, Counters({}), kit.cmd(
+        kit.central, 2**62))
+    assert "days ahead, more than the 8" in refused(kit, Counters({}), kit.cmd(
+        kit.central, NOW_US, exp=NOW + 10 * 365 * 86400))
+    # Within the bounds: accepted.
+    accept(kit, Counters({}), kit.cmd(kit.central, NOW_US + MAX_COUNTER_AHEAD_US,
+                                      exp=NOW + MAX_LIFETIME_S))
+
+
+@settings_(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 2**63), st.integers(-10**10, 10**10),
+                          st.sampled_from(["cmd", "config", "trust"])), max_size=12))
+def test_whatever_central_signed_its_messages_of_30_days_later_pass(
+    sent: list[tuple[int, int, str]]
+) -> None:
+    kit = KIT
+    counters = Counters({})
+    for ctr, ttl, track in sent:
+        topic = "config" if track == "config" else "cmd"
+        body = ({"id": "r", "cmd": "trust-reset"} if track == "trust"
+                else {"version": 1} if topic == "config" else {"id": "c", "cmd": "sync-now"})
+        payload = kit.central.sign(UNIT, topic, body, ctr=ctr, exp=NOW + ttl)
+        with contextlib.suppress(DownlinkRefused, AlreadyApplied):
+            counters = verify(kit.trust, counters, unit=UNIT, topic=topic, payload=payload,
+                              now=NOW)[1]
+    assert all(v <= NOW_US + MAX_COUNTER_AHEAD_US for v in counters.last.values())
+    later = NOW + MAX_COUNTER_AHEAD_US / 1e6 + 1
+    for topic, body in (("cmd", {"id": "n", "cmd": "sync-now"}), ("config", {"version": 9})):
+        verify(kit.trust, counters, unit=UNIT, topic=topic, now=later, payload=kit.central.sign(
+            UNIT, topic, body, ctr=int(later * 1e6), exp=later + 3600))
+
+
+KIT = Kit()
+
+
+def reset(kit: Kit, ctr: int, signer: Signer | None = None, **body: Any) -> bytes:
+    return (signer or kit.central).sign(UNIT, "cmd", {"id": "r1", "cmd": "trust-reset",
+                                                      **body}, ctr=ctr, exp=NOW + 600)
+
+
+def test_a_signed_trust_reset_unlocks_a_stuck_unit_and_cannot_be_replayed() -> None:
+    kit = Kit()
+    stuck = Counters({"cmd": 2**62, "config": 2**62})  # what the old code accepted and kept
+    assert "replayed" in refused(kit, stuck, kit.cmd(kit.central, NOW_US))
+    body, after = accept(kit, stuck, reset(kit, NOW_US))
+    assert body["cmd"] == "trust-reset"
+    assert after.last == {"cmd": NOW_US, "config": NOW_US, "trust": NOW_US}
+    assert "replayed" in refused(kit, after, reset(kit, NOW_US))  # a reset replayed
+    assert "replayed" in refused(kit, after, kit.cmd(kit.central, NOW_US - 1))  # signed before
+    accept(kit, after, kit.cmd(kit.central, NOW_US + 1))  # central's next message passes
+    # A reset does not raise a counter that is below it.
+    _, low = accept(kit, Counters({"cmd": 5}), reset(kit, NOW_US))
+    assert low.last["cmd"] == 5
+    # Unsigned, or signed by another key: refused, even by a unit without keys.
+    plain = json.dumps({"id": "r", "cmd": "trust-reset"}).encode()
+    with pytest.raises(DownlinkRefused, match="must be signed"):
+        verify(Trust.from_texts([]), stuck, unit=UNIT, topic="cmd", payload=plain, now=NOW)
+    assert "unknown key" in refused(kit, stuck, reset(kit, NOW_US, kit.attacker))
+    assert "takes only" in refused(kit, stuck, reset(kit, NOW_US, extra=1))
+
+
+def test_a_signed_rotate_key_replaces_the_keys_until_a_reset_to_config() -> None:
+    kit = Kit()
+    new = Signer(Ed25519PrivateKey.generate())
+    rotate = kit.central.sign(UNIT, "cmd", {"id": "k", "cmd": "rotate-key", "keys": [
+        public_key_text(new.private.public_key())]}, ctr=NOW_US, exp=NOW + 600)
+    _, after = accept(kit, Counters({}), rotate)
+    assert Counters.from_json(json.loads(json.dumps(after.to_json()))) == after
+    configured = [public_key_text(s.private.public_key()) for s in (kit.central, kit.rotated)]
+    trust = Trust.in_effect(configured, True, after)
+    assert set(trust.keys) == {new.kid}
+    cmd = kit.cmd(kit.central, NOW_US + 1)
+    with pytest.raises(DownlinkRefused, match="unknown key"):  # the old key no longer counts
+        verify(trust, after, unit=UNIT, topic="cmd", payload=cmd, now=NOW)
+    verify(trust, after, unit=UNIT, topic="cmd", payload=kit.cmd(new, NOW_US + 1), now=NOW)
+    _, back = verify(trust, after, unit=UNIT, topic="cmd", now=NOW,
+                     payload=reset(kit, NOW_US + 2, new, keys="config"))
+    assert set(Trust.in_effect(configured, True, back).keys) == {kit.central.kid,
+                                                                kit.rotated.kid}
+    for keys, why in (([], "non-empty"), (["ed25519:AAAA"], "32 bytes"), ("x", "non-empty")):
+        bad = kit.central.sign(UNIT, "cmd", {"id": "k", "cmd": "rotate-key", "keys": keys},
+                               ctr=NOW_US, exp=NOW + 600)
+        assert why in refused(kit, Counters({}), bad)

@@ -4,6 +4,7 @@ on a real Mosquitto: a unit syncs; it cannot publish as another unit; no certifi
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,3 +118,38 @@ async def test_no_client_certificate_no_connection(pki: Path, tls_broker: Mosqui
     finally:
         link.stop()
     assert first.kind == "disconnected" and not link.connected
+    assert "the broker" in first.reason and "certificate" in first.reason, first.reason
+
+
+async def first_refusal(options: LinkOptions) -> str:
+    link = MqttLink(options)
+    events = link.start()
+    try:
+        event = await next_of(events, "disconnected")
+    finally:
+        link.stop()
+    return event.reason
+
+
+# paho leaves the socket of a failed TLS handshake to the garbage collector (it closes the fd,
+# with a ResourceWarning): collected within this test, so the warning is not another test's.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_tls_errors_say_which_side_refused_what(tmp_path: Path, pki: Path,
+                                                      tls_broker: MosquittoBroker) -> None:
+    other = tmp_path / "other-ca"
+    other.mkdir()
+    make_ca(other)
+    make_cert(other, "mmu-a")
+    port = tls_broker.port
+    # The unit does not trust the broker's certificate (ca_file is another CA).
+    wrong_ca = TlsFiles(other / "ca.pem", pki / "mmu-a.pem", pki / "mmu-a.key")
+    reason = await first_refusal(LinkOptions("mmu-a", "127.0.0.1", port, tls=wrong_ca))
+    assert reason.startswith("connect failed: this unit refused the broker's certificate"), reason
+    # The broker does not accept the unit's certificate (issued by another CA).
+    foreign = TlsFiles(pki / "ca.pem", other / "mmu-a.pem", other / "mmu-a.key")
+    reason = await first_refusal(LinkOptions("mmu-a", "127.0.0.1", port, tls=foreign))
+    assert "the broker refused this unit's certificate" in reason, reason
+    for text in (reason, await first_refusal(LinkOptions("anon", "127.0.0.1", port,
+                                                         tls=TlsFiles(pki / "ca.pem")))):
+        assert "Unspecified error" not in text and "refused the session" not in text, text
+    gc.collect()
