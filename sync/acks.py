@@ -5,6 +5,11 @@ a conflict, a store error), central's last contiguous seq for this store's epoch
 time stamps of an NTP-style exchange: ``t_origin`` (the unit's clock when it published, echoed
 from the message's ``sent_at`` property), ``t_recv`` and ``t_send`` (central's clock). Anything
 else is refused unparsed (:class:`ValueError`); an ack is about 200 bytes.
+
+A *dead-letter notice* travels on the same topic: ``{"dead_letter": {"reason", "batch_id",
+"epoch", "bytes", "parked_at"}}`` says central parked one of the unit's messages for a human
+(it could not decode it, or its store refused it for good). The batch id and epoch are those
+of the message's user properties (``null`` when it had none). No reading, no payload.
 """
 
 from __future__ import annotations
@@ -67,3 +72,46 @@ def parse_ack(payload: bytes) -> Ack:
         t_send = _number(data, "central_time")  # older receivers: one time stamp
     return Ack(data["batch_id"], seq, epoch, refused, _number(data, "t_origin"),
                _number(data, "t_recv"), t_send)
+
+
+MAX_REASON = 200  # a dead letter's reason as the unit sees it: the error's first words
+
+
+@dataclass(frozen=True)
+class DeadLetterNotice:
+    reason: str
+    batch_id: str | None = None
+    epoch: str | None = None
+    bytes: int = 0
+    parked_at: str | None = None
+
+
+def dead_letter_body(notice: DeadLetterNotice) -> bytes:
+    """Central's side: the notice as it goes on ``down/ack``."""
+    return json.dumps({"dead_letter": {
+        "reason": notice.reason[:MAX_REASON], "batch_id": notice.batch_id,
+        "epoch": notice.epoch, "bytes": notice.bytes, "parked_at": notice.parked_at}}).encode()
+
+
+def parse_dead_letter(payload: bytes) -> DeadLetterNotice | None:
+    """A dead-letter notice, strictly; None when the payload is not one (an ordinary ack, or
+    anything :func:`parse_ack` refuses); ValueError for a notice of the wrong shape."""
+    if len(payload) > MAX_ACK_BYTES or b'"dead_letter"' not in payload:
+        return None
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or "dead_letter" not in data:
+        return None
+    body = data["dead_letter"]
+    if not isinstance(body, dict) or not isinstance(body.get("reason"), str):
+        raise ValueError("a dead-letter notice without a reason")
+    for key in ("batch_id", "epoch", "parked_at"):
+        if body.get(key) is not None and not isinstance(body[key], str):
+            raise ValueError(f"dead letter {key} is not a string")
+    size = body.get("bytes", 0)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ValueError("dead letter bytes is not a count")
+    return DeadLetterNotice(body["reason"][:MAX_REASON], body.get("batch_id"),
+                            body.get("epoch"), size, body.get("parked_at"))

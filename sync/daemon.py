@@ -43,7 +43,7 @@ from edge_agent.settings import Settings
 from edge_agent.store.database import get_state, put_state
 from edge_agent.store.writer import CommitNote, Store
 from sync import codec, fhir, outbox, signing, topics, trusted_downlink
-from sync.acks import Ack, parse_ack
+from sync.acks import Ack, DeadLetterNotice, parse_ack, parse_dead_letter
 from sync.clock_trust import ClockTrust, Verdict, sample
 from sync.downlink import (
     Command,
@@ -108,6 +108,8 @@ class SyncDaemon:
         # Central's keys as acks are checked (the configured ones, or a signed rotation's).
         self.ack_trust = signing.Trust.from_texts(settings.trust.central_keys,
                                                   settings.trust.require_signed)
+        self.dead_letters = 0  # messages of this unit central parked for a human
+        self.last_dead_letter: dict[str, Any] | None = None
         self.wakeups = 0  # loop turns: an idle agent has none
         self.config_version = 0
         self.config_recognised = 0  # retained down/config seen again (after a restart)
@@ -263,6 +265,10 @@ class SyncDaemon:
         the remote configuration it applied, the backlog."""
         self.ack_trust = await trusted_downlink.trust_in_effect(self.store, self.settings)
         saved = await self.store.read_async(lambda db: get_state(db, "config-remote"))
+        before = await self.store.read_async(lambda db: get_state(db, "sync"))
+        if isinstance(before, dict):  # what central told the last run stays told
+            self.dead_letters = int(before.get("dead_letters") or 0)
+            self.last_dead_letter = before.get("last_dead_letter")
         self.settings, self.config_version, self._config_sync = restore_config(
             self.settings, saved)
         self._apply_sync_settings()
@@ -426,6 +432,15 @@ class SyncDaemon:
             self._refuse_ack(link, len(event.payload), str(exc))
             return []
         try:
+            notice = parse_dead_letter(event.payload)
+        except ValueError as exc:
+            self.refused_downlinks += 1
+            log.warning("sync: refused a malformed dead-letter notice: %s", exc)
+            return []
+        if notice is not None:
+            self._dead_letter(notice)
+            return []
+        try:
             ack = parse_ack(event.payload)
         except ValueError as exc:
             self.refused_downlinks += 1
@@ -454,6 +469,21 @@ class SyncDaemon:
             self._event(link, {"type": "downlink-refused", "topic": "ack", "reason": reason,
                                "count": self._acks_unreported})
             self._acks_unreported, self._ack_report_at = 0, now
+
+    def _dead_letter(self, notice: DeadLetterNotice) -> None:
+        """Central parked one of our messages for a human: say so (log, status, `sync
+        status`). The batch stays in flight: its readings are kept and go again."""
+        if notice.epoch is not None and notice.epoch != self.store.epoch:
+            log.warning("sync: ignored a dead-letter notice for another store epoch")
+            return
+        self.dead_letters += 1
+        self.last_dead_letter = {"batch_id": notice.batch_id, "reason": notice.reason,
+                                 "bytes": notice.bytes, "parked_at": notice.parked_at}
+        self.last_error = (f"central parked batch {notice.batch_id or '(unknown)'} as a dead "
+                           f"letter: {notice.reason}")
+        log.error("sync: central parked batch %s (%d bytes) as a dead letter: %s",
+                  notice.batch_id or "(unknown)", notice.bytes, notice.reason)
+        self._poke()
 
     async def _downlink(self, link: MqttLink, event: LinkEvent) -> None:
         """down/cmd and down/config: validated, applied whole, or refused with a reason."""
@@ -533,6 +563,8 @@ class SyncDaemon:
         best = self.trust.best()
         assert best is not None
         self.clock_offset_s, self.clock_delay_s = best.offset, best.delay
+        if verdict is not Verdict.UNSURE:  # certain: the drivers' sink may correct with it
+            self.store.central_offset_s = best.offset
         source = self.store.clock_source
         if verdict is Verdict.CONFIRMED and source is ClockSource.UNTRUSTED:
             log.info("sync: central confirms the unit clock (offset %+.2f s ± %.2f)",
@@ -540,7 +572,8 @@ class SyncDaemon:
             self.store.clock_source = ClockSource.SYSTEM
         elif verdict is Verdict.WRONG and source is ClockSource.SYSTEM:
             log.warning("sync: the unit clock is off by %+.0f s against central; readings are "
-                        "flagged clock-untrusted until it is fixed", best.offset)
+                        "stamped with central's time (the unit's kept) until it is fixed",
+                        best.offset)
             self.store.clock_source = ClockSource.UNTRUSTED
 
     # --- actions --------------------------------------------------------------------------
@@ -754,9 +787,9 @@ class SyncDaemon:
                 at = self._status.due(now)
                 if at is None:
                     body = self._status_body("online")
-                    wait = self.pacer.delay(len(body), now)
-                    if wait > 0:
-                        await asyncio.sleep(wait)
+                    # A few hundred bytes, at most once an interval: sent at once and charged
+                    # to the cap, never slept on (a sleep here held back every alert with it).
+                    self.pacer.delay(len(body), now)
                     with contextlib.suppress(LinkError):
                         link.publish(topics.STATUS.of(self.unit), body,
                                      retain=topics.STATUS.retain,
@@ -817,6 +850,8 @@ class SyncDaemon:
             "clock_delay_s": self.clock_delay_s,
             "refused_downlinks": self.refused_downlinks,
             "refused_acks": self.refused_acks,
+            "dead_letters": self.dead_letters,
+            "last_dead_letter": self.last_dead_letter,
             "config_version": self.config_version,
             "trust_keys": sorted(self.ack_trust.keys),  # key ids, in effect
             "trust_require_signed": self.ack_trust.require_signed,

@@ -73,6 +73,9 @@ def status(db: Database, store: Path | None = None) -> dict[str, Any]:
         "refused_acks": (daemon.get("refused_acks") or 0) if daemon else 0,
         # the remote configuration (down/config) in effect: applied again at every start
         "config_version": remote_version if isinstance(remote_version, int) else None,
+        # messages central parked for a human (dead letters), as it told the agent
+        "dead_letters": int(daemon.get("dead_letters") or 0) if daemon else 0,
+        "last_dead_letter": daemon.get("last_dead_letter") if daemon else None,
         # "central does not take files yet" while the unit's file inits go unanswered.
         "files_state": (daemon.get("files_state") or "") if daemon and running else "",
         "pid": pid,

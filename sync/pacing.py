@@ -12,9 +12,13 @@ class Pacer:
     burst_bytes: int = 16 * 1024
     _tokens: float = 0.0
     _at: float | None = None
+    charged_bytes: int = 0  # every byte asked about so far, sent at once or held
 
     def delay(self, nbytes: int, now: float) -> float:
-        """Seconds to wait before sending ``nbytes`` so the average stays under the cap."""
+        """Seconds to wait before sending ``nbytes`` so the average stays under the cap. The
+        bytes are charged: a caller that sends at once anyway (an alert) still delays what
+        follows."""
+        self.charged_bytes += nbytes
         if not self.bits_per_second:
             return 0.0
         rate = self.bits_per_second / 8  # bytes per second

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -89,6 +90,11 @@ class MosquittoBroker:
                 self._proc.kill()
                 self._proc.wait()
             self._proc = None
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto reads its configuration again (its ACL and password files)."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGHUP)
 
     def kill(self) -> None:
         if self._proc is not None:

@@ -99,6 +99,9 @@ class GpsModel:
     altitude: float = 1360.0
     cold_start: int = 0
     talker: str = "GN"
+    # The first fix's time; None: now (a simulator with a fixed date would be a GPS whose
+    # date is wrong, and the agent rightly refuses to trust it).
+    start_time: datetime | None = None
     sent: list[GpsFix] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -107,7 +110,7 @@ class GpsModel:
         self._alt = self.altitude
         self._speed = 8.0  # m/s
         self._heading = self._rng.uniform(0.0, 360.0)
-        self._when = datetime(2026, 11, 23, 8, 0, 0, tzinfo=UTC)
+        self._when = self.start_time or datetime.now(UTC).replace(microsecond=0)
         self._seconds = 0
 
     @property

@@ -256,7 +256,8 @@ def check_broker(settings: Settings, timeout: float) -> list[Check]:
                   f"as {settings.unit.id}")]
 
 
-def check_clock(sync_state: dict[str, Any] | None) -> list[Check]:
+def check_clock(sync_state: dict[str, Any] | None,
+                clock_state: dict[str, Any] | None = None) -> list[Check]:
     from edge_agent.clock import system_clock_synchronized
 
     synced = system_clock_synchronized()
@@ -264,6 +265,14 @@ def check_clock(sync_state: dict[str, Any] | None) -> list[Check]:
     if isinstance(offset, int | float) and abs(offset) > MAX_CLOCK_OFFSET_S:
         return [Check("clock", "fail", f"{offset:+.1f} s from central",
                       "enable NTP (timedatectl set-ntp true) or a GPS time source")]
+    clock = clock_state or {}
+    if clock.get("disagreement"):
+        gps = clock.get("gps_offset_s")
+        by = f" by {gps:+.0f} s" if isinstance(gps, int | float) else ""
+        return [Check("clock", "warn", f"GPS time disagrees with the {clock.get('source')} "
+                      f"clock{by} ({clock['disagreement']}): not used",
+                      "check the GPS receiver's date (week roll-over? a simulator?); readings "
+                      "keep the system clock")]
     known = f"; {offset:+.2f} s from central" if isinstance(offset, int | float) else ""
     if synced is False:
         return [Check("clock", "warn", "not synchronised (NTP)" + known,
@@ -366,7 +375,7 @@ def check_devices(settings: Settings) -> list[Check]:
     return checks
 
 
-def sync_state(settings: Settings) -> dict[str, Any] | None:
+def sync_state(settings: Settings, key: str = "sync") -> dict[str, Any] | None:
     from edge_agent.store.database import get_state
     from edge_agent.store.read import reading
 
@@ -374,7 +383,7 @@ def sync_state(settings: Settings) -> dict[str, Any] | None:
         return None
     try:
         with reading(Path(settings.store.path)) as db:
-            value = get_state(db, "sync")
+            value = get_state(db, key)
     except EdgeAgentError:
         return None
     return value if isinstance(value, dict) else None
@@ -406,7 +415,7 @@ def run(config: Path, *, broker_timeout: float = 10.0, now: datetime | None = No
     checks += check_broker(settings, broker_timeout)
     state = sync_state(settings)
     checks += check_trust(settings, state)
-    checks += check_clock(state)
+    checks += check_clock(state, sync_state(settings, "clock"))
     checks += check_ble(settings)
     checks += check_devices(settings)
     failed = any(c.status == "fail" for c in checks)

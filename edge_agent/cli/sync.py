@@ -53,6 +53,10 @@ def status(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption
     version = result["config_version"]
     typer.echo("remote config:     " + (f"version {version} in effect" if version is not None
                                         else "none (the file's settings)"))
+    if result.get("dead_letters"):
+        last = result.get("last_dead_letter") or {}
+        typer.echo(f"dead letters:      {result['dead_letters']} parked by central (last: batch "
+                   f"{last.get('batch_id') or '?'}, {last.get('reason') or '?'})")
 
 
 @app.command()

@@ -251,6 +251,10 @@ def clock_tile(tr: Translator, facts: Facts) -> Tile:
     if isinstance(offset, int | float) and abs(offset) > MAX_CLOCK_OFFSET_S:
         return Tile("clock", "fail", title, tr("clock.off", seconds=f"{offset:+.0f}"),
                     tr("clock.off.fix"))
+    if (facts.view.clock or {}).get("disagreement") == "gps":
+        # a GPS time that disagrees with a trusted clock is not used: the stamps are right
+        return Tile("clock", "warn", title, tr("clock.gps_disagrees"),
+                    tr("clock.gps_disagrees.fix"))
     if facts.clock_synced is False and not isinstance(offset, int | float):
         return Tile("clock", "warn", title, tr("clock.unknown"), tr("clock.unknown.fix"))
     return Tile("clock", "ok", title, tr("clock.ok"))

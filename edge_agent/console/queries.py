@@ -72,6 +72,7 @@ class UnitView:
     backlog: int = 0
     oldest_unsent_at: str | None = None
     sync: dict[str, Any] | None = None  # the agent's sync snapshot (agent_state 'sync')
+    clock: dict[str, Any] | None = None  # the reception clock chosen (agent_state 'clock')
     device_states: dict[str, Any] = field(default_factory=dict)  # agent_state 'devices'
     agent_pid: int | None = None
     patients_available: bool = False  # the encounters table exists
@@ -173,6 +174,7 @@ def unit_view(path: Path, device_ids: list[str] | None = None) -> UnitView:
         sync = _state(db, "sync")
         sync = sync if isinstance(sync, dict) else None
         states = _state(db, "devices")
+        clock = _state(db, "clock")
         backlog, oldest = db.execute(
             "SELECT count(*), min(received_at) FROM readings WHERE sent_at IS NULL "
             "AND refused IS NULL").fetchone()
@@ -196,6 +198,7 @@ def unit_view(path: Path, device_ids: list[str] | None = None) -> UnitView:
         last_seq = db.execute("SELECT coalesce(max(seq), 0) FROM readings").fetchone()[0]
     return UnitView(
         last_by_device=last, backlog=int(backlog), oldest_unsent_at=oldest, sync=sync,
+        clock=clock if isinstance(clock, dict) else None,
         device_states=states if isinstance(states, dict) else {},
         agent_pid=agent_pid(path, sync), patients_available=cols is not None,
         encounter=encounter, encounter_readings=of_encounter, recent=recent,

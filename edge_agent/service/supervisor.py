@@ -24,7 +24,7 @@ from drivers.base import DeviceFacts, Rejected, Sink
 from drivers.registry import DRIVERS, DriverSpec, driver
 from edge_agent.backoff import Backoff
 from edge_agent.checks.device_rules import device_problems
-from edge_agent.clock import utc_now
+from edge_agent.clock import ClockChoice, choose_clock, utc_now
 from edge_agent.errors import StoreFull
 from edge_agent.files import sources as file_sources
 from edge_agent.models import ClockSource, Measurement
@@ -66,9 +66,14 @@ class StoreSink(Sink):
     """The drivers' sink: commit through the store's single writer, keep device health.
 
     It also attaches the van's position (from any device that reports latitude/longitude: the
-    GPS) to the other devices' readings, and uses GPS time as the reception clock when the
-    unit's clock disagrees with it by more than ``CLOCK_TOLERANCE`` (a van that booted
-    offline with a wrong clock): such readings are stamped with ``clock_source = "gps"``.
+    GPS) to the other devices' readings, and chooses the reception clock by cross-checking
+    GPS time, the system clock (NTP) and central's measured offset
+    (:func:`edge_agent.clock.choose_clock`): central's offset corrects a wrong clock
+    (``clock_source = "central"``), GPS time is used only while neither NTP nor central
+    vouches for the clock and its date is plausible (``"gps"``), and a GPS time that disagrees
+    with the clock chosen is not used but reported (agent state ``clock``: the nurse's clock
+    tile, ``doctor``). A corrected reading keeps the system's time as context
+    ``system-time``.
 
     A device with a known clock offset (``clock_offset`` in its configuration: how far its
     clock is ahead of true time) has the offset in effect recorded with each reading that
@@ -100,6 +105,8 @@ class StoreSink(Sink):
         self.full_disk.on_recovered = self._recovered
         self.full_disk.device_states = lambda: {k: v.state for k, v in self.devices.items()}
         self.clock_offsets: dict[str, float] = {}  # device id -> seconds its clock is ahead
+        self.clock = ClockChoice(ClockSource.SYSTEM)  # the last choice (agent state "clock")
+        self._clock_said: tuple[str, str | None] | None = None
 
     async def store(
         self,
@@ -120,6 +127,10 @@ class StoreSink(Sink):
         wall, mono = self._wall(), self._monotonic()
         is_gps = self._learn(measurements, wall, mono)
         received_at, clock = self._reception_time(wall, mono)
+        if clock in (ClockSource.GPS, ClockSource.CENTRAL):  # corrected: keep the raw time
+            raw = (("system-time", _iso(wall)),)
+            measurements = [dataclasses.replace(m, context=m.context + raw)
+                            for m in measurements]
         position = None if is_gps else self._position(mono)
         held = Held(device_id, tuple(measurements), tuple(rejects), received_at, clock, position)
         full = self.full_disk
@@ -199,16 +210,35 @@ class StoreSink(Sink):
         assert fix.latitude is not None and fix.longitude is not None
         return (fix.latitude, fix.longitude)
 
-    def _reception_time(self, wall: float, mono: float) -> tuple[str, ClockSource | None]:
+    def _reception_time(self, wall: float, mono: float) -> tuple[str, ClockSource]:
         fix = self._fix
-        if (
-            fix.gps_offset is not None
-            and fix.offset_at is not None
-            and mono - fix.offset_at <= self.GPS_TIME_MAX_AGE
-            and abs(fix.gps_offset) > self.CLOCK_TOLERANCE
-        ):
-            return _iso(wall + fix.gps_offset), ClockSource.GPS
-        return _iso(wall), None
+        fresh = fix.offset_at is not None and mono - fix.offset_at <= self.GPS_TIME_MAX_AGE
+        store = self.unit_store
+        choice = choose_clock(
+            wall, system_synced=store.clock_source is ClockSource.SYSTEM,
+            gps_offset_s=fix.gps_offset if fresh else None,
+            central_offset_s=store.central_offset_s, tolerance_s=self.CLOCK_TOLERANCE)
+        self._say_clock(choice, fix.gps_offset if fresh else None)
+        return _iso(wall + choice.correction_s), choice.source
+
+    def _say_clock(self, choice: ClockChoice, gps_offset: float | None) -> None:
+        """Keep the choice in the store (agent state ``clock``) when it changes: the nurse's
+        clock tile and ``doctor`` show a disagreement. A background write."""
+        self.clock = choice
+        said = (str(choice.source), choice.disagreement)
+        if said == self._clock_said:
+            return
+        self._clock_said = said
+        if choice.disagreement:
+            log.warning("clock: GPS time disagrees with the %s clock by %+.0f s: not used",
+                        choice.source, (gps_offset or 0.0) - choice.correction_s)
+        value = {"source": str(choice.source), "correction_s": round(choice.correction_s, 3),
+                 "disagreement": choice.disagreement,
+                 "gps_offset_s": None if gps_offset is None else round(gps_offset, 3),
+                 "since": utc_now()}
+        fut = self.unit_store.submit(lambda db: put_state(db, "clock", value))
+        fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() is None
+                              else log.warning("clock: state not kept: %s", f.exception()))
 
     def device_facts(self, device_id: str, facts: DeviceFacts) -> None:
         """Keep what the device said about itself (a background write: no reading waits)."""

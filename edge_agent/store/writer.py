@@ -123,6 +123,9 @@ class Store:
         self.commits = 0  # transactions committed (group commit: commits <= operations)
         self.epoch = ""
         self.clock_source = ClockSource.SYSTEM
+        # Central's clock minus this unit's, once the sync daemon measured it for certain
+        # (sync/clock_trust.py); the drivers' sink corrects reception times with it.
+        self.central_offset_s: float | None = None
         self.last_commit_at: float | None = None  # monotonic
         self.busy_retries = BUSY_RETRIES
         self.busy_retries_done = 0  # groups tried again after meeting a lock

@@ -30,7 +30,7 @@ from scripts.benchmarks import (
     storm,
     wire,
 )
-from scripts.benchmarks.env import Bench, Size, interrupt_on_sigterm
+from scripts.benchmarks.env import Bench, Interrupt, Size
 
 Figure = Callable[[Bench, Size], Awaitable[dict[str, Any]]]
 FIGURES: dict[str, Figure] = {
@@ -73,14 +73,18 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-async def run(names: list[str], size: Size, keep: bool,
-              progress: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, str]]:
+async def run(names: list[str], size: Size, keep: bool, progress: Callable[[str], None],
+              interrupt: Interrupt) -> tuple[dict[str, Any], dict[str, str]]:
+    interrupt.watch()
     figures: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for name in names:
+        if interrupt.signum is not None:
+            break
         progress(f"bench: {name} ...")
         start = time.monotonic()
-        with Bench(keep=keep) as bench:  # a fresh broker and receivers for each figure
+        # a fresh broker and receivers for each figure
+        with Bench(keep=keep, progress=progress) as bench:
             try:
                 figures[name] = await FIGURES[name](bench, size)
             except Exception as exc:  # one figure failing does not lose the others
@@ -101,10 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    try:
-        with interrupt_on_sigterm():
-            figures, errors = asyncio.run(run(names, size, args.keep, progress))
-    except KeyboardInterrupt:
+    interrupt = Interrupt()
+    with interrupt.installed():
+        try:
+            figures, errors = asyncio.run(run(names, size, args.keep, progress, interrupt))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            if interrupt.signum is None:
+                raise
+    if interrupt.signum is not None:
         progress("bench: interrupted; everything it started is stopped")
         return 130
     machine = {"cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2)}

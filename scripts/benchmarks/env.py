@@ -159,7 +159,9 @@ def rss_mb(pid: int) -> float:
 class Bench:
     """One run's resources; ``with Bench() as bench:`` stops them all on the way out."""
 
-    def __init__(self, keep: bool = False) -> None:
+    def __init__(self, keep: bool = False,
+                 progress: Callable[[str], None] = lambda _: None) -> None:
+        self.progress = progress
         self.root = Path(tempfile.mkdtemp(prefix="edge-bench-"))
         self.keep = keep
         self._broker: MosquittoBroker | None = None
@@ -239,6 +241,8 @@ class Bench:
                 return marker in broker.log.read_text(errors="replace")
 
             await until(subscribed, 60, "receiver subscription", every=0.1)
+        self.progress(f"bench: broker on 127.0.0.1:{broker.port}, {count} receiver(s) "
+                      "subscribed")
         return procs
 
     def close(self) -> None:
@@ -252,17 +256,44 @@ class Bench:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def interrupt_on_sigterm() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C: the ``finally`` blocks stop what the run started."""
-    def raise_interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+class Interrupt:
+    """Ctrl-C (SIGINT) and SIGTERM stop the run, whatever the bench inherited.
 
-    previous = signal.signal(signal.SIGTERM, raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    The bench installs its own handlers: a parent that ignores SIGINT (a background job of a
+    non-interactive shell, ``nohup``) would otherwise pass the ignore on and Ctrl-C would do
+    nothing. A signal is recorded first, then cancels the run's main task, so it takes effect at
+    the task's next ``await`` and never in the middle of starting or stopping a process; one
+    that arrives before the run, after it or while a cancellation is swallowed (Python 3.11's
+    ``wait_for`` when its inner task ends at that moment) is still seen through ``signum``.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def watch(self) -> None:
+        """Called in the run's main task: the task a signal cancels."""
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        if self.signum is not None and self._task is not None:
+            self._task.cancel()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        task, loop = self._task, self._loop
+        if task is not None and loop is not None and not task.done():
+            loop.call_soon_threadsafe(task.cancel)  # also wakes a loop blocked in select()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Interrupt]:
+        previous = {sig: signal.signal(sig, self._handle)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 async def bounded(coro: Awaitable[Any], seconds: float, what: str) -> Any:

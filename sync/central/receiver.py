@@ -8,7 +8,8 @@ several receivers can run side by side behind one broker. Per message, in this o
    the one store worker thread, so the event loop never waits on the database;
 3. publish the **ack** on ``mmu/v1/{unit}/down/ack``: which readings central holds after the
    commit and which it refused (a seq conflict), the (unit, epoch)'s last contiguous seq, and
-   the times the unit needs to measure its clock offset;
+   the times the unit needs to measure its clock offset (a message parked in ``dead_letters``
+   is also told to the unit there: a dead-letter notice, :mod:`sync.acks`);
 4. **PUBACK** the broker's message (``manual_ack``): a receiver killed before this leaves the
    message with the broker, which delivers it again; it is then stored as nothing new.
 
@@ -38,7 +39,8 @@ from edge_agent.backoff import Backoff
 from edge_agent.clock import utc_now
 from edge_agent.errors import LinkError
 from sync import codec, topics
-from sync.central import files_emqx
+from sync.acks import DeadLetterNotice, dead_letter_body
+from sync.central import files_emqx, stats
 from sync.central.files import FileRoute, default_files_dir
 from sync.central.store import (
     CentralStore,
@@ -52,7 +54,7 @@ from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles, next_event
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-STORE_ERROR = "central-store-error"
+STORE_ERROR = stats.STORE_ERROR
 
 
 @dataclass
@@ -77,6 +79,8 @@ class Message:
     qos: int
     t_recv: float  # central's clock when the message was taken from the link
     t_origin: float | None  # the unit's clock at publish (user property "sent_at")
+    batch_id: str | None = None  # as the unit's user properties say (for a dead letter)
+    epoch: str | None = None
 
 
 class Stopped(Exception):
@@ -92,6 +96,10 @@ def origin_time(user_properties: Sequence[tuple[str, str]]) -> float | None:
                 return None
             return stamp if math.isfinite(stamp) else None
     return None
+
+
+def user_property(user_properties: Sequence[tuple[str, str]], key: str) -> str | None:
+    return next((value for k, value in user_properties if k == key), None)
 
 
 def ack_body(outcome: Outcome, message: Message, t_send: float) -> dict[str, Any]:
@@ -200,8 +208,10 @@ class Receiver:
             self._executor.shutdown(wait=True)
 
     def _message(self, event: LinkEvent) -> Message:
+        props = event.user_properties
         return Message(event.topic, event.payload, event.mid, event.qos, time.time(),
-                       origin_time(event.user_properties))
+                       origin_time(props), user_property(props, "batch_id"),
+                       user_property(props, "epoch"))
 
     def _say(self, text: str, *, trouble: bool) -> None:
         if self._announce is not None:
@@ -335,7 +345,10 @@ class Receiver:
         link.ack(message.mid, message.qos)
         self.counts.acks += 1
 
-    async def _park(self, letter: DeadLetter, stop: asyncio.Event) -> None:
+    async def _park(self, link: MqttLink, letter: DeadLetter, told: str,
+                    stop: asyncio.Event) -> None:
+        """Park the message for a human, then tell its unit (``told``: the reason as the
+        unit sees it, without what the error may quote of the data)."""
         try:
             await self._store_call(lambda s: s.dead_letter(letter), stop)
         except Stopped:
@@ -345,14 +358,29 @@ class Receiver:
                       letter.topic, type(exc).__name__)
             return
         self.counts.dead_letters += 1
+        unit = topics.unit_of(letter.topic)
+        if unit is None:
+            return
+        notice = DeadLetterNotice(told, letter.batch_id, letter.epoch, len(letter.payload),
+                                  letter.received_at)
+        payload = dead_letter_body(notice)  # signed as an ack is: the unit verifies both
+        signature = self._sign_ack(unit, payload) if self._sign_ack is not None else []
+        try:
+            link.publish(topics.ACK.of(unit), payload, qos=topics.ACK.qos,
+                         content_type=topics.ACK.content_type, user_properties=signature)
+        except LinkError as exc:  # parked all the same; the unit sends it again and is told
+            log.warning("receiver: parked a message of unit %s but could not tell it: %s",
+                        unit, exc)
 
     async def _refuse_undecodable(self, link: MqttLink, message: Message,
                                   exc: codec.CodecError, stop: asyncio.Event) -> None:
         self.counts.rejected += 1
         log.warning("receiver: refused %d bytes on %s: %s", len(message.payload), message.topic,
                     exc)
-        await self._park(DeadLetter(message.topic, message.payload, f"codec: {exc}", utc_now(),
-                                    unit=topics.unit_of(message.topic)), stop)
+        await self._park(link, DeadLetter(message.topic, message.payload, f"codec: {exc}",
+                                          utc_now(), unit=topics.unit_of(message.topic),
+                                          epoch=message.epoch, batch_id=message.batch_id),
+                         f"codec: {exc}", stop)
         link.ack(message.mid, message.qos)  # a bad payload will not get better by redelivery
 
     async def _refuse_poison(self, link: MqttLink, message: Message, batch: codec.Batch,
@@ -362,8 +390,9 @@ class Receiver:
         # The class only: a database message may quote the data (patient data stays out of logs).
         log.warning("receiver: central store refused batch %s of unit %s (%s): parked in "
                     "dead_letters", batch.batch_id, batch.unit, reason)
-        await self._park(DeadLetter(message.topic, message.payload, f"{reason}: {exc}"[:2000],
-                                    utc_now(), batch.unit, batch.epoch, batch.batch_id), stop)
+        await self._park(link, DeadLetter(message.topic, message.payload,
+                                          f"{reason}: {exc}"[:2000], utc_now(), batch.unit,
+                                          batch.epoch, batch.batch_id), reason, stop)
         try:
             rows = await self._store_call(lambda s: s.query(
                 "SELECT last_contiguous_seq FROM epochs WHERE unit = ? AND epoch = ?",

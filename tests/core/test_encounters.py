@@ -158,3 +158,37 @@ def test_the_patient_identifier_never_reaches_logs_or_the_agent_state(
     text = caplog.text + json.dumps(state) + json.dumps(events) + "".join(
         o.stdout + o.stderr for o in outputs)
     assert CANARY not in text
+
+
+def test_assign_never_moves_a_reading_bound_to_another_encounter(tmp_path: Path) -> None:
+    """A reading taken during patient A's encounter stays A's: assigning it while B's is open
+    binds nothing and queues nothing again (from the console, which passes reading ids
+    straight through, and from the CLI, which says it is not an unattributed reading)."""
+    from edge_agent.console.actions import assign as console_assign
+    from edge_agent.store import encounters
+
+    cfg = config(tmp_path)
+    runner = CliRunner()
+    with Store(tmp_path / "unit.db", UNIT) as store:
+        assert runner.invoke(app, ["patient", "open", "PATIENT-A", "-c", str(cfg)]).exit_code == 0
+        seq = spo2(store)
+        first = encounter_of(store, seq)
+        assert first is not None
+        store.call(lambda db: outbox.record_batch(db, "b1", [seq]))
+        store.call(lambda db: outbox.mark_acked(db, "b1"))  # central holds it, as A's
+        assert runner.invoke(app, ["patient", "close", "-c", str(cfg)]).exit_code == 0
+        assert runner.invoke(app, ["patient", "open", CANARY, "-c", str(cfg)]).exit_code == 0
+        reading_id = store.read(lambda db: db.execute(
+            "SELECT id FROM readings WHERE seq = ?", [seq]).fetchone()[0])
+        # A's close queued its last reading again (the close travels on its own), as A's
+        queued = store.read(lambda db: outbox.next_batch(db, 10))
+
+        assert store.call(lambda db: encounters.assign(db, [seq])) == 0
+        result = console_assign(tmp_path / "unit.db", [reading_id], writer=store)
+        assert result.ok and result.count == 0
+        cli = runner.invoke(app, ["patient", "assign", str(seq), "-c", str(cfg)])
+        assert cli.exit_code == 2 and "not unattributed" in cli.stderr
+
+        assert encounter_of(store, seq) == first
+        # the assigns queued nothing more, and moved nothing
+        assert store.read(lambda db: outbox.next_batch(db, 10)) == queued

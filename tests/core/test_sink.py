@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
 
 from edge_agent.errors import StoreFull
-from edge_agent.models import measurement
+from edge_agent.models import ClockSource, measurement
 from edge_agent.service.supervisor import StoreSink
 from edge_agent.store.acquisition_buffer import AcquisitionBuffer
 from edge_agent.store.database import get_state
@@ -37,6 +38,7 @@ def rows(store: Store) -> list[tuple[str, str, float | None, float | None, str]]
 async def test_position_and_gps_time_are_attached(tmp_path: Path) -> None:
     clock = Clock()
     with Store(tmp_path / "unit.db", "mmu-01") as store:
+        store.clock_source = ClockSource.UNTRUSTED  # booted offline: NTP has not synced
         sink = StoreSink(store, wall=lambda: clock.wall, monotonic=lambda: clock.mono)
         await sink.store("ox", [measurement("spo2", 97.0)], [])
         # GPS says it is one hour later than the unit's clock believes.
@@ -48,12 +50,15 @@ async def test_position_and_gps_time_are_attached(tmp_path: Path) -> None:
         clock.advance(sink.POSITION_MAX_AGE + 400)  # fix too old, GPS time too old
         await sink.store("ox", [measurement("spo2", 95.0)], [])
         got = rows(store)
-    assert got[0][1:4] == ("system", None, None)
+        context = store.call(lambda db: [json.loads(r[0]) for r in db.execute(
+            "SELECT context FROM readings ORDER BY seq")])
+    assert got[0][1:4] == ("untrusted", None, None)
     assert [r[0] for r in got] == ["ox", "gps", "gps", "ox", "ox"]
     assert got[1][2:4] == got[2][2:4] == (None, None)  # the GPS's own readings
     assert got[3][1:4] == ("gps", 31.96, -6.57)
     assert got[3][4] == "2026-11-18T12:06:50.000Z"  # GPS-corrected reception time
-    assert got[4][1:4] == ("system", None, None)
+    assert ["system-time", "2026-11-18T11:06:50.000Z"] in context[3]  # the raw time kept
+    assert got[4][1:4] == ("untrusted", None, None)
 
 
 async def test_gps_agreeing_with_the_clock_keeps_system_time(tmp_path: Path) -> None:
@@ -129,6 +134,65 @@ async def test_a_full_memory_buffer_says_so_and_counts_what_it_could_not_keep(
                              may_buffer=True)
         assert sink.devices["ox"].state == "buffer-full"
         assert full.buffer.readings == 5 and full.status()["dropped"] == 3
+
+
+async def test_the_disk_filling_again_during_the_write_back_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """Space returns for a few held readings only: those are written, the rest go back to the
+    memory buffer (none lost, none written twice), the episode goes on, and once space is
+    really back every reading is in the store once, stamped when its bytes arrived."""
+    clock = Clock()
+    grants: list[bool] = []  # each grant lets the keeper try one write-back
+    calls = [0]
+
+    def free_bytes() -> int:
+        calls[0] += 1
+        return 1 << 30 if grants and grants.pop() else 0
+
+    async def one_attempt(full: FullDisk) -> None:
+        seen = calls[0]
+        grants.append(True)
+        # consumed at the next call, done before the one after (or the episode is over)
+        async with asyncio.timeout(20):
+            while calls[0] < seen + 2 and full.full:
+                await asyncio.sleep(0.02)
+
+    with Store(tmp_path / "unit.db", "mmu-01") as store:
+        full = FullDisk(store, poll=0.02, reserve_bytes=4096, resume_free_bytes=1,
+                        probe_every=3600, flush_chunk=4, free_bytes=free_bytes)
+        sink = StoreSink(store, wall=lambda: clock.wall, monotonic=lambda: clock.mono,
+                         full_disk=full)
+        stop = asyncio.Event()
+        keeper = asyncio.create_task(full.run(stop))
+        await sink.store("ox", [measurement("spo2", 97.0)], [], may_buffer=True)
+        fill_disk(store)
+        for i in range(20):
+            clock.advance(1)
+            await sink.store("ox", [measurement("spo2", 80.0 + i, raw=bytes(4096))], [],
+                             may_buffer=True)
+        assert full.buffer.readings == 20
+        pages = store.call(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
+        store.call(lambda db: db.execute(f"PRAGMA max_page_count = {pages + 8}"))  # a few
+        await one_attempt(full)
+        written = store.stats()["readings_total"] - 1
+        assert 0 < written < 20, written
+        assert full.full  # still the same episode: the rest waits for space
+        assert (full.written_back, full.buffer.readings) == (written, 20 - written)
+        status = read_status(store.path)
+        assert status is not None and status["disk"] == "full"
+        free_disk(store)
+        await one_attempt(full)
+        assert not full.full and full.buffer.readings == 0
+        got = rows(store)
+        values = store.call(lambda db: [r[0] for r in db.execute(
+            "SELECT value FROM readings ORDER BY seq")])
+        stop.set()
+        await keeper
+    assert sorted(values) == sorted([97.0] + [80.0 + i for i in range(20)])
+    stamps = [r[4] for r in got]
+    assert len(set(stamps)) == 21  # each when its bytes arrived, none written twice
+    assert max(stamps) == "2026-11-18T11:07:00.000Z"
 
 
 def fill_disk(store: Store) -> None:

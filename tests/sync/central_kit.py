@@ -47,6 +47,7 @@ class StubUnit:
         self.unit, self.link, self.queue = unit, link, queue
         self.acks: dict[str, list[dict[str, Any]]] = {}
         self.commands: list[dict[str, Any]] = []
+        self.dead_letters: list[dict[str, Any]] = []  # central's dead-letter notices
 
     def send(self, epoch: str, readings: list[dict[str, Any]], *, batch_id: str | None = None,
              sent_at: float | None = None, payload: bytes | None = None) -> str:
@@ -65,7 +66,9 @@ class StubUnit:
                 if event.kind != "message":
                     continue
                 body: dict[str, Any] = json.loads(event.payload)
-                if event.topic == topics.ACK.of(self.unit):
+                if event.topic == topics.ACK.of(self.unit) and "dead_letter" in body:
+                    self.dead_letters.append(body["dead_letter"])  # a notice, not an ack
+                elif event.topic == topics.ACK.of(self.unit):
                     self.acks.setdefault(body["batch_id"], []).append(body)
                 else:
                     self.commands.append(body)

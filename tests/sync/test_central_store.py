@@ -194,6 +194,9 @@ def test_receive_stats_shows_each_unit_and_epoch(tmp_path: Path) -> None:
              "gap": False, "gap_asked_for": False, "first_seen": "2026-11-23T09:00:00.000Z",
              "last_seen": "2026-11-23T09:00:00.000Z", "conflicts": 1, "conflicts_seen": 1}]},
         "unplaced_dead_letters": [{"unit": "u", "epoch": None, "dead_letters": 1}],
+        "dead_letters": [{"id": 1, "received_at": NOW, "topic": "mmu/v1/u/up/readings",
+                          "unit": "u", "epoch": None, "batch_id": None, "bytes": 1,
+                          "reason": "codec: x"}],
         "totals": {"held": 6, "conflicts": 1, "dead_letters": 1},
     }
 

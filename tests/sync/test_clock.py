@@ -60,6 +60,10 @@ def test_a_wrong_clock_is_flagged_and_a_fixed_one_confirmed(tmp_path: Path, offs
         daemon._check_clock(Ack("b1", t_origin=t1, t_recv=t1 + 0.3 + offset,
                                 t_send=t1 + 0.31 + offset), t1 + 0.61)
         seen.append(store.clock_source)
+        # the sign says which way: central ahead of the unit is a positive offset
+        assert daemon.clock_offset_s == pytest.approx(offset, abs=0.01)
+        # certain: the drivers' sink corrects reception times with it (item 8)
+        assert store.central_offset_s == pytest.approx(offset, abs=0.01)
         daemon.trust.samples.clear()  # the unit's clock was fixed (NTP)
         daemon._check_clock(Ack("b2", t_origin=t1, t_recv=t1 + 0.3, t_send=t1 + 0.31),
                             t1 + 0.61)
@@ -104,6 +108,22 @@ def test_clock_trust_is_never_fooled_by_delays(offset: float, up: float, down: f
         assert verdict is not Verdict.CONFIRMED
     if up + down < 0.1:
         assert verdict is (Verdict.CONFIRMED if abs(offset) <= 1.9 else verdict)
+
+
+@given(offset=st.floats(-1e7, 1e7), up=st.floats(0, 600), down=st.floats(0, 600),
+       service=st.floats(0, 5))
+def test_the_offset_has_the_sign_of_central_minus_unit(offset: float, up: float, down: float,
+                                                       service: float) -> None:
+    """``offset`` is what to add to the unit's clock to get central's: positive when the unit
+    is behind. The true offset lies within the sample's offset ± delay/2, sign included."""
+    t1 = 1_700_000_000.0  # the unit's clock at publish
+    t2 = t1 + up + offset  # central's clock, `offset` ahead of the unit's
+    t3 = t2 + service
+    t4 = t3 - offset + down  # the unit's clock again
+    s = sample(t1, t2, t3, t4)
+    assert abs(s.offset - offset) <= s.delay / 2 + 1e-3
+    if abs(offset) > up + down + 1:
+        assert (s.offset > 0) == (offset > 0)
 
 
 def test_the_best_of_several_samples_decides() -> None:

@@ -110,6 +110,9 @@ async def test_a_poison_message_is_parked_refused_and_pubacked(
         assert [p[:5] for p in parked] == [(topics.READINGS.of(UNIT), UNIT, epoch, "poison",
                                             payload)]
         assert parked[0][5].startswith("central-store-error: CharacterNotInRepertoire: ")
+        # the unit is told, with the class only (the message may quote the data)
+        assert [(d["batch_id"], d["epoch"], d["reason"]) for d in unit.dead_letters] == [
+            ("poison", epoch, "central-store-error: CharacterNotInRepertoire")]
         # PUBACKed: the same session, restarted, gets the next message and not the poison again.
         async with running(Receiver("127.0.0.1", mosquitto.port, postgres, client_id="rx-pg")):
             after = unit.send(epoch, rows(range(4, 5)))
@@ -158,6 +161,36 @@ async def test_a_full_disk_at_central_is_retried_not_parked(
     with contextlib.closing(sqlite3.connect(central)) as c:
         assert c.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
         assert c.execute("SELECT count(*) FROM observations").fetchone() == (200,)
+
+
+async def test_an_outage_that_outlasts_many_retries_is_still_not_a_poison_message(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """However many attempts a transient error lasts, the batch waits for the store: never
+    parked, never refused to the unit (the outage is central's, not the data's)."""
+    central = tmp_path / "central.db"
+    outage = 12  # connections that find the disk full: more than any "few retries"
+    opened: list[SqliteCentral] = []
+
+    def open_store() -> CentralStore:
+        store = SqliteCentral(central)
+        if len(opened) < outage:
+            pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+            store.db.execute(f"PRAGMA max_page_count = {pages}")
+        opened.append(store)
+        return store
+
+    epoch = str(uuid.uuid4())
+    rx = Receiver("127.0.0.1", mosquitto.port, central, client_id="rx", retry_cap=0.05,
+                  open_store=open_store)
+    async with running(rx), stub_unit(mosquitto.port, UNIT) as unit:
+        ack = await unit.ack_for(unit.send(epoch, rows(range(1, 51))), timeout=60)
+    assert (ack["stored"], ack["refused"]) == (50, [])
+    assert rx.counts.transient_errors >= outage - 1 and len(opened) > outage
+    assert (rx.counts.store_errors, rx.counts.dead_letters) == (0, 0)
+    with contextlib.closing(sqlite3.connect(central)) as c:
+        assert c.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
+        assert c.execute("SELECT count(*) FROM observations").fetchone() == (50,)
 
 
 class Trace:
