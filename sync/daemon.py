@@ -42,7 +42,7 @@ from edge_agent.models import ClockSource
 from edge_agent.settings import Settings
 from edge_agent.store.database import get_state, put_state
 from edge_agent.store.writer import CommitNote, Store
-from sync import codec, fhir, outbox, signing, topics, trusted_downlink
+from sync import codec, fhir, outbox, planner, signing, topics, trusted_downlink
 from sync.acks import Ack, DeadLetterNotice, parse_ack, parse_dead_letter
 from sync.clock_trust import ClockTrust, Verdict, sample
 from sync.downlink import (
@@ -53,11 +53,10 @@ from sync.downlink import (
     saved_config,
 )
 from sync.files.sender import FileSender
-from sync.linger import take_at
 from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles
 from sync.pacing import Pacer, adapt_batch
 from sync.refusals import AlreadyApplied, DownlinkRefused
-from sync.session import Action, MarkAcked, Publish, Resend, SyncSession, Take, WaitUntil
+from sync.session import Action, MarkAcked, Publish, Resend, SyncSession, Take
 from sync.status_report import StatusThrottle, status_payload
 
 T = TypeVar("T")
@@ -121,13 +120,16 @@ class SyncDaemon:
         self._waiting = 0  # readings committed and not yet taken into a batch (estimate)
         self._oldest_at: float | None = None  # monotonic time the oldest of them arrived
         self._alerts = False  # alert-range readings wait for a batch
-        self._deadlines: dict[str, float] = {}  # name -> monotonic time to wake
+        self._deadlines: dict[str, float] = {}  # the planner's, recomputed every turn
         # Batches held by the uplink cap: (when their reserved bandwidth comes, batch id), in
         # order. Held, not slept on: commands, acks and alerts are served meanwhile.
         self._held: list[tuple[float, str]] = []
         self._link: MqttLink | None = None
         self._wake_posted = False
         self._status = StatusThrottle(settings.sync.status_interval_s)
+        self._status_hold: float | None = None  # a status publish that failed: try again then
+        self._snapshot_at: float | None = None  # a changed snapshot waits until then
+        self._polled_at = float("-inf")  # --only sync: when we last looked for commits
         self._state_written: Any = None
         self._state_at = 0.0
         self._writes: set[Future[Any]] = set()
@@ -310,49 +312,40 @@ class SyncDaemon:
 
     async def _serve(self, link: MqttLink, events: asyncio.Queue[LinkEvent],
                      stop: asyncio.Event) -> None:
+        """One turn per wake-up: the events, the downlinks (their actions join the turn's),
+        the session's actions executed, held batches released, a file message, the status and
+        the snapshot; then the planner says when to wake next, from the state alone."""
         stopper = asyncio.ensure_future(stop.wait())
         stopper.add_done_callback(lambda _: link.wake())
+        self._deadlines = planner.deadlines(self._outlook(time.monotonic()))
         try:
             while not stop.is_set():
                 event = await self._next(events)
                 self.wakeups += 1
                 now = time.monotonic()
-                # The deadlines this turn serves. A deadline fires once: one that nothing in
-                # the turn re-arms is dropped after it (a past deadline kept, e.g. a linger
-                # while the link is down, would make every later turn due at once: a spin).
-                fired = {k: at for k, at in self._deadlines.items() if at <= now}
                 actions: list[Action] = []
-                if event is not None:
+                while event is not None:  # and what else is queued, in the same turn
                     if event.kind == "wake":
                         self._wake_posted = False
                     else:
-                        actions = self._on_event(link, event)
-                    while not events.empty():  # take what else is queued in the same turn
-                        more = events.get_nowait()
-                        if more.kind == "wake":
-                            self._wake_posted = False
-                        else:
-                            actions += self._on_event(link, more)
+                        actions += self._on_event(link, event)
+                    event = None if events.empty() else events.get_nowait()
+                while self._downlinks:
+                    actions += await self._downlink(link, self._downlinks.pop(0))
                 if self._sync_now:
                     self._sync_now = False
-                    self._files_dirty = True
-                    log.info("sync: sync now requested")
-                    link.reconnect_soon()
-                    if self.connected:
-                        actions += self.session.connected(now)
+                    actions += self._sync_now_actions(link, now)
                 if self._look:
                     self._look = False
                     await self._look_for_commits(now, force=True)
-                if self._alerts and self.connected:
+                if planner.take_alerts(self._outlook(now)):
                     actions += self.session.alerts_waiting()
                 actions += self.session.tick(now)
                 await self._execute(link, actions)
                 self._release_held(link)
                 await self._send_files(link)
-                await self._housekeeping(link, now)
-                for name, at in fired.items():
-                    if self._deadlines.get(name) == at:
-                        del self._deadlines[name]
+                await self._housekeeping(link)
+                self._deadlines = planner.deadlines(self._outlook(time.monotonic()))
         finally:
             stopper.cancel()
 
@@ -364,9 +357,6 @@ class SyncDaemon:
             await asyncio.sleep(0)
             return events.get_nowait()
         deadline = min(self._deadlines.values(), default=None)
-        if self.external_writer:
-            poll = time.monotonic() + EXTERNAL_POLL_S
-            deadline = poll if deadline is None else min(deadline, poll)
         if deadline is None:
             return await events.get()
         timeout = deadline - time.monotonic()
@@ -377,6 +367,26 @@ class SyncDaemon:
             return await asyncio.wait_for(events.get(), timeout)
         except TimeoutError:
             return None
+
+    def _outlook(self, now: float) -> planner.Outlook:
+        """Where the loop stands, for the planner (nothing is carried over from a turn)."""
+        window = sum(1 for f in self.session.in_flight.values() if not f.priority)
+        return planner.Outlook(
+            now=now, connected=self.connected, room=window < self.session.max_in_flight,
+            waiting=self._waiting, oldest_at=self._oldest_at, alerts=self._alerts,
+            batch_limit=self.batch_limit, linger_s=self.settings.sync.linger_s,
+            files_urgent=self.files.urgent(), held=tuple(at for at, _ in self._held),
+            ack_at=self.session.ack_deadline(), status_at=self._status_at(now),
+            snapshot_at=self._snapshot_at, files_at=self.files.deadline(),
+            poll_at=self._polled_at + EXTERNAL_POLL_S if self.external_writer else None)
+
+    def _sync_now_actions(self, link: MqttLink, now: float) -> list[Action]:
+        """``sync now`` (SIGUSR1 or central's command): reconnect without backoff, send every
+        batch in flight again, look at the files again."""
+        self._files_dirty = True
+        log.info("sync: sync now requested")
+        link.reconnect_soon()
+        return self.session.connected(now) if self.connected else []
 
     # --- events ---------------------------------------------------------------------------
     def _on_event(self, link: MqttLink, event: LinkEvent) -> list[Action]:
@@ -390,6 +400,7 @@ class SyncDaemon:
             except LinkError as exc:  # lost again already: the disconnect event follows
                 self.last_error = str(exc)
             self._status = StatusThrottle(self.settings.sync.status_interval_s)  # say it now
+            self._status_hold = None
             self.files.connected()
             return self.session.connected(time.monotonic())
         if event.kind == "disconnected":
@@ -399,8 +410,7 @@ class SyncDaemon:
             self.last_error = event.reason
             self._mids.clear()  # those PUBACKs will never come: the session re-sends
             self._held.clear()  # and it re-sends these too, once connected
-            # Nothing is taken while offline: a linger is decided again on reconnect.
-            self._deadlines.pop("linger", None)
+            self._status_hold = None
             self.files.disconnected()
             return self.session.disconnected()
         if event.kind == "published":
@@ -485,8 +495,9 @@ class SyncDaemon:
                   notice.batch_id or "(unknown)", notice.bytes, notice.reason)
         self._poke()
 
-    async def _downlink(self, link: MqttLink, event: LinkEvent) -> None:
-        """down/cmd and down/config: validated, applied whole, or refused with a reason."""
+    async def _downlink(self, link: MqttLink, event: LinkEvent) -> list[Action]:
+        """down/cmd and down/config: validated, applied whole, or refused with a reason. The
+        session actions a command asks for join the turn's (the daemon executes them once)."""
         kind = "config" if event.topic == topics.CONFIG.of(self.unit) else "cmd"
         try:
             # Signed by central (sync/signing.py); its counter persisted before anything runs.
@@ -507,7 +518,7 @@ class SyncDaemon:
                 log.info("sync: remote config version %d applied", version)
                 self._event(link, {"type": "config-applied", "version": version})
             else:
-                await self._command(link, parse_command(payload))
+                return await self._command(link, parse_command(payload))
         except AlreadyApplied:  # the retained copy of what this unit applied already
             self.config_recognised += 1
         except DownlinkRefused as exc:
@@ -516,13 +527,13 @@ class SyncDaemon:
                         len(event.payload), exc)
             self._event(link, {"type": "downlink-refused", "topic": kind,
                                "reason": str(exc)})
+        return []
 
-    async def _command(self, link: MqttLink, command: Command) -> None:
+    async def _command(self, link: MqttLink, command: Command) -> list[Action]:
         result: dict[str, Any] = {"type": "cmd-done", "id": command.id, "cmd": command.cmd}
+        actions: list[Action] = []
         if command.cmd == "sync-now":
-            link.reconnect_soon()
-            if self.connected:
-                await self._execute(link, self.session.connected(time.monotonic()))
+            actions = self._sync_now_actions(link, time.monotonic())
         elif command.cmd in signing.TRUST_COMMANDS:  # applied by the verification already
             self.ack_trust = await trusted_downlink.trust_in_effect(self.store, self.settings)
             result["keys"] = sorted(self.ack_trust.keys)
@@ -541,12 +552,10 @@ class SyncDaemon:
             self._waiting += int(result["readings"])
             self._oldest_at = float("-inf")
         else:
-            stats = await self.store.read_async(lambda db: {
-                "readings": db.execute("SELECT count(*) FROM readings").fetchone()[0],
-                "rejects": db.execute("SELECT count(*) FROM rejects").fetchone()[0],
-            })
+            stats = await self.store.read_async(outbox.store_counts)
             result.update(version=__version__, store=stats, sync=self.status())
         self._event(link, result)
+        return actions
 
     def _event(self, link: MqttLink, body: dict[str, Any]) -> None:
         """A unit event for central (no patient data) on up/events."""
@@ -578,22 +587,13 @@ class SyncDaemon:
 
     # --- actions --------------------------------------------------------------------------
     async def _execute(self, link: MqttLink, actions: list[Action]) -> None:
+        """The session's actions, in order; a take's answer adds the next ones. The ack
+        deadline (``WaitUntil``) is read from the session when the turn ends."""
         queue = list(actions)
-        self._deadlines.pop("ack", None)
         while queue:
             action = queue.pop(0)
             if isinstance(action, Publish | Resend):
-                batch = self.batches.get(action.batch_id)
-                if batch is not None and all(b != batch.batch_id for _, b in self._held):
-                    now = time.monotonic()
-                    wait = self.pacer.delay(len(batch.payload), now)
-                    if wait > 0 and not batch.priority:
-                        # the uplink cap (other traffic shares the modem): held until its
-                        # bandwidth comes; an alert goes at once (its bytes still counted)
-                        self._held.append((now + wait, batch.batch_id))
-                        self._deadlines["pace"] = self._held[0][0]
-                    else:
-                        self._publish(link, batch)
+                self._send(link, action.batch_id)
                 if isinstance(action, Resend):
                     self.batch_limit = adapt_batch(self.batch_limit, acked=False,
                                                    ceiling=self.settings.sync.batch_size)
@@ -601,30 +601,35 @@ class SyncDaemon:
                                                         batch_id=action.batch_id))
             elif isinstance(action, MarkAcked):
                 self._mark(action.batch_id)
-            elif isinstance(action, WaitUntil):
-                self._deadlines["ack"] = action.at
             elif isinstance(action, Take):
                 fresh = await self._take(action.priority)
                 if fresh is not None:
                     self.batches[fresh.batch_id] = fresh
                 queue += self.session.batch_ready(
                     fresh.batch_id if fresh else None, time.monotonic(), action.priority)
-        while self._downlinks:
-            await self._downlink(link, self._downlinks.pop(0))
+
+    def _send(self, link: MqttLink, batch_id: str) -> None:
+        """Publish a batch, or hold it until the uplink cap's reserved bandwidth comes (other
+        traffic shares the modem); an alert goes at once (its bytes still counted)."""
+        batch = self.batches.get(batch_id)
+        if batch is None or any(b == batch_id for _, b in self._held):
+            return
+        now = time.monotonic()
+        wait = self.pacer.delay(len(batch.payload), now)
+        if wait > 0 and not batch.priority:
+            self._held.append((now + wait, batch_id))
+        else:
+            self._publish(link, batch)
 
     def _release_held(self, link: MqttLink) -> None:
         """Publish the held batches whose reserved bandwidth has come, in order (a batch
         acknowledged meanwhile, from an earlier send, is dropped)."""
-        now = time.monotonic()
-        while self._held and self._held[0][0] <= now:
-            _, batch_id = self._held.pop(0)
+        due = planner.due_held(self._outlook(time.monotonic()))
+        for _, batch_id in self._held[:due]:
             batch = self.batches.get(batch_id)
-            if batch is not None and self.connected:
+            if batch is not None:
                 self._publish(link, batch)
-        if self._held:
-            self._deadlines["pace"] = self._held[0][0]
-        else:
-            self._deadlines.pop("pace", None)
+        del self._held[:due]
 
     def _mark(self, batch_id: str) -> None:
         """Mark the batch's readings sent. Not awaited: the next batch never depends on it
@@ -659,19 +664,9 @@ class SyncDaemon:
                       len(refused), batch_id, sorted(set(refused.values()))[:3])
 
     async def _take(self, priority: bool) -> InFlight | None:
-        now = time.monotonic()
-        if not priority and self.files.urgent():
-            return None  # the encounter in teleconsultation now: its files before the backlog
-        if not priority:
-            if self._waiting <= 0:
-                return None  # nothing committed since the outbox was last found empty
-            when = take_at(now, waiting=self._waiting, oldest_at=self._oldest_at,
-                           batch_limit=self.batch_limit, linger_s=self.settings.sync.linger_s,
-                           alerts=False)
-            if when is not None:  # live operation: let a few readings share the message
-                self._deadlines["linger"] = when
-                return None
-            self._deadlines.pop("linger", None)
+        if not priority and not isinstance(planner.decide(self._outlook(time.monotonic())),
+                                           planner.Take):
+            return None  # lingering for company, files first, or nothing committed
         limit = min(self.batch_limit, self.settings.sync.batch_size)
         before = self._waiting  # commits noted while we read are counted apart
         rows = await self.store.read_async(functools.partial(
@@ -738,12 +733,9 @@ class SyncDaemon:
         if self._files_dirty:
             self._files_dirty = False
             await self.files.refresh()
-        self._deadlines.pop("files", None)
-        if not self.connected or self._alerts or (
-                self._waiting > 0 and "linger" not in self._deadlines
-                and not self.files.urgent()):  # teleconsultation now: before the backlog
-            return
         now = time.monotonic()
+        if not planner.files_may_send(self._outlook(now)):
+            return
         out = self.files.next_publish(now, self.pacer.delay)
         if out is not None:
             try:
@@ -754,9 +746,6 @@ class SyncDaemon:
                 self.files.published(out, now, mid)
             except LinkError as exc:  # lost meanwhile: the disconnect event follows
                 self.last_error = str(exc)
-        at = self.files.deadline()
-        if at is not None:
-            self._deadlines["files"] = at
 
     # --- store ----------------------------------------------------------------------------
     async def _write(self, op: Callable[[Database], T]) -> T:
@@ -775,31 +764,29 @@ class SyncDaemon:
                 await asyncio.wrap_future(future)
 
     # --- housekeeping ---------------------------------------------------------------------
-    async def _housekeeping(self, link: MqttLink, now: float) -> None:
+    async def _housekeeping(self, link: MqttLink) -> None:
         """The retained status and the store snapshot, on change only and rate-limited;
-        another process's commits (``--only sync``)."""
+        another process's commits (``--only sync``). Nothing here waits: a status the uplink
+        cap holds goes at a deadline, like a held batch."""
+        now = time.monotonic()
         if self.external_writer:
             await self._look_for_commits(now)
-        self._deadlines.pop("status", None)
-        if self.connected:
-            content = (self.backlog, self.devices)
-            if self._status.changed(content):
-                at = self._status.due(now)
-                if at is None:
-                    body = self._status_body("online")
-                    # A few hundred bytes, at most once an interval: sent at once and charged
-                    # to the cap, never slept on (a sleep here held back every alert with it).
-                    self.pacer.delay(len(body), now)
-                    with contextlib.suppress(LinkError):
-                        link.publish(topics.STATUS.of(self.unit), body,
-                                     retain=topics.STATUS.retain,
-                                     content_type=topics.STATUS.content_type)
-                        self._status.sent(content, now)
-                else:
-                    self._deadlines["status"] = at
+        if planner.status_due(self._outlook(now)):
+            body = self._status_body("online")
+            # A few hundred bytes, at most once an interval: sent at once and charged to the
+            # cap (what follows waits for them), never slept on nor held behind a backlog.
+            self.pacer.delay(len(body), now)
+            self._status_hold = None
+            try:
+                link.publish(topics.STATUS.of(self.unit), body,
+                             retain=topics.STATUS.retain,
+                             content_type=topics.STATUS.content_type)
+                self._status.sent(self._status_content(), now)
+            except LinkError:  # lost meanwhile: the disconnect event follows
+                self._status_hold = now + 1.0
         snapshot = self._snapshot()
         key = {k: v for k, v in snapshot.items() if k != "updated_at"}
-        self._deadlines.pop("state", None)
+        self._snapshot_at = None
         if key != self._state_written:
             if now - self._state_at >= STATE_INTERVAL_S or (
                 self._state_written is None
@@ -808,11 +795,23 @@ class SyncDaemon:
                 self._state_written, self._state_at = key, now
                 self._write_later(functools.partial(put_state, key="sync", value=snapshot))
             else:
-                self._deadlines["state"] = self._state_at + STATE_INTERVAL_S
+                self._snapshot_at = self._state_at + STATE_INTERVAL_S
+
+    def _status_content(self) -> tuple[Any, Any]:
+        return (self.backlog, self.devices)
+
+    def _status_at(self, now: float) -> float | None:
+        """When the retained status may go: None when it has nothing new to say."""
+        if not self.connected or not self._status.changed(self._status_content()):
+            return None
+        if self._status_hold is not None:
+            return self._status_hold
+        at = self._status.due(now)
+        return now if at is None else at
 
     async def _look_for_commits(self, now: float, *, force: bool = False) -> None:
-        version = await self.store.read_async(
-            lambda db: int(db.execute("PRAGMA data_version").fetchone()[0]))
+        self._polled_at = now
+        version = await self.store.read_async(outbox.data_version)
         if force or version != self._data_version:
             self._data_version = version
             waiting, alerts = await self.store.read_async(

@@ -245,3 +245,17 @@ def backlog(db: Database) -> int:
 def refused_count(db: Database) -> int:
     return int(db.execute("SELECT count(*) FROM readings WHERE refused IS NOT NULL"
                           ).fetchone()[0])
+
+
+def store_counts(db: Database) -> dict[str, int]:
+    """Readings and rejected frames held by the store (``diagnostics``: counts only)."""
+    return {
+        "readings": int(db.execute("SELECT count(*) FROM readings").fetchone()[0]),
+        "rejects": int(db.execute("SELECT count(*) FROM rejects").fetchone()[0]),
+    }
+
+
+def data_version(db: Database) -> int:
+    """SQLite's ``PRAGMA data_version`` on this connection: it changes when another
+    connection (another process: ``--only sync``) committed since the last look."""
+    return int(db.execute("PRAGMA data_version").fetchone()[0])

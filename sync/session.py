@@ -200,5 +200,10 @@ class SyncSession:
         return []
 
     def _wait(self) -> list[Action]:
+        at = self.ack_deadline()
+        return [] if at is None else [WaitUntil(at)]
+
+    def ack_deadline(self) -> float | None:
+        """The earliest ack deadline of the batches sent on this connection (None: none)."""
         times = [f.published_at for f in self.in_flight.values() if f.published_at is not None]
-        return [WaitUntil(min(times) + self.ack_timeout)] if times else []
+        return min(times) + self.ack_timeout if times else None

@@ -149,3 +149,37 @@ def test_a_replayed_or_altered_config_version_is_refused(tmp_path: Path) -> None
         apply_config(new, b'{"version": 5, "sync": {"batch_size": 60}}', 5, {"batch_size": 50})
     with pytest.raises(DownlinkRefused, match="not newer"):
         apply_config(new, b'{"version": 4, "sync": {"batch_size": 50}}', 5, {"batch_size": 50})
+
+
+async def test_sync_now_from_central_sends_the_batches_in_flight_again(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """``down/cmd`` sync-now: the batch in flight goes again at once, under its own id, long
+    before its ack timeout (no central acknowledges here)."""
+    cfg = settings(tmp_path, mosquitto.port, batch=10, timeout=600.0)
+    stop = asyncio.Event()
+    async with watching(mosquitto.port, topics.EVENTS.of(UNIT), topics.READINGS.of(UNIT),
+                        name="central") as (central, queue):
+        with Store(cfg.store.path, UNIT) as store:
+            for _ in range(3):
+                store.append("ox", [measurement("spo2", 97.0)]).result()
+            task = asyncio.create_task(SyncDaemon(store, cfg).run(stop))
+            sent: list[str] = []
+            done: dict[str, Any] | None = None
+            try:
+                async with asyncio.timeout(30):
+                    while len(sent) < 2 or done is None:
+                        event = await queue.get()
+                        if event.kind != "message":
+                            continue
+                        if event.topic == topics.READINGS.of(UNIT):
+                            sent.append(dict(event.user_properties)["batch_id"])
+                            if len(sent) == 1:
+                                central.publish(topics.CMD.of(UNIT), json.dumps(
+                                    {"id": "s1", "cmd": "sync-now"}).encode())
+                        elif json.loads(event.payload)["type"] == "cmd-done":
+                            done = json.loads(event.payload)
+            finally:
+                stop.set()
+                await task
+    assert sent[0] == sent[1] and done is not None and done["id"] == "s1"

@@ -167,3 +167,26 @@ def test_readings_central_refuses_are_kept_apart_not_sent_not_retaken(store: Sto
     assert store.read(outbox.refused_count) == 1
     assert take(store, "b", 10) == []
     assert store.stats()["readings_refused_by_central"] == 1
+
+
+def test_store_counts_name_readings_and_rejected_frames_apart(store: Store) -> None:
+    from drivers.base import Rejected
+
+    add(store, 3)
+    store.append("ox", [], [Rejected(b"\x01\x02", "checksum")]).result(10)
+    assert store.read(outbox.store_counts) == {"readings": 3, "rejects": 1}
+
+
+def test_data_version_changes_when_another_connection_commits(store: Store,
+                                                              tmp_path: Path) -> None:
+    """``--only sync`` looks for another process's commits this way: one connection polls,
+    another writes."""
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "unit.db")) as reader:
+        db = Database(reader)
+        before = outbox.data_version(db)
+        assert outbox.data_version(db) == before  # nothing committed elsewhere
+        add(store, 1)
+        assert outbox.data_version(db) != before

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,11 @@ from edge_agent.models import measurement
 from edge_agent.service.supervisor import StoreSink
 from edge_agent.store.writer import Store
 from sync import topics
+from sync.central.receiver import Receiver
 from sync.daemon import SyncDaemon
 from sync.link import LinkEvent
 from tests.broker import MosquittoBroker
-from tests.sync.checker import watching
+from tests.sync.checker import wait_until, watching
 from tests.sync.test_faults import UNIT, settings
 
 
@@ -53,3 +55,46 @@ async def test_birth_and_device_changes(tmp_path: Path, mosquitto: MosquittoBrok
             await task
         offline = await status_where(queue, lambda b: b["state"] == "offline")
         assert offline["unit"] == UNIT
+
+
+async def test_a_status_under_a_spent_uplink_cap_does_not_stall_the_loop(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """A changed status (a few hundred bytes, at most once an interval) goes at once under a
+    spent uplink cap, its bytes charged to the cap; the loop goes on, and an alert still leaves
+    at once. (It slept inside the turn before: nothing was served until the status had gone,
+    hours later here.)"""
+    cfg = settings(tmp_path, mosquitto.port)
+    cfg = cfg.model_copy(update={"sync": cfg.sync.model_copy(
+        update={"uplink_bps": 8000, "status_interval_s": 1.0})})
+    stop = asyncio.Event()
+    async with watching(mosquitto.port, topics.STATUS.of(UNIT)) as (_, queue):
+        with Store(cfg.store.path, UNIT) as store:
+            daemon = SyncDaemon(store, cfg)
+            receiver = Receiver("127.0.0.1", mosquitto.port, tmp_path / "central.db",
+                                client_id="rx-status")
+            tasks = [asyncio.create_task(receiver.run(stop)),
+                     asyncio.create_task(daemon.run(stop))]
+            try:
+                await status_where(queue, lambda b: b["state"] == "online")
+                await wait_until(lambda: receiver.connected.is_set(), 10, "central up")
+                await wait_until(lambda: daemon._status.due(time.monotonic()) is None, 10,
+                                 "the status interval passed")
+                # The modem's share is spent for hours (a large upload went before): the
+                # bucket is drained directly, as nothing on a loopback broker would.
+                daemon.pacer.delay(10**7, time.monotonic())
+                turns = daemon.wakeups
+                daemon.devices_changed({"oximeter-1": {"state": "disconnected"}})
+                await wait_until(lambda: daemon.wakeups > turns, 10, "the change noticed")
+                store.append("oximeter-1", [measurement("spo2", 84.0)]).result()  # an alert
+                await wait_until(lambda: store.stats()["readings_pending_sync"] == 0, 30,
+                                 "the alert acknowledged under the spent cap")
+                changed = await status_where(queue, lambda b: b["devices"] == {
+                    "oximeter-1": {"state": "disconnected"}})
+                assert changed["state"] == "online"  # the status went, hours before its share
+            finally:
+                stop.set()
+                _, pending = await asyncio.wait(tasks, timeout=20)
+                for task in pending:  # the old loop slept through the stop as well
+                    task.cancel()
+                assert not pending, "the sync loop did not stop"
