@@ -70,9 +70,12 @@ def _apply(store_path: Path, action: Action, writer: Store | None) -> ActionResu
             writer.encounters.invalidate()  # its own commits do not move data_version
             return op(db)
 
-        return writer.call(through_writer)
+        result = writer.call(through_writer)
     except _failed():
         return FAILED
+    if result.ok:  # an assign or a close queued readings again: the sync loop looks now
+        writer.outbox_changed(max(1, result.count or 0))
+    return result
 
 
 def open_encounter(store_path: Path, identifier: str, system: str | None,

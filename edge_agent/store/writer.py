@@ -350,6 +350,17 @@ class Store:
         readings: keep it tiny (e.g. ``loop.call_soon_threadsafe(event.set)``)."""
         self._listeners.append(listener)
 
+    def outbox_changed(self, readings: int = 1) -> None:
+        """Tell the listeners that readings wait again for central without a new reading: a
+        commit of another kind (the console's assign or close through this writer) queued
+        them. The sync loop then looks at the outbox at once."""
+        note = CommitNote(max(1, readings), 0)
+        for listener in list(self._listeners):
+            try:
+                listener(note)
+            except Exception:
+                log.exception("store: commit listener failed")
+
     def remove_commit_listener(self, listener: Callable[[CommitNote], None]) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
