@@ -11,14 +11,13 @@ available" and the actions (:mod:`edge_agent.console.actions`) refuse.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from sqlite_utils import Database
 
-from edge_agent.store.agent_lock import is_running
+from edge_agent.store.agent_lock import is_running, pid_alive
 from edge_agent.store.disk_status import read_status
 from edge_agent.store.read import reading
 
@@ -110,27 +109,16 @@ def _state(db: Database, key: str) -> Any:
         return None
 
 
-def _alive(pid: object) -> int | None:
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:  # alive, the service user's
-        return pid
-    return pid
-
-
 def agent_pid(path: Path, sync: dict[str, Any] | None) -> int | None:
     """The running agent's pid: from the disk status file (written by every running agent)
     or the sync snapshot; None when neither names a live process."""
     disk = read_status(path)
     if disk is not None and disk.get("agent_running"):
-        return _alive(disk.get("pid"))
+        pid = disk.get("pid")
+        return pid if isinstance(pid, int) and pid_alive(pid) else None
     if sync is not None and not sync.get("stopped"):
-        pid = _alive(sync.get("pid"))
-        return pid if pid is not None and is_running(path, pid) else None
+        pid = sync.get("pid")
+        return pid if isinstance(pid, int) and pid_alive(pid) and is_running(path, pid) else None
     return None
 
 

@@ -138,12 +138,13 @@ def is_running(store: Path, pid: int) -> bool:
     now). A store no agent of this version ran on (no lock files) falls back to the pid."""
     held = holders(store)
     if held is None or 0 in held.values():  # none yet, or one whose pid is being written
-        return _alive(pid)
+        return pid_alive(pid)
     return pid in held.values()
 
 
-def _alive(pid: int) -> bool:
-    if pid <= 0:
+def pid_alive(pid: object) -> bool:
+    """Whether ``pid`` names a live process (a positive int; one of another user counts)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)

@@ -86,16 +86,6 @@ def read_status(store: Path) -> dict[str, Any] | None:
     return data
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def ensure_reserve(store: Path, size: int) -> bool:
     """Create the reserve file (zeros, fsynced) if missing; False if there is no room."""
     path = reserve_path(store)
