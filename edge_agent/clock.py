@@ -97,3 +97,14 @@ def choose_clock(system_utc: float, *, system_synced: bool, gps_offset_s: float 
     if abs(gps_offset_s) <= tolerance_s:
         return ClockChoice(ClockSource.SYSTEM)  # GPS vouches for the system clock
     return ClockChoice(ClockSource.GPS, gps_offset_s)
+
+
+def parse_time(stamp: str | None) -> datetime | None:
+    """An ISO 8601 time as the store writes it (``Z`` or an offset; none read as UTC)."""
+    if not stamp:
+        return None
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

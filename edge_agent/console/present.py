@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from edge_agent.clock import parse_time
 from edge_agent.console.queries import Encounter, Reading, UnitView
 from edge_agent.i18n import Translator
 
@@ -13,15 +14,8 @@ UNIT_LABELS: Final = {"mm[Hg]": "mmHg", "Cel": "°C", "[degF]": "°F", "[lb_av]"
 
 
 def age_s(stamp: str | None, now: datetime) -> float | None:
-    if not stamp:
-        return None
-    try:
-        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return (now - when).total_seconds()
+    when = parse_time(stamp)
+    return None if when is None else (now - when).total_seconds()
 
 
 def value_text(tr: Translator, r: Reading) -> str:

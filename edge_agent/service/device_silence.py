@@ -11,20 +11,12 @@ between patients.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
+from edge_agent.clock import parse_time
+
 SILENT_AFTER_INTERVALS: Final = 5
-
-
-def parse_time(stamp: str | None) -> datetime | None:
-    if not stamp:
-        return None
-    try:
-        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def silent_since(expected_interval: float | None, state: str, connected_since: str | None,
