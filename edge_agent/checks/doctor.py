@@ -296,6 +296,27 @@ def check_tls(settings: Settings, now: datetime) -> list[Check]:
     return checks
 
 
+def check_console_tls(settings: Settings, now: datetime) -> list[Check]:
+    """The LAN console's HTTPS certificate: its SHA-256 fingerprint (for the nurse to compare
+    on her tablet), its expiry, its key's mode."""
+    c = settings.console
+    if not c.enabled or not c.tls:
+        return [Check("console tls", "skip", "the console is not served off loopback")]
+    from edge_agent.console.tls import INSTALL_FIX, read_certificate
+
+    try:
+        info = read_certificate(Path(c.cert_file))
+        key_mode = stat.S_IMODE(os.stat(c.key_file).st_mode)
+    except (OSError, ValueError) as exc:
+        return [Check("console tls", "fail", f"no usable certificate for the console on "
+                      f"{c.host}: {str(exc)[:120]}", INSTALL_FIX)]
+    expiry = cert_expiry_check("console tls", info.not_after, now)
+    fix = expiry.fix and "edge-agent console cert --replace (tablets then see a new fingerprint)"
+    return [Check("console tls", expiry.status,
+                  f"SHA-256 {info.fingerprint}, {expiry.detail}", fix),
+            mode_check("console tls key mode", Path(c.key_file), key_mode)]
+
+
 def check_broker(settings: Settings, timeout: float) -> list[Check]:
     if settings.broker is None or not settings.sync.enabled:
         return [Check("broker", "skip", "offline unit: no [broker] (or sync disabled)")]
@@ -469,6 +490,7 @@ def run(config: Path, *, broker_timeout: float = 10.0, now: datetime | None = No
     checks += check_user()
     checks += check_service()
     checks += check_tls(settings, now)
+    checks += check_console_tls(settings, now)
     checks += check_broker(settings, broker_timeout)
     state = sync_state(settings)
     checks += check_trust(settings, state)
