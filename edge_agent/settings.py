@@ -207,10 +207,19 @@ class ConsoleSettings(_Model):
     # NAT address); the unit's own host names and addresses are always allowed (DNS rebinding).
     allowed_hosts: list[Annotated[str, Field(pattern=r"^\[?[A-Za-z0-9][A-Za-z0-9:.-]{0,252}\]?$")]
                         ] = []
+    # HTTPS on any host but loopback (the PIN must not cross the van's Wi-Fi in clear): made by
+    # `edge-agent console cert` (or scripts/install); the key 0600.
+    cert_file: str = "/etc/edge-agent/tls/console.pem"
+    key_file: str = "/etc/edge-agent/tls/console.key"
 
     @property
     def loopback(self) -> bool:
         return self.host in ("127.0.0.1", "::1", "localhost")
+
+    @property
+    def tls(self) -> bool:
+        """Served over HTTPS: every bind but loopback (no PIN crosses a network there)."""
+        return not self.loopback
 
 
 class Settings(_Model):

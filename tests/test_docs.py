@@ -21,6 +21,8 @@ def commands() -> set[str]:
         sub = getattr(cmd, "commands", None)
         if sub:
             names.update(f"{name} {s}" for s in sub)
+            if getattr(cmd, "invoke_without_command", False):  # `console` serves; `console cert`
+                names.add(name)
         else:
             names.add(name)
     return names

@@ -15,6 +15,8 @@ import os
 import pwd
 import shutil
 import stat
+import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,6 +204,60 @@ def check_user() -> list[Check]:
     return [Check("service user", "ok", f"{SERVICE_USER} in dialout, bluetooth")]
 
 
+SERVICE_UNIT = "edge-agent.service"
+SERVICE_PROPERTIES = ("LoadState", "UnitFileState", "ActiveState", "SubState")
+
+
+def service_check(returncode: int | None, stdout: str, stderr: str) -> Check:
+    """Installed? enabled? running? from ``systemctl show -p LoadState,UnitFileState,ActiveState,
+    SubState edge-agent.service`` (``returncode`` None: no systemctl on this machine)."""
+    if returncode is None:
+        return Check("service", "skip", "systemd not available (no systemctl): the agent is not "
+                     "run as a service on this machine")
+    if returncode != 0:
+        why = (stderr.strip().splitlines() or ["systemctl failed"])[0][:120]
+        return Check("service", "skip", f"systemd not available: {why}")
+    props = dict(line.partition("=")[::2] for line in stdout.splitlines() if "=" in line)
+    load, enabled = props.get("LoadState", ""), props.get("UnitFileState", "")
+    active, sub = props.get("ActiveState", ""), props.get("SubState", "")
+    if load == "not-found" or not load:
+        return Check("service", "warn", "not installed as a service", "sudo scripts/install")
+    if load == "masked":
+        return Check("service", "fail", "installed but masked: it never starts",
+                     "systemctl unmask edge-agent && systemctl start edge-agent")
+    if load != "loaded":
+        return Check("service", "fail", f"installed but systemd cannot load it ({load})",
+                     "systemd-analyze verify /etc/systemd/system/edge-agent.service; then "
+                     "sudo scripts/install again")
+    if active == "failed":
+        return Check("service", "fail", f"installed, {enabled or 'unknown'}, failed ({sub})",
+                     "journalctl -u edge-agent -b says why; then systemctl restart edge-agent")
+    if enabled not in ("enabled", "enabled-runtime", "static", "alias", "linked"):
+        state = "running" if active == "active" else active
+        return Check("service", "warn", f"installed, not enabled ({enabled or 'unknown'}): it "
+                     f"will not start at boot; {state}", "systemctl enable edge-agent")
+    if active == "active":
+        return Check("service", "ok", f"installed, enabled, running ({sub})")
+    if active in ("activating", "reloading"):
+        return Check("service", "warn", f"installed, enabled, starting ({sub})",
+                     "run doctor again in a minute; journalctl -u edge-agent -f")
+    return Check("service", "warn", f"installed, enabled, not running ({active or 'unknown'})",
+                 "systemctl start edge-agent")
+
+
+def check_service(which: Callable[[str], str | None] = shutil.which) -> list[Check]:
+    systemctl = which("systemctl")
+    if systemctl is None:
+        return [service_check(None, "", "")]
+    try:
+        done = subprocess.run(
+            [systemctl, "show", "-p", ",".join(SERVICE_PROPERTIES), SERVICE_UNIT],
+            capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [service_check(1, "", f"systemctl: {type(exc).__name__}")]
+    return [service_check(done.returncode, done.stdout, done.stderr)]
+
+
 def check_tls(settings: Settings, now: datetime) -> list[Check]:
     broker = settings.broker
     if broker is None or not broker.tls:
@@ -238,6 +294,27 @@ def check_tls(settings: Settings, now: datetime) -> list[Check]:
     key_path = Path(broker.key_file)
     checks.append(mode_check("tls key mode", key_path, stat.S_IMODE(key_path.stat().st_mode)))
     return checks
+
+
+def check_console_tls(settings: Settings, now: datetime) -> list[Check]:
+    """The LAN console's HTTPS certificate: its SHA-256 fingerprint (for the nurse to compare
+    on her tablet), its expiry, its key's mode."""
+    c = settings.console
+    if not c.enabled or not c.tls:
+        return [Check("console tls", "skip", "the console is not served off loopback")]
+    from edge_agent.console.tls import INSTALL_FIX, read_certificate
+
+    try:
+        info = read_certificate(Path(c.cert_file))
+        key_mode = stat.S_IMODE(os.stat(c.key_file).st_mode)
+    except (OSError, ValueError) as exc:
+        return [Check("console tls", "fail", f"no usable certificate for the console on "
+                      f"{c.host}: {str(exc)[:120]}", INSTALL_FIX)]
+    expiry = cert_expiry_check("console tls", info.not_after, now)
+    fix = expiry.fix and "edge-agent console cert --replace (tablets then see a new fingerprint)"
+    return [Check("console tls", expiry.status,
+                  f"SHA-256 {info.fingerprint}, {expiry.detail}", fix),
+            mode_check("console tls key mode", Path(c.key_file), key_mode)]
 
 
 def check_broker(settings: Settings, timeout: float) -> list[Check]:
@@ -411,7 +488,9 @@ def run(config: Path, *, broker_timeout: float = 10.0, now: datetime | None = No
     checks += check_encryption(settings, config)
     checks += check_store(settings, now)
     checks += check_user()
+    checks += check_service()
     checks += check_tls(settings, now)
+    checks += check_console_tls(settings, now)
     checks += check_broker(settings, broker_timeout)
     state = sync_state(settings)
     checks += check_trust(settings, state)

@@ -114,8 +114,9 @@ def _register() -> None:
 
     from edge_agent.cli import nurse
 
-    for nurse_command in (nurse.start, nurse.status, nurse.watch, nurse.console):
+    for nurse_command in (nurse.start, nurse.status, nurse.watch):
         app.command(rich_help_panel="Nurse")(nurse_command)
+    app.add_typer(nurse.console_app, name="console", rich_help_panel="Nurse")
     app.command(rich_help_panel="Nurse")(demo.demo)
     from edge_agent.cli import patient
 

@@ -224,7 +224,14 @@ def watch(
         pass
 
 
+console_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
+                          help="Serve the nurses' web console alone; `console cert` makes its "
+                          "HTTPS certificate.")
+
+
+@console_app.callback()
 def console(
+    ctx: typer.Context,
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option("--host", help="Address to serve on (default: "
                                              "[console] host).")] = None,
@@ -232,6 +239,8 @@ def console(
                                              "port, 8470).")] = None,
 ) -> None:
     """Serve the nurses' web console alone (edge-agent run serves it too when enabled)."""
+    if ctx.invoked_subcommand is not None:
+        return
     import asyncio
 
     from edge_agent.cli.common import load_settings
@@ -247,7 +256,8 @@ def console(
         data["console"] = {**data["console"], **updates}
         settings = from_mapping(data, "--host/--port")
     c = settings.console
-    typer.echo(f"console: http://{c.host}:{c.port}" + ("" if c.loopback else " (PIN asked)"))
+    typer.echo(f"console: {'https' if c.tls else 'http'}://{c.host}:{c.port}"
+               + ("" if c.loopback else " (PIN asked)"))
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -255,3 +265,29 @@ def console(
         await serve_console(settings, stop)
 
     asyncio.run(main())
+
+
+@console_app.command("cert")
+def console_cert(
+    config: ConfigOption = None,
+    days: Annotated[int, typer.Option("--days", min=1, max=3650,
+                                      help="Validity in days (default 5 years).")] = 1825,
+    replace: Annotated[bool, typer.Option("--replace", help="Make a new certificate over the "
+                                          "old one (tablets then see a new fingerprint).")
+                       ] = False,
+) -> None:
+    """Make the LAN console's HTTPS certificate (self-signed, for this computer's names and
+    addresses; key 0600) at [console] cert_file/key_file, and print its SHA-256 fingerprint."""
+    from edge_agent.cli.common import load_settings
+    from edge_agent.console.tls import write_certificate
+
+    settings = load_settings(config)
+    c = settings.console
+    try:
+        info = write_certificate(c, settings.unit.id, days=days, replace=replace)
+    except FileExistsError as exc:
+        raise ConfigError("[console]", "cert_file", str(exc),
+                          "keep it, or run again with --replace") from None
+    typer.echo(f"wrote {c.cert_file} and {c.key_file} (0600)")
+    typer.echo(f"SHA-256 fingerprint: {info.fingerprint}")
+    typer.echo(f"valid until {info.not_after:%Y-%m-%d}")

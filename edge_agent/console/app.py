@@ -170,8 +170,22 @@ class Console:
     # --- routes ----------------------------------------------------------------------------
     def _session(self, request: Request, response: Response) -> str:
         sid = request.cookies.get("sid") or secrets.token_urlsafe(24)
-        response.set_cookie("sid", sid, httponly=True, samesite="strict")
+        response.set_cookie("sid", sid, httponly=True, samesite="strict",
+                            secure=https(request))
         return sid
+
+    def fingerprint(self, request: Request) -> str:
+        """The HTTPS certificate's fingerprint, for the unit's own screen only (loopback): the
+        nurse compares it with her tablet's; a page that crossed the network proves nothing."""
+        c = self.settings.console
+        if not c.tls or not self.local(request):
+            return ""
+        from edge_agent.console.tls import read_certificate
+
+        try:
+            return read_certificate(Path(c.cert_file)).fingerprint
+        except (OSError, ValueError):
+            return ""
 
     async def page(self, request: Request) -> Response:
         tr = self.lang(request)
@@ -181,10 +195,11 @@ class Console:
         sid = self._session(request, response)
         body = self.render("index.html", csrf=self.csrf_token(sid), lang=tr.lang,
                            dir=tr.direction, langs=[(lang, LANG_NAMES[lang]) for lang in LANGS],
-                           unit=self.settings.unit.id, **await self.live_context(tr))
+                           unit=self.settings.unit.id, fingerprint=self.fingerprint(request),
+                           **await self.live_context(tr))
         response.body = body.encode()
         response.headers["content-length"] = str(len(response.body))
-        response.set_cookie("lang", tr.lang, samesite="strict")
+        response.set_cookie("lang", tr.lang, samesite="strict", secure=https(request))
         return response
 
     def login_page(self, request: Request, tr: Translator, error: str = "",
@@ -218,7 +233,8 @@ class Console:
             return self.login_page(request, tr, tr("web.pin_wrong"), 401)
         response = Response(status_code=303, headers={"location": "/"})
         sid = request.cookies.get("sid", "")
-        response.set_cookie("auth", self._sign("pin:" + sid), httponly=True, samesite="strict")
+        response.set_cookie("auth", self._sign("pin:" + sid), httponly=True, samesite="strict",
+                            secure=https(request))
         return response
 
     async def live(self, request: Request) -> Response:
@@ -262,6 +278,11 @@ class Console:
                    else tr(result.message))
         return JSONResponse({"ok": result.ok, "message": message},
                             200 if result.ok else 409)
+
+
+def https(request: Request) -> bool:
+    """Cookies are ``Secure`` on HTTPS (the LAN console): never sent back over plain HTTP."""
+    return request.url.scheme == "https"
 
 
 async def form_fields(request: Request) -> dict[str, list[str]]:

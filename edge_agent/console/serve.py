@@ -50,11 +50,17 @@ async def serve_console(settings: Settings, stop: asyncio.Event,
             yield
 
     c = settings.console
+    if c.tls:  # off loopback: HTTPS only, never plain HTTP instead (the PIN crosses the LAN)
+        from edge_agent.console.tls import require_files
+
+        require_files(c)
     sock = bind(c.host, c.port)
     config = uvicorn.Config(create_app(settings, writer=writer), log_config=None, access_log=False,
-                            lifespan="off", http="h11", ws="none", timeout_graceful_shutdown=2)
+                            lifespan="off", http="h11", ws="none", timeout_graceful_shutdown=2,
+                            ssl_certfile=c.cert_file if c.tls else None,
+                            ssl_keyfile=c.key_file if c.tls else None)
     server = _Server(config)
-    log.info("console: serving on http://%s:%s", c.host, c.port)
+    log.info("console: serving on %s://%s:%s", "https" if c.tls else "http", c.host, c.port)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="console-http")
     stopping = asyncio.create_task(stop.wait())
     try:

@@ -86,6 +86,8 @@ DevicePolicy=closed
 DeviceAllow=char-ttyUSB rw
 DeviceAllow=char-ttyACM rw
 DeviceAllow=char-ttyS rw
+# Bluetooth SPP (serial) oximeters bound with rfcomm: /dev/rfcomm*
+DeviceAllow=char-rfcomm rw
 
 [Install]
 WantedBy=multi-user.target

@@ -7,8 +7,10 @@ that needs no PIN) gets 421 before any handler runs, and reads and changes nothi
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sqlite3
+import ssl
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,7 @@ from edge_agent.console.hosts import (
 from edge_agent.store.writer import Store
 from tests.broker import free_port
 from tests.console.test_web import IDENTIFIER, Served
-from tests.console.unit import unit_config
+from tests.console.unit import lan_tls, unit_config
 
 ALLOWED = allowed_names("192.168.8.20", {"mmu-01", "mmu-01.local"},
                         {"10.0.0.7", "fe80::1"}, ["van-12.lan"])
@@ -85,7 +87,13 @@ def test_interface_addresses_include_loopback() -> None:
 
 
 def raw_request(served: Served, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as conn:
+    with contextlib.ExitStack() as stack:
+        conn = stack.enter_context(socket.create_connection(("127.0.0.1", served.port),
+                                                            timeout=10))
+        c = served.settings.console
+        if c.tls:  # off loopback the console speaks HTTPS only
+            conn = stack.enter_context(ssl.create_default_context(cafile=c.cert_file)
+                                       .wrap_socket(conn, server_hostname="127.0.0.1"))
         conn.sendall(data)
         chunks = []
         while chunk := conn.recv(65536):
@@ -98,7 +106,7 @@ def test_forged_host_refused_before_any_handler(tmp_path: Path, bind: str) -> No
     port = free_port()
     cfg = unit_config(tmp_path, extra=(
         f'[console]\nenabled = true\nhost = "{bind}"\nport = {port}\npin = "4821"\n'
-        'allowed_hosts = ["van-12.lan"]\n'))
+        'allowed_hosts = ["van-12.lan"]\n' + lan_tls(tmp_path)))
     store = tmp_path / "unit.db"
     with Store(store, "mmu-01"):
         pass

@@ -20,7 +20,7 @@ from edge_agent.i18n import translator
 from edge_agent.store.writer import Store
 from tests.broker import free_port
 from tests.console.test_web import Served, session
-from tests.console.unit import unit_config
+from tests.console.unit import lan_tls, unit_config
 
 
 class Clock:
@@ -125,7 +125,7 @@ def test_each_client_decided_alone(events: list[tuple[str, float, bool]]) -> Non
 def test_concurrent_wrong_pins_lock_only_their_tablet(tmp_path: Path) -> None:
     port = free_port()
     cfg = unit_config(tmp_path, extra=(f'[console]\nenabled = true\nhost = "127.0.0.2"\n'
-                                       f'port = {port}\npin = "4821"\n'))
+                                       f'port = {port}\npin = "4821"\n' + lan_tls(tmp_path)))
     with Store(tmp_path / "unit.db", "mmu-01"):
         pass
     fr = translator("fr")

@@ -28,7 +28,7 @@ from edge_agent.store.encounters import masked
 from edge_agent.store.writer import Store
 from tests.broker import free_port
 from tests.console.test_web import IDENTIFIER, Served, session
-from tests.console.unit import unit_config
+from tests.console.unit import lan_tls, unit_config
 
 # Values for the path parameters of the app's routes: a route with a parameter not named here
 # fails the test (add its values), it does not escape it.
@@ -40,7 +40,8 @@ MASKED = masked(IDENTIFIER)
 def lan_unit(tmp_path: Path) -> tuple[Path, Path]:
     port = free_port()
     cfg = unit_config(tmp_path, device=str(tmp_path / "tty-none"), extra=(
-        f'[console]\nenabled = true\nhost = "127.0.0.2"\nport = {port}\npin = "4821"\n'))
+        f'[console]\nenabled = true\nhost = "127.0.0.2"\nport = {port}\npin = "4821"\n'
+        + lan_tls(tmp_path)))
     store = tmp_path / "unit.db"
     with Store(store, "mmu-01"):
         pass

@@ -10,6 +10,7 @@ import http.client
 import logging
 import re
 import sqlite3
+import ssl
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -25,7 +26,7 @@ from edge_agent.settings import load
 from edge_agent.store.encounters import masked
 from edge_agent.store.writer import Store
 from tests.broker import free_port, wait_for_port
-from tests.console.unit import unit_config
+from tests.console.unit import lan_tls, unit_config
 
 IDENTIFIER = "PAT-7781-XYZ"
 
@@ -64,8 +65,13 @@ class Served:
     def request(self, method: str, path: str, *, body: Mapping[str, str | list[str]] | None = None,
                 headers: dict[str, str] | None = None, source: str | None = None,
                 cookies: dict[str, str] | None = None) -> tuple[int, str, http.client.HTTPMessage]:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=10,
-                                          source_address=(source, 0) if source else None)
+        where = (source, 0) if source else None
+        c = self.settings.console
+        conn = (http.client.HTTPSConnection(  # off loopback: HTTPS, trusting its certificate
+            self.host, self.port, timeout=10, source_address=where,
+            context=ssl.create_default_context(cafile=c.cert_file)) if c.tls
+            else http.client.HTTPConnection(self.host, self.port, timeout=10,
+                                            source_address=where))
         h = {"Host": f"{self.host}:{self.port}", **(headers or {})}
         data = None
         if body is not None:
@@ -229,7 +235,7 @@ def test_lan_needs_a_pin_and_the_pin(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load(unit_config(tmp_path, extra=lan), environ={})
     assert "pin" in str(err.value)
-    cfg = unit_config(tmp_path, extra=lan + 'pin = "4821"\n')
+    cfg = unit_config(tmp_path, extra=lan + 'pin = "4821"\n' + lan_tls(tmp_path))
     with Store(tmp_path / "unit.db", "mmu-01"):
         pass
     tablet = "127.0.0.3"  # another address than this computer's loopback: a tablet on the LAN

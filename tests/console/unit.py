@@ -36,6 +36,23 @@ def unit_config(tmp: Path, *, lang: str = "fr", device: str | None = None,
     return cfg
 
 
+def lan_tls(tmp: Path) -> str:
+    """``[console]`` lines for a console off loopback (served over HTTPS): a certificate made
+    like `edge-agent console cert` makes it, for the test addresses (127.0.0.2 is "the LAN")."""
+    from datetime import UTC, datetime
+
+    from edge_agent.console.tls import make_certificate
+
+    cert, key = tmp / "console.pem", tmp / "console.key"
+    if not cert.exists():
+        cert_pem, key_pem = make_certificate("mmu-01", ["localhost"],
+                                             ["127.0.0.1", "127.0.0.2"], datetime.now(UTC))
+        key.write_bytes(key_pem)
+        key.chmod(0o600)
+        cert.write_bytes(cert_pem)
+    return f'cert_file = "{cert}"\nkey_file = "{key}"\n'
+
+
 def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 

@@ -103,5 +103,31 @@ def test_the_installed_unit_passes_systemd_analyze_verify(tmp_path: Path) -> Non
     text = unit_file()
     for line in ("Type=notify", "WatchdogSec=60", "ProtectSystem=strict", "NoNewPrivileges=yes",
                  "PrivateTmp=yes", "ReadWritePaths=/var/lib/edge-agent", "User=edge-agent",
-                 "StandardError=journal", "SupplementaryGroups=dialout bluetooth"):
+                 "StandardError=journal", "SupplementaryGroups=dialout bluetooth",
+                 # Bluetooth SPP oximeters are read through /dev/rfcommN
+                 "DeviceAllow=char-rfcomm rw"):
         assert f"\n{line}\n" in text, line
+
+
+def test_uninstall_removes_the_store_key_dropin_and_keeps_the_key(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    key = root / "etc/edge-agent/store.key"
+    key.parent.mkdir(parents=True)
+    key.write_bytes(b"k" * 64)
+    key.chmod(0o600)
+    install(root)
+    dropins = root / "etc/systemd/system/edge-agent.service.d"
+    assert (dropins / "store-key.conf").read_text().count("LoadCredential=store-key:") == 1
+
+    out = install(root, "--uninstall")
+    assert not (dropins / "store-key.conf").exists()
+    assert not dropins.exists(), "an empty drop-in folder is left behind"
+    assert key.read_bytes() == b"k" * 64  # the key is kept with the store it opens
+
+    # A technician's own drop-in (systemctl edit) is not install's to delete: kept, and said.
+    install(root)
+    (dropins / "override.conf").write_text("[Service]\nEnvironment=X=1\n")
+    out = install(root, "--uninstall")
+    assert not (dropins / "store-key.conf").exists()
+    assert (dropins / "override.conf").exists()
+    assert "kept /etc/systemd/system/edge-agent.service.d" in out
