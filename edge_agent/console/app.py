@@ -307,7 +307,10 @@ def create_app(settings: Settings, secret: bytes | None = None,
         response.headers["x-frame-options"] = "DENY"
         response.headers["content-security-policy"] = (
             "default-src 'self'; frame-ancestors 'none'; form-action 'self'")
-        response.headers["referrer-policy"] = "no-referrer"
+        # same-origin, not no-referrer: under no-referrer a browser's form POST says
+        # "Origin: null", which the same-origin check refuses (the PIN form in Chromium got
+        # 403); no URL of the console ever goes to another site either way.
+        response.headers["referrer-policy"] = "same-origin"
         if not request.url.path.startswith("/static/"):
             # every page and answer may name the patient: never in the browser's cache
             response.headers["cache-control"] = "no-store"

@@ -4,7 +4,11 @@ cert` and `doctor` on a real certificate."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
 import re
+import shutil
 import socket
 import stat
 from datetime import UTC, datetime, timedelta
@@ -12,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
 from edge_agent.checks import doctor
@@ -24,6 +29,7 @@ from edge_agent.store.writer import Store
 from tests.broker import free_port
 from tests.console.test_web import Served, session
 from tests.console.unit import lan_tls, unit_config
+from tests.tls import make_ca, make_cert
 
 TABLET = "127.0.0.3"  # another address than this computer's 127.0.0.1: a tablet on the LAN
 
@@ -140,3 +146,59 @@ def test_console_cert_command_and_doctor(tmp_path: Path) -> None:
     gone = doctor.check_console_tls(settings, now)[0]
     assert gone.status == "fail" and "console cert" in gone.fix
 
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+                    reason="chromium and chromium-driver are not installed (bash scripts/setup)")
+def test_pin_form_over_https_in_chromium(tmp_path: Path) -> None:
+    """A tablet's browser: the test CA's server certificate trusted by its SPKI hash (nothing
+    else ignored), the PIN form over HTTPS, and the session cookies Secure. (With the console's
+    old ``Referrer-Policy: no-referrer`` Chromium posted the form with ``Origin: null`` and the
+    same-origin check refused the PIN: 403.)"""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    lan = sorted(a for a in interface_addresses() if "." in a and not a.startswith("127."))
+    if not lan:
+        pytest.skip("no non-loopback IPv4 address: Chromium would be a local client")
+    folder = tmp_path / "pki"
+    folder.mkdir()
+    make_ca(folder)
+    cert, key = make_cert(folder, "console", server=True)
+    spki = x509.load_pem_x509_certificate(cert.read_bytes()).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    cfg = lan_config(tmp_path, host=lan[0], tls=f'cert_file = "{cert}"\nkey_file = "{key}"\n')
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--lang=fr",
+                "--ignore-certificate-errors-spki-list="
+                + base64.b64encode(hashlib.sha256(spki).digest()).decode()):
+        options.add_argument(arg)
+    with Served(cfg) as served:
+        browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        try:
+            wait = WebDriverWait(browser, 20, poll_frequency=0.1)
+            browser.get(f"https://{lan[0]}:{served.port}/?lang=fr")
+            box = wait.until(lambda b: b.find_element(By.NAME, "pin"), browser.page_source[:300])
+            secure = browser.execute_script("return window.isSecureContext")
+            assert secure is True, browser.get_cookies()
+            assert {c["name"] for c in browser.get_cookies()} >= {"sid"}, browser.get_cookies()
+            box.send_keys("4821")
+            browser.find_element(By.CSS_SELECTOR, "form button").click()
+            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#live"),
+                       browser.page_source[:600])
+            cookies = {c["name"]: c for c in browser.get_cookies()}
+            assert {"sid", "auth"} <= cookies.keys()
+            assert all(c["secure"] and c["sameSite"] == "Strict" for c in cookies.values()
+                       if c["name"] in ("sid", "auth")), cookies
+            assert browser.current_url.startswith("https://")
+        finally:
+            browser.quit()
+        assert b"HTTP/1.1 200" not in plain_http(lan[0], served.port)
