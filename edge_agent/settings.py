@@ -76,7 +76,7 @@ class StoreSettings(_Model):
     # 0: classic group commit (commit at once, gather what arrives meanwhile). More only helps
     # with many concurrent writers on a slow disk.
     group_wait_ms: Annotated[int, Field(ge=0, le=5_000)] = 0
-    # Disk full (README "When the disk is full"): stream readings held in memory meanwhile,
+    # Disk full (docs/store.md "When the disk is full"): stream readings held in memory meanwhile,
     # at most this many readings and KiB; a reserve file freed for the status writes; held
     # readings written back once this much space is free.
     full_buffer_readings: Annotated[int, Field(ge=0, le=10_000_000)] = 20_000

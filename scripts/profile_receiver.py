@@ -29,7 +29,7 @@ from sync.central.receiver import Receiver
 from sync.central.store import CentralStore, DeadLetter, Gap, Outcome, open_central
 from sync.link import LinkOptions, MqttLink
 from tests.broker import MosquittoBroker
-from tests.sync.central_kit import rows
+from tests.central.central_kit import rows
 
 UNIT = "mmu-prof"
 

@@ -7,7 +7,7 @@ dictionary: :data:`ZDICT` (``mmu-zdict-3``; payloads primed with ``mmu-zdict-2``
 MQTT 5 says so: content type ``application/zlib`` and the user
 properties :data:`WIRE_PROPERTIES` (the inner media type, the dictionary's name and Adler-32).
 The zlib header itself names the dictionary (its Adler-32, RFC 1950 DICTID): the decoder picks
-the dictionary from it, so a third party needs only the dictionary bytes (README).
+the dictionary from it, so a third party needs only the dictionary bytes (docs/wire-format.md).
 
 ``mmu.readings/2`` (a JSON envelope ``{"schema", "unit", "epoch", "batch_id", "seq_from",
 "seq_to", "created_at", "bundle"}`` with a collection Bundle, dictionary V1) is still decoded,

@@ -1,6 +1,6 @@
 """Store rows -> one FHIR R4 ``transaction`` Bundle central can POST as it is (pure: no I/O).
 
-The shape (``mmu.readings/3``), decided here and documented in the README:
+The shape (``mmu.readings/3``), decided here and documented in docs/wire-format.md:
 
 - ``Bundle``: ``identifier`` (the batch id as ``urn:uuid:``), ``timestamp`` (when the batch was
   formed), ``meta.tag`` naming the schema, the unit and the store epoch; every entry has a

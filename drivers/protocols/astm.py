@@ -3,7 +3,7 @@
 Sans-I/O: the transport feeds bytes to :meth:`AstmDecoder.receive_data`, writes
 :meth:`AstmDecoder.data_to_send`, calls :meth:`AstmDecoder.timeout` after 30 s of silence
 between frames and :meth:`AstmDecoder.acknowledge` once a message is committed.
-Facts: ``shared/PROTOCOLS.md`` §6.
+Facts: ``docs/protocols.md`` §6.
 
 Low level (E1381)
     neutral --ENQ--> ACK, transfer; frames ``STX FN text ETB|ETX C1 C2 CR LF``, FN '1'..'7','0',

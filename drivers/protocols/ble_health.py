@@ -1,7 +1,7 @@
 """Bluetooth SIG health profiles, sans-I/O: one decoder per characteristic value, the Record
 Access Control Point (RACP), a glucose-meter download and a plain notify/indicate decoder.
 
-Facts: ``shared/PROTOCOLS.md`` §2 (GSS field tables), codes §9, FHIR mapping §10.
+Facts: ``docs/protocols.md`` §2 (GSS field tables), codes §9, FHIR mapping §10.
 
 Every ``decode_XXXX(value) -> list[Event]`` is pure and total:
 

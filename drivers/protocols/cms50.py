@@ -1,7 +1,7 @@
 """Contec CMS50 USB-serial oximeters: the legacy 5-octet live stream and the newer V7.0
 packet protocol (:class:`Cms50V7Decoder`, provisional: see its section below), sans-I/O.
 
-Facts: ``shared/PROTOCOLS.md`` §4 (19200 bps, 8 data bits, odd parity; 60 packets a second).
+Facts: ``docs/protocols.md`` §4 (19200 bps, 8 data bits, odd parity; 60 packets a second).
 Octet 1 has bit 7 set (sync): b6 pulse beep, b5 SpO2 dropping, b4 searching too long (finger
 out), b3-0 signal strength. Octets 2-5 have bit 7 clear: pleth; b6 PR bit 7, b5 searching
 pulse, b4 probe error, b3-0 bar graph; PR bits 6-0; SpO2. No checksum.

@@ -1,7 +1,7 @@
 """HL7 v2.x messages from vital-signs monitors: parsing, ORU^R01 -> events, the ACK message.
 
 Pure: bytes in, values out (no clock, no I/O, no logging). Framing (MLLP) lives in
-``drivers.protocols.mllp``. Facts: ``shared/PROTOCOLS.md`` §5 and the code table §9.
+``drivers.protocols.mllp``. Facts: ``docs/protocols.md`` §5 and the code table §9.
 
 Separators and text
     Every message brings its own separators: MSH-1 is the character after ``MSH``, MSH-2 the

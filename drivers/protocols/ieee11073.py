@@ -1,6 +1,6 @@
 """IEEE 11073-20601 numbers (SFLOAT, FLOAT) and the Bluetooth Date Time, sans-I/O.
 
-Facts: ``shared/PROTOCOLS.md`` §1. The special values (NaN, NRes, +INF, -INF, reserved) are
+Facts: ``docs/protocols.md`` §1. The special values (NaN, NRes, +INF, -INF, reserved) are
 defined with exponent 0 only and are never numbers: they decode to ``MderValue(value=None,
 special=...)`` (NaN read as 2047 and stored as a blood pressure is the classic bug). A number
 keeps its exponent as a :class:`~decimal.Decimal` because the exponent is the device's

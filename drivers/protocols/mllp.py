@@ -2,7 +2,7 @@
 
 Sans-I/O :class:`~drivers.base.StreamDecoder`. A frame is ``VT (0x0B) message FS (0x1C) CR``;
 bytes may arrive split anywhere and several frames may share one read. Facts:
-``shared/PROTOCOLS.md`` §5; message parsing is ``drivers.protocols.hl7v2``.
+``docs/protocols.md`` §5; message parsing is ``drivers.protocols.hl7v2``.
 
 Events per frame
     A readable message gives its events (measurements, per-OBX rejects, device facts), then

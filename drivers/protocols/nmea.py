@@ -1,6 +1,6 @@
 """NMEA 0183 GPS sentences (GGA, RMC), sans-I/O: the van's position and a GPS time source.
 
-Facts: ``shared/PROTOCOLS.md`` §7. ``$<talker><type>,fields*hh<CR><LF>``; the checksum is the
+Facts: ``docs/protocols.md`` §7. ``$<talker><type>,fields*hh<CR><LF>``; the checksum is the
 XOR of every character between ``$`` and ``*``. Every GNSS talker is read (:data:`TALKERS`: GP
 GPS, GL GLONASS, GA Galileo, GB/BD BeiDou, GI NavIC, GQ/QZ QZSS, GN multi-GNSS). Fields are
 read by position and missing trailing fields are tolerated: NMEA 2.3 adds the RMC mode and 4.1

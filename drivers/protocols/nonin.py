@@ -1,6 +1,6 @@
 """Nonin pulse oximeters, serial Data Formats 2, 7, 8 and 13 (sans-I/O).
 
-Facts: ``shared/PROTOCOLS.md`` §3 (Nonin OEM III / Xpod / WristOx2 3150 / Onyx II 9560).
+Facts: ``docs/protocols.md`` §3 (Nonin OEM III / Xpod / WristOx2 3150 / Onyx II 9560).
 
 - DF2: 5-octet frames ``01 STATUS PLETH FLOAT CHK``; DF7: ``STATUS PLETH_MSB PLETH_LSB FLOAT
   CHK``. CHK = sum of the first four octets mod 256; STATUS bit 7 is always 1 and bit 0 (SYNC)

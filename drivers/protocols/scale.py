@@ -1,6 +1,6 @@
 """ASCII weighing indicators and balances, sans-I/O.
 
-Facts: ``shared/PROTOCOLS.md`` §8. Lines end with CR, LF or CR LF. :data:`GRAMMARS`: ``auto``
+Facts: ``docs/protocols.md`` §8. Lines end with CR, LF or CR LF. :data:`GRAMMARS`: ``auto``
 (the default) tells the two formats below apart per line by their shape (the indicator's second
 field is ``GS``/``NT``/``TR``, the balance's is the signed value; the two never overlap), so a
 technician need not pick one; ``indicator`` or ``balance`` forces one format and rejects the

@@ -103,10 +103,11 @@ def _register() -> None:
                   rich_help_panel="Technician")
     from edge_agent.cli import central
 
-    app.add_typer(central.app, name="central", help="Central's side: signing keys, signed "
-                  "commands for the units.", rich_help_panel="Services")
+    app.add_typer(central.app, name="central", help="Central's side: the receiver, signing "
+                  "keys, signed commands for the units, export.", rich_help_panel="Services")
     app.command(rich_help_panel="Services")(service.run)
-    app.command(rich_help_panel="Services")(service.receive)
+    # `edge-agent receive` stays the short name of `edge-agent central receive`.
+    app.command(rich_help_panel="Services")(central.receive)
     from edge_agent.cli import demo, devices
 
     app.command(rich_help_panel="Technician")(devices.decode)

@@ -58,7 +58,7 @@ def _check_test_map(path: Path) -> None:
     from drivers.decode import code_map_option
     from drivers.protocols.sitecodes import CodeMapError
 
-    form = '{"CODE": {"quantity": KEY, "loinc": "NNNN-C"}, ...} (README: site code maps)'
+    form = '{"CODE": {"quantity": KEY, "loinc": "NNNN-C"}, ...} (docs/devices.md: site code maps)'
     try:
         code_map_option({"test_map": str(path)}, "test_map")
     except CodeMapError as exc:

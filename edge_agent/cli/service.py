@@ -1,4 +1,5 @@
-"""Service commands: ``run`` (drivers + sync) and ``receive`` (reference central receiver)."""
+"""Service commands: ``run`` (drivers + sync). Central's ``receive`` is in
+:mod:`edge_agent.cli.central`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from edge_agent.cli.common import ConfigOption, load_settings, parse_host_port
+from edge_agent.cli.common import ConfigOption, load_settings
 from edge_agent.errors import StoreError
 
 if TYPE_CHECKING:
@@ -133,145 +134,3 @@ def run(
         asyncio.run(main())
     finally:
         lock.release()
-
-
-def receive(
-    db: Annotated[
-        str, typer.Option("--db", help="Central store: a SQLite file, or a PostgreSQL URL "
-                          "(postgresql://user@host/dbname) for a central deployment.")
-    ],
-    broker: Annotated[
-        str | None, typer.Option("--broker", help="Broker HOST:PORT (not with --stats).")
-    ] = None,
-    group: Annotated[str, typer.Option("--group", help="Shared-subscription group.")] = "receivers",
-    client_id: Annotated[
-        str | None,
-        typer.Option("--client-id", help="MQTT client id; keep it stable so a restarted "
-                     "receiver resumes its session and gets the batches queued for it. "
-                     "Default: receiver-<hostname>."),
-    ] = None,
-    ca: Annotated[Path | None, typer.Option("--ca", help="TLS: CA certificate (PEM).")] = None,
-    cert: Annotated[
-        Path | None, typer.Option("--cert", help="TLS: client certificate (CN receiver).")
-    ] = None,
-    key: Annotated[Path | None, typer.Option("--key", help="TLS: client key (0600).")] = None,
-    gap_timeout: Annotated[
-        float, typer.Option("--gap-timeout", min=1, help="Ask a unit to resend a sequence gap "
-                            "that lasts this many seconds.")
-    ] = 120.0,
-    signing_key: Annotated[
-        Path | None, typer.Option("--signing-key", help="Central's private key (edge-agent "
-                                  "central keygen): the commands and acks sent to units are "
-                                  "signed.")
-    ] = None,
-    stats: Annotated[
-        bool, typer.Option("--stats", help="Print what the central store holds per unit and "
-                           "epoch (readings, gaps, conflicts, dead letters) as JSON, and exit.")
-    ] = False,
-    files_dir: Annotated[
-        Path | None, typer.Option("--files-dir", help="Serve the units' files here (partial "
-                                  "uploads, objects, files.db). Default: beside a SQLite "
-                                  "--db (central.files/); required with PostgreSQL.")
-    ] = None,
-    no_files: Annotated[
-        bool, typer.Option("--no-files", help="Do not serve files: one receiver of a group "
-                           "serves them, the others run with --no-files.")
-    ] = False,
-    emulate_emqx_files: Annotated[
-        bool, typer.Option("--emulate-emqx-files", help="Test aid: also play EMQX's part for "
-                           "units in [files] mode = \"emqx\" ($file/..., behind Mosquitto). "
-                           "Not EMQX; see sync/central/files_emqx.py.")
-    ] = False,
-) -> None:
-    """Reference central receiver: store uplink batches idempotently, then acknowledge."""
-    import asyncio
-    import socket
-
-    from sync.central.receiver import Receiver
-    from sync.link import TlsFiles
-
-    if stats:
-        print_central_stats(db)
-        return
-    if broker is None:
-        raise typer.BadParameter("give the broker as HOST:PORT", param_hint="--broker")
-    tls = TlsFiles(ca, cert, key) if ca is not None else None
-    sign = sign_ack = None
-    if signing_key is not None:
-        from edge_agent.cli.central import load_signer
-
-        signer = load_signer(signing_key)
-        sign, sign_ack = signer.sign, signer.ack_properties
-
-    host, port = parse_host_port(broker)
-    serve_files = check_files_options(db, files_dir, no_files, emulate_emqx_files)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        install_stop_handlers(stop)
-        cid = client_id or f"receiver-{socket.gethostname()}"
-        await Receiver(host, port, db, group=group, client_id=cid, tls=tls,
-                       gap_timeout=gap_timeout, sign=sign, sign_ack=sign_ack,
-                       files_dir=files_dir,
-                       serve_files=serve_files, emulate_emqx_files=emulate_emqx_files,
-                       announce=lambda line: typer.echo(line, err=True)).run(stop)
-
-    asyncio.run(main())
-
-
-def check_files_options(db: str, files_dir: Path | None, no_files: bool,
-                        emulate_emqx: bool) -> bool:
-    """Whether this receiver serves files; a usage error (exit 2) names the fix."""
-    if no_files and (files_dir is not None or emulate_emqx):
-        raise typer.BadParameter("--no-files serves no files: drop --files-dir and "
-                                 "--emulate-emqx-files, or drop --no-files",
-                                 param_hint="--no-files")
-    if not no_files and files_dir is None and "://" in db:
-        raise typer.BadParameter("with a PostgreSQL --db, give --files-dir DIR (this receiver "
-                                 "serves the units' files) or --no-files (another one does)",
-                                 param_hint="--files-dir")
-    if not no_files:
-        check_files_dir(files_dir, db)
-    return not no_files
-
-
-def check_files_dir(files_dir: Path | None, db: str) -> None:
-    """The folder the units' files go to can be made and written: else a usage error (exit 2)
-    at start, not a receiver that never acknowledges a file (each unit showing "central does
-    not take files yet")."""
-    import tempfile
-
-    from sync.central.files import default_files_dir
-
-    folder = files_dir or default_files_dir(db)
-    if folder is None:
-        return
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise typer.BadParameter(
-            f"cannot write {exc.filename or folder} ({exc.strerror or exc}): choose a writable "
-            "folder, or --no-files if another receiver serves the files",
-            param_hint="--files-dir" if files_dir is not None else "--db",
-        ) from None
-
-
-def print_central_stats(db: str) -> None:
-    import json
-
-    from edge_agent.errors import StoreError
-    from sync.central.stats import central_stats
-    from sync.central.store import opened
-
-    if "://" not in db and not Path(db).is_file():
-        raise StoreError("central.missing", f"{db}: no central store here (check --db)", path=db)
-    try:
-        with opened(db) as store:
-            typer.echo(json.dumps(central_stats(store), indent=2))
-    except Exception as exc:  # sqlite3/psycopg errors: one line, exit code 4
-        if isinstance(exc, StoreError):
-            raise
-        raise StoreError("central.unreadable", f"{db}: cannot read the central store "
-                         f"({type(exc).__name__}: {exc})", path=db) from exc

@@ -287,8 +287,8 @@ EmqxAnswer = Callable[[CentralFiles, str, str, bytes, int], emqx.Response]
 
 class FileRoute:
     """The receiver's hook: file topics in, acks on ``down/file`` out, PUBACK after both.
-    ``emqx``: also play EMQX's part for ``$file/...`` with this answer (the receiver passes
-    :func:`sync.central.files_emqx.answer` when asked to emulate EMQX)."""
+    ``emqx``: also play EMQX's part for ``$file/...`` with this answer (a test aid: the
+    emulation in ``tests/files/emqx_emulator.py``)."""
 
     def __init__(self, root: Path, *, emqx: EmqxAnswer | None = None) -> None:
         self.root = root

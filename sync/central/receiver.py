@@ -40,8 +40,8 @@ from edge_agent.clock import utc_now
 from edge_agent.errors import LinkError
 from sync import codec, topics
 from sync.acks import DeadLetterNotice, dead_letter_body
-from sync.central import files_emqx, stats
-from sync.central.files import FileRoute, default_files_dir
+from sync.central import stats
+from sync.central.files import EmqxAnswer, FileRoute, default_files_dir
 from sync.central.store import (
     CentralStore,
     DeadLetter,
@@ -139,7 +139,9 @@ class Receiver:
         # One receiver of a group serves them (serve_files=False for the others).
         files_dir: Path | None = None,
         serve_files: bool = True,
-        emulate_emqx_files: bool = False,  # also play EMQX's part for $file/... (a test aid)
+        # A test aid: also play EMQX's part for $file/... with this answer (the emulation in
+        # tests/files/emqx_emulator.py; not EMQX, never in production).
+        emqx_answer: EmqxAnswer | None = None,
     ) -> None:
         self.db_path = db_path
         self.host, self.port = host, port
@@ -166,7 +168,7 @@ class Receiver:
         self._executor: ThreadPoolExecutor | None = None
         self._next_gap_check = 0.0
         files_dir = (files_dir or default_files_dir(db_path)) if serve_files else None
-        self.files = (FileRoute(files_dir, emqx=files_emqx.answer if emulate_emqx_files else None)
+        self.files = (FileRoute(files_dir, emqx=emqx_answer)
                       if files_dir is not None else None)
 
     # --- the loop -------------------------------------------------------------------------

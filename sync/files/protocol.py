@@ -1,4 +1,4 @@
-"""The file transfer protocol over MQTT (README "Teleconsultation files"), pure.
+"""The file transfer protocol over MQTT (docs/files.md), pure.
 
 Unit -> central, QoS 1, per file (``file_id`` = the file's sha256)::
 

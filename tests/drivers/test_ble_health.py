@@ -1,4 +1,4 @@
-"""Bluetooth SIG health characteristics (shared/PROTOCOLS.md §2): golden values with
+"""Bluetooth SIG health characteristics (docs/protocols.md §2): golden values with
 provenance, special values never numbers, every flag combination round-tripped through the
 encoders, truncated/over-long/garbage values always ``Rejected``, never an exception."""
 

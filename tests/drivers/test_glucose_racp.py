@@ -1,4 +1,4 @@
-"""RACP (0x2A52) and the glucose-meter download (shared/PROTOCOLS.md §2.4): records are
+"""RACP (0x2A52) and the glucose-meter download (docs/protocols.md §2.4): records are
 downloaded once, the cursor moves only after ``acknowledge(stored=True)``, "no records found"
 is not an error, a failed procedure or commit downloads the same records again."""
 

@@ -1,4 +1,4 @@
-"""IEEE 11073-20601 SFLOAT/FLOAT and the Bluetooth Date Time (shared/PROTOCOLS.md §1):
+"""IEEE 11073-20601 SFLOAT/FLOAT and the Bluetooth Date Time (docs/protocols.md §1):
 special values are never numbers, the exponent keeps the precision, every 16-bit pattern
 round-trips, impossible dates are refused."""
 

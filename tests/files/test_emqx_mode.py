@@ -1,6 +1,6 @@
 """EMQX's file transfer over MQTT as a mode of the unit's uploader ([files] mode = "emqx"):
 the protocol (pure), and end to end through a real Mosquitto with the reference receiver
-emulating EMQX's broker side (sync/central/files_emqx.py; not a real EMQX)."""
+emulating EMQX's broker side (tests/files/emqx_emulator.py; not a real EMQX)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from sync.files.uploader import (
     SendSegment,
 )
 from tests.broker import MosquittoBroker
+from tests.files import emqx_emulator
 from tests.files.kit import UNIT, central_object, central_upload, complete, settings, unit_holds
 from tests.sync.checker import wait_until
 
@@ -331,7 +332,8 @@ async def test_emqx_mode_end_to_end_through_mosquitto_with_the_emulation(
     with Store(cfg.store.path, UNIT) as store:
         item = AttachmentStore(store).add_bytes(data, name="echo.pdf", device="echo-1")
         daemon = SyncDaemon(store, cfg)
-        receiver = Receiver("127.0.0.1", mosquitto.port, central, emulate_emqx_files=True)
+        receiver = Receiver("127.0.0.1", mosquitto.port, central,
+                            emqx_answer=emqx_emulator.answer)
         tasks = [asyncio.create_task(receiver.run(stop))]
         await asyncio.wait_for(receiver.connected.wait(), 10)  # else the first init is lost
         tasks.append(asyncio.create_task(daemon.run(stop)))

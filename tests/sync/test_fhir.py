@@ -324,12 +324,12 @@ def test_unattributed_readings_get_one_unidentified_patient_per_unit_and_local_d
     assert "device" not in obs[3]
 
 
-def test_the_readme_recipe_decodes_a_payload_without_the_project() -> None:
+def test_the_documented_recipe_decodes_a_payload_without_the_project() -> None:
     """What a platform that is not ours runs: the dictionary bytes, zlib, json."""
     payload = codec.encode_batch("mmu-01", str(uuid.uuid4()), [row(1, "spo2", 97.0)], NOW,
                                  epoch=EPOCH)
-    zdict = codec.ZDICT_V3  # published beside the README as mmu-zdict-3.bin
-    # -- the README snippet --
+    zdict = codec.ZDICT_V3  # the dictionary bytes (docs/wire-format.md)
+    # -- the snippet in docs/wire-format.md --
     inflater = zlib.decompressobj(zdict=zdict)
     bundle = json.loads(inflater.decompress(payload) + inflater.flush())
     assert bundle["resourceType"] == "Bundle" and bundle["type"] == "transaction"

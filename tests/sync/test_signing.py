@@ -39,7 +39,7 @@ from sync.signing import (
     verify,
 )
 from tests.broker import MosquittoBroker
-from tests.sync.central_kit import rows, stub_unit
+from tests.central.central_kit import rows, stub_unit
 from tests.sync.checker import watching
 from tests.sync.test_faults import settings
 

@@ -96,7 +96,7 @@ async def test_nothing_is_marked_sent_until_central_stores_it(
             assert (props["schema"], props["batch_id"], int(props["seq_from"]),
                     int(props["seq_to"])) == (codec.SCHEMA, first.batch_id, first.seq_from,
                                               first.seq_to)
-            # What the payload is, for a platform that is not ours (README: decoding).
+            # What the payload is, for a platform that is not ours (docs/wire-format.md).
             assert (props["encoding"], props["inner-content-type"], props["zlib-dictionary"]) == (
                 "zlib+dict3", "application/fhir+json; fhirVersion=4.0", "mmu-zdict-3")
             assert int.from_bytes(seen[0].payload[2:6], "big") == zlib.adler32(codec.ZDICT_V3)

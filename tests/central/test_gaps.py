@@ -11,7 +11,7 @@ from pathlib import Path
 from sync import topics
 from sync.central.receiver import Receiver
 from tests.broker import MosquittoBroker
-from tests.sync.central_kit import rows, stub_unit
+from tests.central.central_kit import rows, stub_unit
 
 UNIT = "mmu-g"
 OLD, NEW = str(uuid.uuid4()), str(uuid.uuid4())

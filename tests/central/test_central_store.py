@@ -22,7 +22,7 @@ from sqlite_utils import Migrations
 from edge_agent.store.database import open_database
 from sync.central import schema
 from sync.central.store import CONFLICT, CentralStore, Refusal, open_central, transient
-from tests.sync.central_kit import batch, rows, store_rows
+from tests.central.central_kit import batch, rows, store_rows
 
 UNIT = "mmu-c"
 A, B = str(uuid.uuid4()), str(uuid.uuid4())

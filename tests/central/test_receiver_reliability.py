@@ -21,7 +21,7 @@ from sync.central.receiver import Receiver
 from sync.central.store import CentralStore, Outcome, SqliteCentral
 from sync.link import LinkOptions, MqttLink
 from tests.broker import MosquittoBroker
-from tests.sync.central_kit import rows, store_rows, stub_unit
+from tests.central.central_kit import rows, store_rows, stub_unit
 
 UNIT = "mmu-r"
 

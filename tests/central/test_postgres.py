@@ -19,7 +19,7 @@ from sync.central.receiver import Receiver
 from sync.central.store import open_central
 from sync.daemon import SyncDaemon
 from tests.broker import MosquittoBroker
-from tests.sync.central_kit import batch, rows
+from tests.central.central_kit import batch, rows
 from tests.sync.checker import wait_until
 from tests.sync.test_faults import UNIT, fill, settings
 

@@ -23,7 +23,7 @@ from edge_agent.cli import app
 from sync import fhir
 from sync.central.export import export, read_only
 from sync.central.store import PostgresCentral, SqliteCentral
-from tests.sync.export_kit import (
+from tests.central.export_kit import (
     OTHER,
     PATIENT,
     T1,

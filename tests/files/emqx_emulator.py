@@ -1,5 +1,6 @@
-"""An EMULATION of EMQX's broker-side file transfer (``receive --emulate-emqx-files``), for
-testing the unit's "emqx" mode without EMQX. It is not EMQX.
+"""An EMULATION of EMQX's broker-side file transfer, for testing the unit's "emqx" mode
+without EMQX (``Receiver(..., emqx_answer=answer)``). It is not EMQX, and it is a test aid:
+it lives with the tests, and no command of the agent or central offers it.
 
 EMQX handles ``$file/...`` inside the broker and never routes it to subscribers. Mosquitto does
 route it: a client may publish to ``$file/...`` and a client that subscribes to ``$file/#``
