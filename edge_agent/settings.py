@@ -113,7 +113,7 @@ class SyncSettings(_Model):
     uplink_bps: Annotated[int, Field(ge=1000)] | None = None  # cap on sync's uplink, bit/s
     # Live operation: a reading waits up to this long for others to share its message (alerts
     # never wait; a backlog of a full batch leaves at once).
-    linger_s: Annotated[float, Field(ge=0, le=60)] = 2.0
+    linger_s: Annotated[float, Field(ge=0, le=60)] = 5.0
     # Retained status: republished on change, at most this often.
     status_interval_s: Annotated[float, Field(ge=1, le=3600)] = 10.0
 

@@ -6,6 +6,11 @@ time stamps of an NTP-style exchange: ``t_origin`` (the unit's clock when it pub
 from the message's ``sent_at`` property), ``t_recv`` and ``t_send`` (central's clock). Anything
 else is refused unparsed (:class:`ValueError`); an ack is about 200 bytes.
 
+A *cumulative ack* covers several batches of one store in one message (central committed them
+together): ``{"acks": [{"batch_id", "refused", "t_origin", "t_recv"}, ...], "epoch",
+"last_contiguous_seq", "t_send"}``. :func:`parse_acks` reads both forms; the whole message is
+refused when any part of it is malformed (nothing of it is believed).
+
 A *dead-letter notice* travels on the same topic: ``{"dead_letter": {"reason", "batch_id",
 "epoch", "bytes", "parked_at"}}`` says central parked one of the unit's messages for a human
 (it could not decode it, or its store refused it for good). The batch id and epoch are those
@@ -42,20 +47,47 @@ def _number(data: dict[str, Any], key: str) -> float | None:
     return float(value)
 
 
+MAX_BATCHES = 256  # batches one cumulative ack may cover
+
+
 def parse_ack(payload: bytes) -> Ack:
-    """A ``down/ack`` message, strictly; ValueError for anything else."""
+    """A single-batch ``down/ack`` message, strictly; ValueError for anything else."""
+    acks = parse_acks(payload)
+    if len(acks) != 1:
+        raise ValueError(f"an ack of {len(acks)} batches")
+    return acks[0]
+
+
+def parse_acks(payload: bytes) -> list[Ack]:
+    """A ``down/ack`` message of one batch or a cumulative one, strictly, in the order central
+    committed the batches; ValueError for anything else."""
     if len(payload) > MAX_ACK_BYTES:
         raise ValueError(f"ack of {len(payload)} bytes")
     try:
         data = json.loads(payload)
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
         raise ValueError(f"not JSON: {type(exc).__name__}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("batch_id"), str):
+    if not isinstance(data, dict):
         raise ValueError("no batch_id")
-    seq = data.get("last_contiguous_seq")
+    if "acks" not in data:
+        return [_one(data, data)]
+    items = data["acks"]
+    if not isinstance(items, list) or not items or len(items) > MAX_BATCHES:
+        raise ValueError(f"acks is not a list of 1 to {MAX_BATCHES} batches")
+    if not all(isinstance(item, dict) for item in items):
+        raise ValueError("an acks entry is not an object")
+    return [_one(item, data) for item in items]
+
+
+def _one(data: dict[str, Any], outer: dict[str, Any]) -> Ack:
+    """One batch's ack: its own fields from ``data``; the store's epoch, seq and central's
+    send time from ``outer`` (the same dict for a single-batch ack)."""
+    if not isinstance(data.get("batch_id"), str):
+        raise ValueError("no batch_id")
+    seq = outer.get("last_contiguous_seq")
     if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
         raise ValueError("last_contiguous_seq is not an integer")
-    epoch = data.get("epoch")
+    epoch = outer.get("epoch")
     if epoch is not None and not isinstance(epoch, str):
         raise ValueError("epoch is not a string")
     refused: dict[str, str] = {}
@@ -67,9 +99,9 @@ def parse_ack(payload: bytes) -> Ack:
             raise ValueError("a refused entry without an id")
         reason = item.get("reason", "refused")
         refused[item["id"]] = reason if isinstance(reason, str) else "refused"
-    t_send = _number(data, "t_send")
+    t_send = _number(outer, "t_send")
     if t_send is None:
-        t_send = _number(data, "central_time")  # older receivers: one time stamp
+        t_send = _number(outer, "central_time")  # older receivers: one time stamp
     return Ack(data["batch_id"], seq, epoch, refused, _number(data, "t_origin"),
                _number(data, "t_recv"), t_send)
 

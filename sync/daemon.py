@@ -43,7 +43,7 @@ from edge_agent.settings import Settings
 from edge_agent.store.database import get_state, put_state
 from edge_agent.store.writer import CommitNote, Store
 from sync import codec, fhir, outbox, planner, signing, topics, trusted_downlink
-from sync.acks import Ack, DeadLetterNotice, parse_ack, parse_dead_letter
+from sync.acks import Ack, DeadLetterNotice, parse_acks, parse_dead_letter
 from sync.clock_trust import ClockTrust, Verdict, sample
 from sync.downlink import (
     Command,
@@ -451,20 +451,24 @@ class SyncDaemon:
             self._dead_letter(notice)
             return []
         try:
-            ack = parse_ack(event.payload)
+            acks = parse_acks(event.payload)  # one batch, or several (a cumulative ack)
         except ValueError as exc:
             self.refused_downlinks += 1
             log.warning("sync: refused a malformed ack (%d bytes): %s", len(event.payload), exc)
             return []
-        if ack.epoch is not None and ack.epoch != self.store.epoch:
+        if any(ack.epoch is not None and ack.epoch != self.store.epoch for ack in acks):
             # An ack for another store of this unit (the one this store replaced): not ours.
             log.warning("sync: ignored an ack for another store epoch")
             return []
-        if ack.batch_id in self.batches:  # its times, only while its batch is in flight
-            self._check_clock(ack, arrived)
-        if ack.refused:
-            self._refusals[ack.batch_id] = ack.refused
-        return self.session.central_ack(ack.batch_id, ack.last_contiguous_seq)
+        timed = [ack for ack in acks if ack.batch_id in self.batches]
+        if timed:  # its times, only while its batch is in flight: one sample per message
+            self._check_clock(timed[-1], arrived)
+        actions: list[Action] = []
+        for ack in acks:
+            if ack.refused:
+                self._refusals[ack.batch_id] = ack.refused
+            actions += self.session.central_ack(ack.batch_id, ack.last_contiguous_seq)
+        return actions
 
     def _refuse_ack(self, link: MqttLink, size: int, reason: str) -> None:
         """A forged or unsigned ack: nothing marked sent, no clock sample; counted, logged

@@ -87,14 +87,16 @@ def test_quick_json_is_one_object_with_every_figure_beside_its_baseline() -> Non
     drain = result["figures"]["drain"]
     for key in ("readings_per_s", "naive_readings_per_s", "batched_readings_per_s",
                 "ratio_naive", "ratio_batched", "no_alerts_readings_per_s", "alerts_cost",
-                "drain_10k_readings_per_s"):
+                "drain_10k_readings_per_s", "stop_and_wait_readings_per_s",
+                "ratio_stop_and_wait"):
         assert isinstance(drain[key], int | float), key
     assert drain["readings"] == 500 and drain["alert_share"] == 0.03
     assert drain["readings_per_s"] > 0 and drain["naive_readings_per_s"] > 0
     assert isinstance(result["figures"]["help"]["help_overhead_ms"], int | float)
     targets = {(t["figure"], t["metric"]): t for t in result["targets"]}
     assert set(targets) == {("drain", "ratio_naive"), ("drain", "ratio_batched"),
-                            ("drain", "alerts_cost"), ("help", "help_overhead_ms")}
+                            ("drain", "ratio_stop_and_wait"), ("drain", "alerts_cost"),
+                            ("help", "help_overhead_ms")}
     assert all(isinstance(t["met"], bool) for t in targets.values())
 
 

@@ -214,6 +214,65 @@ def batched_publish(src: Path, n: int, port: int, unit: str, batch_size: int, wi
         client.close()
 
 
+STOP_AND_WAIT_ALERTS = 0.10  # issue 19 item 2: a drain with ~10 % alerts
+
+
+def stop_and_wait(src: Path, folder: Path, n: int, port: int, unit: str, batch_size: int
+                  ) -> Drained:
+    """The loop the agent's drain is held against: the project's codec and batch size, one
+    batch at a time to the real receiver, wait for central's ack, then mark its readings sent
+    in (a copy of) the store, one transaction per batch, before the next; alerts get no
+    special treatment. It counts only what central acknowledged."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    from sync import topics
+    from sync.acks import parse_acks
+
+    path = copy_store(src, folder)
+    acked: set[str] = set()
+    arrived = threading.Condition()
+
+    def on_message(client: Any, userdata: Any, msg: Any) -> None:
+        with arrived:
+            acked.update(a.batch_id for a in parse_acks(msg.payload))
+            arrived.notify_all()
+
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                         client_id=f"bench-saw-{uuid.uuid4().hex[:8]}",
+                         protocol=MQTTProtocolVersion.MQTTv5)
+    connected = threading.Event()
+    client.on_connect = lambda *a: connected.set()
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        if not connected.wait(30):
+            raise BenchError("stop-and-wait baseline did not connect")
+        client.subscribe(topics.ACK.of(unit), qos=1)
+        time.sleep(0.5)  # the SUBACK (not timed)
+        sent = 0
+        start = time.monotonic()
+        for rows in read_chunks(src, n, batch_size):
+            batch_id = str(uuid.uuid4())
+            payload = codec.encode_batch(unit, batch_id, rows, utc_now(), epoch=EPOCH)
+            client.publish(topics.READINGS.of(unit), payload, qos=1)
+            with arrived:
+                if not arrived.wait_for(lambda b=batch_id: b in acked, 60):  # type: ignore[misc]
+                    raise BenchError("stop-and-wait baseline: no ack in 60 s")
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("UPDATE readings SET sent_at = ? WHERE seq BETWEEN ? AND ?",
+                       [utc_now(), rows[0]["seq"], rows[-1]["seq"]])
+            db.execute("COMMIT")
+            sent += len(rows)
+        return Drained(sent, time.monotonic() - start)
+    finally:
+        db.close()
+        client.disconnect()
+        client.loop_stop()
+
+
 async def measure(bench: Bench, size: Size) -> dict[str, Any]:
     n = size.n(100_000, 200)
     small = size.n(10_000, 100)
@@ -230,6 +289,10 @@ async def measure(bench: Bench, size: Size) -> dict[str, Any]:
     naive = await asyncio.to_thread(naive_publish, with_alerts, n, port, "bench-naive", bound)
     batched = await asyncio.to_thread(batched_publish, with_alerts, n, port, "bench-batched",
                                       defaults.batch_size, defaults.max_in_flight, bound)
+    tenth = template(bench, n, STOP_AND_WAIT_ALERTS)
+    agent_tenth = await agent_drain(bench, tenth, n)
+    saw = await asyncio.to_thread(stop_and_wait, tenth, bench.fresh("saw"), n, port,
+                                  bench.unit("saw"), defaults.batch_size)
     return {
         "readings": n,
         "alert_share": ALERT_SHARE,
@@ -248,4 +311,7 @@ async def measure(bench: Bench, size: Size) -> dict[str, Any]:
         "small_readings": small,
         "drain_10k_readings_per_s": round(little.per_s),
         "drain_10k_ratio": round(little.per_s / agent.per_s, 2),
+        "alerts_10pct_readings_per_s": round(agent_tenth.per_s),
+        "stop_and_wait_readings_per_s": round(saw.per_s),
+        "ratio_stop_and_wait": round(agent_tenth.per_s / saw.per_s, 3),
     }

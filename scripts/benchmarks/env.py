@@ -216,14 +216,17 @@ class Bench:
         return int(proc.returncode)
 
     async def receivers(self, central: Path | str, count: int = 1, group: str = "receivers",
-                        broker: MosquittoBroker | None = None
+                        broker: MosquittoBroker | None = None, signing_key: Path | None = None
                         ) -> list[subprocess.Popen[bytes]]:
         """``count`` real receivers (``edge-agent receive``) sharing ``group``, into one
         central (a SQLite file, or a ``postgresql://`` URL), on ``broker`` (default: the
-        run's); returns once the broker has logged each one's subscription."""
+        run's), signing their acks with ``signing_key`` if given; returns once the broker has
+        logged each one's subscription."""
         broker = broker or self.broker
         logs = central.parent if isinstance(central, Path) else self.fresh("receivers")
         extra = [] if isinstance(central, Path) else ["--no-files"]
+        if signing_key is not None:
+            extra += ["--signing-key", str(signing_key)]
         procs = []
         for _ in range(count):
             self._counter += 1

@@ -1,18 +1,25 @@
 """``wire``: bytes on the wire per reading, counted by a TCP proxy between the agent and the
 broker (whole MQTT packets, every topic, both directions: CONNECT, SUBSCRIBE, status, alerts,
 batches, PUBACKs, central's acks). At full batches (a backlog drained) and in live operation
-(five simulated devices for a while, then drained). Beside: one uncompressed JSON Observation
-per message through the same proxy (the naive loop), and a compact binary lower bound."""
+(five simulated devices for a while, then drained) with the ``[sync]`` values a unit ships
+with (``config/edge-agent.example.toml``) and a central that signs its acks (as the shipped
+central does once it has a key: the signature is counted). Beside: one uncompressed JSON
+Observation per message through the same proxy (the naive loop), and a compact binary lower
+bound."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 import time
+import tomllib
 import uuid
+from pathlib import Path
 from typing import Any
 
 from edge_agent.service.supervisor import Supervisor
+from edge_agent.settings import SyncSettings, TrustSettings
 from edge_agent.store.writer import Store
 from scripts.benchmarks.drain import (
     ALERT_SHARE,
@@ -21,8 +28,8 @@ from scripts.benchmarks.drain import (
     read_chunks,
     template,
 )
-from scripts.benchmarks.env import Bench, BenchError, Size, bounded, until
-from sync import codec
+from scripts.benchmarks.env import REPO, Bench, BenchError, Size, bounded, until
+from sync import codec, signing
 from sync.daemon import SyncDaemon
 from tests.faultproxy import FaultProxy
 
@@ -52,21 +59,42 @@ async def naive_bytes(bench: Bench, n: int) -> float:
     return proxy.total / done.readings
 
 
-LIVE_LINGER_S = 5.0
+EXAMPLE_CONFIG = REPO / "config" / "edge-agent.example.toml"
 
 
-async def live(bench: Bench, seconds: float) -> tuple[float, int]:
-    """Five simulated devices for ``seconds``, then the backlog drained: (bytes per reading
-    acknowledged, readings)."""
+def shipped_sync() -> SyncSettings:
+    """The ``[sync]`` section a unit ships with (the example config), checked as the agent
+    checks it."""
+    with EXAMPLE_CONFIG.open("rb") as f:
+        return SyncSettings(**tomllib.load(f)["sync"])
+
+
+def signing_key(bench: Bench) -> tuple[Path, str]:
+    """Central's signing key for the run (0600) and the public key line for the unit."""
+    pem, public = signing.new_private_key_pem()
+    path = bench.fresh("central-key") / "central.pem"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    return path, public
+
+
+async def live(bench: Bench, seconds: float, public_key: str
+               ) -> tuple[float, float, float, int, SyncSettings]:
+    """Five simulated devices for ``seconds``, then the backlog drained, with the shipped
+    ``[sync]`` and signed acks: (bytes, up, down per reading acknowledged, readings, the sync
+    settings used)."""
     from scripts.benchmarks.env import settings_for, simulated_devices
 
     folder = bench.fresh("live")
     sims, devices = simulated_devices(folder)
     proxy = await FaultProxy(bench.broker.port).start()
     unit = bench.unit("live")
-    # The issue's live steady state: five devices, linger 5 s (the default is 2 s).
+    shipped = shipped_sync()
     settings = settings_for(unit, folder / "unit.db", proxy.port,
-                            linger_s=LIVE_LINGER_S).model_copy(update={"devices": devices})
+                            **shipped.model_dump()).model_copy(update={
+                                "devices": devices,
+                                "trust": TrustSettings(central_keys=[public_key])})
     try:
         with Store(settings.store.path, unit) as store:
             acquire_stop, sync_stop = asyncio.Event(), asyncio.Event()
@@ -95,7 +123,10 @@ async def live(bench: Bench, seconds: float) -> tuple[float, int]:
             sim.stop()
     if not total:
         raise BenchError("live: the simulated devices produced no readings")
-    return proxy.total / total, total
+    if daemon.refused_acks:
+        raise BenchError(f"live: the unit refused {daemon.refused_acks} acks")
+    return (proxy.total / total, proxy.up_bytes / total, proxy.down_bytes / total, total,
+            shipped)
 
 
 def payload_sweep(bench: Bench, sizes: tuple[int, ...] = (1, 10, 100, 200, 500)
@@ -116,19 +147,25 @@ def payload_sweep(bench: Bench, sizes: tuple[int, ...] = (1, 10, 100, 200, 500)
 
 async def measure(bench: Bench, size: Size) -> dict[str, Any]:
     n = size.n(20_000, 200)
-    await bench.receivers(bench.fresh("central") / "central.db")
+    key, public = signing_key(bench)
+    await bench.receivers(bench.fresh("central") / "central.db", signing_key=key)
     start = time.monotonic()
     full, up, down = await full_batches(bench, n)
     naive = await naive_bytes(bench, size.n(2_000, 50))
-    live_per, live_readings = await live(bench, size.s(30.0, 3.0))
+    live_per, live_up, live_down, live_readings, shipped = await live(
+        bench, size.s(60.0, 6.0), public)
     return {
         "readings": n,
         "full_batch_bytes_per_reading": round(full, 1),
         "full_batch_up_bytes_per_reading": round(up, 1),
         "full_batch_down_bytes_per_reading": round(down, 1),
         "live_bytes_per_reading": round(live_per, 1),
+        "live_up_bytes_per_reading": round(live_up, 1),
+        "live_down_bytes_per_reading": round(live_down, 1),
         "live_readings": live_readings,
-        "live_linger_s": LIVE_LINGER_S,
+        "live_linger_s": shipped.linger_s,
+        "live_batch_size": shipped.batch_size,
+        "live_signed_acks": True,
         "naive_bytes_per_reading": round(naive, 1),
         "compact_bytes_per_reading": COMPACT.size,
         "ratio_naive": round(full / naive, 3),

@@ -113,6 +113,21 @@ def ack_body(outcome: Outcome, message: Message, t_send: float) -> dict[str, Any
     }
 
 
+def cumulative_ack_body(done: list[tuple[Message, Outcome]], t_send: float
+                        ) -> dict[str, Any]:
+    """One ack for several batches of one (unit, epoch), committed together
+    (:func:`sync.acks.parse_acks`): the last contiguous seq after all of them."""
+    return {
+        "acks": [{"batch_id": o.batch.batch_id, "stored": o.held,
+                  "refused": [{"id": r.id, "seq": r.seq, "reason": r.reason}
+                              for r in o.refused],
+                  "t_origin": m.t_origin, "t_recv": m.t_recv} for m, o in done],
+        "epoch": done[0][1].batch.epoch,
+        "last_contiguous_seq": max(o.last_contiguous_seq for _, o in done),
+        "t_send": t_send,
+    }
+
+
 class Receiver:
     """``await Receiver(host, port, db_path).run(stop)``: runs until ``stop`` is set."""
 
@@ -319,9 +334,16 @@ class Receiver:
                 return
             await self._refuse_poison(link, *items[0], exc, stop)
             return
+        groups: dict[tuple[str, str], list[tuple[Message, Outcome]]] = {}
         for (message, _), outcome in zip(items, outcomes, strict=True):
             self._count(outcome)
-            self._ack(link, message, outcome)
+            groups.setdefault((outcome.batch.unit, outcome.batch.epoch), []).append(
+                (message, outcome))
+        acked = [m.mid for group in groups.values()  # one ack per store of a unit
+                 if self._ack_all(link, group, puback=False) for m, _ in group]
+        for message, _ in items:  # the PUBACKs in the order the messages came
+            if message.mid in acked:
+                link.ack(message.mid, message.qos)
 
     def _count(self, outcome: Outcome) -> None:
         unit = outcome.batch.unit
@@ -332,20 +354,33 @@ class Receiver:
         self.counts.by_unit[unit] = self.counts.by_unit.get(unit, 0) + outcome.new
 
     def _ack(self, link: MqttLink, message: Message, outcome: Outcome) -> None:
-        """Called only after the commit: ack, then PUBACK."""
-        batch = outcome.batch
-        payload = json.dumps(ack_body(outcome, message, time.time())).encode()
-        signature = self._sign_ack(batch.unit, payload) if self._sign_ack is not None else []
+        self._ack_all(link, [(message, outcome)])
+
+    def _ack_all(self, link: MqttLink, done: list[tuple[Message, Outcome]], *,
+                 puback: bool = True) -> bool:
+        """Called only after the commit: one ack for these batches of one unit's store (a
+        cumulative ack when several), then their PUBACKs (the caller's, if not ``puback``).
+        Whether the ack went out."""
+        unit = done[0][1].batch.unit
+        now = time.time()
+        body = (ack_body(done[0][1], done[0][0], now) if len(done) == 1
+                else cumulative_ack_body(done, now))
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        signature = self._sign_ack(unit, payload) if self._sign_ack is not None else []
         try:
-            link.publish(topics.ACK.of(batch.unit), payload, qos=topics.ACK.qos,
+            link.publish(topics.ACK.of(unit), payload, qos=topics.ACK.qos,
                          content_type=topics.ACK.content_type, user_properties=signature)
         except LinkError as exc:
             # Stored, not acknowledged: the unit re-sends after its timeout and the duplicate
             # is stored as nothing new, then acknowledged. No PUBACK: the broker redelivers.
-            log.warning("receiver: stored batch %s but could not ack: %s", batch.batch_id, exc)
-            return
-        link.ack(message.mid, message.qos)
+            log.warning("receiver: stored %d batch(es) of unit %s but could not ack: %s",
+                        len(done), unit, exc)
+            return False
+        if puback:
+            for message, _ in done:
+                link.ack(message.mid, message.qos)
         self.counts.acks += 1
+        return True
 
     async def _park(self, link: MqttLink, letter: DeadLetter, told: str,
                     stop: asyncio.Event) -> None:

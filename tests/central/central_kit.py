@@ -69,7 +69,9 @@ class StubUnit:
                 if event.topic == topics.ACK.of(self.unit) and "dead_letter" in body:
                     self.dead_letters.append(body["dead_letter"])  # a notice, not an ack
                 elif event.topic == topics.ACK.of(self.unit):
-                    self.acks.setdefault(body["batch_id"], []).append(body)
+                    outer = {k: v for k, v in body.items() if k != "acks"}
+                    for one in body.get("acks", [body]):  # a cumulative ack: one per batch
+                        self.acks.setdefault(one["batch_id"], []).append({**outer, **one})
                 else:
                     self.commands.append(body)
                 if event.topic == topic:

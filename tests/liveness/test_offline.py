@@ -31,7 +31,7 @@ def _config(tmp: Path, port: int, tty: str) -> Path:
     config.write_text(
         f'[unit]\nid = "{UNIT}"\n[store]\npath = "{tmp / "unit.db"}"\n'
         f'[broker]\nhost = "127.0.0.1"\nport = {port}\ntls = false\nkeepalive_s = 5\n'
-        # linger_s at its shipped default (2.0): the condition of the freeze
+        # linger_s at its shipped default: the condition of the freeze
         "[sync]\nack_timeout_s = 5.0\n"
         "[console]\nenabled = false\n"
         f'[[devices]]\nid = "ox-1"\nkind = "nonin"\nport = "{tty}"\n'
@@ -72,7 +72,7 @@ async def test_readings_keep_arriving_while_the_broker_is_down(
             await wait_until(lambda: _counts(db)[1] >= 20, 60, "readings acknowledged online")
             mosquitto.kill()  # the mobile link drops while the oximeter streams
             stored_at_loss = _counts(db)[0]
-            # Beyond the linger (2 s) and the keepalive: the agent knows it is offline. The
+            # Beyond the linger and the keepalive: the agent knows it is offline. The
             # oximeter sends 3 frames a second; 40 more readings is ~13 s of streaming.
             await wait_until(lambda: _counts(db)[0] >= stored_at_loss + 40, 60,
                              "readings stored while the broker is down")
