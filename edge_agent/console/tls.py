@@ -111,3 +111,28 @@ def write_certificate(c: ConsoleSettings, unit_id: str, *, days: int = DAYS,
     tmp.chmod(0o644)
     os.replace(tmp, cert_path)
     return read_certificate(cert_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edge_agent.console.tls CERT KEY [UNIT_ID]``: what ``scripts/install`` runs
+    (before the virtualenv's ``edge-agent`` may exist): the certificate for every name and
+    address of this machine, unless one is there already (kept across upgrades: tablets know
+    its fingerprint). Prints the fingerprint."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) not in (2, 3):
+        print("usage: python -m edge_agent.console.tls CERT KEY [UNIT_ID]", file=sys.stderr)
+        return 2
+    cert, key = Path(args[0]), Path(args[1])
+    if cert.exists() or key.exists():
+        print(f"kept {cert} (fingerprint {read_certificate(cert).fingerprint})")
+        return 0
+    c = ConsoleSettings(host="0.0.0.0", cert_file=str(cert), key_file=str(key))
+    info = write_certificate(c, args[2] if len(args) == 3 else "unit")
+    print(f"wrote {cert} and {key} (0600); SHA-256 fingerprint {info.fingerprint}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

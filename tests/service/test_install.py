@@ -131,3 +131,22 @@ def test_uninstall_removes_the_store_key_dropin_and_keeps_the_key(tmp_path: Path
     assert not (dropins / "store-key.conf").exists()
     assert (dropins / "override.conf").exists()
     assert "kept /etc/systemd/system/edge-agent.service.d" in out
+
+
+def test_install_makes_the_console_certificate_once_and_keeps_it(tmp_path: Path) -> None:
+    """The LAN console is HTTPS only: the installer makes its certificate (key 0600, the
+    agent's), and an upgrade keeps it (the tablets know its fingerprint)."""
+    from edge_agent.console.tls import read_certificate
+
+    root = tmp_path / "root"
+    out = install(root)
+    tls = root / "etc/edge-agent/tls"
+    cert, key = tls / "console.pem", tls / "console.key"
+    first = read_certificate(cert)
+    assert f"fingerprint {first.fingerprint}" in out
+    passwd = (root / "etc/passwd").read_text()
+    uid = int(next(line for line in passwd.splitlines()
+                   if line.startswith("edge-agent:")).split(":")[2])
+    assert mode(key) == 0o600 and key.stat().st_uid == uid
+    again = install(root)
+    assert read_certificate(cert) == first and "kept" in again
