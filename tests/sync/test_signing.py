@@ -348,3 +348,40 @@ def test_a_signed_rotate_key_replaces_the_keys_until_a_reset_to_config() -> None
         bad = kit.central.sign(UNIT, "cmd", {"id": "k", "cmd": "rotate-key", "keys": keys},
                                ctr=NOW_US, exp=NOW + 600)
         assert why in refused(kit, Counters({}), bad)
+
+
+async def test_through_the_broker_a_signed_counter_jump_cannot_lock_the_commands(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """A validly signed command with a counter of 2^62 (and one expiring in ten years) sent to a
+    running agent over the real broker: refused and reported, and central's next ordinary
+    command still runs (on the old code the jump was accepted and every later command refused,
+    also after a restart)."""
+    kit = Kit()
+    cfg = signed_settings(tmp_path, mosquitto.port, kit)
+    async with watching(mosquitto.port, topics.EVENTS.of(UNIT), name="central") as (
+        central, queue
+    ):
+        stop = asyncio.Event()
+        with Store(cfg.store.path, UNIT) as store:
+            daemon = SyncDaemon(store, cfg)
+            task = asyncio.create_task(daemon.run(stop))
+            try:
+                async with asyncio.timeout(10):
+                    while not daemon.connected:
+                        await asyncio.sleep(0.02)
+                jump = kit.central.sign(UNIT, "cmd", {"id": "jump", "cmd": "diagnostics"},
+                                        ctr=2**62)
+                forever = kit.central.sign(UNIT, "cmd", {"id": "far", "cmd": "diagnostics"},
+                                           exp=time.time() + 10 * 365 * 86400)
+                after = kit.central.sign(UNIT, "cmd", {"id": "after", "cmd": "diagnostics"})
+                for payload in (jump, forever, after):
+                    central.publish(topics.CMD.of(UNIT), payload)
+                got = await events(queue, 3)
+                assert [e["type"] for e in got] == ["downlink-refused", "downlink-refused",
+                                                    "cmd-done"], got
+                assert "ahead of this unit's clock" in got[0]["reason"]
+                assert got[2]["id"] == "after"
+            finally:
+                stop.set()
+                await task
