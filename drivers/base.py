@@ -65,8 +65,10 @@ class DeviceFacts:
     firmware: str | None = None
 
     def any(self) -> bool:
-        return any(v is not None for v in (self.serial, self.system_id, self.manufacturer,
-                                           self.model, self.firmware))
+        return any(
+            v is not None
+            for v in (self.serial, self.system_id, self.manufacturer, self.model, self.firmware)
+        )
 
 
 def fact(value: str | bytes | None, limit: int = 64) -> str | None:

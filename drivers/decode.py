@@ -37,7 +37,8 @@ def code_map_option(options: Mapping[str, Any], key: str) -> dict[str, Any]:
 
 def _astm(options: Mapping[str, Any]) -> StreamDecoder:
     decoder: StreamDecoder = _load("drivers.protocols.astm:AstmDecoder")(
-        code_map_option(options, "test_map"))
+        code_map_option(options, "test_map")
+    )
     return decoder
 
 
@@ -45,7 +46,8 @@ def _hl7(options: Mapping[str, Any]) -> StreamDecoder:
     # The decode CLI's --test-map names the HL7 code map too (one map flag per protocol).
     key = "code_map" if options.get("code_map") else "test_map"
     decoder: StreamDecoder = _load("drivers.protocols.mllp:MllpDecoder")(
-        code_map=code_map_option(options, key))
+        code_map=code_map_option(options, key)
+    )
     return decoder
 
 
@@ -71,8 +73,19 @@ STREAM_PROTOCOLS: dict[str, Callable[[Mapping[str, Any]], StreamDecoder]] = {
     "scale:indicator": _simple("drivers.protocols.scale:ScaleDecoder", "indicator"),
     "scale:balance": _simple("drivers.protocols.scale:ScaleDecoder", "balance"),
 }
-BLE_CHARACTERISTICS = ("2a35", "2a36", "2a37", "2a1c", "2a1e", "2a18", "2a34", "2a5e", "2a5f",
-                       "2a9d", "2a9c")
+BLE_CHARACTERISTICS = (
+    "2a35",
+    "2a36",
+    "2a37",
+    "2a1c",
+    "2a1e",
+    "2a18",
+    "2a34",
+    "2a5e",
+    "2a5f",
+    "2a9d",
+    "2a9c",
+)
 PROTOCOLS = (*STREAM_PROTOCOLS, *(f"ble:{c}" for c in BLE_CHARACTERISTICS))
 
 
@@ -110,9 +123,7 @@ def decode(protocol: str, data: bytes, options: Mapping[str, Any] | None = None)
             if reply:
                 replies.append(reply.hex())
     else:
-        raise UnknownProtocol(
-            f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}"
-        )
+        raise UnknownProtocol(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
     return {
         "protocol": protocol,
         "measurements": [measurement_json(e) for e in events if isinstance(e, Measurement)],

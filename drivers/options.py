@@ -53,8 +53,11 @@ def _choice(options: Options, key: str, choices: tuple[Any, ...]) -> list[Option
 def _flag(options: Options, key: str) -> list[OptionProblem]:
     if key not in options or isinstance(options[key], bool):
         return []
-    return [OptionProblem(key, f"{options[key]!r} is not true or false",
-                          "use true or false (no quotes)")]
+    return [
+        OptionProblem(
+            key, f"{options[key]!r} is not true or false", "use true or false (no quotes)"
+        )
+    ]
 
 
 def no_options(options: Options) -> list[OptionProblem]:
@@ -82,10 +85,14 @@ def scale(options: Options) -> list[OptionProblem]:
     return [*_unknown(options, ("grammar",)), *_choice(options, "grammar", GRAMMARS)]
 
 
-_TEST_MAP_FIX = ("a JSON file of test code -> quantity (catalogue key, or a site definition with "
-                 "loinc/ucum/names), see config/devices/astm-test-map.example.json")
-_CODE_MAP_FIX = ("a JSON file of OBX-3 code -> quantity (catalogue key, or a site definition "
-                 "with loinc/ucum/names), see config/devices/hl7-code-map.example.json")
+_TEST_MAP_FIX = (
+    "a JSON file of test code -> quantity (catalogue key, or a site definition with "
+    "loinc/ucum/names), see config/devices/astm-test-map.example.json"
+)
+_CODE_MAP_FIX = (
+    "a JSON file of OBX-3 code -> quantity (catalogue key, or a site definition "
+    "with loinc/ucum/names), see config/devices/hl7-code-map.example.json"
+)
 
 
 def _map_path(options: Options, key: str, fix: str) -> list[OptionProblem]:
@@ -120,17 +127,28 @@ def _map_file(options: Options, key: str, fix: str) -> list[OptionProblem]:
     except FileNotFoundError:
         return [OptionProblem(key, f"no file {path}", f"create it ({fix}) or correct the path")]
     except (OSError, UnicodeDecodeError) as exc:
-        return [OptionProblem(key, f"cannot read {path}: {exc}",
-                              "make it a readable UTF-8 file for the agent's user")]
+        return [
+            OptionProblem(
+                key,
+                f"cannot read {path}: {exc}",
+                "make it a readable UTF-8 file for the agent's user",
+            )
+        ]
     except json.JSONDecodeError as exc:
-        return [OptionProblem(key, f"{path} is not valid JSON ({exc})",
-                              "fix the JSON at that line")]
+        return [
+            OptionProblem(key, f"{path} is not valid JSON ({exc})", "fix the JSON at that line")
+        ]
     try:
         load_code_map(raw)
     except CodeMapError as exc:
-        return [OptionProblem(key, f"{path}: {exc}",
-                              "map each code to a quantity of edge_agent/catalogue.toml, or "
-                              "define it with loinc, ucum and names (en, fr, ar)")]
+        return [
+            OptionProblem(
+                key,
+                f"{path}: {exc}",
+                "map each code to a quantity of edge_agent/catalogue.toml, or "
+                "define it with loinc, ucum and names (en, fr, ar)",
+            )
+        ]
     return []
 
 

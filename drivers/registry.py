@@ -100,7 +100,8 @@ def _mllp_decoder(options: Options) -> StreamDecoder:
     control_ids = _lazy("drivers.transports.hl7_control_ids:next_control_id")
     code_map = _lazy("drivers.decode:code_map_option")(options, "code_map")
     made: StreamDecoder = _lazy("drivers.protocols.mllp:MllpDecoder")(
-        clock=clock, control_ids=control_ids, code_map=code_map)
+        clock=clock, control_ids=control_ids, code_map=code_map
+    )
     return made
 
 
@@ -143,18 +144,28 @@ def _glucose(options: Options) -> GattDecoder:
 # IEEE 11073-10101 device specializations, partition 8 (infra): 8 * 65536 + term code
 # (HL7 PHD IG, ValueSet DeviceTypes11073MDC).
 MDC_PULS_OXIM, MDC_BP, MDC_TEMP, MDC_SCALE, MDC_GLUCOSE, MDC_BCA = (
-    528388, 528391, 528392, 528399, 528401, 528404)
+    528388,
+    528391,
+    528392,
+    528399,
+    528401,
+    528404,
+)
 
 _BLE = (
     # kind, title, service, characteristics subscribed (intermediate values are not stored),
     # device specialization
     ("ble-blood-pressure", "Blood pressure monitor (Bluetooth BLS)", "1810", ("2a35",), MDC_BP),
     ("ble-thermometer", "Thermometer (Bluetooth HTS)", "1809", ("2a1c",), MDC_TEMP),
-    ("ble-pulse-oximeter", "Pulse oximeter (Bluetooth PLXS)", "1822", ("2a5e", "2a5f"),
-     MDC_PULS_OXIM),
+    (
+        "ble-pulse-oximeter",
+        "Pulse oximeter (Bluetooth PLXS)",
+        "1822",
+        ("2a5e", "2a5f"),
+        MDC_PULS_OXIM,
+    ),
     ("ble-weight-scale", "Weight scale (Bluetooth WSS)", "181d", ("2a9d",), MDC_SCALE),
-    ("ble-body-composition", "Body composition scale (Bluetooth BCS)", "181b", ("2a9c",),
-     MDC_BCA),
+    ("ble-body-composition", "Body composition scale (Bluetooth BCS)", "181b", ("2a9c",), MDC_BCA),
     ("ble-heart-rate", "Heart-rate sensor (Bluetooth HRS)", "180d", ("2a37",), None),
 )
 
@@ -234,8 +245,14 @@ DRIVERS: dict[str, DriverSpec] = {
             mdc_type=MDC_GLUCOSE,
         ),
         *(
-            DriverSpec(kind=kind, title=title, transport="ble", gatt=_health(*chars),
-                       ble_services=(service,), mdc_type=mdc)
+            DriverSpec(
+                kind=kind,
+                title=title,
+                transport="ble",
+                gatt=_health(*chars),
+                ble_services=(service,),
+                mdc_type=mdc,
+            )
             for kind, title, service, chars, mdc in _BLE
         ),
     )

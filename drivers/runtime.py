@@ -77,5 +77,8 @@ def _log_reject(device_id: str, event: Rejected, identifying: bool) -> None:
         shown = event.raw[:64].hex(" ") + (" ..." if len(event.raw) > 64 else "")
     log.warning(
         "device %s: rejected %d bytes (%s), kept in the store: %s",
-        device_id, len(event.raw), event.reason, shown,
+        device_id,
+        len(event.raw),
+        event.reason,
+        shown,
     )

@@ -119,9 +119,7 @@ def loinc_for(key: str, unit: str, sample: str | None = None) -> str | None:
     return q.loinc_by.get(unit, q.loinc)
 
 
-def to_canonical(
-    value: float, unit: str, canonical: str, key: str | None = None
-) -> float | None:
+def to_canonical(value: float, unit: str, canonical: str, key: str | None = None) -> float | None:
     """Convert ``value`` from ``unit`` to ``canonical`` (with quantity ``key``'s own factors
     when given); None when no conversion is known."""
     if unit == canonical:

@@ -67,9 +67,15 @@ class ClockChoice:
     disagreement: str | None = None
 
 
-def choose_clock(system_utc: float, *, system_synced: bool, gps_offset_s: float | None,
-                 central_offset_s: float | None, tolerance_s: float = 2.0,
-                 earliest: float = EARLIEST_PLAUSIBLE) -> ClockChoice:
+def choose_clock(
+    system_utc: float,
+    *,
+    system_synced: bool,
+    gps_offset_s: float | None,
+    central_offset_s: float | None,
+    tolerance_s: float = 2.0,
+    earliest: float = EARLIEST_PLAUSIBLE,
+) -> ClockChoice:
     """Cross-check the clocks; pure. ``gps_offset_s``: GPS UTC minus the system clock (None:
     no recent fix); ``central_offset_s``: central's clock minus the system clock as measured
     from acks, once certain (None: not yet); ``system_synced``: NTP (the kernel) or central
@@ -79,6 +85,7 @@ def choose_clock(system_utc: float, *, system_synced: bool, gps_offset_s: float 
     synchronised system clock; GPS only when neither speaks and its date is plausible. A GPS
     time is never trusted blindly: a simulator's fixed date or a receiver with a week
     roll-over disagrees with the clock chosen, and that is reported, not used."""
+
     def gps_against(correction: float) -> str | None:
         if gps_offset_s is not None and abs(gps_offset_s - correction) > tolerance_s:
             return "gps"

@@ -1,14 +1,14 @@
 """Errors of edge-agent, with the data a human or a program needs to act on them.
 
-    EdgeAgentError(key, **params)          exit code, translation key, parameters
-    ├── ConfigError(file, field, problem, fix)     exit 3: needs an operator
-    ├── StoreError                                 exit 4
-    │   ├── StoreFull                              retriable once space is freed
-    │   └── StoreNotDurable                        WAL/synchronous=FULL could not be set
-    ├── LinkError                                  exit 5: broker unreachable, TLS, refused
-    └── DeviceError(device_id)
-        ├── DeviceUnavailable                      retriable: port gone, cable pulled
-        └── DeviceMisconfigured                    needs an operator: wrong port, no permission
+EdgeAgentError(key, **params)          exit code, translation key, parameters
+├── ConfigError(file, field, problem, fix)     exit 3: needs an operator
+├── StoreError                                 exit 4
+│   ├── StoreFull                              retriable once space is freed
+│   └── StoreNotDurable                        WAL/synchronous=FULL could not be set
+├── LinkError                                  exit 5: broker unreachable, TLS, refused
+└── DeviceError(device_id)
+    ├── DeviceUnavailable                      retriable: port gone, cable pulled
+    └── DeviceMisconfigured                    needs an operator: wrong port, no permission
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ class ConfigError(EdgeAgentError):
         super().__init__(
             "config.invalid",
             f"{file}: {field}: {problem}. Fix: {fix}",
-            file=file, field=field, problem=problem, fix=fix,
+            file=file,
+            field=field,
+            problem=problem,
+            fix=fix,
         )
         self.file, self.field, self.problem, self.fix = file, field, problem, fix
 
@@ -42,8 +45,10 @@ class StoreError(EdgeAgentError):
 class StoreFull(StoreError):
     def __init__(self, path: str) -> None:
         super().__init__(
-            "store.full", f"{path}: the disk is full; readings are kept in memory until space is "
-            "freed (purge exported files, or move the store)", path=path,
+            "store.full",
+            f"{path}: the disk is full; readings are kept in memory until space is "
+            "freed (purge exported files, or move the store)",
+            path=path,
         )
 
 

@@ -45,8 +45,9 @@ class UnitSettings(_Model):
         try:
             ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {name!r}: use an IANA name such as "
-                             "Africa/Casablanca") from None
+            raise ValueError(
+                f"unknown time zone {name!r}: use an IANA name such as Africa/Casablanca"
+            ) from None
         return name
 
 
@@ -65,8 +66,9 @@ class PatientSettings(_Model):
     @model_validator(mode="after")
     def _default_known(self) -> PatientSettings:
         if self.default not in self.systems:
-            raise ValueError(f"default {self.default!r} is not one of the systems "
-                             f"{sorted(self.systems)}")
+            raise ValueError(
+                f"default {self.default!r} is not one of the systems {sorted(self.systems)}"
+            )
         return self
 
 
@@ -205,8 +207,9 @@ class ConsoleSettings(_Model):
     pin: Annotated[str, Field(pattern=r"^[0-9]{4,12}$")] | None = None
     # Further names the console answers to (a DNS name of the van's router for the unit, a
     # NAT address); the unit's own host names and addresses are always allowed (DNS rebinding).
-    allowed_hosts: list[Annotated[str, Field(pattern=r"^\[?[A-Za-z0-9][A-Za-z0-9:.-]{0,252}\]?$")]
-                        ] = []
+    allowed_hosts: list[
+        Annotated[str, Field(pattern=r"^\[?[A-Za-z0-9][A-Za-z0-9:.-]{0,252}\]?$")]
+    ] = []
     # HTTPS on any host but loopback (the PIN must not cross the van's Wi-Fi in clear): made by
     # `edge-agent console cert` (or scripts/install); the key 0600.
     cert_file: str = "/etc/edge-agent/tls/console.pem"
@@ -247,8 +250,10 @@ class Settings(_Model):
     @classmethod
     def _lan_needs_pin(cls, console: ConsoleSettings) -> ConsoleSettings:
         if not console.loopback and console.pin is None:
-            raise ValueError(f"serving the console on {console.host} (beyond this computer) "
-                             "needs a pin (4 to 12 digits)")
+            raise ValueError(
+                f"serving the console on {console.host} (beyond this computer) "
+                "needs a pin (4 to 12 digits)"
+            )
         return console
 
 
@@ -268,7 +273,7 @@ def _env_overrides(environ: dict[str, str]) -> tuple[dict[str, Any], dict[tuple[
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
-        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
         out.setdefault(section, {})[key] = value
         names[(section, key)] = name
     return out, names
@@ -326,7 +331,9 @@ def from_mapping(
         variable = _env_variable(loc, env_names or {})
         if variable is not None:
             raise ConfigError(
-                f"environment variable {variable}", _field(data, loc), err["msg"],
+                f"environment variable {variable}",
+                _field(data, loc),
+                err["msg"],
                 f"correct or unset {variable} ({fix})",
             ) from None
         raise ConfigError(source, _field(data, loc), err["msg"], fix) from None
@@ -335,7 +342,9 @@ def from_mapping(
     for index, dev in enumerate(settings.devices):
         for problem in device_problems(dev, read_files=read_files):
             raise ConfigError(
-                source, f"{_device_label(data, index)}.{problem.field}", problem.problem,
+                source,
+                f"{_device_label(data, index)}.{problem.field}",
+                problem.problem,
                 problem.fix,
             )
     return settings
@@ -348,22 +357,30 @@ def load(path: Path, environ: dict[str, str] | None = None) -> Settings:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(
-            source, "(file)", "no such file",
+            source,
+            "(file)",
+            "no such file",
             "copy config/edge-agent.example.toml there, or pass --config PATH",
         ) from None
     except IsADirectoryError:
         raise ConfigError(
-            source, "(file)", "is a directory, not a config file",
+            source,
+            "(file)",
+            "is a directory, not a config file",
             "pass the TOML file itself, e.g. --config /etc/edge-agent/edge-agent.toml",
         ) from None
     except PermissionError:
         raise ConfigError(
-            source, "(file)", "permission denied",
+            source,
+            "(file)",
+            "permission denied",
             "run as the agent's user, or make the file readable to this user",
         ) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(
-            source, "(encoding)", f"not UTF-8 text (byte {exc.start})",
+            source,
+            "(encoding)",
+            f"not UTF-8 text (byte {exc.start})",
             "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
         ) from None
     except OSError as exc:

@@ -31,8 +31,11 @@ from sqlite_utils import Database
 
 from sync import codec, conformance, fhir, outbox
 
-PROBLEMS = ("profile violations (vital-signs)", "unresolved extension URLs",
-            "manifest URLs not absolute")
+PROBLEMS = (
+    "profile violations (vital-signs)",
+    "unresolved extension URLs",
+    "manifest URLs not absolute",
+)
 
 
 def empties(node: Any) -> int:
@@ -74,11 +77,19 @@ def main() -> int:
     return 1 if problems else 0
 
 
-def check_resource_conformance(resource: dict[str, Any], where: str, known: set[str],
-                               kinds: dict[str, str], counts: collections.Counter[str],
-                               problems: list[str]) -> None:
-    found = conformance.observation_violations(resource, kinds, where) if resource.get(
-        "resourceType") == "Observation" else []
+def check_resource_conformance(
+    resource: dict[str, Any],
+    where: str,
+    known: set[str],
+    kinds: dict[str, str],
+    counts: collections.Counter[str],
+    problems: list[str],
+) -> None:
+    found = (
+        conformance.observation_violations(resource, kinds, where)
+        if resource.get("resourceType") == "Observation"
+        else []
+    )
     counts[PROBLEMS[0]] += len(found)
     problems += found
     unresolved = conformance.unresolved_extensions(resource, known)
@@ -101,36 +112,39 @@ def check_export(out: Path, counts: collections.Counter[str], problems: list[str
             get_fhir_model_class(kind).model_validate(resource)  # raises when invalid
             counts["empty arrays/objects/strings"] += empties(resource)
             counts[kind] += 1
-            check_resource_conformance(resource, f"{path.name}:{n}", known, {}, counts,
-                                       problems)
+            check_resource_conformance(resource, f"{path.name}:{n}", known, {}, counts, problems)
             if kind == "Observation":
                 counts["Observation " + resource["category"][0]["coding"][0]["code"]] += 1
 
 
-def check_store(args: argparse.Namespace, counts: collections.Counter[str],
-                problems: list[str]) -> None:
+def check_store(
+    args: argparse.Namespace, counts: collections.Counter[str], problems: list[str]
+) -> None:
     known = set(conformance.shipped_profiles())
     conn = sqlite3.connect(f"file:{args.store}?mode=ro", uri=True)
-    (epoch,), = conn.execute("SELECT epoch FROM store_identity").fetchall()
+    ((epoch,),) = conn.execute("SELECT epoch FROM store_identity").fetchall()
     rows = outbox.readings(Database(conn), "1 ORDER BY seq", [])
     counts: collections.Counter[str] = collections.Counter()
     shown = False
     for start in range(0, len(rows), args.batch):
-        chunk = rows[start:start + args.batch]
-        payload = codec.encode_batch("mmu-check", str(uuid.uuid4()), chunk,
-                                     "2026-11-23T08:00:00.000Z", epoch=str(epoch))
+        chunk = rows[start : start + args.batch]
+        payload = codec.encode_batch(
+            "mmu-check", str(uuid.uuid4()), chunk, "2026-11-23T08:00:00.000Z", epoch=str(epoch)
+        )
         bundle = json.loads(codec._inflate(payload))
         Bundle.model_validate(bundle)  # raises on an invalid Bundle
         counts["bundles valid"] += 1
         counts["empty arrays/objects/strings"] += empties(bundle)
         counts["bytes"] += len(payload)
-        kinds = {e["fullUrl"]: e["resource"]["resourceType"] for e in bundle["entry"]
-                 if "fullUrl" in e}
+        kinds = {
+            e["fullUrl"]: e["resource"]["resourceType"] for e in bundle["entry"] if "fullUrl" in e
+        }
         for n, entry in enumerate(bundle["entry"]):
             resource = entry["resource"]
             kind = resource["resourceType"]
-            check_resource_conformance(resource, f"bundle {start // args.batch} entry {n}",
-                                       known, kinds, counts, problems)
+            check_resource_conformance(
+                resource, f"bundle {start // args.batch} entry {n}", known, kinds, counts, problems
+            )
             if kind == "Observation":
                 kind += " " + resource["category"][0]["coding"][0]["code"]
                 if "encounter" in resource:
@@ -140,8 +154,11 @@ def check_store(args: argparse.Namespace, counts: collections.Counter[str],
                 if "component" in resource:
                     counts["Observations BP panel 85354-9"] += 1
             counts[kind] += 1
-        if args.show and not shown and any(
-                e["resource"]["resourceType"] == "Encounter" for e in bundle["entry"]):
+        if (
+            args.show
+            and not shown
+            and any(e["resource"]["resourceType"] == "Encounter" for e in bundle["entry"])
+        ):
             print(json.dumps(redact(bundle), indent=1))
             shown = True
     counts["readings"] = len(rows)

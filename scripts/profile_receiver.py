@@ -67,17 +67,29 @@ class Profiled:
 def top(profile: cProfile.Profile, n: int) -> str:
     out = io.StringIO()
     pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(n)
-    return "\n".join(line for line in out.getvalue().splitlines()
-                     if line.strip() and "function calls" not in line)
+    return "\n".join(
+        line
+        for line in out.getvalue().splitlines()
+        if line.strip() and "function calls" not in line
+    )
 
 
-async def drain(port: int, db: str, readings: int, size: int, group: int,
-                worker: cProfile.Profile | None, loop: cProfile.Profile | None
-                ) -> dict[str, float]:
+async def drain(
+    port: int,
+    db: str,
+    readings: int,
+    size: int,
+    group: int,
+    worker: cProfile.Profile | None,
+    loop: cProfile.Profile | None,
+) -> dict[str, float]:
     epoch = str(uuid.uuid4())
-    payloads = [codec.encode_batch(UNIT, str(uuid.uuid4()), rows(range(s, s + size)),
-                                   "2026-11-23T08:00:00Z", epoch=epoch)
-                for s in range(1, readings + 1, size)]
+    payloads = [
+        codec.encode_batch(
+            UNIT, str(uuid.uuid4()), rows(range(s, s + size)), "2026-11-23T08:00:00Z", epoch=epoch
+        )
+        for s in range(1, readings + 1, size)
+    ]
     stores: list[Profiled] = []
 
     def open_store() -> CentralStore:
@@ -86,8 +98,9 @@ async def drain(port: int, db: str, readings: int, size: int, group: int,
         return store
 
     stop = asyncio.Event()
-    receiver = Receiver("127.0.0.1", port, db, client_id="rx-prof", max_group=group,
-                        open_store=open_store)
+    receiver = Receiver(
+        "127.0.0.1", port, db, client_id="rx-prof", max_group=group, open_store=open_store
+    )
     task = asyncio.create_task(receiver.run(stop))
     await asyncio.wait_for(receiver.connected.wait(), 15)
     unit = MqttLink(LinkOptions("prof-unit", "127.0.0.1", port, clean_start=True))
@@ -116,9 +129,14 @@ async def drain(port: int, db: str, readings: int, size: int, group: int,
     await task
     unit.stop()
     assert last == readings and receiver.counts.stored == readings
-    return {"readings": readings, "batch": size, "max_group": group,
-            "seconds": round(elapsed, 2), "readings_per_s": round(readings / elapsed),
-            "transactions": sum(s.transactions for s in stores)}
+    return {
+        "readings": readings,
+        "batch": size,
+        "max_group": group,
+        "seconds": round(elapsed, 2),
+        "readings_per_s": round(readings / elapsed),
+        "transactions": sum(s.transactions for s in stores),
+    }
 
 
 def main() -> None:
@@ -136,8 +154,9 @@ def main() -> None:
             db = args.db or str(Path(tmp) / "central.db")
             loop_profile, worker = cProfile.Profile(), cProfile.Profile()
             profiles = (None, None) if args.no_profile else (worker, loop_profile)
-            result = asyncio.run(drain(broker.port, db, args.readings, args.batch, args.group,
-                                       *profiles))
+            result = asyncio.run(
+                drain(broker.port, db, args.readings, args.batch, args.group, *profiles)
+            )
         finally:
             broker.stop()
     print(json.dumps(result))

@@ -102,8 +102,15 @@ def _one(data: dict[str, Any], outer: dict[str, Any]) -> Ack:
     t_send = _number(outer, "t_send")
     if t_send is None:
         t_send = _number(outer, "central_time")  # older receivers: one time stamp
-    return Ack(data["batch_id"], seq, epoch, refused, _number(data, "t_origin"),
-               _number(data, "t_recv"), t_send)
+    return Ack(
+        data["batch_id"],
+        seq,
+        epoch,
+        refused,
+        _number(data, "t_origin"),
+        _number(data, "t_recv"),
+        t_send,
+    )
 
 
 MAX_REASON = 200  # a dead letter's reason as the unit sees it: the error's first words
@@ -120,9 +127,17 @@ class DeadLetterNotice:
 
 def dead_letter_body(notice: DeadLetterNotice) -> bytes:
     """Central's side: the notice as it goes on ``down/ack``."""
-    return json.dumps({"dead_letter": {
-        "reason": notice.reason[:MAX_REASON], "batch_id": notice.batch_id,
-        "epoch": notice.epoch, "bytes": notice.bytes, "parked_at": notice.parked_at}}).encode()
+    return json.dumps(
+        {
+            "dead_letter": {
+                "reason": notice.reason[:MAX_REASON],
+                "batch_id": notice.batch_id,
+                "epoch": notice.epoch,
+                "bytes": notice.bytes,
+                "parked_at": notice.parked_at,
+            }
+        }
+    ).encode()
 
 
 def parse_dead_letter(payload: bytes) -> DeadLetterNotice | None:
@@ -145,5 +160,10 @@ def parse_dead_letter(payload: bytes) -> DeadLetterNotice | None:
     size = body.get("bytes", 0)
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise ValueError("dead letter bytes is not a count")
-    return DeadLetterNotice(body["reason"][:MAX_REASON], body.get("batch_id"),
-                            body.get("epoch"), size, body.get("parked_at"))
+    return DeadLetterNotice(
+        body["reason"][:MAX_REASON],
+        body.get("batch_id"),
+        body.get("epoch"),
+        size,
+        body.get("parked_at"),
+    )

@@ -304,7 +304,8 @@ ZDICT_NAME: Final = ZDICT_V3_NAME
 # Every dictionary a unit ever sent with, by Adler-32 (the zlib header's DICTID): payloads
 # compressed with an older one (a unit not yet updated, a batch stored before) still decode.
 DICTIONARIES: Final[Mapping[int, bytes]] = {
-    zlib.adler32(d): d for d in (ZDICT_V1, ZDICT_V2, ZDICT_V3)}
+    zlib.adler32(d): d for d in (ZDICT_V1, ZDICT_V2, ZDICT_V3)
+}
 # What the MQTT 5 user properties say about a readings payload (beside content type
 # application/zlib): enough for a platform that is not ours to decode it.
 # (The dictionary's Adler-32 is in the zlib header itself: RFC 1950 DICTID.)
@@ -405,8 +406,10 @@ def decode_batch(payload: bytes) -> Batch:
         return _decode_bundle(doc)
     schema = doc.get("schema")
     if isinstance(schema, str) and schema in RETIRED_SCHEMAS:
-        raise CodecError(f"schema {schema} is retired (no store epoch): the unit must be "
-                         f"updated to send {SCHEMA}")
+        raise CodecError(
+            f"schema {schema} is retired (no store epoch): the unit must be "
+            f"updated to send {SCHEMA}"
+        )
     if schema != LEGACY_SCHEMA:
         raise CodecError(f"schema is not {SCHEMA}")
     return _decode_envelope(doc)
@@ -439,8 +442,7 @@ def _decode_envelope(env: dict[str, Any]) -> Batch:
         if not isinstance(obs.get("id"), str) or seq is None:
             raise CodecError("Observation without id or sequence number")
         readings.append(Carried(obs["id"], seq, obs))
-    return Batch(unit, epoch, batch_id, seq_from, seq_to, str(env.get("created_at", "")),
-                 readings)
+    return Batch(unit, epoch, batch_id, seq_from, seq_to, str(env.get("created_at", "")), readings)
 
 
 def _tags(bundle: dict[str, Any]) -> dict[str, Any]:
@@ -483,12 +485,21 @@ def _decode_bundle(bundle: dict[str, Any]) -> Batch:
         if len(readings) + len(ids) > len(seqs):
             raise CodecError("more readings than seqs")
         base = len(readings)
-        readings.extend(Carried(rid, seqs[base + i], resource, update, i)
-                        for i, rid in enumerate(ids))
+        readings.extend(
+            Carried(rid, seqs[base + i], resource, update, i) for i, rid in enumerate(ids)
+        )
     if not readings or len(readings) != len(seqs):
         raise CodecError(f"{len(readings)} readings for {len(seqs)} seqs")
-    return Batch(unit, epoch, batch_id, min(seqs), max(seqs), str(bundle.get("timestamp", "")),
-                 readings, others)
+    return Batch(
+        unit,
+        epoch,
+        batch_id,
+        min(seqs),
+        max(seqs),
+        str(bundle.get("timestamp", "")),
+        readings,
+        others,
+    )
 
 
 def _reading_ids(resource: dict[str, Any]) -> list[str]:
@@ -523,6 +534,7 @@ def seq_of(obs: Mapping[str, Any]) -> int | None:
 
 def observation(unit: str, row: Mapping[str, Any], epoch: str = "0") -> dict[str, Any]:
     """One reading's resource alone (the naive one-message-per-reading baseline)."""
-    resource: dict[str, Any] = fhir.bundle(unit, epoch, "single", [row], str(row["received_at"])
-                                           )["entry"][-1]["resource"]
+    resource: dict[str, Any] = fhir.bundle(unit, epoch, "single", [row], str(row["received_at"]))[
+        "entry"
+    ][-1]["resource"]
     return resource

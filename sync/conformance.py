@@ -50,21 +50,30 @@ def extension_urls(node: Any) -> Iterator[str]:
 def unresolved_extensions(node: Any, known: set[str]) -> list[str]:
     """The extension URLs of ``node`` no StructureDefinition defines (``known``: the shipped
     ones' URLs; the FHIR core's resolve by their base)."""
-    return [url for url in extension_urls(node)
-            if url not in known and not url.startswith(CORE_EXTENSIONS)]
+    return [
+        url
+        for url in extension_urls(node)
+        if url not in known and not url.startswith(CORE_EXTENSIONS)
+    ]
 
 
 def _codes(concept: Any, system: str) -> list[str]:
     coding = concept.get("coding", []) if isinstance(concept, Mapping) else []
-    return [str(c.get("code")) for c in coding if isinstance(c, Mapping)
-            and c.get("system") == system and c.get("code")]
+    return [
+        str(c.get("code"))
+        for c in coding
+        if isinstance(c, Mapping) and c.get("system") == system and c.get("code")
+    ]
 
 
 def _quantity_problems(holder: Mapping[str, Any], where: str) -> list[str]:
     value = holder.get("valueQuantity")
     if value is None:
-        return [] if "dataAbsentReason" in holder or any(
-            k.startswith("value") for k in holder) else [f"{where}: no value, no dataAbsentReason"]
+        return (
+            []
+            if "dataAbsentReason" in holder or any(k.startswith("value") for k in holder)
+            else [f"{where}: no value, no dataAbsentReason"]
+        )
     if value.get("system") != fhir.UCUM or not value.get("code"):
         return [f"{where}: valueQuantity not in UCUM"]
     return []
@@ -81,8 +90,9 @@ def is_patient(reference: Any, kinds: Mapping[str, str]) -> bool:
     return reference.get("type") == "Patient" and "identifier" in reference
 
 
-def observation_violations(obs: Mapping[str, Any], kinds: Mapping[str, str],
-                           where: str = "Observation") -> list[str]:
+def observation_violations(
+    obs: Mapping[str, Any], kinds: Mapping[str, str], where: str = "Observation"
+) -> list[str]:
     """The vital-signs profile's violations of one Observation ([] when it is not one)."""
     categories = [code for c in obs.get("category", []) for code in _codes(c, fhir.CATEGORY)]
     if VITAL_SIGNS not in categories:
@@ -110,8 +120,11 @@ def observation_violations(obs: Mapping[str, Any], kinds: Mapping[str, str],
 def profile_violations(bundle: Mapping[str, Any]) -> list[str]:
     """The vital-signs profile's violations of every Observation of a Bundle."""
     entries = [e for e in bundle.get("entry", []) if isinstance(e, Mapping)]
-    kinds = {str(e["fullUrl"]): str(e["resource"].get("resourceType"))
-             for e in entries if "fullUrl" in e and isinstance(e.get("resource"), Mapping)}
+    kinds = {
+        str(e["fullUrl"]): str(e["resource"].get("resourceType"))
+        for e in entries
+        if "fullUrl" in e and isinstance(e.get("resource"), Mapping)
+    }
     out: list[str] = []
     for i, entry in enumerate(entries):
         resource = entry.get("resource")

@@ -78,8 +78,7 @@ class InFlight:
 
 
 class SyncDaemon:
-    def __init__(self, store: Store, settings: Settings, *, external_writer: bool = False
-                 ) -> None:
+    def __init__(self, store: Store, settings: Settings, *, external_writer: bool = False) -> None:
         if settings.broker is None:
             raise ValueError("sync needs a [broker] section")
         self.store = store
@@ -105,8 +104,9 @@ class SyncDaemon:
         self._acks_unreported = 0
         self._ack_report_at = float("-inf")
         # Central's keys as acks are checked (the configured ones, or a signed rotation's).
-        self.ack_trust = signing.Trust.from_texts(settings.trust.central_keys,
-                                                  settings.trust.require_signed)
+        self.ack_trust = signing.Trust.from_texts(
+            settings.trust.central_keys, settings.trust.require_signed
+        )
         self.dead_letters = 0  # messages of this unit central parked for a human
         self.last_dead_letter: dict[str, Any] | None = None
         self.wakeups = 0  # loop turns: an idle agent has none
@@ -137,9 +137,13 @@ class SyncDaemon:
         self._look = False  # another process wrote the store (SIGUSR2): look at the outbox
         self._sync_now = False
         # Teleconsultation files (sync/files): after readings and alerts, on the same link.
-        self.files = FileSender(store, self.unit, uplink_bps=settings.sync.uplink_bps,
-                                ack_timeout=settings.sync.ack_timeout_s,
-                                mode=settings.files.mode)
+        self.files = FileSender(
+            store,
+            self.unit,
+            uplink_bps=settings.sync.uplink_bps,
+            ack_timeout=settings.sync.ack_timeout_s,
+            mode=settings.files.mode,
+        )
         self._files_dirty = True
 
     def link_options(self) -> LinkOptions:
@@ -244,9 +248,12 @@ class SyncDaemon:
                     self._link = None
                     if self.connected:
                         with contextlib.suppress(LinkError):
-                            link.publish(topics.STATUS.of(self.unit),
-                                         self._status_body("offline"), retain=True,
-                                         content_type=topics.STATUS.content_type)
+                            link.publish(
+                                topics.STATUS.of(self.unit),
+                                self._status_body("offline"),
+                                retain=True,
+                                content_type=topics.STATUS.content_type,
+                            )
                     # paho's thread may sit in a reconnect wait (<= 1 s): join it off the loop.
                     await asyncio.to_thread(link.stop)
                     self.connected = False
@@ -259,8 +266,9 @@ class SyncDaemon:
                 loop.remove_signal_handler(signal.SIGUSR2)
             await self._settle_writes()
             with contextlib.suppress(Exception):
-                await self._write(functools.partial(put_state, key="sync",
-                                                    value=self._snapshot(stopped=True)))
+                await self._write(
+                    functools.partial(put_state, key="sync", value=self._snapshot(stopped=True))
+                )
 
     async def _restore(self) -> None:
         """Take back what a previous run left: batches in flight (re-sent under their own ids),
@@ -271,8 +279,7 @@ class SyncDaemon:
         if isinstance(before, dict):  # what central told the last run stays told
             self.dead_letters = int(before.get("dead_letters") or 0)
             self.last_dead_letter = before.get("last_dead_letter")
-        self.settings, self.config_version, self._config_sync = restore_config(
-            self.settings, saved)
+        self.settings, self.config_version, self._config_sync = restore_config(self.settings, saved)
         self._apply_sync_settings()
         records = await self.store.read_async(outbox.in_flight)
         ordinary = [r.batch_id for r in records if not r.priority]
@@ -280,8 +287,9 @@ class SyncDaemon:
         for record in records:
             if record.batch_id in extra:
                 continue
-            rows = await self.store.read_async(functools.partial(
-                outbox.batch_readings, batch_id=record.batch_id))
+            rows = await self.store.read_async(
+                functools.partial(outbox.batch_readings, batch_id=record.batch_id)
+            )
             if not rows:  # settled meanwhile
                 extra.append(record.batch_id)
                 self.session.in_flight.pop(record.batch_id, None)
@@ -289,12 +297,18 @@ class SyncDaemon:
             if record.priority:
                 self.session.restore_priority(record.batch_id)
             self.batches[record.batch_id] = self._encode(
-                record.batch_id, rows, record.created_at, record.attempts, bool(record.priority))
+                record.batch_id, rows, record.created_at, record.attempts, bool(record.priority)
+            )
         for batch_id in extra:
             await self._write(functools.partial(outbox.release, batch_id=batch_id))
         self.backlog, self._waiting, self._alerts, devices = await self.store.read_async(
-            lambda db: (outbox.backlog(db), outbox.unbatched(db), outbox.has_alerts(db),
-                        get_state(db, "devices")))
+            lambda db: (
+                outbox.backlog(db),
+                outbox.unbatched(db),
+                outbox.has_alerts(db),
+                get_state(db, "devices"),
+            )
+        )
         if self.devices is None:
             self.devices = devices  # as the last run left them, until the supervisor speaks
         self._oldest_at = float("-inf") if self._waiting else None  # a backlog leaves at once
@@ -310,8 +324,9 @@ class SyncDaemon:
         self.batch_limit = min(self.batch_limit, sync.batch_size) or sync.batch_size
         self._status.interval_s = sync.status_interval_s
 
-    async def _serve(self, link: MqttLink, events: asyncio.Queue[LinkEvent],
-                     stop: asyncio.Event) -> None:
+    async def _serve(
+        self, link: MqttLink, events: asyncio.Queue[LinkEvent], stop: asyncio.Event
+    ) -> None:
         """One turn per wake-up: the events, the downlinks (their actions join the turn's),
         the session's actions executed, held batches released, a file message, the status and
         the snapshot; then the planner says when to wake next, from the state alone."""
@@ -372,13 +387,22 @@ class SyncDaemon:
         """Where the loop stands, for the planner (nothing is carried over from a turn)."""
         window = sum(1 for f in self.session.in_flight.values() if not f.priority)
         return planner.Outlook(
-            now=now, connected=self.connected, room=window < self.session.max_in_flight,
-            waiting=self._waiting, oldest_at=self._oldest_at, alerts=self._alerts,
-            batch_limit=self.batch_limit, linger_s=self.settings.sync.linger_s,
-            files_urgent=self.files.urgent(), held=tuple(at for at, _ in self._held),
-            ack_at=self.session.ack_deadline(), status_at=self._status_at(now),
-            snapshot_at=self._snapshot_at, files_at=self.files.deadline(),
-            poll_at=self._polled_at + EXTERNAL_POLL_S if self.external_writer else None)
+            now=now,
+            connected=self.connected,
+            room=window < self.session.max_in_flight,
+            waiting=self._waiting,
+            oldest_at=self._oldest_at,
+            alerts=self._alerts,
+            batch_limit=self.batch_limit,
+            linger_s=self.settings.sync.linger_s,
+            files_urgent=self.files.urgent(),
+            held=tuple(at for at, _ in self._held),
+            ack_at=self.session.ack_deadline(),
+            status_at=self._status_at(now),
+            snapshot_at=self._snapshot_at,
+            files_at=self.files.deadline(),
+            poll_at=self._polled_at + EXTERNAL_POLL_S if self.external_writer else None,
+        )
 
     def _sync_now_actions(self, link: MqttLink, now: float) -> list[Action]:
         """``sync now`` (SIGUSR1 or central's command): reconnect without backoff, send every
@@ -394,9 +418,10 @@ class SyncDaemon:
             self.connected = True
             log.info("sync: connected")
             try:
-                link.subscribe([(t.of(self.unit), t.qos)
-                                for t in (topics.ACK, topics.CMD, topics.CONFIG)]
-                               + self.files.subscriptions())
+                link.subscribe(
+                    [(t.of(self.unit), t.qos) for t in (topics.ACK, topics.CMD, topics.CONFIG)]
+                    + self.files.subscriptions()
+                )
             except LinkError as exc:  # lost again already: the disconnect event follows
                 self.last_error = str(exc)
             self._status = StatusThrottle(self.settings.sync.status_interval_s)  # say it now
@@ -436,8 +461,12 @@ class SyncDaemon:
             return []
         arrived = time.time()
         try:  # before anything of it is believed: only central may make us forget data
-            signing.verify_ack(self.ack_trust, unit=self.unit, payload=event.payload,
-                               properties=event.user_properties)
+            signing.verify_ack(
+                self.ack_trust,
+                unit=self.unit,
+                payload=event.payload,
+                properties=event.user_properties,
+            )
         except DownlinkRefused as exc:
             self._refuse_ack(link, len(event.payload), str(exc))
             return []
@@ -480,8 +509,15 @@ class SyncDaemon:
         log.warning("sync: refused an ack (%d bytes): %s", size, reason)
         now = time.monotonic()
         if now - self._ack_report_at >= ACK_REFUSAL_REPORT_S:
-            self._event(link, {"type": "downlink-refused", "topic": "ack", "reason": reason,
-                               "count": self._acks_unreported})
+            self._event(
+                link,
+                {
+                    "type": "downlink-refused",
+                    "topic": "ack",
+                    "reason": reason,
+                    "count": self._acks_unreported,
+                },
+            )
             self._acks_unreported, self._ack_report_at = 0, now
 
     def _dead_letter(self, notice: DeadLetterNotice) -> None:
@@ -491,12 +527,22 @@ class SyncDaemon:
             log.warning("sync: ignored a dead-letter notice for another store epoch")
             return
         self.dead_letters += 1
-        self.last_dead_letter = {"batch_id": notice.batch_id, "reason": notice.reason,
-                                 "bytes": notice.bytes, "parked_at": notice.parked_at}
-        self.last_error = (f"central parked batch {notice.batch_id or '(unknown)'} as a dead "
-                           f"letter: {notice.reason}")
-        log.error("sync: central parked batch %s (%d bytes) as a dead letter: %s",
-                  notice.batch_id or "(unknown)", notice.bytes, notice.reason)
+        self.last_dead_letter = {
+            "batch_id": notice.batch_id,
+            "reason": notice.reason,
+            "bytes": notice.bytes,
+            "parked_at": notice.parked_at,
+        }
+        self.last_error = (
+            f"central parked batch {notice.batch_id or '(unknown)'} as a dead "
+            f"letter: {notice.reason}"
+        )
+        log.error(
+            "sync: central parked batch %s (%d bytes) as a dead letter: %s",
+            notice.batch_id or "(unknown)",
+            notice.bytes,
+            notice.reason,
+        )
         self._poke()
 
     async def _downlink(self, link: MqttLink, event: LinkEvent) -> list[Action]:
@@ -505,16 +551,17 @@ class SyncDaemon:
         kind = "config" if event.topic == topics.CONFIG.of(self.unit) else "cmd"
         try:
             # Signed by central (sync/signing.py); its counter persisted before anything runs.
-            payload = await trusted_downlink.verified(self.store, self.settings, kind,
-                                                      event.payload)
+            payload = await trusted_downlink.verified(
+                self.store, self.settings, kind, event.payload
+            )
             if kind == "config":
-                settings, version = apply_config(self.settings, payload,
-                                                  self.config_version, self._config_sync)
+                settings, version = apply_config(
+                    self.settings, payload, self.config_version, self._config_sync
+                )
                 saved = saved_config(version, payload)
                 # Persist first: a restart applies it again (and a retained copy of the same
                 # version is then recognised, not refused).
-                await self._write(functools.partial(put_state, key="config-remote",
-                                                    value=saved))
+                await self._write(functools.partial(put_state, key="config-remote", value=saved))
                 self.settings, self.config_version = settings, version
                 self._config_sync = saved["sync"]
                 self.batch_limit = settings.sync.batch_size
@@ -527,10 +574,8 @@ class SyncDaemon:
             self.config_recognised += 1
         except DownlinkRefused as exc:
             self.refused_downlinks += 1
-            log.warning("sync: refused a %s downlink (%d bytes): %s", kind,
-                        len(event.payload), exc)
-            self._event(link, {"type": "downlink-refused", "topic": kind,
-                               "reason": str(exc)})
+            log.warning("sync: refused a %s downlink (%d bytes): %s", kind, len(event.payload), exc)
+            self._event(link, {"type": "downlink-refused", "topic": kind, "reason": str(exc)})
         return []
 
     async def _command(self, link: MqttLink, command: Command) -> list[Action]:
@@ -541,18 +586,22 @@ class SyncDaemon:
         elif command.cmd in signing.TRUST_COMMANDS:  # applied by the verification already
             self.ack_trust = await trusted_downlink.trust_in_effect(self.store, self.settings)
             result["keys"] = sorted(self.ack_trust.keys)
-            log.warning("sync: central's signed %s applied: keys %s", command.cmd,
-                        ", ".join(sorted(self.ack_trust.keys)) or "none")
+            log.warning(
+                "sync: central's signed %s applied: keys %s",
+                command.cmd,
+                ", ".join(sorted(self.ack_trust.keys)) or "none",
+            )
         elif command.cmd == "teleconsult":
             self.files.set_teleconsult(command.encounter)
             result["encounter"] = command.encounter
         elif command.cmd == "resend-from":
             if command.epoch is not None and command.epoch != self.store.epoch:
-                raise DownlinkRefused(f"resend-from names store epoch {command.epoch}, this "
-                                      f"store is {self.store.epoch}: those readings are gone")
+                raise DownlinkRefused(
+                    f"resend-from names store epoch {command.epoch}, this "
+                    f"store is {self.store.epoch}: those readings are gone"
+                )
             seq = command.seq or 1
-            result["readings"] = await self._write(functools.partial(outbox.resend_from,
-                                                                     seq=seq))
+            result["readings"] = await self._write(functools.partial(outbox.resend_from, seq=seq))
             self._waiting += int(result["readings"])
             self._oldest_at = float("-inf")
         else:
@@ -565,8 +614,12 @@ class SyncDaemon:
         """A unit event for central (no patient data) on up/events."""
         payload = json.dumps({**body, "unit": self.unit, "at": utc_now()}).encode()
         with contextlib.suppress(LinkError):
-            link.publish(topics.EVENTS.of(self.unit), payload, qos=topics.EVENTS.qos,
-                         content_type=topics.EVENTS.content_type)
+            link.publish(
+                topics.EVENTS.of(self.unit),
+                payload,
+                qos=topics.EVENTS.qos,
+                content_type=topics.EVENTS.content_type,
+            )
 
     def _check_clock(self, ack: Ack, arrived: float) -> None:
         """NTP-style: only an exchange with all four times says anything about the clock."""
@@ -580,13 +633,18 @@ class SyncDaemon:
             self.store.central_offset_s = best.offset
         source = self.store.clock_source
         if verdict is Verdict.CONFIRMED and source is ClockSource.UNTRUSTED:
-            log.info("sync: central confirms the unit clock (offset %+.2f s ± %.2f)",
-                     best.offset, best.delay / 2)
+            log.info(
+                "sync: central confirms the unit clock (offset %+.2f s ± %.2f)",
+                best.offset,
+                best.delay / 2,
+            )
             self.store.clock_source = ClockSource.SYSTEM
         elif verdict is Verdict.WRONG and source is ClockSource.SYSTEM:
-            log.warning("sync: the unit clock is off by %+.0f s against central; readings are "
-                        "stamped with central's time (the unit's kept) until it is fixed",
-                        best.offset)
+            log.warning(
+                "sync: the unit clock is off by %+.0f s against central; readings are "
+                "stamped with central's time (the unit's kept) until it is fixed",
+                best.offset,
+            )
             self.store.clock_source = ClockSource.UNTRUSTED
 
     # --- actions --------------------------------------------------------------------------
@@ -599,10 +657,12 @@ class SyncDaemon:
             if isinstance(action, Publish | Resend):
                 self._send(link, action.batch_id)
                 if isinstance(action, Resend):
-                    self.batch_limit = adapt_batch(self.batch_limit, acked=False,
-                                                   ceiling=self.settings.sync.batch_size)
-                    self._write_later(functools.partial(outbox.note_attempt,
-                                                        batch_id=action.batch_id))
+                    self.batch_limit = adapt_batch(
+                        self.batch_limit, acked=False, ceiling=self.settings.sync.batch_size
+                    )
+                    self._write_later(
+                        functools.partial(outbox.note_attempt, batch_id=action.batch_id)
+                    )
             elif isinstance(action, MarkAcked):
                 self._mark(action.batch_id)
             elif isinstance(action, Take):
@@ -610,7 +670,8 @@ class SyncDaemon:
                 if fresh is not None:
                     self.batches[fresh.batch_id] = fresh
                 queue += self.session.batch_ready(
-                    fresh.batch_id if fresh else None, time.monotonic(), action.priority)
+                    fresh.batch_id if fresh else None, time.monotonic(), action.priority
+                )
 
     def _send(self, link: MqttLink, batch_id: str) -> None:
         """Publish a batch, or hold it until the uplink cap's reserved bandwidth comes (other
@@ -639,13 +700,15 @@ class SyncDaemon:
         """Mark the batch's readings sent. Not awaited: the next batch never depends on it
         (its readings are in a batch, so no one takes them), and a crash before this commit
         only means central sees the batch once more and acknowledges it again."""
-        self.batch_limit = adapt_batch(self.batch_limit, acked=True,
-                                       ceiling=self.settings.sync.batch_size)
+        self.batch_limit = adapt_batch(
+            self.batch_limit, acked=True, ceiling=self.settings.sync.batch_size
+        )
         batch = self.batches.pop(batch_id, None)
         refused = self._refusals.pop(batch_id, {})
         at = utc_now()
-        future = self._write_later(functools.partial(
-            outbox.mark_acked, batch_id=batch_id, acked_at=at, refused=refused))
+        future = self._write_later(
+            functools.partial(outbox.mark_acked, batch_id=batch_id, acked_at=at, refused=refused)
+        )
 
         def marked(changed: int) -> None:  # on the event loop, like every other change
             self.acked_readings += changed
@@ -664,17 +727,23 @@ class SyncDaemon:
         future.add_done_callback(done)
         if refused:
             self.refused_readings += len(refused)
-            log.error("sync: central refused %d readings of batch %s (kept, not re-sent): %s",
-                      len(refused), batch_id, sorted(set(refused.values()))[:3])
+            log.error(
+                "sync: central refused %d readings of batch %s (kept, not re-sent): %s",
+                len(refused),
+                batch_id,
+                sorted(set(refused.values()))[:3],
+            )
 
     async def _take(self, priority: bool) -> InFlight | None:
-        if not priority and not isinstance(planner.decide(self._outlook(time.monotonic())),
-                                           planner.Take):
+        if not priority and not isinstance(
+            planner.decide(self._outlook(time.monotonic())), planner.Take
+        ):
             return None  # lingering for company, files first, or nothing committed
         limit = min(self.batch_limit, self.settings.sync.batch_size)
         before = self._waiting  # commits noted while we read are counted apart
-        rows = await self.store.read_async(functools.partial(
-            outbox.next_batch, limit=limit, alerts_only=priority))
+        rows = await self.store.read_async(
+            functools.partial(outbox.next_batch, limit=limit, alerts_only=priority)
+        )
         if priority:
             self._alerts = False
         is_alert = bool(rows) and rows[0]["priority"] == 1
@@ -690,28 +759,40 @@ class SyncDaemon:
         batch_id = str(uuid.uuid4())
         created = utc_now()
         seqs = [int(r["seq"]) for r in rows]
-        taken = await self._write(functools.partial(
-            outbox.record_batch, batch_id=batch_id, seqs=seqs, created_at=created,
-            priority=1 if is_alert else 0, device_versions=fhir.full_device_versions(rows)))
+        taken = await self._write(
+            functools.partial(
+                outbox.record_batch,
+                batch_id=batch_id,
+                seqs=seqs,
+                created_at=created,
+                priority=1 if is_alert else 0,
+                device_versions=fhir.full_device_versions(rows),
+            )
+        )
         if taken != len(rows):  # cannot happen with one sync loop per store: say so loudly
             log.error("sync: batch %s recorded %d of %d readings", batch_id, taken, len(rows))
-            rows = await self.store.read_async(functools.partial(
-                outbox.batch_readings, batch_id=batch_id))
+            rows = await self.store.read_async(
+                functools.partial(outbox.batch_readings, batch_id=batch_id)
+            )
             if not rows:
                 return None
         return self._encode(batch_id, rows, created, 0, is_alert)
 
-    def _encode(self, batch_id: str, rows: list[dict[str, Any]], created: str, attempts: int,
-                priority: bool) -> InFlight:
+    def _encode(
+        self, batch_id: str, rows: list[dict[str, Any]], created: str, attempts: int, priority: bool
+    ) -> InFlight:
         payload = codec.encode_batch(self.unit, batch_id, rows, created, epoch=self.store.epoch)
-        return InFlight(batch_id, rows[0]["seq"], rows[-1]["seq"], len(rows), payload, attempts,
-                        priority)
+        return InFlight(
+            batch_id, rows[0]["seq"], rows[-1]["seq"], len(rows), payload, attempts, priority
+        )
 
     def _publish(self, link: MqttLink, batch: InFlight) -> None:
         properties = [
             *codec.WIRE_PROPERTIES,  # what the payload is: zlib, dictionary, inner media type
-            ("batch_id", batch.batch_id), ("epoch", self.store.epoch),
-            ("seq_from", str(batch.seq_from)), ("seq_to", str(batch.seq_to)),
+            ("batch_id", batch.batch_id),
+            ("epoch", self.store.epoch),
+            ("seq_from", str(batch.seq_from)),
+            ("seq_to", str(batch.seq_to)),
             ("sent_at", f"{time.time():.3f}"),  # the NTP origin time central echoes
         ]
         if batch.priority:
@@ -743,10 +824,14 @@ class SyncDaemon:
         out = self.files.next_publish(now, self.pacer.delay)
         if out is not None:
             try:
-                mid = link.publish(out.topic, out.payload, qos=1,
-                                   content_type=out.content_type,
-                                   user_properties=out.user_properties,
-                                   response_topic=out.response_topic)
+                mid = link.publish(
+                    out.topic,
+                    out.payload,
+                    qos=1,
+                    content_type=out.content_type,
+                    user_properties=out.user_properties,
+                    response_topic=out.response_topic,
+                )
                 self.files.published(out, now, mid)
             except LinkError as exc:  # lost meanwhile: the disconnect event follows
                 self.last_error = str(exc)
@@ -782,9 +867,12 @@ class SyncDaemon:
             self.pacer.delay(len(body), now)
             self._status_hold = None
             try:
-                link.publish(topics.STATUS.of(self.unit), body,
-                             retain=topics.STATUS.retain,
-                             content_type=topics.STATUS.content_type)
+                link.publish(
+                    topics.STATUS.of(self.unit),
+                    body,
+                    retain=topics.STATUS.retain,
+                    content_type=topics.STATUS.content_type,
+                )
                 self._status.sent(self._status_content(), now)
             except LinkError:  # lost meanwhile: the disconnect event follows
                 self._status_hold = now + 1.0
@@ -819,15 +907,17 @@ class SyncDaemon:
         if force or version != self._data_version:
             self._data_version = version
             waiting, alerts = await self.store.read_async(
-                lambda db: (outbox.unbatched(db), outbox.has_alerts(db)))
+                lambda db: (outbox.unbatched(db), outbox.has_alerts(db))
+            )
             if waiting:
                 self._waiting = waiting
                 self._oldest_at = self._oldest_at or now
                 self._alerts = self._alerts or alerts
 
     def _status_body(self, state: str) -> bytes:
-        return status_payload(state, self.unit, self.store.epoch, self.backlog, self.devices,
-                              utc_now())
+        return status_payload(
+            state, self.unit, self.store.epoch, self.backlog, self.devices, utc_now()
+        )
 
     def _snapshot(self, stopped: bool = False) -> dict[str, Any]:
         return {**self.status(), "pid": os.getpid(), "stopped": stopped}

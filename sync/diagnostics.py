@@ -47,8 +47,7 @@ def agent_pid(daemon: Any, store: Path | None = None) -> int | None:
 def status(db: Database, store: Path | None = None) -> dict[str, Any]:
     """``store``: the store's path, to tell a running agent from a dead one's snapshot."""
     backlog = db.execute(
-        "SELECT count(*), min(received_at) FROM readings WHERE sent_at IS NULL "
-        "AND refused IS NULL"
+        "SELECT count(*), min(received_at) FROM readings WHERE sent_at IS NULL AND refused IS NULL"
     ).fetchone()
     refused = db.execute("SELECT count(*) FROM readings WHERE refused IS NOT NULL").fetchone()[0]
     last_ack = db.execute("SELECT max(acked_at) FROM batches").fetchone()[0]
@@ -85,8 +84,11 @@ def status(db: Database, store: Path | None = None) -> dict[str, Any]:
 def in_effect(settings: Settings, db: Database | None) -> tuple[Settings, dict[str, Any]]:
     """What runs, not only the file: the settings with central's remote ``[sync]`` change kept
     in the store, and central's keys as a signed ``rotate-key`` left them; with what differs."""
-    notes: dict[str, Any] = {"remote_config_version": None, "remote_sync_keys": [],
-                             "central_keys_from": "config"}
+    notes: dict[str, Any] = {
+        "remote_config_version": None,
+        "remote_sync_keys": [],
+        "central_keys_from": "config",
+    }
     if db is None:
         return settings, notes
     saved = db.execute("SELECT value FROM agent_state WHERE key = 'config-remote'").fetchone()
@@ -110,14 +112,19 @@ def with_liveness(result: dict[str, Any], live: Any) -> dict[str, Any]:
     answer = live.answer or {}
     sync = answer.get("sync")
     connected = sync.get("connected") if isinstance(sync, dict) else result["connected"]
-    return {**result, "agent": live.state, "agent_running": live.answering,
-            "connected": bool(live.answering and connected),
-            "in_flight_batches": result["in_flight_batches"] if live.answering else 0,
-            "loop": answer.get("loop")}
+    return {
+        **result,
+        "agent": live.state,
+        "agent_running": live.answering,
+        "connected": bool(live.answering and connected),
+        "in_flight_batches": result["in_flight_batches"] if live.answering else 0,
+        "loop": answer.get("loop"),
+    }
 
 
-async def _expect(queue: asyncio.Queue[LinkEvent], kind: str, timeout: float,
-                  topic: str | None = None) -> LinkEvent:
+async def _expect(
+    queue: asyncio.Queue[LinkEvent], kind: str, timeout: float, topic: str | None = None
+) -> LinkEvent:
     async with asyncio.timeout(timeout):
         while True:
             event = await queue.get()
@@ -132,14 +139,17 @@ def explain_unreachable(host: str, port: int, exc: BaseException) -> str:
     (the name does not resolve, nothing listens, nothing answers)."""
     where = f"{host}:{port}"
     if isinstance(exc, socket.gaierror):
-        return (f"{where}: unknown host {host!r} (the name does not resolve: check [broker] "
-                "host, and DNS on this network)")
+        return (
+            f"{where}: unknown host {host!r} (the name does not resolve: check [broker] "
+            "host, and DNS on this network)"
+        )
     if isinstance(exc, ConnectionRefusedError):
-        return (f"{where}: connection refused (the host answers but nothing listens on port "
-                f"{port}: check [broker] port, and that the broker runs)")
+        return (
+            f"{where}: connection refused (the host answers but nothing listens on port "
+            f"{port}: check [broker] port, and that the broker runs)"
+        )
     if isinstance(exc, TimeoutError):
-        return (f"{where}: no answer (a firewall, no route, or no mobile data: check the "
-                "network)")
+        return f"{where}: no answer (a firewall, no route, or no mobile data: check the network)"
     return f"{where}: cannot connect ({type(exc).__name__}: {exc})"
 
 

@@ -24,8 +24,9 @@ class Command(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: Annotated[str, Field(min_length=1, max_length=64)]
-    cmd: Literal["sync-now", "resend-from", "diagnostics", "teleconsult", "trust-reset",
-                 "rotate-key"]
+    cmd: Literal[
+        "sync-now", "resend-from", "diagnostics", "teleconsult", "trust-reset", "rotate-key"
+    ]
     seq: Annotated[int, Field(ge=1)] | None = None
     epoch: Annotated[str, Field(min_length=1, max_length=64)] | None = None  # resend-from
     # teleconsult: the encounter in teleconsultation now (its files go first); None: ended.
@@ -70,7 +71,9 @@ def parse_command(payload: bytes) -> Command:
 
 
 def apply_config(
-    current: Settings, payload: bytes, applied_version: int,
+    current: Settings,
+    payload: bytes,
+    applied_version: int,
     applied_sync: dict[str, Any] | None = None,
 ) -> tuple[Settings, int]:
     """The new settings and version, all or nothing. The version applied last, with the same
@@ -80,8 +83,10 @@ def apply_config(
         change = ConfigChange.model_validate(_load(payload))
     except ValidationError as exc:
         raise DownlinkRefused(_reason(exc)) from None
-    if change.version == applied_version and applied_sync is not None and (
-        change.sync == applied_sync
+    if (
+        change.version == applied_version
+        and applied_sync is not None
+        and (change.sync == applied_sync)
     ):
         raise AlreadyApplied(change.version)
     if change.version <= applied_version:

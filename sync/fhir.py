@@ -113,28 +113,66 @@ NS: Final = uuid.UUID("0c6b3f4e-54a1-4c55-8f0e-6f1de5b2a7d3")  # fullUrls of der
 
 # The R4 vital-signs profiles: quantity -> the profile's LOINC (listed first in code.coding).
 VITAL_SIGNS: Final[Mapping[str, str]] = {
-    "spo2": "2708-6", "pulse_rate": "8867-4", "heart_rate": "8867-4",
-    "respiratory_rate": "9279-1", "body_temperature": "8310-5", "body_weight": "29463-7",
-    "body_height": "8302-2", "bmi": "39156-5", "mean_arterial_pressure": "8478-0",
+    "spo2": "2708-6",
+    "pulse_rate": "8867-4",
+    "heart_rate": "8867-4",
+    "respiratory_rate": "9279-1",
+    "body_temperature": "8310-5",
+    "body_weight": "29463-7",
+    "body_height": "8302-2",
+    "bmi": "39156-5",
+    "mean_arterial_pressure": "8478-0",
 }
 BP_PANEL: Final = "85354-9"
 BP_PARTS: Final[Mapping[str, str]] = {
-    "systolic_bp": "8480-6", "diastolic_bp": "8462-4", "mean_arterial_pressure": "8478-0"}
+    "systolic_bp": "8480-6",
+    "diastolic_bp": "8462-4",
+    "mean_arterial_pressure": "8478-0",
+}
 # Exam: no vital-signs profile fits (a cuff pressure has no LOINC: MDC only).
-EXAM: Final = frozenset({
-    "cuff_pressure", "body_fat_percentage", "pulse_amplitude_index", "rr_interval",
-    "energy_expended", "basal_metabolism", "muscle_percentage", "muscle_mass", "fat_free_mass",
-    "soft_lean_mass", "body_water_mass", "body_impedance"})
+EXAM: Final = frozenset(
+    {
+        "cuff_pressure",
+        "body_fat_percentage",
+        "pulse_amplitude_index",
+        "rr_interval",
+        "energy_expended",
+        "basal_metabolism",
+        "muscle_percentage",
+        "muscle_mass",
+        "fat_free_mass",
+        "soft_lean_mass",
+        "body_water_mass",
+        "body_impedance",
+    }
+)
 POSITION: Final = ("latitude", "longitude", "altitude")
 # Mass-concentration LOINC -> the molar one, for results a device gave in mmol/L.
 MOLAR_LOINC: Final[Mapping[str, str]] = {
-    "41653-7": "14743-9", "2339-0": "15074-8", "2345-7": "14749-6", "2093-3": "14647-2",
-    "2085-9": "14646-4", "2571-8": "14927-8", "13457-7": "39469-2", "718-7": "59260-0"}
+    "41653-7": "14743-9",
+    "2339-0": "15074-8",
+    "2345-7": "14749-6",
+    "2093-3": "14647-2",
+    "2085-9": "14646-4",
+    "2571-8": "14927-8",
+    "13457-7": "39469-2",
+    "718-7": "59260-0",
+}
 # HL7 v2 table 0085 (OBX-11) -> Observation.status.
 OBX_STATUS: Final[Mapping[str, str]] = {
-    "F": "final", "U": "final", "P": "preliminary", "R": "preliminary", "S": "preliminary",
-    "C": "corrected", "X": "cancelled", "N": "cancelled", "D": "entered-in-error",
-    "W": "entered-in-error", "I": "registered", "O": "registered"}
+    "F": "final",
+    "U": "final",
+    "P": "preliminary",
+    "R": "preliminary",
+    "S": "preliminary",
+    "C": "corrected",
+    "X": "cancelled",
+    "N": "cancelled",
+    "D": "entered-in-error",
+    "W": "entered-in-error",
+    "I": "registered",
+    "O": "registered",
+}
 FLAG_STATUS: Final[Mapping[str, str]] = {"preliminary": "preliminary", "corrected": "corrected"}
 
 
@@ -172,8 +210,9 @@ def zone(name: str | None) -> ZoneInfo:
         return ZoneInfo(DEFAULT_TIMEZONE)
 
 
-def effective(device_time: str | None, received_at: str, tz: ZoneInfo,
-              offset: float = 0.0) -> tuple[str, bool]:
+def effective(
+    device_time: str | None, received_at: str, tz: ZoneInfo, offset: float = 0.0
+) -> tuple[str, bool]:
     """(effectiveDateTime, whether the device time was used). A time without a zone is read
     in ``tz``; ``offset``: seconds the device's clock is ahead of true time, subtracted."""
     if not device_time:
@@ -246,13 +285,18 @@ def status(row: Mapping[str, Any]) -> str:
 
 
 def codings(row: Mapping[str, Any]) -> list[dict[str, str]]:
-    return [{"system": system, "code": code} for system, code in _codes(
-        row["quantity"], row.get("loinc"), row.get("unit"), row.get("mdc"))]
+    return [
+        {"system": system, "code": code}
+        for system, code in _codes(
+            row["quantity"], row.get("loinc"), row.get("unit"), row.get("mdc")
+        )
+    ]
 
 
 @functools.lru_cache(maxsize=512, typed=True)
-def _codes(quantity: str, loinc: str | None, unit: str | None, mdc: Any
-           ) -> tuple[tuple[str, str], ...]:
+def _codes(
+    quantity: str, loinc: str | None, unit: str | None, mdc: Any
+) -> tuple[tuple[str, str], ...]:
     """(system, code) of a quantity's codings, worked out once per quantity and unit."""
     out: list[tuple[str, str]] = []
     profile = VITAL_SIGNS.get(quantity) or BP_PARTS.get(quantity)
@@ -272,17 +316,25 @@ def _code(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def _code_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
     """What decides :func:`_code`: readings with the same key have equal codes."""
-    return ("code", row["quantity"], _codes(row["quantity"], row.get("loinc"), row.get("unit"),
-                                            row.get("mdc")))
+    return (
+        "code",
+        row["quantity"],
+        _codes(row["quantity"], row.get("loinc"), row.get("unit"), row.get("mdc")),
+    )
 
 
 def _value(row: Mapping[str, Any], into: dict[str, Any]) -> None:
     if row.get("value") is not None:
-        into["valueQuantity"] = {"value": row["value"], "unit": row["unit"], "system": UCUM,
-                                 "code": row["unit"]}
+        into["valueQuantity"] = {
+            "value": row["value"],
+            "unit": row["unit"],
+            "system": UCUM,
+            "code": row["unit"],
+        }
     else:
         into["dataAbsentReason"] = {
-            "coding": [{"system": ABSENT, "code": row.get("absent_reason") or "unknown"}]}
+            "coding": [{"system": ABSENT, "code": row.get("absent_reason") or "unknown"}]
+        }
 
 
 def _identifiers(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
@@ -376,14 +428,20 @@ class _Builder:
         if full not in self.head:
             system = f"{DEVICE_SYSTEM}:{self.unit}"
             if facts_held(facts):  # central has them: the bare Device, created if missing
-                self.head[full] = {"fullUrl": full, "resource": {
-                    "resourceType": "Device",
-                    "identifier": [{"system": system, "value": device_id}]},
-                    "request": _create("Device", system, device_id)}
+                self.head[full] = {
+                    "fullUrl": full,
+                    "resource": {
+                        "resourceType": "Device",
+                        "identifier": [{"system": system, "value": device_id}],
+                    },
+                    "request": _create("Device", system, device_id),
+                }
             else:
-                self.head[full] = {"fullUrl": full, "resource": device_resource(
-                    system, device_id, facts), "request": {
-                    "method": "PUT", "url": f"Device?identifier={system}|{device_id}"}}
+                self.head[full] = {
+                    "fullUrl": full,
+                    "resource": device_resource(system, device_id, facts),
+                    "request": {"method": "PUT", "url": f"Device?identifier={system}|{device_id}"},
+                }
         return full
 
     def unidentified(self, row: Mapping[str, Any]) -> str:
@@ -392,19 +450,35 @@ class _Builder:
         day = unidentified_session(str(row["received_at"]), self.tz)
         system = f"{UNIDENTIFIED_SYSTEM}:{self.unit}"
         full = "urn:uuid:" + stable_uuid("patient", system, day)
-        self._put_head(full, {"fullUrl": full, "resource": {
-            "resourceType": "Patient", "identifier": [{"system": system, "value": day}],
-            "name": [{"use": "anonymous", "text": "unidentified"}]},
-            "request": _create("Patient", system, day)})
+        self._put_head(
+            full,
+            {
+                "fullUrl": full,
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": system, "value": day}],
+                    "name": [{"use": "anonymous", "text": "unidentified"}],
+                },
+                "request": _create("Patient", system, day),
+            },
+        )
         return full
 
     def encounter(self, encounter_id: str, info: Mapping[str, Any]) -> tuple[str, str]:
         """(Patient fullUrl, Encounter fullUrl)."""
         system, value = str(info["patient_system"]), str(info["patient_value"])
         patient = "urn:uuid:" + stable_uuid("patient", system, value)
-        self._put_head(patient, {"fullUrl": patient, "resource": {
-            "resourceType": "Patient", "identifier": [{"system": system, "value": value}]},
-            "request": _create("Patient", system, value)})
+        self._put_head(
+            patient,
+            {
+                "fullUrl": patient,
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": system, "value": value}],
+                },
+                "request": _create("Patient", system, value),
+            },
+        )
         full = "urn:uuid:" + encounter_id
         period: dict[str, str] = {"start": str(info["opened_at"])}
         if info.get("closed_at"):
@@ -414,9 +488,12 @@ class _Builder:
             "identifier": [{"system": ENCOUNTER_SYSTEM, "value": encounter_id}],
             "status": "finished" if info.get("closed_at") else "in-progress",
             "class": {"system": ACT_CODE, "code": "FLD", "display": "field"},
-            "subject": {"reference": patient}, "period": period,
-            "serviceProvider": {"identifier": {"system": TAG_UNIT, "value": self.unit},
-                                "display": self.unit},
+            "subject": {"reference": patient},
+            "period": period,
+            "serviceProvider": {
+                "identifier": {"system": TAG_UNIT, "value": self.unit},
+                "display": self.unit,
+            },
         }
         if info.get("practitioner_role"):
             resource["participant"] = [{"type": [{"text": str(info["practitioner_role"])}]}]
@@ -425,34 +502,59 @@ class _Builder:
             position = {"latitude": info["latitude"], "longitude": info["longitude"]}
             if info.get("altitude") is not None:
                 position["altitude"] = info["altitude"]
-            self._put_head(place, {"fullUrl": place, "resource": {
-                "resourceType": "Location",
-                "identifier": [{"system": LOCATION_SYSTEM, "value": encounter_id}],
-                "status": "active", "mode": "instance", "position": position},
-                "request": _create("Location", LOCATION_SYSTEM, encounter_id)})
+            self._put_head(
+                place,
+                {
+                    "fullUrl": place,
+                    "resource": {
+                        "resourceType": "Location",
+                        "identifier": [{"system": LOCATION_SYSTEM, "value": encounter_id}],
+                        "status": "active",
+                        "mode": "instance",
+                        "position": position,
+                    },
+                    "request": _create("Location", LOCATION_SYSTEM, encounter_id),
+                },
+            )
             resource["location"] = [{"location": {"reference": place}}]
-        self._put_head(full, {"fullUrl": full, "resource": resource, "request": {
-            "method": "PUT", "url": f"Encounter?identifier={ENCOUNTER_SYSTEM}|{encounter_id}"}})
+        self._put_head(
+            full,
+            {
+                "fullUrl": full,
+                "resource": resource,
+                "request": {
+                    "method": "PUT",
+                    "url": f"Encounter?identifier={ENCOUNTER_SYSTEM}|{encounter_id}",
+                },
+            },
+        )
         return patient, full
 
     def observation(self, rows: Sequence[Mapping[str, Any]]) -> None:
         first = rows[0]
-        if (len(rows) == 1 and first["quantity"] not in ("systolic_bp", "diastolic_bp")
-                and not notes(rows) and not reference_range(first)):
+        if (
+            len(rows) == 1
+            and first["quantity"] not in ("systolic_bp", "diastolic_bp")
+            and not notes(rows)
+            and not reference_range(first)
+        ):
             # the common reading, built from its shape (plan, single); one with comments or a
             # reference range (HL7 NTE, OBX-7) is built in full below
             self.entries.append(self.single(*self.plan(first)))
             return
         device = self.device(str(first["device_id"]), device_facts(first))
         info = self.encounter_of(first)
-        obs: dict[str, Any] = {"resourceType": "Observation",
-                               "identifier": _identifiers(rows),
-                               "status": status(first)}
+        obs: dict[str, Any] = {
+            "resourceType": "Observation",
+            "identifier": _identifiers(rows),
+            "status": status(first),
+        }
         cat = category(first["quantity"]) or "laboratory"
         found_cat = self.shared.get(("category", cat))
         if found_cat is None:
             found_cat = self.shared[("category", cat)] = [
-                {"coding": [{"system": CATEGORY, "code": cat}]}]
+                {"coding": [{"system": CATEGORY, "code": cat}]}
+            ]
         obs["category"] = found_cat
         if len(rows) > 1 or first["quantity"] in ("systolic_bp", "diastolic_bp"):
             obs["code"] = {"coding": [{"system": LOINC, "code": BP_PANEL}]}
@@ -460,11 +562,12 @@ class _Builder:
             # identifier is the k-th component), then a missing systolic/diastolic as absent.
             components = []
             for part in [r["quantity"] for r in rows] + [
-                    p for p in ("systolic_bp", "diastolic_bp")
-                    if p not in {r["quantity"] for r in rows}]:
+                p for p in ("systolic_bp", "diastolic_bp") if p not in {r["quantity"] for r in rows}
+            ]:
                 found = next((r for r in rows if r["quantity"] == part), None)
-                component: dict[str, Any] = {"code": {"coding": codings(
-                    found or {"quantity": part})}}
+                component: dict[str, Any] = {
+                    "code": {"coding": codings(found or {"quantity": part})}
+                }
                 _value(found or {"absent_reason": "unknown"}, component)
                 ranges = reference_range(found or {})
                 if ranges:
@@ -486,8 +589,7 @@ class _Builder:
             obs["subject"] = self._ref(self.unidentified(first))
             obs["device"] = self._ref(device)
         offset = clock_offset(first)
-        when, used = effective(first.get("device_time"), str(first["received_at"]), self.tz,
-                               offset)
+        when, used = effective(first.get("device_time"), str(first["received_at"]), self.tz, offset)
         obs["effectiveDateTime"] = when
         if used:
             obs["issued"] = first["received_at"]
@@ -505,12 +607,21 @@ class _Builder:
         rid = str(first["id"])
         self.seqs.extend(int(r["seq"]) for r in rows)
         if any(r.get("attributed_at") for r in rows):
-            self.entries.append({"fullUrl": "urn:uuid:" + rid, "resource": obs, "request": {
-                "method": "PUT", "url": f"Observation?identifier={READING_SYSTEM}|{rid}"}})
+            self.entries.append(
+                {
+                    "fullUrl": "urn:uuid:" + rid,
+                    "resource": obs,
+                    "request": {
+                        "method": "PUT",
+                        "url": f"Observation?identifier={READING_SYSTEM}|{rid}",
+                    },
+                }
+            )
         else:  # a create: no fullUrl (R4 allows it on a POST; nothing refers to it)
             # request before resource: the reading id's two copies lie closer (zlib: -0.4 B)
-            self.entries.append({"request": _create("Observation", READING_SYSTEM, rid),
-                                 "resource": obs})
+            self.entries.append(
+                {"request": _create("Observation", READING_SYSTEM, rid), "resource": obs}
+            )
 
     def plan(self, row: Mapping[str, Any]) -> tuple[Shape, Leaves]:
         """A reading that is one Observation alone, as its shape (everything but the leaves:
@@ -521,8 +632,9 @@ class _Builder:
         info = self.encounter_of(row)
         refs = None if info is None else self.encounter(str(row["encounter_id"]), info)
         # nobody opened: the session's unidentified Patient (a QC run is nobody's: its Device)
-        anonymous = (self.unidentified(row) if info is None and "control" not in _flags(row)
-                     else None)
+        anonymous = (
+            self.unidentified(row) if info is None and "control" not in _flags(row) else None
+        )
         cat = category(row["quantity"]) or "laboratory"
         if ("category", cat) not in self.shared:
             self.shared[("category", cat)] = [{"coding": [{"system": CATEGORY, "code": cat}]}]
@@ -535,27 +647,61 @@ class _Builder:
         # The raw device time, whenever it was not used as it is (no zone, or corrected).
         raw_kept = bool(raw and not (used and has_zone(str(raw)) and not offset))
         clock = row.get("clock_source")
-        shape = (device, refs, status(row), cat, code, bool(source), used, value is not None,
-                 row["unit"] if value is not None else row.get("absent_reason") or "unknown",
-                 ",".join(_flags(row)), raw_kept,
-                 str(clock) if clock and clock != "system" else "",
-                 bool(row.get("attributed_at")), anonymous)
+        shape = (
+            device,
+            refs,
+            status(row),
+            cat,
+            code,
+            bool(source),
+            used,
+            value is not None,
+            row["unit"] if value is not None else row.get("absent_reason") or "unknown",
+            ",".join(_flags(row)),
+            raw_kept,
+            str(clock) if clock and clock != "system" else "",
+            bool(row.get("attributed_at")),
+            anonymous,
+        )
         self.seqs.append(int(row["seq"]))
-        return shape, (str(row["id"]), str(source) if source else None, when,
-                       row["received_at"] if used else None, value,
-                       str(raw) if raw_kept else None)
+        return shape, (
+            str(row["id"]),
+            str(source) if source else None,
+            when,
+            row["received_at"] if used else None,
+            value,
+            str(raw) if raw_kept else None,
+        )
 
     def single(self, shape: Shape, leaves: Leaves) -> Any:
         """The entry of a reading :meth:`plan` described (as :meth:`observation` builds it)."""
-        (device, refs, said, cat, code, sourced, used, valued, unit, flags, raw_kept, clock,
-         update, anonymous) = shape
+        (
+            device,
+            refs,
+            said,
+            cat,
+            code,
+            sourced,
+            used,
+            valued,
+            unit,
+            flags,
+            raw_kept,
+            clock,
+            update,
+            anonymous,
+        ) = shape
         rid, source, when, issued, value, raw = leaves
         ids: list[dict[str, Any]] = [{"system": READING_SYSTEM, "value": rid}]
         if sourced:
             ids.append({"system": SOURCE_SYSTEM, "value": source})
-        obs: dict[str, Any] = {"resourceType": "Observation", "identifier": ids,
-                               "status": said, "category": self.shared[("category", cat)],
-                               "code": self.shared[code]}
+        obs: dict[str, Any] = {
+            "resourceType": "Observation",
+            "identifier": ids,
+            "status": said,
+            "category": self.shared[("category", cat)],
+            "code": self.shared[code],
+        }
         if refs is not None:
             obs["subject"] = self._ref(refs[0])
             obs["encounter"] = self._ref(refs[1])
@@ -588,8 +734,14 @@ class _Builder:
         if ext:
             obs["extension"] = ext
         if update:
-            return {"fullUrl": "urn:uuid:" + rid, "resource": obs, "request": {
-                "method": "PUT", "url": f"Observation?identifier={READING_SYSTEM}|{rid}"}}
+            return {
+                "fullUrl": "urn:uuid:" + rid,
+                "resource": obs,
+                "request": {
+                    "method": "PUT",
+                    "url": f"Observation?identifier={READING_SYSTEM}|{rid}",
+                },
+            }
         return {"request": _create("Observation", READING_SYSTEM, rid), "resource": obs}
 
     def location(self, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -599,10 +751,19 @@ class _Builder:
             if row.get("value") is not None:
                 position[row["quantity"]] = row["value"]
         resource: dict[str, Any] = {
-            "resourceType": "Location", "identifier": _identifiers(rows),
-            "status": "active", "mode": "instance",
-            "physicalType": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
-                                         "location-physical-type", "code": "ve"}]}}
+            "resourceType": "Location",
+            "identifier": _identifiers(rows),
+            "status": "active",
+            "mode": "instance",
+            "physicalType": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/location-physical-type",
+                        "code": "ve",
+                    }
+                ]
+            },
+        }
         if "latitude" in position and "longitude" in position:
             resource["position"] = position
         else:  # half a fix: say what the device gave, without a position
@@ -610,20 +771,28 @@ class _Builder:
         # A Location has no time of its own: the fix's time goes in the device-time extension
         # (zoned when the receiver gave a zone, else as the device gave it).
         offset = clock_offset(rows[0])
-        when, used = effective(rows[0].get("device_time"), str(rows[0]["received_at"]), self.tz,
-                               offset)
+        when, used = effective(
+            rows[0].get("device_time"), str(rows[0]["received_at"]), self.tz, offset
+        )
         ext = _extensions(rows, used, offset, self.shared)
         if not any(e["url"] == EXT_DEVICE_TIME for e in ext):
             ext.insert(0, {"url": EXT_DEVICE_TIME, "valueString": when})
         resource["extension"] = ext
         self.seqs.extend(int(r["seq"]) for r in rows)
-        self.entries.append({"resource": resource, "request": _create(
-            "Location", READING_SYSTEM, str(rows[0]["id"]))})
+        self.entries.append(
+            {
+                "resource": resource,
+                "request": _create("Location", READING_SYSTEM, str(rows[0]["id"])),
+            }
+        )
 
 
-def _extensions(rows: Sequence[Mapping[str, Any]], used_device_time: bool,
-                offset: float = 0.0, shared: dict[tuple[Any, ...], Any] | None = None
-                ) -> list[dict[str, Any]]:
+def _extensions(
+    rows: Sequence[Mapping[str, Any]],
+    used_device_time: bool,
+    offset: float = 0.0,
+    shared: dict[tuple[Any, ...], Any] | None = None,
+) -> list[dict[str, Any]]:
     """The resource's extensions (a new list); ``shared``: the Bundle's fragments, where the
     flags and clock extensions are kept once each."""
     memo: dict[tuple[Any, ...], Any] = {} if shared is None else shared
@@ -667,8 +836,9 @@ def _parsed_facts(raw: str) -> Mapping[str, Any]:
 
 
 def _said(facts: Any) -> dict[str, Any]:
-    return {k: v for k, v in facts.items() if v not in (None, "")} if isinstance(
-        facts, dict) else {}
+    return (
+        {k: v for k, v in facts.items() if v not in (None, "")} if isinstance(facts, dict) else {}
+    )
 
 
 def facts_held(facts: Mapping[str, Any]) -> bool:
@@ -694,8 +864,9 @@ def device_resource(system: str, device_id: str, facts: Mapping[str, Any]) -> di
     text = {k: str(v).strip() for k, v in facts.items() if v is not None and str(v).strip()}
     ids: list[dict[str, Any]] = [{"system": system, "value": device_id}]
     if "serial" in text:
-        ids.append({"type": {"coding": [{"system": ID_TYPE, "code": "SNO"}]},
-                    "value": text["serial"]})
+        ids.append(
+            {"type": {"coding": [{"system": ID_TYPE, "code": "SNO"}]}, "value": text["serial"]}
+        )
     if "system_id" in text:
         ids.append({"system": EUI64_SYSTEM, "value": text["system_id"]})
     if "mac" in text:
@@ -711,8 +882,9 @@ def device_resource(system: str, device_id: str, facts: Mapping[str, Any]) -> di
     if "mdc_type" in text:
         resource["type"] = {"coding": [{"system": MDC, "code": text["mdc_type"]}]}
     if "firmware" in text:
-        resource["version"] = [{"type": {"coding": [{"system": MDC, "code": MDC_FIRMWARE}]},
-                                "value": text["firmware"]}]
+        resource["version"] = [
+            {"type": {"coding": [{"system": MDC, "code": MDC_FIRMWARE}]}, "value": text["firmware"]}
+        ]
     return resource
 
 
@@ -721,8 +893,12 @@ def _create(kind: str, system: str, value: str) -> dict[str, str]:
 
 
 def _group_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
-    return (row["device_id"], row.get("encounter_id"), row.get("device_time") or
-            row["received_at"], bool(row.get("attributed_at")))
+    return (
+        row["device_id"],
+        row.get("encounter_id"),
+        row.get("device_time") or row["received_at"],
+        bool(row.get("attributed_at")),
+    )
 
 
 def group(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[Mapping[str, Any]]]]:
@@ -745,22 +921,27 @@ def group(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[Mapping[str
         open_groups[key] = members
         out.append((kind, members))
     # A lone mean arterial pressure is its own Observation (no BP panel without its parts).
-    return [("obs", m) if k == "bp" and [r["quantity"] for r in m] == ["mean_arterial_pressure"]
-            else (k, m) for k, m in out]
+    return [
+        ("obs", m)
+        if k == "bp" and [r["quantity"] for r in m] == ["mean_arterial_pressure"]
+        else (k, m)
+        for k, m in out
+    ]
 
 
-def bundle(unit: str, epoch: str, batch_id: str, rows: Sequence[Mapping[str, Any]],
-           created_at: str) -> dict[str, Any]:
+def bundle(
+    unit: str, epoch: str, batch_id: str, rows: Sequence[Mapping[str, Any]], created_at: str
+) -> dict[str, Any]:
     build = build_entries(_Builder, unit, epoch, rows)
-    return document(unit, epoch, batch_id, build.seqs, created_at,
-                    [*build.head.values(), *build.entries])
+    return document(
+        unit, epoch, batch_id, build.seqs, created_at, [*build.head.values(), *build.entries]
+    )
 
 
 B = TypeVar("B", bound=_Builder)
 
 
-def build_entries(kind: type[B], unit: str, epoch: str, rows: Sequence[Mapping[str, Any]]
-                  ) -> B:
+def build_entries(kind: type[B], unit: str, epoch: str, rows: Sequence[Mapping[str, Any]]) -> B:
     """A builder of ``kind`` that went through the rows (its ``head``, ``entries``, ``seqs``)."""
     tz = zone(next((str(r["timezone"]) for r in rows if r.get("timezone")), None))
     build = kind(unit, epoch, tz)
@@ -772,15 +953,20 @@ def build_entries(kind: type[B], unit: str, epoch: str, rows: Sequence[Mapping[s
     return build
 
 
-def document(unit: str, epoch: str, batch_id: str, seqs: Sequence[int], created_at: str,
-             entries: list[Any]) -> dict[str, Any]:
+def document(
+    unit: str, epoch: str, batch_id: str, seqs: Sequence[int], created_at: str, entries: list[Any]
+) -> dict[str, Any]:
     """The Bundle around its entries (``entry`` last)."""
     return {
         "resourceType": "Bundle",
-        "meta": {"tag": [{"system": TAG_SCHEMA, "code": SCHEMA},
-                         {"system": TAG_UNIT, "code": unit},
-                         {"system": TAG_EPOCH, "code": epoch},
-                         {"system": TAG_SEQS, "code": seq_runs(seqs)}]},
+        "meta": {
+            "tag": [
+                {"system": TAG_SCHEMA, "code": SCHEMA},
+                {"system": TAG_UNIT, "code": unit},
+                {"system": TAG_EPOCH, "code": epoch},
+                {"system": TAG_SEQS, "code": seq_runs(seqs)},
+            ]
+        },
         "identifier": {"system": URI, "value": f"urn:uuid:{batch_id}"},
         "type": "transaction",
         "timestamp": created_at,

@@ -36,15 +36,17 @@ def pairs(row: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def notes(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     """``Observation.note``: the comments of the rows, in order, each once."""
-    texts = dict.fromkeys(v.strip() for row in rows for k, v in pairs(row)
-                          if k == "comment" and v.strip())
+    texts = dict.fromkeys(
+        v.strip() for row in rows for k, v in pairs(row) if k == "comment" and v.strip()
+    )
     return [{"text": text} for text in texts]
 
 
 def _quantity(number: str, row: Mapping[str, Any], unmapped: bool) -> dict[str, Any]:
     value = float(number)
-    out: dict[str, Any] = {"value": int(value) if value.is_integer() and "." not in number
-                           else value}
+    out: dict[str, Any] = {
+        "value": int(value) if value.is_integer() and "." not in number else value
+    }
     unit = row.get("unit")
     if unit:
         out["unit"] = str(unit)

@@ -74,7 +74,7 @@ class _TextBuilder(fhir._Builder):
         text = dumps(super().single(shape, probe))
         texts, slots, at = [], [], 0
         for found in _PLACEHOLDER.finditer(text):
-            texts.append(text[at:found.start()])
+            texts.append(text[at : found.start()])
             slots.append(-1 if found[1] is None else int(found[1]))
             at = found.end()
         texts.append(text[at:])
@@ -85,8 +85,9 @@ class _TextBuilder(fhir._Builder):
         return template
 
 
-def bundle_json(unit: str, epoch: str, batch_id: str, rows: Sequence[Mapping[str, Any]],
-                created_at: str) -> str:
+def bundle_json(
+    unit: str, epoch: str, batch_id: str, rows: Sequence[Mapping[str, Any]], created_at: str
+) -> str:
     """``json.dumps`` of :func:`sync.fhir.bundle` (compact, not ASCII-escaped)."""
     build = fhir.build_entries(_TextBuilder, unit, epoch, rows)
     around = dumps(fhir.document(unit, epoch, batch_id, build.seqs, created_at, []))

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 
 def take_at(
-    now: float, *, waiting: int, oldest_at: float | None, batch_limit: int, linger_s: float,
+    now: float,
+    *,
+    waiting: int,
+    oldest_at: float | None,
+    batch_limit: int,
+    linger_s: float,
     alerts: bool,
 ) -> float | None:
     if alerts or waiting >= batch_limit or linger_s <= 0 or oldest_at is None:

@@ -53,8 +53,15 @@ class LinkEvent:
 
 
 # TLS alerts the broker sends when it will not take this unit's certificate.
-_CERT_ALERTS = ("BAD_CERTIFICATE", "UNKNOWN_CA", "CERTIFICATE_EXPIRED", "CERTIFICATE_REVOKED",
-                "CERTIFICATE_UNKNOWN", "UNSUPPORTED_CERTIFICATE", "ACCESS_DENIED")
+_CERT_ALERTS = (
+    "BAD_CERTIFICATE",
+    "UNKNOWN_CA",
+    "CERTIFICATE_EXPIRED",
+    "CERTIFICATE_REVOKED",
+    "CERTIFICATE_UNKNOWN",
+    "UNSUPPORTED_CERTIFICATE",
+    "ACCESS_DENIED",
+)
 
 
 def explain_tls_reason(reason: str) -> str:
@@ -62,14 +69,20 @@ def explain_tls_reason(reason: str) -> str:
     an alert is the broker's verdict on this unit; anything else failed on this side."""
     words = reason.lower().replace("_", " ")
     if "ALERT_CERTIFICATE_REQUIRED" in reason:
-        return ("the broker refused the connection: it requires a client certificate and this "
-                "unit sent none (set [broker] cert_file and key_file)")
+        return (
+            "the broker refused the connection: it requires a client certificate and this "
+            "unit sent none (set [broker] cert_file and key_file)"
+        )
     if any(f"ALERT_{a}" in reason for a in _CERT_ALERTS):
-        return (f"the broker refused this unit's certificate ({words}): check [broker] "
-                "cert_file is issued by central's CA, not expired, for this unit")
+        return (
+            f"the broker refused this unit's certificate ({words}): check [broker] "
+            "cert_file is issued by central's CA, not expired, for this unit"
+        )
     if "ALERT_HANDSHAKE_FAILURE" in reason:
-        return (f"the broker ended the TLS handshake ({words}): most often this unit sent no "
-                "client certificate or one the broker does not accept (check [broker] cert_file)")
+        return (
+            f"the broker ended the TLS handshake ({words}): most often this unit sent no "
+            "client certificate or one the broker does not accept (check [broker] cert_file)"
+        )
     if "ALERT" in reason:
         return f"the broker ended the TLS handshake ({words})"
     return f"TLS failed on this unit's side ({words})"
@@ -78,9 +91,11 @@ def explain_tls_reason(reason: str) -> str:
 def explain_connect_error(exc: BaseException | str) -> str:
     """A failed connection in words a technician can act on, naming the side that refused."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return (f"this unit refused the broker's certificate: {exc.verify_message} (check "
-                "[broker] ca_file is central's CA and [broker] host is a name the broker's "
-                "certificate carries)")
+        return (
+            f"this unit refused the broker's certificate: {exc.verify_message} (check "
+            "[broker] ca_file is central's CA and [broker] host is a name the broker's "
+            "certificate carries)"
+        )
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return explain_tls_reason(str(exc.reason))
     if isinstance(exc, str):
@@ -91,8 +106,10 @@ def explain_connect_error(exc: BaseException | str) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "the broker's host refused the TCP connection (nothing listens on that port?)"
     if isinstance(exc, ConnectionResetError | BrokenPipeError):
-        return ("the broker closed the connection during the handshake (TLS expected but "
-                "not configured, or the other way round?)")
+        return (
+            "the broker closed the connection during the handshake (TLS expected but "
+            "not configured, or the other way round?)"
+        )
     if isinstance(exc, TimeoutError):
         return "no answer from the broker (network, firewall or no mobile data)"
     return f"cannot connect: {type(exc).__name__}: {exc}"
@@ -168,8 +185,11 @@ class MqttLink:
                 )
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 # File names only: never the key material or its passphrase.
-                raise LinkError("link.tls", f"cannot load TLS files ({tls.ca_file}, "
-                                f"{tls.cert_file}, {tls.key_file}): {exc}") from exc
+                raise LinkError(
+                    "link.tls",
+                    f"cannot load TLS files ({tls.ca_file}, "
+                    f"{tls.cert_file}, {tls.key_file}): {exc}",
+                ) from exc
         if options.will is not None:
             topic, payload, retain = options.will
             client.will_set(topic, payload, qos=1, retain=retain)
@@ -229,8 +249,9 @@ class MqttLink:
             raise LinkError("link.publish", f"publish refused: {exc}") from exc
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             # NO_CONN: paho queues QoS>0 while offline, but we keep the store as the queue.
-            raise LinkError("link.publish", f"publish refused: {mqtt.error_string(info.rc)}",
-                            rc=int(info.rc))
+            raise LinkError(
+                "link.publish", f"publish refused: {mqtt.error_string(info.rc)}", rc=int(info.rc)
+            )
         return int(info.mid)
 
     def subscribe(self, topics: Sequence[tuple[str, int]]) -> None:
@@ -270,9 +291,14 @@ class MqttLink:
     ) -> None:
         if reason.is_failure:
             self._jitter()
-            self._emit(LinkEvent("disconnected", reason=f"the broker refused the session: "
-                                 f"{reason} (the TLS connection was made; the broker's "
-                                 "identity or ACL check said no)"))
+            self._emit(
+                LinkEvent(
+                    "disconnected",
+                    reason=f"the broker refused the session: "
+                    f"{reason} (the TLS connection was made; the broker's "
+                    "identity or ACL check said no)",
+                )
+            )
             return
         self.connected = True
         self._log_error = None
@@ -297,8 +323,11 @@ class MqttLink:
         text = str(reason)
         if text == "Unspecified error":  # paho's word for a socket error: say which
             error, self._log_error = self._log_error, None
-            text = (f"connection lost: {explain_connect_error(error)}" if error
-                    else "connection lost (no reason given)")
+            text = (
+                f"connection lost: {explain_connect_error(error)}"
+                if error
+                else "connection lost (no reason given)"
+            )
         self._emit(LinkEvent("disconnected", reason=text))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -306,25 +335,40 @@ class MqttLink:
         kind = getattr(msg.properties, "ContentType", None) or ""
         response = getattr(msg.properties, "ResponseTopic", None) or ""
         self._emit(
-            LinkEvent("message", topic=msg.topic, payload=bytes(msg.payload), mid=msg.mid,
-                      qos=msg.qos, user_properties=tuple((str(k), str(v)) for k, v in user),
-                      content_type=str(kind), response_topic=str(response))
+            LinkEvent(
+                "message",
+                topic=msg.topic,
+                payload=bytes(msg.payload),
+                mid=msg.mid,
+                qos=msg.qos,
+                user_properties=tuple((str(k), str(v)) for k, v in user),
+                content_type=str(kind),
+                response_topic=str(response),
+            )
         )
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any
     ) -> None:
-        self._emit(LinkEvent("published", mid=mid, reason=str(reason),
-                             failed=bool(getattr(reason, "is_failure", False)),
-                             reason_code=int(getattr(reason, "value", 0) or 0)))
-
+        self._emit(
+            LinkEvent(
+                "published",
+                mid=mid,
+                reason=str(reason),
+                failed=bool(getattr(reason, "is_failure", False)),
+                reason_code=int(getattr(reason, "value", 0) or 0),
+            )
+        )
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any
     ) -> None:
         failed = any(getattr(r, "is_failure", False) for r in reasons or [])
-        self._emit(LinkEvent("subscribed", mid=mid, reason=",".join(map(str, reasons or [])),
-                             failed=failed))
+        self._emit(
+            LinkEvent(
+                "subscribed", mid=mid, reason=",".join(map(str, reasons or [])), failed=failed
+            )
+        )
 
 
 async def next_event(
@@ -335,8 +379,9 @@ async def next_event(
         return queue.get_nowait()
     getter = asyncio.ensure_future(queue.get())
     stopper = asyncio.ensure_future(stop.wait())
-    done, _ = await asyncio.wait({getter, stopper}, timeout=timeout,
-                                 return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait(
+        {getter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+    )
     stopper.cancel()
     if getter in done:
         return getter.result()

@@ -40,11 +40,13 @@ READING_COLUMNS = (
 _ENCOUNTER_JSON = (
     "json_object('patient_system', patient_system, 'patient_value', patient_value, "
     "'opened_at', opened_at, 'closed_at', closed_at, 'practitioner_role', practitioner_role, "
-    "'latitude', latitude, 'longitude', longitude, 'altitude', altitude)")
+    "'latitude', latitude, 'longitude', longitude, 'altitude', altitude)"
+)
 _FACTS_JSON = (
     "json_object('serial', serial, 'system_id', system_id, 'mac', mac, 'manufacturer', "
     "manufacturer, 'model', model, 'firmware', firmware, 'mdc_type', mdc_type, 'version', "
-    "updated_at, 'acked', acked_version)")
+    "updated_at, 'acked', acked_version)"
+)
 _CHUNK = 500  # values bound per IN (...): far below SQLite's limit
 _OUTBOX = "INDEXED BY readings_outbox WHERE sent_at IS NULL AND batch_id IS NULL"
 
@@ -71,8 +73,9 @@ def readings(db: Database, where: str, params: Sequence[Any]) -> list[dict[str, 
     follow the condition; it may start with ``INDEXED BY index``), with their context
     (:func:`add_context`)."""
     joint = "" if where.startswith("INDEXED BY ") else "WHERE "
-    return add_context(db, _rows(db, f"SELECT {READING_COLUMNS} FROM readings {joint}{where}",
-                                 params))
+    return add_context(
+        db, _rows(db, f"SELECT {READING_COLUMNS} FROM readings {joint}{where}", params)
+    )
 
 
 def add_context(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -81,13 +84,16 @@ def add_context(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]
     is built by SQLite, exactly as a per-row subquery built it."""
     if not rows:
         return rows
-    row = db.execute("SELECT json_extract(value, '$') FROM agent_state "
-                     "WHERE key = 'unit-timezone'").fetchone()
+    row = db.execute(
+        "SELECT json_extract(value, '$') FROM agent_state WHERE key = 'unit-timezone'"
+    ).fetchone()
     timezone = None if row is None else row[0]
-    encounters = _json_by_key(db, "id", _ENCOUNTER_JSON, "encounters",
-                              {r["encounter_id"] for r in rows} - {None})
-    facts = _json_by_key(db, "device_id", _FACTS_JSON, "device_facts",
-                         {r["device_id"] for r in rows})
+    encounters = _json_by_key(
+        db, "id", _ENCOUNTER_JSON, "encounters", {r["encounter_id"] for r in rows} - {None}
+    )
+    facts = _json_by_key(
+        db, "device_id", _FACTS_JSON, "device_facts", {r["device_id"] for r in rows}
+    )
     for r in rows:
         r["timezone"] = timezone
         r["encounter"] = encounters.get(r["encounter_id"])
@@ -95,15 +101,19 @@ def add_context(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]
     return rows
 
 
-def _json_by_key(db: Database, key: str, expression: str, table: str,
-                 keys: set[Any]) -> dict[Any, str]:
+def _json_by_key(
+    db: Database, key: str, expression: str, table: str, keys: set[Any]
+) -> dict[Any, str]:
     out: dict[Any, str] = {}
     wanted = sorted(keys)
     for start in range(0, len(wanted), _CHUNK):
-        chunk = wanted[start:start + _CHUNK]
+        chunk = wanted[start : start + _CHUNK]
         marks = ", ".join("?" for _ in chunk)
-        out.update(db.execute(f"SELECT {key}, {expression} FROM {table} "
-                              f"WHERE {key} IN ({marks})", chunk).fetchall())
+        out.update(
+            db.execute(
+                f"SELECT {key}, {expression} FROM {table} WHERE {key} IN ({marks})", chunk
+            ).fetchall()
+        )
     return out
 
 
@@ -117,25 +127,34 @@ def next_batch(db: Database, limit: int, *, alerts_only: bool = False) -> list[d
     ).fetchone()
     if top is None or (alerts_only and top[0] == 0):
         return []
-    return readings(db, f"{_OUTBOX} AND priority = ? ORDER BY priority DESC, seq LIMIT ?",
-                    [top[0], limit])
+    return readings(
+        db, f"{_OUTBOX} AND priority = ? ORDER BY priority DESC, seq LIMIT ?", [top[0], limit]
+    )
 
 
 def has_alerts(db: Database) -> bool:
-    return db.execute(
-        f"SELECT 1 FROM readings {_OUTBOX} AND priority = 1 LIMIT 1").fetchone() is not None
+    return (
+        db.execute(f"SELECT 1 FROM readings {_OUTBOX} AND priority = 1 LIMIT 1").fetchone()
+        is not None
+    )
 
 
 def unbatched(db: Database) -> int:
     """Readings waiting for a batch (not in flight, not sent, not refused)."""
-    return int(db.execute(
-        "SELECT count(*) FROM readings WHERE sent_at IS NULL AND batch_id IS NULL"
-    ).fetchone()[0])
+    return int(
+        db.execute(
+            "SELECT count(*) FROM readings WHERE sent_at IS NULL AND batch_id IS NULL"
+        ).fetchone()[0]
+    )
 
 
 def record_batch(
-    db: Database, batch_id: str, seqs: Sequence[int], created_at: str | None = None,
-    priority: int = 0, device_versions: Mapping[str, str] | None = None,
+    db: Database,
+    batch_id: str,
+    seqs: Sequence[int],
+    created_at: str | None = None,
+    priority: int = 0,
+    device_versions: Mapping[str, str] | None = None,
 ) -> int:
     """Record a batch as in flight with exactly these readings (those still unsent and in no
     batch: a reading is never in two), and the versions of the device facts it carries in
@@ -146,23 +165,35 @@ def record_batch(
         "INSERT INTO batches (batch_id, seq_from, seq_to, count, created_at, attempts, "
         "priority, device_versions) VALUES (?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT(batch_id) DO "
         "UPDATE SET attempts = attempts + 1",
-        [batch_id, min(seqs), max(seqs), len(seqs), created_at or utc_now(), priority,
-         json.dumps(dict(device_versions)) if device_versions else None],
+        [
+            batch_id,
+            min(seqs),
+            max(seqs),
+            len(seqs),
+            created_at or utc_now(),
+            priority,
+            json.dumps(dict(device_versions)) if device_versions else None,
+        ],
     )
     taken = 0
     for start in range(0, len(seqs), 500):
-        chunk = list(seqs[start:start + 500])
+        chunk = list(seqs[start : start + 500])
         marks = ", ".join("?" for _ in chunk)
-        taken += int(db.execute(
-            f"UPDATE readings SET batch_id = ? WHERE seq IN ({marks}) AND sent_at IS NULL "
-            "AND batch_id IS NULL", [batch_id, *chunk]).rowcount)
+        taken += int(
+            db.execute(
+                f"UPDATE readings SET batch_id = ? WHERE seq IN ({marks}) AND sent_at IS NULL "
+                "AND batch_id IS NULL",
+                [batch_id, *chunk],
+            ).rowcount
+        )
     return taken
 
 
 def batch_readings(db: Database, batch_id: str) -> list[dict[str, Any]]:
     """The unsent readings of a recorded batch (to encode it again after a restart)."""
-    return readings(db, "batch_id = ? AND sent_at IS NULL AND refused IS NULL ORDER BY seq",
-                    [batch_id])
+    return readings(
+        db, "batch_id = ? AND sent_at IS NULL AND refused IS NULL ORDER BY seq", [batch_id]
+    )
 
 
 def note_attempt(db: Database, batch_id: str) -> None:
@@ -174,12 +205,16 @@ def release(db: Database, batch_id: str) -> None:
     for it is then unknown (harmless): central holds readings by id."""
     db.execute(
         "UPDATE readings SET batch_id = NULL WHERE batch_id = ? AND sent_at IS NULL "
-        "AND refused IS NULL", [batch_id])
+        "AND refused IS NULL",
+        [batch_id],
+    )
     db.execute("DELETE FROM batches WHERE batch_id = ? AND acked_at IS NULL", [batch_id])
 
 
 def mark_acked(
-    db: Database, batch_id: str, acked_at: str | None = None,
+    db: Database,
+    batch_id: str,
+    acked_at: str | None = None,
     refused: Mapping[str, str] | None = None,
 ) -> int:
     """Central stored the batch: mark its readings sent, except those central refused (they
@@ -189,7 +224,8 @@ def mark_acked(
     for reading_id, reason in (refused or {}).items():
         db.execute(
             "UPDATE readings SET refused = ? WHERE id = ? AND batch_id = ? AND sent_at IS NULL",
-            [reason[:500] or "refused", reading_id, batch_id])
+            [reason[:500] or "refused", reading_id, batch_id],
+        )
     # Attributed to a patient while this batch was in flight (`patient assign`): central got
     # them without the patient, so they go again (as conditional updates). Taken out of the
     # batch before the others are marked sent: while unsent they are in the ``readings_batch``
@@ -197,20 +233,27 @@ def mark_acked(
     db.execute(
         "UPDATE readings SET batch_id = NULL WHERE batch_id = ? AND sent_at IS NULL AND "
         "attributed_at > (SELECT created_at FROM batches WHERE batch_id = ?)",
-        [batch_id, batch_id])
+        [batch_id, batch_id],
+    )
     cur = db.execute(
         "UPDATE readings SET sent_at = ? WHERE batch_id = ? AND sent_at IS NULL "
-        "AND refused IS NULL", [at, batch_id])
+        "AND refused IS NULL",
+        [at, batch_id],
+    )
     db.execute(
         "UPDATE batches SET acked_at = ? WHERE batch_id = ? AND acked_at IS NULL", [at, batch_id]
     )
     # Central holds the device facts this batch carried in full: later batches send the bare
     # Device (a conditional create) until the facts change.
-    row = db.execute("SELECT device_versions FROM batches WHERE batch_id = ?",
-                     [batch_id]).fetchone()
+    row = db.execute(
+        "SELECT device_versions FROM batches WHERE batch_id = ?", [batch_id]
+    ).fetchone()
     for device_id, version in json.loads(row[0]).items() if row and row[0] else ():
-        db.execute("UPDATE device_facts SET acked_version = ? WHERE device_id = ? AND "
-                   "(acked_version IS NULL OR acked_version < ?)", [version, device_id, version])
+        db.execute(
+            "UPDATE device_facts SET acked_version = ? WHERE device_id = ? AND "
+            "(acked_version IS NULL OR acked_version < ?)",
+            [version, device_id, version],
+        )
     return int(cur.rowcount)
 
 
@@ -218,9 +261,13 @@ def resend_from(db: Database, seq: int) -> int:
     """Central lost what it had from ``seq`` on (a restored central store): send it again,
     with the devices' facts in full."""
     db.execute("UPDATE device_facts SET acked_version = NULL")
-    return int(db.execute(
-        "UPDATE readings SET sent_at = NULL, batch_id = NULL WHERE seq >= ? "
-        "AND sent_at IS NOT NULL", [seq]).rowcount)
+    return int(
+        db.execute(
+            "UPDATE readings SET sent_at = NULL, batch_id = NULL WHERE seq >= ? "
+            "AND sent_at IS NOT NULL",
+            [seq],
+        ).rowcount
+    )
 
 
 def in_flight(db: Database) -> list[BatchRecord]:
@@ -237,14 +284,15 @@ def in_flight(db: Database) -> list[BatchRecord]:
 def backlog(db: Database) -> int:
     """Readings not yet acknowledged by central (in flight or not yet taken), refused ones
     apart."""
-    return int(db.execute(
-        "SELECT count(*) FROM readings WHERE sent_at IS NULL AND refused IS NULL"
-    ).fetchone()[0])
+    return int(
+        db.execute(
+            "SELECT count(*) FROM readings WHERE sent_at IS NULL AND refused IS NULL"
+        ).fetchone()[0]
+    )
 
 
 def refused_count(db: Database) -> int:
-    return int(db.execute("SELECT count(*) FROM readings WHERE refused IS NOT NULL"
-                          ).fetchone()[0])
+    return int(db.execute("SELECT count(*) FROM readings WHERE refused IS NOT NULL").fetchone()[0])
 
 
 def store_counts(db: Database) -> dict[str, int]:

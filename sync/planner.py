@@ -72,8 +72,14 @@ def decide(o: Outlook) -> Decision:
         return Wait()  # offline never takes; a full window waits for an ack
     if o.files_urgent:
         return Hold(None)
-    when = take_at(o.now, waiting=o.waiting, oldest_at=o.oldest_at, batch_limit=o.batch_limit,
-                   linger_s=o.linger_s, alerts=False)
+    when = take_at(
+        o.now,
+        waiting=o.waiting,
+        oldest_at=o.oldest_at,
+        batch_limit=o.batch_limit,
+        linger_s=o.linger_s,
+        alerts=False,
+    )
     return Take() if when is None else Hold(when)
 
 

@@ -52,8 +52,11 @@ class Input(StrEnum):
 NEXT_STATE: dict[tuple[State, Input], State] = {
     **{(s, Input.CONNECTED): State.ONLINE for s in State},
     **{(s, Input.DISCONNECTED): State.OFFLINE for s in State},
-    **{(s, i): s for s in State for i in (Input.BATCH_READY, Input.PUBACK, Input.CENTRAL_ACK,
-                                          Input.TICK)},
+    **{
+        (s, i): s
+        for s in State
+        for i in (Input.BATCH_READY, Input.PUBACK, Input.CENTRAL_ACK, Input.TICK)
+    },
 }
 
 
@@ -132,8 +135,7 @@ class SyncSession:
             flight.published_at = None
         return []
 
-    def batch_ready(self, batch_id: str | None, now: float, priority: bool = False
-                    ) -> list[Action]:
+    def batch_ready(self, batch_id: str | None, now: float, priority: bool = False) -> list[Action]:
         """The outbox's answer to :class:`Take` (``None``: nothing unsent)."""
         self.state = NEXT_STATE[self.state, Input.BATCH_READY]
         if priority:
@@ -173,7 +175,8 @@ class SyncSession:
         if self.state is State.OFFLINE:
             return []
         actions: list[Action] = [
-            self._send(b, f, now) for b, f in self.in_flight.items()
+            self._send(b, f, now)
+            for b, f in self.in_flight.items()
             if f.published_at is None or now - f.published_at >= self.ack_timeout
         ]
         return actions + self._take() + self._wait()

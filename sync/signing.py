@@ -80,8 +80,9 @@ class Trust:
         return cls(keys, require_signed and bool(keys))
 
     @classmethod
-    def in_effect(cls, configured: Iterable[str], require_signed: bool, counters: Counters
-                  ) -> Trust:
+    def in_effect(
+        cls, configured: Iterable[str], require_signed: bool, counters: Counters
+    ) -> Trust:
         """The configured keys, or the set central rotated to (kept with the counters)."""
         keys = counters.keys if counters.keys is not None else tuple(configured)
         return cls.from_texts(keys, require_signed)
@@ -109,8 +110,11 @@ class Counters:
         last = {t: v for t, v in saved["last"].items() if t in TRACKS and isinstance(v, int)}
         digest = saved.get("config_digest")
         keys = saved.get("keys")
-        rotated = (tuple(keys) if isinstance(keys, list) and keys
-                   and all(isinstance(k, str) for k in keys) else None)
+        rotated = (
+            tuple(keys)
+            if isinstance(keys, list) and keys and all(isinstance(k, str) for k in keys)
+            else None
+        )
         return cls(last, digest if isinstance(digest, str) else None, rotated)
 
 
@@ -123,8 +127,9 @@ def _b64(value: Any, what: str) -> bytes:
         raise DownlinkRefused(f"signed envelope: {what} is not base64") from None
 
 
-def verify(trust: Trust, counters: Counters, *, unit: str, topic: str, payload: bytes,
-           now: float) -> tuple[bytes, Counters]:
+def verify(
+    trust: Trust, counters: Counters, *, unit: str, topic: str, payload: bytes, now: float
+) -> tuple[bytes, Counters]:
     """The message to apply and the counters to persist (before applying it), or
     :class:`DownlinkRefused` with the reason, or :class:`AlreadyApplied` for the retained
     configuration accepted last."""
@@ -137,13 +142,16 @@ def verify(trust: Trust, counters: Counters, *, unit: str, topic: str, payload: 
         if trust.require_signed:
             raise DownlinkRefused("unsigned: this unit accepts only messages signed by central")
         if isinstance(outer, dict) and outer.get("cmd") in TRUST_COMMANDS:
-            raise DownlinkRefused(f"unsigned {outer['cmd']}: trust commands must be signed "
-                                  "by central, also without [trust] central_keys")
+            raise DownlinkRefused(
+                f"unsigned {outer['cmd']}: trust commands must be signed "
+                "by central, also without [trust] central_keys"
+            )
         return payload, counters  # no keys configured: the broker's ACL is the only guard
     assert isinstance(outer, dict)
     if not trust.keys:
-        raise DownlinkRefused("signed, but this unit has no central key to check it "
-                              "([trust] central_keys)")
+        raise DownlinkRefused(
+            "signed, but this unit has no central key to check it ([trust] central_keys)"
+        )
     if outer.get("v") != 1:
         raise DownlinkRefused(f"signed envelope: version {outer.get('v')!r} unknown")
     public = trust.keys.get(str(outer.get("kid")))
@@ -163,8 +171,9 @@ def verify(trust: Trust, counters: Counters, *, unit: str, topic: str, payload: 
     if inner.get("unit") != unit:
         raise DownlinkRefused(f"for unit {str(inner.get('unit'))[:64]!r}, not this one")
     if inner.get("topic") != topic:
-        raise DownlinkRefused(f"signed for down/{str(inner.get('topic'))[:16]}, "
-                              f"received on down/{topic}")
+        raise DownlinkRefused(
+            f"signed for down/{str(inner.get('topic'))[:16]}, received on down/{topic}"
+        )
     ctr, exp = inner.get("ctr"), inner.get("exp")
     if not isinstance(ctr, int) or isinstance(ctr, bool) or not isinstance(exp, int | float):
         raise DownlinkRefused("signed message without counter or expiry")
@@ -175,24 +184,31 @@ def verify(trust: Trust, counters: Counters, *, unit: str, topic: str, payload: 
     if now > exp + CLOCK_SKEW_S:
         raise DownlinkRefused(f"expired {now - exp:.0f} s ago")
     if exp > now + MAX_LIFETIME_S + CLOCK_SKEW_S:
-        raise DownlinkRefused(f"expires {(exp - now) / 86400:.0f} days ahead, more than the "
-                              f"{MAX_LIFETIME_S / 86400:.0f} a message may live (or this "
-                              "unit's clock is behind)")
+        raise DownlinkRefused(
+            f"expires {(exp - now) / 86400:.0f} days ahead, more than the "
+            f"{MAX_LIFETIME_S / 86400:.0f} a message may live (or this "
+            "unit's clock is behind)"
+        )
     body = inner.get("body")
     if not isinstance(body, dict):
         raise DownlinkRefused("signed message without body")
     track = "trust" if topic == "cmd" and body.get("cmd") in TRUST_COMMANDS else topic
     last = counters.last.get(track, 0)
     if ctr > int(now * 1_000_000) + MAX_COUNTER_AHEAD_US:
-        raise DownlinkRefused(f"counter {ctr} is more than {MAX_COUNTER_AHEAD_US // 86_400_000_000}"
-                              " days ahead of this unit's clock (counters are central's clock "
-                              "in microseconds)")
+        raise DownlinkRefused(
+            f"counter {ctr} is more than {MAX_COUNTER_AHEAD_US // 86_400_000_000}"
+            " days ahead of this unit's clock (counters are central's clock "
+            "in microseconds)"
+        )
     if ctr <= last:
         raise DownlinkRefused(f"replayed or re-ordered: counter {ctr} is not above {last}")
     if track == "trust":
         return json.dumps(body).encode(), trust_change(counters, body, ctr)
-    new = Counters({**counters.last, topic: ctr},
-                   digest if topic == "config" else counters.config_digest, counters.keys)
+    new = Counters(
+        {**counters.last, topic: ctr},
+        digest if topic == "config" else counters.config_digest,
+        counters.keys,
+    )
     return json.dumps(body).encode(), new
 
 
@@ -215,8 +231,9 @@ def trust_change(counters: Counters, body: Mapping[str, Any], ctr: int) -> Count
         if keys not in (None, "config"):
             raise DownlinkRefused('trust-reset: keys may only be "config"')
         lowered = {t: min(v, ctr) if t != "trust" else v for t, v in last.items()}
-        return Counters(lowered, counters.config_digest,
-                        None if keys == "config" else counters.keys)
+        return Counters(
+            lowered, counters.config_digest, None if keys == "config" else counters.keys
+        )
     keys = body.get("keys")
     if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
         raise DownlinkRefused("rotate-key: keys must be a non-empty list of ed25519:... keys")
@@ -228,8 +245,9 @@ def trust_change(counters: Counters, body: Mapping[str, Any], ctr: int) -> Count
     return Counters(last, counters.config_digest, tuple(keys))
 
 
-def verify_ack(trust: Trust, *, unit: str, payload: bytes,
-               properties: Iterable[tuple[str, str]]) -> bool:
+def verify_ack(
+    trust: Trust, *, unit: str, payload: bytes, properties: Iterable[tuple[str, str]]
+) -> bool:
     """Whether ``payload`` on ``mmu/v1/{unit}/down/ack`` may be believed: True when its
     signature checks, False when it is unsigned and the unit takes unsigned acks (no keys, or
     ``require_signed = false``); :class:`DownlinkRefused` with the reason otherwise."""
@@ -277,17 +295,34 @@ class Signer:
         self._last = max(time.time_ns() // 1000, self._last + 1)
         return self._last
 
-    def sign(self, unit: str, topic: str, body: Mapping[str, Any], *,
-             ctr: int | None = None, exp: float | None = None) -> bytes:
+    def sign(
+        self,
+        unit: str,
+        topic: str,
+        body: Mapping[str, Any],
+        *,
+        ctr: int | None = None,
+        exp: float | None = None,
+    ) -> bytes:
         if topic not in TOPICS:
             raise ValueError(f"topic must be one of {TOPICS}")
-        inner = {"unit": unit, "topic": topic, "ctr": self.counter() if ctr is None else ctr,
-                 "exp": round(time.time() + self.ttl_s) if exp is None else exp,
-                 "body": dict(body)}
+        inner = {
+            "unit": unit,
+            "topic": topic,
+            "ctr": self.counter() if ctr is None else ctr,
+            "exp": round(time.time() + self.ttl_s) if exp is None else exp,
+            "body": dict(body),
+        }
         msg = json.dumps(inner, separators=(",", ":")).encode()
         sig = self.private.sign(DOMAIN + msg)
-        return json.dumps({"v": 1, "kid": self.kid, "msg": base64.b64encode(msg).decode(),
-                           "sig": base64.b64encode(sig).decode()}).encode()
+        return json.dumps(
+            {
+                "v": 1,
+                "kid": self.kid,
+                "msg": base64.b64encode(msg).decode(),
+                "sig": base64.b64encode(sig).decode(),
+            }
+        ).encode()
 
     def ack_properties(self, unit: str, payload: bytes) -> list[tuple[str, str]]:
         """The MQTT 5 user properties that sign an ack to ``unit`` (its payload unchanged)."""
@@ -298,6 +333,7 @@ class Signer:
 def new_private_key_pem() -> tuple[bytes, str]:
     """A new key pair: the private key (PEM, PKCS#8) and the public key line for the units."""
     private = Ed25519PrivateKey.generate()
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return pem, public_key_text(private.public_key())

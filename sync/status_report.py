@@ -15,11 +15,21 @@ from typing import Any
 from edge_agent import __version__
 
 
-def status_payload(state: str, unit: str, epoch: str, backlog: int | None, devices: Any,
-                   at: str) -> bytes:
-    return json.dumps({"state": state, "unit": unit, "epoch": epoch, "version": __version__,
-                       "backlog": backlog, "devices": devices, "at": at},
-                      separators=(",", ":")).encode()
+def status_payload(
+    state: str, unit: str, epoch: str, backlog: int | None, devices: Any, at: str
+) -> bytes:
+    return json.dumps(
+        {
+            "state": state,
+            "unit": unit,
+            "epoch": epoch,
+            "version": __version__,
+            "backlog": backlog,
+            "devices": devices,
+            "at": at,
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 @dataclass

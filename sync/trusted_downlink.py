@@ -23,18 +23,21 @@ async def saved_counters(store: Store) -> signing.Counters:
 async def trust_in_effect(store: Store, settings: Settings) -> signing.Trust:
     """Central's keys as this unit checks them now: the configured ones, or the set a signed
     ``rotate-key`` installed."""
-    return signing.Trust.in_effect(settings.trust.central_keys, settings.trust.require_signed,
-                                   await saved_counters(store))
+    return signing.Trust.in_effect(
+        settings.trust.central_keys, settings.trust.require_signed, await saved_counters(store)
+    )
 
 
 async def verified(store: Store, settings: Settings, topic: str, payload: bytes) -> bytes:
     """The message to apply; raises ``DownlinkRefused`` (with the reason) or
     ``AlreadyApplied``."""
     before = await saved_counters(store)
-    trust = signing.Trust.in_effect(settings.trust.central_keys, settings.trust.require_signed,
-                                    before)
-    message, after = signing.verify(trust, before, unit=settings.unit.id, topic=topic,
-                                    payload=payload, now=time.time())
+    trust = signing.Trust.in_effect(
+        settings.trust.central_keys, settings.trust.require_signed, before
+    )
+    message, after = signing.verify(
+        trust, before, unit=settings.unit.id, topic=topic, payload=payload, now=time.time()
+    )
     if after != before:
         await store.write(functools.partial(put_state, key=STATE_KEY, value=after.to_json()))
     return message

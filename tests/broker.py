@@ -40,12 +40,18 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 
 class MosquittoBroker:
     def __init__(
-        self, workdir: Path, *, extra_config: str = "", port: int | None = None,
+        self,
+        workdir: Path,
+        *,
+        extra_config: str = "",
+        port: int | None = None,
         anonymous: bool = True,
     ) -> None:
         if not os.path.exists(MOSQUITTO):
-            pytest.fail("mosquitto is not installed: run the README test command "
-                        "(bash scripts/test), which installs it")
+            pytest.fail(
+                "mosquitto is not installed: run the README test command "
+                "(bash scripts/test), which installs it"
+            )
         self.workdir = workdir
         self.port = port or free_port()
         self.conf = workdir / "mosquitto.conf"

@@ -34,6 +34,9 @@ SLOW_FOLDERS = ("faults", "liveness")
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         path = item.path
-        if (SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
-                or path.name in SLOW_FILES or path.parent.name in SLOW_FOLDERS):
+        if (
+            SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or path.name in SLOW_FILES
+            or path.parent.name in SLOW_FOLDERS
+        ):
             item.add_marker(pytest.mark.slow)

@@ -69,15 +69,17 @@ class FaultProxy:
             return
         self._writers |= {writer, up_writer}
         try:
-            await asyncio.gather(self._pipe(reader, up_writer, upstream=True),
-                                 self._pipe(up_reader, writer))
+            await asyncio.gather(
+                self._pipe(reader, up_writer, upstream=True), self._pipe(up_reader, writer)
+            )
         finally:
             for w in (writer, up_writer):
                 self._writers.discard(w)
                 w.close()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    upstream: bool = False) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: bool = False
+    ) -> None:
         tail = b""
         with contextlib.suppress(ConnectionError, OSError):
             while True:
@@ -90,9 +92,9 @@ class FaultProxy:
                     found = (tail + data).find(pattern)
                     if found >= 0:
                         at = found + len(pattern) - 1 - len(tail)
-                        data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+                        data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
                         self._corrupt, self.corrupted = None, self.corrupted + 1
-                    tail = (tail + data)[-(len(pattern) - 1):] if len(pattern) > 1 else b""
+                    tail = (tail + data)[-(len(pattern) - 1) :] if len(pattern) > 1 else b""
                 while self.mode == "blackhole":  # hold the bytes, keep the socket open
                     await asyncio.sleep(0.05)
                 if self.mode == "reset":

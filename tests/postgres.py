@@ -32,8 +32,10 @@ def cluster(*settings: str) -> Iterator[str]:
     extra server options (``name=value``). Stopped and removed on the way out."""
     initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
     if initdb is None or pg_ctl is None:
-        raise PostgresMissing("PostgreSQL is not installed: run the README test command "
-                              "(bash scripts/test), which installs it")
+        raise PostgresMissing(
+            "PostgreSQL is not installed: run the README test command "
+            "(bash scripts/test), which installs it"
+        )
     root = Path(tempfile.mkdtemp(prefix="edge-agent-pg-"))
     root.chmod(0o755)  # the server user must reach its socket and data folders
     data = root / "data"
@@ -42,21 +44,42 @@ def cluster(*settings: str) -> Iterator[str]:
         as_user = ["runuser", "-u", "postgres", "--"]
         shutil.chown(root, "postgres", "postgres")
     try:
-        subprocess.run([*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"],
-                       check=True, capture_output=True)
-        options = " ".join([f"-c listen_addresses='' -c unix_socket_directories='{root}' "
-                            "-p 5432", *(f"-c {s}" for s in settings)])
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-o", options, "-w", "-l",
-                        str(root / "log"), "start"], check=True, capture_output=True)
+        subprocess.run(
+            [*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"],
+            check=True,
+            capture_output=True,
+        )
+        options = " ".join(
+            [
+                f"-c listen_addresses='' -c unix_socket_directories='{root}' -p 5432",
+                *(f"-c {s}" for s in settings),
+            ]
+        )
+        subprocess.run(
+            [
+                *as_user,
+                pg_ctl,
+                "-D",
+                str(data),
+                "-o",
+                options,
+                "-w",
+                "-l",
+                str(root / "log"),
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
         import psycopg
 
-        with psycopg.connect(f"host={root} user=postgres dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(f"host={root} user=postgres dbname=postgres", autocommit=True) as conn:
             conn.execute("CREATE DATABASE central")
         yield f"postgresql://postgres@/central?host={root}"
     finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -64,8 +87,10 @@ def cluster(*settings: str) -> Iterator[str]:
 def postgres_server() -> Iterator[Path]:
     """One throwaway cluster per test session (per xdist worker): its socket folder."""
     if _bin("initdb") is None or _bin("pg_ctl") is None:
-        pytest.fail("PostgreSQL is not installed: run the README test command "
-                    "(bash scripts/test), which installs it")
+        pytest.fail(
+            "PostgreSQL is not installed: run the README test command "
+            "(bash scripts/test), which installs it"
+        )
     with cluster() as dsn:
         yield Path(dsn.rpartition("host=")[2])
 

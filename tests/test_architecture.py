@@ -7,9 +7,27 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PURE_ALLOWED = {
-    "__future__", "struct", "enum", "dataclasses", "re", "typing", "collections", "collections.abc",
-    "decimal", "itertools", "functools", "math", "string", "binascii", "codecs", "uuid",
-    "datetime", "json", "edge_agent.models", "edge_agent.catalogue", "drivers.base",
+    "__future__",
+    "struct",
+    "enum",
+    "dataclasses",
+    "re",
+    "typing",
+    "collections",
+    "collections.abc",
+    "decimal",
+    "itertools",
+    "functools",
+    "math",
+    "string",
+    "binascii",
+    "codecs",
+    "uuid",
+    "datetime",
+    "json",
+    "edge_agent.models",
+    "edge_agent.catalogue",
+    "drivers.base",
 }
 
 
@@ -62,9 +80,17 @@ FLOORS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (0, ("edge_agent",)),  # vocabulary: errors, models, catalogue, clock, backoff, i18n, ...
 )
 CENTRAL = "sync.central"
-UNIT_ONLY = ("edge_agent.store", "edge_agent.files", "edge_agent.service", "edge_agent.checks",
-             "edge_agent.console", "edge_agent.cli", "edge_agent.settings", "sync.daemon",
-             "sync.outbox")
+UNIT_ONLY = (
+    "edge_agent.store",
+    "edge_agent.files",
+    "edge_agent.service",
+    "edge_agent.checks",
+    "edge_agent.console",
+    "edge_agent.cli",
+    "edge_agent.settings",
+    "sync.daemon",
+    "sync.outbox",
+)
 
 
 def _module_of(path: Path) -> str:
@@ -75,8 +101,11 @@ def _module_of(path: Path) -> str:
 
 
 def _all_modules() -> dict[str, Path]:
-    return {_module_of(p): p for package in ("edge_agent", "drivers", "sync")
-            for p in (ROOT / package).rglob("*.py")}
+    return {
+        _module_of(p): p
+        for package in ("edge_agent", "drivers", "sync")
+        for p in (ROOT / package).rglob("*.py")
+    }
 
 
 def _within(name: str, prefix: str) -> bool:
@@ -124,9 +153,12 @@ def _graph() -> dict[str, set[str]]:
 
 
 def _upward(graph: dict[str, set[str]]) -> list[str]:
-    return [f"{a} (floor {_floor(a)}) imports {b} (floor {_floor(b)})"
-            for a, targets in sorted(graph.items()) for b in sorted(targets)
-            if _floor(b) > _floor(a)]
+    return [
+        f"{a} (floor {_floor(a)}) imports {b} (floor {_floor(b)})"
+        for a, targets in sorted(graph.items())
+        for b in sorted(targets)
+        if _floor(b) > _floor(a)
+    ]
 
 
 def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -137,7 +169,7 @@ def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
         state[node] = 1
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                circles.append([*path[path.index(nxt):], nxt])
+                circles.append([*path[path.index(nxt) :], nxt])
             elif nxt not in state:
                 visit(nxt, [*path, nxt])
         state[node] = 2
@@ -149,8 +181,13 @@ def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _central_to_unit(graph: dict[str, set[str]]) -> list[str]:
-    return [f"{a} imports {b}" for a, targets in sorted(graph.items()) if _within(a, CENTRAL)
-            for b in sorted(targets) if any(_within(b, u) for u in UNIT_ONLY)]
+    return [
+        f"{a} imports {b}"
+        for a, targets in sorted(graph.items())
+        if _within(a, CENTRAL)
+        for b in sorted(targets)
+        if any(_within(b, u) for u in UNIT_ONLY)
+    ]
 
 
 def test_no_import_runs_back_up() -> None:
@@ -172,8 +209,9 @@ def test_the_rules_catch_planted_imports() -> None:
     """The checks can fail: imports planted in a copy of today's graph, one of them the
     function-local kind that hid the old circles."""
     modules = _all_modules()
-    local = _imports_in("def f() -> None:\n    from sync import daemon\n",
-                        "edge_agent.models", False, modules)
+    local = _imports_in(
+        "def f() -> None:\n    from sync import daemon\n", "edge_agent.models", False, modules
+    )
     assert local == {"sync.daemon"}
     graph = _graph()
     graph["edge_agent.models"] = graph["edge_agent.models"] | local

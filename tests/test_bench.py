@@ -59,9 +59,13 @@ def command(pid: int) -> str:
 
 @pytest.mark.broker
 def test_quick_json_is_one_object_with_every_figure_beside_its_baseline() -> None:
-    proc = subprocess.Popen([str(BENCH), "help", "drain", "--quick", "--scale", "0.005",
-                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=bench_env())
+    proc = subprocess.Popen(
+        [str(BENCH), "help", "drain", "--quick", "--scale", "0.005", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=bench_env(),
+    )
     seen: set[int] = set()
     try:
         deadline = time.monotonic() + 300
@@ -85,33 +89,57 @@ def test_quick_json_is_one_object_with_every_figure_beside_its_baseline() -> Non
     assert result["quick"] is True and result["scale"] == 0.005
     assert set(result["figures"]) == {"help", "drain"}
     drain = result["figures"]["drain"]
-    for key in ("readings_per_s", "naive_readings_per_s", "batched_readings_per_s",
-                "ratio_naive", "ratio_batched", "no_alerts_readings_per_s", "alerts_cost",
-                "drain_10k_readings_per_s", "stop_and_wait_readings_per_s",
-                "ratio_stop_and_wait"):
+    for key in (
+        "readings_per_s",
+        "naive_readings_per_s",
+        "batched_readings_per_s",
+        "ratio_naive",
+        "ratio_batched",
+        "no_alerts_readings_per_s",
+        "alerts_cost",
+        "drain_10k_readings_per_s",
+        "stop_and_wait_readings_per_s",
+        "ratio_stop_and_wait",
+    ):
         assert isinstance(drain[key], int | float), key
     assert drain["readings"] == 500 and drain["alert_share"] == 0.03
     assert drain["readings_per_s"] > 0 and drain["naive_readings_per_s"] > 0
     assert isinstance(result["figures"]["help"]["help_overhead_ms"], int | float)
     targets = {(t["figure"], t["metric"]): t for t in result["targets"]}
-    assert set(targets) == {("drain", "ratio_naive"), ("drain", "ratio_batched"),
-                            ("drain", "ratio_stop_and_wait"), ("drain", "alerts_cost"),
-                            ("help", "help_overhead_ms")}
+    assert set(targets) == {
+        ("drain", "ratio_naive"),
+        ("drain", "ratio_batched"),
+        ("drain", "ratio_stop_and_wait"),
+        ("drain", "alerts_cost"),
+        ("help", "help_overhead_ms"),
+    }
     assert all(isinstance(t["met"], bool) for t in targets.values())
 
 
 @pytest.mark.broker
 def test_history_figure_has_each_measure_beside_its_baseline() -> None:
-    proc = subprocess.run([str(BENCH), "history", "--scale", "0.001", "--json"],
-                          capture_output=True, text=True, env=bench_env(), timeout=300)
+    proc = subprocess.run(
+        [str(BENCH), "history", "--scale", "0.001", "--json"],
+        capture_output=True,
+        text=True,
+        env=bench_env(),
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     assert result["errors"] == {}
     history = result["figures"]["history"]
     assert history["history_readings"] == 1000 and history["readings"] == 1581
-    for key in ("ack_ms_empty", "ack_ms_history", "empty_readings_per_s",
-                "history_readings_per_s", "ratio_history", "cpu_us_per_reading",
-                "ceiling_readings_per_s", "ratio_ceiling"):
+    for key in (
+        "ack_ms_empty",
+        "ack_ms_history",
+        "empty_readings_per_s",
+        "history_readings_per_s",
+        "ratio_history",
+        "cpu_us_per_reading",
+        "ceiling_readings_per_s",
+        "ratio_ceiling",
+    ):
         assert isinstance(history[key], int | float) and history[key] > 0, key
     by_thread = history["cpu_us_per_reading_by_thread"]  # 10 ms ticks: few at this size
     assert all(isinstance(v, int | float) for v in by_thread.values())
@@ -126,9 +154,13 @@ def test_interrupt_stops_the_broker_and_receivers_it_started() -> None:
     background job of a non-interactive shell is, e.g. a test runner behind ``&``). The
     signal goes once the bench has said its broker and receiver run: no sleep, no race."""
     ignoring = ["bash", "-c", 'trap "" INT; exec "$0" "$@"']
-    proc = subprocess.Popen([*ignoring, str(BENCH), "drain", "--scale", "0.05"],
-                            env=bench_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [*ignoring, str(BENCH), "drain", "--scale", "0.05"],
+        env=bench_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen: set[int] = set()
     lines: list[str] = []
     try:
@@ -159,10 +191,17 @@ def test_interrupt_stops_the_broker_and_receivers_it_started() -> None:
 
 
 def test_targets_are_marked_met_or_missed() -> None:
-    figures = {"drain": {"readings_per_s": 5000, "naive_readings_per_s": 1000,
-                         "ratio_naive": 5.0, "batched_readings_per_s": 20000,
-                         "ratio_batched": 0.25, "alerts_cost": 0.05},
-               "wire": {"full_batch_bytes_per_reading": 40.5}}
+    figures = {
+        "drain": {
+            "readings_per_s": 5000,
+            "naive_readings_per_s": 1000,
+            "ratio_naive": 5.0,
+            "batched_readings_per_s": 20000,
+            "ratio_batched": 0.25,
+            "alerts_cost": 0.05,
+        },
+        "wire": {"full_batch_bytes_per_reading": 40.5},
+    }
     found = {(v["figure"], v["metric"]): v["met"] for v in report.verdicts(figures)}
     assert found[("drain", "ratio_naive")] is True  # >= includes the limit
     assert found[("drain", "ratio_batched")] is False
@@ -173,9 +212,18 @@ def test_targets_are_marked_met_or_missed() -> None:
 
 
 def test_table_shows_value_beside_baseline_and_verdict() -> None:
-    text = report.table({"latency": {"p50_ms": 20.0, "commit_p50_ms": 0.5, "p99_ms": 30.0,
-                                     "commit_p99_ms": 5.0, "ratio_p99": 6.0}},
-                        {"scale": "BenchError: not done after 600 s"})
+    text = report.table(
+        {
+            "latency": {
+                "p50_ms": 20.0,
+                "commit_p50_ms": 0.5,
+                "p99_ms": 30.0,
+                "commit_p99_ms": 5.0,
+                "ratio_p99": 6.0,
+            }
+        },
+        {"scale": "BenchError: not done after 600 s"},
+    )
     line = next(row for row in text.splitlines() if "p99" in row)
     assert "30" in line and "5" in line and "6" in line and line.endswith("MISSED")
     assert any(row.startswith("scale") and row.endswith("ERROR") for row in text.splitlines())

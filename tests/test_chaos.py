@@ -51,8 +51,14 @@ def test_a_resent_message_is_stored_once(short_run: Summary) -> None:
 @pytest.mark.timeout(200)
 @pytest.mark.parametrize("negative", ["ack-before-commit", "sync-normal"])
 def test_negative_control_is_caught(negative: str, tmp_path: Path) -> None:
-    cfg = ChaosConfig(seconds=10, negative=negative, targets=("agent",), weights=(1.0,),
-                      power_cut_ratio=1.0 if negative == "sync-normal" else 0.0, seed=2)
+    cfg = ChaosConfig(
+        seconds=10,
+        negative=negative,
+        targets=("agent",),
+        weights=(1.0,),
+        power_cut_ratio=1.0 if negative == "sync-normal" else 0.0,
+        seed=2,
+    )
     s = run_chaos(cfg, tmp_path)
     print(s.text())
     assert s.kills["agent"] >= 3

@@ -70,7 +70,9 @@ def test_every_example_config_key_is_documented_in_the_example() -> None:
         sub = model.annotation
         fields = getattr(sub, "model_fields", None) or getattr(
             next((a for a in getattr(sub, "__args__", ()) if hasattr(a, "model_fields")), None),
-            "model_fields", {})
+            "model_fields",
+            {},
+        )
         for key in fields:
             # Keys without a TOML default (None) are shown commented out.
             assert re.search(rf"^(# )?{key} = ", text, re.M), f"{section}.{key} not in the example"
@@ -112,9 +114,16 @@ def test_every_relative_link_resolves() -> None:
 
 
 def _tracked_text() -> dict[str, str]:
-    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                            "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           check=True).stdout.decode().split("\0")
+    names = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     texts: dict[str, str] = {}
     for name in filter(None, names):
         try:
@@ -127,8 +136,11 @@ def _tracked_text() -> dict[str, str]:
 def test_nothing_points_outside_the_repository() -> None:
     """A clone is complete on its own: no reference to notes kept beside the repository."""
     outside = re.compile(r"(\.\./shared\b|\bshared/[A-Z][A-Z-]*\.md)")
-    found = [f"{name}:{text[:m.start()].count(chr(10)) + 1}: {m.group(0)}"
-             for name, text in _tracked_text().items() for m in outside.finditer(text)]
+    found = [
+        f"{name}:{text[: m.start()].count(chr(10)) + 1}: {m.group(0)}"
+        for name, text in _tracked_text().items()
+        for m in outside.finditer(text)
+    ]
     assert not found, "cite docs/ instead:\n" + "\n".join(found)
 
 

@@ -34,6 +34,7 @@ async def test_every_reading_arrives_at_central_exactly_once(
     assert kinds["Patient"] in (2, 3) and kinds["Encounter"] == 1 and kinds["Device"] >= 1
     encounter = central.execute("SELECT resource FROM resources WHERE type = 'Encounter'")
     assert '"status":"finished"' in encounter.fetchone()[0]
-    attributed = central.execute("SELECT count(*) FROM observations WHERE resource LIKE "
-                                 "'%\"encounter\"%'").fetchone()[0]
+    attributed = central.execute(
+        "SELECT count(*) FROM observations WHERE resource LIKE '%\"encounter\"%'"
+    ).fetchone()[0]
     assert attributed == result.readings_attributed

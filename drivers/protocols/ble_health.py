@@ -154,27 +154,71 @@ def _named(table: dict[int, str], raw: int) -> str:
     return table.get(raw, f"reserved-{raw}")
 
 
-def _mder(key: str, v: MderValue, unit: str, raw: bytes, *, power: int = 0,
-          time: _Time = _NO_TIME, flags: tuple[str, ...] = (), context: Context = (),
-          loinc: str | None = None) -> Measurement:
+def _mder(
+    key: str,
+    v: MderValue,
+    unit: str,
+    raw: bytes,
+    *,
+    power: int = 0,
+    time: _Time = _NO_TIME,
+    flags: tuple[str, ...] = (),
+    context: Context = (),
+    loinc: str | None = None,
+) -> Measurement:
     scaled = v.scaled(power)
-    return checked(measurement(key, None if scaled is None else float(scaled), unit, loinc=loinc,
-                               device_time=time.iso, flags=time.flags + flags,
-                               absent_reason=v.absent_reason, raw=raw, context=context))
+    return checked(
+        measurement(
+            key,
+            None if scaled is None else float(scaled),
+            unit,
+            loinc=loinc,
+            device_time=time.iso,
+            flags=time.flags + flags,
+            absent_reason=v.absent_reason,
+            raw=raw,
+            context=context,
+        )
+    )
 
 
-def _fixed(key: str, count: int, step: str, unit: str, raw: bytes, *, time: _Time = _NO_TIME,
-           flags: tuple[str, ...] = (), context: Context = ()) -> Measurement:
+def _fixed(
+    key: str,
+    count: int,
+    step: str,
+    unit: str,
+    raw: bytes,
+    *,
+    time: _Time = _NO_TIME,
+    flags: tuple[str, ...] = (),
+    context: Context = (),
+) -> Measurement:
     """A uint16 fixed-point field (``count`` × ``step``); 0xFFFF where the GSS says
     "measurement unsuccessful" is handled by the caller."""
-    return checked(measurement(key, float(count * Decimal(step)), unit, device_time=time.iso,
-                               flags=time.flags + flags, raw=raw, context=context))
+    return checked(
+        measurement(
+            key,
+            float(count * Decimal(step)),
+            unit,
+            device_time=time.iso,
+            flags=time.flags + flags,
+            raw=raw,
+            context=context,
+        )
+    )
 
 
 def _unsuccessful(key: str, unit: str, raw: bytes, time: _Time, context: Context) -> Measurement:
-    return measurement(key, None, unit, device_time=time.iso,
-                       flags=(*time.flags, "measurement-unsuccessful"), absent_reason="error",
-                       raw=raw, context=context)
+    return measurement(
+        key,
+        None,
+        unit,
+        device_time=time.iso,
+        flags=(*time.flags, "measurement-unsuccessful"),
+        absent_reason="error",
+        raw=raw,
+        context=context,
+    )
 
 
 def _total(decode: Decoder) -> Decoder:
@@ -192,8 +236,12 @@ def _total(decode: Decoder) -> Decoder:
 
 
 # --- Blood pressure 0x2A35 / intermediate cuff pressure 0x2A36 ------------------------------
-BP_STATUS: Final = ((0, "body-movement"), (1, "cuff-too-loose"), (2, "irregular-pulse"),
-                    (5, "improper-position"))
+BP_STATUS: Final = (
+    (0, "body-movement"),
+    (1, "cuff-too-loose"),
+    (2, "irregular-pulse"),
+    (5, "improper-position"),
+)
 _PULSE_RANGE: Final = {1: "pulse-rate-above-range", 2: "pulse-rate-below-range"}  # 3 is RFU
 # The catalogue's pulse_rate code is the oximeter's; a cuff's pulse is non-invasive (§9).
 MDC_PULS_RATE_NON_INV: Final = 149546
@@ -237,8 +285,9 @@ def decode_2a35(value: bytes) -> list[Event]:
         for key, v in zip(keys, bp.values, strict=True)
     ]
     if bp.pulse is not None:
-        pulse = _mder("pulse_rate", bp.pulse, "/min", value, time=bp.time, flags=bp.flags,
-                      context=bp.context)
+        pulse = _mder(
+            "pulse_rate", bp.pulse, "/min", value, time=bp.time, flags=bp.flags, context=bp.context
+        )
         events.append(replace(pulse, mdc=MDC_PULS_RATE_NON_INV))
     return events
 
@@ -248,11 +297,27 @@ def decode_2a36(value: bytes) -> list[Event]:
     """Intermediate Cuff Pressure: the current cuff pressure (systolic slot), flagged
     ``intermediate``; live progress only, never a reading (see the module docstring)."""
     bp = _bp(value)  # diastolic and MAP slots are unused (NaN) and ignored
-    events: list[Event] = [_mder("cuff_pressure", bp.values[0], bp.unit, value, time=bp.time,
-                                 flags=("intermediate", *bp.flags), context=bp.context)]
+    events: list[Event] = [
+        _mder(
+            "cuff_pressure",
+            bp.values[0],
+            bp.unit,
+            value,
+            time=bp.time,
+            flags=("intermediate", *bp.flags),
+            context=bp.context,
+        )
+    ]
     if bp.pulse is not None:
-        pulse = _mder("pulse_rate", bp.pulse, "/min", value, time=bp.time,
-                      flags=("intermediate", *bp.flags), context=bp.context)
+        pulse = _mder(
+            "pulse_rate",
+            bp.pulse,
+            "/min",
+            value,
+            time=bp.time,
+            flags=("intermediate", *bp.flags),
+            context=bp.context,
+        )
         events.append(replace(pulse, mdc=MDC_PULS_RATE_NON_INV))
     return events
 
@@ -276,8 +341,16 @@ def decode_2a37(value: bytes) -> list[Event]:
     events: list[Event] = [checked(heart)]
     if flags & 0x08:
         energy = r.u16()
-        events.append(checked(measurement("energy_expended", float(energy), raw=value,
-                                          flags=("saturated",) if energy == 0xFFFF else ())))
+        events.append(
+            checked(
+                measurement(
+                    "energy_expended",
+                    float(energy),
+                    raw=value,
+                    flags=("saturated",) if energy == 0xFFFF else (),
+                )
+            )
+        )
     if flags & 0x10:
         if r.left() == 0:
             raise _Bad("truncated")
@@ -291,13 +364,29 @@ def decode_2a37(value: bytes) -> list[Event]:
 
 
 # --- Temperature 0x2A1C ----------------------------------------------------------------------
-TEMPERATURE_TYPES: Final = {1: "armpit", 2: "body", 3: "ear", 4: "finger",
-                            5: "gastro-intestinal-tract", 6: "mouth", 7: "rectum", 8: "toe",
-                            9: "tympanum"}
+TEMPERATURE_TYPES: Final = {
+    1: "armpit",
+    2: "body",
+    3: "ear",
+    4: "finger",
+    5: "gastro-intestinal-tract",
+    6: "mouth",
+    7: "rectum",
+    8: "toe",
+    9: "tympanum",
+}
 # MDC code by site (§9: MDC_TEMP_AXILLA, _EAR, _FINGER, _GIT, _ORAL, _RECT, _TOE, _TYMP);
 # "body" and reserved types keep the catalogue's MDC_TEMP_BODY.
-_TEMPERATURE_MDC: Final = {1: 188452, 3: 188428, 4: 188432, 5: 188456, 6: 188424, 7: 188420,
-                           8: 188448, 9: 150392}
+_TEMPERATURE_MDC: Final = {
+    1: 188452,
+    3: 188428,
+    4: 188432,
+    5: 188456,
+    6: 188424,
+    7: 188420,
+    8: 188448,
+    9: 150392,
+}
 
 
 @_total
@@ -320,22 +409,46 @@ def decode_2a1c(value: bytes) -> list[Event]:
 def decode_2a1e(value: bytes) -> list[Event]:
     """Intermediate Temperature: the 0x2A1C layout while the thermometer is still measuring;
     flagged ``intermediate`` (live progress only, never a reading, like 0x2A36)."""
-    return [replace(e, flags=("intermediate", *e.flags)) if isinstance(e, Measurement) else e
-            for e in decode_2a1c(value)]
+    return [
+        replace(e, flags=("intermediate", *e.flags)) if isinstance(e, Measurement) else e
+        for e in decode_2a1c(value)
+    ]
 
 
 # --- Glucose 0x2A18 + context 0x2A34 ---------------------------------------------------------
-SAMPLE_TYPES: Final = {1: "capillary-whole-blood", 2: "capillary-plasma", 3: "venous-whole-blood",
-                       4: "venous-plasma", 5: "arterial-whole-blood", 6: "arterial-plasma",
-                       7: "undetermined-whole-blood", 8: "undetermined-plasma",
-                       9: "interstitial-fluid", 10: "control-solution"}
-SAMPLE_LOCATIONS: Final = {1: "finger", 2: "alternate-site-test", 3: "earlobe",
-                           4: "control-solution", 15: "not-available"}
+SAMPLE_TYPES: Final = {
+    1: "capillary-whole-blood",
+    2: "capillary-plasma",
+    3: "venous-whole-blood",
+    4: "venous-plasma",
+    5: "arterial-whole-blood",
+    6: "arterial-plasma",
+    7: "undetermined-whole-blood",
+    8: "undetermined-plasma",
+    9: "interstitial-fluid",
+    10: "control-solution",
+}
+SAMPLE_LOCATIONS: Final = {
+    1: "finger",
+    2: "alternate-site-test",
+    3: "earlobe",
+    4: "control-solution",
+    15: "not-available",
+}
 GLUCOSE_STATUS: Final = (  # Sensor Status Annunciation bits
-    (0, "low-battery"), (1, "sensor-malfunction"), (2, "sample-size-insufficient"),
-    (3, "strip-insertion-error"), (4, "strip-type-incorrect"), (5, "above-measuring-range"),
-    (6, "below-measuring-range"), (7, "temperature-too-high"), (8, "temperature-too-low"),
-    (9, "strip-pulled-too-soon"), (10, "device-fault"), (11, "time-fault"))
+    (0, "low-battery"),
+    (1, "sensor-malfunction"),
+    (2, "sample-size-insufficient"),
+    (3, "strip-insertion-error"),
+    (4, "strip-type-incorrect"),
+    (5, "above-measuring-range"),
+    (6, "below-measuring-range"),
+    (7, "temperature-too-high"),
+    (8, "temperature-too-low"),
+    (9, "strip-pulled-too-soon"),
+    (10, "device-fault"),
+    (11, "time-fault"),
+)
 # The LOINC follows sample type × unit (catalogue ``glucose.loinc_by``: capillary blood by
 # glucometer 41653-7 / 14743-9, venous blood, arterial blood, plasma, interstitial fluid...);
 # a reserved sample type takes the undetermined whole-blood code (blood, 2339-0 / 15074-8).
@@ -343,8 +456,16 @@ GLUCOSE_STATUS: Final = (  # Sensor Status Annunciation bits
 GLUCOSE_MOLAR_LOINC: Final = "14743-9"
 # MDC_CONC_GLU_* by sample type (§9); undetermined and reserved keep the catalogue's
 # capillary whole blood code.
-_GLUCOSE_MDC: Final = {1: 160184, 2: 160188, 3: 160192, 4: 160196, 5: 160200, 6: 160204,
-                       9: 160212, 10: 160208}
+_GLUCOSE_MDC: Final = {
+    1: 160184,
+    2: 160188,
+    3: 160192,
+    4: 160196,
+    5: 160200,
+    6: 160204,
+    9: 160212,
+    10: 160208,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,13 +507,17 @@ def _parse_glucose(value: bytes) -> _GlucoseRecord:
     context: Context = (("sequence", str(sequence)),)
     if concentration is None:
         detail = " ".join((f"sequence={sequence}", "no-concentration", *status))
-        return _GlucoseRecord(sequence, time.iso, DeviceInfo("glucose-record", detail),
-                              bool(flags & 0x10), stamp)
+        return _GlucoseRecord(
+            sequence, time.iso, DeviceInfo("glucose-record", detail), bool(flags & 0x10), stamp
+        )
     sample = _named(SAMPLE_TYPES, type_location & 0x0F)
     location = _named(SAMPLE_LOCATIONS, type_location >> 4)
     # The device's own coding is kept beside the names (the octet as sent).
-    context += (("sample-type", sample), ("sample-location", location),
-                ("type-sample-location", f"0x{type_location:02x}"))
+    context += (
+        ("sample-type", sample),
+        ("sample-location", location),
+        ("type-sample-location", f"0x{type_location:02x}"),
+    )
     molar = bool(flags & 0x04)
     unit = "mmol/L" if molar else "mg/dL"
     control = "control-solution" in (sample, location)
@@ -402,9 +527,17 @@ def _parse_glucose(value: bytes) -> _GlucoseRecord:
     else:
         coded = sample if (type_location & 0x0F) in SAMPLE_TYPES else "undetermined-whole-blood"
         loinc = loinc_for("glucose", unit, coded)
-    event = _mder("glucose", concentration, unit, value,
-                  power=3 if molar else 5,  # mol/L -> mmol/L, kg/L -> mg/dL
-                  time=time, flags=status, context=context, loinc=loinc)
+    event = _mder(
+        "glucose",
+        concentration,
+        unit,
+        value,
+        power=3 if molar else 5,  # mol/L -> mmol/L, kg/L -> mg/dL
+        time=time,
+        flags=status,
+        context=context,
+        loinc=loinc,
+    )
     if control:
         event = replace(event, loinc=None)  # no patient-sample code for a control solution
     if isinstance(event, Measurement) and "reserved-" in sample + location:
@@ -424,15 +557,32 @@ def decode_2a18(value: bytes) -> list[Event]:
     return [_parse_glucose(value).event]
 
 
-CARBOHYDRATES: Final = {1: "breakfast", 2: "lunch", 3: "dinner", 4: "snack", 5: "drink",
-                        6: "supper", 7: "brunch"}
+CARBOHYDRATES: Final = {
+    1: "breakfast",
+    2: "lunch",
+    3: "dinner",
+    4: "snack",
+    5: "drink",
+    6: "supper",
+    7: "brunch",
+}
 MEALS: Final = {1: "preprandial", 2: "postprandial", 3: "fasting", 4: "casual", 5: "bedtime"}
 TESTERS: Final = {1: "self", 2: "health-care-professional", 3: "lab", 15: "not-available"}
-HEALTH: Final = {1: "minor-health-issues", 2: "major-health-issues", 3: "menses", 4: "stress",
-                 5: "no-health-issues", 15: "not-available"}
-MEDICATIONS: Final = {1: "rapid-acting-insulin", 2: "short-acting-insulin",
-                      3: "intermediate-acting-insulin", 4: "long-acting-insulin",
-                      5: "pre-mixed-insulin"}
+HEALTH: Final = {
+    1: "minor-health-issues",
+    2: "major-health-issues",
+    3: "menses",
+    4: "stress",
+    5: "no-health-issues",
+    15: "not-available",
+}
+MEDICATIONS: Final = {
+    1: "rapid-acting-insulin",
+    2: "short-acting-insulin",
+    3: "intermediate-acting-insulin",
+    4: "long-acting-insulin",
+    5: "pre-mixed-insulin",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,8 +597,14 @@ class _GlucoseContext:
     def hba1c_event(self, device_time: str | None = None) -> Measurement | None:
         if self.hba1c is None:
             return None
-        return _mder("hba1c", self.hba1c, "%", self.raw, time=_Time(device_time),
-                     context=(("sequence", str(self.sequence)), *self.items))
+        return _mder(
+            "hba1c",
+            self.hba1c,
+            "%",
+            self.raw,
+            time=_Time(device_time),
+            context=(("sequence", str(self.sequence)), *self.items),
+        )
 
 
 def _parse_context(value: bytes) -> _GlucoseContext:
@@ -466,18 +622,20 @@ def _parse_context(value: bytes) -> _GlucoseContext:
         items.append(("meal", _named(MEALS, r.u8())))
     if flags & 0x04:
         octet = r.u8()
-        items += [("tester", _named(TESTERS, octet & 0x0F)),
-                  ("health", _named(HEALTH, octet >> 4))]
+        items += [("tester", _named(TESTERS, octet & 0x0F)), ("health", _named(HEALTH, octet >> 4))]
     if flags & 0x08:
         duration, intensity = r.u16(), r.u8()
-        items += [("exercise-duration", "overrun" if duration == 0xFFFF else f"{duration} s"),
-                  ("exercise-intensity", f"{intensity} %")]
+        items += [
+            ("exercise-duration", "overrun" if duration == 0xFFFF else f"{duration} s"),
+            ("exercise-intensity", f"{intensity} %"),
+        ]
     if flags & 0x10:
         items.append(("medication-id", _named(MEDICATIONS, r.u8())))
         amount = r.sfloat()
         litres = bool(flags & 0x20)
-        items.append(("medication", _mder_text(amount, 3 if litres else 6,
-                                               "mL" if litres else "mg")))
+        items.append(
+            ("medication", _mder_text(amount, 3 if litres else 6, "mL" if litres else "mg"))
+        )
     hba1c = r.sfloat() if flags & 0x40 else None
     r.end()
     return _GlucoseContext(sequence, tuple(items), hba1c, value)
@@ -495,27 +653,55 @@ def decode_2a34(value: bytes) -> list[Event]:
 
 # --- Pulse oximetry 0x2A5E / 0x2A5F ----------------------------------------------------------
 PLX_MEASUREMENT_STATUS: Final = (
-    (5, "measurement-ongoing"), (6, "early-estimate"), (7, "validated"), (8, "fully-qualified"),
-    (9, "from-storage"), (10, "demonstration"), (11, "testing"), (12, "calibration-ongoing"),
-    (13, "measurement-unavailable"), (14, "questionable"), (15, "invalid"))
+    (5, "measurement-ongoing"),
+    (6, "early-estimate"),
+    (7, "validated"),
+    (8, "fully-qualified"),
+    (9, "from-storage"),
+    (10, "demonstration"),
+    (11, "testing"),
+    (12, "calibration-ongoing"),
+    (13, "measurement-unavailable"),
+    (14, "questionable"),
+    (15, "invalid"),
+)
 PLX_SENSOR_STATUS: Final = (
-    (0, "extended-display-update"), (1, "equipment-malfunction"),
-    (2, "signal-processing-irregularity"), (3, "inadequate-signal"), (4, "poor-signal"),
-    (5, "low-perfusion"), (6, "erratic-signal"), (7, "non-pulsatile-signal"),
-    (8, "questionable-pulse"), (9, "signal-analysis-ongoing"), (10, "sensor-interference"),
-    (11, "sensor-unconnected"), (12, "unknown-sensor"), (13, "sensor-displaced"),
-    (14, "sensor-malfunctioning"), (15, "sensor-disconnected"))
+    (0, "extended-display-update"),
+    (1, "equipment-malfunction"),
+    (2, "signal-processing-irregularity"),
+    (3, "inadequate-signal"),
+    (4, "poor-signal"),
+    (5, "low-perfusion"),
+    (6, "erratic-signal"),
+    (7, "non-pulsatile-signal"),
+    (8, "questionable-pulse"),
+    (9, "signal-analysis-ongoing"),
+    (10, "sensor-interference"),
+    (11, "sensor-unconnected"),
+    (12, "unknown-sensor"),
+    (13, "sensor-displaced"),
+    (14, "sensor-malfunctioning"),
+    (15, "sensor-disconnected"),
+)
 
 
-def _plx_events(value: bytes, spo2: MderValue, pulse: MderValue, pai: MderValue | None,
-                time: _Time, flags: tuple[str, ...], context: Context) -> list[Event]:
+def _plx_events(
+    value: bytes,
+    spo2: MderValue,
+    pulse: MderValue,
+    pai: MderValue | None,
+    time: _Time,
+    flags: tuple[str, ...],
+    context: Context,
+) -> list[Event]:
     events: list[Event] = [
         _mder("spo2", spo2, "%", value, time=time, flags=flags, context=context),
         _mder("pulse_rate", pulse, "/min", value, time=time, flags=flags, context=context),
     ]
     if pai is not None:
-        events.append(_mder("pulse_amplitude_index", pai, "%", value, time=time, flags=flags,
-                            context=context))
+        events.append(
+            _mder("pulse_amplitude_index", pai, "%", value, time=time, flags=flags, context=context)
+        )
     return events
 
 
@@ -546,8 +732,10 @@ def decode_2a5f(value: bytes) -> list[Event]:
     context: Context = ()
     for bit, name in ((0x01, "fast"), (0x02, "slow")):
         if flags & bit:
-            context += ((f"spo2-{name}", _mder_text(r.sfloat(), unit="%")),
-                        (f"pulse-rate-{name}", _mder_text(r.sfloat(), unit="/min")))
+            context += (
+                (f"spo2-{name}", _mder_text(r.sfloat(), unit="%")),
+                (f"pulse-rate-{name}", _mder_text(r.sfloat(), unit="/min")),
+            )
     status = _bits(r.u16(), PLX_MEASUREMENT_STATUS) if flags & 0x04 else ()
     status += _bits(r.u24(), PLX_SENSOR_STATUS) if flags & 0x08 else ()
     pai = r.sfloat() if flags & 0x10 else None
@@ -579,23 +767,35 @@ def decode_2a9d(value: bytes) -> list[Event]:
     step, unit = _mass_unit(imperial)
     if weight == 0xFFFF:
         return [_unsuccessful("body_weight", unit, value, time, context)]
-    events: list[Event] = [_fixed("body_weight", weight, step, unit, value, time=time,
-                                  context=context)]
+    events: list[Event] = [
+        _fixed("body_weight", weight, step, unit, value, time=time, context=context)
+    ]
     if bmi_height is not None:
         hstep, hunit = _height_unit(imperial)
-        events += [_fixed("bmi", bmi_height[0], "0.1", "kg/m2", value, time=time,
-                          context=context),
-                   _fixed("body_height", bmi_height[1], hstep, hunit, value, time=time,
-                          context=context)]
+        events += [
+            _fixed("bmi", bmi_height[0], "0.1", "kg/m2", value, time=time, context=context),
+            _fixed("body_height", bmi_height[1], hstep, hunit, value, time=time, context=context),
+        ]
     return events
 
 
 # Optional uint16 fields after the time stamp and user ID, in flag-bit order.
-_BODY_FIELDS: Final = ((3, "basal_metabolism"), (4, "muscle_percentage"), (5, "muscle_mass"),
-                       (6, "fat_free_mass"), (7, "soft_lean_mass"), (8, "body_water_mass"),
-                       (9, "body_impedance"), (10, "body_weight"), (11, "body_height"))
-_BODY_FIXED: Final = {"basal_metabolism": ("1", "kJ"), "muscle_percentage": ("0.1", "%"),
-                      "body_impedance": ("0.1", "Ohm")}
+_BODY_FIELDS: Final = (
+    (3, "basal_metabolism"),
+    (4, "muscle_percentage"),
+    (5, "muscle_mass"),
+    (6, "fat_free_mass"),
+    (7, "soft_lean_mass"),
+    (8, "body_water_mass"),
+    (9, "body_impedance"),
+    (10, "body_weight"),
+    (11, "body_height"),
+)
+_BODY_FIXED: Final = {
+    "basal_metabolism": ("1", "kJ"),
+    "muscle_percentage": ("0.1", "%"),
+    "body_impedance": ("0.1", "Ohm"),
+}
 
 
 def _body_unit(key: str, imperial: bool) -> tuple[str, str]:
@@ -629,8 +829,9 @@ def _parse_2a9c(value: bytes) -> _BodyPacket:
     context = _user(r.u8()) if flags & 0x0004 else ()
     fields = tuple((key, r.u16()) for bit, key in _BODY_FIELDS if flags >> bit & 1)
     r.end()
-    return _BodyPacket(bool(flags & 0x0001), fat, time, stamp, context, bool(flags & 0x1000),
-                       fields, value)
+    return _BodyPacket(
+        bool(flags & 0x0001), fat, time, stamp, context, bool(flags & 0x1000), fields, value
+    )
 
 
 def _body_events(packet: _BodyPacket, status: tuple[str, ...]) -> list[Event]:
@@ -639,12 +840,23 @@ def _body_events(packet: _BodyPacket, status: tuple[str, ...]) -> list[Event]:
         first = _unsuccessful("body_fat_percentage", "%", value, time, context)
         events: list[Event] = [replace(first, flags=first.flags + status)]
     else:
-        events = [_fixed("body_fat_percentage", packet.fat, "0.1", "%", value, time=time,
-                         flags=status, context=context)]
+        events = [
+            _fixed(
+                "body_fat_percentage",
+                packet.fat,
+                "0.1",
+                "%",
+                value,
+                time=time,
+                flags=status,
+                context=context,
+            )
+        ]
     for key, count in packet.fields:
         step, unit = _body_unit(key, packet.imperial)
-        events.append(_fixed(key, count, step, unit, value, time=time, flags=status,
-                             context=context))
+        events.append(
+            _fixed(key, count, step, unit, value, time=time, flags=status, context=context)
+        )
     return events
 
 
@@ -691,12 +903,14 @@ class BodyCompositionAssembler:
         if not _joinable(held, packet):
             self._held = packet
             return _body_events(held, ("incomplete-multiple-packet",))
-        merged = replace(held, stamp=held.stamp or packet.stamp,
-                         time=held.time if held.stamp else packet.time,
-                         context=held.context or packet.context,
-                         fields=tuple(sorted((*held.fields, *packet.fields),
-                                             key=lambda f: _BODY_ORDER[f[0]])),
-                         raw=held.raw + packet.raw)
+        merged = replace(
+            held,
+            stamp=held.stamp or packet.stamp,
+            time=held.time if held.stamp else packet.time,
+            context=held.context or packet.context,
+            fields=tuple(sorted((*held.fields, *packet.fields), key=lambda f: _BODY_ORDER[f[0]])),
+            raw=held.raw + packet.raw,
+        )
         return _body_events(merged, ("reassembled",))
 
     def flush(self) -> list[Event]:
@@ -709,15 +923,27 @@ _BODY_ORDER: Final = {key: bit for bit, key in _BODY_FIELDS}
 
 def _joinable(a: _BodyPacket, b: _BodyPacket) -> bool:
     keys_a, keys_b = {k for k, _ in a.fields}, {k for k, _ in b.fields}
-    return (a.imperial == b.imperial and a.fat == b.fat and not keys_a & keys_b
-            and (not a.stamp or not b.stamp or a.stamp == b.stamp)
-            and (not a.context or not b.context or a.context == b.context))
+    return (
+        a.imperial == b.imperial
+        and a.fat == b.fat
+        and not keys_a & keys_b
+        and (not a.stamp or not b.stamp or a.stamp == b.stamp)
+        and (not a.context or not b.context or a.context == b.context)
+    )
 
 
 DECODERS: Final[dict[str, Decoder]] = {
-    "2a35": decode_2a35, "2a36": decode_2a36, "2a37": decode_2a37, "2a1c": decode_2a1c,
-    "2a1e": decode_2a1e, "2a18": decode_2a18, "2a34": decode_2a34, "2a5e": decode_2a5e,
-    "2a5f": decode_2a5f, "2a9d": decode_2a9d, "2a9c": decode_2a9c,
+    "2a35": decode_2a35,
+    "2a36": decode_2a36,
+    "2a37": decode_2a37,
+    "2a1c": decode_2a1c,
+    "2a1e": decode_2a1e,
+    "2a18": decode_2a18,
+    "2a34": decode_2a34,
+    "2a5e": decode_2a5e,
+    "2a5f": decode_2a5f,
+    "2a9d": decode_2a9d,
+    "2a9c": decode_2a9c,
 }
 
 
@@ -742,10 +968,17 @@ class RacpOperator(IntEnum):
 
 
 RACP_FILTER_SEQUENCE: Final = 0x01  # GLS filter type: sequence number (uint16)
-RACP_RESPONSES: Final = {1: "success", 2: "op-code-not-supported", 3: "invalid-operator",
-                         4: "operator-not-supported", 5: "invalid-operand",
-                         6: "no-records-found", 7: "abort-unsuccessful",
-                         8: "procedure-not-completed", 9: "operand-not-supported"}
+RACP_RESPONSES: Final = {
+    1: "success",
+    2: "op-code-not-supported",
+    3: "invalid-operator",
+    4: "operator-not-supported",
+    5: "invalid-operand",
+    6: "no-records-found",
+    7: "abort-unsuccessful",
+    8: "procedure-not-completed",
+    9: "operand-not-supported",
+}
 
 
 def _seq(seq: int) -> bytes:
@@ -849,8 +1082,7 @@ class HealthDecoder:
         return []
 
     def acknowledge(self, message_id: str, *, stored: bool) -> None:
-        raise DecoderMisuse(f"notify/indicate profiles have nothing to acknowledge: "
-                            f"{message_id!r}")
+        raise DecoderMisuse(f"notify/indicate profiles have nothing to acknowledge: {message_id!r}")
 
 
 # --- Device Information 0x180A: who the meter is ---------------------------------------------
@@ -860,8 +1092,13 @@ DIS_MANUFACTURER: Final = "2a29"  # UTF-8 string
 DIS_MODEL_NUMBER: Final = "2a24"  # UTF-8 string
 DIS_FIRMWARE: Final = "2a26"  # UTF-8 string
 # The Device Information characteristics read from every BLE device that exposes them.
-DEVICE_INFORMATION: Final = (DIS_SERIAL_NUMBER, DIS_SYSTEM_ID, DIS_MANUFACTURER,
-                             DIS_MODEL_NUMBER, DIS_FIRMWARE)
+DEVICE_INFORMATION: Final = (
+    DIS_SERIAL_NUMBER,
+    DIS_SYSTEM_ID,
+    DIS_MANUFACTURER,
+    DIS_MODEL_NUMBER,
+    DIS_FIRMWARE,
+)
 
 
 def device_information(values: Mapping[str, bytes]) -> DeviceFacts:
@@ -872,7 +1109,8 @@ def device_information(values: Mapping[str, bytes]) -> DeviceFacts:
         system_id=eui64(values.get(DIS_SYSTEM_ID)),
         manufacturer=fact(values.get(DIS_MANUFACTURER)),
         model=fact(values.get(DIS_MODEL_NUMBER)),
-        firmware=fact(values.get(DIS_FIRMWARE)))
+        firmware=fact(values.get(DIS_FIRMWARE)),
+    )
 
 
 def meter_identity(serial_number: bytes | None, system_id: bytes | None) -> str | None:
@@ -930,8 +1168,13 @@ class GlucoseDownload:
 
     subscriptions: tuple[str, ...] = ("2a18", "2a34", "2a52")
 
-    def __init__(self, last_seq: int | None = None, *, meter: str | None = None,
-                 cursor_key: str | None = None) -> None:
+    def __init__(
+        self,
+        last_seq: int | None = None,
+        *,
+        meter: str | None = None,
+        cursor_key: str | None = None,
+    ) -> None:
         self._state = _Procedure.IDLE
         self._writes: list[GattWrite] = []
         self._records: dict[int, _GlucoseRecord] = {}
@@ -1019,8 +1262,10 @@ class GlucoseDownload:
         if self._state is _Procedure.COUNTING and response.request == RacpOp.REPORT_COUNT:
             # The meter cannot count: the reset check is skipped, nothing new was found.
             self._state = _Procedure.IDLE
-            return [DeviceInfo("racp", f"count {response.name}: reset not checked"),
-                    *self._complete()]
+            return [
+                DeviceInfo("racp", f"count {response.name}: reset not checked"),
+                *self._complete(),
+            ]
         if self._state is not _Procedure.REPORTING or response.request != RacpOp.REPORT_RECORDS:
             return [DeviceInfo("racp", response.name)]
         self._state = _Procedure.IDLE
@@ -1045,8 +1290,11 @@ class GlucoseDownload:
         return [self._reset_fact()]
 
     def _reset_fact(self) -> DeviceInfo:
-        return DeviceInfo("racp-reset", f"the meter holds no record at or above the cursor "
-                          f"{self._last_seq}: reset or replaced; downloading all its records")
+        return DeviceInfo(
+            "racp-reset",
+            f"the meter holds no record at or above the cursor "
+            f"{self._last_seq}: reset or replaced; downloading all its records",
+        )
 
     def _key(self, seq: int, stamp: str, characteristic: str) -> str | None:
         if self._meter is None:

@@ -152,8 +152,9 @@ class Cms50Decoder(PassiveDecoder):
             events.append(checked(m))  # SpO2 101-126 is not a saturation (drivers.protocols.policy)
         events.extend(self._extra(raw, flags, context))
 
-    def _extra(self, raw: bytes, flags: tuple[str, ...], context: tuple[tuple[str, str], ...]
-               ) -> list[Event]:
+    def _extra(
+        self, raw: bytes, flags: tuple[str, ...], context: tuple[tuple[str, str], ...]
+    ) -> list[Event]:
         return []  # the legacy stream has nothing more
 
 
@@ -254,8 +255,15 @@ class Cms50V7Decoder(Cms50Decoder):
         kind = packet[0]
         if kind == V7_REALTIME:
             status, pleth, flags, pr, spo2, pi_low, pi_high = data
-            legacy = bytes((0x80 | status & 0x7F, pleth & 0x7F,
-                            (flags & 0x3F) | (pr & 0x80) >> 1, pr & 0x7F, spo2 & 0x7F))
+            legacy = bytes(
+                (
+                    0x80 | status & 0x7F,
+                    pleth & 0x7F,
+                    (flags & 0x3F) | (pr & 0x80) >> 1,
+                    pr & 0x7F,
+                    spo2 & 0x7F,
+                )
+            )
             pi = pi_low | pi_high << 8
             self._pi = pi if pi else None
             self._packet(events, legacy, raw=packet)
@@ -268,10 +276,14 @@ class Cms50V7Decoder(Cms50Decoder):
             events.append(DeviceInfo("disconnect", f"reason={data[0]}"))
         # 0x05 user info, 0x0C free feedback, 0x11 device notice: nothing to store
 
-    def _extra(self, raw: bytes, flags: tuple[str, ...], context: tuple[tuple[str, str], ...]
-               ) -> list[Event]:
+    def _extra(
+        self, raw: bytes, flags: tuple[str, ...], context: tuple[tuple[str, str], ...]
+    ) -> list[Event]:
         if self._pi is None:
             return []
         value = self._pi / 100
-        return [checked(measurement("pulse_amplitude_index", value, flags=flags, raw=raw,
-                                    context=context))]
+        return [
+            checked(
+                measurement("pulse_amplitude_index", value, flags=flags, raw=raw, context=context)
+            )
+        ]

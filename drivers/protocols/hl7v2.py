@@ -560,8 +560,9 @@ def unknown_observations(message: Message, events: Sequence[Event]) -> list[AckE
     """The message's OBX that :func:`decode_oru` rejected as ``unknown-observation``, as ACK
     errors naming their code (table 0357 ``103``: table value not found; location OBX-3 of
     that OBX, by set id, else by its position among the OBX)."""
-    rejected = {e.raw for e in events if isinstance(e, Rejected)
-                and e.reason == "unknown-observation"}
+    rejected = {
+        e.raw for e in events if isinstance(e, Rejected) and e.reason == "unknown-observation"
+    }
     out: list[AckError] = []
     position = 0
     for seg in message.segments[1:]:
@@ -585,7 +586,7 @@ def _eui64(text: str) -> str | None:
     digits = text.replace("-", "").replace(":", "").strip()
     if not re.fullmatch(r"[0-9A-Fa-f]{16}", digits) or not int(digits, 16):
         return None
-    return "-".join(digits[i:i + 2].upper() for i in range(0, 16, 2))
+    return "-".join(digits[i : i + 2].upper() for i in range(0, 16, 2))
 
 
 def device_facts(message: Message) -> DeviceFacts:

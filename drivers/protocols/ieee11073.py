@@ -35,12 +35,20 @@ ABSENT_REASON: Final[dict[Special, str]] = {
     Special.RESERVED: "error",
 }
 # Special values as mantissas with exponent 0 (same mantissa meaning in SFLOAT and FLOAT).
-_SFLOAT_SPECIAL: Final = {0x07FF: Special.NAN, 0x0800: Special.NRES,
-                          0x07FE: Special.POSITIVE_INFINITY, 0x0802: Special.NEGATIVE_INFINITY,
-                          0x0801: Special.RESERVED}
-_FLOAT_SPECIAL: Final = {0x007FFFFF: Special.NAN, 0x00800000: Special.NRES,
-                         0x007FFFFE: Special.POSITIVE_INFINITY,
-                         0x00800002: Special.NEGATIVE_INFINITY, 0x00800001: Special.RESERVED}
+_SFLOAT_SPECIAL: Final = {
+    0x07FF: Special.NAN,
+    0x0800: Special.NRES,
+    0x07FE: Special.POSITIVE_INFINITY,
+    0x0802: Special.NEGATIVE_INFINITY,
+    0x0801: Special.RESERVED,
+}
+_FLOAT_SPECIAL: Final = {
+    0x007FFFFF: Special.NAN,
+    0x00800000: Special.NRES,
+    0x007FFFFE: Special.POSITIVE_INFINITY,
+    0x00800002: Special.NEGATIVE_INFINITY,
+    0x00800001: Special.RESERVED,
+}
 _SFLOAT_CODE: Final = {special: raw for raw, special in _SFLOAT_SPECIAL.items()}
 _FLOAT_CODE: Final = {special: raw for raw, special in _FLOAT_SPECIAL.items()}
 
@@ -161,8 +169,9 @@ def decode_date_time(octets: bytes) -> str | None:
     return datetime(year, month, day, hour, minute, second).isoformat()
 
 
-def encode_date_time(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
-                     second: int = 0) -> bytes:
+def encode_date_time(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> bytes:
     """Date Time octets; zeros in year/month/day encode "not known" as devices send it."""
     fields = (month, day, hour, minute, second)
     if not 0 <= year <= 0xFFFF or not all(0 <= f <= 0xFF for f in fields):

@@ -261,18 +261,19 @@ class MllpDecoder:
             (e.reason for e in decoded if isinstance(e, Rejected) and e.raw == message.raw), ""
         )
         code, reason, errors = ("AR", refused, ()) if refused else _verdict(message, decoded)
-        self._replies.append(_Reply(message.control_id, message.header, code, reason, None,
-                                    errors))
+        self._replies.append(_Reply(message.control_id, message.header, code, reason, None, errors))
         events.append(MessageComplete(message.control_id))
 
     def _answer_now(self, header: Header | None, reason: str) -> None:
         self._replies.append(_Reply(None, header, "AR", reason, self._ack(header, "AR", reason)))
 
-    def _ack(self, header: Header | None, code: str, reason: str,
-             errors: tuple[AckError, ...] = ()) -> bytes:
+    def _ack(
+        self, header: Header | None, code: str, reason: str, errors: tuple[AckError, ...] = ()
+    ) -> bytes:
         self._acks += 1
-        control_id = (self._control_ids() if self._control_ids is not None
-                      else f"{self._prefix}{self._acks}")
+        control_id = (
+            self._control_ids() if self._control_ids is not None else f"{self._prefix}{self._acks}"
+        )
         message = build_ack(
             header,
             code,

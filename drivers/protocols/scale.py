@@ -41,8 +41,11 @@ UNITS: Final = {"kg": "kg", "g": "g", "lb": "[lb_av]"}
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 _INDICATOR = re.compile(rf"(ST|US),(GS|NT|TR),([+\- ]?) *{_NUMBER} *([A-Za-z]{{1,3}}) *")
 _BALANCE = re.compile(rf"(ST|QT|US),([+\- ]?) *{_NUMBER} *([A-Za-z%]{{1,3}}) *")
-_OVERLOAD = {"indicator": re.compile(r"(OL|LO),.*"), "balance": re.compile(r"OL,.*"),
-             "auto": re.compile(r"(OL|LO),.*")}
+_OVERLOAD = {
+    "indicator": re.compile(r"(OL|LO),.*"),
+    "balance": re.compile(r"OL,.*"),
+    "auto": re.compile(r"(OL|LO),.*"),
+}
 
 
 class ScaleDecoder(PassiveDecoder):

@@ -59,14 +59,70 @@ __all__ = [
 _KEY: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _LOINC: Final = re.compile(r"(\d{1,7})-(\d)")
 # UCUM (unitsofmeasure.org) atoms a point-of-care result may use, and the metric prefixes.
-_ATOMS: Final = frozenset({
-    "g", "L", "l", "mol", "eq", "U", "[IU]", "[iU]", "%", "m", "s", "min", "h", "d", "wk",
-    "mo", "a", "Cel", "[degF]", "mm[Hg]", "Pa", "bar", "kat", "1", "10", "[ppm]", "[ppb]",
-    "Ohm", "J", "cal", "[lb_av]", "[in_i]", "deg", "osm", "[pH]", "cells", "[arb'U]", "[HPF]",
-    "[LPF]", "[CFU]",
-})
-_PREFIXES: Final = ("da", "Y", "Z", "E", "P", "T", "G", "M", "k", "h", "d", "c", "m", "u", "n",
-                    "p", "f", "a")
+_ATOMS: Final = frozenset(
+    {
+        "g",
+        "L",
+        "l",
+        "mol",
+        "eq",
+        "U",
+        "[IU]",
+        "[iU]",
+        "%",
+        "m",
+        "s",
+        "min",
+        "h",
+        "d",
+        "wk",
+        "mo",
+        "a",
+        "Cel",
+        "[degF]",
+        "mm[Hg]",
+        "Pa",
+        "bar",
+        "kat",
+        "1",
+        "10",
+        "[ppm]",
+        "[ppb]",
+        "Ohm",
+        "J",
+        "cal",
+        "[lb_av]",
+        "[in_i]",
+        "deg",
+        "osm",
+        "[pH]",
+        "cells",
+        "[arb'U]",
+        "[HPF]",
+        "[LPF]",
+        "[CFU]",
+    }
+)
+_PREFIXES: Final = (
+    "da",
+    "Y",
+    "Z",
+    "E",
+    "P",
+    "T",
+    "G",
+    "M",
+    "k",
+    "h",
+    "d",
+    "c",
+    "m",
+    "u",
+    "n",
+    "p",
+    "f",
+    "a",
+)
 _POWER: Final = re.compile(r"10[*^][+-]?\d{1,2}")
 _TERM: Final = re.compile(r"(?P<unit>[A-Za-z%\[\]'_0-9]*?)(?P<exp>[+-]?\d+)?(?P<ann>\{[^{}]*\})?")
 
@@ -115,7 +171,7 @@ def loinc_ok(code: str) -> bool:
 def _atom_ok(unit: str) -> bool:
     if unit in _ATOMS:
         return True
-    return any(unit.startswith(p) and unit[len(p):] in _ATOMS for p in _PREFIXES)
+    return any(unit.startswith(p) and unit[len(p) :] in _ATOMS for p in _PREFIXES)
 
 
 def ucum_ok(unit: str) -> bool:
@@ -160,9 +216,12 @@ def _nearest(key: str, known: Mapping[str, object]) -> str | None:
 def _pair(code: str, name: str, value: Any) -> tuple[float, float] | None:
     if value is None:
         return None
-    if (not isinstance(value, list) or len(value) != 2
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-            or value[0] > value[1]):
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        or value[0] > value[1]
+    ):
         raise CodeMapError(f"code {code!r}: {name} must be [low, high] numbers, low <= high")
     return (float(value[0]), float(value[1]))
 
@@ -183,22 +242,29 @@ def _define(code: str, key: str, entry: Mapping[str, Any]) -> SiteQuantity:
         raise CodeMapError(
             f"code {code!r}: unknown quantity {key!r} (not in the catalogue): {hint}give its "
             "loinc (a LOINC the catalogue knows needs nothing more; another may add ucum and "
-            "names)")
+            "names)"
+        )
     if not loinc_ok(loinc):
         raise CodeMapError(f"code {code!r}: {loinc!r} is not a LOINC code (NNNN-C, check digit)")
     if not isinstance(ucum, str) or (ucum and not ucum_ok(ucum)):
         raise CodeMapError(f"code {code!r}: {ucum!r} is not a UCUM unit this agent knows")
     if names is None:
         names = {"en": key}
-    if not isinstance(names, Mapping) or "en" not in names or set(names) - set(LANGUAGES) or (
-            not all(isinstance(v, str) and v.strip() for v in names.values())):
+    if (
+        not isinstance(names, Mapping)
+        or "en" not in names
+        or set(names) - set(LANGUAGES)
+        or (not all(isinstance(v, str) and v.strip() for v in names.values()))
+    ):
         raise CodeMapError(
-            f"code {code!r}: names must give en (and may give fr, ar) as non-empty text")
+            f"code {code!r}: names must give en (and may give fr, ar) as non-empty text"
+        )
     plausible = _pair(code, "plausible", entry.get("plausible"))
     alert = _pair(code, "alert", entry.get("alert"))
     if (plausible or alert) and not ucum:
-        raise CodeMapError(f"code {code!r}: plausible and alert ranges need the ucum unit "
-                           "they are in")
+        raise CodeMapError(
+            f"code {code!r}: plausible and alert ranges need the ucum unit they are in"
+        )
     return SiteQuantity(key, loinc, ucum, dict(names), plausible, alert)
 
 
@@ -223,7 +289,8 @@ def load_code_map(obj: Any) -> dict[str, CodeMapping]:
             if extra:
                 raise CodeMapError(
                     f"code {code!r}: {key!r} is a catalogue quantity; remove {sorted(extra)} "
-                    "(or define a quantity under a new key)")
+                    "(or define a quantity under a new key)"
+                )
             if loinc is not None and (not isinstance(loinc, str) or not loinc_ok(loinc)):
                 raise CodeMapError(f"code {code!r}: {loinc!r} is not a LOINC code")
             sample = entry.get("sample")
@@ -242,7 +309,8 @@ def load_code_map(obj: Any) -> dict[str, CodeMapping]:
             if defined_too:
                 raise CodeMapError(
                     f"code {code!r}: LOINC {loinc} is the catalogue's {known_as!r}: remove "
-                    f"{defined_too} (its unit, names and ranges are the catalogue's)")
+                    f"{defined_too} (its unit, names and ranges are the catalogue's)"
+                )
             result[code] = CodeMapping(known_as, loinc)
             continue
         site = _define(code, key, entry)
@@ -261,8 +329,9 @@ def unit_refused(mapping: CodeMapping, unit: str | None) -> str | None:
     return None if unit and ucum_ok(unit) else "unit-not-ucum"
 
 
-def _site_flags(site: SiteQuantity, value: float | None, unit: str,
-                control: bool) -> tuple[str, ...]:
+def _site_flags(
+    site: SiteQuantity, value: float | None, unit: str, control: bool
+) -> tuple[str, ...]:
     if value is None:
         return ()
     if unit != site.ucum:
@@ -292,20 +361,38 @@ def mapped_measurement(
     if site is None:
         loinc = mapping.loinc
         if loinc is None:
-            loinc = loinc_for(mapping.quantity, unit or catalogue()[mapping.quantity].ucum,
-                              mapping.sample)
-        return checked(measurement(
-            mapping.quantity, value, unit, loinc=loinc, device_time=device_time, flags=flags,
-            absent_reason=absent_reason, raw=raw, context=context, source_key=source_key,
-            status=status))  # impossible values withheld (policy.py)
+            loinc = loinc_for(
+                mapping.quantity, unit or catalogue()[mapping.quantity].ucum, mapping.sample
+            )
+        return checked(
+            measurement(
+                mapping.quantity,
+                value,
+                unit,
+                loinc=loinc,
+                device_time=device_time,
+                flags=flags,
+                absent_reason=absent_reason,
+                raw=raw,
+                context=context,
+                source_key=source_key,
+                status=status,
+            )
+        )  # impossible values withheld (policy.py)
     if not site.ucum:  # the result's own unit, UCUM-checked by the caller (unit_refused)
         flags = tuple(f for f in flags if f != "unit-unmapped")
     unit = unit or site.ucum
     names = tuple((f"name:{lang}", text) for lang, text in site.names.items())
     return Measurement(
-        quantity=site.key, value=value, unit=unit, loinc=site.loinc, device_time=device_time,
+        quantity=site.key,
+        value=value,
+        unit=unit,
+        loinc=site.loinc,
+        device_time=device_time,
         flags=(*flags, *_site_flags(site, value, unit, "control" in flags)),
-        absent_reason=absent_reason, raw=raw,
-        context=(*context, ("quantity-source", "site"), *names), source_key=source_key,
+        absent_reason=absent_reason,
+        raw=raw,
+        context=(*context, ("quantity-source", "site"), *names),
+        source_key=source_key,
         status=status,
     )

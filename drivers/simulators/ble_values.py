@@ -68,18 +68,30 @@ def _flags(*bits: bool) -> int:
     return sum(1 << i for i, on in enumerate(bits) if on)
 
 
-def encode_2a35(systolic: Value, diastolic: Value, mean: Value,
-                unit: Literal["mmHg", "kPa"] = "mmHg", time: DateTime | None = None,
-                pulse: Value | None = None, user: int | None = None, status: int | None = None,
-                *, when: DateTime | None = None,
-                raw_values: tuple[int, int, int] | None = None) -> bytes:
+def encode_2a35(
+    systolic: Value,
+    diastolic: Value,
+    mean: Value,
+    unit: Literal["mmHg", "kPa"] = "mmHg",
+    time: DateTime | None = None,
+    pulse: Value | None = None,
+    user: int | None = None,
+    status: int | None = None,
+    *,
+    when: DateTime | None = None,
+    raw_values: tuple[int, int, int] | None = None,
+) -> bytes:
     """Blood Pressure Measurement. ``status`` is the 16-bit Measurement Status word;
     ``raw_values`` (SFLOAT words) replaces the three pressures when given."""
     time = _time(time, when)
-    flags = _flags(unit == "kPa", time is not None, pulse is not None, user is not None,
-                   status is not None)
-    words = ([w.to_bytes(2, "little") for w in raw_values] if raw_values is not None
-             else [sfloat(systolic), sfloat(diastolic), sfloat(mean)])
+    flags = _flags(
+        unit == "kPa", time is not None, pulse is not None, user is not None, status is not None
+    )
+    words = (
+        [w.to_bytes(2, "little") for w in raw_values]
+        if raw_values is not None
+        else [sfloat(systolic), sfloat(diastolic), sfloat(mean)]
+    )
     out = bytes([flags]) + b"".join(words)
     out += _date_time(time)
     out += sfloat(pulse) if pulse is not None else b""
@@ -87,15 +99,26 @@ def encode_2a35(systolic: Value, diastolic: Value, mean: Value,
     return out + (status.to_bytes(2, "little") if status is not None else b"")
 
 
-def encode_2a36(cuff: Value, unit: Literal["mmHg", "kPa"] = "mmHg",
-                time: DateTime | None = None, pulse: Value | None = None,
-                user: int | None = None, status: int | None = None) -> bytes:
+def encode_2a36(
+    cuff: Value,
+    unit: Literal["mmHg", "kPa"] = "mmHg",
+    time: DateTime | None = None,
+    pulse: Value | None = None,
+    user: int | None = None,
+    status: int | None = None,
+) -> bytes:
     """Intermediate Cuff Pressure: the current pressure; diastolic and MAP sent as NaN."""
     return encode_2a35(cuff, Special.NAN, Special.NAN, unit, time, pulse, user, status)
 
 
-def encode_2a37(heart_rate: int, *, wide: bool | None = None, contact: int = 0,
-                energy: int | None = None, rr: tuple[int, ...] = ()) -> bytes:
+def encode_2a37(
+    heart_rate: int,
+    *,
+    wide: bool | None = None,
+    contact: int = 0,
+    energy: int | None = None,
+    rr: tuple[int, ...] = (),
+) -> bytes:
     """Heart Rate Measurement. ``rr`` in 1/1024 s ticks; ``wide`` defaults to what the
     rate needs; ``contact`` is the 2-bit sensor-contact field (3 = detected)."""
     wide = heart_rate > 0xFF if wide is None else wide
@@ -105,9 +128,15 @@ def encode_2a37(heart_rate: int, *, wide: bool | None = None, contact: int = 0,
     return out + b"".join(r.to_bytes(2, "little") for r in rr)
 
 
-def encode_2a1c(temperature: Value, unit: Literal["Cel", "[degF]"] = "Cel",
-                time: DateTime | None = None, site: int | None = None, *,
-                exponent: int | None = None, when: DateTime | None = None) -> bytes:
+def encode_2a1c(
+    temperature: Value,
+    unit: Literal["Cel", "[degF]"] = "Cel",
+    time: DateTime | None = None,
+    site: int | None = None,
+    *,
+    exponent: int | None = None,
+    when: DateTime | None = None,
+) -> bytes:
     """Temperature Measurement (32-bit FLOAT); ``site`` is the Temperature Type code."""
     time = _time(time, when)
     flags = _flags(unit == "[degF]", time is not None, site is not None)
@@ -115,15 +144,23 @@ def encode_2a1c(temperature: Value, unit: Literal["Cel", "[degF]"] = "Cel",
     return out + (bytes([site]) if site is not None else b"")
 
 
-def encode_2a18(sequence: int, time: DateTime | None, concentration: Value | None = None,
-                unit: Literal["mg/dL", "mmol/L"] = "mg/dL", sample_type: int = 1,
-                location: int = 1, offset: int | None = None, status: int | None = None,
-                context_follows: bool = False) -> bytes:
+def encode_2a18(
+    sequence: int,
+    time: DateTime | None,
+    concentration: Value | None = None,
+    unit: Literal["mg/dL", "mmol/L"] = "mg/dL",
+    sample_type: int = 1,
+    location: int = 1,
+    offset: int | None = None,
+    status: int | None = None,
+    context_follows: bool = False,
+) -> bytes:
     """Glucose Measurement. ``time`` is the base time (None: unknown, zeros), ``offset`` the
     time offset in minutes, ``status`` the Sensor Status Annunciation word."""
     molar = unit == "mmol/L"
-    flags = _flags(offset is not None, concentration is not None, molar, status is not None,
-                   context_follows)
+    flags = _flags(
+        offset is not None, concentration is not None, molar, status is not None, context_follows
+    )
     out = bytes([flags]) + sequence.to_bytes(2, "little")
     out += encode_date_time(*time) if time is not None else bytes(7)
     out += offset.to_bytes(2, "little", signed=True) if offset is not None else b""
@@ -133,18 +170,32 @@ def encode_2a18(sequence: int, time: DateTime | None, concentration: Value | Non
     return out + (status.to_bytes(2, "little") if status is not None else b"")
 
 
-def encode_2a34(sequence: int, *, carbohydrate: tuple[int, Value] | None = None,
-                meal: int | None = None, tester: int | None = None, health: int | None = None,
-                exercise: tuple[int, int] | None = None,
-                medication: tuple[int, Value] | None = None,
-                medication_unit: Literal["mg", "mL"] = "mg", hba1c: Value | None = None,
-                extended: int | None = None) -> bytes:
+def encode_2a34(
+    sequence: int,
+    *,
+    carbohydrate: tuple[int, Value] | None = None,
+    meal: int | None = None,
+    tester: int | None = None,
+    health: int | None = None,
+    exercise: tuple[int, int] | None = None,
+    medication: tuple[int, Value] | None = None,
+    medication_unit: Literal["mg", "mL"] = "mg",
+    hba1c: Value | None = None,
+    extended: int | None = None,
+) -> bytes:
     """Glucose Measurement Context. ``carbohydrate`` (id, grams), ``exercise`` (seconds,
     intensity %), ``medication`` (id, mg or mL); tester/health default to 15 (n/a)."""
     tester_health = tester is not None or health is not None
-    flags = _flags(carbohydrate is not None, meal is not None, tester_health,
-                   exercise is not None, medication is not None, medication_unit == "mL",
-                   hba1c is not None, extended is not None)
+    flags = _flags(
+        carbohydrate is not None,
+        meal is not None,
+        tester_health,
+        exercise is not None,
+        medication is not None,
+        medication_unit == "mL",
+        hba1c is not None,
+        extended is not None,
+    )
     out = bytes([flags]) + sequence.to_bytes(2, "little")
     out += bytes([extended]) if extended is not None else b""
     if carbohydrate is not None:
@@ -160,26 +211,41 @@ def encode_2a34(sequence: int, *, carbohydrate: tuple[int, Value] | None = None,
     return out + (sfloat(hba1c) if hba1c is not None else b"")
 
 
-def encode_2a5e(spo2: Value, pulse: Value, time: DateTime | None = None,
-                status: int | None = None, sensor: int | None = None,
-                pai: Value | None = None, clock_not_set: bool = False, *,
-                when: DateTime | None = None) -> bytes:
+def encode_2a5e(
+    spo2: Value,
+    pulse: Value,
+    time: DateTime | None = None,
+    status: int | None = None,
+    sensor: int | None = None,
+    pai: Value | None = None,
+    clock_not_set: bool = False,
+    *,
+    when: DateTime | None = None,
+) -> bytes:
     """PLX Spot-check Measurement; ``status`` 16-bit, ``sensor`` 24-bit status words."""
     time = _time(time, when)
-    flags = _flags(time is not None, status is not None, sensor is not None, pai is not None,
-                   clock_not_set)
+    flags = _flags(
+        time is not None, status is not None, sensor is not None, pai is not None, clock_not_set
+    )
     out = bytes([flags]) + sfloat(spo2) + sfloat(pulse) + _date_time(time)
     out += status.to_bytes(2, "little") if status is not None else b""
     out += sensor.to_bytes(3, "little") if sensor is not None else b""
     return out + (sfloat(pai) if pai is not None else b"")
 
 
-def encode_2a5f(spo2: Value, pulse: Value, fast: tuple[Value, Value] | None = None,
-                slow: tuple[Value, Value] | None = None, status: int | None = None,
-                sensor: int | None = None, pai: Value | None = None) -> bytes:
+def encode_2a5f(
+    spo2: Value,
+    pulse: Value,
+    fast: tuple[Value, Value] | None = None,
+    slow: tuple[Value, Value] | None = None,
+    status: int | None = None,
+    sensor: int | None = None,
+    pai: Value | None = None,
+) -> bytes:
     """PLX Continuous Measurement; ``fast``/``slow`` are (SpO2, PR) pairs."""
-    flags = _flags(fast is not None, slow is not None, status is not None, sensor is not None,
-                   pai is not None)
+    flags = _flags(
+        fast is not None, slow is not None, status is not None, sensor is not None, pai is not None
+    )
     out = bytes([flags]) + sfloat(spo2) + sfloat(pulse)
     for pair in (fast, slow):
         out += sfloat(pair[0]) + sfloat(pair[1]) if pair is not None else b""
@@ -192,10 +258,16 @@ def _mass_step(unit: str) -> str:
     return "0.01" if unit == "[lb_av]" else "0.005"
 
 
-def encode_2a9d(weight: Number | None = None, unit: Literal["kg", "[lb_av]"] = "kg",
-                time: DateTime | None = None, user: int | None = None,
-                bmi: Number | None = None, height: Number | None = None, *,
-                when: DateTime | None = None) -> bytes:
+def encode_2a9d(
+    weight: Number | None = None,
+    unit: Literal["kg", "[lb_av]"] = "kg",
+    time: DateTime | None = None,
+    user: int | None = None,
+    bmi: Number | None = None,
+    height: Number | None = None,
+    *,
+    when: DateTime | None = None,
+) -> bytes:
     """Weight Measurement; ``weight`` None sends 0xFFFF (measurement unsuccessful); height
     in cm (SI) or [in_i] (imperial), sent with ``bmi``."""
     time = _time(time, when)
@@ -210,14 +282,25 @@ def encode_2a9d(weight: Number | None = None, unit: Literal["kg", "[lb_av]"] = "
     return out
 
 
-def encode_2a9c(fat: Number | None, unit: Literal["kg", "[lb_av]"] = "kg",
-                time: DateTime | None = None, user: int | None = None, *,
-                basal_metabolism: int | None = None, muscle_percentage: Number | None = None,
-                muscle_mass: Number | None = None, fat_free_mass: Number | None = None,
-                soft_lean_mass: Number | None = None, body_water_mass: Number | None = None,
-                impedance: Number | None = None, weight: Number | None = None,
-                height: Number | None = None, multiple_packet: bool = False,
-                kg: Number | None = None, when: DateTime | None = None) -> bytes:
+def encode_2a9c(
+    fat: Number | None,
+    unit: Literal["kg", "[lb_av]"] = "kg",
+    time: DateTime | None = None,
+    user: int | None = None,
+    *,
+    basal_metabolism: int | None = None,
+    muscle_percentage: Number | None = None,
+    muscle_mass: Number | None = None,
+    fat_free_mass: Number | None = None,
+    soft_lean_mass: Number | None = None,
+    body_water_mass: Number | None = None,
+    impedance: Number | None = None,
+    weight: Number | None = None,
+    height: Number | None = None,
+    multiple_packet: bool = False,
+    kg: Number | None = None,
+    when: DateTime | None = None,
+) -> bytes:
     """Body Composition Measurement; ``fat`` None sends 0xFFFF (unsuccessful). Masses in
     ``unit``, height in cm or [in_i], basal metabolism in kJ, impedance in Ohm."""
     time = _time(time, when)
@@ -226,11 +309,23 @@ def encode_2a9c(fat: Number | None, unit: Literal["kg", "[lb_av]"] = "kg",
     weight = weight if weight is not None else kg
     mass = _mass_step(unit)
     fields: tuple[tuple[Number | None, str], ...] = (
-        (basal_metabolism, "1"), (muscle_percentage, "0.1"), (muscle_mass, mass),
-        (fat_free_mass, mass), (soft_lean_mass, mass), (body_water_mass, mass),
-        (impedance, "0.1"), (weight, mass), (height, "0.1"))
-    flags = _flags(unit == "[lb_av]", time is not None, user is not None,
-                   *(v is not None for v, _ in fields), multiple_packet)
+        (basal_metabolism, "1"),
+        (muscle_percentage, "0.1"),
+        (muscle_mass, mass),
+        (fat_free_mass, mass),
+        (soft_lean_mass, mass),
+        (body_water_mass, mass),
+        (impedance, "0.1"),
+        (weight, mass),
+        (height, "0.1"),
+    )
+    flags = _flags(
+        unit == "[lb_av]",
+        time is not None,
+        user is not None,
+        *(v is not None for v, _ in fields),
+        multiple_packet,
+    )
     out = flags.to_bytes(2, "little")
     out += b"\xff\xff" if fat is None else _uint16(fat, "0.1")
     out += _date_time(time) + (bytes([user]) if user is not None else b"")
@@ -262,8 +357,9 @@ class GlucoseMeterRecords:
         return (t.year, t.month, t.day, t.hour, t.minute, t.second)
 
     def values_of(self, seq: int, mg_dl: float) -> list[tuple[str, bytes]]:
-        out = [("2a18", encode_2a18(seq, self.time_of(seq), mg_dl,
-                                    context_follows=self.with_context))]
+        out = [
+            ("2a18", encode_2a18(seq, self.time_of(seq), mg_dl, context_follows=self.with_context))
+        ]
         if self.with_context:
             out.append(("2a34", encode_2a34(seq, meal=1 + seq % 5, tester=1, health=5)))
         return out

@@ -64,8 +64,12 @@ def encode_v7(p: Packet, pi: int = 0) -> bytes:
     """One V7.0 live-data packet (type 0x01) with the same fields (PI in 0.01 %)."""
     status = (p.beep << 6) | (p.spo2_dropping << 5) | (p.finger_out << 4) | (p.strength & 0x0F)
     flags = (p.searching << 5) | (p.probe_error << 4) | (p.bar & 0x0F)
-    return v7_packet(V7_REALTIME, bytes([status, p.pleth & 0x7F, flags, p.pr & 0xFF,
-                                         p.spo2 & 0x7F, pi & 0xFF, pi >> 8 & 0xFF]))
+    return v7_packet(
+        V7_REALTIME,
+        bytes(
+            [status, p.pleth & 0x7F, flags, p.pr & 0xFF, p.spo2 & 0x7F, pi & 0xFF, pi >> 8 & 0xFF]
+        ),
+    )
 
 
 @dataclass

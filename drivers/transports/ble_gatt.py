@@ -68,9 +68,18 @@ DecoderFactory = Callable[[], GattDecoder]
 # Which service carries each characteristic the decoders read (GATT assigned numbers), for a
 # device configured without an address: it is found by the service it advertises.
 SERVICE_OF: Final[dict[str, str]] = {
-    "2a35": "1810", "2a36": "1810", "2a1c": "1809", "2a1e": "1809", "2a18": "1808",
-    "2a34": "1808", "2a52": "1808", "2a5e": "1822", "2a5f": "1822", "2a9d": "181d",
-    "2a9c": "181b", "2a37": "180d",
+    "2a35": "1810",
+    "2a36": "1810",
+    "2a1c": "1809",
+    "2a1e": "1809",
+    "2a18": "1808",
+    "2a34": "1808",
+    "2a52": "1808",
+    "2a5e": "1822",
+    "2a5f": "1822",
+    "2a9d": "181d",
+    "2a9c": "181b",
+    "2a37": "180d",
 }
 _ADDRESS = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f-]{36}$")  # or macOS
 _BLE_ERRORS = (BleakError, OSError, EOFError, TimeoutError)
@@ -85,8 +94,7 @@ class Procedure(Protocol):
     @property
     def last_seq(self) -> int | None: ...
 
-    def resume(self, meter: str | None, cursor_key: str | None, last_seq: int | None) -> None:
-        ...
+    def resume(self, meter: str | None, cursor_key: str | None, last_seq: int | None) -> None: ...
 
     def start(self) -> None: ...
 
@@ -133,8 +141,17 @@ async def run(
     """
     backoff = backoff or Backoff(base=1.0, cap=15.0)
     while not stop.is_set():
-        if await _attempt(address_or_name or None, decoder_factory, sink, device_id, stop,
-                          scan_timeout, op_timeout, cursor_load, services):
+        if await _attempt(
+            address_or_name or None,
+            decoder_factory,
+            sink,
+            device_id,
+            stop,
+            scan_timeout,
+            op_timeout,
+            cursor_load,
+            services,
+        ):
             backoff.reset()
         await _unless_stopped(asyncio.sleep(backoff.next_delay()), stop)
     sink.device_status(device_id, "stopped")
@@ -153,9 +170,17 @@ async def run_ble(
     backoff: Backoff | None = None,
 ) -> None:
     """:func:`run` with the cursor as one object (the supervisor's store cursor)."""
-    await run(address, decoder_factory, sink, device_id, stop=stop, scan_timeout=scan_timeout,
-              op_timeout=op_timeout, backoff=backoff,
-              cursor_load=cursor.load if cursor is not None else None)
+    await run(
+        address,
+        decoder_factory,
+        sink,
+        device_id,
+        stop=stop,
+        scan_timeout=scan_timeout,
+        op_timeout=op_timeout,
+        backoff=backoff,
+        cursor_load=cursor.load if cursor is not None else None,
+    )
 
 
 async def _attempt(
@@ -200,8 +225,11 @@ async def _find(
     scan_timeout: float,
     stop: asyncio.Event,
 ) -> BLEDevice | None:
-    wanted = [uuid128(s) for s in services or
-              sorted({SERVICE_OF[c] for c in decoder.subscriptions if c in SERVICE_OF})]
+    wanted = [
+        uuid128(s)
+        for s in services
+        or sorted({SERVICE_OF[c] for c in decoder.subscriptions if c in SERVICE_OF})
+    ]
 
     def match(device: BLEDevice, adv: AdvertisementData) -> bool:
         if target is None:
@@ -214,7 +242,8 @@ async def _find(
         async with scan_lock():
             if target is None:  # let BlueZ filter: only health devices wake us up
                 return await BleakScanner.find_device_by_filter(
-                    match, timeout=scan_timeout, service_uuids=wanted)
+                    match, timeout=scan_timeout, service_uuids=wanted
+                )
             # No service filter: some devices advertise only a name or manufacturer data.
             return await BleakScanner.find_device_by_filter(match, timeout=scan_timeout)
 
@@ -239,15 +268,22 @@ class _Link:
     """One connection: subscribe, start the decoder's procedure, consume values until the
     device goes away, ``stop`` is set or a procedure stalls."""
 
-    def __init__(self, device: BLEDevice, decoder: GattDecoder, sink: Sink, device_id: str,
-                 stop: asyncio.Event, op_timeout: float, cursor_load: CursorLoad | None) -> None:
+    def __init__(
+        self,
+        device: BLEDevice,
+        decoder: GattDecoder,
+        sink: Sink,
+        device_id: str,
+        stop: asyncio.Event,
+        op_timeout: float,
+        cursor_load: CursorLoad | None,
+    ) -> None:
         self.device, self.decoder, self.sink, self.device_id = device, decoder, sink, device_id
         self.stop, self.op_timeout, self.cursor_load = stop, op_timeout, cursor_load
         self.values: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()  # None: end
         self.gone = asyncio.Event()
         self.lock = asyncio.Lock()  # one GATT operation at a time on this client
-        self.client = BleakClient(device, disconnected_callback=self._on_gone,
-                                  timeout=op_timeout)
+        self.client = BleakClient(device, disconnected_callback=self._on_gone, timeout=op_timeout)
         self.label = f"{device.address} ({device.name})" if device.name else device.address
 
     def _on_gone(self, _client: BleakClient) -> None:
@@ -319,8 +355,11 @@ class _Link:
             if self.client.services.get_characteristic(uuid128(char)) is None:
                 continue
             try:
-                values[char] = bytes(await self._gatt(
-                    f"read {char}", partial(self.client.read_gatt_char, uuid128(char))))
+                values[char] = bytes(
+                    await self._gatt(
+                        f"read {char}", partial(self.client.read_gatt_char, uuid128(char))
+                    )
+                )
             except (_Stalled, BleakError) as exc:
                 if self.gone.is_set():
                     raise
@@ -346,35 +385,56 @@ class _Link:
         identity = meter_identity(values.get(DIS_SERIAL_NUMBER), values.get(DIS_SYSTEM_ID))
         if identity is None:
             meter = f"address={self.device.address}"
-            fact = DeviceInfo("meter-identity", f"none readable (no serial number or system id; "
-                              f"BlueZ before 5.80 keeps the Device Information Service to "
-                              f"itself): keyed by its BLE address, {meter}")
+            fact = DeviceInfo(
+                "meter-identity",
+                f"none readable (no serial number or system id; "
+                f"BlueZ before 5.80 keeps the Device Information Service to "
+                f"itself): keyed by its BLE address, {meter}",
+            )
         else:
             meter, fact = identity, DeviceInfo("meter-identity", identity)
         key = f"{self.device_id}/racp/{meter}"
         load = self.cursor_load
         last = await asyncio.to_thread(load, key) if load is not None else None
         procedure.resume(meter, key, last)
-        log.info("device %s: %s = %s; download cursor %s = %s", self.device_id, fact.key,
-                 fact.value, key, last)
+        log.info(
+            "device %s: %s = %s; download cursor %s = %s",
+            self.device_id,
+            fact.key,
+            fact.value,
+            key,
+            last,
+        )
 
     async def _subscribe(self) -> None:
         # Devices expose a subset (an oximeter may have spot-check or continuous only).
-        present = [c for c in self.decoder.subscriptions
-                   if self.client.services.get_characteristic(uuid128(c)) is not None]
+        present = [
+            c
+            for c in self.decoder.subscriptions
+            if self.client.services.get_characteristic(uuid128(c)) is not None
+        ]
         if not present:
             wanted = ", ".join(self.decoder.subscriptions)
-            raise _Misconfigured(f"none of the characteristics {wanted} is on the device: "
-                                 "is the driver kind right?")
+            raise _Misconfigured(
+                f"none of the characteristics {wanted} is on the device: is the driver kind right?"
+            )
         for char in present:  # start_notify enables notifications or indications as flagged
-            await self._gatt(f"subscribe to {char}",
-                             partial(self.client.start_notify, uuid128(char), self._on_value))
+            await self._gatt(
+                f"subscribe to {char}",
+                partial(self.client.start_notify, uuid128(char), self._on_value),
+            )
 
     async def _send_writes(self) -> None:
         for write in self.decoder.writes_to_send():
-            await self._gatt(f"write {write.characteristic}", partial(
-                self.client.write_gatt_char, uuid128(write.characteristic), write.value,
-                response=write.with_response))
+            await self._gatt(
+                f"write {write.characteristic}",
+                partial(
+                    self.client.write_gatt_char,
+                    uuid128(write.characteristic),
+                    write.value,
+                    response=write.with_response,
+                ),
+            )
 
     async def _until_done(self, consumer: asyncio.Task[None]) -> None:
         waits = {asyncio.ensure_future(self.gone.wait()), asyncio.ensure_future(self.stop.wait())}
@@ -403,13 +463,14 @@ class _Link:
                     item = await self.values.get()
             except TimeoutError:
                 kept = self.decoder.last_seq if isinstance(self.decoder, Procedure) else None
-                raise _Stalled(f"the device accepted the request but sent nothing for "
-                               f"{self.op_timeout:g} s; procedure aborted, cursor kept at "
-                               f"{kept}") from None
+                raise _Stalled(
+                    f"the device accepted the request but sent nothing for "
+                    f"{self.op_timeout:g} s; procedure aborted, cursor kept at "
+                    f"{kept}"
+                ) from None
             if item is None:
                 if isinstance(self.decoder, Flushable):  # a half-received measurement
-                    await dispatch(self.device_id, self.decoder.flush(), self.sink,
-                                   self.decoder)
+                    await dispatch(self.device_id, self.decoder.flush(), self.sink, self.decoder)
                 return
             await self._deliver(*item)
 
@@ -428,4 +489,3 @@ class _Link:
         except (BleakError, EOFError):
             if not self.gone.is_set():
                 raise
-

@@ -42,12 +42,15 @@ HEALTH_SERVICES: Final[dict[str, str]] = {
 }
 
 _NOT_AVAILABLE: Final = {
-    BleakBluetoothNotAvailableReason.NO_BLUETOOTH:
-        "no Bluetooth adapter: plug in the USB dongle, then check `rfkill list`",
-    BleakBluetoothNotAvailableReason.POWERED_OFF:
-        "the Bluetooth adapter is off: `rfkill unblock bluetooth` and `bluetoothctl power on`",
-    BleakBluetoothNotAvailableReason.NO_BLE_CENTRAL_ROLE:
-        "the Bluetooth adapter does not support Bluetooth LE: use a 4.0+ dongle",
+    BleakBluetoothNotAvailableReason.NO_BLUETOOTH: (
+        "no Bluetooth adapter: plug in the USB dongle, then check `rfkill list`"
+    ),
+    BleakBluetoothNotAvailableReason.POWERED_OFF: (
+        "the Bluetooth adapter is off: `rfkill unblock bluetooth` and `bluetoothctl power on`"
+    ),
+    BleakBluetoothNotAvailableReason.NO_BLE_CENTRAL_ROLE: (
+        "the Bluetooth adapter does not support Bluetooth LE: use a 4.0+ dongle"
+    ),
 }
 _NEEDS_PAIRING: Final = {
     BleakGATTProtocolErrorCode.INSUFFICIENT_AUTHENTICATION,
@@ -111,8 +114,15 @@ async def scan(seconds: float) -> list[ScanResult]:
     results = []
     for device, adv in found.values():
         services = sorted(adv.service_uuids)
-        results.append(ScanResult(adv.local_name or device.name, device.address, adv.rssi,
-                                  services, driver_for(services)))
+        results.append(
+            ScanResult(
+                adv.local_name or device.name,
+                device.address,
+                adv.rssi,
+                services,
+                driver_for(services),
+            )
+        )
     return sorted(results, key=lambda r: (-r.rssi, r.address))
 
 
@@ -121,30 +131,45 @@ def explain_ble_error(exc: BaseException) -> str:
     if isinstance(exc, BleakBluetoothNotAvailableError):
         hint = _NOT_AVAILABLE.get(exc.reason)
         if hint is None:  # DENIED_BY_*: the D-Bus policy refused us
-            hint = ("not allowed to use BlueZ: run the agent as a user that the D-Bus policy "
-                    "/etc/dbus-1/system.d/bluetooth.conf allows (group bluetooth)")
+            hint = (
+                "not allowed to use BlueZ: run the agent as a user that the D-Bus policy "
+                "/etc/dbus-1/system.d/bluetooth.conf allows (group bluetooth)"
+            )
         return f"{hint} ({exc.args[0]})"
     if isinstance(exc, BleakDBusError):
-        if exc.dbus_error in ("org.freedesktop.DBus.Error.ServiceUnknown",
-                              "org.freedesktop.DBus.Error.NameHasNoOwner"):
-            return ("BlueZ is not running: install the bluez package and "
-                    "`systemctl start bluetooth`")
+        if exc.dbus_error in (
+            "org.freedesktop.DBus.Error.ServiceUnknown",
+            "org.freedesktop.DBus.Error.NameHasNoOwner",
+        ):
+            return "BlueZ is not running: install the bluez package and `systemctl start bluetooth`"
         if exc.dbus_error == "org.freedesktop.DBus.Error.AccessDenied":
-            return ("not allowed to use BlueZ: check the D-Bus policy "
-                    f"/etc/dbus-1/system.d/bluetooth.conf ({exc.dbus_error_details})")
-        if exc.dbus_error in ("org.bluez.Error.NotPermitted", "org.bluez.Error.NotAuthorized",
-                              "org.bluez.Error.AuthenticationFailed") and "pair" in (
-                exc.dbus_error_details or exc.dbus_error).lower():
+            return (
+                "not allowed to use BlueZ: check the D-Bus policy "
+                f"/etc/dbus-1/system.d/bluetooth.conf ({exc.dbus_error_details})"
+            )
+        if (
+            exc.dbus_error
+            in (
+                "org.bluez.Error.NotPermitted",
+                "org.bluez.Error.NotAuthorized",
+                "org.bluez.Error.AuthenticationFailed",
+            )
+            and "pair" in (exc.dbus_error_details or exc.dbus_error).lower()
+        ):
             # BlueZ turns ATT Insufficient Authentication/Encryption into "Not paired".
-            return ("the device requires pairing: pair it once with `bluetoothctl` "
-                    f"(pair, trust), then retry ({exc.dbus_error_details})")
+            return (
+                "the device requires pairing: pair it once with `bluetoothctl` "
+                f"(pair, trust), then retry ({exc.dbus_error_details})"
+            )
         if exc.dbus_error == "org.bluez.Error.NotReady":
             return _NOT_AVAILABLE[BleakBluetoothNotAvailableReason.POWERED_OFF]
         return f"BlueZ refused: {exc.dbus_error} {exc.dbus_error_details or ''}".rstrip()
     if isinstance(exc, BleakGATTProtocolError):
         if exc.code in _NEEDS_PAIRING:
-            return (f"the device requires pairing: pair it once with `bluetoothctl` "
-                    f"(pair, trust), then retry ({exc.code.name})")
+            return (
+                f"the device requires pairing: pair it once with `bluetoothctl` "
+                f"(pair, trust), then retry ({exc.code.name})"
+            )
         return f"the device answered with an ATT error: {exc.code.name}"
     if isinstance(exc, BleakCharacteristicNotFoundError):
         return f"the device lacks an expected characteristic ({exc}): is the driver kind right?"
@@ -152,8 +177,10 @@ def explain_ble_error(exc: BaseException) -> str:
         return "device not found: out of range, switched off, or not advertising"
     if isinstance(exc, (FileNotFoundError, ConnectionRefusedError, PermissionError)):
         address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/run/dbus/system_bus_socket")
-        return (f"no system D-Bus at {address}: the agent needs the system bus to reach BlueZ "
-                f"(`systemctl status dbus`) ({type(exc).__name__})")
+        return (
+            f"no system D-Bus at {address}: the agent needs the system bus to reach BlueZ "
+            f"(`systemctl status dbus`) ({type(exc).__name__})"
+        )
     if isinstance(exc, EOFError):
         return "the D-Bus connection to BlueZ closed (was bluetoothd restarted?)"
     if isinstance(exc, TimeoutError):

@@ -43,12 +43,19 @@ def add_device(text: str, device: dict[str, Any], source: str) -> str:
         devices = tomlkit.aot()
         doc.append("devices", devices)
     if not isinstance(devices, AoT):
-        raise ConfigError(source, "devices", "is not a list of [[devices]] tables",
-                          "write each device as a [[devices]] table")
+        raise ConfigError(
+            source,
+            "devices",
+            "is not a list of [[devices]] tables",
+            "write each device as a [[devices]] table",
+        )
     if any(t.get("id") == device["id"] for t in devices):
-        raise ConfigError(source, f"devices {device['id']!r}", "already configured",
-                          "choose another --id, or remove it first (edge-agent devices "
-                          "remove)")
+        raise ConfigError(
+            source,
+            f"devices {device['id']!r}",
+            "already configured",
+            "choose another --id, or remove it first (edge-agent devices remove)",
+        )
     table = tomlkit.table()
     for key, value in device.items():
         if value is not None:
@@ -65,8 +72,12 @@ def remove_device(text: str, device_id: str, source: str) -> str:
     tables: list[Table] = list(devices) if isinstance(devices, AoT) else []
     keep = [t for t in tables if t.get("id") != device_id]
     if len(keep) == len(tables):
-        raise ConfigError(source, f"devices {device_id!r}", "no such device",
-                          "edge-agent devices list shows the configured ids")
+        raise ConfigError(
+            source,
+            f"devices {device_id!r}",
+            "no such device",
+            "edge-agent devices list shows the configured ids",
+        )
     assert isinstance(devices, AoT)
     for index in reversed([i for i, t in enumerate(tables) if t.get("id") == device_id]):
         del devices[index]

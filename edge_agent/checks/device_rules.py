@@ -52,17 +52,23 @@ def device_problems(dev: DeviceFields, *, read_files: bool = True) -> list[Devic
     problems: list[DeviceProblem] = []
     if dev.enabled:
         if spec.transport == "serial" and dev.port is None and dev.listen is None:
-            problems.append(DeviceProblem(
-                "port", f"a {dev.kind} device is read on a serial port and none is given",
-                'set port = "/dev/serial/by-id/..." (see ls /dev/serial/by-id), '
-                "or enabled = false",
-            ))
+            problems.append(
+                DeviceProblem(
+                    "port",
+                    f"a {dev.kind} device is read on a serial port and none is given",
+                    'set port = "/dev/serial/by-id/..." (see ls /dev/serial/by-id), '
+                    "or enabled = false",
+                )
+            )
         if spec.transport == "ble" and dev.address is None:
-            problems.append(DeviceProblem(
-                "address", f"a {dev.kind} device is Bluetooth LE and no address is given",
-                'set address = "AA:BB:CC:DD:EE:FF" as `edge-agent ble scan` shows it, '
-                "or enabled = false",
-            ))
+            problems.append(
+                DeviceProblem(
+                    "address",
+                    f"a {dev.kind} device is Bluetooth LE and no address is given",
+                    'set address = "AA:BB:CC:DD:EE:FF" as `edge-agent ble scan` shows it, '
+                    "or enabled = false",
+                )
+            )
     checks = [spec.check_options]
     if read_files and spec.check_files is not None:
         checks.append(spec.check_files)

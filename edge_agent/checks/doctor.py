@@ -43,8 +43,7 @@ class Check:
 
 
 # --- pure decisions ---------------------------------------------------------------------------
-def days_until_full(free: int, used: int, first_at: datetime | None, now: datetime
-                    ) -> float | None:
+def days_until_full(free: int, used: int, first_at: datetime | None, now: datetime) -> float | None:
     """Days until the disk is full at the store's average growth since its first reading
     (None: too young to say, or not growing)."""
     if first_at is None:
@@ -59,26 +58,40 @@ def disk_check(free: int, days_left: float | None) -> Check:
     left = "" if days_left is None else f", about {days_left:.0f} days at this rate"
     detail = f"{free / 2**20:.0f} MiB free{left}"
     if free < MIN_FREE_BYTES or (days_left is not None and days_left < MIN_DAYS_LEFT):
-        return Check("disk", "fail", detail, "free space on the store's disk (delete exported "
-                     "files, old logs: journalctl --vacuum-size=100M) or move the store")
+        return Check(
+            "disk",
+            "fail",
+            detail,
+            "free space on the store's disk (delete exported "
+            "files, old logs: journalctl --vacuum-size=100M) or move the store",
+        )
     return Check("disk", "ok", detail)
 
 
 def mode_check(name: str, path: Path, mode: int) -> Check:
     if mode & 0o077:
-        return Check(name, "fail", f"{path} is {mode:04o}: readable by other users",
-                     f"chmod 600 {path}")
+        return Check(
+            name, "fail", f"{path} is {mode:04o}: readable by other users", f"chmod 600 {path}"
+        )
     return Check(name, "ok", f"{path} {mode:04o}")
 
 
 def cert_expiry_check(name: str, not_after: datetime, now: datetime) -> Check:
     days = (not_after - now).total_seconds() / 86400
     if days < 0:
-        return Check(name, "fail", f"expired on {not_after:%Y-%m-%d}",
-                     "install a new certificate from central's PKI")
+        return Check(
+            name,
+            "fail",
+            f"expired on {not_after:%Y-%m-%d}",
+            "install a new certificate from central's PKI",
+        )
     if days < CERT_MARGIN_DAYS:
-        return Check(name, "fail", f"expires on {not_after:%Y-%m-%d} ({days:.0f} days)",
-                     "ask central for a new certificate now (renew within 30 days)")
+        return Check(
+            name,
+            "fail",
+            f"expires on {not_after:%Y-%m-%d} ({days:.0f} days)",
+            "ask central for a new certificate now (renew within 30 days)",
+        )
     return Check(name, "ok", f"valid until {not_after:%Y-%m-%d}")
 
 
@@ -87,12 +100,20 @@ def reject_rate_check(device: str, state: str | None, readings: int, rejects: in
     rate = rejects / total if total else 0.0
     detail = f"{state or 'never started'}; {readings} readings, {rejects} rejected"
     if state in ("failed", "crashed"):
-        return Check(f"device {device}", "fail", detail, "see the agent's log "
-                     "(journalctl -u edge-agent) and the device's config")
+        return Check(
+            f"device {device}",
+            "fail",
+            detail,
+            "see the agent's log (journalctl -u edge-agent) and the device's config",
+        )
     if total >= 20 and rate > MAX_REJECT_RATE:
-        return Check(f"device {device}", "fail", f"{detail} ({rate:.0%})",
-                     "check the serial settings (baudrate, parity) and the cable; "
-                     "see what is rejected with edge-agent probe " + device)
+        return Check(
+            f"device {device}",
+            "fail",
+            f"{detail} ({rate:.0%})",
+            "check the serial settings (baudrate, parity) and the cable; "
+            "see what is rejected with edge-agent probe " + device,
+        )
     return Check(f"device {device}", "ok", detail)
 
 
@@ -104,16 +125,29 @@ def check_store(settings: Settings, now: datetime) -> list[Check]:
 
     path = Path(settings.store.path)
     if not path.exists() and not marker_path(path).exists():
-        return [Check("store", "fail", f"no store at {path}",
-                      "start the agent once (systemctl start edge-agent), or fix [store] path")]
+        return [
+            Check(
+                "store",
+                "fail",
+                f"no store at {path}",
+                "start the agent once (systemctl start edge-agent), or fix [store] path",
+            )
+        ]
     try:
         report = health_report(path)
     except EdgeAgentError as exc:  # a key that does not open it, a missing binding
-        return [Check("store", "fail", str(exc).split(" Fix: ")[0],
-                      str(exc).partition(" Fix: ")[2])]
+        return [
+            Check("store", "fail", str(exc).split(" Fix: ")[0], str(exc).partition(" Fix: ")[2])
+        ]
     detail, fix = summary(report)
-    checks = [Check("store", "ok" if report["healthy"] else "fail", detail,
-                    "" if report["healthy"] else fix or "see edge-agent db check")]
+    checks = [
+        Check(
+            "store",
+            "ok" if report["healthy"] else "fail",
+            detail,
+            "" if report["healthy"] else fix or "see edge-agent db check",
+        )
+    ]
     if report["check"] == "salvage-pending":
         return checks
     try:
@@ -122,10 +156,15 @@ def check_store(settings: Settings, now: datetime) -> list[Check]:
             first = db.execute("SELECT min(received_at) FROM readings").fetchone()[0]
     except EdgeAgentError as exc:
         return [*checks, Check("store", "fail", str(exc))]
-    checks.append(Check("store journal", "ok" if journal == "wal" else "fail",
-                        f"journal_mode={journal}; synchronous=FULL is set by the agent at "
-                        "open (it refuses to run without)",
-                        "" if journal == "wal" else "start the agent once: it sets WAL"))
+    checks.append(
+        Check(
+            "store journal",
+            "ok" if journal == "wal" else "fail",
+            f"journal_mode={journal}; synchronous=FULL is set by the agent at "
+            "open (it refuses to run without)",
+            "" if journal == "wal" else "start the agent once: it sets WAL",
+        )
+    )
     usage = shutil.disk_usage(path.parent)
     used = sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
     first_at = datetime.fromisoformat(first) if first else None
@@ -139,28 +178,50 @@ def check_store(settings: Settings, now: datetime) -> list[Check]:
     return checks
 
 
-def encryption_check(encryption: str, kind: str, key_source: str | None,
-                     key_mode: int | None) -> list[Check]:
+def encryption_check(
+    encryption: str, kind: str, key_source: str | None, key_mode: int | None
+) -> list[Check]:
     """Whether the store is encrypted as configured (``kind``: store_connect.file_kind), and
     the key file's mode."""
     if encryption == "off":
         if kind == "encrypted":
-            return [Check("store encryption", "fail", "the store looks encrypted but "
-                          '[store] encryption = "off"', 'set encryption = "sqlcipher" and '
-                          "key_file to its key")]
-        return [Check("store encryption", "ok", "off: the store is not encrypted at rest "
-                      '(set [store] encryption = "sqlcipher" to encrypt it)')]
+            return [
+                Check(
+                    "store encryption",
+                    "fail",
+                    'the store looks encrypted but [store] encryption = "off"',
+                    'set encryption = "sqlcipher" and key_file to its key',
+                )
+            ]
+        return [
+            Check(
+                "store encryption",
+                "ok",
+                "off: the store is not encrypted at rest "
+                '(set [store] encryption = "sqlcipher" to encrypt it)',
+            )
+        ]
     checks: list[Check] = []
     if key_source is not None and key_mode is not None:
         checks.append(mode_check("store key mode", Path(key_source), key_mode))
     if kind == "plain":
-        checks.append(Check("store encryption", "fail", "the store is NOT encrypted (plain "
-                            'SQLite) but [store] encryption = "sqlcipher"',
-                            "stop the agent, then edge-agent db encrypt"))
+        checks.append(
+            Check(
+                "store encryption",
+                "fail",
+                'the store is NOT encrypted (plain SQLite) but [store] encryption = "sqlcipher"',
+                "stop the agent, then edge-agent db encrypt",
+            )
+        )
     else:
-        checks.append(Check("store encryption", "ok", f"SQLCipher, key from {key_source}"
-                            + (" (the store is created at the first run)"
-                               if kind == "empty" else "")))
+        checks.append(
+            Check(
+                "store encryption",
+                "ok",
+                f"SQLCipher, key from {key_source}"
+                + (" (the store is created at the first run)" if kind == "empty" else ""),
+            )
+        )
     return checks
 
 
@@ -177,9 +238,15 @@ def check_encryption(settings: Settings, config: Path) -> list[Check]:
     except ConfigError as exc:
         return [Check("store encryption", "fail", f"{exc.field}: {exc.problem}", exc.fix)]
     if key is None:  # the binding is missing and the config allows running without
-        return [Check("store encryption", "warn", "the SQLCipher binding is missing: the "
-                      "store runs unencrypted (allow_unencrypted_fallback)",
-                      store_key.INSTALL_FIX)]
+        return [
+            Check(
+                "store encryption",
+                "warn",
+                "the SQLCipher binding is missing: the "
+                "store runs unencrypted (allow_unencrypted_fallback)",
+                store_key.INSTALL_FIX,
+            )
+        ]
     mode = stat.S_IMODE(os.stat(key.source).st_mode)
     return encryption_check("sqlcipher", kind, key.source, mode)
 
@@ -188,8 +255,14 @@ def check_user() -> list[Check]:
     try:
         pwd.getpwnam(SERVICE_USER)
     except KeyError:
-        return [Check("service user", "warn", f"no user {SERVICE_USER}: not installed as a "
-                      "service", "sudo scripts/install")]
+        return [
+            Check(
+                "service user",
+                "warn",
+                f"no user {SERVICE_USER}: not installed as a service",
+                "sudo scripts/install",
+            )
+        ]
     missing = []
     for group in ("dialout", "bluetooth"):
         try:
@@ -199,8 +272,14 @@ def check_user() -> list[Check]:
         if SERVICE_USER not in members:
             missing.append(group)
     if missing:
-        return [Check("service user", "fail", f"{SERVICE_USER} not in {', '.join(missing)}",
-                      f"usermod -a -G {','.join(missing)} {SERVICE_USER}, then restart")]
+        return [
+            Check(
+                "service user",
+                "fail",
+                f"{SERVICE_USER} not in {', '.join(missing)}",
+                f"usermod -a -G {','.join(missing)} {SERVICE_USER}, then restart",
+            )
+        ]
     return [Check("service user", "ok", f"{SERVICE_USER} in dialout, bluetooth")]
 
 
@@ -212,8 +291,12 @@ def service_check(returncode: int | None, stdout: str, stderr: str) -> Check:
     """Installed? enabled? running? from ``systemctl show -p LoadState,UnitFileState,ActiveState,
     SubState edge-agent.service`` (``returncode`` None: no systemctl on this machine)."""
     if returncode is None:
-        return Check("service", "skip", "systemd not available (no systemctl): the agent is not "
-                     "run as a service on this machine")
+        return Check(
+            "service",
+            "skip",
+            "systemd not available (no systemctl): the agent is not "
+            "run as a service on this machine",
+        )
     if returncode != 0:
         why = (stderr.strip().splitlines() or ["systemctl failed"])[0][:120]
         return Check("service", "skip", f"systemd not available: {why}")
@@ -223,26 +306,50 @@ def service_check(returncode: int | None, stdout: str, stderr: str) -> Check:
     if load == "not-found" or not load:
         return Check("service", "warn", "not installed as a service", "sudo scripts/install")
     if load == "masked":
-        return Check("service", "fail", "installed but masked: it never starts",
-                     "systemctl unmask edge-agent && systemctl start edge-agent")
+        return Check(
+            "service",
+            "fail",
+            "installed but masked: it never starts",
+            "systemctl unmask edge-agent && systemctl start edge-agent",
+        )
     if load != "loaded":
-        return Check("service", "fail", f"installed but systemd cannot load it ({load})",
-                     "systemd-analyze verify /etc/systemd/system/edge-agent.service; then "
-                     "sudo scripts/install again")
+        return Check(
+            "service",
+            "fail",
+            f"installed but systemd cannot load it ({load})",
+            "systemd-analyze verify /etc/systemd/system/edge-agent.service; then "
+            "sudo scripts/install again",
+        )
     if active == "failed":
-        return Check("service", "fail", f"installed, {enabled or 'unknown'}, failed ({sub})",
-                     "journalctl -u edge-agent -b says why; then systemctl restart edge-agent")
+        return Check(
+            "service",
+            "fail",
+            f"installed, {enabled or 'unknown'}, failed ({sub})",
+            "journalctl -u edge-agent -b says why; then systemctl restart edge-agent",
+        )
     if enabled not in ("enabled", "enabled-runtime", "static", "alias", "linked"):
         state = "running" if active == "active" else active
-        return Check("service", "warn", f"installed, not enabled ({enabled or 'unknown'}): it "
-                     f"will not start at boot; {state}", "systemctl enable edge-agent")
+        return Check(
+            "service",
+            "warn",
+            f"installed, not enabled ({enabled or 'unknown'}): it will not start at boot; {state}",
+            "systemctl enable edge-agent",
+        )
     if active == "active":
         return Check("service", "ok", f"installed, enabled, running ({sub})")
     if active in ("activating", "reloading"):
-        return Check("service", "warn", f"installed, enabled, starting ({sub})",
-                     "run doctor again in a minute; journalctl -u edge-agent -f")
-    return Check("service", "warn", f"installed, enabled, not running ({active or 'unknown'})",
-                 "systemctl start edge-agent")
+        return Check(
+            "service",
+            "warn",
+            f"installed, enabled, starting ({sub})",
+            "run doctor again in a minute; journalctl -u edge-agent -f",
+        )
+    return Check(
+        "service",
+        "warn",
+        f"installed, enabled, not running ({active or 'unknown'})",
+        "systemctl start edge-agent",
+    )
 
 
 def check_service(which: Callable[[str], str | None] = shutil.which) -> list[Check]:
@@ -252,7 +359,11 @@ def check_service(which: Callable[[str], str | None] = shutil.which) -> list[Che
     try:
         done = subprocess.run(
             [systemctl, "show", "-p", ",".join(SERVICE_PROPERTIES), SERVICE_UNIT],
-            capture_output=True, text=True, timeout=10, check=False)
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return [service_check(1, "", f"systemctl: {type(exc).__name__}")]
     return [service_check(done.returncode, done.stdout, done.stderr)]
@@ -263,8 +374,14 @@ def check_tls(settings: Settings, now: datetime) -> list[Check]:
     if broker is None or not broker.tls:
         return [Check("tls", "skip", "no TLS configured (offline unit or loopback test)")]
     if broker.ca_file is None or broker.cert_file is None or broker.key_file is None:
-        return [Check("tls", "fail", "[broker] tls = true needs ca_file, cert_file, key_file",
-                      "set the three files in [broker]")]
+        return [
+            Check(
+                "tls",
+                "fail",
+                "[broker] tls = true needs ca_file, cert_file, key_file",
+                "set the three files in [broker]",
+            )
+        ]
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
@@ -274,23 +391,41 @@ def check_tls(settings: Settings, now: datetime) -> list[Check]:
         cert = x509.load_pem_x509_certificate(Path(broker.cert_file).read_bytes())
         key = serialization.load_pem_private_key(Path(broker.key_file).read_bytes(), None)
     except (OSError, ValueError, TypeError) as exc:
-        return [Check("tls", "fail", f"cannot read the certificates: {str(exc)[:120]}",
-                      "check [broker] ca_file, cert_file, key_file (PEM, readable by the "
-                      "agent)")]
+        return [
+            Check(
+                "tls",
+                "fail",
+                f"cannot read the certificates: {str(exc)[:120]}",
+                "check [broker] ca_file, cert_file, key_file (PEM, readable by the agent)",
+            )
+        ]
     checks.append(cert_expiry_check("tls ca", ca.not_valid_after_utc, now))
     checks.append(cert_expiry_check("tls certificate", cert.not_valid_after_utc, now))
     try:
         cert.verify_directly_issued_by(ca)
         checks.append(Check("tls chain", "ok", "the unit's certificate is issued by the CA"))
     except (ValueError, TypeError, Exception) as exc:
-        checks.append(Check("tls chain", "fail", f"not issued by ca_file ({type(exc).__name__})",
-                            "install the certificate central issued with this CA"))
-    if key.public_key().public_bytes(serialization.Encoding.DER,
-                                     serialization.PublicFormat.SubjectPublicKeyInfo) != \
-            cert.public_key().public_bytes(serialization.Encoding.DER,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo):
-        checks.append(Check("tls key", "fail", "key_file does not match cert_file",
-                            "install the key the certificate was made for"))
+        checks.append(
+            Check(
+                "tls chain",
+                "fail",
+                f"not issued by ca_file ({type(exc).__name__})",
+                "install the certificate central issued with this CA",
+            )
+        )
+    if key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) != cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ):
+        checks.append(
+            Check(
+                "tls key",
+                "fail",
+                "key_file does not match cert_file",
+                "install the key the certificate was made for",
+            )
+        )
     key_path = Path(broker.key_file)
     checks.append(mode_check("tls key mode", key_path, stat.S_IMODE(key_path.stat().st_mode)))
     return checks
@@ -308,13 +443,20 @@ def check_console_tls(settings: Settings, now: datetime) -> list[Check]:
         info = read_certificate(Path(c.cert_file))
         key_mode = stat.S_IMODE(os.stat(c.key_file).st_mode)
     except (OSError, ValueError) as exc:
-        return [Check("console tls", "fail", f"no usable certificate for the console on "
-                      f"{c.host}: {str(exc)[:120]}", INSTALL_FIX)]
+        return [
+            Check(
+                "console tls",
+                "fail",
+                f"no usable certificate for the console on {c.host}: {str(exc)[:120]}",
+                INSTALL_FIX,
+            )
+        ]
     expiry = cert_expiry_check("console tls", info.not_after, now)
     fix = expiry.fix and "edge-agent console cert --replace (tablets then see a new fingerprint)"
-    return [Check("console tls", expiry.status,
-                  f"SHA-256 {info.fingerprint}, {expiry.detail}", fix),
-            mode_check("console tls key mode", Path(c.key_file), key_mode)]
+    return [
+        Check("console tls", expiry.status, f"SHA-256 {info.fingerprint}, {expiry.detail}", fix),
+        mode_check("console tls key mode", Path(c.key_file), key_mode),
+    ]
 
 
 def check_broker(settings: Settings, timeout: float) -> list[Check]:
@@ -326,55 +468,100 @@ def check_broker(settings: Settings, timeout: float) -> list[Check]:
         result = asyncio.run(round_trip(settings, timeout))
     except EdgeAgentError as exc:
         where = f"{settings.broker.host}:{settings.broker.port}"
-        return [Check("broker", "fail", f"{where}: {exc}",
-                      "check the network (mobile data on?), [broker] host/port, and the "
-                      "certificates; edge-agent sync test says more")]
-    return [Check("broker", "ok", f"{result['broker']} round trip {result['round_trip_ms']} ms "
-                  f"as {settings.unit.id}")]
+        return [
+            Check(
+                "broker",
+                "fail",
+                f"{where}: {exc}",
+                "check the network (mobile data on?), [broker] host/port, and the "
+                "certificates; edge-agent sync test says more",
+            )
+        ]
+    return [
+        Check(
+            "broker",
+            "ok",
+            f"{result['broker']} round trip {result['round_trip_ms']} ms as {settings.unit.id}",
+        )
+    ]
 
 
-def check_clock(sync_state: dict[str, Any] | None,
-                clock_state: dict[str, Any] | None = None) -> list[Check]:
+def check_clock(
+    sync_state: dict[str, Any] | None, clock_state: dict[str, Any] | None = None
+) -> list[Check]:
     from edge_agent.clock import system_clock_synchronized
 
     synced = system_clock_synchronized()
     offset = (sync_state or {}).get("clock_offset_s")
     if isinstance(offset, int | float) and abs(offset) > MAX_CLOCK_OFFSET_S:
-        return [Check("clock", "fail", f"{offset:+.1f} s from central",
-                      "enable NTP (timedatectl set-ntp true) or a GPS time source")]
+        return [
+            Check(
+                "clock",
+                "fail",
+                f"{offset:+.1f} s from central",
+                "enable NTP (timedatectl set-ntp true) or a GPS time source",
+            )
+        ]
     clock = clock_state or {}
     if clock.get("disagreement"):
         gps = clock.get("gps_offset_s")
         by = f" by {gps:+.0f} s" if isinstance(gps, int | float) else ""
-        return [Check("clock", "warn", f"GPS time disagrees with the {clock.get('source')} "
-                      f"clock{by} ({clock['disagreement']}): not used",
-                      "check the GPS receiver's date (week roll-over? a simulator?); readings "
-                      "keep the system clock")]
+        return [
+            Check(
+                "clock",
+                "warn",
+                f"GPS time disagrees with the {clock.get('source')} "
+                f"clock{by} ({clock['disagreement']}): not used",
+                "check the GPS receiver's date (week roll-over? a simulator?); readings "
+                "keep the system clock",
+            )
+        ]
     known = f"; {offset:+.2f} s from central" if isinstance(offset, int | float) else ""
     if synced is False:
-        return [Check("clock", "warn", "not synchronised (NTP)" + known,
-                      "timedatectl set-ntp true; offline, central's acks correct the stamps")]
+        return [
+            Check(
+                "clock",
+                "warn",
+                "not synchronised (NTP)" + known,
+                "timedatectl set-ntp true; offline, central's acks correct the stamps",
+            )
+        ]
     return [Check("clock", "ok", ("synchronised" if synced else "state unknown") + known)]
 
 
 def trust_check(keys: int, require_signed: bool, rotated: bool, refused_acks: int) -> Check:
     """``[trust]``: whether the unit checks what central sends (commands, config, acks)."""
     if refused_acks:
-        return Check("trust", "warn", f"{refused_acks} forged or unsigned acks refused: "
-                     "someone else publishes on this unit's down/ack",
-                     "check the broker's ACL and who holds central's broker credentials")
+        return Check(
+            "trust",
+            "warn",
+            f"{refused_acks} forged or unsigned acks refused: "
+            "someone else publishes on this unit's down/ack",
+            "check the broker's ACL and who holds central's broker credentials",
+        )
     if not keys:
-        return Check("trust", "warn", "no central key: unsigned commands, configuration and "
-                     "acks are accepted (the broker's ACL is the only guard)",
-                     "run `edge-agent central keygen` on central and put the printed line in "
-                     "[trust] central_keys")
+        return Check(
+            "trust",
+            "warn",
+            "no central key: unsigned commands, configuration and "
+            "acks are accepted (the broker's ACL is the only guard)",
+            "run `edge-agent central keygen` on central and put the printed line in "
+            "[trust] central_keys",
+        )
     if not require_signed:
-        return Check("trust", "warn", f"{keys} central key(s), but require_signed = false: "
-                     "unsigned downlink and acks are still accepted",
-                     "set [trust] require_signed = true once central signs")
+        return Check(
+            "trust",
+            "warn",
+            f"{keys} central key(s), but require_signed = false: "
+            "unsigned downlink and acks are still accepted",
+            "set [trust] require_signed = true once central signs",
+        )
     source = "rotated by central (rotate-key)" if rotated else "from [trust]"
-    return Check("trust", "ok", f"{keys} central key(s) {source}: only signed commands, "
-                 "configuration and acks accepted")
+    return Check(
+        "trust",
+        "ok",
+        f"{keys} central key(s) {source}: only signed commands, configuration and acks accepted",
+    )
 
 
 def check_trust(settings: Settings, sync: dict[str, Any] | None) -> list[Check]:
@@ -390,32 +577,61 @@ def check_trust(settings: Settings, sync: dict[str, Any] | None) -> list[Check]:
         except EdgeAgentError:
             pass
     try:
-        trust = Trust.in_effect(settings.trust.central_keys, settings.trust.require_signed,
-                                counters)
+        trust = Trust.in_effect(
+            settings.trust.central_keys, settings.trust.require_signed, counters
+        )
     except ValueError as exc:  # a rotated key kept in the store that no longer parses
-        return [Check("trust", "fail", f"central keys unreadable: {exc}",
-                      "ask central for a signed trust-reset with keys = \"config\"")]
+        return [
+            Check(
+                "trust",
+                "fail",
+                f"central keys unreadable: {exc}",
+                'ask central for a signed trust-reset with keys = "config"',
+            )
+        ]
     refused = (sync or {}).get("refused_acks")
-    return [trust_check(len(trust.keys), settings.trust.require_signed,
-                        counters.keys is not None, refused if isinstance(refused, int) else 0)]
+    return [
+        trust_check(
+            len(trust.keys),
+            settings.trust.require_signed,
+            counters.keys is not None,
+            refused if isinstance(refused, int) else 0,
+        )
+    ]
 
 
 def check_ble(settings: Settings, sys_root: Path = Path("/sys/class/bluetooth")) -> list[Check]:
     from drivers.registry import DRIVERS
 
-    ble = [d.id for d in settings.devices if d.enabled and d.kind in DRIVERS
-           and DRIVERS[d.kind].transport == "ble"]
+    ble = [
+        d.id
+        for d in settings.devices
+        if d.enabled and d.kind in DRIVERS and DRIVERS[d.kind].transport == "ble"
+    ]
     if not ble:
         return [Check("bluetooth", "skip", "no Bluetooth devices configured")]
     adapters = sorted(p.name for p in sys_root.glob("hci*")) if sys_root.exists() else []
-    bluez = any(Path(p).exists() for p in ("/usr/libexec/bluetooth/bluetoothd",
-                                           "/usr/lib/bluetooth/bluetoothd", "/usr/sbin/bluetoothd"))
+    bluez = any(
+        Path(p).exists()
+        for p in (
+            "/usr/libexec/bluetooth/bluetoothd",
+            "/usr/lib/bluetooth/bluetoothd",
+            "/usr/sbin/bluetoothd",
+        )
+    )
     if not adapters:
-        return [Check("bluetooth", "fail", f"no adapter for {', '.join(ble)}",
-                      "plug in the Bluetooth dongle; rfkill unblock bluetooth")]
+        return [
+            Check(
+                "bluetooth",
+                "fail",
+                f"no adapter for {', '.join(ble)}",
+                "plug in the Bluetooth dongle; rfkill unblock bluetooth",
+            )
+        ]
     if not bluez:
-        return [Check("bluetooth", "fail", "BlueZ (bluetoothd) not installed",
-                      "apt-get install bluez")]
+        return [
+            Check("bluetooth", "fail", "BlueZ (bluetoothd) not installed", "apt-get install bluez")
+        ]
     return [Check("bluetooth", "ok", f"adapter {', '.join(adapters)}, BlueZ present")]
 
 
@@ -442,9 +658,15 @@ def check_devices(settings: Settings) -> list[Check]:
             checks.append(Check(f"device {dev.id}", "skip", "disabled in the config"))
             continue
         if dev.port is not None and not Path(dev.port).exists():
-            checks.append(Check(f"device {dev.id}", "fail", f"{dev.port} is not there",
-                                "plug the device in; edge-agent ports lists what is "
-                                "connected (use its /dev/serial/by-id path)"))
+            checks.append(
+                Check(
+                    f"device {dev.id}",
+                    "fail",
+                    f"{dev.port} is not there",
+                    "plug the device in; edge-agent ports lists what is "
+                    "connected (use its /dev/serial/by-id path)",
+                )
+            )
             continue
         state = states.get(dev.id, {}).get("state") if isinstance(states, dict) else None
         readings, rejects = counts.get(dev.id, (0, 0))
@@ -466,8 +688,9 @@ def sync_state(settings: Settings, key: str = "sync") -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def run(config: Path, *, broker_timeout: float = 10.0, now: datetime | None = None
-        ) -> tuple[list[Check], int]:
+def run(
+    config: Path, *, broker_timeout: float = 10.0, now: datetime | None = None
+) -> tuple[list[Check], int]:
     """All checks and the exit code: 0 all passed, 1 a check failed, 3 the config is bad."""
     from edge_agent.settings import load
     from edge_agent.store import connect as store_connect
@@ -478,13 +701,20 @@ def run(config: Path, *, broker_timeout: float = 10.0, now: datetime | None = No
     except ConfigError as exc:
         return [Check("config", "fail", f"{exc.file}: {exc.field}: {exc.problem}", exc.fix)], 3
     store_connect.configure(settings.store.path, settings.store, str(config))
-    checks = [Check("config", "ok", f"{config}: unit {settings.unit.id}, "
-                    f"{len(settings.devices)} devices")]
+    checks = [
+        Check("config", "ok", f"{config}: unit {settings.unit.id}, {len(settings.devices)} devices")
+    ]
     if os.path.exists(config):
         cmode = stat.S_IMODE(os.stat(config).st_mode)
         if cmode & 0o007:
-            checks.append(Check("config mode", "fail", f"{config} is {cmode:04o}: readable by "
-                                "every user", f"chmod 640 {config}"))
+            checks.append(
+                Check(
+                    "config mode",
+                    "fail",
+                    f"{config} is {cmode:04o}: readable by every user",
+                    f"chmod 640 {config}",
+                )
+            )
     checks += check_encryption(settings, config)
     checks += check_store(settings, now)
     checks += check_user()
@@ -514,5 +744,6 @@ def render(checks: list[Check]) -> str:
 
 
 def as_json(checks: list[Check], code: int) -> str:
-    return json.dumps({"healthy": code == 0, "exit_code": code,
-                       "checks": [asdict(c) for c in checks]})
+    return json.dumps(
+        {"healthy": code == 0, "exit_code": code, "checks": [asdict(c) for c in checks]}
+    )

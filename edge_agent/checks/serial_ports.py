@@ -47,9 +47,21 @@ def list_ports(configured: dict[str, str] | None = None) -> list[Port]:
     used = {str(Path(p).resolve()): dev for p, dev in (configured or {}).items()}
     ports = []
     for info in sorted(lp.comports(), key=lambda i: i.device):
-        vid_pid = f"{info.vid:04x}:{info.pid:04x}" if info.vid is not None and \
-            info.pid is not None else None
+        vid_pid = (
+            f"{info.vid:04x}:{info.pid:04x}"
+            if info.vid is not None and info.pid is not None
+            else None
+        )
         real = str(Path(info.device).resolve())
-        ports.append(Port(info.device, info.description or "", vid_pid, info.serial_number,
-                          links.get(real), kinds_for(vid_pid), used.get(real)))
+        ports.append(
+            Port(
+                info.device,
+                info.description or "",
+                vid_pid,
+                info.serial_number,
+                links.get(real),
+                kinds_for(vid_pid),
+                used.get(real),
+            )
+        )
     return ports

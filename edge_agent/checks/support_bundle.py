@@ -33,21 +33,35 @@ PATIENT_LINE = re.compile(r"(PID[|^~\\&]|(^|[\r\n\x02\s\d])P\|\d|\bNK1\||\bPV1\|
 
 
 def redact_log(text: str) -> str:
-    return "\n".join("[line removed: it looked like a patient record]"
-                     if PATIENT_LINE.search(line) else line for line in text.splitlines())
+    return "\n".join(
+        "[line removed: it looked like a patient record]" if PATIENT_LINE.search(line) else line
+        for line in text.splitlines()
+    )
 
 
 def versions() -> dict[str, Any]:
     pkgs: dict[str, str | None] = {}
-    for name in ("pyserial", "bleak", "sqlite-utils", "paho-mqtt", "pydantic", "typer",
-                 "cryptography", "tomlkit"):
+    for name in (
+        "pyserial",
+        "bleak",
+        "sqlite-utils",
+        "paho-mqtt",
+        "pydantic",
+        "typer",
+        "cryptography",
+        "tomlkit",
+    ):
         try:
             pkgs[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pkgs[name] = None
-    return {"edge-agent": __version__, "python": sys.version.split()[0],
-            "sqlite": sqlite3.sqlite_version, "platform": platform.platform(),
-            "packages": pkgs}
+    return {
+        "edge-agent": __version__,
+        "python": sys.version.split()[0],
+        "sqlite": sqlite3.sqlite_version,
+        "platform": platform.platform(),
+        "packages": pkgs,
+    }
 
 
 def recent_log(log: Path | None) -> str:
@@ -60,9 +74,21 @@ def recent_log(log: Path | None) -> str:
     if shutil.which("journalctl") is None:
         return "(no journal on this system; pass --log FILE)"
     try:
-        done = subprocess.run(["journalctl", "-u", "edge-agent", "-n", str(LOG_LINES),
-                               "--no-pager", "-o", "short-iso"],
-                              capture_output=True, text=True, timeout=20)
+        done = subprocess.run(
+            [
+                "journalctl",
+                "-u",
+                "edge-agent",
+                "-n",
+                str(LOG_LINES),
+                "--no-pager",
+                "-o",
+                "short-iso",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"(journalctl failed: {exc})"
     return done.stdout or done.stderr
@@ -77,31 +103,42 @@ def store_facts(settings: Any) -> dict[str, Any]:
     path = Path(settings.store.path)
     if not path.exists():
         return {"store": str(path), "exists": False}
-    facts: dict[str, Any] = {"store": str(path), "exists": True,
-                             "bytes": {p.name: p.stat().st_size
-                                       for p in path.parent.glob(path.name + "*")
-                                       if p.is_file()}}
+    facts: dict[str, Any] = {
+        "store": str(path),
+        "exists": True,
+        "bytes": {
+            p.name: p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file()
+        },
+    }
     try:
         facts["health"] = health_report(path)
         with reading(path) as db:
             facts["stats"] = stats_query(db)
-            facts["readings_by_device"] = dict(db.execute(
-                "SELECT device_id, count(*) FROM readings GROUP BY 1").fetchall())
+            facts["readings_by_device"] = dict(
+                db.execute("SELECT device_id, count(*) FROM readings GROUP BY 1").fetchall()
+            )
             facts["rejects_by_device_and_reason"] = [
-                {"device": d, "reason": r, "count": n} for d, r, n in db.execute(
-                    "SELECT device_id, reason, count(*) FROM rejects GROUP BY 1, 2")]
+                {"device": d, "reason": r, "count": n}
+                for d, r, n in db.execute(
+                    "SELECT device_id, reason, count(*) FROM rejects GROUP BY 1, 2"
+                )
+            ]
             facts["device_states"] = get_state(db, "devices")
             facts["sync"] = get_state(db, "sync")
             facts["events"] = [
-                {"at": at, "kind": kind, "device": dev} for at, kind, dev in db.execute(
-                    "SELECT at, kind, device_id FROM events ORDER BY id DESC LIMIT 200")]
+                {"at": at, "kind": kind, "device": dev}
+                for at, kind, dev in db.execute(
+                    "SELECT at, kind, device_id FROM events ORDER BY id DESC LIMIT 200"
+                )
+            ]
     except EdgeAgentError as exc:
         facts["error"] = str(exc)
     return facts
 
 
-def make_bundle(out: Path, config: Path, *, log: Path | None = None,
-                broker_timeout: float = 10.0) -> list[str]:
+def make_bundle(
+    out: Path, config: Path, *, log: Path | None = None, broker_timeout: float = 10.0
+) -> list[str]:
     from edge_agent.checks import doctor
     from edge_agent.checks.config_edit import masked
     from edge_agent.settings import load
@@ -120,9 +157,9 @@ def make_bundle(out: Path, config: Path, *, log: Path | None = None,
         # the store is read with its key (never copied: only counts and states go in)
         store_connect.configure(settings.store.path, settings.store, str(config))
         members["config.json"] = json.dumps(
-            masked(json.loads(settings.model_dump_json())), indent=2).encode()
-        members["store.json"] = json.dumps(store_facts(settings), indent=2,
-                                           default=str).encode()
+            masked(json.loads(settings.model_dump_json())), indent=2
+        ).encode()
+        members["store.json"] = json.dumps(store_facts(settings), indent=2, default=str).encode()
     members["agent.log"] = redact_log(recent_log(log)).encode()
     tmp = out.with_name(f".{out.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -92,19 +92,35 @@ def root(
 def _register() -> None:
     from edge_agent.cli import db, service
 
-    app.add_typer(db.app, name="db", help="Store: statistics, check, export, encryption.",
-                  rich_help_panel="Technician")
+    app.add_typer(
+        db.app,
+        name="db",
+        help="Store: statistics, check, export, encryption.",
+        rich_help_panel="Technician",
+    )
     from edge_agent.cli import ble, sync
 
-    app.add_typer(ble.app, name="ble", help="Bluetooth LE: scan for health devices.",
-                  rich_help_panel="Technician")
+    app.add_typer(
+        ble.app,
+        name="ble",
+        help="Bluetooth LE: scan for health devices.",
+        rich_help_panel="Technician",
+    )
 
-    app.add_typer(sync.app, name="sync", help="The link to central: status, now, test.",
-                  rich_help_panel="Technician")
+    app.add_typer(
+        sync.app,
+        name="sync",
+        help="The link to central: status, now, test.",
+        rich_help_panel="Technician",
+    )
     from edge_agent.cli import central
 
-    app.add_typer(central.app, name="central", help="Central's side: the receiver, signing "
-                  "keys, signed commands for the units, export.", rich_help_panel="Services")
+    app.add_typer(
+        central.app,
+        name="central",
+        help="Central's side: the receiver, signing keys, signed commands for the units, export.",
+        rich_help_panel="Services",
+    )
     app.command(rich_help_panel="Services")(service.run)
     # `edge-agent receive` stays the short name of `edge-agent central receive`.
     app.command(rich_help_panel="Services")(central.receive)
@@ -121,8 +137,12 @@ def _register() -> None:
     app.command(rich_help_panel="Nurse")(demo.demo)
     from edge_agent.cli import patient
 
-    app.add_typer(patient.app, name="patient", rich_help_panel="Nurse",
-                  help="The patient in front of you: open, close, current, assign.")
+    app.add_typer(
+        patient.app,
+        name="patient",
+        rich_help_panel="Nurse",
+        help="The patient in front of you: open, close, current, assign.",
+    )
     from edge_agent.cli import files
 
     app.command(rich_help_panel="Nurse")(files.attach)
@@ -132,10 +152,18 @@ def _register() -> None:
 
     for command in (technician.doctor, technician.ports, technician.probe, technician.bundle):
         app.command(rich_help_panel="Technician")(command)
-    app.add_typer(technician.config_app, name="config", help="The unit's config: show "
-                  "(secrets masked), validate.", rich_help_panel="Technician")
-    app.add_typer(technician.devices_app, name="devices", help="Configured devices: list, "
-                  "add, remove.", rich_help_panel="Technician")
+    app.add_typer(
+        technician.config_app,
+        name="config",
+        help="The unit's config: show (secrets masked), validate.",
+        rich_help_panel="Technician",
+    )
+    app.add_typer(
+        technician.devices_app,
+        name="devices",
+        help="Configured devices: list, add, remove.",
+        rich_help_panel="Technician",
+    )
 
 
 _register()

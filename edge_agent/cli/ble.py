@@ -25,10 +25,14 @@ def scan(
         typer.echo(json.dumps([r.as_dict() for r in results]))
         return
     if not results:
-        typer.echo("no Bluetooth LE device heard (is it awake? most cuffs and meters only "
-                   "advertise for a minute after a measurement)")
+        typer.echo(
+            "no Bluetooth LE device heard (is it awake? most cuffs and meters only "
+            "advertise for a minute after a measurement)"
+        )
     for r in results:
-        services = ",".join(s[4:8] if s.endswith("-0000-1000-8000-00805f9b34fb") else s
-                            for s in r.services)
-        typer.echo(f"{r.address}  {r.rssi:4d} dBm  {r.driver or '-':22s} {r.name or '?'}"
-                   f"  [{services}]")
+        services = ",".join(
+            s[4:8] if s.endswith("-0000-1000-8000-00805f9b34fb") else s for s in r.services
+        )
+        typer.echo(
+            f"{r.address}  {r.rssi:4d} dBm  {r.driver or '-':22s} {r.name or '?'}  [{services}]"
+        )

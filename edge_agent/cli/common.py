@@ -15,8 +15,11 @@ DEFAULT_CONFIG = Path(os.environ.get("EDGE_AGENT_CONFIG", "/etc/edge-agent/edge-
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="Unit config (TOML). Default: $EDGE_AGENT_CONFIG or "
-                 "/etc/edge-agent/edge-agent.toml."),
+    typer.Option(
+        "--config",
+        "-c",
+        help="Unit config (TOML). Default: $EDGE_AGENT_CONFIG or /etc/edge-agent/edge-agent.toml.",
+    ),
 ]
 DbOption = Annotated[Path | None, typer.Option("--db", help="Store file (overrides the config).")]
 
@@ -51,6 +54,7 @@ def store_path(config: Path | None, db: Path | None) -> Path:
 def parse_host_port(value: str, option: str = "--broker") -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise typer.BadParameter(f"expected HOST:PORT, e.g. 127.0.0.1:1883, got {value!r}",
-                                 param_hint=option)
+        raise typer.BadParameter(
+            f"expected HOST:PORT, e.g. 127.0.0.1:1883, got {value!r}", param_hint=option
+        )
     return host, int(port)

@@ -54,9 +54,24 @@ def check(
 
 
 EXPORT_COLUMNS = (
-    "seq", "id", "device_id", "quantity", "value", "unit", "loinc", "mdc", "device_time",
-    "received_at", "clock_source", "flags", "absent_reason", "encounter_id", "latitude",
-    "longitude", "sent_at", "refused",
+    "seq",
+    "id",
+    "device_id",
+    "quantity",
+    "value",
+    "unit",
+    "loinc",
+    "mdc",
+    "device_time",
+    "received_at",
+    "clock_source",
+    "flags",
+    "absent_reason",
+    "encounter_id",
+    "latitude",
+    "longitude",
+    "sent_at",
+    "refused",
 )
 
 
@@ -64,12 +79,19 @@ EXPORT_COLUMNS = (
 def export(
     out: Annotated[str, typer.Option("--out", "-o", help="File to write (- for stdout).")] = "-",
     since: Annotated[
-        str | None, typer.Option("--since", help="Only readings received at or after this "
-                                 "ISO 8601 time (e.g. 2026-11-30 or 2026-11-30T08:00Z).")
+        str | None,
+        typer.Option(
+            "--since",
+            help="Only readings received at or after this "
+            "ISO 8601 time (e.g. 2026-11-30 or 2026-11-30T08:00Z).",
+        ),
     ] = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="csv (one row per reading) or fhir (NDJSON: one "
-                          "FHIR R4 Observation per line).")
+        str,
+        typer.Option(
+            "--format",
+            help="csv (one row per reading) or fhir (NDJSON: one FHIR R4 Observation per line).",
+        ),
     ] = "csv",
     config: ConfigOption = None,
     db: DbOption = None,
@@ -90,19 +112,34 @@ def export(
     where, params = "", []
     if since is not None:
         where, params = "WHERE received_at >= ?", [since]
-    handle = sys.stdout if out == "-" else open(  # noqa: SIM115  (closed below)
-        os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", newline="",
-        encoding="utf-8")
+    handle = (
+        sys.stdout
+        if out == "-"
+        else open(  # noqa: SIM115  (closed below)
+            os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+            "w",
+            newline="",
+            encoding="utf-8",
+        )
+    )
     try:
         with reading(path) as store:
-            columns = [c for c in EXPORT_COLUMNS if c in {
-                r[1] for r in store.execute("PRAGMA table_info(readings)").fetchall()}]
-            total = int(store.execute(f"SELECT count(*) FROM readings {where}", params
-                                      ).fetchone()[0])
-            unit = str(store.execute("SELECT unit_id FROM readings LIMIT 1").fetchone()
-                       or ["-"])[0] if total else "-"
+            columns = [
+                c
+                for c in EXPORT_COLUMNS
+                if c in {r[1] for r in store.execute("PRAGMA table_info(readings)").fetchall()}
+            ]
+            total = int(
+                store.execute(f"SELECT count(*) FROM readings {where}", params).fetchone()[0]
+            )
+            unit = (
+                str(store.execute("SELECT unit_id FROM readings LIMIT 1").fetchone() or ["-"])[0]
+                if total
+                else "-"
+            )
             cursor = store.execute(
-                f"SELECT {', '.join(columns)} FROM readings {where} ORDER BY seq", params)
+                f"SELECT {', '.join(columns)} FROM readings {where} ORDER BY seq", params
+            )
             writer = csv.writer(handle) if fmt == "csv" else None
             if writer is not None:
                 writer.writerow(columns)
@@ -113,8 +150,10 @@ def export(
                         if writer is not None:
                             writer.writerow(row)
                         else:
-                            handle.write(json.dumps(_observation(unit, columns, row),
-                                                    separators=(",", ":")) + "\n")
+                            handle.write(
+                                json.dumps(_observation(unit, columns, row), separators=(",", ":"))
+                                + "\n"
+                            )
                     done += len(rows)
                     bar.update(len(rows))
     finally:
@@ -132,8 +171,14 @@ def _observation(unit: str, columns: list[str], row: tuple[object, ...]) -> dict
 
 @app.command()
 def keygen(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Key file to create (0600; never "
-                                      "overwritten), e.g. /etc/edge-agent/store.key.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Key file to create (0600; never overwritten), e.g. /etc/edge-agent/store.key.",
+        ),
+    ],
 ) -> None:
     """A new store encryption key (256 random bits, as hex) for [store] key_file.
 
@@ -144,25 +189,38 @@ def keygen(
     try:
         write_key_file(out)
     except FileExistsError:
-        typer.echo(f"error: {out} exists; it is kept (it may be the key of a store). Fix: "
-                   "choose another --out, or remove the file if no store uses it", err=True)
+        typer.echo(
+            f"error: {out} exists; it is kept (it may be the key of a store). Fix: "
+            "choose another --out, or remove the file if no store uses it",
+            err=True,
+        )
         raise typer.Exit(2) from None  # a usage error: the --out given
     except OSError as exc:
-        typer.echo(f"error: cannot create {out}: {exc.strerror or exc}. Fix: choose a "
-                   "writable folder (run as root for /etc/edge-agent)", err=True)
+        typer.echo(
+            f"error: cannot create {out}: {exc.strerror or exc}. Fix: choose a "
+            "writable folder (run as root for /etc/edge-agent)",
+            err=True,
+        )
         raise typer.Exit(2) from None
-    typer.echo(f"key written to {out} (0600). Fix its owner to the agent's user: chown "
-               f"edge-agent {out}; then set [store] encryption = \"sqlcipher\", key_file = "
-               f"\"{out}\"")
+    typer.echo(
+        f"key written to {out} (0600). Fix its owner to the agent's user: chown "
+        f'edge-agent {out}; then set [store] encryption = "sqlcipher", key_file = '
+        f'"{out}"'
+    )
 
 
 @app.command()
 def encrypt(
     config: ConfigOption = None,
     db: DbOption = None,
-    keep_plain: Annotated[bool, typer.Option(
-        "--keep-plain", help="Keep the plaintext file as <store>.plain-<time> (delete it "
-        "yourself once the agent runs on the encrypted store).")] = False,
+    keep_plain: Annotated[
+        bool,
+        typer.Option(
+            "--keep-plain",
+            help="Keep the plaintext file as <store>.plain-<time> (delete it "
+            "yourself once the agent runs on the encrypted store).",
+        ),
+    ] = False,
 ) -> None:
     """Encrypt an existing plaintext store with the configured key (the agent must be stopped).
 
@@ -175,15 +233,20 @@ def encrypt(
     path = store_path(config, db)
     key = store_connect.key_for(path)
     if key is None:
-        raise ConfigError(str(config or DEFAULT_CONFIG), "store.encryption",
-                          'is "off" (or the SQLCipher binding is missing)',
-                          'set encryption = "sqlcipher" and key_file (edge-agent db keygen '
-                          "--out FILE) first")
+        raise ConfigError(
+            str(config or DEFAULT_CONFIG),
+            "store.encryption",
+            'is "off" (or the SQLCipher binding is missing)',
+            'set encryption = "sqlcipher" and key_file (edge-agent db keygen --out FILE) first',
+        )
     result = encrypt_store(path, key, keep_plain=keep_plain)
     rows = result["rows"]
     assert isinstance(rows, dict)
-    typer.echo(f"encrypted {path}: {rows.get('readings', 0)} readings, "
-               f"{sum(rows.values())} rows in all")
+    typer.echo(
+        f"encrypted {path}: {rows.get('readings', 0)} readings, {sum(rows.values())} rows in all"
+    )
     if result["plain_kept"]:
-        typer.echo(f"the plaintext store is kept as {result['plain_kept']}: delete it once the "
-                   "agent runs (it holds patient data unencrypted)")
+        typer.echo(
+            f"the plaintext store is kept as {result['plain_kept']}: delete it once the "
+            "agent runs (it holds patient data unencrypted)"
+        )

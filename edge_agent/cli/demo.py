@@ -26,6 +26,7 @@ def demo(
     from edge_agent.service.demo import run_demo
 
     target = parse_host_port(broker) if broker else None
+
     def say(line: str) -> None:
         if not as_json:
             typer.echo(line)
@@ -51,5 +52,6 @@ def demo(
     typer.echo(f"readings of the simulated patient: {result.readings_attributed}")
     typer.echo(f"rejected frames:               {result.rejects}")
     for dev_id, dev in result.devices.items():
-        typer.echo(f"  {dev_id}: {dev['state']}, {dev['readings']} readings, "
-                   f"{dev['rejects']} rejects")
+        typer.echo(
+            f"  {dev_id}: {dev['state']}, {dev['readings']} readings, {dev['rejects']} rejects"
+        )

@@ -14,11 +14,18 @@ KINDS = ("dicom", "ecg", "image", "video", "document")
 
 def attach(
     file: Annotated[Path, typer.Argument(help="The file to send to central.")],
-    kind: Annotated[str | None, typer.Option(
-        "--kind", "-k", help=f"One of {', '.join(KINDS)} (default: guessed from the file).",
-    )] = None,
-    device: Annotated[str | None, typer.Option(
-        "--device", help="The device the file comes from (recorded with it).")] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind",
+            "-k",
+            help=f"One of {', '.join(KINDS)} (default: guessed from the file).",
+        ),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option("--device", help="The device the file comes from (recorded with it)."),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Attach a file to the open encounter; the agent sends it to central (resumable)."""
@@ -35,16 +42,16 @@ def attach(
         typer.echo(f"error: --kind {kind!r} is not one of {', '.join(KINDS)}", err=True)
         raise typer.Exit(2)
     if not file.is_file():
-        typer.echo(f"error: {file}: no such file. Fix: give the path of the file to send",
-                   err=True)
+        typer.echo(f"error: {file}: no such file. Fix: give the path of the file to send", err=True)
         raise typer.Exit(2)
     settings = load_settings(config)
     with Store(settings.store.path, settings.unit.id) as store:
         try:
             added = attachment_store(store, settings).add_file(file, kind=kind, device=device)
         except NotDicom as exc:
-            typer.echo(f"error: {file}: {exc}. Fix: check the file, or pass another --kind",
-                       err=True)
+            typer.echo(
+                f"error: {file}: {exc}. Fix: check the file, or pass another --kind", err=True
+            )
             raise typer.Exit(1) from None
         except AttachmentsFull as exc:
             typer.echo(f"error: {exc}", err=True)
@@ -77,15 +84,31 @@ def files(
         rows = db.execute(
             "SELECT received_at, kind, source_device, size, name, file_id, central_holds_at, "
             "failed, encounter_id FROM attachments ORDER BY received_at DESC, file_id "
-            "LIMIT ?", [limit]).fetchall()
+            "LIMIT ?",
+            [limit],
+        ).fetchall()
     for at, kind, device, size, name, file_id, held, failed, encounter in rows:
-        state = ("at central" if held else f"refused: {failed}" if failed else "waiting")
+        state = "at central" if held else f"refused: {failed}" if failed else "waiting"
         if as_json:
-            typer.echo(json.dumps({"received_at": at, "kind": kind, "device": device,
-                                   "size": size, "name": name, "id": file_id, "state": state,
-                                   "central_holds_at": held, "encounter_id": encounter}))
+            typer.echo(
+                json.dumps(
+                    {
+                        "received_at": at,
+                        "kind": kind,
+                        "device": device,
+                        "size": size,
+                        "name": name,
+                        "id": file_id,
+                        "state": state,
+                        "central_holds_at": held,
+                        "encounter_id": encounter,
+                    }
+                )
+            )
         else:
-            typer.echo(f"{at}  {kind:<8} {size:>10} B  {state:<10}  {device or '-'}  "
-                       f"{name or file_id[:12]}")
+            typer.echo(
+                f"{at}  {kind:<8} {size:>10} B  {state:<10}  {device or '-'}  "
+                f"{name or file_id[:12]}"
+            )
     if not rows and not as_json:
         typer.echo("no files attached")

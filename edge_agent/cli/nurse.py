@@ -23,14 +23,15 @@ if TYPE_CHECKING:
     from edge_agent.settings import Settings
 
 LangOption = Annotated[
-    str | None, typer.Option("--lang", help="fr, ar or en (default: the config's [unit] "
-                             "language).")]
+    str | None, typer.Option("--lang", help="fr, ar or en (default: the config's [unit] language).")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")]
 MARKS = {"ok": "✔", "warn": "!", "fail": "✘"}
 
 
-def _language(config: Path | None, lang: str | None) -> tuple[Settings | None, Translator,
-                                                               ConfigError | None]:
+def _language(
+    config: Path | None, lang: str | None
+) -> tuple[Settings | None, Translator, ConfigError | None]:
     from edge_agent.i18n import LANGS, translator
     from edge_agent.settings import load
 
@@ -86,10 +87,12 @@ def start(
     config: ConfigOption = None,
     lang: LangOption = None,
     as_json: JsonOption = False,
-    check_only: Annotated[bool, typer.Option("--check-only", help="Check only: do not start "
-                                             "the agent.")] = False,
-    no_ble_scan: Annotated[bool, typer.Option("--no-ble-scan", help="Do not search for the "
-                                              "Bluetooth devices (3 s).")] = False,
+    check_only: Annotated[
+        bool, typer.Option("--check-only", help="Check only: do not start the agent.")
+    ] = False,
+    no_ble_scan: Annotated[
+        bool, typer.Option("--no-ble-scan", help="Do not search for the Bluetooth devices (3 s).")
+    ] = False,
 ) -> None:
     """Morning checklist: is the unit ready? Then makes sure the agent runs (exit 0: ready)."""
     from edge_agent.console.checklist import gather, tiles
@@ -104,20 +107,34 @@ def start(
         from edge_agent.console.agent_process import ensure_running
 
         agent, log = ensure_running(config or DEFAULT_CONFIG, Path(settings.store.path))
-    facts = gather(settings, agent=agent, agent_log=log,
-                   ble_seconds=None if no_ble_scan else 3.0, probe_broker=3.0)
+    facts = gather(
+        settings,
+        agent=agent,
+        agent_log=log,
+        ble_seconds=None if no_ble_scan else 3.0,
+        probe_broker=3.0,
+    )
     found = tiles(settings, facts, tr)
     code = 1 if any(t.status == "fail" for t in found) else 0
-    _emit(tr, tr("status.title", unit=settings.unit.id) + " — edge-agent start", found, code,
-          as_json)
+    _emit(
+        tr, tr("status.title", unit=settings.unit.id) + " — edge-agent start", found, code, as_json
+    )
     raise typer.Exit(code)
 
 
-def status(config: ConfigOption = None, lang: LangOption = None,
-           as_json: JsonOption = False,
-           reveal: Annotated[bool, typer.Option(
-               "--reveal", help="Show the open patient's whole identifier (masked by "
-               "default: its last 3 characters).")] = False) -> None:
+def status(
+    config: ConfigOption = None,
+    lang: LangOption = None,
+    as_json: JsonOption = False,
+    reveal: Annotated[
+        bool,
+        typer.Option(
+            "--reveal",
+            help="Show the open patient's whole identifier (masked by "
+            "default: its last 3 characters).",
+        ),
+    ] = False,
+) -> None:
     """One screen: devices and their last reading, the patient, what is left to send, link."""
     from edge_agent.console.checklist import gather, summary, tiles
     from edge_agent.console.present import patient_text, reading_dict
@@ -132,27 +149,47 @@ def status(config: ConfigOption = None, lang: LangOption = None,
     found = tiles(settings, facts, tr)
     code = 1 if any(t.status == "fail" for t in found) else 0
     view = facts.view
-    devices = {d.id: (reading_dict(tr, view.last_by_device[d.id], now)
-                      if d.id in view.last_by_device else None)
-               for d in settings.devices if d.enabled}
+    devices = {
+        d.id: (
+            reading_dict(tr, view.last_by_device[d.id], now)
+            if d.id in view.last_by_device
+            else None
+        )
+        for d in settings.devices
+        if d.enabled
+    }
     by_key = {t.key: t for t in found}
     if as_json:
-        typer.echo(json.dumps({
-            "unit": settings.unit.id, "lang": tr.lang, "exit_code": code,
-            "devices": devices, "patient": patient_text(tr, view, now, reveal=reveal),
-            "patients_available": view.patients_available,
-            "backlog": {"readings": view.backlog, "oldest_unsent_at": view.oldest_unsent_at,
-                        "text": by_key["backlog"].detail},
-            "link": by_key["link"].detail,
-            "agent": {"state": facts.agent, "loop": facts.loop, "silent": facts.silent},
-            "tiles": [t.as_dict() for t in found],
-        }, ensure_ascii=False))
+        typer.echo(
+            json.dumps(
+                {
+                    "unit": settings.unit.id,
+                    "lang": tr.lang,
+                    "exit_code": code,
+                    "devices": devices,
+                    "patient": patient_text(tr, view, now, reveal=reveal),
+                    "patients_available": view.patients_available,
+                    "backlog": {
+                        "readings": view.backlog,
+                        "oldest_unsent_at": view.oldest_unsent_at,
+                        "text": by_key["backlog"].detail,
+                    },
+                    "link": by_key["link"].detail,
+                    "agent": {"state": facts.agent, "loop": facts.loop, "silent": facts.silent},
+                    "tiles": [t.as_dict() for t in found],
+                },
+                ensure_ascii=False,
+            )
+        )
         raise typer.Exit(code)
     typer.echo(tr("status.title", unit=settings.unit.id))
     typer.echo(tr("status.devices"))
     for dev_id, last in devices.items():
-        what = (f"{last['quantity']} {last['value']} ({last['age']})" if last
-                else tr("status.no_reading"))
+        what = (
+            f"{last['quantity']} {last['value']} ({last['age']})"
+            if last
+            else tr("status.no_reading")
+        )
         typer.echo("  " + _labelled(tr, dev_id, what))
     typer.echo(_labelled(tr, tr("status.patient"), patient_text(tr, view, now, reveal=reveal)))
     typer.echo(_labelled(tr, tr("status.backlog"), by_key["backlog"].detail))
@@ -171,8 +208,10 @@ def status(config: ConfigOption = None, lang: LangOption = None,
 def watch(
     config: ConfigOption = None,
     lang: LangOption = None,
-    seconds: Annotated[float | None, typer.Option("--seconds", min=0.5, help="Stop after "
-                                                   "this long (default: until Ctrl+C).")] = None,
+    seconds: Annotated[
+        float | None,
+        typer.Option("--seconds", min=0.5, help="Stop after this long (default: until Ctrl+C)."),
+    ] = None,
 ) -> None:
     """Live readings as they arrive, with their "received by central" mark."""
     from rich.console import Console
@@ -204,8 +243,14 @@ def watch(
             sent = marks.get(r.seq, r.sent)
             style = "bold red" if r.alert else None
             value = f"{d['value']} ({tr('reading.alert')})" if r.alert else d["value"]
-            t.add_row(d["time"], r.device_id, d["quantity"], value,
-                      tr("reading.received") if sent else tr("reading.pending"), style=style)
+            t.add_row(
+                d["time"],
+                r.device_id,
+                d["quantity"],
+                value,
+                tr("reading.received") if sent else tr("reading.pending"),
+                style=style,
+            )
         return t
 
     stop_at = None if seconds is None else time.monotonic() + seconds
@@ -224,19 +269,23 @@ def watch(
         pass
 
 
-console_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
-                          help="Serve the nurses' web console alone; `console cert` makes its "
-                          "HTTPS certificate.")
+console_app = typer.Typer(
+    invoke_without_command=True,
+    no_args_is_help=False,
+    help="Serve the nurses' web console alone; `console cert` makes its HTTPS certificate.",
+)
 
 
 @console_app.callback()
 def console(
     ctx: typer.Context,
     config: ConfigOption = None,
-    host: Annotated[str | None, typer.Option("--host", help="Address to serve on (default: "
-                                             "[console] host).")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Port (default: [console] "
-                                             "port, 8470).")] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to serve on (default: [console] host).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port (default: [console] port, 8470).")
+    ] = None,
 ) -> None:
     """Serve the nurses' web console alone (edge-agent run serves it too when enabled)."""
     if ctx.invoked_subcommand is not None:
@@ -256,8 +305,10 @@ def console(
         data["console"] = {**data["console"], **updates}
         settings = from_mapping(data, "--host/--port")
     c = settings.console
-    typer.echo(f"console: {'https' if c.tls else 'http'}://{c.host}:{c.port}"
-               + ("" if c.loopback else " (PIN asked)"))
+    typer.echo(
+        f"console: {'https' if c.tls else 'http'}://{c.host}:{c.port}"
+        + ("" if c.loopback else " (PIN asked)")
+    )
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -270,11 +321,16 @@ def console(
 @console_app.command("cert")
 def console_cert(
     config: ConfigOption = None,
-    days: Annotated[int, typer.Option("--days", min=1, max=3650,
-                                      help="Validity in days (default 5 years).")] = 1825,
-    replace: Annotated[bool, typer.Option("--replace", help="Make a new certificate over the "
-                                          "old one (tablets then see a new fingerprint).")
-                       ] = False,
+    days: Annotated[
+        int, typer.Option("--days", min=1, max=3650, help="Validity in days (default 5 years).")
+    ] = 1825,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Make a new certificate over the old one (tablets then see a new fingerprint).",
+        ),
+    ] = False,
 ) -> None:
     """Make the LAN console's HTTPS certificate (self-signed, for this computer's names and
     addresses; key 0600) at [console] cert_file/key_file, and print its SHA-256 fingerprint."""
@@ -286,8 +342,9 @@ def console_cert(
     try:
         info = write_certificate(c, settings.unit.id, days=days, replace=replace)
     except FileExistsError as exc:
-        raise ConfigError("[console]", "cert_file", str(exc),
-                          "keep it, or run again with --replace") from None
+        raise ConfigError(
+            "[console]", "cert_file", str(exc), "keep it, or run again with --replace"
+        ) from None
     typer.echo(f"wrote {c.cert_file} and {c.key_file} (0600)")
     typer.echo(f"SHA-256 fingerprint: {info.fingerprint}")
     typer.echo(f"valid until {info.not_after:%Y-%m-%d}")

@@ -32,8 +32,10 @@ def _store(path: Path) -> Iterator[Database]:
     from edge_agent.store.encounters import writing
 
     if not path.exists():
-        raise StoreError("store.missing", f"no store at {path}. Fix: start the agent once "
-                         "(edge-agent run) or pass --db PATH")
+        raise StoreError(
+            "store.missing",
+            f"no store at {path}. Fix: start the agent once (edge-agent run) or pass --db PATH",
+        )
     with writing(path) as db:
         yield db
 
@@ -44,8 +46,10 @@ def _write(path: Path, op: Callable[[Database], T]) -> T:
     from edge_agent.store.encounters import write_beside
 
     if not path.exists():
-        raise StoreError("store.missing", f"no store at {path}. Fix: start the agent once "
-                         "(edge-agent run) or pass --db PATH")
+        raise StoreError(
+            "store.missing",
+            f"no store at {path}. Fix: start the agent once (edge-agent run) or pass --db PATH",
+        )
     return write_beside(path, op)
 
 
@@ -70,8 +74,7 @@ def _wake_agent(path: Path) -> None:
             os.kill(pid, signal.SIGUSR2)
 
 
-def _paths(config: Path | None, db: Path | None) -> tuple[Path, dict[str, str], str,
-                                                        str | None]:
+def _paths(config: Path | None, db: Path | None) -> tuple[Path, dict[str, str], str, str | None]:
     settings = load_settings(config)
     if db is not None:  # the unit's store elsewhere: opened with the unit's key
         from edge_agent.cli.common import DEFAULT_CONFIG
@@ -79,17 +82,29 @@ def _paths(config: Path | None, db: Path | None) -> tuple[Path, dict[str, str], 
 
         store_connect.configure(db, settings.store, str(config or DEFAULT_CONFIG))
     patients = settings.patients
-    return (db or Path(settings.store.path), dict(patients.systems), patients.default,
-            patients.practitioner_role)
+    return (
+        db or Path(settings.store.path),
+        dict(patients.systems),
+        patients.default,
+        patients.practitioner_role,
+    )
 
 
 @app.command("open")
 def open_(
-    identifier: Annotated[str, typer.Argument(help="The patient's identifier (card number, "
-                                              "platform id, slip barcode).")],
-    system: Annotated[str | None, typer.Option(
-        "--system", "-s", help="Which identifier it is: a name from [patients] systems "
-        "(default: [patients] default).")] = None,
+    identifier: Annotated[
+        str,
+        typer.Argument(help="The patient's identifier (card number, platform id, slip barcode)."),
+    ],
+    system: Annotated[
+        str | None,
+        typer.Option(
+            "--system",
+            "-s",
+            help="Which identifier it is: a name from [patients] systems "
+            "(default: [patients] default).",
+        ),
+    ] = None,
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
@@ -99,15 +114,23 @@ def open_(
     path, systems, default, role = _paths(config, db)
     name = system or default
     if name not in systems:
-        raise typer.BadParameter(f"unknown identifier system {name!r}; use one of "
-                                 f"{', '.join(sorted(systems))}", param_hint="--system")
+        raise typer.BadParameter(
+            f"unknown identifier system {name!r}; use one of {', '.join(sorted(systems))}",
+            param_hint="--system",
+        )
     if not identifier.strip() or len(identifier) > 64:
         raise typer.BadParameter("an identifier is 1-64 characters", param_hint="IDENTIFIER")
-    found = _write(path, lambda store: open_encounter(
-        store, systems[name], identifier.strip(), practitioner_role=role))
+    found = _write(
+        path,
+        lambda store: open_encounter(
+            store, systems[name], identifier.strip(), practitioner_role=role
+        ),
+    )
     where = "no GPS fix" if found.position is None else "at the van's GPS position"
-    typer.echo(f"encounter {found.id} open for {name} {masked(found.patient_value)} "
-               f"since {found.opened_at} ({where})")
+    typer.echo(
+        f"encounter {found.id} open for {name} {masked(found.patient_value)} "
+        f"since {found.opened_at} ({where})"
+    )
 
 
 @app.command()
@@ -130,22 +153,34 @@ def current(config: ConfigOption = None, db: DbOption = None) -> None:
     path, systems, *_ = _paths(config, db)
     with _store(path) as store:
         found = open_one(store)
-        count = 0 if found is None else int(store.execute(
-            "SELECT count(*) FROM readings WHERE encounter_id = ?", [found.id]).fetchone()[0])
+        count = (
+            0
+            if found is None
+            else int(
+                store.execute(
+                    "SELECT count(*) FROM readings WHERE encounter_id = ?", [found.id]
+                ).fetchone()[0]
+            )
+        )
     if found is None:
         typer.echo("no encounter open")
         raise typer.Exit(1)
     names = {uri: name for name, uri in systems.items()}
-    typer.echo(f"encounter {found.id}: {names.get(found.patient_system, found.patient_system)} "
-               f"{masked(found.patient_value)}, open since {found.opened_at}, {count} readings")
+    typer.echo(
+        f"encounter {found.id}: {names.get(found.patient_system, found.patient_system)} "
+        f"{masked(found.patient_value)}, open since {found.opened_at}, {count} readings"
+    )
 
 
 @app.command()
 def assign(
-    seqs: Annotated[list[int] | None, typer.Argument(
-        help="Readings (their # in the list) to attach to the open encounter.")] = None,
-    minutes: Annotated[float, typer.Option(
-        "--minutes", "-m", min=0.1, max=1440, help="How far back to look.")] = 10.0,
+    seqs: Annotated[
+        list[int] | None,
+        typer.Argument(help="Readings (their # in the list) to attach to the open encounter."),
+    ] = None,
+    minutes: Annotated[
+        float, typer.Option("--minutes", "-m", min=0.1, max=1440, help="How far back to look.")
+    ] = 10.0,
     every: Annotated[bool, typer.Option("--all", help="Attach every reading listed.")] = False,
     config: ConfigOption = None,
     db: DbOption = None,
@@ -159,12 +194,17 @@ def assign(
 
     def op(store: Database) -> tuple[list[Unattributed], list[int], int]:
         listed = unattributed(store, minutes, at=datetime.now(UTC))
-        chosen = [r.seq for r in listed] if every else [
-            s for s in seqs or [] if s in {r.seq for r in listed}]
+        chosen = (
+            [r.seq for r in listed]
+            if every
+            else [s for s in seqs or [] if s in {r.seq for r in listed}]
+        )
         if seqs and len(chosen) != len(set(seqs)):
             unknown = sorted(set(seqs) - set(chosen))
-            raise typer.BadParameter(f"not unattributed readings of the last {minutes:g} "
-                                     f"minutes: {unknown}", param_hint="SEQS")
+            raise typer.BadParameter(
+                f"not unattributed readings of the last {minutes:g} minutes: {unknown}",
+                param_hint="SEQS",
+            )
         return listed, chosen, attach(store, chosen) if chosen else 0
 
     listed, chosen, bound = _write(path, op)
@@ -176,8 +216,7 @@ def assign(
             return
         for r in listed:
             value = "-" if r.value is None else f"{r.value:g} {r.unit}"
-            typer.echo(f"#{r.seq:<8} {r.received_at}  {r.device_id:<16} {r.quantity:<24} "
-                       f"{value}")
+            typer.echo(f"#{r.seq:<8} {r.received_at}  {r.device_id:<16} {r.quantity:<24} {value}")
         typer.echo("attach with: edge-agent patient assign NUMBER... (or --all)")
         return
     typer.echo(f"attached {bound} readings to the open encounter")

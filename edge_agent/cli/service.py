@@ -78,8 +78,11 @@ def run(
     config: ConfigOption = None,
     only: Annotated[
         str | None,
-        typer.Option("--only", help="Run only 'acquire' (the devices) or only 'sync'; the two "
-                     "share nothing but the store, so they can be separate services."),
+        typer.Option(
+            "--only",
+            help="Run only 'acquire' (the devices) or only 'sync'; the two "
+            "share nothing but the store, so they can be separate services.",
+        ),
     ] = None,
 ) -> None:
     """Run the unit: every configured device and the sync daemon, in one supervised process."""
@@ -117,14 +120,17 @@ def run(
         ) as store:
             if system_clock_synchronized() is False:
                 store.clock_source = ClockSource.UNTRUSTED  # until central or GPS confirms
-            supervisor = Supervisor(
-                settings, store, acquire=only != "sync", sync=only != "acquire"
+            supervisor = Supervisor(settings, store, acquire=only != "sync", sync=only != "acquire")
+            watchdog = asyncio.create_task(
+                notifier.watchdog(store, stop, supervisor.loop_lag), name="watchdog"
             )
-            watchdog = asyncio.create_task(notifier.watchdog(store, stop, supervisor.loop_lag),
-                                           name="watchdog")
             try:
-                await supervisor.run(stop, started=lambda: notifier.ready(
-                    f"{len(settings.devices)} devices, store {store.epoch}"))
+                await supervisor.run(
+                    stop,
+                    started=lambda: notifier.ready(
+                        f"{len(settings.devices)} devices, store {store.epoch}"
+                    ),
+                )
             finally:
                 notifier.stopping()
                 stop.set()

@@ -28,19 +28,30 @@ def status(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption
     if as_json:
         typer.echo(json.dumps(result))
         return
-    state = "connected" if result["connected"] else {
-        "answering": "agent running, not connected",
-        "not_answering": "agent not answering (frozen or stuck: restart it)",
-        "forbidden": "cannot ask the agent (run this as the agent's user)",
-    }.get(result["agent"], "agent not running")
+    state = (
+        "connected"
+        if result["connected"]
+        else {
+            "answering": "agent running, not connected",
+            "not_answering": "agent not answering (frozen or stuck: restart it)",
+            "forbidden": "cannot ask the agent (run this as the agent's user)",
+        }.get(result["agent"], "agent not running")
+    )
     typer.echo(f"link:              {state}")
     loop = result.get("loop")
     if loop:
-        typer.echo(f"event loop:        lag p99 {loop['p99_ms']} ms, max {loop['max_ms']} ms, "
-                   f"{loop['stalls']} stalls" + (" (stalled now)" if loop["stalled"] else ""))
-    typer.echo(f"backlog:           {result['backlog']['readings']} readings"
-               + (f" (oldest {result['oldest_unsent_received_at']})"
-                  if result["oldest_unsent_received_at"] else ""))
+        typer.echo(
+            f"event loop:        lag p99 {loop['p99_ms']} ms, max {loop['max_ms']} ms, "
+            f"{loop['stalls']} stalls" + (" (stalled now)" if loop["stalled"] else "")
+        )
+    typer.echo(
+        f"backlog:           {result['backlog']['readings']} readings"
+        + (
+            f" (oldest {result['oldest_unsent_received_at']})"
+            if result["oldest_unsent_received_at"]
+            else ""
+        )
+    )
     typer.echo(f"batches in flight: {result['in_flight_batches']}")
     typer.echo(f"last ack:          {result['last_ack_at'] or 'never'}")
     typer.echo(f"last error:        {result['last_error'] or '-'}")
@@ -48,15 +59,21 @@ def status(config: ConfigOption = None, db: DbOption = None, as_json: JsonOption
         typer.echo(f"files:             {result['files_state']}")
     offset = result["clock_offset_s"]
     typer.echo(f"clock offset:      {'unknown' if offset is None else f'{offset:+.1f} s'}")
-    typer.echo(f"refused downlinks: {result['refused_downlinks']} "
-               f"({result['refused_acks']} forged or unsigned acks)")
+    typer.echo(
+        f"refused downlinks: {result['refused_downlinks']} "
+        f"({result['refused_acks']} forged or unsigned acks)"
+    )
     version = result["config_version"]
-    typer.echo("remote config:     " + (f"version {version} in effect" if version is not None
-                                        else "none (the file's settings)"))
+    typer.echo(
+        "remote config:     "
+        + (f"version {version} in effect" if version is not None else "none (the file's settings)")
+    )
     if result.get("dead_letters"):
         last = result.get("last_dead_letter") or {}
-        typer.echo(f"dead letters:      {result['dead_letters']} parked by central (last: batch "
-                   f"{last.get('batch_id') or '?'}, {last.get('reason') or '?'})")
+        typer.echo(
+            f"dead letters:      {result['dead_letters']} parked by central (last: batch "
+            f"{last.get('batch_id') or '?'}, {last.get('reason') or '?'})"
+        )
 
 
 @app.command()
@@ -77,8 +94,9 @@ def now(config: ConfigOption = None, db: DbOption = None) -> None:
     try:
         os.kill(pid, signal.SIGUSR1)  # the agent wakes, forgets its backoff and sends
     except PermissionError:
-        typer.echo(f"the agent (pid {pid}) runs as another user: run this as that user or "
-                   "root", err=True)
+        typer.echo(
+            f"the agent (pid {pid}) runs as another user: run this as that user or root", err=True
+        )
         raise typer.Exit(1) from None
     except ProcessLookupError:
         typer.echo("the agent is not running: start it (edge-agent run)", err=True)
@@ -97,5 +115,7 @@ def test(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     if as_json:
         typer.echo(json.dumps(result))
         return
-    typer.echo(f"broker {result['broker']} ({'TLS' if result['tls'] else 'no TLS'}): "
-               f"connected in {result['connect_ms']} ms, round trip {result['round_trip_ms']} ms")
+    typer.echo(
+        f"broker {result['broker']} ({'TLS' if result['tls'] else 'no TLS'}): "
+        f"connected in {result['connect_ms']} ms, round trip {result['round_trip_ms']} ms"
+    )

@@ -27,8 +27,9 @@ def _config_path(config: Path | None) -> Path:
 def doctor(
     config: ConfigOption = None,
     as_json: JsonOption = False,
-    broker_timeout: Annotated[float, typer.Option("--broker-timeout", min=0.5,
-                                                  help="Seconds to wait for the broker.")] = 10,
+    broker_timeout: Annotated[
+        float, typer.Option("--broker-timeout", min=0.5, help="Seconds to wait for the broker.")
+    ] = 10,
 ) -> None:
     """Check the whole unit; every failure with its fix.
 
@@ -57,15 +58,18 @@ def ports(config: ConfigOption = None, as_json: JsonOption = False) -> None:
         typer.echo("no serial ports (plug the device in; USB-serial cables show as ttyUSB/ACM)")
     for p in found:
         kinds = ", ".join(p.kinds) or "-"
-        typer.echo(f"{p.device}  {p.vid_pid or '-'}  serial {p.serial_number or '-'}  "
-                   f"kinds {kinds}" + (f"  used by {p.used_by}" if p.used_by else ""))
+        typer.echo(
+            f"{p.device}  {p.vid_pid or '-'}  serial {p.serial_number or '-'}  "
+            f"kinds {kinds}" + (f"  used by {p.used_by}" if p.used_by else "")
+        )
         typer.echo(f"    {p.by_id or '(no by-id link)'}  {p.description}")
 
 
 def probe(
     device: Annotated[str, typer.Argument(help="A configured device id.")],
-    seconds: Annotated[float, typer.Option("--seconds", min=0.1,
-                                           help="How long to listen.")] = 10.0,
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=0.1, help="How long to listen.")
+    ] = 10.0,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -79,8 +83,9 @@ def probe(
 @devices_app.command("test")
 def devices_test(
     device: Annotated[str, typer.Argument(help="A configured device id.")],
-    seconds: Annotated[float, typer.Option("--seconds", min=0.1,
-                                           help="How long to wait for a reading.")] = 30.0,
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=0.1, help="How long to wait for a reading.")
+    ] = 30.0,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -90,32 +95,45 @@ def devices_test(
     _listen(device, seconds, config, as_json, first_only=True)
 
 
-def _listen(device: str, seconds: float, config: Any, as_json: bool, *, first_only: bool
-            ) -> None:
+def _listen(device: str, seconds: float, config: Any, as_json: bool, *, first_only: bool) -> None:
     from drivers.registry import driver
     from drivers.transports.serial_port import SerialParams, open_port
 
     settings = load_settings(config)
     dev = next((d for d in settings.devices if d.id == device), None)
     if dev is None:
-        raise ConfigError(str(_config_path(config)), f"devices {device!r}", "no such device",
-                          "edge-agent devices list shows the configured ids")
+        raise ConfigError(
+            str(_config_path(config)),
+            f"devices {device!r}",
+            "no such device",
+            "edge-agent devices list shows the configured ids",
+        )
     spec = driver(dev.kind)
     if dev.port is None or spec.decoder is None:
-        raise typer.BadParameter(f"{device} is not a serial device (kind {dev.kind})",
-                                 param_hint="DEVICE")
+        raise typer.BadParameter(
+            f"{device} is not a serial device (kind {dev.kind})", param_hint="DEVICE"
+        )
     d = spec.serial
-    params = SerialParams(dev.port, dev.baudrate or d.baudrate, dev.bytesize or d.bytesize,
-                          dev.parity or d.parity, dev.stopbits or d.stopbits)
+    params = SerialParams(
+        dev.port,
+        dev.baudrate or d.baudrate,
+        dev.bytesize or d.bytesize,
+        dev.parity or d.parity,
+        dev.stopbits or d.stopbits,
+    )
     try:
         port = open_port(dev.id, params)
     except DeviceError as exc:
         if "lock" in str(exc).lower():
-            raise DeviceError("device.busy", dev.id, f"{dev.port} is held by the running "
-                              "agent (or another program). Fix: the agent keeps reading it; to "
-                              "probe, stop it for a moment (systemctl stop edge-agent; "
-                              "edge-agent probe ...; systemctl start edge-agent), or see the "
-                              "agent's reject rate in edge-agent doctor") from None
+            raise DeviceError(
+                "device.busy",
+                dev.id,
+                f"{dev.port} is held by the running "
+                "agent (or another program). Fix: the agent keeps reading it; to "
+                "probe, stop it for a moment (systemctl stop edge-agent; "
+                "edge-agent probe ...; systemctl start edge-agent), or see the "
+                "agent's reject rate in edge-agent doctor",
+            ) from None
         raise
     decoder = spec.decoder(dev.options)
     out: list[dict[str, Any]] = []
@@ -150,9 +168,12 @@ def _listen(device: str, seconds: float, config: Any, as_json: bool, *, first_on
         typer.echo(json.dumps({"device": dev.id, "seconds": seconds, "events": out}))
     if not any(item["type"] == "reading" for item in out):
         if first_only and not as_json:
-            typer.echo(f"no reading from {dev.id} within {seconds:g} s. Fix: switch the "
-                       "device on and take a measurement; check the cable and "
-                       f"{dev.port} (edge-agent ports)", err=True)
+            typer.echo(
+                f"no reading from {dev.id} within {seconds:g} s. Fix: switch the "
+                "device on and take a measurement; check the cable and "
+                f"{dev.port} (edge-agent ports)",
+                err=True,
+            )
         raise typer.Exit(1)
 
 
@@ -161,8 +182,14 @@ def _probe_event(event: Any, decoder: Any, emit: Any) -> None:
     from edge_agent.models import Measurement
 
     if isinstance(event, Measurement):
-        emit({"type": "reading", "quantity": event.quantity, "value": event.value,
-              "unit": event.unit})
+        emit(
+            {
+                "type": "reading",
+                "quantity": event.quantity,
+                "value": event.value,
+                "unit": event.unit,
+            }
+        )
     elif isinstance(event, Rejected):
         emit({"type": "rejected", "reason": event.reason, "raw": event.raw[:64].hex(" ")})
     elif isinstance(event, MessageComplete):
@@ -171,10 +198,15 @@ def _probe_event(event: Any, decoder: Any, emit: Any) -> None:
 
 def bundle(
     out: Annotated[Path, typer.Option("--out", help="The archive to write (.tar.gz).")] = Path(
-        "edge-agent-bundle.tar.gz"),
+        "edge-agent-bundle.tar.gz"
+    ),
     config: ConfigOption = None,
-    log: Annotated[Path | None, typer.Option("--log", help="A log file to include instead of "
-                                             "the journal (journalctl -u edge-agent).")] = None,
+    log: Annotated[
+        Path | None,
+        typer.Option(
+            "--log", help="A log file to include instead of the journal (journalctl -u edge-agent)."
+        ),
+    ] = None,
     as_json: JsonOption = False,
     broker_timeout: Annotated[float, typer.Option("--broker-timeout", min=0.5)] = 10,
 ) -> None:
@@ -219,8 +251,10 @@ def config_show(config: ConfigOption = None, as_json: JsonOption = False) -> Non
 
     version = notes["remote_config_version"]
     if version is not None:
-        typer.echo(f"# [sync] with central's remote config version {version} applied "
-                   f"({', '.join(notes['remote_sync_keys']) or 'no keys changed'})")
+        typer.echo(
+            f"# [sync] with central's remote config version {version} applied "
+            f"({', '.join(notes['remote_sync_keys']) or 'no keys changed'})"
+        )
     if notes["central_keys_from"] != "config":
         typer.echo(f"# [trust] central_keys from {notes['central_keys_from']}, not the file")
     typer.echo(tomlkit.dumps(_drop_none(data)).rstrip())
@@ -240,8 +274,16 @@ def config_validate(config: ConfigOption = None, as_json: JsonOption = False) ->
     settings = load_settings(config)
     path = str(_config_path(config))
     if as_json:
-        typer.echo(json.dumps({"config": path, "valid": True, "unit": settings.unit.id,
-                               "devices": len(settings.devices)}))
+        typer.echo(
+            json.dumps(
+                {
+                    "config": path,
+                    "valid": True,
+                    "unit": settings.unit.id,
+                    "devices": len(settings.devices),
+                }
+            )
+        )
     else:
         typer.echo(f"{path}: valid (unit {settings.unit.id}, {len(settings.devices)} devices)")
 
@@ -253,9 +295,17 @@ def devices_list(config: ConfigOption = None, as_json: JsonOption = False) -> No
 
     settings = load_settings(config)
     states = {c.name.removeprefix("device "): c for c in check_devices(settings)}
-    rows = [{"id": d.id, "kind": d.kind, "enabled": d.enabled,
-             "where": d.port or d.listen or d.address, "status": states[d.id].status,
-             "detail": states[d.id].detail} for d in settings.devices]
+    rows = [
+        {
+            "id": d.id,
+            "kind": d.kind,
+            "enabled": d.enabled,
+            "where": d.port or d.listen or d.address,
+            "status": states[d.id].status,
+            "detail": states[d.id].detail,
+        }
+        for d in settings.devices
+    ]
     if as_json:
         typer.echo(json.dumps({"devices": rows}))
         return
@@ -266,15 +316,25 @@ def devices_list(config: ConfigOption = None, as_json: JsonOption = False) -> No
 @devices_app.command("add")
 def devices_add(
     device_id: Annotated[str, typer.Option("--id", help="A new device id.")],
-    kind: Annotated[str, typer.Option("--kind", help="Device kind (edge-agent ports shows "
-                                      "those matching a plugged-in device).")],
-    port: Annotated[str | None, typer.Option("--port", help="Serial port (prefer the "
-                                             "/dev/serial/by-id path).")] = None,
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="Device kind (edge-agent ports shows those matching a plugged-in device).",
+        ),
+    ],
+    port: Annotated[
+        str | None, typer.Option("--port", help="Serial port (prefer the /dev/serial/by-id path).")
+    ] = None,
     listen: Annotated[str | None, typer.Option("--listen", help="HOST:PORT (hl7-mllp).")] = None,
     address: Annotated[str | None, typer.Option("--address", help="BLE address.")] = None,
     baudrate: Annotated[int | None, typer.Option("--baudrate")] = None,
-    option: Annotated[list[str] | None, typer.Option(
-        "--option", help="KEY=VALUE for the kind's options (repeatable; JSON values).")] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option", help="KEY=VALUE for the kind's options (repeatable; JSON values)."
+        ),
+    ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -292,13 +352,22 @@ def devices_add(
             options[key] = json.loads(raw)
         except json.JSONDecodeError:
             options[key] = raw
-    entry: dict[str, Any] = {"id": device_id, "kind": kind, "port": port, "listen": listen,
-                             "address": address, "baudrate": baudrate,
-                             "options": options or None}
+    entry: dict[str, Any] = {
+        "id": device_id,
+        "kind": kind,
+        "port": port,
+        "listen": listen,
+        "address": address,
+        "baudrate": baudrate,
+        "options": options or None,
+    }
     text = _read_config(path)
     write_atomically(path, add_device(text, entry, str(path)))
-    _done(as_json, {"added": device_id, "config": str(path)},
-          f"added {device_id} to {path}; restart the agent to use it")
+    _done(
+        as_json,
+        {"added": device_id, "config": str(path)},
+        f"added {device_id} to {path}; restart the agent to use it",
+    )
 
 
 @devices_app.command("remove")
@@ -312,8 +381,11 @@ def devices_remove(
 
     path = _config_path(config)
     write_atomically(path, remove_device(_read_config(path), device_id, str(path)))
-    _done(as_json, {"removed": device_id, "config": str(path)},
-          f"removed {device_id} from {path}; restart the agent")
+    _done(
+        as_json,
+        {"removed": device_id, "config": str(path)},
+        f"removed {device_id} from {path}; restart the agent",
+    )
 
 
 def _read_config(path: Path) -> str:

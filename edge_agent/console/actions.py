@@ -78,10 +78,16 @@ def _apply(store_path: Path, action: Action, writer: Store | None) -> ActionResu
     return result
 
 
-def open_encounter(store_path: Path, identifier: str, system: str | None,
-                   systems: Mapping[str, str] = DEFAULT_SYSTEMS, default: str | None = None,
-                   practitioner_role: str | None = None, *,
-                   writer: Store | None = None) -> ActionResult:
+def open_encounter(
+    store_path: Path,
+    identifier: str,
+    system: str | None,
+    systems: Mapping[str, str] = DEFAULT_SYSTEMS,
+    default: str | None = None,
+    practitioner_role: str | None = None,
+    *,
+    writer: Store | None = None,
+) -> ActionResult:
     """Open a patient (closing the one open, if any). ``system``: a name from ``[patients]
     systems`` (or its URI); empty: the configured default."""
     from edge_agent.store import encounters
@@ -116,8 +122,9 @@ def close_encounter(store_path: Path, *, writer: Store | None = None) -> ActionR
     return _apply(store_path, action, writer)
 
 
-def assign(store_path: Path, reading_ids: list[str], *,
-           writer: Store | None = None) -> ActionResult:
+def assign(
+    store_path: Path, reading_ids: list[str], *, writer: Store | None = None
+) -> ActionResult:
     """Give readings of no patient yet to the open patient (``patient assign``): a reading
     central already holds goes again as an update that names the patient."""
     from edge_agent.store import encounters
@@ -130,8 +137,10 @@ def assign(store_path: Path, reading_ids: list[str], *,
         if not ids:
             return ActionResult(True, "action.assigned", 0)
         marks = ", ".join("?" for _ in ids)
-        seqs = [int(r[0]) for r in db.execute(
-            f"SELECT seq FROM readings WHERE id IN ({marks})", ids).fetchall()]
+        seqs = [
+            int(r[0])
+            for r in db.execute(f"SELECT seq FROM readings WHERE id IN ({marks})", ids).fetchall()
+        ]
         return ActionResult(True, "action.assigned", encounters.assign(db, seqs))
 
     return _apply(store_path, action, writer)

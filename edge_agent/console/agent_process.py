@@ -14,8 +14,10 @@ from typing import Final
 from edge_agent.console.checklist import AgentState
 
 SERVICE: Final = "edge-agent"
-UNIT_FILES: Final = (Path("/etc/systemd/system/edge-agent.service"),
-                     Path("/lib/systemd/system/edge-agent.service"))
+UNIT_FILES: Final = (
+    Path("/etc/systemd/system/edge-agent.service"),
+    Path("/lib/systemd/system/edge-agent.service"),
+)
 START_TIMEOUT_S: Final = 15.0
 
 
@@ -28,8 +30,9 @@ def log_path(store: Path) -> Path:
 
 
 def _systemctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["systemctl", *args, SERVICE], capture_output=True, text=True,
-                          timeout=60, check=False)
+    return subprocess.run(
+        ["systemctl", *args, SERVICE], capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def _answer_pid(store: Path) -> tuple[AgentState | None, int | None]:
@@ -68,11 +71,15 @@ def ensure_running(config: Path, store: Path) -> tuple[AgentState, str]:
         # posix_spawn, not Popen: the agent outlives this command (its own session), and
         # nothing here waits for it beyond the start.
         pid = os.posix_spawn(
-            sys.executable, [sys.executable, "-m", "edge_agent", "run", "--config", str(config)],
-            {**os.environ, "PYTHONUNBUFFERED": "1"}, setsid=True,
-            file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                          (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
-                          (os.POSIX_SPAWN_DUP2, out.fileno(), 2)],
+            sys.executable,
+            [sys.executable, "-m", "edge_agent", "run", "--config", str(config)],
+            {**os.environ, "PYTHONUNBUFFERED": "1"},
+            setsid=True,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
+                (os.POSIX_SPAWN_DUP2, out.fileno(), 2),
+            ],
         )
     # Ready when it answers from its event loop.
     deadline = time.monotonic() + START_TIMEOUT_S

@@ -65,8 +65,9 @@ class _Checklist:
 
 
 class Console:
-    def __init__(self, settings: Settings, secret: bytes | None = None,
-                 writer: Store | None = None) -> None:
+    def __init__(
+        self, settings: Settings, secret: bytes | None = None, writer: Store | None = None
+    ) -> None:
         self.settings = settings
         self.store = Path(settings.store.path)
         self.writer = writer  # the running agent's store: actions go through its writer
@@ -75,8 +76,11 @@ class Console:
         self.pins = PinLockout()
         folder = resources.files("edge_agent").joinpath("console/templates")
         self.templates = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(folder)), autoescape=True,
-            trim_blocks=True, lstrip_blocks=True)
+            loader=jinja2.FileSystemLoader(str(folder)),
+            autoescape=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
 
     # --- security --------------------------------------------------------------------------
     def _sign(self, what: str) -> str:
@@ -89,8 +93,9 @@ class Console:
         if self.local(request) or self.settings.console.pin is None:
             return True
         sid = request.cookies.get("sid", "")
-        return bool(sid) and hmac.compare_digest(request.cookies.get("auth", ""),
-                                                 self._sign("pin:" + sid))
+        return bool(sid) and hmac.compare_digest(
+            request.cookies.get("auth", ""), self._sign("pin:" + sid)
+        )
 
     def csrf_token(self, sid: str) -> str:
         return self._sign("csrf:" + sid)
@@ -104,10 +109,14 @@ class Console:
     async def csrf_ok(self, request: Request, form: dict[str, Any]) -> bool:
         sid = request.cookies.get("sid", "")
         sent = form.get("csrf", "")
-        token = request.headers.get("x-csrf-token") or str(sent[-1] if isinstance(sent, list)
-                                                            else sent)
-        return (bool(sid) and self.same_origin(request)
-                and hmac.compare_digest(token, self.csrf_token(sid)))
+        token = request.headers.get("x-csrf-token") or str(
+            sent[-1] if isinstance(sent, list) else sent
+        )
+        return (
+            bool(sid)
+            and self.same_origin(request)
+            and hmac.compare_digest(token, self.csrf_token(sid))
+        )
 
     # --- data ------------------------------------------------------------------------------
     async def facts(self) -> Any:
@@ -116,8 +125,9 @@ class Console:
         cl = self.checklist
         async with cl.lock:
             if cl.facts is None or time.monotonic() - cl.at > CHECKLIST_TTL_S:
-                cl.facts = await asyncio.to_thread(gather, self.settings, ble_seconds=None,
-                                                   probe_broker=None)
+                cl.facts = await asyncio.to_thread(
+                    gather, self.settings, ble_seconds=None, probe_broker=None
+                )
                 cl.at = time.monotonic()
             return cl.facts
 
@@ -136,28 +146,48 @@ class Console:
         view: UnitView = facts.view
         if self.store.exists():
             with contextlib.suppress(EdgeAgentError):
-                view = await asyncio.to_thread(unit_view, self.store,
-                                               [d.id for d in self.settings.devices])
+                view = await asyncio.to_thread(
+                    unit_view, self.store, [d.id for d in self.settings.devices]
+                )
         facts = with_liveness(replace(facts, view=view, now=now), live)
         found: list[Tile] = tiles(self.settings, facts, tr)
         by_key = {t.key: t for t in found}
-        devices = [{"id": d.id, "tile": by_key.get(f"device:{d.id}"),
-                    "last": (reading_dict(tr, view.last_by_device[d.id], now)
-                             if d.id in view.last_by_device else None)}
-                   for d in self.settings.devices if d.enabled]
+        devices = [
+            {
+                "id": d.id,
+                "tile": by_key.get(f"device:{d.id}"),
+                "last": (
+                    reading_dict(tr, view.last_by_device[d.id], now)
+                    if d.id in view.last_by_device
+                    else None
+                ),
+            }
+            for d in self.settings.devices
+            if d.enabled
+        ]
         return {
-            "t": tr, "tiles": found, "summary": summary(tr, found),
+            "t": tr,
+            "tiles": found,
+            "summary": summary(tr, found),
             "ready": not any(t.status == "fail" for t in found),
-            "devices": devices, "patients_available": view.patients_available,
+            "devices": devices,
+            "patients_available": view.patients_available,
             "encounter": view.encounter,
-            "patient_text": (encounter_text(tr, view.encounter, now) if view.encounter
-                             else patient_text(tr, view, now)),
+            "patient_text": (
+                encounter_text(tr, view.encounter, now)
+                if view.encounter
+                else patient_text(tr, view, now)
+            ),
             "patient_readings": [reading_dict(tr, r, now) for r in view.encounter_readings],
             "recent": [reading_dict(tr, r, now) for r in view.recent],
-            "backlog": by_key["backlog"], "link": by_key["link"],
+            "backlog": by_key["backlog"],
+            "link": by_key["link"],
             "answering": live.answering,
-            "loop": (tr("status.loop") + (" : " if tr.lang == "fr" else ": ")
-                     + loop_text(tr, facts.loop)) if facts.loop else "",
+            "loop": (
+                tr("status.loop") + (" : " if tr.lang == "fr" else ": ") + loop_text(tr, facts.loop)
+            )
+            if facts.loop
+            else "",
         }
 
     def lang(self, request: Request) -> Translator:
@@ -170,8 +200,7 @@ class Console:
     # --- routes ----------------------------------------------------------------------------
     def _session(self, request: Request, response: Response) -> str:
         sid = request.cookies.get("sid") or secrets.token_urlsafe(24)
-        response.set_cookie("sid", sid, httponly=True, samesite="strict",
-                            secure=https(request))
+        response.set_cookie("sid", sid, httponly=True, samesite="strict", secure=https(request))
         return sid
 
     def fingerprint(self, request: Request) -> str:
@@ -193,21 +222,34 @@ class Console:
             return self.login_page(request, tr)
         response = HTMLResponse("")
         sid = self._session(request, response)
-        body = self.render("index.html", csrf=self.csrf_token(sid), lang=tr.lang,
-                           dir=tr.direction, langs=[(lang, LANG_NAMES[lang]) for lang in LANGS],
-                           unit=self.settings.unit.id, fingerprint=self.fingerprint(request),
-                           **await self.live_context(tr))
+        body = self.render(
+            "index.html",
+            csrf=self.csrf_token(sid),
+            lang=tr.lang,
+            dir=tr.direction,
+            langs=[(lang, LANG_NAMES[lang]) for lang in LANGS],
+            unit=self.settings.unit.id,
+            fingerprint=self.fingerprint(request),
+            **await self.live_context(tr),
+        )
         response.body = body.encode()
         response.headers["content-length"] = str(len(response.body))
         response.set_cookie("lang", tr.lang, samesite="strict", secure=https(request))
         return response
 
-    def login_page(self, request: Request, tr: Translator, error: str = "",
-                   status: int = 200) -> Response:
+    def login_page(
+        self, request: Request, tr: Translator, error: str = "", status: int = 200
+    ) -> Response:
         response = HTMLResponse("", status_code=status)
         sid = self._session(request, response)
-        body = self.render("login.html", t=tr, lang=tr.lang, dir=tr.direction,
-                           csrf=self.csrf_token(sid), error=error)
+        body = self.render(
+            "login.html",
+            t=tr,
+            lang=tr.lang,
+            dir=tr.direction,
+            csrf=self.csrf_token(sid),
+            error=error,
+        )
         response.body = body.encode()
         response.headers["content-length"] = str(len(response.body))
         return response
@@ -222,19 +264,26 @@ class Console:
         client = request.client.host if request.client is not None else ""
         decision = self.pins.attempt(client, correct)  # decides and counts: no await between
         if decision.outcome is Outcome.LOCKED:
-            page = self.login_page(request, tr, tr.plural("web.pin_locked",
-                                                          decision.retry_after_s), 429)
+            page = self.login_page(
+                request, tr, tr.plural("web.pin_locked", decision.retry_after_s), 429
+            )
             page.headers["retry-after"] = str(decision.retry_after_s)
             return page
         if decision.outcome is Outcome.WRONG_NOW_LOCKED:
-            return self.login_page(request, tr, tr.plural("web.pin_locked",
-                                                          decision.retry_after_s), 401)
+            return self.login_page(
+                request, tr, tr.plural("web.pin_locked", decision.retry_after_s), 401
+            )
         if decision.outcome is Outcome.WRONG:
             return self.login_page(request, tr, tr("web.pin_wrong"), 401)
         response = Response(status_code=303, headers={"location": "/"})
         sid = request.cookies.get("sid", "")
-        response.set_cookie("auth", self._sign("pin:" + sid), httponly=True, samesite="strict",
-                            secure=https(request))
+        response.set_cookie(
+            "auth",
+            self._sign("pin:" + sid),
+            httponly=True,
+            samesite="strict",
+            secure=https(request),
+        )
         return response
 
     async def live(self, request: Request) -> Response:
@@ -254,30 +303,45 @@ class Console:
         what = request.path_params["what"]
         if what == "open":
             patients = self.settings.patients
-            result = await asyncio.to_thread(functools.partial(
-                actions.open_encounter, self.store, fields.get("identifier", ""),
-                fields.get("system") or None, dict(patients.systems), patients.default,
-                patients.practitioner_role, writer=self.writer))
+            result = await asyncio.to_thread(
+                functools.partial(
+                    actions.open_encounter,
+                    self.store,
+                    fields.get("identifier", ""),
+                    fields.get("system") or None,
+                    dict(patients.systems),
+                    patients.default,
+                    patients.practitioner_role,
+                    writer=self.writer,
+                )
+            )
         elif what == "close":
-            result = await asyncio.to_thread(actions.close_encounter, self.store,
-                                             writer=self.writer)
+            result = await asyncio.to_thread(
+                actions.close_encounter, self.store, writer=self.writer
+            )
         elif what == "assign":
             ids = form.get("reading", [])
-            result = await asyncio.to_thread(actions.assign, self.store, ids,
-                                             writer=self.writer)
+            result = await asyncio.to_thread(actions.assign, self.store, ids, writer=self.writer)
         elif what == "reveal":  # the nurse's deliberate "show the identifier"
             shown = await asyncio.to_thread(actions.reveal, self.store)
             log.info("console: patient reveal: %s", shown.result.message)  # never the value
-            return JSONResponse({"ok": shown.result.ok, "message": tr(shown.result.message),
-                                 "identifier": shown.identifier},
-                                200 if shown.result.ok else 409)
+            return JSONResponse(
+                {
+                    "ok": shown.result.ok,
+                    "message": tr(shown.result.message),
+                    "identifier": shown.identifier,
+                },
+                200 if shown.result.ok else 409,
+            )
         else:
             return Response(status_code=404)
         log.info("console: patient %s: %s", what, result.message)  # never the identifier
-        message = (tr.plural(result.message, result.count) if result.message == "action.assigned"
-                   else tr(result.message))
-        return JSONResponse({"ok": result.ok, "message": message},
-                            200 if result.ok else 409)
+        message = (
+            tr.plural(result.message, result.count)
+            if result.message == "action.assigned"
+            else tr(result.message)
+        )
+        return JSONResponse({"ok": result.ok, "message": message}, 200 if result.ok else 409)
 
 
 def https(request: Request) -> bool:
@@ -289,15 +353,18 @@ async def form_fields(request: Request) -> dict[str, list[str]]:
     """A small urlencoded form (the console's only kind), without python-multipart."""
     from urllib.parse import parse_qs
 
-    if request.headers.get("content-type", "").split(";")[0].strip() != \
-            "application/x-www-form-urlencoded":
+    if (
+        request.headers.get("content-type", "").split(";")[0].strip()
+        != "application/x-www-form-urlencoded"
+    ):
         return {}
     body = await request.body()
     return parse_qs(body[:65536].decode("utf-8", "replace"), max_num_fields=600)
 
 
-def create_app(settings: Settings, secret: bytes | None = None,
-               writer: Store | None = None) -> Starlette:
+def create_app(
+    settings: Settings, secret: bytes | None = None, writer: Store | None = None
+) -> Starlette:
     """``writer``: the running agent's store, when the console is served inside the agent."""
     console = Console(settings, secret, writer)
     static = resources.files("edge_agent").joinpath("console/static")
@@ -306,7 +373,8 @@ def create_app(settings: Settings, secret: bytes | None = None,
         response: Response = await call_next(request)
         response.headers["x-frame-options"] = "DENY"
         response.headers["content-security-policy"] = (
-            "default-src 'self'; frame-ancestors 'none'; form-action 'self'")
+            "default-src 'self'; frame-ancestors 'none'; form-action 'self'"
+        )
         # same-origin, not no-referrer: under no-referrer a browser's form POST says
         # "Origin: null", which the same-origin check refuses (the PIN form in Chromium got
         # 403); no URL of the console ever goes to another site either way.
@@ -321,11 +389,16 @@ def create_app(settings: Settings, secret: bytes | None = None,
 
     c = settings.console
     hosts = UnitHosts(c.host, c.port, tuple(c.allowed_hosts))
-    return Starlette(routes=[
-        Route("/", console.page),
-        Route("/live", console.live),
-        Route("/login", console.login, methods=["POST"]),
-        Route("/patient/{what}", console.action, methods=["POST"]),
-        Mount("/static", StaticFiles(directory=str(static)), name="static"),
-    ], middleware=[Middleware(HostGuard, hosts=hosts),  # outermost: before any handler
-                   Middleware(BaseHTTPMiddleware, dispatch=guard)])
+    return Starlette(
+        routes=[
+            Route("/", console.page),
+            Route("/live", console.live),
+            Route("/login", console.login, methods=["POST"]),
+            Route("/patient/{what}", console.action, methods=["POST"]),
+            Mount("/static", StaticFiles(directory=str(static)), name="static"),
+        ],
+        middleware=[
+            Middleware(HostGuard, hosts=hosts),  # outermost: before any handler
+            Middleware(BaseHTTPMiddleware, dispatch=guard),
+        ],
+    )

@@ -27,8 +27,15 @@ from edge_agent.settings import DeviceSettings, Settings
 Status = Literal["ok", "warn", "fail"]
 Link = Literal["none", "ok", "offline"]
 StoreKeyProblem = Literal["wrong_key", "not_encrypted", "key_missing"]
-AgentState = Literal["running", "not_running", "started_service", "started_background",
-                     "start_failed", "not_answering", "forbidden"]
+AgentState = Literal[
+    "running",
+    "not_running",
+    "started_service",
+    "started_background",
+    "start_failed",
+    "not_answering",
+    "forbidden",
+]
 MAX_CLOCK_OFFSET_S: Final = 5.0  # as doctor's clock check
 STALE_BACKLOG_S: Final = 86400.0  # a reading unsent for a day: say how to get it out
 ACTIVE_STATES: Final = frozenset({"connected", "listening", "waiting", "scanning"})
@@ -77,8 +84,11 @@ class Facts:
 
 
 AGENT_BY_LIVENESS: Final[dict[str, AgentState]] = {
-    "answering": "running", "not_answering": "not_answering", "not_running": "not_running",
-    "forbidden": "forbidden"}
+    "answering": "running",
+    "not_answering": "not_answering",
+    "not_running": "not_running",
+    "forbidden": "forbidden",
+}
 
 
 def with_liveness(facts: Facts, live: Liveness, started: AgentState | None = None) -> Facts:
@@ -90,18 +100,29 @@ def with_liveness(facts: Facts, live: Liveness, started: AgentState | None = Non
     if started is not None and live.state not in ("not_answering", "forbidden"):
         agent = started
     devices = answer.get("devices")
-    silent = {str(k): str(v["silent_since"]) for k, v in
-              (devices.items() if isinstance(devices, dict) else ())
-              if isinstance(v, dict) and v.get("silent_since")}
+    silent = {
+        str(k): str(v["silent_since"])
+        for k, v in (devices.items() if isinstance(devices, dict) else ())
+        if isinstance(v, dict) and v.get("silent_since")
+    }
     link = facts.link
     if link != "none":
         sync = answer.get("sync")
-        connected = (sync.get("connected") if isinstance(sync, dict)
-                     else (facts.view.sync or {}).get("connected"))
+        connected = (
+            sync.get("connected")
+            if isinstance(sync, dict)
+            else (facts.view.sync or {}).get("connected")
+        )
         link = "ok" if live.answering and connected else "offline"
     loop = answer.get("loop")
-    return replace(facts, agent=agent, answering=live.answering, silent=silent, link=link,
-                   loop=loop if isinstance(loop, dict) else None)
+    return replace(
+        facts,
+        agent=agent,
+        answering=live.answering,
+        silent=silent,
+        link=link,
+        loop=loop if isinstance(loop, dict) else None,
+    )
 
 
 def transport(dev: DeviceSettings) -> Literal["listener", "serial", "ble", "other"]:
@@ -137,8 +158,13 @@ def store_key_problem(error_key: str) -> StoreKeyProblem | None:
 
 
 def config_tile(tr: Translator, file: str, problem: str) -> Tile:
-    return Tile("config", "fail", tr("check.config"), tr("config.bad", problem=problem),
-                tr("config.bad.fix", file=file))
+    return Tile(
+        "config",
+        "fail",
+        tr("check.config"),
+        tr("config.bad", problem=problem),
+        tr("config.bad.fix", file=file),
+    )
 
 
 def agent_tile(tr: Translator, facts: Facts) -> Tile:
@@ -150,11 +176,17 @@ def agent_tile(tr: Translator, facts: Facts) -> Tile:
     if facts.agent == "started_background":
         return Tile("agent", "ok", title, tr("agent.started_background", log=facts.agent_log))
     if facts.agent == "start_failed":
-        return Tile("agent", "fail", title, tr("agent.start_failed"),
-                    tr("agent.start_failed.fix", log=facts.agent_log))
+        return Tile(
+            "agent",
+            "fail",
+            title,
+            tr("agent.start_failed"),
+            tr("agent.start_failed.fix", log=facts.agent_log),
+        )
     if facts.agent == "not_answering":
-        return Tile("agent", "fail", title, tr("agent.not_answering"),
-                    tr("agent.not_answering.fix"))
+        return Tile(
+            "agent", "fail", title, tr("agent.not_answering"), tr("agent.not_answering.fix")
+        )
     if facts.agent == "forbidden":
         return Tile("agent", "warn", title, tr("agent.forbidden"), tr("agent.forbidden.fix"))
     return Tile("agent", "fail", title, tr("agent.not_running"), tr("agent.not_running.fix"))
@@ -165,8 +197,9 @@ def store_tile(tr: Translator, facts: Facts) -> Tile:
     if facts.store_key == "wrong_key":
         return Tile("store", "fail", title, tr("store.wrong_key"), tr("store.wrong_key.fix"))
     if facts.store_key == "not_encrypted":
-        return Tile("store", "fail", title, tr("store.not_encrypted"),
-                    tr("store.not_encrypted.fix"))
+        return Tile(
+            "store", "fail", title, tr("store.not_encrypted"), tr("store.not_encrypted.fix")
+        )
     if facts.store_key == "key_missing":
         return Tile("store", "fail", title, tr("store.key_missing"), tr("store.key_missing.fix"))
     if not facts.store_exists:
@@ -200,16 +233,29 @@ def device_tile(tr: Translator, dev: DeviceSettings, facts: Facts) -> Tile:
         return Tile(key, "fail", title, tr("device.failed"), tr("fix.device_failed"))
     silent = facts.silent.get(dev.id) if running else None
     if silent is not None:
-        return Tile(key, "warn", title, tr("device.silent", time=hour_minute(silent)),
-                    tr("fix.device_silent", noun=noun, device=dev.id))
+        return Tile(
+            key,
+            "warn",
+            title,
+            tr("device.silent", time=hour_minute(silent)),
+            tr("fix.device_silent", noun=noun, device=dev.id),
+        )
     last = facts.view.last_by_device.get(dev.id)
-    ok_detail = (tr("device.last", age=tr.age(age_s(last.received_at, facts.now)))
-                 if last is not None else tr("device.ok"))
+    ok_detail = (
+        tr("device.last", age=tr.age(age_s(last.received_at, facts.now)))
+        if last is not None
+        else tr("device.ok")
+    )
     way = transport(dev)
     if way == "serial":
         if not facts.serial_present.get(dev.id, False):
-            return Tile(key, "fail", title, tr("device.serial_missing"),
-                        tr("fix.serial_missing", noun=noun, device=dev.id))
+            return Tile(
+                key,
+                "fail",
+                title,
+                tr("device.serial_missing"),
+                tr("fix.serial_missing", noun=noun, device=dev.id),
+            )
         return Tile(key, "ok", title, ok_detail)
     if way == "listener":
         port = listen_port(dev)[1]
@@ -217,8 +263,9 @@ def device_tile(tr: Translator, dev: DeviceSettings, facts: Facts) -> Tile:
         if listening is None:
             return Tile(key, "ok", title, tr("device.listener_pending", port=port))
         if not listening:
-            return Tile(key, "fail", title, tr("device.listener_down", port=port),
-                        tr("fix.listener_down"))
+            return Tile(
+                key, "fail", title, tr("device.listener_down", port=port), tr("fix.listener_down")
+            )
         return Tile(key, "ok", title, tr("device.listener_ready", port=port))
     if way == "ble":
         if running and state in ACTIVE_STATES and state != "scanning":
@@ -228,8 +275,13 @@ def device_tile(tr: Translator, dev: DeviceSettings, facts: Facts) -> Tile:
         address = (dev.address or "").lower()
         if address in facts.ble_seen:
             return Tile(key, "ok", title, tr("device.ble_seen"))
-        return Tile(key, "fail", title, tr("device.ble_not_seen"),
-                    tr("fix.ble_not_seen", noun=noun, device=dev.id))
+        return Tile(
+            key,
+            "fail",
+            title,
+            tr("device.ble_not_seen"),
+            tr("fix.ble_not_seen", noun=noun, device=dev.id),
+        )
     return Tile(key, "ok", title, ok_detail)
 
 
@@ -238,8 +290,9 @@ def bluetooth_tile(tr: Translator, facts: Facts) -> Tile | None:
     if facts.ble_adapter is None:
         return None
     if not facts.ble_adapter:
-        return Tile("bluetooth", "fail", title, tr("bluetooth.missing"),
-                    tr("bluetooth.missing.fix"))
+        return Tile(
+            "bluetooth", "fail", title, tr("bluetooth.missing"), tr("bluetooth.missing.fix")
+        )
     if facts.ble_broken:
         return Tile("bluetooth", "fail", title, tr("bluetooth.broken"), tr("bluetooth.broken.fix"))
     return Tile("bluetooth", "ok", title, tr("bluetooth.ok"))
@@ -249,12 +302,14 @@ def clock_tile(tr: Translator, facts: Facts) -> Tile:
     title = tr("check.clock")
     offset = (facts.view.sync or {}).get("clock_offset_s")
     if isinstance(offset, int | float) and abs(offset) > MAX_CLOCK_OFFSET_S:
-        return Tile("clock", "fail", title, tr("clock.off", seconds=f"{offset:+.0f}"),
-                    tr("clock.off.fix"))
+        return Tile(
+            "clock", "fail", title, tr("clock.off", seconds=f"{offset:+.0f}"), tr("clock.off.fix")
+        )
     if (facts.view.clock or {}).get("disagreement") == "gps":
         # a GPS time that disagrees with a trusted clock is not used: the stamps are right
-        return Tile("clock", "warn", title, tr("clock.gps_disagrees"),
-                    tr("clock.gps_disagrees.fix"))
+        return Tile(
+            "clock", "warn", title, tr("clock.gps_disagrees"), tr("clock.gps_disagrees.fix")
+        )
     if facts.clock_synced is False and not isinstance(offset, int | float):
         return Tile("clock", "warn", title, tr("clock.unknown"), tr("clock.unknown.fix"))
     return Tile("clock", "ok", title, tr("clock.ok"))
@@ -329,9 +384,15 @@ def ble_scan(seconds: float) -> tuple[frozenset[str] | None, bool]:
     return frozenset(heard), False
 
 
-def gather(settings: Settings, *, agent: AgentState | None = None, agent_log: str = "",
-           ble_seconds: float | None = 3.0, probe_broker: float | None = None,
-           now: datetime | None = None) -> Facts:
+def gather(
+    settings: Settings,
+    *,
+    agent: AgentState | None = None,
+    agent_log: str = "",
+    ble_seconds: float | None = 3.0,
+    probe_broker: float | None = None,
+    now: datetime | None = None,
+) -> Facts:
     """The facts for :func:`tiles`. ``agent``: what ``start`` did (None: read whether it
     runs); ``ble_seconds``: scan for Bluetooth devices that long (None: skip the scan);
     ``probe_broker``: when the agent is not running, try a broker round trip with this
@@ -374,8 +435,11 @@ def gather(settings: Settings, *, agent: AgentState | None = None, agent_log: st
     except OSError:
         free = None
     devices = [d for d in settings.devices if d.enabled]
-    serial = {d.id: Path(d.port).exists() for d in devices
-              if d.port is not None and transport(d) == "serial"}
+    serial = {
+        d.id: Path(d.port).exists()
+        for d in devices
+        if d.port is not None and transport(d) == "serial"
+    }
     live = ask_any(path)  # the agent answers from its event loop, or it is not running
     running = live.answering
     if agent is None or live.state in ("not_answering", "forbidden"):
@@ -384,8 +448,9 @@ def gather(settings: Settings, *, agent: AgentState | None = None, agent_log: st
     for d in devices:
         if transport(d) == "listener":
             just_started = agent in ("started_background", "started_service")
-            listening[d.id] = (_listening(*listen_port(d), wait=5.0 if just_started else 0.0)
-                               if running else None)
+            listening[d.id] = (
+                _listening(*listen_port(d), wait=5.0 if just_started else 0.0) if running else None
+            )
     ble_devices = [d for d in devices if transport(d) == "ble"]
     adapter: bool | None = None
     seen: frozenset[str] | None = None
@@ -396,21 +461,41 @@ def gather(settings: Settings, *, agent: AgentState | None = None, agent_log: st
         adapter = True if seen is not None else doctor.check_ble(settings)[0].status != "fail"
     link: Link = "none"
     if settings.broker is not None and settings.sync.enabled:
-        link = "ok" if with_liveness(Facts(now=now, view=view, link="offline"),
-                                     live).link == "ok" else "offline"
+        link = (
+            "ok"
+            if with_liveness(Facts(now=now, view=view, link="offline"), live).link == "ok"
+            else "offline"
+        )
         if not running and probe_broker is not None:
-            link = "ok" if doctor.check_broker(settings, probe_broker)[0].status == "ok" \
-                else "offline"
-    facts = Facts(now=now, store_exists=exists, store_healthy=healthy, store_key=key_problem,
-                  disk_full=full,
-                  disk_free=free, view=view, serial_present=serial, ble_adapter=adapter,
-                  ble_broken=broken, ble_seen=seen, listening=listening,
-                  clock_synced=system_clock_synchronized(), link=link, agent=agent,
-                  agent_log=agent_log)
+            link = (
+                "ok" if doctor.check_broker(settings, probe_broker)[0].status == "ok" else "offline"
+            )
+    facts = Facts(
+        now=now,
+        store_exists=exists,
+        store_healthy=healthy,
+        store_key=key_problem,
+        disk_full=full,
+        disk_free=free,
+        view=view,
+        serial_present=serial,
+        ble_adapter=adapter,
+        ble_broken=broken,
+        ble_seen=seen,
+        listening=listening,
+        clock_synced=system_clock_synchronized(),
+        link=link,
+        agent=agent,
+        agent_log=agent_log,
+    )
     live_facts = with_liveness(facts, live, agent)
     return replace(live_facts, link=link)
 
 
 def as_json(found: list[Tile], code: int, lang: str) -> dict[str, Any]:
-    return {"ready": code == 0, "exit_code": code, "lang": lang,
-            "tiles": [t.as_dict() for t in found]}
+    return {
+        "ready": code == 0,
+        "exit_code": code,
+        "lang": lang,
+        "tiles": [t.as_dict() for t in found],
+    }

@@ -40,9 +40,12 @@ class HostVerdict(StrEnum):
 REFUSALS: Final = {
     HostVerdict.MISSING: (400, "Bad request: no Host header."),
     HostVerdict.MALFORMED: (400, "Bad request: malformed Host header."),
-    HostVerdict.UNKNOWN: (421, "Misdirected request: this console answers only to the unit's own "
-                          "names and addresses. If this name is the unit's, add it to "
-                          "[console] allowed_hosts."),
+    HostVerdict.UNKNOWN: (
+        421,
+        "Misdirected request: this console answers only to the unit's own "
+        "names and addresses. If this name is the unit's, add it to "
+        "[console] allowed_hosts.",
+    ),
     HostVerdict.WRONG_PORT: (421, "Misdirected request: this console does not serve that port."),
 }
 
@@ -59,8 +62,9 @@ def normalise(name: str) -> str:
         return name
 
 
-def allowed_names(bind: str, names: Iterable[str], addresses: Iterable[str],
-                  extra: Iterable[str]) -> frozenset[str]:
+def allowed_names(
+    bind: str, names: Iterable[str], addresses: Iterable[str], extra: Iterable[str]
+) -> frozenset[str]:
     """Every name the console answers: loopback, the bind address (not a wildcard), the unit's
     host names and interface addresses, and the configured ``allowed_hosts``."""
     found = {normalise(n) for n in (*LOOPBACK_NAMES, *names, *addresses, *extra) if n.strip()}
@@ -79,7 +83,7 @@ def split_host(header: str) -> tuple[str, int | None] | None:
         end = header.find("]")
         if end < 0:
             return None
-        name, rest = header[:end + 1], header[end + 1:]
+        name, rest = header[: end + 1], header[end + 1 :]
         if rest and not rest.startswith(":"):
             return None
         port_text = rest[1:] if rest else None
@@ -179,8 +183,9 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 class HostGuard:
     """ASGI middleware, outermost: refuse a request naming another host before any handler."""
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]],
-                 hosts: UnitHosts) -> None:
+    def __init__(
+        self, app: Callable[[Scope, Receive, Send], Awaitable[None]], hosts: UnitHosts
+    ) -> None:
         self.app = app
         self.hosts = hosts
 
@@ -190,15 +195,23 @@ class HostGuard:
             return
         values = [v for k, v in scope.get("headers", []) if k == b"host"]
         header = values[0].decode("latin-1") if len(values) == 1 else None
-        verdict = (self.hosts.check(header) if len(values) <= 1
-                   else HostVerdict.MALFORMED)  # two Host headers: refuse, do not pick one
+        verdict = (
+            self.hosts.check(header) if len(values) <= 1 else HostVerdict.MALFORMED
+        )  # two Host headers: refuse, do not pick one
         if verdict is HostVerdict.OK:
             await self.app(scope, receive, send)
             return
         status, text = REFUSALS[verdict]
         body = (text + "\n").encode()
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", str(len(body)).encode()),
-            (b"cache-control", b"no-store")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -47,7 +47,7 @@ class PinPolicy:
         if failures < self.free_tries:
             return 0.0
         doublings = min(failures - self.free_tries, 32)
-        return min(self.first_lock_s * 2.0 ** doublings, self.max_lock_s)
+        return min(self.first_lock_s * 2.0**doublings, self.max_lock_s)
 
 
 @dataclass
@@ -68,16 +68,20 @@ class Decision:
 
 
 class PinLockout:
-    def __init__(self, policy: PinPolicy | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, policy: PinPolicy | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.policy = policy or PinPolicy()
         self.clock = clock
         self._clients: OrderedDict[str, _Client] = OrderedDict()
 
     def _state(self, client: str, now: float) -> _Client | None:
         state = self._clients.get(client)
-        if (state is not None and now >= state.locked_until
-                and now - state.last_failure >= self.policy.forget_s):
+        if (
+            state is not None
+            and now >= state.locked_until
+            and now - state.last_failure >= self.policy.forget_s
+        ):
             del self._clients[client]
             return None
         return state

@@ -9,8 +9,15 @@ from edge_agent.clock import parse_time
 from edge_agent.console.queries import Encounter, Reading, UnitView
 from edge_agent.i18n import Translator
 
-UNIT_LABELS: Final = {"mm[Hg]": "mmHg", "Cel": "°C", "[degF]": "°F", "[lb_av]": "lb",
-                      "[in_i]": "in", "{beats}/min": "/min", "1": ""}
+UNIT_LABELS: Final = {
+    "mm[Hg]": "mmHg",
+    "Cel": "°C",
+    "[degF]": "°F",
+    "[lb_av]": "lb",
+    "[in_i]": "in",
+    "{beats}/min": "/min",
+    "1": "",
+}
 
 
 def age_s(stamp: str | None, now: datetime) -> float | None:
@@ -44,9 +51,15 @@ def hour_minute(stamp: str) -> str:
 
 def reading_dict(tr: Translator, r: Reading, now: datetime) -> dict[str, Any]:
     return {
-        "id": r.id, "seq": r.seq, "device": r.device_id, "quantity": tr.quantity(r.quantity),
-        "value": value_text(tr, r), "time": clock_text(r.received_at),
-        "age": tr.age(age_s(r.received_at, now)), "alert": r.alert, "sent": r.sent,
+        "id": r.id,
+        "seq": r.seq,
+        "device": r.device_id,
+        "quantity": tr.quantity(r.quantity),
+        "value": value_text(tr, r),
+        "time": clock_text(r.received_at),
+        "age": tr.age(age_s(r.received_at, now)),
+        "alert": r.alert,
+        "sent": r.sent,
         "mark": tr("reading.received") if r.sent else tr("reading.pending"),
         "patient": r.encounter_id is not None,
     }
@@ -71,6 +84,10 @@ def encounter_text(tr: Translator, e: Encounter, now: datetime, *, reveal: bool 
 
 def loop_text(tr: Translator, loop: dict[str, Any]) -> str:
     """The agent's event-loop figures in the nurse's words (milliseconds)."""
-    text = tr("status.loop_figures", p99=loop.get("p99_ms", "-"), max=loop.get("max_ms", "-"),
-              stalls=loop.get("stalls", 0))
+    text = tr(
+        "status.loop_figures",
+        p99=loop.get("p99_ms", "-"),
+        max=loop.get("max_ms", "-"),
+        stalls=loop.get("stalls", 0),
+    )
     return text + (" — " + tr("status.loop_stalled") if loop.get("stalled") else "")

@@ -32,8 +32,9 @@ ENCOUNTER_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "opened_at": ("opened_at", "started_at", "start"),
     "closed_at": ("closed_at", "ended_at", "end"),
 }
-_READING_COLUMNS: Final = ("seq, id, device_id, quantity, value, unit, received_at, flags, "
-                           "sent_at, encounter_id, refused")
+_READING_COLUMNS: Final = (
+    "seq, id, device_id, quantity, value, unit, received_at, flags, sent_at, encounter_id, refused"
+)
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,19 @@ def _reading(row: tuple[Any, ...]) -> Reading:
         flags = tuple(str(f) for f in json.loads(row[7] or "[]"))
     except ValueError:
         flags = ()
-    return Reading(seq=int(row[0]), id=str(row[1]), device_id=str(row[2]), quantity=str(row[3]),
-                   value=row[4], unit=str(row[5]), received_at=str(row[6]), flags=flags,
-                   sent=row[8] is not None, encounter_id=row[9], refused=row[10] is not None)
+    return Reading(
+        seq=int(row[0]),
+        id=str(row[1]),
+        device_id=str(row[2]),
+        quantity=str(row[3]),
+        value=row[4],
+        unit=str(row[5]),
+        received_at=str(row[6]),
+        flags=flags,
+        sent=row[8] is not None,
+        encounter_id=row[9],
+        refused=row[10] is not None,
+    )
 
 
 def _state(db: Database, key: str) -> Any:
@@ -125,8 +136,12 @@ def agent_pid(path: Path, sync: dict[str, Any] | None) -> int | None:
 def encounter_columns(db: Database) -> dict[str, str] | None:
     """The encounters table's columns by role, or None when the table (or a needed column)
     is not there."""
-    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'encounters'"
-                  ).fetchone() is None:
+    if (
+        db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'encounters'"
+        ).fetchone()
+        is None
+    ):
         return None
     names = {row[1] for row in db.execute("PRAGMA table_info(encounters)")}
     found: dict[str, str] = {}
@@ -165,31 +180,50 @@ def unit_view(path: Path, device_ids: list[str] | None = None) -> UnitView:
         clock = _state(db, "clock")
         backlog, oldest = db.execute(
             "SELECT count(*), min(received_at) FROM readings WHERE sent_at IS NULL "
-            "AND refused IS NULL").fetchone()
+            "AND refused IS NULL"
+        ).fetchone()
         if device_ids is None:
             device_ids = [r[0] for r in db.execute("SELECT DISTINCT device_id FROM readings")]
         last: dict[str, Reading] = {}
         for dev in device_ids:
-            row = db.execute(f"SELECT {_READING_COLUMNS} FROM readings WHERE device_id = ? "
-                             "ORDER BY seq DESC LIMIT 1", [dev]).fetchone()
+            row = db.execute(
+                f"SELECT {_READING_COLUMNS} FROM readings WHERE device_id = ? "
+                "ORDER BY seq DESC LIMIT 1",
+                [dev],
+            ).fetchone()
             if row is not None:
                 last[dev] = _reading(row)
         cols = encounter_columns(db)
         encounter = open_encounter(db, cols) if cols is not None else None
         of_encounter: tuple[Reading, ...] = ()
         if encounter is not None:
-            of_encounter = tuple(_reading(r) for r in db.execute(
-                f"SELECT {_READING_COLUMNS} FROM readings WHERE encounter_id = ? "
-                "ORDER BY seq DESC LIMIT ?", [encounter.id, ENCOUNTER_LIMIT]))
-        recent = tuple(_reading(r) for r in db.execute(
-            f"SELECT {_READING_COLUMNS} FROM readings ORDER BY seq DESC LIMIT ?", [RECENT]))
+            of_encounter = tuple(
+                _reading(r)
+                for r in db.execute(
+                    f"SELECT {_READING_COLUMNS} FROM readings WHERE encounter_id = ? "
+                    "ORDER BY seq DESC LIMIT ?",
+                    [encounter.id, ENCOUNTER_LIMIT],
+                )
+            )
+        recent = tuple(
+            _reading(r)
+            for r in db.execute(
+                f"SELECT {_READING_COLUMNS} FROM readings ORDER BY seq DESC LIMIT ?", [RECENT]
+            )
+        )
         last_seq = db.execute("SELECT coalesce(max(seq), 0) FROM readings").fetchone()[0]
     return UnitView(
-        last_by_device=last, backlog=int(backlog), oldest_unsent_at=oldest, sync=sync,
+        last_by_device=last,
+        backlog=int(backlog),
+        oldest_unsent_at=oldest,
+        sync=sync,
         clock=clock if isinstance(clock, dict) else None,
         device_states=states if isinstance(states, dict) else {},
-        agent_pid=agent_pid(path, sync), patients_available=cols is not None,
-        encounter=encounter, encounter_readings=of_encounter, recent=recent,
+        agent_pid=agent_pid(path, sync),
+        patients_available=cols is not None,
+        encounter=encounter,
+        encounter_readings=of_encounter,
+        recent=recent,
         last_seq=int(last_seq),
     )
 
@@ -197,9 +231,13 @@ def unit_view(path: Path, device_ids: list[str] | None = None) -> UnitView:
 def readings_after(path: Path, seq: int, limit: int = 200) -> list[Reading]:
     """Readings stored after ``seq``, oldest first (``edge-agent watch``)."""
     with reading(path, needs=NEEDS) as db:
-        return [_reading(r) for r in db.execute(
-            f"SELECT {_READING_COLUMNS} FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
-            [seq, limit])]
+        return [
+            _reading(r)
+            for r in db.execute(
+                f"SELECT {_READING_COLUMNS} FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
+                [seq, limit],
+            )
+        ]
 
 
 def sent_marks(path: Path, seqs: list[int]) -> dict[int, bool]:
@@ -208,5 +246,9 @@ def sent_marks(path: Path, seqs: list[int]) -> dict[int, bool]:
         return {}
     with reading(path, needs=NEEDS) as db:
         marks = ", ".join("?" for _ in seqs)
-        return {int(s): sent is not None for s, sent in db.execute(
-            f"SELECT seq, sent_at FROM readings WHERE seq IN ({marks})", seqs)}
+        return {
+            int(s): sent is not None
+            for s, sent in db.execute(
+                f"SELECT seq, sent_at FROM readings WHERE seq IN ({marks})", seqs
+            )
+        }

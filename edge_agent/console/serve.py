@@ -36,8 +36,9 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_console(settings: Settings, stop: asyncio.Event,
-                        writer: Store | None = None) -> None:
+async def serve_console(
+    settings: Settings, stop: asyncio.Event, writer: Store | None = None
+) -> None:
     """``writer``: the agent's store (inside the agent): the patient actions write through
     it, never through a second connection of the agent's process."""
     import uvicorn
@@ -55,10 +56,17 @@ async def serve_console(settings: Settings, stop: asyncio.Event,
 
         require_files(c)
     sock = bind(c.host, c.port)
-    config = uvicorn.Config(create_app(settings, writer=writer), log_config=None, access_log=False,
-                            lifespan="off", http="h11", ws="none", timeout_graceful_shutdown=2,
-                            ssl_certfile=c.cert_file if c.tls else None,
-                            ssl_keyfile=c.key_file if c.tls else None)
+    config = uvicorn.Config(
+        create_app(settings, writer=writer),
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        http="h11",
+        ws="none",
+        timeout_graceful_shutdown=2,
+        ssl_certfile=c.cert_file if c.tls else None,
+        ssl_keyfile=c.key_file if c.tls else None,
+    )
     server = _Server(config)
     log.info("console: serving on %s://%s:%s", "https" if c.tls else "http", c.host, c.port)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="console-http")

@@ -29,8 +29,9 @@ DAYS: Final = 5 * 365
 INSTALL_FIX: Final = "run `edge-agent console cert` (scripts/install makes it)"
 
 
-def subject_names(c: ConsoleSettings, names: set[str], addresses: set[str]
-                  ) -> tuple[list[str], list[str]]:
+def subject_names(
+    c: ConsoleSettings, names: set[str], addresses: set[str]
+) -> tuple[list[str], list[str]]:
     """(DNS names, IP addresses) the certificate names: the same the console answers to
     (loopback, the bind address, the unit's names and addresses, ``allowed_hosts``)."""
     dns, ips = [], []
@@ -42,24 +43,36 @@ def subject_names(c: ConsoleSettings, names: set[str], addresses: set[str]
     return dns, ips
 
 
-def make_certificate(unit_id: str, dns: list[str], ips: list[str], now: datetime,
-                     days: int = DAYS) -> tuple[bytes, bytes]:
+def make_certificate(
+    unit_id: str, dns: list[str], ips: list[str], now: datetime, days: int = DAYS
+) -> tuple[bytes, bytes]:
     """A self-signed server certificate (ECDSA P-256) and its key, both PEM."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"edge-agent console {unit_id}")])
     san = [x509.DNSName(n) for n in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName(san), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return (
+        cert.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
 
 
 def fingerprint(cert_pem: bytes) -> str:
@@ -85,17 +98,30 @@ def require_files(c: ConsoleSettings) -> None:
     """Before serving HTTPS: both files there, or a clear error (never plain HTTP instead)."""
     for field, path in (("cert_file", c.cert_file), ("key_file", c.key_file)):
         if not os.access(path, os.R_OK):
-            raise ConfigError("[console]", field, f"no readable certificate file {path} for "
-                              f"the console on {c.host} (HTTPS off loopback)", INSTALL_FIX)
+            raise ConfigError(
+                "[console]",
+                field,
+                f"no readable certificate file {path} for "
+                f"the console on {c.host} (HTTPS off loopback)",
+                INSTALL_FIX,
+            )
 
 
-def write_certificate(c: ConsoleSettings, unit_id: str, *, days: int = DAYS,
-                      replace: bool = False, now: datetime | None = None) -> CertInfo:
+def write_certificate(
+    c: ConsoleSettings,
+    unit_id: str,
+    *,
+    days: int = DAYS,
+    replace: bool = False,
+    now: datetime | None = None,
+) -> CertInfo:
     """Make the console's certificate for this machine's names; the key 0600."""
     cert_path, key_path = Path(c.cert_file), Path(c.key_file)
     if not replace and (cert_path.exists() or key_path.exists()):
-        raise FileExistsError(f"{cert_path} or {key_path} exists (--replace makes a new one: "
-                              "tablets then see a new fingerprint)")
+        raise FileExistsError(
+            f"{cert_path} or {key_path} exists (--replace makes a new one: "
+            "tablets then see a new fingerprint)"
+        )
     dns, ips = subject_names(c, unit_names(), interface_addresses())
     cert_pem, key_pem = make_certificate(unit_id, dns, ips, now or datetime.now(UTC), days)
     key_path.parent.mkdir(parents=True, exist_ok=True)

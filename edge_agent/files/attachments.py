@@ -56,9 +56,13 @@ class FileKind(StrEnum):
 class AttachmentsFull(StoreError):
     def __init__(self, needed: int, budget: int) -> None:
         super().__init__(
-            "attachments.full", f"the attachment budget ({budget} bytes) is spent on files "
+            "attachments.full",
+            f"the attachment budget ({budget} bytes) is spent on files "
             f"central does not hold yet; {needed} more bytes refused (let sync catch up, or "
-            "raise [files] budget_mb)", needed=needed, budget=budget)
+            "raise [files] budget_mb)",
+            needed=needed,
+            budget=budget,
+        )
 
 
 @dataclass(frozen=True)
@@ -123,8 +127,7 @@ def classify(name: str | None, head: bytes, kind: str | None = None) -> tuple[st
     return kind, media
 
 
-_listeners: weakref.WeakKeyDictionary[Store, list[Callable[[], None]]] = (
-    weakref.WeakKeyDictionary())
+_listeners: weakref.WeakKeyDictionary[Store, list[Callable[[], None]]] = weakref.WeakKeyDictionary()
 
 
 def add_listener(store: Store, listener: Callable[[], None]) -> None:
@@ -162,19 +165,25 @@ class AttachmentStore:
         return self.root / sha256[:2] / sha256
 
     # --- adding ----------------------------------------------------------------------------
-    def add_bytes(self, data: bytes, *, name: str | None = None, kind: str | None = None,
-                  device: str | None = None) -> Added:
+    def add_bytes(
+        self,
+        data: bytes,
+        *,
+        name: str | None = None,
+        kind: str | None = None,
+        device: str | None = None,
+    ) -> Added:
         kind, media = classify(name, data[:132], kind)
         dicom = read_meta(data) if media == DICOM_MEDIA_TYPE else None
         if dicom is not None and dicom.instance_uid is not None:
             held = self._held_instance(dicom.instance_uid)
             if held is not None:
                 return held
-        return self._add([data], len(data), name=name, kind=kind, media=media, device=device,
-                         dicom=dicom)
+        return self._add(
+            [data], len(data), name=name, kind=kind, media=media, device=device, dicom=dicom
+        )
 
-    def add_file(self, path: Path, *, kind: str | None = None, device: str | None = None
-                 ) -> Added:
+    def add_file(self, path: Path, *, kind: str | None = None, device: str | None = None) -> Added:
         with path.open("rb") as f:
             head = f.read(132)
         kind, media = classify(path.name, head, kind)
@@ -183,46 +192,79 @@ class AttachmentStore:
             held = self._held_instance(dicom.instance_uid)
             if held is not None:
                 return held
-        return self._add(_chunks(path), path.stat().st_size, name=path.name, kind=kind,
-                         media=media, device=device, dicom=dicom)
+        return self._add(
+            _chunks(path),
+            path.stat().st_size,
+            name=path.name,
+            kind=kind,
+            media=media,
+            device=device,
+            dicom=dicom,
+        )
 
     def _held_instance(self, instance_uid: str) -> Added | None:
-        row = self.store.read(lambda db: db.execute(
-            "SELECT file_id, size FROM attachments WHERE instance_uid = ?",
-            [instance_uid]).fetchone())
+        row = self.store.read(
+            lambda db: db.execute(
+                "SELECT file_id, size FROM attachments WHERE instance_uid = ?", [instance_uid]
+            ).fetchone()
+        )
         return None if row is None else Added(str(row[0]), int(row[1]), new=False)
 
-    def _add(self, chunks: Iterable[bytes], size_hint: int, *, name: str | None, kind: str,
-             media: str, device: str | None, dicom: DicomMeta | None) -> Added:
+    def _add(
+        self,
+        chunks: Iterable[bytes],
+        size_hint: int,
+        *,
+        name: str | None,
+        kind: str,
+        media: str,
+        device: str | None,
+        dicom: DicomMeta | None,
+    ) -> Added:
         self.make_room(size_hint)
         sha, size = self._write_durably(chunks)
         meta = dicom or DicomMeta(None, None, None, None, None)
         row: dict[str, Any] = {
-            "file_id": sha, "sha256": sha, "size": size, "media_type": media, "kind": kind,
-            "name": name, "source_device": device, "study_uid": meta.study_uid,
-            "series_uid": meta.series_uid, "instance_uid": meta.instance_uid,
-            "sop_class_uid": meta.sop_class_uid, "modality": meta.modality,
+            "file_id": sha,
+            "sha256": sha,
+            "size": size,
+            "media_type": media,
+            "kind": kind,
+            "name": name,
+            "source_device": device,
+            "study_uid": meta.study_uid,
+            "series_uid": meta.series_uid,
+            "instance_uid": meta.instance_uid,
+            "sop_class_uid": meta.sop_class_uid,
+            "modality": meta.modality,
             "received_at": utc_now(),
         }
 
         def op(db: Database) -> bool:
-            found = db.execute("SELECT evicted_at FROM attachments WHERE file_id = ?",
-                               [sha]).fetchone()
+            found = db.execute(
+                "SELECT evicted_at FROM attachments WHERE file_id = ?", [sha]
+            ).fetchone()
             if found is not None:
                 if found[0] is not None:  # evicted, now held again
-                    db.execute("UPDATE attachments SET evicted_at = NULL WHERE file_id = ?",
-                               [sha])
+                    db.execute("UPDATE attachments SET evicted_at = NULL WHERE file_id = ?", [sha])
                 return False
             row["encounter_id"] = self.open_encounter(db)
             cols = ", ".join(row)
-            db.execute(f"INSERT INTO attachments ({cols}) VALUES "
-                       f"({', '.join('?' for _ in row)})", list(row.values()))
+            db.execute(
+                f"INSERT INTO attachments ({cols}) VALUES ({', '.join('?' for _ in row)})",
+                list(row.values()),
+            )
             return True
 
         new = self.store.call(op)
         if new:
-            log.info("attachments: stored a %s file of %d bytes (%s) from %s", kind, size,
-                     sha[:12], device or "the command line")
+            log.info(
+                "attachments: stored a %s file of %d bytes (%s) from %s",
+                kind,
+                size,
+                sha[:12],
+                device or "the command line",
+            )
             for listener in list(_listeners.get(self.store, [])):
                 try:
                     listener()
@@ -268,11 +310,14 @@ class AttachmentStore:
             return []
 
         def op(db: Database) -> tuple[int, list[tuple[str, int]]]:
-            used = db.execute("SELECT coalesce(sum(size), 0) FROM attachments WHERE "
-                              "evicted_at IS NULL").fetchone()[0]
-            held = db.execute("SELECT file_id, size FROM attachments WHERE evicted_at IS NULL "
-                              "AND central_holds_at IS NOT NULL ORDER BY central_holds_at, "
-                              "file_id").fetchall()
+            used = db.execute(
+                "SELECT coalesce(sum(size), 0) FROM attachments WHERE evicted_at IS NULL"
+            ).fetchone()[0]
+            held = db.execute(
+                "SELECT file_id, size FROM attachments WHERE evicted_at IS NULL "
+                "AND central_holds_at IS NOT NULL ORDER BY central_holds_at, "
+                "file_id"
+            ).fetchall()
             return int(used), [(str(r[0]), int(r[1])) for r in held]
 
         used, held = self.store.read(op)
@@ -288,9 +333,13 @@ class AttachmentStore:
             at = utc_now()
             # The rows first: a crash after this leaves orphan files, never a row that says
             # "here" for a file that is gone.
-            self.store.call(lambda db: db.conn.executemany(
-                "UPDATE attachments SET evicted_at = ? WHERE file_id = ? AND central_holds_at "
-                "IS NOT NULL", [(at, v) for v in victims]))
+            self.store.call(
+                lambda db: db.conn.executemany(
+                    "UPDATE attachments SET evicted_at = ? WHERE file_id = ? AND central_holds_at "
+                    "IS NOT NULL",
+                    [(at, v) for v in victims],
+                )
+            )
             for file_id in victims:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.path_of(file_id))
@@ -311,8 +360,11 @@ def pending(db: Database) -> list[Attachment]:
 
 
 def mark_held(db: Database, file_id: str, at: str) -> None:
-    db.execute("UPDATE attachments SET central_holds_at = ? WHERE file_id = ? AND "
-               "central_holds_at IS NULL", [at, file_id])
+    db.execute(
+        "UPDATE attachments SET central_holds_at = ? WHERE file_id = ? AND "
+        "central_holds_at IS NULL",
+        [at, file_id],
+    )
 
 
 def mark_failed(db: Database, file_id: str, reason: str) -> None:
@@ -323,4 +375,3 @@ def _chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
             yield chunk
-

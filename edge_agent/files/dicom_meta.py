@@ -27,7 +27,7 @@ class NotDicom(ValueError):
 
 def is_dicom(head: bytes) -> bool:
     """A Part 10 file: a 128-byte preamble then ``DICM``."""
-    return head[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == b"DICM"
+    return head[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == b"DICM"
 
 
 def read_meta(data: bytes) -> DicomMeta:
@@ -35,9 +35,17 @@ def read_meta(data: bytes) -> DicomMeta:
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = dcmread(io.BytesIO(data), stop_before_pixels=True,
-                     specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
-                                    "SOPClassUID", "Modality"])
+        ds = dcmread(
+            io.BytesIO(data),
+            stop_before_pixels=True,
+            specific_tags=[
+                "StudyInstanceUID",
+                "SeriesInstanceUID",
+                "SOPInstanceUID",
+                "SOPClassUID",
+                "Modality",
+            ],
+        )
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as exc:
         # The class only: a pydicom message may quote an element's value.
         raise NotDicom(f"not a readable DICOM file ({type(exc).__name__})") from None
@@ -55,5 +63,6 @@ def read_meta(data: bytes) -> DicomMeta:
         sop_class = str(meta.get("MediaStorageSOPClassUID") or "") or None
     if instance is None:
         raise NotDicom("not a readable DICOM file (no SOP Instance UID)")
-    return DicomMeta(text("StudyInstanceUID"), text("SeriesInstanceUID"), instance, sop_class,
-                     text("Modality"))
+    return DicomMeta(
+        text("StudyInstanceUID"), text("SeriesInstanceUID"), instance, sop_class, text("Modality")
+    )

@@ -55,9 +55,16 @@ TRANSFER_SYNTAXES: Final = (
 
 
 class DicomReceiver:
-    def __init__(self, files: AttachmentStore, *, ae_title: str = "EDGEAGENT",
-                 host: str = "127.0.0.1", port: int = 11112, device: str = "dicom",
-                 calling_aes: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        files: AttachmentStore,
+        *,
+        ae_title: str = "EDGEAGENT",
+        host: str = "127.0.0.1",
+        port: int = 11112,
+        device: str = "dicom",
+        calling_aes: Sequence[str] = (),
+    ) -> None:
         self.files = files
         self.ae_title, self.host, self.port, self.device = ae_title, host, port, device
         self.calling_aes = tuple(calling_aes)  # empty: any calling AE
@@ -79,12 +86,15 @@ class DicomReceiver:
         ae.add_supported_context(Verification)
         ae.require_called_aet = True  # pynetdicom's default accepts any called AE title
         ae.require_calling_aet = list(self.calling_aes)
-        self._server = ae.start_server((self.host, self.port), block=False,
-                                       evt_handlers=[(evt.EVT_C_STORE, self.on_store),
-                                                     (evt.EVT_REJECTED, self.on_rejected)])
+        self._server = ae.start_server(
+            (self.host, self.port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self.on_store), (evt.EVT_REJECTED, self.on_rejected)],
+        )
         self.port = int(self._server.server_address[1])
-        log.info("dicom: C-STORE receiver %s listening on %s:%d", self.ae_title, self.host,
-                 self.port)
+        log.info(
+            "dicom: C-STORE receiver %s listening on %s:%d", self.ae_title, self.host, self.port
+        )
 
     def stop(self) -> None:
         if self._server is not None:

@@ -74,8 +74,7 @@ def taken_dir(folder: Path) -> Path:
     return folder.with_name(folder.name + ".taken")
 
 
-def take(files: AttachmentStore, folder: Path, name: str, *, device: str,
-         kind: str | None) -> str:
+def take(files: AttachmentStore, folder: Path, name: str, *, device: str, kind: str | None) -> str:
     """Store the file durably, then move it out of the drop folder; its file id."""
     path = folder / name
     added = files.add_file(path, kind=kind, device=device)
@@ -98,16 +97,18 @@ async def watch(files: AttachmentStore, cfg: WatchFolderSettings, stop: asyncio.
     while not stop.is_set():
         for name in tracker.observe(listing(cfg.path), loop.time()):
             try:
-                await asyncio.to_thread(take, files, cfg.path, name, device=cfg.device,
-                                        kind=cfg.kind)
+                await asyncio.to_thread(
+                    take, files, cfg.path, name, device=cfg.device, kind=cfg.kind
+                )
             except FileNotFoundError:
                 pass  # taken away meanwhile
             except (AttachmentsFull, StoreError, OSError) as exc:
                 if name not in refused:  # said once per file, tried again each poll
                     refused.add(name)
                     why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                    log.error("files: a file from %s is left in its drop folder: %s",
-                              cfg.device, why)
+                    log.error(
+                        "files: a file from %s is left in its drop folder: %s", cfg.device, why
+                    )
                 continue
             refused.discard(name)
             tracker.forget(name)

@@ -26,9 +26,14 @@ async def run_file_sources(store: Store, settings: Settings, stop: asyncio.Event
     files = attachment_store(store, settings)
     receiver = None
     if cfg.dicom:
-        receiver = DicomReceiver(files, ae_title=cfg.dicom_ae_title, host=cfg.dicom_host,
-                                 port=cfg.dicom_port, device=cfg.dicom_device,
-                                 calling_aes=cfg.dicom_calling_aes)
+        receiver = DicomReceiver(
+            files,
+            ae_title=cfg.dicom_ae_title,
+            host=cfg.dicom_host,
+            port=cfg.dicom_port,
+            device=cfg.dicom_device,
+            calling_aes=cfg.dicom_calling_aes,
+        )
         await asyncio.to_thread(receiver.start)
     try:
         async with asyncio.TaskGroup() as tg:

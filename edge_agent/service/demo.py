@@ -153,8 +153,9 @@ async def run_demo(
                 while steps and time.monotonic() - start >= steps[0][0]:
                     step = steps.pop(0)[1]
                     await asyncio.to_thread(_encounter_step, settings, step, store)
-                    progress(f"simulated patient: encounter "
-                             f"{'opened' if step == 'open' else 'closed'}")
+                    progress(
+                        f"simulated patient: encounter {'opened' if step == 'open' else 'closed'}"
+                    )
                 progress(_line(time.monotonic() - start, store.stats(), broker is not None))
             if steps and steps[0][1] == "close":
                 await asyncio.to_thread(_encounter_step, settings, "close", store)
@@ -174,8 +175,13 @@ async def run_demo(
             result.readings_acknowledged = stats["readings_sent"]
             result.readings_pending_sync = stats["readings_pending_sync"]
             result.rejects = stats["rejects"]
-            result.readings_attributed = store.read(lambda db: int(db.execute(
-                "SELECT count(*) FROM readings WHERE encounter_id IS NOT NULL").fetchone()[0]))
+            result.readings_attributed = store.read(
+                lambda db: int(
+                    db.execute(
+                        "SELECT count(*) FROM readings WHERE encounter_id IS NOT NULL"
+                    ).fetchone()[0]
+                )
+            )
             result.devices = {k: _public(v) for k, v in supervisor.sink.devices.items()}
     finally:
         for sim in sims.values():
@@ -195,8 +201,12 @@ def _encounter_step(settings: Settings, step: str, store: Store) -> None:
     def op(db: Database) -> None:
         store.encounters.invalidate()  # the writer's own commits do not move data_version
         if step == "open":
-            open_encounter(db, settings.patients.systems[DEMO_PATIENT[0]], DEMO_PATIENT[1],
-                           practitioner_role="nurse")
+            open_encounter(
+                db,
+                settings.patients.systems[DEMO_PATIENT[0]],
+                DEMO_PATIENT[1],
+                practitioner_role="nurse",
+            )
         else:
             close_encounter(db)
 

@@ -19,15 +19,23 @@ from edge_agent.clock import parse_time
 SILENT_AFTER_INTERVALS: Final = 5
 
 
-def silent_since(expected_interval: float | None, state: str, connected_since: str | None,
-                 last_reading_at: str | None, now: datetime,
-                 intervals: int = SILENT_AFTER_INTERVALS) -> str | None:
+def silent_since(
+    expected_interval: float | None,
+    state: str,
+    connected_since: str | None,
+    last_reading_at: str | None,
+    now: datetime,
+    intervals: int = SILENT_AFTER_INTERVALS,
+) -> str | None:
     """When the device fell silent (its last reading, or its connection if no reading came
     since), as given; None while it sends, or when silence says nothing for it."""
     if expected_interval is None or state != "connected":
         return None
-    stamps = [(w, s) for s in (connected_since, last_reading_at)
-              if s is not None and (w := parse_time(s)) is not None]
+    stamps = [
+        (w, s)
+        for s in (connected_since, last_reading_at)
+        if s is not None and (w := parse_time(s)) is not None
+    ]
     if not stamps:
         return None
     latest, stamp = max(stamps)

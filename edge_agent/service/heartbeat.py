@@ -108,8 +108,7 @@ def ask(path: Path, timeout: float = TIMEOUT_S) -> Liveness:
         answer = json.loads(data)
     except ValueError:
         return Liveness("not_answering")
-    return Liveness("answering", answer) if isinstance(answer, dict) else \
-        Liveness("not_answering")
+    return Liveness("answering", answer) if isinstance(answer, dict) else Liveness("not_answering")
 
 
 def ask_any(store: Path, timeout: float = TIMEOUT_S) -> Liveness:
@@ -134,8 +133,7 @@ def _bind(path: Path) -> socket.socket:
     return sock
 
 
-async def serve(path: Path, answer: Callable[[], dict[str, Any]],
-                stop: asyncio.Event) -> None:
+async def serve(path: Path, answer: Callable[[], dict[str, Any]], stop: asyncio.Event) -> None:
     """Answer the heartbeat at ``path`` until ``stop``. A leftover socket (a crashed agent)
     is replaced; one another live agent answers on is left alone (this one is not asked)."""
     if path.exists():

@@ -33,8 +33,7 @@ Edge = Literal["stalled", "recovered"]
 class LagStats:
     """Recent wake-up delays and the stall episodes they make (pure: times are given)."""
 
-    def __init__(self, threshold: float = STALL_S, started: float = 0.0,
-                 keep: int = KEEP) -> None:
+    def __init__(self, threshold: float = STALL_S, started: float = 0.0, keep: int = KEEP) -> None:
         self.threshold = threshold
         self.samples: deque[float] = deque(maxlen=keep)
         self.last_turn = started  # monotonic time of the last wake-up (or of the start)
@@ -94,8 +93,12 @@ class LagStats:
 class LagMonitor:
     """The task that measures the loop's lag (start it with :meth:`run` in the agent's loop)."""
 
-    def __init__(self, interval: float = INTERVAL_S, threshold: float = STALL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        interval: float = INTERVAL_S,
+        threshold: float = STALL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.interval = interval
         self.clock = clock
         self.stats = LagStats(threshold, started=clock())
@@ -114,8 +117,13 @@ class LagMonitor:
             now = self.clock()
             edge = self.stats.record(now - due, now)
             if edge == "stalled":
-                log.warning("event loop stalled: a turn took %.2f s (threshold %.2f s)",
-                            now - due, self.stats.threshold)
+                log.warning(
+                    "event loop stalled: a turn took %.2f s (threshold %.2f s)",
+                    now - due,
+                    self.stats.threshold,
+                )
             elif edge == "recovered":
-                log.warning("event loop turns again (the stall's longest turn: %.2f s)",
-                            self.stats.episode_max)
+                log.warning(
+                    "event loop turns again (the stall's longest turn: %.2f s)",
+                    self.stats.episode_max,
+                )

@@ -129,8 +129,7 @@ class StoreSink(Sink):
         received_at, clock = self._reception_time(wall, mono)
         if clock in (ClockSource.GPS, ClockSource.CENTRAL):  # corrected: keep the raw time
             raw = (("system-time", _iso(wall)),)
-            measurements = [dataclasses.replace(m, context=m.context + raw)
-                            for m in measurements]
+            measurements = [dataclasses.replace(m, context=m.context + raw) for m in measurements]
         position = None if is_gps else self._position(mono)
         held = Held(device_id, tuple(measurements), tuple(rejects), received_at, clock, position)
         full = self.full_disk
@@ -146,22 +145,31 @@ class StoreSink(Sink):
             return
         self._count(held)
 
-    async def _append(self, held: Held, cursor: tuple[str, int] | None,
-                      may_buffer: bool) -> None:
+    async def _append(self, held: Held, cursor: tuple[str, int] | None, may_buffer: bool) -> None:
         """Append through the writer (which already tries a locked commit again). Stream
         readings (no device resends them) are appended again, bounded, while the store stays
         locked; a message's readings are refused at once (the device resends)."""
         backoff = Backoff(base=0.5, cap=5.0)
         while True:
             try:
-                await asyncio.wrap_future(self.unit_store.append(
-                    held.device_id, list(held.measurements), list(held.rejects),
-                    received_at=held.received_at, clock_source=held.clock_source,
-                    position=held.position, cursor=cursor))
+                await asyncio.wrap_future(
+                    self.unit_store.append(
+                        held.device_id,
+                        list(held.measurements),
+                        list(held.rejects),
+                        received_at=held.received_at,
+                        clock_source=held.clock_source,
+                        position=held.position,
+                        cursor=cursor,
+                    )
+                )
                 return
             except Exception as exc:
-                if (not may_buffer or not store_connect.is_busy(exc)
-                        or backoff.attempt >= STREAM_BUSY_RETRIES):
+                if (
+                    not may_buffer
+                    or not store_connect.is_busy(exc)
+                    or backoff.attempt >= STREAM_BUSY_RETRIES
+                ):
                     raise
                 log.warning("device %s: the store is locked; its readings wait", held.device_id)
                 await asyncio.sleep(backoff.next_delay())
@@ -174,8 +182,9 @@ class StoreSink(Sink):
         if full.hold(held):
             self.device_status(held.device_id, "store-full", "disk full: readings held in memory")
         else:
-            self.device_status(held.device_id, "buffer-full",
-                               "disk full and memory buffer full: readings NOT kept")
+            self.device_status(
+                held.device_id, "buffer-full", "disk full and memory buffer full: readings NOT kept"
+            )
 
     def _count(self, held: Held) -> None:
         state = self.devices.setdefault(held.device_id, DeviceState())
@@ -215,9 +224,12 @@ class StoreSink(Sink):
         fresh = fix.offset_at is not None and mono - fix.offset_at <= self.GPS_TIME_MAX_AGE
         store = self.unit_store
         choice = choose_clock(
-            wall, system_synced=store.clock_source is ClockSource.SYSTEM,
+            wall,
+            system_synced=store.clock_source is ClockSource.SYSTEM,
             gps_offset_s=fix.gps_offset if fresh else None,
-            central_offset_s=store.central_offset_s, tolerance_s=self.CLOCK_TOLERANCE)
+            central_offset_s=store.central_offset_s,
+            tolerance_s=self.CLOCK_TOLERANCE,
+        )
         self._say_clock(choice, fix.gps_offset if fresh else None)
         return _iso(wall + choice.correction_s), choice.source
 
@@ -230,15 +242,26 @@ class StoreSink(Sink):
             return
         self._clock_said = said
         if choice.disagreement:
-            log.warning("clock: GPS time disagrees with the %s clock by %+.0f s: not used",
-                        choice.source, (gps_offset or 0.0) - choice.correction_s)
-        value = {"source": str(choice.source), "correction_s": round(choice.correction_s, 3),
-                 "disagreement": choice.disagreement,
-                 "gps_offset_s": None if gps_offset is None else round(gps_offset, 3),
-                 "since": utc_now()}
+            log.warning(
+                "clock: GPS time disagrees with the %s clock by %+.0f s: not used",
+                choice.source,
+                (gps_offset or 0.0) - choice.correction_s,
+            )
+        value = {
+            "source": str(choice.source),
+            "correction_s": round(choice.correction_s, 3),
+            "disagreement": choice.disagreement,
+            "gps_offset_s": None if gps_offset is None else round(gps_offset, 3),
+            "since": utc_now(),
+        }
         fut = self.unit_store.submit(lambda db: put_state(db, "clock", value))
-        fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() is None
-                              else log.warning("clock: state not kept: %s", f.exception()))
+        fut.add_done_callback(
+            lambda f: (
+                None
+                if f.cancelled() or f.exception() is None
+                else log.warning("clock: state not kept: %s", f.exception())
+            )
+        )
 
     def device_facts(self, device_id: str, facts: DeviceFacts) -> None:
         """Keep what the device said about itself (a background write: no reading waits)."""
@@ -278,15 +301,16 @@ def offset_text(seconds: float) -> str:
     return f"{seconds:.3f}".rstrip("0").rstrip(".")
 
 
-def with_clock_offset(measurements: list[Measurement], offset: float | None
-                      ) -> list[Measurement]:
+def with_clock_offset(measurements: list[Measurement], offset: float | None) -> list[Measurement]:
     """The measurements with the device's clock offset in effect in their context (only
     those with a device time; none when the offset is zero or unknown)."""
     if not offset:
         return measurements
     pair = ("clock-offset", offset_text(offset))
-    return [dataclasses.replace(m, context=(*m.context, pair)) if m.device_time else m
-            for m in measurements]
+    return [
+        dataclasses.replace(m, context=(*m.context, pair)) if m.device_time else m
+        for m in measurements
+    ]
 
 
 def _iso(epoch: float) -> str:
@@ -319,7 +343,11 @@ async def run_device(
         )
         factory = spec.decoder
         await run_serial(
-            dev.id, params, lambda: factory(dev.options), sink, stop,
+            dev.id,
+            params,
+            lambda: factory(dev.options),
+            sink,
+            stop,
             idle_timeout=spec.idle_timeout,
         )
     elif spec.transport == "ble":
@@ -362,7 +390,8 @@ class _StoreCursor:
             if taken:
                 return None  # another meter took it over already
             row = db.execute(
-                "SELECT cursor FROM device_cursors WHERE device_id = ?", [device]).fetchone()
+                "SELECT cursor FROM device_cursors WHERE device_id = ?", [device]
+            ).fetchone()
             return None if row is None else int(row[0])
 
         return self._store.read(legacy)
@@ -383,23 +412,27 @@ class Supervisor:
         self.acquire = acquire
         self.store = store
         cfg = settings.store
-        self.sink = StoreSink(store, full_disk=FullDisk(
+        self.sink = StoreSink(
             store,
-            buffer=AcquisitionBuffer(cfg.full_buffer_readings, cfg.full_buffer_kib * 1024),
-            reserve_bytes=cfg.reserve_kib * 1024,
-            resume_free_bytes=cfg.resume_free_kib * 1024,
-        ))
+            full_disk=FullDisk(
+                store,
+                buffer=AcquisitionBuffer(cfg.full_buffer_readings, cfg.full_buffer_kib * 1024),
+                reserve_bytes=cfg.reserve_kib * 1024,
+                resume_free_bytes=cfg.resume_free_kib * 1024,
+            ),
+        )
         self.sync_enabled = sync and settings.broker is not None and settings.sync.enabled
         self.sync_daemon: Any = None
         self.loop_lag = LagMonitor()
         # The codec reads device times without a zone in the unit's zone (sync.fhir).
         zone = settings.unit.timezone
         store.submit(lambda db: put_state(db, "unit-timezone", zone))
-        self.sink.clock_offsets = {d.id: d.clock_offset.total_seconds()
-                                   for d in settings.devices}
+        self.sink.clock_offsets = {d.id: d.clock_offset.total_seconds() for d in settings.devices}
         if acquire:  # what the configuration says about each device (the FHIR Device)
-            configured = [(d.id, device_facts.from_config(d.address, _mdc_type(d.kind)))
-                          for d in settings.devices]
+            configured = [
+                (d.id, device_facts.from_config(d.address, _mdc_type(d.kind)))
+                for d in settings.devices
+            ]
             store.submit(lambda db: [device_facts.save(db, i, v) for i, v in configured])
 
     async def run(self, stop: asyncio.Event, started: Callable[[], None] | None = None) -> None:
@@ -413,22 +446,31 @@ class Supervisor:
                 if dev.enabled:
                     tg.create_task(self._supervise(dev, stop), name=f"device:{dev.id}")
             if self.acquire and file_sources.wanted(self.settings):  # DICOM, drop folders
-                tg.create_task(self._keep(functools.partial(
-                    file_sources.run_file_sources, self.store, self.settings), stop, "files"),
-                    name="files")
+                tg.create_task(
+                    self._keep(
+                        functools.partial(file_sources.run_file_sources, self.store, self.settings),
+                        stop,
+                        "files",
+                    ),
+                    name="files",
+                )
             if self.sync_enabled:
                 from sync.daemon import SyncDaemon
 
-                self.sync_daemon = SyncDaemon(self.store, self.settings,
-                                              external_writer=not self.acquire)
+                self.sync_daemon = SyncDaemon(
+                    self.store, self.settings, external_writer=not self.acquire
+                )
                 self.sink.on_devices = self.sync_daemon.devices_changed
                 tg.create_task(self._keep(self.sync_daemon.run, stop, "sync"), name="sync")
             if self.settings.console.enabled and self.acquire:
                 from edge_agent.console.serve import serve_console
 
-                tg.create_task(self._keep(
-                    lambda s: serve_console(self.settings, s, self.store), stop, "console"),
-                    name="console")
+                tg.create_task(
+                    self._keep(
+                        lambda s: serve_console(self.settings, s, self.store), stop, "console"
+                    ),
+                    name="console",
+                )
             if started is not None:
                 await asyncio.sleep(0)  # the tasks take their first step
                 started()
@@ -439,8 +481,11 @@ class Supervisor:
         try:
             await heartbeat.serve(path, self.heartbeat_answer, stop)
         except OSError as exc:  # the screens will say "not running": say why here
-            log.error("heartbeat: cannot listen at %s (%s): the screens cannot ask this agent",
-                      path, exc.strerror or exc)
+            log.error(
+                "heartbeat: cannot listen at %s (%s): the screens cannot ask this agent",
+                path,
+                exc.strerror or exc,
+            )
 
     def heartbeat_answer(self) -> dict[str, Any]:
         """What the screens ask the running agent (no patient data: ids, states, times)."""
@@ -451,14 +496,24 @@ class Supervisor:
             kind = kinds.get(dev_id)
             spec = DRIVERS.get(kind) if kind is not None else None
             devices[dev_id] = {
-                "state": st.state, "since": st.since, "last_reading_at": st.last_reading_at,
-                "silent_since": silent_since(spec.expected_interval if spec else None,
-                                             st.state, st.since, st.last_reading_at, now),
+                "state": st.state,
+                "since": st.since,
+                "last_reading_at": st.last_reading_at,
+                "silent_since": silent_since(
+                    spec.expected_interval if spec else None,
+                    st.state,
+                    st.since,
+                    st.last_reading_at,
+                    now,
+                ),
             }
         sync = self.sync_daemon
         return {
-            "pid": os.getpid(), "role": "agent" if self.acquire else "sync",
-            "at": _iso(now.timestamp()), "loop": self.loop_lag.figures(), "devices": devices,
+            "pid": os.getpid(),
+            "role": "agent" if self.acquire else "sync",
+            "at": _iso(now.timestamp()),
+            "loop": self.loop_lag.figures(),
+            "devices": devices,
             "sync": None if sync is None else {"connected": bool(sync.connected)},
         }
 

@@ -95,8 +95,9 @@ class Notifier:
     def stopping(self) -> None:
         self.send("STOPPING=1")
 
-    async def watchdog(self, store: Store, stop: asyncio.Event,
-                       loop: LagMonitor | None = None) -> None:
+    async def watchdog(
+        self, store: Store, stop: asyncio.Event, loop: LagMonitor | None = None
+    ) -> None:
         """Ping every half period while the loop turns on time (``loop``: the agent's lag
         monitor; without it, that the ping task runs at all) and the writer answers."""
         if self.watchdog_s is None or self.address is None:
@@ -113,9 +114,12 @@ class Notifier:
                 silent = None
             elif silent is None:
                 silent = "loop" if not turning else "writer"
-                log.error("service: %s; watchdog pings stop (systemd restarts the agent)",
-                          "the event loop is stalled" if not turning
-                          else "the store's writer does not answer")
+                log.error(
+                    "service: %s; watchdog pings stop (systemd restarts the agent)",
+                    "the event loop is stalled"
+                    if not turning
+                    else "the store's writer does not answer",
+                )
             if writer_ok and (probe is None or done):
                 with contextlib.suppress(Exception):  # a closed store: no probe, no ping
                     probe = store.submit(_nothing)

@@ -122,8 +122,9 @@ def usb_matches() -> list[UsbMatch]:
     common USB-serial bridges."""
     from drivers.registry import DRIVERS
 
-    found = [UsbMatch(ids, spec.kind, spec.title)
-             for spec in DRIVERS.values() for ids in spec.usb_ids]
+    found = [
+        UsbMatch(ids, spec.kind, spec.title) for spec in DRIVERS.values() for ids in spec.usb_ids
+    ]
     known = {m.vid_pid for m in found}
     found += [UsbMatch(ids, "serial", title) for ids, title in ADAPTERS if ids not in known]
     return found
@@ -143,10 +144,14 @@ def udev_rules(matches: Iterable[UsbMatch]) -> str:
         vid, _, pid = m.vid_pid.partition(":")
         match = f'ATTRS{{idVendor}}=="{vid}", ATTRS{{idProduct}}=="{pid}"'
         lines.append(f"# {m.title}")
-        lines.append(f'{match}, ENV{{ID_SERIAL_SHORT}}=="?*", GROUP="dialout", MODE="0660", '
-                     f'SYMLINK+="edge-agent/{m.name}-$env{{ID_SERIAL_SHORT}}"')
-        lines.append(f'{match}, ENV{{ID_SERIAL_SHORT}}!="?*", GROUP="dialout", MODE="0660", '
-                     f'SYMLINK+="edge-agent/{m.name}-$env{{ID_PATH_TAG}}"')
+        lines.append(
+            f'{match}, ENV{{ID_SERIAL_SHORT}}=="?*", GROUP="dialout", MODE="0660", '
+            f'SYMLINK+="edge-agent/{m.name}-$env{{ID_SERIAL_SHORT}}"'
+        )
+        lines.append(
+            f'{match}, ENV{{ID_SERIAL_SHORT}}!="?*", GROUP="dialout", MODE="0660", '
+            f'SYMLINK+="edge-agent/{m.name}-$env{{ID_PATH_TAG}}"'
+        )
     lines.append('LABEL="edge_agent_end"')
     return "\n".join(lines) + "\n"
 

@@ -82,7 +82,9 @@ class AgentLock:
                     f"{self.store}: another edge-agent is already running on this store "
                     f"({who}, {role}). Fix: only one agent may use a store: stop that one "
                     "first (systemctl stop edge-agent, or edge-agent sync status to see it)",
-                    pid=pid, role=role) from None
+                    pid=pid,
+                    role=role,
+                ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         return fd

@@ -211,8 +211,10 @@ def encrypted_hint(path: Path) -> str:
     acquiring; the hint says how to get it back."""
     if key_for(path) is not None or file_kind(path) != "encrypted":
         return ""
-    return (' (if this store is encrypted: set [store] encryption = "sqlcipher" and key_file '
-            "to its key)")
+    return (
+        ' (if this store is encrypted: set [store] encryption = "sqlcipher" and key_file '
+        "to its key)"
+    )
 
 
 def is_busy(exc: BaseException) -> bool:

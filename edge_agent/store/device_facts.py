@@ -24,9 +24,13 @@ _MAC: Final = re.compile(r"^([0-9A-Fa-f]{2})(?::([0-9A-Fa-f]{2})){5}$")
 
 
 def from_event(facts: DeviceFacts) -> dict[str, str | int | None]:
-    return {"serial": facts.serial, "system_id": facts.system_id,
-            "manufacturer": facts.manufacturer, "model": facts.model,
-            "firmware": facts.firmware}
+    return {
+        "serial": facts.serial,
+        "system_id": facts.system_id,
+        "manufacturer": facts.manufacturer,
+        "model": facts.model,
+        "firmware": facts.firmware,
+    }
 
 
 def from_config(address: str | None, mdc_type: int | None) -> dict[str, str | int | None]:
@@ -41,10 +45,12 @@ def save(db: Database, device_id: str, values: Mapping[str, str | int | None]) -
     given = {k: v for k, v in values.items() if k in COLUMNS and v is not None}
     if not given:
         return False
-    row = db.execute(f"SELECT {', '.join(COLUMNS)} FROM device_facts WHERE device_id = ?",
-                     [device_id]).fetchone()
-    if row is not None and all(dict(zip(COLUMNS, row, strict=True))[k] == v
-                               for k, v in given.items()):
+    row = db.execute(
+        f"SELECT {', '.join(COLUMNS)} FROM device_facts WHERE device_id = ?", [device_id]
+    ).fetchone()
+    if row is not None and all(
+        dict(zip(COLUMNS, row, strict=True))[k] == v for k, v in given.items()
+    ):
         return False
     cols = ", ".join(given)
     marks = ", ".join("?" for _ in given)
@@ -52,11 +58,13 @@ def save(db: Database, device_id: str, values: Mapping[str, str | int | None]) -
     db.execute(
         f"INSERT INTO device_facts (device_id, {cols}, updated_at) VALUES (?, {marks}, ?) "
         f"ON CONFLICT(device_id) DO UPDATE SET {sets}, updated_at = excluded.updated_at",
-        [device_id, *given.values(), utc_now()])
+        [device_id, *given.values(), utc_now()],
+    )
     return True
 
 
 def load(db: Database, device_id: str) -> dict[str, str | int | None] | None:
-    row = db.execute(f"SELECT {', '.join(COLUMNS)} FROM device_facts WHERE device_id = ?",
-                     [device_id]).fetchone()
+    row = db.execute(
+        f"SELECT {', '.join(COLUMNS)} FROM device_facts WHERE device_id = ?", [device_id]
+    ).fetchone()
     return None if row is None else dict(zip(COLUMNS, row, strict=True))

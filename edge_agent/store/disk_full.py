@@ -86,9 +86,11 @@ class FullDisk:
         if not self.full:
             self.full, self.since = True, utc_now()
             self.episodes += 1
-            log.error("store: the disk is full; stream readings are held in memory "
-                      "(at most %d readings), message devices are told to resend",
-                      self.buffer.max_readings)
+            log.error(
+                "store: the disk is full; stream readings are held in memory "
+                "(at most %d readings), message devices are told to resend",
+                self.buffer.max_readings,
+            )
             # At once, not at the next poll: the CLI and the nurse's status must see it now.
             self._released = disk_status.release_reserve(self.path)
             self._write_status(force=True)
@@ -99,8 +101,12 @@ class FullDisk:
         if not kept and self.buffer.dropped.get(held.device_id, 0) == held.readings + len(
             held.rejects
         ):
-            log.error("store: memory buffer full (%d readings); readings from %s are NOT kept "
-                      "until space is freed", self.buffer.readings, held.device_id)
+            log.error(
+                "store: memory buffer full (%d readings); readings from %s are NOT kept "
+                "until space is freed",
+                self.buffer.readings,
+                held.device_id,
+            )
         return kept
 
     def note_event(self, kind: str, detail: str, device_id: str | None) -> None:
@@ -142,12 +148,15 @@ class FullDisk:
             await self._flush(deadline=time.monotonic() + 1.0)
             if len(self.buffer):
                 self.lost_at_stop = self.buffer.readings
-                log.error("store: stopping on a full disk: %d readings held in memory are lost",
-                          self.lost_at_stop)
+                log.error(
+                    "store: stopping on a full disk: %d readings held in memory are lost",
+                    self.lost_at_stop,
+                )
             self._write_status(force=True)
 
     async def _episode(self, stop: asyncio.Event) -> None:
         at, info = self.since or utc_now(), {"reserve_released": self._released}
+
         def op(db: Any) -> None:
             _event(db, at, "store.full", json.dumps(info))
             put_state(db, "disk", {"state": "full", "since": at})
@@ -155,8 +164,9 @@ class FullDisk:
         try:
             await asyncio.wrap_future(self.store.submit(op))
         except Exception:  # no room even for that: written with the others when space returns
-            self._pending_events.insert(0, {"at": at, "kind": "store.full", "device_id": None,
-                                            "detail": json.dumps(info)})
+            self._pending_events.insert(
+                0, {"at": at, "kind": "store.full", "device_id": None, "detail": json.dumps(info)}
+            )
         stages = list(retention.STAGES)
         last_try = time.monotonic()
         while not stop.is_set():
@@ -177,7 +187,8 @@ class FullDisk:
     async def _free(self, stage: str) -> bool:
         try:
             changed = await asyncio.wrap_future(
-                self.store.submit(lambda db: retention.free_stage(db, stage)))
+                self.store.submit(lambda db: retention.free_stage(db, stage))
+            )
         except Exception as exc:
             log.warning("store: retention %s failed: %s", stage, exc)
             return False
@@ -191,15 +202,22 @@ class FullDisk:
                 return False
             chunk = self.buffer.take(self.flush_chunk)
             futures = [
-                asyncio.wrap_future(self.store.append(
-                    h.device_id, list(h.measurements), list(h.rejects),
-                    received_at=h.received_at, clock_source=h.clock_source, position=h.position,
-                ))
+                asyncio.wrap_future(
+                    self.store.append(
+                        h.device_id,
+                        list(h.measurements),
+                        list(h.rejects),
+                        received_at=h.received_at,
+                        clock_source=h.clock_source,
+                        position=h.position,
+                    )
+                )
                 for h in chunk
             ]
             results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [h for h, r in zip(chunk, results, strict=True)
-                      if isinstance(r, BaseException)]
+            failed = [
+                h for h, r in zip(chunk, results, strict=True) if isinstance(r, BaseException)
+            ]
             for held, result in zip(chunk, results, strict=True):
                 if not isinstance(result, BaseException):
                     self.written_back += held.readings
@@ -213,8 +231,11 @@ class FullDisk:
 
     async def _leave(self) -> bool:
         at = utc_now()
-        info = {"since": self.since, "written_back": self.written_back,
-                "dropped": sum(self.buffer.dropped.values())}
+        info = {
+            "since": self.since,
+            "written_back": self.written_back,
+            "dropped": sum(self.buffer.dropped.values()),
+        }
         events = list(self._pending_events)
 
         def op(db: Any) -> None:
@@ -228,8 +249,11 @@ class FullDisk:
         except Exception:
             return False
         del self._pending_events[: len(events)]
-        log.warning("store: space returned; %d held readings written, %d not kept",
-                    info["written_back"], info["dropped"])
+        log.warning(
+            "store: space returned; %d held readings written, %d not kept",
+            info["written_back"],
+            info["dropped"],
+        )
         self.full, self.since = False, None
         self.buffer.dropped.clear()
         disk_status.ensure_reserve(self.path, self.reserve_bytes)
@@ -246,15 +270,16 @@ class FullDisk:
             self._last_status = same
 
 
-def _event(
-    db: Any, at: str, kind: str, detail: str, device_id: str | None = None
+def _event(db: Any, at: str, kind: str, detail: str, device_id: str | None = None) -> None:
+    db.execute(
+        "INSERT INTO events (at, kind, device_id, detail) VALUES (?, ?, ?, ?)",
+        [at, kind, device_id, detail],
+    )
+
+
+async def _first(
+    stop: asyncio.Event, other: asyncio.Event | None = None, timeout: float | None = None
 ) -> None:
-    db.execute("INSERT INTO events (at, kind, device_id, detail) VALUES (?, ?, ?, ?)",
-               [at, kind, device_id, detail])
-
-
-async def _first(stop: asyncio.Event, other: asyncio.Event | None = None,
-                 timeout: float | None = None) -> None:
     """Wait for ``stop`` (or ``other``), at most ``timeout`` seconds."""
     waiters = [asyncio.ensure_future(stop.wait())]
     if other is not None:

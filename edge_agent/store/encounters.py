@@ -74,8 +74,13 @@ def writing(path: Path) -> Iterator[Database]:
         db.close()
 
 
-def write_beside(path: Path, op: Callable[[Database], T], *, attempts: int = BESIDE_ATTEMPTS,
-                 sleep: Callable[[float], None] = time.sleep) -> T:
+def write_beside(
+    path: Path,
+    op: Callable[[Database], T],
+    *,
+    attempts: int = BESIDE_ATTEMPTS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """``op`` in one :func:`writing` transaction from another process than the agent (the
     CLI), tried again (bounded, with backoff) when the store is locked: the agent's writer
     holds the write lock for a commit at a time, and waits for this one as it would. Inside
@@ -104,15 +109,26 @@ def _stamp(at: datetime) -> str:
 
 
 def _encounter(row: Sequence[Any]) -> Encounter:
-    position = None if row[6] is None or row[7] is None else (
-        float(row[6]), float(row[7]), None if row[8] is None else float(row[8]))
-    return Encounter(str(row[0]), str(row[1]), str(row[2]), str(row[3]),
-                     None if row[4] is None else str(row[4]),
-                     None if row[5] is None else str(row[5]), position)
+    position = (
+        None
+        if row[6] is None or row[7] is None
+        else (float(row[6]), float(row[7]), None if row[8] is None else float(row[8]))
+    )
+    return Encounter(
+        str(row[0]),
+        str(row[1]),
+        str(row[2]),
+        str(row[3]),
+        None if row[4] is None else str(row[4]),
+        None if row[5] is None else str(row[5]),
+        position,
+    )
 
 
-_COLUMNS = ("id, patient_system, patient_value, opened_at, closed_at, practitioner_role, "
-            "latitude, longitude, altitude")
+_COLUMNS = (
+    "id, patient_system, patient_value, opened_at, closed_at, practitioner_role, "
+    "latitude, longitude, altitude"
+)
 
 
 def current(db: Database) -> Encounter | None:
@@ -128,15 +144,19 @@ def last_fix(db: Database) -> tuple[float, float, float | None] | None:
     if newest is None:
         return None
     try:
-        since = _stamp(datetime.fromisoformat(str(newest[0]).replace("Z", "+00:00"))
-                       - timedelta(seconds=POSITION_MAX_AGE_S))
+        since = _stamp(
+            datetime.fromisoformat(str(newest[0]).replace("Z", "+00:00"))
+            - timedelta(seconds=POSITION_MAX_AGE_S)
+        )
     except ValueError:
         return None
     found: dict[str, float] = {}
     for quantity in ("latitude", "longitude", "altitude"):
-        row = db.execute("SELECT value FROM readings WHERE quantity = ? AND value IS NOT NULL "
-                         "AND received_at >= ? ORDER BY seq DESC LIMIT 1",
-                         [quantity, since]).fetchone()
+        row = db.execute(
+            "SELECT value FROM readings WHERE quantity = ? AND value IS NOT NULL "
+            "AND received_at >= ? ORDER BY seq DESC LIMIT 1",
+            [quantity, since],
+        ).fetchone()
         if row is not None:
             found[quantity] = float(row[0])
     if "latitude" not in found or "longitude" not in found:
@@ -144,18 +164,34 @@ def last_fix(db: Database) -> tuple[float, float, float | None] | None:
     return (found["latitude"], found["longitude"], found.get("altitude"))
 
 
-def open_encounter(db: Database, system: str, value: str, *, at: datetime | None = None,
-                   practitioner_role: str | None = None) -> Encounter:
+def open_encounter(
+    db: Database,
+    system: str,
+    value: str,
+    *,
+    at: datetime | None = None,
+    practitioner_role: str | None = None,
+) -> Encounter:
     if current(db) is not None:
-        raise EncounterError("an encounter is open already: close it first "
-                             "(edge-agent patient close)")
+        raise EncounterError(
+            "an encounter is open already: close it first (edge-agent patient close)"
+        )
     when = at or datetime.now(UTC)
     fix = last_fix(db)
-    encounter = Encounter(str(uuid.uuid4()), system, value, _stamp(when), None,
-                          practitioner_role, fix)
-    db.execute(f"INSERT INTO encounters ({_COLUMNS}) VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?)",
-               [encounter.id, system, value, encounter.opened_at, practitioner_role,
-                *(fix or (None, None, None))])
+    encounter = Encounter(
+        str(uuid.uuid4()), system, value, _stamp(when), None, practitioner_role, fix
+    )
+    db.execute(
+        f"INSERT INTO encounters ({_COLUMNS}) VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?)",
+        [
+            encounter.id,
+            system,
+            value,
+            encounter.opened_at,
+            practitioner_role,
+            *(fix or (None, None, None)),
+        ],
+    )
     return encounter
 
 
@@ -172,15 +208,25 @@ def close_encounter(db: Database, *, at: datetime | None = None) -> Encounter:
     db.execute("UPDATE encounters SET closed_at = ? WHERE id = ?", [closed, found.id])
     waiting = db.execute(
         "SELECT 1 FROM readings WHERE encounter_id = ? AND sent_at IS NULL AND batch_id IS NULL "
-        "AND refused IS NULL LIMIT 1", [found.id]).fetchone()
+        "AND refused IS NULL LIMIT 1",
+        [found.id],
+    ).fetchone()
     if waiting is None:
         db.execute(
             "UPDATE readings SET attributed_at = ?, sent_at = NULL, "
             "batch_id = CASE WHEN sent_at IS NULL THEN batch_id END WHERE seq = (SELECT "
             "max(seq) FROM readings WHERE encounter_id = ? AND refused IS NULL)",
-            [closed, found.id])
-    return Encounter(found.id, found.patient_system, found.patient_value, found.opened_at,
-                     closed, found.practitioner_role, found.position)
+            [closed, found.id],
+        )
+    return Encounter(
+        found.id,
+        found.patient_system,
+        found.patient_value,
+        found.opened_at,
+        closed,
+        found.practitioner_role,
+        found.position,
+    )
 
 
 @dataclass(frozen=True)
@@ -193,17 +239,16 @@ class Unattributed:
     received_at: str
 
 
-def unattributed(db: Database, minutes: float, *, at: datetime | None = None
-                 ) -> list[Unattributed]:
+def unattributed(db: Database, minutes: float, *, at: datetime | None = None) -> list[Unattributed]:
     """Readings of the last ``minutes`` bound to no encounter (the van's position apart)."""
     since = _stamp((at or datetime.now(UTC)) - timedelta(minutes=minutes))
     rows = db.execute(
         "SELECT seq, device_id, quantity, value, unit, received_at FROM readings "
         "WHERE encounter_id IS NULL AND received_at >= ? "
         "AND quantity NOT IN ('latitude', 'longitude', 'altitude') ORDER BY seq",
-        [since]).fetchall()
-    return [Unattributed(int(r[0]), str(r[1]), str(r[2]), r[3], str(r[4]), str(r[5]))
-            for r in rows]
+        [since],
+    ).fetchall()
+    return [Unattributed(int(r[0]), str(r[1]), str(r[2]), r[3], str(r[4]), str(r[5])) for r in rows]
 
 
 def assign(db: Database, seqs: Sequence[int], *, at: datetime | None = None) -> int:
@@ -216,13 +261,16 @@ def assign(db: Database, seqs: Sequence[int], *, at: datetime | None = None) -> 
     stamp = _stamp(at or datetime.now(UTC))
     bound = 0
     for start in range(0, len(seqs), 500):
-        chunk = list(seqs[start:start + 500])
+        chunk = list(seqs[start : start + 500])
         marks = ", ".join("?" for _ in chunk)
-        bound += int(db.execute(
-            "UPDATE readings SET encounter_id = ?, attributed_at = ?, "
-            "batch_id = CASE WHEN sent_at IS NULL THEN batch_id END, sent_at = NULL "
-            f"WHERE seq IN ({marks}) AND encounter_id IS NULL AND refused IS NULL",
-            [found.id, stamp, *chunk]).rowcount)
+        bound += int(
+            db.execute(
+                "UPDATE readings SET encounter_id = ?, attributed_at = ?, "
+                "batch_id = CASE WHEN sent_at IS NULL THEN batch_id END, sent_at = NULL "
+                f"WHERE seq IN ({marks}) AND encounter_id IS NULL AND refused IS NULL",
+                [found.id, stamp, *chunk],
+            ).rowcount
+        )
     return bound
 
 
@@ -246,8 +294,7 @@ class OpenEncounter:
         reception time: that may come from another clock (GPS) than the CLI's."""
         version = int(db.execute("PRAGMA data_version").fetchone()[0])
         if version != self._version:
-            row = db.execute(
-                "SELECT id FROM encounters WHERE closed_at IS NULL").fetchone()
+            row = db.execute("SELECT id FROM encounters WHERE closed_at IS NULL").fetchone()
             self._open = None if row is None else str(row[0])
             self._version = version
             self.reloads += 1

@@ -32,13 +32,18 @@ from edge_agent.store.recovery import SIDE_FILES, lock_path
 
 
 def _counts(conn: sqlite3.Connection) -> dict[str, int]:
-    tables = [r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    tables = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
     return {t: int(conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]) for t in tables}
 
 
-def encrypt_store(path: Path, key: StoreKey, *, keep_plain: bool = False,
-                  stamp: str | None = None) -> dict[str, object]:
+def encrypt_store(
+    path: Path, key: StoreKey, *, keep_plain: bool = False, stamp: str | None = None
+) -> dict[str, object]:
     """Encrypt the store at ``path`` in place; what was done (counts, the kept plain file)."""
     from sqlcipher3 import dbapi2 as cipher
 
@@ -50,14 +55,18 @@ def encrypt_store(path: Path, key: StoreKey, *, keep_plain: bool = False,
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise StoreError(
-                "store.in_use", f"{path}: the store is open (the agent is running, or another "
+                "store.in_use",
+                f"{path}: the store is open (the agent is running, or another "
                 "command uses it). Fix: stop the agent (systemctl stop edge-agent), then run "
-                "edge-agent db encrypt again") from None
+                "edge-agent db encrypt again",
+            ) from None
         kind = file_kind(path)
         if kind != "plain":
             raise StoreError(
-                "store.not_plain", f"{path}: not a plaintext SQLite store ({kind}); nothing "
-                "was changed. Fix: an encrypted store needs no edge-agent db encrypt")
+                "store.not_plain",
+                f"{path}: not a plaintext SQLite store ({kind}); nothing "
+                "was changed. Fix: an encrypted store needs no edge-agent db encrypt",
+            )
         plain = sqlite3.connect(path, isolation_level=None)
         try:
             plain.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -72,8 +81,9 @@ def encrypt_store(path: Path, key: StoreKey, *, keep_plain: bool = False,
         os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         conn = cipher.connect(str(path), isolation_level=None)  # no key: reads the plain file
         try:
-            conn.execute("ATTACH DATABASE ? AS encrypted KEY \"x'" + key.raw.hex() + "'\"",
-                         [str(target)])
+            conn.execute(
+                "ATTACH DATABASE ? AS encrypted KEY \"x'" + key.raw.hex() + "'\"", [str(target)]
+            )
             conn.execute("SELECT sqlcipher_export('encrypted')")
             version = int(conn.execute("PRAGMA main.user_version").fetchone()[0])
             conn.execute(f"PRAGMA encrypted.user_version = {version}")
@@ -89,13 +99,17 @@ def encrypt_store(path: Path, key: StoreKey, *, keep_plain: bool = False,
         finally:
             check.close()
         if after != before:
-            raise StoreError("store.encrypt_mismatch", f"{path}: the encrypted copy holds "
-                             f"{after}, the store {before}; nothing was changed. Fix: run "
-                             "edge-agent db check, then try again")
+            raise StoreError(
+                "store.encrypt_mismatch",
+                f"{path}: the encrypted copy holds "
+                f"{after}, the store {before}; nothing was changed. Fix: run "
+                "edge-agent db check, then try again",
+            )
         with open(target, "rb") as f:
             if f.read(16) == PLAIN_HEADER:
-                raise StoreError("store.encrypt_failed", f"{target}: not encrypted; nothing "
-                                 "was changed")
+                raise StoreError(
+                    "store.encrypt_failed", f"{target}: not encrypted; nothing was changed"
+                )
         fsync_path(target)
         kept: Path | None = None
         if keep_plain:

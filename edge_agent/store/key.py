@@ -36,8 +36,10 @@ log = logging.getLogger(__name__)
 
 KEY_BYTES = 32
 CREDENTIAL = "store-key"
-INSTALL_FIX = ('install the SQLCipher binding (pip install "edge-agent[encryption]" or pip install '
-               'sqlcipher3-binary), or set [store] encryption = "off"')
+INSTALL_FIX = (
+    'install the SQLCipher binding (pip install "edge-agent[encryption]" or pip install '
+    'sqlcipher3-binary), or set [store] encryption = "off"'
+)
 
 
 @dataclass(frozen=True)
@@ -79,28 +81,37 @@ def read_key_file(path: Path, config: str, field_name: str = "store.key_file") -
         problem = mode_problem(st.st_mode, st.st_uid, os.geteuid())
         if problem is not None:
             raise ConfigError(
-                config, field_name, f"key file {path}: {problem}",
+                config,
+                field_name,
+                f"key file {path}: {problem}",
                 f"chmod 0600 {path} && chown <agent user> {path}",
             )
         data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
-            config, field_name, f"no key file at {path}",
+            config,
+            field_name,
+            f"no key file at {path}",
             f"edge-agent db keygen --out {path} (a new store), or give the file that holds "
             "this store's key",
         ) from None
     except PermissionError:
         raise ConfigError(
-            config, field_name, f"key file {path}: permission denied",
+            config,
+            field_name,
+            f"key file {path}: permission denied",
             "run as the agent's user (the file must be owned by it, mode 0600)",
         ) from None
     except OSError as exc:
-        raise ConfigError(config, field_name, f"key file {path}: {exc.strerror or exc}",
-                          "check the path") from None
+        raise ConfigError(
+            config, field_name, f"key file {path}: {exc.strerror or exc}", "check the path"
+        ) from None
     raw = parse_key(data)
     if raw is None:
         raise ConfigError(
-            config, field_name, f"key file {path}: not a store key (64 hex digits expected)",
+            config,
+            field_name,
+            f"key file {path}: not a store key (64 hex digits expected)",
             f"give the file made by edge-agent db keygen --out {path}",
         )
     return StoreKey(raw, str(path))
@@ -126,15 +137,18 @@ def resolve_key(
     if not binding_available():
         if not settings.allow_unencrypted_fallback:
             raise ConfigError(
-                config, "store.encryption",
+                config,
+                "store.encryption",
                 'encryption = "sqlcipher" but the SQLCipher binding (sqlcipher3) is missing',
                 INSTALL_FIX,
             )
         if config not in _warned:
             _warned.add(config)
-            log.warning("store: encryption asked for but the SQLCipher binding is missing; "
-                        "the store is NOT encrypted (allow_unencrypted_fallback = true). Fix: %s",
-                        INSTALL_FIX)
+            log.warning(
+                "store: encryption asked for but the SQLCipher binding is missing; "
+                "the store is NOT encrypted (allow_unencrypted_fallback = true). Fix: %s",
+                INSTALL_FIX,
+            )
         return None
     env = os.environ if environ is None else environ
     creds = env.get("CREDENTIALS_DIRECTORY")

@@ -204,10 +204,14 @@ def m010_attachments(db: Database) -> None:
         )
         """
     )
-    db.execute("CREATE UNIQUE INDEX attachments_instance ON attachments(instance_uid) "
-               "WHERE instance_uid IS NOT NULL")
-    db.execute("CREATE INDEX attachments_unsent ON attachments(received_at) "
-               "WHERE central_holds_at IS NULL AND failed IS NULL")
+    db.execute(
+        "CREATE UNIQUE INDEX attachments_instance ON attachments(instance_uid) "
+        "WHERE instance_uid IS NOT NULL"
+    )
+    db.execute(
+        "CREATE INDEX attachments_unsent ON attachments(received_at) "
+        "WHERE central_holds_at IS NULL AND failed IS NULL"
+    )
 
 
 @migrations()

@@ -96,8 +96,13 @@ def _connect(path: Path, mode: str) -> sqlite3.Connection:
             "store.not_a_file", f"{path}: not a store file. Fix: give the store's file path"
         )
     try:
-        conn = store_connect.connect(path.resolve(), mode=mode, key_of=path,
-                                     timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+        conn = store_connect.connect(
+            path.resolve(),
+            mode=mode,
+            key_of=path,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            check_same_thread=False,
+        )
     except store_connect.errors() as exc:
         raise _unreadable(path, exc) from None
     return conn
@@ -106,14 +111,20 @@ def _connect(path: Path, mode: str) -> sqlite3.Connection:
 def _unreadable(path: Path, exc: Exception) -> StoreError:
     text = str(exc)
     if "unable to open" in text or "readonly" in text:
-        fix = ("run as the agent's user (e.g. sudo -u edge-agent), or make the store and its "
-               "folder readable to this user (SQLite also needs its -shm file there)")
+        fix = (
+            "run as the agent's user (e.g. sudo -u edge-agent), or make the store and its "
+            "folder readable to this user (SQLite also needs its -shm file there)"
+        )
     else:
-        fix = ("the file is damaged or is not an edge-agent store: stop the agent, keep a "
-               "copy of the file, restore the store from a backup, or move it aside and let "
-               "the agent start a new one (readings not yet synced are in the damaged file)")
-    return StoreError("store.unreadable", f"{path}: cannot read the store ({text}). Fix: {fix}"
-                      f"{store_connect.encrypted_hint(path)}")
+        fix = (
+            "the file is damaged or is not an edge-agent store: stop the agent, keep a "
+            "copy of the file, restore the store from a backup, or move it aside and let "
+            "the agent start a new one (readings not yet synced are in the damaged file)"
+        )
+    return StoreError(
+        "store.unreadable",
+        f"{path}: cannot read the store ({text}). Fix: {fix}{store_connect.encrypted_hint(path)}",
+    )
 
 
 @contextmanager
@@ -145,4 +156,3 @@ def requesting(path: Path, needs: str) -> Iterator[Database]:
     when the block ends."""
     with _session(path, "rw", needs) as db, db.conn:  # one transaction
         yield db
-

@@ -194,8 +194,15 @@ def record(db: Any, prepared: Prepared) -> None:
     previous = _get(db, HEALTH_KEY)
     if previous is not None and previous.get("state") == "recovered":
         return  # keep the recovery visible until a technician acknowledges it
-    put_state(db, HEALTH_KEY, {"state": "ok" if check.complete else "check-incomplete",
-                               "at": utc_now(), "check_seconds": round(check.seconds, 3)})
+    put_state(
+        db,
+        HEALTH_KEY,
+        {
+            "state": "ok" if check.complete else "check-incomplete",
+            "at": utc_now(),
+            "check_seconds": round(check.seconds, 3),
+        },
+    )
 
 
 def _get(db: Any, key: str) -> Any:
@@ -304,8 +311,9 @@ def resume(path: Path) -> Recovery:
                 f"{marker_path(path)}: names {moved.name}, which is not there. Fix: keep every "
                 "file beside the store; give support the folder's listing",
             )
-        log.warning("store: a salvage of %s was interrupted before the move aside: resuming",
-                    path.name)
+        log.warning(
+            "store: a salvage of %s was interrupted before the move aside: resuming", path.name
+        )
         quarantine(path, target=moved)
     elif path.exists():
         # The salvaged store was renamed into place: only the marker's removal was left.
@@ -321,8 +329,11 @@ def resume(path: Path) -> Recovery:
             "changed)",
         )
     else:
-        log.warning("store: a salvage of %s was interrupted (power cut?): resuming from %s",
-                    path.name, moved.name)
+        log.warning(
+            "store: a salvage of %s was interrupted (power cut?): resuming from %s",
+            path.name,
+            moved.name,
+        )
     return _salvage(path, moved, rec, store_connect.encrypted_hint(moved))
 
 
@@ -379,7 +390,9 @@ def _salvage(path: Path, moved: Path, rec: Recovery, hint: str) -> Recovery:
                 put_state(db, HEALTH_KEY, {"state": "recovered", "at": now, **report})
                 db.conn.execute(
                     "INSERT INTO events (at, kind, device_id, detail) "
-                    "VALUES (?, 'store.recovered', NULL, ?)", [now, json.dumps(report)])
+                    "VALUES (?, 'store.recovered', NULL, ?)",
+                    [now, json.dumps(report)],
+                )
                 _step("copied")
             db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
@@ -400,8 +413,10 @@ def _salvage(path: Path, moved: Path, rec: Recovery, hint: str) -> Recovery:
     _remove_marker(path)
     log.warning(
         "store: %s was damaged (%s); moved to %s; salvaged %s; readings lost (estimate): %d%s%s",
-        path, "; ".join(p.splitlines()[-1] for p in rec.problems if p)[:200] or "check failed",
-        moved.name, rec.salvaged,
+        path,
+        "; ".join(p.splitlines()[-1] for p in rec.problems if p)[:200] or "check failed",
+        moved.name,
+        rec.salvaged,
         rec.readings_lost_estimate,
         " (resumed after an interruption)" if rec.resumed else "",
         f"{hint}, then move {moved.name} back" if hint else "",
@@ -576,7 +591,8 @@ def _insert_many(dst: sqlite3.Connection, sql: str, rows: list[list[Any]]) -> in
 # --- for `edge-agent db check` -------------------------------------------------------------
 def quarantined_files(path: Path) -> list[Path]:
     return sorted(
-        p for p in path.parent.glob(path.name + ".corrupt-*")
+        p
+        for p in path.parent.glob(path.name + ".corrupt-*")
         if not p.name.endswith(("-wal", "-shm", ".salvage"))
     )
 
@@ -586,8 +602,13 @@ def inspect_quarantine(moved: Path, store: Path, current: Any | None) -> dict[st
     neither sent there nor sent from the current store (``current``: a read-only connection
     to it, None when it cannot be read), and how many could not be read. The file is opened
     read-only, as the salvage reads it (a garbled header: through a copy, deleted after)."""
-    out: dict[str, Any] = {"file": str(moved), "readable": False, "readings": 0,
-                           "not_at_central": 0, "unreadable": 0}
+    out: dict[str, Any] = {
+        "file": str(moved),
+        "readable": False,
+        "readings": 0,
+        "not_at_central": 0,
+        "unreadable": 0,
+    }
     rec = Recovery(quarantined=str(moved))
     conn, scratch = _readable_source(moved, rec, store)
     if conn is not None:
@@ -604,14 +625,19 @@ def inspect_quarantine(moved: Path, store: Path, current: Any | None) -> dict[st
                         missing += len(unsent) - _sent_in(current, unsent)
                         unsent = []
             missing += len(unsent) - _sent_in(current, unsent)
-            out.update(readable=True, readings=count, not_at_central=missing,
-                       unreadable=max(0, max(upper or 0, last) - count))
+            out.update(
+                readable=True,
+                readings=count,
+                not_at_central=missing,
+                unreadable=max(0, max(upper or 0, last) - count),
+            )
         finally:
             conn.close()
     if scratch is not None:
         _remove_build(scratch)
-    out["may_delete"] = may_delete_quarantine(out["readable"], out["not_at_central"],
-                                              out["unreadable"])
+    out["may_delete"] = may_delete_quarantine(
+        out["readable"], out["not_at_central"], out["unreadable"]
+    )
     out["advice"] = quarantine_advice(out["readable"], out["not_at_central"], out["unreadable"])
     return out
 
@@ -621,9 +647,11 @@ def _sent_in(current: Any | None, ids: list[str]) -> int:
     if current is None or not ids:
         return 0
     marks = ", ".join("?" for _ in ids)
-    return int(current.execute(
-        f"SELECT count(*) FROM readings WHERE id IN ({marks}) AND sent_at IS NOT NULL",
-        ids).fetchone()[0])
+    return int(
+        current.execute(
+            f"SELECT count(*) FROM readings WHERE id IN ({marks}) AND sent_at IS NOT NULL", ids
+        ).fetchone()[0]
+    )
 
 
 def check_report(path: Path, *, seconds: float = CHECK_SECONDS) -> dict[str, Any]:
@@ -631,12 +659,17 @@ def check_report(path: Path, *, seconds: float = CHECK_SECONDS) -> dict[str, Any
     (each with what it still holds that central does not), a salvage left pending."""
     result: dict[str, Any] = {"store": str(path)}
     marker = read_marker(path) if marker_path(path).exists() else None
-    result["salvage_pending"] = None if not marker_path(path).exists() else (
-        (marker or {}).get("quarantined") or "?")
-    check = quick_check(path, seconds=seconds) if path.exists() else CheckResult(
-        False, True, ("no store file",))
-    result["check"] = "ok" if check.ok and check.complete else (
-        "incomplete" if check.ok else "damaged")
+    result["salvage_pending"] = (
+        None if not marker_path(path).exists() else ((marker or {}).get("quarantined") or "?")
+    )
+    check = (
+        quick_check(path, seconds=seconds)
+        if path.exists()
+        else CheckResult(False, True, ("no store file",))
+    )
+    result["check"] = (
+        "ok" if check.ok and check.complete else ("incomplete" if check.ok else "damaged")
+    )
     if result["salvage_pending"] is not None and not check.ok:
         result["check"] = "salvage-pending"
     result["problems"] = list(check.problems)

@@ -29,8 +29,10 @@ def free_stage(db: Any, stage: str, keep: int = KEEP) -> int:
         args: list[Any] = []
     elif stage in ("old-rejects", "old-events"):
         table = stage.removeprefix("old-")
-        sql = (f"DELETE FROM {table} WHERE id <= "
-               f"(SELECT id FROM {table} ORDER BY id DESC LIMIT 1 OFFSET ?)")
+        sql = (
+            f"DELETE FROM {table} WHERE id <= "
+            f"(SELECT id FROM {table} ORDER BY id DESC LIMIT 1 OFFSET ?)"
+        )
         args = [keep]
     else:
         raise ValueError(f"unknown retention stage {stage!r}")

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 # Tables the new store makes for itself: never copied from the damaged one.
 OWN_TABLES: dict[str, str] = {
     "store_identity": "a salvaged store is a new store: a new epoch, so central never "
-                      "confuses its seqs with the damaged store's",
+    "confuses its seqs with the damaged store's",
     "_sqlite_migrations": "the new store's own record of the migrations it ran",
 }
 # Columns the new store gives its own values.
@@ -47,15 +47,21 @@ def may_delete_quarantine(readable: bool, not_at_central: int, unreadable: int) 
 def quarantine_advice(readable: bool, not_at_central: int, unreadable: int) -> str:
     """One line for the technician about one quarantined file."""
     if may_delete_quarantine(readable, not_at_central, unreadable):
-        return ("central holds every reading in it: copy it off the unit if support wants it, "
-                "then it may be deleted")
+        return (
+            "central holds every reading in it: copy it off the unit if support wants it, "
+            "then it may be deleted"
+        )
     if not readable:
-        return ("KEEP IT: it cannot be read here, so it may hold readings central does not "
-                "have; copy it off the unit for support and do not delete it")
+        return (
+            "KEEP IT: it cannot be read here, so it may hold readings central does not "
+            "have; copy it off the unit for support and do not delete it"
+        )
     parts = []
     if not_at_central:
         parts.append(f"{not_at_central} readings central does not have")
     if unreadable:
         parts.append(f"about {unreadable} readings that could not be read")
-    return (f"KEEP IT: it holds {' and '.join(parts)}; copy it off the unit for support and "
-            "do not delete it")
+    return (
+        f"KEEP IT: it holds {' and '.join(parts)}; copy it off the unit for support and "
+        "do not delete it"
+    )

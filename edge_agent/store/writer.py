@@ -171,8 +171,7 @@ class Store:
                 try:
                     db = self._commit_group(db, group)
                 except BaseException as exc:  # never let one group end the writer
-                    log.exception("store: unexpected failure committing %d operations",
-                                  len(group))
+                    log.exception("store: unexpected failure committing %d operations", len(group))
                     for item in group:
                         _resolve(item.future, error=exc)
         finally:
@@ -214,8 +213,12 @@ class Store:
                 if store_connect.is_busy(exc) and backoff.attempt < self.busy_retries:
                     self.busy_retries_done += 1
                     delay = backoff.next_delay()
-                    log.warning("store: commit of %d operations met a lock (%s); trying "
-                                "again in %.2f s", len(group), exc, delay)
+                    log.warning(
+                        "store: commit of %d operations met a lock (%s); trying again in %.2f s",
+                        len(group),
+                        exc,
+                        delay,
+                    )
                     time.sleep(delay)  # the writer's own backoff; callers keep waiting
                     continue
                 if store_connect.is_malformed(exc) and not reopened:
@@ -243,8 +246,9 @@ class Store:
                     log.exception("store: commit listener failed")
         return db
 
-    def _try_group(self, db: Database, group: list[_Job]
-                   ) -> list[tuple[_Job, Any, BaseException | None]]:
+    def _try_group(
+        self, db: Database, group: list[_Job]
+    ) -> list[tuple[_Job, Any, BaseException | None]]:
         """One attempt: BEGIN IMMEDIATE (the write lock first, waiting up to the busy
         timeout: a deferred transaction that read before writing could not take it once
         another connection had committed, SQLITE_BUSY at once), each operation in its own
@@ -316,8 +320,9 @@ class Store:
     def _read_once(self, op: Callable[[Database], T]) -> T:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = store_connect.connect(self.path, check_same_thread=False, timeout=30,
-                                         isolation_level=None)
+            conn = store_connect.connect(
+                self.path, check_same_thread=False, timeout=30, isolation_level=None
+            )
             conn.execute("PRAGMA query_only = 1")
             conn.execute("PRAGMA busy_timeout = 30000")
             self._local.conn = conn
@@ -418,16 +423,18 @@ class Store:
         def op(db: Database) -> list[int]:
             seqs: list[int] = []
             new = recognised = alerts = 0
-            bound = encounter_id if encounter_id is not None or not rows else \
-                self.encounters.at(db)
+            bound = encounter_id if encounter_id is not None or not rows else self.encounters.at(db)
             for row, deterministic in zip(rows, keyed, strict=True):
                 # the van's position is no patient's; a control measurement is nobody's
                 if row["quantity"] not in _POSITION and '"control"' not in row["flags"]:
                     row["encounter_id"] = bound
                 # Look first (one writer: no race). INSERT ... ON CONFLICT DO NOTHING would
                 # burn an AUTOINCREMENT value and leave a hole in the seqs central counts on.
-                found = db.execute("SELECT seq FROM readings WHERE id = ?",
-                                   [row["id"]]).fetchone() if deterministic else None
+                found = (
+                    db.execute("SELECT seq FROM readings WHERE id = ?", [row["id"]]).fetchone()
+                    if deterministic
+                    else None
+                )
                 if found is not None:  # a resent record: already here
                     seqs.append(int(found[0]))
                     recognised += 1
@@ -458,8 +465,9 @@ class Store:
         self, device_id: str, m: Measurement, at: str, clock: ClockSource, encounter: str | None
     ) -> dict[str, Any]:
         control = "control" in m.flags  # QC: never alerts, never bound to a patient
-        flags = list(dict.fromkeys(
-            (*m.flags, *range_flags(m.quantity, m.value, m.unit, control=control))))
+        flags = list(
+            dict.fromkeys((*m.flags, *range_flags(m.quantity, m.value, m.unit, control=control)))
+        )
         if clock is ClockSource.UNTRUSTED:
             flags.append("clock-untrusted")
         return {

@@ -47,8 +47,17 @@ FIGURES: dict[str, Figure] = {
     "central": central.measure,  # one drain into SQLite and PostgreSQL centrals
     "storm": storm.measure,  # 50 units x 20k readings at once, two receivers, PostgreSQL
 }
-DEFAULT = ("drain", "ingest", "latency", "wire", "footprint", "slowlink", "scale", "history",
-           "central")
+DEFAULT = (
+    "drain",
+    "ingest",
+    "latency",
+    "wire",
+    "footprint",
+    "slowlink",
+    "scale",
+    "history",
+    "central",
+)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -56,12 +65,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
         prog="scripts/bench",
         description="Sync throughput and footprint, each figure beside its baseline measured "
         "in the same run on a throwaway store, a real Mosquitto and the real receiver.",
-        epilog=f"Figures: {', '.join(FIGURES)}. Default: {' '.join(DEFAULT)}.")
+        epilog=f"Figures: {', '.join(FIGURES)}. Default: {' '.join(DEFAULT)}.",
+    )
     parser.add_argument("figures", nargs="*", metavar="FIGURE", help="figures to measure")
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object")
     parser.add_argument("--quick", action="store_true", help="10x smaller sizes everywhere")
-    parser.add_argument("--scale", type=float, default=None,
-                        help="size factor (1 = the issue's sizes; --quick = 0.1)")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="size factor (1 = the issue's sizes; --quick = 0.1)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the throwaway folders")
     parser.add_argument("-v", "--verbose", action="store_true", help="the agent's log lines")
     args = parser.parse_args(argv)
@@ -73,8 +87,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-async def run(names: list[str], size: Size, keep: bool, progress: Callable[[str], None],
-              interrupt: Interrupt) -> tuple[dict[str, Any], dict[str, str]]:
+async def run(
+    names: list[str], size: Size, keep: bool, progress: Callable[[str], None], interrupt: Interrupt
+) -> tuple[dict[str, Any], dict[str, str]]:
     interrupt.watch()
     figures: dict[str, Any] = {}
     errors: dict[str, str] = {}
@@ -95,8 +110,10 @@ async def run(names: list[str], size: Size, keep: bool, progress: Callable[[str]
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     size = Size(args.scale if args.scale is not None else 0.1 if args.quick else 1.0)
     names = args.figures or list(DEFAULT)
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -134,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         print(report.table(figures, errors))
         if "profile" in figures:
             print("\n" + str(figures["profile"]["text"]))
-        print(f"\n{machine['cpus']} CPUs, load {machine['loadavg_1m']} (1 min) at the end; "
-              f"scale {size.scale:g}; {result['seconds']} s")
+        print(
+            f"\n{machine['cpus']} CPUs, load {machine['loadavg_1m']} (1 min) at the end; "
+            f"scale {size.scale:g}; {result['seconds']} s"
+        )
     return 1 if errors else 0
 
 

@@ -24,8 +24,9 @@ def ack_for(user_properties: list[tuple[str, str]]) -> bytes | None:
     props = dict(user_properties)
     if "batch_id" not in props:
         return None
-    return json.dumps({"batch_id": props["batch_id"], "epoch": props.get("epoch"),
-                       "refused": []}).encode()
+    return json.dumps(
+        {"batch_id": props["batch_id"], "epoch": props.get("epoch"), "refused": []}
+    ).encode()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,8 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--client-id", required=True)
     args = parser.parse_args(argv)
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                         client_id=args.client_id, protocol=MQTTProtocolVersion.MQTTv5)
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=args.client_id,
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
 
     def connected(client: mqtt.Client, *rest: Any) -> None:
         client.subscribe(f"{topics.PREFIX}/+/{topics.READINGS.suffix}", qos=1)

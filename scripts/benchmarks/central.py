@@ -37,18 +37,26 @@ def encode(src: Path, n: int, unit: str, batch_size: int) -> list[bytes]:
     ids (central holds readings by id: the template's ids would be held from the last round),
     batches by seq."""
     epoch = str(uuid.uuid4())
-    return [codec.encode_batch(unit, str(uuid.uuid4()),
-                               [{**row, "id": str(uuid.uuid4())} for row in rows], utc_now(),
-                               epoch=epoch)
-            for rows in read_chunks(src, n, batch_size)]
+    return [
+        codec.encode_batch(
+            unit,
+            str(uuid.uuid4()),
+            [{**row, "id": str(uuid.uuid4())} for row in rows],
+            utc_now(),
+            epoch=epoch,
+        )
+        for rows in read_chunks(src, n, batch_size)
+    ]
 
 
-async def publish_all(port: int, unit: str, payloads: list[bytes], window: int,
-                      deadline_s: float) -> float:
+async def publish_all(
+    port: int, unit: str, payloads: list[bytes], window: int, deadline_s: float
+) -> float:
     """Publish ``payloads`` with at most ``window`` awaiting central's ack; seconds from the
     first publish to the last ack."""
-    link = MqttLink(LinkOptions(f"bench-unit-{uuid.uuid4().hex[:8]}", "127.0.0.1", port,
-                                clean_start=True))
+    link = MqttLink(
+        LinkOptions(f"bench-unit-{uuid.uuid4().hex[:8]}", "127.0.0.1", port, clean_start=True)
+    )
     queue = link.start()
     try:
         async with asyncio.timeout(deadline_s):
@@ -71,8 +79,9 @@ async def publish_all(port: int, unit: str, payloads: list[bytes], window: int,
                     acked += 1
             return time.monotonic() - start
     except TimeoutError:
-        raise BenchError(f"central: not every batch acknowledged after {deadline_s:.0f} s"
-                         ) from None
+        raise BenchError(
+            f"central: not every batch acknowledged after {deadline_s:.0f} s"
+        ) from None
     finally:
         link.stop()
 
@@ -93,16 +102,21 @@ def cluster_cpu(postmaster: int) -> float:
     return total
 
 
-async def one_round(bench: Bench, db: Path | str, payloads: list[bytes], n: int, unit: str,
-                    window: int, server_cpu: Callable[[], float] | None) -> dict[str, float]:
+async def one_round(
+    bench: Bench,
+    db: Path | str,
+    payloads: list[bytes],
+    n: int,
+    unit: str,
+    window: int,
+    server_cpu: Callable[[], float] | None,
+) -> dict[str, float]:
     (receiver,) = await bench.receivers(db, group=f"central-{uuid.uuid4().hex[:6]}")
     try:
         receiver_before = cpu_seconds(receiver.pid)
         server_before = server_cpu() if server_cpu else 0.0
-        seconds = await publish_all(bench.broker.port, unit, payloads, window,
-                                    max(180.0, n / 100))
-        out = {"per_s": n / seconds,
-               "receiver_cpu": cpu_seconds(receiver.pid) - receiver_before}
+        seconds = await publish_all(bench.broker.port, unit, payloads, window, max(180.0, n / 100))
+        out = {"per_s": n / seconds, "receiver_cpu": cpu_seconds(receiver.pid) - receiver_before}
         if server_cpu:  # before the receiver leaves: its backend's time goes with it
             out["server_cpu"] = server_cpu() - server_before
         return out
@@ -122,18 +136,35 @@ async def measure(bench: Bench, size: Size) -> dict[str, Any]:
     except PostgresMissing as exc:
         raise BenchError(str(exc)) from None
     try:
-        postmaster = int((Path(dsn.split("host=", 1)[1]) / "data" / "postmaster.pid")
-                         .read_text().split()[0])
+        postmaster = int(
+            (Path(dsn.split("host=", 1)[1]) / "data" / "postmaster.pid").read_text().split()[0]
+        )
         runs: dict[str, list[dict[str, float]]] = {"sqlite": [], "postgres": []}
         for i in range(ROUNDS):
             unit = bench.unit("central")  # a new unit each round: every reading is new
             payloads = await asyncio.to_thread(encode, src, n, unit, defaults.batch_size)
-            runs["sqlite"].append(await one_round(
-                bench, bench.fresh(f"central-sqlite-{i}") / "central.db", payloads, n, unit,
-                defaults.max_in_flight, None))
-            runs["postgres"].append(await one_round(
-                bench, dsn, payloads, n, unit, defaults.max_in_flight,
-                lambda: cluster_cpu(postmaster)))
+            runs["sqlite"].append(
+                await one_round(
+                    bench,
+                    bench.fresh(f"central-sqlite-{i}") / "central.db",
+                    payloads,
+                    n,
+                    unit,
+                    defaults.max_in_flight,
+                    None,
+                )
+            )
+            runs["postgres"].append(
+                await one_round(
+                    bench,
+                    dsn,
+                    payloads,
+                    n,
+                    unit,
+                    defaults.max_in_flight,
+                    lambda: cluster_cpu(postmaster),
+                )
+            )
     finally:
         server.__exit__(None, None, None)
     best = {name: max(r, key=lambda x: x["per_s"]) for name, r in runs.items()}
@@ -148,10 +179,11 @@ async def measure(bench: Bench, size: Size) -> dict[str, Any]:
         "ratio": round(best["postgres"]["per_s"] / best["sqlite"]["per_s"], 2),
         "postgres_server_cpu_s_per_100k": round(best["postgres"]["server_cpu"] * per_100k, 1),
         "sqlite_receiver_cpu_s_per_100k": round(best["sqlite"]["receiver_cpu"] * per_100k, 1),
-        "postgres_receiver_cpu_s_per_100k": round(
-            best["postgres"]["receiver_cpu"] * per_100k, 1),
-        "all_rounds_readings_per_s": {name: [round(r["per_s"]) for r in rs]
-                                      for name, rs in runs.items()},
+        "postgres_receiver_cpu_s_per_100k": round(best["postgres"]["receiver_cpu"] * per_100k, 1),
+        "all_rounds_readings_per_s": {
+            name: [round(r["per_s"]) for r in rs] for name, rs in runs.items()
+        },
         "all_rounds_postgres_server_cpu_s_per_100k": [
-            round(r["server_cpu"] * per_100k, 1) for r in runs["postgres"]],
+            round(r["server_cpu"] * per_100k, 1) for r in runs["postgres"]
+        ],
     }

@@ -57,6 +57,7 @@ class Drained:
     def cpu_us_per_reading(self) -> float:
         return self.cpu_s / self.readings * 1e6
 
+
 EPOCH = str(uuid.uuid4())  # the baseline loop's own store identity
 
 
@@ -99,8 +100,11 @@ async def agent_drain(
         start, cpu, threads = time.monotonic(), time.process_time(), thread_cpu()
         task = asyncio.create_task(daemon.run(stop))
         try:
-            await until(lambda: task.done() or int(daemon.status()["acked_readings"]) >= n,
-                        deadline_s or max(180.0, n / 100), f"drain of {n} readings")
+            await until(
+                lambda: task.done() or int(daemon.status()["acked_readings"]) >= n,
+                deadline_s or max(180.0, n / 100),
+                f"drain of {n} readings",
+            )
             seconds, cpu = time.monotonic() - start, time.process_time() - cpu
             threads = {k: v - threads.get(k, 0.0) for k, v in thread_cpu().items()}
         finally:
@@ -123,8 +127,9 @@ def read_chunks(src: Path, n: int, size: int) -> Iterator[list[dict[str, Any]]]:
     try:
         last, taken = 0, 0
         while taken < n:
-            rows = outbox.readings(Database(conn), "seq > ? ORDER BY seq LIMIT ?",
-                                   [last, min(size, n - taken)])
+            rows = outbox.readings(
+                Database(conn), "seq > ? ORDER BY seq LIMIT ?", [last, min(size, n - taken)]
+            )
             if not rows:
                 return
             last, taken = rows[-1]["seq"], taken + len(rows)
@@ -142,9 +147,11 @@ class _Client:
 
         self.connected = threading.Event()
         self.window = threading.Semaphore(window)
-        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                                  client_id=f"bench-baseline-{uuid.uuid4().hex[:8]}",
-                                  protocol=MQTTProtocolVersion.MQTTv5)
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"bench-baseline-{uuid.uuid4().hex[:8]}",
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
         self.client.on_connect = lambda *a: self.connected.set()
         self.client.on_publish = lambda *a: self.window.release()
         self.client.connect("127.0.0.1", port)
@@ -181,8 +188,9 @@ def naive_publish(src: Path, n: int, port: int, unit: str, seconds: float) -> Dr
         client.close()
 
 
-def batched_publish(src: Path, n: int, port: int, unit: str, batch_size: int, window: int,
-                    seconds: float) -> Drained:
+def batched_publish(
+    src: Path, n: int, port: int, unit: str, batch_size: int, window: int, seconds: float
+) -> Drained:
     """The project's codec in batches of ``batch_size``, QoS 1, up to ``window`` messages
     awaiting PUBACK (the daemon's max_in_flight), the daemon's MQTT properties."""
     from paho.mqtt.packettypes import PacketTypes
@@ -197,9 +205,13 @@ def batched_publish(src: Path, n: int, port: int, unit: str, batch_size: int, wi
             payload = codec.encode_batch(unit, batch_id, rows, utc_now(), epoch=EPOCH)
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.ContentType = codec.CONTENT_TYPE
-            props.UserProperty = [("schema", codec.SCHEMA), ("encoding", codec.ENCODING),
-                                  ("batch_id", batch_id), ("seq_from", str(rows[0]["seq"])),
-                                  ("seq_to", str(rows[-1]["seq"]))]
+            props.UserProperty = [
+                ("schema", codec.SCHEMA),
+                ("encoding", codec.ENCODING),
+                ("batch_id", batch_id),
+                ("seq_from", str(rows[0]["seq"])),
+                ("seq_to", str(rows[-1]["seq"])),
+            ]
             if not client.window.acquire(timeout=30):
                 raise BenchError("batched baseline: no PUBACK in 30 s")
             client.client.publish(BASELINE_TOPIC, payload, qos=1, properties=props)
@@ -217,8 +229,9 @@ def batched_publish(src: Path, n: int, port: int, unit: str, batch_size: int, wi
 STOP_AND_WAIT_ALERTS = 0.10  # issue 19 item 2: a drain with ~10 % alerts
 
 
-def stop_and_wait(src: Path, folder: Path, n: int, port: int, unit: str, batch_size: int
-                  ) -> Drained:
+def stop_and_wait(
+    src: Path, folder: Path, n: int, port: int, unit: str, batch_size: int
+) -> Drained:
     """The loop the agent's drain is held against: the project's codec and batch size, one
     batch at a time to the real receiver, wait for central's ack, then mark its readings sent
     in (a copy of) the store, one transaction per batch, before the next; alerts get no
@@ -238,9 +251,11 @@ def stop_and_wait(src: Path, folder: Path, n: int, port: int, unit: str, batch_s
             acked.update(a.batch_id for a in parse_acks(msg.payload))
             arrived.notify_all()
 
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                         client_id=f"bench-saw-{uuid.uuid4().hex[:8]}",
-                         protocol=MQTTProtocolVersion.MQTTv5)
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"bench-saw-{uuid.uuid4().hex[:8]}",
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
     connected = threading.Event()
     client.on_connect = lambda *a: connected.set()
     client.on_message = on_message
@@ -262,8 +277,10 @@ def stop_and_wait(src: Path, folder: Path, n: int, port: int, unit: str, batch_s
                 if not arrived.wait_for(lambda b=batch_id: b in acked, 60):  # type: ignore[misc]
                     raise BenchError("stop-and-wait baseline: no ack in 60 s")
             db.execute("BEGIN IMMEDIATE")
-            db.execute("UPDATE readings SET sent_at = ? WHERE seq BETWEEN ? AND ?",
-                       [utc_now(), rows[0]["seq"], rows[-1]["seq"]])
+            db.execute(
+                "UPDATE readings SET sent_at = ? WHERE seq BETWEEN ? AND ?",
+                [utc_now(), rows[0]["seq"], rows[-1]["seq"]],
+            )
             db.execute("COMMIT")
             sent += len(rows)
         return Drained(sent, time.monotonic() - start)
@@ -287,12 +304,21 @@ async def measure(bench: Bench, size: Size) -> dict[str, Any]:
     quiet = await agent_drain(bench, no_alerts, n)
     little = await agent_drain(bench, small_src, small)
     naive = await asyncio.to_thread(naive_publish, with_alerts, n, port, "bench-naive", bound)
-    batched = await asyncio.to_thread(batched_publish, with_alerts, n, port, "bench-batched",
-                                      defaults.batch_size, defaults.max_in_flight, bound)
+    batched = await asyncio.to_thread(
+        batched_publish,
+        with_alerts,
+        n,
+        port,
+        "bench-batched",
+        defaults.batch_size,
+        defaults.max_in_flight,
+        bound,
+    )
     tenth = template(bench, n, STOP_AND_WAIT_ALERTS)
     agent_tenth = await agent_drain(bench, tenth, n)
-    saw = await asyncio.to_thread(stop_and_wait, tenth, bench.fresh("saw"), n, port,
-                                  bench.unit("saw"), defaults.batch_size)
+    saw = await asyncio.to_thread(
+        stop_and_wait, tenth, bench.fresh("saw"), n, port, bench.unit("saw"), defaults.batch_size
+    )
     return {
         "readings": n,
         "alert_share": ALERT_SHARE,

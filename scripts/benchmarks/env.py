@@ -76,8 +76,10 @@ def make_readings(n: int, alert_share: float, seed: int = 1) -> list[Measurement
 def fill_store(path: Path, unit: str, readings: list[Measurement], chunk: int = 500) -> None:
     """Insert through the real store (several readings per append, like a device packet)."""
     with Store(path, unit) as store:
-        futures = [store.append("dev-" + str(i // chunk % 5), readings[i : i + chunk])
-                   for i in range(0, len(readings), chunk)]
+        futures = [
+            store.append("dev-" + str(i // chunk % 5), readings[i : i + chunk])
+            for i in range(0, len(readings), chunk)
+        ]
         for fut in futures:
             fut.result(timeout=300)
         for i in range(5):  # each device told us everything (the FHIR Device's largest shape)
@@ -85,9 +87,14 @@ def fill_store(path: Path, unit: str, readings: list[Measurement], chunk: int = 
 
 
 BENCH_FACTS: dict[str, str | int | None] = {
-    "serial": "SN20260417", "system_id": "74-E8-FF-FE-FF-05-1C-00",
-    "mac": "00-1C-05-FF-E8-74", "manufacturer": "Nonin Medical, Inc.", "model": "3230",
-    "firmware": "r2.1", "mdc_type": 528388}
+    "serial": "SN20260417",
+    "system_id": "74-E8-FF-FE-FF-05-1C-00",
+    "mac": "00-1C-05-FF-E8-74",
+    "manufacturer": "Nonin Medical, Inc.",
+    "model": "3230",
+    "firmware": "r2.1",
+    "mdc_type": 528388,
+}
 
 
 def settings_for(unit: str, store_path: Path, broker_port: int, **sync: Any) -> Settings:
@@ -101,8 +108,9 @@ def settings_for(unit: str, store_path: Path, broker_port: int, **sync: Any) -> 
 
 
 # --- waits -----------------------------------------------------------------------------------
-async def until(check: Callable[[], bool], deadline_s: float, what: str,
-                every: float = 0.05) -> float:
+async def until(
+    check: Callable[[], bool], deadline_s: float, what: str, every: float = 0.05
+) -> float:
     """Wait for ``check()``, polling; seconds waited. BenchError after ``deadline_s``."""
     start = time.monotonic()
     while not check():
@@ -142,8 +150,13 @@ def thread_cpu() -> dict[str, float]:
         except OSError:  # the thread ended meanwhile
             continue
         name = names.get(int(task.name), "other")
-        name = "event-loop" if name == "MainThread" else "paho" if name.startswith(
-            "paho") else re.sub(r"[_-]\d+$", "", name)
+        name = (
+            "event-loop"
+            if name == "MainThread"
+            else "paho"
+            if name.startswith("paho")
+            else re.sub(r"[_-]\d+$", "", name)
+        )
         out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
     return out
 
@@ -159,8 +172,9 @@ def rss_mb(pid: int) -> float:
 class Bench:
     """One run's resources; ``with Bench() as bench:`` stops them all on the way out."""
 
-    def __init__(self, keep: bool = False,
-                 progress: Callable[[str], None] = lambda _: None) -> None:
+    def __init__(
+        self, keep: bool = False, progress: Callable[[str], None] = lambda _: None
+    ) -> None:
         self.progress = progress
         self.root = Path(tempfile.mkdtemp(prefix="edge-bench-"))
         self.keep = keep
@@ -191,15 +205,17 @@ class Bench:
         """The run's Mosquitto, started on first use (subscribe logging: receivers' readiness)."""
         if self._broker is None:
             folder = self.fresh("mosquitto")
-            self._broker = MosquittoBroker(folder, extra_config="log_type subscribe\n"
-                                           "log_type error\nlog_type warning\n").start()
+            self._broker = MosquittoBroker(
+                folder, extra_config="log_type subscribe\nlog_type error\nlog_type warning\n"
+            ).start()
         return self._broker
 
     def spawn(self, cmd: list[str], log: Path, **kw: Any) -> subprocess.Popen[bytes]:
         """A child process, stopped at the end of the run (SIGTERM, then SIGKILL)."""
         with log.open("ab") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=python_env(),
-                                    cwd=REPO, **kw)
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=python_env(), cwd=REPO, **kw
+            )
         self._procs.append(proc)
         return proc
 
@@ -215,9 +231,14 @@ class Bench:
             self._procs.remove(proc)
         return int(proc.returncode)
 
-    async def receivers(self, central: Path | str, count: int = 1, group: str = "receivers",
-                        broker: MosquittoBroker | None = None, signing_key: Path | None = None
-                        ) -> list[subprocess.Popen[bytes]]:
+    async def receivers(
+        self,
+        central: Path | str,
+        count: int = 1,
+        group: str = "receivers",
+        broker: MosquittoBroker | None = None,
+        signing_key: Path | None = None,
+    ) -> list[subprocess.Popen[bytes]]:
         """``count`` real receivers (``edge-agent receive``) sharing ``group``, into one
         central (a SQLite file, or a ``postgresql://`` URL), on ``broker`` (default: the
         run's), signing their acks with ``signing_key`` if given; returns once the broker has
@@ -231,21 +252,32 @@ class Bench:
         for _ in range(count):
             self._counter += 1
             cid = f"bench-receiver-{self._counter}"
-            procs.append(self.spawn(
-                agent_cmd("receive", "--broker", f"127.0.0.1:{broker.port}", "--db",
-                          str(central), "--group", group, "--client-id", cid, *extra),
-                logs / f"{cid}.log"))
+            procs.append(
+                self.spawn(
+                    agent_cmd(
+                        "receive",
+                        "--broker",
+                        f"127.0.0.1:{broker.port}",
+                        "--db",
+                        str(central),
+                        "--group",
+                        group,
+                        "--client-id",
+                        cid,
+                        *extra,
+                    ),
+                    logs / f"{cid}.log",
+                )
+            )
             marker = f" {cid} 1 $share/{group}/"
 
-            def subscribed(marker: str = marker, proc: subprocess.Popen[bytes] = procs[-1]
-                           ) -> bool:
+            def subscribed(marker: str = marker, proc: subprocess.Popen[bytes] = procs[-1]) -> bool:
                 if proc.poll() is not None:
                     raise BenchError(f"receiver exited with {proc.returncode}")
                 return marker in broker.log.read_text(errors="replace")
 
             await until(subscribed, 60, "receiver subscription", every=0.1)
-        self.progress(f"bench: broker on 127.0.0.1:{broker.port}, {count} receiver(s) "
-                      "subscribed")
+        self.progress(f"bench: broker on 127.0.0.1:{broker.port}, {count} receiver(s) subscribed")
         return procs
 
     def close(self) -> None:
@@ -290,8 +322,9 @@ class Interrupt:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[Interrupt]:
-        previous = {sig: signal.signal(sig, self._handle)
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {
+            sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         try:
             yield self
         finally:

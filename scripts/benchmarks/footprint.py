@@ -43,8 +43,14 @@ def wall_ms(cmd: list[str], runs: int) -> float:
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run(cmd, env=python_env(), stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=True, timeout=60)
+        subprocess.run(
+            cmd,
+            env=python_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=True,
+            timeout=60,
+        )
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 
@@ -53,15 +59,18 @@ def _toml(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
 
 
-def write_config(path: Path, unit: str, store: Path, broker_port: int,
-                 devices: list[Any]) -> Path:
+def write_config(path: Path, unit: str, store: Path, broker_port: int, devices: list[Any]) -> Path:
     """A unit config for ``edge-agent run`` (the documented TOML keys)."""
-    lines = [f"[unit]\nid = {_toml(unit)}\nlanguage = \"en\"\n",
-             f"[store]\npath = {_toml(str(store))}\n",
-             f"[broker]\nhost = \"127.0.0.1\"\nport = {broker_port}\ntls = false\n"]
+    lines = [
+        f'[unit]\nid = {_toml(unit)}\nlanguage = "en"\n',
+        f"[store]\npath = {_toml(str(store))}\n",
+        f'[broker]\nhost = "127.0.0.1"\nport = {broker_port}\ntls = false\n',
+    ]
     for dev in devices:
-        lines.append(f"[[devices]]\nid = {_toml(dev.id)}\nkind = {_toml(dev.kind)}\n"
-                     f"port = {_toml(dev.port)}\n")
+        lines.append(
+            f"[[devices]]\nid = {_toml(dev.id)}\nkind = {_toml(dev.kind)}\n"
+            f"port = {_toml(dev.port)}\n"
+        )
         if dev.options:
             opts = ", ".join(f"{k} = {_toml(v)}" for k, v in dev.options.items())
             lines.append(f"options = {{ {opts} }}\n")
@@ -89,22 +98,23 @@ async def window(pid: int, db: Path, seconds: float) -> tuple[float, float, int]
     return cpu_seconds(pid) - cpu0, time.monotonic() - t0, count_rows(db) - rows0
 
 
-async def agent_run(bench: Bench, devices: bool, warm_s: float, seconds: float
-                    ) -> dict[str, float]:
+async def agent_run(bench: Bench, devices: bool, warm_s: float, seconds: float) -> dict[str, float]:
     """``edge-agent run`` as a subprocess: CPU, wall, readings over a window, then RSS."""
     folder = bench.fresh("run-devices" if devices else "run-idle")
     sims, settings = simulated_devices(folder) if devices else ([], [])
     db = folder / "unit.db"
-    config = write_config(folder / "edge-agent.toml", bench.unit("run"), db, bench.broker.port,
-                          settings)
+    config = write_config(
+        folder / "edge-agent.toml", bench.unit("run"), db, bench.broker.port, settings
+    )
     try:
         proc = bench.spawn(agent_cmd("run", "--config", str(config)), folder / "agent.log")
         try:
             await until(lambda: proc.poll() is not None or db.exists(), 60, "agent start")
             await asyncio.sleep(warm_s)  # start-up (imports, connect) is not the steady state
             if proc.poll() is not None:
-                raise BenchError(f"edge-agent run exited with {proc.returncode}; see "
-                                 f"{folder / 'agent.log'}")
+                raise BenchError(
+                    f"edge-agent run exited with {proc.returncode}; see {folder / 'agent.log'}"
+                )
             cpu, wall, rows = await window(proc.pid, db, seconds)
             rss = rss_mb(proc.pid)
         finally:
@@ -115,16 +125,25 @@ async def agent_run(bench: Bench, devices: bool, warm_s: float, seconds: float
     return {"cpu": cpu, "wall": wall, "rows": rows, "rss": rss}
 
 
-async def naive_run(bench: Bench, rate: float, warm_s: float, seconds: float
-                    ) -> dict[str, float]:
+async def naive_run(bench: Bench, rate: float, warm_s: float, seconds: float) -> dict[str, float]:
     """The naive loop fed DF8 frames (two readings each) at ``rate`` readings/s."""
     folder = bench.fresh("naive-ingest")
     master, slave = os.openpty()
     tty.setraw(slave, termios.TCSANOW)
     port = os.ttyname(slave)
     db = folder / "naive.db"
-    proc = bench.spawn([sys.executable, "-m", "scripts.benchmarks.naive_ingest", port, str(db),
-                        "--seconds", str(warm_s + seconds + 60)], folder / "naive.log")
+    proc = bench.spawn(
+        [
+            sys.executable,
+            "-m",
+            "scripts.benchmarks.naive_ingest",
+            port,
+            str(db),
+            "--seconds",
+            str(warm_s + seconds + 60),
+        ],
+        folder / "naive.log",
+    )
     stop = asyncio.Event()
 
     async def feed() -> None:
@@ -156,8 +175,12 @@ async def help_overhead(bench: Bench, size: Size) -> dict[str, Any]:
     runs = size.n(9, 3)
     bare = await asyncio.to_thread(wall_ms, [sys.executable, "-c", "pass"], runs)
     help_ms = await asyncio.to_thread(wall_ms, agent_cmd("--help"), runs)
-    return {"help_ms": round(help_ms, 1), "python_ms": round(bare, 1),
-            "help_overhead_ms": round(help_ms - bare, 1), "runs": runs}
+    return {
+        "help_ms": round(help_ms, 1),
+        "python_ms": round(bare, 1),
+        "help_overhead_ms": round(help_ms - bare, 1),
+        "runs": runs,
+    }
 
 
 async def measure(bench: Bench, size: Size) -> dict[str, Any]:

@@ -64,13 +64,17 @@ def history_template(bench: Bench, history: int, n: int) -> Path:
                 "s.loinc, s.mdc, s.device_time, s.received_at, s.clock_source, s.flags, "
                 "s.absent_reason, s.context, s.raw, 0, 'history-' || (i / ?), s.received_at "
                 "FROM c JOIN seed s ON s.seq = 1 + i % ?",
-                [SEED + 1, history, HISTORY_BATCH, SEED])
-            conn.execute("UPDATE readings SET sent_at = received_at, batch_id = 'history-0' "
-                         "WHERE seq <= ?", [SEED])
+                [SEED + 1, history, HISTORY_BATCH, SEED],
+            )
+            conn.execute(
+                "UPDATE readings SET sent_at = received_at, batch_id = 'history-0' WHERE seq <= ?",
+                [SEED],
+            )
             conn.execute(
                 "INSERT INTO batches (batch_id, seq_from, seq_to, count, created_at, attempts, "
                 "acked_at) SELECT batch_id, min(seq), max(seq), count(*), min(received_at), 1, "
-                "min(sent_at) FROM readings GROUP BY batch_id")
+                "min(sent_at) FROM readings GROUP BY batch_id"
+            )
     finally:
         conn.close()
     fill_store(path, "bench-template", make_readings(n, ALERT_SHARE))
@@ -93,8 +97,11 @@ def ack_ms(bench: Bench, src: Path, acks: int = ACKS) -> float:
             if not rows:
                 break
             batch_id = f"bench-ack-{i}"
-            store.call(functools.partial(outbox.record_batch, batch_id=batch_id,
-                                         seqs=[int(r["seq"]) for r in rows]))
+            store.call(
+                functools.partial(
+                    outbox.record_batch, batch_id=batch_id, seqs=[int(r["seq"]) for r in rows]
+                )
+            )
             store.call(functools.partial(timed, batch_id=batch_id))
     if not times:
         raise BenchError("ack cost: no backlog to acknowledge")
@@ -104,9 +111,18 @@ def ack_ms(bench: Bench, src: Path, acks: int = ACKS) -> float:
 async def ack_only_central(bench: Bench, broker: MosquittoBroker) -> Any:
     """Start :mod:`scripts.benchmarks.ack_only` on ``broker``; return once subscribed."""
     cid = bench.unit("ack-only")
-    proc = bench.spawn([sys.executable, "-m", "scripts.benchmarks.ack_only", "--port",
-                        str(broker.port), "--client-id", cid],
-                       bench.fresh("ack-only") / "ack-only.log")
+    proc = bench.spawn(
+        [
+            sys.executable,
+            "-m",
+            "scripts.benchmarks.ack_only",
+            "--port",
+            str(broker.port),
+            "--client-id",
+            cid,
+        ],
+        bench.fresh("ack-only") / "ack-only.log",
+    )
     marker = f" {cid} 1 mmu/v1/+/up/readings"
 
     def subscribed() -> bool:
@@ -121,8 +137,9 @@ async def ack_only_central(bench: Bench, broker: MosquittoBroker) -> Any:
 async def own_central_drain(bench: Bench, src: Path, n: int, central: str) -> Drained:
     """:func:`agent_drain` of ``src`` on a new broker, to a new ``central``: the real
     receiver into a new central store, or the ack-only central."""
-    broker = MosquittoBroker(bench.fresh(f"mosquitto-{central}"),
-                             extra_config="log_type subscribe\n").start()
+    broker = MosquittoBroker(
+        bench.fresh(f"mosquitto-{central}"), extra_config="log_type subscribe\n"
+    ).start()
     try:
         if central == "receiver":
             procs = await bench.receivers(bench.fresh("central") / "central.db", broker=broker)
@@ -139,7 +156,7 @@ async def own_central_drain(bench: Bench, src: Path, n: int, central: str) -> Dr
 
 async def measure(bench: Bench, size: Size) -> dict[str, Any]:
     history = size.n(1_000_000, 1_000)
-    n = max(500, round(50_000 * size.scale ** 0.5))  # --quick: 15,811 (a drain of seconds)
+    n = max(500, round(50_000 * size.scale**0.5))  # --quick: 15,811 (a drain of seconds)
     warm_up = size.n(1_000, 200)  # readings drained before measuring (imports, caches)
     empty_src = template(bench, n, ALERT_SHARE)
     history_src = history_template(bench, history, n)
@@ -168,7 +185,8 @@ async def measure(bench: Bench, size: Size) -> dict[str, Any]:
         "cpu_us_per_reading": round(full.cpu_us_per_reading, 1),
         "empty_cpu_us_per_reading": round(empty.cpu_us_per_reading, 1),
         "cpu_us_per_reading_by_thread": {  # /proc tick resolution: 10 ms per thread
-            k: round(v / n * 1e6, 1) for k, v in sorted(full.threads.items()) if v > 0},
+            k: round(v / n * 1e6, 1) for k, v in sorted(full.threads.items()) if v > 0
+        },
         "ceiling_readings_per_s": round(ceiling.per_s),
         "ratio_ceiling": round(ceiling.per_s / full.per_s, 2),
         "ceiling_cpu_us_per_reading": round(ceiling.cpu_us_per_reading, 1),

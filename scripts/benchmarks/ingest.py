@@ -28,8 +28,9 @@ from scripts.benchmarks.env import Bench, BenchError, Size, bounded, make_readin
 PRODUCERS = 5
 
 
-async def store_path_rate(folder: Path, producers: int, n: int, seconds: float,
-                          *, encrypted: bool = False) -> float:
+async def store_path_rate(
+    folder: Path, producers: int, n: int, seconds: float, *, encrypted: bool = False
+) -> float:
     """``producers`` tasks each storing one reading at a time through the sink (as a driver
     does: it waits for the commit), until ``n`` readings or ``seconds``; readings/s.
     ``encrypted``: the store is a SQLCipher one."""
@@ -43,8 +44,7 @@ async def store_path_rate(folder: Path, producers: int, n: int, seconds: float,
         store_connect.forget(path)
 
 
-async def _rate(path: Path, readings: list[Measurement], producers: int, seconds: float
-                ) -> float:
+async def _rate(path: Path, readings: list[Measurement], producers: int, seconds: float) -> float:
     with Store(path, "bench-ingest") as store:
         sink = StoreSink(store)
         accepted = 0
@@ -58,8 +58,11 @@ async def _rate(path: Path, readings: list[Measurement], producers: int, seconds
                 await sink.store(f"dev-{k}", [m], [])
                 accepted += 1
 
-        await bounded(asyncio.gather(*(produce(k) for k in range(producers))), seconds + 60,
-                      "ingest producers")
+        await bounded(
+            asyncio.gather(*(produce(k) for k in range(producers))),
+            seconds + 60,
+            "ingest producers",
+        )
         elapsed = time.monotonic() - start
         if store.stats()["readings_total"] != accepted:
             raise BenchError("ingest: the store holds another count than was accepted")
@@ -68,10 +71,24 @@ async def _rate(path: Path, readings: list[Measurement], producers: int, seconds
 
 def _rows(n: int) -> list[dict[str, Any]]:
     at = utc_now()
-    return [{"id": str(uuid.uuid4()), "unit_id": "bench-raw", "device_id": "dev-0",
-             "quantity": m.quantity, "value": m.value, "unit": m.unit, "loinc": m.loinc,
-             "mdc": m.mdc, "received_at": at, "clock_source": "system", "flags": "[]",
-             "context": "[]", "raw": m.raw} for m in make_readings(n, 0.0)]
+    return [
+        {
+            "id": str(uuid.uuid4()),
+            "unit_id": "bench-raw",
+            "device_id": "dev-0",
+            "quantity": m.quantity,
+            "value": m.value,
+            "unit": m.unit,
+            "loinc": m.loinc,
+            "mdc": m.mdc,
+            "received_at": at,
+            "clock_source": "system",
+            "flags": "[]",
+            "context": "[]",
+            "raw": m.raw,
+        }
+        for m in make_readings(n, 0.0)
+    ]
 
 
 def _raw_db(folder: Path) -> Path:
@@ -89,8 +106,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _insert_sql(row: dict[str, Any]) -> str:
-    return (f"INSERT INTO readings ({', '.join(row)}) "
-            f"VALUES ({', '.join(':' + k for k in row)})")
+    return f"INSERT INTO readings ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})"
 
 
 def raw_executemany_rate(folder: Path, n: int) -> float:
@@ -139,11 +155,13 @@ async def measure(bench: Bench, size: Size) -> dict[str, Any]:
     seconds = size.s(10.0, 0.5)
     one = await store_path_rate(bench.fresh("ingest-1"), 1, n, seconds)
     five = await store_path_rate(bench.fresh("ingest-5"), PRODUCERS, n, seconds)
-    crypt = await store_path_rate(bench.fresh("ingest-5-sqlcipher"), PRODUCERS, n, seconds,
-                                  encrypted=True)
+    crypt = await store_path_rate(
+        bench.fresh("ingest-5-sqlcipher"), PRODUCERS, n, seconds, encrypted=True
+    )
     raw = await asyncio.to_thread(raw_executemany_rate, bench.fresh("raw"), n)
-    per_txn = await asyncio.to_thread(raw_per_reading_rate, bench.fresh("raw-txn"), PRODUCERS,
-                                      n, seconds)
+    per_txn = await asyncio.to_thread(
+        raw_per_reading_rate, bench.fresh("raw-txn"), PRODUCERS, n, seconds
+    )
     return {
         "producers": PRODUCERS,
         "one_producer_per_s": round(one),

@@ -36,11 +36,16 @@ class TimedSink(StoreSink):
         self.stored_at: list[float] = []
         self.stored = asyncio.Event()
 
-    async def store(self, device_id: str, measurements: list[Measurement],
-                    rejects: list[Rejected], *, cursor: tuple[str, int] | None = None,
-                    may_buffer: bool = False) -> None:
-        await super().store(device_id, measurements, rejects, cursor=cursor,
-                            may_buffer=may_buffer)
+    async def store(
+        self,
+        device_id: str,
+        measurements: list[Measurement],
+        rejects: list[Rejected],
+        *,
+        cursor: tuple[str, int] | None = None,
+        may_buffer: bool = False,
+    ) -> None:
+        await super().store(device_id, measurements, rejects, cursor=cursor, may_buffer=may_buffer)
         if measurements:
             self.stored_at.append(time.perf_counter())
             self.stored.set()
@@ -60,11 +65,20 @@ async def device_to_durable(folder: Path, count: int, gap_s: float) -> list[floa
     try:
         with Store(folder / "unit.db", "bench-latency") as store:
             sink = TimedSink(store)
-            task = asyncio.create_task(run_serial(
-                DEVICE, SerialParams(port), lambda: decoder({"data_format": 8}), sink, stop))
+            task = asyncio.create_task(
+                run_serial(
+                    DEVICE, SerialParams(port), lambda: decoder({"data_format": 8}), sink, stop
+                )
+            )
             try:
-                await until(lambda: sink.devices.get(DEVICE) is not None
-                            and sink.devices[DEVICE].state == "connected", 30, "serial open")
+                await until(
+                    lambda: (
+                        sink.devices.get(DEVICE) is not None
+                        and sink.devices[DEVICE].state == "connected"
+                    ),
+                    30,
+                    "serial open",
+                )
                 for i in range(count + 5):  # the first five warm up
                     sink.stored.clear()
                     before = len(sink.stored_at)

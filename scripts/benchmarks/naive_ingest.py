@@ -32,8 +32,10 @@ def main() -> None:
     conn = sqlite3.connect(args.db, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("CREATE TABLE IF NOT EXISTS readings (seq INTEGER PRIMARY KEY, device TEXT, "
-                 "quantity TEXT, value REAL, received_at TEXT)")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS readings (seq INTEGER PRIMARY KEY, device TEXT, "
+        "quantity TEXT, value REAL, received_at TEXT)"
+    )
     fd = os.open(args.port, os.O_RDWR | os.O_NOCTTY)
     buf = b""
     deadline = time.monotonic() + args.seconds
@@ -46,8 +48,11 @@ def main() -> None:
             at = datetime.now(UTC).isoformat()
             hr = ((frame[0] & 0x03) << 7) | (frame[1] & 0x7F)
             for quantity, value in (("spo2", frame[2]), ("pulse_rate", hr)):
-                conn.execute("INSERT INTO readings (device, quantity, value, received_at) "
-                             "VALUES (?, ?, ?, ?)", ["oximeter", quantity, value, at])
+                conn.execute(
+                    "INSERT INTO readings (device, quantity, value, received_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    ["oximeter", quantity, value, at],
+                )
     os.close(fd)
     conn.close()
 

@@ -24,9 +24,15 @@ def top(profile: cProfile.Profile, count: int = TOP) -> tuple[str, list[dict[str
     stats.sort_stats(pstats.SortKey.CUMULATIVE).print_stats(count)
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]  # pstats: undocumented
     ordered = sorted(raw.items(), key=lambda kv: kv[1][3], reverse=True)[:count]
-    rows = [{"function": f"{file}:{line}({name})", "ncalls": calls, "tottime": round(tt, 4),
-             "cumtime": round(ct, 4)}
-            for (file, line, name), (_, calls, tt, ct, _) in ordered]
+    rows = [
+        {
+            "function": f"{file}:{line}({name})",
+            "ncalls": calls,
+            "tottime": round(tt, 4),
+            "cumtime": round(ct, 4),
+        }
+        for (file, line, name), (_, calls, tt, ct, _) in ordered
+    ]
     return out.getvalue(), rows
 
 
@@ -44,5 +50,5 @@ async def measure(bench: Bench, size: Size) -> dict[str, Any]:
         "event_loop_top": loop_rows,
         "store_writer_top": writer_rows,
         "text": f"== event loop thread (SyncDaemon)\n{loop_text}\n"
-                f"== store writer thread\n{writer_text}",
+        f"== store writer thread\n{writer_text}",
     }

@@ -37,8 +37,9 @@ def make_unit(src: Path, folder: Path, unit: str) -> Path:
         with conn:
             conn.execute("UPDATE store_identity SET epoch = ?", [str(uuid.uuid4())])
             seqs = [s for (s,) in conn.execute("SELECT seq FROM readings")]
-            conn.executemany("UPDATE readings SET id = ? WHERE seq = ?",
-                             [(str(uuid.uuid4()), s) for s in seqs])
+            conn.executemany(
+                "UPDATE readings SET id = ? WHERE seq = ?", [(str(uuid.uuid4()), s) for s in seqs]
+            )
     finally:
         conn.close()
     return path
@@ -49,8 +50,7 @@ def unit_rows(path: Path) -> tuple[str, dict[str, int], int]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         (epoch,) = conn.execute("SELECT epoch FROM store_identity").fetchone()
-        (unsent,) = conn.execute("SELECT count(*) FROM readings WHERE sent_at IS NULL"
-                                 ).fetchone()
+        (unsent,) = conn.execute("SELECT count(*) FROM readings WHERE sent_at IS NULL").fetchone()
         rows = {str(i): int(s) for i, s in conn.execute("SELECT id, seq FROM readings")}
         return str(epoch), rows, int(unsent)
     finally:
@@ -67,20 +67,22 @@ def check_central(dsn: str, units: dict[str, Path], per_unit: int) -> dict[str, 
             epoch, rows, unsent = unit_rows(path)
             if unsent:
                 raise BenchError(f"storm: unit {unit}: {unsent} readings unacknowledged")
-            held = conn.execute("SELECT id, seq FROM observations WHERE unit = %s",
-                                [unit]).fetchall()
+            held = conn.execute(
+                "SELECT id, seq FROM observations WHERE unit = %s", [unit]
+            ).fetchall()
             central: dict[str, int] = {str(i): int(s) for i, s in held}
             twice += len(held) - len(central)
             lost += sum(central.get(rid) != seq for rid, seq in rows.items())
-            epochs = conn.execute("SELECT epoch, last_contiguous_seq, max_seq FROM epochs "
-                                  "WHERE unit = %s", [unit]).fetchall()
+            epochs = conn.execute(
+                "SELECT epoch, last_contiguous_seq, max_seq FROM epochs WHERE unit = %s", [unit]
+            ).fetchall()
             if epochs != [(epoch, per_unit, per_unit)]:
-                raise BenchError(f"storm: unit {unit}: epochs {epochs}, want contiguous to "
-                                 f"{per_unit} in {epoch}")
+                raise BenchError(
+                    f"storm: unit {unit}: epochs {epochs}, want contiguous to {per_unit} in {epoch}"
+                )
         conflicts = int(conn.execute("SELECT count(*) FROM conflicts").fetchall()[0][0])
     if lost or twice or conflicts:  # twice: a reading id in two rows (the key forbids it)
-        raise BenchError(f"storm: {lost} readings lost, {twice} held twice, {conflicts} "
-                         "conflicts")
+        raise BenchError(f"storm: {lost} readings lost, {twice} held twice, {conflicts} conflicts")
     return {"lost": lost, "held_twice": twice, "conflicts": conflicts}
 
 
@@ -104,29 +106,35 @@ async def measure(bench: Bench, size: Size) -> dict[str, Any]:
         stop = asyncio.Event()
         finished: dict[str, float] = {}
         with contextlib.ExitStack() as stack:
-            daemons = {unit: SyncDaemon(stack.enter_context(Store(path, unit)),
-                                        settings_for(unit, path, bench.broker.port))
-                       for unit, path in paths.items()}
+            daemons = {
+                unit: SyncDaemon(
+                    stack.enter_context(Store(path, unit)),
+                    settings_for(unit, path, bench.broker.port),
+                )
+                for unit, path in paths.items()
+            }
             start = time.monotonic()
             tasks = [asyncio.create_task(d.run(stop)) for d in daemons.values()]
 
             def all_done() -> bool:
                 now = time.monotonic() - start
                 for unit, daemon in daemons.items():
-                    if unit not in finished and int(daemon.status()["acked_readings"]
-                                                    ) >= per_unit:
+                    if unit not in finished and int(daemon.status()["acked_readings"]) >= per_unit:
                         finished[unit] = now
                 if any(t.done() for t in tasks):
                     raise BenchError("storm: a sync daemon stopped")
                 return len(finished) == units
 
             try:
-                await until(all_done, max(600.0, units * per_unit / 500), f"{units} units' "
-                            "backlog", every=0.1)
+                await until(
+                    all_done,
+                    max(600.0, units * per_unit / 500),
+                    f"{units} units' backlog",
+                    every=0.1,
+                )
             finally:
                 stop.set()
-                await bounded(asyncio.gather(*tasks, return_exceptions=True), 120,
-                              "daemons stop")
+                await bounded(asyncio.gather(*tasks, return_exceptions=True), 120, "daemons stop")
         checked = await asyncio.to_thread(check_central, dsn, paths, per_unit)
     finally:
         server.__exit__(None, None, None)

@@ -79,8 +79,9 @@ def signing_key(bench: Bench) -> tuple[Path, str]:
     return path, public
 
 
-async def live(bench: Bench, seconds: float, public_key: str
-               ) -> tuple[float, float, float, int, SyncSettings]:
+async def live(
+    bench: Bench, seconds: float, public_key: str
+) -> tuple[float, float, float, int, SyncSettings]:
     """Five simulated devices for ``seconds``, then the backlog drained, with the shipped
     ``[sync]`` and signed acks: (bytes, up, down per reading acknowledged, readings, the sync
     settings used)."""
@@ -91,31 +92,33 @@ async def live(bench: Bench, seconds: float, public_key: str
     proxy = await FaultProxy(bench.broker.port).start()
     unit = bench.unit("live")
     shipped = shipped_sync()
-    settings = settings_for(unit, folder / "unit.db", proxy.port,
-                            **shipped.model_dump()).model_copy(update={
-                                "devices": devices,
-                                "trust": TrustSettings(central_keys=[public_key])})
+    settings = settings_for(
+        unit, folder / "unit.db", proxy.port, **shipped.model_dump()
+    ).model_copy(update={"devices": devices, "trust": TrustSettings(central_keys=[public_key])})
     try:
         with Store(settings.store.path, unit) as store:
             acquire_stop, sync_stop = asyncio.Event(), asyncio.Event()
             daemon = SyncDaemon(store, settings)
-            acquire = asyncio.create_task(Supervisor(settings, store, sync=False)
-                                          .run(acquire_stop))
+            acquire = asyncio.create_task(Supervisor(settings, store, sync=False).run(acquire_stop))
             sync = asyncio.create_task(daemon.run(sync_stop))
             try:
                 await asyncio.sleep(seconds)  # the measured period itself
                 acquire_stop.set()
                 await bounded(acquire, 30, "devices stop")
                 total = store.stats()["readings_total"]
-                await until(lambda: sync.done() or int(daemon.status()["acked_readings"])
-                            >= total, 120, "live backlog drain")
+                await until(
+                    lambda: sync.done() or int(daemon.status()["acked_readings"]) >= total,
+                    120,
+                    "live backlog drain",
+                )
                 if sync.done():
                     raise BenchError(f"sync daemon stopped: {sync.exception()}")
             finally:
                 acquire_stop.set()
                 sync_stop.set()
-                await bounded(asyncio.gather(acquire, sync, return_exceptions=True), 60,
-                              "live stop")
+                await bounded(
+                    asyncio.gather(acquire, sync, return_exceptions=True), 60, "live stop"
+                )
             await asyncio.sleep(0.2)
     finally:
         await proxy.close()
@@ -125,21 +128,27 @@ async def live(bench: Bench, seconds: float, public_key: str
         raise BenchError("live: the simulated devices produced no readings")
     if daemon.refused_acks:
         raise BenchError(f"live: the unit refused {daemon.refused_acks} acks")
-    return (proxy.total / total, proxy.up_bytes / total, proxy.down_bytes / total, total,
-            shipped)
+    return (proxy.total / total, proxy.up_bytes / total, proxy.down_bytes / total, total, shipped)
 
 
-def payload_sweep(bench: Bench, sizes: tuple[int, ...] = (1, 10, 100, 200, 500)
-                  ) -> dict[str, float]:
+def payload_sweep(
+    bench: Bench, sizes: tuple[int, ...] = (1, 10, 100, 200, 500)
+) -> dict[str, float]:
     """The codec alone: compressed payload bytes per reading by batch size (no MQTT)."""
     src = template(bench, max(sizes) * 2, ALERT_SHARE)
     out = {}
     for size in sizes:
         total = count = 0
         for rows in read_chunks(src, max(sizes) * 2, size):
-            total += len(codec.encode_batch("mmu-01", str(uuid.uuid4()), rows,
-                                            "2026-11-23T08:00:00.000Z",
-                                            epoch=str(uuid.UUID(int=1))))
+            total += len(
+                codec.encode_batch(
+                    "mmu-01",
+                    str(uuid.uuid4()),
+                    rows,
+                    "2026-11-23T08:00:00.000Z",
+                    epoch=str(uuid.UUID(int=1)),
+                )
+            )
             count += len(rows)
         out[f"payload_bytes_per_reading_batch_{size}"] = round(total / count, 1)
     return out
@@ -153,7 +162,8 @@ async def measure(bench: Bench, size: Size) -> dict[str, Any]:
     full, up, down = await full_batches(bench, n)
     naive = await naive_bytes(bench, size.n(2_000, 50))
     live_per, live_up, live_down, live_readings, shipped = await live(
-        bench, size.s(60.0, 6.0), public)
+        bench, size.s(60.0, 6.0), public
+    )
     return {
         "readings": n,
         "full_batch_bytes_per_reading": round(full, 1),

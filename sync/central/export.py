@@ -112,13 +112,15 @@ def _filters(since: str | None, unit: str | None, stamp: str) -> tuple[str, list
     return sql, params
 
 
-def _pages(query: Query, select: str, key: str, where: str, params: list[Any]
-           ) -> Iterator[list[tuple[Any, ...]]]:
+def _pages(
+    query: Query, select: str, key: str, where: str, params: list[Any]
+) -> Iterator[list[tuple[Any, ...]]]:
     """``select`` rows (their first column is ``key``) in ``key`` order, a page a query."""
     after = ""
     while True:
-        rows = query(f"{select} WHERE {key} > ?{where} ORDER BY {key} LIMIT {PAGE}",
-                     [after, *params])
+        rows = query(
+            f"{select} WHERE {key} > ?{where} ORDER BY {key} LIMIT {PAGE}", [after, *params]
+        )
         if not rows:
             return
         yield rows
@@ -132,9 +134,18 @@ def count_readings(query: Query, since: str | None, unit: str | None) -> int:
     return int(query(f"SELECT count(*) FROM observations WHERE 1 = 1{where}", params)[0][0])
 
 
-def export(query: Query, files_db: Path | None, out: Path, *, since: str | None = None,
-           unit: str | None = None, request: str = "", progress: Callable[[int], None] =
-           lambda n: None, now: datetime | None = None, base_url: str = "") -> Summary:
+def export(
+    query: Query,
+    files_db: Path | None,
+    out: Path,
+    *,
+    since: str | None = None,
+    unit: str | None = None,
+    request: str = "",
+    progress: Callable[[int], None] = lambda n: None,
+    now: datetime | None = None,
+    base_url: str = "",
+) -> Summary:
     """Write the export into ``out`` (a folder, created 0700). ``progress(n)``: n more
     readings read. ``request``: the kick-off URL the manifest names; ``base_url``: the URL
     the folder is served at (the manifest's ``output[].url`` are under it)."""
@@ -145,8 +156,7 @@ def export(query: Query, files_db: Path | None, out: Path, *, since: str | None 
     needed: dict[str, set[str]] = {}
     writers = Writers(out)
 
-    def keep(resource: dict[str, Any], rid: str, last_updated: str,
-             refs: list[str]) -> None:
+    def keep(resource: dict[str, Any], rid: str, last_updated: str, refs: list[str]) -> None:
         for ref in refs:
             kind, _, target = ref.partition("/")
             needed.setdefault(kind, set()).add(target)
@@ -164,16 +174,22 @@ def export(query: Query, files_db: Path | None, out: Path, *, since: str | None 
                 body, refs = ndjson.link_logical(kind_row[1], kinds.get)
                 keep(body, kind_row[0], kind_row[2], refs)
         for kind in STORED_ORDER:
-            for rid, updated_at, resource in _stored(query, kind, since, unit,
-                                                     needed.get(kind, set())):
+            for rid, updated_at, resource in _stored(
+                query, kind, since, unit, needed.get(kind, set())
+            ):
                 body, refs, unresolved = ndjson.rewrite(resource, kinds.get)
                 summary.unresolved += unresolved
                 keep(body, rid, updated_at, refs)
         summary.counts = dict(writers.counts)
-        extension = {"since": since, "unit": unit, "unresolvedReferences": summary.unresolved,
-                     "transactionTimeMarginSeconds": int(MARGIN.total_seconds())}
-        summary.manifest = ndjson.manifest(summary.transaction_time, request, summary.counts,
-                                           extension, base_url)
+        extension = {
+            "since": since,
+            "unit": unit,
+            "unresolvedReferences": summary.unresolved,
+            "transactionTimeMarginSeconds": int(MARGIN.total_seconds()),
+        }
+        summary.manifest = ndjson.manifest(
+            summary.transaction_time, request, summary.counts, extension, base_url
+        )
         writers.commit(summary.manifest)
     except BaseException:
         writers.abort()
@@ -187,9 +203,11 @@ def _index(query: Query) -> dict[str, str]:
     kinds: dict[str, str] = {}
     after = ("", "")
     while True:
-        rows = query("SELECT type, identifier FROM resources WHERE type > ? OR (type = ? AND "
-                     f"identifier > ?) ORDER BY type, identifier LIMIT {PAGE}",
-                     [after[0], after[0], after[1]])
+        rows = query(
+            "SELECT type, identifier FROM resources WHERE type > ? OR (type = ? AND "
+            f"identifier > ?) ORDER BY type, identifier LIMIT {PAGE}",
+            [after[0], after[0], after[1]],
+        )
         for kind, key in rows:
             rid = ndjson.stored_id(str(kind), str(key))
             if rid is not None:
@@ -199,13 +217,15 @@ def _index(query: Query) -> dict[str, str]:
         after = (str(rows[-1][0]), str(rows[-1][1]))
 
 
-def _readings(query: Query, since: str | None, unit: str | None
-              ) -> Iterator[list[tuple[str, str, dict[str, Any]]]]:
+def _readings(
+    query: Query, since: str | None, unit: str | None
+) -> Iterator[list[tuple[str, str, dict[str, Any]]]]:
     """Pages of (id, stored_at, resource): each Observation or GPS Location once, however many
     readings (rows) it carries."""
     where, params = _filters(since, unit, "stored_at")
-    for rows in _pages(query, "SELECT id, stored_at, resource FROM observations", "id", where,
-                       params):
+    for rows in _pages(
+        query, "SELECT id, stored_at, resource FROM observations", "id", where, params
+    ):
         page: list[tuple[str, str, dict[str, Any], list[str]]] = []
         for row_id, stored_at, text in rows:
             resource = json.loads(text)
@@ -214,28 +234,39 @@ def _readings(query: Query, since: str | None, unit: str | None
         earlier = sorted({i for *_, before in page for i in before})
         held: set[str] = set()
         for start in range(0, len(earlier), 500):  # rows of the same panel this export holds
-            chunk = earlier[start:start + 500]
+            chunk = earlier[start : start + 500]
             marks = ", ".join("?" * len(chunk))
-            held.update(str(r[0]) for r in query(
-                f"SELECT id FROM observations WHERE id IN ({marks}){where}", [*chunk, *params]))
-        yield [(rid, stored_at, resource) for rid, stored_at, resource, before in page
-               if not held.intersection(before)]
+            held.update(
+                str(r[0])
+                for r in query(
+                    f"SELECT id FROM observations WHERE id IN ({marks}){where}", [*chunk, *params]
+                )
+            )
+        yield [
+            (rid, stored_at, resource)
+            for rid, stored_at, resource, before in page
+            if not held.intersection(before)
+        ]
 
 
-def _stored(query: Query, kind: str, since: str | None, unit: str | None, needed: set[str]
-            ) -> Iterator[tuple[str, str, dict[str, Any]]]:
+def _stored(
+    query: Query, kind: str, since: str | None, unit: str | None, needed: set[str]
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """(id, updated_at, resource) of each ``kind`` in the window or in ``needed``."""
     after = ""
     while True:
-        rows = query("SELECT identifier, unit, updated_at, resource FROM resources WHERE "
-                     f"type = ? AND identifier > ? ORDER BY identifier LIMIT {PAGE}",
-                     [kind, after])
+        rows = query(
+            "SELECT identifier, unit, updated_at, resource FROM resources WHERE "
+            f"type = ? AND identifier > ? ORDER BY identifier LIMIT {PAGE}",
+            [kind, after],
+        )
         for key, row_unit, updated_at, text in rows:
             rid = ndjson.stored_id(kind, str(key))
             if rid is None:
                 continue
-            in_window = ((since is None or str(updated_at) >= since)
-                         and (unit is None or row_unit == unit))
+            in_window = (since is None or str(updated_at) >= since) and (
+                unit is None or row_unit == unit
+            )
             if in_window or rid in needed:
                 yield rid, str(updated_at), json.loads(text)
         if len(rows) < PAGE:
@@ -243,16 +274,19 @@ def _stored(query: Query, kind: str, since: str | None, unit: str | None, needed
         after = str(rows[-1][0])
 
 
-def _file_resources(files_db: Path, since: str | None, unit: str | None
-                    ) -> Iterator[tuple[str, dict[str, Any], str]]:
+def _file_resources(
+    files_db: Path, since: str | None, unit: str | None
+) -> Iterator[tuple[str, dict[str, Any], str]]:
     """(id, resource, updated_at) of the files' FHIR resources, from ``files.db`` read-only."""
     where, params = _filters(since, unit, "updated_at")
     with contextlib.closing(read_only(files_db)) as db:
+
         def query(sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
             return [tuple(r) for r in db.execute(sql, list(args)).fetchall()]
 
-        for rows in _pages(query, "SELECT id, body, updated_at FROM file_resources", "id",
-                           where, params):
+        for rows in _pages(
+            query, "SELECT id, body, updated_at FROM file_resources", "id", where, params
+        ):
             for rid, body, updated_at in rows:
                 yield str(rid), json.loads(body), str(updated_at)
 

@@ -82,8 +82,7 @@ class CentralFiles:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.db = sqlite3.connect(root / "files.db", isolation_level=None,
-                                  check_same_thread=False)
+        self.db = sqlite3.connect(root / "files.db", isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
@@ -93,7 +92,8 @@ class CentralFiles:
         """After a restart: each partial file back to the offset its row holds (a crash between
         a segment's write and its row's commit leaves bytes central never acknowledged)."""
         for unit, file_id, offset in self.db.execute(
-                "SELECT unit, file_id, offset FROM uploads WHERE state = 'receiving'").fetchall():
+            "SELECT unit, file_id, offset FROM uploads WHERE state = 'receiving'"
+        ).fetchall():
             self._cut(str(unit), str(file_id), int(offset))
 
     def close(self) -> None:
@@ -108,7 +108,8 @@ class CentralFiles:
     def _row(self, unit: str, file_id: str) -> sqlite3.Row | None:
         self.db.row_factory = sqlite3.Row
         row: sqlite3.Row | None = self.db.execute(
-            "SELECT * FROM uploads WHERE unit = ? AND file_id = ?", [unit, file_id]).fetchone()
+            "SELECT * FROM uploads WHERE unit = ? AND file_id = ?", [unit, file_id]
+        ).fetchone()
         return row
 
     def held(self, unit: str, file_id: str) -> int | None:
@@ -147,7 +148,8 @@ class CentralFiles:
                 "INSERT INTO uploads (unit, file_id, init, size, started_at) VALUES "
                 "(?, ?, ?, ?, ?) ON CONFLICT (unit, file_id) DO UPDATE SET init = "
                 "excluded.init, size = excluded.size, offset = 0",
-                [up.unit, up.file_id, payload.decode(), init.size, utc_now()])
+                [up.unit, up.file_id, payload.decode(), init.size, utc_now()],
+            )
             offset = 0
         else:
             offset = int(row["offset"])
@@ -162,20 +164,40 @@ class CentralFiles:
                 f.truncate(offset)
                 os.fsync(f.fileno())
 
-    def _segment(self, up: UpMessage, row: sqlite3.Row, offset: int, data: bytes,
-                 seg_checksum: str | None, reply: str) -> FileAck:
+    def _segment(
+        self,
+        up: UpMessage,
+        row: sqlite3.Row,
+        offset: int,
+        data: bytes,
+        seg_checksum: str | None,
+        reply: str,
+    ) -> FileAck:
         held, size = int(row["offset"]), int(row["size"])
-        self.db.execute("UPDATE uploads SET segment_bytes_in = segment_bytes_in + ? WHERE "
-                        "unit = ? AND file_id = ?", [len(data), up.unit, up.file_id])
+        self.db.execute(
+            "UPDATE uploads SET segment_bytes_in = segment_bytes_in + ? WHERE "
+            "unit = ? AND file_id = ?",
+            [len(data), up.unit, up.file_id],
+        )
         if offset != held:
-            return FileAck(up.file_id, AckState.RECEIVING, held, "not at central's offset",
-                           reply)
-        if (seg_checksum != protocol.checksum(data) or offset + len(data) > size
-                or not data or len(data) > MAX_SEGMENT):
-            self.db.execute("UPDATE uploads SET bad_segments = bad_segments + 1 WHERE unit = ? "
-                            "AND file_id = ?", [up.unit, up.file_id])
-            log.warning("files: unit %s file %s: bad segment at %d (%d bytes): checksum or "
-                        "bounds", up.unit, up.file_id[:12], offset, len(data))
+            return FileAck(up.file_id, AckState.RECEIVING, held, "not at central's offset", reply)
+        if (
+            seg_checksum != protocol.checksum(data)
+            or offset + len(data) > size
+            or not data
+            or len(data) > MAX_SEGMENT
+        ):
+            self.db.execute(
+                "UPDATE uploads SET bad_segments = bad_segments + 1 WHERE unit = ? AND file_id = ?",
+                [up.unit, up.file_id],
+            )
+            log.warning(
+                "files: unit %s file %s: bad segment at %d (%d bytes): checksum or bounds",
+                up.unit,
+                up.file_id[:12],
+                offset,
+                len(data),
+            )
             return FileAck(up.file_id, AckState.BAD_SEGMENT, held, "segment checksum", reply)
         part = self._partial(up.unit, up.file_id)
         fresh = not part.exists()
@@ -190,8 +212,10 @@ class CentralFiles:
             os.close(fd)
         if fresh:
             fsync_path(part.parent)
-        self.db.execute("UPDATE uploads SET offset = ? WHERE unit = ? AND file_id = ?",
-                        [offset + len(data), up.unit, up.file_id])
+        self.db.execute(
+            "UPDATE uploads SET offset = ? WHERE unit = ? AND file_id = ?",
+            [offset + len(data), up.unit, up.file_id],
+        )
         return FileAck(up.file_id, AckState.RECEIVING, offset + len(data), "", reply)
 
     def _fin(self, up: UpMessage, row: sqlite3.Row, payload: bytes) -> FileAck:
@@ -210,12 +234,18 @@ class CentralFiles:
         digest = _sha256(part) if part.exists() else ""
         if digest != init.sha256 or fin.sha256 != init.sha256:
             # Never marked received: dropped, the unit starts the file again.
-            log.error("files: unit %s file %s: the reassembled file's sha256 does not match; "
-                      "dropped", up.unit, up.file_id[:12])
+            log.error(
+                "files: unit %s file %s: the reassembled file's sha256 does not match; dropped",
+                up.unit,
+                up.file_id[:12],
+            )
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
-            self.db.execute("UPDATE uploads SET offset = 0, mismatches = mismatches + 1 WHERE "
-                            "unit = ? AND file_id = ?", [up.unit, up.file_id])
+            self.db.execute(
+                "UPDATE uploads SET offset = 0, mismatches = mismatches + 1 WHERE "
+                "unit = ? AND file_id = ?",
+                [up.unit, up.file_id],
+            )
             return FileAck(up.file_id, AckState.MISMATCH, 0, "file sha256 mismatch", "fin")
         target = self.object_path(init.sha256)
         fresh = not target.parent.exists()
@@ -236,8 +266,11 @@ class CentralFiles:
         now = utc_now()
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            self.db.execute("UPDATE uploads SET state = 'complete', completed_at = ? WHERE "
-                            "unit = ? AND file_id = ?", [now, unit, init.file_id])
+            self.db.execute(
+                "UPDATE uploads SET state = 'complete', completed_at = ? WHERE "
+                "unit = ? AND file_id = ?",
+                [now, unit, init.file_id],
+            )
             kind = files_fhir.resource_type(init)
             if kind == "ImagingStudy":
                 assert init.study_uid is not None
@@ -250,15 +283,17 @@ class CentralFiles:
                 "INSERT INTO file_resources (id, unit, resource_type, body, updated_at) VALUES "
                 "(?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET body = excluded.body, "
                 "updated_at = excluded.updated_at",
-                [body["id"], unit, kind, json.dumps(body, sort_keys=True), now])
+                [body["id"], unit, kind, json.dumps(body, sort_keys=True), now],
+            )
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
 
     def _study(self, unit: str, study_uid: str) -> list[FileInit]:
-        rows = self.db.execute("SELECT init FROM uploads WHERE unit = ? AND state = 'complete'",
-                               [unit]).fetchall()
+        rows = self.db.execute(
+            "SELECT init FROM uploads WHERE unit = ? AND state = 'complete'", [unit]
+        ).fetchall()
         inits = [FileInit.decode(str(r[0]).encode()) for r in rows]
         return [i for i in inits if i.study_uid == study_uid]
 
@@ -305,8 +340,7 @@ class FileRoute:
         return subs
 
     def takes(self, topic: str) -> bool:
-        return protocol.is_file_topic(topic) or (self.emulate_emqx
-                                                 and emqx.is_command_topic(topic))
+        return protocol.is_file_topic(topic) or (self.emulate_emqx and emqx.is_command_topic(topic))
 
     def _open(self) -> CentralFiles:
         if self._central is None:
@@ -348,8 +382,11 @@ class FileRoute:
             if answer is None:
                 return
             response = await loop.run_in_executor(
-                self._executor, lambda: answer(
-                    self._open(), event.topic, event.response_topic, event.payload, event.mid))
+                self._executor,
+                lambda: answer(
+                    self._open(), event.topic, event.response_topic, event.payload, event.mid
+                ),
+            )
         except (OSError, sqlite3.Error) as exc:
             log.error("files (EMQX emulation): cannot store (%s)", type(exc).__name__)
             return  # not acknowledged: the unit sends the command again after its timeout
@@ -360,8 +397,11 @@ class FileRoute:
                 log.warning("files (EMQX emulation): could not answer: %s", exc)
                 return
         else:
-            log.warning("files (EMQX emulation): %s came without a $file-response/ "
-                        "Response-Topic; not answered", event.topic[:80])
+            log.warning(
+                "files (EMQX emulation): %s came without a $file-response/ "
+                "Response-Topic; not answered",
+                event.topic[:80],
+            )
         link.ack(event.mid, event.qos)
         self.handled += 1
 

@@ -28,27 +28,39 @@ def file_url(sha256: str) -> str:
 
 
 def _attachment(init: FileInit) -> dict[str, Any]:
-    return {"contentType": init.media_type, "url": file_url(init.sha256), "size": init.size,
-            # FHIR's hash is SHA-1; the sha256 is the url (and the extension below).
-            "creation": init.received_at,
-            "extension": [{"url": EXT_SHA256, "valueBase64Binary":
-                           base64.b64encode(bytes.fromhex(init.sha256)).decode()}]}
+    return {
+        "contentType": init.media_type,
+        "url": file_url(init.sha256),
+        "size": init.size,
+        # FHIR's hash is SHA-1; the sha256 is the url (and the extension below).
+        "creation": init.received_at,
+        "extension": [
+            {
+                "url": EXT_SHA256,
+                "valueBase64Binary": base64.b64encode(bytes.fromhex(init.sha256)).decode(),
+            }
+        ],
+    }
 
 
 def _context(init: FileInit) -> dict[str, Any]:
     """The patient by identifier (the one the unit's readings carry: sync/fhir.py)."""
     out: dict[str, Any] = {}
     if init.patient_system and init.patient_value:
-        out["subject"] = {"type": "Patient", "identifier": {
-            "system": init.patient_system, "value": init.patient_value}}
+        out["subject"] = {
+            "type": "Patient",
+            "identifier": {"system": init.patient_system, "value": init.patient_value},
+        }
     return out
 
 
 def _encounter(init: FileInit) -> dict[str, Any] | None:
     if not init.encounter_id:
         return None
-    return {"type": "Encounter", "identifier": {"system": ENCOUNTER_SYSTEM,
-                                                "value": init.encounter_id}}
+    return {
+        "type": "Encounter",
+        "identifier": {"system": ENCOUNTER_SYSTEM, "value": init.encounter_id},
+    }
 
 
 def _device(unit: str, init: FileInit) -> dict[str, Any]:
@@ -65,14 +77,20 @@ def resource_type(init: FileInit) -> str:
 
 def document_reference(unit: str, init: FileInit) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "resourceType": "DocumentReference", "id": resource_id(unit, init.file_id),
-        "status": "current", "date": init.received_at, **_context(init),
+        "resourceType": "DocumentReference",
+        "id": resource_id(unit, init.file_id),
+        "status": "current",
+        "date": init.received_at,
+        **_context(init),
         "content": [{"attachment": _attachment(init)}],
         "author": [_device(unit, init)],
     }
     if init.kind == "ecg":
-        body["type"] = {"coding": [{"system": "http://loinc.org", "code": ECG_LOINC[0],
-                                    "display": ECG_LOINC[1]}]}
+        body["type"] = {
+            "coding": [
+                {"system": "http://loinc.org", "code": ECG_LOINC[0], "display": ECG_LOINC[1]}
+            ]
+        }
     else:
         body["type"] = {"text": init.kind}
     encounter = _encounter(init)
@@ -84,10 +102,15 @@ def document_reference(unit: str, init: FileInit) -> dict[str, Any]:
 def media(unit: str, init: FileInit) -> dict[str, Any]:
     code = "video" if init.kind == "video" or init.media_type.startswith("video/") else "image"
     body: dict[str, Any] = {
-        "resourceType": "Media", "id": resource_id(unit, init.file_id), "status": "completed",
-        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/media-type",
-                             "code": code}]},
-        **_context(init), "issued": init.received_at, "device": _device(unit, init),
+        "resourceType": "Media",
+        "id": resource_id(unit, init.file_id),
+        "status": "completed",
+        "type": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/media-type", "code": code}]
+        },
+        **_context(init),
+        "issued": init.received_at,
+        "device": _device(unit, init),
         "content": _attachment(init),
     }
     encounter = _encounter(init)
@@ -102,21 +125,33 @@ def imaging_study(unit: str, instances: Sequence[FileInit]) -> dict[str, Any]:
     assert first.study_uid is not None
     series: dict[str, dict[str, Any]] = {}
     for inst in sorted(instances, key=lambda i: (i.series_uid or "", i.instance_uid or "")):
-        entry = series.setdefault(inst.series_uid or "", {
-            "uid": inst.series_uid or "",
-            "modality": {"system": DCM, "code": inst.modality or "OT"}, "instance": []})
-        entry["instance"].append({
-            "uid": inst.instance_uid or "",
-            "sopClass": {"system": "urn:ietf:rfc:3986",
-                         "code": f"urn:oid:{inst.sop_class_uid or ''}"},
-            "extension": [{"url": EXT_FILE, "valueUrl": file_url(inst.sha256)}]})
+        entry = series.setdefault(
+            inst.series_uid or "",
+            {
+                "uid": inst.series_uid or "",
+                "modality": {"system": DCM, "code": inst.modality or "OT"},
+                "instance": [],
+            },
+        )
+        entry["instance"].append(
+            {
+                "uid": inst.instance_uid or "",
+                "sopClass": {
+                    "system": "urn:ietf:rfc:3986",
+                    "code": f"urn:oid:{inst.sop_class_uid or ''}",
+                },
+                "extension": [{"url": EXT_FILE, "valueUrl": file_url(inst.sha256)}],
+            }
+        )
     body: dict[str, Any] = {
-        "resourceType": "ImagingStudy", "id": resource_id(unit, "study", first.study_uid),
+        "resourceType": "ImagingStudy",
+        "id": resource_id(unit, "study", first.study_uid),
         "status": "available",
         "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:{first.study_uid}"}],
         **_context(first),
-        "modality": [{"system": DCM, "code": m}
-                     for m in sorted({i.modality or "OT" for i in instances})],
+        "modality": [
+            {"system": DCM, "code": m} for m in sorted({i.modality or "OT" for i in instances})
+        ],
         "started": min(i.received_at for i in instances),
         "numberOfSeries": len(series),
         "numberOfInstances": sum(len(s["instance"]) for s in series.values()),

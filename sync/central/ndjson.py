@@ -29,8 +29,16 @@ from sync import fhir
 FHIR_ID: Final = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 URN_UUID: Final = "urn:uuid:"
 # The types an export writes, in the order of the manifest.
-TYPES: Final = ("Patient", "Encounter", "Device", "Location", "Observation",
-                "DocumentReference", "Media", "ImagingStudy")
+TYPES: Final = (
+    "Patient",
+    "Encounter",
+    "Device",
+    "Location",
+    "Observation",
+    "DocumentReference",
+    "Media",
+    "ImagingStudy",
+)
 
 
 def stored_id(kind: str, key: str) -> str | None:
@@ -40,7 +48,7 @@ def stored_id(kind: str, key: str) -> str | None:
     if kind == "Patient":
         return fhir.stable_uuid("patient", system, value)
     if kind == "Device" and system.startswith(fhir.DEVICE_SYSTEM + ":"):
-        return fhir.stable_uuid("device", system[len(fhir.DEVICE_SYSTEM) + 1:], value)
+        return fhir.stable_uuid("device", system[len(fhir.DEVICE_SYSTEM) + 1 :], value)
     if kind == "Encounter" and system == fhir.ENCOUNTER_SYSTEM:
         return value
     if kind == "Location" and system == fhir.LOCATION_SYSTEM:
@@ -53,15 +61,20 @@ def reading_ids(resource: Mapping[str, Any]) -> list[str]:
     found = resource.get("identifier")
     if not isinstance(found, list):
         return []
-    return [str(i["value"]) for i in found if isinstance(i, dict)
-            and i.get("system") == fhir.READING_SYSTEM and i.get("value") is not None]
+    return [
+        str(i["value"])
+        for i in found
+        if isinstance(i, dict)
+        and i.get("system") == fhir.READING_SYSTEM
+        and i.get("value") is not None
+    ]
 
 
 def first_reading(resource: Mapping[str, Any], row_id: str) -> tuple[str, list[str]]:
     """(the resource's id, the reading ids before ``row_id`` in it). A panel is stored once per
     reading id; the row of the first of its readings the export holds writes it."""
     ids = reading_ids(resource) or [row_id]
-    before = ids[:ids.index(row_id)] if row_id in ids else []
+    before = ids[: ids.index(row_id)] if row_id in ids else []
     return fhir_id(ids[0]), before
 
 
@@ -77,14 +90,17 @@ def _copy(node: Any, visit: Callable[[dict[str, Any]], None]) -> Any:
         return [_copy(item, visit) if isinstance(item, dict | list) else item for item in node]
     if not isinstance(node, dict):
         return node
-    out = {key: _copy(value, visit) if isinstance(value, dict | list) else value
-           for key, value in node.items()}
+    out = {
+        key: _copy(value, visit) if isinstance(value, dict | list) else value
+        for key, value in node.items()
+    }
     visit(out)
     return out
 
 
-def rewrite(resource: Mapping[str, Any], kind_of: Callable[[str], str | None]
-            ) -> tuple[dict[str, Any], list[str], int]:
+def rewrite(
+    resource: Mapping[str, Any], kind_of: Callable[[str], str | None]
+) -> tuple[dict[str, Any], list[str], int]:
     """A copy of ``resource`` with every ``urn:uuid:X`` reference as ``Type/X`` (``kind_of(X)``
     says the type). Returns (the copy, the ``Type/X`` references it makes, how many could not be
     resolved: their ``reference`` is dropped and a ``display`` says so)."""
@@ -95,7 +111,7 @@ def rewrite(resource: Mapping[str, Any], kind_of: Callable[[str], str | None]
         nonlocal unresolved
         ref = out.get("reference")
         if isinstance(ref, str) and ref.startswith(URN_UUID):
-            target = ref[len(URN_UUID):]
+            target = ref[len(URN_UUID) :]
             kind = kind_of(target)
             if kind is None:
                 del out["reference"]
@@ -109,8 +125,9 @@ def rewrite(resource: Mapping[str, Any], kind_of: Callable[[str], str | None]
     return copied, made, unresolved
 
 
-def link_logical(resource: Mapping[str, Any], kind_of: Callable[[str], str | None]
-                 ) -> tuple[dict[str, Any], list[str]]:
+def link_logical(
+    resource: Mapping[str, Any], kind_of: Callable[[str], str | None]
+) -> tuple[dict[str, Any], list[str]]:
     """A copy of a file's resource where each logical reference (``{"type": "Patient",
     "identifier": ...}`` or Encounter) of a resource central holds gets its literal
     ``reference`` too. Returns (the copy, the references added)."""
@@ -118,8 +135,13 @@ def link_logical(resource: Mapping[str, Any], kind_of: Callable[[str], str | Non
 
     def visit(out: dict[str, Any]) -> None:
         kind, ident = out.get("type"), out.get("identifier")
-        if (isinstance(kind, str) and isinstance(ident, dict) and "reference" not in out
-                and isinstance(ident.get("system"), str) and isinstance(ident.get("value"), str)):
+        if (
+            isinstance(kind, str)
+            and isinstance(ident, dict)
+            and "reference" not in out
+            and isinstance(ident.get("system"), str)
+            and isinstance(ident.get("value"), str)
+        ):
             target = stored_id(kind, f"{ident['system']}|{ident['value']}")
             if target is not None and kind_of(target) == kind:
                 out["reference"] = f"{kind}/{target}"
@@ -134,9 +156,12 @@ def finish(resource: dict[str, Any], rid: str, last_updated: str) -> dict[str, A
     meta = resource.pop("meta", None)
     kind = resource.pop("resourceType")
     resource.pop("id", None)
-    return {"resourceType": kind, "id": rid,
-            "meta": {**(meta if isinstance(meta, dict) else {}), "lastUpdated": last_updated},
-            **resource}
+    return {
+        "resourceType": kind,
+        "id": rid,
+        "meta": {**(meta if isinstance(meta, dict) else {}), "lastUpdated": last_updated},
+        **resource,
+    }
 
 
 def parse_since(text: str) -> str:
@@ -150,8 +175,9 @@ def parse_since(text: str) -> str:
             return stamp(datetime(day.year, day.month, day.day, tzinfo=UTC))
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not an ISO 8601 time (2026-11-30T08:00:00Z) or date "
-                         "(2026-11-30)") from None
+        raise ValueError(
+            f"{text!r} is not an ISO 8601 time (2026-11-30T08:00:00Z) or date (2026-11-30)"
+        ) from None
     if when.tzinfo is None:
         raise ValueError(f"{text!r} has no zone: add Z or an offset (+01:00)")
     return stamp(when)
@@ -173,8 +199,13 @@ def request_url(base_url: str, since: str | None, unit: str | None) -> str:
     return f"{base_url.rstrip('/')}/$export?{urlencode(params)}"
 
 
-def manifest(transaction_time: str, request: str, counts: Mapping[str, int],
-             extension: Mapping[str, Any], base_url: str = "") -> dict[str, Any]:
+def manifest(
+    transaction_time: str,
+    request: str,
+    counts: Mapping[str, int],
+    extension: Mapping[str, Any],
+    base_url: str = "",
+) -> dict[str, Any]:
     """The Bulk Data ``$export`` output manifest of an export: ``request`` the full URL of the
     kick-off request (:func:`request_url`), each ``output[].url`` the file's absolute URL
     under ``base_url`` (the export folder as it is served; its name alone when empty)."""
@@ -183,8 +214,11 @@ def manifest(transaction_time: str, request: str, counts: Mapping[str, int],
         "transactionTime": transaction_time,
         "request": request,
         "requiresAccessToken": False,
-        "output": [{"type": t, "url": f"{base}{t}.ndjson", "count": counts[t]}
-                   for t in ordered(counts) if counts[t]],
+        "output": [
+            {"type": t, "url": f"{base}{t}.ndjson", "count": counts[t]}
+            for t in ordered(counts)
+            if counts[t]
+        ],
         "error": [],
         "extension": dict(extension),
     }

@@ -105,23 +105,32 @@ def user_property(user_properties: Sequence[tuple[str, str]], key: str) -> str |
 def ack_body(outcome: Outcome, message: Message, t_send: float) -> dict[str, Any]:
     batch = outcome.batch
     return {
-        "batch_id": batch.batch_id, "epoch": batch.epoch, "stored": outcome.held,
+        "batch_id": batch.batch_id,
+        "epoch": batch.epoch,
+        "stored": outcome.held,
         "refused": [{"id": r.id, "seq": r.seq, "reason": r.reason} for r in outcome.refused],
         "last_contiguous_seq": outcome.last_contiguous_seq,
-        "t_origin": message.t_origin, "t_recv": message.t_recv, "t_send": t_send,
+        "t_origin": message.t_origin,
+        "t_recv": message.t_recv,
+        "t_send": t_send,
         "central_time": t_send,
     }
 
 
-def cumulative_ack_body(done: list[tuple[Message, Outcome]], t_send: float
-                        ) -> dict[str, Any]:
+def cumulative_ack_body(done: list[tuple[Message, Outcome]], t_send: float) -> dict[str, Any]:
     """One ack for several batches of one (unit, epoch), committed together
     (:func:`sync.acks.parse_acks`): the last contiguous seq after all of them."""
     return {
-        "acks": [{"batch_id": o.batch.batch_id, "stored": o.held,
-                  "refused": [{"id": r.id, "seq": r.seq, "reason": r.reason}
-                              for r in o.refused],
-                  "t_origin": m.t_origin, "t_recv": m.t_recv} for m, o in done],
+        "acks": [
+            {
+                "batch_id": o.batch.batch_id,
+                "stored": o.held,
+                "refused": [{"id": r.id, "seq": r.seq, "reason": r.reason} for r in o.refused],
+                "t_origin": m.t_origin,
+                "t_recv": m.t_recv,
+            }
+            for m, o in done
+        ],
         "epoch": done[0][1].batch.epoch,
         "last_contiguous_seq": max(o.last_contiguous_seq for _, o in done),
         "t_send": t_send,
@@ -171,7 +180,10 @@ class Receiver:
         self.connected = asyncio.Event()
         self.options = LinkOptions(
             client_id=client_id or f"receiver-{uuid.uuid4().hex[:8]}",
-            host=host, port=port, tls=tls, manual_ack=True,
+            host=host,
+            port=port,
+            tls=tls,
+            manual_ack=True,
         )
         self._open_store = open_store or (lambda: open_central(db_path))
         self._link_factory = link_factory
@@ -183,8 +195,7 @@ class Receiver:
         self._executor: ThreadPoolExecutor | None = None
         self._next_gap_check = 0.0
         files_dir = (files_dir or default_files_dir(db_path)) if serve_files else None
-        self.files = (FileRoute(files_dir, emqx=emqx_answer)
-                      if files_dir is not None else None)
+        self.files = FileRoute(files_dir, emqx=emqx_answer) if files_dir is not None else None
 
     # --- the loop -------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -199,15 +210,20 @@ class Receiver:
             while not stop.is_set():
                 event = held or await next_event(events, stop, min(1.0, self.gap_timeout / 2))
                 held = None
-                if event is not None and self.files and event.kind == "message" and (
-                        self.files.takes(event.topic)):
+                if (
+                    event is not None
+                    and self.files
+                    and event.kind == "message"
+                    and (self.files.takes(event.topic))
+                ):
                     await self.files.on_message(link, event)
                 elif event is not None and event.kind == "message":
                     group = [self._message(event)]
                     while len(group) < self.max_group and not events.empty():
                         more = events.get_nowait()
-                        if more.kind != "message" or (self.files is not None
-                                                      and self.files.takes(more.topic)):
+                        if more.kind != "message" or (
+                            self.files is not None and self.files.takes(more.topic)
+                        ):
                             held = more
                             break
                         group.append(self._message(more))
@@ -226,9 +242,16 @@ class Receiver:
 
     def _message(self, event: LinkEvent) -> Message:
         props = event.user_properties
-        return Message(event.topic, event.payload, event.mid, event.qos, time.time(),
-                       origin_time(props), user_property(props, "batch_id"),
-                       user_property(props, "epoch"))
+        return Message(
+            event.topic,
+            event.payload,
+            event.mid,
+            event.qos,
+            time.time(),
+            origin_time(props),
+            user_property(props, "batch_id"),
+            user_property(props, "epoch"),
+        )
 
     def _say(self, text: str, *, trouble: bool) -> None:
         if self._announce is not None:
@@ -242,26 +265,39 @@ class Receiver:
         where = f"{self.host}:{self.port}"
         if event.kind == "connected":
             try:
-                link.subscribe([(topics.shared_readings(self.group), 1),
-                                *(self.files.subscriptions() if self.files else [])])
+                link.subscribe(
+                    [
+                        (topics.shared_readings(self.group), 1),
+                        *(self.files.subscriptions() if self.files else []),
+                    ]
+                )
             except LinkError as exc:  # lost again already: paho reconnects, we subscribe then
                 self._say(f"receiver: subscribe at {where} failed: {exc}", trouble=True)
         elif event.kind == "subscribed":
             if event.failed:
-                self._say(f"receiver: broker {where} refused the subscription "
-                          f"({event.reason}); check its ACL", trouble=True)
+                self._say(
+                    f"receiver: broker {where} refused the subscription "
+                    f"({event.reason}); check its ACL",
+                    trouble=True,
+                )
                 return
-            files = (f"; files in {self.files.root}"
-                     + (" (and EMQX's $file/... emulated)" if self.files.emulate_emqx else "")
-                     if self.files is not None else "; not files (another receiver serves "
-                     "them)")
-            self._say(f"receiver: connected to broker {where}, serving "
-                      f"{topics.shared_readings(self.group)}{files}", trouble=False)
+            files = (
+                f"; files in {self.files.root}"
+                + (" (and EMQX's $file/... emulated)" if self.files.emulate_emqx else "")
+                if self.files is not None
+                else "; not files (another receiver serves them)"
+            )
+            self._say(
+                f"receiver: connected to broker {where}, serving "
+                f"{topics.shared_readings(self.group)}{files}",
+                trouble=False,
+            )
             self.connected.set()
         elif event.kind == "disconnected":
             self.connected.clear()
-            self._say(f"receiver: cannot reach broker {where} ({event.reason}); retrying",
-                      trouble=True)
+            self._say(
+                f"receiver: cannot reach broker {where} ({event.reason}); retrying", trouble=True
+            )
 
     # --- the store, in its worker thread --------------------------------------------------
     def _close_store(self) -> None:
@@ -288,8 +324,11 @@ class Receiver:
                     raise
                 self.counts.transient_errors += 1
                 delay = self._backoff.next_delay()
-                log.warning("receiver: central store unavailable (%s); retrying in %.1f s",
-                            type(exc).__name__, delay)
+                log.warning(
+                    "receiver: central store unavailable (%s); retrying in %.1f s",
+                    type(exc).__name__,
+                    delay,
+                )
                 await loop.run_in_executor(self._executor, self._close_store)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
@@ -300,8 +339,9 @@ class Receiver:
             return result
 
     # --- messages ---------------------------------------------------------------------------
-    async def _on_messages(self, link: MqttLink, messages: list[Message],
-                           stop: asyncio.Event) -> None:
+    async def _on_messages(
+        self, link: MqttLink, messages: list[Message], stop: asyncio.Event
+    ) -> None:
         run: list[tuple[Message, codec.Batch]] = []
         for message in messages:
             unit = topics.unit_of(message.topic)
@@ -317,14 +357,14 @@ class Receiver:
             run.append((message, batch))
         await self._commit_and_ack(link, run, stop)
 
-    async def _commit_and_ack(self, link: MqttLink, items: list[tuple[Message, codec.Batch]],
-                              stop: asyncio.Event) -> None:
+    async def _commit_and_ack(
+        self, link: MqttLink, items: list[tuple[Message, codec.Batch]], stop: asyncio.Event
+    ) -> None:
         if not items:
             return
         batches = [b for _, b in items]
         try:
-            outcomes = await self._store_call(lambda s: s.store_batches(batches, utc_now()),
-                                              stop)
+            outcomes = await self._store_call(lambda s: s.store_batches(batches, utc_now()), stop)
         except Stopped:
             raise
         except Exception as exc:  # the error boundary: rolled back, this group only
@@ -338,9 +378,14 @@ class Receiver:
         for (message, _), outcome in zip(items, outcomes, strict=True):
             self._count(outcome)
             groups.setdefault((outcome.batch.unit, outcome.batch.epoch), []).append(
-                (message, outcome))
-        acked = [m.mid for group in groups.values()  # one ack per store of a unit
-                 if self._ack_all(link, group, puback=False) for m, _ in group]
+                (message, outcome)
+            )
+        acked = [
+            m.mid
+            for group in groups.values()  # one ack per store of a unit
+            if self._ack_all(link, group, puback=False)
+            for m, _ in group
+        ]
         for message, _ in items:  # the PUBACKs in the order the messages came
             if message.mid in acked:
                 link.ack(message.mid, message.qos)
@@ -356,25 +401,38 @@ class Receiver:
     def _ack(self, link: MqttLink, message: Message, outcome: Outcome) -> None:
         self._ack_all(link, [(message, outcome)])
 
-    def _ack_all(self, link: MqttLink, done: list[tuple[Message, Outcome]], *,
-                 puback: bool = True) -> bool:
+    def _ack_all(
+        self, link: MqttLink, done: list[tuple[Message, Outcome]], *, puback: bool = True
+    ) -> bool:
         """Called only after the commit: one ack for these batches of one unit's store (a
         cumulative ack when several), then their PUBACKs (the caller's, if not ``puback``).
         Whether the ack went out."""
         unit = done[0][1].batch.unit
         now = time.time()
-        body = (ack_body(done[0][1], done[0][0], now) if len(done) == 1
-                else cumulative_ack_body(done, now))
+        body = (
+            ack_body(done[0][1], done[0][0], now)
+            if len(done) == 1
+            else cumulative_ack_body(done, now)
+        )
         payload = json.dumps(body, separators=(",", ":")).encode()
         signature = self._sign_ack(unit, payload) if self._sign_ack is not None else []
         try:
-            link.publish(topics.ACK.of(unit), payload, qos=topics.ACK.qos,
-                         content_type=topics.ACK.content_type, user_properties=signature)
+            link.publish(
+                topics.ACK.of(unit),
+                payload,
+                qos=topics.ACK.qos,
+                content_type=topics.ACK.content_type,
+                user_properties=signature,
+            )
         except LinkError as exc:
             # Stored, not acknowledged: the unit re-sends after its timeout and the duplicate
             # is stored as nothing new, then acknowledged. No PUBACK: the broker redelivers.
-            log.warning("receiver: stored %d batch(es) of unit %s but could not ack: %s",
-                        len(done), unit, exc)
+            log.warning(
+                "receiver: stored %d batch(es) of unit %s but could not ack: %s",
+                len(done),
+                unit,
+                exc,
+            )
             return False
         if puback:
             for message, _ in done:
@@ -382,8 +440,9 @@ class Receiver:
         self.counts.acks += 1
         return True
 
-    async def _park(self, link: MqttLink, letter: DeadLetter, told: str,
-                    stop: asyncio.Event) -> None:
+    async def _park(
+        self, link: MqttLink, letter: DeadLetter, told: str, stop: asyncio.Event
+    ) -> None:
         """Park the message for a human, then tell its unit (``told``: the reason as the
         unit sees it, without what the error may quote of the data)."""
         try:
@@ -391,49 +450,96 @@ class Receiver:
         except Stopped:
             raise
         except Exception as exc:
-            log.error("receiver: could not park a message from %s in dead_letters (%s)",
-                      letter.topic, type(exc).__name__)
+            log.error(
+                "receiver: could not park a message from %s in dead_letters (%s)",
+                letter.topic,
+                type(exc).__name__,
+            )
             return
         self.counts.dead_letters += 1
         unit = topics.unit_of(letter.topic)
         if unit is None:
             return
-        notice = DeadLetterNotice(told, letter.batch_id, letter.epoch, len(letter.payload),
-                                  letter.received_at)
+        notice = DeadLetterNotice(
+            told, letter.batch_id, letter.epoch, len(letter.payload), letter.received_at
+        )
         payload = dead_letter_body(notice)  # signed as an ack is: the unit verifies both
         signature = self._sign_ack(unit, payload) if self._sign_ack is not None else []
         try:
-            link.publish(topics.ACK.of(unit), payload, qos=topics.ACK.qos,
-                         content_type=topics.ACK.content_type, user_properties=signature)
+            link.publish(
+                topics.ACK.of(unit),
+                payload,
+                qos=topics.ACK.qos,
+                content_type=topics.ACK.content_type,
+                user_properties=signature,
+            )
         except LinkError as exc:  # parked all the same; the unit sends it again and is told
-            log.warning("receiver: parked a message of unit %s but could not tell it: %s",
-                        unit, exc)
+            log.warning(
+                "receiver: parked a message of unit %s but could not tell it: %s", unit, exc
+            )
 
-    async def _refuse_undecodable(self, link: MqttLink, message: Message,
-                                  exc: codec.CodecError, stop: asyncio.Event) -> None:
+    async def _refuse_undecodable(
+        self, link: MqttLink, message: Message, exc: codec.CodecError, stop: asyncio.Event
+    ) -> None:
         self.counts.rejected += 1
-        log.warning("receiver: refused %d bytes on %s: %s", len(message.payload), message.topic,
-                    exc)
-        await self._park(link, DeadLetter(message.topic, message.payload, f"codec: {exc}",
-                                          utc_now(), unit=topics.unit_of(message.topic),
-                                          epoch=message.epoch, batch_id=message.batch_id),
-                         f"codec: {exc}", stop)
+        log.warning(
+            "receiver: refused %d bytes on %s: %s", len(message.payload), message.topic, exc
+        )
+        await self._park(
+            link,
+            DeadLetter(
+                message.topic,
+                message.payload,
+                f"codec: {exc}",
+                utc_now(),
+                unit=topics.unit_of(message.topic),
+                epoch=message.epoch,
+                batch_id=message.batch_id,
+            ),
+            f"codec: {exc}",
+            stop,
+        )
         link.ack(message.mid, message.qos)  # a bad payload will not get better by redelivery
 
-    async def _refuse_poison(self, link: MqttLink, message: Message, batch: codec.Batch,
-                             exc: Exception, stop: asyncio.Event) -> None:
+    async def _refuse_poison(
+        self,
+        link: MqttLink,
+        message: Message,
+        batch: codec.Batch,
+        exc: Exception,
+        stop: asyncio.Event,
+    ) -> None:
         reason = f"{STORE_ERROR}: {type(exc).__name__}"
         self.counts.store_errors += 1
         # The class only: a database message may quote the data (patient data stays out of logs).
-        log.warning("receiver: central store refused batch %s of unit %s (%s): parked in "
-                    "dead_letters", batch.batch_id, batch.unit, reason)
-        await self._park(link, DeadLetter(message.topic, message.payload,
-                                          f"{reason}: {exc}"[:2000], utc_now(), batch.unit,
-                                          batch.epoch, batch.batch_id), reason, stop)
+        log.warning(
+            "receiver: central store refused batch %s of unit %s (%s): parked in dead_letters",
+            batch.batch_id,
+            batch.unit,
+            reason,
+        )
+        await self._park(
+            link,
+            DeadLetter(
+                message.topic,
+                message.payload,
+                f"{reason}: {exc}"[:2000],
+                utc_now(),
+                batch.unit,
+                batch.epoch,
+                batch.batch_id,
+            ),
+            reason,
+            stop,
+        )
         try:
-            rows = await self._store_call(lambda s: s.query(
-                "SELECT last_contiguous_seq FROM epochs WHERE unit = ? AND epoch = ?",
-                [batch.unit, batch.epoch]), stop)
+            rows = await self._store_call(
+                lambda s: s.query(
+                    "SELECT last_contiguous_seq FROM epochs WHERE unit = ? AND epoch = ?",
+                    [batch.unit, batch.epoch],
+                ),
+                stop,
+            )
         except Stopped:
             raise
         except Exception:
@@ -451,7 +557,8 @@ class Receiver:
         self._next_gap_check = now + min(1.0, self.gap_timeout / 2)
         try:
             gaps = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._with_store, lambda s: s.gaps())
+                self._executor, self._with_store, lambda s: s.gaps()
+            )
         except Exception as exc:  # asked again next round; the messages' boundary reports it
             log.warning("receiver: cannot list gaps (%s)", type(exc).__name__)
             return
@@ -464,17 +571,32 @@ class Receiver:
             since = self._gaps.setdefault(key, now)
             if now - since < self.gap_timeout:
                 continue
-            command = {"id": uuid.uuid4().hex, "cmd": "resend-from",
-                       "seq": gap.last_contiguous_seq + 1, "epoch": gap.epoch}
+            command = {
+                "id": uuid.uuid4().hex,
+                "cmd": "resend-from",
+                "seq": gap.last_contiguous_seq + 1,
+                "epoch": gap.epoch,
+            }
             try:
-                payload = (json.dumps(command).encode() if self._sign is None
-                           else self._sign(gap.unit, "cmd", command))
-                link.publish(topics.CMD.of(gap.unit), payload, qos=topics.CMD.qos,
-                             content_type=topics.CMD.content_type)
+                payload = (
+                    json.dumps(command).encode()
+                    if self._sign is None
+                    else self._sign(gap.unit, "cmd", command)
+                )
+                link.publish(
+                    topics.CMD.of(gap.unit),
+                    payload,
+                    qos=topics.CMD.qos,
+                    content_type=topics.CMD.content_type,
+                )
             except LinkError:
                 continue
-            log.warning("receiver: unit %s epoch %s has a gap after seq %d; asked it to resend",
-                        gap.unit, gap.epoch, gap.last_contiguous_seq)
+            log.warning(
+                "receiver: unit %s epoch %s has a gap after seq %d; asked it to resend",
+                gap.unit,
+                gap.epoch,
+                gap.last_contiguous_seq,
+            )
             self.resend_requests += 1
             self._gaps[key] = now  # ask again only after another gap_timeout
 

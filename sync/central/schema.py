@@ -83,18 +83,21 @@ C004: Final = ["ALTER TABLE resources ADD COLUMN batch_at TEXT NOT NULL DEFAULT 
 # TEXT) would stop the upgrade, so it becomes U+FFFD (the rest of the resource is kept).
 C005_POSTGRES_JSONB: Final = [
     f"ALTER TABLE {table} ALTER COLUMN resource TYPE jsonb USING "
-    "replace(resource, '\\u0000', '\\ufffd')::jsonb" for table in ("observations", "resources")
+    "replace(resource, '\\u0000', '\\ufffd')::jsonb"
+    for table in ("observations", "resources")
 ]
 
 SQLITE_SERIAL: Final = "INTEGER PRIMARY KEY"
 POSTGRES_SERIAL: Final = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
 
 # PostgreSQL: applied in order, each name recorded in ``central_schema``.
-POSTGRES: Final = [("c001_observations", C001),
-                   ("c002_epochs", c002(POSTGRES_SERIAL, "BYTEA")),
-                   ("c003_resources", C003),
-                   ("c004_resource_batch_at", C004),
-                   ("c005_postgres_jsonb", C005_POSTGRES_JSONB)]
+POSTGRES: Final = [
+    ("c001_observations", C001),
+    ("c002_epochs", c002(POSTGRES_SERIAL, "BYTEA")),
+    ("c003_resources", C003),
+    ("c004_resource_batch_at", C004),
+    ("c005_postgres_jsonb", C005_POSTGRES_JSONB),
+]
 
 sqlite_migrations = Migrations("central")
 

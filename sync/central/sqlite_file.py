@@ -20,8 +20,9 @@ def open_sqlite(path: Path, migration_set: Migrations) -> Database:
         mode, sync = wal_full(conn)
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise StoreError("store.unreadable",
-                         f"{path}: not a readable SQLite central store ({exc})") from exc
+        raise StoreError(
+            "store.unreadable", f"{path}: not a readable SQLite central store ({exc})"
+        ) from exc
     if mode != "wal" or sync != 2:
         conn.close()
         raise StoreNotDurable(str(path), f"journal_mode={mode}, synchronous={sync}; need WAL/FULL")

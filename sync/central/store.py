@@ -37,9 +37,16 @@ log = logging.getLogger(__name__)
 Execute = Callable[[str, list[Any]], Any]
 
 # SQLite primary result codes that say "try again later" (the data is not at fault).
-SQLITE_TRANSIENT = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR,
-                              sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN,
-                              sqlite3.SQLITE_PROTOCOL})
+SQLITE_TRANSIENT = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
 MIGRATION_LOCK = 0x6D6D7563  # PostgreSQL advisory lock key held while the schema migrates
 CONFLICT = "seq-conflict"  # the reason given to the unit for a refused reading
 CONTIGUITY_WINDOW = 1000  # seqs read per query while advancing last_contiguous_seq
@@ -108,7 +115,8 @@ def transient(exc: BaseException) -> bool:
         return False
     # Class 54 (a row or statement over a server limit) will not get better by waiting.
     return isinstance(exc, psycopg.OperationalError) and not isinstance(
-        exc, psycopg.errors.ProgramLimitExceeded)
+        exc, psycopg.errors.ProgramLimitExceeded
+    )
 
 
 GAPS = (
@@ -149,9 +157,14 @@ def _columns(obs: dict[str, Any], part: int = 0) -> list[Any]:
 def _general_columns(obs: dict[str, Any], part: int = 0) -> list[Any]:
     when = _get(obs, "effectiveDateTime")
     if when is None:  # a GPS fix (Location): its time is in the device-time extension
-        when = next((_get(e, "valueString") for e in _get(obs, "extension") or []
-                     if _get(e, "url") in (fhir.EXT_DEVICE_TIME, fhir.LEGACY_EXT_DEVICE_TIME)),
-                    None)
+        when = next(
+            (
+                _get(e, "valueString")
+                for e in _get(obs, "extension") or []
+                if _get(e, "url") in (fhir.EXT_DEVICE_TIME, fhir.LEGACY_EXT_DEVICE_TIME)
+            ),
+            None,
+        )
     position = _get(obs, "position")
     if isinstance(position, dict) and len(position) > part:
         axis, value = list(position.items())[part]
@@ -160,12 +173,18 @@ def _general_columns(obs: dict[str, Any], part: int = 0) -> list[Any]:
     if isinstance(component, dict):
         obs = {**component, "effectiveDateTime": when}
     coded = _get(obs, "code", "coding")
-    codes = {_get(c, "system"): _get(c, "code") for c in coded or []
-             if isinstance(c, dict)} if isinstance(coded, list) else {}
+    codes = (
+        {_get(c, "system"): _get(c, "code") for c in coded or [] if isinstance(c, dict)}
+        if isinstance(coded, list)
+        else {}
+    )
     code = codes.get(codec.LOINC) or codes.get(codec.MDC)
-    return [_scalar(code, str), _scalar(_get(obs, "valueQuantity", "value"), (int, float)),
-            _scalar(_get(obs, "valueQuantity", "code"), str),
-            _scalar(when, str)]
+    return [
+        _scalar(code, str),
+        _scalar(_get(obs, "valueQuantity", "value"), (int, float)),
+        _scalar(_get(obs, "valueQuantity", "code"), str),
+        _scalar(when, str),
+    ]
 
 
 def _plain_columns(obs: dict[str, Any]) -> list[Any] | None:
@@ -174,8 +193,11 @@ def _plain_columns(obs: dict[str, Any]) -> list[Any] | None:
     other shape. The same answer: the last coding of a system wins, LOINC before MDC."""
     if "component" in obs or "position" in obs:
         return None
-    code, quantity, when = obs.get("code"), obs.get("valueQuantity", {}), obs.get(
-        "effectiveDateTime")
+    code, quantity, when = (
+        obs.get("code"),
+        obs.get("valueQuantity", {}),
+        obs.get("effectiveDateTime"),
+    )
     if not (isinstance(code, dict) and isinstance(quantity, dict) and isinstance(when, str)):
         return None
     coded = code.get("coding")
@@ -189,8 +211,12 @@ def _plain_columns(obs: dict[str, Any]) -> list[Any] | None:
                 loinc = coding.get("code")
             elif system == codec.MDC:
                 mdc = coding.get("code")
-    return [_scalar(loinc or mdc, str), _scalar(quantity.get("value"), (int, float)),
-            _scalar(quantity.get("code"), str), when]
+    return [
+        _scalar(loinc or mdc, str),
+        _scalar(quantity.get("value"), (int, float)),
+        _scalar(quantity.get("code"), str),
+        when,
+    ]
 
 
 class Tables(Protocol):
@@ -214,8 +240,9 @@ class Tables(Protocol):
         """(seq, id) rows; a seq already held is left as it is."""
         ...
 
-    def add_observations(self, unit: str, epoch: str, batch_id: str, stored_at: str,
-                         rows: list[list[Any]]) -> None:
+    def add_observations(
+        self, unit: str, epoch: str, batch_id: str, stored_at: str, rows: list[list[Any]]
+    ) -> None:
         """(id, seq, code, value, ucum, effective, resource JSON text) rows of new ids."""
         ...
 
@@ -224,11 +251,15 @@ class Tables(Protocol):
         ...
 
 
-ADD_EPOCH = ("INSERT INTO epochs (unit, epoch, last_contiguous_seq, max_seq, first_seen, "
-             "last_seen) VALUES (?, ?, 0, 0, ?, ?) ON CONFLICT (unit, epoch) DO UPDATE SET "
-             "last_seen = excluded.last_seen RETURNING last_contiguous_seq, max_seq")
-UPDATE_OBSERVATION = ("UPDATE observations SET code = ?, value = ?, ucum = ?, effective = ?, "
-                      "resource = ?, stored_at = ? WHERE id = ?")
+ADD_EPOCH = (
+    "INSERT INTO epochs (unit, epoch, last_contiguous_seq, max_seq, first_seen, "
+    "last_seen) VALUES (?, ?, 0, 0, ?, ?) ON CONFLICT (unit, epoch) DO UPDATE SET "
+    "last_seen = excluded.last_seen RETURNING last_contiguous_seq, max_seq"
+)
+UPDATE_OBSERVATION = (
+    "UPDATE observations SET code = ?, value = ?, ucum = ?, effective = ?, "
+    "resource = ?, stored_at = ? WHERE id = ?"
+)
 
 
 def record_batch(tables: Tables, batch: codec.Batch, stored_at: str) -> Outcome:
@@ -243,8 +274,7 @@ def record_batch(tables: Tables, batch: codec.Batch, stored_at: str) -> Outcome:
     for other in batch.resources:
         _keep_resource(execute, unit, other, stored_at, batch.created_at)
     known = tables.held_ids([r.id for r in batch.readings])
-    holders = tables.seq_holders(unit, epoch, [r.seq for r in batch.readings
-                                               if r.id not in known])
+    holders = tables.seq_holders(unit, epoch, [r.seq for r in batch.readings if r.id not in known])
     texts: dict[int, str] = {}  # one JSON text per resource (a panel carries several readings)
 
     def text(obs: dict[str, Any]) -> str:
@@ -268,13 +298,21 @@ def record_batch(tables: Tables, batch: codec.Batch, stored_at: str) -> Outcome:
             continue
         holder = holders.get(seq)
         if holder is not None and holder != rid:
-            execute("INSERT INTO conflicts (unit, epoch, seq, held_id, refused_id, batch_id, "
-                    "first_seen, last_seen, times) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) "
-                    "ON CONFLICT (unit, epoch, seq, refused_id) DO UPDATE SET "
-                    "last_seen = excluded.last_seen, times = conflicts.times + 1",
-                    [unit, epoch, seq, holder, rid, batch.batch_id, stored_at, stored_at])
-            log.warning("central: refused reading %s of unit %s epoch %s: seq %d is held by "
-                        "reading %s", rid, unit, epoch, seq, holder)
+            execute(
+                "INSERT INTO conflicts (unit, epoch, seq, held_id, refused_id, batch_id, "
+                "first_seen, last_seen, times) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) "
+                "ON CONFLICT (unit, epoch, seq, refused_id) DO UPDATE SET "
+                "last_seen = excluded.last_seen, times = conflicts.times + 1",
+                [unit, epoch, seq, holder, rid, batch.batch_id, stored_at, stored_at],
+            )
+            log.warning(
+                "central: refused reading %s of unit %s epoch %s: seq %d is held by reading %s",
+                rid,
+                unit,
+                epoch,
+                seq,
+                holder,
+            )
             refused.append(Refusal(rid, seq, CONFLICT))
             continue
         holders[seq] = rid
@@ -290,8 +328,10 @@ def record_batch(tables: Tables, batch: codec.Batch, stored_at: str) -> Outcome:
     if updates:
         tables.update_observations(stored_at, updates)
     last = _contiguous(execute, unit, epoch, last, top)
-    execute("UPDATE epochs SET last_contiguous_seq = ?, max_seq = ? WHERE unit = ? AND "
-            "epoch = ?", [last, top, unit, epoch])
+    execute(
+        "UPDATE epochs SET last_contiguous_seq = ?, max_seq = ? WHERE unit = ? AND epoch = ?",
+        [last, top, unit, epoch],
+    )
     return Outcome(batch, new, held, tuple(refused), last)
 
 
@@ -303,8 +343,9 @@ def _identity(resource: dict[str, Any]) -> str | None:
     return f"{system}|{value}"
 
 
-def _keep_resource(execute: Execute, unit: str, other: codec.Other, stored_at: str,
-                   batch_at: str = "") -> None:
+def _keep_resource(
+    execute: Execute, unit: str, other: codec.Other, stored_at: str, batch_at: str = ""
+) -> None:
     """A Patient, Device, Location or Encounter of a batch, one per (type, first identifier),
     as the Bundle's request says: a conditional create (POST with ifNoneExist) only creates it
     when missing; a conditional update (PUT: an Encounter going from in-progress to finished, a
@@ -317,12 +358,20 @@ def _keep_resource(execute: Execute, unit: str, other: codec.Other, stored_at: s
     if not isinstance(kind, str) or key is None:
         return
     text = json.dumps(resource, separators=(",", ":"))
-    update = ("DO UPDATE SET resource = excluded.resource, updated_at = excluded.updated_at, "
-              "batch_at = excluded.batch_at WHERE excluded.batch_at >= resources.batch_at "
-              "AND resources.resource <> excluded.resource") if other.update else "DO NOTHING"
-    execute("INSERT INTO resources (type, identifier, unit, resource, stored_at, updated_at, "
-            f"batch_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (type, identifier) {update}",
-            [kind, key, unit, text, stored_at, stored_at, batch_at])
+    update = (
+        (
+            "DO UPDATE SET resource = excluded.resource, updated_at = excluded.updated_at, "
+            "batch_at = excluded.batch_at WHERE excluded.batch_at >= resources.batch_at "
+            "AND resources.resource <> excluded.resource"
+        )
+        if other.update
+        else "DO NOTHING"
+    )
+    execute(
+        "INSERT INTO resources (type, identifier, unit, resource, stored_at, updated_at, "
+        f"batch_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (type, identifier) {update}",
+        [kind, key, unit, text, stored_at, stored_at, batch_at],
+    )
 
 
 def _contiguous(execute: Execute, unit: str, epoch: str, last: int, top: int) -> int:
@@ -330,9 +379,14 @@ def _contiguous(execute: Execute, unit: str, epoch: str, last: int, top: int) ->
     unit fills it. Reads the seqs above ``last`` a window at a time."""
     window = CONTIGUITY_WINDOW
     while last < top:
-        seqs = [int(r[0]) for r in execute(
-            "SELECT seq FROM sequences WHERE unit = ? AND epoch = ? AND seq > ? AND seq <= ? "
-            "ORDER BY seq", [unit, epoch, last, last + window]).fetchall()]
+        seqs = [
+            int(r[0])
+            for r in execute(
+                "SELECT seq FROM sequences WHERE unit = ? AND epoch = ? AND seq > ? AND seq <= ? "
+                "ORDER BY seq",
+                [unit, epoch, last, last + window],
+            ).fetchall()
+        ]
         for seq in seqs:
             if seq != last + 1:
                 return last
@@ -343,10 +397,19 @@ def _contiguous(execute: Execute, unit: str, epoch: str, last: int, top: int) ->
 
 
 def _insert_dead_letter(execute: Execute, letter: DeadLetter) -> None:
-    execute("INSERT INTO dead_letters (topic, unit, epoch, batch_id, payload, reason, "
-            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [letter.topic, letter.unit, letter.epoch, letter.batch_id, letter.payload,
-             letter.reason, letter.received_at])
+    execute(
+        "INSERT INTO dead_letters (topic, unit, epoch, batch_id, payload, reason, "
+        "received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            letter.topic,
+            letter.unit,
+            letter.epoch,
+            letter.batch_id,
+            letter.payload,
+            letter.reason,
+            letter.received_at,
+        ],
+    )
 
 
 class SqliteTables:
@@ -361,40 +424,56 @@ class SqliteTables:
     def held_ids(self, ids: list[str]) -> set[str]:
         held: set[str] = set()
         for start in range(0, len(ids), 500):  # a few hundred per query
-            chunk = ids[start:start + 500]
+            chunk = ids[start : start + 500]
             marks = ", ".join("?" * len(chunk))
-            held.update(r[0] for r in self.db.execute(
-                f"SELECT id FROM observations WHERE id IN ({marks})", chunk).fetchall())
+            held.update(
+                r[0]
+                for r in self.db.execute(
+                    f"SELECT id FROM observations WHERE id IN ({marks})", chunk
+                ).fetchall()
+            )
         return held
 
     def seq_holders(self, unit: str, epoch: str, seqs: list[int]) -> dict[int, str]:
         found: dict[int, str] = {}
         wanted = sorted(set(seqs))
         for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
+            chunk = wanted[start : start + 500]
             marks = ", ".join("?" * len(chunk))
-            found.update((int(r[0]), str(r[1])) for r in self.db.execute(
-                f"SELECT seq, id FROM sequences WHERE unit = ? AND epoch = ? AND seq IN "
-                f"({marks})", [unit, epoch, *chunk]).fetchall())
+            found.update(
+                (int(r[0]), str(r[1]))
+                for r in self.db.execute(
+                    f"SELECT seq, id FROM sequences WHERE unit = ? AND epoch = ? AND seq IN "
+                    f"({marks})",
+                    [unit, epoch, *chunk],
+                ).fetchall()
+            )
         return found
 
     def add_sequences(self, unit: str, epoch: str, rows: list[tuple[int, str]]) -> None:
-        self.db.conn.executemany("INSERT INTO sequences (unit, epoch, seq, id) VALUES (?, ?, ?, "
-                                 "?) ON CONFLICT (unit, epoch, seq) DO NOTHING",
-                                 [(unit, epoch, seq, rid) for seq, rid in rows])
+        self.db.conn.executemany(
+            "INSERT INTO sequences (unit, epoch, seq, id) VALUES (?, ?, ?, "
+            "?) ON CONFLICT (unit, epoch, seq) DO NOTHING",
+            [(unit, epoch, seq, rid) for seq, rid in rows],
+        )
 
-    def add_observations(self, unit: str, epoch: str, batch_id: str, stored_at: str,
-                         rows: list[list[Any]]) -> None:
+    def add_observations(
+        self, unit: str, epoch: str, batch_id: str, stored_at: str, rows: list[list[Any]]
+    ) -> None:
         self.db.conn.executemany(
             "INSERT INTO observations (id, unit, epoch, seq, batch_id, code, value, ucum, "
             "effective, stored_at, resource) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (id) DO NOTHING",
-            [(rid, unit, epoch, seq, batch_id, code, value, ucum, effective, stored_at, text)
-             for rid, seq, code, value, ucum, effective, text in rows])
+            [
+                (rid, unit, epoch, seq, batch_id, code, value, ucum, effective, stored_at, text)
+                for rid, seq, code, value, ucum, effective, text in rows
+            ],
+        )
 
     def update_observations(self, stored_at: str, rows: list[list[Any]]) -> None:
-        self.db.conn.executemany(UPDATE_OBSERVATION,
-                                 [[*row[:5], stored_at, row[5]] for row in rows])
+        self.db.conn.executemany(
+            UPDATE_OBSERVATION, [[*row[:5], stored_at, row[5]] for row in rows]
+        )
 
 
 class SqliteCentral:
@@ -414,8 +493,10 @@ class SqliteCentral:
             _insert_dead_letter(self._execute, letter)
 
     def gaps(self) -> list[Gap]:
-        return [Gap(u, e, int(last), int(top), bool(cur))
-                for u, e, last, top, cur in self.db.execute(GAPS).fetchall()]
+        return [
+            Gap(u, e, int(last), int(top), bool(cur))
+            for u, e, last, top, cur in self.db.execute(GAPS).fetchall()
+        ]
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self.db.execute(sql, list(params)).fetchall()]
@@ -429,17 +510,22 @@ class SqliteCentral:
 # the statement text never changes and every statement is prepared once per connection.
 # Arrays go in binary (``%b``): no quoting or escaping of the JSON texts.
 PG_HELD = "SELECT id FROM observations WHERE id = ANY(%b::text[])"
-PG_HOLDERS = ("SELECT seq, id FROM sequences WHERE unit = %s AND epoch = %s AND seq BETWEEN %s "
-              "AND %s AND seq = ANY(%b::bigint[])")  # the range: one index range, whatever plan
-PG_SEQUENCES = ("INSERT INTO sequences (unit, epoch, seq, id) SELECT %s, %s, t.seq, t.id "
-                "FROM unnest(%b::bigint[], %b::text[]) AS t(seq, id) "
-                "ON CONFLICT (unit, epoch, seq) DO NOTHING")
+PG_HOLDERS = (
+    "SELECT seq, id FROM sequences WHERE unit = %s AND epoch = %s AND seq BETWEEN %s "
+    "AND %s AND seq = ANY(%b::bigint[])"
+)  # the range: one index range, whatever plan
+PG_SEQUENCES = (
+    "INSERT INTO sequences (unit, epoch, seq, id) SELECT %s, %s, t.seq, t.id "
+    "FROM unnest(%b::bigint[], %b::text[]) AS t(seq, id) "
+    "ON CONFLICT (unit, epoch, seq) DO NOTHING"
+)
 PG_OBSERVATIONS = (
     "INSERT INTO observations (id, unit, epoch, seq, batch_id, code, value, ucum, effective, "
     "stored_at, resource) SELECT t.id, %s, %s, t.seq, %s, t.code, t.value, t.ucum, "
     "t.effective, %s, t.resource::jsonb FROM unnest(%b::text[], %b::bigint[], %b::text[], "
     "%b::float8[], %b::text[], %b::text[], %b::text[]) "
-    "AS t(id, seq, code, value, ucum, effective, resource) ON CONFLICT (id) DO NOTHING")
+    "AS t(id, seq, code, value, ucum, effective, resource) ON CONFLICT (id) DO NOTHING"
+)
 
 
 class PostgresTables:
@@ -458,25 +544,37 @@ class PostgresTables:
         if not seqs:
             return {}
         wanted = sorted(set(seqs))
-        return {int(seq): str(rid) for seq, rid in self.conn.execute(
-            PG_HOLDERS, [unit, epoch, wanted[0], wanted[-1], wanted], prepare=True)}
+        return {
+            int(seq): str(rid)
+            for seq, rid in self.conn.execute(
+                PG_HOLDERS, [unit, epoch, wanted[0], wanted[-1], wanted], prepare=True
+            )
+        }
 
     def add_sequences(self, unit: str, epoch: str, rows: list[tuple[int, str]]) -> None:
-        self.conn.execute(PG_SEQUENCES, [unit, epoch, [seq for seq, _ in rows],
-                                         [rid for _, rid in rows]], prepare=True)
+        self.conn.execute(
+            PG_SEQUENCES,
+            [unit, epoch, [seq for seq, _ in rows], [rid for _, rid in rows]],
+            prepare=True,
+        )
 
-    def add_observations(self, unit: str, epoch: str, batch_id: str, stored_at: str,
-                         rows: list[list[Any]]) -> None:
+    def add_observations(
+        self, unit: str, epoch: str, batch_id: str, stored_at: str, rows: list[list[Any]]
+    ) -> None:
         columns: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)]
         columns[3] = [None if v is None else float(v) for v in columns[3]]  # one array type
-        self.conn.execute(PG_OBSERVATIONS, [unit, epoch, batch_id, stored_at, *columns],
-                          prepare=True)
+        self.conn.execute(
+            PG_OBSERVATIONS, [unit, epoch, batch_id, stored_at, *columns], prepare=True
+        )
 
     def update_observations(self, stored_at: str, rows: list[list[Any]]) -> None:
         with self.conn.cursor() as cursor:  # rare (a reading attributed later): row by row
-            cursor.executemany(UPDATE_OBSERVATION.replace("?", "%s").replace(
-                "resource = %s", "resource = %s::jsonb"),
-                [[*row[:5], stored_at, row[5]] for row in rows])
+            cursor.executemany(
+                UPDATE_OBSERVATION.replace("?", "%s").replace(
+                    "resource = %s", "resource = %s::jsonb"
+                ),
+                [[*row[:5], stored_at, row[5]] for row in rows],
+            )
 
 
 class PostgresCentral:
@@ -502,8 +600,10 @@ class PostgresCentral:
             # One migrating receiver at a time when several start together (CREATE TABLE IF
             # NOT EXISTS itself races: two creators collide in pg_type).
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
-            self.conn.execute("CREATE TABLE IF NOT EXISTS central_schema (name TEXT PRIMARY "
-                              "KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS central_schema (name TEXT PRIMARY "
+                "KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
             done = {r[0] for r in self.conn.execute("SELECT name FROM central_schema")}
             for name, statements in POSTGRES:
                 if name in done:
@@ -529,8 +629,10 @@ class PostgresCentral:
 
     def gaps(self) -> list[Gap]:
         with self.conn.transaction():
-            return [Gap(u, e, int(last), int(top), bool(cur))
-                    for u, e, last, top, cur in self.conn.execute(GAPS).fetchall()]
+            return [
+                Gap(u, e, int(last), int(top), bool(cur))
+                for u, e, last, top, cur in self.conn.execute(GAPS).fetchall()
+            ]
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.conn.transaction():

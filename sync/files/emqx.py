@@ -141,13 +141,21 @@ def parse_command(topic: str) -> Command | None:
     if rest[0] == "fin" and len(rest) in (2, 3) and _count(rest[1]) is not None:
         if len(rest) == 3 and not _HEX64.match(rest[2]):
             return None
-        return Command(file_id, "fin", size=_count(rest[1]),
-                       checksum=rest[2].lower() if len(rest) == 3 else None)
+        return Command(
+            file_id,
+            "fin",
+            size=_count(rest[1]),
+            checksum=rest[2].lower() if len(rest) == 3 else None,
+        )
     if len(rest) in (1, 2) and _count(rest[0]) is not None:
         if len(rest) == 2 and not _HEX64.match(rest[1]):
             return None
-        return Command(file_id, "seg", offset=_count(rest[0]),
-                       checksum=rest[1].lower() if len(rest) == 2 else None)
+        return Command(
+            file_id,
+            "seg",
+            offset=_count(rest[0]),
+            checksum=rest[1].lower() if len(rest) == 2 else None,
+        )
     return None
 
 
@@ -179,7 +187,9 @@ def init_payload(init: FileInit) -> bytes:
     """Byte-identical for one file whenever it is sent (EMQX refuses a different init for a
     transfer it knows): no time in it, and the segment size (which follows the link) is 0."""
     meta: dict[str, Any] = {
-        "name": safe_name(init), "size": init.size, "checksum": init.sha256,
+        "name": safe_name(init),
+        "size": init.size,
+        "checksum": init.sha256,
         "segments_ttl": SEGMENTS_TTL,
         "user_data": asdict(replace(opaque(init), segment_size=0)),
     }
@@ -212,9 +222,15 @@ class Response:
     vsn: str = RESPONSE_VSN
 
     def encode(self) -> bytes:
-        return json.dumps({"vsn": self.vsn, "topic": self.topic, "packet_id": self.packet_id,
-                           "reason_code": self.reason_code,
-                           "reason_description": self.reason_description}).encode()
+        return json.dumps(
+            {
+                "vsn": self.vsn,
+                "topic": self.topic,
+                "packet_id": self.packet_id,
+                "reason_code": self.reason_code,
+                "reason_description": self.reason_description,
+            }
+        ).encode()
 
     @classmethod
     def decode(cls, payload: bytes) -> Response:
@@ -222,9 +238,13 @@ class Response:
             body = json.loads(payload)
             if not isinstance(body, dict):
                 raise TypeError("not a JSON object")
-            response = cls(str(body["topic"]), int(body.get("packet_id") or 0),
-                           int(body["reason_code"]), str(body.get("reason_description", "")),
-                           str(body.get("vsn", RESPONSE_VSN)))
+            response = cls(
+                str(body["topic"]),
+                int(body.get("packet_id") or 0),
+                int(body["reason_code"]),
+                str(body.get("reason_description", "")),
+                str(body.get("vsn", RESPONSE_VSN)),
+            )
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise ValueError(f"file response: {exc!r}") from None
         if not 0 <= response.reason_code <= 0xFF:
@@ -286,8 +306,7 @@ class EmqxUploader(FileQueue[_Current]):
         self.retry.timed_out(now)
         cur.phase, cur.waiting = Phase.INIT, ""
 
-    def on_answer(self, file_id: str, command: str, reason_code: int,
-                  now: float) -> list[Outcome]:
+    def on_answer(self, file_id: str, command: str, reason_code: int, now: float) -> list[Outcome]:
         """EMQX's answer to ``command`` (init, seg/{offset}, fin) of ``file_id``."""
         cur = self.current
         if cur is None or cur.file_id != file_id or not cur.waiting or command != cur.waiting:
@@ -307,8 +326,12 @@ class EmqxUploader(FileQueue[_Current]):
                 return []
             cur.refusals += 1
             if cur.refusals >= MAX_INIT_REFUSALS:
-                return self._finish(Failed(file_id, f"EMQX refused init {cur.refusals} times "
-                                                    f"(reason code {reason_code:#04x})"))
+                return self._finish(
+                    Failed(
+                        file_id,
+                        f"EMQX refused init {cur.refusals} times (reason code {reason_code:#04x})",
+                    )
+                )
             self.retry.timed_out(now)  # wait before asking again
             return []
         if waiting == "fin":
@@ -316,8 +339,13 @@ class EmqxUploader(FileQueue[_Current]):
                 return self._finish(Completed(file_id))
             cur.fin_failures += 1
             if cur.fin_failures >= MAX_MISMATCHES:
-                return self._finish(Failed(file_id, f"EMQX refused fin {cur.fin_failures} "
-                                                    f"times (reason code {reason_code:#04x})"))
+                return self._finish(
+                    Failed(
+                        file_id,
+                        f"EMQX refused fin {cur.fin_failures} "
+                        f"times (reason code {reason_code:#04x})",
+                    )
+                )
             self._restart(cur)  # EMQX: after a failed fin, every segment again
             return []
         if reason_code == SUCCESS:

@@ -158,16 +158,27 @@ class FileAck:
     reply_to: str = ""
 
     def encode(self) -> bytes:
-        return json.dumps({"file_id": self.file_id, "state": str(self.state),
-                           "offset": self.offset, "reason": self.reason,
-                           "reply_to": self.reply_to}).encode()
+        return json.dumps(
+            {
+                "file_id": self.file_id,
+                "state": str(self.state),
+                "offset": self.offset,
+                "reason": self.reason,
+                "reply_to": self.reply_to,
+            }
+        ).encode()
 
     @classmethod
     def decode(cls, payload: bytes) -> FileAck:
         body = _object(payload)
         try:
-            ack = cls(str(body["file_id"]), AckState(body["state"]), int(body["offset"]),
-                      str(body.get("reason", "")), str(body.get("reply_to", "")))
+            ack = cls(
+                str(body["file_id"]),
+                AckState(body["state"]),
+                int(body["offset"]),
+                str(body.get("reason", "")),
+                str(body.get("reply_to", "")),
+            )
         except (KeyError, ValueError, TypeError) as exc:
             raise ValueError(f"file ack: {exc!r}") from None
         if ack.offset < 0:

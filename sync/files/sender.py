@@ -58,17 +58,27 @@ class FileSender:
     """``mode``: "native" (this project's protocol, any broker, the reference receiver) or
     "emqx" (EMQX's file transfer, :mod:`sync.files.emqx`; ``client_id`` scopes it)."""
 
-    def __init__(self, store: Store, unit: str, *, uplink_bps: float | None,
-                 ack_timeout: float = 30.0, root: Path | None = None, mode: str = "native",
-                 client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        unit: str,
+        *,
+        uplink_bps: float | None,
+        ack_timeout: float = 30.0,
+        root: Path | None = None,
+        mode: str = "native",
+        client_id: str | None = None,
+    ) -> None:
         self.store = store
         self.unit = unit
         self.root = root or attachments.root_of(store.path)
         self.mode = mode
         self.client_id = client_id or f"{emqx.CLIENT_PREFIX}{unit}"
         self.uploader: Uploader | emqx.EmqxUploader = (
-            emqx.EmqxUploader(ack_timeout, SegmentSizer(uplink_bps)) if mode == "emqx"
-            else Uploader(ack_timeout, SegmentSizer(uplink_bps)))
+            emqx.EmqxUploader(ack_timeout, SegmentSizer(uplink_bps))
+            if mode == "emqx"
+            else Uploader(ack_timeout, SegmentSizer(uplink_bps))
+        )
         self.files: dict[str, attachments.Attachment] = {}
         self.completed = 0
         self.failed = 0
@@ -100,13 +110,15 @@ class FileSender:
 
     def _prioritise(self) -> None:
         if self.teleconsult is not None:
-            self.uploader.prioritise({f for f, item in self.files.items()
-                                      if item.encounter_id == self.teleconsult})
+            self.uploader.prioritise(
+                {f for f, item in self.files.items() if item.encounter_id == self.teleconsult}
+            )
 
     def urgent(self) -> bool:
         """A file of the encounter in teleconsultation now is waiting."""
         return self.teleconsult is not None and any(
-            item.encounter_id == self.teleconsult for item in self.files.values())
+            item.encounter_id == self.teleconsult for item in self.files.values()
+        )
 
     # --- link events ----------------------------------------------------------------------
     def subscriptions(self) -> list[tuple[str, int]]:
@@ -150,21 +162,26 @@ class FileSender:
                 response = emqx.Response.decode(payload)
             except ValueError as exc:
                 self.refused_acks += 1
-                log.warning("files: refused a malformed EMQX file response (%d bytes): %s",
-                            len(payload), exc)
+                log.warning(
+                    "files: refused a malformed EMQX file response (%d bytes): %s",
+                    len(payload),
+                    exc,
+                )
                 return True
             key = emqx.reply_key_of(response.topic)
             if key is None:
                 return True  # a response to a command this unit does not send
-            if response.reason_code == emqx.UNSPECIFIED_ERROR and self._twins.get(
-                    response.topic):
+            if response.reason_code == emqx.UNSPECIFIED_ERROR and self._twins.get(response.topic):
                 self._twins[response.topic] -= 1  # its PUBACK 0x80 was acted on already
                 return True
             if response.reason_code != emqx.SUCCESS:
-                log.warning("files: EMQX answered %s with %#04x (%s)", response.topic[:80],
-                            response.reason_code, response.reason_description[:200])
-            self._outcomes(self.uploader.on_answer(*key, response.reason_code,
-                                                   time.monotonic()))
+                log.warning(
+                    "files: EMQX answered %s with %#04x (%s)",
+                    response.topic[:80],
+                    response.reason_code,
+                    response.reason_description[:200],
+                )
+            self._outcomes(self.uploader.on_answer(*key, response.reason_code, time.monotonic()))
             return True
         if topic != protocol.FILE_ACK.of(self.unit):
             return False
@@ -183,15 +200,19 @@ class FileSender:
             if isinstance(outcome, Completed):
                 self.completed += 1
                 log.info("files: central holds file %s", outcome.file_id[:12])
-                self.store.submit(functools.partial(attachments.mark_held,
-                                                    file_id=outcome.file_id, at=utc_now()))
+                self.store.submit(
+                    functools.partial(attachments.mark_held, file_id=outcome.file_id, at=utc_now())
+                )
             elif isinstance(outcome, Failed):
                 self.failed += 1
-                log.error("files: file %s left to an operator: %s", outcome.file_id[:12],
-                          outcome.reason)
-                self.store.submit(functools.partial(attachments.mark_failed,
-                                                    file_id=outcome.file_id,
-                                                    reason=outcome.reason))
+                log.error(
+                    "files: file %s left to an operator: %s", outcome.file_id[:12], outcome.reason
+                )
+                self.store.submit(
+                    functools.partial(
+                        attachments.mark_failed, file_id=outcome.file_id, reason=outcome.reason
+                    )
+                )
 
     # --- sending ----------------------------------------------------------------------------
     def next_publish(self, now: float, pace: Callable[[int, float], float]) -> Outgoing | None:
@@ -233,37 +254,68 @@ class FileSender:
             return None
         if isinstance(send, SendInit):
             init = FileInit(
-                file_id=item.file_id, sha256=item.sha256, size=item.size,
-                media_type=item.media_type, kind=item.kind,
-                segment_size=self.uploader.sizer.size, received_at=item.received_at,
-                name=item.name, device=item.source_device, encounter_id=item.encounter_id,
-                patient_system=item.patient_system, patient_value=item.patient_value,
+                file_id=item.file_id,
+                sha256=item.sha256,
+                size=item.size,
+                media_type=item.media_type,
+                kind=item.kind,
+                segment_size=self.uploader.sizer.size,
+                received_at=item.received_at,
+                name=item.name,
+                device=item.source_device,
+                encounter_id=item.encounter_id,
+                patient_system=item.patient_system,
+                patient_value=item.patient_value,
                 study_uid=item.study_uid,
-                series_uid=item.series_uid, instance_uid=item.instance_uid,
-                sop_class_uid=item.sop_class_uid, modality=item.modality)
+                series_uid=item.series_uid,
+                instance_uid=item.instance_uid,
+                sop_class_uid=item.sop_class_uid,
+                modality=item.modality,
+            )
             if self.mode == "emqx":
-                return Outgoing(emqx.init_topic(item.file_id), emqx.init_payload(init), send,
-                                content_type="application/json",
-                                response_topic=emqx.response_topic(self.client_id))
-            return Outgoing(protocol.init_topic(self.unit, item.file_id), init.encode(), send,
-                            content_type="application/json")
+                return Outgoing(
+                    emqx.init_topic(item.file_id),
+                    emqx.init_payload(init),
+                    send,
+                    content_type="application/json",
+                    response_topic=emqx.response_topic(self.client_id),
+                )
+            return Outgoing(
+                protocol.init_topic(self.unit, item.file_id),
+                init.encode(),
+                send,
+                content_type="application/json",
+            )
         if isinstance(send, SendFin) and self.mode == "emqx":
-            return Outgoing(emqx.fin_topic(item.file_id, item.size, item.sha256), b"", send,
-                            response_topic=emqx.response_topic(self.client_id))
+            return Outgoing(
+                emqx.fin_topic(item.file_id, item.size, item.sha256),
+                b"",
+                send,
+                response_topic=emqx.response_topic(self.client_id),
+            )
         if isinstance(send, SendFin):
-            return Outgoing(protocol.fin_topic(self.unit, item.file_id),
-                            FileFin(item.size, item.sha256).encode(), send,
-                            content_type="application/json")
+            return Outgoing(
+                protocol.fin_topic(self.unit, item.file_id),
+                FileFin(item.size, item.sha256).encode(),
+                send,
+                content_type="application/json",
+            )
         data = self._read(item.file_id, send.offset, send.length)
         if data is None:
             return None
         if self.mode == "emqx":
-            return Outgoing(emqx.segment_topic(item.file_id, send.offset,
-                                               protocol.checksum(data)), data, send,
-                            response_topic=emqx.response_topic(self.client_id))
-        return Outgoing(protocol.segment_topic(self.unit, item.file_id, send.offset), data,
-                        send, user_properties=((protocol.SEG_CHECKSUM,
-                                                protocol.checksum(data)),))
+            return Outgoing(
+                emqx.segment_topic(item.file_id, send.offset, protocol.checksum(data)),
+                data,
+                send,
+                response_topic=emqx.response_topic(self.client_id),
+            )
+        return Outgoing(
+            protocol.segment_topic(self.unit, item.file_id, send.offset),
+            data,
+            send,
+            user_properties=((protocol.SEG_CHECKSUM, protocol.checksum(data)),),
+        )
 
     def _read(self, file_id: str, offset: int, length: int) -> bytes | None:
         try:
@@ -271,21 +323,33 @@ class FileSender:
                 f.seek(offset)
                 return f.read(length)
         except OSError as exc:
-            log.error("files: cannot read file %s (%s); left to an operator", file_id[:12],
-                      exc.strerror or type(exc).__name__)
+            log.error(
+                "files: cannot read file %s (%s); left to an operator",
+                file_id[:12],
+                exc.strerror or type(exc).__name__,
+            )
             self.files.pop(file_id, None)
             self.uploader.current = None
-            self.store.submit(functools.partial(attachments.mark_failed, file_id=file_id,
-                                                reason="unreadable on the unit"))
+            self.store.submit(
+                functools.partial(
+                    attachments.mark_failed, file_id=file_id, reason="unreadable on the unit"
+                )
+            )
             return None
 
     def status(self) -> dict[str, int]:
         up = self.uploader
-        return {"files_pending": len(self.files), "files_completed": self.completed,
-                "files_failed": self.failed, "file_bytes_sent": up.sent_bytes,
-                "file_bytes_resent": up.resent_bytes, "file_bad_segments": up.bad_segments,
-                "file_segment_size": up.sizer.size, "file_inits": up.inits}
+        return {
+            "files_pending": len(self.files),
+            "files_completed": self.completed,
+            "files_failed": self.failed,
+            "file_bytes_sent": up.sent_bytes,
+            "file_bytes_resent": up.resent_bytes,
+            "file_bad_segments": up.bad_segments,
+            "file_segment_size": up.sizer.size,
+            "file_inits": up.inits,
+        }
 
     def state(self) -> str:
-        """"central does not take files yet" while inits go unanswered; "" otherwise."""
+        """ "central does not take files yet" while inits go unanswered; "" otherwise."""
         return self.uploader.retry.state()

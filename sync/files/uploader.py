@@ -41,6 +41,7 @@ def init_backoff(ack_timeout: float) -> Backoff:
 @dataclass
 class InitRetry:
     """Shared by both upload modes: when the next ``init`` may go after unanswered ones."""
+
     backoff: Backoff
     unanswered: int = 0  # inits in a row without any answer
     retry_at: float = 0.0
@@ -130,6 +131,7 @@ class SegmentSizer:
 @dataclass
 class Transfer:
     """The file being sent, as both upload modes see it."""
+
     file_id: str
     size: int
     phase: Phase = Phase.INIT
@@ -184,7 +186,8 @@ class FileQueue(Generic[T]):
 
     def add(self, file_id: str, size: int) -> None:
         if (self.current is None or self.current.file_id != file_id) and (
-                file_id not in self.queue):
+            file_id not in self.queue
+        ):
             self.queue[file_id] = size
 
     def prioritise(self, file_ids: set[str]) -> None:
@@ -315,8 +318,9 @@ class Uploader(FileQueue[_Current]):
         elif ack.state is AckState.MISMATCH:
             cur.mismatches += 1
             if cur.mismatches >= MAX_MISMATCHES:
-                return self._finish(Failed(cur.file_id, f"central found another sha256 "
-                                                        f"{cur.mismatches} times"))
+                return self._finish(
+                    Failed(cur.file_id, f"central found another sha256 {cur.mismatches} times")
+                )
             cur.phase, cur.offset = Phase.INIT, 0
             self._sent_upto.pop(cur.file_id, None)  # a new attempt: not counted as re-sent
         else:

@@ -61,14 +61,23 @@ class HealthDevice(_Model):
     keeps a reading until a collector has taken it.
     """
 
-    def __init__(self, address: str, name: str, service: int,
-                 chars: list[tuple[int, tuple[str, ...]]], trigger: int,
-                 measurements: list[Message], *, switch_off: bool = True,
-                 info: dict[int, bytes] | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        name: str,
+        service: int,
+        chars: list[tuple[int, tuple[str, ...]]],
+        trigger: int,
+        measurements: list[Message],
+        *,
+        switch_off: bool = True,
+        info: dict[int, bytes] | None = None,
+    ) -> None:
         table = [Service(service, [Characteristic(c, flags) for c, flags in chars])]
         if info:  # a Device Information Service (0x180A): {0x2A29: b"A&D", 0x2A25: ...}
-            table.insert(0, Service(0x180A, [Characteristic(c, ("read",), v)
-                                             for c, v in info.items()]))
+            table.insert(
+                0, Service(0x180A, [Characteristic(c, ("read",), v) for c, v in info.items()])
+            )
         super().__init__(address, name, table, service_uuids=[service])
         self.trigger, self.switch_off = trigger, switch_off
         self.pending = list(measurements)
@@ -96,62 +105,118 @@ class HealthDevice(_Model):
             await self.disconnect()
 
 
-def cuff(address: str, readings: list[tuple[int, int, int]],
-         info: dict[int, bytes] | None = None) -> HealthDevice:
+def cuff(
+    address: str, readings: list[tuple[int, int, int]], info: dict[int, bytes] | None = None
+) -> HealthDevice:
     """Blood pressure (0x1810): cuff pressure notifications (0x2A36) while inflating, then
     the measurement indication (0x2A35); switches off after each measurement (A&D UA-651BLE)."""
     nan = 0x07FF  # SFLOAT NaN: diastolic and MAP are unused in 0x2A36
-    messages = [[(0x2A36, enc.encode_2a35(0, 0, 0, raw_values=(encode_sfloat(p, 0), nan, nan)))
-                 for p in (160, 120)]
-                + [(0x2A35, enc.encode_2a35(s, d, m, when=WHEN, pulse=70))]
-                for s, d, m in readings]
-    return HealthDevice(address, "UA-651BLE", 0x1810,
-                        [(0x2A35, ("indicate",)), (0x2A36, ("notify",))], 0x2A35, messages,
-                        info=info)
+    messages = [
+        [
+            (0x2A36, enc.encode_2a35(0, 0, 0, raw_values=(encode_sfloat(p, 0), nan, nan)))
+            for p in (160, 120)
+        ]
+        + [(0x2A35, enc.encode_2a35(s, d, m, when=WHEN, pulse=70))]
+        for s, d, m in readings
+    ]
+    return HealthDevice(
+        address,
+        "UA-651BLE",
+        0x1810,
+        [(0x2A35, ("indicate",)), (0x2A36, ("notify",))],
+        0x2A35,
+        messages,
+        info=info,
+    )
 
 
 def thermometer(address: str, *celsius: float) -> HealthDevice:
     """Health thermometer (0x1809/0x2A1C indicate), ear site."""
-    return HealthDevice(address, "Thermo", 0x1809, [(0x2A1C, ("indicate",))], 0x2A1C,
-                        [[(0x2A1C, enc.encode_2a1c(c, site=3, when=WHEN))] for c in celsius])
+    return HealthDevice(
+        address,
+        "Thermo",
+        0x1809,
+        [(0x2A1C, ("indicate",))],
+        0x2A1C,
+        [[(0x2A1C, enc.encode_2a1c(c, site=3, when=WHEN))] for c in celsius],
+    )
 
 
 def oximeter(address: str) -> HealthDevice:
     """Pulse oximeter (0x1822): continuous 0x2A5F notifications, then a spot-check 0x2A5E
     indication (Nonin 3230)."""
     continuous = [(0x2A5F, enc.encode_2a5f(s, 64)) for s in (96, 97)]
-    return HealthDevice(address, "Nonin3230", 0x1822,
-                        [(0x2A5E, ("indicate",)), (0x2A5F, ("notify",))], 0x2A5E,
-                        [[*continuous, (0x2A5E, enc.encode_2a5e(97, 64, when=WHEN))]])
+    return HealthDevice(
+        address,
+        "Nonin3230",
+        0x1822,
+        [(0x2A5E, ("indicate",)), (0x2A5F, ("notify",))],
+        0x2A5E,
+        [[*continuous, (0x2A5E, enc.encode_2a5e(97, 64, when=WHEN))]],
+    )
 
 
 def weight_scale(address: str, kg: float) -> HealthDevice:
-    return HealthDevice(address, "Scale", 0x181D, [(0x2A9D, ("indicate",))], 0x2A9D,
-                        [[(0x2A9D, enc.encode_2a9d(kg, when=WHEN))]])
+    return HealthDevice(
+        address,
+        "Scale",
+        0x181D,
+        [(0x2A9D, ("indicate",))],
+        0x2A9D,
+        [[(0x2A9D, enc.encode_2a9d(kg, when=WHEN))]],
+    )
 
 
 def body_composition(address: str) -> HealthDevice:
-    return HealthDevice(address, "BodyComp", 0x181B, [(0x2A9C, ("indicate",))], 0x2A9C,
-                        [[(0x2A9C, enc.encode_2a9c(22.5, kg=70.0))]])
+    return HealthDevice(
+        address,
+        "BodyComp",
+        0x181B,
+        [(0x2A9C, ("indicate",))],
+        0x2A9C,
+        [[(0x2A9C, enc.encode_2a9c(22.5, kg=70.0))]],
+    )
 
 
 def body_composition_split(address: str, *, lone_half: bool = False) -> HealthDevice:
     """A scale that splits its full measurement into two indications (b12, default MTU);
     ``lone_half``: it switches off after the first one (the second never comes)."""
-    first = enc.encode_2a9c(22.5, "kg", (2026, 11, 23, 9, 30, 0), 2, multiple_packet=True,
-                            basal_metabolism=6500, muscle_percentage=38.5, muscle_mass=28.1,
-                            fat_free_mass=54.2)
-    second = enc.encode_2a9c(22.5, "kg", multiple_packet=True, soft_lean_mass=50.3,
-                             body_water_mass=39.8, impedance=512.3, kg=70.0, height=172.0)
+    first = enc.encode_2a9c(
+        22.5,
+        "kg",
+        (2026, 11, 23, 9, 30, 0),
+        2,
+        multiple_packet=True,
+        basal_metabolism=6500,
+        muscle_percentage=38.5,
+        muscle_mass=28.1,
+        fat_free_mass=54.2,
+    )
+    second = enc.encode_2a9c(
+        22.5,
+        "kg",
+        multiple_packet=True,
+        soft_lean_mass=50.3,
+        body_water_mass=39.8,
+        impedance=512.3,
+        kg=70.0,
+        height=172.0,
+    )
     values = [(0x2A9C, first)] if lone_half else [(0x2A9C, first), (0x2A9C, second)]
-    return HealthDevice(address, "BodyComp", 0x181B, [(0x2A9C, ("indicate",))], 0x2A9C,
-                        [values])
+    return HealthDevice(address, "BodyComp", 0x181B, [(0x2A9C, ("indicate",))], 0x2A9C, [values])
 
 
 def heart_rate(address: str) -> HealthDevice:
     """Heart rate (0x180D/0x2A37 notify): a strap keeps sending while worn."""
-    return HealthDevice(address, "HRM", 0x180D, [(0x2A37, ("notify",))], 0x2A37,
-                        [[(0x2A37, enc.encode_2a37(72, rr=(800,)))]], switch_off=False)
+    return HealthDevice(
+        address,
+        "HRM",
+        0x180D,
+        [(0x2A37, ("notify",))],
+        0x2A37,
+        [[(0x2A37, enc.encode_2a37(72, rr=(800,)))]],
+        switch_off=False,
+    )
 
 
 class GlucoseMeter(_Model):
@@ -168,16 +233,28 @@ class GlucoseMeter(_Model):
     (``FakeBlueZ(claimed_services="hide")``, the default).
     """
 
-    def __init__(self, address: str, records: enc.GlucoseMeterRecords, *,
-                 stalled: bool = False, switch_off: bool = False,
-                 needs_pairing: bool = False, serial: str | None = None,
-                 system_id: bytes | None = None) -> None:
-        services = [Service(0x1808, [
-            Characteristic(0x2A18, ("notify",)),
-            Characteristic(0x2A34, ("notify",)),
-            Characteristic(0x2A51, ("read",), b"\x00\x00"),  # Glucose Feature
-            Characteristic(0x2A52, ("write", "indicate")),
-        ])]
+    def __init__(
+        self,
+        address: str,
+        records: enc.GlucoseMeterRecords,
+        *,
+        stalled: bool = False,
+        switch_off: bool = False,
+        needs_pairing: bool = False,
+        serial: str | None = None,
+        system_id: bytes | None = None,
+    ) -> None:
+        services = [
+            Service(
+                0x1808,
+                [
+                    Characteristic(0x2A18, ("notify",)),
+                    Characteristic(0x2A34, ("notify",)),
+                    Characteristic(0x2A51, ("read",), b"\x00\x00"),  # Glucose Feature
+                    Characteristic(0x2A52, ("write", "indicate")),
+                ],
+            )
+        ]
         info = [Characteristic(0x2A29, ("read",), b"Roche")]  # Manufacturer Name
         if serial is not None:
             info.append(Characteristic(0x2A25, ("read",), serial.encode()))
@@ -190,8 +267,7 @@ class GlucoseMeter(_Model):
         self.requests: list[bytes] = []
         self.answered = asyncio.Event()  # set after each final RACP indication
 
-    async def handle_write(self, char: Characteristic, value: bytes,
-                           with_response: bool) -> None:
+    async def handle_write(self, char: Characteristic, value: bytes, with_response: bool) -> None:
         if char.uuid != uuid128(0x2A52):
             await super().handle_write(char, value, with_response)
             return

@@ -124,9 +124,10 @@ class PrivateSystemBus:
         with open(conf, "w") as f:
             f.write(BUS_CONFIG.format(socket=os.path.join(self.tmpdir, "bus.sock")))
         self.proc = subprocess.Popen(
-            [daemon, f"--config-file={conf}", "--nofork", "--nopidfile",
-             "--print-address=1"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [daemon, f"--config-file={conf}", "--nofork", "--nopidfile", "--print-address=1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         # the daemon prints its address once it is listening
         assert self.proc.stdout is not None  # stdout=PIPE
@@ -184,6 +185,7 @@ class PrivateSystemBus:
 # Device model
 # --------------------------------------------------------------------------
 
+
 class AttError(Exception):
     """Raise from a read/write hook to answer with an ATT error code."""
 
@@ -233,8 +235,8 @@ class Descriptor:
     uuid: str | int
     flags: tuple[str, ...] = ("read",)
     value: bytes = b""
-    on_read: Hook | None = None    # (peripheral, descriptor) -> bytes
-    on_write: Hook | None = None   # (peripheral, descriptor, value)
+    on_read: Hook | None = None  # (peripheral, descriptor) -> bytes
+    on_write: Hook | None = None  # (peripheral, descriptor, value)
     # filled in by FakePeripheral
     handle: int = 0
     path: str = ""
@@ -246,11 +248,11 @@ class Characteristic:
     flags: tuple[str, ...]
     value: bytes = b""
     descriptors: list[Descriptor] = field(default_factory=list)
-    on_read: Hook | None = None    # (peripheral, char) -> bytes
-    on_write: Hook | None = None   # (peripheral, char, value, with_response)
-    handle: int = 0                   # declaration handle (BlueZ path uses it)
+    on_read: Hook | None = None  # (peripheral, char) -> bytes
+    on_write: Hook | None = None  # (peripheral, char, value, with_response)
+    handle: int = 0  # declaration handle (BlueZ path uses it)
     path: str = ""
-    cccd: int = 0                     # 0, 1 (notify) or 2 (indicate)
+    cccd: int = 0  # 0, 1 (notify) or 2 (indicate)
 
     @property
     def can_notify(self) -> bool:
@@ -316,8 +318,8 @@ class FakePeripheral:
         self.fail_next_connect: tuple[str, str] | None = None
         self.connected = False
         self.connect_count = 0
-        self.written: list[tuple[str, bytes, bool]] = []   # (uuid, value, with_response)
-        self._device: _Device1 | None = None          # set by FakeBlueZ
+        self.written: list[tuple[str, bytes, bool]] = []  # (uuid, value, with_response)
+        self._device: _Device1 | None = None  # set by FakeBlueZ
         self.known = False  # set by FakeBlueZ.add_peripheral
         self._assign_handles()
 
@@ -330,7 +332,7 @@ class FakePeripheral:
             h += 1
             for c in s.characteristics:
                 c.uuid = uuid128(c.uuid)
-                c.handle = h                    # declaration; value is h + 1
+                c.handle = h  # declaration; value is h + 1
                 h += 2
                 cccd = uuid128(0x2902)
                 if c.can_notify and not any(uuid128(d.uuid) == cccd for d in c.descriptors):
@@ -436,6 +438,7 @@ def _make_prop(name: str, sig: str, writable: bool) -> Any:
     access = PropertyAccess.READWRITE if writable else PropertyAccess.READ
     prop = dbus_property(access=access)(getter)
     if writable:
+
         def setter(self: _Iface, value: Any) -> None:
             self.set(name, value)
             self.on_property_set(name, value)
@@ -503,8 +506,9 @@ class _BlueZBus(MessageBus):
     def add_object(self, path: str, *ifaces: _Iface) -> None:
         for i in ifaces:
             self.export(path, i)
-        body = {i.name: {k: Variant(i.SIGNATURES[k], v) for k, v in i.props.items()}
-                for i in ifaces}
+        body = {
+            i.name: {k: Variant(i.SIGNATURES[k], v) for k, v in i.props.items()} for i in ifaces
+        }
         self.send(Message.new_signal("/", self.OM, "InterfacesAdded", "oa{sa{sv}}", [path, body]))
 
     def remove_object(self, path: str) -> None:
@@ -518,7 +522,8 @@ class _BlueZBus(MessageBus):
 # hog, scanparam, midi). BlueZ <= 5.79 does not export them on D-Bus at all;
 # 5.80+ exports them read-only (main.conf [GATT] ExportClaimedServices).
 CLAIMED_BY_BLUEZ = {uuid128(u) for u in (0x1800, 0x180A, 0x180F, 0x1812, 0x1813)} | {
-    "03b80e5a-ede8-4b33-a751-6ce34ec4c700"}
+    "03b80e5a-ede8-4b33-a751-6ce34ec4c700"
+}
 
 
 def _err(name: str, text: str) -> DBusError:
@@ -527,8 +532,12 @@ def _err(name: str, text: str) -> DBusError:
 
 class _GattDescriptor1(_Iface):
     NAME = "org.bluez.GattDescriptor1"
-    SIGNATURES: ClassVar[dict[str, str]] = {"UUID": "s", "Characteristic": "o", "Value": "ay",
-                                            "Flags": "as"}
+    SIGNATURES: ClassVar[dict[str, str]] = {
+        "UUID": "s",
+        "Characteristic": "o",
+        "Value": "ay",
+        "Flags": "as",
+    }
 
     def __init__(self, props: dict[str, Any], dev: _Device1, desc: Descriptor) -> None:
         super().__init__(props)
@@ -563,16 +572,22 @@ class _GattDescriptor1(_Iface):
 class _GattCharacteristic1(_Iface):
     NAME = "org.bluez.GattCharacteristic1"
     SIGNATURES: ClassVar[dict[str, str]] = {
-        "UUID": "s", "Service": "o", "Value": "ay", "Notifying": "b", "Flags": "as",
-        "WriteAcquired": "b", "NotifyAcquired": "b", "MTU": "q",
+        "UUID": "s",
+        "Service": "o",
+        "Value": "ay",
+        "Notifying": "b",
+        "Flags": "as",
+        "WriteAcquired": "b",
+        "NotifyAcquired": "b",
+        "MTU": "q",
     }
 
     def __init__(self, props: dict[str, Any], dev: _Device1, char: Characteristic) -> None:
         super().__init__(props)
         self.dev, self.char = dev, char
-        self.read_only = False               # claimed service exported read-only
-        self.sessions: set[str] = set()      # senders with StartNotify sessions
-        self.notify_sock: socket.socket | None = None   # AcquireNotify (our end)
+        self.read_only = False  # claimed service exported read-only
+        self.sessions: set[str] = set()  # senders with StartNotify sessions
+        self.notify_sock: socket.socket | None = None  # AcquireNotify (our end)
         self._peer_fd: int | None = None
 
     # -- notify sessions ------------------------------------------------------
@@ -581,7 +596,7 @@ class _GattCharacteristic1(_Iface):
         new = (1 if "notify" in c.flags else 2) if enabled else 0
         if new != c.cccd:
             c.cccd = new
-            for d in c.descriptors:       # what a read of the CCCD returns
+            for d in c.descriptors:  # what a read of the CCCD returns
                 if d.uuid == uuid128(0x2902):
                     d.value = new.to_bytes(2, "little")
             await self.dev.p.on_subscribe(c, enabled)
@@ -701,7 +716,7 @@ class _GattCharacteristic1(_Iface):
         return [self._peer_fd, self.dev.p.mtu]
 
     def _close_peer_fd_when_sent(self) -> None:
-        writer = getattr(self.dev.bluez.bus, "_writer", None)   # dbus-fast internals
+        writer = getattr(self.dev.bluez.bus, "_writer", None)  # dbus-fast internals
         if writer is not None and (writer.buf is not None or writer.messages):
             asyncio.get_running_loop().call_later(0.01, self._close_peer_fd_when_sent)
             return
@@ -738,24 +753,52 @@ class _GattCharacteristic1(_Iface):
 
 class _GattService1(_Iface):
     NAME = "org.bluez.GattService1"
-    SIGNATURES: ClassVar[dict[str, str]] = {"UUID": "s", "Device": "o", "Primary": "b",
-                                            "Includes": "ao"}
+    SIGNATURES: ClassVar[dict[str, str]] = {
+        "UUID": "s",
+        "Device": "o",
+        "Primary": "b",
+        "Includes": "ao",
+    }
 
 
 class _Device1(_Iface):
     NAME = "org.bluez.Device1"
     SIGNATURES: ClassVar[dict[str, str]] = {
-        "Address": "s", "AddressType": "s", "Name": "s", "Alias": "s", "Class": "u",
-        "Appearance": "q", "Icon": "s", "Paired": "b", "Bonded": "b", "Trusted": "b",
-        "Blocked": "b", "LegacyPairing": "b", "RSSI": "n", "TxPower": "n",
-        "Connected": "b", "UUIDs": "as", "Modalias": "s", "Adapter": "o",
-        "ManufacturerData": "a{qv}", "ServiceData": "a{sv}", "ServicesResolved": "b",
-        "AdvertisingFlags": "ay", "AdvertisingData": "a{yv}", "WakeAllowed": "b",
+        "Address": "s",
+        "AddressType": "s",
+        "Name": "s",
+        "Alias": "s",
+        "Class": "u",
+        "Appearance": "q",
+        "Icon": "s",
+        "Paired": "b",
+        "Bonded": "b",
+        "Trusted": "b",
+        "Blocked": "b",
+        "LegacyPairing": "b",
+        "RSSI": "n",
+        "TxPower": "n",
+        "Connected": "b",
+        "UUIDs": "as",
+        "Modalias": "s",
+        "Adapter": "o",
+        "ManufacturerData": "a{qv}",
+        "ServiceData": "a{sv}",
+        "ServicesResolved": "b",
+        "AdvertisingFlags": "ay",
+        "AdvertisingData": "a{yv}",
+        "WakeAllowed": "b",
     }
     WRITABLE = frozenset({"Alias", "Trusted", "Blocked", "WakeAllowed"})
 
-    def __init__(self, props: dict[str, Any], bluez: FakeBlueZ, adapter: _Adapter1,
-                 p: FakePeripheral, path: str) -> None:
+    def __init__(
+        self,
+        props: dict[str, Any],
+        bluez: FakeBlueZ,
+        adapter: _Adapter1,
+        p: FakePeripheral,
+        path: str,
+    ) -> None:
         super().__init__(props)
         self.bluez, self.adapter, self.p, self.path = bluez, adapter, p, path
         self.gatt_paths: list[str] = []
@@ -777,8 +820,9 @@ class _Device1(_Iface):
         if p.tx_power is not None:
             props["TxPower"] = p.tx_power
         if p.manufacturer_data:
-            props["ManufacturerData"] = {k: Variant("ay", v)
-                                         for k, v in p.manufacturer_data.items()}
+            props["ManufacturerData"] = {
+                k: Variant("ay", v) for k, v in p.manufacturer_data.items()
+            }
         if p.service_data:
             props["ServiceData"] = {k: Variant("ay", v) for k, v in p.service_data.items()}
         props["UUIDs"] = list(p.service_uuids)
@@ -788,11 +832,18 @@ class _Device1(_Iface):
     def build(cls, bluez: FakeBlueZ, adapter: _Adapter1, p: FakePeripheral) -> _Device1:
         path = f"{adapter.path}/dev_{p.address.replace(':', '_')}"
         props: dict[str, Any] = {
-            "Address": p.address, "AddressType": p.address_type,
+            "Address": p.address,
+            "AddressType": p.address_type,
             "Alias": p.name if p.name is not None else p.address.replace(":", "-"),
-            "Paired": False, "Bonded": False, "Trusted": False, "Blocked": False,
-            "LegacyPairing": False, "Connected": False, "Adapter": adapter.path,
-            "ServicesResolved": False, "AdvertisingFlags": b"\x06",
+            "Paired": False,
+            "Bonded": False,
+            "Trusted": False,
+            "Blocked": False,
+            "LegacyPairing": False,
+            "Connected": False,
+            "Adapter": adapter.path,
+            "ServicesResolved": False,
+            "AdvertisingFlags": b"\x06",
         }
         if p.appearance is not None:
             props["Appearance"] = p.appearance
@@ -817,8 +868,9 @@ class _Device1(_Iface):
                 continue
             old = self.props[k]
             if k in ("ManufacturerData", "ServiceData"):
-                same = ({a: bytes(b.value) for a, b in old.items()}
-                        == {a: bytes(b.value) for a, b in v.items()})
+                same = {a: bytes(b.value) for a, b in old.items()} == {
+                    a: bytes(b.value) for a, b in v.items()
+                }
             else:
                 same = old == v
             if not same or k in force:
@@ -842,14 +894,20 @@ class _Device1(_Iface):
             if claimed and mode == "hide":
                 continue
             s.path = f"{self.path}/service{s.handle:04x}"
-            so = _GattService1.create({"UUID": s.uuid, "Device": self.path,
-                                       "Primary": s.primary, "Includes": []})
+            so = _GattService1.create(
+                {"UUID": s.uuid, "Device": self.path, "Primary": s.primary, "Includes": []}
+            )
             bus.add_object(s.path, so)
             self.gatt_paths.append(s.path)
             for c in s.characteristics:
                 c.path = f"{s.path}/char{c.handle:04x}"
-                props: dict[str, Any] = {"UUID": c.uuid, "Service": s.path,
-                                         "Value": b"", "Flags": list(c.flags), "MTU": self.p.mtu}
+                props: dict[str, Any] = {
+                    "UUID": c.uuid,
+                    "Service": s.path,
+                    "Value": b"",
+                    "Flags": list(c.flags),
+                    "MTU": self.p.mtu,
+                }
                 if c.can_notify:
                     props["Notifying"] = False
                     props["NotifyAcquired"] = False
@@ -862,8 +920,16 @@ class _Device1(_Iface):
                 self.chars[c.path] = co
                 for d in c.descriptors:
                     d.path = f"{c.path}/desc{d.handle:04x}"
-                    do = _GattDescriptor1.create({"UUID": d.uuid, "Characteristic": c.path,
-                                                  "Value": b"", "Flags": list(d.flags)}, self, d)
+                    do = _GattDescriptor1.create(
+                        {
+                            "UUID": d.uuid,
+                            "Characteristic": c.path,
+                            "Value": b"",
+                            "Flags": list(d.flags),
+                        },
+                        self,
+                        d,
+                    )
                     do.read_only = claimed
                     bus.add_object(d.path, do)
                     self.gatt_paths.append(d.path)
@@ -901,7 +967,7 @@ class _Device1(_Iface):
             self._discovery_task.cancel()
         for co in self.chars.values():
             co._release_acquired()
-            await co.refresh_subscription()   # Notifying=False, CCCD cleared
+            await co.refresh_subscription()  # Notifying=False, CCCD cleared
         for s in self.keep_alive:
             s.close()
         for fd in self.keep_fds:
@@ -933,7 +999,7 @@ class _Device1(_Iface):
         self._connect_task = asyncio.current_task()
         try:
             if not p.connectable:
-                await asyncio.Event().wait()    # until Disconnect() cancels it
+                await asyncio.Event().wait()  # until Disconnect() cancels it
             await asyncio.sleep(p.connect_delay)
         except asyncio.CancelledError:
             # device_request_disconnect(): pending Connect fails like this
@@ -987,20 +1053,34 @@ class _Device1(_Iface):
 class _Adapter1(_Iface):
     NAME = "org.bluez.Adapter1"
     SIGNATURES: ClassVar[dict[str, str]] = {
-        "Address": "s", "AddressType": "s", "Name": "s", "Alias": "s", "Class": "u",
-        "Powered": "b", "PowerState": "s", "Discoverable": "b", "DiscoverableTimeout": "u",
-        "Pairable": "b", "PairableTimeout": "u", "Discovering": "b", "UUIDs": "as",
-        "Modalias": "s", "Roles": "as", "ExperimentalFeatures": "as",
-        "Manufacturer": "q", "Version": "y",
+        "Address": "s",
+        "AddressType": "s",
+        "Name": "s",
+        "Alias": "s",
+        "Class": "u",
+        "Powered": "b",
+        "PowerState": "s",
+        "Discoverable": "b",
+        "DiscoverableTimeout": "u",
+        "Pairable": "b",
+        "PairableTimeout": "u",
+        "Discovering": "b",
+        "UUIDs": "as",
+        "Modalias": "s",
+        "Roles": "as",
+        "ExperimentalFeatures": "as",
+        "Manufacturer": "q",
+        "Version": "y",
     }
-    WRITABLE = frozenset({"Alias", "Powered", "Discoverable", "DiscoverableTimeout",
-                          "Pairable", "PairableTimeout"})
+    WRITABLE = frozenset(
+        {"Alias", "Powered", "Discoverable", "DiscoverableTimeout", "Pairable", "PairableTimeout"}
+    )
 
     def __init__(self, props: dict[str, Any], bluez: FakeBlueZ, path: str) -> None:
         super().__init__(props)
         self.bluez, self.path = bluez, path
         self.discovery_clients: set[str] = set()
-        self.filters: dict[str, dict[str, Any]] = {}     # sender -> filter
+        self.filters: dict[str, dict[str, Any]] = {}  # sender -> filter
         self._scan_task: asyncio.Task[None] | None = None
         self._cleanup_task: asyncio.Task[None] | None = None
 
@@ -1019,8 +1099,15 @@ class _Adapter1(_Iface):
 
     @dbus_method(name="GetDiscoveryFilters")
     def get_discovery_filters(self) -> Strings:
-        return ["UUIDs", "RSSI", "Pathloss", "Transport", "DuplicateData", "Discoverable",
-                "Pattern"]
+        return [
+            "UUIDs",
+            "RSSI",
+            "Pathloss",
+            "Transport",
+            "DuplicateData",
+            "Discoverable",
+            "Pattern",
+        ]
 
     @dbus_method(name="StartDiscovery")
     def start_discovery(self) -> NoReply:
@@ -1063,7 +1150,8 @@ class _Adapter1(_Iface):
                     dev.stale_adv.update(gone)
             if self.bluez.temporary_timeout is not None:
                 self._cleanup_task = asyncio.ensure_future(
-                    self._remove_temporary(self.bluez.temporary_timeout))
+                    self._remove_temporary(self.bluez.temporary_timeout)
+                )
 
     async def _remove_temporary(self, after: float) -> None:
         await asyncio.sleep(after)
@@ -1074,7 +1162,7 @@ class _Adapter1(_Iface):
     def _passes_filters(self, p: FakePeripheral) -> bool:
         if not self.filters:
             return True
-        for f in self.filters.values():    # BlueZ merges filters: union
+        for f in self.filters.values():  # BlueZ merges filters: union
             uuids = {uuid128(u) for u in f.get("UUIDs", [])}
             if uuids and not uuids & (set(p.service_uuids) | set(p.service_data)):
                 continue
@@ -1096,7 +1184,7 @@ class _Adapter1(_Iface):
                 next_due[p.address] = now + p.adv_interval
                 dev = self.bluez.device_for(p)
                 if dev is None:
-                    self.bluez.export_device(self, p)   # InterfacesAdded
+                    self.bluez.export_device(self, p)  # InterfacesAdded
                 else:
                     # each report carries a slightly different RSSI, which is
                     # what makes BlueZ emit PropertiesChanged for known devices
@@ -1127,9 +1215,14 @@ class FakeBlueZ:
     default: writes fail NotAuthorized), "read-write".
     """
 
-    def __init__(self, adapters: Iterable[str] = ("hci0",), *, gatt_cache: bool = True,
-                 temporary_timeout: float | None = 30.0,
-                 claimed_services: str = "hide") -> None:
+    def __init__(
+        self,
+        adapters: Iterable[str] = ("hci0",),
+        *,
+        gatt_cache: bool = True,
+        temporary_timeout: float | None = 30.0,
+        claimed_services: str = "hide",
+    ) -> None:
         assert claimed_services in ("hide", "read-only", "read-write")
         self.claimed_services = claimed_services
         self.adapter_names = list(adapters)
@@ -1137,8 +1230,8 @@ class FakeBlueZ:
         self.temporary_timeout = temporary_timeout
         self.bus: _BlueZBus | None = None
         self.adapters: dict[str, _Adapter1] = {}
-        self._peripherals: dict[str, tuple[FakePeripheral, str]] = {}   # addr -> (p, adapter)
-        self._devices: dict[str, _Device1] = {}                          # addr -> object
+        self._peripherals: dict[str, tuple[FakePeripheral, str]] = {}  # addr -> (p, adapter)
+        self._devices: dict[str, _Device1] = {}  # addr -> object
 
     def running_bus(self) -> _BlueZBus:
         if self.bus is None:
@@ -1153,20 +1246,41 @@ class FakeBlueZ:
         bus.add_message_handler(self._on_message)
         for i, name in enumerate(self.adapter_names):
             path = f"/org/bluez/{name}"
-            a = _Adapter1.create({
-                "Address": f"00:1A:7D:DA:71:{i:02X}", "AddressType": "public",
-                "Name": f"fake-{name}", "Alias": f"fake-{name}", "Class": 0x7C0104,
-                "Powered": True, "PowerState": "on", "Discoverable": False,
-                "DiscoverableTimeout": 180, "Pairable": True, "PairableTimeout": 0,
-                "Discovering": False, "UUIDs": [], "Modalias": "usb:v1D6Bp0246d0542",
-                "Roles": ["central", "peripheral"], "Manufacturer": 2, "Version": 12,
-            }, self, path)
+            a = _Adapter1.create(
+                {
+                    "Address": f"00:1A:7D:DA:71:{i:02X}",
+                    "AddressType": "public",
+                    "Name": f"fake-{name}",
+                    "Alias": f"fake-{name}",
+                    "Class": 0x7C0104,
+                    "Powered": True,
+                    "PowerState": "on",
+                    "Discoverable": False,
+                    "DiscoverableTimeout": 180,
+                    "Pairable": True,
+                    "PairableTimeout": 0,
+                    "Discovering": False,
+                    "UUIDs": [],
+                    "Modalias": "usb:v1D6Bp0246d0542",
+                    "Roles": ["central", "peripheral"],
+                    "Manufacturer": 2,
+                    "Version": 12,
+                },
+                self,
+                path,
+            )
             bus.add_object(path, a)
             self.adapters[name] = a
-        await bus.call(Message(
-            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus", member="AddMatch", signature="s",
-            body=["type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged'"]))
+        await bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="AddMatch",
+                signature="s",
+                body=["type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged'"],
+            )
+        )
         reply = await bus.request_name("org.bluez")
         log.debug("request_name: %s", reply)
         for p, ad in self._peripherals.values():
@@ -1200,8 +1314,11 @@ class FakeBlueZ:
     def _on_message(self, msg: Message) -> None:
         if msg.message_type == MessageType.METHOD_CALL:
             _sender.set(msg.sender or "")
-        elif (msg.message_type == MessageType.SIGNAL and msg.member == "NameOwnerChanged"
-              and msg.sender == "org.freedesktop.DBus"):
+        elif (
+            msg.message_type == MessageType.SIGNAL
+            and msg.member == "NameOwnerChanged"
+            and msg.sender == "org.freedesktop.DBus"
+        ):
             name, _old, new = msg.body
             if name.startswith(":") and not new:
                 # client left the bus: BlueZ drops its discovery + notify sessions
@@ -1210,7 +1327,7 @@ class FakeBlueZ:
                         a._drop_discovery_client(name)
                 for dev in self._devices.values():
                     dev.sender_gone(name)
-        return None   # never "handled": let dbus-fast dispatch
+        return None  # never "handled": let dbus-fast dispatch
 
     # -- peripherals ----------------------------------------------------------------
     def add_peripheral(self, p: P, adapter: str = "hci0", known: bool = False) -> P:

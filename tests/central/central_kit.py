@@ -22,23 +22,40 @@ def store_rows(path: Path, unit: str, n: int) -> list[dict[str, Any]]:
     """``n`` readings (seq 1..n) from a fresh real unit store at ``path``."""
     with Store(path, unit, group_wait=0.002) as store:
         store.append("ox", [measurement("spo2", 97.0 + i % 3) for i in range(n)]).result(30)
-        return store.call(lambda db: [dict(r) for r in db.query(
-            "SELECT * FROM readings ORDER BY seq")])
+        return store.call(
+            lambda db: [dict(r) for r in db.query("SELECT * FROM readings ORDER BY seq")]
+        )
 
 
 def rows(seqs: range, prefix: str = "") -> list[dict[str, Any]]:
     """Synthetic readings; ids random unless ``prefix`` names them ``<prefix><seq>``."""
-    return [{"seq": s, "id": f"{prefix}{s}" if prefix else str(uuid.uuid4()), "device_id": "ox",
-             "quantity": "spo2", "value": 97.0, "unit": "%", "loinc": "59408-5", "mdc": 150456,
-             "device_time": None, "received_at": "2026-11-23T08:00:00.000Z",
-             "clock_source": "system", "flags": "[]", "absent_reason": None,
-             "encounter_id": None} for s in seqs]
+    return [
+        {
+            "seq": s,
+            "id": f"{prefix}{s}" if prefix else str(uuid.uuid4()),
+            "device_id": "ox",
+            "quantity": "spo2",
+            "value": 97.0,
+            "unit": "%",
+            "loinc": "59408-5",
+            "mdc": 150456,
+            "device_time": None,
+            "received_at": "2026-11-23T08:00:00.000Z",
+            "clock_source": "system",
+            "flags": "[]",
+            "absent_reason": None,
+            "encounter_id": None,
+        }
+        for s in seqs
+    ]
 
 
-def batch(unit: str, epoch: str, readings: list[dict[str, Any]],
-          batch_id: str | None = None) -> codec.Batch:
-    payload = codec.encode_batch(unit, batch_id or str(uuid.uuid4()), readings,
-                                 "2026-11-23T08:00:00Z", epoch=epoch)
+def batch(
+    unit: str, epoch: str, readings: list[dict[str, Any]], batch_id: str | None = None
+) -> codec.Batch:
+    payload = codec.encode_batch(
+        unit, batch_id or str(uuid.uuid4()), readings, "2026-11-23T08:00:00Z", epoch=epoch
+    )
     return codec.decode_batch(payload)
 
 
@@ -49,12 +66,20 @@ class StubUnit:
         self.commands: list[dict[str, Any]] = []
         self.dead_letters: list[dict[str, Any]] = []  # central's dead-letter notices
 
-    def send(self, epoch: str, readings: list[dict[str, Any]], *, batch_id: str | None = None,
-             sent_at: float | None = None, payload: bytes | None = None) -> str:
+    def send(
+        self,
+        epoch: str,
+        readings: list[dict[str, Any]],
+        *,
+        batch_id: str | None = None,
+        sent_at: float | None = None,
+        payload: bytes | None = None,
+    ) -> str:
         batch_id = batch_id or str(uuid.uuid4())
         if payload is None:
-            payload = codec.encode_batch(self.unit, batch_id, readings, "2026-11-23T08:00:00Z",
-                                         epoch=epoch)
+            payload = codec.encode_batch(
+                self.unit, batch_id, readings, "2026-11-23T08:00:00Z", epoch=epoch
+            )
         props = [("sent_at", repr(sent_at))] if sent_at is not None else []
         self.link.publish(topics.READINGS.of(self.unit), payload, user_properties=props)
         return batch_id

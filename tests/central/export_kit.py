@@ -33,40 +33,55 @@ class Built:
     encounter: str
 
 
-def send(store: Store, central: CentralStore, unit: str, batch_id: str, stored_at: str
-         ) -> list[dict[str, Any]]:
+def send(
+    store: Store, central: CentralStore, unit: str, batch_id: str, stored_at: str
+) -> list[dict[str, Any]]:
     """Take a batch as the daemon does, store it at central, mark it acknowledged."""
     rows = store.read(lambda db: outbox.next_batch(db, 500))
     seqs = [r["seq"] for r in rows]
     store.call(lambda db: outbox.record_batch(db, batch_id, seqs, utc_now()))
-    payload = codec.encode_batch(unit, batch_id, rows, "2026-11-23T08:00:00.000Z",
-                                 epoch=store.epoch)
+    payload = codec.encode_batch(
+        unit, batch_id, rows, "2026-11-23T08:00:00.000Z", epoch=store.epoch
+    )
     central.store_batches([codec.decode_batch(payload)], stored_at)
     store.call(lambda db: outbox.mark_acked(db, batch_id))
     return rows
 
 
 def ids(store: Store, seqs: list[int]) -> list[str]:
-    return store.read(lambda db: [str(r[0]) for r in db.execute(
-        f"SELECT id FROM readings WHERE seq IN ({','.join('?' * len(seqs))})", seqs)])
+    return store.read(
+        lambda db: [
+            str(r[0])
+            for r in db.execute(
+                f"SELECT id FROM readings WHERE seq IN ({','.join('?' * len(seqs))})", seqs
+            )
+        ]
+    )
 
 
 def build(tmp: Path, central: CentralStore) -> Built:
     with Store(tmp / "unit.db", UNIT) as store:
-        gps = store.append("gps", [measurement("latitude", 33.57), measurement("longitude", -7.59),
-                                   measurement("altitude", 50.0)]).result()
-        cuff = store.append("cuff", [measurement("systolic_bp", 121.0),
-                                     measurement("diastolic_bp", 79.0)]).result()
+        gps = store.append(
+            "gps",
+            [
+                measurement("latitude", 33.57),
+                measurement("longitude", -7.59),
+                measurement("altitude", 50.0),
+            ],
+        ).result()
+        cuff = store.append(
+            "cuff", [measurement("systolic_bp", 121.0), measurement("diastolic_bp", 79.0)]
+        ).result()
         ox = store.append("ox", [measurement("spo2", 97.0)]).result()
         send(store, central, UNIT, "b1", T1)
         with writing(tmp / "unit.db") as nurse:  # the nurse opens the patient, assigns the cuff
             encounter = open_encounter(nurse, *PATIENT)
             assert assign(nurse, cuff) == 2
-        later = store.append("ox", [measurement("spo2", 98.0), measurement("pulse_rate", 71.0)]
-                             ).result()
+        later = store.append(
+            "ox", [measurement("spo2", 98.0), measurement("pulse_rate", 71.0)]
+        ).result()
         send(store, central, UNIT, "b2", T2)
-        built = Built(cuff, ids(store, gps + ox), ids(store, cuff + later), [],
-                      encounter.id)
+        built = Built(cuff, ids(store, gps + ox), ids(store, cuff + later), [], encounter.id)
     with Store(tmp / "other.db", OTHER) as store:
         seqs = store.append("scale", [measurement("body_weight", 70.5)]).result()
         send(store, central, OTHER, "o1", T1)
@@ -74,15 +89,17 @@ def build(tmp: Path, central: CentralStore) -> Built:
     return built
 
 
-def upload(files: CentralFiles, unit: str, data: bytes, media_type: str, kind: str,
-           **extra: Any) -> None:
+def upload(
+    files: CentralFiles, unit: str, data: bytes, media_type: str, kind: str, **extra: Any
+) -> None:
     """One file through central's reassembly: init, one segment, fin."""
     sha = checksum(data)
     init = FileInit(sha, sha, len(data), media_type, kind, len(data), utc_now(), **extra)
-    for up, payload, seg in ((UpMessage(unit, sha, "init", None), init.encode(), None),
-                             (UpMessage(unit, sha, "seg", 0), data, checksum(data)),
-                             (UpMessage(unit, sha, "fin", None),
-                              FileFin(len(data), sha).encode(), None)):
+    for up, payload, seg in (
+        (UpMessage(unit, sha, "init", None), init.encode(), None),
+        (UpMessage(unit, sha, "seg", 0), data, checksum(data)),
+        (UpMessage(unit, sha, "fin", None), FileFin(len(data), sha).encode(), None),
+    ):
         ack = files.handle(up, payload, seg)
     assert ack.state is AckState.COMPLETE, ack
 
@@ -92,13 +109,22 @@ def build_files(central_db: Path, encounter: str) -> None:
     assert root is not None
     files = CentralFiles(root)
     try:
-        who = {"encounter_id": encounter, "patient_system": PATIENT[0],
-               "patient_value": PATIENT[1]}
+        who = {"encounter_id": encounter, "patient_system": PATIENT[0], "patient_value": PATIENT[1]}
         upload(files, UNIT, b"%PDF-1.4 referral", "application/pdf", "document", **who)
         upload(files, UNIT, b"\xff\xd8\xff wound photo", "image/jpeg", "image", **who)
-        upload(files, UNIT, b"DICM ultrasound", "application/dicom", "dicom",
-               study_uid="1.2.3.4", series_uid="1.2.3.4.1", instance_uid="1.2.3.4.1.1",
-               sop_class_uid="1.2.840.10008.5.1.4.1.1.6.1", modality="US", **who)
+        upload(
+            files,
+            UNIT,
+            b"DICM ultrasound",
+            "application/dicom",
+            "dicom",
+            study_uid="1.2.3.4",
+            series_uid="1.2.3.4.1",
+            instance_uid="1.2.3.4.1.1",
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.6.1",
+            modality="US",
+            **who,
+        )
         upload(files, OTHER, b"%PDF-1.4 other unit, no patient", "application/pdf", "document")
     finally:
         files.close()

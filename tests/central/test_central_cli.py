@@ -40,6 +40,15 @@ def test_receive_is_central_s_command_under_both_names(tmp_path: Path) -> None:
 def test_the_emqx_emulation_is_a_test_aid_only(tmp_path: Path) -> None:
     assert importlib.util.find_spec("sync.central.files_emqx") is None
     assert importlib.util.find_spec("tests.files.emqx_emulator") is not None
-    result = CliRunner().invoke(app, ["receive", "--db", str(tmp_path / "c.db"), "--broker",
-                                      "127.0.0.1:1", "--emulate-emqx-files"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "receive",
+            "--db",
+            str(tmp_path / "c.db"),
+            "--broker",
+            "127.0.0.1:1",
+            "--emulate-emqx-files",
+        ],
+    )
     assert result.exit_code == 2 and "No such option" in result.output

@@ -36,8 +36,16 @@ from tests.central.export_kit import (
 )
 
 runner = CliRunner()
-ALL = {"Patient", "Encounter", "Device", "Location", "Observation", "DocumentReference",
-       "Media", "ImagingStudy"}
+ALL = {
+    "Patient",
+    "Encounter",
+    "Device",
+    "Location",
+    "Observation",
+    "DocumentReference",
+    "Media",
+    "ImagingStudy",
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +60,17 @@ def central(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Built]:
     return tmp / "central.db", built
 
 
-def run(db: Path, out: Path, *args: str, process: bool = False
-        ) -> subprocess.CompletedProcess[str]:
+def run(db: Path, out: Path, *args: str, process: bool = False) -> subprocess.CompletedProcess[str]:
     """The command, in this process (CliRunner), or in its own (``python -m edge_agent``)."""
     argv = ["central", "export", "--db", str(db), "--out", str(out), *args]
     if process:
-        return subprocess.run([sys.executable, "-m", "edge_agent", *argv], capture_output=True,
-                              text=True, timeout=60,
-                              env={**os.environ, "PYTHONPATH": os.getcwd()})
+        return subprocess.run(
+            [sys.executable, "-m", "edge_agent", *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": os.getcwd()},
+        )
     result = runner.invoke(app, argv)
     return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, result.stderr)
 
@@ -94,12 +105,18 @@ def check_bulk(out: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def readings(found: dict[str, list[dict[str, Any]]]) -> set[str]:
-    return {i["value"] for kind in ("Observation", "Location") for r in found.get(kind, [])
-            for i in r.get("identifier", []) if i["system"] == "urn:mmu:reading"}
+    return {
+        i["value"]
+        for kind in ("Observation", "Location")
+        for r in found.get(kind, [])
+        for i in r.get("identifier", [])
+        if i["system"] == "urn:mmu:reading"
+    }
 
 
-def test_the_whole_store_is_valid_self_contained_bulk_data(central: tuple[Path, Built],
-                                                           tmp_path: Path) -> None:
+def test_the_whole_store_is_valid_self_contained_bulk_data(
+    central: tuple[Path, Built], tmp_path: Path
+) -> None:
     db, built = central
     done = run(db, tmp_path / "out", process=True)
     assert done.returncode == 0, done.stderr
@@ -114,17 +131,25 @@ def test_the_whole_store_is_valid_self_contained_bulk_data(central: tuple[Path, 
     assert panel["encounter"]["reference"] == f"Encounter/{built.encounter}"
     assert panel["meta"]["lastUpdated"] == T2
     unattributed = [o for o in found["Observation"] if "encounter" not in o]
-    assert unattributed and all(o["device"]["reference"].startswith("Device/")
-                                for o in unattributed)
+    assert unattributed and all(
+        o["device"]["reference"].startswith("Device/") for o in unattributed
+    )
     # Nobody opened: each unit's unidentified Patient of the day (the vital-signs profile).
-    unidentified = {p["id"]: p for p in found["Patient"]
-                    if p["identifier"][0]["system"].startswith(fhir.UNIDENTIFIED_SYSTEM)}
+    unidentified = {
+        p["id"]: p
+        for p in found["Patient"]
+        if p["identifier"][0]["system"].startswith(fhir.UNIDENTIFIED_SYSTEM)
+    }
     assert {o["subject"]["reference"] for o in unattributed} == {
-        f"Patient/{i}" for i in unidentified}
+        f"Patient/{i}" for i in unidentified
+    }
     (patient,) = [p for p in found["Patient"] if p["id"] not in unidentified]
     assert patient["identifier"] == [{"system": PATIENT[0], "value": PATIENT[1]}]
-    gps = [loc for loc in found["Location"] if "position" in loc and loc["identifier"][0][
-        "system"] == "urn:mmu:reading"]
+    gps = [
+        loc
+        for loc in found["Location"]
+        if "position" in loc and loc["identifier"][0]["system"] == "urn:mmu:reading"
+    ]
     assert len(gps) == 1 and gps[0]["position"]["latitude"] == 33.57
     # The files name their patient and encounter: the literal references are added.
     media = found["Media"][0]
@@ -139,26 +164,32 @@ def test_the_whole_store_is_valid_self_contained_bulk_data(central: tuple[Path, 
     folder = (tmp_path / "out").resolve().as_uri()
     assert manifest["request"] == f"{folder}/$export?_outputFormat=application%2Ffhir%2Bndjson"
     assert [o["url"] for o in manifest["output"]] == [
-        f"{folder}/{o['type']}.ndjson" for o in manifest["output"]]
+        f"{folder}/{o['type']}.ndjson" for o in manifest["output"]
+    ]
 
 
 def test_the_manifest_names_the_request_and_files_by_absolute_urls(
-        central: tuple[Path, Built], tmp_path: Path) -> None:
+    central: tuple[Path, Built], tmp_path: Path
+) -> None:
     db, _ = central
     base = "https://central.example/fhir/export/2026-11-23"
-    done = run(db, tmp_path / "out", "--since", "2026-11-23", "--unit", OTHER,
-               "--base-url", base + "/")
+    done = run(
+        db, tmp_path / "out", "--since", "2026-11-23", "--unit", OTHER, "--base-url", base + "/"
+    )
     assert done.returncode == 0, done.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["request"] == (f"{base}/$export?_outputFormat=application%2Ffhir%2Bndjson"
-                                   f"&_since=2026-11-23&unit={OTHER}")
+    assert manifest["request"] == (
+        f"{base}/$export?_outputFormat=application%2Ffhir%2Bndjson&_since=2026-11-23&unit={OTHER}"
+    )
     assert {o["url"] for o in manifest["output"]} == {
-        f"{base}/{kind}.ndjson" for kind in read_export(tmp_path / "out")}
+        f"{base}/{kind}.ndjson" for kind in read_export(tmp_path / "out")
+    }
     assert run(db, tmp_path / "again", "--base-url", "central/export").returncode == 2
 
 
 def test_since_is_inclusive_and_takes_updates_with_what_they_refer_to(
-        central: tuple[Path, Built], tmp_path: Path) -> None:
+    central: tuple[Path, Built], tmp_path: Path
+) -> None:
     db, built = central
     done = run(db, tmp_path / "at", "--since", T2, "--files", str(tmp_path / "no-files"))
     assert done.returncode == 0, done.stderr
@@ -174,12 +205,19 @@ def test_since_is_inclusive_and_takes_updates_with_what_they_refer_to(
     found = check_bulk(tmp_path / "later")
     assert readings(found) == set()
     # The files, received now, with what they name: the encounter, its patient and place.
-    assert set(found) == {"Patient", "Encounter", "Location", "DocumentReference", "Media",
-                          "ImagingStudy"}
+    assert set(found) == {
+        "Patient",
+        "Encounter",
+        "Location",
+        "DocumentReference",
+        "Media",
+        "ImagingStudy",
+    }
 
 
-def test_unit_takes_one_units_readings_and_files(central: tuple[Path, Built],
-                                                 tmp_path: Path) -> None:
+def test_unit_takes_one_units_readings_and_files(
+    central: tuple[Path, Built], tmp_path: Path
+) -> None:
     db, built = central
     out = tmp_path / "out"
     (out).mkdir()
@@ -196,13 +234,17 @@ def test_unit_takes_one_units_readings_and_files(central: tuple[Path, Built],
     assert found["Device"][0]["identifier"][0]["system"] == f"urn:mmu:device:{OTHER}"
 
 
-@pytest.mark.parametrize(("args", "code", "says"), [
-    (["--since", "yesterday"], 2, "not an ISO 8601 time"),
-    (["--since", "2026-11-23T08:00:00"], 2, "has no zone"),
-    (["--format", "csv"], 2, "use ndjson"),
-])
-def test_bad_options_are_usage_errors(central: tuple[Path, Built], tmp_path: Path,
-                                      args: list[str], code: int, says: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["--since", "yesterday"], 2, "not an ISO 8601 time"),
+        (["--since", "2026-11-23T08:00:00"], 2, "has no zone"),
+        (["--format", "csv"], 2, "use ndjson"),
+    ],
+)
+def test_bad_options_are_usage_errors(
+    central: tuple[Path, Built], tmp_path: Path, args: list[str], code: int, says: str
+) -> None:
     done = run(central[0], tmp_path / "out", *args)
     assert done.returncode == code and says in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
@@ -230,8 +272,9 @@ def test_postgres_store_exports_the_same(tmp_path: Path, postgres: str) -> None:
     assert UNIT in json.dumps(found["Encounter"])
 
 
-def test_a_failed_export_leaves_the_previous_one_whole(central: tuple[Path, Built],
-                                                       tmp_path: Path) -> None:
+def test_a_failed_export_leaves_the_previous_one_whole(
+    central: tuple[Path, Built], tmp_path: Path
+) -> None:
     db, _ = central
     out = tmp_path / "out"
     assert run(db, out).returncode == 0

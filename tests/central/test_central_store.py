@@ -46,24 +46,28 @@ def central(target: str) -> Iterator[CentralStore]:
         store.close()
 
 
-def test_a_unit_that_starts_over_with_a_new_store_keeps_both(tmp_path: Path,
-                                                             central: CentralStore) -> None:
+def test_a_unit_that_starts_over_with_a_new_store_keeps_both(
+    tmp_path: Path, central: CentralStore
+) -> None:
     """Issue 13: the second store's seq 1..N used to be dropped (taken by the first store's
     readings under other ids) and acknowledged all the same."""
     n = 30
     first = store_rows(tmp_path / "sd-card-1.db", UNIT, n)
     second = store_rows(tmp_path / "sd-card-2.db", UNIT, n)
     assert [r["seq"] for r in first] == [r["seq"] for r in second] == list(range(1, n + 1))
-    outcomes = central.store_batches([batch(UNIT, A, first[:20]), batch(UNIT, A, first[20:])],
-                                     NOW)
+    outcomes = central.store_batches([batch(UNIT, A, first[:20]), batch(UNIT, A, first[20:])], NOW)
     outcomes += central.store_batches([batch(UNIT, B, second)], NOW)
-    assert [(o.new, o.held, o.refused) for o in outcomes] == [(20, 20, ()), (10, 10, ()),
-                                                              (30, 30, ())]
+    assert [(o.new, o.held, o.refused) for o in outcomes] == [
+        (20, 20, ()),
+        (10, 10, ()),
+        (30, 30, ()),
+    ]
     assert outcomes[-1].last_contiguous_seq == n
     held = central.query("SELECT id FROM observations WHERE unit = ?", [UNIT])
     assert {i for (i,) in held} == {r["id"] for r in first + second}
     assert sorted(central.query("SELECT epoch, last_contiguous_seq FROM epochs")) == sorted(
-        [(A, n), (B, n)])
+        [(A, n), (B, n)]
+    )
     assert central.query("SELECT count(*) FROM conflicts") == [(0,)]
 
 
@@ -73,18 +77,20 @@ def test_a_seq_taken_by_another_id_is_refused_recorded_and_logged(
     central.store_batches([batch(UNIT, A, rows(range(1, 4), "r"))], NOW)
     intruder = rows(range(2, 4), "x")  # seq 2 and 3 of epoch A again, under other ids
     with caplog.at_level(logging.WARNING):
-        (outcome,) = central.store_batches([batch(UNIT, A, [*intruder, *rows(range(4, 5))])],
-                                           NOW)
+        (outcome,) = central.store_batches([batch(UNIT, A, [*intruder, *rows(range(4, 5))])], NOW)
         again = central.store_batches([batch(UNIT, A, intruder[:1])], NOW)[0]
     assert outcome.refused == (Refusal("x2", 2, CONFLICT), Refusal("x3", 3, CONFLICT))
     assert (outcome.new, outcome.held, outcome.last_contiguous_seq) == (1, 1, 4)
     assert (again.held, again.refused) == (0, (Refusal("x2", 2, CONFLICT),))
     assert sorted(central.query("SELECT seq, held_id, refused_id, times FROM conflicts")) == [
-        (2, "r2", "x2", 2), (3, "r3", "x3", 1)]
+        (2, "r2", "x2", 2),
+        (3, "r3", "x3", 1),
+    ]
     assert central.query("SELECT count(*) FROM observations WHERE id LIKE ?", ["x%"]) == [(0,)]
     warned = [r.getMessage() for r in caplog.records if "refused reading" in r.getMessage()]
-    assert warned[0] == (f"central: refused reading x2 of unit {UNIT} epoch {A}: seq 2 is held "
-                         "by reading r2")
+    assert warned[0] == (
+        f"central: refused reading x2 of unit {UNIT} epoch {A}: seq 2 is held by reading r2"
+    )
 
 
 def test_the_same_id_again_is_held_whatever_its_epoch_or_seq(central: CentralStore) -> None:
@@ -99,8 +105,9 @@ def test_the_same_id_again_is_held_whatever_its_epoch_or_seq(central: CentralSto
 def test_gaps_are_per_epoch_and_only_the_newest_epoch_is_current(
     central: CentralStore,
 ) -> None:
-    central.store_batches([batch(UNIT, A, rows(range(1, 3))), batch(UNIT, A, rows(range(5, 6)))],
-                          NOW)
+    central.store_batches(
+        [batch(UNIT, A, rows(range(1, 3))), batch(UNIT, A, rows(range(5, 6)))], NOW
+    )
     central.store_batches([batch(UNIT, B, rows(range(2, 3)))], "2026-11-23T09:00:00.000Z")
     gaps = {(g.epoch, g.last_contiguous_seq, g.max_seq, g.current) for g in central.gaps()}
     assert gaps == {(A, 2, 5, False), (B, 0, 2, True)}
@@ -116,12 +123,16 @@ def c001_only() -> Migrations:
 
 def test_a_c001_store_upgrades_in_place(target: str) -> None:
     old_rows = [("r1", UNIT, 1), ("r2", UNIT, 2), ("r4", UNIT, 4)]
-    insert = ("INSERT INTO observations (id, unit, seq, batch_id, stored_at, resource) "
-              "VALUES (?, ?, ?, 'b', '2026-11-01T00:00:00.000Z', '{}')")
+    insert = (
+        "INSERT INTO observations (id, unit, seq, batch_id, stored_at, resource) "
+        "VALUES (?, ?, ?, 'b', '2026-11-01T00:00:00.000Z', '{}')"
+    )
     if target.startswith("postgresql://"):
         with psycopg.connect(target) as conn:
-            conn.execute("CREATE TABLE central_schema (name TEXT PRIMARY KEY, applied_at "
-                         "TIMESTAMPTZ NOT NULL DEFAULT now())")
+            conn.execute(
+                "CREATE TABLE central_schema (name TEXT PRIMARY KEY, applied_at "
+                "TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
             for statement in schema.C001:
                 conn.execute(statement)
             conn.execute("INSERT INTO central_schema (name) VALUES ('c001_observations')")
@@ -137,13 +148,21 @@ def test_a_c001_store_upgrades_in_place(target: str) -> None:
         db.close()
     with contextlib.closing(open_central(target)) as central:
         assert central.query("SELECT epoch, last_contiguous_seq, max_seq FROM epochs") == [
-            (schema.LEGACY_EPOCH, 2, 4)]
+            (schema.LEGACY_EPOCH, 2, 4)
+        ]
         assert sorted(central.query("SELECT seq, id FROM sequences")) == [
-            (1, "r1"), (2, "r2"), (4, "r4")]
+            (1, "r1"),
+            (2, "r2"),
+            (4, "r4"),
+        ]
         # The old unit goes on under the legacy epoch; a new store of it starts its own.
-        (old, new) = central.store_batches([
-            batch(UNIT, schema.LEGACY_EPOCH, rows(range(3, 4), "r")),
-            batch(UNIT, A, rows(range(1, 3), "n"))], NOW)
+        (old, new) = central.store_batches(
+            [
+                batch(UNIT, schema.LEGACY_EPOCH, rows(range(3, 4), "r")),
+                batch(UNIT, A, rows(range(1, 3), "n")),
+            ],
+            NOW,
+        )
         assert (old.last_contiguous_seq, new.last_contiguous_seq) == (4, 2)
         assert not old.refused and not new.refused
 
@@ -176,27 +195,61 @@ def test_receive_stats_shows_each_unit_and_epoch(tmp_path: Path) -> None:
 
     path = tmp_path / "central.db"
     with contextlib.closing(open_central(path)) as central:
-        central.store_batches([batch(UNIT, A, rows(range(1, 4), "a")),
-                               batch(UNIT, A, rows(range(6, 7), "a"))], NOW)
-        central.store_batches([batch(UNIT, B, rows(range(1, 3), "b")),
-                               batch(UNIT, B, rows(range(2, 3), "x"))], "2026-11-23T09:00:00.000Z")
+        central.store_batches(
+            [batch(UNIT, A, rows(range(1, 4), "a")), batch(UNIT, A, rows(range(6, 7), "a"))], NOW
+        )
+        central.store_batches(
+            [batch(UNIT, B, rows(range(1, 3), "b")), batch(UNIT, B, rows(range(2, 3), "x"))],
+            "2026-11-23T09:00:00.000Z",
+        )
         central.dead_letter(DeadLetter("mmu/v1/u/up/readings", b"\x00", "codec: x", NOW, "u"))
     result = CliRunner().invoke(app, ["receive", "--stats", "--db", str(path)])
     assert result.exit_code == 0, result.output
     stats = json.loads(result.output)
     common = {"dead_letters": 0, "conflicts_seen": 0}
     assert stats == {
-        "units": {UNIT: [
-            {**common, "epoch": A, "held": 4, "last_contiguous_seq": 3, "max_seq": 6,
-             "gap": True, "gap_asked_for": False, "first_seen": NOW, "last_seen": NOW,
-             "conflicts": 0},
-            {**common, "epoch": B, "held": 2, "last_contiguous_seq": 2, "max_seq": 2,
-             "gap": False, "gap_asked_for": False, "first_seen": "2026-11-23T09:00:00.000Z",
-             "last_seen": "2026-11-23T09:00:00.000Z", "conflicts": 1, "conflicts_seen": 1}]},
+        "units": {
+            UNIT: [
+                {
+                    **common,
+                    "epoch": A,
+                    "held": 4,
+                    "last_contiguous_seq": 3,
+                    "max_seq": 6,
+                    "gap": True,
+                    "gap_asked_for": False,
+                    "first_seen": NOW,
+                    "last_seen": NOW,
+                    "conflicts": 0,
+                },
+                {
+                    **common,
+                    "epoch": B,
+                    "held": 2,
+                    "last_contiguous_seq": 2,
+                    "max_seq": 2,
+                    "gap": False,
+                    "gap_asked_for": False,
+                    "first_seen": "2026-11-23T09:00:00.000Z",
+                    "last_seen": "2026-11-23T09:00:00.000Z",
+                    "conflicts": 1,
+                    "conflicts_seen": 1,
+                },
+            ]
+        },
         "unplaced_dead_letters": [{"unit": "u", "epoch": None, "dead_letters": 1}],
-        "dead_letters": [{"id": 1, "received_at": NOW, "topic": "mmu/v1/u/up/readings",
-                          "unit": "u", "epoch": None, "batch_id": None, "bytes": 1,
-                          "reason": "codec: x"}],
+        "dead_letters": [
+            {
+                "id": 1,
+                "received_at": NOW,
+                "topic": "mmu/v1/u/up/readings",
+                "unit": "u",
+                "epoch": None,
+                "batch_id": None,
+                "bytes": 1,
+                "reason": "codec: x",
+            }
+        ],
         "totals": {"held": 6, "conflicts": 1, "dead_letters": 1},
     }
 
@@ -210,12 +263,20 @@ async def test_receivers_starting_together_migrate_one_at_a_time(postgres: str) 
         store.close()
     with psycopg.connect(postgres) as conn:
         names = [n for (n,) in conn.execute("SELECT name FROM central_schema ORDER BY name")]
-    assert names == ["c001_observations", "c002_epochs", "c003_resources",
-                     "c004_resource_batch_at", "c005_postgres_jsonb"]
+    assert names == [
+        "c001_observations",
+        "c002_epochs",
+        "c003_resources",
+        "c004_resource_batch_at",
+        "c005_postgres_jsonb",
+    ]
 
 
-@given(st.permutations(range(1, 41)), st.lists(st.integers(1, 8), min_size=40, max_size=40),
-       st.integers(1, 5))
+@given(
+    st.permutations(range(1, 41)),
+    st.lists(st.integers(1, 8), min_size=40, max_size=40),
+    st.integers(1, 5),
+)
 @settings(max_examples=25)
 def test_last_contiguous_seq_follows_any_arrival_order(
     order: list[int], sizes: list[int], window: int
@@ -228,16 +289,17 @@ def test_last_contiguous_seq_follows_any_arrival_order(
     from sync.central import store as central_store
 
     readings = {r["seq"]: r for r in rows(range(1, 41), "r")}
-    with tempfile.TemporaryDirectory() as tmp, \
-         contextlib.closing(open_central(Path(tmp) / "c.db")) as central, \
-         mock.patch.object(central_store, "CONTIGUITY_WINDOW", window):
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        contextlib.closing(open_central(Path(tmp) / "c.db")) as central,
+        mock.patch.object(central_store, "CONTIGUITY_WINDOW", window),
+    ):
         held: set[int] = set()
         i = 0
         for size in sizes:
-            chunk = sorted(order[i:i + size]) or [order[-1]]  # then resends of the last one
+            chunk = sorted(order[i : i + size]) or [order[-1]]  # then resends of the last one
             i += size
-            (outcome,) = central.store_batches([batch(UNIT, A, [readings[s] for s in chunk])],
-                                               NOW)
+            (outcome,) = central.store_batches([batch(UNIT, A, [readings[s] for s in chunk])], NOW)
             held.update(chunk)
             model = 0
             while model + 1 in held:
@@ -245,19 +307,51 @@ def test_last_contiguous_seq_follows_any_arrival_order(
             assert outcome.last_contiguous_seq == model
 
 
-SPO2 = {"code": {"coding": [{"system": "http://loinc.org", "code": "2708-6"},
-                            {"system": "http://loinc.org", "code": "59408-5"},
-                            {"system": "urn:iso:std:iso:11073:10101", "code": "150456"}]},
-        "valueQuantity": {"value": 97.0, "code": "%"}, "effectiveDateTime": "2026-11-30T08:00Z"}
+SPO2 = {
+    "code": {
+        "coding": [
+            {"system": "http://loinc.org", "code": "2708-6"},
+            {"system": "http://loinc.org", "code": "59408-5"},
+            {"system": "urn:iso:std:iso:11073:10101", "code": "150456"},
+        ]
+    },
+    "valueQuantity": {"value": 97.0, "code": "%"},
+    "effectiveDateTime": "2026-11-30T08:00Z",
+}
 
 
-@given(st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-        st.sampled_from(["code", "coding", "system", "valueQuantity", "value", "effectiveDateTime",
-                         "component", "position", "extension", "url", "valueString"]),
-        inner, max_size=4),
-    max_leaves=12))
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False)
+        | st.text(max_size=8),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "code",
+                        "coding",
+                        "system",
+                        "valueQuantity",
+                        "value",
+                        "effectiveDateTime",
+                        "component",
+                        "position",
+                        "extension",
+                        "url",
+                        "valueString",
+                    ]
+                ),
+                inner,
+                max_size=4,
+            )
+        ),
+        max_leaves=12,
+    )
+)
 def test_the_fast_column_path_answers_as_the_general_one(obs: Any) -> None:
     """`_plain_columns` is a shortcut: wherever it answers, the general path agrees."""
     from sync.central import store as central
@@ -276,20 +370,26 @@ def test_a_postgres_central_of_json_text_upgrades_to_jsonb(postgres: str) -> Non
     obs = {"resourceType": "Observation", "valueString": "a\x00b", "id": "r1"}
     device = {"resourceType": "Device", "identifier": [{"system": "s", "value": "d1"}]}
     with psycopg.connect(postgres) as conn:
-        conn.execute("CREATE TABLE central_schema (name TEXT PRIMARY KEY, applied_at "
-                     "TIMESTAMPTZ NOT NULL DEFAULT now())")
+        conn.execute(
+            "CREATE TABLE central_schema (name TEXT PRIMARY KEY, applied_at "
+            "TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
         for name, statements in schema.POSTGRES[:4]:
             for statement in statements:
                 conn.execute(statement)
             conn.execute("INSERT INTO central_schema (name) VALUES (%s)", [name])
-        conn.execute("INSERT INTO observations (id, unit, epoch, seq, batch_id, stored_at, "
-                     "resource) VALUES ('r1', %s, %s, 1, 'b', %s, %s)",
-                     [UNIT, A, NOW, json.dumps(obs)])
+        conn.execute(
+            "INSERT INTO observations (id, unit, epoch, seq, batch_id, stored_at, "
+            "resource) VALUES ('r1', %s, %s, 1, 'b', %s, %s)",
+            [UNIT, A, NOW, json.dumps(obs)],
+        )
         conn.execute("INSERT INTO sequences VALUES (%s, %s, 1, 'r1')", [UNIT, A])
         conn.execute("INSERT INTO epochs VALUES (%s, %s, 1, 1, %s, %s)", [UNIT, A, NOW, NOW])
-        conn.execute("INSERT INTO resources (type, identifier, unit, resource, stored_at, "
-                     "updated_at) VALUES ('Device', 's|d1', %s, %s, %s, %s)",
-                     [UNIT, json.dumps(device), NOW, NOW])
+        conn.execute(
+            "INSERT INTO resources (type, identifier, unit, resource, stored_at, "
+            "updated_at) VALUES ('Device', 's|d1', %s, %s, %s, %s)",
+            [UNIT, json.dumps(device), NOW, NOW],
+        )
     with contextlib.closing(open_central(postgres)) as central:
         (outcome,) = central.store_batches([batch(UNIT, A, rows(range(2, 4), "r"))], NOW)
         assert (outcome.new, outcome.last_contiguous_seq) == (2, 3)
@@ -300,6 +400,8 @@ def test_a_postgres_central_of_json_text_upgrades_to_jsonb(postgres: str) -> Non
         new = json.loads(central.query("SELECT resource FROM observations WHERE id = 'r2'")[0][0])
         assert new["resourceType"] == "Observation"
     with psycopg.connect(postgres) as conn:
-        types = conn.execute("SELECT table_name, data_type FROM information_schema.columns "
-                             "WHERE column_name = 'resource' ORDER BY table_name").fetchall()
+        types = conn.execute(
+            "SELECT table_name, data_type FROM information_schema.columns "
+            "WHERE column_name = 'resource' ORDER BY table_name"
+        ).fetchall()
     assert types == [("observations", "jsonb"), ("resources", "jsonb")]

@@ -20,14 +20,16 @@ UNIT = "mmu-central"
 PATIENT = "CANARY-P-0042"
 
 
-def send(store: Store, central: SqliteCentral, batch_id: str,
-         at: str = "2026-11-23T08:00:00.000Z") -> tuple[bytes, list[Any]]:
+def send(
+    store: Store, central: SqliteCentral, batch_id: str, at: str = "2026-11-23T08:00:00.000Z"
+) -> tuple[bytes, list[Any]]:
     """Take a batch as the daemon does, store it at central, mark it acknowledged."""
     rows = store.read(lambda db: outbox.next_batch(db, 200))
     seqs = [r["seq"] for r in rows]
     versions = fhir.full_device_versions(rows)
-    store.call(lambda db: outbox.record_batch(db, batch_id, seqs, utc_now(),
-                                              device_versions=versions))
+    store.call(
+        lambda db: outbox.record_batch(db, batch_id, seqs, utc_now(), device_versions=versions)
+    )
     payload = codec.encode_batch(UNIT, batch_id, rows, at, epoch=store.epoch)
     outcome = central.store_batches([codec.decode_batch(payload)], "2026-11-23T08:00:01Z")
     store.call(lambda db: outbox.mark_acked(db, batch_id))
@@ -35,20 +37,23 @@ def send(store: Store, central: SqliteCentral, batch_id: str,
 
 
 def resources(central: SqliteCentral) -> dict[str, int]:
-    return {str(k): int(n) for k, n in central.query(
-        "SELECT type, count(*) FROM resources GROUP BY type")}
+    return {
+        str(k): int(n)
+        for k, n in central.query("SELECT type, count(*) FROM resources GROUP BY type")
+    }
 
 
 def observation(central: SqliteCentral, seq: int) -> dict[str, Any]:
-    (text,), = central.query("SELECT resource FROM observations WHERE seq = ?", [seq])
+    ((text,),) = central.query("SELECT resource FROM observations WHERE seq = ?", [seq])
     return json.loads(text)  # type: ignore[no-any-return]
 
 
 def test_a_later_assign_updates_the_reading_at_central(tmp_path: Path) -> None:
     central = SqliteCentral(tmp_path / "central.db")
     with Store(tmp_path / "unit.db", UNIT) as store:
-        cuff = store.append("cuff", [measurement("systolic_bp", 121.0),
-                                     measurement("diastolic_bp", 79.0)]).result()
+        cuff = store.append(
+            "cuff", [measurement("systolic_bp", 121.0), measurement("diastolic_bp", 79.0)]
+        ).result()
         first, _ = send(store, central, "b1")
         panel = observation(central, cuff[0])
         # Nobody open: the session's unidentified Patient (the vital-signs profile's subject).
@@ -63,8 +68,10 @@ def test_a_later_assign_updates_the_reading_at_central(tmp_path: Path) -> None:
         second, outcomes = send(store, central, "b2")
         assert outcomes[0].new == 1 and outcomes[0].held == 3  # spo2 new, the panel updated
         bundle = json.loads(codec._inflate(second))
-        requests = {e["request"]["method"] + " " + e["request"]["url"].split("?")[0]
-                    for e in bundle["entry"]}
+        requests = {
+            e["request"]["method"] + " " + e["request"]["url"].split("?")[0]
+            for e in bundle["entry"]
+        }
         assert "PUT Observation" in requests and "POST Observation" in requests
         updated = observation(central, cuff[0])
         assert updated["encounter"] == observation(central, spo2[0])["encounter"]
@@ -83,7 +90,7 @@ def test_a_later_assign_updates_the_reading_at_central(tmp_path: Path) -> None:
 
 
 def device(central: SqliteCentral) -> dict[str, Any]:
-    (text,), = central.query("SELECT resource FROM resources WHERE type = 'Device'")
+    ((text,),) = central.query("SELECT resource FROM resources WHERE type = 'Device'")
     return json.loads(text)  # type: ignore[no-any-return]
 
 
@@ -97,27 +104,32 @@ def test_a_device_that_tells_its_serial_later_is_updated_at_central(tmp_path: Pa
         first, _ = send(store, central, "b1", "2026-11-23T08:00:00.000Z")
         bare = device(central)
         assert bare["identifier"] == [{"system": f"urn:mmu:device:{UNIT}", "value": "meter"}]
-        store.call(lambda db: device_facts.save(db, "meter", {
-            "serial": "GLU-A1", "manufacturer": "Roche", "mdc_type": 528401}))
+        store.call(
+            lambda db: device_facts.save(
+                db, "meter", {"serial": "GLU-A1", "manufacturer": "Roche", "mdc_type": 528401}
+            )
+        )
         store.append("meter", [measurement("glucose", 5.9, "mmol/L")]).result()
         second, _ = send(store, central, "b2", "2026-11-23T09:00:00.000Z")
         told = device(central)
         assert told["identifier"][0] == bare["identifier"][0]  # central's key: unchanged
         assert told["serialNumber"] == "GLU-A1" and told["manufacturer"] == "Roche"
         assert resources(central) == {"Device": 1, "Patient": 1}  # the unidentified one
-        (updated,), = central.query("SELECT updated_at FROM resources WHERE type = 'Device'")
+        ((updated,),) = central.query("SELECT updated_at FROM resources WHERE type = 'Device'")
         for payload in (first, second, first):  # replays, one late: nothing moves back
             central.store_batches([codec.decode_batch(payload)], "2026-11-23T10:00:00Z")
         assert device(central) == told
         assert central.query("SELECT updated_at FROM resources WHERE type = 'Device'") == [
-            (updated,)]
+            (updated,)
+        ]
     central.close()
 
 
 def device_entry(payload: bytes) -> dict[str, Any]:
     bundle = json.loads(codec._inflate(payload))
-    entry: dict[str, Any] = next(e for e in bundle["entry"]
-                                 if e["resource"]["resourceType"] == "Device")
+    entry: dict[str, Any] = next(
+        e for e in bundle["entry"] if e["resource"]["resourceType"] == "Device"
+    )
     return entry
 
 
@@ -128,8 +140,11 @@ def test_device_facts_travel_until_central_holds_them(tmp_path: Path) -> None:
     central = SqliteCentral(tmp_path / "central.db")
     key = {"system": f"urn:mmu:device:{UNIT}", "value": "meter"}
     with Store(tmp_path / "unit.db", UNIT) as store:
-        store.call(lambda db: device_facts.save(db, "meter", {
-            "serial": "GLU-A1", "manufacturer": "Roche", "mdc_type": 528401}))
+        store.call(
+            lambda db: device_facts.save(
+                db, "meter", {"serial": "GLU-A1", "manufacturer": "Roche", "mdc_type": 528401}
+            )
+        )
 
         def reading(value: float, batch_id: str) -> dict[str, Any]:
             store.append("meter", [measurement("glucose", value, "mmol/L")]).result()
@@ -137,11 +152,15 @@ def test_device_facts_travel_until_central_holds_them(tmp_path: Path) -> None:
 
         first = reading(5.5, "b1")
         assert first["request"]["method"] == "PUT" and first["resource"]["serialNumber"] == (
-            "GLU-A1")
+            "GLU-A1"
+        )
         bare = reading(5.6, "b2")  # b1 was acknowledged: central holds these facts
         assert bare["resource"] == {"resourceType": "Device", "identifier": [key]}
-        assert bare["request"] == {"method": "POST", "url": "Device",
-                                   "ifNoneExist": f"identifier={key['system']}|meter"}
+        assert bare["request"] == {
+            "method": "POST",
+            "url": "Device",
+            "ifNoneExist": f"identifier={key['system']}|meter",
+        }
         assert device(central)["serialNumber"] == "GLU-A1"  # the bare one wiped nothing
         store.call(lambda db: device_facts.save(db, "meter", {"firmware": "2.1"}))
         changed = reading(5.7, "b3")
@@ -161,7 +180,7 @@ def test_a_late_redelivery_never_takes_an_encounter_back(tmp_path: Path) -> None
     central = SqliteCentral(tmp_path / "central.db")
 
     def encounter() -> dict[str, Any]:
-        (text,), = central.query("SELECT resource FROM resources WHERE type = 'Encounter'")
+        ((text,),) = central.query("SELECT resource FROM resources WHERE type = 'Encounter'")
         return json.loads(text)  # type: ignore[no-any-return]
 
     with Store(tmp_path / "unit.db", UNIT) as store:

@@ -21,8 +21,9 @@ async def test_a_lasting_gap_is_asked_for_again_in_the_current_epoch_only(
     tmp_path: Path, mosquitto: MosquittoBroker
 ) -> None:
     stop = asyncio.Event()
-    receiver = Receiver("127.0.0.1", mosquitto.port, tmp_path / "central.db", client_id="rx",
-                        gap_timeout=0.3)
+    receiver = Receiver(
+        "127.0.0.1", mosquitto.port, tmp_path / "central.db", client_id="rx", gap_timeout=0.3
+    )
     task = asyncio.create_task(receiver.run(stop))
     try:
         await asyncio.wait_for(receiver.connected.wait(), 10)

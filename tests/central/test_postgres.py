@@ -27,8 +27,9 @@ EPOCH = str(uuid.uuid4())
 NOW = "2026-11-23T08:00:00.000Z"
 
 
-async def test_two_receivers_into_one_postgres(tmp_path: Path, mosquitto: MosquittoBroker,
-                                               postgres: str) -> None:
+async def test_two_receivers_into_one_postgres(
+    tmp_path: Path, mosquitto: MosquittoBroker, postgres: str
+) -> None:
     import psycopg
 
     cfg = settings(tmp_path, mosquitto.port, batch=25)
@@ -36,8 +37,9 @@ async def test_two_receivers_into_one_postgres(tmp_path: Path, mosquitto: Mosqui
     with Store(cfg.store.path, UNIT) as store:
         fill(store, 1000)
         store.append("ox", [measurement("pulse_rate", 72.0)]).result()
-        receivers = [Receiver("127.0.0.1", mosquitto.port, postgres, client_id=f"rx-{i}")
-                     for i in (1, 2)]
+        receivers = [
+            Receiver("127.0.0.1", mosquitto.port, postgres, client_id=f"rx-{i}") for i in (1, 2)
+        ]
         tasks = [asyncio.create_task(r.run(stop)) for r in receivers]
         await asyncio.gather(*(r.connected.wait() for r in receivers))
         tasks.append(asyncio.create_task(SyncDaemon(store, cfg).run(stop)))
@@ -73,27 +75,44 @@ async def test_a_small_reconnect_storm_into_two_receivers_on_postgres(
             store = stack.enter_context(Store(cfg.store.path, unit))
             store.append("ox", [measurement("spo2", 97.0) for _ in range(per_unit)]).result(60)
             stores[unit] = store
-        receivers = [Receiver("127.0.0.1", mosquitto.port, postgres, client_id=f"rx-{i}")
-                     for i in (1, 2)]
+        receivers = [
+            Receiver("127.0.0.1", mosquitto.port, postgres, client_id=f"rx-{i}") for i in (1, 2)
+        ]
         tasks = [asyncio.create_task(r.run(stop)) for r in receivers]
         await asyncio.gather(*(r.connected.wait() for r in receivers))
-        tasks += [asyncio.create_task(SyncDaemon(store, settings_with_unit(
-            tmp_path / unit, mosquitto.port, unit)).run(stop)) for unit, store in stores.items()]
-        await wait_until(lambda: all(s.stats()["readings_pending_sync"] == 0
-                                     for s in stores.values()), 120, "every unit acknowledged")
+        tasks += [
+            asyncio.create_task(
+                SyncDaemon(store, settings_with_unit(tmp_path / unit, mosquitto.port, unit)).run(
+                    stop
+                )
+            )
+            for unit, store in stores.items()
+        ]
+        await wait_until(
+            lambda: all(s.stats()["readings_pending_sync"] == 0 for s in stores.values()),
+            120,
+            "every unit acknowledged",
+        )
         stop.set()
         await asyncio.gather(*tasks)
-        held = {unit: store.call(lambda db: (dict(db.execute("SELECT id, seq FROM readings")),
-                                            db.execute("SELECT epoch FROM store_identity")
-                                            .fetchone()[0]))
-                for unit, store in stores.items()}
+        held = {
+            unit: store.call(
+                lambda db: (
+                    dict(db.execute("SELECT id, seq FROM readings")),
+                    db.execute("SELECT epoch FROM store_identity").fetchone()[0],
+                )
+            )
+            for unit, store in stores.items()
+        }
     with psycopg.connect(postgres) as conn:
         for unit, (rows, epoch) in held.items():
-            central = conn.execute("SELECT id, seq FROM observations WHERE unit = %s",
-                                   [unit]).fetchall()
+            central = conn.execute(
+                "SELECT id, seq FROM observations WHERE unit = %s", [unit]
+            ).fetchall()
             assert dict(central) == rows and len(central) == per_unit  # 0 lost, 0 twice
-            assert conn.execute("SELECT epoch, last_contiguous_seq, max_seq FROM epochs WHERE "
-                                "unit = %s", [unit]).fetchall() == [(epoch, per_unit, per_unit)]
+            assert conn.execute(
+                "SELECT epoch, last_contiguous_seq, max_seq FROM epochs WHERE unit = %s", [unit]
+            ).fetchall() == [(epoch, per_unit, per_unit)]
         assert conn.execute("SELECT count(*) FROM conflicts").fetchone() == (0,)
     assert all(r.counts.batches > 0 for r in receivers)  # both took a share
 
@@ -120,13 +139,18 @@ def test_two_receivers_holding_overlapping_batches_of_one_unit_keep_the_gap_righ
     second = open_central(postgres)
     try:
         first.store_batches([batch(UNIT, EPOCH, [readings[s] for s in (1, 2)])], NOW)
-        one = [batch(UNIT, EPOCH, [readings[s] for s in range(3, 11)]),
-               batch(UNIT, EPOCH, [readings[s] for s in range(21, 31)])]
-        two = [batch(UNIT, EPOCH, [readings[s] for s in range(11, 21)]),
-               batch(UNIT, EPOCH, [readings[s] for s in range(5, 16)])]
+        one = [
+            batch(UNIT, EPOCH, [readings[s] for s in range(3, 11)]),
+            batch(UNIT, EPOCH, [readings[s] for s in range(21, 31)]),
+        ]
+        two = [
+            batch(UNIT, EPOCH, [readings[s] for s in range(11, 21)]),
+            batch(UNIT, EPOCH, [readings[s] for s in range(5, 16)]),
+        ]
         with psycopg.connect(postgres) as holder, ThreadPoolExecutor(2) as pool:
-            holder.execute("SELECT 1 FROM epochs WHERE unit = %s AND epoch = %s FOR UPDATE",
-                           [UNIT, EPOCH])
+            holder.execute(
+                "SELECT 1 FROM epochs WHERE unit = %s AND epoch = %s FOR UPDATE", [UNIT, EPOCH]
+            )
             ran = [pool.submit(first.store_batches, one, NOW)]
             wait_for_waiters(holder, 1)  # receiver 1 first in the queue: a known order
             ran.append(pool.submit(second.store_batches, two, NOW))
@@ -134,15 +158,19 @@ def test_two_receivers_holding_overlapping_batches_of_one_unit_keep_the_gap_righ
             holder.rollback()  # both go, one after the other
             outcomes_one, outcomes_two = (f.result(timeout=60) for f in ran)
         assert [(o.new, o.held, o.refused, o.last_contiguous_seq) for o in outcomes_one] == [
-            (8, 8, (), 10), (10, 10, (), 10)]  # seqs 11..20 missing: a gap after 10
+            (8, 8, (), 10),
+            (10, 10, (), 10),
+        ]  # seqs 11..20 missing: a gap after 10
         assert [(o.new, o.held, o.refused, o.last_contiguous_seq) for o in outcomes_two] == [
-            (10, 10, (), 30), (0, 11, (), 30)]  # the gap filled; the resend held, not new
+            (10, 10, (), 30),
+            (0, 11, (), 30),
+        ]  # the gap filled; the resend held, not new
         assert first.query("SELECT last_contiguous_seq, max_seq FROM epochs") == [(30, 30)]
         assert first.gaps() == [] and second.gaps() == []
         assert sorted(first.query("SELECT seq, id FROM sequences")) == [
-            (s, f"r{s}") for s in range(1, 31)]
-        assert first.query("SELECT count(*), count(DISTINCT id) FROM observations") == [
-            (30, 30)]
+            (s, f"r{s}") for s in range(1, 31)
+        ]
+        assert first.query("SELECT count(*), count(DISTINCT id) FROM observations") == [(30, 30)]
         assert first.query("SELECT count(*) FROM conflicts") == [(0,)]
     finally:
         first.close()
@@ -152,7 +180,12 @@ def test_two_receivers_holding_overlapping_batches_of_one_unit_keep_the_gap_righ
 def wait_for_waiters(conn: Any, count: int, timeout: float = 30) -> None:
     """Until ``count`` other sessions wait on a lock (bounded; no sleep-and-hope)."""
     deadline = time.monotonic() + timeout
-    while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                       "AND datname = current_database()").fetchone()[0] < count:
+    while (
+        conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database()"
+        ).fetchone()[0]
+        < count
+    ):
         assert time.monotonic() < deadline, f"{count} sessions never waited on the lock"
         time.sleep(0.02)

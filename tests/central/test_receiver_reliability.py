@@ -32,8 +32,10 @@ async def running(receiver: Receiver) -> AsyncIterator[Receiver]:
     task = asyncio.create_task(receiver.run(stop))
     try:
         async with asyncio.timeout(15):
-            await asyncio.wait({task, asyncio.ensure_future(receiver.connected.wait())},
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {task, asyncio.ensure_future(receiver.connected.wait())},
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         if task.done():
             task.result()  # raise what stopped it
         yield receiver
@@ -42,8 +44,9 @@ async def running(receiver: Receiver) -> AsyncIterator[Receiver]:
         await task
 
 
-async def test_two_stores_of_one_unit_are_both_held(tmp_path: Path,
-                                                    mosquitto: MosquittoBroker) -> None:
+async def test_two_stores_of_one_unit_are_both_held(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
     """Issue 13, end to end: seq 1..N of a second store (same unit id) were dropped and acked."""
     n = 40
     stores = [store_rows(tmp_path / f"store-{i}.db", UNIT, n) for i in (1, 2)]
@@ -54,12 +57,19 @@ async def test_two_stores_of_one_unit_are_both_held(tmp_path: Path,
         for epoch, readings in zip(epochs, stores, strict=True):
             for start in range(0, n, 10):
                 before = time.time()
-                batch_id = unit.send(epoch, readings[start:start + 10], sent_at=before)
+                batch_id = unit.send(epoch, readings[start : start + 10], sent_at=before)
                 ack = await unit.ack_for(batch_id)
-                assert ack == {"batch_id": batch_id, "epoch": epoch, "stored": 10, "refused": [],
-                               "last_contiguous_seq": start + 10, "t_origin": before,
-                               "t_recv": ack["t_recv"], "t_send": ack["t_send"],
-                               "central_time": ack["t_send"]}
+                assert ack == {
+                    "batch_id": batch_id,
+                    "epoch": epoch,
+                    "stored": 10,
+                    "refused": [],
+                    "last_contiguous_seq": start + 10,
+                    "t_origin": before,
+                    "t_recv": ack["t_recv"],
+                    "t_send": ack["t_send"],
+                    "central_time": ack["t_send"],
+                }
                 assert before <= ack["t_recv"] <= ack["t_send"] <= time.time()
     with contextlib.closing(sqlite3.connect(central)) as c:
         held = dict(c.execute("SELECT id, epoch FROM observations WHERE unit = ?", [UNIT]))
@@ -69,15 +79,17 @@ async def test_two_stores_of_one_unit_are_both_held(tmp_path: Path,
     assert rx.counts.stored == 2 * n and rx.counts.refused == 0
 
 
-async def test_a_conflict_is_refused_in_the_ack(tmp_path: Path,
-                                                mosquitto: MosquittoBroker) -> None:
+async def test_a_conflict_is_refused_in_the_ack(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
     epoch = str(uuid.uuid4())
     rx = Receiver("127.0.0.1", mosquitto.port, tmp_path / "central.db", client_id="rx")
     async with running(rx), stub_unit(mosquitto.port, UNIT) as unit:
         await unit.ack_for(unit.send(epoch, rows(range(1, 3), "a")))
         ack = await unit.ack_for(unit.send(epoch, rows(range(2, 4), "b")))
     assert (ack["stored"], ack["refused"], ack["last_contiguous_seq"]) == (
-        1, [{"id": "b2", "seq": 2, "reason": "seq-conflict"}], 3)
+        1,
+        [{"id": "b2", "seq": 2, "reason": "seq-conflict"}],
+        3,
+    )
     assert rx.counts.refused == 1
 
 
@@ -101,18 +113,24 @@ async def test_a_poison_message_is_parked_refused_and_pubacked(
             refused = await unit.ack_for("poison")
             assert (await unit.ack_for(good))["stored"] == 3  # the next message is served
         # The server's own DataError (SQLSTATE 22021): ids travel as one binary array.
-        assert refused["stored"] == 0 and [r["reason"] for r in refused["refused"]] == [
-            "central-store-error: CharacterNotInRepertoire"] * 2
+        assert (
+            refused["stored"] == 0
+            and [r["reason"] for r in refused["refused"]]
+            == ["central-store-error: CharacterNotInRepertoire"] * 2
+        )
         assert (rx.counts.store_errors, rx.counts.dead_letters, rx.counts.batches) == (1, 1, 1)
         with psycopg.connect(postgres) as conn:
-            parked = conn.execute("SELECT topic, unit, epoch, batch_id, payload, reason "
-                                  "FROM dead_letters").fetchall()
-        assert [p[:5] for p in parked] == [(topics.READINGS.of(UNIT), UNIT, epoch, "poison",
-                                            payload)]
+            parked = conn.execute(
+                "SELECT topic, unit, epoch, batch_id, payload, reason FROM dead_letters"
+            ).fetchall()
+        assert [p[:5] for p in parked] == [
+            (topics.READINGS.of(UNIT), UNIT, epoch, "poison", payload)
+        ]
         assert parked[0][5].startswith("central-store-error: CharacterNotInRepertoire: ")
         # the unit is told, with the class only (the message may quote the data)
         assert [(d["batch_id"], d["epoch"], d["reason"]) for d in unit.dead_letters] == [
-            ("poison", epoch, "central-store-error: CharacterNotInRepertoire")]
+            ("poison", epoch, "central-store-error: CharacterNotInRepertoire")
+        ]
         # PUBACKed: the same session, restarted, gets the next message and not the poison again.
         async with running(Receiver("127.0.0.1", mosquitto.port, postgres, client_id="rx-pg")):
             after = unit.send(epoch, rows(range(4, 5)))
@@ -127,8 +145,10 @@ async def test_a_lost_database_connection_is_retried_not_parked(
     rx = Receiver("127.0.0.1", mosquitto.port, postgres, client_id="rx-pg", retry_cap=0.5)
     async with running(rx), stub_unit(mosquitto.port, UNIT) as unit:
         with psycopg.connect(postgres, autocommit=True) as admin:  # central's DBA restarts it
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                          "datname = current_database() AND pid <> pg_backend_pid()")
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                "datname = current_database() AND pid <> pg_backend_pid()"
+            )
         ack = await unit.ack_for(unit.send(epoch, rows(range(1, 6))))
     assert (ack["stored"], ack["refused"]) == (5, [])
     assert rx.counts.transient_errors >= 1 and rx.counts.dead_letters == 0
@@ -152,8 +172,9 @@ async def test_a_full_disk_at_central_is_retried_not_parked(
         return store
 
     epoch = str(uuid.uuid4())
-    rx = Receiver("127.0.0.1", mosquitto.port, central, client_id="rx", retry_cap=0.5,
-                  open_store=open_store)
+    rx = Receiver(
+        "127.0.0.1", mosquitto.port, central, client_id="rx", retry_cap=0.5, open_store=open_store
+    )
     async with running(rx), stub_unit(mosquitto.port, UNIT) as unit:
         ack = await unit.ack_for(unit.send(epoch, rows(range(1, 201))))
     assert (ack["stored"], ack["refused"]) == (200, [])
@@ -181,8 +202,9 @@ async def test_an_outage_that_outlasts_many_retries_is_still_not_a_poison_messag
         return store
 
     epoch = str(uuid.uuid4())
-    rx = Receiver("127.0.0.1", mosquitto.port, central, client_id="rx", retry_cap=0.05,
-                  open_store=open_store)
+    rx = Receiver(
+        "127.0.0.1", mosquitto.port, central, client_id="rx", retry_cap=0.05, open_store=open_store
+    )
     async with running(rx), stub_unit(mosquitto.port, UNIT) as unit:
         ack = await unit.ack_for(unit.send(epoch, rows(range(1, 51))), timeout=60)
     assert (ack["stored"], ack["refused"]) == (50, [])
@@ -203,8 +225,11 @@ class Trace:
     def held(self, ids: Sequence[str]) -> int:
         """Readings visible to another connection: committed, not merely written."""
         with contextlib.closing(sqlite3.connect(self.central)) as c:
-            return sum(1 for i in ids if c.execute("SELECT 1 FROM observations WHERE id = ?",
-                                                   [i]).fetchone())
+            return sum(
+                1
+                for i in ids
+                if c.execute("SELECT 1 FROM observations WHERE id = ?", [i]).fetchone()
+            )
 
 
 class TracedStore(SqliteCentral):
@@ -219,8 +244,7 @@ class TracedStore(SqliteCentral):
 
 
 class TracedLink(MqttLink):
-    def __init__(self, options: LinkOptions, trace: Trace,
-                 ids: dict[str, list[str]]) -> None:
+    def __init__(self, options: LinkOptions, trace: Trace, ids: dict[str, list[str]]) -> None:
         super().__init__(options)
         self.trace, self.ids = trace, ids
 
@@ -242,9 +266,15 @@ async def test_commit_then_ack_then_puback(tmp_path: Path, mosquitto: MosquittoB
     trace = Trace(central)
     ids: dict[str, list[str]] = {}
     epoch = str(uuid.uuid4())
-    rx = Receiver("127.0.0.1", mosquitto.port, central, client_id="rx", max_group=4,
-                  open_store=lambda: TracedStore(central, trace),
-                  link_factory=lambda o: TracedLink(o, trace, ids))
+    rx = Receiver(
+        "127.0.0.1",
+        mosquitto.port,
+        central,
+        client_id="rx",
+        max_group=4,
+        open_store=lambda: TracedStore(central, trace),
+        link_factory=lambda o: TracedLink(o, trace, ids),
+    )
     async with running(rx), stub_unit(mosquitto.port, UNIT) as unit:
         sent = []
         for start in range(1, 200, 10):  # queued faster than stored: groups of several
@@ -264,19 +294,28 @@ def assert_commit_ack_puback(events: list[tuple[str, str]], sent: list[str]) -> 
             assert ("commit", what) in events[:i], f"batch {what} acked before its commit"
         if kind == "puback":
             # after its ack: one ack may cover several batches, their PUBACKs follow it
-            assert i > 0 and events[i - 1][0] in ("ack", "puback"), \
+            assert i > 0 and events[i - 1][0] in ("ack", "puback"), (
                 "PUBACK without the ack just before it"
+            )
     acked = [what for kind, what in events if kind == "ack"]
     assert acked == sent  # in order, each once
     assert sum(kind == "puback" for kind, _ in events) == len(sent)
 
 
 def test_the_order_check_catches_acks_and_pubacks_before_the_commit() -> None:
-    good = [("commit", "b1"), ("commit", "b2"), ("ack", "b1"), ("puback", "7"), ("ack", "b2"),
-            ("puback", "8")]
+    good = [
+        ("commit", "b1"),
+        ("commit", "b2"),
+        ("ack", "b1"),
+        ("puback", "7"),
+        ("ack", "b2"),
+        ("puback", "8"),
+    ]
     assert_commit_ack_puback(good, ["b1", "b2"])
-    for bad in ([("ack", "b1"), ("commit", "b1"), ("puback", "7")],
-                [("puback", "7"), ("commit", "b1"), ("ack", "b1")]):
+    for bad in (
+        [("ack", "b1"), ("commit", "b1"), ("puback", "7")],
+        [("puback", "7"), ("commit", "b1"), ("ack", "b1")],
+    ):
         try:
             assert_commit_ack_puback(bad, ["b1"])
         except AssertionError:
@@ -323,16 +362,32 @@ async def test_killed_between_commit_and_ack_everything_is_acked_once(
     central = tmp_path / "central.db"
     epoch = str(uuid.uuid4())
     killer = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", KILLER, str(mosquitto.port), str(central), "3",
-        stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-c",
+        KILLER,
+        str(mosquitto.port),
+        str(central),
+        "3",
+        stderr=asyncio.subprocess.PIPE,
+    )
     assert killer.stderr is not None
     await wait_for_line(killer.stderr, "receiver: connected", 20)
     async with stub_unit(mosquitto.port, UNIT) as unit:
         sent = [unit.send(epoch, rows(range(s, s + 10))) for s in range(1, 60, 10)]
         assert await killer.wait() == -9  # killed itself right after its third commit
         assert set(unit.acks) <= set(sent[:2])
-        cmd = [sys.executable, "-m", "edge_agent", "receive", "--broker",
-               f"127.0.0.1:{mosquitto.port}", "--db", str(central), "--client-id", "rx-k"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "edge_agent",
+            "receive",
+            "--broker",
+            f"127.0.0.1:{mosquitto.port}",
+            "--db",
+            str(central),
+            "--client-id",
+            "rx-k",
+        ]
         again = await asyncio.create_subprocess_exec(*cmd, stderr=asyncio.subprocess.PIPE)
         try:
             for batch_id in sent:
@@ -356,8 +411,16 @@ async def test_receive_says_when_it_cannot_reach_the_broker_and_when_it_connects
 
     port = free_port()  # nobody listens yet
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "edge_agent", "receive", "--broker", f"127.0.0.1:{port}", "--db",
-        str(tmp_path / "central.db"), stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "edge_agent",
+        "receive",
+        "--broker",
+        f"127.0.0.1:{port}",
+        "--db",
+        str(tmp_path / "central.db"),
+        stderr=asyncio.subprocess.PIPE,
+    )
     assert proc.stderr is not None
     broker = MosquittoBroker(tmp_path, port=port)
     try:

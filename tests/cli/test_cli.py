@@ -33,7 +33,9 @@ def test_bad_config_exits_3_naming_file_field_and_fix(tmp_path: Path) -> None:
     config.write_text('[unit]\nid = "mmu-01"\nlanguage = "de"\n')
     proc = subprocess.run(
         [sys.executable, "-m", "edge_agent", "db", "stats", "--config", str(config)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 3
     assert str(config) in proc.stderr and "unit.language" in proc.stderr and "Fix:" in proc.stderr
@@ -47,8 +49,13 @@ def test_bad_broker_option_is_a_usage_error() -> None:
 
 
 def test_help_shows_flags_without_a_value_type() -> None:
-    for args in (["--help"], ["db", "stats", "--help"], ["sync", "status", "--help"],
-                 ["demo", "--help"], ["ble", "scan", "--help"]):
+    for args in (
+        ["--help"],
+        ["db", "stats", "--help"],
+        ["sync", "status", "--help"],
+        ["demo", "--help"],
+        ["ble", "scan", "--help"],
+    ):
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         assert "--help" in result.output and "<bool>" not in result.output, args

@@ -26,8 +26,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The real console entry point in its own process."""
     return subprocess.run(
-        [sys.executable, "-m", "edge_agent", *args], capture_output=True, text=True,
-        timeout=60, env={**os.environ, **(env or {})}, cwd=ROOT,
+        [sys.executable, "-m", "edge_agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
     )
 
 
@@ -133,9 +137,12 @@ def test_a_bad_environment_override_names_the_variable(tmp_path: Path) -> None:
 
 
 def test_run_with_an_unknown_device_kind_is_a_config_error(tmp_path: Path) -> None:
-    cfg = config(tmp_path, f'[store]\npath = "{tmp_path}/unit.db"\n'
-                 '[[devices]]\nid = "ox"\nkind = "nonin"\nport = "/dev/null"\n'
-                 '[[devices]]\nid = "bp"\nkind = "blood-pressure"\naddress = "C0:FF:EE:00:10:01"\n')
+    cfg = config(
+        tmp_path,
+        f'[store]\npath = "{tmp_path}/unit.db"\n'
+        '[[devices]]\nid = "ox"\nkind = "nonin"\nport = "/dev/null"\n'
+        '[[devices]]\nid = "bp"\nkind = "blood-pressure"\naddress = "C0:FF:EE:00:10:01"\n',
+    )
     proc = cli("run", "--config", str(cfg))
     assert proc.returncode == 3, proc.stderr
     line = one_line_error(proc.stderr)
@@ -154,8 +161,12 @@ def test_run_on_a_damaged_store_quarantines_it_and_keeps_running(tmp_path: Path)
     damaged = os.urandom(8192)
     store.write_bytes(damaged)
     cfg = config(tmp_path, f'[store]\npath = "{store}"\n')
-    proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(cfg)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_agent", "run", "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not list(tmp_path.glob("unit.db.corrupt-*")) or not store.exists():
@@ -169,8 +180,11 @@ def test_run_on_a_damaged_store_quarantines_it_and_keeps_running(tmp_path: Path)
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
-    (quarantined,) = [p for p in tmp_path.glob("unit.db.corrupt-*") if p.suffix != ".db-wal"
-                      and not p.name.endswith(("-wal", "-shm"))]
+    (quarantined,) = [
+        p
+        for p in tmp_path.glob("unit.db.corrupt-*")
+        if p.suffix != ".db-wal" and not p.name.endswith(("-wal", "-shm"))
+    ]
     assert quarantined.read_bytes() == damaged
 
 

@@ -20,10 +20,14 @@ runner = CliRunner()
 def test_export_csv_and_fhir_with_since(tmp_path: Path) -> None:
     path = tmp_path / "unit.db"
     with Store(path, "mmu-01") as store:
-        store.append("ox", [measurement("spo2", 97.0)] * 3,
-                     received_at="2026-11-29T08:00:00.000Z").result()
-        store.append("ox", [measurement("spo2", 95.0), measurement("pulse_rate", 71.0)],
-                     received_at="2026-11-30T08:00:00.000Z").result()
+        store.append(
+            "ox", [measurement("spo2", 97.0)] * 3, received_at="2026-11-29T08:00:00.000Z"
+        ).result()
+        store.append(
+            "ox",
+            [measurement("spo2", 95.0), measurement("pulse_rate", 71.0)],
+            received_at="2026-11-30T08:00:00.000Z",
+        ).result()
     out = tmp_path / "all.csv"
     result = runner.invoke(app, ["db", "export", "--db", str(path), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -33,8 +37,21 @@ def test_export_csv_and_fhir_with_since(tmp_path: Path) -> None:
     assert rows[3]["quantity"] == "spo2" and float(rows[3]["value"]) == 95.0
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o600  # health data
     fhir = tmp_path / "since.ndjson"
-    result = runner.invoke(app, ["db", "export", "--db", str(path), "--format", "fhir",
-                                 "--since", "2026-11-30", "--out", str(fhir)])
+    result = runner.invoke(
+        app,
+        [
+            "db",
+            "export",
+            "--db",
+            str(path),
+            "--format",
+            "fhir",
+            "--since",
+            "2026-11-30",
+            "--out",
+            str(fhir),
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in fhir.read_text().splitlines()]
     assert len(lines) == 2 and all(o["resourceType"] == "Observation" for o in lines)

@@ -24,8 +24,14 @@ def cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     """No unit config unless given (the default one points at a file that is not there)."""
     env = {**os.environ, "EDGE_AGENT_CONFIG": str(home / "absent.toml")}
     env.pop("CREDENTIALS_DIRECTORY", None)
-    return subprocess.run([sys.executable, "-m", "edge_agent", *args], capture_output=True,
-                          text=True, timeout=60, env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def one_line(out: subprocess.CompletedProcess[str], code: int) -> str:
@@ -45,8 +51,10 @@ def plain_store(path: Path) -> Path:
 
 def unit_config(tmp_path: Path, extra: str = "", store: str = "") -> Path:
     config = tmp_path / "edge-agent.toml"
-    config.write_text(f'[unit]\nid = "u1"\n[store]\npath = "{tmp_path / "u.db"}"\n{store}'
-                      f"{extra}", encoding="utf-8")
+    config.write_text(
+        f'[unit]\nid = "u1"\n[store]\npath = "{tmp_path / "u.db"}"\n{store}{extra}',
+        encoding="utf-8",
+    )
     return config
 
 
@@ -82,36 +90,55 @@ def test_the_nurse_reads_a_store_not_encrypted_and_a_missing_key(tmp_path: Path)
     config = unit_config(tmp_path, store=keyed(tmp_path, tmp_path / "k1"))
     tile = store_tile(cli("status", "-c", str(config), "--json", home=tmp_path))
     tr = translator("fr")
-    assert (tile["detail"], tile["fix"]) == (tr("store.not_encrypted"),
-                                             tr("store.not_encrypted.fix"))
+    assert (tile["detail"], tile["fix"]) == (
+        tr("store.not_encrypted"),
+        tr("store.not_encrypted.fix"),
+    )
     assert cli("db", "encrypt", "-c", str(config), home=tmp_path).returncode == 0
     config = unit_config(tmp_path, store=keyed(tmp_path, tmp_path / "gone.key"))
     tile = store_tile(cli("status", "-c", str(config), "--json", home=tmp_path))
     assert (tile["detail"], tile["fix"]) == (tr("store.key_missing"), tr("store.key_missing.fix"))
-    assert all(tr.has(k) for k in ("store.not_encrypted", "store.not_encrypted.fix",
-                                   "store.key_missing", "store.key_missing.fix"))
+    assert all(
+        tr.has(k)
+        for k in (
+            "store.not_encrypted",
+            "store.not_encrypted.fix",
+            "store.key_missing",
+            "store.key_missing.fix",
+        )
+    )
 
 
 # --- technicians' commands ------------------------------------------------------------------
 def test_receive_refuses_a_files_dir_it_cannot_write_at_start(tmp_path: Path) -> None:
     a_file = tmp_path / "a-file"
     a_file.write_text("")
-    out = cli("receive", "--db", "postgresql://x@127.0.0.1:1/db", "--broker", "127.0.0.1:1",
-              "--files-dir", str(a_file / "files"), home=tmp_path)
+    out = cli(
+        "receive",
+        "--db",
+        "postgresql://x@127.0.0.1:1/db",
+        "--broker",
+        "127.0.0.1:1",
+        "--files-dir",
+        str(a_file / "files"),
+        home=tmp_path,
+    )
     line = one_line(out, 2)
     assert "--files-dir" in line and "writable folder" in line
     beside = tmp_path / "central.db"
     (tmp_path / "central.files").write_text("")  # where the files of central.db would go
-    line = one_line(cli("receive", "--db", str(beside), "--broker", "127.0.0.1:1",
-                        home=tmp_path), 2)
+    line = one_line(
+        cli("receive", "--db", str(beside), "--broker", "127.0.0.1:1", home=tmp_path), 2
+    )
     assert "central.files" in line and "--no-files" in line
 
 
 def test_keygen_refuses_a_bad_out_as_a_usage_error(tmp_path: Path) -> None:
     key = tmp_path / "k"
     assert cli("db", "keygen", "--out", str(key), home=tmp_path).returncode == 0
-    assert "choose another --out" in one_line(cli("db", "keygen", "--out", str(key),
-                                                   home=tmp_path), 2)
+    assert "choose another --out" in one_line(
+        cli("db", "keygen", "--out", str(key), home=tmp_path), 2
+    )
     line = one_line(cli("db", "keygen", "--out", str(key / "sub"), home=tmp_path), 2)
     assert "writable folder" in line
 
@@ -125,26 +152,52 @@ def test_the_other_new_inputs_already_give_one_line(tmp_path: Path) -> None:
     a_file = tmp_path / "a-file"
     a_file.write_text("")
     cases: list[tuple[list[str], int, str]] = [
-        (["central", "export", "--db", str(tmp_path / "none.db"), "--out", str(tmp_path / "o")],
-         4, "no central store"),
-        (["central", "export", "--db", str(tmp_path), "--out", str(tmp_path / "o")], 4,
-         "no central store"),
-        (["central", "export", "--since", "nonsense", "--db", str(central), "--out",
-          str(tmp_path / "o")], 2, "ISO 8601"),
-        (["central", "export", "--db", str(central), "--out", str(a_file / "o")], 2,
-         "writable folder"),
-        (["receive", "--db", "postgresql://x@127.0.0.1:1/db", "--broker", "127.0.0.1:1"], 2,
-         "--files-dir"),
+        (
+            ["central", "export", "--db", str(tmp_path / "none.db"), "--out", str(tmp_path / "o")],
+            4,
+            "no central store",
+        ),
+        (
+            ["central", "export", "--db", str(tmp_path), "--out", str(tmp_path / "o")],
+            4,
+            "no central store",
+        ),
+        (
+            [
+                "central",
+                "export",
+                "--since",
+                "nonsense",
+                "--db",
+                str(central),
+                "--out",
+                str(tmp_path / "o"),
+            ],
+            2,
+            "ISO 8601",
+        ),
+        (
+            ["central", "export", "--db", str(central), "--out", str(a_file / "o")],
+            2,
+            "writable folder",
+        ),
+        (
+            ["receive", "--db", "postgresql://x@127.0.0.1:1/db", "--broker", "127.0.0.1:1"],
+            2,
+            "--files-dir",
+        ),
         (["db", "encrypt", "--db", str(tmp_path / "u.db")], 3, "db keygen"),
     ]
     for args, code, words in cases:
         assert words in one_line(cli(*args, home=tmp_path), code), args
     bogus = unit_config(tmp_path, '[files]\nmode = "bogus"\n')
     assert "files.mode" in one_line(cli("db", "stats", "-c", str(bogus), home=tmp_path), 3)
-    clock = unit_config(tmp_path, '[[devices]]\nid = "ox"\nkind = "hl7_mllp"\n'
-                        'listen = "127.0.0.1:2575"\nclock_offset = "nonsense"\n')
-    assert "clock_offset" in one_line(cli("config", "validate", "-c", str(clock),
-                                          home=tmp_path), 3)
+    clock = unit_config(
+        tmp_path,
+        '[[devices]]\nid = "ox"\nkind = "hl7_mllp"\n'
+        'listen = "127.0.0.1:2575"\nclock_offset = "nonsense"\n',
+    )
+    assert "clock_offset" in one_line(cli("config", "validate", "-c", str(clock), home=tmp_path), 3)
     nurse = cli("status", "-c", str(clock), home=tmp_path)
     assert nurse.returncode == 3 and "Traceback" not in nurse.stderr
     assert "clock_offset" in nurse.stderr
@@ -154,12 +207,14 @@ def test_the_other_new_inputs_already_give_one_line(tmp_path: Path) -> None:
     fd = os.open(lock_path(tmp_path / "u.db"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # as a running agent holds it
-        assert "stop the agent" in one_line(cli("db", "encrypt", "-c", str(config),
-                                                home=tmp_path), 4)
+        assert "stop the agent" in one_line(
+            cli("db", "encrypt", "-c", str(config), home=tmp_path), 4
+        )
     finally:
         os.close(fd)
     assert cli("db", "encrypt", "-c", str(config), home=tmp_path).returncode == 0
-    assert "needs no edge-agent db encrypt" in one_line(cli("db", "encrypt", "-c", str(config),
-                                                            home=tmp_path), 4)
+    assert "needs no edge-agent db encrypt" in one_line(
+        cli("db", "encrypt", "-c", str(config), home=tmp_path), 4
+    )
     missing = unit_config(tmp_path, store=keyed(tmp_path, tmp_path / "gone.key"))
     assert "db keygen" in one_line(cli("db", "stats", "-c", str(missing), home=tmp_path), 3)

@@ -35,14 +35,18 @@ NOW = datetime.now(UTC)
 
 
 def unit_config(tmp: Path, *, port: int | None, device: str | None, extra: str = "") -> Path:
-    text = (f'# the van\'s config\n[unit]\nid = "mmu-01"  # our unit\n'
-            f'[store]\npath = "{tmp / "unit.db"}"\n')
+    text = (
+        f'# the van\'s config\n[unit]\nid = "mmu-01"  # our unit\n'
+        f'[store]\npath = "{tmp / "unit.db"}"\n'
+    )
     if port is not None:
         text += f'[broker]\nhost = "127.0.0.1"\nport = {port}\ntls = false\n'
     text += extra
     if device is not None:
-        text += (f'# the oximeter\n[[devices]]\nid = "ox"\nkind = "nonin"\nport = "{device}"\n'
-                 "options = { data_format = 2 }\n")
+        text += (
+            f'# the oximeter\n[[devices]]\nid = "ox"\nkind = "nonin"\nport = "{device}"\n'
+            "options = { data_format = 2 }\n"
+        )
     cfg = tmp / "unit.toml"
     cfg.write_text(text)
     cfg.chmod(0o640)
@@ -56,14 +60,16 @@ def make_store(tmp: Path) -> None:
 
 
 def doctor_json(cfg: Path, *extra: str) -> tuple[int, dict[str, dict[str, str]]]:
-    result = runner.invoke(app, ["doctor", "--config", str(cfg), "--json",
-                                 "--broker-timeout", "3", *extra])
+    result = runner.invoke(
+        app, ["doctor", "--config", str(cfg), "--json", "--broker-timeout", "3", *extra]
+    )
     body = json.loads(result.output)
     return result.exit_code, {c["name"]: c for c in body["checks"]}
 
 
-def test_doctor_on_a_healthy_unit_then_each_fault(tmp_path: Path,
-                                                  mosquitto: MosquittoBroker) -> None:
+def test_doctor_on_a_healthy_unit_then_each_fault(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
     with PtyDevice(NoninModel(2, seed=1)) as device:
         cfg = unit_config(tmp_path, port=mosquitto.port, device=device.path)
         make_store(tmp_path)
@@ -72,14 +78,18 @@ def test_doctor_on_a_healthy_unit_then_each_fault(tmp_path: Path,
         assert checks["store"]["status"] == "ok" and "quick_check ok" in checks["store"]["detail"]
         assert "journal_mode=wal" in checks["store journal"]["detail"]
         assert checks["broker"]["status"] == "ok" and "round trip" in checks["broker"]["detail"]
-        assert checks["device ox"]["status"] == "ok" and "5 readings" in checks["device ox"][
-            "detail"]
+        assert (
+            checks["device ox"]["status"] == "ok" and "5 readings" in checks["device ox"]["detail"]
+        )
         assert checks["disk"]["status"] == "ok"
 
         # The same, as a real subprocess, human-readable.
-        proc = subprocess.run([sys.executable, "-m", "edge_agent", "doctor", "-c", str(cfg),
-                               "--broker-timeout", "3"], capture_output=True, text=True,
-                              timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "edge_agent", "doctor", "-c", str(cfg), "--broker-timeout", "3"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 0 and proc.stdout.rstrip().endswith("healthy"), proc.stdout
 
         # Loose modes: the store readable by all.
@@ -113,15 +123,21 @@ def test_doctor_with_a_bad_config_exits_3_with_the_fix(tmp_path: Path) -> None:
     assert "unit.id" in checks["config"]["detail"] and checks["config"]["fix"]
 
 
-def _cert(subject: str, issuer: x509.Name | None, issuer_key: ec.EllipticCurvePrivateKey | None,
-          days: int) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _cert(
+    subject: str, issuer: x509.Name | None, issuer_key: ec.EllipticCurvePrivateKey | None, days: int
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(NOW - timedelta(days=1))
-            .not_valid_after(NOW + timedelta(days=days))
-            .sign(issuer_key or key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer or name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=days))
+        .sign(issuer_key or key, hashes.SHA256())
+    )
     return cert, key
 
 
@@ -133,23 +149,33 @@ def _write_tls(folder: Path, unit_days: int, foreign: bool = False) -> str:
     folder.mkdir(exist_ok=True)
     (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (folder / "unit.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "unit.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    (folder / "unit.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     (folder / "unit.key").chmod(0o600)
-    return (f'[broker]\nhost = "127.0.0.1"\nport = 8883\nca_file = "{folder / "ca.pem"}"\n'
-            f'cert_file = "{folder / "unit.pem"}"\nkey_file = "{folder / "unit.key"}"\n')
+    return (
+        f'[broker]\nhost = "127.0.0.1"\nport = 8883\nca_file = "{folder / "ca.pem"}"\n'
+        f'cert_file = "{folder / "unit.pem"}"\nkey_file = "{folder / "unit.key"}"\n'
+    )
 
 
-@pytest.mark.parametrize(("days", "foreign", "failing"), [
-    (365, False, set()),
-    (10, False, {"tls certificate"}),
-    (-0, False, {"tls certificate"}),
-    (365, True, {"tls chain"}),
-])
+@pytest.mark.parametrize(
+    ("days", "foreign", "failing"),
+    [
+        (365, False, set()),
+        (10, False, {"tls certificate"}),
+        (-0, False, {"tls certificate"}),
+        (365, True, {"tls chain"}),
+    ],
+)
 def test_doctor_tls_checks(tmp_path: Path, days: int, foreign: bool, failing: set[str]) -> None:
-    cfg = unit_config(tmp_path, port=None, device=None, extra=_write_tls(tmp_path / "tls", days,
-                                                                         foreign))
+    cfg = unit_config(
+        tmp_path, port=None, device=None, extra=_write_tls(tmp_path / "tls", days, foreign)
+    )
     checks = {c.name: c for c in doctor.check_tls(load(cfg), NOW)}
     assert {n for n, c in checks.items() if c.status == "fail"} == failing
     for name in failing:
@@ -185,10 +211,14 @@ def test_config_show_masks_secrets_and_validate(tmp_path: Path) -> None:
     from edge_agent.checks.config_edit import masked
 
     # No key of today's config holds a secret; any that looks like one is masked.
-    data = {"broker": {"key_passphrase": "hunter2", "host": "h"},
-            "devices": [{"options": {"password": "pw", "token": ""}}]}
-    assert masked(data) == {"broker": {"key_passphrase": "********", "host": "h"},
-                            "devices": [{"options": {"password": "********", "token": ""}}]}
+    data = {
+        "broker": {"key_passphrase": "hunter2", "host": "h"},
+        "devices": [{"options": {"password": "pw", "token": ""}}],
+    }
+    assert masked(data) == {
+        "broker": {"key_passphrase": "********", "host": "h"},
+        "devices": [{"options": {"password": "********", "token": ""}}],
+    }
     cfg = unit_config(tmp_path, port=None, device="/dev/null")
     shown = runner.invoke(app, ["config", "show", "-c", str(cfg), "--json"])
     assert shown.exit_code == 0, shown.output
@@ -205,9 +235,24 @@ def test_config_show_masks_secrets_and_validate(tmp_path: Path) -> None:
 def test_devices_add_and_remove_keep_comments_and_refuse_invalid(tmp_path: Path) -> None:
     cfg = unit_config(tmp_path, port=None, device="/dev/null")
     cfg.chmod(0o640)
-    added = runner.invoke(app, ["devices", "add", "-c", str(cfg), "--id", "scale-1", "--kind",
-                                "scale", "--port", "/dev/ttyUSB7", "--option",
-                                'grammar="balance"', "--json"])
+    added = runner.invoke(
+        app,
+        [
+            "devices",
+            "add",
+            "-c",
+            str(cfg),
+            "--id",
+            "scale-1",
+            "--kind",
+            "scale",
+            "--port",
+            "/dev/ttyUSB7",
+            "--option",
+            'grammar="balance"',
+            "--json",
+        ],
+    )
     assert added.exit_code == 0, added.output
     text = cfg.read_text()
     assert "# the van's config" in text and "# our unit" in text and "# the oximeter" in text
@@ -219,9 +264,11 @@ def test_devices_add_and_remove_keep_comments_and_refuse_invalid(tmp_path: Path)
     assert [d["id"] for d in json.loads(listed.output)["devices"]] == ["ox", "scale-1"]
 
     before = cfg.read_text()
-    for args in (["--id", "ox", "--kind", "nonin", "--port", "/dev/x"],  # id taken
-                 ["--id", "bad-1", "--kind", "teleporter", "--port", "/dev/x"],  # no such kind
-                 ["--id", "bad 2", "--kind", "nonin", "--port", "/dev/x"]):  # bad id
+    for args in (
+        ["--id", "ox", "--kind", "nonin", "--port", "/dev/x"],  # id taken
+        ["--id", "bad-1", "--kind", "teleporter", "--port", "/dev/x"],  # no such kind
+        ["--id", "bad 2", "--kind", "nonin", "--port", "/dev/x"],
+    ):  # bad id
         refused = runner.invoke(app, ["devices", "add", "-c", str(cfg), *args])
         assert refused.exit_code == 3, refused.output
         assert cfg.read_text() == before  # nothing written
@@ -247,8 +294,7 @@ def test_ports_lists_as_json() -> None:
 def test_probe_decodes_live_and_refuses_the_agents_port(tmp_path: Path) -> None:
     with PtyDevice(NoninModel(2, seed=5)) as device:
         cfg = unit_config(tmp_path, port=None, device=device.path)
-        result = runner.invoke(app, ["probe", "ox", "--seconds", "1.5", "-c", str(cfg),
-                                     "--json"])
+        result = runner.invoke(app, ["probe", "ox", "--seconds", "1.5", "-c", str(cfg), "--json"])
         assert result.exit_code == 0, result.output
         events = json.loads(result.output)["events"]
         readings = [e for e in events if e["type"] == "reading"]
@@ -257,10 +303,23 @@ def test_probe_decodes_live_and_refuses_the_agents_port(tmp_path: Path) -> None:
 
         held = open_port("ox", SerialParams(device.path))  # as the running agent holds it
         try:
-            proc = subprocess.run([sys.executable, "-m", "edge_agent", "probe", "ox",
-                                   "--seconds", "1", "-c", str(cfg)],
-                                  capture_output=True, text=True, timeout=30,
-                                  env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "edge_agent",
+                    "probe",
+                    "ox",
+                    "--seconds",
+                    "1",
+                    "-c",
+                    str(cfg),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+            )
         finally:
             held.close()
         assert proc.returncode == 1
@@ -271,16 +330,16 @@ def test_probe_decodes_live_and_refuses_the_agents_port(tmp_path: Path) -> None:
 def test_devices_test_waits_for_one_reading_or_says_what_to_do(tmp_path: Path) -> None:
     with PtyDevice(NoninModel(2, seed=6)) as device:
         cfg = unit_config(tmp_path, port=None, device=device.path)
-        result = runner.invoke(app, ["devices", "test", "ox", "--seconds", "20", "-c",
-                                     str(cfg), "--json"])
+        result = runner.invoke(
+            app, ["devices", "test", "ox", "--seconds", "20", "-c", str(cfg), "--json"]
+        )
         assert result.exit_code == 0, result.output
         events = json.loads(result.output)["events"]
         assert [e["type"] for e in events].count("reading") >= 1
     master, slave = os.openpty()  # a port where nothing speaks
     try:
         cfg = unit_config(tmp_path, port=None, device=os.ttyname(slave))
-        result = runner.invoke(app, ["devices", "test", "ox", "--seconds", "0.5", "-c",
-                                     str(cfg)])
+        result = runner.invoke(app, ["devices", "test", "ox", "--seconds", "0.5", "-c", str(cfg)])
         assert result.exit_code == 1
         assert "no reading from ox within 0.5 s" in result.output
     finally:

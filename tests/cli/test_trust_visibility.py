@@ -50,8 +50,11 @@ def test_doctor_checks_trust(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     open_unit = unit(tmp_path / "a")
     check = trust_check(open_unit)
-    assert check["status"] == "warn" and "unsigned commands, configuration and acks" in check[
-        "detail"] and "central keygen" in check["fix"]
+    assert (
+        check["status"] == "warn"
+        and "unsigned commands, configuration and acks" in check["detail"]
+        and "central keygen" in check["fix"]
+    )
 
     (tmp_path / "b").mkdir()
     signed = unit(tmp_path / "b", f'[trust]\ncentral_keys = ["{KEY}"]\n')
@@ -63,13 +66,19 @@ def test_doctor_checks_trust(tmp_path: Path) -> None:
     assert "require_signed = false" in trust_check(rollout)["detail"]
 
     (tmp_path / "d").mkdir()
-    rotated = unit(tmp_path / "d", f'[trust]\ncentral_keys = ["{KEY}"]\n', {
-        "downlink-trust": {"last": {"trust": 5}, "config_digest": None, "keys": [ROTATED]}})
+    rotated = unit(
+        tmp_path / "d",
+        f'[trust]\ncentral_keys = ["{KEY}"]\n',
+        {"downlink-trust": {"last": {"trust": 5}, "config_digest": None, "keys": [ROTATED]}},
+    )
     assert "rotated by central" in trust_check(rotated)["detail"]
 
     (tmp_path / "e").mkdir()
-    attacked = unit(tmp_path / "e", f'[trust]\ncentral_keys = ["{KEY}"]\n', {
-        "sync": {"refused_acks": 781, "refused_downlinks": 781, "stopped": True}})
+    attacked = unit(
+        tmp_path / "e",
+        f'[trust]\ncentral_keys = ["{KEY}"]\n',
+        {"sync": {"refused_acks": 781, "refused_downlinks": 781, "stopped": True}},
+    )
     check = trust_check(attacked)
     assert check["status"] == "warn" and "781 forged or unsigned acks" in check["detail"]
 
@@ -81,9 +90,7 @@ STATE = {
 }
 
 
-def test_sync_status_shows_refused_downlinks_and_the_remote_config_version(
-    tmp_path: Path
-) -> None:
+def test_sync_status_shows_refused_downlinks_and_the_remote_config_version(tmp_path: Path) -> None:
     cfg = unit(tmp_path, state=STATE)
     result = runner.invoke(app, ["sync", "status", "--config", str(cfg), "--json"])
     body = json.loads(result.output)
@@ -94,14 +101,15 @@ def test_sync_status_shows_refused_downlinks_and_the_remote_config_version(
 
 
 def test_config_show_shows_what_runs(tmp_path: Path) -> None:
-    cfg = unit(tmp_path, f'[trust]\ncentral_keys = ["{KEY}"]\n[sync]\nbatch_size = 100\n',
-               STATE)
-    body = json.loads(runner.invoke(app, ["config", "show", "--config", str(cfg),
-                                          "--json"]).output)
+    cfg = unit(tmp_path, f'[trust]\ncentral_keys = ["{KEY}"]\n[sync]\nbatch_size = 100\n', STATE)
+    body = json.loads(runner.invoke(app, ["config", "show", "--config", str(cfg), "--json"]).output)
     assert body["sync"]["batch_size"] == 20  # central's change, not the file's 100
     assert body["trust"]["central_keys"] == [ROTATED]
-    assert body["in_effect"] == {"remote_config_version": 4, "remote_sync_keys": ["batch_size"],
-                                 "central_keys_from": "central (signed rotate-key)"}
+    assert body["in_effect"] == {
+        "remote_config_version": 4,
+        "remote_sync_keys": ["batch_size"],
+        "central_keys_from": "central (signed rotate-key)",
+    }
     text = runner.invoke(app, ["config", "show", "--config", str(cfg)]).output
     assert "# [sync] with central's remote config version 4 applied (batch_size)" in text
     assert "batch_size = 20" in text and "not the file" in text

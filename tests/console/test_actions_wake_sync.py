@@ -15,8 +15,9 @@ def test_assign_and_close_through_the_writer_wake_the_sync_loop(tmp_path: Path) 
     path = tmp_path / "unit.db"
     with Store(path, "mmu-01") as store:
         seq = store.append("ox", [measurement("spo2", 97.0)]).result(10)[0]
-        reading_id = store.read(lambda db: db.execute(
-            "SELECT id FROM readings WHERE seq = ?", [seq]).fetchone()[0])
+        reading_id = store.read(
+            lambda db: db.execute("SELECT id FROM readings WHERE seq = ?", [seq]).fetchone()[0]
+        )
         heard: list[CommitNote] = []
         store.add_commit_listener(heard.append)
         opened = actions.open_encounter(path, "PATIENT-1", None, writer=store)

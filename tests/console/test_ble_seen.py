@@ -21,8 +21,9 @@ from tests.ble_standin.fake_bluez import FakeBlueZ, PrivateSystemBus
 from tests.console.unit import env, unit_config
 
 if shutil.which("dbus-daemon") is None:
-    pytest.skip("dbus-daemon is not installed (bash scripts/setup installs it)",
-                allow_module_level=True)
+    pytest.skip(
+        "dbus-daemon is not installed (bash scripts/setup installs it)", allow_module_level=True
+    )
 
 HEARD, SILENT = "C0:FF:EE:00:00:02", "C0:FF:EE:00:00:09"
 
@@ -34,18 +35,30 @@ def private_bus() -> Iterator[PrivateSystemBus]:
 
 
 @pytest.mark.parametrize("lang", ["fr", "ar", "en"])
-async def test_ble_meter_heard_or_not(tmp_path: Path, private_bus: PrivateSystemBus,
-                                      monkeypatch: pytest.MonkeyPatch, lang: str) -> None:
+async def test_ble_meter_heard_or_not(
+    tmp_path: Path, private_bus: PrivateSystemBus, monkeypatch: pytest.MonkeyPatch, lang: str
+) -> None:
     for name, value in private_bus.env.items():
         monkeypatch.setenv(name, value)
-    extra = "".join(f'[[devices]]\nid = "{dev}"\nkind = "ble-glucose"\naddress = "{addr}"\n'
-                    for dev, addr in (("gluco", HEARD), ("gluco-2", SILENT)))
+    extra = "".join(
+        f'[[devices]]\nid = "{dev}"\nkind = "ble-glucose"\naddress = "{addr}"\n'
+        for dev, addr in (("gluco", HEARD), ("gluco-2", SILENT))
+    )
     cfg = unit_config(tmp_path, lang=lang, extra=extra)
     async with FakeBlueZ() as bluez:
         bluez.add_peripheral(devices.GlucoseMeter(HEARD, GlucoseMeterRecords()))
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "edge_agent", "start", "--config", str(cfg), "--check-only",
-            "--json", stdout=asyncio.subprocess.PIPE, env={**env(), **dict(os.environ)})
+            sys.executable,
+            "-m",
+            "edge_agent",
+            "start",
+            "--config",
+            str(cfg),
+            "--check-only",
+            "--json",
+            stdout=asyncio.subprocess.PIPE,
+            env={**env(), **dict(os.environ)},
+        )
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
     tiles = {t["key"]: t for t in json.loads(out)["tiles"]}
     tr = translator(lang)
@@ -53,9 +66,11 @@ async def test_ble_meter_heard_or_not(tmp_path: Path, private_bus: PrivateSystem
     assert tiles["device:gluco"]["detail"] == tr("device.ble_seen")
     silent = tiles["device:gluco-2"]
     assert (silent["status"], silent["detail"]) == ("fail", tr("device.ble_not_seen"))
-    assert silent["fix"] == tr("fix.ble_not_seen", noun=tr("device.noun.ble-glucose"),
-                               device="gluco-2")
+    assert silent["fix"] == tr(
+        "fix.ble_not_seen", noun=tr("device.noun.ble-glucose"), device="gluco-2"
+    )
     assert tiles["bluetooth"]["status"] == "ok"
     if lang == "fr":
-        assert silent["fix"] == ("Allumez le glucomètre « gluco-2 » et approchez-le de "
-                                 "l'ordinateur.")
+        assert silent["fix"] == (
+            "Allumez le glucomètre « gluco-2 » et approchez-le de l'ordinateur."
+        )

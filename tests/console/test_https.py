@@ -38,8 +38,13 @@ def lan_config(tmp: Path, host: str = "127.0.0.2", tls: str | None = None) -> Pa
     port = free_port()
     with Store(tmp / "unit.db", "mmu-01"):
         pass
-    return unit_config(tmp, extra=(f'[console]\nenabled = true\nhost = "{host}"\nport = {port}\n'
-                                   f'pin = "4821"\n' + (lan_tls(tmp) if tls is None else tls)))
+    return unit_config(
+        tmp,
+        extra=(
+            f'[console]\nenabled = true\nhost = "{host}"\nport = {port}\n'
+            f'pin = "4821"\n' + (lan_tls(tmp) if tls is None else tls)
+        ),
+    )
 
 
 def set_cookies(headers: object) -> dict[str, str]:
@@ -67,8 +72,13 @@ def test_lan_console_is_https_only_and_its_cookies_are_secure(tmp_path: Path) ->
         assert all("; secure" in v.lower() for v in sent.values()), sent
         csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
         assert csrf is not None
-        right = served.request("POST", "/login", source=TABLET, cookies=cookies,
-                               body={"pin": "4821", "csrf": csrf.group(1)})
+        right = served.request(
+            "POST",
+            "/login",
+            source=TABLET,
+            cookies=cookies,
+            body={"pin": "4821", "csrf": csrf.group(1)},
+        )
         assert right[0] == 303
         auth = set_cookies(right[2])["auth"].lower()
         assert "; secure" in auth and "; httponly" in auth and "samesite=strict" in auth
@@ -126,8 +136,12 @@ def test_console_cert_command_and_doctor(tmp_path: Path) -> None:
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     names = {str(n) for n in san.get_values_for_type(x509.IPAddress)}
     assert "127.0.0.1" in names and names >= {a for a in interface_addresses() if "." in a}
-    fp = ":".join(f"{b:02X}" for b in cert.fingerprint(__import__(
-        "cryptography.hazmat.primitives.hashes", fromlist=["SHA256"]).SHA256()))
+    fp = ":".join(
+        f"{b:02X}"
+        for b in cert.fingerprint(
+            __import__("cryptography.hazmat.primitives.hashes", fromlist=["SHA256"]).SHA256()
+        )
+    )
     assert f"SHA-256 fingerprint: {fp}" in done.output
     again = runner.invoke(app, ["console", "cert", "-c", str(cfg)])
     assert again.exit_code == 3 and "--replace" in again.output  # never overwritten silently
@@ -151,8 +165,10 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
-@pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                    reason="chromium and chromium-driver are not installed (bash scripts/setup)")
+@pytest.mark.skipif(
+    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+    reason="chromium and chromium-driver are not installed (bash scripts/setup)",
+)
 def test_pin_form_over_https_in_chromium(tmp_path: Path) -> None:
     """A tablet's browser: the test CA's server certificate trusted by its SPKI hash (nothing
     else ignored), the PIN form over HTTPS, and the session cookies Secure. (With the console's
@@ -170,16 +186,26 @@ def test_pin_form_over_https_in_chromium(tmp_path: Path) -> None:
     folder.mkdir()
     make_ca(folder)
     cert, key = make_cert(folder, "console", server=True)
-    spki = x509.load_pem_x509_certificate(cert.read_bytes()).public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    spki = (
+        x509.load_pem_x509_certificate(cert.read_bytes())
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     cfg = lan_config(tmp_path, host=lan[0], tls=f'cert_file = "{cert}"\nkey_file = "{key}"\n')
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--lang=fr",
-                "--ignore-certificate-errors-spki-list="
-                + base64.b64encode(hashlib.sha256(spki).digest()).decode()):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--lang=fr",
+        "--ignore-certificate-errors-spki-list="
+        + base64.b64encode(hashlib.sha256(spki).digest()).decode(),
+    ):
         options.add_argument(arg)
     with Served(cfg) as served:
         browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -192,12 +218,16 @@ def test_pin_form_over_https_in_chromium(tmp_path: Path) -> None:
             assert {c["name"] for c in browser.get_cookies()} >= {"sid"}, browser.get_cookies()
             box.send_keys("4821")
             browser.find_element(By.CSS_SELECTOR, "form button").click()
-            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#live"),
-                       browser.page_source[:600])
+            wait.until(
+                lambda b: b.find_elements(By.CSS_SELECTOR, "#live"), browser.page_source[:600]
+            )
             cookies = {c["name"]: c for c in browser.get_cookies()}
             assert {"sid", "auth"} <= cookies.keys()
-            assert all(c["secure"] and c["sameSite"] == "Strict" for c in cookies.values()
-                       if c["name"] in ("sid", "auth")), cookies
+            assert all(
+                c["secure"] and c["sameSite"] == "Strict"
+                for c in cookies.values()
+                if c["name"] in ("sid", "auth")
+            ), cookies
             assert browser.current_url.startswith("https://")
         finally:
             browser.quit()

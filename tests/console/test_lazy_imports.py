@@ -10,10 +10,13 @@ from tests.console.unit import env
 
 
 def test_help_imports_no_web_stack() -> None:
-    code = ("import sys; from edge_agent.cli import app; "
-            "print(sorted(m for m in ('starlette', 'uvicorn', 'jinja2', 'babel', 'rich', "
-            "'sqlite_utils', 'asyncio', 'paho', 'bleak', 'serial', 'pydantic') "
-            "if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env(), check=True)
+    code = (
+        "import sys; from edge_agent.cli import app; "
+        "print(sorted(m for m in ('starlette', 'uvicorn', 'jinja2', 'babel', 'rich', "
+        "'sqlite_utils', 'asyncio', 'paho', 'bleak', 'serial', 'pydantic') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env(), check=True
+    )
     assert done.stdout.strip() == "[]"

@@ -34,7 +34,18 @@ class Clock:
 def test_growing_delay_table() -> None:
     policy = PinPolicy()
     assert [policy.lock_s(n) for n in range(1, 12)] == [
-        0, 0, 0, 0, 60, 120, 240, 480, 900, 900, 900]
+        0,
+        0,
+        0,
+        0,
+        60,
+        120,
+        240,
+        480,
+        900,
+        900,
+        900,
+    ]
 
 
 def test_five_wrong_then_locked_then_one_more_try_doubles() -> None:
@@ -77,8 +88,9 @@ def test_quiet_client_forgotten_and_memory_bounded() -> None:
 
 
 # pauses around the lock's edges (60 s, 120 s), inside and past them, and forgetting (1 h)
-pauses = st.one_of(st.sampled_from([0.0, 0.5, 10.0, 59.0, 60.0, 61.0, 119.5, 3700.0]),
-                   st.floats(0, 400))
+pauses = st.one_of(
+    st.sampled_from([0.0, 0.5, 10.0, 59.0, 60.0, 61.0, 119.5, 3700.0]), st.floats(0, 400)
+)
 tries = st.lists(st.tuples(st.sampled_from("abc"), pauses, st.booleans()), max_size=80)
 
 
@@ -124,8 +136,13 @@ def test_each_client_decided_alone(events: list[tuple[str, float, bool]]) -> Non
 
 def test_concurrent_wrong_pins_lock_only_their_tablet(tmp_path: Path) -> None:
     port = free_port()
-    cfg = unit_config(tmp_path, extra=(f'[console]\nenabled = true\nhost = "127.0.0.2"\n'
-                                       f'port = {port}\npin = "4821"\n' + lan_tls(tmp_path)))
+    cfg = unit_config(
+        tmp_path,
+        extra=(
+            f'[console]\nenabled = true\nhost = "127.0.0.2"\n'
+            f'port = {port}\npin = "4821"\n' + lan_tls(tmp_path)
+        ),
+    )
     with Store(tmp_path / "unit.db", "mmu-01"):
         pass
     fr = translator("fr")
@@ -140,9 +157,9 @@ def test_concurrent_wrong_pins_lock_only_their_tablet(tmp_path: Path) -> None:
 
         def login(tablet: str, pin: str) -> tuple[int, str, str | None]:
             cookies, csrf = forms[tablet]
-            status, body, headers = served.request("POST", "/login", source=tablet,
-                                                   cookies=cookies,
-                                                   body={"pin": pin, "csrf": csrf})
+            status, body, headers = served.request(
+                "POST", "/login", source=tablet, cookies=cookies, body={"pin": pin, "csrf": csrf}
+            )
             return status, body, headers.get("retry-after")
 
         burst = [a] * 12 + [b] * 3
@@ -157,6 +174,7 @@ def test_concurrent_wrong_pins_lock_only_their_tablet(tmp_path: Path) -> None:
             answers = list(pool.map(wrong, burst))
         by_a = sorted(status for tablet, status, _ in answers if tablet == a)
         assert by_a == [401] * 5 + [429] * 7  # exactly five were checked
+
         def says_locked(body: str) -> bool:
             return any(fr.plural("web.pin_locked", n) in body for n in range(1, 61))
 

@@ -39,9 +39,14 @@ MASKED = masked(IDENTIFIER)
 @pytest.fixture
 def lan_unit(tmp_path: Path) -> tuple[Path, Path]:
     port = free_port()
-    cfg = unit_config(tmp_path, device=str(tmp_path / "tty-none"), extra=(
-        f'[console]\nenabled = true\nhost = "127.0.0.2"\nport = {port}\npin = "4821"\n'
-        + lan_tls(tmp_path)))
+    cfg = unit_config(
+        tmp_path,
+        device=str(tmp_path / "tty-none"),
+        extra=(
+            f'[console]\nenabled = true\nhost = "127.0.0.2"\nport = {port}\npin = "4821"\n'
+            + lan_tls(tmp_path)
+        ),
+    )
     store = tmp_path / "unit.db"
     with Store(store, "mmu-01"):
         pass
@@ -54,8 +59,11 @@ def paths(template: str) -> list[str]:
     assert set(names) <= PATH_VALUES.keys(), f"{template}: give PATH_VALUES for {names}"
     found = [template]
     for name in names:
-        found = [re.sub("{" + name + r"(?::\w+)?}", value, p)
-                 for p in found for value in PATH_VALUES[name]]
+        found = [
+            re.sub("{" + name + r"(?::\w+)?}", value, p)
+            for p in found
+            for value in PATH_VALUES[name]
+        ]
     return found
 
 
@@ -76,10 +84,14 @@ def test_every_route_says_no_store(lan_unit: tuple[Path, Path]) -> None:
             for method in sorted((route.methods or {"GET"}) - {"HEAD"}):
                 for path in paths(route.path):
                     for source, cookies in (("127.0.0.1", nurse), ("127.0.0.3", tablet)):
-                        body = {"csrf": token, "identifier": IDENTIFIER, "pin": "0000"} \
-                            if method == "POST" else None
+                        body = (
+                            {"csrf": token, "identifier": IDENTIFIER, "pin": "0000"}
+                            if method == "POST"
+                            else None
+                        )
                         status, text, headers = served.request(
-                            method, path, source=source, cookies=cookies, body=body)
+                            method, path, source=source, cookies=cookies, body=body
+                        )
                         where = f"{method} {path} from {source}: {status}"
                         assert "no-store" in (headers["cache-control"] or ""), where
                         kinds.add((headers["content-type"] or "").split(";")[0])
@@ -92,7 +104,8 @@ def test_every_route_says_no_store(lan_unit: tuple[Path, Path]) -> None:
 
 
 def test_console_masks_the_identifier_until_the_nurse_reveals_it(
-        lan_unit: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+    lan_unit: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
     cfg, _ = lan_unit
     caplog.set_level(logging.DEBUG)
     en = translator("en")
@@ -104,22 +117,35 @@ def test_console_masks_the_identifier_until_the_nurse_reveals_it(
         assert 'id="reveal-form"' in page and en("web.reveal") in page
 
         def reveal(**headers: str) -> tuple[int, str]:
-            status, body, answer = served.request("POST", "/patient/reveal?lang=en",
-                                                  source="127.0.0.1", cookies=cookies,
-                                                  body={"csrf": token}, headers=headers)
+            status, body, answer = served.request(
+                "POST",
+                "/patient/reveal?lang=en",
+                source="127.0.0.1",
+                cookies=cookies,
+                body={"csrf": token},
+                headers=headers,
+            )
             assert answer["cache-control"] == "no-store"
             return status, body
 
         status, body = reveal()
         assert status == 200
-        assert json.loads(body) == {"ok": True, "identifier": IDENTIFIER,
-                                    "message": en("action.revealed")}
+        assert json.loads(body) == {
+            "ok": True,
+            "identifier": IDENTIFIER,
+            "message": en("action.revealed"),
+        }
         assert reveal(Origin="http://evil.example")[0] == 403  # another site cannot read it
-        status, body, _ = served.request("POST", "/patient/reveal", source="127.0.0.1",
-                                         cookies=cookies, body={"csrf": "0" * 64})
+        status, body, _ = served.request(
+            "POST", "/patient/reveal", source="127.0.0.1", cookies=cookies, body={"csrf": "0" * 64}
+        )
         assert status == 403 and IDENTIFIER not in body
-        assert served.request("POST", "/patient/close", source="127.0.0.1", cookies=cookies,
-                              body={"csrf": token})[0] == 200
+        assert (
+            served.request(
+                "POST", "/patient/close", source="127.0.0.1", cookies=cookies, body={"csrf": token}
+            )[0]
+            == 200
+        )
         status, body = reveal()
         assert status == 409 and json.loads(body)["identifier"] is None
     logged = "\n".join(r.getMessage() for r in caplog.records)
@@ -127,8 +153,7 @@ def test_console_masks_the_identifier_until_the_nurse_reveals_it(
 
 
 @pytest.mark.parametrize("lang", ["fr", "ar", "en"])
-def test_status_masks_the_identifier_unless_reveal(lan_unit: tuple[Path, Path],
-                                                   lang: str) -> None:
+def test_status_masks_the_identifier_unless_reveal(lan_unit: tuple[Path, Path], lang: str) -> None:
     cfg, _ = lan_unit
     runner = CliRunner()
     base = ["status", "--config", str(cfg), "--lang", lang]

@@ -43,8 +43,9 @@ def make_store(tmp: Path) -> Path:
 
 
 def start(cfg: Path, lang: str, *extra: str) -> tuple[int, dict[str, Any]]:
-    result = runner.invoke(app, ["start", "--config", str(cfg), "--lang", lang, "--json",
-                                 "--no-ble-scan", *extra])
+    result = runner.invoke(
+        app, ["start", "--config", str(cfg), "--lang", lang, "--json", "--no-ble-scan", *extra]
+    )
     return result.exit_code, json.loads(result.output)
 
 
@@ -52,8 +53,7 @@ def tiles(body: dict[str, Any]) -> dict[str, dict[str, str]]:
     return {t["key"]: t for t in body["tiles"]}
 
 
-def test_healthy_unit_is_ready_in_each_language(tmp_path: Path,
-                                                 mosquitto: MosquittoBroker) -> None:
+def test_healthy_unit_is_ready_in_each_language(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
     with PtyDevice(NoninModel(2, seed=1)) as device:
         cfg = unit_config(tmp_path, device=device.path, broker_port=mosquitto.port)
         store = make_store(tmp_path)
@@ -72,8 +72,10 @@ def test_healthy_unit_is_ready_in_each_language(tmp_path: Path,
                 # status: one screen, the device's last reading in the nurse's language
                 result = runner.invoke(app, ["status", "--config", str(cfg), "--lang", lang])
                 assert result.exit_code == 0, result.output
-                assert tr.quantity("spo2") in result.output or \
-                    tr.quantity("pulse_rate") in result.output
+                assert (
+                    tr.quantity("spo2") in result.output
+                    or tr.quantity("pulse_rate") in result.output
+                )
                 assert tr("patient.none") in result.output
                 assert tr("link.ok") in result.output
     fr = runner.invoke(app, ["start", "--config", str(cfg), "--check-only", "--lang", "fr"])
@@ -96,11 +98,16 @@ def test_missing_serial_device_says_what_to_plug(tmp_path: Path, lang: str) -> N
 
 
 def test_missing_device_fix_in_plain_words() -> None:
-    assert translator("fr")("fix.serial_missing", noun=translator("fr")("device.noun.nonin"),
-                            device="ox") == \
-        "Branchez l'oxymètre « ox » sur l'ordinateur et allumez-le."
-    assert translator("fr")("fix.ble_not_seen", noun="le glucomètre", device="g") == \
-        "Allumez le glucomètre « g » et approchez-le de l'ordinateur."
+    assert (
+        translator("fr")(
+            "fix.serial_missing", noun=translator("fr")("device.noun.nonin"), device="ox"
+        )
+        == "Branchez l'oxymètre « ox » sur l'ordinateur et allumez-le."
+    )
+    assert (
+        translator("fr")("fix.ble_not_seen", noun="le glucomètre", device="g")
+        == "Allumez le glucomètre « g » et approchez-le de l'ordinateur."
+    )
 
 
 @pytest.mark.parametrize("lang", LANGS)
@@ -109,13 +116,17 @@ def test_full_disk_is_red_with_its_fix(tmp_path: Path, lang: str) -> None:
     cfg = unit_config(tmp_path)
     store = make_store(tmp_path)
     # What the running agent writes when the disk fills (its pid: this live process).
-    assert write_status(store, {"disk": "full", "since": "2026-11-30T08:00:00Z",
-                                "buffered": 12, "dropped": 0})
+    assert write_status(
+        store, {"disk": "full", "since": "2026-11-30T08:00:00Z", "buffered": 12, "dropped": 0}
+    )
     code, body = start(cfg, lang, "--check-only")
     disk = tiles(body)["disk"]
     assert code == 1
     assert (disk["status"], disk["detail"], disk["fix"]) == (
-        "fail", tr("disk.full"), tr("disk.full.fix"))
+        "fail",
+        tr("disk.full"),
+        tr("disk.full.fix"),
+    )
     status = runner.invoke(app, ["status", "--config", str(cfg), "--lang", lang, "--json"])
     assert status.exit_code == 1
     assert tiles(json.loads(status.output))["disk"]["status"] == "fail"
@@ -134,8 +145,9 @@ def test_unreachable_broker_is_offline_not_a_failure(tmp_path: Path, lang: str) 
     assert code == 1  # the agent is not running (--check-only); the link alone is amber
     assert {k for k, t in tiles(body).items() if t["status"] == "fail"} == {"agent"}
     if lang == "fr":
-        assert link["detail"] == ("Hors ligne : les mesures sont gardées et seront envoyées "
-                                  "plus tard.")
+        assert link["detail"] == (
+            "Hors ligne : les mesures sont gardées et seront envoyées plus tard."
+        )
 
 
 @pytest.mark.parametrize("lang", LANGS)
@@ -156,9 +168,13 @@ def test_start_as_a_subprocess_starts_the_agent_in_the_background(tmp_path: Path
     with PtyDevice(NoninModel(2, seed=1)) as device:
         cfg = unit_config(tmp_path, lang="ar", device=device.path)
         store = tmp_path / "unit.db"
-        done = subprocess.run([sys.executable, "-m", "edge_agent", "start", "--config",
-                               str(cfg), "--no-ble-scan"], capture_output=True, text=True,
-                              env=env(), timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "edge_agent", "start", "--config", str(cfg), "--no-ble-scan"],
+            capture_output=True,
+            text=True,
+            env=env(),
+            timeout=60,
+        )
         pid = agent_pid(store)
         try:
             assert done.returncode == 0, done.stdout + done.stderr
@@ -166,9 +182,23 @@ def test_start_as_a_subprocess_starts_the_agent_in_the_background(tmp_path: Path
             assert translator("ar")("agent.started_background", log=log) in done.stdout
             assert "كل شيء جاهز." in done.stdout and done.stderr == ""
             assert pid is not None
-            again = subprocess.run([sys.executable, "-m", "edge_agent", "start", "--config",
-                                    str(cfg), "--no-ble-scan", "--lang", "en"],
-                                   capture_output=True, text=True, env=env(), timeout=60)
+            again = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "edge_agent",
+                    "start",
+                    "--config",
+                    str(cfg),
+                    "--no-ble-scan",
+                    "--lang",
+                    "en",
+                ],
+                capture_output=True,
+                text=True,
+                env=env(),
+                timeout=60,
+            )
             assert again.returncode == 0 and "Running." in again.stdout
             assert agent_pid(store) == pid  # not a second agent
         finally:

@@ -62,16 +62,29 @@ class Served:
         self._thread.join(15)
         self._loop.close()
 
-    def request(self, method: str, path: str, *, body: Mapping[str, str | list[str]] | None = None,
-                headers: dict[str, str] | None = None, source: str | None = None,
-                cookies: dict[str, str] | None = None) -> tuple[int, str, http.client.HTTPMessage]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, str | list[str]] | None = None,
+        headers: dict[str, str] | None = None,
+        source: str | None = None,
+        cookies: dict[str, str] | None = None,
+    ) -> tuple[int, str, http.client.HTTPMessage]:
         where = (source, 0) if source else None
         c = self.settings.console
-        conn = (http.client.HTTPSConnection(  # off loopback: HTTPS, trusting its certificate
-            self.host, self.port, timeout=10, source_address=where,
-            context=ssl.create_default_context(cafile=c.cert_file)) if c.tls
-            else http.client.HTTPConnection(self.host, self.port, timeout=10,
-                                            source_address=where))
+        conn = (
+            http.client.HTTPSConnection(  # off loopback: HTTPS, trusting its certificate
+                self.host,
+                self.port,
+                timeout=10,
+                source_address=where,
+                context=ssl.create_default_context(cafile=c.cert_file),
+            )
+            if c.tls
+            else http.client.HTTPConnection(self.host, self.port, timeout=10, source_address=where)
+        )
         h = {"Host": f"{self.host}:{self.port}", **(headers or {})}
         data = None
         if body is not None:
@@ -104,8 +117,9 @@ def wait_for_port_on(host: str, port: int) -> None:
             time.sleep(0.02)  # a port that is coming up, bounded by the deadline
 
 
-def session(served: Served, lang: str = "fr", source: str | None = None
-            ) -> tuple[dict[str, str], str, str]:
+def session(
+    served: Served, lang: str = "fr", source: str | None = None
+) -> tuple[dict[str, str], str, str]:
     status, page, headers = served.request("GET", f"/?lang={lang}", source=source)
     assert status == 200
     cookies = {}
@@ -160,25 +174,34 @@ def test_actions_refuse_without_csrf_token_or_from_another_site(unit: tuple[Path
         cookies, token, _ = session(served)
         form = {"identifier": IDENTIFIER}
         assert served.request("POST", "/patient/open", body=form, cookies=cookies)[0] == 403
-        assert served.request("POST", "/patient/open", body={**form, "csrf": "0" * 64},
-                              cookies=cookies)[0] == 403
+        assert (
+            served.request(
+                "POST", "/patient/open", body={**form, "csrf": "0" * 64}, cookies=cookies
+            )[0]
+            == 403
+        )
         cross = {"X-CSRF-Token": token, "Origin": "http://evil.example"}
-        assert served.request("POST", "/patient/open", body=form, cookies=cookies,
-                              headers=cross)[0] == 403
+        assert (
+            served.request("POST", "/patient/open", body=form, cookies=cookies, headers=cross)[0]
+            == 403
+        )
         site = {"X-CSRF-Token": token, "Sec-Fetch-Site": "cross-site"}
-        assert served.request("POST", "/patient/open", body=form, cookies=cookies,
-                              headers=site)[0] == 403
+        assert (
+            served.request("POST", "/patient/open", body=form, cookies=cookies, headers=site)[0]
+            == 403
+        )
         # a token from another browser session does not fit this one
         other, _, _ = session(served)
-        assert served.request("POST", "/patient/open", body=form, cookies=other,
-                              headers={"X-CSRF-Token": token})[0] == 403
+        assert (
+            served.request(
+                "POST", "/patient/open", body=form, cookies=other, headers={"X-CSRF-Token": token}
+            )[0]
+            == 403
+        )
         # DNS rebinding: a page of another name reaching the console
-        assert served.request("GET", "/", headers={"Host": f"evil.example:{served.port}"}
-                              )[0] == 421
-        assert sqlite3.connect(store).execute("SELECT count(*) FROM encounters"
-                                              ).fetchone()[0] == 0
-        ok = served.request("POST", "/patient/open", body={**form, "csrf": token},
-                            cookies=cookies)
+        assert served.request("GET", "/", headers={"Host": f"evil.example:{served.port}"})[0] == 421
+        assert sqlite3.connect(store).execute("SELECT count(*) FROM encounters").fetchone()[0] == 0
+        ok = served.request("POST", "/patient/open", body={**form, "csrf": token}, cookies=cookies)
         assert ok[0] == 200, ok
 
 
@@ -190,15 +213,19 @@ def test_patient_panel_unavailable_without_the_encounter_model(unit: tuple[Path,
     with Served(unit[0]) as served:
         cookies, token, page = session(served, "en")
         assert 'id="open-form"' not in page
-        status, body, _ = served.request("POST", "/patient/open?lang=en",
-                                         body={"identifier": IDENTIFIER, "csrf": token},
-                                         cookies=cookies)
+        status, body, _ = served.request(
+            "POST",
+            "/patient/open?lang=en",
+            body={"identifier": IDENTIFIER, "csrf": token},
+            cookies=cookies,
+        )
         assert status == 409
         assert translator("en")("action.unavailable") in body
 
 
-def test_open_assign_close_with_the_encounter_model(unit: tuple[Path, Path],
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_open_assign_close_with_the_encounter_model(
+    unit: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
     cfg, store = unit
     encounters_table(store)
     caplog.set_level(logging.DEBUG)
@@ -207,8 +234,9 @@ def test_open_assign_close_with_the_encounter_model(unit: tuple[Path, Path],
         assert 'id="open-form"' in page and translator("fr")("patient.none") in page
 
         def post(what: str, **form: str | list[str]) -> tuple[int, str]:
-            status, body, _ = served.request("POST", f"/patient/{what}",
-                                             body={**form, "csrf": token}, cookies=cookies)
+            status, body, _ = served.request(
+                "POST", f"/patient/{what}", body={**form, "csrf": token}, cookies=cookies
+            )
             return status, body
 
         assert post("open", identifier=IDENTIFIER, system="urn:oid:1.2.3")[0] == 200
@@ -243,15 +271,29 @@ def test_lan_needs_a_pin_and_the_pin(tmp_path: Path) -> None:
         cookies, token, page = session(served, source=tablet)
         assert 'name="pin"' in page and "data-key" not in page
         assert served.request("GET", "/live", source=tablet, cookies=cookies)[0] == 401
-        assert served.request("POST", "/patient/close", source=tablet, cookies=cookies,
-                              body={"csrf": token})[0] == 401
+        assert (
+            served.request(
+                "POST", "/patient/close", source=tablet, cookies=cookies, body={"csrf": token}
+            )[0]
+            == 401
+        )
         csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
         assert csrf is not None
-        wrong = served.request("POST", "/login", source=tablet, cookies=cookies,
-                               body={"pin": "0000", "csrf": csrf.group(1)})
+        wrong = served.request(
+            "POST",
+            "/login",
+            source=tablet,
+            cookies=cookies,
+            body={"pin": "0000", "csrf": csrf.group(1)},
+        )
         assert wrong[0] == 401 and translator("fr")("web.pin_wrong") in wrong[1]
-        right = served.request("POST", "/login", source=tablet, cookies=cookies,
-                               body={"pin": "4821", "csrf": csrf.group(1)})
+        right = served.request(
+            "POST",
+            "/login",
+            source=tablet,
+            cookies=cookies,
+            body={"pin": "4821", "csrf": csrf.group(1)},
+        )
         assert right[0] == 303
         auth = next(v for v in right[2].get_all("set-cookie") or [] if v.startswith("auth="))
         cookies["auth"] = auth.split(";")[0].split("=", 1)[1]
@@ -259,7 +301,20 @@ def test_lan_needs_a_pin_and_the_pin(tmp_path: Path) -> None:
         assert status == 200 and 'data-key="agent"' in page
         # five wrong PINs lock this tablet, even for the right one (tests/console/test_lockout.py)
         for _ in range(5):
-            served.request("POST", "/login", source=tablet, cookies=cookies,
-                           body={"pin": "1111", "csrf": csrf.group(1)})
-        assert served.request("POST", "/login", source=tablet, cookies=cookies,
-                              body={"pin": "4821", "csrf": csrf.group(1)})[0] == 429
+            served.request(
+                "POST",
+                "/login",
+                source=tablet,
+                cookies=cookies,
+                body={"pin": "1111", "csrf": csrf.group(1)},
+            )
+        assert (
+            served.request(
+                "POST",
+                "/login",
+                source=tablet,
+                cookies=cookies,
+                body={"pin": "4821", "csrf": csrf.group(1)},
+            )[0]
+            == 429
+        )

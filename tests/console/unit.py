@@ -17,19 +17,29 @@ from edge_agent.store.disk_status import read_status
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def unit_config(tmp: Path, *, lang: str = "fr", device: str | None = None,
-                broker_port: int | None = None, console_port: int | None = None,
-                extra: str = "") -> Path:
+def unit_config(
+    tmp: Path,
+    *,
+    lang: str = "fr",
+    device: str | None = None,
+    broker_port: int | None = None,
+    console_port: int | None = None,
+    extra: str = "",
+) -> Path:
     text = f'[unit]\nid = "mmu-01"\nlanguage = "{lang}"\n[store]\npath = "{tmp / "unit.db"}"\n'
     if broker_port is not None:
-        text += (f'[broker]\nhost = "127.0.0.1"\nport = {broker_port}\ntls = false\n'
-                 "[sync]\nlinger_s = 0.2\nstatus_interval_s = 1.0\n")
+        text += (
+            f'[broker]\nhost = "127.0.0.1"\nport = {broker_port}\ntls = false\n'
+            "[sync]\nlinger_s = 0.2\nstatus_interval_s = 1.0\n"
+        )
     if console_port is not None:
         text += f"[console]\nenabled = true\nport = {console_port}\n"
     text += extra
     if device is not None:
-        text += (f'[[devices]]\nid = "ox"\nkind = "nonin"\nport = "{device}"\n'
-                 "options = { data_format = 2 }\n")
+        text += (
+            f'[[devices]]\nid = "ox"\nkind = "nonin"\nport = "{device}"\n'
+            "options = { data_format = 2 }\n"
+        )
     cfg = tmp / "unit.toml"
     cfg.write_text(text)
     cfg.chmod(0o640)
@@ -45,8 +55,9 @@ def lan_tls(tmp: Path) -> str:
 
     cert, key = tmp / "console.pem", tmp / "console.key"
     if not cert.exists():
-        cert_pem, key_pem = make_certificate("mmu-01", ["localhost"],
-                                             ["127.0.0.1", "127.0.0.2"], datetime.now(UTC))
+        cert_pem, key_pem = make_certificate(
+            "mmu-01", ["localhost"], ["127.0.0.1", "127.0.0.2"], datetime.now(UTC)
+        )
         key.write_bytes(key_pem)
         key.chmod(0o600)
         cert.write_bytes(cert_pem)
@@ -89,8 +100,12 @@ def sync_connected(store: Path) -> bool:
 @contextmanager
 def running_agent(cfg: Path, store: Path) -> Iterator[subprocess.Popen[bytes]]:
     log = (store.parent / "agent.log").open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(cfg)],
-                            stdout=log, stderr=log, env=env())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_agent", "run", "--config", str(cfg)],
+        stdout=log,
+        stderr=log,
+        env=env(),
+    )
     try:
         wait_for("the agent's status file", lambda: agent_pid(store) == proc.pid)
         yield proc

@@ -35,56 +35,144 @@ DAY = 86400.0
 SIM = -14 * DAY  # the GPS simulator's fixed 2026-11-23 against the true 2026-12-07
 ROLLOVER = -float(GPS_WEEK_ROLLOVER_S)  # 1024 weeks = 7168 days early
 
-SYSTEM, GPS, CENTRAL, UNTRUSTED = (ClockSource.SYSTEM, ClockSource.GPS, ClockSource.CENTRAL,
-                                   ClockSource.UNTRUSTED)
+SYSTEM, GPS, CENTRAL, UNTRUSTED = (
+    ClockSource.SYSTEM,
+    ClockSource.GPS,
+    ClockSource.CENTRAL,
+    ClockSource.UNTRUSTED,
+)
 
 
 @pytest.mark.parametrize(
     ("case", "system", "synced", "gps", "central", "expected"),
     [
-        ("NTP synced, simulator 14 days early", NOW, True, SIM, None,
-         ClockChoice(SYSTEM, 0.0, "gps")),
-        ("central confirmed the clock, simulator 14 days early", NOW, False, SIM, 0.4,
-         ClockChoice(SYSTEM, 0.0, "gps")),
-        ("NTP synced, GPS week roll-over", NOW, True, ROLLOVER, None,
-         ClockChoice(SYSTEM, 0.0, "gps")),
-        ("booted offline, GPS week roll-over", NOW, False, ROLLOVER, None,
-         ClockChoice(UNTRUSTED, 0.0, "gps-implausible")),
-        ("booted offline, RTC an hour slow, GPS right", NOW - 3600, False, 3600.0, None,
-         ClockChoice(GPS, 3600.0)),
-        ("booted offline, RTC reset to 2000, GPS right", NOW - 26 * 365 * DAY, False,
-         26 * 365 * DAY, None, ClockChoice(GPS, 26 * 365 * DAY)),
+        (
+            "NTP synced, simulator 14 days early",
+            NOW,
+            True,
+            SIM,
+            None,
+            ClockChoice(SYSTEM, 0.0, "gps"),
+        ),
+        (
+            "central confirmed the clock, simulator 14 days early",
+            NOW,
+            False,
+            SIM,
+            0.4,
+            ClockChoice(SYSTEM, 0.0, "gps"),
+        ),
+        (
+            "NTP synced, GPS week roll-over",
+            NOW,
+            True,
+            ROLLOVER,
+            None,
+            ClockChoice(SYSTEM, 0.0, "gps"),
+        ),
+        (
+            "booted offline, GPS week roll-over",
+            NOW,
+            False,
+            ROLLOVER,
+            None,
+            ClockChoice(UNTRUSTED, 0.0, "gps-implausible"),
+        ),
+        (
+            "booted offline, RTC an hour slow, GPS right",
+            NOW - 3600,
+            False,
+            3600.0,
+            None,
+            ClockChoice(GPS, 3600.0),
+        ),
+        (
+            "booted offline, RTC reset to 2000, GPS right",
+            NOW - 26 * 365 * DAY,
+            False,
+            26 * 365 * DAY,
+            None,
+            ClockChoice(GPS, 26 * 365 * DAY),
+        ),
         ("booted offline, GPS agrees", NOW, False, 0.5, None, ClockChoice(SYSTEM)),
         ("booted offline, nothing else", NOW, False, None, None, ClockChoice(UNTRUSTED)),
-        ("RTC reset to 2000, nothing else", NOW - 26 * 365 * DAY, False, None, None,
-         ClockChoice(UNTRUSTED)),
-        ("wrong boot clock, central measured a day", NOW - DAY, False, None, DAY,
-         ClockChoice(CENTRAL, DAY)),
-        ("wrong boot clock, central and GPS agree", NOW - DAY, False, DAY + 1, DAY,
-         ClockChoice(CENTRAL, DAY)),
-        ("wrong boot clock, central measured, simulator", NOW - DAY, False, DAY + SIM, DAY,
-         ClockChoice(CENTRAL, DAY, "gps")),
-        ("NTP synced but central measured otherwise: central wins", NOW - 60, True, None, 60.0,
-         ClockChoice(CENTRAL, 60.0)),
-        ("central a day behind the unit (negative offset)", NOW + DAY, False, None, -DAY,
-         ClockChoice(CENTRAL, -DAY)),
+        (
+            "RTC reset to 2000, nothing else",
+            NOW - 26 * 365 * DAY,
+            False,
+            None,
+            None,
+            ClockChoice(UNTRUSTED),
+        ),
+        (
+            "wrong boot clock, central measured a day",
+            NOW - DAY,
+            False,
+            None,
+            DAY,
+            ClockChoice(CENTRAL, DAY),
+        ),
+        (
+            "wrong boot clock, central and GPS agree",
+            NOW - DAY,
+            False,
+            DAY + 1,
+            DAY,
+            ClockChoice(CENTRAL, DAY),
+        ),
+        (
+            "wrong boot clock, central measured, simulator",
+            NOW - DAY,
+            False,
+            DAY + SIM,
+            DAY,
+            ClockChoice(CENTRAL, DAY, "gps"),
+        ),
+        (
+            "NTP synced but central measured otherwise: central wins",
+            NOW - 60,
+            True,
+            None,
+            60.0,
+            ClockChoice(CENTRAL, 60.0),
+        ),
+        (
+            "central a day behind the unit (negative offset)",
+            NOW + DAY,
+            False,
+            None,
+            -DAY,
+            ClockChoice(CENTRAL, -DAY),
+        ),
     ],
 )
-def test_which_clock_is_trusted(case: str, system: float, synced: bool, gps: float | None,
-                                central: float | None, expected: ClockChoice) -> None:
-    assert choose_clock(system, system_synced=synced, gps_offset_s=gps,
-                        central_offset_s=central) == expected, case
+def test_which_clock_is_trusted(
+    case: str,
+    system: float,
+    synced: bool,
+    gps: float | None,
+    central: float | None,
+    expected: ClockChoice,
+) -> None:
+    assert (
+        choose_clock(system, system_synced=synced, gps_offset_s=gps, central_offset_s=central)
+        == expected
+    ), case
 
 
 offsets = st.one_of(st.none(), st.floats(-30 * 365 * DAY, 30 * 365 * DAY))
 
 
-@given(system=st.floats(NOW - 30 * 365 * DAY, NOW + 365 * DAY), synced=st.booleans(),
-       gps=offsets, central=offsets)
-def test_gps_is_never_trusted_blindly(system: float, synced: bool, gps: float | None,
-                                      central: float | None) -> None:
-    choice = choose_clock(system, system_synced=synced, gps_offset_s=gps,
-                          central_offset_s=central)
+@given(
+    system=st.floats(NOW - 30 * 365 * DAY, NOW + 365 * DAY),
+    synced=st.booleans(),
+    gps=offsets,
+    central=offsets,
+)
+def test_gps_is_never_trusted_blindly(
+    system: float, synced: bool, gps: float | None, central: float | None
+) -> None:
+    choice = choose_clock(system, system_synced=synced, gps_offset_s=gps, central_offset_s=central)
     stamped = system + choice.correction_s
     if central is not None:  # measured against a reference: it decides
         assert abs(stamped - (system + central)) <= 2.0
@@ -113,19 +201,32 @@ class Clock:
 
 async def gps_fix(sink: StoreSink, when: float) -> None:
     stamp = datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    await sink.store("gps", [measurement("latitude", 31.96, device_time=stamp),
-                             measurement("longitude", -6.57, device_time=stamp)], [])
+    await sink.store(
+        "gps",
+        [
+            measurement("latitude", 31.96, device_time=stamp),
+            measurement("longitude", -6.57, device_time=stamp),
+        ],
+        [],
+    )
 
 
 def stored(store: Store) -> list[tuple[str, str, dict[str, str]]]:
-    return store.call(lambda db: [(r[0], r[1], dict(json.loads(r[2]))) for r in db.execute(
-        "SELECT received_at, clock_source, context FROM readings WHERE device_id = 'ox' "
-        "ORDER BY seq")])
+    return store.call(
+        lambda db: [
+            (r[0], r[1], dict(json.loads(r[2])))
+            for r in db.execute(
+                "SELECT received_at, clock_source, context FROM readings WHERE device_id = 'ox' "
+                "ORDER BY seq"
+            )
+        ]
+    )
 
 
 def iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return (
+        datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
 
 
 @pytest.mark.parametrize("gps_error", [SIM, ROLLOVER], ids=["simulator", "week-rollover"])
@@ -148,8 +249,7 @@ async def test_a_wrong_gps_date_is_reported_not_used(tmp_path: Path, gps_error: 
     assert check.status == "warn" and "GPS time disagrees" in check.detail
 
 
-async def test_central_corrects_a_wrong_boot_clock_and_the_raw_time_is_kept(
-        tmp_path: Path) -> None:
+async def test_central_corrects_a_wrong_boot_clock_and_the_raw_time_is_kept(tmp_path: Path) -> None:
     clock = Clock(NOW - DAY)  # booted offline a day slow
     with Store(tmp_path / "unit.db", "mmu-01") as store:
         store.clock_source = ClockSource.UNTRUSTED

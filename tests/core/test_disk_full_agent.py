@@ -55,8 +55,11 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 3 MiB tmpfs under the test's own directory, unmounted afterwards."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
@@ -110,9 +113,9 @@ def test_agent_on_a_full_tmpfs_idles_reports_keeps_readings_and_stops(
         )
         log = (tmp_path / "agent.log").open("w")
         agent = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent",
-             "--log-level", "info", "run", "-c", str(config)],
-            stderr=log, env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+            [sys.executable, "-m", "edge_agent", "--log-level", "info", "run", "-c", str(config)],
+            stderr=log,
+            env={**os.environ, "PYTHONPATH": str(Path.cwd())},
         )
         try:
             db = view / "unit.db"
@@ -124,13 +127,21 @@ def test_agent_on_a_full_tmpfs_idles_reports_keeps_readings_and_stops(
             sent_before = len(model.sent_values)
             full_at = time.time()
             fill(view / "filler")
-            state = wait_for("disk full in the status file", lambda: (
-                (s := read_status(view / "unit.db")) and s["disk"] == "full"
-                and s["devices"].get("ox") == "store-full" and s))
+            state = wait_for(
+                "disk full in the status file",
+                lambda: (
+                    (s := read_status(view / "unit.db"))
+                    and s["disk"] == "full"
+                    and s["devices"].get("ox") == "store-full"
+                    and s
+                ),
+            )
             assert state["agent_running"]
             check = subprocess.run(
                 [sys.executable, "-m", "edge_agent", "db", "check", "--db", str(db)],
-                capture_output=True, text=True, timeout=30,
+                capture_output=True,
+                text=True,
+                timeout=30,
             )
             assert check.returncode == 1, check.stdout + check.stderr
             assert "disk:                  full" in check.stdout
@@ -146,10 +157,14 @@ def test_agent_on_a_full_tmpfs_idles_reports_keeps_readings_and_stops(
             sent_during = len(model.sent_values)
             freed_at = time.time()
             (view / "filler").unlink()
-            wait_for("disk ok", lambda: (s := read_status(view / "unit.db")) and
-                     s["disk"] == "ok", timeout=10)
-            rows = wait_for("the held readings", lambda: (
-                r := readings(db)) and len(r) >= sent_during and r)
+            wait_for(
+                "disk ok",
+                lambda: (s := read_status(view / "unit.db")) and s["disk"] == "ok",
+                timeout=10,
+            )
+            rows = wait_for(
+                "the held readings", lambda: (r := readings(db)) and len(r) >= sent_during and r
+            )
             sent = [float(spo2) for spo2, _ in model.sent_values[: len(rows)]]
             assert [v for v, _ in rows] == sent[: len(rows)]  # every one, once, in order
             during = [epoch(at) for _, at in rows[sent_before:sent_during]]
@@ -160,8 +175,10 @@ def test_agent_on_a_full_tmpfs_idles_reports_keeps_readings_and_stops(
 
             # --- SIGTERM on a full disk: honoured within 2 s ------------------------------
             fill(view / "filler")
-            wait_for("disk full again", lambda: (s := read_status(view / "unit.db")) and
-                     s["disk"] == "full" and s)
+            wait_for(
+                "disk full again",
+                lambda: (s := read_status(view / "unit.db")) and s["disk"] == "full" and s,
+            )
             stopped = time.monotonic()
             agent.send_signal(signal.SIGTERM)
             agent.wait(timeout=5)

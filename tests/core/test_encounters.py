@@ -26,21 +26,33 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "edge-agent.toml"
-    path.write_text(f'[unit]\nid = "{UNIT}"\n\n[store]\npath = "{tmp_path / "unit.db"}"\n\n'
-                    '[patients]\npractitioner_role = "nurse"\n', encoding="utf-8")
+    path.write_text(
+        f'[unit]\nid = "{UNIT}"\n\n[store]\npath = "{tmp_path / "unit.db"}"\n\n'
+        '[patients]\npractitioner_role = "nurse"\n',
+        encoding="utf-8",
+    )
     return path
 
 
 def cli_process(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI as the nurse runs it: another process than the agent."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "edge_agent", "patient", *args, "-c", str(cfg)],
-                          capture_output=True, text=True, timeout=60, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent", "patient", *args, "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
 
 
 def encounter_of(store: Store, seq: int) -> str | None:
-    found = store.read(lambda db: db.execute("SELECT encounter_id FROM readings WHERE seq = ?",
-                                             [seq]).fetchone()[0])
+    found = store.read(
+        lambda db: db.execute("SELECT encounter_id FROM readings WHERE seq = ?", [seq]).fetchone()[
+            0
+        ]
+    )
     return None if found is None else str(found)
 
 
@@ -52,12 +64,16 @@ def test_readings_taken_while_an_encounter_is_open_are_bound_to_it(tmp_path: Pat
     cfg = config(tmp_path)
     with Store(tmp_path / "unit.db", UNIT) as store:
         before = spo2(store)
-        store.append("gps", [measurement("latitude", 33.57), measurement("longitude", -7.59)]
-                     ).result()
+        store.append(
+            "gps", [measurement("latitude", 33.57), measurement("longitude", -7.59)]
+        ).result()
         opened = cli_process(cfg, "open", CANARY, "--system", "platform")
         assert opened.returncode == 0, opened.stderr
-        where = store.read(lambda db: db.execute(
-            "SELECT latitude, longitude, practitioner_role FROM encounters").fetchall())
+        where = store.read(
+            lambda db: db.execute(
+                "SELECT latitude, longitude, practitioner_role FROM encounters"
+            ).fetchall()
+        )
         assert where == [(33.57, -7.59, "nurse")]  # the van's last fix, who
         during = [spo2(store) for _ in range(20)]
         reloads = store.encounters.reloads
@@ -94,12 +110,16 @@ def test_an_open_encounter_survives_an_agent_restart(tmp_path: Path) -> None:
 
 
 def test_assign_lists_the_unattributed_readings_and_attaches_the_chosen_ones(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     cfg = config(tmp_path)
     runner = CliRunner()
     with Store(tmp_path / "unit.db", UNIT) as store:
-        cuff = [store.append("cuff", [measurement("systolic_bp", 121.0),
-                                      measurement("diastolic_bp", 79.0)]).result()]
+        cuff = [
+            store.append(
+                "cuff", [measurement("systolic_bp", 121.0), measurement("diastolic_bp", 79.0)]
+            ).result()
+        ]
         other = spo2(store)
         store.append("gps", [measurement("latitude", 33.5)]).result()
         # The cuff's readings went to central already: an assign sends them again.
@@ -135,28 +155,34 @@ def test_a_reading_attributed_while_its_batch_is_in_flight_goes_again(tmp_path: 
 
 
 def test_the_patient_identifier_never_reaches_logs_or_the_agent_state(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     cfg = config(tmp_path)
     runner = CliRunner()
     outputs = []
     with Store(tmp_path / "unit.db", UNIT) as store:
-        outputs.append(runner.invoke(app, ["--log-level", "debug", "patient", "open", CANARY,
-                                           "-c", str(cfg)]))
+        outputs.append(
+            runner.invoke(app, ["--log-level", "debug", "patient", "open", CANARY, "-c", str(cfg)])
+        )
         seqs = [spo2(store, 84.0) for _ in range(3)]  # alerts, logged as such
         outputs.append(runner.invoke(app, ["patient", "current", "-c", str(cfg)]))
         outputs.append(runner.invoke(app, ["patient", "assign", "-c", str(cfg)]))
         rows = store.read(lambda db: outbox.next_batch(db, 10))
-        payload = codec.encode_batch(UNIT, "b1", rows, "2026-11-23T08:00:00.000Z",
-                                     epoch=store.epoch)
+        payload = codec.encode_batch(
+            UNIT, "b1", rows, "2026-11-23T08:00:00.000Z", epoch=store.epoch
+        )
         outputs.append(runner.invoke(app, ["patient", "close", "-c", str(cfg)]))
-        state = store.read(lambda db: db.execute("SELECT key, value FROM agent_state"
-                                                 ).fetchall())
+        state = store.read(lambda db: db.execute("SELECT key, value FROM agent_state").fetchall())
         events = store.read(lambda db: db.execute("SELECT * FROM events").fetchall())
     assert len(seqs) == 3
     assert CANARY in json.dumps([o.resource for o in codec.decode_batch(payload).resources])
-    text = caplog.text + json.dumps(state) + json.dumps(events) + "".join(
-        o.stdout + o.stderr for o in outputs)
+    text = (
+        caplog.text
+        + json.dumps(state)
+        + json.dumps(events)
+        + "".join(o.stdout + o.stderr for o in outputs)
+    )
     assert CANARY not in text
 
 
@@ -178,8 +204,9 @@ def test_assign_never_moves_a_reading_bound_to_another_encounter(tmp_path: Path)
         store.call(lambda db: outbox.mark_acked(db, "b1"))  # central holds it, as A's
         assert runner.invoke(app, ["patient", "close", "-c", str(cfg)]).exit_code == 0
         assert runner.invoke(app, ["patient", "open", CANARY, "-c", str(cfg)]).exit_code == 0
-        reading_id = store.read(lambda db: db.execute(
-            "SELECT id FROM readings WHERE seq = ?", [seq]).fetchone()[0])
+        reading_id = store.read(
+            lambda db: db.execute("SELECT id FROM readings WHERE seq = ?", [seq]).fetchone()[0]
+        )
         # A's close queued its last reading again (the close travels on its own), as A's
         queued = store.read(lambda db: outbox.next_batch(db, 10))
 

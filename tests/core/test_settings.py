@@ -71,25 +71,49 @@ UNIT = '[unit]\nid = "mmu-1"\n'
 @pytest.mark.parametrize(
     ("device", "field", "fix"),
     [
-        ('id = "ox"\nkind = "nonnin"\nport = "/dev/ttyUSB0"',
-         "devices[1] 'ox'.kind", 'did you mean "nonin"'),
-        ('id = "ox"\nkind = "nonin"\nport = "/dev/ttyUSB0"\noptions = { data_format = 3 }',
-         "devices[1] 'ox'.options.data_format", "use one of 2, 7, 8, 13"),
-        ('id = "ox"\nkind = "nonin"\nport = "/dev/ttyUSB0"\noptions = { data_format = "7" }',
-         "devices[1] 'ox'.options.data_format", "use one of 2, 7, 8, 13"),
-        ('id = "ox"\nkind = "nonin"\nport = "/dev/ttyUSB0"\noptions = { select_format = 1 }',
-         "devices[1] 'ox'.options.select_format", "true or false"),
-        ('id = "kg"\nkind = "scale"\nport = "/dev/ttyUSB0"\noptions = { grammar = "dial" }',
-         "devices[1] 'kg'.options.grammar", '"indicator", "balance"'),
-        ('id = "gps"\nkind = "nmea"\nport = "/dev/ttyUSB0"\noptions = { rate = 5 }',
-         "devices[1] 'gps'.options.rate", "takes no options"),
+        (
+            'id = "ox"\nkind = "nonnin"\nport = "/dev/ttyUSB0"',
+            "devices[1] 'ox'.kind",
+            'did you mean "nonin"',
+        ),
+        (
+            'id = "ox"\nkind = "nonin"\nport = "/dev/ttyUSB0"\noptions = { data_format = 3 }',
+            "devices[1] 'ox'.options.data_format",
+            "use one of 2, 7, 8, 13",
+        ),
+        (
+            'id = "ox"\nkind = "nonin"\nport = "/dev/ttyUSB0"\noptions = { data_format = "7" }',
+            "devices[1] 'ox'.options.data_format",
+            "use one of 2, 7, 8, 13",
+        ),
+        (
+            'id = "ox"\nkind = "nonin"\nport = "/dev/ttyUSB0"\noptions = { select_format = 1 }',
+            "devices[1] 'ox'.options.select_format",
+            "true or false",
+        ),
+        (
+            'id = "kg"\nkind = "scale"\nport = "/dev/ttyUSB0"\noptions = { grammar = "dial" }',
+            "devices[1] 'kg'.options.grammar",
+            '"indicator", "balance"',
+        ),
+        (
+            'id = "gps"\nkind = "nmea"\nport = "/dev/ttyUSB0"\noptions = { rate = 5 }',
+            "devices[1] 'gps'.options.rate",
+            "takes no options",
+        ),
         ('id = "gps"\nkind = "nmea"', "devices[1] 'gps'.port", "/dev/serial/by-id"),
         ('id = "cuff"\nkind = "ble-blood-pressure"', "devices[1] 'cuff'.address", "ble scan"),
-        ('id = "lab"\nkind = "astm"\nport = "/dev/ttyUSB0"\noptions = { test_map = 5 }',
-         "devices[1] 'lab'.options.test_map", "astm-test-map.example.json"),
-        ('id = "lab"\nkind = "astm"\nport = "/dev/ttyUSB0"\n'
-         'options = { test_map = "/nonexistent/map.json" }',
-         "devices[1] 'lab'.options.test_map", "create it"),
+        (
+            'id = "lab"\nkind = "astm"\nport = "/dev/ttyUSB0"\noptions = { test_map = 5 }',
+            "devices[1] 'lab'.options.test_map",
+            "astm-test-map.example.json",
+        ),
+        (
+            'id = "lab"\nkind = "astm"\nport = "/dev/ttyUSB0"\n'
+            'options = { test_map = "/nonexistent/map.json" }',
+            "devices[1] 'lab'.options.test_map",
+            "create it",
+        ),
         ('id = "ox"\nkind = "nonin"\nbaudrate = 12', "devices[1] 'ox'.baudrate", "example"),
     ],
 )
@@ -121,8 +145,11 @@ def test_astm_test_map_is_read_at_load(tmp_path: Path, content: str | bytes, pro
     else:
         test_map.write_text(content, encoding="utf-8")
     path = tmp_path / "unit.toml"
-    path.write_text(f'{UNIT}[[devices]]\nid = "lab"\nkind = "astm"\nport = "/dev/ttyS0"\n'
-                    f'options = {{ test_map = "{test_map}" }}\n', encoding="utf-8")
+    path.write_text(
+        f'{UNIT}[[devices]]\nid = "lab"\nkind = "astm"\nport = "/dev/ttyS0"\n'
+        f'options = {{ test_map = "{test_map}" }}\n',
+        encoding="utf-8",
+    )
     with pytest.raises(ConfigError, match=problem) as info:
         load(path, environ={})
     assert info.value.field == "devices[0] 'lab'.options.test_map"
@@ -142,7 +169,8 @@ def test_every_sample_device_config_loads_with_its_files(tmp_path: Path) -> None
     example_map = ROOT / "config" / "devices" / "astm-test-map.example.json"
     for sample in sorted((ROOT / "config" / "devices").glob("*.toml")):
         text = sample.read_text(encoding="utf-8").replace(
-            "/etc/edge-agent/astm-test-map.json", str(example_map))
+            "/etc/edge-agent/astm-test-map.json", str(example_map)
+        )
         path = tmp_path / sample.name
         path.write_text(UNIT + text, encoding="utf-8")
         assert len(load(path, environ={}).devices) == 1, sample.name
@@ -179,20 +207,27 @@ def test_a_directory_or_non_utf8_config_is_a_config_error(tmp_path: Path) -> Non
     assert "UTF-8" in info.value.fix
 
 
-@pytest.mark.parametrize(("value", "seconds"), [
-    ("90", 90.0), ("-2.5", -2.5), ('"PT90S"', 90.0), ('"-PT2M"', -120.0), ('"PT1H30M"', 5400.0)])
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("90", 90.0), ("-2.5", -2.5), ('"PT90S"', 90.0), ('"-PT2M"', -120.0), ('"PT1H30M"', 5400.0)],
+)
 def test_a_device_clock_offset_is_seconds_or_an_iso_duration(
-        tmp_path: Path, value: str, seconds: float) -> None:
+    tmp_path: Path, value: str, seconds: float
+) -> None:
     path = tmp_path / "unit.toml"
-    path.write_text(f'{UNIT}[[devices]]\nid = "a"\nkind = "nonin"\nport = "/dev/ttyUSB0"\n'
-                    f"clock_offset = {value}\n")
+    path.write_text(
+        f'{UNIT}[[devices]]\nid = "a"\nkind = "nonin"\nport = "/dev/ttyUSB0"\n'
+        f"clock_offset = {value}\n"
+    )
     assert load(path, environ={}).devices[0].clock_offset.total_seconds() == seconds
 
 
 @pytest.mark.parametrize("value", ['"ten minutes"', "1e12"])
 def test_a_bad_clock_offset_is_refused_at_load(tmp_path: Path, value: str) -> None:
     path = tmp_path / "unit.toml"
-    path.write_text(f'{UNIT}[[devices]]\nid = "a"\nkind = "nonin"\nport = "/dev/ttyUSB0"\n'
-                    f"clock_offset = {value}\n")
+    path.write_text(
+        f'{UNIT}[[devices]]\nid = "a"\nkind = "nonin"\nport = "/dev/ttyUSB0"\n'
+        f"clock_offset = {value}\n"
+    )
     with pytest.raises(ConfigError, match="clock_offset"):
         load(path, environ={})

@@ -30,9 +30,15 @@ class Clock:
 
 
 def rows(store: Store) -> list[tuple[str, str, float | None, float | None, str]]:
-    return store.call(lambda db: [tuple(r) for r in db.execute(
-        "SELECT device_id, clock_source, latitude, longitude, received_at FROM readings "
-        "ORDER BY seq")])
+    return store.call(
+        lambda db: [
+            tuple(r)
+            for r in db.execute(
+                "SELECT device_id, clock_source, latitude, longitude, received_at FROM readings "
+                "ORDER BY seq"
+            )
+        ]
+    )
 
 
 async def test_position_and_gps_time_are_attached(tmp_path: Path) -> None:
@@ -43,15 +49,24 @@ async def test_position_and_gps_time_are_attached(tmp_path: Path) -> None:
         await sink.store("ox", [measurement("spo2", 97.0)], [])
         # GPS says it is one hour later than the unit's clock believes.
         gps_time = "2026-11-18T12:06:40Z"  # = T0 + 3600 s
-        await sink.store("gps", [measurement("latitude", 31.96, device_time=gps_time),
-                                 measurement("longitude", -6.57, device_time=gps_time)], [])
+        await sink.store(
+            "gps",
+            [
+                measurement("latitude", 31.96, device_time=gps_time),
+                measurement("longitude", -6.57, device_time=gps_time),
+            ],
+            [],
+        )
         clock.advance(10)
         await sink.store("ox", [measurement("spo2", 96.0)], [])
         clock.advance(sink.POSITION_MAX_AGE + 400)  # fix too old, GPS time too old
         await sink.store("ox", [measurement("spo2", 95.0)], [])
         got = rows(store)
-        context = store.call(lambda db: [json.loads(r[0]) for r in db.execute(
-            "SELECT context FROM readings ORDER BY seq")])
+        context = store.call(
+            lambda db: [
+                json.loads(r[0]) for r in db.execute("SELECT context FROM readings ORDER BY seq")
+            ]
+        )
     assert got[0][1:4] == ("untrusted", None, None)
     assert [r[0] for r in got] == ["ox", "gps", "gps", "ox", "ox"]
     assert got[1][2:4] == got[2][2:4] == (None, None)  # the GPS's own readings
@@ -66,8 +81,14 @@ async def test_gps_agreeing_with_the_clock_keeps_system_time(tmp_path: Path) -> 
     with Store(tmp_path / "unit.db", "mmu-01") as store:
         sink = StoreSink(store, wall=lambda: clock.wall, monotonic=lambda: clock.mono)
         now = "2026-11-18T11:06:41Z"  # T0 + 1 s: within tolerance
-        await sink.store("gps", [measurement("latitude", 1.0, device_time=now),
-                                 measurement("longitude", 2.0, device_time=now)], [])
+        await sink.store(
+            "gps",
+            [
+                measurement("latitude", 1.0, device_time=now),
+                measurement("longitude", 2.0, device_time=now),
+            ],
+            [],
+        )
         await sink.store("ox", [measurement("spo2", 97.0)], [])
         assert rows(store)[2][:4] == ("ox", "system", 1.0, 2.0)
 
@@ -78,10 +99,16 @@ async def test_a_full_disk_holds_stream_readings_and_writes_them_back_in_order(
     clock = Clock()
     free = {"bytes": 0}
     with Store(tmp_path / "unit.db", "mmu-01") as store:
-        full = FullDisk(store, poll=0.02, reserve_bytes=4096, resume_free_bytes=1,
-                        free_bytes=lambda: free["bytes"])
-        sink = StoreSink(store, wall=lambda: clock.wall, monotonic=lambda: clock.mono,
-                         full_disk=full)
+        full = FullDisk(
+            store,
+            poll=0.02,
+            reserve_bytes=4096,
+            resume_free_bytes=1,
+            free_bytes=lambda: free["bytes"],
+        )
+        sink = StoreSink(
+            store, wall=lambda: clock.wall, monotonic=lambda: clock.mono, full_disk=full
+        )
         stop = asyncio.Event()
         keeper = asyncio.create_task(full.run(stop))
         await sink.store("ox", [measurement("spo2", 97.0)], [], may_buffer=True)
@@ -89,8 +116,9 @@ async def test_a_full_disk_holds_stream_readings_and_writes_them_back_in_order(
         for i in range(20):  # one burst per second of the device's clock, disk full
             clock.advance(1)
             async with asyncio.timeout(2):  # returns at once: the port keeps being read
-                await sink.store("ox", [measurement("spo2", 80.0 + i, raw=bytes(4096))], [],
-                                 may_buffer=True)
+                await sink.store(
+                    "ox", [measurement("spo2", 80.0 + i, raw=bytes(4096))], [], may_buffer=True
+                )
         assert sink.devices["ox"].state == "store-full"
         assert full.full and full.buffer.readings == 20
         status = read_status(store.path)
@@ -107,8 +135,12 @@ async def test_a_full_disk_holds_stream_readings_and_writes_them_back_in_order(
         got = rows(store)
         stop.set()
         await keeper
-        events = store.call(lambda db: [r[0] for r in db.execute(
-            "SELECT kind FROM events WHERE kind LIKE 'store.%' ORDER BY id")])
+        events = store.call(
+            lambda db: [
+                r[0]
+                for r in db.execute("SELECT kind FROM events WHERE kind LIKE 'store.%' ORDER BY id")
+            ]
+        )
         disk = store.call(lambda db: get_state(db, "disk"))
     assert [r[0] for r in got] == ["ox"] * 21
     stamps = [r[4] for r in got]
@@ -125,13 +157,15 @@ async def test_a_full_memory_buffer_says_so_and_counts_what_it_could_not_keep(
     tmp_path: Path,
 ) -> None:
     with Store(tmp_path / "unit.db", "mmu-01") as store:
-        full = FullDisk(store, buffer=AcquisitionBuffer(max_readings=5), poll=0.02,
-                        free_bytes=lambda: 0)
+        full = FullDisk(
+            store, buffer=AcquisitionBuffer(max_readings=5), poll=0.02, free_bytes=lambda: 0
+        )
         sink = StoreSink(store, full_disk=full)
         fill_disk(store)
         for _ in range(8):
-            await sink.store("ox", [measurement("spo2", 97.0, raw=bytes(8192))], [],
-                             may_buffer=True)
+            await sink.store(
+                "ox", [measurement("spo2", 97.0, raw=bytes(8192))], [], may_buffer=True
+            )
         assert sink.devices["ox"].state == "buffer-full"
         assert full.buffer.readings == 5 and full.status()["dropped"] == 3
 
@@ -159,18 +193,27 @@ async def test_the_disk_filling_again_during_the_write_back_loses_nothing(
                 await asyncio.sleep(0.02)
 
     with Store(tmp_path / "unit.db", "mmu-01") as store:
-        full = FullDisk(store, poll=0.02, reserve_bytes=4096, resume_free_bytes=1,
-                        probe_every=3600, flush_chunk=4, free_bytes=free_bytes)
-        sink = StoreSink(store, wall=lambda: clock.wall, monotonic=lambda: clock.mono,
-                         full_disk=full)
+        full = FullDisk(
+            store,
+            poll=0.02,
+            reserve_bytes=4096,
+            resume_free_bytes=1,
+            probe_every=3600,
+            flush_chunk=4,
+            free_bytes=free_bytes,
+        )
+        sink = StoreSink(
+            store, wall=lambda: clock.wall, monotonic=lambda: clock.mono, full_disk=full
+        )
         stop = asyncio.Event()
         keeper = asyncio.create_task(full.run(stop))
         await sink.store("ox", [measurement("spo2", 97.0)], [], may_buffer=True)
         fill_disk(store)
         for i in range(20):
             clock.advance(1)
-            await sink.store("ox", [measurement("spo2", 80.0 + i, raw=bytes(4096))], [],
-                             may_buffer=True)
+            await sink.store(
+                "ox", [measurement("spo2", 80.0 + i, raw=bytes(4096))], [], may_buffer=True
+            )
         assert full.buffer.readings == 20
         pages = store.call(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
         store.call(lambda db: db.execute(f"PRAGMA max_page_count = {pages + 8}"))  # a few
@@ -185,8 +228,9 @@ async def test_the_disk_filling_again_during_the_write_back_loses_nothing(
         await one_attempt(full)
         assert not full.full and full.buffer.readings == 0
         got = rows(store)
-        values = store.call(lambda db: [r[0] for r in db.execute(
-            "SELECT value FROM readings ORDER BY seq")])
+        values = store.call(
+            lambda db: [r[0] for r in db.execute("SELECT value FROM readings ORDER BY seq")]
+        )
         stop.set()
         await keeper
     assert sorted(values) == sorted([97.0] + [80.0 + i for i in range(20)])
@@ -200,8 +244,11 @@ def fill_disk(store: Store) -> None:
     pages = store.call(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
     store.call(lambda db: db.execute(f"PRAGMA max_page_count = {pages}"))
     with pytest.raises(StoreFull):  # a row that needs a new page no longer fits
-        store.call(lambda db: db.execute("INSERT INTO events (at, kind, detail) VALUES "
-                                         "('t', 'filler', ?)", [bytes(8192)]))
+        store.call(
+            lambda db: db.execute(
+                "INSERT INTO events (at, kind, detail) VALUES ('t', 'filler', ?)", [bytes(8192)]
+            )
+        )
 
 
 def free_disk(store: Store) -> None:

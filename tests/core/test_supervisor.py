@@ -27,10 +27,13 @@ async def test_unbuildable_devices_are_failed_and_the_others_keep_running(
             devices=[
                 # Settings built in code skip the config checks: the supervisor must cope.
                 DeviceSettings(id="mystery", kind="no-such-kind", port="/dev/null"),
-                DeviceSettings(id="analyser", kind="astm", port="/dev/null",
-                               options={"test_map": str(test_map)}),
-                DeviceSettings(id="ox", kind="nonin", port=sim.path,
-                               options={"data_format": 7}),
+                DeviceSettings(
+                    id="analyser",
+                    kind="astm",
+                    port="/dev/null",
+                    options={"test_map": str(test_map)},
+                ),
+                DeviceSettings(id="ox", kind="nonin", port=sim.path, options={"data_format": 7}),
             ],
         )
         test_map.unlink()  # valid when the config was written, gone when the agent starts
@@ -40,8 +43,10 @@ async def test_unbuildable_devices_are_failed_and_the_others_keep_running(
             task = asyncio.create_task(supervisor.run(stop))
             try:
                 async with asyncio.timeout(20):
-                    while supervisor.sink.devices.get("ox") is None or \
-                            supervisor.sink.devices["ox"].readings == 0:
+                    while (
+                        supervisor.sink.devices.get("ox") is None
+                        or supervisor.sink.devices["ox"].readings == 0
+                    ):
                         assert not task.done(), task.exception()
                         await asyncio.sleep(0.05)
             finally:

@@ -86,8 +86,10 @@ def _per_second(windows: Sequence[Window], link: Link, what: str) -> float | Non
 
 
 def split_p99(samples: Sequence[Sample]) -> Split:
-    return Split(p99(s.value_ms for s in samples if s.link == "offline"),
-                 p99(s.value_ms for s in samples if s.link == "online"))
+    return Split(
+        p99(s.value_ms for s in samples if s.link == "offline"),
+        p99(s.value_ms for s in samples if s.link == "online"),
+    )
 
 
 @dataclass
@@ -106,8 +108,14 @@ class Witnessed:
 
     @property
     def exactly_once(self) -> bool:
-        return not (self.lost or self.duplicated or self.unexpected or self.seq_gaps
-                    or self.unsent or self.files_lost)
+        return not (
+            self.lost
+            or self.duplicated
+            or self.unexpected
+            or self.seq_gaps
+            or self.unsent
+            or self.files_lost
+        )
 
 
 def multiset_diff(sent: Iterable[Any], stored: Iterable[Any]) -> tuple[int, int]:
@@ -162,8 +170,9 @@ class DayFigures:
             "offline_rate": ratio is not None and ratio >= RATE_GOAL,
             "loop_lag": _within(self.loop_lag_p99_ms, LAG_P99_GOAL_MS),
             "console_live": _within(self.live_p99_ms, LIVE_P99_GOAL_MS),
-            "offline_detected": (not self.detections_missed and bool(detections)
-                                 and max(detections) <= DETECT_GOAL_S),
+            "offline_detected": (
+                not self.detections_missed and bool(detections) and max(detections) <= DETECT_GOAL_S
+            ),
             "exactly_once": self.witnessed.exactly_once,
         }
 
@@ -186,49 +195,94 @@ class DayFigures:
         ratio = rate.ratio()
         rows = [
             ("figure", "offline", "online (baseline)", "goal", ""),
-            ("readings stored /s (streaming devices)", _f(rate.offline, 2), _f(rate.online, 2),
-             f"ratio >= {RATE_GOAL} (is {_f(ratio, 3)})", ok[g["offline_rate"]]),
-            ("event-loop lag p99 (ms)", _f(self.loop_lag_p99_ms.offline, 1),
-             _f(self.loop_lag_p99_ms.online, 1), f"<= {LAG_P99_GOAL_MS:.0f}", ok[g["loop_lag"]]),
-            ("console /live p99 (ms)", _f(self.live_p99_ms.offline, 1),
-             _f(self.live_p99_ms.online, 1), f"<= {LIVE_P99_GOAL_MS:.0f}",
-             ok[g["console_live"]]),
-            ("agent CPU (% of a core)", _f(self.cpu_percent.offline, 1),
-             _f(self.cpu_percent.online, 1), "-", ""),
-            ("link loss -> console offline (s)", _span(self.console_offline_s), "-",
-             f"<= {DETECT_GOAL_S:.0f}", ok[g["offline_detected"]]),
-            ("link loss -> `status` offline (s)", _span(self.status_offline_s), "-",
-             f"<= {DETECT_GOAL_S:.0f}", ok[g["offline_detected"]]),
+            (
+                "readings stored /s (streaming devices)",
+                _f(rate.offline, 2),
+                _f(rate.online, 2),
+                f"ratio >= {RATE_GOAL} (is {_f(ratio, 3)})",
+                ok[g["offline_rate"]],
+            ),
+            (
+                "event-loop lag p99 (ms)",
+                _f(self.loop_lag_p99_ms.offline, 1),
+                _f(self.loop_lag_p99_ms.online, 1),
+                f"<= {LAG_P99_GOAL_MS:.0f}",
+                ok[g["loop_lag"]],
+            ),
+            (
+                "console /live p99 (ms)",
+                _f(self.live_p99_ms.offline, 1),
+                _f(self.live_p99_ms.online, 1),
+                f"<= {LIVE_P99_GOAL_MS:.0f}",
+                ok[g["console_live"]],
+            ),
+            (
+                "agent CPU (% of a core)",
+                _f(self.cpu_percent.offline, 1),
+                _f(self.cpu_percent.online, 1),
+                "-",
+                "",
+            ),
+            (
+                "link loss -> console offline (s)",
+                _span(self.console_offline_s),
+                "-",
+                f"<= {DETECT_GOAL_S:.0f}",
+                ok[g["offline_detected"]],
+            ),
+            (
+                "link loss -> `status` offline (s)",
+                _span(self.status_offline_s),
+                "-",
+                f"<= {DETECT_GOAL_S:.0f}",
+                ok[g["offline_detected"]],
+            ),
             ("link return -> reconnected (s)", "-", _span(self.reconnect_s), "-", ""),
             ("link return -> backlog drained (s)", "-", _span(self.drain_s), "-", ""),
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = [f"a van's day: {self.minutes:g} min, {self.link_losses} link losses "
-                 f"({', '.join(self.faults)}), keepalive {self.keepalive_s} s"
-                 + (f", negative control: {self.negative}" if self.negative else "")]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                  for r in rows]
+        lines = [
+            f"a van's day: {self.minutes:g} min, {self.link_losses} link losses "
+            f"({', '.join(self.faults)}), keepalive {self.keepalive_s} s"
+            + (f", negative control: {self.negative}" if self.negative else "")
+        ]
+        lines += [
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+        ]
         w = self.witnessed
         loop = self.agent_loop or {}
         lines.append(
             "the agent's loop figures in its last heartbeat answer: "
             f"p99 {loop.get('p99_ms', '-')} ms, "
-            f"max {loop.get('max_ms', '-')} ms, stalls {loop.get('stalls', '-')}")
-        lines.append(f"readings: {self.readings_total} stored ("
-                     + ", ".join(f"{k} {v}" for k, v in sorted(self.by_device.items())) + ")")
-        lines.append("nurses: " + ", ".join(f"{k} {v}" for k, v in
-                                           sorted(self.nurse_actions.items()))
-                     + f"; /live polls {self.live_polls}")
+            f"max {loop.get('max_ms', '-')} ms, stalls {loop.get('stalls', '-')}"
+        )
+        lines.append(
+            f"readings: {self.readings_total} stored ("
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.by_device.items()))
+            + ")"
+        )
+        lines.append(
+            "nurses: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.nurse_actions.items()))
+            + f"; /live polls {self.live_polls}"
+        )
         lines.append(
             f"witness: {w.sent} readings sent by the devices; lost {w.lost}, duplicated "
             f"{w.duplicated}, unexpected {w.unexpected}, seq gaps {w.seq_gaps}, unsent "
             f"{w.unsent}; files dropped {w.files_dropped}, lost {w.files_lost} "
-            f"-> {'exactly once' if w.exactly_once else 'NOT exactly once'}")
+            f"-> {'exactly once' if w.exactly_once else 'NOT exactly once'}"
+        )
         lines += [f"  {n}" for n in w.notes]
         if self.detections_missed:
             lines.append(f"link losses never reported offline: {self.detections_missed}")
-        lines.append("verdict: " + ("PASS" if self.passed else
-                                    "FAIL (" + ", ".join(k for k, v in g.items() if not v) + ")"))
+        lines.append(
+            "verdict: "
+            + (
+                "PASS"
+                if self.passed
+                else "FAIL (" + ", ".join(k for k, v in g.items() if not v) + ")"
+            )
+        )
         return "\n".join(lines)
 
 

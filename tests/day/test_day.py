@@ -41,13 +41,22 @@ def test_a_reading_missing_or_held_twice_at_central_is_counted() -> None:
 
 def _day(lag_ms: float, offline_rate: float = 8.0, detect: float = 2.0) -> figures.DayFigures:
     return figures.DayFigures(
-        minutes=1, negative=None, keepalive_s=5,
-        readings_per_s=figures.rates([Window("online", 10, 80, 0.1),
-                                      Window("offline", 10, int(offline_rate * 10), 0.1)]),
+        minutes=1,
+        negative=None,
+        keepalive_s=5,
+        readings_per_s=figures.rates(
+            [Window("online", 10, 80, 0.1), Window("offline", 10, int(offline_rate * 10), 0.1)]
+        ),
         loop_lag_p99_ms=figures.split_p99([Sample("online", 2.0), Sample("offline", lag_ms)]),
-        live_p99_ms=Split(40.0, 30.0), cpu_percent=Split(1.0, 1.0),
-        console_offline_s=[detect], status_offline_s=[detect], drain_s=[1.0],
-        reconnect_s=[1.0], agent_loop=None, witnessed=figures.Witnessed(sent=10))
+        live_p99_ms=Split(40.0, 30.0),
+        cpu_percent=Split(1.0, 1.0),
+        console_offline_s=[detect],
+        status_offline_s=[detect],
+        drain_s=[1.0],
+        reconnect_s=[1.0],
+        agent_loop=None,
+        witnessed=figures.Witnessed(sent=10),
+    )
 
 
 def test_a_frozen_loop_fails_the_day() -> None:
@@ -72,8 +81,14 @@ def test_a_short_day_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> Non
     assert w.exactly_once, w.notes
     assert (w.lost, w.duplicated, w.unexpected, w.seq_gaps, w.unsent) == (0, 0, 0, 0, 0)
     assert w.sent > 100 and w.files_dropped >= 4 and w.files_lost == 0
-    assert set(day.by_device) >= {"oximeter-nonin", "oximeter-cms50", "monitor-hl7",
-                                  "analyser-astm", "scale", "gps"}
+    assert set(day.by_device) >= {
+        "oximeter-nonin",
+        "oximeter-cms50",
+        "monitor-hl7",
+        "analyser-astm",
+        "scale",
+        "gps",
+    }
     assert day.link_losses == 3 and day.live_polls > 10
     assert any(k.startswith("open ok") for k in day.nurse_actions), day.nurse_actions
 
@@ -81,8 +96,9 @@ def test_a_short_day_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> Non
 @pytest.mark.broker
 @pytest.mark.timeout(240)
 def test_the_offline_freeze_is_caught_by_the_liveness_figures(tmp_path: Path) -> None:
-    day = run_day(DayConfig(minutes=0.4, negative="freeze", faults=("link-down",), seed=2),
-                  tmp_path)
+    day = run_day(
+        DayConfig(minutes=0.4, negative="freeze", faults=("link-down",), seed=2), tmp_path
+    )
     print(day.text())
     goals = day.goals()
     assert not day.passed

@@ -112,18 +112,24 @@ def schedule(total_s: float, faults: tuple[str, ...] = FAULTS) -> list[Phase]:
     flaps: list[Phase] = []
     spent = 0.0
     while spent + cycle <= flap_total + 1e-9:
-        flaps += [Phase("flap-down", "offline", cycle / 3), Phase("flap-up", "online",
-                                                                  2 * cycle / 3)]
+        flaps += [
+            Phase("flap-down", "offline", cycle / 3),
+            Phase("flap-up", "online", 2 * cycle / 3),
+        ]
         spent += cycle
     chosen = [Phase("online", "online", part(0.08, 3.0))]
     if "link-down" in faults:
-        chosen += [Phase("link-down", "offline", part(0.22, 8.0)),
-                   Phase("online", "online", part(0.08, 3.0))]
+        chosen += [
+            Phase("link-down", "offline", part(0.22, 8.0)),
+            Phase("online", "online", part(0.08, 3.0)),
+        ]
     if "flap" in faults:
         chosen += flaps
     if "broker-restart" in faults:
-        chosen += [Phase("broker-restart", "offline", part(0.08, 3.0)),
-                   Phase("online", "online", part(0.08, 3.0))]
+        chosen += [
+            Phase("broker-restart", "offline", part(0.08, 3.0)),
+            Phase("online", "online", part(0.08, 3.0)),
+        ]
     if "blackhole" in faults:
         chosen += [Phase("blackhole", "offline", part(0.20, 10.0))]
     return [*chosen, Phase("online", "online", part(0.14, 3.0))]
@@ -144,7 +150,7 @@ class DayConfig:
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (``/proc/PID/stat``), in seconds."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields_ = stat[stat.rindex(")") + 2:].split()
+    fields_ = stat[stat.rindex(")") + 2 :].split()
     return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -165,8 +171,8 @@ def store_counts(path: Path) -> tuple[int, int]:
     try:
         with read_only(path) as conn:
             streaming = conn.execute(
-                f"SELECT count(*) FROM readings WHERE device_id IN ({marks})",
-                STREAMING).fetchone()[0]
+                f"SELECT count(*) FROM readings WHERE device_id IN ({marks})", STREAMING
+            ).fetchone()[0]
             top = conn.execute("SELECT coalesce(max(seq), 0) FROM readings").fetchone()[0]
     except sqlite3.Error:
         return 0, 0
@@ -176,8 +182,11 @@ def store_counts(path: Path) -> tuple[int, int]:
 def unsent_up_to(path: Path, seq: int) -> int | None:
     try:
         with read_only(path) as conn:
-            return int(conn.execute("SELECT count(*) FROM readings WHERE sent_at IS NULL AND "
-                                    "seq <= ?", [seq]).fetchone()[0])
+            return int(
+                conn.execute(
+                    "SELECT count(*) FROM readings WHERE sent_at IS NULL AND seq <= ?", [seq]
+                ).fetchone()[0]
+            )
     except sqlite3.Error:
         return None
 
@@ -217,8 +226,13 @@ class Process:
     def start(self) -> int:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                self.argv, cwd=ROOT, env=subprocess_env(), stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True)
+                self.argv,
+                cwd=ROOT,
+                env=subprocess_env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return self.proc.pid
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -252,8 +266,9 @@ class Nurse(threading.Thread):
         self.polls = 0
         self.patients = 0
 
-    def _request(self, method: str, path: str, body: str | None = None
-                 ) -> tuple[int, str, http.client.HTTPResponse]:
+    def _request(
+        self, method: str, path: str, body: str | None = None
+    ) -> tuple[int, str, http.client.HTTPResponse]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=HTTP_TIMEOUT_S)
         try:
             headers = {"Host": self.host}
@@ -284,8 +299,9 @@ class Nurse(threading.Thread):
         for key, value in form.items():
             pairs += [(key, v) for v in value] if isinstance(value, list) else [(key, value)]
         try:
-            status, _, _ = self._request("POST", f"/patient/{what}",
-                                         urlencode([*pairs, ("csrf", self.csrf)]))
+            status, _, _ = self._request(
+                "POST", f"/patient/{what}", urlencode([*pairs, ("csrf", self.csrf)])
+            )
         except OSError:
             status = 0
         key = f"{what} {'ok' if status == 200 else status or 'timeout'}"
@@ -305,8 +321,7 @@ class Nurse(threading.Thread):
                 status, live = 0, ""
             took = time.monotonic() - started
             self.polls += 1
-            day.live_samples.append(Sample(day.link, (took if status else HTTP_TIMEOUT_S)
-                                           * 1000))
+            day.live_samples.append(Sample(day.link, (took if status else HTTP_TIMEOUT_S) * 1000))
             tile = re.search(r'data-key="link" data-status="(\w+)"', live)
             if tile is not None and tile.group(1) != "ok":
                 day.saw_offline("console")
@@ -344,9 +359,23 @@ class StatusWatcher(threading.Thread):
             if not self.wanted.wait(0.2):
                 continue
             out = subprocess.run(
-                [sys.executable, "-m", "edge_agent", "status", "--json", "--lang", "en",
-                 "--config", str(self.config)],
-                cwd=ROOT, env=subprocess_env(), capture_output=True, timeout=60, check=False)
+                [
+                    sys.executable,
+                    "-m",
+                    "edge_agent",
+                    "status",
+                    "--json",
+                    "--lang",
+                    "en",
+                    "--config",
+                    str(self.config),
+                ],
+                cwd=ROOT,
+                env=subprocess_env(),
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
             self.runs += 1
             with contextlib.suppress(ValueError):
                 tiles = json.loads(out.stdout).get("tiles", [])
@@ -370,8 +399,9 @@ class Heart(threading.Thread):
             live = ask_any(self.store)
             loop = (live.answer or {}).get("loop")
             sync = (live.answer or {}).get("sync")
-            day.connected = bool(live.answering and isinstance(sync, dict)
-                                 and sync.get("connected"))
+            day.connected = bool(
+                live.answering and isinstance(sync, dict) and sync.get("connected")
+            )
             if day.connected and day.returned_at is not None:
                 day.reconnects.append(time.monotonic() - day.returned_at)
                 day.returned_at = None
@@ -432,18 +462,37 @@ class VanDay:
         self.kinds: dict[str, tuple[str, dict[str, Any]]] = {}
         self.witness = Witness(workdir / "witness.jsonl")
         self.stop_new, self.abort = threading.Event(), threading.Event()
-        self.monitor = Monitor(0, self.mllp_port, self.witness, seed=cfg.seed,
-                               gap=cfg.hl7_gap, ack_timeout=3.0, stop_new=self.stop_new,
-                               abort=self.abort)
+        self.monitor = Monitor(
+            0,
+            self.mllp_port,
+            self.witness,
+            seed=cfg.seed,
+            gap=cfg.hl7_gap,
+            ack_timeout=3.0,
+            stop_new=self.stop_new,
+            abort=self.abort,
+        )
         self.dropped: list[str] = []  # sha256 of each file dropped
         self.windows: list[Window] = []
         self.drains: list[float] = []
         self.agent: Process | None = None
         self.receiver = Process(
-            [sys.executable, "-m", "edge_agent", "receive", "--broker",
-             f"127.0.0.1:{self.broker.port}", "--db", str(self.central), "--client-id",
-             "receiver-day", "--files-dir", str(self.central_files)],
-            workdir / "receiver.log")
+            [
+                sys.executable,
+                "-m",
+                "edge_agent",
+                "receive",
+                "--broker",
+                f"127.0.0.1:{self.broker.port}",
+                "--db",
+                str(self.central),
+                "--client-id",
+                "receiver-day",
+                "--files-dir",
+                str(self.central_files),
+            ],
+            workdir / "receiver.log",
+        )
 
     # --- set-up -----------------------------------------------------------------------------
     def _config(self, proxy_port: int) -> Path:
@@ -467,10 +516,13 @@ class VanDay:
             simulator = driver(kind).simulator
             assert simulator is not None
             self.kinds[dev_id] = (kind, options)
-            self.sims[dev_id] = PtyDevice(simulator(options, seed),
-                                          link=self.workdir / f"tty-{dev_id}")
-            text += (f'[[devices]]\nid = "{dev_id}"\nkind = "{kind}"\n'
-                     f'port = "{self.sims[dev_id].path}"\n')
+            self.sims[dev_id] = PtyDevice(
+                simulator(options, seed), link=self.workdir / f"tty-{dev_id}"
+            )
+            text += (
+                f'[[devices]]\nid = "{dev_id}"\nkind = "{kind}"\n'
+                f'port = "{self.sims[dev_id].path}"\n'
+            )
             if options:
                 text += "options = " + _inline(options) + "\n"
         config = self.workdir / "agent.toml"
@@ -548,14 +600,18 @@ class VanDay:
             wait = phase.name == "online" and self.cfg.negative is None
             latest = end + RECONNECT_WAIT_S
             while (now := time.monotonic()) < end or (
-                    wait and not self.day.connected and now < latest):
+                wait and not self.day.connected and now < latest
+            ):
                 if now >= next_file:
                     self._drop_file()
                     next_file = now + every
                 time.sleep(min(0.2, max(0.01, end - now)))  # the day's clock: a schedule
             count1, _ = store_counts(self.store)
-            self.windows.append(Window(phase.link, time.monotonic() - start, count1 - count0,
-                                       cpu_seconds(pid) - cpu0))
+            self.windows.append(
+                Window(
+                    phase.link, time.monotonic() - start, count1 - count0, cpu_seconds(pid) - cpu0
+                )
+            )
             self._leave(phase, status)
 
     def _enter(self, phase: Phase, status: StatusWatcher) -> None:
@@ -633,8 +689,12 @@ class VanDay:
             stored = self._stored_by_device()
             files_ok = all(self._at_central(sha) for sha in self.dropped)
             _, top = store_counts(self.store)
-            if (not self.monitor.is_alive() and files_ok and unsent_up_to(self.store, top) == 0
-                    and all(stored.get(d, 0) >= n for d, n in expected.items())):
+            if (
+                not self.monitor.is_alive()
+                and files_ok
+                and unsent_up_to(self.store, top) == 0
+                and all(stored.get(d, 0) >= n for d, n in expected.items())
+            ):
                 return True
             time.sleep(0.2)  # waiting for the drain, bounded by the deadline
         return False
@@ -652,7 +712,7 @@ class VanDay:
         step = 1 if kind == "astm" else max(1, len(sent))
         seen: set[str] = set()
         out: list[tuple[str, float | None]] = []
-        chunks = [sent[at:at + step] for at in range(0, len(sent), step)]
+        chunks = [sent[at : at + step] for at in range(0, len(sent), step)]
         for chunk in [*chunks, b""] if eof else chunks:  # b"": the port closed
             for event in decoder.receive_data(chunk):
                 if isinstance(event, MessageComplete):
@@ -671,8 +731,12 @@ class VanDay:
             return {}
         try:
             with read_only(self.store) as conn:
-                return {str(d): int(n) for d, n in conn.execute(
-                    "SELECT device_id, count(*) FROM readings GROUP BY device_id")}
+                return {
+                    str(d): int(n)
+                    for d, n in conn.execute(
+                        "SELECT device_id, count(*) FROM readings GROUP BY device_id"
+                    )
+                }
         except sqlite3.Error:
             return {}
 
@@ -681,21 +745,28 @@ class VanDay:
 
     def _check(self) -> tuple[Witnessed, dict[str, int]]:
         with read_only(self.store) as conn:
-            rows = conn.execute("SELECT id, seq, device_id, quantity, value, sent_at "
-                                "FROM readings").fetchall()
+            rows = conn.execute(
+                "SELECT id, seq, device_id, quantity, value, sent_at FROM readings"
+            ).fetchall()
         by_device: dict[str, int] = {}
         for _, _, dev, _, _, _ in rows:
             by_device[dev] = by_device.get(dev, 0) + 1
         central: list[tuple[str, int]] = []
         if self.central.exists():
             with read_only(self.central) as conn:
-                central = [(str(i), int(s)) for i, s in conn.execute(
-                    "SELECT id, seq FROM observations WHERE unit = ?", [UNIT])]
+                central = [
+                    (str(i), int(s))
+                    for i, s in conn.execute(
+                        "SELECT id, seq FROM observations WHERE unit = ?", [UNIT]
+                    )
+                ]
         out = figures.exactly_once({str(r[0]): int(r[1]) for r in rows}, central)
         if out.lost or out.duplicated or out.unexpected or out.seq_gaps:
-            out.notes.append(f"unit -> central: {out.lost} not at central, {out.duplicated} "
-                             f"duplicated, {out.unexpected} unknown to the unit, "
-                             f"{out.seq_gaps} seq gaps")
+            out.notes.append(
+                f"unit -> central: {out.lost} not at central, {out.duplicated} "
+                f"duplicated, {out.unexpected} unknown to the unit, "
+                f"{out.seq_gaps} seq gaps"
+            )
         out.unsent = sum(1 for r in rows if r[5] is None)
         # the pty devices: what each sent against what the unit stored from it
         for dev_id in self.sims:
@@ -706,29 +777,36 @@ class VanDay:
             out.lost += missing
             out.duplicated += extra
             if missing or extra:
-                out.notes.append(f"{dev_id}: sent {len(sent)}, stored {len(stored)} "
-                                 f"({missing} missing, {extra} extra)")
+                out.notes.append(
+                    f"{dev_id}: sent {len(sent)}, stored {len(stored)} "
+                    f"({missing} missing, {extra} extra)"
+                )
         # the HL7 monitor: every acknowledged reading at central, once
         history = checker.read_history(read_witness(self.witness.path))
         hl7_ids = {str(r[0]) for r in rows if r[2] == MONITOR}
         c_rows, epoch = central_rows(self.central)
         classes = checker.classify(
-            history, [r for r in c_rows if r.id in hl7_ids],
-            [r for r in unit_rows(self.store, epoch) if r.id in hl7_ids])
+            history,
+            [r for r in c_rows if r.id in hl7_ids],
+            [r for r in unit_rows(self.store, epoch) if r.id in hl7_ids],
+        )
         out.sent += len(history.sent)
         out.lost += classes.lost
         out.duplicated += classes.duplicated_by_content + classes.duplicated_by_id
         out.unexpected += classes.unexpected
         if not classes.valid:
-            out.notes.append(f"{MONITOR}: lost {classes.lost} (first {classes.lost_examples}), "
-                             f"unexpected {classes.unexpected}, duplicated "
-                             f"{classes.duplicated_by_content + classes.duplicated_by_id}")
+            out.notes.append(
+                f"{MONITOR}: lost {classes.lost} (first {classes.lost_examples}), "
+                f"unexpected {classes.unexpected}, duplicated "
+                f"{classes.duplicated_by_content + classes.duplicated_by_id}"
+            )
         out.files_dropped = len(self.dropped)
         out.files_lost = sum(1 for sha in self.dropped if not self._at_central(sha))
         return out, by_device
 
-    def _figures(self, final_loop: dict[str, Any] | None, nurse: Nurse,
-                 drained: bool) -> DayFigures:
+    def _figures(
+        self, final_loop: dict[str, Any] | None, nurse: Nurse, drained: bool
+    ) -> DayFigures:
         for dev_id, sim in self.sims.items():  # the devices' own record, kept beside the logs
             (self.workdir / f"sent-{dev_id}.bin").write_bytes(bytes(sim.sent))
         witnessed, by_device = self._check()
@@ -737,7 +815,8 @@ class VanDay:
         losses = self.day.losses
         return DayFigures(
             minutes=round(sum(p.seconds for p in self.phases) / 60, 2),
-            negative=self.cfg.negative, keepalive_s=self.cfg.keepalive_s,
+            negative=self.cfg.negative,
+            keepalive_s=self.cfg.keepalive_s,
             readings_per_s=figures.rates(self.windows),
             loop_lag_p99_ms=figures.split_p99(self.day.lag_samples),
             live_p99_ms=figures.split_p99(self.day.live_samples),
@@ -746,9 +825,12 @@ class VanDay:
             status_offline_s=[round(x.status, 2) for x in losses if x.status is not None],
             drain_s=[round(x, 2) for x in self.drains],
             reconnect_s=[round(x, 2) for x in self.day.reconnects],
-            agent_loop=final_loop, witnessed=witnessed,
-            readings_total=sum(by_device.values()), by_device=by_device,
-            nurse_actions=dict(nurse.actions), live_polls=nurse.polls,
+            agent_loop=final_loop,
+            witnessed=witnessed,
+            readings_total=sum(by_device.values()),
+            by_device=by_device,
+            nurse_actions=dict(nurse.actions),
+            live_polls=nurse.polls,
             link_losses=len(losses),
             detections_missed=sum(1 for x in losses if x.console is None or x.status is None),
             faults=sorted({p.name for p in self.phases if p.link == "offline"}),
@@ -772,19 +854,32 @@ def main(argv: list[str] | None = None) -> int:
         prog="scripts/day",
         description="A van's day, compressed: the real agent, devices, Mosquitto, the "
         "receiver and the console, the link down, flapping, a broker restart and a "
-        "blackhole; figures offline beside online, and 0 lost, 0 duplicated.")
-    p.add_argument("--minutes", type=float, default=20.0, help="length of the day (the "
-                   "short day in the suite is 0.65)")
-    p.add_argument("--keepalive", type=int, default=5, help="the agent's MQTT keepalive "
-                   "(s): a blackhole is noticed after 1.5 x this")
-    p.add_argument("--negative", choices=NEGATIVES, help="put the offline freeze back: the "
-                   "day must report FAIL (exit 0 when it does)")
+        "blackhole; figures offline beside online, and 0 lost, 0 duplicated.",
+    )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=20.0,
+        help="length of the day (the short day in the suite is 0.65)",
+    )
+    p.add_argument(
+        "--keepalive",
+        type=int,
+        default=5,
+        help="the agent's MQTT keepalive (s): a blackhole is noticed after 1.5 x this",
+    )
+    p.add_argument(
+        "--negative",
+        choices=NEGATIVES,
+        help="put the offline freeze back: the day must report FAIL (exit 0 when it does)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, help="keep logs, stores and the witness here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
-    cfg = DayConfig(minutes=args.minutes, negative=args.negative, keepalive_s=args.keepalive,
-                    seed=args.seed)
+    cfg = DayConfig(
+        minutes=args.minutes, negative=args.negative, keepalive_s=args.keepalive, seed=args.seed
+    )
     result = run_day(cfg, args.workdir)
     print(json.dumps(result.as_dict()) if args.json else result.text())
     if args.negative:

@@ -37,9 +37,15 @@ class RecordingSink:
         self.device_id = device_id
         self.changed = asyncio.Event()
 
-    async def store(self, device_id: str, measurements: list[Measurement],
-                    rejects: list[Rejected], *, cursor: tuple[str, int] | None = None,
-                    may_buffer: bool = False) -> None:
+    async def store(
+        self,
+        device_id: str,
+        measurements: list[Measurement],
+        rejects: list[Rejected],
+        *,
+        cursor: tuple[str, int] | None = None,
+        may_buffer: bool = False,
+    ) -> None:
         assert self.device_id in (None, device_id), device_id
         if self.fail_commits:
             self.fail_commits -= 1
@@ -50,8 +56,9 @@ class RecordingSink:
         self.rejects += rejects
         if cursor is not None:
             self.cursors[cursor[0]] = cursor[1]
-        self.log.append(f"store {len(measurements)}"
-                        + (f" cursor {cursor[1]}" if cursor is not None else ""))
+        self.log.append(
+            f"store {len(measurements)}" + (f" cursor {cursor[1]}" if cursor is not None else "")
+        )
         self.changed.set()
 
     def device_status(self, device_id: str, state: str, detail: str = "") -> None:
@@ -81,12 +88,19 @@ class WatchedSink(StoreSink):
         self.commits = 0
         self.changed = asyncio.Event()
 
-    async def store(self, device_id: str, measurements: list[Measurement],
-                    rejects: list[Rejected], *, cursor: tuple[str, int] | None = None,
-                    may_buffer: bool = False) -> None:
+    async def store(
+        self,
+        device_id: str,
+        measurements: list[Measurement],
+        rejects: list[Rejected],
+        *,
+        cursor: tuple[str, int] | None = None,
+        may_buffer: bool = False,
+    ) -> None:
         try:
-            await super().store(device_id, measurements, rejects, cursor=cursor,
-                                may_buffer=may_buffer)
+            await super().store(
+                device_id, measurements, rejects, cursor=cursor, may_buffer=may_buffer
+            )
             self.commits += 1
         finally:
             self.changed.set()

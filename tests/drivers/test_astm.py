@@ -66,8 +66,6 @@ def event_json(event: Event) -> dict[str, Any]:
     return {"type": type(event).__name__, **data}
 
 
-
-
 def measurements(events: Sequence[Event]) -> list[Measurement]:
     return [e for e in events if isinstance(e, Measurement)]
 
@@ -341,7 +339,8 @@ rows = st.lists(
     st.tuples(codes, values, units, st.sampled_from(["", "N", "H", "LL"])).filter(
         lambda r: not (r[0] == "HB" and r[2] == "g/dL" and float(r[1]) > 100)  # impossible
     ),
-    min_size=1, max_size=12,
+    min_size=1,
+    max_size=12,
 )
 
 
@@ -370,7 +369,8 @@ def test_round_trip_encode_frames_decode(
     assert [m.source_key for m in measurements(again)] == keys
     other = ResultMessage(patient, specimen + "-2", results)
     assert not {m.source_key for m in measurements(play(decoder(), transmission(other))[0])} & (
-        set(keys))
+        set(keys)
+    )
 
 
 # -- two ends ---------------------------------------------------------------------------------

@@ -20,13 +20,30 @@ WHEN = (2026, 11, 23, 9, 30, 0)
 
 
 def first_half() -> bytes:
-    return enc.encode_2a9c(23.4, "kg", WHEN, 2, multiple_packet=True, basal_metabolism=6500,
-                           muscle_percentage=38.5, muscle_mass=28.1, fat_free_mass=54.2)
+    return enc.encode_2a9c(
+        23.4,
+        "kg",
+        WHEN,
+        2,
+        multiple_packet=True,
+        basal_metabolism=6500,
+        muscle_percentage=38.5,
+        muscle_mass=28.1,
+        fat_free_mass=54.2,
+    )
 
 
 def second_half(fat: float = 23.4) -> bytes:
-    return enc.encode_2a9c(fat, "kg", multiple_packet=True, soft_lean_mass=50.3,
-                           body_water_mass=39.8, impedance=512.3, weight=70.8, height=172.0)
+    return enc.encode_2a9c(
+        fat,
+        "kg",
+        multiple_packet=True,
+        soft_lean_mass=50.3,
+        body_water_mass=39.8,
+        impedance=512.3,
+        weight=70.8,
+        height=172.0,
+    )
 
 
 def values(events: Sequence[object]) -> dict[str, float | None]:
@@ -56,10 +73,18 @@ def test_two_packets_join_into_one_set_in_either_order() -> None:
         assert assembler.receive(order[0]) == []  # held until its partner comes
         events = assembler.receive(order[1])
         got = values(events)
-        assert got == {"body_fat_percentage": 23.4, "basal_metabolism": 6500.0,
-                       "muscle_percentage": 38.5, "muscle_mass": 28.1, "fat_free_mass": 54.2,
-                       "soft_lean_mass": 50.3, "body_water_mass": 39.8, "body_impedance": 512.3,
-                       "body_weight": 70.8, "body_height": 172.0}
+        assert got == {
+            "body_fat_percentage": 23.4,
+            "basal_metabolism": 6500.0,
+            "muscle_percentage": 38.5,
+            "muscle_mass": 28.1,
+            "fat_free_mass": 54.2,
+            "soft_lean_mass": 50.3,
+            "body_water_mass": 39.8,
+            "body_impedance": 512.3,
+            "body_weight": 70.8,
+            "body_height": 172.0,
+        }
         ms = [e for e in events if isinstance(e, Measurement)]
         assert all(m.flags == ("reassembled",) for m in ms)
         assert all(m.device_time == "2026-11-23T09:30:00" for m in ms)
@@ -83,7 +108,8 @@ def test_packets_that_cannot_belong_together_are_never_merged(second: bytes) -> 
     assembler.receive(first)
     events = assembler.receive(second)  # the first half goes out alone, flagged
     assert {m.flags for m in events if isinstance(m, Measurement)} == {
-        ("incomplete-multiple-packet",)}
+        ("incomplete-multiple-packet",)
+    }
     assert all(m.raw == first for m in events if isinstance(m, Measurement))
     rest = assembler.flush()
     assert rest and all(isinstance(m, Measurement) and m.raw == second for m in rest)
@@ -91,14 +117,21 @@ def test_packets_that_cannot_belong_together_are_never_merged(second: bytes) -> 
 
 def test_health_decoder_reassembles_the_golden_capture_and_flushes_a_lone_half() -> None:
     decoder = HealthDecoder(("2a9c",))
-    events = [e for _, ch, v in read_capture(CAPTURES / "body-composition-multipacket-gss.hex")
-              for e in decoder.receive_value(ch, v)]
+    events = [
+        e
+        for _, ch, v in read_capture(CAPTURES / "body-composition-multipacket-gss.hex")
+        for e in decoder.receive_value(ch, v)
+    ]
     ms = [e for e in events if isinstance(e, Measurement)]
     assert [m.flags for m in ms].count(("reassembled",)) == 10
     assert [(m.quantity, m.value) for m in ms if m.flags == ("incomplete-multiple-packet",)] == [
-        ("body_fat_percentage", 24.0), ("body_weight", 60.2)]
+        ("body_fat_percentage", 24.0),
+        ("body_weight", 60.2),
+    ]
     assert [(m.quantity, m.value) for m in ms if m.flags == ()] == [
-        ("body_fat_percentage", 19.9), ("body_weight", 81.0)]
+        ("body_fat_percentage", 19.9),
+        ("body_weight", 81.0),
+    ]
     assert decoder.flush() == []
 
 

@@ -37,10 +37,12 @@ from tests.drivers.sinks import RecordingSink, WatchedSink
 
 if shutil.which("dbus-daemon") is None:
     if os.environ.get("CI"):
-        pytest.fail("dbus-daemon is missing: scripts/setup installs it (apt dbus-daemon)",
-                    pytrace=False)
-    pytest.skip("dbus-daemon is not installed (bash scripts/setup installs it)",
-                allow_module_level=True)
+        pytest.fail(
+            "dbus-daemon is missing: scripts/setup installs it (apt dbus-daemon)", pytrace=False
+        )
+    pytest.skip(
+        "dbus-daemon is not installed (bash scripts/setup installs it)", allow_module_level=True
+    )
 
 
 @pytest.fixture(scope="session")
@@ -83,14 +85,29 @@ FAST = Backoff(base=0.02, cap=0.05)
 SWITCHED_OFF = ("waiting", "device switched off after measurement")
 
 
-def start(target: str | None, factory: Callable[[], GattDecoder],
-          sink: RecordingSink, stop: asyncio.Event, *, cursor: MemoryCursor | None = None,
-          op_timeout: float = 2.0, scan_timeout: float = 2.0) -> asyncio.Task[None]:
-    return asyncio.create_task(run(
-        target, factory, sink, "dev", stop=stop, scan_timeout=scan_timeout,
-        op_timeout=op_timeout, backoff=Backoff(base=FAST.base, cap=FAST.cap),
-        cursor_load=cursor.load if cursor else None,
-    ))
+def start(
+    target: str | None,
+    factory: Callable[[], GattDecoder],
+    sink: RecordingSink,
+    stop: asyncio.Event,
+    *,
+    cursor: MemoryCursor | None = None,
+    op_timeout: float = 2.0,
+    scan_timeout: float = 2.0,
+) -> asyncio.Task[None]:
+    return asyncio.create_task(
+        run(
+            target,
+            factory,
+            sink,
+            "dev",
+            stop=stop,
+            scan_timeout=scan_timeout,
+            op_timeout=op_timeout,
+            backoff=Backoff(base=FAST.base, cap=FAST.cap),
+            cursor_load=cursor.load if cursor else None,
+        )
+    )
 
 
 async def finish(task: asyncio.Task[None], stop: asyncio.Event) -> None:
@@ -113,8 +130,11 @@ async def test_scan_names_the_driver_for_each_health_device(bluez: FakeBlueZ) ->
     bluez.add_peripheral(FakePeripheral("C0:FF:EE:00:00:04", "Phone", rssi=-80))
     found = {r.address: r for r in await scan(0.3)}
     assert {a: r.driver for a, r in found.items()} == {
-        "C0:FF:EE:00:00:01": "ble-blood-pressure", "C0:FF:EE:00:00:02": "ble-glucose",
-        "C0:FF:EE:00:00:03": "ble-thermometer", "C0:FF:EE:00:00:04": None}
+        "C0:FF:EE:00:00:01": "ble-blood-pressure",
+        "C0:FF:EE:00:00:02": "ble-glucose",
+        "C0:FF:EE:00:00:03": "ble-thermometer",
+        "C0:FF:EE:00:00:04": None,
+    }
     cuff = found["C0:FF:EE:00:00:01"]
     assert (cuff.name, cuff.services) == ("UA-651BLE", ["00001810-0000-1000-8000-00805f9b34fb"])
     assert -70 < cuff.rssi < -50 and found["C0:FF:EE:00:00:04"].rssi < -70
@@ -136,23 +156,33 @@ async def test_scan_without_adapter_says_so() -> None:
             await scan(0.1)
 
 
-async def test_scan_without_system_bus_says_so(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_scan_without_system_bus_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path}/none")
     with pytest.raises(DeviceUnavailable, match="no system D-Bus"):
         await scan(0.1)
 
 
-@pytest.mark.parametrize(("error", "text"), [
-    (BleakBluetoothNotAvailableError("off", BleakBluetoothNotAvailableReason.POWERED_OFF),
-     "adapter is off"),
-    (BleakBluetoothNotAvailableError("no", BleakBluetoothNotAvailableReason.DENIED_BY_SYSTEM),
-     "not allowed to use BlueZ"),
-    (BleakGATTProtocolError(0x05), "requires pairing"),
-    (BleakDBusError("org.bluez.Error.NotPermitted", ["Not paired"]), "requires pairing"),
-    (BleakDBusError("org.bluez.Error.NotReady", ["Resource Not Ready"]), "adapter is off"),
-    (TimeoutError(), "no answer in time"),
-])
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        (
+            BleakBluetoothNotAvailableError("off", BleakBluetoothNotAvailableReason.POWERED_OFF),
+            "adapter is off",
+        ),
+        (
+            BleakBluetoothNotAvailableError(
+                "no", BleakBluetoothNotAvailableReason.DENIED_BY_SYSTEM
+            ),
+            "not allowed to use BlueZ",
+        ),
+        (BleakGATTProtocolError(0x05), "requires pairing"),
+        (BleakDBusError("org.bluez.Error.NotPermitted", ["Not paired"]), "requires pairing"),
+        (BleakDBusError("org.bluez.Error.NotReady", ["Resource Not Ready"]), "adapter is off"),
+        (TimeoutError(), "no answer in time"),
+    ],
+)
 def test_errors_are_explained_for_technicians(error: BaseException, text: str) -> None:
     assert text in explain_ble_error(error)
 
@@ -184,20 +214,27 @@ async def test_cuff_pressure_while_inflating_is_not_a_reading(bluez: FakeBlueZ) 
     finally:
         await finish(task, stop)
     assert sink.values("cuff_pressure") == [160.0, 120.0]
-    assert all("intermediate" in m.flags for m in sink.measurements
-               if m.quantity == "cuff_pressure")
+    assert all(
+        "intermediate" in m.flags for m in sink.measurements if m.quantity == "cuff_pressure"
+    )
     assert sink.values("systolic_bp") == [120.0]
 
 
-@pytest.mark.parametrize(("make", "kind", "quantity", "values"), [
-    (lambda a: devices.thermometer(a, 38.4), "ble-thermometer", "body_temperature", [38.4]),
-    (devices.oximeter, "ble-pulse-oximeter", "spo2", [96.0, 97.0, 97.0]),
-    (lambda a: devices.weight_scale(a, 64.5), "ble-weight-scale", "body_weight", [64.5]),
-    (devices.body_composition, "ble-body-composition", "body_fat_percentage", [22.5]),
-    (devices.heart_rate, "ble-heart-rate", "heart_rate", [72.0]),
-])
+@pytest.mark.parametrize(
+    ("make", "kind", "quantity", "values"),
+    [
+        (lambda a: devices.thermometer(a, 38.4), "ble-thermometer", "body_temperature", [38.4]),
+        (devices.oximeter, "ble-pulse-oximeter", "spo2", [96.0, 97.0, 97.0]),
+        (lambda a: devices.weight_scale(a, 64.5), "ble-weight-scale", "body_weight", [64.5]),
+        (devices.body_composition, "ble-body-composition", "body_fat_percentage", [22.5]),
+        (devices.heart_rate, "ble-heart-rate", "heart_rate", [72.0]),
+    ],
+)
 async def test_each_profile_through_its_registered_driver(
-    bluez: FakeBlueZ, make: Callable[[str], devices.HealthDevice], kind: str, quantity: str,
+    bluez: FakeBlueZ,
+    make: Callable[[str], devices.HealthDevice],
+    kind: str,
+    quantity: str,
     values: list[float],
 ) -> None:
     device = bluez.add_peripheral(make("C0:FF:EE:00:00:21"))
@@ -211,18 +248,22 @@ async def test_each_profile_through_its_registered_driver(
     assert sink.rejects == []
 
 
-@pytest.mark.parametrize(("lone_half", "flags", "count"), [
-    (False, ("reassembled",), 10), (True, ("incomplete-multiple-packet",), 5)])
+@pytest.mark.parametrize(
+    ("lone_half", "flags", "count"),
+    [(False, ("reassembled",), 10), (True, ("incomplete-multiple-packet",), 5)],
+)
 async def test_a_split_body_composition_is_stored_as_one_set_or_as_a_flagged_half(
     bluez: FakeBlueZ, lone_half: bool, flags: tuple[str, ...], count: int
 ) -> None:
-    scale = bluez.add_peripheral(devices.body_composition_split("C0:FF:EE:00:00:31",
-                                                                lone_half=lone_half))
+    scale = bluez.add_peripheral(
+        devices.body_composition_split("C0:FF:EE:00:00:31", lone_half=lone_half)
+    )
     sink, stop = RecordingSink(), asyncio.Event()
     task = start(scale.address, registry_decoder("ble-body-composition"), sink, stop)
     try:
-        await sink.until(lambda: sink.statuses.count(SWITCHED_OFF) >= 1
-                         and len(sink.measurements) >= count)
+        await sink.until(
+            lambda: sink.statuses.count(SWITCHED_OFF) >= 1 and len(sink.measurements) >= count
+        )
     finally:
         await finish(task, stop)
     assert len(sink.measurements) == count  # the half is flushed when the scale goes away
@@ -262,8 +303,10 @@ async def test_devices_read_at_once_take_turns_to_scan(bluez: FakeBlueZ) -> None
     cuff = bluez.add_peripheral(devices.cuff("C0:FF:EE:00:00:51", [(120, 80, 93)] * 2))
     thermo = bluez.add_peripheral(devices.thermometer("C0:FF:EE:00:00:52", 37.0, 37.1))
     sinks, stop = (RecordingSink(), RecordingSink()), asyncio.Event()
-    tasks = [start(cuff.address, registry_decoder("ble-blood-pressure"), sinks[0], stop),
-             start(thermo.address, registry_decoder("ble-thermometer"), sinks[1], stop)]
+    tasks = [
+        start(cuff.address, registry_decoder("ble-blood-pressure"), sinks[0], stop),
+        start(thermo.address, registry_decoder("ble-thermometer"), sinks[1], stop),
+    ]
     try:
         await sinks[0].until(lambda: len(sinks[0].values("systolic_bp")) == 2)
         await sinks[1].until(lambda: len(sinks[1].values("body_temperature")) == 2)
@@ -279,8 +322,9 @@ async def test_glucose_meter_records_downloaded_once_then_only_new(bluez: FakeBl
     records = GlucoseMeterRecords(with_context=True)
     for i in range(50):
         records.add(80 + i)
-    meter = bluez.add_peripheral(devices.GlucoseMeter("C0:FF:EE:00:00:61", records,
-                                                      switch_off=True))
+    meter = bluez.add_peripheral(
+        devices.GlucoseMeter("C0:FF:EE:00:00:61", records, switch_off=True)
+    )
     sink, stop = RecordingSink(), asyncio.Event()
     cursor = MemoryCursor(sink)
     key = address_key(meter.address)
@@ -305,8 +349,9 @@ async def test_glucose_cursor_stays_when_the_commit_fails(bluez: FakeBlueZ) -> N
     records = GlucoseMeterRecords()
     for mg in (90, 91, 92):
         records.add(mg)
-    meter = bluez.add_peripheral(devices.GlucoseMeter("C0:FF:EE:00:00:62", records,
-                                                      switch_off=True))
+    meter = bluez.add_peripheral(
+        devices.GlucoseMeter("C0:FF:EE:00:00:62", records, switch_off=True)
+    )
     sink, stop = RecordingSink(fail_commits=1), asyncio.Event()
     key = address_key(meter.address)
     sink.cursors[key] = 1
@@ -331,8 +376,9 @@ async def test_stalled_meter_is_aborted_and_the_cursor_stays(bluez: FakeBlueZ) -
     sink, stop = RecordingSink(), asyncio.Event()
     sink.cursors[address_key(meter.address)] = 7
     cursor = MemoryCursor(sink)
-    task = start(meter.address, registry_decoder("ble-glucose"), sink, stop, cursor=cursor,
-                 op_timeout=0.3)
+    task = start(
+        meter.address, registry_decoder("ble-glucose"), sink, stop, cursor=cursor, op_timeout=0.3
+    )
     try:
         await sink.until(lambda: "stalled" in sink.states)
     finally:
@@ -347,8 +393,9 @@ async def test_stalled_meter_is_aborted_and_the_cursor_stays(bluez: FakeBlueZ) -
 async def test_meter_that_needs_pairing_is_explained(bluez: FakeBlueZ) -> None:
     records = GlucoseMeterRecords()
     records.add(100)
-    meter = bluez.add_peripheral(devices.GlucoseMeter("C0:FF:EE:00:00:64", records,
-                                                      needs_pairing=True))
+    meter = bluez.add_peripheral(
+        devices.GlucoseMeter("C0:FF:EE:00:00:64", records, needs_pairing=True)
+    )
     sink, stop = RecordingSink(), asyncio.Event()
     task = start(meter.address, registry_decoder("ble-glucose"), sink, stop)
     try:
@@ -359,7 +406,8 @@ async def test_meter_that_needs_pairing_is_explained(bluez: FakeBlueZ) -> None:
 
 
 async def test_glucose_through_the_store_and_the_supervisor_entry_point(
-    bluez: FakeBlueZ, tmp_path: Path,
+    bluez: FakeBlueZ,
+    tmp_path: Path,
 ) -> None:
     records = GlucoseMeterRecords(with_context=True)
     for mg in (101, 102):
@@ -370,9 +418,18 @@ async def test_glucose_through_the_store_and_the_supervisor_entry_point(
         cursor = _StoreCursor(sink)
         key = f"glucometer/racp/address={meter.address}"
         stop = asyncio.Event()
-        task = asyncio.create_task(run_ble("glucometer", meter.address,
-                                           registry_decoder("ble-glucose"), sink, stop,
-                                           cursor=cursor, scan_timeout=2, op_timeout=2))
+        task = asyncio.create_task(
+            run_ble(
+                "glucometer",
+                meter.address,
+                registry_decoder("ble-glucose"),
+                sink,
+                stop,
+                cursor=cursor,
+                scan_timeout=2,
+                op_timeout=2,
+            )
+        )
         try:
             await meter.answered.wait()
             async with asyncio.timeout(5):
@@ -380,8 +437,11 @@ async def test_glucose_through_the_store_and_the_supervisor_entry_point(
                     await asyncio.sleep(0.02)  # the store's writer thread has no event to wait on
         finally:
             await finish(task, stop)
-        rows = store.call(lambda db: list(db.execute(
-            "SELECT value, device_time, received_at FROM readings ORDER BY seq")))
+        rows = store.call(
+            lambda db: list(
+                db.execute("SELECT value, device_time, received_at FROM readings ORDER BY seq")
+            )
+        )
     assert [r[0] for r in rows] == [101.0, 102.0]
     assert all(r[1] and r[2] for r in rows)  # the meter's time and the reception time
 
@@ -401,26 +461,46 @@ async def test_a_replaced_meter_is_downloaded_from_its_first_record(tmp_path: Pa
         old_records = GlucoseMeterRecords()
         for mg in (90, 91, 92, 93, 94):
             old_records.add(mg)
-        old = bz.add_peripheral(devices.GlucoseMeter(
-            "C0:FF:EE:00:00:81", old_records, switch_off=True, serial="GLU-A1"))
+        old = bz.add_peripheral(
+            devices.GlucoseMeter("C0:FF:EE:00:00:81", old_records, switch_off=True, serial="GLU-A1")
+        )
         with Store(tmp_path / "unit.db", "mmu-t") as store:
             sink, stop = WatchedSink(store), asyncio.Event()
-            task = asyncio.create_task(run(
-                "Accu-Chek", registry_decoder("ble-glucose"), sink, "dev", stop=stop,
-                scan_timeout=2, op_timeout=2, backoff=Backoff(base=FAST.base, cap=FAST.cap),
-                cursor_load=_StoreCursor(sink).load))
+            task = asyncio.create_task(
+                run(
+                    "Accu-Chek",
+                    registry_decoder("ble-glucose"),
+                    sink,
+                    "dev",
+                    stop=stop,
+                    scan_timeout=2,
+                    op_timeout=2,
+                    backoff=Backoff(base=FAST.base, cap=FAST.cap),
+                    cursor_load=_StoreCursor(sink).load,
+                )
+            )
             try:
                 await sink.until(lambda: store.cursor_load("dev/racp/serial=GLU-A1") == 5)
                 # The meter broke; the nurse pairs a new one, which has its own 3 records.
-                new = bz.add_peripheral(devices.GlucoseMeter(
-                    "C0:FF:EE:00:00:82", later_records(120, 121, 122), switch_off=True,
-                    serial="GLU-B2", system_id=bytes.fromhex("0102030405aabbcc")))
+                new = bz.add_peripheral(
+                    devices.GlucoseMeter(
+                        "C0:FF:EE:00:00:82",
+                        later_records(120, 121, 122),
+                        switch_off=True,
+                        serial="GLU-B2",
+                        system_id=bytes.fromhex("0102030405aabbcc"),
+                    )
+                )
                 key = "dev/racp/serial=GLU-B2,system-id=0102030405aabbcc"
                 await sink.until(lambda: store.cursor_load(key) == 3, timeout=10)
             finally:
                 await finish(task, stop)
-            values = [r[0] for r in store.read(lambda db: list(db.execute(
-                "SELECT value FROM readings ORDER BY seq")))]
+            values = [
+                r[0]
+                for r in store.read(
+                    lambda db: list(db.execute("SELECT value FROM readings ORDER BY seq"))
+                )
+            ]
             assert store.cursor_load("dev/racp/serial=GLU-A1") == 5  # the old meter's, kept
     assert old.requests == [b"\x01\x01"] and new.requests == [b"\x01\x01"]  # all, each
     assert values == [90.0, 91.0, 92.0, 93.0, 94.0, 120.0, 121.0, 122.0]
@@ -432,8 +512,9 @@ async def test_a_reset_meter_is_downloaded_again_without_duplicates(bluez: FakeB
         records.add(mg)
     # BlueZ 5.66 (the stand-in's default) hides the Device Information Service: the meter's
     # serial number cannot be read and it is keyed by its address.
-    meter = bluez.add_peripheral(devices.GlucoseMeter("C0:FF:EE:00:00:83", records,
-                                                      switch_off=True, serial="GLU-A1"))
+    meter = bluez.add_peripheral(
+        devices.GlucoseMeter("C0:FF:EE:00:00:83", records, switch_off=True, serial="GLU-A1")
+    )
     key = address_key(meter.address)
     sink, stop = RecordingSink(), asyncio.Event()
     cursor = MemoryCursor(sink)
@@ -452,7 +533,9 @@ async def test_a_reset_meter_is_downloaded_again_without_duplicates(bluez: FakeB
         await finish(task, stop)
     assert meter.requests == [
         b"\x01\x01",  # first contact: all
-        b"\x01\x03\x01\x06\x00", b"\x04\x03\x01\x05\x00", b"\x01\x01",  # >= 6, count >= 5, all
+        b"\x01\x03\x01\x06\x00",
+        b"\x04\x03\x01\x05\x00",
+        b"\x01\x01",  # >= 6, count >= 5, all
         b"\x01\x03\x01\x03\x00",  # >= 3
     ]
     assert sink.values("glucose") == [90.0, 91.0, 92.0, 93.0, 94.0, 140.0, 141.0, 142.0]
@@ -476,13 +559,19 @@ async def test_runner_without_bluez_reports_and_keeps_trying() -> None:
 
 async def test_device_not_around_is_waiting_and_stop_is_prompt(bluez: FakeBlueZ) -> None:
     sink, stop = RecordingSink(), asyncio.Event()
-    task = start("C0:FF:EE:00:00:72", registry_decoder("ble-thermometer"), sink, stop,
-                 scan_timeout=0.2)
+    task = start(
+        "C0:FF:EE:00:00:72", registry_decoder("ble-thermometer"), sink, stop, scan_timeout=0.2
+    )
     await sink.until(lambda: "waiting" in sink.states)
     assert ("waiting", "not heard: out of range or switched off") in sink.statuses
     await sink.until(lambda: sink.states[-1] == "scanning")  # stop in the middle of a scan
-    scan_timeout_long = start("C0:FF:EE:00:00:73", registry_decoder("ble-thermometer"),
-                              RecordingSink(), stop, scan_timeout=60)
+    scan_timeout_long = start(
+        "C0:FF:EE:00:00:73",
+        registry_decoder("ble-thermometer"),
+        RecordingSink(),
+        stop,
+        scan_timeout=60,
+    )
     await finish(task, stop)
     await finish(scan_timeout_long, stop)  # a 60 s scan is abandoned at once
 
@@ -504,8 +593,13 @@ async def test_every_device_gives_its_device_information_as_facts() -> None:
     """BlueZ >= 5.80 lets us read the Device Information Service: a cuff's serial number,
     system id, manufacturer, model and firmware become its facts (padding trimmed, the system
     id as an EUI-64 most significant octet first); the reading is served all the same."""
-    info = {0x2A29: b"A&D Medical \x00", 0x2A24: b"UA-651BLE", 0x2A25: b"5181000124",
-            0x2A26: b"1.2.0", 0x2A23: bytes.fromhex("c9f253fe12f3c4ff")[::-1]}
+    info = {
+        0x2A29: b"A&D Medical \x00",
+        0x2A24: b"UA-651BLE",
+        0x2A25: b"5181000124",
+        0x2A26: b"1.2.0",
+        0x2A23: bytes.fromhex("c9f253fe12f3c4ff")[::-1],
+    }
     async with FakeBlueZ(claimed_services="read-only") as bz:
         cuff = bz.add_peripheral(devices.cuff("C0:FF:EE:00:00:91", [(120, 80, 93)], info=info))
         sink, stop = RecordingSink(), asyncio.Event()
@@ -514,14 +608,19 @@ async def test_every_device_gives_its_device_information_as_facts() -> None:
             await sink.until(lambda: bool(sink.values("systolic_bp")) and bool(sink.facts))
         finally:
             await finish(task, stop)
-    assert sink.facts[0] == DeviceFacts(serial="5181000124", system_id="C9-F2-53-FE-12-F3-C4-FF",
-                                        manufacturer="A&D Medical", model="UA-651BLE",
-                                        firmware="1.2.0")
+    assert sink.facts[0] == DeviceFacts(
+        serial="5181000124",
+        system_id="C9-F2-53-FE-12-F3-C4-FF",
+        manufacturer="A&D Medical",
+        model="UA-651BLE",
+        firmware="1.2.0",
+    )
 
 
 async def test_a_device_whose_information_bluez_hides_gives_no_facts(bluez: FakeBlueZ) -> None:
-    cuff = bluez.add_peripheral(devices.cuff("C0:FF:EE:00:00:92", [(120, 80, 93)],
-                                             info={0x2A29: b"A&D"}))  # BlueZ 5.66: hidden
+    cuff = bluez.add_peripheral(
+        devices.cuff("C0:FF:EE:00:00:92", [(120, 80, 93)], info={0x2A29: b"A&D"})
+    )  # BlueZ 5.66: hidden
     sink, stop = RecordingSink(), asyncio.Event()
     task = start(cuff.address, registry_decoder("ble-blood-pressure"), sink, stop)
     try:

@@ -101,9 +101,13 @@ def test_round_trip(packet: Packet) -> None:
         for key, value in (("spo2", packet.spo2), ("pulse_rate", packet.pr)):
             m = measurement(key, float(value), flags=flags, raw=raw * 60, context=context)
             if key == "spo2" and value > 100:  # not a saturation: withheld (policy.py)
-                m = replace(m, value=None, absent_reason="error", flags=(*flags,
-                            "impossible-value"), context=(*context, ("reported-value",
-                                                                     str(value))))
+                m = replace(
+                    m,
+                    value=None,
+                    absent_reason="error",
+                    flags=(*flags, "impossible-value"),
+                    context=(*context, ("reported-value", str(value))),
+                )
             expected.append(m)
     assert events == expected
 

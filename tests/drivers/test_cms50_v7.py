@@ -22,8 +22,9 @@ CAPTURE = Path(__file__).resolve().parents[1] / "captures" / "cms50" / "v7-live-
 
 
 def capture() -> bytes:
-    lines = [ln for ln in CAPTURE.read_text(encoding="utf-8").splitlines()
-             if not ln.startswith("#")]
+    lines = [
+        ln for ln in CAPTURE.read_text(encoding="utf-8").splitlines() if not ln.startswith("#")
+    ]
     return bytes.fromhex(" ".join(lines))
 
 
@@ -82,8 +83,10 @@ def test_the_start_command_is_sent_when_the_port_opens_and_the_simulator_answers
     model.receive(decoder.data_to_send())
     assert decoder.data_to_send() == b""  # sent once
     events = [e for _ in range(20) for e in decoder.receive_data(model.output())]
-    assert values(events)[:2] == [("spo2", model.sent_values[0][0]),
-                                  ("pulse_rate", model.sent_values[0][1])]
+    assert values(events)[:2] == [
+        ("spo2", model.sent_values[0][0]),
+        ("pulse_rate", model.sent_values[0][1]),
+    ]
     assert V7_START.hex() == "7d81a1808080808080"
 
 
@@ -100,4 +103,7 @@ def test_decode_cli_protocol_cms50_v7_lists_the_start_command() -> None:
     out = run_decode("cms50:v7", capture())
     assert out["replies_hex"] == [V7_START.hex()]
     assert [m["quantity"] for m in out["measurements"]][:3] == [
-        "spo2", "pulse_rate", "pulse_amplitude_index"]
+        "spo2",
+        "pulse_rate",
+        "pulse_amplitude_index",
+    ]

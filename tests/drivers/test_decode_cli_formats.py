@@ -33,15 +33,17 @@ def test_every_new_protocol_is_listed() -> None:
 def test_decode_scale_reads_indicator_and_balance_lines() -> None:
     code, out = run("scale", data=encode_indicator(72.45) + encode_balance(3412.5))
     assert code == 0
-    assert [(m["value"], m["unit"]) for m in out["measurements"]] == [
-        (72.45, "kg"), (3412.5, "g")]
+    assert [(m["value"], m["unit"]) for m in out["measurements"]] == [(72.45, "kg"), (3412.5, "g")]
 
 
 def test_decode_cms50_v7() -> None:
     code, out = run("cms50:v7", data=encode_v7(Packet(97, 72), pi=150) * 60)
     assert code == 0 and out["replies_hex"] == ["7d81a1808080808080"]
     assert [m["quantity"] for m in out["measurements"]] == [
-        "spo2", "pulse_rate", "pulse_amplitude_index"]
+        "spo2",
+        "pulse_rate",
+        "pulse_amplitude_index",
+    ]
 
 
 def test_decode_intermediate_temperature() -> None:
@@ -49,14 +51,24 @@ def test_decode_intermediate_temperature() -> None:
     assert code == 0 and out["measurements"][0]["flags"] == ["intermediate"]
 
 
-@pytest.mark.parametrize(("protocol", "map_path", "data"), [
-    ("hl7-mllp", "config/devices/hl7-code-map.example.json",
-     b"\x0bMSH|^~\\&|GW||EDGE||20261123101500+0100||ORU^R01|Q1|P|2.5\r"
-     b"OBX|1|NM|K^Potassium^L||4.1|mmol/L^^UCUM|||||P\r\x1c\r"),
-])
+@pytest.mark.parametrize(
+    ("protocol", "map_path", "data"),
+    [
+        (
+            "hl7-mllp",
+            "config/devices/hl7-code-map.example.json",
+            b"\x0bMSH|^~\\&|GW||EDGE||20261123101500+0100||ORU^R01|Q1|P|2.5\r"
+            b"OBX|1|NM|K^Potassium^L||4.1|mmol/L^^UCUM|||||P\r\x1c\r",
+        ),
+    ],
+)
 def test_decode_with_a_site_map(protocol: str, map_path: str, data: bytes) -> None:
     code, out = run(protocol, "--test-map", str(ROOT / map_path), data=data)
     assert code == 0
     (m,) = out["measurements"]
     assert (m["quantity"], m["loinc"], m["status"], m["control"]) == (
-        "potassium", "2823-3", "P", False)
+        "potassium",
+        "2823-3",
+        "P",
+        False,
+    )

@@ -47,8 +47,12 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def readings(store: Store) -> list[tuple[str, str, float | None]]:
-    return store.read(lambda db: [(r[0], r[1], r[2]) for r in db.execute(
-        "SELECT id, quantity, value FROM readings ORDER BY seq")])
+    return store.read(
+        lambda db: [
+            (r[0], r[1], r[2])
+            for r in db.execute("SELECT id, quantity, value FROM readings ORDER BY seq")
+        ]
+    )
 
 
 # --- HL7 over MLLP/TCP ------------------------------------------------------------------------
@@ -61,7 +65,9 @@ async def server(store: Store) -> AsyncIterator[tuple[WatchedSink, MllpServer]]:
 
 @pytest.mark.parametrize("abort", [False, True], ids=["close", "reset"])
 async def test_hl7_message_resent_after_a_lost_ack_is_stored_once_and_answered_aa(
-    server: tuple[WatchedSink, MllpServer], store: Store, abort: bool,
+    server: tuple[WatchedSink, MllpServer],
+    store: Store,
+    abort: bool,
 ) -> None:
     sink, listening = server
     _, writer = await asyncio.open_connection("127.0.0.1", listening.port)
@@ -100,10 +106,14 @@ async def test_hl7_message_resent_after_a_lost_ack_is_stored_once_and_answered_a
 
 
 # --- ASTM ---------------------------------------------------------------------------------------
-ASTM = ResultMessage("P-77", "SPC-1", (
-    Result("GLU", "98", "mg/dL", completed="20240611093512"),
-    Result("CHOL", "212", "mg/dL", flags="H", completed="20240611093512"),
-))
+ASTM = ResultMessage(
+    "P-77",
+    "SPC-1",
+    (
+        Result("GLU", "98", "mg/dL", completed="20240611093512"),
+        Result("CHOL", "212", "mg/dL", flags="H", completed="20240611093512"),
+    ),
+)
 
 
 async def deliver_astm(sink: WatchedSink, message: ResultMessage) -> bytes:
@@ -142,8 +152,9 @@ def meter_with(n: int) -> GlucoseMeterRecords:
     return meter
 
 
-async def download(sink: WatchedSink, meter: GlucoseMeterRecords,
-                   last: int | None) -> GlucoseDownload:
+async def download(
+    sink: WatchedSink, meter: GlucoseMeterRecords, last: int | None
+) -> GlucoseDownload:
     """One connection as the BLE transport runs it: resume from the cursor, answer every
     RACP write with the meter, dispatch (commit, then acknowledge)."""
     dl = GlucoseDownload()
@@ -169,7 +180,12 @@ async def test_glucose_records_fetched_twice_are_stored_once(store: Store) -> No
     meter.add(94)
     dl = await download(sink, meter, None)
     assert readings(store)[:4] == first and [v for _, _, v in readings(store)] == [
-        90.0, 91.0, 92.0, 93.0, 94.0]
+        90.0,
+        91.0,
+        92.0,
+        93.0,
+        94.0,
+    ]
     assert dl.last_seq == 5 and store.cursor_load(KEY) == 5
 
 
@@ -183,7 +199,8 @@ def execute(store: Store, sql: str) -> None:
 
 @pytest.mark.parametrize("failing", ["readings", "cursor", "sink"])
 async def test_a_failed_commit_moves_neither_readings_nor_cursor(
-    store: Store, failing: str,
+    store: Store,
+    failing: str,
 ) -> None:
     sink = WatchedSink(store)
     meter = meter_with(3)

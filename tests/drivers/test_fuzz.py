@@ -23,19 +23,55 @@ TEST_MAP = str(ROOT / "config" / "devices" / "astm-test-map.example.json")
 HL7_MAP = str(ROOT / "config" / "devices" / "hl7-code-map.example.json")
 # Bytes that steer decoders into their interesting states (frame starts, separators).
 ALPHABET = st.sampled_from(
-    [b"\x01", b"\x02", b"\x03", b"\x04", b"\x05", b"\x06", b"\x0b", b"\x0d", b"\x0a", b"\x1c",
-     b"\x15", b"\x17", b"\x80", b"\x81", b"\xff", b"$", b"*", b",", b"|", b"^", b"MSH|^~\\&|",
-     b"OBX|1|NM|", b"OBX|1|NM|K^Potassium^L||", b"H|\\^&|", b"R|1|^^^GLU|",
-     b"R|1|^^^ALB|", b"|||||||Q|", b"L|1|N", b"ST,GS,+", b"ST,+0", b"$GPRMC,", b"$GIGGA,",
-     b"00"]
+    [
+        b"\x01",
+        b"\x02",
+        b"\x03",
+        b"\x04",
+        b"\x05",
+        b"\x06",
+        b"\x0b",
+        b"\x0d",
+        b"\x0a",
+        b"\x1c",
+        b"\x15",
+        b"\x17",
+        b"\x80",
+        b"\x81",
+        b"\xff",
+        b"$",
+        b"*",
+        b",",
+        b"|",
+        b"^",
+        b"MSH|^~\\&|",
+        b"OBX|1|NM|",
+        b"OBX|1|NM|K^Potassium^L||",
+        b"H|\\^&|",
+        b"R|1|^^^GLU|",
+        b"R|1|^^^ALB|",
+        b"|||||||Q|",
+        b"L|1|N",
+        b"ST,GS,+",
+        b"ST,+0",
+        b"$GPRMC,",
+        b"$GIGGA,",
+        b"00",
+    ]
 )
-PAYLOAD = st.one_of(st.binary(max_size=600), st.lists(ALPHABET | st.binary(max_size=8),
-                                                      max_size=80).map(b"".join))
+PAYLOAD = st.one_of(
+    st.binary(max_size=600), st.lists(ALPHABET | st.binary(max_size=8), max_size=80).map(b"".join)
+)
 
 
 def _available(protocol: str) -> bool:
-    module = {"cms50": "cms50", "hl7-mllp": "mllp", "astm": "astm", "nmea": "nmea",
-              "scale": "scale"}.get(protocol.split(":")[0], "nonin")
+    module = {
+        "cms50": "cms50",
+        "hl7-mllp": "mllp",
+        "astm": "astm",
+        "nmea": "nmea",
+        "scale": "scale",
+    }.get(protocol.split(":")[0], "nonin")
     try:
         importlib.import_module(f"drivers.protocols.{module}")
     except ImportError:

@@ -61,16 +61,28 @@ def test_response_codes_have_names(code: int, name: str) -> None:
 
 def test_response_decoder() -> None:
     assert [RACP_RESPONSES[c] for c in range(1, 10)] == [
-        "success", "op-code-not-supported", "invalid-operator", "operator-not-supported",
-        "invalid-operand", "no-records-found", "abort-unsuccessful", "procedure-not-completed",
-        "operand-not-supported"]
+        "success",
+        "op-code-not-supported",
+        "invalid-operator",
+        "operator-not-supported",
+        "invalid-operand",
+        "no-records-found",
+        "abort-unsuccessful",
+        "procedure-not-completed",
+        "operand-not-supported",
+    ]
     assert decode_racp(b"\x05\x00\x32\x00") == RacpCount(50)
     reserved = decode_racp(b"\x06\x00\x01\x0a")
     assert isinstance(reserved, RacpResponse) and reserved.name == "reserved-10"
     assert not reserved.finished
-    for value, reason in ((b"", "truncated"), (b"\x06", "truncated"),
-                          (b"\x06\x00\x01", "truncated"), (b"\x05\x00\x32\x00\x00", "too-long"),
-                          (b"\x06\x01\x01\x01", "racp-operator"), (b"\x01\x01", "racp-op-code")):
+    for value, reason in (
+        (b"", "truncated"),
+        (b"\x06", "truncated"),
+        (b"\x06\x00\x01", "truncated"),
+        (b"\x05\x00\x32\x00\x00", "too-long"),
+        (b"\x06\x01\x01\x01", "racp-operator"),
+        (b"\x01\x01", "racp-op-code"),
+    ):
         assert decode_racp(value) == Rejected(value, reason)
 
 
@@ -89,26 +101,30 @@ def meter_with(n: int, *, context: bool = False) -> enc.GlucoseMeterRecords:
     return meter
 
 
-@pytest.mark.parametrize(("request_hex", "reply_hex"), [
-    ("0401", "05000500"),  # count all
-    ("04030104 00", "05000200"),  # count >= 4
-    ("04020102 00", "05000200"),  # count <= 2
-    ("0404010200 0300", "05000200"),  # count within [2, 3]
-    ("0405", "05000100"),  # first
-    ("0300", "06000301"),  # abort
-    ("0100", "06000103"),  # null operator: invalid operator
-    ("0107", "06000104"),  # operator 7: not supported
-    ("01030207 00", "06000109"),  # filter 2 (user-facing time): operand not supported
-    ("010301", "06000105"),  # missing sequence number: invalid operand
-    ("0404010300 0200", "06000405"),  # range low > high
-    ("0101ff", "06000105"),  # "all" takes no operand
-    ("0701", "06000702"),  # op code not supported
-    ("", "06000002"),
-    ("01030106 00", "06000106"),  # >= 6 of 5: no records found
-])
+@pytest.mark.parametrize(
+    ("request_hex", "reply_hex"),
+    [
+        ("0401", "05000500"),  # count all
+        ("04030104 00", "05000200"),  # count >= 4
+        ("04020102 00", "05000200"),  # count <= 2
+        ("0404010200 0300", "05000200"),  # count within [2, 3]
+        ("0405", "05000100"),  # first
+        ("0300", "06000301"),  # abort
+        ("0100", "06000103"),  # null operator: invalid operator
+        ("0107", "06000104"),  # operator 7: not supported
+        ("01030207 00", "06000109"),  # filter 2 (user-facing time): operand not supported
+        ("010301", "06000105"),  # missing sequence number: invalid operand
+        ("0404010300 0200", "06000405"),  # range low > high
+        ("0101ff", "06000105"),  # "all" takes no operand
+        ("0701", "06000702"),  # op code not supported
+        ("", "06000002"),
+        ("01030106 00", "06000106"),  # >= 6 of 5: no records found
+    ],
+)
 def test_meter_model_answers_like_gls(request_hex: str, reply_hex: str) -> None:
     assert meter_with(5).handle_racp(bytes.fromhex(request_hex)) == [
-        ("2a52", bytes.fromhex(reply_hex))]
+        ("2a52", bytes.fromhex(reply_hex))
+    ]
 
 
 def test_meter_model_reports_and_deletes() -> None:
@@ -123,8 +139,7 @@ def test_meter_model_reports_and_deletes() -> None:
 
 
 # --- the download ----------------------------------------------------------------------------
-def run(meter: enc.GlucoseMeterRecords, dl: GlucoseDownload, *,
-        stored: bool = True) -> list[Event]:
+def run(meter: enc.GlucoseMeterRecords, dl: GlucoseDownload, *, stored: bool = True) -> list[Event]:
     """One procedure: start, answer every write with the meter, acknowledge completions."""
     dl.start()
     events: list[Event] = []
@@ -269,16 +284,21 @@ def test_context_joins_its_measurement_by_sequence_number_in_any_order() -> None
     dl.start()
     dl.writes_to_send()
     when = (2026, 11, 23, 8, 0, 0)
-    for char, value in (("2a34", enc.encode_2a34(2, meal=3, hba1c="7.2")),
-                        ("2a18", enc.encode_2a18(1, when, 100, context_follows=True)),
-                        ("2a18", enc.encode_2a18(2, when, 150, offset=30, context_follows=True)),
-                        ("2a34", enc.encode_2a34(1, meal=1)),
-                        ("2a34", enc.encode_2a34(9, meal=2))):  # no record 9 in this procedure
+    for char, value in (
+        ("2a34", enc.encode_2a34(2, meal=3, hba1c="7.2")),
+        ("2a18", enc.encode_2a18(1, when, 100, context_follows=True)),
+        ("2a18", enc.encode_2a18(2, when, 150, offset=30, context_follows=True)),
+        ("2a34", enc.encode_2a34(1, meal=1)),
+        ("2a34", enc.encode_2a34(9, meal=2)),
+    ):  # no record 9 in this procedure
         assert dl.receive_value(char, value) == []
     events = dl.receive_value("2a52", SUCCESS)
     ms = [e for e in events if isinstance(e, Measurement)]
     assert [(m.quantity, m.value, dict(m.context).get("meal")) for m in ms] == [
-        ("glucose", 100.0, "preprandial"), ("glucose", 150.0, "fasting"), ("hba1c", 7.2, "fasting")]
+        ("glucose", 100.0, "preprandial"),
+        ("glucose", 150.0, "fasting"),
+        ("hba1c", 7.2, "fasting"),
+    ]
     assert ms[2].device_time == ms[1].device_time == "2026-11-23T08:30:00"
     assert DeviceInfo("glucose-context", "sequence=9 no-record") in events
     assert events[-1] == MessageComplete("racp-1")
@@ -303,7 +323,8 @@ def test_bad_values_mid_procedure_are_rejected_and_the_rest_continues() -> None:
     events = dl.receive_value("2a18", b"\x00\x01")
     assert events == [Rejected(b"\x00\x01", "truncated")]
     assert dl.receive_value("2a34", b"\x80\x01\x00\x05") == [
-        Rejected(b"\x80\x01\x00\x05", "rfu-flags")]
+        Rejected(b"\x80\x01\x00\x05", "rfu-flags")
+    ]
     assert dl.receive_value("2a52", b"\x06") == [Rejected(b"\x06", "truncated")]
     assert dl.receive_value("2a99", b"\x00") == [Rejected(b"\x00", "unexpected-characteristic")]
     events = [e for c, v in replies for e in dl.receive_value(c, v)]
@@ -324,7 +345,8 @@ def test_abort_queues_03_00_and_drops_the_procedure() -> None:
     assert dl.receive_value("2a52", SUCCESS) == [DeviceInfo("racp", "success")]
     assert dl.active
     assert dl.receive_value("2a52", meter.handle_racp(racp_abort())[0][1]) == [
-        DeviceInfo("racp", "success")]
+        DeviceInfo("racp", "success")
+    ]
     assert not dl.active and dl.last_seq == 1
     assert values(run(meter, dl)) == [91.0, 92.0, 93.0]
 
@@ -356,8 +378,9 @@ def test_misuse_is_a_caller_bug() -> None:
 OUTCOMES = st.sampled_from(["ok", "commit-fails", "procedure-fails", "disconnect"])
 
 
-def session(meter: enc.GlucoseMeterRecords, cursor: int | None,
-            outcome: str) -> tuple[list[float | None], int | None]:
+def session(
+    meter: enc.GlucoseMeterRecords, cursor: int | None, outcome: str
+) -> tuple[list[float | None], int | None]:
     """A connection as the transport runs it: a fresh decoder from the persisted cursor;
     the cursor is persisted only when it moved (after commit + acknowledge)."""
     dl = GlucoseDownload(last_seq=cursor)
@@ -409,8 +432,10 @@ def test_completion_carries_the_cursor_to_commit_with_the_records() -> None:
     dl = GlucoseDownload(meter="serial=A1", cursor_key="gm/racp/serial=A1")
     events = run(meter, dl)
     assert events[-1] == MessageComplete("racp-1", ("gm/racp/serial=A1", 3))
-    assert keys(events) == [f'gls:["serial=A1",{seq},"{stamp}","2a18"]' for seq, stamp in (
-        (1, "ea070b01080f00"), (2, "ea070b01081e00"), (3, "ea070b01082d00"))]
+    assert keys(events) == [
+        f'gls:["serial=A1",{seq},"{stamp}","2a18"]'
+        for seq, stamp in ((1, "ea070b01080f00"), (2, "ea070b01081e00"), (3, "ea070b01082d00"))
+    ]
     assert dl.last_seq == 3
     assert run(meter, dl)[-1] == MessageComplete("racp-2")  # nothing new: no cursor to move
     # Without an identity (decode CLI, tests) the readings have no key: a new id each time.
@@ -444,8 +469,9 @@ def test_a_meter_ignoring_the_filter_below_the_cursor_was_reset() -> None:
     dl = GlucoseDownload(9, meter="m", cursor_key="k")
     dl.start()
     dl.writes_to_send()
-    events = [e for c, v in meter_with(3).handle_racp(racp_report_all())
-              for e in dl.receive_value(c, v)]
+    events = [
+        e for c, v in meter_with(3).handle_racp(racp_report_all()) for e in dl.receive_value(c, v)
+    ]
     assert [e.key for e in events if isinstance(e, DeviceInfo)] == ["racp-reset"]
     assert values(events) == [90.0, 91.0, 92.0]
     assert events[-1] == MessageComplete("racp-1", ("k", 3))
@@ -459,7 +485,8 @@ def test_a_meter_that_cannot_count_completes_without_the_reset_check() -> None:
     assert dl.writes_to_send() == [GattWrite("2a52", racp_count_from(9))]
     assert dl.receive_value("2a52", bytes([6, 0, 4, 2])) == [
         DeviceInfo("racp", "count op-code-not-supported: reset not checked"),
-        MessageComplete("racp-1")]
+        MessageComplete("racp-1"),
+    ]
     assert not dl.active
 
 
@@ -476,8 +503,10 @@ class MeterWithHba1c(enc.GlucoseMeterRecords):
     """Every record has a context with an HbA1c: two readings per record."""
 
     def values_of(self, seq: int, mg_dl: float) -> list[tuple[str, bytes]]:
-        return [("2a18", enc.encode_2a18(seq, self.time_of(seq), mg_dl, context_follows=True)),
-                ("2a34", enc.encode_2a34(seq, meal=1, hba1c="6.5"))]
+        return [
+            ("2a18", enc.encode_2a18(seq, self.time_of(seq), mg_dl, context_follows=True)),
+            ("2a34", enc.encode_2a34(seq, meal=1, hba1c="6.5")),
+        ]
 
 
 @given(st.lists(st.integers(40, 400), min_size=1, max_size=12), st.booleans())

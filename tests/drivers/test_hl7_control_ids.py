@@ -51,8 +51,10 @@ def agent(cfg: Path, port: int, log: Path) -> Iterator[None]:
     """The agent running (acquisition only) until the block ends; then stopped (SIGTERM)."""
     with log.open("ab") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent", "run", "--config", str(cfg), "--only",
-             "acquire"], stdout=subprocess.DEVNULL, stderr=err)
+            [sys.executable, "-m", "edge_agent", "run", "--config", str(cfg), "--only", "acquire"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     try:
         deadline = time.monotonic() + DEADLINE
         while True:
@@ -72,12 +74,17 @@ def agent(cfg: Path, port: int, log: Path) -> Iterator[None]:
 
 
 def oru(control_id: str) -> str:
-    return "\r".join([
-        "MSH|^~\\&|MON|WARD|EDGE|VAN|20240611093512+0100||ORU^R01^ORU_R01|"
-        f"{control_id}|P|2.6",
-        "OBR|1|||X|||20240611093500+0100",
-        "OBX|1|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC||97|262688^MDC_DIM_PERCENT^MDC|||||F",
-    ]) + "\r"
+    return (
+        "\r".join(
+            [
+                "MSH|^~\\&|MON|WARD|EDGE|VAN|20240611093512+0100||ORU^R01^ORU_R01|"
+                f"{control_id}|P|2.6",
+                "OBR|1|||X|||20240611093500+0100",
+                "OBX|1|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC||97|262688^MDC_DIM_PERCENT^MDC|||||F",
+            ]
+        )
+        + "\r"
+    )
 
 
 def send(port: int, control_ids: list[str]) -> list[tuple[str, str, str]]:
@@ -113,7 +120,8 @@ def test_ack_control_ids_are_unique_across_connections_and_agent_restarts(
                 acks += send(port, [run + c for c in batch])
     # 14 ACKs over 12 connections, 2 agent processes: each answers its message positively
     assert [(code, answered) for code, answered, _ in acks] == [
-        ("AA", run + c) for run in "AB" for batch in plan for c in batch]
+        ("AA", run + c) for run in "AB" for batch in plan for c in batch
+    ]
     ids = [control for _, _, control in acks]
     assert len(set(ids)) == len(ids), ids
     assert all(len(i) <= 20 for i in ids)  # HL7 ST, MSH-10: 20 characters up to v2.6

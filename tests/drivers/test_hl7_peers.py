@@ -36,8 +36,9 @@ UNKNOWN = "OBX|2|NM|99999-9^Mystery^LN||12|mg|||||F"
 
 def oru(version: str, *obx: str, control: str = "C1", kind: str = "ORU^R01") -> bytes:
     msh = f"MSH|^~\\&|MON|WARD|EDGE|VAN|20240611093512||{kind}|{control}|P|{version}"
-    return "".join(s + "\r" for s in (msh, "PID|||P-7", "OBR|1|||X|||20240611093500", *obx)
-                   ).encode()
+    return "".join(
+        s + "\r" for s in (msh, "PID|||P-7", "OBR|1|||X|||20240611093500", *obx)
+    ).encode()
 
 
 def answer(message: bytes, *, stored: bool = True) -> bytes:
@@ -58,12 +59,15 @@ def strict(ack: bytes) -> StrictMessage:
     encoding, _, version = get_message_info(text)
     if version in ("2.3.1", "2.4", "2.5", "2.5.1", "2.6"):
         message: StrictMessage = strict_parse(
-            text, validation_level=VALIDATION_LEVEL.STRICT, force_validation=True)
+            text, validation_level=VALIDATION_LEVEL.STRICT, force_validation=True
+        )
         return message
-    message = StrictMessage("ACK", version=version, validation_level=VALIDATION_LEVEL.STRICT,
-                            encoding_chars=encoding)
-    message.children = parse_segments(text, message.version, encoding,
-                                      VALIDATION_LEVEL.STRICT, message.reference, True)
+    message = StrictMessage(
+        "ACK", version=version, validation_level=VALIDATION_LEVEL.STRICT, encoding_chars=encoding
+    )
+    message.children = parse_segments(
+        text, message.version, encoding, VALIDATION_LEVEL.STRICT, message.reference, True
+    )
     Validator.validate(message)
     return message
 
@@ -94,7 +98,8 @@ def test_every_ack_is_valid_for_the_version_of_the_message_it_answers(
     assert parsed.msa.msa_1.to_er7() == code
     msh9 = segment(ack, "MSH")[0][8]
     assert msh9 == ("ACK^A01" if case == "not-an-oru" else "ACK^R01") + (
-        "" if version == "2.3" else "^ACK")
+        "" if version == "2.3" else "^ACK"
+    )
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -105,8 +110,11 @@ def test_an_oru_whose_only_obx_has_an_unknown_code_is_answered_ae_naming_the_cod
     assert segment(ack, "MSA")[0][:3] == ["MSA", "AE", "C1"]
     (err,) = segment(ack, "ERR")
     if version == "2.5":  # ERR-2 location, ERR-3 code and text, ERR-4 severity
-        assert err[2:5] == ["OBX^2^3", "103^unknown observation code 99999-9 Mystery (LN)^HL70357",
-                            "E"]
+        assert err[2:5] == [
+            "OBX^2^3",
+            "103^unknown observation code 99999-9 Mystery (LN)^HL70357",
+            "E",
+        ]
     else:  # ERR-1: segment^sequence^field^code&text&table
         assert err[1] == "OBX^2^3^103&unknown observation code 99999-9 Mystery (LN)&HL70357"
 
@@ -167,8 +175,9 @@ async def test_unknown_codes_over_tcp_reject_kept_with_its_bytes_and_ae_sent(
     ack = await asyncio.to_thread(monitor_sends, port, mixed)
     assert segment(ack, "MSA")[0][:3] == ["MSA", "AA", "U2"]
     assert segment(ack, "ERR")[0][4] == "W"
-    assert store.read(lambda db: db.execute(
-        "SELECT quantity, value FROM readings").fetchall()) == [("spo2", 97.0)]
+    assert store.read(lambda db: db.execute("SELECT quantity, value FROM readings").fetchall()) == [
+        ("spo2", 97.0)
+    ]
     assert store.read(lambda db: db.execute("SELECT count(*) FROM rejects").fetchone()) == (2,)
 
 
@@ -183,8 +192,9 @@ def test_an_escaped_repetition_separator_stays_in_the_comment() -> None:
     assert not [e for e in events if isinstance(e, Rejected)]
 
 
-separators = st.sampled_from([Separators(), Separators("!", "@", "#", "$", "%"),
-                              Separators("|", "^", "~", "\\", "&", "#")])
+separators = st.sampled_from(
+    [Separators(), Separators("!", "@", "#", "$", "%"), Separators("|", "^", "~", "\\", "&", "#")]
+)
 
 
 @given(separators, st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=4))
@@ -195,10 +205,38 @@ def test_escape_split_unescape_round_trip_keeps_every_repetition(
     joined with the repetition separator comes back repetition by repetition, and as the
     comment of the observation before it."""
     field = seps.repetition.join(seps.escape_text(line) for line in lines)
-    msh = seps.field.join(["MSH", seps.encoding_characters, "MON", "", "", "", "2024", "",
-                           seps.component.join(["ORU", "R01"]), "C1", "P", "2.5"])
-    obx = seps.field.join(["OBX", "1", "NM", seps.component.join(["150456", "", "MDC"]), "",
-                           "97", seps.component.join(["%", "", "UCUM"]), "", "", "", "", "F"])
+    msh = seps.field.join(
+        [
+            "MSH",
+            seps.encoding_characters,
+            "MON",
+            "",
+            "",
+            "",
+            "2024",
+            "",
+            seps.component.join(["ORU", "R01"]),
+            "C1",
+            "P",
+            "2.5",
+        ]
+    )
+    obx = seps.field.join(
+        [
+            "OBX",
+            "1",
+            "NM",
+            seps.component.join(["150456", "", "MDC"]),
+            "",
+            "97",
+            seps.component.join(["%", "", "UCUM"]),
+            "",
+            "",
+            "",
+            "",
+            "F",
+        ]
+    )
     nte = seps.field.join(["NTE", "1", "", field])
     message = parse_message(f"{msh}\r{obx}\r{nte}\r".encode())
     assert message.segments[2].texts(3) == lines

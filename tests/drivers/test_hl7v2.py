@@ -403,7 +403,8 @@ def test_ack_errors_carry_msa3_and_err_from_v25_in_the_message_separators() -> N
     )
     old = parse_message(b"MSH|^~\\&|MON||||||ORU^R01|9|P|2.3.1").header
     assert hl7v2.build_ack(old, "AR", "A3", text="x&y", error_code="200").endswith(
-        b"MSA|AR|9|x\\T\\y\rERR|^^^200&x\\T\\y&HL70357\r")  # before v2.5: ERR-1 (ELD)
+        b"MSA|AR|9|x\\T\\y\rERR|^^^200&x\\T\\y&HL70357\r"
+    )  # before v2.5: ERR-1 (ELD)
     assert hl7v2.build_ack(None, "AR", "A4", text="no-msh") == (
         b"MSH|^~\\&|EDGE-AGENT||||||ACK|A4|P|2.6\rMSA|AR||no-msh\rERR|||207^no-msh^HL70357|E\r"
     )
@@ -486,17 +487,27 @@ def test_format_nm_never_writes_an_exponent() -> None:
 
 
 # -- device facts (issue 8) --------------------------------------------------------------------
-@pytest.mark.parametrize(("msh3", "obx18", "facts"), [
-    ("MON", "", DeviceFacts(model="MON")),
-    ("AcmeMon^0012345678ABCDEF^EUI-64", "", DeviceFacts(
-        system_id="00-12-34-56-78-AB-CD-EF", model="AcmeMon")),
-    ("GW^0012345678ABCDEF^EUI-64", "AABBCCDDEEFF0011^EUI-64", DeviceFacts(
-        system_id="AA-BB-CC-DD-EE-FF-00-11", model="GW")),  # the device's own, not the gateway's
-    ("MON", "SN-4711", DeviceFacts(serial="SN-4711", model="MON")),
-    ("", "", DeviceFacts()),
-])
+@pytest.mark.parametrize(
+    ("msh3", "obx18", "facts"),
+    [
+        ("MON", "", DeviceFacts(model="MON")),
+        (
+            "AcmeMon^0012345678ABCDEF^EUI-64",
+            "",
+            DeviceFacts(system_id="00-12-34-56-78-AB-CD-EF", model="AcmeMon"),
+        ),
+        (
+            "GW^0012345678ABCDEF^EUI-64",
+            "AABBCCDDEEFF0011^EUI-64",
+            DeviceFacts(system_id="AA-BB-CC-DD-EE-FF-00-11", model="GW"),
+        ),  # the device's own, not the gateway's
+        ("MON", "SN-4711", DeviceFacts(serial="SN-4711", model="MON")),
+        ("", "", DeviceFacts()),
+    ],
+)
 def test_sending_application_and_equipment_id_become_device_facts(
-        msh3: str, obx18: str, facts: DeviceFacts) -> None:
+    msh3: str, obx18: str, facts: DeviceFacts
+) -> None:
     msh = f"MSH|^~\\&|{msh3}|VAN-1|EDGE||20240611093512+0100||ORU^R01|C1|P|2.6"
     obx = f"OBX|1|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC||97|%|||||F|||||||{obx18}"  # OBX-18
     events = hl7v2.decode_oru(parse_message(oru(obx, msh=msh)))

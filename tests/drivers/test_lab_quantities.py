@@ -33,9 +33,12 @@ POC_MAP = CAPTURES / "astm" / "poc-lab-test-map.json"
 HL7_MAP = ROOT / "config" / "devices" / "hl7-code-map.example.json"
 ASTM_MAP = ROOT / "config" / "devices" / "astm-test-map.example.json"
 POTASSIUM: dict[str, Any] = {
-    "quantity": "potassium", "loinc": "2823-3", "ucum": "mmol/L",
+    "quantity": "potassium",
+    "loinc": "2823-3",
+    "ucum": "mmol/L",
     "names": {"en": "Potassium", "fr": "Potassium", "ar": "البوتاسيوم"},
-    "plausible": [1, 10], "alert": [3.0, 6.0],
+    "plausible": [1, 10],
+    "alert": [3.0, 6.0],
 }
 
 
@@ -62,12 +65,16 @@ def test_every_catalogue_loinc_has_a_good_check_digit_and_every_unit_is_ucum() -
 @pytest.mark.parametrize(
     ("key", "unit", "sample", "loinc"),
     [
-        ("cholesterol", "mg/dL", None, "2093-3"), ("cholesterol", "mmol/L", None, "14647-2"),
+        ("cholesterol", "mg/dL", None, "2093-3"),
+        ("cholesterol", "mmol/L", None, "14647-2"),
         ("hdl_cholesterol", "mmol/L", None, "14646-4"),
         ("triglycerides", "mmol/L", None, "14927-8"),
-        ("ldl_cholesterol", "mmol/L", None, "39469-2"), ("hba1c", "%", None, "4548-4"),
-        ("hba1c", "mmol/mol", None, "59261-8"), ("hemoglobin", "g/L", None, "718-7"),
-        ("hemoglobin", "mmol/L", None, "59260-0"), ("creatinine", "umol/L", None, "14682-9"),
+        ("ldl_cholesterol", "mmol/L", None, "39469-2"),
+        ("hba1c", "%", None, "4548-4"),
+        ("hba1c", "mmol/mol", None, "59261-8"),
+        ("hemoglobin", "g/L", None, "718-7"),
+        ("hemoglobin", "mmol/L", None, "59260-0"),
+        ("creatinine", "umol/L", None, "14682-9"),
         ("glucose", "mg/dL", "capillary-whole-blood", "41653-7"),
         ("glucose", "mmol/L", "capillary-whole-blood", "14743-9"),
         ("glucose", "mg/dL", "venous-whole-blood", "41652-9"),
@@ -114,14 +121,31 @@ def test_loinc_check_digit() -> None:
     assert not any(loinc_ok(c) for c in ("2093-4", "2093", "20933", "x-3", "12345678-9", ""))
 
 
-@pytest.mark.parametrize("unit", ["mmol/L", "mg/dL", "g/L", "umol/L", "%", "{INR}", "U/L",
-                                  "[IU]/L", "mmol/mol", "10*3/uL", "/min", "mm[Hg]", "kg/m2"])
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "mmol/L",
+        "mg/dL",
+        "g/L",
+        "umol/L",
+        "%",
+        "{INR}",
+        "U/L",
+        "[IU]/L",
+        "mmol/mol",
+        "10*3/uL",
+        "/min",
+        "mm[Hg]",
+        "kg/m2",
+    ],
+)
 def test_ucum_units_accepted(unit: str) -> None:
     assert ucum_ok(unit)
 
 
-@pytest.mark.parametrize("unit", ["", "mg/dl ", "mmol/LL", "mg/dLx", "milligrams", "mg per dL",
-                                  "g//L", "MG/DL"])
+@pytest.mark.parametrize(
+    "unit", ["", "mg/dl ", "mmol/LL", "mg/dLx", "milligrams", "mg per dL", "g//L", "MG/DL"]
+)
 def test_non_ucum_units_refused(unit: str) -> None:
     assert not ucum_ok(unit)
 
@@ -223,8 +247,11 @@ def test_site_quantity_readings_carry_their_codes_names_and_site_range_flags() -
 
 def test_result_status_reaches_the_measurement() -> None:
     events, _ = play(poc_decoder(), load_turns(POC))
-    status = {m.quantity: m.status for m in readings(events) if m.quantity in
-              ("inr", "cholesterol", "crp")}
+    status = {
+        m.quantity: m.status
+        for m in readings(events)
+        if m.quantity in ("inr", "cholesterol", "crp")
+    }
     assert status == {"inr": "P", "cholesterol": "C", "crp": "F"}
 
 
@@ -233,8 +260,11 @@ def test_control_readings_are_stored_without_encounter_and_without_alert(tmp_pat
     ms = readings(events)
     with Store(tmp_path / "s.db", "mmu-01") as store:
         store.append("analyser", ms, encounter_id="enc-1").result()
-        rows = store.call(lambda db: db.execute(
-            "SELECT quantity, value, encounter_id, flags, priority FROM readings").fetchall())
+        rows = store.call(
+            lambda db: db.execute(
+                "SELECT quantity, value, encounter_id, flags, priority FROM readings"
+            ).fetchall()
+        )
     assert len(rows) == len(ms)
     for quantity, value, encounter, flags, priority in rows:
         control = "control" in json.loads(flags)
@@ -248,8 +278,12 @@ def test_control_readings_are_stored_without_encounter_and_without_alert(tmp_pat
 
 
 def oru(*obx: str) -> bytes:
-    segments = ["MSH|^~\\&|POCT||EDGE||20261123101500+0100||ORU^R01|Q7|P|2.5",
-                "PID|||PAT-0815", "OBR|1|||LAB|||20261123101000+0100", *obx]
+    segments = [
+        "MSH|^~\\&|POCT||EDGE||20261123101500+0100||ORU^R01|Q7|P|2.5",
+        "PID|||PAT-0815",
+        "OBR|1|||LAB|||20261123101000+0100",
+        *obx,
+    ]
     return "".join(s + "\r" for s in segments).encode()
 
 
@@ -258,10 +292,12 @@ def hl7_map() -> dict[str, Any]:
 
 
 def test_hl7_code_map_maps_site_codes_and_keeps_the_device_coding() -> None:
-    message = oru("OBX|1|NM|K^Potassium^L||4.1|mmol/L^^UCUM|3.5-5.1|N|||F",
-                  "OBX|2|NM|A1C^HbA1c^L||7.2|%^^UCUM||H|||P",
-                  "OBX|3|NM|8867-4^Heart rate^LN||72|/min^^UCUM|||||C",
-                  "OBX|4|NM|NA^Sodium^L||120|mmol/L^^UCUM||L|||X")
+    message = oru(
+        "OBX|1|NM|K^Potassium^L||4.1|mmol/L^^UCUM|3.5-5.1|N|||F",
+        "OBX|2|NM|A1C^HbA1c^L||7.2|%^^UCUM||H|||P",
+        "OBX|3|NM|8867-4^Heart rate^LN||72|/min^^UCUM|||||C",
+        "OBX|4|NM|NA^Sodium^L||120|mmol/L^^UCUM||L|||X",
+    )
     events = readings(hl7v2.decode_oru(parse_message(message), hl7_map()))
     k, a1c, hr, na = events
     assert (k.quantity, k.loinc, k.status) == ("potassium", "2823-3", "F")
@@ -283,7 +319,8 @@ def test_mllp_decoder_and_decode_cli_use_the_code_map() -> None:
     assert [m.quantity for m in readings(events)] == ["potassium"]
     out = run_decode("hl7-mllp", data, {"test_map": str(HL7_MAP)})
     assert [(m["quantity"], m["status"], m["control"]) for m in out["measurements"]] == [
-        ("potassium", "F", False)]
+        ("potassium", "F", False)
+    ]
 
 
 def test_a_control_solution_glucose_from_a_meter_is_stored_without_encounter(
@@ -297,16 +334,24 @@ def test_a_control_solution_glucose_from_a_meter_is_stored_without_encounter(
     ms = [e for e in (*control, *patient) if isinstance(e, Measurement)]
     with Store(tmp_path / "s.db", "mmu-01") as store:
         store.append("meter", ms, encounter_id="enc-7").result()
-        rows = store.call(lambda db: db.execute(
-            "SELECT encounter_id, flags, loinc FROM readings ORDER BY seq").fetchall())
+        rows = store.call(
+            lambda db: db.execute(
+                "SELECT encounter_id, flags, loinc FROM readings ORDER BY seq"
+            ).fetchall()
+        )
     assert [(enc_id, "alert" in json.loads(f), loinc) for enc_id, f, loinc in rows] == [
-        (None, False, None), ("enc-7", True, "41653-7")]
+        (None, False, None),
+        ("enc-7", True, "41653-7"),
+    ]
 
 
-@pytest.mark.parametrize(("kind", "key", "extra"), [
-    ("hl7-mllp", "code_map", 'listen = "127.0.0.1:2575"'),
-    ("astm", "test_map", 'port = "/dev/ttyS0"'),
-])
+@pytest.mark.parametrize(
+    ("kind", "key", "extra"),
+    [
+        ("hl7-mllp", "code_map", 'listen = "127.0.0.1:2575"'),
+        ("astm", "test_map", 'port = "/dev/ttyS0"'),
+    ],
+)
 def test_the_config_loader_refuses_a_map_with_a_bad_site_definition(
     tmp_path: Path, kind: str, key: str, extra: str
 ) -> None:
@@ -316,8 +361,11 @@ def test_the_config_loader_refuses_a_map_with_a_bad_site_definition(
     bad = tmp_path / "map.json"
     bad.write_text(json.dumps({"K": {**POTASSIUM, "loinc": "2823-4"}}), encoding="utf-8")
     path = tmp_path / "unit.toml"
-    path.write_text(f'[unit]\nid = "mmu-1"\n[[devices]]\nid = "dev"\nkind = "{kind}"\n{extra}\n'
-                    f'options = {{ {key} = "{bad}" }}\n', encoding="utf-8")
+    path.write_text(
+        f'[unit]\nid = "mmu-1"\n[[devices]]\nid = "dev"\nkind = "{kind}"\n{extra}\n'
+        f'options = {{ {key} = "{bad}" }}\n',
+        encoding="utf-8",
+    )
     with pytest.raises(ConfigError, match="not a LOINC code") as info:
         load(path, environ={})
     assert info.value.field == f"devices[0] 'dev'.options.{key}"
@@ -329,8 +377,9 @@ HL7_SITE = CAPTURES / "hl7" / "site-map" / "poc-gateway-codes-status-spec.hl7"
 def site_decoder() -> MllpDecoder:
     from tests.drivers.test_hl7v2 import CLOCK
 
-    code_map = load_code_map(json.loads(
-        (HL7_SITE.parent / "code-map.json").read_text(encoding="utf-8")))
+    code_map = load_code_map(
+        json.loads((HL7_SITE.parent / "code-map.json").read_text(encoding="utf-8"))
+    )
     return MllpDecoder(clock=lambda: CLOCK, control_id_prefix="T", code_map=code_map)
 
 
@@ -352,7 +401,7 @@ def test_hl7_gateway_capture_split_anywhere(chunks: list[int]) -> None:
     data = stream(HL7_SITE)
     pieces, pos = [], 0
     for size in chunks:
-        pieces.append(data[pos:pos + size])
+        pieces.append(data[pos : pos + size])
         pos += size
     pieces.append(data[pos:])
     assert play(site_decoder(), pieces) == play(site_decoder(), [data])

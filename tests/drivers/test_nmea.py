@@ -272,8 +272,14 @@ def test_simulated_van_decodes_to_what_it_sent() -> None:
 
 @pytest.mark.parametrize(
     ("address", "length", "accepted"),
-    [("GNGGA", 90, True), ("GNGGA", 120, True), ("GNGGA", 121, False),
-     ("GNRMC", 120, True), ("GNTXT", 82, True), ("GNTXT", 83, False)],
+    [
+        ("GNGGA", 90, True),
+        ("GNGGA", 120, True),
+        ("GNGGA", 121, False),
+        ("GNRMC", 120, True),
+        ("GNTXT", 82, True),
+        ("GNTXT", 83, False),
+    ],
 )
 def test_only_position_sentences_may_exceed_82_characters_up_to_120(
     address: str, length: int, accepted: bool

@@ -337,10 +337,13 @@ def test_df13_without_measurement_and_with_a_bad_stamp() -> None:
     # An impossible date keeps the spot check without its time (drivers.protocols.policy rule 4).
     events = decode(13, noms + bad_day)
     assert events[0] == DeviceInfo("spot-check", "no-measurement")
-    got = [(e.quantity, e.value, e.device_time, e.flags) for e in events
-           if isinstance(e, Measurement)]
-    assert got == [("spo2", 96.0, None, ("bad-device-time",)),
-                   ("pulse_rate", 70.0, None, ("bad-device-time",))]
+    got = [
+        (e.quantity, e.value, e.device_time, e.flags) for e in events if isinstance(e, Measurement)
+    ]
+    assert got == [
+        ("spo2", 96.0, None, ("bad-device-time",)),
+        ("pulse_rate", 70.0, None, ("bad-device-time",)),
+    ]
     assert not [e for e in events if isinstance(e, Rejected)]
 
 

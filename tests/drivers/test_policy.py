@@ -38,19 +38,21 @@ def withheld(m: Measurement, flag: str, reported: str) -> None:
 
 
 def oru(obx: str) -> bytes:
-    return ("MSH|^~\\&|MON||EDGE||20261123101500+0100||ORU^R01|P1|P|2.6\r"
-            f"OBR|1|||X|||20261123101000+0100\r{obx}\r").encode()
+    return (
+        "MSH|^~\\&|MON||EDGE||20261123101500+0100||ORU^R01|P1|P|2.6\r"
+        f"OBR|1|||X|||20261123101000+0100\r{obx}\r"
+    ).encode()
 
 
 IMPOSSIBLE_SPO2: dict[str, Callable[[], list[Event]]] = {
     "nonin-df7": lambda: feed(NoninDecoder(7), encode_df7_packet(110, 80)),
-    "nonin-df13": lambda: feed(NoninDecoder(13),
-                               encode_df13_packet(110, 80, (2026, 11, 23, 8, 0, 0))),
+    "nonin-df13": lambda: feed(
+        NoninDecoder(13), encode_df13_packet(110, 80, (2026, 11, 23, 8, 0, 0))
+    ),
     "cms50": lambda: feed(Cms50Decoder(), encode(Packet(110, 80)) * 60),
     "cms50-v7": lambda: feed(Cms50V7Decoder(), encode_v7(Packet(110, 80)) * 60),
     "ble-plx": lambda: DECODERS["2a5e"](enc.encode_2a5e(101, 80)),
-    "hl7": lambda: decode_oru(parse_message(oru(
-        "OBX|1|NM|59408-5^SpO2^LN||101|%^^UCUM|||||F"))),
+    "hl7": lambda: decode_oru(parse_message(oru("OBX|1|NM|59408-5^SpO2^LN||101|%^^UCUM|||||F"))),
 }
 
 
@@ -76,28 +78,39 @@ def test_astm_and_site_mapped_results_follow_the_policy() -> None:
 
 
 def test_values_outside_plausible_but_possible_keep_their_number() -> None:
-    pr = next(e for e in DECODERS["2a5e"](enc.encode_2a5e(100, 400))
-              if isinstance(e, Measurement) and e.quantity == "pulse_rate")
+    pr = next(
+        e
+        for e in DECODERS["2a5e"](enc.encode_2a5e(100, 400))
+        if isinstance(e, Measurement) and e.quantity == "pulse_rate"
+    )
     assert pr.value == 400.0 and "impossible-value" not in pr.flags
     assert spo2_of(DECODERS["2a5e"](enc.encode_2a5e(100, 80))).value == 100.0
 
 
-@pytest.mark.parametrize(("contact", "hr", "kept"), [(2, 300, False), (0, 0, False),
-                                                     (1, 0, False), (3, 0, True), (0, 72, True)])
-def test_a_heart_rate_without_skin_contact_is_not_a_reading(contact: int, hr: int,
-                                                            kept: bool) -> None:
-    (m,) = [e for e in DECODERS["2a37"](enc.encode_2a37(hr, contact=contact))
-            if isinstance(e, Measurement)]
+@pytest.mark.parametrize(
+    ("contact", "hr", "kept"),
+    [(2, 300, False), (0, 0, False), (1, 0, False), (3, 0, True), (0, 72, True)],
+)
+def test_a_heart_rate_without_skin_contact_is_not_a_reading(
+    contact: int, hr: int, kept: bool
+) -> None:
+    (m,) = [
+        e
+        for e in DECODERS["2a37"](enc.encode_2a37(hr, contact=contact))
+        if isinstance(e, Measurement)
+    ]
     if kept:
         assert m.value == float(hr)
     else:
         withheld(m, "no-sensor-contact", str(hr))
 
 
-@pytest.mark.parametrize(("sample", "location"), [(0, 1), (11, 1), (15, 1), (1, 0), (1, 5),
-                                                  (1, 14)])
-def test_a_reserved_glucose_sample_or_location_withholds_the_number(sample: int,
-                                                                   location: int) -> None:
+@pytest.mark.parametrize(
+    ("sample", "location"), [(0, 1), (11, 1), (15, 1), (1, 0), (1, 5), (1, 14)]
+)
+def test_a_reserved_glucose_sample_or_location_withholds_the_number(
+    sample: int, location: int
+) -> None:
     (m,) = DECODERS["2a18"](enc.encode_2a18(1, None, 95, "mg/dL", sample, location))
     assert isinstance(m, Measurement)
     withheld(m, "reserved-value", "95")
@@ -108,10 +121,17 @@ def test_a_reserved_temperature_site_keeps_the_reading() -> None:
     assert isinstance(m, Measurement) and m.value == 37.0 and ("site", "reserved-12") in m.context
 
 
-@pytest.mark.parametrize("when", [(2026, 2, 30, 8, 0, 0), (2026, 13, 1, 8, 0, 0),
-                                  (2026, 1, 32, 8, 0, 0), (2026, 1, 1, 24, 0, 0)])
+@pytest.mark.parametrize(
+    "when",
+    [
+        (2026, 2, 30, 8, 0, 0),
+        (2026, 13, 1, 8, 0, 0),
+        (2026, 1, 32, 8, 0, 0),
+        (2026, 1, 1, 24, 0, 0),
+    ],
+)
 def test_impossible_dates_keep_the_reading_without_its_time(
-    when: tuple[int, int, int, int, int, int]
+    when: tuple[int, int, int, int, int, int],
 ) -> None:
     ble = DECODERS["2a1c"](enc.encode_2a1c(37.0, "Cel", when))
     nonin = feed(NoninDecoder(13), encode_df13_packet(96, 70, when))
@@ -119,16 +139,16 @@ def test_impossible_dates_keep_the_reading_without_its_time(
         ms = [e for e in events if isinstance(e, Measurement)]
         assert ms and all(m.device_time is None and "bad-device-time" in m.flags for m in ms)
         assert all(m.value is not None for m in ms)
-    hl7 = decode_oru(parse_message(oru("OBX|1|NM|8310-5^Temp^LN||37.0|Cel^^UCUM|||||F|||"
-                                       "20260230080000+0100")))
+    hl7 = decode_oru(
+        parse_message(oru("OBX|1|NM|8310-5^Temp^LN||37.0|Cel^^UCUM|||||F|||20260230080000+0100"))
+    )
     (m,) = [e for e in hl7 if isinstance(e, Measurement)]
     assert m.device_time is None and "bad-device-time" in m.flags
 
 
 def test_gps_is_the_exception_an_impossible_date_rejects_the_sentence() -> None:
     line = sentence("GPRMC,120000.00,A,3157.699,N,00634.302,W,0.0,0.0,300226,,,A")
-    assert [e.reason for e in feed(NmeaDecoder(), line) if isinstance(e, Rejected)] == [
-        "malformed"]
+    assert [e.reason for e in feed(NmeaDecoder(), line) if isinstance(e, Rejected)] == ["malformed"]
 
 
 def test_rfu_flag_bits_reject_the_record() -> None:

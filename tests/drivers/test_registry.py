@@ -15,8 +15,14 @@ from edge_agent.settings import from_mapping
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICES_DOC = (ROOT / "docs" / "devices.md").read_text(encoding="utf-8")
-CAPTURE_DIRS = {"nonin": "nonin", "astm": "astm", "cms50": "cms50", "nmea": "nmea",
-                "scale": "scale", "hl7-mllp": "hl7"}
+CAPTURE_DIRS = {
+    "nonin": "nonin",
+    "astm": "astm",
+    "cms50": "cms50",
+    "nmea": "nmea",
+    "scale": "scale",
+    "hl7-mllp": "hl7",
+}
 
 
 @pytest.mark.parametrize("kind", sorted(DRIVERS))

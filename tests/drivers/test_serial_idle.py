@@ -23,8 +23,13 @@ class BlockedSink:
         self.facts: list[DeviceFacts] = []
 
     async def store(
-        self, device_id: str, measurements: list[Measurement], rejects: list[Rejected],
-        *, cursor: tuple[str, int] | None = None, may_buffer: bool = False,
+        self,
+        device_id: str,
+        measurements: list[Measurement],
+        rejects: list[Rejected],
+        *,
+        cursor: tuple[str, int] | None = None,
+        may_buffer: bool = False,
     ) -> None:
         self.calls += 1
         await self.release.wait()
@@ -39,8 +44,9 @@ class BlockedSink:
 async def test_a_waiting_commit_leaves_the_loop_idle_with_bytes_pending() -> None:
     with PtyDevice(NoninModel(2)) as device:
         sink, stop = BlockedSink(), asyncio.Event()
-        task = asyncio.create_task(run_serial(
-            "ox", SerialParams(device.path), lambda: NoninDecoder(2), sink, stop))
+        task = asyncio.create_task(
+            run_serial("ox", SerialParams(device.path), lambda: NoninDecoder(2), sink, stop)
+        )
         async with asyncio.timeout(10):
             while sink.calls == 0:
                 await asyncio.sleep(0.01)

@@ -65,7 +65,11 @@ async def test_reads_commits_replies_and_survives_unplug(tmp_path: Path) -> None
     stop = asyncio.Event()
     task = asyncio.create_task(
         run_serial(
-            "ox", SerialParams(port=sim.path), LineDecoder, sink, stop,
+            "ox",
+            SerialParams(port=sim.path),
+            LineDecoder,
+            sink,
+            stop,
             backoff=Backoff(base=0.05, cap=0.2),
         )
     )
@@ -92,7 +96,11 @@ async def test_missing_port_is_reported_and_retried(tmp_path: Path) -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(
         run_serial(
-            "ox", SerialParams(port=str(tmp_path / "absent")), LineDecoder, sink, stop,
+            "ox",
+            SerialParams(port=str(tmp_path / "absent")),
+            LineDecoder,
+            sink,
+            stop,
             backoff=Backoff(base=0.01, cap=0.02),
         )
     )

@@ -23,16 +23,20 @@ from edge_agent.models import Measurement
 from tests.drivers.streams import play
 
 ALBUMIN = "1751-7"  # a valid LOINC the catalogue does not have
-SITE_MAP = {"CHOL": {"quantity": "chol", "loinc": "2093-3"},
-            "ALB": {"quantity": "albumin", "loinc": ALBUMIN}}
+SITE_MAP = {
+    "CHOL": {"quantity": "chol", "loinc": "2093-3"},
+    "ALB": {"quantity": "albumin", "loinc": ALBUMIN},
+}
 
 
 def results(test_map: dict[str, Any], *rows: Result) -> tuple[list[Measurement], list[Rejected]]:
     message = ResultMessage("P1", "S1", rows)
     decoder = astm.AstmDecoder(astm.load_test_map(test_map))
     events, _ = play(decoder, [b"\x05", *frames(encode_records(message)), b"\x04"])
-    return ([e for e in events if isinstance(e, Measurement)],
-            [e for e in events if isinstance(e, Rejected)])
+    return (
+        [e for e in events if isinstance(e, Measurement)],
+        [e for e in events if isinstance(e, Rejected)],
+    )
 
 
 def test_a_local_name_with_a_catalogue_loinc_is_the_catalogue_quantity() -> None:
@@ -51,20 +55,28 @@ def test_an_unknown_loinc_takes_its_unit_from_each_result_ucum_checked() -> None
         Result("ALB", "4.2", "", completed="20240611093300"),
     )
     assert [(m.quantity, m.value, m.unit, m.loinc) for m in found] == [
-        ("albumin", 4.1, "g/dL", ALBUMIN), ("albumin", 41.0, "g/L", ALBUMIN)]
-    assert all("unit-unmapped" not in m.flags and ("quantity-source", "site") in m.context
-               for m in found)
+        ("albumin", 4.1, "g/dL", ALBUMIN),
+        ("albumin", 41.0, "g/L", ALBUMIN),
+    ]
+    assert all(
+        "unit-unmapped" not in m.flags and ("quantity-source", "site") in m.context for m in found
+    )
     assert [r.reason for r in rejected] == ["unit-not-ucum", "unit-not-ucum"]
     assert b"grams per dl" in rejected[0].raw  # the record kept whole
 
 
-@pytest.mark.parametrize(("entry", "problem"), [
-    ({"quantity": "chol"}, "give its loinc"),
-    ({"quantity": "chol", "loinc": "2093-3", "ucum": "mg/dL"},
-     "LOINC 2093-3 is the catalogue's 'cholesterol': remove ['ucum']"),
-    ({"quantity": "albumin", "loinc": ALBUMIN, "alert": [3, 5]}, "need the ucum unit"),
-    ({"quantity": "albumin", "loinc": "1751-8"}, "not a LOINC code"),
-])
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({"quantity": "chol"}, "give its loinc"),
+        (
+            {"quantity": "chol", "loinc": "2093-3", "ucum": "mg/dL"},
+            "LOINC 2093-3 is the catalogue's 'cholesterol': remove ['ucum']",
+        ),
+        ({"quantity": "albumin", "loinc": ALBUMIN, "alert": [3, 5]}, "need the ucum unit"),
+        ({"quantity": "albumin", "loinc": "1751-8"}, "not a LOINC code"),
+    ],
+)
 def test_entries_that_cannot_be_read_are_refused_naming_the_code(
     entry: dict[str, Any], problem: str
 ) -> None:
@@ -75,8 +87,19 @@ def test_entries_that_cannot_be_read_are_refused_naming_the_code(
 
 # -- the decode command ------------------------------------------------------------------------
 
-CAPTURE = b"".join([b"\x05", *frames(encode_records(ResultMessage("P1", "S1", (
-    Result("CHOL", "212", "mg/dL", completed="20240611093000"),)))), b"\x04"]).hex()
+CAPTURE = b"".join(
+    [
+        b"\x05",
+        *frames(
+            encode_records(
+                ResultMessage(
+                    "P1", "S1", (Result("CHOL", "212", "mg/dL", completed="20240611093000"),)
+                )
+            )
+        ),
+        b"\x04",
+    ]
+).hex()
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -85,18 +108,20 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("text", "named"), [
-    ('{"CHOL": {"quantity": "chol"}}', "code 'CHOL': unknown quantity 'chol'"),
-    ('{"CHOL": {"quantity": "cholesterol", "unit": "mg/dL"}}', "code 'CHOL'"),
-    ('{"CHOL": ', "not JSON"),
-    ('["CHOL"]', "expected an object"),
-])
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('{"CHOL": {"quantity": "chol"}}', "code 'CHOL': unknown quantity 'chol'"),
+        ('{"CHOL": {"quantity": "cholesterol", "unit": "mg/dL"}}', "code 'CHOL'"),
+        ('{"CHOL": ', "not JSON"),
+        ('["CHOL"]', "expected an object"),
+    ],
+)
 def test_decode_with_a_refused_map_says_one_line_and_exits_2(
     tmp_path: Path, text: str, named: str
 ) -> None:
     path = write(tmp_path, text)
-    result = CliRunner().invoke(app, ["decode", "astm", "--hex", CAPTURE, "--test-map",
-                                      str(path)])
+    result = CliRunner().invoke(app, ["decode", "astm", "--hex", CAPTURE, "--test-map", str(path)])
     assert result.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     lines = [line for line in result.output.splitlines() if line.strip()]
@@ -108,8 +133,21 @@ def test_decode_with_a_refused_map_says_one_line_and_exits_2(
 def test_decode_with_the_site_map_prints_the_catalogue_quantity(tmp_path: Path) -> None:
     path = write(tmp_path, json.dumps(SITE_MAP))
     done = subprocess.run(  # the real console entry point, in its own process
-        [sys.executable, "-m", "edge_agent", "decode", "astm", "--hex", CAPTURE,
-         "--test-map", str(path)], capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "edge_agent",
+            "decode",
+            "astm",
+            "--hex",
+            CAPTURE,
+            "--test-map",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     (m,) = json.loads(done.stdout)["measurements"]
     assert (m["quantity"], m["loinc"], m["unit"]) == ("cholesterol", "2093-3", "mg/dL")

@@ -126,8 +126,9 @@ def integrity_ok(path: Path) -> bool:
     after consecutive cuts (a read-write connection's close would checkpoint and remove it)."""
     if not path.exists():
         return True  # not created yet: nothing to corrupt
-    with contextlib.closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True,
-                                            timeout=30)) as conn:
+    with contextlib.closing(
+        sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30)
+    ) as conn:
         rows = conn.execute("PRAGMA integrity_check").fetchall()
     return rows == [("ok",)]
 
@@ -191,9 +192,18 @@ class Agent(Supervised):
         self.lazy = lazy
         with (self.workdir / "agent.log").open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.faults.hooked_agent", "run",
-                 "--config", str(self.config)],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.faults.hooked_agent",
+                    "run",
+                    "--config",
+                    str(self.config),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
 
@@ -202,10 +212,14 @@ class Agent(Supervised):
         if not self.store.exists():
             return None
         try:
-            with contextlib.closing(sqlite3.connect(f"file:{self.store}?mode=ro", uri=True,
-                                                    timeout=5)) as conn:
-                return int(conn.execute(
-                    "SELECT count(*) FROM readings WHERE sent_at IS NULL").fetchone()[0])
+            with contextlib.closing(
+                sqlite3.connect(f"file:{self.store}?mode=ro", uri=True, timeout=5)
+            ) as conn:
+                return int(
+                    conn.execute("SELECT count(*) FROM readings WHERE sent_at IS NULL").fetchone()[
+                        0
+                    ]
+                )
         except sqlite3.Error:
             return None
 
@@ -220,11 +234,25 @@ class ReceiverProcess(Supervised):
     def start(self) -> None:
         with (self.workdir / "receiver.log").open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edge_agent", "receive",
-                 "--broker", f"127.0.0.1:{self.broker_port}", "--db", str(self.db),
-                 "--client-id", "receiver-chaos", "--gap-timeout", "5"],
-                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "edge_agent",
+                    "receive",
+                    "--broker",
+                    f"127.0.0.1:{self.broker_port}",
+                    "--db",
+                    str(self.db),
+                    "--client-id",
+                    "receiver-chaos",
+                    "--gap-timeout",
+                    "5",
+                ],
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
 
@@ -246,8 +274,16 @@ class Chaos:
         self.stop_new = threading.Event()
         self.abort = threading.Event()
         self.monitors = [
-            Monitor(i, self.mllp_port, self.witness, seed=cfg.seed, gap=cfg.gap,
-                    ack_timeout=cfg.ack_timeout, stop_new=self.stop_new, abort=self.abort)
+            Monitor(
+                i,
+                self.mllp_port,
+                self.witness,
+                seed=cfg.seed,
+                gap=cfg.gap,
+                ack_timeout=cfg.ack_timeout,
+                stop_new=self.stop_new,
+                abort=self.abort,
+            )
             for i in range(cfg.monitors)
         ]
 
@@ -295,8 +331,11 @@ class Chaos:
         s, cfg = self.summary, self.cfg
         if time.monotonic() - started >= cfg.seconds:
             return True
-        return (cfg.kills is not None and sum(s.kills.values()) >= cfg.kills
-                and s.power_cuts >= cfg.power_cuts)
+        return (
+            cfg.kills is not None
+            and sum(s.kills.values()) >= cfg.kills
+            and s.power_cuts >= cfg.power_cuts
+        )
 
     def _faults(self, started: float) -> None:
         cfg = self.cfg
@@ -313,8 +352,9 @@ class Chaos:
 
     def _kill(self, target: str) -> None:
         self.summary.kills[target] += 1
-        self.nemesis.record(t=time.time(), op="kill", target=target,
-                            power_cut=target == "agent" and self.agent.lazy)
+        self.nemesis.record(
+            t=time.time(), op="kill", target=target, power_cut=target == "agent" and self.agent.lazy
+        )
         if target == "agent":
             self.summary.power_cuts += self.agent.lazy
             self.agent.kill()
@@ -387,8 +427,9 @@ def central_rows(path: Path) -> tuple[list[checker.CentralRow], str | None]:
         epoch = next((c for c in checker.EPOCH_COLUMNS if c in cols), None)
         pick = epoch or "NULL"
         rows = conn.execute(f"SELECT id, unit, seq, {pick}, resource FROM observations")
-        return [checker.central_row(i, u, s, None if e is None else str(e), r)
-                for i, u, s, e, r in rows], epoch
+        return [
+            checker.central_row(i, u, s, None if e is None else str(e), r) for i, u, s, e, r in rows
+        ], epoch
 
 
 def unit_rows(path: Path, epoch: str | None) -> list[checker.UnitRow]:
@@ -401,13 +442,15 @@ def unit_rows(path: Path, epoch: str | None) -> list[checker.UnitRow]:
         if not columns:
             return []
         rows = conn.execute(
-            f"SELECT id, seq, {epoch if epoch in columns else 'NULL'} FROM readings").fetchall()
+            f"SELECT id, seq, {epoch if epoch in columns else 'NULL'} FROM readings"
+        ).fetchall()
         store_epoch: str | None = None
         if epoch is not None and epoch not in columns and _columns(conn, "store_identity"):
             found = conn.execute("SELECT epoch FROM store_identity").fetchone()
             store_epoch = None if found is None else str(found[0])
-    return [checker.UnitRow(i, int(s), str(e) if e is not None else store_epoch)
-            for i, s, e in rows]
+    return [
+        checker.UnitRow(i, int(s), str(e) if e is not None else store_epoch) for i, s, e in rows
+    ]
 
 
 def run_chaos(cfg: ChaosConfig, workdir: Path | None = None) -> Summary:
@@ -432,23 +475,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60.0, help="fault phase length, at most")
     p.add_argument("--kills", type=int, help="end the fault phase after this many kills")
     p.add_argument("--power-cuts", type=int, default=0, help="... and this many power cuts")
-    p.add_argument("--power-cut-ratio", type=float, default=0.5,
-                   help="share of agent starts on the lazy VFS (killing them cuts power)")
-    p.add_argument("--pause", type=_pair, default=(0.2, 1.2), metavar="LO,HI",
-                   help="seconds between kills")
-    p.add_argument("--targets", default=",".join(TARGETS),
-                   help="processes to kill, comma-separated (agent, broker, receiver)")
+    p.add_argument(
+        "--power-cut-ratio",
+        type=float,
+        default=0.5,
+        help="share of agent starts on the lazy VFS (killing them cuts power)",
+    )
+    p.add_argument(
+        "--pause", type=_pair, default=(0.2, 1.2), metavar="LO,HI", help="seconds between kills"
+    )
+    p.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help="processes to kill, comma-separated (agent, broker, receiver)",
+    )
     p.add_argument("--monitors", type=int, default=2)
-    p.add_argument("--negative", choices=NEGATIVES,
-                   help="run a negative control (exit 0 when the harness catches it)")
+    p.add_argument(
+        "--negative",
+        choices=NEGATIVES,
+        help="run a negative control (exit 0 when the harness catches it)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, help="keep logs, stores and witness file here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     cfg = ChaosConfig(
-        seconds=args.seconds, kills=args.kills, power_cuts=args.power_cuts,
-        power_cut_ratio=args.power_cut_ratio, pause=args.pause, monitors=args.monitors,
-        negative=args.negative, seed=args.seed,
+        seconds=args.seconds,
+        kills=args.kills,
+        power_cuts=args.power_cuts,
+        power_cut_ratio=args.power_cut_ratio,
+        pause=args.pause,
+        monitors=args.monitors,
+        negative=args.negative,
+        seed=args.seed,
     )
     targets = tuple(t for t in args.targets.split(",") if t)
     if not targets or any(t not in TARGETS for t in targets):
@@ -468,4 +527,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -57,8 +57,13 @@ class Classes:
 
     @property
     def valid(self) -> bool:
-        return not (self.lost or self.unexpected or self.duplicated_by_content
-                    or self.duplicated_by_id or self.seq_gaps)
+        return not (
+            self.lost
+            or self.unexpected
+            or self.duplicated_by_content
+            or self.duplicated_by_id
+            or self.seq_gaps
+        )
 
 
 @dataclass
@@ -99,7 +104,8 @@ def _quantity(code: Any) -> str | None:
     for key, q in catalogue().items():
         for c in codings:
             if (q.mdc is not None and str(c.get("code")) == str(q.mdc)) or (
-                    q.loinc is not None and c.get("code") == q.loinc):
+                q.loinc is not None and c.get("code") == q.loinc
+            ):
                 return key
     return None
 
@@ -109,9 +115,18 @@ def content_key(resource: Mapping[str, Any]) -> tuple[ContentKey | None, float |
     quantity = _quantity(resource.get("code"))
     # The device's time: effectiveDateTime (always zoned in mmu.readings/3), else the raw
     # device time the older shape kept in an extension.
-    stamp = resource.get("effectiveDateTime") if "effectiveDateTime" in resource else next(
-        (e.get("valueString") for e in resource.get("extension", [])
-         if e.get("url") == EXT_DEVICE_TIME), None)
+    stamp = (
+        resource.get("effectiveDateTime")
+        if "effectiveDateTime" in resource
+        else next(
+            (
+                e.get("valueString")
+                for e in resource.get("extension", [])
+                if e.get("url") == EXT_DEVICE_TIME
+            ),
+            None,
+        )
+    )
     raw = resource.get("valueQuantity", {}).get("value")
     value = float(raw) if isinstance(raw, int | float) else None
     if not isinstance(quantity, str) or not isinstance(stamp, str):

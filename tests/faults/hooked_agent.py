@@ -79,13 +79,16 @@ def install_ack_before_commit() -> None:
 
     later: set[asyncio.Task[None]] = set()
 
-    async def commit_later(device_id: str, sink: Sink, pending: list[Measurement],
-                           rejects: list[Rejected]) -> None:
+    async def commit_later(
+        device_id: str, sink: Sink, pending: list[Measurement], rejects: list[Rejected]
+    ) -> None:
         await asyncio.sleep(ACK_FIRST_DELAY)
         await sink.store(device_id, pending, rejects)
 
     async def dispatch_ack_first(
-        device_id: str, events: Sequence[Event], sink: Sink,
+        device_id: str,
+        events: Sequence[Event],
+        sink: Sink,
         decoder: StreamDecoder | GattDecoder,
     ) -> list[DeviceInfo]:
         pending: list[Measurement] = []

@@ -47,8 +47,9 @@ SYNC = ctypes.CFUNCTYPE(ctypes.c_int, voidp, ctypes.c_int)
 FILESIZE = ctypes.CFUNCTYPE(ctypes.c_int, voidp, ctypes.POINTER(c_int64))
 # int xOpen(sqlite3_vfs*, sqlite3_filename, sqlite3_file*, int flags, int *pOutFlags);
 # the file name stays a raw pointer: URI parameters live after its terminating NUL.
-OPEN = ctypes.CFUNCTYPE(ctypes.c_int, voidp, voidp, voidp, ctypes.c_int,
-                        ctypes.POINTER(ctypes.c_int))
+OPEN = ctypes.CFUNCTYPE(
+    ctypes.c_int, voidp, voidp, voidp, ctypes.c_int, ctypes.POINTER(ctypes.c_int)
+)
 
 
 class IoMethods(ctypes.Structure):
@@ -158,8 +159,7 @@ _keep: list[object] = []  # the VFS struct and callbacks must outlive every conn
 def pending_bytes() -> int:
     """Bytes written and not yet synced, over every lazy file of this process."""
     with _lock:
-        return sum(len(op.data) for p in _files.values() for op in p.ops
-                   if isinstance(op, _Write))
+        return sum(len(op.data) for p in _files.values() for op in p.ops if isinstance(op, _Write))
 
 
 def _state(pfile: int | None) -> _Pending:
@@ -179,8 +179,7 @@ def _apply(state: _Pending, pfile: int | None) -> int:
         op = state.ops[0]
         if isinstance(op, _Write):
             data = ctypes.create_string_buffer(op.data, len(op.data))
-            rc = int(state.native.xWrite(pfile, ctypes.cast(data, voidp), len(op.data),
-                                         op.offset))
+            rc = int(state.native.xWrite(pfile, ctypes.cast(data, voidp), len(op.data), op.offset))
         else:
             rc = int(state.native.xTruncate(pfile, op.size))
         if rc != SQLITE_OK:
@@ -305,8 +304,13 @@ def register(library: str = "libsqlite3.so.0") -> None:
     base = lib.sqlite3_vfs_find(None).contents
     native_open = base.xOpen
 
-    def x_open(vfs: int | None, name: int | None, pfile: int | None, flags: int,
-               out_flags: ctypes._Pointer[ctypes.c_int]) -> int:
+    def x_open(
+        vfs: int | None,
+        name: int | None,
+        pfile: int | None,
+        flags: int,
+        out_flags: ctypes._Pointer[ctypes.c_int],
+    ) -> int:
         try:
             rc = int(native_open(vfs, name, pfile, flags, out_flags))
             if rc != SQLITE_OK or not flags & LAZY_KINDS:

@@ -33,8 +33,12 @@ def _digest(path: Path) -> str:
 
 def test_the_check_after_a_kill_keeps_the_wal_for_the_next_start(tmp_path: Path) -> None:
     db = tmp_path / "unit.db"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db)], stdout=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(db)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "committed"  # the child exits on any error

@@ -33,8 +33,10 @@ def row(id_: str, seq: int, t: int, quantity: str, value: float) -> CentralRow:
     return CentralRow(id_, "u", seq, None, (t, quantity), value)
 
 
-H = history(("M1", T + 1, [("spo2", 97.0), ("pulse_rate", 70.0)], True),
-            ("M2", T + 2, [("spo2", 95.0)], False))
+H = history(
+    ("M1", T + 1, [("spo2", 97.0), ("pulse_rate", 70.0)], True),
+    ("M2", T + 2, [("spo2", 95.0)], False),
+)
 
 
 def test_every_class() -> None:
@@ -48,8 +50,7 @@ def test_every_class() -> None:
     c = classify(H, [*good, row("c", 3, T + 2, "spo2", 95.0)], [])
     assert (c.recovered, c.unacked, c.valid) == (1, 0, True)
 
-    c = classify(H, [*good, row("x", 3, T + 9, "spo2", 95.0), row("y", 4, T + 2, "spo2", 1.0)],
-                 [])
+    c = classify(H, [*good, row("x", 3, T + 9, "spo2", 95.0), row("y", 4, T + 2, "spo2", 1.0)], [])
     assert c.unexpected == 2
 
     c = classify(H, [*good, row("a2", 3, T + 1, "spo2", 97.0)], [])
@@ -65,26 +66,41 @@ def test_every_class() -> None:
 def test_seq_reused_after_a_power_cut_and_dropped_by_the_receiver() -> None:
     # The unit lost "b" (seq 2) in a power cut after central stored it, then gave seq 2 to the
     # pulse reading "b2"; central's ON CONFLICT DO NOTHING dropped "b2" silently.
-    hist = history(("M1", T + 1, [("spo2", 97.0)], True),
-                   ("M3", T + 3, [("pulse_rate", 70.0)], True))
+    hist = history(
+        ("M1", T + 1, [("spo2", 97.0)], True), ("M3", T + 3, [("pulse_rate", 70.0)], True)
+    )
     central = [row("a", 1, T + 1, "spo2", 97.0), row("b", 2, T + 2, "spo2", 50.0)]
     c = classify(hist, central, [UnitRow("a", 1, None), UnitRow("b2", 2, None)])
     assert (c.lost, c.unexpected, c.duplicated_by_id) == (1, 1, 1)
 
 
 def test_seq_contiguity_is_per_store_epoch() -> None:
-    central = [CentralRow("a", "u", 1, "e1", (T + 1, "spo2"), 97.0),
-               CentralRow("b", "u", 1, "e2", (T + 1, "pulse_rate"), 70.0)]
+    central = [
+        CentralRow("a", "u", 1, "e1", (T + 1, "spo2"), 97.0),
+        CentralRow("b", "u", 1, "e2", (T + 1, "pulse_rate"), 70.0),
+    ]
     c = classify(H, central, [])
     assert (c.seq_gaps, c.duplicated_by_id, c.ok) == (0, 0, 2)
 
 
 def test_content_key_of_a_real_observation() -> None:
     stamp = "2024-01-01T01:00:05+01:00"  # BASE_EPOCH + 5
-    obs = codec.observation("u", {
-        "id": "r1", "seq": 7, "quantity": "spo2", "device_time": stamp,
-        "received_at": "2026-11-30T00:00:00.000Z", "device_id": "d", "value": 97.0,
-        "unit": "%", "loinc": "59408-5", "mdc": 150456, "flags": "[]", "clock_source": "system",
-    })
+    obs = codec.observation(
+        "u",
+        {
+            "id": "r1",
+            "seq": 7,
+            "quantity": "spo2",
+            "device_time": stamp,
+            "received_at": "2026-11-30T00:00:00.000Z",
+            "device_id": "d",
+            "value": 97.0,
+            "unit": "%",
+            "loinc": "59408-5",
+            "mdc": 150456,
+            "flags": "[]",
+            "clock_source": "system",
+        },
+    )
     got = central_row("r1", "u", 7, None, json.dumps(obs))
     assert (got.key, got.value, got.seq) == ((T + 5, "spo2"), 97.0, 7)

@@ -21,7 +21,9 @@ def kill_after(db: Path, synchronous: str, acks: int) -> list[int]:
     """Run the writer until it acknowledged ``acks`` commits, SIGKILL it: the acked ids."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.faults.lazy_writer", str(db), synchronous],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
     )
     assert proc.stdout is not None
     acked: list[int] = []
@@ -81,4 +83,3 @@ def test_register_twice_is_harmless_and_plain_connections_stay_native(tmp_path: 
     assert lazyvfs.pending_bytes() == 0  # a clean close writes them out
     with contextlib.closing(sqlite3.connect(tmp_path / "lazy.db")) as conn:
         assert conn.execute("SELECT length(x) FROM t").fetchone()[0] == 5000
-

@@ -71,8 +71,11 @@ class Message:
     def wire(self) -> bytes:
         stamp = datetime.fromtimestamp(self.epoch, ZONE).isoformat(timespec="seconds")
         ms = [measurement(q, v, device_time=stamp) for q, v in self.readings]
-        return frame(encode_oru(ms, self.control_id, timestamp=stamp, observed=stamp,
-                                sending_application="CHAOSMON"))
+        return frame(
+            encode_oru(
+                ms, self.control_id, timestamp=stamp, observed=stamp, sending_application="CHAOSMON"
+            )
+        )
 
 
 def make_message(monitor: int, n: int, rng: random.Random) -> Message:
@@ -84,8 +87,7 @@ def make_message(monitor: int, n: int, rng: random.Random) -> Message:
     return Message(f"CHAOS{monitor}-{n:06d}", BASE_EPOCH + monitor * MONITOR_SPAN + n, readings)
 
 
-def read_ack(sock: socket.socket, inbox: bytearray, control_id: str,
-             deadline: float) -> str | None:
+def read_ack(sock: socket.socket, inbox: bytearray, control_id: str, deadline: float) -> str | None:
     """MSA-1 of the ACK answering ``control_id``, or None at the deadline (``ConnectionError``
     when the peer closed)."""
     while True:
@@ -119,8 +121,16 @@ class Monitor(threading.Thread):
     in hand (resending until AA) unless ``abort`` is set."""
 
     def __init__(
-        self, index: int, port: int, witness: Witness, *, seed: int, gap: float = 0.02,
-        ack_timeout: float = 3.0, stop_new: threading.Event, abort: threading.Event,
+        self,
+        index: int,
+        port: int,
+        witness: Witness,
+        *,
+        seed: int,
+        gap: float = 0.02,
+        ack_timeout: float = 3.0,
+        stop_new: threading.Event,
+        abort: threading.Event,
     ) -> None:
         super().__init__(name=f"monitor-{index}", daemon=True)
         self.index, self.port, self.witness = index, port, witness
@@ -148,8 +158,9 @@ class Monitor(threading.Thread):
                     self.sent += 1
                     self.pending = make_message(self.index, self.sent, self.rng)
                     m = self.pending
-                    self.witness.record(e="sent", cid=m.control_id, t=m.epoch,
-                                        r=[list(r) for r in m.readings])
+                    self.witness.record(
+                        e="sent", cid=m.control_id, t=m.epoch, r=[list(r) for r in m.readings]
+                    )
                     first = True
                 if sock is None:
                     sock, inbox = self._connect(), bytearray()
@@ -164,15 +175,17 @@ class Monitor(threading.Thread):
                 try:
                     self.transmissions += 1
                     sock.sendall(message.wire())
-                    code = read_ack(sock, inbox, message.control_id,
-                                    time.monotonic() + self.ack_timeout)
+                    code = read_ack(
+                        sock, inbox, message.control_id, time.monotonic() + self.ack_timeout
+                    )
                 except OSError:  # reset, refused, closed: a new connection, the same message
                     sock.close()
                     sock = None
                     continue
                 if code in ("AA", "CA", "AR", "CR"):
-                    self.witness.record(e="ack", cid=message.control_id, code=code,
-                                        at=round(time.time(), 3))
+                    self.witness.record(
+                        e="ack", cid=message.control_id, code=code, at=round(time.time(), 3)
+                    )
                     self.acked += code in ("AA", "CA")
                     self.pending = None
                     self.abort.wait(self.gap)

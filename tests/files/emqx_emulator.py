@@ -46,9 +46,11 @@ if TYPE_CHECKING:
 _Reply = Callable[[int, str], Response]
 
 
-def answer(central: CentralFiles, command_topic: str, response_topic: str, payload: bytes,
-           packet_id: int) -> Response:
+def answer(
+    central: CentralFiles, command_topic: str, response_topic: str, payload: bytes, packet_id: int
+) -> Response:
     """Handle one command; the response EMQX would publish."""
+
     def reply(code: int, text: str) -> Response:
         return Response(command_topic, packet_id, code, text)
 
@@ -57,8 +59,9 @@ def answer(central: CentralFiles, command_topic: str, response_topic: str, paylo
         return reply(emqx.UNSPECIFIED_ERROR, "invalid_file_command")
     client = response_topic.removeprefix(f"{emqx.RESPONSE_PREFIX}/")
     if not response_topic.startswith(f"{emqx.RESPONSE_PREFIX}/") or not client:
-        return reply(emqx.UNSPECIFIED_ERROR, "emulation: no $file-response/{clientid} "
-                                             "Response-Topic")
+        return reply(
+            emqx.UNSPECIFIED_ERROR, "emulation: no $file-response/{clientid} Response-Topic"
+        )
     unit = emqx.unit_of_client(client)
     if not protocol.is_file_id(command.file_id):
         return reply(emqx.UNSPECIFIED_ERROR, "emulation: file ids are sha256 (64 hex)")
@@ -71,8 +74,9 @@ def answer(central: CentralFiles, command_topic: str, response_topic: str, paylo
     return _fin(central, unit, command, reply)
 
 
-def _init(central: CentralFiles, unit: str, command: Command, payload: bytes,
-          reply: _Reply) -> Response:
+def _init(
+    central: CentralFiles, unit: str, command: Command, payload: bytes, reply: _Reply
+) -> Response:
     try:
         init = emqx.file_init_of(payload)
     except ValueError as exc:
@@ -83,8 +87,9 @@ def _init(central: CentralFiles, unit: str, command: Command, payload: bytes,
     return reply(emqx.UNSPECIFIED_ERROR, ack.reason or str(ack.state))
 
 
-def _segment(central: CentralFiles, unit: str, command: Command, data: bytes,
-             reply: _Reply) -> Response:
+def _segment(
+    central: CentralFiles, unit: str, command: Command, data: bytes, reply: _Reply
+) -> Response:
     assert command.offset is not None
     if command.checksum is not None and protocol.checksum(data) != command.checksum:
         return reply(emqx.UNSPECIFIED_ERROR, "checksum_mismatch")  # as EMQX validates it
@@ -96,11 +101,11 @@ def _segment(central: CentralFiles, unit: str, command: Command, data: bytes,
         return reply(emqx.SUCCESS, "success")  # held already: EMQX stores it again
     if offset > row_offset:
         return reply(emqx.UNSPECIFIED_ERROR, "emulation: a segment past a gap")
-    tail = data[row_offset - offset:]
-    ack = central.handle(UpMessage(unit, command.file_id, "seg", row_offset), tail,
-                         protocol.checksum(tail))
-    if ack.state is AckState.COMPLETE or (ack.state is AckState.RECEIVING
-                                          and ack.offset >= end):
+    tail = data[row_offset - offset :]
+    ack = central.handle(
+        UpMessage(unit, command.file_id, "seg", row_offset), tail, protocol.checksum(tail)
+    )
+    if ack.state is AckState.COMPLETE or (ack.state is AckState.RECEIVING and ack.offset >= end):
         return reply(emqx.SUCCESS, "success")
     return reply(emqx.UNSPECIFIED_ERROR, ack.reason or str(ack.state))
 

@@ -14,8 +14,9 @@ from edge_agent.settings import BrokerSettings, Settings, StoreSettings, SyncSet
 UNIT = "mmu-t"
 
 
-def settings(tmp: Path, port: int, *, uplink_bps: int | None = None, timeout: float = 3.0
-             ) -> Settings:
+def settings(
+    tmp: Path, port: int, *, uplink_bps: int | None = None, timeout: float = 3.0
+) -> Settings:
     return Settings(
         unit=UnitSettings(id=UNIT),
         store=StoreSettings(path=tmp / "unit" / "unit.db"),
@@ -56,12 +57,17 @@ def central_object(central_db: Path, sha: str) -> bytes:
 
 def resources(central_db: Path, kind: str) -> list[dict[str, Any]]:
     with contextlib.closing(sqlite3.connect(central_files(central_db) / "files.db")) as db:
-        return [json.loads(r[0]) for r in db.execute(
-            "SELECT body FROM file_resources WHERE resource_type = ? ORDER BY id", [kind])]
+        return [
+            json.loads(r[0])
+            for r in db.execute(
+                "SELECT body FROM file_resources WHERE resource_type = ? ORDER BY id", [kind]
+            )
+        ]
 
 
 def unit_holds(unit_db: Path, file_id: str) -> bool:
     with contextlib.closing(sqlite3.connect(unit_db)) as db:
-        row = db.execute("SELECT central_holds_at FROM attachments WHERE file_id = ?",
-                         [file_id]).fetchone()
+        row = db.execute(
+            "SELECT central_holds_at FROM attachments WHERE file_id = ?", [file_id]
+        ).fetchone()
         return row is not None and row[0] is not None

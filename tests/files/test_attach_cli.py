@@ -10,8 +10,13 @@ from tests.files.kit import UNIT, sha256
 
 
 def attach(*args: str) -> tuple[int, str, str]:
-    proc = run([sys.executable, "-m", "edge_agent", "attach", *args], capture_output=True,
-               text=True, timeout=60, check=False)
+    proc = run(
+        [sys.executable, "-m", "edge_agent", "attach", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -26,8 +31,13 @@ def test_attach_stores_once_and_errors_are_one_line(tmp_path: Path) -> None:
     assert "the agent is not running" in out and "Dupont" not in out + err
     code, out, _ = attach(str(ecg), "--config", str(config))
     assert code == 0 and out.startswith("already held")
-    listing = run([sys.executable, "-m", "edge_agent", "files", "--config", str(config)],
-                  capture_output=True, text=True, timeout=60, check=False)
+    listing = run(
+        [sys.executable, "-m", "edge_agent", "files", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert listing.returncode == 0
     assert "ecg" in listing.stdout and "waiting" in listing.stdout
     code, _, err = attach(str(tmp_path / "missing.pdf"), "--config", str(config))

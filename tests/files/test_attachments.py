@@ -20,7 +20,8 @@ CT = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm"
 
 
 def test_a_file_is_on_disk_and_synced_before_its_row_commits(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
 
@@ -68,8 +69,11 @@ def test_the_same_content_and_the_same_dicom_instance_are_stored_once(tmp_path: 
         assert other.read_bytes() != CT.read_bytes()
         again = files.add_file(other)
         assert (again.file_id, again.new) == (first.file_id, False)
-        rows = store.read(lambda db: db.execute(
-            "SELECT kind, media_type, modality, instance_uid FROM attachments").fetchall())
+        rows = store.read(
+            lambda db: db.execute(
+                "SELECT kind, media_type, modality, instance_uid FROM attachments"
+            ).fetchall()
+        )
     meta = read_meta(CT.read_bytes())
     assert rows == [("dicom", "application/dicom", "CT", meta.instance_uid)]
 
@@ -87,21 +91,28 @@ def test_the_budget_evicts_only_files_central_holds(tmp_path: Path) -> None:
         assert not files.path_of(b.file_id).exists()  # the one central holds
         pending = {p.file_id for p in store.read(attachments.pending)}
         assert pending == {a.file_id, c.file_id}
-        evicted = store.read(lambda db: db.execute(
-            "SELECT file_id FROM attachments WHERE evicted_at IS NOT NULL").fetchall())
+        evicted = store.read(
+            lambda db: db.execute(
+                "SELECT file_id FROM attachments WHERE evicted_at IS NOT NULL"
+            ).fetchall()
+        )
         assert evicted == [(b.file_id,)]
         assert not list((files.root / "tmp").iterdir())  # no temporary file left behind
 
 
-@pytest.mark.parametrize(("name", "head", "kind", "expected"), [
-    ("x.pdf", b"%PDF-1.7", None, ("document", "application/pdf")),
-    ("ecg.pdf", b"%PDF-1.7", "ecg", ("ecg", "application/pdf")),
-    ("photo", b"\xff\xd8\xff\xe0", None, ("image", "image/jpeg")),
-    ("p.png", b"\x89PNG\r\n", None, ("image", "image/png")),
-    ("clip.mp4", b"\x00\x00\x00\x18ftyp", None, ("video", "video/mp4")),
-    ("scp.xml", b"<?xml", "ecg", ("ecg", "application/xml")),
-    ("n", b"\x00" * 128 + b"DICM", None, ("dicom", "application/dicom")),
-])
-def test_kind_and_media_type(name: str, head: bytes, kind: str | None,
-                             expected: tuple[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("name", "head", "kind", "expected"),
+    [
+        ("x.pdf", b"%PDF-1.7", None, ("document", "application/pdf")),
+        ("ecg.pdf", b"%PDF-1.7", "ecg", ("ecg", "application/pdf")),
+        ("photo", b"\xff\xd8\xff\xe0", None, ("image", "image/jpeg")),
+        ("p.png", b"\x89PNG\r\n", None, ("image", "image/png")),
+        ("clip.mp4", b"\x00\x00\x00\x18ftyp", None, ("video", "video/mp4")),
+        ("scp.xml", b"<?xml", "ecg", ("ecg", "application/xml")),
+        ("n", b"\x00" * 128 + b"DICM", None, ("dicom", "application/dicom")),
+    ],
+)
+def test_kind_and_media_type(
+    name: str, head: bytes, kind: str | None, expected: tuple[str, str]
+) -> None:
     assert classify(name, head, kind) == expected

@@ -44,9 +44,9 @@ def landed(central: Path, seq: int) -> bool:
     return bool(arrived(central, {seq}))
 
 
-async def transfer_under_cap(tmp_path: Path, port: int, bps: int, size: int,
-                             every_s: float = 3.0
-                             ) -> tuple[float, float, list[float], list[bool]]:
+async def transfer_under_cap(
+    tmp_path: Path, port: int, bps: int, size: int, every_s: float = 3.0
+) -> tuple[float, float, list[float], list[bool]]:
     """(seconds to central, seconds the bytes need, each alert's latency, whether each alert
     reached central before the file was complete)."""
     proxy = await FaultProxy(port).start()
@@ -61,8 +61,10 @@ async def transfer_under_cap(tmp_path: Path, port: int, bps: int, size: int,
     with Store(cfg.store.path, UNIT) as store:
         added = AttachmentStore(store).add_bytes(data, name="dermatoscope.jpg")
         daemon = SyncDaemon(store, cfg)
-        tasks = [asyncio.create_task(Receiver("127.0.0.1", port, central).run(stop)),
-                 asyncio.create_task(daemon.run(stop))]
+        tasks = [
+            asyncio.create_task(Receiver("127.0.0.1", port, central).run(stop)),
+            asyncio.create_task(daemon.run(stop)),
+        ]
         await wait_until(lambda: daemon.connected, 15, "connected")
         started = time.monotonic()
         while not complete(central, added.file_id):
@@ -85,11 +87,15 @@ async def transfer_under_cap(tmp_path: Path, port: int, bps: int, size: int,
 
 
 async def test_a_file_through_a_capped_link_keeps_the_pace_and_alerts_keep_arriving(
-        tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
     took, need, latencies, before_file = await transfer_under_cap(
-        tmp_path, mosquitto.port, 128_000, 200_000)
-    print(f"200 kB at 128 kbit/s: {took:.1f} s for {need:.1f} s of bytes "
-          f"({took / need:.2f}x); alert latency max {max(latencies):.2f} s over {len(latencies)}")
+        tmp_path, mosquitto.port, 128_000, 200_000
+    )
+    print(
+        f"200 kB at 128 kbit/s: {took:.1f} s for {need:.1f} s of bytes "
+        f"({took / need:.2f}x); alert latency max {max(latencies):.2f} s over {len(latencies)}"
+    )
     assert before_file[0], "the first alert waited for the whole file"
 
 
@@ -97,9 +103,12 @@ async def test_a_file_through_a_capped_link_keeps_the_pace_and_alerts_keep_arriv
 @pytest.mark.timeout(600)
 async def test_a_2_mb_image_at_64_kbit_s(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
     took, need, latencies, before_file = await transfer_under_cap(
-        tmp_path, mosquitto.port, 64_000, 2 * 1024 * 1024)
-    print(f"2 MB at 64 kbit/s: {took:.1f} s for {need:.1f} s of bytes ({took / need:.2f}x); "
-          f"alert latency max {max(latencies):.2f} s over {len(latencies)}")
+        tmp_path, mosquitto.port, 64_000, 2 * 1024 * 1024
+    )
+    print(
+        f"2 MB at 64 kbit/s: {took:.1f} s for {need:.1f} s of bytes ({took / need:.2f}x); "
+        f"alert latency max {max(latencies):.2f} s over {len(latencies)}"
+    )
     assert all(before_file[:-1]), "an alert waited for the whole file"
     assert took <= 1.2 * need
     assert max(latencies) <= ALERT_WITHIN_S

@@ -41,27 +41,43 @@ COMPRESSED = {
 }
 
 
-async def scu(app: str, port: int, *args: str, called: str = "EDGEAGENT",
-              calling: str | None = None) -> tuple[int, str]:
+async def scu(
+    app: str, port: int, *args: str, called: str = "EDGEAGENT", calling: str | None = None
+) -> tuple[int, str]:
     """pynetdicom's own storescu/echoscu as the peer."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pynetdicom", app, "127.0.0.1", str(port), *args,
-        "-aec", called, *(["-aet", calling] if calling else []), "-v",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "pynetdicom",
+        app,
+        "127.0.0.1",
+        str(port),
+        *args,
+        "-aec",
+        called,
+        *(["-aet", calling] if calling else []),
+        "-v",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await proc.communicate()
     return int(proc.returncode or 0), out.decode(errors="replace")
 
 
-async def storescu(port: int, *paths: Path, options: tuple[str, ...] = (),
-                   called: str = "EDGEAGENT", calling: str | None = None) -> tuple[int, str]:
-    return await scu("storescu", port, *map(str, paths), *options, called=called,
-                     calling=calling)
+async def storescu(
+    port: int,
+    *paths: Path,
+    options: tuple[str, ...] = (),
+    called: str = "EDGEAGENT",
+    calling: str | None = None,
+) -> tuple[int, str]:
+    return await scu("storescu", port, *map(str, paths), *options, called=called, calling=calling)
 
 
 def dataset_part(data: bytes) -> bytes:
     """The bytes of a Part 10 file after its file meta (group 0002, length-prefixed)."""
     assert data[132:136] == b"\x02\x00\x00\x00", "file meta starts with its group length"
-    return data[144 + int.from_bytes(data[140:144], "little"):]
+    return data[144 + int.from_bytes(data[140:144], "little") :]
 
 
 def elements(data: bytes) -> dict[int, object]:
@@ -71,12 +87,16 @@ def elements(data: bytes) -> dict[int, object]:
 
     # Implicit VR reads an empty text element as None, explicit VR as "": the same absence;
     # and a private element's VR is unknown once implicit (raw bytes): public elements only.
-    return {int(e.tag): None if e.value == "" else e.value
-            for e in pydicom.dcmread(BytesIO(data)) if not e.tag.is_private}
+    return {
+        int(e.tag): None if e.value == "" else e.value
+        for e in pydicom.dcmread(BytesIO(data))
+        if not e.tag.is_private
+    }
 
 
 async def test_storescu_instances_reach_central_byte_identical_once_with_imaging_study(
-        tmp_path: Path, mosquitto: MosquittoBroker, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, mosquitto: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     cfg = settings(tmp_path, mosquitto.port)
     central = tmp_path / "central.db"
@@ -95,15 +115,21 @@ async def test_storescu_instances_reach_central_byte_identical_once_with_imaging
         finally:
             scp.stop()
         assert (scp.stored, scp.recognised, scp.refused) == (3, 1, 0)
-        rows = store.read(lambda db: db.execute(
-            "SELECT file_id, instance_uid, study_uid, modality, media_type, source_device "
-            "FROM attachments ORDER BY modality").fetchall())
+        rows = store.read(
+            lambda db: db.execute(
+                "SELECT file_id, instance_uid, study_uid, modality, media_type, source_device "
+                "FROM attachments ORDER BY modality"
+            ).fetchall()
+        )
         assert [r[3] for r in rows] == ["CT", "ECG", "MR"]
         assert {r[4] for r in rows} == {"application/dicom"} and {r[5] for r in rows} == {"us-1"}
-        tasks = [asyncio.create_task(Receiver("127.0.0.1", mosquitto.port, central).run(stop)),
-                 asyncio.create_task(SyncDaemon(store, cfg).run(stop))]
-        await wait_until(lambda: all(complete(central, r[0]) for r in rows), 60,
-                         "instances at central")
+        tasks = [
+            asyncio.create_task(Receiver("127.0.0.1", mosquitto.port, central).run(stop)),
+            asyncio.create_task(SyncDaemon(store, cfg).run(stop)),
+        ]
+        await wait_until(
+            lambda: all(complete(central, r[0]) for r in rows), 60, "instances at central"
+        )
         stop.set()
         await asyncio.gather(*tasks)
     for name in SOURCES:
@@ -125,17 +151,18 @@ async def test_storescu_instances_reach_central_byte_identical_once_with_imaging
         assert instances == by_study[uid]
         assert study["numberOfInstances"] == len(instances)
     with sqlite3.connect(central.with_name("central.files") / "files.db") as db:
-        assert db.execute("SELECT count(*) FROM uploads WHERE state = 'complete'"
-                          ).fetchone()[0] == 3
-    names = [str(pydicom.dcmread(TEST_FILES / n, stop_before_pixels=True).PatientName)
-             for n in SOURCES]
+        assert (
+            db.execute("SELECT count(*) FROM uploads WHERE state = 'complete'").fetchone()[0] == 3
+        )
+    names = [
+        str(pydicom.dcmread(TEST_FILES / n, stop_before_pixels=True).PatientName) for n in SOURCES
+    ]
     for name in filter(None, names):  # the patient's name is in the files, never in a log
         assert name not in caplog.text
         assert name.split("^")[0] not in caplog.text
 
 
-async def test_a_full_budget_answers_out_of_resources_and_stores_nothing(tmp_path: Path
-                                                                        ) -> None:
+async def test_a_full_budget_answers_out_of_resources_and_stores_nothing(tmp_path: Path) -> None:
     with Store(tmp_path / "unit.db", UNIT) as store:
         files = AttachmentStore(store, budget_bytes=10_000)  # less than CT_small
         scp = DicomReceiver(files, port=0)
@@ -144,14 +171,14 @@ async def test_a_full_budget_answers_out_of_resources_and_stores_nothing(tmp_pat
             _, out = await storescu(scp.port, TEST_FILES / "CT_small.dcm")
         finally:
             scp.stop()
-        count = store.read(lambda db: db.execute("SELECT count(*) FROM attachments"
-                                                 ).fetchone()[0])
+        count = store.read(lambda db: db.execute("SELECT count(*) FROM attachments").fetchone()[0])
     assert "0xA700" in out, out  # the device keeps the instance and sends it again later
     assert (scp.stored, scp.refused, count) == (0, 1, 0)
 
 
 async def test_compressed_instances_are_accepted_kept_as_sent_and_reach_central_once(
-        tmp_path: Path, mosquitto: MosquittoBroker, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, mosquitto: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
     """JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE and deflate, each sent by
     storescu in its own transfer syntax (-cx: only the contexts the files need)."""
     caplog.set_level(logging.DEBUG)
@@ -168,12 +195,20 @@ async def test_compressed_instances_are_accepted_kept_as_sent_and_reach_central_
             scp.stop()
         assert code == 0, out
         assert (scp.stored, scp.refused) == (len(COMPRESSED), 0), out
-        rows = dict(store.read(lambda db: db.execute(
-            "SELECT instance_uid, file_id FROM attachments").fetchall()))
-        tasks = [asyncio.create_task(Receiver("127.0.0.1", mosquitto.port, central).run(stop)),
-                 asyncio.create_task(SyncDaemon(store, cfg).run(stop))]
-        await wait_until(lambda: all(complete(central, f) for f in rows.values()), 60,
-                         "compressed instances at central")
+        rows = dict(
+            store.read(
+                lambda db: db.execute("SELECT instance_uid, file_id FROM attachments").fetchall()
+            )
+        )
+        tasks = [
+            asyncio.create_task(Receiver("127.0.0.1", mosquitto.port, central).run(stop)),
+            asyncio.create_task(SyncDaemon(store, cfg).run(stop)),
+        ]
+        await wait_until(
+            lambda: all(complete(central, f) for f in rows.values()),
+            60,
+            "compressed instances at central",
+        )
         stop.set()
         await asyncio.gather(*tasks)
     assert len(rows) == len(COMPRESSED)
@@ -181,37 +216,45 @@ async def test_compressed_instances_are_accepted_kept_as_sent_and_reach_central_
         source = (TEST_FILES / name).read_bytes()
         uid = str(pydicom.dcmread(TEST_FILES / name, stop_before_pixels=True).SOPInstanceUID)
         at_central = central_object(central, rows[uid])
-        unit_copy = (cfg.store.path.parent / "attachments" / rows[uid][:2] / rows[uid]
-                     ).read_bytes()
+        unit_copy = (cfg.store.path.parent / "attachments" / rows[uid][:2] / rows[uid]).read_bytes()
         assert at_central == unit_copy, name
         kept = pydicom.dcmread(BytesIO(at_central), stop_before_pixels=True)
         assert kept.file_meta.TransferSyntaxUID == syntax, name  # not decompressed
         if syntax == "1.2.840.10008.1.2.1.99":
             # storescu deflates again when it encodes: the same data set once inflated.
-            assert (zlib.decompress(dataset_part(at_central), -15)
-                    == zlib.decompress(dataset_part(source), -15)), name
+            assert zlib.decompress(dataset_part(at_central), -15) == zlib.decompress(
+                dataset_part(source), -15
+            ), name
         else:
             assert dataset_part(at_central) == dataset_part(source), name
     with sqlite3.connect(central.with_name("central.files") / "files.db") as db:
-        assert db.execute("SELECT count(*), sum(segment_bytes_in = size) FROM uploads WHERE "
-                          "state = 'complete'").fetchone() == (len(COMPRESSED),) * 2  # once
+        assert (
+            db.execute(
+                "SELECT count(*), sum(segment_bytes_in = size) FROM uploads WHERE "
+                "state = 'complete'"
+            ).fetchone()
+            == (len(COMPRESSED),) * 2
+        )  # once
     for name in COMPRESSED:
-        patient = str(pydicom.dcmread(TEST_FILES / name, stop_before_pixels=True
-                                      ).get("PatientName") or "").strip("^")
+        patient = str(
+            pydicom.dcmread(TEST_FILES / name, stop_before_pixels=True).get("PatientName") or ""
+        ).strip("^")
         if patient:
             assert patient.split("^")[0] not in caplog.text, name
 
 
 async def test_an_association_must_call_the_agent_and_come_from_an_allowed_ae(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """pynetdicom's echoscu and storescu as the peer: a wrong called AE title is rejected
     (before: C-ECHO and C-STORE succeeded), a calling AE outside dicom_calling_aes too; the
     right ones are accepted. Rejections are logged (AE titles, no patient data) and counted."""
     caplog.set_level(logging.INFO)
     ct = TEST_FILES / "CT_small.dcm"
     with Store(tmp_path / "unit.db", UNIT) as store:
-        scp = DicomReceiver(AttachmentStore(store), port=0, ae_title="VAN12",
-                            calling_aes=["US-VAN12", "DERMCAM"])
+        scp = DicomReceiver(
+            AttachmentStore(store), port=0, ae_title="VAN12", calling_aes=["US-VAN12", "DERMCAM"]
+        )
         scp.start()
         try:
             wrong_called = await scu("echoscu", scp.port, called="ANY-SCP", calling="US-VAN12")
@@ -222,8 +265,7 @@ async def test_an_association_must_call_the_agent_and_come_from_an_allowed_ae(
             stored = await storescu(scp.port, ct, called="VAN12", calling="US-VAN12")
         finally:
             scp.stop()
-        count = store.read(lambda db: db.execute("SELECT count(*) FROM attachments"
-                                                 ).fetchone()[0])
+        count = store.read(lambda db: db.execute("SELECT count(*) FROM attachments").fetchone()[0])
     for _, out in (wrong_called, wrong_store, stranger, stranger_store):
         assert "Association Rejected" in out, out
         assert "Success" not in out, out
@@ -241,7 +283,8 @@ async def test_an_association_must_call_the_agent_and_come_from_an_allowed_ae(
 
 
 async def test_an_empty_calling_list_lets_any_device_in_but_the_called_ae_still_counts(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     with Store(tmp_path / "unit.db", UNIT) as store:
         scp = DicomReceiver(AttachmentStore(store), port=0)  # EDGEAGENT, any calling AE
         scp.start()

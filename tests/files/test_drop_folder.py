@@ -20,8 +20,12 @@ UNIT = "mmu-t"
 
 
 def held(store: Store) -> dict[str, tuple[str, int]]:
-    return {str(r[0]): (str(r[1]), int(r[2])) for r in store.read(lambda db: db.execute(
-        "SELECT name, file_id, size FROM attachments").fetchall())}
+    return {
+        str(r[0]): (str(r[1]), int(r[2]))
+        for r in store.read(
+            lambda db: db.execute("SELECT name, file_id, size FROM attachments").fetchall()
+        )
+    }
 
 
 async def test_a_file_still_being_written_is_taken_only_when_complete(tmp_path: Path) -> None:
@@ -41,7 +45,7 @@ async def test_a_file_still_being_written_is_taken_only_when_complete(tmp_path: 
             (drop / "spiro.pdf").write_bytes(quick)
             for i in range(8):  # ...while this one is still written (pauses < settle_s)
                 await asyncio.sleep(0.15)
-                slow.write(slow_part[i * 8192:(i + 1) * 8192])
+                slow.write(slow_part[i * 8192 : (i + 1) * 8192])
                 slow.flush()
                 if i == 5:
                     assert "spiro.pdf" in held(store)
@@ -64,13 +68,15 @@ async def test_a_file_still_being_written_is_taken_only_when_complete(tmp_path: 
 def test_partial_names_and_hidden_files_are_never_candidates() -> None:
     from edge_agent.files.drop_folder import candidate
 
-    assert [n for n in ["a.pdf", ".a.pdf", "b.jpg.part", "c.crdownload", "d~", "e.TMP"]
-            if candidate(n)] == ["a.pdf"]
+    assert [
+        n for n in ["a.pdf", ".a.pdf", "b.jpg.part", "c.crdownload", "d~", "e.TMP"] if candidate(n)
+    ] == ["a.pdf"]
 
 
 @given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, 1)), min_size=1, max_size=30))
 def test_tracker_takes_a_file_only_after_it_stayed_the_same_for_settle_s(
-        steps: list[tuple[int, float]]) -> None:
+    steps: list[tuple[int, float]],
+) -> None:
     tracker = StableTracker(settle_s=1.0)
     now, size, state_since = 0.0, 0, 0.0
     for index, (grow, dt) in enumerate(steps):

@@ -43,11 +43,19 @@ from tests.sync.checker import wait_until
 SHA = "ab" * 32
 
 
-def _init(size: int = 10, segment_size: int = 4096, name: str | None = "Dupont scan.PDF"
-          ) -> FileInit:
-    return FileInit(file_id=SHA, sha256=SHA, size=size, media_type="application/pdf",
-                    kind="document", segment_size=segment_size, received_at="2024-05-01T10:00:00Z",
-                    name=name)
+def _init(
+    size: int = 10, segment_size: int = 4096, name: str | None = "Dupont scan.PDF"
+) -> FileInit:
+    return FileInit(
+        file_id=SHA,
+        sha256=SHA,
+        size=size,
+        media_type="application/pdf",
+        kind="document",
+        segment_size=segment_size,
+        received_at="2024-05-01T10:00:00Z",
+        name=name,
+    )
 
 
 def test_topics_are_emqx_s() -> None:
@@ -58,18 +66,27 @@ def test_topics_are_emqx_s() -> None:
     assert emqx.abort_topic(SHA) == f"$file/{SHA}/abort"
     assert emqx.response_topic("edge-agent-mmu-1") == "$file-response/edge-agent-mmu-1"
     assert emqx.parse_command(f"$file/{SHA}/65536/{'CD' * 32}") == emqx.Command(
-        SHA, "seg", offset=65536, checksum="cd" * 32)
+        SHA, "seg", offset=65536, checksum="cd" * 32
+    )
     assert emqx.parse_command(f"$file/{SHA}/fin/9") == emqx.Command(SHA, "fin", size=9)
-    for bad in (f"$file/{SHA}/fin", f"$file/{SHA}/x", f"$file/{SHA}/1/short", "$file//init",
-                f"$files/{SHA}/init", f"$file/{SHA}/1/{'ab' * 32}/more"):
+    for bad in (
+        f"$file/{SHA}/fin",
+        f"$file/{SHA}/x",
+        f"$file/{SHA}/1/short",
+        "$file//init",
+        f"$files/{SHA}/init",
+        f"$file/{SHA}/1/{'ab' * 32}/more",
+    ):
         assert emqx.parse_command(bad) is None, bad
     assert emqx.reply_key_of(f"$file/{SHA}/4096/{SHA}") == (SHA, "seg/4096")
 
 
 def test_init_is_byte_identical_whatever_the_segment_size_and_hides_the_name() -> None:
     # EMQX refuses a second, different init for a transfer it knows (filemeta_conflict).
-    first, again = emqx.init_payload(_init(segment_size=4096)), emqx.init_payload(
-        _init(segment_size=65536))
+    first, again = (
+        emqx.init_payload(_init(segment_size=4096)),
+        emqx.init_payload(_init(segment_size=65536)),
+    )
     assert first == again
     meta = json.loads(first)
     assert meta["name"] == f"{SHA}.pdf" and "Dupont" not in meta["name"]
@@ -81,10 +98,14 @@ def test_init_is_byte_identical_whatever_the_segment_size_and_hides_the_name() -
 def test_init_carries_opaque_ids_only_and_a_segments_ttl_emqx_keeps() -> None:
     """EMQX stores the init (user_data included) on the broker: no patient identifier and no
     original file name in it; central maps the encounter id back through its readings."""
-    init = replace(_init(name="ECG_0412 Mme X.pdf"), kind="ecg", device="ecg-1",
-                   encounter_id="6f1c2a9e-0b7d-4c1e-9a53-2f4d8e7b1c00",
-                   patient_system="urn:oid:1.2.250.1.213.1.4.8",
-                   patient_value="1850312345678")
+    init = replace(
+        _init(name="ECG_0412 Mme X.pdf"),
+        kind="ecg",
+        device="ecg-1",
+        encounter_id="6f1c2a9e-0b7d-4c1e-9a53-2f4d8e7b1c00",
+        patient_system="urn:oid:1.2.250.1.213.1.4.8",
+        patient_value="1850312345678",
+    )
     payload = emqx.init_payload(init)
     text = payload.decode()
     for private in ("ECG_0412", "Mme X", "1850312345678", "urn:oid:1.2.250.1.213.1.4.8"):
@@ -170,8 +191,7 @@ def test_segment_error_resends_it_fin_error_resends_all_then_gives_up() -> None:
 def test_a_resume_older_than_emqx_keeps_segments_starts_the_file_again() -> None:
     """EMQX collects segments older than segments_ttl: past RESUME_WITHIN the confirmed
     prefix is forgotten and the file starts from 0 (else fin fails on missing segments)."""
-    for offline_s, resumes_at in ((emqx.RESUME_WITHIN - 60, 8192),
-                                  (emqx.RESUME_WITHIN + 60, 0)):
+    for offline_s, resumes_at in ((emqx.RESUME_WITHIN - 60, 8192), (emqx.RESUME_WITHIN + 60, 0)):
         up = _uploader()
         _step(up, 0)  # init
         assert _step(up, 0) == SendSegment(SHA, 0, 8192)  # confirmed at t=0
@@ -190,7 +210,13 @@ def test_puback_codes_where_emqx_publishes_no_response() -> None:
     """0x10: nothing handles $file/ (file transfer off): back off as when nobody answers.
     0x00 says nothing (the response does). Other codes are the answer."""
     assert [emqx.puback_meaning(c) for c in (0x00, 0x10, 0x80, 0x87, 0x95, 0x97)] == [
-        "ignore", "no-route", "twin", "refused", "refused", "refused"]
+        "ignore",
+        "no-route",
+        "twin",
+        "refused",
+        "refused",
+        "refused",
+    ]
     up = _uploader()
     up.sent(up.next_send(0) or SendInit(SHA), 0)
     up.no_route(SHA, "init", 0)
@@ -235,7 +261,8 @@ def test_unanswered_inits_back_off() -> None:
 
 
 def test_mosquitto_routes_dollar_file_topics_to_an_explicit_subscriber(
-        mosquitto: MosquittoBroker) -> None:
+    mosquitto: MosquittoBroker,
+) -> None:
     """What the emulation rests on: Mosquitto takes a publish to $file/..., delivers it (and
     its Response-Topic) to a client subscribed to $file/#, and PUBACKs 0x10 (no matching
     subscribers) when nobody listens, which is why the unit does not read PUBACK codes."""
@@ -251,7 +278,8 @@ def test_mosquitto_routes_dollar_file_topics_to_an_explicit_subscriber(
     subscribed: list[int] = []
     recv.on_subscribe = lambda *a: subscribed.append(1)
     recv.on_message = lambda c, u, m: got.append(  # paho: properties are dynamic attributes
-        (m.topic, getattr(m.properties, "ResponseTopic", "")))
+        (m.topic, getattr(m.properties, "ResponseTopic", ""))
+    )
     unit.on_publish = lambda c, u, mid, rc, p: codes.append(int(rc.value))
     try:
         deadline = time.monotonic() + 5
@@ -281,7 +309,8 @@ def test_mosquitto_routes_dollar_file_topics_to_an_explicit_subscriber(
 
 
 async def test_a_puback_0x10_on_init_backs_off_at_once_and_says_so(
-        tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
     """Nobody handles $file/ (here: Mosquitto, no emulation; an EMQX with file transfer off
     routes it the same way): its PUBACK 0x10 is read, the unit backs off and says so without
     waiting for the ack timeout (120 s here). A PUBACK 0x80 and the response that twins it
@@ -293,8 +322,9 @@ async def test_a_puback_0x10_on_init_backs_off_at_once_and_says_so(
         item = AttachmentStore(store).add_bytes(os.urandom(10_000), name="x.pdf")
         daemon = SyncDaemon(store, cfg)
         task = asyncio.create_task(daemon.run(stop))
-        await wait_until(lambda: daemon.status()["files_state"] == NO_ROUTE, 30,
-                         "no route from the PUBACK")
+        await wait_until(
+            lambda: daemon.status()["files_state"] == NO_ROUTE, 30, "no route from the PUBACK"
+        )
         inits = daemon.files.uploader.inits
         stop.set()
         await task
@@ -308,22 +338,26 @@ async def test_a_puback_0x10_on_init_backs_off_at_once_and_says_so(
             assert out is not None
             sender.published(out, 0, mid)
             if mid == 1:
-                sender.on_message(emqx.response_topic(sender.client_id),
-                                  emqx.Response(out.topic, mid, 0).encode())  # init taken
+                sender.on_message(
+                    emqx.response_topic(sender.client_id), emqx.Response(out.topic, mid, 0).encode()
+                )  # init taken
         assert out is not None and out.topic.startswith(f"$file/{item.file_id}/0/")
         sender.on_puback(2, emqx.UNSPECIFIED_ERROR, 0)
         again = sender.next_publish(0, lambda n, t: 0.0)
         assert again is not None and again.topic == out.topic  # the segment again
         sender.published(again, 0, 3)
-        sender.on_message(emqx.response_topic(sender.client_id),
-                          emqx.Response(out.topic, 2, emqx.UNSPECIFIED_ERROR).encode())
+        sender.on_message(
+            emqx.response_topic(sender.client_id),
+            emqx.Response(out.topic, 2, emqx.UNSPECIFIED_ERROR).encode(),
+        )
         assert sender.uploader.bad_segments == 1  # the twin response is not a second failure
         assert sender.uploader.current is not None
         assert sender.uploader.current.waiting == "seg/0"  # still waiting for the re-sent one
 
 
 async def test_emqx_mode_end_to_end_through_mosquitto_with_the_emulation(
-        tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
     cfg = settings(tmp_path, mosquitto.port, uplink_bps=400_000, timeout=2.0)
     cfg = cfg.model_copy(update={"files": FilesSettings(mode="emqx")})
     central = tmp_path / "central.db"
@@ -332,8 +366,7 @@ async def test_emqx_mode_end_to_end_through_mosquitto_with_the_emulation(
     with Store(cfg.store.path, UNIT) as store:
         item = AttachmentStore(store).add_bytes(data, name="echo.pdf", device="echo-1")
         daemon = SyncDaemon(store, cfg)
-        receiver = Receiver("127.0.0.1", mosquitto.port, central,
-                            emqx_answer=emqx_emulator.answer)
+        receiver = Receiver("127.0.0.1", mosquitto.port, central, emqx_answer=emqx_emulator.answer)
         tasks = [asyncio.create_task(receiver.run(stop))]
         await asyncio.wait_for(receiver.connected.wait(), 10)  # else the first init is lost
         tasks.append(asyncio.create_task(daemon.run(stop)))

@@ -24,7 +24,8 @@ runner = CliRunner()
 
 
 async def test_two_receivers_of_a_group_only_the_one_serving_files_takes_them(
-        tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
     cfg = settings(tmp_path, mosquitto.port)
     serving, other = tmp_path / "a" / "central.db", tmp_path / "b" / "central.db"
     serving.parent.mkdir()
@@ -33,8 +34,10 @@ async def test_two_receivers_of_a_group_only_the_one_serving_files_takes_them(
     stop = asyncio.Event()
     with Store(cfg.store.path, UNIT) as store:
         item = AttachmentStore(store).add_bytes(data, name="x.pdf")
-        receivers = [Receiver("127.0.0.1", mosquitto.port, serving, group="g"),
-                     Receiver("127.0.0.1", mosquitto.port, other, group="g", serve_files=False)]
+        receivers = [
+            Receiver("127.0.0.1", mosquitto.port, serving, group="g"),
+            Receiver("127.0.0.1", mosquitto.port, other, group="g", serve_files=False),
+        ]
         tasks = [asyncio.create_task(r.run(stop)) for r in receivers]
         for r in receivers:
             await asyncio.wait_for(r.connected.wait(), 10)
@@ -47,7 +50,8 @@ async def test_two_receivers_of_a_group_only_the_one_serving_files_takes_them(
 
 
 async def test_no_receiver_serves_files_the_unit_backs_off_and_says_so(
-        tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
     cfg = settings(tmp_path, mosquitto.port, timeout=0.3)
     central = tmp_path / "central.db"
     stop = asyncio.Event()
@@ -73,10 +77,22 @@ async def test_no_receiver_serves_files_the_unit_backs_off_and_says_so(
 
 
 def test_receive_with_postgresql_needs_files_dir_or_no_files(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["receive", "--db", "postgresql://c@localhost/central",
-                                 "--broker", "127.0.0.1:1"])
+    result = runner.invoke(
+        app, ["receive", "--db", "postgresql://c@localhost/central", "--broker", "127.0.0.1:1"]
+    )
     assert result.exit_code == 2
     assert "--files-dir" in result.output and "--no-files" in result.output
-    result = runner.invoke(app, ["receive", "--db", str(tmp_path / "c.db"), "--broker",
-                                 "127.0.0.1:1", "--no-files", "--files-dir", str(tmp_path)])
+    result = runner.invoke(
+        app,
+        [
+            "receive",
+            "--db",
+            str(tmp_path / "c.db"),
+            "--broker",
+            "127.0.0.1:1",
+            "--no-files",
+            "--files-dir",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 2

@@ -35,7 +35,8 @@ def test_the_teleconsultation_files_go_first_and_the_current_one_steps_aside() -
 
 
 async def test_teleconsult_command_sends_that_encounters_files_before_the_backlog(
-        tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
     cfg = settings(tmp_path, mosquitto.port, uplink_bps=128_000)
     central = tmp_path / "central.db"
     stop = asyncio.Event()
@@ -44,22 +45,34 @@ async def test_teleconsult_command_sends_that_encounters_files_before_the_backlo
             f.result(30)
         big = AttachmentStore(store).add_bytes(os.urandom(400_000), name="clip.mp4")
         urgent = AttachmentStore(store, open_encounter=lambda db: "enc-1").add_bytes(
-            b"%PDF-1.4\n" + os.urandom(20_000), name="ecg.pdf", kind="ecg")
+            b"%PDF-1.4\n" + os.urandom(20_000), name="ecg.pdf", kind="ecg"
+        )
         async with watching(mosquitto.port, topics.EVENTS.of(UNIT), name="central") as (
-                link, events):
+            link,
+            events,
+        ):
             daemon = SyncDaemon(store, cfg)
-            tasks = [asyncio.create_task(Receiver("127.0.0.1", mosquitto.port,
-                                                  central).run(stop)),
-                     asyncio.create_task(daemon.run(stop))]
+            tasks = [
+                asyncio.create_task(Receiver("127.0.0.1", mosquitto.port, central).run(stop)),
+                asyncio.create_task(daemon.run(stop)),
+            ]
             await wait_until(lambda: daemon.connected, 15, "connected")
-            link.publish(topics.CMD.of(UNIT), json.dumps(
-                {"id": "t1", "cmd": "teleconsult", "encounter": "enc-1"}).encode())
-            await wait_until(lambda: complete(central, urgent.file_id), 30,
-                             "the teleconsultation's ECG at central")
+            link.publish(
+                topics.CMD.of(UNIT),
+                json.dumps({"id": "t1", "cmd": "teleconsult", "encounter": "enc-1"}).encode(),
+            )
+            await wait_until(
+                lambda: complete(central, urgent.file_id),
+                30,
+                "the teleconsultation's ECG at central",
+            )
             big_done = complete(central, big.file_id)
             pending = store.stats()["readings_pending_sync"]
-            await wait_until(lambda: store.stats()["readings_pending_sync"] == 0, 60,
-                             "the backlog drains after it")
+            await wait_until(
+                lambda: store.stats()["readings_pending_sync"] == 0,
+                60,
+                "the backlog drains after it",
+            )
             async with asyncio.timeout(10):
                 while True:
                     event = await events.get()

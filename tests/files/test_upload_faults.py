@@ -41,7 +41,8 @@ def offset(central: Path, file_id: str) -> int:
 
 
 async def test_link_resets_mid_segment_and_a_corrupted_segment_cost_one_segment_each(
-        tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
     bps = 256_000
     proxy = await FaultProxy(mosquitto.port).start()
     proxy.limit_bps = bps
@@ -49,23 +50,31 @@ async def test_link_resets_mid_segment_and_a_corrupted_segment_cost_one_segment_
     central = tmp_path / "central.db"
     marker = b"\x00CORRUPT-ME-HERE\x00"
     data = bytearray(os.urandom(320_000))
-    data[250_000:250_000 + len(marker)] = marker
+    data[250_000 : 250_000 + len(marker)] = marker
     stop = asyncio.Event()
     with Store(cfg.store.path, UNIT) as store:
         added = AttachmentStore(store).add_bytes(bytes(data), name="otoscope.jpg", kind="image")
         daemon = SyncDaemon(store, cfg)
-        tasks = [asyncio.create_task(Receiver("127.0.0.1", mosquitto.port, central).run(stop)),
-                 asyncio.create_task(daemon.run(stop))]
+        tasks = [
+            asyncio.create_task(Receiver("127.0.0.1", mosquitto.port, central).run(stop)),
+            asyncio.create_task(daemon.run(stop)),
+        ]
         segment = SegmentSizer(bps).target()
 
         def mid_segment(after: int) -> bool:
             cur = daemon.files.uploader.current
-            return (offset(central, added.file_id) >= after and cur is not None
-                    and cur.waiting.startswith("seg/"))
+            return (
+                offset(central, added.file_id) >= after
+                and cur is not None
+                and cur.waiting.startswith("seg/")
+            )
 
         for after in (1, 2 * segment):  # two resets, each while a segment is on the wire
-            await wait_until(lambda a=after: mid_segment(a), 30,  # type: ignore[misc]
-                             "a segment in flight")
+            await wait_until(
+                lambda a=after: mid_segment(a),  # type: ignore[misc]
+                30,
+                "a segment in flight",
+            )
             proxy.set_mode("reset")
             await wait_until(lambda: not daemon.connected, 10, "the link drops")
             proxy.set_mode("pass")
@@ -82,16 +91,19 @@ async def test_link_resets_mid_segment_and_a_corrupted_segment_cost_one_segment_
     assert row is not None and row["bad_segments"] == 1  # detected...
     assert status["file_bad_segments"] == 1  # ...and sent again
     interruptions = 3  # two resets, one corrupted segment
-    print(f"2 resets + 1 corrupted segment: {status['file_bytes_resent']} bytes re-sent by the "
-          f"unit, {row['segment_bytes_in'] - len(data)} received twice by central "
-          f"(segment {segment} bytes)")
+    print(
+        f"2 resets + 1 corrupted segment: {status['file_bytes_resent']} bytes re-sent by the "
+        f"unit, {row['segment_bytes_in'] - len(data)} received twice by central "
+        f"(segment {segment} bytes)"
+    )
     assert status["file_bytes_resent"] <= interruptions * segment, status
     assert row["segment_bytes_in"] - len(data) <= interruptions * segment
     assert len(resources(central, "Media")) == 1
 
 
 async def test_a_file_whose_checksum_never_matches_is_never_marked_received(
-        tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
     cfg = settings(tmp_path, mosquitto.port)
     central = tmp_path / "central.db"
     stop = asyncio.Event()
@@ -104,11 +116,14 @@ async def test_a_file_whose_checksum_never_matches_is_never_marked_received(
         rotten[1000] ^= 0x01
         path.write_bytes(bytes(rotten))
         daemon = SyncDaemon(store, cfg)
-        tasks = [asyncio.create_task(Receiver("127.0.0.1", mosquitto.port, central).run(stop)),
-                 asyncio.create_task(daemon.run(stop))]
+        tasks = [
+            asyncio.create_task(Receiver("127.0.0.1", mosquitto.port, central).run(stop)),
+            asyncio.create_task(daemon.run(stop)),
+        ]
         await wait_until(lambda: daemon.files.failed == 1, 60, "the file left to an operator")
-        failed = store.read(lambda db: db.execute(
-            "SELECT failed, central_holds_at FROM attachments").fetchone())
+        failed = store.read(
+            lambda db: db.execute("SELECT failed, central_holds_at FROM attachments").fetchone()
+        )
         stop.set()
         await asyncio.gather(*tasks)
     row = central_upload(central, added.file_id)
@@ -123,7 +138,8 @@ def write_config(tmp: Path, port: int, bps: int) -> Path:
     config.write_text(
         f'[unit]\nid = "{UNIT}"\n[store]\npath = "{tmp / "unit" / "unit.db"}"\n'
         f'[broker]\nhost = "127.0.0.1"\nport = {port}\ntls = false\nkeepalive_s = 5\n'
-        f"[sync]\nack_timeout_s = 5.0\nuplink_bps = {bps}\n")
+        f"[sync]\nack_timeout_s = 5.0\nuplink_bps = {bps}\n"
+    )
     return config
 
 
@@ -139,12 +155,14 @@ def agent_connected(unit_db: Path) -> bool:
 
 
 async def edge_agent(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "edge_agent", *args,
-                                                stdout=asyncio.subprocess.DEVNULL)
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge_agent", *args, stdout=asyncio.subprocess.DEVNULL
+    )
 
 
 async def test_kill_9_of_the_agent_and_of_the_receiver_mid_upload_resume_from_central(
-        tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
     bps = 400_000
     config = write_config(tmp_path, mosquitto.port, bps)
     central = tmp_path / "central.db"
@@ -153,31 +171,44 @@ async def test_kill_9_of_the_agent_and_of_the_receiver_mid_upload_resume_from_ce
     source.write_bytes(data)
     file_id = sha256(data)
     segment = SegmentSizer(bps).target()
-    receive = ("receive", "--db", str(central), "--broker", f"127.0.0.1:{mosquitto.port}",
-               "--client-id", "rx-files")
-    procs = [await edge_agent(*receive), await edge_agent("run", "--config", str(config),
-                                                          "--only", "sync")]
+    receive = (
+        "receive",
+        "--db",
+        str(central),
+        "--broker",
+        f"127.0.0.1:{mosquitto.port}",
+        "--client-id",
+        "rx-files",
+    )
+    procs = [
+        await edge_agent(*receive),
+        await edge_agent("run", "--config", str(config), "--only", "sync"),
+    ]
     try:
-        await wait_until(lambda: agent_connected(tmp_path / "unit" / "unit.db"), 30,
-                         "the agent connected")
+        await wait_until(
+            lambda: agent_connected(tmp_path / "unit" / "unit.db"), 30, "the agent connected"
+        )
         # Attached while the agent runs: the command tells it (SIGUSR2), it sends at once.
-        attach = await edge_agent("attach", str(source), "--kind", "video", "--config",
-                                  str(config))
+        attach = await edge_agent("attach", str(source), "--kind", "video", "--config", str(config))
         assert await attach.wait() == 0
         await wait_until(lambda: offset(central, file_id) >= segment, 60, "first segment")
         procs[1].send_signal(signal.SIGKILL)  # the agent, mid-upload
         await procs[1].wait()
         held = offset(central, file_id)
         procs[1] = await edge_agent("run", "--config", str(config), "--only", "sync")
-        await wait_until(lambda: offset(central, file_id) >= held + 2 * segment, 60,
-                         "progress after the agent's restart")
+        await wait_until(
+            lambda: offset(central, file_id) >= held + 2 * segment,
+            60,
+            "progress after the agent's restart",
+        )
         procs[0].send_signal(signal.SIGKILL)  # the receiver, mid-upload
         await procs[0].wait()
         assert offset(central, file_id) < len(data)
         procs[0] = await edge_agent(*receive)
         await wait_until(lambda: complete(central, file_id), 60, "file complete")
-        await wait_until(lambda: unit_holds(tmp_path / "unit" / "unit.db", file_id), 15,
-                         "the unit marks it held")
+        await wait_until(
+            lambda: unit_holds(tmp_path / "unit" / "unit.db", file_id), 15, "the unit marks it held"
+        )
     finally:
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
@@ -187,7 +218,9 @@ async def test_kill_9_of_the_agent_and_of_the_receiver_mid_upload_resume_from_ce
     row = central_upload(central, file_id)
     assert row is not None
     # Bytes that reached central twice: at most one segment per interruption (two).
-    print(f"kill -9 agent + kill -9 receiver: {row['segment_bytes_in'] - len(data)} bytes "
-          f"received twice by central (segment {segment} bytes)")
+    print(
+        f"kill -9 agent + kill -9 receiver: {row['segment_bytes_in'] - len(data)} bytes "
+        f"received twice by central (segment {segment} bytes)"
+    )
     assert row["segment_bytes_in"] - len(data) <= 2 * segment, row
     assert [m["content"]["contentType"] for m in resources(central, "Media")] == ["video/mp4"]

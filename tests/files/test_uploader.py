@@ -77,15 +77,15 @@ CASES = [
 
 
 @pytest.mark.parametrize(("outstanding", "answer", "expected"), CASES)
-def test_every_answer_in_every_phase(outstanding: str, answer: FileAck,
-                                     expected: object) -> None:
+def test_every_answer_in_every_phase(outstanding: str, answer: FileAck, expected: object) -> None:
     up = uploader()
     first = up.next_send(0.0)
     assert first == SendInit(FID)
     up.sent(first, 0.0)
     if outstanding in ("seg", "fin"):
-        assert up.on_ack(ack(AckState.RECEIVING, 0 if outstanding == "seg" else 100_000,
-                             "init")) == []
+        assert (
+            up.on_ack(ack(AckState.RECEIVING, 0 if outstanding == "seg" else 100_000, "init")) == []
+        )
         send = up.next_send(0.0)
         assert send is not None
         up.sent(send, 0.0)
@@ -175,10 +175,13 @@ def run_upload(root: Path, data: bytes, faults: list[int]) -> tuple[Uploader, in
         if isinstance(send, SendInit):
             msg, payload, seg = UpMessage("mmu-t", sha, "init", None), init.encode(), None
         elif isinstance(send, SendFin):
-            msg, payload, seg = (UpMessage("mmu-t", sha, "fin", None),
-                                 FileFin(len(data), sha).encode(), None)
+            msg, payload, seg = (
+                UpMessage("mmu-t", sha, "fin", None),
+                FileFin(len(data), sha).encode(),
+                None,
+            )
         else:
-            payload = data[send.offset:send.offset + send.length]
+            payload = data[send.offset : send.offset + send.length]
             msg, seg = UpMessage("mmu-t", sha, "seg", send.offset), checksum(payload)
             if fault == 3 and payload:
                 payload = bytes([payload[0] ^ 1]) + payload[1:]
@@ -214,7 +217,8 @@ def run_upload(root: Path, data: bytes, faults: list[int]) -> tuple[Uploader, in
 @hsettings(max_examples=60, deadline=None)
 @given(size=st.integers(0, 120_000), faults=FAULTS)
 def test_any_fault_sequence_delivers_the_file_resending_at_most_a_segment_per_fault(
-        size: int, faults: list[int]) -> None:
+    size: int, faults: list[int]
+) -> None:
     data = os.urandom(size)
     with tempfile.TemporaryDirectory() as tmp:
         up, interruptions, received = run_upload(Path(tmp), data, list(faults))

@@ -104,8 +104,13 @@ def test_the_heartbeat_socket_is_private_and_works_in_a_deep_folder(tmp_path: Pa
 
 def _cli(cfg: Path, *args: str) -> tuple[dict[str, Any], float]:
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "edge_agent", *args, "--config", str(cfg),
-                           "--json"], capture_output=True, text=True, env=env(), timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_agent", *args, "--config", str(cfg), "--json"],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=120,
+    )
     took = time.monotonic() - started
     assert "Traceback" not in done.stderr, done.stderr
     return json.loads(done.stdout), took
@@ -118,13 +123,18 @@ def _tiles(body: dict[str, Any]) -> dict[str, dict[str, str]]:
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, PtyDevice]]:
     with PtyDevice(NoninModel(7, seed=5)) as device:
-        cfg = unit_config(tmp_path, lang="en", device=device.path,
-                          extra="[console]\nenabled = false\n")
+        cfg = unit_config(
+            tmp_path, lang="en", device=device.path, extra="[console]\nenabled = false\n"
+        )
         cfg.write_text(cfg.read_text().replace("data_format = 2", "data_format = 7"))
         store = tmp_path / "unit.db"
         log = (tmp_path / "agent.log").open("ab")
-        proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config",
-                                 str(cfg)], stdout=log, stderr=log, env=env())
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent", "run", "--config", str(cfg)],
+            stdout=log,
+            stderr=log,
+            env=env(),
+        )
         try:
             wait_for("the agent's answer", lambda: ask_any(store).answering, timeout=30)
             yield proc, cfg, device
@@ -141,7 +151,8 @@ def agent(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, PtyDe
 
 
 def test_a_frozen_agent_is_not_answering_on_every_screen(
-        agent: tuple[subprocess.Popen[bytes], Path, PtyDevice]) -> None:
+    agent: tuple[subprocess.Popen[bytes], Path, PtyDevice],
+) -> None:
     proc, cfg, _ = agent
     tr = translator("en")
     body, _ = _cli(cfg, "status")
@@ -153,12 +164,14 @@ def test_a_frozen_agent_is_not_answering_on_every_screen(
     try:
         body, took = _cli(cfg, "status")
         agent_tile = _tiles(body)["agent"]
-        assert (agent_tile["status"], agent_tile["detail"]) == ("fail",
-                                                                tr("agent.not_answering"))
+        assert (agent_tile["status"], agent_tile["detail"]) == ("fail", tr("agent.not_answering"))
         assert body["agent"]["state"] == "not_answering", took
         sync, _ = _cli(cfg, "sync", "status")
         assert (sync["agent"], sync["agent_running"], sync["connected"]) == (
-            "not_answering", False, False)
+            "not_answering",
+            False,
+            False,
+        )
         started, _ = _cli(cfg, "start", "--no-ble-scan")
         assert _tiles(started)["agent"]["detail"] == tr("agent.not_answering")
         assert not started["ready"]
@@ -176,7 +189,8 @@ def test_a_frozen_agent_is_not_answering_on_every_screen(
 
 
 def test_a_paused_oximeter_turns_amber_silent_since(
-        agent: tuple[subprocess.Popen[bytes], Path, PtyDevice]) -> None:
+    agent: tuple[subprocess.Popen[bytes], Path, PtyDevice],
+) -> None:
     _, cfg, device = agent
     tr = translator("en")
     store = cfg.parent / "unit.db"
@@ -184,20 +198,30 @@ def test_a_paused_oximeter_turns_amber_silent_since(
     def device_tile() -> dict[str, str]:
         return _tiles(_cli(cfg, "status")[0])["device:ox"]
 
-    wait_for("a reading", lambda: (ask_any(store).answer or {}).get("devices", {})
-             .get("ox", {}).get("last_reading_at") is not None, timeout=30)
+    wait_for(
+        "a reading",
+        lambda: (
+            (ask_any(store).answer or {}).get("devices", {}).get("ox", {}).get("last_reading_at")
+            is not None
+        ),
+        timeout=30,
+    )
     assert device_tile()["status"] == "ok"
     device.paused.set()  # plugged, port open, nothing sent
-    wait_for("the oximeter silent", lambda: (ask_any(store).answer or {})["devices"]["ox"]
-             ["silent_since"] is not None, timeout=60)
+    wait_for(
+        "the oximeter silent",
+        lambda: (ask_any(store).answer or {})["devices"]["ox"]["silent_since"] is not None,
+        timeout=60,
+    )
     body, _ = _cli(cfg, "status")
     since = body["agent"]["silent"]["ox"]
     tile = _tiles(body)["device:ox"]
-    assert (tile["status"], tile["detail"]) == ("warn",
-                                                tr("device.silent", time=hour_minute(since)))
+    assert (tile["status"], tile["detail"]) == (
+        "warn",
+        tr("device.silent", time=hour_minute(since)),
+    )
     assert tile["fix"] == tr("fix.device_silent", noun=tr("device.noun.nonin"), device="ox")
     fr = translator("fr")("device.silent", time=hour_minute(since))
     assert fr.startswith("Muet depuis ")
     device.paused.clear()
-    wait_for("the oximeter sending again", lambda: device_tile()["status"] == "ok",
-             timeout=60)
+    wait_for("the oximeter sending again", lambda: device_tile()["status"] == "ok", timeout=60)

@@ -15,10 +15,11 @@ from tests.sync.checker import wait_until
 
 def test_a_stall_is_one_episode_logged_at_its_start_and_its_end() -> None:
     stats = LagStats(threshold=1.0)
-    edges = [stats.record(lag, at) for at, lag in enumerate(
-        [0.01, 0.02, 1.5, 3.0, 2.0, 0.01, 0.0, 1.2, 0.0])]
-    assert edges == [None, None, "stalled", None, None, "recovered", None, "stalled",
-                     "recovered"]
+    edges = [
+        stats.record(lag, at)
+        for at, lag in enumerate([0.01, 0.02, 1.5, 3.0, 2.0, 0.01, 0.0, 1.2, 0.0])
+    ]
+    assert edges == [None, None, "stalled", None, None, "recovered", None, "stalled", "recovered"]
     assert stats.stalls == 2 and stats.max_lag == 3.0 and not stats.stalled
     figures = stats.figures(now=9.5)
     assert figures["max_ms"] == 3000.0 and figures["stalls"] == 2
@@ -49,7 +50,8 @@ def test_the_loop_turns_only_when_the_monitor_woke_recently_and_on_time() -> Non
 
 
 def test_a_task_that_blocks_between_yields_is_a_stall_logged_once(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.WARNING, logger="edge_agent.service.loop_lag")
 
     async def scenario() -> LagMonitor:
@@ -60,8 +62,11 @@ def test_a_task_that_blocks_between_yields_is_a_stall_logged_once(
         for _ in range(4):  # the fault under test: each turn blocks the loop 0.4 s
             time.sleep(0.4)
             await asyncio.sleep(0)
-        await wait_until(lambda: monitor.stats.stalls >= 1 and not monitor.stats.stalled,
-                         10, "the stall, then the loop on time again")
+        await wait_until(
+            lambda: monitor.stats.stalls >= 1 and not monitor.stats.stalled,
+            10,
+            "the stall, then the loop on time again",
+        )
         stop.set()
         await task
         return monitor

@@ -60,26 +60,44 @@ async def test_readings_keep_arriving_while_the_broker_is_down(
     assert simulator is not None
     db = tmp_path / "unit.db"
     stop = asyncio.Event()
-    central = asyncio.create_task(Receiver(
-        "127.0.0.1", mosquitto.port, tmp_path / "central.db", client_id="rx-live").run(stop))
-    with (PtyDevice(simulator({"data_format": 7}, 1), link=tmp_path / "tty-ox") as oximeter,
-          (tmp_path / "agent.log").open("wb") as log):
+    central = asyncio.create_task(
+        Receiver("127.0.0.1", mosquitto.port, tmp_path / "central.db", client_id="rx-live").run(
+            stop
+        )
+    )
+    with (
+        PtyDevice(simulator({"data_format": 7}, 1), link=tmp_path / "tty-ox") as oximeter,
+        (tmp_path / "agent.log").open("wb") as log,
+    ):
         config = _config(tmp_path, mosquitto.port, oximeter.path)
         agent = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "edge_agent", "run", "--config", str(config),
-            stdout=asyncio.subprocess.DEVNULL, stderr=log)
+            sys.executable,
+            "-m",
+            "edge_agent",
+            "run",
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=log,
+        )
         try:
             await wait_until(lambda: _counts(db)[1] >= 20, 60, "readings acknowledged online")
             mosquitto.kill()  # the mobile link drops while the oximeter streams
             stored_at_loss = _counts(db)[0]
             # Beyond the linger and the keepalive: the agent knows it is offline. The
             # oximeter sends 3 frames a second; 40 more readings is ~13 s of streaming.
-            await wait_until(lambda: _counts(db)[0] >= stored_at_loss + 40, 60,
-                             "readings stored while the broker is down")
+            await wait_until(
+                lambda: _counts(db)[0] >= stored_at_loss + 40,
+                60,
+                "readings stored while the broker is down",
+            )
             assert agent.returncode is None, "the agent exited while offline"
             mosquitto.start()  # the link returns: the agent recovers by itself
-            await wait_until(lambda: _counts(db)[1] >= stored_at_loss + 40, 60,
-                             "the offline readings acknowledged after the link returned")
+            await wait_until(
+                lambda: _counts(db)[1] >= stored_at_loss + 40,
+                60,
+                "the offline readings acknowledged after the link returned",
+            )
         finally:
             if agent.returncode is None:
                 agent.send_signal(signal.SIGTERM)
@@ -92,8 +110,9 @@ async def test_readings_keep_arriving_while_the_broker_is_down(
             await central
 
 
-async def test_the_sync_loop_sleeps_while_offline(tmp_path: Path, mosquitto: MosquittoBroker
-                                                  ) -> None:
+async def test_the_sync_loop_sleeps_while_offline(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
     """Offline with readings lingering, the sync loop waits for an event: it does not turn.
     (A past deadline that nothing re-arms fires once; kept, every turn would be due at once:
     a loop that yields each turn still burns a core.)"""
@@ -109,9 +128,11 @@ async def test_the_sync_loop_sleeps_while_offline(tmp_path: Path, mosquitto: Mos
     from sync.daemon import SyncDaemon
 
     cfg = Settings(
-        unit=UnitSettings(id=UNIT), store=StoreSettings(path=tmp_path / "unit.db"),
+        unit=UnitSettings(id=UNIT),
+        store=StoreSettings(path=tmp_path / "unit.db"),
         broker=BrokerSettings(host="127.0.0.1", port=mosquitto.port, tls=False, keepalive_s=5),
-        sync=SyncSettings(linger_s=2.0, ack_timeout_s=5.0))
+        sync=SyncSettings(linger_s=2.0, ack_timeout_s=5.0),
+    )
     stop = asyncio.Event()
     with Store(cfg.store.path, UNIT) as store:
         daemon = SyncDaemon(store, cfg)

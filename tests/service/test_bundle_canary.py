@@ -28,9 +28,11 @@ ASTM_VALUE = "613.27"
 
 class CanaryAnalyser(AstmAnalyserModel):
     def _new_message(self) -> ResultMessage:
-        return ResultMessage(patient_id=f"{CANARY_ID}^{CANARY_NAME}", specimen_id="S-CNRY",
-                             results=(Result("GLU", ASTM_VALUE, "mg/dL", "H", "F",
-                                             "20240315083000"),))
+        return ResultMessage(
+            patient_id=f"{CANARY_ID}^{CANARY_NAME}",
+            specimen_id="S-CNRY",
+            results=(Result("GLU", ASTM_VALUE, "mg/dL", "H", "F", "20240315083000"),),
+        )
 
 
 def free_port() -> int:
@@ -53,8 +55,11 @@ def count(db: Path, device: str) -> int:
         return 0
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
         try:
-            return int(c.execute("SELECT count(*) FROM readings WHERE device_id = ?",
-                                 (device,)).fetchone()[0])
+            return int(
+                c.execute(
+                    "SELECT count(*) FROM readings WHERE device_id = ?", (device,)
+                ).fetchone()[0]
+            )
         except sqlite3.OperationalError:
             return 0
 
@@ -69,17 +74,27 @@ def test_canary_patient_data_is_in_no_log_line_and_not_in_the_bundle(tmp_path: P
             f'[unit]\nid = "mmu-01"\n[store]\npath = "{db}"\n'
             f'[[devices]]\nid = "monitor"\nkind = "hl7-mllp"\nlisten = "127.0.0.1:{mllp_port}"\n'
             f'[[devices]]\nid = "analyser"\nkind = "astm"\nport = "{analyser.path}"\n'
-            f'options = {{ test_map = "{test_map}" }}\n')
+            f'options = {{ test_map = "{test_map}" }}\n'
+        )
         log = tmp_path / "agent.log"
         env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
         with log.open("w") as errfile:
-            agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "--debug", "run",
-                                      "-c", str(cfg)], stderr=errfile, env=env)
+            agent = subprocess.Popen(
+                [sys.executable, "-m", "edge_agent", "--debug", "run", "-c", str(cfg)],
+                stderr=errfile,
+                env=env,
+            )
         try:
-            oru = encode_oru([measurement("heart_rate", HL7_VALUE)], "CNRY-CTL-1",
-                             patient_id=CANARY_ID, timestamp="2024-03-15T08:30:00+00:00")
-            oru = oru.replace(f"{CANARY_ID}^^^EDGE^MR".encode(),  # and PID-5, the name
-                              f"{CANARY_ID}^^^EDGE^MR||{CANARY_NAME}^Ann".encode())
+            oru = encode_oru(
+                [measurement("heart_rate", HL7_VALUE)],
+                "CNRY-CTL-1",
+                patient_id=CANARY_ID,
+                timestamp="2024-03-15T08:30:00+00:00",
+            )
+            oru = oru.replace(
+                f"{CANARY_ID}^^^EDGE^MR".encode(),  # and PID-5, the name
+                f"{CANARY_ID}^^^EDGE^MR||{CANARY_NAME}^Ann".encode(),
+            )
             deadline = time.monotonic() + 20
             while True:
                 try:
@@ -98,15 +113,39 @@ def test_canary_patient_data_is_in_no_log_line_and_not_in_the_bundle(tmp_path: P
             agent.send_signal(signal.SIGTERM)
             agent.wait(timeout=10)
     bundle = tmp_path / "bundle.tar.gz"
-    done = subprocess.run([sys.executable, "-m", "edge_agent", "bundle", "-c", str(cfg),
-                           "--out", str(bundle), "--log", str(log), "--broker-timeout", "1"],
-                          capture_output=True, text=True, timeout=60, env=env)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_agent",
+            "bundle",
+            "-c",
+            str(cfg),
+            "--out",
+            str(bundle),
+            "--log",
+            str(log),
+            "--broker-timeout",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     with tarfile.open(bundle) as tar:
-        members = {m.name.split("/")[-1]: tar.extractfile(m).read()  # type: ignore[union-attr]
-                   for m in tar.getmembers()}
-    assert set(members) >= {"doctor.json", "versions.json", "config.json", "store.json",
-                            "agent.log"}
+        members = {
+            m.name.split("/")[-1]: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+        }
+    assert set(members) >= {
+        "doctor.json",
+        "versions.json",
+        "config.json",
+        "store.json",
+        "agent.log",
+    }
     assert b"readings_by_device" in members["store.json"]
     texts = {"agent log": log.read_bytes(), **members}
     assert b"DEBUG" in log.read_bytes()  # the agent logged at debug level

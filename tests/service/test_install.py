@@ -25,7 +25,9 @@ pytestmark = pytest.mark.skipif(
 def install(root: Path, *args: str) -> str:
     done = subprocess.run(
         [str(SCRIPT), "--root", str(root), "--skip-venv", *args],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "PYTHON": sys.executable},
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -46,8 +48,10 @@ def test_install_in_a_throwaway_root_is_complete_idempotent_and_uninstalls(
     user = next(line for line in passwd.splitlines() if line.startswith("edge-agent:"))
     assert user.endswith(":/var/lib/edge-agent:/usr/sbin/nologin")
     uid = int(user.split(":")[2])
-    groups = {line.split(":")[0]: line.split(":")[3].split(",")
-              for line in (root / "etc/group").read_text().splitlines()}
+    groups = {
+        line.split(":")[0]: line.split(":")[3].split(",")
+        for line in (root / "etc/group").read_text().splitlines()
+    }
     assert "edge-agent" in groups["dialout"] and "edge-agent" in groups["bluetooth"]
 
     etc, state = root / "etc/edge-agent", root / "var/lib/edge-agent"
@@ -97,15 +101,25 @@ def test_the_installed_unit_passes_systemd_analyze_verify(tmp_path: Path) -> Non
     exe.chmod(0o755)
     done = subprocess.run(
         ["systemd-analyze", "verify", f"--root={root}", "/etc/systemd/system/edge-agent.service"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0 and done.stderr == "", done.stderr
     text = unit_file()
-    for line in ("Type=notify", "WatchdogSec=60", "ProtectSystem=strict", "NoNewPrivileges=yes",
-                 "PrivateTmp=yes", "ReadWritePaths=/var/lib/edge-agent", "User=edge-agent",
-                 "StandardError=journal", "SupplementaryGroups=dialout bluetooth",
-                 # Bluetooth SPP oximeters are read through /dev/rfcommN
-                 "DeviceAllow=char-rfcomm rw"):
+    for line in (
+        "Type=notify",
+        "WatchdogSec=60",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "ReadWritePaths=/var/lib/edge-agent",
+        "User=edge-agent",
+        "StandardError=journal",
+        "SupplementaryGroups=dialout bluetooth",
+        # Bluetooth SPP oximeters are read through /dev/rfcommN
+        "DeviceAllow=char-rfcomm rw",
+    ):
         assert f"\n{line}\n" in text, line
 
 
@@ -145,8 +159,9 @@ def test_install_makes_the_console_certificate_once_and_keeps_it(tmp_path: Path)
     first = read_certificate(cert)
     assert f"fingerprint {first.fingerprint}" in out
     passwd = (root / "etc/passwd").read_text()
-    uid = int(next(line for line in passwd.splitlines()
-                   if line.startswith("edge-agent:")).split(":")[2])
+    uid = int(
+        next(line for line in passwd.splitlines() if line.startswith("edge-agent:")).split(":")[2]
+    )
     assert mode(key) == 0o600 and key.stat().st_uid == uid
     again = install(root)
     assert read_certificate(cert) == first and "kept" in again

@@ -102,6 +102,7 @@ def test_a_hung_writer_stops_the_pings_and_they_resume_when_it_answers(
     env = {"NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": str(int(period * 1e6))}
     release = threading.Event()
     with Store(tmp_path / "unit.db", "mmu-01") as store:
+
         async def scenario() -> None:
             stop = asyncio.Event()
             task = asyncio.create_task(Notifier(env).watchdog(store, stop))
@@ -110,6 +111,7 @@ def test_a_hung_writer_stops_the_pings_and_they_resume_when_it_answers(
                 await asyncio.to_thread(systemd.wait_for, "WATCHDOG=1")
                 store.submit(lambda db: release.wait(30))  # the writer hangs in a commit
                 hung_at = time.monotonic()
+
                 # At most one ping (its probe committed before the hang) then silence:
                 # wait for ten periods in a row without a ping.
                 def silent() -> bool:
@@ -118,9 +120,11 @@ def test_a_hung_writer_stops_the_pings_and_they_resume_when_it_answers(
                         if not systemd.pump(period * 10):
                             return True
                     return False
+
                 assert await asyncio.to_thread(silent)
-                late = [t for t, m in systemd.received if t > hung_at + period and
-                        m == "WATCHDOG=1"]
+                late = [
+                    t for t, m in systemd.received if t > hung_at + period and m == "WATCHDOG=1"
+                ]
                 assert len(late) <= 1, late
                 release.set()
                 resumed = await asyncio.to_thread(systemd.wait_for, "WATCHDOG=1")
@@ -129,12 +133,14 @@ def test_a_hung_writer_stops_the_pings_and_they_resume_when_it_answers(
                 release.set()
                 stop.set()
                 await task
+
         asyncio.run(scenario())
 
 
 def test_a_blocked_event_loop_sends_no_pings(tmp_path: Path, systemd: FakeSystemd) -> None:
     env = {"NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "200000"}
     with Store(tmp_path / "unit.db", "mmu-01") as store:
+
         async def scenario() -> None:
             stop = asyncio.Event()
             task = asyncio.create_task(Notifier(env).watchdog(store, stop))
@@ -148,16 +154,19 @@ def test_a_blocked_event_loop_sends_no_pings(tmp_path: Path, systemd: FakeSystem
             assert during == []
             stop.set()
             await task
+
         asyncio.run(scenario())
 
 
-def test_a_stalled_loop_that_still_turns_sends_no_pings(tmp_path: Path,
-                                                        systemd: FakeSystemd) -> None:
+def test_a_stalled_loop_that_still_turns_sends_no_pings(
+    tmp_path: Path, systemd: FakeSystemd
+) -> None:
     """A task blocks the loop 0.5 s at each of its turns and yields in between: the ping task
     still gets turns (the old code pinged at each), but every task waits longer than the
     stall threshold, so systemd must not be told the agent is healthy."""
     env = {"NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "200000"}  # pings every 0.1 s
     with Store(tmp_path / "unit.db", "mmu-01") as store:
+
         async def scenario() -> None:
             stop = asyncio.Event()
             monitor = LagMonitor(interval=0.05, threshold=0.25)
@@ -178,6 +187,7 @@ def test_a_stalled_loop_that_still_turns_sends_no_pings(tmp_path: Path,
             stop.set()
             await task
             await lag
+
         asyncio.run(scenario())
 
 
@@ -191,14 +201,20 @@ def test_the_agent_is_ready_after_store_and_drivers_pings_and_stops_within_2s(
             f'[[devices]]\nid = "ox"\nkind = "nonin"\nport = "{device.path}"\n'
             "options = { data_format = 2 }\n"
         )
-        env = {**os.environ, "PYTHONPATH": str(Path.cwd()), "NOTIFY_SOCKET": str(systemd.path),
-               "WATCHDOG_USEC": "400000"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(Path.cwd()),
+            "NOTIFY_SOCKET": str(systemd.path),
+            "WATCHDOG_USEC": "400000",
+        }
         env.pop("WATCHDOG_PID", None)
         log = tmp_path / "agent.log"
         with log.open("w") as errfile:
             agent = subprocess.Popen(
                 [sys.executable, "-m", "edge_agent", "run", "-c", str(config)],
-                env=env, stderr=errfile)
+                env=env,
+                stderr=errfile,
+            )
         try:
             ready_at = systemd.wait_for("READY=1", timeout=30)
             assert (tmp_path / "unit.db").exists()  # the store was open before READY

@@ -29,8 +29,10 @@ def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "unit.toml"
-    path.write_text(f'[unit]\nid = "mmu-01"\n[store]\npath = "{tmp_path / "unit.db"}"\n'
-                    '[broker]\nhost = "127.0.0.1"\nport = 1\ntls = false\n')
+    path.write_text(
+        f'[unit]\nid = "mmu-01"\n[store]\npath = "{tmp_path / "unit.db"}"\n'
+        '[broker]\nhost = "127.0.0.1"\nport = 1\ntls = false\n'
+    )
     return path
 
 
@@ -45,14 +47,22 @@ class Agents:
         with log:
             agent = subprocess.Popen(
                 [sys.executable, "-m", "edge_agent", "run", "-c", str(self.config), *args],
-                env=self.env, stdout=log, stderr=log)
+                env=self.env,
+                stdout=log,
+                stderr=log,
+            )
         self.started.append(agent)
         return agent
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "edge_agent", "run", "-c", str(self.config), *args],
-            env=self.env, capture_output=True, text=True, timeout=60, check=False)
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     def stop_all(self) -> None:
         for agent in self.started:
@@ -74,12 +84,14 @@ def agents(tmp_path: Path, config: Path) -> Iterator[Agents]:
         found.stop_all()
 
 
-def test_a_second_agent_on_the_store_is_refused_at_once(tmp_path: Path,
-                                                         agents: Agents) -> None:
+def test_a_second_agent_on_the_store_is_refused_at_once(tmp_path: Path, agents: Agents) -> None:
     store = tmp_path / "unit.db"
     first = agents.start()
-    _wait_for(lambda: (read_status(store) or {}).get("pid") == first.pid, 60,
-              "the first agent's status file")
+    _wait_for(
+        lambda: (read_status(store) or {}).get("pid") == first.pid,
+        60,
+        "the first agent's status file",
+    )
     second = agents.run()  # "at once": bounded by run()'s timeout, never left running
     assert second.returncode == 4, second.stderr
     lines = second.stderr.strip().splitlines()
@@ -90,11 +102,13 @@ def test_a_second_agent_on_the_store_is_refused_at_once(tmp_path: Path,
 
 
 def test_only_acquire_and_only_sync_may_share_a_store_but_not_a_side(
-        tmp_path: Path, agents: Agents) -> None:
+    tmp_path: Path, agents: Agents
+) -> None:
     store = tmp_path / "unit.db"
     acquire = agents.start("--only", "acquire")
-    _wait_for(lambda: (holders(store) or {}).get("acquire") == acquire.pid, 60,
-              "the acquiring agent")
+    _wait_for(
+        lambda: (holders(store) or {}).get("acquire") == acquire.pid, 60, "the acquiring agent"
+    )
     sync = agents.start("--only", "sync")
     _wait_for(lambda: (holders(store) or {}).get("sync") == sync.pid, 60, "the syncing agent")
     whole = agents.run()
@@ -105,11 +119,13 @@ def test_only_acquire_and_only_sync_may_share_a_store_but_not_a_side(
 
 
 def test_a_killed_agent_blocks_no_restart_and_its_status_file_is_not_running(
-        tmp_path: Path, agents: Agents) -> None:
+    tmp_path: Path, agents: Agents
+) -> None:
     store = tmp_path / "unit.db"
     first = agents.start()
-    _wait_for(lambda: holders(store) == {"acquire": first.pid, "sync": first.pid}, 60,
-              "the first agent")
+    _wait_for(
+        lambda: holders(store) == {"acquire": first.pid, "sync": first.pid}, 60, "the first agent"
+    )
     _wait_for(lambda: status_path(store).exists(), 60, "its status file")
     first.send_signal(signal.SIGKILL)
     first.wait(30)
@@ -123,8 +139,14 @@ def test_a_killed_agent_blocks_no_restart_and_its_status_file_is_not_running(
     assert agent_pid(store, None) is None  # what `edge-agent start` asks before starting one
 
     second = agents.start()
-    _wait_for(lambda: holders(store) == {"acquire": second.pid, "sync": second.pid}, 60,
-              "the new agent to start on the killed one's store")
-    _wait_for(lambda: (read_status(store) or {}).get("pid") == second.pid, 60,
-              "the new agent's status file")
+    _wait_for(
+        lambda: holders(store) == {"acquire": second.pid, "sync": second.pid},
+        60,
+        "the new agent to start on the killed one's store",
+    )
+    _wait_for(
+        lambda: (read_status(store) or {}).get("pid") == second.pid,
+        60,
+        "the new agent's status file",
+    )
     assert agent_pid(store, None) == second.pid

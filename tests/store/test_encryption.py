@@ -56,8 +56,9 @@ def keyfile(folder: Path, name: str = "store.key") -> Path:
 
 
 def encrypt_with(registry: list[Path], db: Path, key_file: Path, config: str = "t.toml") -> None:
-    store_connect.configure(db, StoreSettings(path=db, encryption="sqlcipher", key_file=key_file),
-                            config)
+    store_connect.configure(
+        db, StoreSettings(path=db, encryption="sqlcipher", key_file=key_file), config
+    )
     registry.append(db)
 
 
@@ -87,8 +88,9 @@ def test_round_trip_through_the_store_and_no_plaintext_on_disk(
         while_open = all_bytes(db)  # the main file and its WAL, as the agent runs
     with Store(db, UNIT) as store:
         fill(store, 10)
-        rows = store.read(lambda d: d.execute(
-            "SELECT device_id, value FROM readings ORDER BY seq").fetchall())
+        rows = store.read(
+            lambda d: d.execute("SELECT device_id, value FROM readings ORDER BY seq").fetchall()
+        )
     assert len(rows) == 60 and {r[0] for r in rows} == {CANARY}
     assert [r[1] for r in rows[:10]] == [90.0 + i for i in range(10)]
     assert read_stats(db)["readings_total"] == 60  # the CLI's read-only path
@@ -187,8 +189,9 @@ def test_a_key_file_readable_by_others_is_refused(tmp_path: Path, mode: int) -> 
 def test_a_private_key_file_is_read(tmp_path: Path, mode: int) -> None:
     key = keyfile(tmp_path)
     os.chmod(key, mode)
-    got = store_key.resolve_key(StoreSettings(encryption="sqlcipher", key_file=key), "c",
-                                environ={})
+    got = store_key.resolve_key(
+        StoreSettings(encryption="sqlcipher", key_file=key), "c", environ={}
+    )
     assert got is not None and got.raw.hex() == key.read_text().strip()
     assert got.raw.hex() not in repr(got)  # never in a log line or a traceback's locals
 
@@ -241,8 +244,11 @@ def test_db_encrypt_keeps_every_reading(tmp_path: Path, registry: list[Path]) ->
     with Store(db, UNIT) as store:
         fill(store, 300)
         store.call(lambda d: d.execute("UPDATE readings SET sent_at = 'x' WHERE seq <= 100"))
-        before = store.read(lambda d: d.execute(
-            "SELECT seq, id, device_id, value, sent_at FROM readings ORDER BY seq").fetchall())
+        before = store.read(
+            lambda d: d.execute(
+                "SELECT seq, id, device_id, value, sent_at FROM readings ORDER BY seq"
+            ).fetchall()
+        )
         encrypt_with(registry, db, keyfile(tmp_path))
         key = store_connect.key_for(db)
         assert key is not None
@@ -255,8 +261,11 @@ def test_db_encrypt_keeps_every_reading(tmp_path: Path, registry: list[Path]) ->
     assert CANARY.encode() in (tmp_path / "unit.db.plain-T").read_bytes()
     assert not (tmp_path / "unit.db.encrypting").exists()
     with Store(db, UNIT) as store:
-        after = store.read(lambda d: d.execute(
-            "SELECT seq, id, device_id, value, sent_at FROM readings ORDER BY seq").fetchall())
+        after = store.read(
+            lambda d: d.execute(
+                "SELECT seq, id, device_id, value, sent_at FROM readings ORDER BY seq"
+            ).fetchall()
+        )
         fill(store, 1)  # and it takes new readings, seqs going on
         assert store.stats()["readings_total"] == 301
     assert after == before
@@ -269,12 +278,18 @@ def test_db_encrypt_keeps_every_reading(tmp_path: Path, registry: list[Path]) ->
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     env.pop("CREDENTIALS_DIRECTORY", None)
-    return subprocess.run([sys.executable, "-m", "edge_agent", *args], capture_output=True,
-                          text=True, timeout=60, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
 
 
-def test_cli_keygen_then_stats_and_a_wrong_key_exits_4(tmp_path: Path,
-                                                        registry: list[Path]) -> None:
+def test_cli_keygen_then_stats_and_a_wrong_key_exits_4(
+    tmp_path: Path, registry: list[Path]
+) -> None:
     db = tmp_path / "unit.db"
     key = tmp_path / "store.key"
     assert cli("db", "keygen", "--out", str(key)).returncode == 0
@@ -285,8 +300,10 @@ def test_cli_keygen_then_stats_and_a_wrong_key_exits_4(tmp_path: Path,
     with Store(db, UNIT) as store:
         fill(store, 7)
     config = tmp_path / "edge-agent.toml"
-    config.write_text(f'[unit]\nid = "{UNIT}"\n[store]\npath = "{db}"\n'
-                      f'encryption = "sqlcipher"\nkey_file = "{key}"\n')
+    config.write_text(
+        f'[unit]\nid = "{UNIT}"\n[store]\npath = "{db}"\n'
+        f'encryption = "sqlcipher"\nkey_file = "{key}"\n'
+    )
     ok = cli("db", "stats", "--json", "--config", str(config))
     assert ok.returncode == 0, ok.stderr
     assert '"readings_total": 7' in ok.stdout
@@ -302,8 +319,10 @@ def test_doctor_reports_encryption_and_the_key_mode() -> None:
     from edge_agent.checks.doctor import encryption_check
 
     ok = encryption_check("sqlcipher", "encrypted", "/k", 0o600)
-    assert [(c.name, c.status) for c in ok] == [("store key mode", "ok"),
-                                                ("store encryption", "ok")]
+    assert [(c.name, c.status) for c in ok] == [
+        ("store key mode", "ok"),
+        ("store encryption", "ok"),
+    ]
     loose = encryption_check("sqlcipher", "encrypted", "/k", 0o644)
     assert loose[0].status == "fail" and loose[0].fix == "chmod 600 /k"
     plain = encryption_check("sqlcipher", "plain", "/k", 0o600)
@@ -321,8 +340,10 @@ def test_the_bundle_never_holds_the_key(tmp_path: Path, registry: list[Path]) ->
     key = keyfile(tmp_path)
     registry.append(db)
     config = tmp_path / "edge-agent.toml"
-    config.write_text(f'[unit]\nid = "{UNIT}"\n[store]\npath = "{db}"\n'
-                      f'encryption = "sqlcipher"\nkey_file = "{key}"\n')
+    config.write_text(
+        f'[unit]\nid = "{UNIT}"\n[store]\npath = "{db}"\n'
+        f'encryption = "sqlcipher"\nkey_file = "{key}"\n'
+    )
     encrypt_with(registry, db, key)
     with Store(db, UNIT) as store:
         fill(store, 3)
@@ -351,15 +372,17 @@ async def test_sync_sends_an_encrypted_stores_readings_to_central(
     db = tmp_path / "unit.db"
     encrypt_with(registry, db, keyfile(tmp_path))
     cfg = Settings(
-        unit=UnitSettings(id=UNIT), store=StoreSettings(path=db),
+        unit=UnitSettings(id=UNIT),
+        store=StoreSettings(path=db),
         broker=BrokerSettings(host="127.0.0.1", port=mosquitto.port, tls=False, keepalive_s=5),
         sync=SyncSettings(batch_size=20, ack_timeout_s=2.0, max_in_flight=3),
     )
     stop, rx_stop = asyncio.Event(), asyncio.Event()
     with Store(db, UNIT) as store:
         fill(store, 30)
-        receiver = Receiver("127.0.0.1", mosquitto.port, tmp_path / "central.db",
-                            client_id="rx-enc")
+        receiver = Receiver(
+            "127.0.0.1", mosquitto.port, tmp_path / "central.db", client_id="rx-enc"
+        )
         rx = asyncio.create_task(receiver.run(rx_stop))
         task = asyncio.create_task(SyncDaemon(store, cfg).run(stop))
         await wait_until(lambda: store.stats()["readings_sent"] == 30, 20, "drain")
@@ -368,8 +391,9 @@ async def test_sync_sends_an_encrypted_stores_readings_to_central(
         await asyncio.gather(task, rx)
     assert receiver.counts.stored == 30
     with reading(db) as view:  # sent_at written through the encrypted store
-        assert view.execute("SELECT count(*) FROM readings WHERE sent_at IS NULL"
-                            ).fetchone()[0] == 0
+        assert (
+            view.execute("SELECT count(*) FROM readings WHERE sent_at IS NULL").fetchone()[0] == 0
+        )
 
 
 def test_the_key_credential_is_a_drop_in_written_only_with_a_key() -> None:
@@ -406,11 +430,14 @@ def test_a_plain_store_still_opens_through_sqlite3_connect(
 
 def test_a_plain_agent_never_loads_the_sqlcipher_binding(tmp_path: Path) -> None:
     """The binding costs about 6 MB of RSS: only a keyed store loads it."""
-    code = ("import sys\nfrom edge_agent.store.writer import Store\n"
-            "import edge_agent.service.supervisor, sync.daemon, edge_agent.store.recovery\n"
-            "import edge_agent.console.actions\n"
-            f"Store({str(tmp_path / 'plain.db')!r}, 'mmu-01').close()\n"
-            "print(sorted(m for m in sys.modules if m.startswith('sqlcipher3')))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=True)
+    code = (
+        "import sys\nfrom edge_agent.store.writer import Store\n"
+        "import edge_agent.service.supervisor, sync.daemon, edge_agent.store.recovery\n"
+        "import edge_agent.console.actions\n"
+        f"Store({str(tmp_path / 'plain.db')!r}, 'mmu-01').close()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('sqlcipher3')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert done.stdout.strip() == "[]", done.stdout

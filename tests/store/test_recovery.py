@@ -30,10 +30,18 @@ def make_store(path: Path) -> dict[str, bool]:
     {reading id: sent}."""
     with Store(path, "mmu-01") as store:
         for start in range(0, READINGS, 500):
-            store.append("ox", [measurement("spo2", 90.0 + i % 10, raw=os.urandom(60))
-                                for i in range(start, start + 500)]).result(10)
-        store.call(lambda db: db.execute(
-            "UPDATE readings SET sent_at = 't', batch_id = 'b1' WHERE seq <= ?", [SENT]))
+            store.append(
+                "ox",
+                [
+                    measurement("spo2", 90.0 + i % 10, raw=os.urandom(60))
+                    for i in range(start, start + 500)
+                ],
+            ).result(10)
+        store.call(
+            lambda db: db.execute(
+                "UPDATE readings SET sent_at = 't', batch_id = 'b1' WHERE seq <= ?", [SENT]
+            )
+        )
         store.log_event("test.marker", "before damage").result(10)
         rows = store.call(lambda db: db.execute("SELECT id, sent_at FROM readings").fetchall())
     return {r[0]: r[1] is not None for r in rows}
@@ -44,9 +52,13 @@ def garbage_mid_file(path: Path) -> None:
     file may be a free page, whose content no check reads: 1 run in 6 went undetected)."""
     with contextlib.closing(sqlite3.connect(path)) as conn:
         size = conn.execute("PRAGMA page_size").fetchone()[0]
-        pages = [n for (n,) in conn.execute(
-            "SELECT pageno FROM dbstat WHERE name = 'readings' AND pagetype = 'leaf' "
-            "ORDER BY pageno")]
+        pages = [
+            n
+            for (n,) in conn.execute(
+                "SELECT pageno FROM dbstat WHERE name = 'readings' AND pagetype = 'leaf' "
+                "ORDER BY pageno"
+            )
+        ]
     with open(path, "r+b") as f:
         f.seek((pages[len(pages) // 2] - 1) * size)
         f.write(os.urandom(size))
@@ -82,14 +94,23 @@ def test_damaged_store_is_quarantined_and_salvaged(
 
     with Store(path, "mmu-01") as store:
         assert store.epoch and store.epoch != (old_epoch[0] if old_epoch else None)  # new epoch
-        rows = store.call(lambda db: db.execute(
-            "SELECT seq, id, sent_at, batch_id, raw FROM readings ORDER BY seq").fetchall())
+        rows = store.call(
+            lambda db: db.execute(
+                "SELECT seq, id, sent_at, batch_id, raw FROM readings ORDER BY seq"
+            ).fetchall()
+        )
         seq = store.append("ox", [measurement("spo2", 97.0)]).result(10)[0]
         health = store.call(lambda db: get_state(db, "store-health"))
-        events = store.call(lambda db: db.execute(
-            "SELECT kind, detail FROM events WHERE kind = 'store.recovered'").fetchall())
-        kept_marker = store.call(lambda db: db.execute(
-            "SELECT count(*) FROM events WHERE kind = 'test.marker'").fetchone()[0])
+        events = store.call(
+            lambda db: db.execute(
+                "SELECT kind, detail FROM events WHERE kind = 'store.recovered'"
+            ).fetchall()
+        )
+        kept_marker = store.call(
+            lambda db: db.execute(
+                "SELECT count(*) FROM events WHERE kind = 'test.marker'"
+            ).fetchone()[0]
+        )
 
     # The original is still there, bytes unchanged, 0600, beside the new store.
     [moved] = quarantined_files(path)
@@ -119,8 +140,9 @@ def test_a_crash_left_wal_is_quarantined_with_the_file_bytes_unchanged(tmp_path:
     live = tmp_path / "live.db"
     path = tmp_path / "unit.db"
     with Store(live, "mmu-01") as store:
-        store.append("ox", [measurement("spo2", 97.0, raw=os.urandom(60))
-                            for _ in range(2000)]).result(10)
+        store.append(
+            "ox", [measurement("spo2", 97.0, raw=os.urandom(60)) for _ in range(2000)]
+        ).result(10)
         store.call(lambda db: db.execute("PRAGMA wal_autocheckpoint = 0"))
     with Store(live, "mmu-01") as store:  # (the checkpoint at close put those in the file)
         store.call(lambda db: db.execute("PRAGMA wal_autocheckpoint = 0"))

@@ -59,8 +59,12 @@ def test_every_table_of_the_schema_survives_salvage(tmp_path: Path) -> None:
     Store(path, "mmu-01").close()
     filled: dict[str, tuple[list[str], tuple[Any, ...]]] = {}
     with contextlib.closing(sqlite3.connect(path)) as conn, conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
         for table in tables:
             if table in OWN_TABLES:
                 continue
@@ -70,8 +74,7 @@ def test_every_table_of_the_schema_survives_salvage(tmp_path: Path) -> None:
             marks = ", ".join("?" for _ in columns)
             conn.execute(f'INSERT INTO "{table}" VALUES ({marks})', row)
             kept = [c for c in columns if c not in OWN_COLUMNS.get(table, frozenset())]
-            filled[table] = (kept, tuple(v for c, v in zip(columns, row, strict=True)
-                                         if c in kept))
+            filled[table] = (kept, tuple(v for c, v in zip(columns, row, strict=True) if c in kept))
     assert {"readings", "encounters", "device_facts", "batches", "attachments"} <= set(filled)
     garble_header(path)  # the rows all readable, the store not
 
@@ -115,20 +118,34 @@ def make_unit_store(path: Path) -> dict[str, bool]:
     with Store(path, "mmu-01") as store:
         store.call(lambda db: open_encounter(db, "urn:oid:2.16.504", "P-CANARY-1"))
         for start in range(0, READINGS, 500):
-            store.append("ox", [measurement("spo2", 90.0 + i % 10, raw=os.urandom(40))
-                                for i in range(start, start + 500)]).result(10)
-        store.call(lambda db: db.execute(
-            "UPDATE readings SET sent_at = 't' WHERE seq <= ?", [SENT]))
-        store.call(lambda db: db.execute(
-            "INSERT INTO device_facts (device_id, serial, updated_at) VALUES ('ox', 'S1', 't')"))
+            store.append(
+                "ox",
+                [
+                    measurement("spo2", 90.0 + i % 10, raw=os.urandom(40))
+                    for i in range(start, start + 500)
+                ],
+            ).result(10)
+        store.call(
+            lambda db: db.execute("UPDATE readings SET sent_at = 't' WHERE seq <= ?", [SENT])
+        )
+        store.call(
+            lambda db: db.execute(
+                "INSERT INTO device_facts (device_id, serial, updated_at) VALUES ('ox', 'S1', 't')"
+            )
+        )
         rows = store.call(lambda db: db.execute("SELECT id, sent_at FROM readings").fetchall())
     return {r[0]: r[1] is not None for r in rows}
 
 
 def _killed_at(path: Path, step: str, timeout: float = 120.0) -> None:
     """Run the salvage in a subprocess, SIGKILL it when it reaches ``step``."""
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path), step], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path), step],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     assert proc.stdout is not None
     lines: list[str] = []
     reached = threading.Event()
@@ -167,10 +184,14 @@ def test_a_power_cut_during_salvage_loses_nothing(tmp_path: Path, step: str) -> 
 
     with Store(path, "mmu-01") as store:
         rec = store.prepared.recovery
-        rows = store.call(lambda db: db.execute(
-            "SELECT id, sent_at, encounter_id FROM readings ORDER BY seq").fetchall())
-        open_encounters = store.call(lambda db: db.execute(
-            "SELECT id FROM encounters WHERE closed_at IS NULL").fetchall())
+        rows = store.call(
+            lambda db: db.execute(
+                "SELECT id, sent_at, encounter_id FROM readings ORDER BY seq"
+            ).fetchall()
+        )
+        open_encounters = store.call(
+            lambda db: db.execute("SELECT id FROM encounters WHERE closed_at IS NULL").fetchall()
+        )
         facts = store.call(lambda db: db.execute("SELECT serial FROM device_facts").fetchall())
         health = store.call(lambda db: get_state(db, "store-health"))
     assert len(rows) == READINGS and {r[0] for r in rows} == set(original)
@@ -247,12 +268,19 @@ def test_a_quarantine_whose_readings_central_all_has_may_be_deleted(tmp_path: Pa
     make_unit_store(path)
     garble_header(path)
     with Store(path, "mmu-01") as store:  # salvaged whole; then central acks the rest
-        store.call(lambda db: db.execute("UPDATE readings SET sent_at = 'later' "
-                                         "WHERE sent_at IS NULL"))
+        store.call(
+            lambda db: db.execute("UPDATE readings SET sent_at = 'later' WHERE sent_at IS NULL")
+        )
     report = json.loads(runner.invoke(app, ["db", "check", "--db", str(path), "--json"]).output)
     [q] = report["quarantine"]
-    assert q == {**q, "readable": True, "readings": READINGS, "not_at_central": 0,
-                 "unreadable": 0, "may_delete": True}
+    assert q == {
+        **q,
+        "readable": True,
+        "readings": READINGS,
+        "not_at_central": 0,
+        "unreadable": 0,
+        "may_delete": True,
+    }
     assert "may be deleted" in runner.invoke(app, ["db", "check", "--db", str(path)]).output
 
 
@@ -269,4 +297,3 @@ def test_doctor_says_what_the_recovery_did(tmp_path: Path) -> None:
     assert "lost" in store.detail and f"quarantine kept ({moved.name})" in store.detail
     assert f"keep {moved.name}" in store.fix and "delete" not in store.fix
     assert "P-CANARY" not in store.detail + store.fix
-

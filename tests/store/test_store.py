@@ -49,8 +49,11 @@ def test_reading_counted_only_after_commit_and_survives_reopen(tmp_path: Path) -
         assert fut.result(10) == [1]
     with Store(path, "mmu-01") as store:
         assert store.stats() == {
-            "readings_total": 1, "readings_pending_sync": 1, "readings_sent": 0, "rejects": 1,
-                "readings_refused_by_central": 0,
+            "readings_total": 1,
+            "readings_pending_sync": 1,
+            "readings_sent": 0,
+            "rejects": 1,
+            "readings_refused_by_central": 0,
         }
         # a reopened store continues the sequence: seq is never reused
         assert store.append("ox", [measurement("pulse_rate", 73.0)]).result(10) == [2]
@@ -102,9 +105,7 @@ def test_committed_readings_survive_kill_9_mid_stream(tmp_path: Path) -> None:
             i += 1
         """
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     acked = 0
     for line in proc.stdout:

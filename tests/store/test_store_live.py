@@ -55,8 +55,9 @@ class Oximeters:
         self.stored = 0
         self.failures: list[BaseException] = []
         self._lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(f"ox-{n}",), daemon=True)
-                        for n in (1, 2)]
+        self.threads = [
+            threading.Thread(target=self._run, args=(f"ox-{n}",), daemon=True) for n in (1, 2)
+        ]
 
     def _run(self, device: str) -> None:
         while not self.stop.is_set():
@@ -97,13 +98,18 @@ def _encounters(path: Path) -> tuple[int, int]:
 
 
 def test_patient_cli_loop_in_another_process_never_fails_the_writers_appends(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "unit.db"
     with Store(path, "mmu-01") as store:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        cli = subprocess.Popen([sys.executable, "-c", CLI_LOOP, str(path), str(CYCLES)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=env)
+        cli = subprocess.Popen(
+            [sys.executable, "-c", CLI_LOOP, str(path), str(CYCLES)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         try:
             assert cli.stdout is not None
             assert cli.stdout.readline().strip() == "ready"
@@ -123,7 +129,8 @@ def test_patient_cli_loop_in_another_process_never_fails_the_writers_appends(
 
 
 def test_console_actions_inside_the_agent_go_through_its_writer(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "unit.db"
     # A spy (the real function still runs): no second write connection in the agent process.
     second: list[Path] = []
@@ -148,13 +155,15 @@ def test_console_actions_inside_the_agent_go_through_its_writer(
     assert _encounters(path) == (CYCLES, 0)
     # The writer bound the reading taken while the last patient was open to that patient.
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        bound = conn.execute("SELECT e.patient_value FROM readings r JOIN encounters e "
-                             "ON e.id = r.encounter_id WHERE r.seq = ?", last).fetchone()
+        bound = conn.execute(
+            "SELECT e.patient_value FROM readings r JOIN encounters e "
+            "ON e.id = r.encounter_id WHERE r.seq = ?",
+            last,
+        ).fetchone()
     assert bound == (f"TEST-{CYCLES - 1:04d}",)
 
 
-def test_a_commit_that_meets_a_lock_is_tried_again_and_fails_no_reading(
-        tmp_path: Path) -> None:
+def test_a_commit_that_meets_a_lock_is_tried_again_and_fails_no_reading(tmp_path: Path) -> None:
     """Another connection holds the write lock longer than the writer's busy timeout: the
     group is rolled back and tried again, its futures wait and then resolve."""
     path = tmp_path / "unit.db"
@@ -178,11 +187,13 @@ def _corrupt_once(calls: list[int]) -> Callable[[Database], None]:
         calls.append(1)
         if len(calls) == 1:
             raise sqlite3.DatabaseError("database disk image is malformed")
+
     return op
 
 
 def test_malformed_seen_by_the_writer_reopens_its_connection_and_tries_again(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """A connection's stale view (the file is intact) is not declared damage: the writer
     reopens its connection and the group commits. (The error is raised by the operation:
     making SQLite itself see a stale WAL index on demand needs a second library in the
@@ -200,6 +211,7 @@ def test_malformed_seen_by_the_writer_reopens_its_connection_and_tries_again(
 
 def test_malformed_again_after_the_reopen_fails_the_group(tmp_path: Path) -> None:
     with Store(tmp_path / "unit.db", "mmu-01") as store:
+
         def always(db: Database) -> None:
             raise sqlite3.DatabaseError("database disk image is malformed")
 
@@ -220,7 +232,8 @@ def test_busy_and_malformed_are_told_apart() -> None:
 
 
 def test_opening_the_store_again_in_the_agents_process_keeps_the_writers_locks(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Closing any descriptor of the store file drops every POSIX lock the process holds on
     it, SQLite's included: another process's connection closing then believes it is the last
     one, checkpoints and deletes the WAL under the agent's writer (the "malformed" of the
@@ -232,9 +245,18 @@ def test_opening_the_store_again_in_the_agents_process_keeps_the_writers_locks(
         store.append("ox", [measurement("spo2", 97.0)]).result(30)
         open_database(path).close()  # e.g. a second Store or a CLI path in this process
         closing = subprocess.run(
-            [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
-             "c.execute('SELECT count(*) FROM readings').fetchone(); c.close()", str(path)],
-            capture_output=True, text=True, timeout=120, check=False)
+            [
+                sys.executable,
+                "-c",
+                "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                "c.execute('SELECT count(*) FROM readings').fetchone(); c.close()",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert closing.returncode == 0, closing.stderr
         assert path.with_name("unit.db-wal").exists(), "the other process removed the WAL"
         assert store.append("ox", [measurement("spo2", 96.0)]).result(30) == [2]

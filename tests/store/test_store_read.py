@@ -105,7 +105,8 @@ def test_a_store_from_a_newer_edge_agent_is_refused(tmp_path: Path) -> None:
     db = Database(path)
     with db.conn:
         db.table("_sqlite_migrations").insert(
-            {"migration_set": "edge_agent", "name": "m999_future", "applied_at": "2030"})
+            {"migration_set": "edge_agent", "name": "m999_future", "applied_at": "2030"}
+        )
     db.close()
     result = runner.invoke(app, ["db", "stats", "--db", str(path)])
     assert result.exit_code == 4
@@ -194,7 +195,9 @@ def test_db_stats_in_its_own_process_while_the_agent_writes(tmp_path: Path) -> N
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "edge_agent", "db", "stats", "--db", str(path), "--json"],
-                capture_output=True, text=True, timeout=60,
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
         finally:
             done.set()

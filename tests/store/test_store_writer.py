@@ -19,8 +19,10 @@ def _poison_commit(db: Database) -> None:
     """An operation whose savepoint succeeds but which makes the COMMIT itself fail: a
     deferred foreign key is only checked at COMMIT."""
     db.execute("CREATE TEMP TABLE IF NOT EXISTS parent (id INTEGER PRIMARY KEY)")
-    db.execute("CREATE TEMP TABLE IF NOT EXISTS child (pid INTEGER REFERENCES parent(id) "
-               "DEFERRABLE INITIALLY DEFERRED)")
+    db.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS child (pid INTEGER REFERENCES parent(id) "
+        "DEFERRABLE INITIALLY DEFERRED)"
+    )
     db.execute("INSERT INTO child (pid) VALUES (42)")
 
 
@@ -53,7 +55,8 @@ async def test_the_writer_survives_a_caller_that_is_cancelled(tmp_path: Path) ->
         blocker = asyncio.wrap_future(store.submit(slow))
         # queued behind the slow operation, then its caller gives up
         waiting = asyncio.ensure_future(
-            asyncio.wrap_future(store.append("ox", [measurement("spo2", 97.0)])))
+            asyncio.wrap_future(store.append("ox", [measurement("spo2", 97.0)]))
+        )
         await asyncio.to_thread(entered.wait, 10)
         waiting.cancel()
         blocker.cancel()
@@ -80,8 +83,9 @@ def test_a_resent_record_is_stored_once_and_answered_with_its_seq(tmp_path: Path
         assert third == [2]
         assert store.stats()["readings_total"] == 2
         assert (store.accepted, store.recognised) == (2, 1)
-        ids = store.read(lambda db: [r[0] for r in db.execute(
-            "SELECT id FROM readings ORDER BY seq")])
+        ids = store.read(
+            lambda db: [r[0] for r in db.execute("SELECT id FROM readings ORDER BY seq")]
+        )
     assert ids[0] == reading_id("mmu-01", "monitor", keyed.source_key)
     # the same source on another device, or in another unit, is another reading
     assert reading_id("mmu-01", "monitor-2", keyed.source_key) != ids[0]
@@ -92,15 +96,20 @@ def test_a_resent_record_is_stored_once_and_answered_with_its_seq(tmp_path: Path
 
 def test_a_cursor_moves_only_with_its_readings(tmp_path: Path) -> None:
     with Store(tmp_path / "unit.db", "mmu-01") as store:
-        store.append("meter", [measurement("glucose", 5.4)], cursor=("meter/racp/X1", 7)
-                     ).result(10)
+        store.append("meter", [measurement("glucose", 5.4)], cursor=("meter/racp/X1", 7)).result(10)
         assert store.cursor_load("meter/racp/X1") == 7
-        store.call(lambda db: db.execute(
-            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON readings WHEN NEW.value = 5.6 "
-            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"))
+        store.call(
+            lambda db: db.execute(
+                "CREATE TEMP TRIGGER refuse BEFORE INSERT ON readings WHEN NEW.value = 5.6 "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )
+        )
         with pytest.raises(Exception, match="refused by the test"):
-            store.append("meter", [measurement("glucose", 5.4), measurement("glucose", 5.6)],
-                         cursor=("meter/racp/X1", 9)).result(10)
+            store.append(
+                "meter",
+                [measurement("glucose", 5.4), measurement("glucose", 5.6)],
+                cursor=("meter/racp/X1", 9),
+            ).result(10)
         assert store.cursor_load("meter/racp/X1") == 7
         assert store.stats()["readings_total"] == 1
 

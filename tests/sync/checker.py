@@ -20,14 +20,15 @@ def assert_exactly_once(unit_db: Path, central_db: Path, unit: str = "mmu-t") ->
         unsent = u.execute("SELECT count(*) FROM readings WHERE sent_at IS NULL").fetchone()[0]
         central = c.execute("SELECT id, seq FROM observations WHERE unit = ?", [unit]).fetchall()
         # One unit store is one epoch: its sequence numbers count within it.
-        epochs = c.execute("SELECT epoch, last_contiguous_seq FROM epochs WHERE unit = ?",
-                           [unit]).fetchall()
+        epochs = c.execute(
+            "SELECT epoch, last_contiguous_seq FROM epochs WHERE unit = ?", [unit]
+        ).fetchall()
         sequences = c.execute("SELECT seq FROM sequences WHERE unit = ?", [unit]).fetchall()
-        conflicts = c.execute("SELECT count(*) FROM conflicts WHERE unit = ?",
-                              [unit]).fetchone()[0]
+        conflicts = c.execute("SELECT count(*) FROM conflicts WHERE unit = ?", [unit]).fetchone()[0]
         # A batch parked for a human (a payload that is not a batch is the test's own forgery).
-        dead = c.execute("SELECT count(*) FROM dead_letters WHERE unit = ? AND batch_id IS NOT "
-                         "NULL", [unit]).fetchone()[0]
+        dead = c.execute(
+            "SELECT count(*) FROM dead_letters WHERE unit = ? AND batch_id IS NOT NULL", [unit]
+        ).fetchone()[0]
     ids = [i for i, _ in central]
     assert len(ids) == len(set(ids)), "a reading is stored twice at central"
     assert dict(central) == unit_rows, "central and unit disagree (lost or unexpected readings)"

@@ -23,9 +23,17 @@ async def test_an_alert_goes_at_once_under_the_cap_and_its_bytes_are_charged(
     cfg = settings(tmp_path, mosquitto.port)
     # 1000 bit/s (the lowest cap): three batches of 300 readings (~10 KB each) overrun the
     # 16 KB burst, so the third waits tens of seconds. No re-send, no later status meanwhile.
-    cfg = cfg.model_copy(update={"sync": SyncSettings(
-        batch_size=300, max_in_flight=3, ack_timeout_s=600, uplink_bps=1000,
-        status_interval_s=3600)})
+    cfg = cfg.model_copy(
+        update={
+            "sync": SyncSettings(
+                batch_size=300,
+                max_in_flight=3,
+                ack_timeout_s=600,
+                uplink_bps=1000,
+                status_interval_s=3600,
+            )
+        }
+    )
     stop = asyncio.Event()
     readings = topics.READINGS.of(UNIT)
     async with watching(mosquitto.port, readings, topics.STATUS.of(UNIT)) as (_, queue):
@@ -52,8 +60,9 @@ async def test_an_alert_goes_at_once_under_the_cap_and_its_bytes_are_charged(
                         status_seen = True
 
             payloads: list[int] = []
-            await wait_until(lambda: daemon.status()["in_flight_batches"] == 3, 30,
-                             "the window full")
+            await wait_until(
+                lambda: daemon.status()["in_flight_batches"] == 3, 30, "the window full"
+            )
             async with asyncio.timeout(30):
                 while not status_seen:
                     await take_events(False)

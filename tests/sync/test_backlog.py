@@ -36,8 +36,10 @@ async def drain(tmp_path: Path, port: int, n: int) -> float:
         backlog(store, n)
         receiver = Receiver("127.0.0.1", port, tmp_path / "central.db", client_id="rx")
         start = time.monotonic()
-        tasks = [asyncio.create_task(receiver.run(stop)),
-                 asyncio.create_task(SyncDaemon(store, cfg).run(stop))]
+        tasks = [
+            asyncio.create_task(receiver.run(stop)),
+            asyncio.create_task(SyncDaemon(store, cfg).run(stop)),
+        ]
         await wait_until(lambda: store.stats()["readings_pending_sync"] == 0, 600, "drain")
         elapsed = time.monotonic() - start
         stop.set()

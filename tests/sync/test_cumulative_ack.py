@@ -35,22 +35,30 @@ def _outcome(batch_id: str, seq_to: int, refused: tuple[Refusal, ...] = ()) -> O
 
 
 def test_both_forms_parse_and_the_receivers_cumulative_body_reads_back() -> None:
-    single = (b'{"batch_id": "b1", "epoch": "e1", "stored": 3, "refused": [], '
-              b'"last_contiguous_seq": 3, "t_origin": 1.0, "t_recv": 2.0, "t_send": 2.1}')
+    single = (
+        b'{"batch_id": "b1", "epoch": "e1", "stored": 3, "refused": [], '
+        b'"last_contiguous_seq": 3, "t_origin": 1.0, "t_recv": 2.0, "t_send": 2.1}'
+    )
     assert parse_acks(single) == [parse_ack(single)]
     message = Message("t", b"", 1, 1, t_recv=5.0, t_origin=4.0)
-    done = [(message, _outcome("b1", 10)),
-            (message, _outcome("b2", 20, (Refusal("r-15", 15, "conflict"),))),
-            (message, _outcome("b3", 30))]
+    done = [
+        (message, _outcome("b1", 10)),
+        (message, _outcome("b2", 20, (Refusal("r-15", 15, "conflict"),))),
+        (message, _outcome("b3", 30)),
+    ]
     acks = parse_acks(json.dumps(cumulative_ack_body(done, 6.0)).encode())
     assert [a.batch_id for a in acks] == ["b1", "b2", "b3"]
     assert {a.last_contiguous_seq for a in acks} == {30}  # after all of them
     assert {a.epoch for a in acks} == {"e1"} and acks[1].refused == {"r-15": "conflict"}
     assert (acks[2].t_origin, acks[2].t_recv, acks[2].t_send) == (4.0, 5.0, 6.0)
-    for bad in (b'{"acks": []}', b'{"acks": {}}', b'{"acks": [1]}',
-                b'{"acks": [{"batch_id": "b1"}, {"refused": []}]}',
-                b'{"acks": [{"batch_id": "b1"}], "last_contiguous_seq": "3"}',
-                json.dumps({"acks": [{"batch_id": str(i)} for i in range(257)]}).encode()):
+    for bad in (
+        b'{"acks": []}',
+        b'{"acks": {}}',
+        b'{"acks": [1]}',
+        b'{"acks": [{"batch_id": "b1"}, {"refused": []}]}',
+        b'{"acks": [{"batch_id": "b1"}], "last_contiguous_seq": "3"}',
+        json.dumps({"acks": [{"batch_id": str(i)} for i in range(257)]}).encode(),
+    ):
         with pytest.raises(ValueError):
             parse_acks(bad)
 
@@ -70,11 +78,24 @@ async def _batches(queue: asyncio.Queue[LinkEvent], n: int) -> list[dict[str, st
 
 def _cumulative(batches: list[dict[str, str]]) -> bytes:
     now = time.time()
-    return json.dumps({
-        "acks": [{"batch_id": p["batch_id"], "stored": 10, "refused": [],
-                  "t_origin": float(p["sent_at"]), "t_recv": now} for p in batches],
-        "epoch": batches[0]["epoch"], "last_contiguous_seq": int(batches[-1]["seq_to"]),
-        "t_send": now}, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "acks": [
+                {
+                    "batch_id": p["batch_id"],
+                    "stored": 10,
+                    "refused": [],
+                    "t_origin": float(p["sent_at"]),
+                    "t_recv": now,
+                }
+                for p in batches
+            ],
+            "epoch": batches[0]["epoch"],
+            "last_contiguous_seq": int(batches[-1]["seq_to"]),
+            "t_send": now,
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 async def test_the_unit_takes_a_signed_multi_batch_ack_and_refuses_a_forged_one(
@@ -84,31 +105,43 @@ async def test_the_unit_takes_a_signed_multi_batch_ack_and_refuses_a_forged_one(
     the cumulative form must be reached on purpose, whatever the receiver happens to group."""
     central, attacker = Signer(Ed25519PrivateKey.generate()), Signer(Ed25519PrivateKey.generate())
     cfg: Settings = settings(tmp_path, mosquitto.port, batch=10, timeout=60).model_copy(
-        update={"trust": TrustSettings(central_keys=[public_key_text(
-            central.private.public_key())])})
+        update={
+            "trust": TrustSettings(central_keys=[public_key_text(central.private.public_key())])
+        }
+    )
     stop = asyncio.Event()
     with Store(cfg.store.path, UNIT) as store:
         fill(store, 40)
         daemon = SyncDaemon(store, cfg)
         async with watching(mosquitto.port, topics.READINGS.of(UNIT), name="central") as (
-                link, queue):
+            link,
+            queue,
+        ):
             task = asyncio.create_task(daemon.run(stop))
             try:
                 batches = await _batches(queue, 4)  # the window: 4 batches of 10 in flight
                 body = _cumulative(batches)
                 # Forged: another key, and central's key id over other bytes (a batch added).
-                link.publish(topics.ACK.of(UNIT), body,
-                             user_properties=attacker.ack_properties(UNIT, body))
+                link.publish(
+                    topics.ACK.of(UNIT), body, user_properties=attacker.ack_properties(UNIT, body)
+                )
                 tampered = body.replace(b'"stored":10', b'"stored":11', 1)
-                link.publish(topics.ACK.of(UNIT), tampered,
-                             user_properties=central.ack_properties(UNIT, body))
+                link.publish(
+                    topics.ACK.of(UNIT),
+                    tampered,
+                    user_properties=central.ack_properties(UNIT, body),
+                )
                 await wait_until(lambda: daemon.refused_acks >= 2, 10, "2 forged acks refused")
                 assert pending(cfg.store.path) == 40 and daemon.acked_readings == 0
                 # Genuine: one message marks the four batches sent.
-                link.publish(topics.ACK.of(UNIT), body,
-                             user_properties=central.ack_properties(UNIT, body))
-                await wait_until(lambda: pending(cfg.store.path) == 0, 10,
-                                 "40 readings marked sent by one cumulative ack")
+                link.publish(
+                    topics.ACK.of(UNIT), body, user_properties=central.ack_properties(UNIT, body)
+                )
+                await wait_until(
+                    lambda: pending(cfg.store.path) == 0,
+                    10,
+                    "40 readings marked sent by one cumulative ack",
+                )
                 assert daemon.acked_readings == 40 and daemon.refused_acks == 2
             finally:
                 stop.set()
@@ -123,13 +156,16 @@ async def test_the_receiver_acks_batches_committed_together_in_one_message_exact
     answers with cumulative acks. Every reading arrives once and is marked sent."""
     central = Signer(Ed25519PrivateKey.generate())
     cfg: Settings = settings(tmp_path, mosquitto.port, batch=10, timeout=60).model_copy(
-        update={"trust": TrustSettings(central_keys=[public_key_text(
-            central.private.public_key())])})
+        update={
+            "trust": TrustSettings(central_keys=[public_key_text(central.private.public_key())])
+        }
+    )
     central_db = tmp_path / "central.db"
 
     def receiver() -> Receiver:
-        return Receiver("127.0.0.1", mosquitto.port, central_db, client_id="rx",
-                        sign_ack=central.ack_properties)
+        return Receiver(
+            "127.0.0.1", mosquitto.port, central_db, client_id="rx", sign_ack=central.ack_properties
+        )
 
     first, rx_stop = receiver(), asyncio.Event()
     rx = asyncio.create_task(first.run(rx_stop))
@@ -147,8 +183,9 @@ async def test_the_receiver_acks_batches_committed_together_in_one_message_exact
                 back, rx_stop = receiver(), asyncio.Event()
                 rx = asyncio.create_task(back.run(rx_stop))
                 try:
-                    await wait_until(lambda: pending(cfg.store.path) == 0, 60,
-                                     "200 readings marked sent")
+                    await wait_until(
+                        lambda: pending(cfg.store.path) == 0, 60, "200 readings marked sent"
+                    )
                 finally:
                     rx_stop.set()
                     await rx

@@ -48,15 +48,26 @@ async def test_a_dead_letter_is_told_to_the_unit_and_listed(
     stop = asyncio.Event()
     with Store(cfg.store.path, UNIT) as store:
         daemon = SyncDaemon(store, cfg)
-        receiver = Receiver("127.0.0.1", mosquitto.port, central, client_id="rx-dead",
-                            open_store=lambda: PoisonOnce(central))
+        receiver = Receiver(
+            "127.0.0.1",
+            mosquitto.port,
+            central,
+            client_id="rx-dead",
+            open_store=lambda: PoisonOnce(central),
+        )
         tasks = [asyncio.create_task(receiver.run(stop)), asyncio.create_task(daemon.run(stop))]
-        await wait_until(lambda: daemon.connected and receiver.connected.is_set(), 20,
-                         "daemon and receiver connected")
+        await wait_until(
+            lambda: daemon.connected and receiver.connected.is_set(),
+            20,
+            "daemon and receiver connected",
+        )
         # 1. Not a batch at all, on the unit's uplink, naming a batch id: parked, told.
         async with watching(mosquitto.port, topics.ACK.of(UNIT), name="forger") as (forger, _):
-            forger.publish(topics.READINGS.of(UNIT), b"not a batch",
-                           user_properties=[("batch_id", "forged-1"), ("epoch", store.epoch)])
+            forger.publish(
+                topics.READINGS.of(UNIT),
+                b"not a batch",
+                user_properties=[("batch_id", "forged-1"), ("epoch", store.epoch)],
+            )
             await wait_until(lambda: daemon.dead_letters == 1, 20, "the unit told")
         assert daemon.last_dead_letter is not None
         assert daemon.last_dead_letter["batch_id"] == "forged-1"
@@ -72,8 +83,9 @@ async def test_a_dead_letter_is_told_to_the_unit_and_listed(
         await wait_until(lambda: store.stats()["readings_pending_sync"] == 0, 30, "drain")
         stop.set()
         await asyncio.gather(*tasks)
-    assert any("as a dead letter" in r.getMessage() for r in caplog.records
-               if r.name == "sync.daemon")
+    assert any(
+        "as a dead letter" in r.getMessage() for r in caplog.records if r.name == "sync.daemon"
+    )
     runner = CliRunner()
     status = runner.invoke(app, ["sync", "status", "--db", str(cfg.store.path), "--json"])
     assert status.exit_code == 0, status.output
@@ -87,7 +99,10 @@ async def test_a_dead_letter_is_told_to_the_unit_and_listed(
     letters = json.loads(listed.stdout)["dead_letters"]
     assert [(d["batch_id"], d["reason"]) for d in letters] == [
         (PoisonOnce.poisoned[0], "central-store-error: ValueError"),  # newest first
-        ("forged-1", "codec: not zlib data: Error -3 while decompressing data: incorrect "
-                     "header check")]
+        (
+            "forged-1",
+            "codec: not zlib data: Error -3 while decompressing data: incorrect header check",
+        ),
+    ]
     assert letters[1]["bytes"] == len(b"not a batch") and letters[1]["unit"] == UNIT
     assert "CANARY" not in listed.stdout + status.stdout + text.stdout

@@ -36,21 +36,18 @@ async def events_until(queue: asyncio.Queue[LinkEvent], kind: str) -> dict[str, 
                     return body
 
 
-async def test_commands_and_config_from_central(tmp_path: Path,
-                                                mosquitto: MosquittoBroker) -> None:
+async def test_commands_and_config_from_central(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
     cfg = settings(tmp_path, mosquitto.port, batch=10)
     stop = asyncio.Event()
-    async with watching(mosquitto.port, topics.EVENTS.of(UNIT), name="central") as (
-        central, queue
-    ):
+    async with watching(mosquitto.port, topics.EVENTS.of(UNIT), name="central") as (central, queue):
         with Store(cfg.store.path, UNIT) as store:
             for _ in range(40):
                 store.append("ox", [measurement("spo2", 97.0)]).result()
             daemon = SyncDaemon(store, cfg)
-            receiver = Receiver("127.0.0.1", mosquitto.port, tmp_path / "central.db",
-                                client_id="rx")
-            tasks = [asyncio.create_task(receiver.run(stop)),
-                     asyncio.create_task(daemon.run(stop))]
+            receiver = Receiver(
+                "127.0.0.1", mosquitto.port, tmp_path / "central.db", client_id="rx"
+            )
+            tasks = [asyncio.create_task(receiver.run(stop)), asyncio.create_task(daemon.run(stop))]
             await wait_until(lambda: store.stats()["readings_pending_sync"] == 0, 30, "sync")
 
             def send(topic: topics.Topic, body: object) -> None:
@@ -82,11 +79,14 @@ async def test_commands_and_config_from_central(tmp_path: Path,
     assert assert_exactly_once(cfg.store.path, tmp_path / "central.db") == 40
 
 
-@pytest.mark.parametrize(("payload", "reason"), [
-    (b'{"id": "x", "cmd": "resend-from"}', "needs seq"),
-    (b'{"id": "x", "cmd": "sync-now", "extra": 1}', "extra"),
-    (b"[" * 100_000, "over"),
-])
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"id": "x", "cmd": "resend-from"}', "needs seq"),
+        (b'{"id": "x", "cmd": "sync-now", "extra": 1}', "extra"),
+        (b"[" * 100_000, "over"),
+    ],
+)
 def test_commands_are_validated(payload: bytes, reason: str) -> None:
     with pytest.raises(DownlinkRefused, match=reason):
         parse_command(payload)
@@ -111,11 +111,11 @@ async def test_remote_config_survives_a_restart_and_reaches_the_running_session(
     again at the next start; the retained copy of the same version is then recognised, not
     refused."""
     cfg = settings(tmp_path, mosquitto.port, batch=10)
-    change = {"version": 7, "sync": {"batch_size": 33, "max_in_flight": 2,
-                                     "ack_timeout_s": 12.5, "uplink_bps": 64000}}
-    async with watching(mosquitto.port, topics.EVENTS.of(UNIT), name="central") as (
-        central, queue
-    ):
+    change = {
+        "version": 7,
+        "sync": {"batch_size": 33, "max_in_flight": 2, "ack_timeout_s": 12.5, "uplink_bps": 64000},
+    }
+    async with watching(mosquitto.port, topics.EVENTS.of(UNIT), name="central") as (central, queue):
         central.publish(topics.CONFIG.of(UNIT), json.dumps(change).encode(), retain=True)
         with Store(cfg.store.path, UNIT) as store:
             for run in ("first", "after restart"):
@@ -158,8 +158,9 @@ async def test_sync_now_from_central_sends_the_batches_in_flight_again(
     before its ack timeout (no central acknowledges here)."""
     cfg = settings(tmp_path, mosquitto.port, batch=10, timeout=600.0)
     stop = asyncio.Event()
-    async with watching(mosquitto.port, topics.EVENTS.of(UNIT), topics.READINGS.of(UNIT),
-                        name="central") as (central, queue):
+    async with watching(
+        mosquitto.port, topics.EVENTS.of(UNIT), topics.READINGS.of(UNIT), name="central"
+    ) as (central, queue):
         with Store(cfg.store.path, UNIT) as store:
             for _ in range(3):
                 store.append("ox", [measurement("spo2", 97.0)]).result()
@@ -175,8 +176,10 @@ async def test_sync_now_from_central_sends_the_batches_in_flight_again(
                         if event.topic == topics.READINGS.of(UNIT):
                             sent.append(dict(event.user_properties)["batch_id"])
                             if len(sent) == 1:
-                                central.publish(topics.CMD.of(UNIT), json.dumps(
-                                    {"id": "s1", "cmd": "sync-now"}).encode())
+                                central.publish(
+                                    topics.CMD.of(UNIT),
+                                    json.dumps({"id": "s1", "cmd": "sync-now"}).encode(),
+                                )
                         elif json.loads(event.payload)["type"] == "cmd-done":
                             done = json.loads(event.payload)
             finally:

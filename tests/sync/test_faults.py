@@ -47,15 +47,18 @@ def central_count(path: Path) -> int:
             return 0
 
 
-async def test_broker_killed_and_restarted_mid_run(tmp_path: Path, mosquitto: MosquittoBroker
-                                                   ) -> None:
+async def test_broker_killed_and_restarted_mid_run(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
     cfg = settings(tmp_path, mosquitto.port)
     central = tmp_path / "central.db"
     stop = asyncio.Event()
     with Store(cfg.store.path, UNIT) as store:
         receiver = Receiver("127.0.0.1", mosquitto.port, central, client_id="rx-1")
-        tasks = [asyncio.create_task(receiver.run(stop)),
-                 asyncio.create_task(SyncDaemon(store, cfg).run(stop))]
+        tasks = [
+            asyncio.create_task(receiver.run(stop)),
+            asyncio.create_task(SyncDaemon(store, cfg).run(stop)),
+        ]
         fill(store, 1500)
         await wait_until(lambda: store.stats()["readings_sent"] >= 300, 30, "first acks")
         mosquitto.kill()  # mid-run: batches in flight, acks in transit
@@ -69,7 +72,14 @@ async def test_broker_killed_and_restarted_mid_run(tmp_path: Path, mosquitto: Mo
 
 async def _run_agent(config: Path) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "edge_agent", "run", "--config", str(config), "--only", "sync",
+        sys.executable,
+        "-m",
+        "edge_agent",
+        "run",
+        "--config",
+        str(config),
+        "--only",
+        "sync",
     )
 
 
@@ -83,8 +93,9 @@ def write_config(cfg: Settings, path: Path) -> None:
     )
 
 
-async def test_agent_killed_with_sigkill_mid_batch(tmp_path: Path, mosquitto: MosquittoBroker
-                                                   ) -> None:
+async def test_agent_killed_with_sigkill_mid_batch(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
     cfg = settings(tmp_path, mosquitto.port, batch=20)
     config = tmp_path / "unit.toml"
     write_config(cfg, config)
@@ -93,7 +104,8 @@ async def test_agent_killed_with_sigkill_mid_batch(tmp_path: Path, mosquitto: Mo
     central = tmp_path / "central.db"
     stop = asyncio.Event()
     receiver = asyncio.create_task(
-        Receiver("127.0.0.1", mosquitto.port, central, client_id="rx-1").run(stop))
+        Receiver("127.0.0.1", mosquitto.port, central, client_id="rx-1").run(stop)
+    )
     agent = await _run_agent(config)
     await wait_until(lambda: central_count(central) >= 600, 60, "agent progress")
     agent.send_signal(signal.SIGKILL)  # no cleanup, batches in flight
@@ -103,8 +115,9 @@ async def test_agent_killed_with_sigkill_mid_batch(tmp_path: Path, mosquitto: Mo
 
     def drained() -> bool:
         with contextlib.closing(sqlite3.connect(unit_db)) as u:
-            return bool(u.execute("SELECT count(*) FROM readings WHERE sent_at IS NULL"
-                                  ).fetchone()[0] == 0)
+            return bool(
+                u.execute("SELECT count(*) FROM readings WHERE sent_at IS NULL").fetchone()[0] == 0
+            )
 
     try:
         await wait_until(drained, 90, "drain after restart")
@@ -123,8 +136,16 @@ async def test_receiver_killed_mid_commit(tmp_path: Path, mosquitto: MosquittoBr
     with Store(cfg.store.path, UNIT) as store:
         fill(store, 2000)
         daemon = asyncio.create_task(SyncDaemon(store, cfg).run(stop))
-        cmd = [sys.executable, "-m", "edge_agent", "receive", "--broker",
-               f"127.0.0.1:{mosquitto.port}", "--db", str(central)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "edge_agent",
+            "receive",
+            "--broker",
+            f"127.0.0.1:{mosquitto.port}",
+            "--db",
+            str(central),
+        ]
         receiver = await asyncio.create_subprocess_exec(*cmd)
         await wait_until(lambda: central_count(central) >= 400, 60, "receiver progress")
         receiver.send_signal(signal.SIGKILL)

@@ -41,8 +41,9 @@ async def bundle_of(tmp_path: Path) -> dict[str, Any]:
         await dispatch("monitor", decoder.receive_data(data), sink, decoder)
         assert decoder.data_to_send()  # acknowledged after the commit
         rows = store.read(lambda db: outbox.next_batch(db, 500))
-        payload = codec.encode_batch(UNIT, "b1", rows, "2026-11-23T09:05:00.000Z",
-                                     epoch=store.epoch)
+        payload = codec.encode_batch(
+            UNIT, "b1", rows, "2026-11-23T09:05:00.000Z", epoch=store.epoch
+        )
     bundle: dict[str, Any] = json.loads(codec._inflate(payload))
     check_bundle(bundle)
     return bundle
@@ -50,15 +51,19 @@ async def bundle_of(tmp_path: Path) -> dict[str, Any]:
 
 async def test_comments_and_reference_ranges_reach_the_observations(tmp_path: Path) -> None:
     bundle = await bundle_of(tmp_path)
-    spo2, bp, glucose = [e["resource"] for e in bundle["entry"]
-                         if e["resource"]["resourceType"] == "Observation"]
+    spo2, bp, glucose = [
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
+    ]
     for obs in (spo2, bp, glucose):
         Observation.model_validate(obs)
-    assert spo2["note"] == [{"text": "probe moved~replaced patient cold"},
-                            {"text": "repeat in 5 min"}]
+    assert spo2["note"] == [
+        {"text": "probe moved~replaced patient cold"},
+        {"text": "repeat in 5 min"},
+    ]
     percent = {"unit": "%", "system": fhir_notes.UCUM, "code": "%"}
-    assert spo2["referenceRange"] == [{"low": {"value": 94, **percent},
-                                       "high": {"value": 100, **percent}, "text": "94-100"}]
+    assert spo2["referenceRange"] == [
+        {"low": {"value": 94, **percent}, "high": {"value": 100, **percent}, "text": "94-100"}
+    ]
     mmhg = {"unit": "mm[Hg]", "system": fhir_notes.UCUM, "code": "mm[Hg]"}
     assert [c["referenceRange"] for c in bp["component"]] == [
         [{"high": {"value": 130, **mmhg}, "text": "<130"}],
@@ -68,14 +73,17 @@ async def test_comments_and_reference_ranges_reach_the_observations(tmp_path: Pa
     assert glucose["referenceRange"] == [{"text": "normal"}]  # not numbers: the text alone
 
 
-@pytest.mark.parametrize(("text", "unit", "flags", "expected"), [
-    ("3.5-5.1", "mmol/L", "[]", {"low": {"value": 3.5}, "high": {"value": 5.1}}),
-    ("-2 - 2", "Cel", "[]", {"low": {"value": -2}, "high": {"value": 2}}),
-    (">=60", "mL/min", "[]", {"low": {"value": 60}}),
-    ("\u2264 200", "mg/dL", "[]", {"high": {"value": 200}}),
-    ("10-5", "g", "[]", {}),  # low above high: not a range we can read, kept as text
-    ("90-100", "furlongs", '["unit-unmapped"]', {"low": {"value": 90}, "high": {"value": 100}}),
-])
+@pytest.mark.parametrize(
+    ("text", "unit", "flags", "expected"),
+    [
+        ("3.5-5.1", "mmol/L", "[]", {"low": {"value": 3.5}, "high": {"value": 5.1}}),
+        ("-2 - 2", "Cel", "[]", {"low": {"value": -2}, "high": {"value": 2}}),
+        (">=60", "mL/min", "[]", {"low": {"value": 60}}),
+        ("\u2264 200", "mg/dL", "[]", {"high": {"value": 200}}),
+        ("10-5", "g", "[]", {}),  # low above high: not a range we can read, kept as text
+        ("90-100", "furlongs", '["unit-unmapped"]', {"low": {"value": 90}, "high": {"value": 100}}),
+    ],
+)
 def test_reference_range_text_reads_as_low_and_high_when_it_can(
     text: str, unit: str, flags: str, expected: dict[str, Any]
 ) -> None:

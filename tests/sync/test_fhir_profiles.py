@@ -35,29 +35,53 @@ def test_every_shipped_structure_definition_is_a_valid_extension_definition() ->
         assert elements["Extension.url"].fixedUri == definition.url
         assert elements["Extension.value[x]"].min == 1
     assert set(conformance.shipped_profiles()) == {
-        fhir.PROFILES + p.stem for p in files}  # the package data the checker reads
+        fhir.PROFILES + p.stem for p in files
+    }  # the package data the checker reads
 
 
 def emitted() -> list[dict[str, Any]]:
     """Resources with every extension the unit's codec and central's files emit."""
-    rows = [row(1, "spo2", 97.0, flags='["alert"]', device_time="2026-11-23T08:59:58",
-                clock_source="gps"),
-            row(2, "latitude", 33.5, device_time="2026-11-23T07:59:58Z"),
-            row(3, "longitude", -7.6, device_time="2026-11-23T07:59:58Z")]
+    rows = [
+        row(
+            1,
+            "spo2",
+            97.0,
+            flags='["alert"]',
+            device_time="2026-11-23T08:59:58",
+            clock_source="gps",
+        ),
+        row(2, "latitude", 33.5, device_time="2026-11-23T07:59:58Z"),
+        row(3, "longitude", -7.6, device_time="2026-11-23T07:59:58Z"),
+    ]
     bundle = fhir.bundle("u", EPOCH, "b", rows, NOW)
     sha = hashlib.sha256(b"ecg").hexdigest()
-    init = FileInit(sha, sha, 3, "application/dicom", "dicom", 3, NOW,
-                    study_uid="1.2.3", series_uid="1.2.3.4", instance_uid="1.2.3.4.5",
-                    sop_class_uid="1.2.840.10008.5.1.4.1.1.9.1.1", modality="ECG")
-    return [bundle, files_fhir.document_reference("u", init),
-            files_fhir.imaging_study("u", [init])]
+    init = FileInit(
+        sha,
+        sha,
+        3,
+        "application/dicom",
+        "dicom",
+        3,
+        NOW,
+        study_uid="1.2.3",
+        series_uid="1.2.3.4",
+        instance_uid="1.2.3.4.5",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.9.1.1",
+        modality="ECG",
+    )
+    return [bundle, files_fhir.document_reference("u", init), files_fhir.imaging_study("u", [init])]
 
 
 def test_every_extension_the_codec_and_central_emit_has_a_structure_definition() -> None:
     shipped = conformance.shipped_profiles()
     urls = {url for resource in emitted() for url in conformance.extension_urls(resource)}
-    assert urls == {fhir.EXT_FLAGS, fhir.EXT_DEVICE_TIME, fhir.EXT_CLOCK, fhir.EXT_SHA256,
-                    fhir.EXT_FILE}  # all of them are exercised
+    assert urls == {
+        fhir.EXT_FLAGS,
+        fhir.EXT_DEVICE_TIME,
+        fhir.EXT_CLOCK,
+        fhir.EXT_SHA256,
+        fhir.EXT_FILE,
+    }  # all of them are exercised
     assert urls <= set(shipped)
     for resource in emitted():
         assert conformance.unresolved_extensions(resource, set(shipped)) == []
@@ -73,9 +97,16 @@ def test_every_extension_the_codec_and_central_emit_has_a_structure_definition()
 
 
 def test_an_unresolved_extension_url_is_reported() -> None:
-    resource = {"resourceType": "Observation", "extension": [
-        {"url": "urn:mmu:fhir:flags", "valueString": "alert"},
-        {"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
-         "valueCode": "unknown"}]}
+    resource = {
+        "resourceType": "Observation",
+        "extension": [
+            {"url": "urn:mmu:fhir:flags", "valueString": "alert"},
+            {
+                "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+                "valueCode": "unknown",
+            },
+        ],
+    }
     assert conformance.unresolved_extensions(resource, set(conformance.shipped_profiles())) == [
-        "urn:mmu:fhir:flags"]
+        "urn:mmu:fhir:flags"
+    ]

@@ -34,14 +34,19 @@ async def test_an_ack_for_another_store_epoch_marks_nothing(
             assert batch.epoch == store.epoch
 
             def ack(epoch: str) -> bytes:
-                return json.dumps({"batch_id": batch.batch_id, "epoch": epoch,
-                                   "stored": len(batch.readings), "refused": [],
-                                   "last_contiguous_seq": batch.seq_to}).encode()
+                return json.dumps(
+                    {
+                        "batch_id": batch.batch_id,
+                        "epoch": epoch,
+                        "stored": len(batch.readings),
+                        "refused": [],
+                        "last_contiguous_seq": batch.seq_to,
+                    }
+                ).encode()
 
             central.publish(topics.ACK.of(UNIT), ack(str(uuid.uuid4())))
             central.publish(topics.ACK.of(UNIT), b"not an ack")  # in order, after it
-            await wait_until(lambda: daemon.refused_downlinks == 1, 20,
-                             "both downlinks handled")
+            await wait_until(lambda: daemon.refused_downlinks == 1, 20, "both downlinks handled")
             assert store.stats()["readings_sent"] == 0
             assert daemon.status()["in_flight_batches"] == 1
             assert daemon.session.central_seq == 0  # its seq is another store's too

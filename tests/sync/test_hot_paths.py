@@ -52,9 +52,14 @@ class Traced:
 
 def backlog_indexes(conn: sqlite3.Connection) -> set[str]:
     """Partial indexes of readings that hold only readings central has not acknowledged."""
-    return {name for name, sql in conn.execute(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'readings' "
-        "AND sql IS NOT NULL").fetchall() if re.search(r"WHERE\s+sent_at\s+IS\s+NULL", sql)}
+    return {
+        name
+        for name, sql in conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'readings' "
+            "AND sql IS NOT NULL"
+        ).fetchall()
+        if re.search(r"WHERE\s+sent_at\s+IS\s+NULL", sql)
+    }
 
 
 def problems(conn: sqlite3.Connection, statement: str) -> list[str]:
@@ -84,8 +89,9 @@ def settle_history(store: Store, n: int) -> None:
             return
         batch_id = f"history-{i}"
         i += 1
-        store.call(functools.partial(outbox.record_batch, batch_id=batch_id,
-                                     seqs=[r["seq"] for r in rows]))
+        store.call(
+            functools.partial(outbox.record_batch, batch_id=batch_id, seqs=[r["seq"] for r in rows])
+        )
         store.call(functools.partial(outbox.mark_acked, batch_id=batch_id))
 
 
@@ -94,21 +100,26 @@ def run_paths(store: Store, trace: Traced) -> None:
     hl7 = [spo2(source_key=f"hl7:msg-{i}|1") for i in range(3)]
     trace.path = "ingest"
     store.append("ox-1", [spo2(), spo2(84.0)]).result(10)  # an alert
-    store.append("hl7-1", hl7, [Rejected(b"\x0bMSH|bad", "bad segment")],
-                 position=(33.59, -7.62)).result(10)
+    store.append(
+        "hl7-1", hl7, [Rejected(b"\x0bMSH|bad", "bad segment")], position=(33.59, -7.62)
+    ).result(10)
     store.append("hl7-1", hl7[:1]).result(10)  # resent after a lost MSA: recognised
     store.append("bg-1", [spo2()], cursor=("bg-1", 17)).result(10)
     trace.path = ""
 
     def take(alerts_only: bool) -> tuple[str, list[dict[str, Any]]]:
-        rows = store.read(functools.partial(outbox.next_batch, limit=500,
-                                            alerts_only=alerts_only))
+        rows = store.read(functools.partial(outbox.next_batch, limit=500, alerts_only=alerts_only))
         batch_id = f"b-{rows[0]['seq']}"
-        store.call(functools.partial(
-            outbox.record_batch, batch_id=batch_id, seqs=[r["seq"] for r in rows],
-            priority=rows[0]["priority"], device_versions=fhir.full_device_versions(rows)))
-        return batch_id, store.read(functools.partial(outbox.batch_readings,
-                                                      batch_id=batch_id))
+        store.call(
+            functools.partial(
+                outbox.record_batch,
+                batch_id=batch_id,
+                seqs=[r["seq"] for r in rows],
+                priority=rows[0]["priority"],
+                device_versions=fhir.full_device_versions(rows),
+            )
+        )
+        return batch_id, store.read(functools.partial(outbox.batch_readings, batch_id=batch_id))
 
     trace.path = "take"
     store.read(lambda db: (outbox.unbatched(db), outbox.has_alerts(db)))
@@ -120,8 +131,11 @@ def run_paths(store: Store, trace: Traced) -> None:
     store.call(lambda db: encounters.assign(db, [rows[0]["seq"]]))
     trace.path = "ack"
     store.call(functools.partial(outbox.note_attempt, batch_id=ordinary))  # a resend
-    store.call(functools.partial(outbox.mark_acked, batch_id=ordinary,
-                                 refused={str(rows[1]["id"]): "conflict"}))
+    store.call(
+        functools.partial(
+            outbox.mark_acked, batch_id=ordinary, refused={str(rows[1]["id"]): "conflict"}
+        )
+    )
     store.call(functools.partial(outbox.mark_acked, batch_id=ordinary))  # a duplicate ack
     store.call(functools.partial(outbox.release, batch_id=alert))  # the link went down
     trace.path = ""
@@ -133,11 +147,17 @@ def traced_store(tmp_path: Path) -> Iterator[tuple[Path, dict[str, list[str]]]]:
     with Store(path, UNIT) as store:
         store.call(lambda db: put_state(db, "unit-timezone", "Africa/Casablanca"))
         for device in ("ox-1", "hl7-1", "bg-1"):
-            store.call(functools.partial(device_facts.save, device_id=device,
-                                         values={"serial": f"SN-{device}", "model": "m"}))
+            store.call(
+                functools.partial(
+                    device_facts.save,
+                    device_id=device,
+                    values={"serial": f"SN-{device}", "model": "m"},
+                )
+            )
         settle_history(store, HISTORY)
-        store.call(functools.partial(encounters.open_encounter, system="urn:oid:1.2.3",
-                                     value="P-HOT-1"))
+        store.call(
+            functools.partial(encounters.open_encounter, system="urn:oid:1.2.3", value="P-HOT-1")
+        )
         store.call(lambda db: store.encounters.invalidate())  # opened through the writer
         trace = Traced({})
         store.call(lambda db: db.conn.set_trace_callback(trace))  # the writer's connection
@@ -158,12 +178,12 @@ def planner(path: Path, analyzed: bool) -> sqlite3.Connection:
 
 @pytest.mark.parametrize("analyzed", [False, True], ids=["plain", "analyzed"])
 def test_ingest_take_and_ack_statements_are_index_backed(
-        traced_store: tuple[Path, dict[str, list[str]]], analyzed: bool) -> None:
+    traced_store: tuple[Path, dict[str, list[str]]], analyzed: bool
+) -> None:
     path, by_path = traced_store
     conn = planner(path, analyzed)
     try:
-        held = conn.execute("SELECT count(*) FROM readings WHERE sent_at IS NOT NULL"
-                            ).fetchone()[0]
+        held = conn.execute("SELECT count(*) FROM readings WHERE sent_at IS NOT NULL").fetchone()[0]
         assert held >= HISTORY  # the history the paths must not read
         # the trace saw the real paths (a broken trace would pass vacuously)
         assert any(s.startswith("INSERT INTO readings") for s in by_path["ingest"])
@@ -172,22 +192,30 @@ def test_ingest_take_and_ack_statements_are_index_backed(
         assert any(s.startswith("UPDATE readings SET batch_id") for s in by_path["take"])
         assert any(s.startswith("UPDATE readings SET sent_at") for s in by_path["ack"])
         assert any(s.startswith("UPDATE batches SET acked_at") for s in by_path["ack"])
-        found = {f"{name}: {s}": p for name, statements in by_path.items()
-                 for s in statements if (p := problems(conn, s))}
+        found = {
+            f"{name}: {s}": p
+            for name, statements in by_path.items()
+            for s in statements
+            if (p := problems(conn, s))
+        }
     finally:
         conn.close()
     assert found == {}
 
 
 def test_the_checker_sees_a_scan_of_the_history(
-        traced_store: tuple[Path, dict[str, list[str]]]) -> None:
+    traced_store: tuple[Path, dict[str, list[str]]],
+) -> None:
     path, _ = traced_store
     conn = planner(path, analyzed=False)
     try:
         scan = problems(conn, "UPDATE readings SET sent_at = NULL WHERE batch_id = 'b-1'")
-        correlated = problems(conn, "SELECT (SELECT e.id FROM encounters e WHERE e.id = "
-                              "readings.encounter_id) FROM readings WHERE batch_id = 'b-1' "
-                              "AND sent_at IS NULL")
+        correlated = problems(
+            conn,
+            "SELECT (SELECT e.id FROM encounters e WHERE e.id = "
+            "readings.encounter_id) FROM readings WHERE batch_id = 'b-1' "
+            "AND sent_at IS NULL",
+        )
         backlog = problems(conn, "SELECT count(*) FROM readings WHERE sent_at IS NULL")
     finally:
         conn.close()
@@ -202,8 +230,11 @@ def test_an_ack_counts_only_what_it_marked_sent(tmp_path: Path) -> None:
     with Store(tmp_path / "unit.db", UNIT) as store:
         store.append("ox-1", [spo2() for _ in range(3)]).result(10)
         seqs = [r["seq"] for r in store.read(functools.partial(outbox.next_batch, limit=10))]
-        store.call(functools.partial(outbox.record_batch, batch_id="b", seqs=seqs,
-                                     created_at="2026-01-01T00:00:00.000Z"))
+        store.call(
+            functools.partial(
+                outbox.record_batch, batch_id="b", seqs=seqs, created_at="2026-01-01T00:00:00.000Z"
+            )
+        )
         store.call(lambda db: encounters.open_encounter(db, "urn:oid:1.2.3", "P-HOT-2"))
         store.call(lambda db: encounters.assign(db, seqs[:1]))
         assert store.call(functools.partial(outbox.mark_acked, batch_id="b")) == 2

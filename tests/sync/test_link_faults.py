@@ -17,14 +17,16 @@ from tests.sync.checker import assert_exactly_once, wait_until
 from tests.sync.test_faults import UNIT, fill, settings
 
 
-async def run_through(tmp_path: Path, mosquitto: MosquittoBroker, proxy: FaultProxy,
-                      cfg: Settings, fault: str, n: int) -> None:
+async def run_through(
+    tmp_path: Path, mosquitto: MosquittoBroker, proxy: FaultProxy, cfg: Settings, fault: str, n: int
+) -> None:
     stop = asyncio.Event()
     with Store(cfg.store.path, UNIT) as store:
-        receiver = Receiver("127.0.0.1", mosquitto.port, tmp_path / "central.db",
-                            client_id="rx")
-        tasks = [asyncio.create_task(receiver.run(stop)),
-                 asyncio.create_task(SyncDaemon(store, cfg).run(stop))]
+        receiver = Receiver("127.0.0.1", mosquitto.port, tmp_path / "central.db", client_id="rx")
+        tasks = [
+            asyncio.create_task(receiver.run(stop)),
+            asyncio.create_task(SyncDaemon(store, cfg).run(stop)),
+        ]
         fill(store, n // 2)
         await wait_until(lambda: store.stats()["readings_sent"] >= 50, 30, "first acks")
         before = proxy.connections
@@ -42,8 +44,9 @@ async def run_through(tmp_path: Path, mosquitto: MosquittoBroker, proxy: FaultPr
 def proxied(tmp_path: Path, proxy: FaultProxy, keepalive: int = 5) -> Settings:
     cfg = settings(tmp_path, proxy.port, batch=20, timeout=1.0)
     assert cfg.broker is not None
-    return cfg.model_copy(update={"broker": cfg.broker.model_copy(
-        update={"keepalive_s": keepalive})})
+    return cfg.model_copy(
+        update={"broker": cfg.broker.model_copy(update={"keepalive_s": keepalive})}
+    )
 
 
 async def test_connection_reset_mid_run(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
@@ -62,11 +65,11 @@ async def test_half_open_blackhole_is_detected_by_keepalive(
     cfg = proxied(tmp_path, proxy, keepalive=5)
     try:
         with Store(cfg.store.path, UNIT) as store:
-            receiver = Receiver("127.0.0.1", mosquitto.port, tmp_path / "central.db",
-                                client_id="rx")
+            receiver = Receiver(
+                "127.0.0.1", mosquitto.port, tmp_path / "central.db", client_id="rx"
+            )
             daemon = SyncDaemon(store, cfg)
-            tasks = [asyncio.create_task(receiver.run(stop)),
-                     asyncio.create_task(daemon.run(stop))]
+            tasks = [asyncio.create_task(receiver.run(stop)), asyncio.create_task(daemon.run(stop))]
             fill(store, 200)
             await wait_until(lambda: store.stats()["readings_pending_sync"] == 0, 30, "sync")
             proxy.set_mode("blackhole")  # sockets stay open, nothing gets through
@@ -91,10 +94,13 @@ async def test_2g_bandwidth_cap_and_latency(tmp_path: Path, mosquitto: Mosquitto
     cfg = cfg.model_copy(update={"sync": cfg.sync.model_copy(update={"ack_timeout_s": 10.0})})
     try:
         with Store(cfg.store.path, UNIT) as store:
-            receiver = Receiver("127.0.0.1", mosquitto.port, tmp_path / "central.db",
-                                client_id="rx")
-            tasks = [asyncio.create_task(receiver.run(stop)),
-                     asyncio.create_task(SyncDaemon(store, cfg).run(stop))]
+            receiver = Receiver(
+                "127.0.0.1", mosquitto.port, tmp_path / "central.db", client_id="rx"
+            )
+            tasks = [
+                asyncio.create_task(receiver.run(stop)),
+                asyncio.create_task(SyncDaemon(store, cfg).run(stop)),
+            ]
             fill(store, 300)
             await wait_until(lambda: store.stats()["readings_pending_sync"] == 0, 90, "drain")
             stop.set()

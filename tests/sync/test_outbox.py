@@ -28,6 +28,7 @@ def add(store: Store, n: int) -> list[int]:
 
 def take(store: Store, batch_id: str, limit: int) -> list[int]:
     """Form and record a batch as the daemon does (one writer operation)."""
+
     def op(db: Database) -> list[int]:
         rows = outbox.next_batch(db, limit)
         seqs = [r["seq"] for r in rows]
@@ -38,8 +39,13 @@ def take(store: Store, batch_id: str, limit: int) -> list[int]:
 
 
 def sent(store: Store) -> dict[int, Any]:
-    return dict(store.call(lambda db: db.execute(
-        "SELECT seq, batch_id FROM readings WHERE sent_at IS NOT NULL").fetchall()))
+    return dict(
+        store.call(
+            lambda db: db.execute(
+                "SELECT seq, batch_id FROM readings WHERE sent_at IS NOT NULL"
+            ).fetchall()
+        )
+    )
 
 
 def test_batches_take_unsent_readings_by_seq_and_skip_those_in_flight(store: Store) -> None:
@@ -160,8 +166,11 @@ def test_readings_central_refuses_are_kept_apart_not_sent_not_retaken(store: Sto
     add(store, 4)
     take(store, "a", 4)
     ids = store.read(lambda db: [r[0] for r in db.execute("SELECT id FROM readings ORDER BY seq")])
-    marked = store.call(lambda db: outbox.mark_acked(
-        db, "a", refused={ids[1]: "conflict: seq held by another reading"}))
+    marked = store.call(
+        lambda db: outbox.mark_acked(
+            db, "a", refused={ids[1]: "conflict: seq held by another reading"}
+        )
+    )
     assert marked == 3
     assert store.read(outbox.backlog) == 0
     assert store.read(outbox.refused_count) == 1
@@ -177,8 +186,7 @@ def test_store_counts_name_readings_and_rejected_frames_apart(store: Store) -> N
     assert store.read(outbox.store_counts) == {"readings": 3, "rejects": 1}
 
 
-def test_data_version_changes_when_another_connection_commits(store: Store,
-                                                              tmp_path: Path) -> None:
+def test_data_version_changes_when_another_connection_commits(store: Store, tmp_path: Path) -> None:
     """``--only sync`` looks for another process's commits this way: one connection polls,
     another writes."""
     import contextlib

@@ -34,17 +34,23 @@ def write_config(tmp: Path, port: int) -> Path:
     path.write_text(
         f'[unit]\nid = "{UNIT}"\n[store]\npath = "{tmp / "unit.db"}"\n'
         f'[broker]\nhost = "127.0.0.1"\nport = {port}\ntls = false\n'
-        '[sync]\nack_timeout_s = 2\n'
+        "[sync]\nack_timeout_s = 2\n"
         f'[patients]\ndefault = "platform"\nsystems = {{ platform = "{SYSTEM}" }}\n',
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     return path
 
 
 def patient(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI as the nurse runs it: another process than the agent."""
-    return subprocess.run([sys.executable, "-m", "edge_agent", "patient", *args, "-c", str(cfg)],
-                          capture_output=True, text=True, timeout=60, check=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent", "patient", *args, "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def central_rows(central: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -58,13 +64,19 @@ def central_rows(central: Path, sql: str) -> list[tuple[Any, ...]]:
 
 
 def subjects(central: Path) -> set[str]:
-    return {json.loads(text)["subject"]["reference"]
-            for (text,) in central_rows(central, "SELECT resource FROM observations")}
+    return {
+        json.loads(text)["subject"]["reference"]
+        for (text,) in central_rows(central, "SELECT resource FROM observations")
+    }
 
 
 def encounters(central: Path) -> list[dict[str, Any]]:
-    return [json.loads(text) for (text,) in central_rows(
-        central, "SELECT resource FROM resources WHERE type = 'Encounter'")]
+    return [
+        json.loads(text)
+        for (text,) in central_rows(
+            central, "SELECT resource FROM resources WHERE type = 'Encounter'"
+        )
+    ]
 
 
 @contextlib.asynccontextmanager
@@ -73,20 +85,33 @@ async def agent_and_central(tmp: Path, port: int) -> AsyncIterator[tuple[Path, P
     one process, as the van runs it) and the receiver keep running."""
     cfg = write_config(tmp, port)
     with Store(tmp / "unit.db", UNIT) as store:
-        store.append("cuff", [measurement("systolic_bp", 121.0),
-                              measurement("diastolic_bp", 79.0)]).result(10)
+        store.append(
+            "cuff", [measurement("systolic_bp", 121.0), measurement("diastolic_bp", 79.0)]
+        ).result(10)
         store.append("ox", [measurement("spo2", 97.0)]).result(10)
     central = tmp / "central.db"
     stop = asyncio.Event()
     receiver = asyncio.create_task(
-        Receiver("127.0.0.1", port, central, client_id="rx-ps").run(stop))
+        Receiver("127.0.0.1", port, central, client_id="rx-ps").run(stop)
+    )
     log = (tmp / "agent.log").open("wb")
     agent = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "edge_agent", "run", "--config", str(cfg),
-        stdout=log, stderr=log, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        sys.executable,
+        "-m",
+        "edge_agent",
+        "run",
+        "--config",
+        str(cfg),
+        stdout=log,
+        stderr=log,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
-        await wait_until(lambda: len(central_rows(central, "SELECT id FROM observations")) == 3,
-                         60, "the readings at central")
+        await wait_until(
+            lambda: len(central_rows(central, "SELECT id FROM observations")) == 3,
+            60,
+            "the readings at central",
+        )
         yield cfg, central
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -102,7 +127,8 @@ async def agent_and_central(tmp: Path, port: int) -> AsyncIterator[tuple[Path, P
 
 
 async def test_assign_beside_a_running_agent_reaches_central_without_another_reading(
-        tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
     async with agent_and_central(tmp_path, mosquitto.port) as (cfg, central):
         unidentified = subjects(central)
         assert len(unidentified) == 1  # the session's unidentified Patient
@@ -110,19 +136,28 @@ async def test_assign_beside_a_running_agent_reaches_central_without_another_rea
         await asyncio.to_thread(patient, cfg, "assign", "--all")
         named = "urn:uuid:" + fhir.stable_uuid("patient", SYSTEM, PATIENT)
         # No reading follows: the agent is told, and central gets the readings re-attributed.
-        await wait_until(lambda: subjects(central) == {named}, 30,
-                         "the assigned readings on the named patient at central")
+        await wait_until(
+            lambda: subjects(central) == {named},
+            30,
+            "the assigned readings on the named patient at central",
+        )
 
 
 async def test_a_close_travels_on_its_own(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
     async with agent_and_central(tmp_path, mosquitto.port) as (cfg, central):
         await asyncio.to_thread(patient, cfg, "open", PATIENT)
         await asyncio.to_thread(patient, cfg, "assign", "--all")
-        await wait_until(lambda: [e["status"] for e in encounters(central)] == ["in-progress"],
-                         30, "the open encounter at central")
+        await wait_until(
+            lambda: [e["status"] for e in encounters(central)] == ["in-progress"],
+            30,
+            "the open encounter at central",
+        )
         await asyncio.to_thread(patient, cfg, "close")
         # No reading after the close: the close still reaches central.
-        await wait_until(lambda: [e["status"] for e in encounters(central)] == ["finished"],
-                         30, "the finished encounter at central")
+        await wait_until(
+            lambda: [e["status"] for e in encounters(central)] == ["finished"],
+            30,
+            "the finished encounter at central",
+        )
         (finished,) = encounters(central)
         assert finished["period"]["end"] >= finished["period"]["start"]

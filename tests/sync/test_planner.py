@@ -32,26 +32,36 @@ NOW = 100.0
 LIVE = Outlook(now=NOW, connected=True, waiting=3, oldest_at=99.0, batch_limit=50, linger_s=2.0)
 
 
-@pytest.mark.parametrize(("outlook", "decision"), [
-    (LIVE, Hold(101.0)),  # young readings linger for company
-    (replace(LIVE, oldest_at=97.5), Take()),  # the linger is over
-    (replace(LIVE, waiting=50), Take()),  # a full batch: a drain takes at once
-    (replace(LIVE, oldest_at=float("-inf")), Take()),  # a backlog from the last run
-    (replace(LIVE, linger_s=0.0), Take()),  # no linger configured
-    (replace(LIVE, connected=False, oldest_at=0.0), Wait()),  # offline never takes
-    (replace(LIVE, room=False, oldest_at=0.0), Wait()),  # a full window waits for an ack
-    (replace(LIVE, waiting=0), Wait()),  # nothing committed
-    (replace(LIVE, files_urgent=True, oldest_at=0.0), Hold(None)),  # teleconsult files first
-])
+@pytest.mark.parametrize(
+    ("outlook", "decision"),
+    [
+        (LIVE, Hold(101.0)),  # young readings linger for company
+        (replace(LIVE, oldest_at=97.5), Take()),  # the linger is over
+        (replace(LIVE, waiting=50), Take()),  # a full batch: a drain takes at once
+        (replace(LIVE, oldest_at=float("-inf")), Take()),  # a backlog from the last run
+        (replace(LIVE, linger_s=0.0), Take()),  # no linger configured
+        (replace(LIVE, connected=False, oldest_at=0.0), Wait()),  # offline never takes
+        (replace(LIVE, room=False, oldest_at=0.0), Wait()),  # a full window waits for an ack
+        (replace(LIVE, waiting=0), Wait()),  # nothing committed
+        (replace(LIVE, files_urgent=True, oldest_at=0.0), Hold(None)),  # teleconsult files first
+    ],
+)
 def test_decisions(outlook: Outlook, decision: Decision) -> None:
     assert decide(outlook) == decision
 
 
 def test_the_wake_ups_of_a_live_unit() -> None:
-    o = replace(LIVE, held=(100.5, 103.0), ack_at=130.0, status_at=110.0, snapshot_at=105.0,
-                files_at=100.2)
-    assert deadlines(o) == {"linger": 101.0, "pace": 100.5, "ack": 130.0, "status": 110.0,
-                            "snapshot": 105.0, "files": 100.2}
+    o = replace(
+        LIVE, held=(100.5, 103.0), ack_at=130.0, status_at=110.0, snapshot_at=105.0, files_at=100.2
+    )
+    assert deadlines(o) == {
+        "linger": 101.0,
+        "pace": 100.5,
+        "ack": 130.0,
+        "status": 110.0,
+        "snapshot": 105.0,
+        "files": 100.2,
+    }
     assert wake_at(o) == 100.2
     assert due_held(replace(o, now=101.0)) == 1 and due_held(replace(o, now=200.0)) == 2
 
@@ -59,8 +69,15 @@ def test_the_wake_ups_of_a_live_unit() -> None:
 def test_offline_with_a_past_linger_sleeps_until_an_event() -> None:
     """The offline freeze: a linger due in the past while the link is down woke the loop at
     once, every turn."""
-    o = replace(LIVE, connected=False, oldest_at=10.0, held=(50.0,), ack_at=40.0,
-                status_at=60.0, files_at=70.0)
+    o = replace(
+        LIVE,
+        connected=False,
+        oldest_at=10.0,
+        held=(50.0,),
+        ack_at=40.0,
+        status_at=60.0,
+        files_at=70.0,
+    )
     assert deadlines(o) == {} and wake_at(o) is None
     assert replace(LIVE, connected=False).alerts is False
     assert not take_alerts(replace(o, alerts=True))
@@ -95,7 +112,11 @@ outlooks = st.builds(
     linger_s=st.floats(0.0, 60.0),
     files_urgent=st.booleans(),
     held=st.lists(st.floats(0.0, 200.0), max_size=4).map(lambda xs: tuple(sorted(xs))),
-    ack_at=times, status_at=times, snapshot_at=times, files_at=times, poll_at=times,
+    ack_at=times,
+    status_at=times,
+    snapshot_at=times,
+    files_at=times,
+    poll_at=times,
 )
 
 
@@ -104,12 +125,17 @@ def doable(o: Outlook) -> bool:
     due = [o.snapshot_at, o.poll_at]
     if o.connected:
         due += [o.ack_at, o.files_at if files_may_send(o) else None]
-    return (isinstance(decide(o), Take) or due_held(o) > 0 or status_due(o)
-            or any(at is not None and at <= o.now for at in due))
+    return (
+        isinstance(decide(o), Take)
+        or due_held(o) > 0
+        or status_due(o)
+        or any(at is not None and at <= o.now for at in due)
+    )
 
 
 def after_turn(o: Outlook) -> Outlook:
     """What a turn that does everything due leaves behind (as the daemon does it)."""
+
     def done(at: float | None, when: float | None = None) -> float | None:
         return when if at is not None and at <= o.now else at
 
@@ -118,7 +144,7 @@ def after_turn(o: Outlook) -> Outlook:
         o,
         waiting=0 if take else o.waiting,
         oldest_at=None if take else o.oldest_at,
-        held=o.held[due_held(o):],
+        held=o.held[due_held(o) :],
         status_at=None if status_due(o) else o.status_at,
         snapshot_at=done(o.snapshot_at),
         poll_at=done(o.poll_at, o.now + 1.0),

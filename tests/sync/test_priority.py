@@ -44,7 +44,8 @@ async def test_alert_overtakes_a_full_window(tmp_path: Path, mosquitto: Mosquitt
             await task
     assert [r.resource["valueQuantity"]["value"] for r in batch.readings] == [84.0]
     assert {"url": fhir.EXT_FLAGS, "valueString": "alert"} in (
-        batch.readings[0].resource["extension"])
+        batch.readings[0].resource["extension"]
+    )
     assert pending == 401  # nothing acknowledged: the alert did not wait for the backlog
 
 
@@ -57,10 +58,13 @@ async def test_an_alert_is_sent_once(tmp_path: Path, mosquitto: MosquittoBroker)
             for i in range(200):
                 store.append("ox", [measurement("spo2", 84.0 if i % 40 == 0 else 97.0)])
             store.append("ox", [measurement("spo2", 97.0)]).result()
-            receiver = Receiver("127.0.0.1", mosquitto.port, tmp_path / "central.db",
-                                client_id="rx")
-            tasks = [asyncio.create_task(receiver.run(stop)),
-                     asyncio.create_task(SyncDaemon(store, cfg).run(stop))]
+            receiver = Receiver(
+                "127.0.0.1", mosquitto.port, tmp_path / "central.db", client_id="rx"
+            )
+            tasks = [
+                asyncio.create_task(receiver.run(stop)),
+                asyncio.create_task(SyncDaemon(store, cfg).run(stop)),
+            ]
             await wait_until(lambda: store.stats()["readings_pending_sync"] == 0, 30, "drain")
             stop.set()
             await asyncio.gather(*tasks)
@@ -70,8 +74,7 @@ async def test_an_alert_is_sent_once(tmp_path: Path, mosquitto: MosquittoBroker)
                 batch = codec.decode_batch(event.payload)
                 for carried_reading in batch.readings:
                     carried.setdefault(carried_reading.id, set()).add(batch.batch_id)
-            assert event.topic != topics.EVENTS.of(UNIT) or b"clinical-alert" not in (
-                event.payload)
+            assert event.topic != topics.EVENTS.of(UNIT) or b"clinical-alert" not in (event.payload)
     assert assert_exactly_once(cfg.store.path, tmp_path / "central.db") == 201
     # Every reading in exactly one batch (a batch may be re-sent under its id: that is the
     # delivery protocol, not a second copy); alerts were not also sent as events.

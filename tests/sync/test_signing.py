@@ -62,13 +62,19 @@ class Kit:
         self.central = Signer(Ed25519PrivateKey.generate())
         self.rotated = Signer(Ed25519PrivateKey.generate())  # central's next key
         self.attacker = Signer(Ed25519PrivateKey.generate())
-        self.trust = Trust.from_texts([public_key_text(s.private.public_key())
-                                       for s in (self.central, self.rotated)])
+        self.trust = Trust.from_texts(
+            [public_key_text(s.private.public_key()) for s in (self.central, self.rotated)]
+        )
 
     def cmd(self, signer: Signer, ctr: int, **kw: Any) -> bytes:
         body = {"id": uuid.uuid4().hex[:8], "cmd": "sync-now"}
-        return signer.sign(kw.pop("unit", UNIT), kw.pop("topic", "cmd"), body, ctr=ctr,
-                           exp=kw.pop("exp", NOW + 600))
+        return signer.sign(
+            kw.pop("unit", UNIT),
+            kw.pop("topic", "cmd"),
+            body,
+            ctr=ctr,
+            exp=kw.pop("exp", NOW + 600),
+        )
 
 
 def refused(kit: Kit, counters: Counters, payload: bytes, topic: str = "cmd") -> str:
@@ -77,10 +83,10 @@ def refused(kit: Kit, counters: Counters, payload: bytes, topic: str = "cmd") ->
     return str(info.value)
 
 
-def accept(kit: Kit, counters: Counters, payload: bytes, topic: str = "cmd"
-           ) -> tuple[dict[str, Any], Counters]:
-    message, after = verify(kit.trust, counters, unit=UNIT, topic=topic, payload=payload,
-                            now=NOW)
+def accept(
+    kit: Kit, counters: Counters, payload: bytes, topic: str = "cmd"
+) -> tuple[dict[str, Any], Counters]:
+    message, after = verify(kit.trust, counters, unit=UNIT, topic=topic, payload=payload, now=NOW)
     body: dict[str, Any] = json.loads(message)
     return body, after
 
@@ -117,10 +123,15 @@ def test_every_message_of_each_bad_kind_is_refused_with_its_reason() -> None:
         for kind, payload in kinds.items():
             reasons.setdefault(kind, []).append(refused(kit, counters, payload))
     expected = {
-        "replayed": "replayed or re-ordered", "re-ordered": "replayed or re-ordered",
-        "forged message": "bad signature", "forged signature": "bad signature",
-        "forged key": "unknown key", "impostor": "bad signature", "expired": "expired",
-        "unsigned": "unsigned", "other unit": "for unit 'mmu-other'",
+        "replayed": "replayed or re-ordered",
+        "re-ordered": "replayed or re-ordered",
+        "forged message": "bad signature",
+        "forged signature": "bad signature",
+        "forged key": "unknown key",
+        "impostor": "bad signature",
+        "expired": "expired",
+        "unsigned": "unsigned",
+        "other unit": "for unit 'mmu-other'",
         "other topic": "signed for down/config",
     }
     for kind, got in reasons.items():
@@ -130,8 +141,9 @@ def test_every_message_of_each_bad_kind_is_refused_with_its_reason() -> None:
 
 def test_the_retained_config_seen_again_is_recognised_and_its_counter_kept() -> None:
     kit = Kit()
-    config = kit.central.sign(UNIT, "config", {"version": 2, "sync": {"batch_size": 20}},
-                              ctr=50, exp=NOW + 60)
+    config = kit.central.sign(
+        UNIT, "config", {"version": 2, "sync": {"batch_size": 20}}, ctr=50, exp=NOW + 60
+    )
     body, counters = accept(kit, Counters({}), config, "config")
     assert body == {"version": 2, "sync": {"batch_size": 20}}
     assert Counters.from_json(json.loads(json.dumps(counters.to_json()))) == counters
@@ -147,13 +159,15 @@ def test_without_keys_unsigned_passes_and_signed_cannot_be_checked() -> None:
     open_trust = Trust.from_texts([])
     assert not open_trust.require_signed
     plain = b'{"id": "1", "cmd": "sync-now"}'
-    assert verify(open_trust, Counters({}), unit=UNIT, topic="cmd", payload=plain,
-                  now=NOW)[0] == plain
+    assert (
+        verify(open_trust, Counters({}), unit=UNIT, topic="cmd", payload=plain, now=NOW)[0] == plain
+    )
     signed = Signer(Ed25519PrivateKey.generate()).sign(UNIT, "cmd", {"id": "1", "cmd": "x"})
     with pytest.raises(DownlinkRefused, match="no central key"):
         verify(open_trust, Counters({}), unit=UNIT, topic="cmd", payload=signed, now=NOW)
-    rollout = Trust.from_texts([public_key_text(Ed25519PrivateKey.generate().public_key())],
-                               require_signed=False)
+    rollout = Trust.from_texts(
+        [public_key_text(Ed25519PrivateKey.generate().public_key())], require_signed=False
+    )
     assert verify(rollout, Counters({}), unit=UNIT, topic="cmd", payload=plain, now=NOW)[0]
 
 
@@ -183,9 +197,7 @@ async def test_through_the_broker_bad_downlinks_are_refused_on_up_events_across_
     rng = random.Random(4)
     now = time.time()
     first = kit.central.sign(UNIT, "cmd", {"id": "first", "cmd": "diagnostics"})
-    async with watching(mosquitto.port, topics.EVENTS.of(UNIT), name="central") as (
-        central, queue
-    ):
+    async with watching(mosquitto.port, topics.EVENTS.of(UNIT), name="central") as (central, queue):
         for run in range(2):  # the second run: a restarted agent, same store
             stop = asyncio.Event()
             with Store(cfg.store.path, UNIT) as store:
@@ -203,20 +215,27 @@ async def test_through_the_broker_bad_downlinks_are_refused_on_up_events_across_
                         sent.append(("replayed", first))  # the counter outlived the restart
                     for i in range(10):
                         # diagnostics: sync-now reconnects, which may re-order the events
-                        good = kit.central.sign(UNIT, "cmd", {"id": f"g{run}{i}",
-                                                              "cmd": "diagnostics"})
-                        stale = kit.central.sign(UNIT, "cmd", {"id": "s", "cmd": "sync-now"},
-                                                 ctr=1 + i)
+                        good = kit.central.sign(
+                            UNIT, "cmd", {"id": f"g{run}{i}", "cmd": "diagnostics"}
+                        )
+                        stale = kit.central.sign(
+                            UNIT, "cmd", {"id": "s", "cmd": "sync-now"}, ctr=1 + i
+                        )
                         sent += [
                             ("cmd-done", good),
                             ("replayed", good),
                             ("re-ordered", stale),
                             ("bad signature", flip(good, rng.choice(["msg", "sig"]), rng)),
-                            ("unknown key", kit.attacker.sign(UNIT, "cmd", {"id": "a",
-                                                                           "cmd": "sync-now"})),
-                            ("expired", kit.central.sign(UNIT, "cmd", {"id": "e",
-                                                                       "cmd": "sync-now"},
-                                                         exp=now - 3600)),
+                            (
+                                "unknown key",
+                                kit.attacker.sign(UNIT, "cmd", {"id": "a", "cmd": "sync-now"}),
+                            ),
+                            (
+                                "expired",
+                                kit.central.sign(
+                                    UNIT, "cmd", {"id": "e", "cmd": "sync-now"}, exp=now - 3600
+                                ),
+                            ),
                             ("unsigned", b'{"id": "u", "cmd": "sync-now"}'),
                         ]
                     for _, payload in sent:
@@ -240,8 +259,14 @@ async def test_the_receiver_signs_the_resend_commands_it_sends(
 ) -> None:
     kit = Kit()
     stop = asyncio.Event()
-    receiver = Receiver("127.0.0.1", mosquitto.port, tmp_path / "central.db", client_id="rx",
-                        gap_timeout=0.3, sign=kit.central.sign)
+    receiver = Receiver(
+        "127.0.0.1",
+        mosquitto.port,
+        tmp_path / "central.db",
+        client_id="rx",
+        gap_timeout=0.3,
+        sign=kit.central.sign,
+    )
     task = asyncio.create_task(receiver.run(stop))
     epoch = str(uuid.uuid4())
     try:
@@ -253,8 +278,14 @@ async def test_the_receiver_signs_the_resend_commands_it_sends(
     finally:
         stop.set()
         await task
-    message, _ = verify(kit.trust, Counters({}), unit=UNIT, topic="cmd",
-                        payload=json.dumps(envelope).encode(), now=time.time())
+    message, _ = verify(
+        kit.trust,
+        Counters({}),
+        unit=UNIT,
+        topic="cmd",
+        payload=json.dumps(envelope).encode(),
+        now=time.time(),
+    )
     command = json.loads(message)
     assert command == {**command, "cmd": "resend-from", "seq": 3, "epoch": epoch}
 
@@ -265,44 +296,70 @@ NOW_US = int(NOW * 1_000_000)
 
 def test_a_signed_counter_jump_and_a_ten_year_expiry_are_refused() -> None:
     kit = Kit()
-    assert "days ahead of this unit's clock" in refused(kit, Counters({}), kit.cmd(
-        kit.central, 2**62))
-    assert "days ahead, more than the 8" in refused(kit, Counters({}), kit.cmd(
-        kit.central, NOW_US, exp=NOW + 10 * 365 * 86400))
+    assert "days ahead of this unit's clock" in refused(
+        kit, Counters({}), kit.cmd(kit.central, 2**62)
+    )
+    assert "days ahead, more than the 8" in refused(
+        kit, Counters({}), kit.cmd(kit.central, NOW_US, exp=NOW + 10 * 365 * 86400)
+    )
     # Within the bounds: accepted.
-    accept(kit, Counters({}), kit.cmd(kit.central, NOW_US + MAX_COUNTER_AHEAD_US,
-                                      exp=NOW + MAX_LIFETIME_S))
+    accept(
+        kit,
+        Counters({}),
+        kit.cmd(kit.central, NOW_US + MAX_COUNTER_AHEAD_US, exp=NOW + MAX_LIFETIME_S),
+    )
 
 
 @settings_(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 2**63), st.integers(-10**10, 10**10),
-                          st.sampled_from(["cmd", "config", "trust"])), max_size=12))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 2**63),
+            st.integers(-(10**10), 10**10),
+            st.sampled_from(["cmd", "config", "trust"]),
+        ),
+        max_size=12,
+    )
+)
 def test_whatever_central_signed_its_messages_of_30_days_later_pass(
-    sent: list[tuple[int, int, str]]
+    sent: list[tuple[int, int, str]],
 ) -> None:
     kit = KIT
     counters = Counters({})
     for ctr, ttl, track in sent:
         topic = "config" if track == "config" else "cmd"
-        body = ({"id": "r", "cmd": "trust-reset"} if track == "trust"
-                else {"version": 1} if topic == "config" else {"id": "c", "cmd": "sync-now"})
+        body = (
+            {"id": "r", "cmd": "trust-reset"}
+            if track == "trust"
+            else {"version": 1}
+            if topic == "config"
+            else {"id": "c", "cmd": "sync-now"}
+        )
         payload = kit.central.sign(UNIT, topic, body, ctr=ctr, exp=NOW + ttl)
         with contextlib.suppress(DownlinkRefused, AlreadyApplied):
-            counters = verify(kit.trust, counters, unit=UNIT, topic=topic, payload=payload,
-                              now=NOW)[1]
+            counters = verify(
+                kit.trust, counters, unit=UNIT, topic=topic, payload=payload, now=NOW
+            )[1]
     assert all(v <= NOW_US + MAX_COUNTER_AHEAD_US for v in counters.last.values())
     later = NOW + MAX_COUNTER_AHEAD_US / 1e6 + 1
     for topic, body in (("cmd", {"id": "n", "cmd": "sync-now"}), ("config", {"version": 9})):
-        verify(kit.trust, counters, unit=UNIT, topic=topic, now=later, payload=kit.central.sign(
-            UNIT, topic, body, ctr=int(later * 1e6), exp=later + 3600))
+        verify(
+            kit.trust,
+            counters,
+            unit=UNIT,
+            topic=topic,
+            now=later,
+            payload=kit.central.sign(UNIT, topic, body, ctr=int(later * 1e6), exp=later + 3600),
+        )
 
 
 KIT = Kit()
 
 
 def reset(kit: Kit, ctr: int, signer: Signer | None = None, **body: Any) -> bytes:
-    return (signer or kit.central).sign(UNIT, "cmd", {"id": "r1", "cmd": "trust-reset",
-                                                      **body}, ctr=ctr, exp=NOW + 600)
+    return (signer or kit.central).sign(
+        UNIT, "cmd", {"id": "r1", "cmd": "trust-reset", **body}, ctr=ctr, exp=NOW + 600
+    )
 
 
 def test_a_signed_trust_reset_unlocks_a_stuck_unit_and_cannot_be_replayed() -> None:
@@ -329,8 +386,13 @@ def test_a_signed_trust_reset_unlocks_a_stuck_unit_and_cannot_be_replayed() -> N
 def test_a_signed_rotate_key_replaces_the_keys_until_a_reset_to_config() -> None:
     kit = Kit()
     new = Signer(Ed25519PrivateKey.generate())
-    rotate = kit.central.sign(UNIT, "cmd", {"id": "k", "cmd": "rotate-key", "keys": [
-        public_key_text(new.private.public_key())]}, ctr=NOW_US, exp=NOW + 600)
+    rotate = kit.central.sign(
+        UNIT,
+        "cmd",
+        {"id": "k", "cmd": "rotate-key", "keys": [public_key_text(new.private.public_key())]},
+        ctr=NOW_US,
+        exp=NOW + 600,
+    )
     _, after = accept(kit, Counters({}), rotate)
     assert Counters.from_json(json.loads(json.dumps(after.to_json()))) == after
     configured = [public_key_text(s.private.public_key()) for s in (kit.central, kit.rotated)]
@@ -340,13 +402,19 @@ def test_a_signed_rotate_key_replaces_the_keys_until_a_reset_to_config() -> None
     with pytest.raises(DownlinkRefused, match="unknown key"):  # the old key no longer counts
         verify(trust, after, unit=UNIT, topic="cmd", payload=cmd, now=NOW)
     verify(trust, after, unit=UNIT, topic="cmd", payload=kit.cmd(new, NOW_US + 1), now=NOW)
-    _, back = verify(trust, after, unit=UNIT, topic="cmd", now=NOW,
-                     payload=reset(kit, NOW_US + 2, new, keys="config"))
-    assert set(Trust.in_effect(configured, True, back).keys) == {kit.central.kid,
-                                                                kit.rotated.kid}
+    _, back = verify(
+        trust,
+        after,
+        unit=UNIT,
+        topic="cmd",
+        now=NOW,
+        payload=reset(kit, NOW_US + 2, new, keys="config"),
+    )
+    assert set(Trust.in_effect(configured, True, back).keys) == {kit.central.kid, kit.rotated.kid}
     for keys, why in (([], "non-empty"), (["ed25519:AAAA"], "32 bytes"), ("x", "non-empty")):
-        bad = kit.central.sign(UNIT, "cmd", {"id": "k", "cmd": "rotate-key", "keys": keys},
-                               ctr=NOW_US, exp=NOW + 600)
+        bad = kit.central.sign(
+            UNIT, "cmd", {"id": "k", "cmd": "rotate-key", "keys": keys}, ctr=NOW_US, exp=NOW + 600
+        )
         assert why in refused(kit, Counters({}), bad)
 
 
@@ -359,9 +427,7 @@ async def test_through_the_broker_a_signed_counter_jump_cannot_lock_the_commands
     also after a restart)."""
     kit = Kit()
     cfg = signed_settings(tmp_path, mosquitto.port, kit)
-    async with watching(mosquitto.port, topics.EVENTS.of(UNIT), name="central") as (
-        central, queue
-    ):
+    async with watching(mosquitto.port, topics.EVENTS.of(UNIT), name="central") as (central, queue):
         stop = asyncio.Event()
         with Store(cfg.store.path, UNIT) as store:
             daemon = SyncDaemon(store, cfg)
@@ -370,16 +436,24 @@ async def test_through_the_broker_a_signed_counter_jump_cannot_lock_the_commands
                 async with asyncio.timeout(10):
                     while not daemon.connected:
                         await asyncio.sleep(0.02)
-                jump = kit.central.sign(UNIT, "cmd", {"id": "jump", "cmd": "diagnostics"},
-                                        ctr=2**62)
-                forever = kit.central.sign(UNIT, "cmd", {"id": "far", "cmd": "diagnostics"},
-                                           exp=time.time() + 10 * 365 * 86400)
+                jump = kit.central.sign(
+                    UNIT, "cmd", {"id": "jump", "cmd": "diagnostics"}, ctr=2**62
+                )
+                forever = kit.central.sign(
+                    UNIT,
+                    "cmd",
+                    {"id": "far", "cmd": "diagnostics"},
+                    exp=time.time() + 10 * 365 * 86400,
+                )
                 after = kit.central.sign(UNIT, "cmd", {"id": "after", "cmd": "diagnostics"})
                 for payload in (jump, forever, after):
                     central.publish(topics.CMD.of(UNIT), payload)
                 got = await events(queue, 3)
-                assert [e["type"] for e in got] == ["downlink-refused", "downlink-refused",
-                                                    "cmd-done"], got
+                assert [e["type"] for e in got] == [
+                    "downlink-refused",
+                    "downlink-refused",
+                    "cmd-done",
+                ], got
                 assert "ahead of this unit's clock" in got[0]["reason"]
                 assert got[2]["id"] == "after"
             finally:

@@ -43,13 +43,16 @@ async def test_birth_and_device_changes(tmp_path: Path, mosquitto: MosquittoBrok
             daemon = SyncDaemon(store, cfg)
             sink.on_devices = daemon.devices_changed  # as the supervisor wires them
             task = asyncio.create_task(daemon.run(stop))
-            birth = await status_where(queue, lambda b: b["state"] == "online"
-                                       and b.get("devices"))
+            birth = await status_where(queue, lambda b: b["state"] == "online" and b.get("devices"))
             assert birth["devices"]["oximeter-1"]["state"] == "connected"
             assert birth["backlog"] == 3 and birth["version"]
             sink.device_status("oximeter-1", "disconnected", "cable pulled")
-            changed = await status_where(queue, lambda b: (b.get("devices") or {}).get(
-                "oximeter-1", {}).get("state") == "disconnected")
+            changed = await status_where(
+                queue,
+                lambda b: (
+                    (b.get("devices") or {}).get("oximeter-1", {}).get("state") == "disconnected"
+                ),
+            )
             assert changed["state"] == "online"
             stop.set()
             await task
@@ -65,21 +68,25 @@ async def test_a_status_under_a_spent_uplink_cap_does_not_stall_the_loop(
     at once. (It slept inside the turn before: nothing was served until the status had gone,
     hours later here.)"""
     cfg = settings(tmp_path, mosquitto.port)
-    cfg = cfg.model_copy(update={"sync": cfg.sync.model_copy(
-        update={"uplink_bps": 8000, "status_interval_s": 1.0})})
+    cfg = cfg.model_copy(
+        update={"sync": cfg.sync.model_copy(update={"uplink_bps": 8000, "status_interval_s": 1.0})}
+    )
     stop = asyncio.Event()
     async with watching(mosquitto.port, topics.STATUS.of(UNIT)) as (_, queue):
         with Store(cfg.store.path, UNIT) as store:
             daemon = SyncDaemon(store, cfg)
-            receiver = Receiver("127.0.0.1", mosquitto.port, tmp_path / "central.db",
-                                client_id="rx-status")
-            tasks = [asyncio.create_task(receiver.run(stop)),
-                     asyncio.create_task(daemon.run(stop))]
+            receiver = Receiver(
+                "127.0.0.1", mosquitto.port, tmp_path / "central.db", client_id="rx-status"
+            )
+            tasks = [asyncio.create_task(receiver.run(stop)), asyncio.create_task(daemon.run(stop))]
             try:
                 await status_where(queue, lambda b: b["state"] == "online")
                 await wait_until(lambda: receiver.connected.is_set(), 10, "central up")
-                await wait_until(lambda: daemon._status.due(time.monotonic()) is None, 10,
-                                 "the status interval passed")
+                await wait_until(
+                    lambda: daemon._status.due(time.monotonic()) is None,
+                    10,
+                    "the status interval passed",
+                )
                 # The modem's share is spent for hours (a large upload went before): the
                 # bucket is drained directly, as nothing on a loopback broker would.
                 daemon.pacer.delay(10**7, time.monotonic())
@@ -87,10 +94,14 @@ async def test_a_status_under_a_spent_uplink_cap_does_not_stall_the_loop(
                 daemon.devices_changed({"oximeter-1": {"state": "disconnected"}})
                 await wait_until(lambda: daemon.wakeups > turns, 10, "the change noticed")
                 store.append("oximeter-1", [measurement("spo2", 84.0)]).result()  # an alert
-                await wait_until(lambda: store.stats()["readings_pending_sync"] == 0, 30,
-                                 "the alert acknowledged under the spent cap")
-                changed = await status_where(queue, lambda b: b["devices"] == {
-                    "oximeter-1": {"state": "disconnected"}})
+                await wait_until(
+                    lambda: store.stats()["readings_pending_sync"] == 0,
+                    30,
+                    "the alert acknowledged under the spent cap",
+                )
+                changed = await status_where(
+                    queue, lambda b: b["devices"] == {"oximeter-1": {"state": "disconnected"}}
+                )
                 assert changed["state"] == "online"  # the status went, hours before its share
             finally:
                 stop.set()

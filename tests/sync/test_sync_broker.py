@@ -68,8 +68,10 @@ async def batches_seen(events: asyncio.Queue[LinkEvent], count: int) -> list[Lin
 
 def sent_after_stored(unit_db: Path, central_db: Path) -> bool:
     """Every reading's sent_at (unit) is no earlier than its stored_at (central)."""
-    with contextlib.closing(sqlite3.connect(unit_db)) as u, \
-         contextlib.closing(sqlite3.connect(central_db)) as c:
+    with (
+        contextlib.closing(sqlite3.connect(unit_db)) as u,
+        contextlib.closing(sqlite3.connect(central_db)) as c,
+    ):
         sent = dict(u.execute("SELECT id, sent_at FROM readings"))
         stored = dict(c.execute("SELECT id, stored_at FROM observations"))
     return all(sent[i] is not None and sent[i] >= stored[i] for i in sent)
@@ -93,12 +95,18 @@ async def test_nothing_is_marked_sent_until_central_stores_it(
             assert len(set(ids)) < len(ids), "an unacknowledged batch is sent again"
             first = codec.decode_batch(seen[0].payload)
             props = dict(seen[0].user_properties)
-            assert (props["schema"], props["batch_id"], int(props["seq_from"]),
-                    int(props["seq_to"])) == (codec.SCHEMA, first.batch_id, first.seq_from,
-                                              first.seq_to)
+            assert (
+                props["schema"],
+                props["batch_id"],
+                int(props["seq_from"]),
+                int(props["seq_to"]),
+            ) == (codec.SCHEMA, first.batch_id, first.seq_from, first.seq_to)
             # What the payload is, for a platform that is not ours (docs/wire-format.md).
             assert (props["encoding"], props["inner-content-type"], props["zlib-dictionary"]) == (
-                "zlib+dict3", "application/fhir+json; fhirVersion=4.0", "mmu-zdict-3")
+                "zlib+dict3",
+                "application/fhir+json; fhirVersion=4.0",
+                "mmu-zdict-3",
+            )
             assert int.from_bytes(seen[0].payload[2:6], "big") == zlib.adler32(codec.ZDICT_V3)
         assert store.stats()["readings_sent"] == 0
         assert daemon.status()["connected"] is True and daemon.status()["in_flight"] == 3
@@ -126,8 +134,7 @@ async def test_in_flight_batches_are_resent_under_their_ids_after_a_restart(
         stop = asyncio.Event()
         async with spy(mosquitto.port, topics.READINGS.of(UNIT)) as uplink:
             task = asyncio.create_task(SyncDaemon(store, cfg).run(stop))
-            first_run = {dict(e.user_properties)["batch_id"]
-                         for e in await batches_seen(uplink, 3)}
+            first_run = {dict(e.user_properties)["batch_id"] for e in await batches_seen(uplink, 3)}
             stop.set()
             await task  # returns promptly: stop is honoured between events
         assert store.stats()["readings_sent"] == 0
@@ -154,15 +161,23 @@ async def test_a_bad_downlink_is_refused_and_sync_goes_on(
     cfg = config(tmp_path, mosquitto.port)
     central = tmp_path / "central.db"
     stop = asyncio.Event()
-    bad = [b"", b"\xff\xfe", b"[" * 100_000, b'{"batch_id": 3}', b"{}" + b" " * 10_000,
-           json.dumps({"batch_id": "x", "last_contiguous_seq": "7"}).encode()]
+    bad = [
+        b"",
+        b"\xff\xfe",
+        b"[" * 100_000,
+        b'{"batch_id": 3}',
+        b"{}" + b" " * 10_000,
+        json.dumps({"batch_id": "x", "last_contiguous_seq": "7"}).encode(),
+    ]
     with Store(cfg.store.path, UNIT, group_wait=0.002) as store:
         daemon = SyncDaemon(store, cfg)
         receiver = Receiver("127.0.0.1", mosquitto.port, central)
-        tasks = [asyncio.create_task(daemon.run(stop)),
-                 asyncio.create_task(receiver.run(stop))]
-        await wait_until(lambda: daemon.connected and receiver.connected.is_set(), 10,
-                         "daemon and receiver connected")
+        tasks = [asyncio.create_task(daemon.run(stop)), asyncio.create_task(receiver.run(stop))]
+        await wait_until(
+            lambda: daemon.connected and receiver.connected.is_set(),
+            10,
+            "daemon and receiver connected",
+        )
         forger = MqttLink(LinkOptions("forger", "127.0.0.1", mosquitto.port, clean_start=True))
         events = forger.start()
         async with asyncio.timeout(10):
@@ -171,8 +186,11 @@ async def test_a_bad_downlink_is_refused_and_sync_goes_on(
         for payload in bad:
             forger.publish(topics.ACK.of(UNIT), payload)
         forger.publish(topics.READINGS.of(UNIT), b"not a batch")  # the receiver refuses it
-        await wait_until(lambda: daemon.refused_downlinks == len(bad)
-                         and receiver.counts.dead_letters == 1, 10, "refusals")
+        await wait_until(
+            lambda: daemon.refused_downlinks == len(bad) and receiver.counts.dead_letters == 1,
+            10,
+            "refusals",
+        )
         forger.stop()
         fill(store, 60)
         await wait_until(lambda: store.stats()["readings_pending_sync"] == 0, 30, "drain")
@@ -189,14 +207,27 @@ def test_the_receiver_stores_odd_but_valid_observations_without_crashing(tmp_pat
     from sync.central.store import SqliteCentral
 
     seq = {"system": "urn:mmu:seq:u", "value": "1"}
-    odd: list[dict[str, Any]] = [{"resourceType": "Observation", "id": "r1", "identifier": [seq],
-            "code": "not a concept", "valueQuantity": [1], "effectiveDateTime": 5},
-           {"resourceType": "Observation", "id": "r2",
-            "identifier": [{**seq, "value": "2"}], "code": {"coding": ["x", {"code": 1}]},
-            "valueQuantity": {"value": 10**30, "code": None}}]
+    odd: list[dict[str, Any]] = [
+        {
+            "resourceType": "Observation",
+            "id": "r1",
+            "identifier": [seq],
+            "code": "not a concept",
+            "valueQuantity": [1],
+            "effectiveDateTime": 5,
+        },
+        {
+            "resourceType": "Observation",
+            "id": "r2",
+            "identifier": [{**seq, "value": "2"}],
+            "code": {"coding": ["x", {"code": 1}]},
+            "valueQuantity": {"value": 10**30, "code": None},
+        },
+    ]
     central = SqliteCentral(tmp_path / "central.db")
-    batch = codec.Batch("u", "e1", "b", 1, 2, "",
-                        [codec.Carried(str(o["id"]), i + 1, o) for i, o in enumerate(odd)])
+    batch = codec.Batch(
+        "u", "e1", "b", 1, 2, "", [codec.Carried(str(o["id"]), i + 1, o) for i, o in enumerate(odd)]
+    )
     stored = [(o.new, o.held, o.last_contiguous_seq) for o in central.store_batches([batch], "t")]
     assert stored == [(2, 2, 2)]
     again = central.store_batches([batch], "t")[0]
@@ -214,8 +245,17 @@ async def test_every_message_says_its_content_type(
     cfg = config(tmp_path, mosquitto.port)
     central = tmp_path / "central.db"
     stop, rx_stop = asyncio.Event(), asyncio.Event()
-    registry = {t.suffix: t.content_type for t in (
-        topics.READINGS, topics.EVENTS, topics.STATUS, topics.ACK, topics.CONFIG, topics.CMD)}
+    registry = {
+        t.suffix: t.content_type
+        for t in (
+            topics.READINGS,
+            topics.EVENTS,
+            topics.STATUS,
+            topics.ACK,
+            topics.CONFIG,
+            topics.CMD,
+        )
+    }
     with Store(cfg.store.path, UNIT, group_wait=0.002) as store:
         store.call(lambda db: device_facts.save(db, "ox", {"serial": "OX-1", "mdc_type": 528388}))
         fill(store, 30)
@@ -226,9 +266,18 @@ async def test_every_message_says_its_content_type(
             await wait_until(lambda: store.stats()["readings_pending_sync"] == 0, 30, "drain")
             # The daemon recorded the facts its first batch carried; the ack says central
             # holds them (later batches carry the bare Device).
-            await wait_until(lambda: store.read(lambda db: db.execute(
-                "SELECT acked_version = updated_at FROM device_facts").fetchone()[0]) == 1, 10,
-                "the device facts acknowledged")
+            await wait_until(
+                lambda: (
+                    store.read(
+                        lambda db: db.execute(
+                            "SELECT acked_version = updated_at FROM device_facts"
+                        ).fetchone()[0]
+                    )
+                    == 1
+                ),
+                10,
+                "the device facts acknowledged",
+            )
             stop.set()
             rx_stop.set()
             await asyncio.gather(task, rx)

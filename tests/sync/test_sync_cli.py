@@ -27,8 +27,9 @@ def status_json(db: Path) -> dict[str, object]:
     return data
 
 
-async def test_status_and_now_with_a_running_daemon(tmp_path: Path,
-                                                     mosquitto: MosquittoBroker) -> None:
+async def test_status_and_now_with_a_running_daemon(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
     cfg = settings(tmp_path, mosquitto.port)
     db = cfg.store.path
     with Store(db, "mmu-t") as store:
@@ -53,9 +54,18 @@ async def test_status_and_now_with_a_running_daemon(tmp_path: Path,
         assert isinstance(after["loop"], dict) and after["loop"]["stalls"] >= 0
         result = runner.invoke(app, ["sync", "now", "--db", str(db)])
         assert result.exit_code == 0, result.output
-        await wait_until(lambda: store.call(lambda d: d.execute(
-            "SELECT count(*) FROM agent_state WHERE key = 'sync-now'").fetchone()[0]) == 0,
-            10, "the daemon took the request")
+        await wait_until(
+            lambda: (
+                store.call(
+                    lambda d: d.execute(
+                        "SELECT count(*) FROM agent_state WHERE key = 'sync-now'"
+                    ).fetchone()[0]
+                )
+                == 0
+            ),
+            10,
+            "the daemon took the request",
+        )
         stop.set()
         await task
 
@@ -71,8 +81,12 @@ def test_link_test_round_trip_and_failure(tmp_path: Path, mosquitto: MosquittoBr
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "edge_agent", "sync", "test", "--config",
-                           str(config)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "sync", "test", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 5 and "connection refused" in proc.stderr
     assert "nothing listens on port" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -40,9 +40,11 @@ def pki(tmp_path: Path) -> Path:
 def tls_broker(tmp_path: Path, pki: Path) -> Iterator[MosquittoBroker]:
     acl = tmp_path / "edge-agent.acl"
     shutil.copy(ROOT / "config" / "mosquitto" / "edge-agent.acl", acl)
-    extra = (f"cafile {pki / 'ca.pem'}\ncertfile {pki / 'broker.pem'}\n"
-             f"keyfile {pki / 'broker.key'}\nrequire_certificate true\n"
-             f"use_identity_as_username true\ntls_version tlsv1.2\nacl_file {acl}\n")
+    extra = (
+        f"cafile {pki / 'ca.pem'}\ncertfile {pki / 'broker.pem'}\n"
+        f"keyfile {pki / 'broker.key'}\nrequire_certificate true\n"
+        f"use_identity_as_username true\ntls_version tlsv1.2\nacl_file {acl}\n"
+    )
     broker = MosquittoBroker(tmp_path / "broker", extra_config=extra, anonymous=False)
     broker.workdir.mkdir()
     broker.start()
@@ -62,15 +64,21 @@ async def next_of(queue: asyncio.Queue[LinkEvent], kind: str) -> LinkEvent:
                 return event
 
 
-async def test_unit_syncs_over_mutual_tls(tmp_path: Path, pki: Path,
-                                          tls_broker: MosquittoBroker) -> None:
+async def test_unit_syncs_over_mutual_tls(
+    tmp_path: Path, pki: Path, tls_broker: MosquittoBroker
+) -> None:
     unit_files = files(pki, "mmu-a")
     cfg = Settings(
         unit=UnitSettings(id="mmu-a"),
         store=StoreSettings(path=tmp_path / "unit.db"),
-        broker=BrokerSettings(host="127.0.0.1", port=tls_broker.port, tls=True,
-                              ca_file=unit_files.ca_file, cert_file=unit_files.cert_file,
-                              key_file=unit_files.key_file),
+        broker=BrokerSettings(
+            host="127.0.0.1",
+            port=tls_broker.port,
+            tls=True,
+            ca_file=unit_files.ca_file,
+            cert_file=unit_files.cert_file,
+            key_file=unit_files.key_file,
+        ),
         sync=SyncSettings(batch_size=20, ack_timeout_s=2.0),
     )
     stop = asyncio.Event()
@@ -79,10 +87,13 @@ async def test_unit_syncs_over_mutual_tls(tmp_path: Path, pki: Path,
         appended = [store.append("ox", [measurement("spo2", 96.0)]) for _ in range(100)]
         for future in appended:  # all committed before "nothing pending" can mean done
             future.result(30)
-        receiver = Receiver("127.0.0.1", tls_broker.port, central, tls=files(pki, "receiver"),
-                            client_id="receiver")
-        tasks = [asyncio.create_task(receiver.run(stop)),
-                 asyncio.create_task(SyncDaemon(store, cfg).run(stop))]
+        receiver = Receiver(
+            "127.0.0.1", tls_broker.port, central, tls=files(pki, "receiver"), client_id="receiver"
+        )
+        tasks = [
+            asyncio.create_task(receiver.run(stop)),
+            asyncio.create_task(SyncDaemon(store, cfg).run(stop)),
+        ]
         await wait_until(lambda: store.stats()["readings_pending_sync"] == 0, 60, "drain")
         stop.set()
         await asyncio.gather(*tasks)
@@ -90,8 +101,11 @@ async def test_unit_syncs_over_mutual_tls(tmp_path: Path, pki: Path,
 
 
 async def test_a_unit_cannot_publish_as_another(pki: Path, tls_broker: MosquittoBroker) -> None:
-    link = MqttLink(LinkOptions("mmu-a", "127.0.0.1", tls_broker.port, tls=files(pki, "mmu-a"),
-                                clean_start=True))
+    link = MqttLink(
+        LinkOptions(
+            "mmu-a", "127.0.0.1", tls_broker.port, tls=files(pki, "mmu-a"), clean_start=True
+        )
+    )
     events = link.start()
     try:
         await next_of(events, "connected")
@@ -107,10 +121,8 @@ async def test_a_unit_cannot_publish_as_another(pki: Path, tls_broker: Mosquitto
     assert results[own] in ("Success", "No matching subscribers")
 
 
-async def test_no_client_certificate_no_connection(pki: Path, tls_broker: MosquittoBroker
-                                                   ) -> None:
-    link = MqttLink(LinkOptions("anon", "127.0.0.1", tls_broker.port,
-                                tls=TlsFiles(pki / "ca.pem")))
+async def test_no_client_certificate_no_connection(pki: Path, tls_broker: MosquittoBroker) -> None:
+    link = MqttLink(LinkOptions("anon", "127.0.0.1", tls_broker.port, tls=TlsFiles(pki / "ca.pem")))
     events = link.start()
     try:
         async with asyncio.timeout(15):
@@ -134,8 +146,9 @@ async def first_refusal(options: LinkOptions) -> str:
 # paho leaves the socket of a failed TLS handshake to the garbage collector (it closes the fd,
 # with a ResourceWarning): collected within this test, so the warning is not another test's.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-async def test_tls_errors_say_which_side_refused_what(tmp_path: Path, pki: Path,
-                                                      tls_broker: MosquittoBroker) -> None:
+async def test_tls_errors_say_which_side_refused_what(
+    tmp_path: Path, pki: Path, tls_broker: MosquittoBroker
+) -> None:
     other = tmp_path / "other-ca"
     other.mkdir()
     make_ca(other)
@@ -149,7 +162,9 @@ async def test_tls_errors_say_which_side_refused_what(tmp_path: Path, pki: Path,
     foreign = TlsFiles(pki / "ca.pem", other / "mmu-a.pem", other / "mmu-a.key")
     reason = await first_refusal(LinkOptions("mmu-a", "127.0.0.1", port, tls=foreign))
     assert "the broker refused this unit's certificate" in reason, reason
-    for text in (reason, await first_refusal(LinkOptions("anon", "127.0.0.1", port,
-                                                         tls=TlsFiles(pki / "ca.pem")))):
+    for text in (
+        reason,
+        await first_refusal(LinkOptions("anon", "127.0.0.1", port, tls=TlsFiles(pki / "ca.pem"))),
+    ):
         assert "Unspecified error" not in text and "refused the session" not in text, text
     gc.collect()
