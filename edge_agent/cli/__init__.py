@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 # Plain help: typer's rich rendering costs ~0.3 s per `--help` on the unit's computer (the
@@ -90,80 +91,71 @@ def root(
 
 
 def _register() -> None:
-    from edge_agent.cli import db, service
-
-    app.add_typer(
-        db.app,
-        name="db",
-        help="Store: statistics, check, export, encryption.",
-        rich_help_panel="Technician",
+    """Every sub-app and command of ``edge-agent``, in the order ``--help`` lists them: one
+    table of groups and one of commands, with the help panel each belongs to."""
+    from edge_agent.cli import (
+        ble,
+        central,
+        db,
+        demo,
+        devices,
+        files,
+        nurse,
+        patient,
+        service,
+        sync,
+        technician,
     )
-    from edge_agent.cli import ble, sync
 
-    app.add_typer(
-        ble.app,
-        name="ble",
-        help="Bluetooth LE: scan for health devices.",
-        rich_help_panel="Technician",
+    groups: tuple[tuple[typer.Typer, str, str | None, str], ...] = (
+        (db.app, "db", "Store: statistics, check, export, encryption.", "Technician"),
+        (ble.app, "ble", "Bluetooth LE: scan for health devices.", "Technician"),
+        (sync.app, "sync", "The link to central: status, now, test.", "Technician"),
+        (
+            central.app,
+            "central",
+            "Central's side: the receiver, signing keys, signed commands for the units, export.",
+            "Services",
+        ),
+        (nurse.console_app, "console", None, "Nurse"),
+        (
+            patient.app,
+            "patient",
+            "The patient in front of you: open, close, current, assign.",
+            "Nurse",
+        ),
+        (
+            technician.config_app,
+            "config",
+            "The unit's config: show (secrets masked), validate.",
+            "Technician",
+        ),
+        (technician.devices_app, "devices", "Configured devices: list, add, remove.", "Technician"),
     )
-
-    app.add_typer(
-        sync.app,
-        name="sync",
-        help="The link to central: status, now, test.",
-        rich_help_panel="Technician",
+    commands: tuple[tuple[Callable[..., Any], str], ...] = (
+        (service.run, "Services"),
+        # `edge-agent receive` stays the short name of `edge-agent central receive`.
+        (central.receive, "Services"),
+        (devices.decode, "Technician"),
+        (devices.simulate, "Technician"),
+        (nurse.start, "Nurse"),
+        (nurse.status, "Nurse"),
+        (nurse.watch, "Nurse"),
+        (demo.demo, "Nurse"),
+        (files.attach, "Nurse"),
+        (files.files, "Nurse"),
+        (technician.doctor, "Technician"),
+        (technician.ports, "Technician"),
+        (technician.probe, "Technician"),
+        (technician.bundle, "Technician"),
     )
-    from edge_agent.cli import central
-
-    app.add_typer(
-        central.app,
-        name="central",
-        help="Central's side: the receiver, signing keys, signed commands for the units, export.",
-        rich_help_panel="Services",
-    )
-    app.command(rich_help_panel="Services")(service.run)
-    # `edge-agent receive` stays the short name of `edge-agent central receive`.
-    app.command(rich_help_panel="Services")(central.receive)
-    from edge_agent.cli import demo, devices
-
-    app.command(rich_help_panel="Technician")(devices.decode)
-    app.command(rich_help_panel="Technician")(devices.simulate)
-
-    from edge_agent.cli import nurse
-
-    for nurse_command in (nurse.start, nurse.status, nurse.watch):
-        app.command(rich_help_panel="Nurse")(nurse_command)
-    app.add_typer(nurse.console_app, name="console", rich_help_panel="Nurse")
-    app.command(rich_help_panel="Nurse")(demo.demo)
-    from edge_agent.cli import patient
-
-    app.add_typer(
-        patient.app,
-        name="patient",
-        rich_help_panel="Nurse",
-        help="The patient in front of you: open, close, current, assign.",
-    )
-    from edge_agent.cli import files
-
-    app.command(rich_help_panel="Nurse")(files.attach)
-    app.command(rich_help_panel="Nurse")(files.files)
-
-    from edge_agent.cli import technician
-
-    for command in (technician.doctor, technician.ports, technician.probe, technician.bundle):
-        app.command(rich_help_panel="Technician")(command)
-    app.add_typer(
-        technician.config_app,
-        name="config",
-        help="The unit's config: show (secrets masked), validate.",
-        rich_help_panel="Technician",
-    )
-    app.add_typer(
-        technician.devices_app,
-        name="devices",
-        help="Configured devices: list, add, remove.",
-        rich_help_panel="Technician",
-    )
+    for sub, name, help_text, panel in groups:
+        if help_text is None:  # the sub-app's own help
+            app.add_typer(sub, name=name, rich_help_panel=panel)
+        else:
+            app.add_typer(sub, name=name, help=help_text, rich_help_panel=panel)
+    for command, panel in commands:
+        app.command(rich_help_panel=panel)(command)
 
 
 _register()
