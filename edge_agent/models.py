@@ -2,14 +2,14 @@
 
 A :class:`Measurement` is what a decoder got from a device: a quantity from the catalogue,
 its value in a UCUM unit, the device's own time stamp (as the device gave it) and the raw
-bytes it came from. A :class:`Reading` is a measurement the store has accepted: it has a
-stable id, the unit's sequence number and the agent's reception time.
+bytes it came from. The store gives an accepted one a stable id (:func:`new_reading_id`), the
+unit's sequence number and the agent's reception time (a row of its ``readings`` table).
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from edge_agent.catalogue import quantity as _quantity
@@ -78,22 +78,6 @@ def measurement(
         source_key=source_key,
         status=status,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """A measurement accepted by the store. ``seq`` is set by the store at commit."""
-
-    id: str
-    unit_id: str
-    device_id: str
-    measurement: Measurement
-    received_at: str  # agent clock, UTC, ISO 8601
-    clock_source: ClockSource = ClockSource.SYSTEM
-    flags: tuple[str, ...] = ()  # measurement flags + range flags from the catalogue
-    seq: int | None = None
-    encounter_id: str | None = None
-    context: tuple[tuple[str, str], ...] = field(default=())
 
 
 def new_reading_id() -> str:

@@ -1,6 +1,6 @@
 """Print a new zlib preset dictionary for the codec, from sync/fhir.py's current output.
 
-    python -m scripts.zdict > /tmp/zdict.txt   # then paste it as ZDICT_V<n+1> in sync/codec.py
+    python -m scripts.zdict > sync/dictionaries/mmu-zdict-<n+1>.zdict  # named in sync/codec.py
 
 The dictionary is a Bundle of the shapes a unit sends, values emptied (ids, times, numbers),
 in the order of how often they occur (zlib finds the end of the window at the shortest
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Any
 
 from edge_agent.catalogue import catalogue
@@ -113,10 +114,5 @@ def dictionary() -> bytes:
     return text.encode()
 
 
-def literal(data: bytes, width: int = 90) -> str:
-    lines = [data[i : i + width] for i in range(0, len(data), width)]
-    return "\n".join(f"    {line!r}" for line in lines)
-
-
 if __name__ == "__main__":
-    print(literal(dictionary()))
+    sys.stdout.buffer.write(dictionary())  # the exact bytes: no final newline

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import hashlib
 import json
+import tomllib
 import uuid
 import zlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +18,7 @@ from hypothesis import strategies as st
 
 from sync import codec
 
+ROOT = Path(__file__).resolve().parents[2]
 EPOCH = "5f0c2b1e-8d3a-4c1b-9f2e-0a1b2c3d4e5f"
 QUANTITIES = [
     ("spo2", "%", "59408-5", 150456),
@@ -300,3 +305,53 @@ def test_a_unit_not_yet_updated_still_syncs_with_mmu_readings_2() -> None:
     batch = codec.decode_batch(pack(old))
     assert [(r.id, r.seq) for r in batch.readings] == [("r1", 1), ("r2", 2)]
     assert codec.dictionary_of(pack(old)) == codec.ZDICT_V1
+
+
+# Every preset dictionary a unit ever sent with, as shipped (sync/dictionaries/*.zdict): a
+# payload's zlib header names its dictionary by Adler-32, so one byte changed in a file (an
+# editor's final newline) and every batch compressed with that version no longer decodes.
+SHIPPED_DICTIONARIES = {
+    "mmu-zdict-1": (
+        1298,
+        0x1AB4A486,
+        "211c30c65ecc2e412eea089b6c75a74ba2a82a4925fff7f6d705b532e39654be",
+    ),
+    "mmu-zdict-2": (
+        9293,
+        0x0EE90791,
+        "cecceaec90edf4ebe2dfce9cd3518d19f25cf70a57fceae17bda090b42b217ee",
+    ),
+    "mmu-zdict-3": (
+        9972,
+        0x87AE3B6A,
+        "c66cc80f896742c044f15f5a6afacf8eb4644352326cf2a7328a27fbe132da70",
+    ),
+}
+
+
+def test_the_shipped_dictionaries_are_the_bytes_units_compressed_with() -> None:
+    by_name = {
+        "mmu-zdict-1": codec.ZDICT_V1,
+        "mmu-zdict-2": codec.ZDICT_V2,
+        "mmu-zdict-3": codec.ZDICT_V3,
+    }
+    for name, (size, adler, sha256) in SHIPPED_DICTIONARIES.items():
+        data = by_name[name]
+        assert (len(data), zlib.adler32(data), hashlib.sha256(data).hexdigest()) == (
+            size,
+            adler,
+            sha256,
+        ), name
+        assert codec.DICTIONARIES[adler] == data
+    assert codec.ZDICT == codec.ZDICT_V3
+    assert len(codec.DICTIONARIES) == len(SHIPPED_DICTIONARIES)
+
+
+def test_the_dictionary_files_are_package_data() -> None:
+    """An installed unit (a wheel, not this checkout) has the files the codec reads."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = pyproject["tool"]["setuptools"]["package-data"]["sync"]
+    files = sorted((ROOT / "sync" / "dictionaries").glob("*.zdict"))
+    assert [f.stem for f in files] == sorted(SHIPPED_DICTIONARIES)
+    for f in files:
+        assert any(fnmatch.fnmatch(f"dictionaries/{f.name}", g) for g in globs), f.name

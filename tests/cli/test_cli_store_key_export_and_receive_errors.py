@@ -1,6 +1,7 @@
-"""The newest commands and settings with bad inputs, as real processes: one line naming the
-fix, the documented exit code (2 usage, 3 config, 4 store), never a traceback; and what the
-nurse reads of a store its key does not open, in French, Arabic and English."""
+"""Store keys, `db keygen`/`db encrypt`, `receive` and `central export` with bad inputs, as real
+processes: one line naming the fix, the documented exit code (2 usage, 3 config, 4 store),
+never a traceback; and what the nurse reads of a store its key does not open, in French, Arabic
+and English."""
 
 from __future__ import annotations
 
@@ -143,7 +144,7 @@ def test_keygen_refuses_a_bad_out_as_a_usage_error(tmp_path: Path) -> None:
     assert "writable folder" in line
 
 
-def test_the_other_new_inputs_already_give_one_line(tmp_path: Path) -> None:
+def test_central_export_receive_and_db_encrypt_bad_inputs_give_one_line(tmp_path: Path) -> None:
     from sync.central.store import opened
 
     central = tmp_path / "central.db"
