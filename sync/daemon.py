@@ -5,6 +5,10 @@ is set. It is the I/O shell around pure parts: :class:`~sync.session.SyncSession
 re-sends, reconnects), :mod:`sync.linger` (when a batch is worth taking),
 :mod:`sync.clock_trust` (is the unit's clock right?), :mod:`sync.pacing` (uplink cap, batch
 size), :mod:`sync.status_report` (retained status, rate-limited) and :mod:`sync.downlink`.
+Whole responsibilities it calls live in modules of their own: :mod:`sync.batches` (forming,
+encoding, publishing and marking batches), :mod:`sync.downlink_apply` (applying central's
+config and commands, refused acks, dead-letter notices) and :mod:`sync.status_shell` (the
+retained status and the store snapshot).
 
 It is event-driven: it sleeps until an ack, a PUBACK, a downlink, a new commit in the store
 (a commit listener), a signal (``sync now``: SIGUSR1) or the next deadline it computed (an ack
@@ -22,18 +26,14 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import signal
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
-from edge_agent import __version__
 from edge_agent.backoff import Backoff
 from edge_agent.clock import utc_now
 from edge_agent.errors import LinkError
@@ -42,39 +42,23 @@ from edge_agent.models import ClockSource
 from edge_agent.settings import Settings
 from edge_agent.store.database import get_state, put_state
 from edge_agent.store.writer import CommitNote, Store
-from sync import codec, fhir, outbox, planner, signing, topics, trusted_downlink
-from sync.acks import Ack, DeadLetterNotice, parse_acks, parse_dead_letter
+from sync import outbox, planner, signing, topics, trusted_downlink
+from sync.acks import Ack, parse_acks, parse_dead_letter
+from sync.batches import Batches, InFlight
 from sync.clock_trust import ClockTrust, Verdict, sample
-from sync.downlink import (
-    Command,
-    apply_config,
-    parse_command,
-    restore_config,
-    saved_config,
-)
+from sync.downlink import restore_config
+from sync.downlink_apply import DownlinkApplier
 from sync.files.sender import FileSender
 from sync.link import LinkEvent, LinkOptions, MqttLink, TlsFiles
 from sync.pacing import Pacer, adapt_batch
-from sync.refusals import AlreadyApplied, DownlinkRefused
+from sync.refusals import DownlinkRefused
 from sync.session import Action, MarkAcked, Publish, Resend, SyncSession, Take
-from sync.status_report import StatusThrottle, status_payload
+from sync.status_report import StatusThrottle
+from sync.status_shell import StatusReporter
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-ACK_REFUSAL_REPORT_S = 10.0  # refused acks: one up/events report at most this often, with a count
-STATE_INTERVAL_S = 5.0  # the "sync" snapshot in the store (for `sync status`): at most this often
 EXTERNAL_POLL_S = 1.0  # --only sync: another process writes the store; look for commits
-
-
-@dataclass
-class InFlight:
-    batch_id: str
-    seq_from: int
-    seq_to: int
-    count: int
-    payload: bytes
-    attempts: int = 0
-    priority: bool = False
 
 
 class SyncDaemon:
@@ -86,52 +70,30 @@ class SyncDaemon:
         self.unit = settings.unit.id
         self.external_writer = external_writer  # readings come from another process
         self.session = SyncSession(settings.sync.max_in_flight, settings.sync.ack_timeout_s)
-        self.batches: dict[str, InFlight] = {}  # payloads of the batches in flight
         self.connected = False
         self.backlog: int | None = None  # readings central has not acknowledged
         self.devices: Any = None  # device states (the supervisor tells us)
         self.pacer = Pacer(settings.sync.uplink_bps)
-        self.batch_limit = settings.sync.batch_size  # adapted to the link (sync.pacing)
-        self.last_ack_at: str | None = None
+        # Batches: formed, encoded, published, held by the uplink cap, marked sent.
+        self.out = Batches(self, settings.sync.batch_size)
         self.last_error: str | None = None
         self.clock_offset_s: float | None = None
         self.clock_delay_s: float | None = None
         self.trust = ClockTrust()
-        self.acked_readings = 0
-        self.refused_readings = 0
-        self.refused_downlinks = 0
-        self.refused_acks = 0  # forged or unsigned acks (also counted in refused_downlinks)
-        self._acks_unreported = 0
-        self._ack_report_at = float("-inf")
         # Central's keys as acks are checked (the configured ones, or a signed rotation's).
         self.ack_trust = signing.Trust.from_texts(
             settings.trust.central_keys, settings.trust.require_signed
         )
-        self.dead_letters = 0  # messages of this unit central parked for a human
-        self.last_dead_letter: dict[str, Any] | None = None
         self.wakeups = 0  # loop turns: an idle agent has none
         self.config_version = 0
-        self.config_recognised = 0  # retained down/config seen again (after a restart)
-        self._config_sync: dict[str, Any] | None = None
-        self._mids: dict[int, str] = {}  # publish mid -> batch id, until its PUBACK
+        self.config_sync: dict[str, Any] | None = None
         self._downlinks: list[LinkEvent] = []  # down/cmd, down/config waiting to be applied
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._refusals: dict[str, dict[str, str]] = {}  # batch id -> refused reading ids
-        self._waiting = 0  # readings committed and not yet taken into a batch (estimate)
-        self._oldest_at: float | None = None  # monotonic time the oldest of them arrived
-        self._alerts = False  # alert-range readings wait for a batch
         self._deadlines: dict[str, float] = {}  # the planner's, recomputed every turn
-        # Batches held by the uplink cap: (when their reserved bandwidth comes, batch id), in
-        # order. Held, not slept on: commands, acks and alerts are served meanwhile.
-        self._held: list[tuple[float, str]] = []
         self._link: MqttLink | None = None
         self._wake_posted = False
-        self._status = StatusThrottle(settings.sync.status_interval_s)
-        self._status_hold: float | None = None  # a status publish that failed: try again then
-        self._snapshot_at: float | None = None  # a changed snapshot waits until then
+        self.report = StatusReporter(self, settings.sync.status_interval_s)
         self._polled_at = float("-inf")  # --only sync: when we last looked for commits
-        self._state_written: Any = None
-        self._state_at = 0.0
         self._writes: set[Future[Any]] = set()
         self._data_version: int | None = None
         self._look = False  # another process wrote the store (SIGUSR2): look at the outbox
@@ -145,6 +107,53 @@ class SyncDaemon:
             mode=settings.files.mode,
         )
         self._files_dirty = True
+        self.downlinks = DownlinkApplier(self)  # down/cmd, down/config, refused acks
+
+    # what the batches count, where tests and `sync status` have always read it
+    @property
+    def batches(self) -> dict[str, InFlight]:
+        return self.out.batches
+
+    @property
+    def batch_limit(self) -> int:
+        return self.out.batch_limit
+
+    @property
+    def acked_readings(self) -> int:
+        return self.out.acked_readings
+
+    @property
+    def refused_readings(self) -> int:
+        return self.out.refused_readings
+
+    @property
+    def last_ack_at(self) -> str | None:
+        return self.out.last_ack_at
+
+    @property
+    def _status(self) -> StatusThrottle:  # the retained status's throttle (tests read it)
+        return self.report.throttle
+
+    # the downlink counters, likewise
+    @property
+    def refused_downlinks(self) -> int:
+        return self.downlinks.refused_downlinks
+
+    @property
+    def refused_acks(self) -> int:
+        return self.downlinks.refused_acks
+
+    @property
+    def dead_letters(self) -> int:
+        return self.downlinks.dead_letters
+
+    @property
+    def last_dead_letter(self) -> dict[str, Any] | None:
+        return self.downlinks.last_dead_letter
+
+    @property
+    def config_recognised(self) -> int:
+        return self.downlinks.config_recognised
 
     def link_options(self) -> LinkOptions:
         return self.link_options_for(self.settings)
@@ -175,27 +184,31 @@ class SyncDaemon:
         """Device states changed (a device came or went): the retained status follows."""
         if states != self.devices:
             self.devices = states
-            self._poke()
+            self.poke()
 
     def request_sync_now(self) -> None:
         """Forget the reconnect backoff and send every batch in flight again (SIGUSR1)."""
         self._sync_now = True
-        self._poke()
+        self.poke()
 
-    def _on_commit(self, note: CommitNote) -> None:  # the store's writer thread
+    def soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the event loop (from any thread), if it still runs."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._noted, note)
+            loop.call_soon_threadsafe(fn, *args)
+
+    def _on_commit(self, note: CommitNote) -> None:  # the store's writer thread
+        self.soon(self._noted, note)
 
     def _noted(self, note: CommitNote) -> None:  # the event loop: all our state lives here
-        self._waiting += note.readings
+        self.out.waiting += note.readings
         if self.backlog is not None:
             self.backlog += note.readings
-        if self._oldest_at is None:
-            self._oldest_at = time.monotonic()
+        if self.out.oldest_at is None:
+            self.out.oldest_at = time.monotonic()
         if note.alerts:
-            self._alerts = True
-        self._poke()
+            self.out.alerts = True
+        self.poke()
 
     def _on_file(self) -> None:  # a new attachment committed (any thread)
         loop = self._loop
@@ -204,7 +217,7 @@ class SyncDaemon:
 
     def _file_noted(self) -> None:
         self._files_dirty = True
-        self._poke()
+        self.poke()
 
     def store_changed(self) -> None:
         """Another process committed to the store (SIGUSR2: a file attached, readings
@@ -213,7 +226,7 @@ class SyncDaemon:
         self._look = True
         self._file_noted()
 
-    def _poke(self) -> None:
+    def poke(self) -> None:
         link = self._link
         if link is not None and not self._wake_posted:
             self._wake_posted = True
@@ -250,7 +263,7 @@ class SyncDaemon:
                         with contextlib.suppress(LinkError):
                             link.publish(
                                 topics.STATUS.of(self.unit),
-                                self._status_body("offline"),
+                                self.report.body("offline"),
                                 retain=True,
                                 content_type=topics.STATUS.content_type,
                             )
@@ -267,7 +280,9 @@ class SyncDaemon:
             await self._settle_writes()
             with contextlib.suppress(Exception):
                 await self._write(
-                    functools.partial(put_state, key="sync", value=self._snapshot(stopped=True))
+                    functools.partial(
+                        put_state, key="sync", value=self.report.snapshot(stopped=True)
+                    )
                 )
 
     async def _restore(self) -> None:
@@ -277,9 +292,9 @@ class SyncDaemon:
         saved = await self.store.read_async(lambda db: get_state(db, "config-remote"))
         before = await self.store.read_async(lambda db: get_state(db, "sync"))
         if isinstance(before, dict):  # what central told the last run stays told
-            self.dead_letters = int(before.get("dead_letters") or 0)
-            self.last_dead_letter = before.get("last_dead_letter")
-        self.settings, self.config_version, self._config_sync = restore_config(self.settings, saved)
+            self.downlinks.dead_letters = int(before.get("dead_letters") or 0)
+            self.downlinks.last_dead_letter = before.get("last_dead_letter")
+        self.settings, self.config_version, self.config_sync = restore_config(self.settings, saved)
         self._apply_sync_settings()
         records = await self.store.read_async(outbox.in_flight)
         ordinary = [r.batch_id for r in records if not r.priority]
@@ -296,12 +311,12 @@ class SyncDaemon:
                 continue
             if record.priority:
                 self.session.restore_priority(record.batch_id)
-            self.batches[record.batch_id] = self._encode(
+            self.out.batches[record.batch_id] = self.out.encode(
                 record.batch_id, rows, record.created_at, record.attempts, bool(record.priority)
             )
         for batch_id in extra:
             await self._write(functools.partial(outbox.release, batch_id=batch_id))
-        self.backlog, self._waiting, self._alerts, devices = await self.store.read_async(
+        self.backlog, self.out.waiting, self.out.alerts, devices = await self.store.read_async(
             lambda db: (
                 outbox.backlog(db),
                 outbox.unbatched(db),
@@ -311,9 +326,9 @@ class SyncDaemon:
         )
         if self.devices is None:
             self.devices = devices  # as the last run left them, until the supervisor speaks
-        self._oldest_at = float("-inf") if self._waiting else None  # a backlog leaves at once
-        if self.batches:
-            log.info("sync: %d batches still in flight from the last run", len(self.batches))
+        self.out.oldest_at = float("-inf") if self.out.waiting else None  # a backlog leaves at once
+        if self.out.batches:
+            log.info("sync: %d batches still in flight from the last run", len(self.out.batches))
 
     def _apply_sync_settings(self) -> None:
         sync = self.settings.sync
@@ -321,8 +336,20 @@ class SyncDaemon:
         self.session.ack_timeout = sync.ack_timeout_s
         self.pacer = Pacer(sync.uplink_bps)
         self.files.set_uplink(sync.uplink_bps)
-        self.batch_limit = min(self.batch_limit, sync.batch_size) or sync.batch_size
-        self._status.interval_s = sync.status_interval_s
+        self.out.batch_limit = min(self.out.batch_limit, sync.batch_size) or sync.batch_size
+        self.report.throttle.interval_s = sync.status_interval_s
+
+    def config_applied(self, settings: Settings, version: int, sync: dict[str, Any]) -> None:
+        """Central's remote config, validated and persisted: in effect from now on."""
+        self.settings, self.config_version = settings, version
+        self.config_sync = sync
+        self.out.batch_limit = settings.sync.batch_size
+        self._apply_sync_settings()
+
+    def readings_requeued(self, count: int) -> None:
+        """``resend-from`` put readings back in the outbox: they leave at once."""
+        self.out.waiting += count
+        self.out.oldest_at = float("-inf")
 
     async def _serve(
         self, link: MqttLink, events: asyncio.Queue[LinkEvent], stop: asyncio.Event
@@ -332,7 +359,7 @@ class SyncDaemon:
         the snapshot; then the planner says when to wake next, from the state alone."""
         stopper = asyncio.ensure_future(stop.wait())
         stopper.add_done_callback(lambda _: link.wake())
-        self._deadlines = planner.deadlines(self._outlook(time.monotonic()))
+        self._deadlines = planner.deadlines(self.outlook(time.monotonic()))
         try:
             while not stop.is_set():
                 event = await self._next(events)
@@ -346,21 +373,21 @@ class SyncDaemon:
                         actions += self._on_event(link, event)
                     event = None if events.empty() else events.get_nowait()
                 while self._downlinks:
-                    actions += await self._downlink(link, self._downlinks.pop(0))
+                    actions += await self.downlinks.apply(link, self._downlinks.pop(0))
                 if self._sync_now:
                     self._sync_now = False
-                    actions += self._sync_now_actions(link, now)
+                    actions += self.sync_now_actions(link, now)
                 if self._look:
                     self._look = False
                     await self._look_for_commits(now, force=True)
-                if planner.take_alerts(self._outlook(now)):
+                if planner.take_alerts(self.outlook(now)):
                     actions += self.session.alerts_waiting()
                 actions += self.session.tick(now)
                 await self._execute(link, actions)
-                self._release_held(link)
+                self.out.release_held(link)
                 await self._send_files(link)
                 await self._housekeeping(link)
-                self._deadlines = planner.deadlines(self._outlook(time.monotonic()))
+                self._deadlines = planner.deadlines(self.outlook(time.monotonic()))
         finally:
             stopper.cancel()
 
@@ -383,28 +410,28 @@ class SyncDaemon:
         except TimeoutError:
             return None
 
-    def _outlook(self, now: float) -> planner.Outlook:
+    def outlook(self, now: float) -> planner.Outlook:
         """Where the loop stands, for the planner (nothing is carried over from a turn)."""
         window = sum(1 for f in self.session.in_flight.values() if not f.priority)
         return planner.Outlook(
             now=now,
             connected=self.connected,
             room=window < self.session.max_in_flight,
-            waiting=self._waiting,
-            oldest_at=self._oldest_at,
-            alerts=self._alerts,
-            batch_limit=self.batch_limit,
+            waiting=self.out.waiting,
+            oldest_at=self.out.oldest_at,
+            alerts=self.out.alerts,
+            batch_limit=self.out.batch_limit,
             linger_s=self.settings.sync.linger_s,
             files_urgent=self.files.urgent(),
-            held=tuple(at for at, _ in self._held),
+            held=tuple(at for at, _ in self.out.held),
             ack_at=self.session.ack_deadline(),
-            status_at=self._status_at(now),
-            snapshot_at=self._snapshot_at,
+            status_at=self.report.status_at(now),
+            snapshot_at=self.report.snapshot_at,
             files_at=self.files.deadline(),
             poll_at=self._polled_at + EXTERNAL_POLL_S if self.external_writer else None,
         )
 
-    def _sync_now_actions(self, link: MqttLink, now: float) -> list[Action]:
+    def sync_now_actions(self, link: MqttLink, now: float) -> list[Action]:
         """``sync now`` (SIGUSR1 or central's command): reconnect without backoff, send every
         batch in flight again, look at the files again."""
         self._files_dirty = True
@@ -424,8 +451,7 @@ class SyncDaemon:
                 )
             except LinkError as exc:  # lost again already: the disconnect event follows
                 self.last_error = str(exc)
-            self._status = StatusThrottle(self.settings.sync.status_interval_s)  # say it now
-            self._status_hold = None
+            self.report.connected(self.settings.sync.status_interval_s)  # say it now
             self.files.connected()
             return self.session.connected(time.monotonic())
         if event.kind == "disconnected":
@@ -433,13 +459,13 @@ class SyncDaemon:
                 log.warning("sync: disconnected (%s)", event.reason)
             self.connected = False
             self.last_error = event.reason
-            self._mids.clear()  # those PUBACKs will never come: the session re-sends
-            self._held.clear()  # and it re-sends these too, once connected
-            self._status_hold = None
+            self.out.mids.clear()  # those PUBACKs will never come: the session re-sends
+            self.out.held.clear()  # and it re-sends these too, once connected
+            self.report.disconnected()
             self.files.disconnected()
             return self.session.disconnected()
         if event.kind == "published":
-            batch_id = self._mids.pop(event.mid, None)
+            batch_id = self.out.mids.pop(event.mid, None)
             if batch_id is None:
                 self.files.on_puback(event.mid, event.reason_code, time.monotonic())
                 return []
@@ -468,158 +494,36 @@ class SyncDaemon:
                 properties=event.user_properties,
             )
         except DownlinkRefused as exc:
-            self._refuse_ack(link, len(event.payload), str(exc))
+            self.downlinks.refuse_ack(link, len(event.payload), str(exc))
             return []
         try:
             notice = parse_dead_letter(event.payload)
         except ValueError as exc:
-            self.refused_downlinks += 1
+            self.downlinks.refused_downlinks += 1
             log.warning("sync: refused a malformed dead-letter notice: %s", exc)
             return []
         if notice is not None:
-            self._dead_letter(notice)
+            self.downlinks.dead_letter(notice)
             return []
         try:
             acks = parse_acks(event.payload)  # one batch, or several (a cumulative ack)
         except ValueError as exc:
-            self.refused_downlinks += 1
+            self.downlinks.refused_downlinks += 1
             log.warning("sync: refused a malformed ack (%d bytes): %s", len(event.payload), exc)
             return []
         if any(ack.epoch is not None and ack.epoch != self.store.epoch for ack in acks):
             # An ack for another store of this unit (the one this store replaced): not ours.
             log.warning("sync: ignored an ack for another store epoch")
             return []
-        timed = [ack for ack in acks if ack.batch_id in self.batches]
+        timed = [ack for ack in acks if ack.batch_id in self.out.batches]
         if timed:  # its times, only while its batch is in flight: one sample per message
             self._check_clock(timed[-1], arrived)
         actions: list[Action] = []
         for ack in acks:
             if ack.refused:
-                self._refusals[ack.batch_id] = ack.refused
+                self.out.refusals[ack.batch_id] = ack.refused
             actions += self.session.central_ack(ack.batch_id, ack.last_contiguous_seq)
         return actions
-
-    def _refuse_ack(self, link: MqttLink, size: int, reason: str) -> None:
-        """A forged or unsigned ack: nothing marked sent, no clock sample; counted, logged
-        (its size and the reason, never its content) and reported on up/events (at most one
-        report every ACK_REFUSAL_REPORT_S, with the count since the last one)."""
-        self.refused_downlinks += 1
-        self.refused_acks += 1
-        self._acks_unreported += 1
-        log.warning("sync: refused an ack (%d bytes): %s", size, reason)
-        now = time.monotonic()
-        if now - self._ack_report_at >= ACK_REFUSAL_REPORT_S:
-            self._event(
-                link,
-                {
-                    "type": "downlink-refused",
-                    "topic": "ack",
-                    "reason": reason,
-                    "count": self._acks_unreported,
-                },
-            )
-            self._acks_unreported, self._ack_report_at = 0, now
-
-    def _dead_letter(self, notice: DeadLetterNotice) -> None:
-        """Central parked one of our messages for a human: say so (log, status, `sync
-        status`). The batch stays in flight: its readings are kept and go again."""
-        if notice.epoch is not None and notice.epoch != self.store.epoch:
-            log.warning("sync: ignored a dead-letter notice for another store epoch")
-            return
-        self.dead_letters += 1
-        self.last_dead_letter = {
-            "batch_id": notice.batch_id,
-            "reason": notice.reason,
-            "bytes": notice.bytes,
-            "parked_at": notice.parked_at,
-        }
-        self.last_error = (
-            f"central parked batch {notice.batch_id or '(unknown)'} as a dead "
-            f"letter: {notice.reason}"
-        )
-        log.error(
-            "sync: central parked batch %s (%d bytes) as a dead letter: %s",
-            notice.batch_id or "(unknown)",
-            notice.bytes,
-            notice.reason,
-        )
-        self._poke()
-
-    async def _downlink(self, link: MqttLink, event: LinkEvent) -> list[Action]:
-        """down/cmd and down/config: validated, applied whole, or refused with a reason. The
-        session actions a command asks for join the turn's (the daemon executes them once)."""
-        kind = "config" if event.topic == topics.CONFIG.of(self.unit) else "cmd"
-        try:
-            # Signed by central (sync/signing.py); its counter persisted before anything runs.
-            payload = await trusted_downlink.verified(
-                self.store, self.settings, kind, event.payload
-            )
-            if kind == "config":
-                settings, version = apply_config(
-                    self.settings, payload, self.config_version, self._config_sync
-                )
-                saved = saved_config(version, payload)
-                # Persist first: a restart applies it again (and a retained copy of the same
-                # version is then recognised, not refused).
-                await self._write(functools.partial(put_state, key="config-remote", value=saved))
-                self.settings, self.config_version = settings, version
-                self._config_sync = saved["sync"]
-                self.batch_limit = settings.sync.batch_size
-                self._apply_sync_settings()
-                log.info("sync: remote config version %d applied", version)
-                self._event(link, {"type": "config-applied", "version": version})
-            else:
-                return await self._command(link, parse_command(payload))
-        except AlreadyApplied:  # the retained copy of what this unit applied already
-            self.config_recognised += 1
-        except DownlinkRefused as exc:
-            self.refused_downlinks += 1
-            log.warning("sync: refused a %s downlink (%d bytes): %s", kind, len(event.payload), exc)
-            self._event(link, {"type": "downlink-refused", "topic": kind, "reason": str(exc)})
-        return []
-
-    async def _command(self, link: MqttLink, command: Command) -> list[Action]:
-        result: dict[str, Any] = {"type": "cmd-done", "id": command.id, "cmd": command.cmd}
-        actions: list[Action] = []
-        if command.cmd == "sync-now":
-            actions = self._sync_now_actions(link, time.monotonic())
-        elif command.cmd in signing.TRUST_COMMANDS:  # applied by the verification already
-            self.ack_trust = await trusted_downlink.trust_in_effect(self.store, self.settings)
-            result["keys"] = sorted(self.ack_trust.keys)
-            log.warning(
-                "sync: central's signed %s applied: keys %s",
-                command.cmd,
-                ", ".join(sorted(self.ack_trust.keys)) or "none",
-            )
-        elif command.cmd == "teleconsult":
-            self.files.set_teleconsult(command.encounter)
-            result["encounter"] = command.encounter
-        elif command.cmd == "resend-from":
-            if command.epoch is not None and command.epoch != self.store.epoch:
-                raise DownlinkRefused(
-                    f"resend-from names store epoch {command.epoch}, this "
-                    f"store is {self.store.epoch}: those readings are gone"
-                )
-            seq = command.seq or 1
-            result["readings"] = await self._write(functools.partial(outbox.resend_from, seq=seq))
-            self._waiting += int(result["readings"])
-            self._oldest_at = float("-inf")
-        else:
-            stats = await self.store.read_async(outbox.store_counts)
-            result.update(version=__version__, store=stats, sync=self.status())
-        self._event(link, result)
-        return actions
-
-    def _event(self, link: MqttLink, body: dict[str, Any]) -> None:
-        """A unit event for central (no patient data) on up/events."""
-        payload = json.dumps({**body, "unit": self.unit, "at": utc_now()}).encode()
-        with contextlib.suppress(LinkError):
-            link.publish(
-                topics.EVENTS.of(self.unit),
-                payload,
-                qos=topics.EVENTS.qos,
-                content_type=topics.EVENTS.content_type,
-            )
 
     def _check_clock(self, ack: Ack, arrived: float) -> None:
         """NTP-style: only an exchange with all four times says anything about the clock."""
@@ -655,162 +559,23 @@ class SyncDaemon:
         while queue:
             action = queue.pop(0)
             if isinstance(action, Publish | Resend):
-                self._send(link, action.batch_id)
+                self.out.send(link, action.batch_id)
                 if isinstance(action, Resend):
-                    self.batch_limit = adapt_batch(
-                        self.batch_limit, acked=False, ceiling=self.settings.sync.batch_size
+                    self.out.batch_limit = adapt_batch(
+                        self.out.batch_limit, acked=False, ceiling=self.settings.sync.batch_size
                     )
-                    self._write_later(
+                    self.write_later(
                         functools.partial(outbox.note_attempt, batch_id=action.batch_id)
                     )
             elif isinstance(action, MarkAcked):
-                self._mark(action.batch_id)
+                self.out.mark(action.batch_id)
             elif isinstance(action, Take):
-                fresh = await self._take(action.priority)
+                fresh = await self.out.take(action.priority)
                 if fresh is not None:
-                    self.batches[fresh.batch_id] = fresh
+                    self.out.batches[fresh.batch_id] = fresh
                 queue += self.session.batch_ready(
                     fresh.batch_id if fresh else None, time.monotonic(), action.priority
                 )
-
-    def _send(self, link: MqttLink, batch_id: str) -> None:
-        """Publish a batch, or hold it until the uplink cap's reserved bandwidth comes (other
-        traffic shares the modem); an alert goes at once (its bytes still counted)."""
-        batch = self.batches.get(batch_id)
-        if batch is None or any(b == batch_id for _, b in self._held):
-            return
-        now = time.monotonic()
-        wait = self.pacer.delay(len(batch.payload), now)
-        if wait > 0 and not batch.priority:
-            self._held.append((now + wait, batch_id))
-        else:
-            self._publish(link, batch)
-
-    def _release_held(self, link: MqttLink) -> None:
-        """Publish the held batches whose reserved bandwidth has come, in order (a batch
-        acknowledged meanwhile, from an earlier send, is dropped)."""
-        due = planner.due_held(self._outlook(time.monotonic()))
-        for _, batch_id in self._held[:due]:
-            batch = self.batches.get(batch_id)
-            if batch is not None:
-                self._publish(link, batch)
-        del self._held[:due]
-
-    def _mark(self, batch_id: str) -> None:
-        """Mark the batch's readings sent. Not awaited: the next batch never depends on it
-        (its readings are in a batch, so no one takes them), and a crash before this commit
-        only means central sees the batch once more and acknowledges it again."""
-        self.batch_limit = adapt_batch(
-            self.batch_limit, acked=True, ceiling=self.settings.sync.batch_size
-        )
-        batch = self.batches.pop(batch_id, None)
-        refused = self._refusals.pop(batch_id, {})
-        at = utc_now()
-        future = self._write_later(
-            functools.partial(outbox.mark_acked, batch_id=batch_id, acked_at=at, refused=refused)
-        )
-
-        def marked(changed: int) -> None:  # on the event loop, like every other change
-            self.acked_readings += changed
-            if changed:
-                self.last_ack_at = at
-            if self.backlog is not None and batch is not None:
-                self.backlog = max(0, self.backlog - changed - len(refused))
-            self._poke()  # the status may say so
-
-        def done(f: Future[int]) -> None:  # the store's writer thread
-            loop = self._loop
-            if f.cancelled() or f.exception() is not None or loop is None or loop.is_closed():
-                return
-            loop.call_soon_threadsafe(marked, f.result())
-
-        future.add_done_callback(done)
-        if refused:
-            self.refused_readings += len(refused)
-            log.error(
-                "sync: central refused %d readings of batch %s (kept, not re-sent): %s",
-                len(refused),
-                batch_id,
-                sorted(set(refused.values()))[:3],
-            )
-
-    async def _take(self, priority: bool) -> InFlight | None:
-        if not priority and not isinstance(
-            planner.decide(self._outlook(time.monotonic())), planner.Take
-        ):
-            return None  # lingering for company, files first, or nothing committed
-        limit = min(self.batch_limit, self.settings.sync.batch_size)
-        before = self._waiting  # commits noted while we read are counted apart
-        rows = await self.store.read_async(
-            functools.partial(outbox.next_batch, limit=limit, alerts_only=priority)
-        )
-        if priority:
-            self._alerts = False
-        is_alert = bool(rows) and rows[0]["priority"] == 1
-        if is_alert:  # alerts come first and alone: ordinary readings may still wait
-            self._alerts = True
-        elif not priority and len(rows) < limit:  # empty now, but for what came meanwhile
-            self._waiting = max(0, self._waiting - before)
-            self._oldest_at = time.monotonic() if self._waiting else None
-        elif not priority:  # a full batch: there may be more (a drain): look again at once
-            self._waiting = max(1, self._waiting - len(rows))
-        if not rows:
-            return None
-        batch_id = str(uuid.uuid4())
-        created = utc_now()
-        seqs = [int(r["seq"]) for r in rows]
-        taken = await self._write(
-            functools.partial(
-                outbox.record_batch,
-                batch_id=batch_id,
-                seqs=seqs,
-                created_at=created,
-                priority=1 if is_alert else 0,
-                device_versions=fhir.full_device_versions(rows),
-            )
-        )
-        if taken != len(rows):  # cannot happen with one sync loop per store: say so loudly
-            log.error("sync: batch %s recorded %d of %d readings", batch_id, taken, len(rows))
-            rows = await self.store.read_async(
-                functools.partial(outbox.batch_readings, batch_id=batch_id)
-            )
-            if not rows:
-                return None
-        return self._encode(batch_id, rows, created, 0, is_alert)
-
-    def _encode(
-        self, batch_id: str, rows: list[dict[str, Any]], created: str, attempts: int, priority: bool
-    ) -> InFlight:
-        payload = codec.encode_batch(self.unit, batch_id, rows, created, epoch=self.store.epoch)
-        return InFlight(
-            batch_id, rows[0]["seq"], rows[-1]["seq"], len(rows), payload, attempts, priority
-        )
-
-    def _publish(self, link: MqttLink, batch: InFlight) -> None:
-        properties = [
-            *codec.WIRE_PROPERTIES,  # what the payload is: zlib, dictionary, inner media type
-            ("batch_id", batch.batch_id),
-            ("epoch", self.store.epoch),
-            ("seq_from", str(batch.seq_from)),
-            ("seq_to", str(batch.seq_to)),
-            ("sent_at", f"{time.time():.3f}"),  # the NTP origin time central echoes
-        ]
-        if batch.priority:
-            properties.append(("priority", "alert"))
-        try:
-            mid = link.publish(
-                topics.READINGS.of(self.unit),
-                batch.payload,
-                qos=topics.READINGS.qos,
-                retain=topics.READINGS.retain,
-                content_type=topics.READINGS.content_type,
-                user_properties=properties,
-            )
-        except LinkError as exc:
-            self.last_error = str(exc)  # the session sends it again after the timeout
-            return
-        self._mids[mid] = batch.batch_id
-        batch.attempts += 1
 
     async def _send_files(self, link: MqttLink) -> None:
         """One file message per turn, when no alert and no readings backlog waits (a file
@@ -819,7 +584,7 @@ class SyncDaemon:
             self._files_dirty = False
             await self.files.refresh()
         now = time.monotonic()
-        if not planner.files_may_send(self._outlook(now)):
+        if not planner.files_may_send(self.outlook(now)):
             return
         out = self.files.next_publish(now, self.pacer.delay)
         if out is not None:
@@ -840,7 +605,7 @@ class SyncDaemon:
     async def _write(self, op: Callable[[Database], T]) -> T:
         return await self.store.write(op)
 
-    def _write_later(self, op: Callable[[Database], T]) -> Future[T]:
+    def write_later(self, op: Callable[[Database], T]) -> Future[T]:
         future = self.store.submit(op)
         self._writes.add(future)
         future.add_done_callback(self._writes.discard)
@@ -860,46 +625,9 @@ class SyncDaemon:
         now = time.monotonic()
         if self.external_writer:
             await self._look_for_commits(now)
-        if planner.status_due(self._outlook(now)):
-            body = self._status_body("online")
-            # A few hundred bytes, at most once an interval: sent at once and charged to the
-            # cap (what follows waits for them), never slept on nor held behind a backlog.
-            self.pacer.delay(len(body), now)
-            self._status_hold = None
-            try:
-                link.publish(
-                    topics.STATUS.of(self.unit),
-                    body,
-                    retain=topics.STATUS.retain,
-                    content_type=topics.STATUS.content_type,
-                )
-                self._status.sent(self._status_content(), now)
-            except LinkError:  # lost meanwhile: the disconnect event follows
-                self._status_hold = now + 1.0
-        snapshot = self._snapshot()
-        key = {k: v for k, v in snapshot.items() if k != "updated_at"}
-        self._snapshot_at = None
-        if key != self._state_written:
-            if now - self._state_at >= STATE_INTERVAL_S or (
-                self._state_written is None
-                or key["connected"] != self._state_written.get("connected")
-            ):
-                self._state_written, self._state_at = key, now
-                self._write_later(functools.partial(put_state, key="sync", value=snapshot))
-            else:
-                self._snapshot_at = self._state_at + STATE_INTERVAL_S
-
-    def _status_content(self) -> tuple[Any, Any]:
-        return (self.backlog, self.devices)
-
-    def _status_at(self, now: float) -> float | None:
-        """When the retained status may go: None when it has nothing new to say."""
-        if not self.connected or not self._status.changed(self._status_content()):
-            return None
-        if self._status_hold is not None:
-            return self._status_hold
-        at = self._status.due(now)
-        return now if at is None else at
+        if planner.status_due(self.outlook(now)):
+            self.report.publish(link, now)
+        self.report.write_snapshot(now)
 
     async def _look_for_commits(self, now: float, *, force: bool = False) -> None:
         self._polled_at = now
@@ -910,17 +638,9 @@ class SyncDaemon:
                 lambda db: (outbox.unbatched(db), outbox.has_alerts(db))
             )
             if waiting:
-                self._waiting = waiting
-                self._oldest_at = self._oldest_at or now
-                self._alerts = self._alerts or alerts
-
-    def _status_body(self, state: str) -> bytes:
-        return status_payload(
-            state, self.unit, self.store.epoch, self.backlog, self.devices, utc_now()
-        )
-
-    def _snapshot(self, stopped: bool = False) -> dict[str, Any]:
-        return {**self.status(), "pid": os.getpid(), "stopped": stopped}
+                self.out.waiting = waiting
+                self.out.oldest_at = self.out.oldest_at or now
+                self.out.alerts = self.out.alerts or alerts
 
     # --- status ---------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -929,10 +649,10 @@ class SyncDaemon:
             "connected": self.connected,
             "epoch": self.store.epoch,
             "backlog": self.backlog,
-            "in_flight": len(self.batches),
-            "in_flight_batches": len(self.batches),
-            "batch_size": self.batch_limit,
-            "in_flight_readings": sum(b.count for b in self.batches.values()),
+            "in_flight": len(self.out.batches),
+            "in_flight_batches": len(self.out.batches),
+            "batch_size": self.out.batch_limit,
+            "in_flight_readings": sum(b.count for b in self.out.batches.values()),
             "acked_readings": self.acked_readings,
             "refused_readings": self.refused_readings,
             "last_ack_at": self.last_ack_at,
